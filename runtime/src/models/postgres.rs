@@ -1,0 +1,206 @@
+//! PostgreSQL shared models (seed inventory §1 and §8).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::models::health::HealthStatus;
+use crate::sensitive::Sensitive;
+
+/// TLS modes for the PostgreSQL connection (`POSTGRES_SSL_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it.
+    #[default]
+    Prefer,
+    /// TLS always, without verifying the server.
+    Require,
+    /// TLS always, verifying the certificate chain and the host name.
+    VerifyFull,
+}
+
+/// Connection and pool settings; every field has a `POSTGRES_*` variable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostgresConnectionConfig {
+    /// `POSTGRES_HOST`.
+    pub host: String,
+    /// `POSTGRES_PORT` (5432).
+    pub port: u16,
+    /// `POSTGRES_DATABASE`.
+    pub database: String,
+    /// `POSTGRES_USER`.
+    pub user: String,
+    /// `POSTGRES_PASSWORD` or the trimmed content of `POSTGRES_PASSWORD_FILE`.
+    #[serde(default)]
+    pub password: Sensitive<String>,
+    /// `POSTGRES_SCHEMA` ("infrastructure"); set as `search_path = <schema>, public`.
+    pub schema: String,
+    /// `POSTGRES_MIN_CONNECTIONS` (5): kept open and replenished in the background.
+    pub min_connections: u32,
+    /// `POSTGRES_MAX_CONNECTIONS` (50).
+    pub max_connections: u32,
+    /// `POSTGRES_MAX_INACTIVE_LIFETIME` (300 s): idle connections older than this are closed.
+    pub max_inactive_connection_lifetime_secs: u64,
+    /// `POSTGRES_MAX_QUERIES` (50,000): a connection is recycled after this many queries.
+    pub max_queries: u64,
+    /// `POSTGRES_COMMAND_TIMEOUT` (60 s).
+    pub command_timeout_secs: f64,
+    /// `POSTGRES_SSL_MODE` (prefer).
+    pub ssl_mode: SslMode,
+    /// `POSTGRES_SSL_CERT_FILE`.
+    #[serde(default)]
+    pub ssl_cert_file: Option<String>,
+    /// `POSTGRES_SSL_KEY_FILE`.
+    #[serde(default)]
+    pub ssl_key_file: Option<String>,
+    /// `POSTGRES_SSL_CA_FILE`.
+    #[serde(default)]
+    pub ssl_ca_file: Option<String>,
+}
+
+/// What kind of statement a query is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryType {
+    /// SELECT / WITH.
+    Select,
+    /// INSERT.
+    Insert,
+    /// UPDATE.
+    Update,
+    /// DELETE.
+    Delete,
+    /// CREATE / ALTER / DROP.
+    Ddl,
+    /// GRANT / REVOKE.
+    Dcl,
+    /// BEGIN / COMMIT / ROLLBACK.
+    Tcl,
+    /// Anything else.
+    #[default]
+    General,
+}
+
+/// Transaction isolation levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IsolationLevel {
+    /// READ COMMITTED (PostgreSQL's default).
+    #[default]
+    ReadCommitted,
+    /// REPEATABLE READ.
+    RepeatableRead,
+    /// SERIALIZABLE.
+    Serializable,
+}
+
+/// Rows returned by a statement.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueryResult {
+    /// Each row as column name → JSON value.
+    pub rows: Vec<BTreeMap<String, serde_json::Value>>,
+    /// Column names in select order.
+    pub column_names: Vec<String>,
+    /// Number of rows returned, or affected for statements without rows.
+    pub row_count: u64,
+    /// Whether more rows exist than were returned.
+    #[serde(default)]
+    pub has_more: bool,
+}
+
+/// One recorded query execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryMetric {
+    /// A hash of the statement text, stable across processes (FNV-1a 64, hex).
+    pub query_hash: String,
+    /// The statement kind.
+    pub query_type: QueryType,
+    /// Wall time.
+    pub execution_time_ms: f64,
+    /// Rows returned or affected.
+    pub rows_affected: u64,
+    /// Whether it succeeded.
+    pub success: bool,
+    /// When it finished.
+    pub timestamp: DateTime<Utc>,
+    /// The error code when it failed.
+    #[serde(default)]
+    pub error_code: Option<String>,
+}
+
+/// One bucket of a latency histogram: count of observations `<= le_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistogramBucket {
+    /// Upper bound in milliseconds (`f64::INFINITY` is written as `null`).
+    pub le_ms: Option<f64>,
+    /// Cumulative count.
+    pub count: u64,
+}
+
+/// Pool figures, computed from live counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionStats {
+    /// Open connections.
+    pub size: u32,
+    /// Open and idle.
+    pub idle: u32,
+    /// Checked out.
+    pub in_use: u32,
+    /// Callers waiting for a connection.
+    pub waiting: u32,
+    /// Configured minimum.
+    pub min_size: u32,
+    /// Configured maximum.
+    pub max_size: u32,
+    /// Successful checkouts.
+    pub checkouts: u64,
+    /// Checkouts that had to wait.
+    pub waited_checkouts: u64,
+    /// Checkouts that hit the wait timeout.
+    pub wait_timeouts: u64,
+    /// Wait-time histogram (cumulative buckets).
+    pub wait_time_histogram: Vec<HistogramBucket>,
+    /// Connections opened.
+    pub connections_created: u64,
+    /// Connections closed, by reason (`idle`, `max_queries`, `broken`, `shutdown`, …).
+    pub connections_closed: BTreeMap<String, u64>,
+    /// Failed connection attempts and acquire errors.
+    pub failed_connections: u64,
+    /// Queries run.
+    pub total_queries: u64,
+    /// Queries that failed.
+    pub failed_queries: u64,
+}
+
+/// The result of the four health probes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostgresHealth {
+    /// Overall state.
+    pub status: HealthStatus,
+    /// When the check ran.
+    pub timestamp: DateTime<Utc>,
+    /// Pool figures at that moment.
+    pub connection_pool: ConnectionStats,
+    /// `SELECT version()`.
+    #[serde(default)]
+    pub server_version: Option<String>,
+    /// `current_schema()`.
+    #[serde(default)]
+    pub current_schema: Option<String>,
+    /// Connections to this database according to `pg_stat_activity`.
+    #[serde(default)]
+    pub active_connections: Option<i64>,
+    /// The configured schema.
+    pub schema: String,
+    /// Whether it exists.
+    pub schema_exists: bool,
+    /// How long the probes took.
+    pub response_time_ms: f64,
+    /// What failed.
+    #[serde(default)]
+    pub errors: Vec<String>,
+}

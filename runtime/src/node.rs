@@ -1,0 +1,123 @@
+//! The node traits of the four ONEX kinds.
+//!
+//! Every node implements [`Node`]: typed input in, typed output or [`OnexError`] out, under a
+//! [`Context`]. The kind traits mark which of the four roles a node plays, and the
+//! invariants that come with it; the generated code implements exactly one of them, chosen
+//! by the contract's `node_type`. [`DynNode`] erases the types for registries and hosts
+//! that route JSON (from Kafka, HTTP) to nodes by name.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::context::Context;
+use crate::contract::NodeContract;
+use crate::error::{ErrorCode, OnexError};
+
+/// The four ONEX node kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NodeKind {
+    /// Talks to the outside world (databases, brokers, files, HTTP).
+    Effect,
+    /// Pure transformation of its input.
+    Compute,
+    /// State and aggregation.
+    Reducer,
+    /// Coordinates other nodes.
+    Orchestrator,
+}
+
+impl NodeKind {
+    /// `EFFECT`, `COMPUTE`, `REDUCER` or `ORCHESTRATOR`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Effect => "EFFECT",
+            Self::Compute => "COMPUTE",
+            Self::Reducer => "REDUCER",
+            Self::Orchestrator => "ORCHESTRATOR",
+        }
+    }
+}
+
+impl std::fmt::Display for NodeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A node: a contract plus an async `process`.
+pub trait Node: Send + Sync + 'static {
+    /// The contract's `input_model`.
+    type Input: DeserializeOwned + Serialize + Send + 'static;
+    /// The contract's `output_model`.
+    type Output: DeserializeOwned + Serialize + Send + 'static;
+
+    /// The node's contract, as constant data.
+    fn contract(&self) -> &'static NodeContract;
+
+    /// Handles one request. Implementations apply the contract's per-operation timeout and
+    /// never panic on bad input: they answer with an [`OnexError`].
+    fn process(&self, input: Self::Input, ctx: Context)
+    -> impl Future<Output = Result<Self::Output, OnexError>> + Send;
+}
+
+/// An EFFECT node: the only kind allowed to do I/O. Its contract lists `io_operations`, each
+/// with a timeout and an atomicity flag.
+pub trait EffectNode: Node {}
+
+/// A COMPUTE node: a pure, deterministic transformation. It may hold caches but no I/O.
+pub trait ComputeNode: Node {}
+
+/// A REDUCER node: folds events into state and emits intents for side effects.
+pub trait ReducerNode: Node {}
+
+/// An ORCHESTRATOR node: coordinates other nodes, emitting events and intents.
+pub trait OrchestratorNode: Node {}
+
+/// A boxed future, as [`DynNode`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A node with its types erased to JSON, for registries and hosts.
+pub trait DynNode: Send + Sync {
+    /// The node's contract.
+    fn contract(&self) -> &'static NodeContract;
+
+    /// Deserializes `input`, processes it, serializes the output.
+    fn process_json(
+        &self,
+        input: serde_json::Value,
+        ctx: Context,
+    ) -> BoxFuture<'_, Result<serde_json::Value, OnexError>>;
+}
+
+impl<N: Node> DynNode for N {
+    fn contract(&self) -> &'static NodeContract {
+        Node::contract(self)
+    }
+
+    fn process_json(
+        &self,
+        input: serde_json::Value,
+        ctx: Context,
+    ) -> BoxFuture<'_, Result<serde_json::Value, OnexError>> {
+        Box::pin(async move {
+            let contract = Node::contract(self);
+            let input: N::Input = serde_json::from_value(input).map_err(|e| {
+                OnexError::validation(format!(
+                    "input does not match {} of {}: {e}",
+                    contract.input_model, contract.name
+                ))
+            })?;
+            let output = self.process(input, ctx).await?;
+            serde_json::to_value(output).map_err(|e| {
+                OnexError::new(
+                    ErrorCode::InternalError,
+                    format!("cannot serialize {} of {}: {e}", contract.output_model, contract.name),
+                )
+            })
+        })
+    }
+}

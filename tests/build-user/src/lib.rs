@@ -1,0 +1,1 @@
+//! Placeholder until build.rs generation is wired.
