@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite, starting what it needs: PostgreSQL on 127.0.0.1:5432 and a Kafka-protocol broker
+# (tansu) on 127.0.0.1:19092, stopped again when the tests end. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/build-deps.sh
+scripts/postgres.sh ensure
+scripts/broker.sh start
+trap 'scripts/broker.sh stop' EXIT
+
+cargo test --workspace "$@"
