@@ -1,6 +1,23 @@
-//! The Kafka producer pool (issue 5 replaces this placeholder with the rdkafka pool).
+//! The Kafka producer pool on rdkafka (librdkafka).
+//!
+//! - [`config`]: the producer configuration from the environment, the security policy per
+//!   deployment environment, and the mapping onto librdkafka properties.
+//! - [`KafkaProducerPool`]: one shared producer per configuration (by default), created
+//!   lazily, replaced after a fatal error, evicted when idle, flushed with a deadline on
+//!   shutdown; stats and health from real counters ([`metrics`]).
+//! - Backpressure: each producer admits at most `max_in_flight_messages` unreported
+//!   messages; permits come back with delivery reports, and `QueueFull` waits for the next
+//!   delivery instead of sleeping.
 
-/// The Kafka producer pool service that `node_kafka_producer_pool_effect` resolves from the
-/// container.
-#[derive(Debug, Default)]
-pub struct KafkaProducerPool {}
+pub mod config;
+pub mod error;
+pub mod metrics;
+mod pool;
+mod producer;
+
+pub use pool::{KafkaPoolSettings, KafkaProducerPool, ShutdownReport};
+pub use producer::{Delivered, DeliveryFuture, ProduceRecord};
+pub use rdkafka::message::OwnedHeaders;
+
+#[cfg(test)]
+mod tests;

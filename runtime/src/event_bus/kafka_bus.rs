@@ -1,0 +1,293 @@
+//! The Kafka-backed event bus: envelope encoding, topic naming, per-caller rate limits and
+//! retries on top of the [`KafkaProducerPool`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use rdkafka::message::{Header, OwnedHeaders};
+
+use crate::environment::EnvSource;
+use crate::error::{ErrorCode, OnexError};
+use crate::event::OnexEvent;
+use crate::event_bus::EventPublisher;
+use crate::event_bus::rate_limit::{RateLimitRule, RateLimiter};
+use crate::event_bus::retry::{RetryPolicy, Sleeper, TokioSleeper, retry};
+use crate::event_bus::subscriber::{self, EventHandler, Subscription, SubscriptionOptions};
+use crate::event_bus::topic::TopicNamer;
+use crate::kafka::error::onex_error_is_retriable;
+use crate::kafka::{Delivered, KafkaProducerPool, ProduceRecord};
+use crate::node::BoxFuture;
+
+/// One event, encoded for Kafka.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedEvent {
+    /// Topic (§12.20).
+    pub topic: String,
+    /// Key: the correlation id, hyphenated.
+    pub key: String,
+    /// Value: the JSON envelope.
+    pub value: Vec<u8>,
+    /// Headers: the W3C trace carrier plus `onex-event-type` and `onex-event-id`.
+    pub headers: Vec<(String, String)>,
+}
+
+impl EncodedEvent {
+    fn owned_headers(&self) -> OwnedHeaders {
+        self.headers.iter().fold(OwnedHeaders::new_with_capacity(self.headers.len()), |h, (k, v)| {
+            h.insert(Header { key: k, value: Some(v.as_bytes()) })
+        })
+    }
+
+    fn record(&self) -> ProduceRecord<'_> {
+        ProduceRecord::new(&self.topic, &self.value).key(self.key.as_bytes())
+    }
+}
+
+/// Bus counters.
+#[derive(Debug, Default)]
+struct BusCounters {
+    published: AtomicU64,
+    failed: AtomicU64,
+    retries: AtomicU64,
+    rate_limited: AtomicU64,
+}
+
+/// Figures of the bus (the producer side is in the pool's stats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventBusStats {
+    /// Events acknowledged by the broker.
+    pub published: u64,
+    /// Events that failed for good.
+    pub failed: u64,
+    /// Publish attempts repeated after a retriable error.
+    pub retries: u64,
+    /// Events refused by the rate limiter.
+    pub rate_limited: u64,
+}
+
+/// Publishes [`OnexEvent`]s to Kafka and subscribes handlers to topics.
+pub struct KafkaEventBus {
+    pool: Arc<KafkaProducerPool>,
+    namer: TopicNamer,
+    retry: RetryPolicy,
+    sleeper: Arc<dyn Sleeper>,
+    limiter: Option<RateLimiter>,
+    counters: BusCounters,
+}
+
+impl std::fmt::Debug for KafkaEventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaEventBus")
+            .field("pool", &self.pool)
+            .field("namer", &self.namer)
+            .field("retry", &self.retry)
+            .field("rate_limit", &self.limiter.as_ref().map(RateLimiter::rule))
+            .finish()
+    }
+}
+
+impl KafkaEventBus {
+    /// A bus on `pool` with the default retry policy and the `event_publish` rate limit.
+    pub fn new(pool: Arc<KafkaProducerPool>, namer: TopicNamer) -> Self {
+        Self {
+            pool,
+            namer,
+            retry: RetryPolicy::default(),
+            sleeper: Arc::new(TokioSleeper),
+            limiter: Some(RateLimiter::new(RateLimitRule::EVENT_PUBLISH)),
+            counters: BusCounters::default(),
+        }
+    }
+
+    /// Topic naming and retry policy from the environment (§12.20, §12.21).
+    pub fn from_env(pool: Arc<KafkaProducerPool>, env: &dyn EnvSource) -> Result<Self, OnexError> {
+        Ok(Self { retry: RetryPolicy::from_env(env)?, ..Self::new(pool, TopicNamer::from_env(env)?) })
+    }
+
+    /// Replaces the retry policy.
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Replaces how the bus waits between retries (tests record instead of sleeping).
+    pub fn with_sleeper(mut self, sleeper: Arc<dyn Sleeper>) -> Self {
+        self.sleeper = sleeper;
+        self
+    }
+
+    /// Replaces the per-caller rate limit; `None` disables it.
+    pub fn with_rate_limit(mut self, rule: Option<RateLimitRule>) -> Self {
+        self.limiter = rule.map(RateLimiter::new);
+        self
+    }
+
+    /// The producer pool.
+    pub fn pool(&self) -> &Arc<KafkaProducerPool> {
+        &self.pool
+    }
+
+    /// The topic namer.
+    pub fn namer(&self) -> &TopicNamer {
+        &self.namer
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> EventBusStats {
+        EventBusStats {
+            published: self.counters.published.load(Ordering::Relaxed),
+            failed: self.counters.failed.load(Ordering::Relaxed),
+            retries: self.counters.retries.load(Ordering::Relaxed),
+            rate_limited: self.counters.rate_limited.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Encodes `event`: topic from its type, key = correlation id, value = JSON envelope,
+    /// headers = its trace carrier.
+    pub fn encode(&self, event: &OnexEvent) -> Result<EncodedEvent, OnexError> {
+        let topic = self.namer.topic_for(&event.event_type)?;
+        let value = serde_json::to_vec(event).map_err(|e| {
+            OnexError::new(ErrorCode::InternalError, format!("cannot encode event {}: {e}", event.event_id))
+        })?;
+        let mut headers: Vec<(String, String)> = event
+            .metadata
+            .trace_context
+            .iter()
+            .filter(|(k, _)| matches!(k.as_str(), "traceparent" | "tracestate" | "baggage"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        headers.push(("onex-event-type".into(), event.event_type.clone()));
+        headers.push(("onex-event-id".into(), event.event_id.to_string()));
+        Ok(EncodedEvent { topic, key: event.correlation_id.to_string(), value, headers })
+    }
+
+    fn admit(&self, caller: &str, cost: u32) -> Result<(), OnexError> {
+        let Some(limiter) = &self.limiter else { return Ok(()) };
+        limiter.check(caller, cost, Instant::now()).inspect_err(|_| {
+            self.counters.rate_limited.fetch_add(u64::from(cost), Ordering::Relaxed);
+        })
+    }
+
+    /// Publishes one event and waits for the broker's acknowledgement, retrying retriable
+    /// failures with exponential backoff. The caller for the rate limit is `event.source`.
+    pub async fn publish_event(&self, event: &OnexEvent) -> Result<Delivered, OnexError> {
+        self.admit(&event.source, 1)?;
+        let encoded = self.encode(event)?;
+        let outcome = retry(&self.retry, self.sleeper.as_ref(), |_| async {
+            self.pool.publish(encoded.record(), Some(encoded.owned_headers())).await
+        })
+        .await;
+        self.counters.retries.fetch_add(u64::from(outcome.attempts - 1), Ordering::Relaxed);
+        match &outcome.result {
+            Ok(_) => self.counters.published.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.counters.failed.fetch_add(1, Ordering::Relaxed),
+        };
+        outcome.result.map_err(|e| {
+            e.with_detail("attempts", outcome.attempts).with_detail("event_id", event.event_id.to_string())
+        })
+    }
+
+    /// Publishes `events` concurrently (all enqueued, then awaited), retrying the retriable
+    /// failures together with backoff. Returns where each landed, in input order, or an
+    /// error naming how many failed (`failed_event_ids` in the details).
+    pub async fn publish_events(&self, events: &[OnexEvent]) -> Result<Vec<Delivered>, OnexError> {
+        let mut per_caller: std::collections::BTreeMap<&str, u32> = std::collections::BTreeMap::new();
+        for event in events {
+            *per_caller.entry(event.source.as_str()).or_default() += 1;
+        }
+        for (caller, cost) in per_caller {
+            self.admit(caller, cost)?;
+        }
+        let encoded: Vec<EncodedEvent> = events.iter().map(|e| self.encode(e)).collect::<Result<_, _>>()?;
+        let mut results: Vec<Option<Result<Delivered, OnexError>>> = vec![None; encoded.len()];
+        let mut pending: Vec<usize> = (0..encoded.len()).collect();
+        let mut round = 0;
+        loop {
+            let mut futures = Vec::with_capacity(pending.len());
+            for &i in &pending {
+                let e = &encoded[i];
+                futures.push(async move {
+                    match self.pool.send(e.record(), Some(e.owned_headers())).await {
+                        Ok(delivery) => delivery.await,
+                        Err(err) => Err(err),
+                    }
+                });
+            }
+            let outcomes = futures::future::join_all(futures).await;
+            let mut again = Vec::new();
+            for (&i, outcome) in pending.iter().zip(outcomes) {
+                if let Err(e) = &outcome
+                    && round < self.retry.max_retries
+                    && onex_error_is_retriable(e)
+                {
+                    again.push(i);
+                }
+                results[i] = Some(outcome);
+            }
+            if again.is_empty() {
+                break;
+            }
+            self.counters.retries.fetch_add(again.len() as u64, Ordering::Relaxed);
+            self.sleeper.sleep(self.retry.delay(round)).await;
+            round += 1;
+            pending = again;
+        }
+        let mut delivered = Vec::with_capacity(results.len());
+        let mut failed_ids = Vec::new();
+        let mut first_error = None;
+        for (i, result) in results.into_iter().enumerate() {
+            match result {
+                Some(Ok(d)) => delivered.push(d),
+                Some(Err(e)) => {
+                    failed_ids.push(serde_json::Value::from(events[i].event_id.to_string()));
+                    first_error.get_or_insert(e);
+                }
+                None => unreachable!("every event has an outcome after the last round"),
+            }
+        }
+        self.counters.published.fetch_add(delivered.len() as u64, Ordering::Relaxed);
+        self.counters.failed.fetch_add(failed_ids.len() as u64, Ordering::Relaxed);
+        match first_error {
+            None => Ok(delivered),
+            Some(first) => Err(OnexError::new(
+                first.code(),
+                format!("{} of {} events failed to publish; first: {first}", failed_ids.len(), events.len()),
+            )
+            .with_detail("failed_event_ids", failed_ids)
+            .with_detail("attempt_rounds", round + 1)),
+        }
+    }
+
+    /// Consumes `topics` in consumer group `options.group_id` on the pool's default cluster,
+    /// calling `handler` for each event; offsets are committed only after it succeeds.
+    pub fn subscribe(
+        &self,
+        topics: &[&str],
+        options: SubscriptionOptions,
+        handler: EventHandler,
+    ) -> Result<Subscription, OnexError> {
+        subscriber::subscribe(self.pool.default_config(), topics, options, handler)
+    }
+
+    /// [`KafkaEventBus::subscribe`] to the topic of `event_type`.
+    pub fn subscribe_event_type(
+        &self,
+        event_type: &str,
+        options: SubscriptionOptions,
+        handler: EventHandler,
+    ) -> Result<Subscription, OnexError> {
+        let topic = self.namer.topic_for(event_type)?;
+        self.subscribe(&[topic.as_str()], options, handler)
+    }
+}
+
+impl EventPublisher for KafkaEventBus {
+    fn publish(&self, event: OnexEvent) -> BoxFuture<'_, Result<(), OnexError>> {
+        Box::pin(async move { self.publish_event(&event).await.map(|_| ()) })
+    }
+
+    fn publish_batch(&self, events: Vec<OnexEvent>) -> BoxFuture<'_, Result<(), OnexError>> {
+        Box::pin(async move { self.publish_events(&events).await.map(|_| ()) })
+    }
+}

@@ -1,0 +1,403 @@
+//! Real counters behind the pool's stats and health: per-topic traffic, a delivery-latency
+//! histogram, queue depth and recent failures.
+//!
+//! Everything on the delivery path is a relaxed atomic: the counters are read for reporting
+//! only, so they need no ordering with each other.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+
+use crate::models::health::HealthStatus;
+use crate::models::kafka::KafkaTopicStats;
+
+/// Counters of one topic.
+#[derive(Debug, Default)]
+pub struct TopicCounters {
+    sent: AtomicU64,
+    failed: AtomicU64,
+    bytes: AtomicU64,
+    last_activity_ms: AtomicU64,
+}
+
+impl TopicCounters {
+    fn snapshot(&self) -> KafkaTopicStats {
+        let last = self.last_activity_ms.load(Ordering::Relaxed);
+        KafkaTopicStats {
+            sent: self.sent.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            last_activity: (last > 0).then(|| Utc.timestamp_millis_opt(last as i64).single()).flatten(),
+        }
+    }
+}
+
+/// Log-spaced latency buckets from 50 µs to about 100 s: each bucket's upper bound is
+/// 2^(1/4) times the previous one, so a percentile read from them is within 19 %.
+const BUCKETS: usize = 84;
+const FIRST_BOUND_US: f64 = 50.0;
+const GROWTH: f64 = 1.189_207_115; // 2^(1/4)
+
+/// A lock-free delivery-latency histogram.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    counts: [AtomicU64; BUCKETS],
+    total_us: AtomicU64,
+    samples: AtomicU64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            total_us: AtomicU64::new(0),
+            samples: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// Records one latency.
+    pub fn record(&self, latency: Duration) {
+        let us = latency.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.counts[Self::bucket(us)].fetch_add(1, Ordering::Relaxed);
+        self.total_us.fetch_add(us, Ordering::Relaxed);
+        self.samples.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn bucket(us: u64) -> usize {
+        if (us as f64) <= FIRST_BOUND_US {
+            return 0;
+        }
+        let index = ((us as f64 / FIRST_BOUND_US).ln() / GROWTH.ln()).ceil() as usize;
+        index.min(BUCKETS - 1)
+    }
+
+    fn upper_bound_ms(index: usize) -> f64 {
+        FIRST_BOUND_US * GROWTH.powi(index as i32) / 1000.0
+    }
+
+    /// Number of recorded latencies.
+    pub fn count(&self) -> u64 {
+        self.samples.load(Ordering::Relaxed)
+    }
+
+    /// Mean latency in milliseconds (0 when empty).
+    pub fn mean_ms(&self) -> f64 {
+        let n = self.count();
+        if n == 0 { 0.0 } else { self.total_us.load(Ordering::Relaxed) as f64 / n as f64 / 1000.0 }
+    }
+
+    /// The `q` quantile (0–1) in milliseconds: the upper bound of the bucket holding it
+    /// (0 when empty).
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        let counts: Vec<u64> = self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0.0;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (index, count) in counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Self::upper_bound_ms(index);
+            }
+        }
+        Self::upper_bound_ms(BUCKETS - 1)
+    }
+}
+
+/// The pool-wide counters. Shared (`Arc`) by every producer of the pool.
+#[derive(Debug)]
+pub struct PoolMetrics {
+    started: Instant,
+    topics: RwLock<HashMap<String, Arc<TopicCounters>>>,
+    latency: LatencyHistogram,
+    sent: AtomicU64,
+    failed: AtomicU64,
+    bytes: AtomicU64,
+    queue_depth: AtomicU64,
+    queue_full_events: AtomicU64,
+    /// Failures since the last success: the pool is failing *now* while this is non-zero.
+    failures_since_success: AtomicU64,
+    /// librdkafka said all brokers are down and no delivery has succeeded since.
+    brokers_down: AtomicBool,
+    /// (when, sent, failed) samples taken by [`PoolMetrics::traffic`], for the recent rate.
+    samples: Mutex<VecDeque<(Instant, u64, u64)>>,
+}
+
+impl Default for PoolMetrics {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            topics: RwLock::default(),
+            latency: LatencyHistogram::default(),
+            sent: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            queue_depth: AtomicU64::new(0),
+            queue_full_events: AtomicU64::new(0),
+            failures_since_success: AtomicU64::new(0),
+            brokers_down: AtomicBool::new(false),
+            samples: Mutex::default(),
+        }
+    }
+}
+
+impl PoolMetrics {
+    /// The counters of `topic`, created on first use.
+    pub fn topic(&self, topic: &str) -> Arc<TopicCounters> {
+        if let Some(counters) = self.topics.read().unwrap_or_else(|p| p.into_inner()).get(topic) {
+            return Arc::clone(counters);
+        }
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(topics.entry(topic.to_owned()).or_default())
+    }
+
+    /// A message was handed to librdkafka.
+    pub fn enqueued(&self) {
+        self.queue_depth.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A send found the queue full.
+    pub fn queue_full(&self) {
+        self.queue_full_events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A delivery succeeded.
+    pub fn delivered(&self, topic: &TopicCounters, bytes: u64, latency: Duration) {
+        self.queue_depth.fetch_sub(1, Ordering::Relaxed);
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        topic.sent.fetch_add(1, Ordering::Relaxed);
+        topic.bytes.fetch_add(bytes, Ordering::Relaxed);
+        topic.last_activity_ms.store(now_ms(), Ordering::Relaxed);
+        self.latency.record(latency);
+        // Plain loads first: on the hot path these are almost always already clear.
+        if self.failures_since_success.load(Ordering::Relaxed) != 0 {
+            self.failures_since_success.store(0, Ordering::Relaxed);
+        }
+        if self.brokers_down.load(Ordering::Relaxed) {
+            self.brokers_down.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// A delivery failed.
+    pub fn failed(&self, topic: &TopicCounters) {
+        self.queue_depth.fetch_sub(1, Ordering::Relaxed);
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        topic.failed.fetch_add(1, Ordering::Relaxed);
+        topic.last_activity_ms.store(now_ms(), Ordering::Relaxed);
+        self.failures_since_success.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// librdkafka reported that no broker is reachable (or that one came back).
+    pub fn set_brokers_down(&self, down: bool) {
+        self.brokers_down.store(down, Ordering::Relaxed);
+    }
+
+    /// Messages acknowledged.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Messages failed.
+    pub fn failed_total(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Messages enqueued and not yet reported.
+    pub fn queue_depth(&self) -> u64 {
+        self.queue_depth.load(Ordering::Relaxed)
+    }
+
+    /// Success rate over roughly the last `window`: the counters now against the latest sample
+    /// taken before the window began (or pool start). Reading it records a sample.
+    fn recent_success_rate(&self, sent: u64, failed: u64, window: Duration) -> f64 {
+        let now = Instant::now();
+        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        // Keep exactly one sample from before the window as the baseline.
+        while samples.get(1).is_some_and(|(at, _, _)| now.duration_since(*at) > window) {
+            samples.pop_front();
+        }
+        let (base_sent, base_failed) = samples.front().map_or((0, 0), |&(_, s, f)| (s, f));
+        if samples.back().is_none_or(|(at, _, _)| now.duration_since(*at) >= window / 20) {
+            samples.push_back((now, sent, failed));
+        }
+        success_rate(sent - base_sent, failed - base_failed)
+    }
+
+    /// Snapshot of the traffic figures; `window` bounds the recent success rate used for
+    /// health.
+    pub fn traffic(&self, window: Duration) -> Traffic {
+        let sent = self.sent();
+        let failed = self.failed_total();
+        let uptime = self.started.elapsed().as_secs_f64();
+        let recent_success_rate = self.recent_success_rate(sent, failed, window);
+        Traffic {
+            sent,
+            failed,
+            bytes: self.bytes.load(Ordering::Relaxed),
+            queue_depth: self.queue_depth(),
+            queue_full_events: self.queue_full_events.load(Ordering::Relaxed),
+            messages_per_second: if uptime > 0.0 { sent as f64 / uptime } else { 0.0 },
+            average_delivery_ms: self.latency.mean_ms(),
+            p50_delivery_ms: self.latency.quantile_ms(0.50),
+            p99_delivery_ms: self.latency.quantile_ms(0.99),
+            success_rate: success_rate(sent, failed),
+            recent_success_rate,
+            uptime_seconds: uptime,
+            failing_now: self.failures_since_success.load(Ordering::Relaxed) > 0
+                || self.brokers_down.load(Ordering::Relaxed),
+            topics: self
+                .topics
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(name, counters)| (name.clone(), counters.snapshot()))
+                .collect(),
+        }
+    }
+}
+
+/// A snapshot of [`PoolMetrics`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Traffic {
+    /// Messages acknowledged.
+    pub sent: u64,
+    /// Messages failed.
+    pub failed: u64,
+    /// Payload bytes acknowledged.
+    pub bytes: u64,
+    /// Messages enqueued and not yet reported.
+    pub queue_depth: u64,
+    /// Sends that found the queue full.
+    pub queue_full_events: u64,
+    /// Acknowledged messages per second since start.
+    pub messages_per_second: f64,
+    /// Mean delivery latency.
+    pub average_delivery_ms: f64,
+    /// p50 delivery latency.
+    pub p50_delivery_ms: f64,
+    /// p99 delivery latency.
+    pub p99_delivery_ms: f64,
+    /// `sent / (sent + failed) × 100`, 100 when idle.
+    pub success_rate: f64,
+    /// The same over the recent window only (what health is judged on).
+    pub recent_success_rate: f64,
+    /// Seconds since the pool started.
+    pub uptime_seconds: f64,
+    /// The latest delivery failed, or librdkafka reports every broker down.
+    pub failing_now: bool,
+    /// Per-topic traffic.
+    pub topics: BTreeMap<String, KafkaTopicStats>,
+}
+
+/// `sent / (sent + failed) × 100`, or 100 when nothing was reported (§12.9).
+pub fn success_rate(sent: u64, failed: u64) -> f64 {
+    let total = sent + failed;
+    if total == 0 { 100.0 } else { sent as f64 / total as f64 * 100.0 }
+}
+
+/// Pool health (§12.9), judged on the *recent* error rate so that an outage shows at once and
+/// a recovered pool becomes healthy again; in addition a pool whose latest delivery failed, or
+/// whose brokers are all down, is unhealthy whatever its history.
+///
+/// - healthy: no failed producer and error rate < 1 %;
+/// - degraded: fewer than half the producers failed and error rate < 5 %;
+/// - unhealthy: otherwise.
+pub fn pool_health(total_producers: u32, failed_producers: u32, success_rate: f64, failing_now: bool) -> HealthStatus {
+    let error_rate = 100.0 - success_rate;
+    if failing_now || (total_producers > 0 && failed_producers * 2 >= total_producers && failed_producers > 0) {
+        HealthStatus::Unhealthy
+    } else if failed_producers == 0 && error_rate < 1.0 {
+        HealthStatus::Healthy
+    } else if error_rate < 5.0 {
+        HealthStatus::Degraded
+    } else {
+        HealthStatus::Unhealthy
+    }
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_follow_the_samples() {
+        let h = LatencyHistogram::default();
+        assert_eq!(h.quantile_ms(0.5), 0.0);
+        for _ in 0..98 {
+            h.record(Duration::from_millis(2));
+        }
+        h.record(Duration::from_millis(40));
+        h.record(Duration::from_millis(900));
+        let p50 = h.quantile_ms(0.5);
+        assert!((2.0..2.4).contains(&p50), "p50 {p50}");
+        let p99 = h.quantile_ms(0.99);
+        assert!((40.0..48.0).contains(&p99), "p99 {p99}");
+        assert!((h.mean_ms() - (98.0 * 2.0 + 940.0) / 100.0).abs() < 0.01);
+        h.record(Duration::from_secs(10_000));
+        assert!(h.quantile_ms(1.0) > 60_000.0);
+    }
+
+    #[test]
+    fn counters_track_topics_depth_and_current_failure() {
+        let m = PoolMetrics::default();
+        let t = m.topic("a");
+        m.enqueued();
+        m.enqueued();
+        assert_eq!(m.queue_depth(), 2);
+        m.delivered(&t, 100, Duration::from_millis(1));
+        m.failed(&t);
+        let traffic = m.traffic(Duration::from_secs(60));
+        assert_eq!((traffic.sent, traffic.failed, traffic.bytes, traffic.queue_depth), (1, 1, 100, 0));
+        assert_eq!(traffic.success_rate, 50.0);
+        assert!(traffic.failing_now);
+        assert_eq!(traffic.topics["a"].sent, 1);
+        assert_eq!(traffic.topics["a"].failed, 1);
+        assert!(traffic.topics["a"].last_activity.is_some());
+        m.enqueued();
+        m.delivered(&t, 100, Duration::from_millis(1));
+        assert!(!m.traffic(Duration::from_secs(60)).failing_now);
+    }
+
+    #[test]
+    fn recent_rate_forgets_old_failures() {
+        let m = PoolMetrics::default();
+        let t = m.topic("a");
+        m.enqueued();
+        m.failed(&t);
+        let window = Duration::from_millis(50);
+        assert_eq!(m.traffic(window).recent_success_rate, 0.0);
+        std::thread::sleep(Duration::from_millis(60));
+        let _ = m.traffic(window);
+        for _ in 0..3 {
+            m.enqueued();
+            m.delivered(&t, 1, Duration::from_millis(1));
+        }
+        let traffic = m.traffic(window);
+        assert_eq!(traffic.recent_success_rate, 100.0);
+        assert_eq!(traffic.success_rate, 75.0);
+    }
+
+    #[test]
+    fn health_follows_section_12_9() {
+        assert_eq!(pool_health(1, 0, 100.0, false), HealthStatus::Healthy);
+        assert_eq!(pool_health(1, 0, 99.5, false), HealthStatus::Healthy);
+        assert_eq!(pool_health(1, 0, 98.0, false), HealthStatus::Degraded);
+        assert_eq!(pool_health(4, 1, 100.0, false), HealthStatus::Degraded);
+        assert_eq!(pool_health(2, 1, 100.0, false), HealthStatus::Unhealthy);
+        assert_eq!(pool_health(1, 0, 90.0, false), HealthStatus::Unhealthy);
+        assert_eq!(pool_health(1, 0, 100.0, true), HealthStatus::Unhealthy);
+        assert_eq!(success_rate(0, 0), 100.0);
+    }
+}

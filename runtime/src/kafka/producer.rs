@@ -1,0 +1,424 @@
+//! One managed librdkafka producer: bounded in-flight messages, delivery reports feeding the
+//! pool's counters, and quarantine after a fatal error.
+//!
+//! Invariants:
+//! - every message handed to librdkafka holds exactly one semaphore permit, returned by its
+//!   delivery report (success or failure) — so at most `max_in_flight_messages` are queued;
+//! - every enqueued message gets exactly one delivery report, unless the producer is dropped
+//!   with messages still queued, which [`ManagedProducer::flush`] exists to prevent.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use tokio::sync::{Notify, Semaphore, oneshot};
+
+use crate::error::{ErrorCode, OnexError};
+use crate::kafka::error::delivery_error;
+use crate::kafka::metrics::{PoolMetrics, TopicCounters};
+use crate::sanitize::sanitize_message;
+
+/// One message to produce. Borrowed, so producing copies the bytes once (into librdkafka).
+#[derive(Debug, Clone, Copy)]
+pub struct ProduceRecord<'a> {
+    /// Destination topic.
+    pub topic: &'a str,
+    /// Partitioning key; `None` lets librdkafka spread messages over partitions.
+    pub key: Option<&'a [u8]>,
+    /// Message value.
+    pub payload: &'a [u8],
+    /// Explicit partition; `None` uses the partitioner.
+    pub partition: Option<i32>,
+}
+
+impl<'a> ProduceRecord<'a> {
+    /// A record for `topic` with `payload`, no key.
+    pub fn new(topic: &'a str, payload: &'a [u8]) -> Self {
+        Self { topic, key: None, payload, partition: None }
+    }
+
+    /// Sets the key.
+    pub fn key(mut self, key: &'a [u8]) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Sets the partition.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+}
+
+/// Where a message landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Partition.
+    pub partition: i32,
+    /// Offset in the partition.
+    pub offset: i64,
+}
+
+/// Resolves once the broker acknowledged (or definitely failed) one message.
+#[must_use = "a delivery future does nothing unless awaited; use `enqueue` to fire and forget"]
+#[derive(Debug)]
+pub struct DeliveryFuture {
+    topic: String,
+    receiver: oneshot::Receiver<Result<Delivered, OnexError>>,
+}
+
+impl Future for DeliveryFuture {
+    type Output = Result<Delivered, OnexError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.receiver).poll(cx).map(|received| {
+            received.unwrap_or_else(|_| {
+                Err(OnexError::new(
+                    ErrorCode::IntegrationServiceError,
+                    format!("the producer was dropped before reporting delivery to topic '{}'", self.topic),
+                ))
+            })
+        })
+    }
+}
+
+/// Carried through librdkafka with each message and handed back in its delivery report.
+pub(crate) struct Pending {
+    enqueued_at: Instant,
+    topic: Arc<TopicCounters>,
+    bytes: u64,
+    reply: Option<oneshot::Sender<Result<Delivered, OnexError>>>,
+}
+
+/// Lifecycle state of one producer, shared with its librdkafka callbacks.
+#[derive(Debug)]
+pub(crate) struct ProducerState {
+    pub(crate) id: String,
+    quarantined: AtomicBool,
+    fatal_reason: Mutex<Option<String>>,
+    errors: AtomicU64,
+}
+
+impl ProducerState {
+    pub(crate) fn is_quarantined(&self) -> bool {
+        self.quarantined.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn fatal_reason(&self) -> Option<String> {
+        self.fatal_reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn error_count(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    fn quarantine(&self, reason: String) {
+        *self.fatal_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        self.quarantined.store(true, Ordering::Release);
+    }
+}
+
+/// The librdkafka context: turns delivery reports into counters, permits and replies.
+pub(crate) struct DeliveryContext {
+    metrics: Arc<PoolMetrics>,
+    permits: Arc<Semaphore>,
+    state: Arc<ProducerState>,
+    /// Senders waiting for queue space after `QueueFull`; deliveries wake them.
+    space_waiters: AtomicUsize,
+    space: Notify,
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        let message = sanitize_message(message);
+        let id = &self.state.id;
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(producer = %id, facility, "librdkafka: {message}");
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(producer = %id, facility, "librdkafka: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(producer = %id, facility, "librdkafka: {message}");
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(producer = %id, facility, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let reason = sanitize_message(reason);
+        self.state.errors.fetch_add(1, Ordering::Relaxed);
+        // A fatal error arrives with its underlying code; `ManagedProducer::is_quarantined`
+        // asks librdkafka whether the handle is fatally failed.
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown) => {
+                tracing::warn!(producer = %self.state.id, "all brokers down: {reason}");
+                self.metrics.set_brokers_down(true);
+            }
+            _ => tracing::warn!(producer = %self.state.id, "librdkafka error {error}: {reason}"),
+        }
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Box<Pending>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, pending: Box<Pending>) {
+        let Pending { enqueued_at, topic, bytes, reply } = *pending;
+        let outcome = match result {
+            Ok(message) => {
+                self.metrics.delivered(&topic, bytes, enqueued_at.elapsed());
+                Ok(Delivered { partition: message.partition(), offset: message.offset() })
+            }
+            Err((error, message)) => {
+                self.metrics.failed(&topic);
+                Err(delivery_error(message.topic(), error))
+            }
+        };
+        // Permit first: whoever sees the reply may rely on the message no longer being in flight.
+        self.permits.add_permits(1);
+        if self.space_waiters.load(Ordering::Acquire) > 0 {
+            self.space.notify_waiters();
+        }
+        if let Some(reply) = reply {
+            // The caller may have stopped waiting; the counters above already hold the outcome.
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+/// A librdkafka producer with bounded in-flight messages.
+pub(crate) struct ManagedProducer {
+    producer: ThreadedProducer<DeliveryContext>,
+    pub(crate) state: Arc<ProducerState>,
+    permits: Arc<Semaphore>,
+    max_in_flight: u32,
+    message_timeout: Duration,
+    closed: AtomicBool,
+}
+
+impl ManagedProducer {
+    pub(crate) fn create(
+        id: String,
+        client: &rdkafka::ClientConfig,
+        max_in_flight: u32,
+        message_timeout: Duration,
+        metrics: Arc<PoolMetrics>,
+    ) -> Result<Self, OnexError> {
+        let permits = Arc::new(Semaphore::new(max_in_flight as usize));
+        let state = Arc::new(ProducerState {
+            id: id.clone(),
+            quarantined: AtomicBool::new(false),
+            fatal_reason: Mutex::new(None),
+            errors: AtomicU64::new(0),
+        });
+        let context = DeliveryContext {
+            metrics,
+            permits: Arc::clone(&permits),
+            state: Arc::clone(&state),
+            space_waiters: AtomicUsize::new(0),
+            space: Notify::new(),
+        };
+        let mut client = client.clone();
+        client.set("client.id", client.get("client.id").map_or(id.clone(), str::to_owned));
+        let producer = client.create_with_context(context).map_err(|e| {
+            OnexError::new(ErrorCode::ConfigurationError, format!("cannot create Kafka producer {id}")).with_source(e)
+        })?;
+        Ok(Self { producer, state, permits, max_in_flight, message_timeout, closed: AtomicBool::new(false) })
+    }
+
+    /// Whether the producer hit a fatal error (librdkafka refuses all further work on it then).
+    /// The first time it is seen, the producer is quarantined and the reason kept.
+    pub(crate) fn is_quarantined(&self) -> bool {
+        if self.state.is_quarantined() {
+            return true;
+        }
+        match self.producer.client().fatal_error() {
+            None => false,
+            Some((code, reason)) => {
+                let reason = format!("{code:?}: {}", sanitize_message(&reason));
+                tracing::error!(producer = %self.state.id, "fatal producer error, quarantining: {reason}");
+                self.state.quarantine(reason);
+                true
+            }
+        }
+    }
+
+    /// Messages handed to librdkafka and not yet reported.
+    pub(crate) fn in_flight(&self) -> u32 {
+        self.max_in_flight.saturating_sub(self.permits.available_permits() as u32)
+    }
+
+    /// Enqueues `record`, waiting while `max_in_flight` messages are unreported. Returns the
+    /// receiver of its delivery report when `want_report` is set.
+    pub(crate) async fn enqueue(
+        &self,
+        record: ProduceRecord<'_>,
+        headers: Option<OwnedHeaders>,
+        want_report: bool,
+    ) -> Result<Option<DeliveryFuture>, OnexError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(OnexError::new(
+                ErrorCode::IntegrationServiceUnavailable,
+                format!("Kafka producer {} is shut down", self.state.id),
+            ));
+        }
+        if self.is_quarantined() {
+            return Err(self.quarantined_error());
+        }
+        match self.permits.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(_) => self
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| OnexError::new(ErrorCode::InternalError, "producer permits closed"))?
+                .forget(),
+        }
+        let context = self.producer.context();
+        let (reply, receiver) = if want_report {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(DeliveryFuture { topic: record.topic.to_owned(), receiver: rx }))
+        } else {
+            (None, None)
+        };
+        let pending = Box::new(Pending {
+            enqueued_at: Instant::now(),
+            topic: context.metrics.topic(record.topic),
+            bytes: record.payload.len() as u64,
+            reply,
+        });
+        let mut base: BaseRecord<'_, [u8], [u8], Box<Pending>> =
+            BaseRecord::with_opaque_to(record.topic, pending).payload(record.payload);
+        if let Some(key) = record.key {
+            base = base.key(key);
+        }
+        if let Some(partition) = record.partition {
+            base = base.partition(partition);
+        }
+        if let Some(headers) = headers {
+            base = base.headers(headers);
+        }
+        context.metrics.enqueued();
+        loop {
+            // Registered before the attempt so a delivery between the attempt and the wait
+            // is not missed.
+            context.space_waiters.fetch_add(1, Ordering::AcqRel);
+            let space = context.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            let attempt = self.producer.send(base);
+            match attempt {
+                Ok(()) => {
+                    context.space_waiters.fetch_sub(1, Ordering::AcqRel);
+                    return Ok(receiver);
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    context.metrics.queue_full();
+                    base = returned;
+                    let waited = tokio::time::timeout(self.message_timeout, space).await;
+                    context.space_waiters.fetch_sub(1, Ordering::AcqRel);
+                    if waited.is_err() {
+                        return Err(
+                            self.refuse(record.topic, &KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))
+                        );
+                    }
+                }
+                Err((error, _returned)) => {
+                    context.space_waiters.fetch_sub(1, Ordering::AcqRel);
+                    return Err(self.refuse(record.topic, &error));
+                }
+            }
+        }
+    }
+
+    /// Undoes the bookkeeping of a message librdkafka would not take.
+    fn refuse(&self, topic: &str, error: &KafkaError) -> OnexError {
+        let metrics = &self.producer.context().metrics;
+        // `failed` also takes the message out of the queue depth `enqueued` added it to.
+        metrics.failed(&metrics.topic(topic));
+        self.permits.add_permits(1);
+        delivery_error(topic, error)
+    }
+
+    fn quarantined_error(&self) -> OnexError {
+        OnexError::new(
+            ErrorCode::IntegrationServiceError,
+            format!("Kafka producer {} is quarantined after a fatal error", self.state.id),
+        )
+        .with_detail("reason", self.state.fatal_reason().unwrap_or_default())
+    }
+
+    /// Waits (blocking) until every queued message is reported or `timeout` passes. Returns
+    /// the number still unreported.
+    pub(crate) fn flush_blocking(&self, timeout: Duration) -> u32 {
+        if self.in_flight() == 0 {
+            return 0;
+        }
+        if let Err(e) = self.producer.flush(timeout) {
+            tracing::warn!(producer = %self.state.id, "flush did not complete: {e}");
+        }
+        // Delivery callbacks run on the poll thread; give the last ones a moment to land.
+        let settle = Instant::now() + Duration::from_millis(200);
+        while self.in_flight() > 0 && Instant::now() < settle {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.in_flight()
+    }
+
+    /// Refuses new messages from now on.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Fetches cluster metadata (blocking) to prove the brokers answer.
+    pub(crate) fn probe_blocking(&self, timeout: Duration) -> Result<usize, OnexError> {
+        self.producer.client().fetch_metadata(None, timeout).map(|metadata| metadata.brokers().len()).map_err(|e| {
+            OnexError::new(ErrorCode::IntegrationServiceUnavailable, "Kafka brokers did not answer a metadata request")
+                .with_source(e)
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inject_fatal_error(&self) {
+        let reason = std::ffi::CString::new("injected by a test").expect("no NUL");
+        // SAFETY: the producer handle is alive for the duration of the call; librdkafka copies
+        // the reason.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                self.producer.client().native_ptr(),
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            );
+        }
+    }
+}
+
+impl Drop for ManagedProducer {
+    fn drop(&mut self) {
+        // librdkafka purges whatever is still queued when the handle is destroyed; flush first so
+        // a pool dropped without `shutdown` still loses nothing within the message timeout.
+        let left = self.flush_blocking(self.message_timeout);
+        if left > 0 {
+            tracing::error!(producer = %self.state.id, left, "producer dropped with undelivered messages");
+        }
+    }
+}
+
+impl std::fmt::Debug for ManagedProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagedProducer")
+            .field("id", &self.state.id)
+            .field("in_flight", &self.in_flight())
+            .field("quarantined", &self.state.is_quarantined())
+            .finish()
+    }
+}

@@ -1,0 +1,116 @@
+//! Pool lifecycle tests on rdkafka's in-process mock cluster (no external broker).
+
+use std::time::Duration;
+
+use rdkafka::mocking::MockCluster;
+
+use super::*;
+use crate::models::health::HealthStatus;
+use crate::models::kafka::KafkaProducerConfig;
+
+fn pool_on(
+    mock: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    settings: KafkaPoolSettings,
+) -> KafkaProducerPool {
+    let mut config = KafkaProducerConfig::new(mock.bootstrap_servers());
+    config.delivery_timeout_ms = 10_000;
+    config.max_in_flight_messages = 16;
+    KafkaProducerPool::new(settings, config).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_messages_stay_bounded_and_all_arrive() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("bounded", 2, 1).unwrap();
+    mock.broker_round_trip_time(1, Duration::from_millis(20)).unwrap();
+    let pool = pool_on(&mock, KafkaPoolSettings::default());
+    let producer = pool.default_producer_for_test();
+    let mut futures = Vec::new();
+    let mut peak = 0;
+    for i in 0..200u32 {
+        let payload = i.to_be_bytes();
+        futures.push(pool.send(ProduceRecord::new("bounded", &payload), None).await.unwrap());
+        peak = peak.max(producer.in_flight());
+    }
+    assert!(peak <= 16, "in flight peaked at {peak}");
+    assert!(peak >= 8, "backpressure test never filled the window (peak {peak})");
+    for f in futures {
+        f.await.unwrap();
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.total_messages_sent, 200);
+    assert_eq!(stats.queue_depth, 0);
+    assert_eq!(stats.topics["bounded"].bytes, 800);
+    assert_eq!(stats.pool_health, HealthStatus::Healthy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_error_quarantines_and_replaces_the_producer() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("fatal", 1, 1).unwrap();
+    let pool = pool_on(&mock, KafkaPoolSettings::default());
+    pool.publish(ProduceRecord::new("fatal", b"before"), None).await.unwrap();
+    let first = pool.default_producer_for_test();
+    first.inject_fatal_error();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !first.is_quarantined() {
+        assert!(std::time::Instant::now() < deadline, "fatal error never reported");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    pool.publish(ProduceRecord::new("fatal", b"after"), None).await.unwrap();
+    let second = pool.default_producer_for_test();
+    assert_ne!(first.state.id, second.state.id);
+    let stats = pool.stats();
+    assert_eq!(stats.failed_producers, 1);
+    assert_eq!(stats.total_producers, 1);
+    let health = pool.health();
+    assert!(health.errors.iter().any(|e| e.contains("quarantined")), "{:?}", health.errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_producers_are_evicted_and_recreated_lazily() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("idle", 1, 1).unwrap();
+    let settings = KafkaPoolSettings { idle_timeout: Duration::ZERO, ..Default::default() };
+    let pool = pool_on(&mock, settings);
+    assert_eq!(pool.stats().total_producers, 0, "creation is lazy");
+    pool.publish(ProduceRecord::new("idle", b"x"), None).await.unwrap();
+    assert_eq!(pool.stats().total_producers, 1);
+    assert_eq!(pool.evict_idle(), 1);
+    assert_eq!(pool.stats().total_producers, 0);
+    pool.publish(ProduceRecord::new("idle", b"y"), None).await.unwrap();
+    assert_eq!(pool.stats().total_producers, 1);
+    assert_eq!(pool.stats().total_messages_sent, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_delivers_everything_enqueued_then_refuses() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("drain", 3, 1).unwrap();
+    let mut config = KafkaProducerConfig::new(mock.bootstrap_servers());
+    config.linger_ms = 50;
+    let pool = KafkaProducerPool::new(KafkaPoolSettings::default(), config).unwrap();
+    for i in 0..5_000u32 {
+        pool.enqueue(ProduceRecord::new("drain", &i.to_be_bytes()), None).await.unwrap();
+    }
+    let report = pool.shutdown().await.unwrap();
+    assert_eq!(report.undelivered, 0);
+    assert_eq!(pool.stats().total_messages_sent, 5_000);
+    let err = pool.enqueue(ProduceRecord::new("drain", b"late"), None).await.unwrap_err();
+    assert_eq!(err.code(), crate::ErrorCode::IntegrationServiceUnavailable);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_producers_per_config_share_the_load() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("spread", 1, 1).unwrap();
+    let settings = KafkaPoolSettings { producers_per_config: 3, ..Default::default() };
+    let pool = pool_on(&mock, settings);
+    for _ in 0..6 {
+        pool.publish(ProduceRecord::new("spread", b"x"), None).await.unwrap();
+    }
+    assert_eq!(pool.stats().total_producers, 3);
+    let other = KafkaProducerConfig { client_id: Some("other".into()), ..pool.default_config().clone() };
+    pool.send_with(&other, ProduceRecord::new("spread", b"y"), None).await.unwrap().await.unwrap();
+    assert_eq!(pool.stats().total_producers, 4, "a second configuration gets its own producer, created lazily");
+}
