@@ -1,0 +1,247 @@
+//! [`Builder`]: the build-script API, in the spirit of prost-build's `Config`.
+//!
+//! ```no_run
+//! // build.rs
+//! if let Err(e) = codegen::Builder::new().contracts_dir("contracts").scaffold_dir("src").generate() {
+//!     // The diagnostics were already printed as `cargo::error=` lines.
+//!     eprintln!("{e}");
+//!     std::process::exit(1);
+//! }
+//! // lib.rs: mod onex { include!(concat!(env!("OUT_DIR"), "/onex_nodes.rs")); }
+//! ```
+//!
+//! `OUT_DIR` receives the same files as the checked-in `generated/src` (so the two can be
+//! compared byte for byte) plus `onex_nodes.rs`, the file to `include!`. The human-owned
+//! `node.rs` of each node lives in the scaffold directory (written once when missing); in
+//! `OUT_DIR`, `node.rs` is a one-line `include!` of it.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use crate::diagnostics::Diagnostic;
+
+/// Configures and runs generation from a build script.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    contracts_dir: Option<PathBuf>,
+    out_dir: Option<PathBuf>,
+    scaffold_dir: Option<PathBuf>,
+    include_file: String,
+    emit_rerun_if_changed: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a successful [`Builder::generate`] produced.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// The directory written to.
+    pub out_dir: PathBuf,
+    /// The file to `include!`.
+    pub include_file: PathBuf,
+    /// Contract files read.
+    pub files_read: Vec<PathBuf>,
+    /// Warnings (also printed as `cargo::warning=`).
+    pub warnings: Vec<Diagnostic>,
+    /// Whether generation was skipped because no input changed since the last run.
+    pub up_to_date: bool,
+}
+
+/// Why [`Builder::generate`] failed.
+#[derive(Debug)]
+pub enum BuildError {
+    /// The contracts have errors (each printed as a `cargo::error=` line).
+    Contracts(Vec<Diagnostic>),
+    /// `OUT_DIR` is not set and no `out_dir` was given, or similar misuse.
+    Config(String),
+    /// Writing the output failed.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildError::Contracts(diags) => {
+                let errors = diags.iter().filter(|d| d.is_error()).count();
+                write!(f, "{errors} contract error(s); see the cargo::error lines above")
+            }
+            BuildError::Config(message) => f.write_str(message),
+            BuildError::Io(e) => write!(f, "cannot write generated code: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Bumped when the output of the generator changes, so cached `OUT_DIR`s regenerate.
+const STAMP_VERSION: &str = "codegen-out-1";
+
+impl Builder {
+    /// Defaults: contracts from `$CARGO_MANIFEST_DIR/contracts`, output to `$OUT_DIR`,
+    /// scaffolds inside the output, `cargo:rerun-if-changed` on.
+    pub fn new() -> Self {
+        Self {
+            contracts_dir: None,
+            out_dir: None,
+            scaffold_dir: None,
+            include_file: "onex_nodes.rs".to_owned(),
+            emit_rerun_if_changed: true,
+        }
+    }
+
+    /// The folder holding `nodes/<node>/<version>/contract.yaml` (relative paths are relative
+    /// to `CARGO_MANIFEST_DIR`).
+    pub fn contracts_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.contracts_dir = Some(dir.into());
+        self
+    }
+
+    /// Where to write (default `OUT_DIR`).
+    pub fn out_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.out_dir = Some(dir.into());
+        self
+    }
+
+    /// Where the human-owned `node.rs` scaffolds live (`<dir>/nodes/<node>/<version>/node.rs`
+    /// layout below it); each is written once when missing and never overwritten.
+    pub fn scaffold_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.scaffold_dir = Some(dir.into());
+        self
+    }
+
+    /// The name of the file to `include!` (default `onex_nodes.rs`).
+    pub fn include_file(mut self, name: impl Into<String>) -> Self {
+        self.include_file = name.into();
+        self
+    }
+
+    /// Whether to print `cargo:rerun-if-changed` for every file read (default true).
+    pub fn emit_rerun_if_changed(mut self, on: bool) -> Self {
+        self.emit_rerun_if_changed = on;
+        self
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            return path.to_path_buf();
+        }
+        match std::env::var_os("CARGO_MANIFEST_DIR") {
+            Some(dir) => PathBuf::from(dir).join(path),
+            None => path.to_path_buf(),
+        }
+    }
+
+    /// Generates into the output directory. Diagnostics are printed as `cargo::error=` /
+    /// `cargo::warning=` lines with `file:line:column`.
+    pub fn generate(self) -> Result<Generated, BuildError> {
+        let contracts_dir = self.resolve(self.contracts_dir.as_deref().unwrap_or(Path::new("contracts")));
+        let out_dir = match &self.out_dir {
+            Some(dir) => self.resolve(dir),
+            None => std::env::var_os("OUT_DIR")
+                .map(PathBuf::from)
+                .ok_or_else(|| BuildError::Config("OUT_DIR is not set; call .out_dir(..) outside build scripts".into()))?,
+        };
+        let scaffold_dir = self.scaffold_dir.as_deref().map(|d| self.resolve(d));
+        if self.emit_rerun_if_changed {
+            println!("cargo:rerun-if-changed={}", contracts_dir.display());
+        }
+
+        // No-op fast path: same inputs as the last run and the outputs are still there.
+        let paths = crate::read::discover(&contracts_dir).unwrap_or_default();
+        let stamp = stamp(&paths, scaffold_dir.as_deref(), &self.include_file);
+        let stamp_file = out_dir.join(".codegen-stamp");
+        let include_path = out_dir.join(&self.include_file);
+        if let Some(stamp) = &stamp {
+            if include_path.exists() && std::fs::read_to_string(&stamp_file).is_ok_and(|s| &s == stamp) {
+                if self.emit_rerun_if_changed {
+                    for p in &paths {
+                        println!("cargo:rerun-if-changed={}", p.display());
+                    }
+                }
+                return Ok(Generated {
+                    out_dir,
+                    include_file: include_path,
+                    files_read: paths,
+                    warnings: Vec::new(),
+                    up_to_date: true,
+                });
+            }
+        }
+
+        let (loaded, output) = crate::generate(&contracts_dir);
+        if self.emit_rerun_if_changed {
+            for p in &loaded.files_read {
+                println!("cargo:rerun-if-changed={}", p.display());
+            }
+        }
+        for d in &loaded.diagnostics {
+            println!("{}", d.render_cargo());
+        }
+        let Some(mut output) = output else {
+            return Err(BuildError::Contracts(loaded.diagnostics));
+        };
+        // With a scaffold directory, OUT_DIR's node.rs forwards to the human-owned file.
+        if let Some(dir) = &scaffold_dir {
+            let scaffolds = std::mem::take(&mut output.scaffolds);
+            let mut created = crate::Output::default();
+            for (rel, text) in scaffolds {
+                let target = dir.join(&rel);
+                output.generated.insert(
+                    rel.clone(),
+                    format!("{}; scaffold shim, do not edit.\ninclude!({:?});\n", crate::GENERATED_MARKER, target.display().to_string()),
+                );
+                created.scaffolds.insert(rel, text);
+            }
+            crate::write_tree(&created, dir, None).map_err(BuildError::Io)?;
+        }
+        output.generated.insert(self.include_file.clone(), include_text(&out_dir));
+        std::fs::create_dir_all(&out_dir).map_err(BuildError::Io)?;
+        crate::write_tree(&output, &out_dir, None).map_err(BuildError::Io)?;
+        if let Some(stamp) = stamp {
+            std::fs::write(&stamp_file, stamp).map_err(BuildError::Io)?;
+        }
+        Ok(Generated {
+            out_dir,
+            include_file: include_path,
+            files_read: loaded.files_read,
+            warnings: loaded.diagnostics,
+            up_to_date: false,
+        })
+    }
+}
+
+/// The file users `include!`: the module tree, by absolute path into `out_dir`.
+fn include_text(out_dir: &Path) -> String {
+    let nodes = out_dir.join("nodes").join("mod.rs");
+    let registry = out_dir.join("registry.rs");
+    format!(
+        "{}; include!(concat!(env!(\"OUT_DIR\"), \"/onex_nodes.rs\")) inside a module.\n\
+         #[path = {:?}]\npub mod nodes;\n#[path = {:?}]\npub mod registry;\npub use registry::registry;\n",
+        crate::GENERATED_MARKER,
+        nodes.display().to_string(),
+        registry.display().to_string()
+    )
+}
+
+/// A fingerprint of every input, or `None` when an input cannot be read.
+fn stamp(paths: &[PathBuf], scaffold_dir: Option<&Path>, include_file: &str) -> Option<String> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    STAMP_VERSION.hash(&mut hasher);
+    crate::emit::NODE_TEMPLATE.hash(&mut hasher);
+    include_file.hash(&mut hasher);
+    scaffold_dir.hash(&mut hasher);
+    // A rebuilt generator (the build script binary) must regenerate even with the same inputs.
+    if let Some(meta) = std::env::current_exe().ok().and_then(|exe| std::fs::metadata(exe).ok()) {
+        meta.len().hash(&mut hasher);
+        meta.modified().ok().hash(&mut hasher);
+    }
+    for p in paths {
+        p.hash(&mut hasher);
+        std::fs::read(p).ok()?.hash(&mut hasher);
+    }
+    Some(format!("{:016x}", hasher.finish()))
+}

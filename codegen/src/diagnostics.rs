@@ -1,0 +1,336 @@
+//! Located diagnostics: every problem the generator finds in a contract, with a stable code,
+//! the file, a 1-based line and column, the YAML path, what is wrong and how to fix it.
+//!
+//! The table of codes lives here and only here ([`Code`]), so the codes stay stable.
+
+use std::fmt::Write as _;
+
+/// Whether a diagnostic stops generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Generation fails (exit code 1).
+    Error,
+    /// Reported, generation continues.
+    Warning,
+}
+
+/// The stable diagnostic codes. Never renumber; add new ones at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Code {
+    /// CG0001: the file is not valid YAML.
+    YamlSyntax,
+    /// CG0002: the file is too large or nested too deeply to be a contract.
+    YamlLimit,
+    /// CG0003: a mapping has the same key twice (the last value wins).
+    DuplicateKey,
+    /// CG0004: a required key is missing.
+    MissingKey,
+    /// CG0005: a value has the wrong YAML type.
+    WrongType,
+    /// CG0006: `node_type` is not one of the four kinds.
+    UnknownNodeType,
+    /// CG0007: a name breaks the naming convention.
+    NamingConvention,
+    /// CG0008: the version folder does not match `contract_version`.
+    FolderVersionMismatch,
+    /// CG0009: the node folder does not match `node_name`.
+    FolderNameMismatch,
+    /// CG0010: `node_type` does not match the kind suffix of `node_name`.
+    KindMismatch,
+    /// CG0011: a `$ref` (or `input_model`/`output_model`) points to nothing.
+    UnresolvedRef,
+    /// CG0012: two types (or fields, or variants) get the same Rust name.
+    NameCollision,
+    /// CG0013: an EFFECT contract has no `io_operations`.
+    MissingIoOperations,
+    /// CG0014: a schema uses something the generator cannot turn into Rust.
+    UnsupportedSchema,
+    /// CG0015: an `io_operations` entry names an operation the input does not have.
+    UnknownOperation,
+    /// CG0016: a name is declared twice in a list (dependencies, operations, enum values).
+    DuplicateName,
+    /// CG0017: a file cannot be read.
+    Io,
+    /// CG0018: the input model has no usable `operation_type`.
+    InvalidOperationType,
+    /// CG0019: a `rust_type` is not a valid Rust type.
+    InvalidRustType,
+    /// CG0020: a `default` does not fit its schema.
+    InvalidDefault,
+    /// CG0021: no contract was found.
+    NoContracts,
+}
+
+impl Code {
+    /// Every code, in order, for the table in the docs and the tests.
+    pub const ALL: [Code; 21] = [
+        Code::YamlSyntax,
+        Code::YamlLimit,
+        Code::DuplicateKey,
+        Code::MissingKey,
+        Code::WrongType,
+        Code::UnknownNodeType,
+        Code::NamingConvention,
+        Code::FolderVersionMismatch,
+        Code::FolderNameMismatch,
+        Code::KindMismatch,
+        Code::UnresolvedRef,
+        Code::NameCollision,
+        Code::MissingIoOperations,
+        Code::UnsupportedSchema,
+        Code::UnknownOperation,
+        Code::DuplicateName,
+        Code::Io,
+        Code::InvalidOperationType,
+        Code::InvalidRustType,
+        Code::InvalidDefault,
+        Code::NoContracts,
+    ];
+
+    /// `CG0001`…
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::YamlSyntax => "CG0001",
+            Code::YamlLimit => "CG0002",
+            Code::DuplicateKey => "CG0003",
+            Code::MissingKey => "CG0004",
+            Code::WrongType => "CG0005",
+            Code::UnknownNodeType => "CG0006",
+            Code::NamingConvention => "CG0007",
+            Code::FolderVersionMismatch => "CG0008",
+            Code::FolderNameMismatch => "CG0009",
+            Code::KindMismatch => "CG0010",
+            Code::UnresolvedRef => "CG0011",
+            Code::NameCollision => "CG0012",
+            Code::MissingIoOperations => "CG0013",
+            Code::UnsupportedSchema => "CG0014",
+            Code::UnknownOperation => "CG0015",
+            Code::DuplicateName => "CG0016",
+            Code::Io => "CG0017",
+            Code::InvalidOperationType => "CG0018",
+            Code::InvalidRustType => "CG0019",
+            Code::InvalidDefault => "CG0020",
+            Code::NoContracts => "CG0021",
+        }
+    }
+
+    /// One line on what the code means.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Code::YamlSyntax => "the file is not valid YAML",
+            Code::YamlLimit => "the file is too large or nested too deeply",
+            Code::DuplicateKey => "a mapping has the same key twice; the last value wins",
+            Code::MissingKey => "a required key is missing",
+            Code::WrongType => "a value has the wrong type",
+            Code::UnknownNodeType => "node_type is not EFFECT, COMPUTE, REDUCER or ORCHESTRATOR",
+            Code::NamingConvention => "a name breaks the naming convention",
+            Code::FolderVersionMismatch => "the version folder does not match contract_version",
+            Code::FolderNameMismatch => "the node folder does not match node_name",
+            Code::KindMismatch => "node_type does not match the kind suffix of node_name",
+            Code::UnresolvedRef => "a reference points to nothing",
+            Code::NameCollision => "two items get the same Rust name",
+            Code::MissingIoOperations => "an EFFECT contract has no io_operations",
+            Code::UnsupportedSchema => "a schema cannot be turned into Rust",
+            Code::UnknownOperation => "an io_operations entry names an unknown operation",
+            Code::DuplicateName => "a name is declared twice",
+            Code::Io => "a file cannot be read or written",
+            Code::InvalidOperationType => "the input model has no usable operation_type",
+            Code::InvalidRustType => "rust_type is not a valid Rust type",
+            Code::InvalidDefault => "a default does not fit its schema",
+            Code::NoContracts => "no contract was found",
+        }
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A 1-based position in a source file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Pos {
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column, in characters.
+    pub col: u32,
+}
+
+impl Pos {
+    /// The position `line`:`col` (both 1-based).
+    pub const fn new(line: u32, col: u32) -> Self {
+        Self { line, col }
+    }
+}
+
+/// A second location that belongs to a diagnostic (e.g. the other half of a collision).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Related {
+    /// Display path of the file.
+    pub file: String,
+    /// Where.
+    pub pos: Pos,
+    /// What is there.
+    pub message: String,
+}
+
+/// One problem, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Stable code.
+    pub code: Code,
+    /// Error or warning.
+    pub severity: Severity,
+    /// Display path of the file (relative, `/`-separated).
+    pub file: String,
+    /// Where in the file.
+    pub pos: Pos,
+    /// YAML path, e.g. `definitions.ModelX.properties.url.type` (empty for the document).
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub hint: Option<String>,
+    /// Other locations involved.
+    pub related: Vec<Related>,
+}
+
+impl Diagnostic {
+    /// An error.
+    pub fn error(code: Code, file: &str, pos: Pos, path: &str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            severity: Severity::Error,
+            file: file.to_owned(),
+            pos,
+            path: path.to_owned(),
+            message: message.into(),
+            hint: None,
+            related: Vec::new(),
+        }
+    }
+
+    /// A warning.
+    pub fn warning(code: Code, file: &str, pos: Pos, path: &str, message: impl Into<String>) -> Self {
+        Self { severity: Severity::Warning, ..Self::error(code, file, pos, path, message) }
+    }
+
+    /// Adds how to fix it.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Adds another location.
+    pub fn with_related(mut self, file: &str, pos: Pos, message: impl Into<String>) -> Self {
+        self.related.push(Related { file: file.to_owned(), pos, message: message.into() });
+        self
+    }
+
+    /// Whether this is an error.
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
+    /// `file:line:col`.
+    pub fn location(&self) -> String {
+        format!("{}:{}:{}", self.file, self.pos.line, self.pos.col)
+    }
+
+    /// The human rendering: `error[CG0004]: message`, ` --> file:line:col`, the source line
+    /// with a caret under the column, related locations and `help: hint`.
+    /// `source` is the text of `self.file`, when it could be read.
+    pub fn render(&self, source: Option<&str>) -> String {
+        let mut out = String::new();
+        let level = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let _ = writeln!(out, "{level}[{}]: {}", self.code, self.message);
+        let _ = writeln!(out, " --> {}", self.location());
+        if !self.path.is_empty() {
+            let _ = writeln!(out, "  = at: {}", self.path);
+        }
+        if let Some(line) = source.and_then(|s| source_line(s, self.pos.line)) {
+            let gutter = self.pos.line.to_string();
+            let pad = " ".repeat(gutter.len());
+            let caret_pad: String = line
+                .chars()
+                .take(self.pos.col.saturating_sub(1) as usize)
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            let _ = writeln!(out, "{pad} |");
+            let _ = writeln!(out, "{gutter} | {line}");
+            let _ = writeln!(out, "{pad} | {caret_pad}^");
+        }
+        for related in &self.related {
+            let _ = writeln!(out, "note: {} ({}:{}:{})", related.message, related.file, related.pos.line, related.pos.col);
+        }
+        if let Some(hint) = &self.hint {
+            let _ = writeln!(out, "help: {hint}");
+        }
+        out
+    }
+
+    /// The build-script rendering: one `cargo::error=` (or `cargo::warning=`) line.
+    pub fn render_cargo(&self) -> String {
+        let level = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let mut line = format!("cargo::{level}={}: {}[{}]: {}", self.location(), level, self.code, self.message);
+        for related in &self.related {
+            let _ = write!(line, "; {} at {}:{}:{}", related.message, related.file, related.pos.line, related.pos.col);
+        }
+        if let Some(hint) = &self.hint {
+            let _ = write!(line, "; help: {hint}");
+        }
+        line.replace(['\n', '\r'], " ")
+    }
+}
+
+fn source_line(source: &str, line: u32) -> Option<&str> {
+    source.lines().nth(line.checked_sub(1)? as usize).map(|l| l.trim_end_matches('\r'))
+}
+
+/// Sorts diagnostics by file, position and code, so output order never depends on
+/// discovery or hash order.
+pub fn sort(diagnostics: &mut [Diagnostic]) {
+    diagnostics.sort_by(|a, b| {
+        (&a.file, a.pos, a.code, &a.path, &a.message).cmp(&(&b.file, b.pos, b.code, &b.path, &b.message))
+    });
+}
+
+/// The Markdown table of codes (for docs and `codegen codes`).
+pub fn codes_table() -> String {
+    let mut out = String::from("| code | meaning |\n|---|---|\n");
+    for code in Code::ALL {
+        let _ = writeln!(out, "| {} | {} |", code.as_str(), code.summary());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_in_order() {
+        for (i, code) in Code::ALL.iter().enumerate() {
+            assert_eq!(code.as_str(), format!("CG{:04}", i + 1));
+        }
+    }
+
+    #[test]
+    fn renders_with_caret_and_help() {
+        let d = Diagnostic::error(Code::MissingKey, "c.yaml", Pos::new(2, 3), "a.b", "missing key `x`")
+            .with_hint("add `x: 1`");
+        let text = d.render(Some("a:\n  b: 1\n"));
+        assert_eq!(
+            text,
+            "error[CG0004]: missing key `x`\n --> c.yaml:2:3\n  = at: a.b\n  |\n2 |   b: 1\n  |   ^\nhelp: add `x: 1`\n"
+        );
+        assert_eq!(d.render_cargo(), "cargo::error=c.yaml:2:3: error[CG0004]: missing key `x`; help: add `x: 1`");
+    }
+}
