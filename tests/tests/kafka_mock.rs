@@ -1,0 +1,170 @@
+//! Injected broker errors on rdkafka's in-process MockCluster: how the pool surfaces them and
+//! how the bus retries (attempt counts and recorded backoff delays, no wall-clock asserts).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use onex_runtime::event::OnexEvent;
+use onex_runtime::event_bus::{KafkaEventBus, RateLimitRule, Sleeper, TopicNamer};
+use onex_runtime::kafka::error::kafka_error_name;
+use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool, ProduceRecord};
+use onex_runtime::models::health::HealthStatus;
+use onex_runtime::models::kafka::KafkaProducerConfig;
+use onex_runtime::node::BoxFuture;
+use onex_runtime::ErrorCode;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use uuid::Uuid;
+
+type Mock = MockCluster<'static, DefaultProducerContext>;
+
+/// Records the delays the bus asks for instead of sleeping.
+#[derive(Default)]
+struct RecordingSleeper(Mutex<Vec<Duration>>);
+
+impl Sleeper for RecordingSleeper {
+    fn sleep(&self, delay: Duration) -> BoxFuture<'_, ()> {
+        self.0.lock().unwrap().push(delay);
+        Box::pin(async {})
+    }
+}
+
+impl RecordingSleeper {
+    fn delays_ms(&self) -> Vec<u128> {
+        self.0.lock().unwrap().iter().map(Duration::as_millis).collect()
+    }
+}
+
+fn mock_with_topic(topic: &str) -> Mock {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic(topic, 1, 1).unwrap();
+    mock
+}
+
+fn pool(mock: &Mock, delivery_timeout_ms: u32) -> KafkaProducerPool {
+    let config = KafkaProducerConfig {
+        delivery_timeout_ms,
+        request_timeout_ms: delivery_timeout_ms.min(30_000),
+        max_request_size: 10_000,
+        ..KafkaProducerConfig::new(mock.bootstrap_servers())
+    };
+    KafkaProducerPool::new(KafkaPoolSettings { health_window: Duration::from_secs(3600), ..Default::default() }, config)
+        .unwrap()
+}
+
+fn bus(pool: KafkaProducerPool) -> (KafkaEventBus, Arc<RecordingSleeper>) {
+    let sleeper = Arc::new(RecordingSleeper::default());
+    let bus = KafkaEventBus::new(Arc::new(pool), TopicNamer::default()).with_sleeper(sleeper.clone());
+    (bus, sleeper)
+}
+
+const EVENT_TOPIC: &str = "dev.omnibase.onex.evt.mock-happened.v1";
+
+fn event(source: &str) -> OnexEvent {
+    OnexEvent::new("mock.happened", source, Uuid::new_v4(), serde_json::json!({"k": "v"}))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_leader_and_request_timeouts_are_retried_inside_librdkafka() {
+    let mock = mock_with_topic(EVENT_TOPIC);
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        ],
+    );
+    let (bus, sleeper) = bus(pool(&mock, 10_000));
+    bus.publish_event(&event("svc")).await.unwrap();
+    assert!(sleeper.delays_ms().is_empty(), "the idempotent producer retried by itself; the bus did not");
+    assert_eq!(bus.stats().retries, 0);
+    assert_eq!(bus.pool().stats().total_messages_sent, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_too_large_fails_once_without_retries() {
+    let mock = mock_with_topic(EVENT_TOPIC);
+    let (bus, sleeper) = bus(pool(&mock, 10_000));
+    let mut big = event("svc");
+    big.payload = serde_json::json!({ "blob": "x".repeat(20_000) });
+    let err = bus.publish_event(&big).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ValidationError, "{err}");
+    assert_eq!(kafka_error_name(&err), Some("MessageSizeTooLarge"));
+    assert_eq!(err.details()["attempts"], 1);
+    assert!(sleeper.delays_ms().is_empty());
+    assert_eq!(bus.stats().failed, 1);
+
+    // The broker's own refusal (injected) is just as final.
+    mock.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE]);
+    let err = bus.publish_event(&event("svc")).await.unwrap_err();
+    assert_eq!(err.details()["attempts"], 1, "{err}");
+    assert!(sleeper.delays_ms().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_are_retried_with_exponential_backoff_then_surface() {
+    let mock = mock_with_topic(EVENT_TOPIC);
+    let (bus, sleeper) = bus(pool(&mock, 1_000));
+    bus.publish_event(&event("svc")).await.unwrap();
+    mock.broker_down(1).unwrap();
+    let err = bus.publish_event(&event("svc")).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::OperationTimeout, "{err}");
+    assert_eq!(kafka_error_name(&err), Some("MessageTimedOut"));
+    assert_eq!(err.details()["attempts"], 4, "1 attempt + REDPANDA_MAX_RETRIES (3)");
+    assert_eq!(sleeper.delays_ms(), [100, 200, 400]);
+    assert_eq!(bus.stats().retries, 3);
+    let stats = bus.pool().stats();
+    assert_eq!(stats.total_messages_failed, 4);
+    assert_eq!(stats.pool_health, HealthStatus::Unhealthy);
+
+    mock.broker_up(1).unwrap();
+    bus.publish_event(&event("svc")).await.unwrap();
+    assert_eq!(bus.pool().stats().total_messages_sent, 2, "the same pool delivers again once the broker is back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_reports_exactly_the_events_that_failed() {
+    let mock = mock_with_topic(EVENT_TOPIC);
+    let denied_topic = "dev.omnibase.onex.evt.mock-denied.v1";
+    mock.create_topic(denied_topic, 1, 1).unwrap();
+    mock.topic_error(denied_topic, RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED).unwrap();
+    let (bus, sleeper) = bus(pool(&mock, 2_000));
+    let denied = OnexEvent::new("mock.denied", "svc", Uuid::new_v4(), serde_json::json!({}));
+    let events = vec![event("svc"), denied.clone(), event("svc")];
+    let err = bus.publish_events(&events).await.unwrap_err();
+    let failed = err.details()["failed_event_ids"].as_array().unwrap().clone();
+    assert_eq!(failed, [serde_json::json!(denied.event_id.to_string())], "{err}");
+    assert_eq!(err.details()["attempt_rounds"], 1, "authorization failures are not retried");
+    assert!(sleeper.delays_ms().is_empty());
+    let stats = bus.stats();
+    assert_eq!((stats.published, stats.failed), (2, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_apply_per_caller_and_the_first_request_passes() {
+    let mock = mock_with_topic(EVENT_TOPIC);
+    let (bus, _sleeper) = bus(pool(&mock, 10_000));
+    let bus = bus.with_rate_limit(Some(RateLimitRule { per_minute: 60, burst: 2, penalty: Duration::from_secs(30) }));
+    bus.publish_event(&event("caller-a")).await.unwrap();
+    bus.publish_event(&event("caller-a")).await.unwrap();
+    let err = bus.publish_event(&event("caller-a")).await.unwrap_err();
+    assert_eq!(err.details()["reason"], "rate_limited");
+    bus.publish_event(&event("caller-b")).await.expect("another caller's first request passes");
+    assert_eq!(bus.stats().rate_limited, 1);
+    assert_eq!(bus.pool().stats().total_messages_sent, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_pool_reports_injected_failures_in_stats() {
+    let mock = mock_with_topic("raw");
+    mock.topic_error("raw", RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED).unwrap();
+    let pool = pool(&mock, 2_000);
+    let err = pool.publish(ProduceRecord::new("raw", b"x"), None).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::IntegrationServiceError, "{err}");
+    let stats = pool.stats();
+    assert_eq!((stats.total_messages_sent, stats.total_messages_failed), (0, 1));
+    assert_eq!(stats.topics["raw"].failed, 1);
+    assert_eq!(stats.success_rate, 0.0);
+}
