@@ -1,0 +1,150 @@
+//! The event bus against the real broker: publish, publish_batch and a consumer-group round
+//! trip with at-least-once commits.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use onex_runtime::event::OnexEvent;
+use onex_runtime::event_bus::{EventHandler, EventPublisher, KafkaEventBus, SubscriptionOptions, TopicNamer};
+use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool};
+use onex_runtime::models::kafka::KafkaProducerConfig;
+use onex_runtime::{Container, ErrorCode, OnexError};
+use onex_tests::kafka::{bootstrap, create_topic};
+use uuid::Uuid;
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// A bus whose tenant is unique to this test, so its topics are too.
+async fn bus_with_topic(event_type: &str) -> (Arc<KafkaEventBus>, String) {
+    let pool = KafkaProducerPool::new(KafkaPoolSettings::default(), KafkaProducerConfig::new(bootstrap())).unwrap();
+    let tenant = format!("t{}", Uuid::new_v4().simple());
+    let namer = TopicNamer::new("dev", &tenant, "onex").unwrap();
+    let topic = namer.topic_for(event_type).unwrap();
+    create_topic(&topic, 2).await;
+    (Arc::new(KafkaEventBus::new(Arc::new(pool), namer)), topic)
+}
+
+fn event(event_type: &str, n: u32) -> OnexEvent {
+    let mut event = OnexEvent::new(event_type, "node_test", Uuid::new_v4(), serde_json::json!({ "n": n }));
+    event.metadata.trace_context.insert("traceparent".into(), TRACEPARENT.into());
+    event
+}
+
+type Seen = Arc<Mutex<Vec<OnexEvent>>>;
+
+/// A handler recording events; it fails the first attempt of any event whose `n` is in
+/// `fail_once`.
+fn recording_handler(seen: Seen, fail_once: BTreeSet<u32>) -> EventHandler {
+    let attempts: Arc<Mutex<HashMap<Uuid, u32>>> = Arc::default();
+    Arc::new(move |event: OnexEvent| {
+        let seen = Arc::clone(&seen);
+        let attempts = Arc::clone(&attempts);
+        let fail_once = fail_once.clone();
+        Box::pin(async move {
+            let n = event.payload["n"].as_u64().unwrap() as u32;
+            let tries = {
+                let mut attempts = attempts.lock().unwrap();
+                let count = attempts.entry(event.event_id).or_default();
+                *count += 1;
+                *count
+            };
+            if fail_once.contains(&n) && tries == 1 {
+                return Err(OnexError::new(ErrorCode::IntegrationServiceError, "transient handler failure"));
+            }
+            seen.lock().unwrap().push(event);
+            Ok(())
+        })
+    })
+}
+
+async fn wait_for(seen: &Seen, count: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    while seen.lock().unwrap().len() < count {
+        assert!(Instant::now() < deadline, "only {} of {count} events consumed", seen.lock().unwrap().len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_group_round_trip_commits_after_the_handler() {
+    let (bus, topic) = bus_with_topic("order.placed").await;
+    let group = format!("group-{}", Uuid::new_v4().simple());
+
+    let batch: Vec<OnexEvent> = (0..50).map(|n| event("order.placed", n)).collect();
+    bus.publish_batch(batch.clone()).await.unwrap();
+
+    let seen: Seen = Arc::default();
+    let handler = recording_handler(Arc::clone(&seen), BTreeSet::from([7, 21]));
+    let subscription = bus.subscribe(&[topic.as_str()], SubscriptionOptions::new(&group), handler).unwrap();
+    wait_for(&seen, 50, Duration::from_secs(90)).await;
+    assert_eq!(subscription.counters().handler_failures(), 2, "the two failing events were retried");
+    subscription.stop().await.unwrap();
+
+    let received = seen.lock().unwrap().clone();
+    let sent: BTreeSet<Uuid> = batch.iter().map(|e| e.event_id).collect();
+    let got: BTreeSet<Uuid> = received.iter().map(|e| e.event_id).collect();
+    assert_eq!(got, sent);
+    let first = received.iter().find(|e| e.event_id == batch[0].event_id).unwrap();
+    assert_eq!(first, &batch[0], "the envelope round-trips unchanged");
+    assert_eq!(first.metadata.trace_context["traceparent"], TRACEPARENT);
+
+    // Offsets were committed: the same group now sees only what is published afterwards.
+    let late = event("order.placed", 1_000);
+    bus.publish(late.clone()).await.unwrap();
+    let seen_again: Seen = Arc::default();
+    let handler = recording_handler(Arc::clone(&seen_again), BTreeSet::new());
+    let subscription = bus.subscribe(&[topic.as_str()], SubscriptionOptions::new(&group), handler).unwrap();
+    wait_for(&seen_again, 1, Duration::from_secs(90)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    subscription.stop().await.unwrap();
+    let again = seen_again.lock().unwrap().clone();
+    assert_eq!(again.len(), 1, "committed events were redelivered: {again:?}");
+    assert_eq!(again[0].event_id, late.event_id);
+    assert_eq!(bus.stats().published, 51);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_keeps_failing_leaves_the_event_uncommitted() {
+    let (bus, topic) = bus_with_topic("invoice.issued").await;
+    let group = format!("group-{}", Uuid::new_v4().simple());
+    let poison = event("invoice.issued", 1);
+    bus.publish(poison.clone()).await.unwrap();
+
+    let always_fails: EventHandler = Arc::new(|_event| {
+        Box::pin(async { Err(OnexError::new(ErrorCode::IntegrationServiceError, "handler down")) })
+    });
+    let mut options = SubscriptionOptions::new(&group);
+    options.max_handler_attempts = 2;
+    options.handler_backoff.base_delay = Duration::from_millis(10);
+    let subscription = bus.subscribe(&[topic.as_str()], options, always_fails).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !subscription.is_finished() {
+        assert!(Instant::now() < deadline, "subscription never gave up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = subscription.stop().await.unwrap_err();
+    assert!(err.message().contains(&poison.event_id.to_string()), "{err}");
+
+    // The group gets the event again.
+    let seen: Seen = Arc::default();
+    let handler = recording_handler(Arc::clone(&seen), BTreeSet::new());
+    let subscription = bus.subscribe(&[topic.as_str()], SubscriptionOptions::new(&group), handler).unwrap();
+    wait_for(&seen, 1, Duration::from_secs(90)).await;
+    subscription.stop().await.unwrap();
+    assert_eq!(seen.lock().unwrap()[0].event_id, poison.event_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bus_is_resolved_through_the_container_as_an_event_publisher() {
+    let (bus, _topic) = bus_with_topic("user.created").await;
+    let mut container = Container::new();
+    container.register::<dyn EventPublisher>(bus.clone());
+    let publisher = container.resolve::<dyn EventPublisher>().unwrap();
+    publisher.publish(event("user.created", 1)).await.unwrap();
+    let encoded = bus.encode(&event("user.created", 2)).unwrap();
+    assert!(encoded.topic.ends_with(".evt.user-created.v1"), "{}", encoded.topic);
+    assert!(encoded.headers.iter().any(|(k, v)| k == "traceparent" && v == TRACEPARENT));
+    assert_eq!(bus.stats().published, 1);
+    assert_eq!(bus.pool().stats().total_messages_sent, 1);
+}
