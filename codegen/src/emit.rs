@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use proc_macro2::{Ident, Span, TokenStream};
+use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote};
 
 use crate::diagnostics::{Code, Diagnostic, Pos};
@@ -134,16 +134,23 @@ fn default_expr(value: &DefaultValue, ty: &RustType) -> Result<TokenStream, Stri
         DefaultValue::Str(s) => quote!(#s.to_owned()),
         DefaultValue::Int(i) => match ty {
             RustType::I32 => {
-                let v = i32::try_from(*i).map_err(|_| format!("default {i} does not fit i32"))?;
+                let v = Literal::i32_unsuffixed(i32::try_from(*i).map_err(|_| format!("default {i} does not fit i32"))?);
                 quote!(#v)
             }
             RustType::U64 => {
-                let v = u64::try_from(*i).map_err(|_| format!("default {i} does not fit u64"))?;
+                let v = Literal::u64_unsuffixed(u64::try_from(*i).map_err(|_| format!("default {i} does not fit u64"))?);
                 quote!(#v)
             }
-            _ => quote!(#i),
+            _ => {
+                let v = Literal::i64_unsuffixed(*i);
+                quote!(#v)
+            }
         },
-        DefaultValue::Float(f) => quote!(#f),
+        DefaultValue::Float(f) if f.is_finite() => {
+            let v = Literal::f64_unsuffixed(*f);
+            quote!(#v)
+        }
+        DefaultValue::Float(f) => return Err(format!("default {f} is not a finite number")),
         DefaultValue::Bool(b) => quote!(#b),
         DefaultValue::Variant(e, v) => {
             let (e, v) = (ident(e)?, ident(v)?);
@@ -257,7 +264,7 @@ fn models_file(node: &NodeModel) -> Result<String, String> {
                     let wire = &v.wire;
                     (v.ident != v.wire).then(|| quote!(#[serde(rename = #wire)]))
                 });
-                let count = variants.len();
+                let count = Literal::usize_unsuffixed(variants.len());
                 items.push(quote! {
                     #doc
                     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -320,10 +327,10 @@ fn version_text(node: &NodeModel) -> String {
 
 fn duration(seconds: f64) -> TokenStream {
     if seconds.fract() == 0.0 && seconds >= 0.0 {
-        let secs = seconds as u64;
+        let secs = Literal::u64_unsuffixed(seconds as u64);
         quote!(std::time::Duration::from_secs(#secs))
     } else {
-        let millis = (seconds * 1000.0).round() as u64;
+        let millis = Literal::u64_unsuffixed((seconds * 1000.0).round() as u64);
         quote!(std::time::Duration::from_millis(#millis))
     }
 }
@@ -404,6 +411,8 @@ fn contract_file(node: &NodeModel) -> Result<String, String> {
     });
     let name = &c.name.value;
     let (major, minor, patch) = c.version.value;
+    let (major, minor, patch) =
+        (Literal::u32_unsuffixed(major), Literal::u32_unsuffixed(minor), Literal::u32_unsuffixed(patch));
     let kind = format_ident!("{}", c.kind.pascal());
     let description = c.description.value.trim();
     let input = &node.input_type;

@@ -5,55 +5,55 @@
 pub const OPERATION_KV_GET: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "kv_get",
     description: "Read one key.",
-    timeout: std::time::Duration::from_secs(10u64),
+    timeout: std::time::Duration::from_secs(10),
 };
 
 /// The `kv_put` operation (`contracts/nodes/node_consul_effect/v1_0_0/contract.yaml:47`).
 pub const OPERATION_KV_PUT: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "kv_put",
     description: "Write one key.",
-    timeout: std::time::Duration::from_secs(10u64),
+    timeout: std::time::Duration::from_secs(10),
 };
 
 /// The `kv_delete` operation (`contracts/nodes/node_consul_effect/v1_0_0/contract.yaml:51`).
 pub const OPERATION_KV_DELETE: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "kv_delete",
     description: "Delete one key, or every key under a prefix when recurse is set, in one request.",
-    timeout: std::time::Duration::from_secs(10u64),
+    timeout: std::time::Duration::from_secs(10),
 };
 
 /// The `service_register` operation (`contracts/nodes/node_consul_effect/v1_0_0/contract.yaml:55`).
 pub const OPERATION_SERVICE_REGISTER: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "service_register",
     description: "Register a service with the local agent.",
-    timeout: std::time::Duration::from_secs(10u64),
+    timeout: std::time::Duration::from_secs(10),
 };
 
 /// The `service_deregister` operation (`contracts/nodes/node_consul_effect/v1_0_0/contract.yaml:59`).
 pub const OPERATION_SERVICE_DEREGISTER: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "service_deregister",
     description: "Deregister a service from the local agent.",
-    timeout: std::time::Duration::from_secs(10u64),
+    timeout: std::time::Duration::from_secs(10),
 };
 
 /// The `service_list` operation (`contracts/nodes/node_consul_effect/v1_0_0/contract.yaml:63`).
 pub const OPERATION_SERVICE_LIST: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "service_list",
     description: "List the services registered in the datacenter.",
-    timeout: std::time::Duration::from_secs(10u64),
+    timeout: std::time::Duration::from_secs(10),
 };
 
 /// The `health_check` operation (`contracts/nodes/node_consul_effect/v1_0_0/contract.yaml:67`).
 pub const OPERATION_HEALTH_CHECK: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "health_check",
     description: "Report the health of one service, or of every service, as the worst status of its checks.",
-    timeout: std::time::Duration::from_secs(10u64),
+    timeout: std::time::Duration::from_secs(10),
 };
 
 /// The contract of `node_consul_effect` v1.0.0 (`contracts/nodes/node_consul_effect/v1_0_0/contract.yaml:1`).
 pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
     name: "node_consul_effect",
-    version: onex_runtime::SemVer::new(1u32, 0u32, 0u32),
+    version: onex_runtime::SemVer::new(1, 0, 0),
     kind: onex_runtime::NodeKind::Effect,
     description: "Consul adapter for the KV store and service discovery; reads, writes and deletes keys, registers, deregisters and lists services, and reports service health as the worst check status per service.",
     source: "contracts/nodes/node_consul_effect/v1_0_0/contract.yaml",
@@ -117,49 +117,49 @@ pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
             operation: "kv_get",
             operation_type: "io",
             atomic: false,
-            timeout: std::time::Duration::from_secs(10u64),
+            timeout: std::time::Duration::from_secs(10),
             description: "Read one key.",
         },
         onex_runtime::IoOperationSpec {
             operation: "kv_put",
             operation_type: "io",
             atomic: true,
-            timeout: std::time::Duration::from_secs(10u64),
+            timeout: std::time::Duration::from_secs(10),
             description: "Write one key.",
         },
         onex_runtime::IoOperationSpec {
             operation: "kv_delete",
             operation_type: "io",
             atomic: true,
-            timeout: std::time::Duration::from_secs(10u64),
+            timeout: std::time::Duration::from_secs(10),
             description: "Delete one key, or every key under a prefix when recurse is set, in one request.",
         },
         onex_runtime::IoOperationSpec {
             operation: "service_register",
             operation_type: "io",
             atomic: true,
-            timeout: std::time::Duration::from_secs(10u64),
+            timeout: std::time::Duration::from_secs(10),
             description: "Register a service with the local agent.",
         },
         onex_runtime::IoOperationSpec {
             operation: "service_deregister",
             operation_type: "io",
             atomic: true,
-            timeout: std::time::Duration::from_secs(10u64),
+            timeout: std::time::Duration::from_secs(10),
             description: "Deregister a service from the local agent.",
         },
         onex_runtime::IoOperationSpec {
             operation: "service_list",
             operation_type: "io",
             atomic: false,
-            timeout: std::time::Duration::from_secs(10u64),
+            timeout: std::time::Duration::from_secs(10),
             description: "List the services registered in the datacenter.",
         },
         onex_runtime::IoOperationSpec {
             operation: "health_check",
             operation_type: "io",
             atomic: false,
-            timeout: std::time::Duration::from_secs(10u64),
+            timeout: std::time::Duration::from_secs(10),
             description: "Report the health of one service, or of every service, as the worst status of its checks.",
         },
     ],

@@ -42,7 +42,7 @@ pub enum EnumConsulOperation {
 
 impl EnumConsulOperation {
     /// Every value, in contract order.
-    pub const ALL: [Self; 7usize] = [
+    pub const ALL: [Self; 7] = [
         Self::KvGet,
         Self::KvPut,
         Self::KvDelete,
@@ -100,7 +100,7 @@ pub enum EnumConsulOperationStatus {
 
 impl EnumConsulOperationStatus {
     /// Every value, in contract order.
-    pub const ALL: [Self; 3usize] = [Self::Success, Self::NotFound, Self::Failed];
+    pub const ALL: [Self; 3] = [Self::Success, Self::NotFound, Self::Failed];
     /// The value as written in the contract and on the wire.
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -5,34 +5,34 @@
 pub const OPERATION_PROJECT_SERVICE_STATE: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "project_service_state",
     description: "Project every selected service with its instance count and worst check status.",
-    timeout: std::time::Duration::from_secs(15u64),
+    timeout: std::time::Duration::from_secs(15),
 };
 
 /// The `project_health_state` operation (`contracts/nodes/node_consul_projector_effect/v1_0_0/contract.yaml:42`).
 pub const OPERATION_PROJECT_HEALTH_STATE: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "project_health_state",
     description: "Project check counts per status and the health of every selected service.",
-    timeout: std::time::Duration::from_secs(15u64),
+    timeout: std::time::Duration::from_secs(15),
 };
 
 /// The `project_kv_state` operation (`contracts/nodes/node_consul_projector_effect/v1_0_0/contract.yaml:46`).
 pub const OPERATION_PROJECT_KV_STATE: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "project_kv_state",
     description: "Project the keys under the selected prefixes, with values when asked.",
-    timeout: std::time::Duration::from_secs(15u64),
+    timeout: std::time::Duration::from_secs(15),
 };
 
 /// The `project_topology` operation (`contracts/nodes/node_consul_projector_effect/v1_0_0/contract.yaml:50`).
 pub const OPERATION_PROJECT_TOPOLOGY: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "project_topology",
     description: "Project services and their declared dependencies as a graph.",
-    timeout: std::time::Duration::from_secs(15u64),
+    timeout: std::time::Duration::from_secs(15),
 };
 
 /// The contract of `node_consul_projector_effect` v1.0.0 (`contracts/nodes/node_consul_projector_effect/v1_0_0/contract.yaml:1`).
 pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
     name: "node_consul_projector_effect",
-    version: onex_runtime::SemVer::new(1u32, 0u32, 0u32),
+    version: onex_runtime::SemVer::new(1, 0, 0),
     kind: onex_runtime::NodeKind::Effect,
     description: "Projects live Consul state into read models (service state, health state, KV state and service topology), caching each projection for a bounded time; never returns made-up data.",
     source: "contracts/nodes/node_consul_projector_effect/v1_0_0/contract.yaml",
@@ -86,28 +86,28 @@ pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
             operation: "project_service_state",
             operation_type: "io",
             atomic: false,
-            timeout: std::time::Duration::from_secs(15u64),
+            timeout: std::time::Duration::from_secs(15),
             description: "Project every selected service with its instance count and worst check status.",
         },
         onex_runtime::IoOperationSpec {
             operation: "project_health_state",
             operation_type: "io",
             atomic: false,
-            timeout: std::time::Duration::from_secs(15u64),
+            timeout: std::time::Duration::from_secs(15),
             description: "Project check counts per status and the health of every selected service.",
         },
         onex_runtime::IoOperationSpec {
             operation: "project_kv_state",
             operation_type: "io",
             atomic: false,
-            timeout: std::time::Duration::from_secs(15u64),
+            timeout: std::time::Duration::from_secs(15),
             description: "Project the keys under the selected prefixes, with values when asked.",
         },
         onex_runtime::IoOperationSpec {
             operation: "project_topology",
             operation_type: "io",
             atomic: false,
-            timeout: std::time::Duration::from_secs(15u64),
+            timeout: std::time::Duration::from_secs(15),
             description: "Project services and their declared dependencies as a graph.",
         },
     ],

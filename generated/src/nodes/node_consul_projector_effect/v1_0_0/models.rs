@@ -33,7 +33,7 @@ pub enum EnumConsulProjectorOperation {
 
 impl EnumConsulProjectorOperation {
     /// Every value, in contract order.
-    pub const ALL: [Self; 4usize] = [
+    pub const ALL: [Self; 4] = [
         Self::ProjectServiceState,
         Self::ProjectHealthState,
         Self::ProjectKvState,
@@ -85,7 +85,7 @@ pub enum EnumConsulCheckStatus {
 
 impl EnumConsulCheckStatus {
     /// Every value, in contract order.
-    pub const ALL: [Self; 3usize] = [Self::Passing, Self::Warning, Self::Critical];
+    pub const ALL: [Self; 3] = [Self::Passing, Self::Warning, Self::Critical];
     /// The value as written in the contract and on the wire.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -153,11 +153,11 @@ fn default_model_consul_projector_input_include_values() -> bool {
 }
 
 fn default_model_consul_projector_input_depth() -> u64 {
-    2u64
+    2
 }
 
 fn default_model_consul_projector_input_cache_ttl_seconds() -> u64 {
-    300u64
+    300
 }
 
 /// The result of one projection.

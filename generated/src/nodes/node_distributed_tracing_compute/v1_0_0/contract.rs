@@ -5,55 +5,55 @@
 pub const OPERATION_INITIALIZE_TRACING: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "initialize_tracing",
     description: "The `initialize_tracing` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `trace_operation` operation (`contracts/nodes/node_distributed_tracing_compute/v1_0_0/contract.yaml:41`).
 pub const OPERATION_TRACE_OPERATION: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "trace_operation",
     description: "The `trace_operation` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `inject_context` operation (`contracts/nodes/node_distributed_tracing_compute/v1_0_0/contract.yaml:41`).
 pub const OPERATION_INJECT_CONTEXT: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "inject_context",
     description: "The `inject_context` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `extract_context` operation (`contracts/nodes/node_distributed_tracing_compute/v1_0_0/contract.yaml:41`).
 pub const OPERATION_EXTRACT_CONTEXT: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "extract_context",
     description: "The `extract_context` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `trace_database` operation (`contracts/nodes/node_distributed_tracing_compute/v1_0_0/contract.yaml:41`).
 pub const OPERATION_TRACE_DATABASE: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "trace_database",
     description: "The `trace_database` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `trace_kafka` operation (`contracts/nodes/node_distributed_tracing_compute/v1_0_0/contract.yaml:41`).
 pub const OPERATION_TRACE_KAFKA: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "trace_kafka",
     description: "The `trace_kafka` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `shutdown_tracing` operation (`contracts/nodes/node_distributed_tracing_compute/v1_0_0/contract.yaml:41`).
 pub const OPERATION_SHUTDOWN_TRACING: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "shutdown_tracing",
     description: "The `shutdown_tracing` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The contract of `node_distributed_tracing_compute` v1.0.0 (`contracts/nodes/node_distributed_tracing_compute/v1_0_0/contract.yaml:1`).
 pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
     name: "node_distributed_tracing_compute",
-    version: onex_runtime::SemVer::new(1u32, 0u32, 0u32),
+    version: onex_runtime::SemVer::new(1, 0, 0),
     kind: onex_runtime::NodeKind::Compute,
     description: "OpenTelemetry tracing for the infrastructure nodes; exports spans over OTLP gRPC with environment-based sampling, records database and Kafka spans, and carries W3C trace context in event metadata.",
     source: "contracts/nodes/node_distributed_tracing_compute/v1_0_0/contract.yaml",

@@ -42,7 +42,7 @@ pub enum EnumDistributedTracingOperation {
 
 impl EnumDistributedTracingOperation {
     /// Every value, in contract order.
-    pub const ALL: [Self; 7usize] = [
+    pub const ALL: [Self; 7] = [
         Self::InitializeTracing,
         Self::TraceOperation,
         Self::InjectContext,

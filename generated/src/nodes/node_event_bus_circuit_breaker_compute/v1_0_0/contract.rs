@@ -5,41 +5,41 @@
 pub const OPERATION_PUBLISH_EVENT: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "publish_event",
     description: "The `publish_event` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `get_state` operation (`contracts/nodes/node_event_bus_circuit_breaker_compute/v1_0_0/contract.yaml:51`).
 pub const OPERATION_GET_STATE: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "get_state",
     description: "The `get_state` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `get_metrics` operation (`contracts/nodes/node_event_bus_circuit_breaker_compute/v1_0_0/contract.yaml:51`).
 pub const OPERATION_GET_METRICS: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "get_metrics",
     description: "The `get_metrics` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `reset_circuit` operation (`contracts/nodes/node_event_bus_circuit_breaker_compute/v1_0_0/contract.yaml:51`).
 pub const OPERATION_RESET_CIRCUIT: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "reset_circuit",
     description: "The `reset_circuit` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `get_health_status` operation (`contracts/nodes/node_event_bus_circuit_breaker_compute/v1_0_0/contract.yaml:51`).
 pub const OPERATION_GET_HEALTH_STATUS: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "get_health_status",
     description: "The `get_health_status` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The contract of `node_event_bus_circuit_breaker_compute` v1.0.0 (`contracts/nodes/node_event_bus_circuit_breaker_compute/v1_0_0/contract.yaml:1`).
 pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
     name: "node_event_bus_circuit_breaker_compute",
-    version: onex_runtime::SemVer::new(1u32, 0u32, 0u32),
+    version: onex_runtime::SemVer::new(1, 0, 0),
     kind: onex_runtime::NodeKind::Compute,
     description: "Guards event publishing with a circuit breaker (closed, open, half open) that queues events while the circuit is open, dead-letters the overflow and republishes the queue when it closes.",
     source: "contracts/nodes/node_event_bus_circuit_breaker_compute/v1_0_0/contract.yaml",

@@ -36,7 +36,7 @@ pub enum EnumEventBusCircuitBreakerOperation {
 
 impl EnumEventBusCircuitBreakerOperation {
     /// Every value, in contract order.
-    pub const ALL: [Self; 5usize] = [
+    pub const ALL: [Self; 5] = [
         Self::PublishEvent,
         Self::GetState,
         Self::GetMetrics,

@@ -5,41 +5,41 @@
 pub const OPERATION_COMPREHENSIVE_HEALTH_CHECK: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "comprehensive_health_check",
     description: "The `comprehensive_health_check` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `get_health_trends` operation (`contracts/nodes/node_infrastructure_health_monitor_orchestrator/v1_0_0/contract.yaml:48`).
 pub const OPERATION_GET_HEALTH_TRENDS: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "get_health_trends",
     description: "The `get_health_trends` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `start_monitoring` operation (`contracts/nodes/node_infrastructure_health_monitor_orchestrator/v1_0_0/contract.yaml:48`).
 pub const OPERATION_START_MONITORING: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "start_monitoring",
     description: "The `start_monitoring` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `stop_monitoring` operation (`contracts/nodes/node_infrastructure_health_monitor_orchestrator/v1_0_0/contract.yaml:48`).
 pub const OPERATION_STOP_MONITORING: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "stop_monitoring",
     description: "The `stop_monitoring` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `get_prometheus_metrics` operation (`contracts/nodes/node_infrastructure_health_monitor_orchestrator/v1_0_0/contract.yaml:48`).
 pub const OPERATION_GET_PROMETHEUS_METRICS: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "get_prometheus_metrics",
     description: "The `get_prometheus_metrics` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The contract of `node_infrastructure_health_monitor_orchestrator` v1.0.0 (`contracts/nodes/node_infrastructure_health_monitor_orchestrator/v1_0_0/contract.yaml:1`).
 pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
     name: "node_infrastructure_health_monitor_orchestrator",
-    version: onex_runtime::SemVer::new(1u32, 0u32, 0u32),
+    version: onex_runtime::SemVer::new(1, 0, 0),
     kind: onex_runtime::NodeKind::Orchestrator,
     description: "Aggregates the health of PostgreSQL, Kafka and the event bus circuit breaker into one status, keeps the last 100 results for trends, runs periodic monitoring and exposes the omnibase Prometheus series.",
     source: "contracts/nodes/node_infrastructure_health_monitor_orchestrator/v1_0_0/contract.yaml",

@@ -36,7 +36,7 @@ pub enum EnumInfrastructureHealthMonitorOperation {
 
 impl EnumInfrastructureHealthMonitorOperation {
     /// Every value, in contract order.
-    pub const ALL: [Self; 5usize] = [
+    pub const ALL: [Self; 5] = [
         Self::ComprehensiveHealthCheck,
         Self::GetHealthTrends,
         Self::StartMonitoring,
@@ -92,11 +92,11 @@ pub struct ModelInfrastructureHealthMonitorInput {
 }
 
 fn default_model_infrastructure_health_monitor_input_time_period_hours() -> u64 {
-    1u64
+    1
 }
 
 fn default_model_infrastructure_health_monitor_input_monitoring_interval_seconds() -> u64 {
-    30u64
+    30
 }
 
 /// The result of one health monitor operation.

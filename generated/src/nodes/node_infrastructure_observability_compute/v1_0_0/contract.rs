@@ -5,55 +5,55 @@
 pub const OPERATION_RECORD_METRIC: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "record_metric",
     description: "The `record_metric` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `get_current_metrics` operation (`contracts/nodes/node_infrastructure_observability_compute/v1_0_0/contract.yaml:45`).
 pub const OPERATION_GET_CURRENT_METRICS: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "get_current_metrics",
     description: "The `get_current_metrics` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `get_health_summary` operation (`contracts/nodes/node_infrastructure_observability_compute/v1_0_0/contract.yaml:45`).
 pub const OPERATION_GET_HEALTH_SUMMARY: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "get_health_summary",
     description: "The `get_health_summary` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `get_performance_trends` operation (`contracts/nodes/node_infrastructure_observability_compute/v1_0_0/contract.yaml:45`).
 pub const OPERATION_GET_PERFORMANCE_TRENDS: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "get_performance_trends",
     description: "The `get_performance_trends` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `export_prometheus` operation (`contracts/nodes/node_infrastructure_observability_compute/v1_0_0/contract.yaml:45`).
 pub const OPERATION_EXPORT_PROMETHEUS: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "export_prometheus",
     description: "The `export_prometheus` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `get_alerts` operation (`contracts/nodes/node_infrastructure_observability_compute/v1_0_0/contract.yaml:45`).
 pub const OPERATION_GET_ALERTS: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "get_alerts",
     description: "The `get_alerts` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `resolve_alert` operation (`contracts/nodes/node_infrastructure_observability_compute/v1_0_0/contract.yaml:45`).
 pub const OPERATION_RESOLVE_ALERT: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "resolve_alert",
     description: "The `resolve_alert` operation.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The contract of `node_infrastructure_observability_compute` v1.0.0 (`contracts/nodes/node_infrastructure_observability_compute/v1_0_0/contract.yaml:1`).
 pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
     name: "node_infrastructure_observability_compute",
-    version: onex_runtime::SemVer::new(1u32, 0u32, 0u32),
+    version: onex_runtime::SemVer::new(1, 0, 0),
     kind: onex_runtime::NodeKind::Compute,
     description: "Collects infrastructure metrics for 24 h, raises and resolves de-duplicated alerts, computes a weighted health score and latency percentiles, and exports the samples in Prometheus text format.",
     source: "contracts/nodes/node_infrastructure_observability_compute/v1_0_0/contract.yaml",

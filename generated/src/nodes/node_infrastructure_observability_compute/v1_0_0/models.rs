@@ -42,7 +42,7 @@ pub enum EnumInfrastructureObservabilityOperation {
 
 impl EnumInfrastructureObservabilityOperation {
     /// Every value, in contract order.
-    pub const ALL: [Self; 7usize] = [
+    pub const ALL: [Self; 7] = [
         Self::RecordMetric,
         Self::GetCurrentMetrics,
         Self::GetHealthSummary,
@@ -138,7 +138,7 @@ fn default_model_infrastructure_observability_input_active_only() -> bool {
 }
 
 fn default_model_infrastructure_observability_input_time_period_hours() -> u64 {
-    1u64
+    1
 }
 
 /// The result of one observability operation.

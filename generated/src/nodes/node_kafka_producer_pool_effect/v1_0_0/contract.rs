@@ -5,48 +5,48 @@
 pub const OPERATION_SEND_MESSAGE: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "send_message",
     description: "Send one message and wait for the broker acknowledgement; it is either delivered or failed.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `send_batch` operation (`contracts/nodes/node_kafka_producer_pool_effect/v1_0_0/contract.yaml:53`).
 pub const OPERATION_SEND_BATCH: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "send_batch",
     description: "Send several messages and wait for every delivery report; some may be delivered while others fail.",
-    timeout: std::time::Duration::from_secs(60u64),
+    timeout: std::time::Duration::from_secs(60),
 };
 
 /// The `flush` operation (`contracts/nodes/node_kafka_producer_pool_effect/v1_0_0/contract.yaml:57`).
 pub const OPERATION_FLUSH: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "flush",
     description: "Wait until every message in flight has a delivery report.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The `get_pool_stats` operation (`contracts/nodes/node_kafka_producer_pool_effect/v1_0_0/contract.yaml:61`).
 pub const OPERATION_GET_POOL_STATS: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "get_pool_stats",
     description: "Report pool statistics from live counters without contacting the brokers.",
-    timeout: std::time::Duration::from_secs(5u64),
+    timeout: std::time::Duration::from_secs(5),
 };
 
 /// The `health_check` operation (`contracts/nodes/node_kafka_producer_pool_effect/v1_0_0/contract.yaml:65`).
 pub const OPERATION_HEALTH_CHECK: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "health_check",
     description: "Classify the pool as healthy, degraded or unhealthy from producer failures and the error rate.",
-    timeout: std::time::Duration::from_secs(10u64),
+    timeout: std::time::Duration::from_secs(10),
 };
 
 /// The `close` operation (`contracts/nodes/node_kafka_producer_pool_effect/v1_0_0/contract.yaml:69`).
 pub const OPERATION_CLOSE: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "close",
     description: "Flush in-flight messages, then close every producer; later sends fail.",
-    timeout: std::time::Duration::from_secs(30u64),
+    timeout: std::time::Duration::from_secs(30),
 };
 
 /// The contract of `node_kafka_producer_pool_effect` v1.0.0 (`contracts/nodes/node_kafka_producer_pool_effect/v1_0_0/contract.yaml:1`).
 pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
     name: "node_kafka_producer_pool_effect",
-    version: onex_runtime::SemVer::new(1u32, 0u32, 0u32),
+    version: onex_runtime::SemVer::new(1, 0, 0),
     kind: onex_runtime::NodeKind::Effect,
     description: "Publishes messages to Kafka through a bounded pool of 2 to 10 producers, waiting for broker acknowledgement, and reports pool statistics and health.",
     source: "contracts/nodes/node_kafka_producer_pool_effect/v1_0_0/contract.yaml",
@@ -116,42 +116,42 @@ pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
             operation: "send_message",
             operation_type: "io",
             atomic: true,
-            timeout: std::time::Duration::from_secs(30u64),
+            timeout: std::time::Duration::from_secs(30),
             description: "Send one message and wait for the broker acknowledgement; it is either delivered or failed.",
         },
         onex_runtime::IoOperationSpec {
             operation: "send_batch",
             operation_type: "io",
             atomic: false,
-            timeout: std::time::Duration::from_secs(60u64),
+            timeout: std::time::Duration::from_secs(60),
             description: "Send several messages and wait for every delivery report; some may be delivered while others fail.",
         },
         onex_runtime::IoOperationSpec {
             operation: "flush",
             operation_type: "io",
             atomic: false,
-            timeout: std::time::Duration::from_secs(30u64),
+            timeout: std::time::Duration::from_secs(30),
             description: "Wait until every message in flight has a delivery report.",
         },
         onex_runtime::IoOperationSpec {
             operation: "get_pool_stats",
             operation_type: "io",
             atomic: false,
-            timeout: std::time::Duration::from_secs(5u64),
+            timeout: std::time::Duration::from_secs(5),
             description: "Report pool statistics from live counters without contacting the brokers.",
         },
         onex_runtime::IoOperationSpec {
             operation: "health_check",
             operation_type: "io",
             atomic: false,
-            timeout: std::time::Duration::from_secs(10u64),
+            timeout: std::time::Duration::from_secs(10),
             description: "Classify the pool as healthy, degraded or unhealthy from producer failures and the error rate.",
         },
         onex_runtime::IoOperationSpec {
             operation: "close",
             operation_type: "io",
             atomic: false,
-            timeout: std::time::Duration::from_secs(30u64),
+            timeout: std::time::Duration::from_secs(30),
             description: "Flush in-flight messages, then close every producer; later sends fail.",
         },
     ],

@@ -39,7 +39,7 @@ pub enum EnumKafkaProducerPoolOperation {
 
 impl EnumKafkaProducerPoolOperation {
     /// Every value, in contract order.
-    pub const ALL: [Self; 6usize] = [
+    pub const ALL: [Self; 6] = [
         Self::SendMessage,
         Self::SendBatch,
         Self::Flush,

@@ -5,20 +5,20 @@
 pub const OPERATION_QUERY: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "query",
     description: "Validate and run one statement; the per-request timeout limit (300 s default, 180 s production, 600 s development) applies first.",
-    timeout: std::time::Duration::from_secs(600u64),
+    timeout: std::time::Duration::from_secs(600),
 };
 
 /// The `health_check` operation (`contracts/nodes/node_postgres_adapter_effect/v1_0_0/contract.yaml:53`).
 pub const OPERATION_HEALTH_CHECK: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "health_check",
     description: "Run a database check query plus a pool check; more than 10 % failed connections reports degraded.",
-    timeout: std::time::Duration::from_secs(10u64),
+    timeout: std::time::Duration::from_secs(10),
 };
 
 /// The contract of `node_postgres_adapter_effect` v1.0.0 (`contracts/nodes/node_postgres_adapter_effect/v1_0_0/contract.yaml:1`).
 pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
     name: "node_postgres_adapter_effect",
-    version: onex_runtime::SemVer::new(1u32, 0u32, 0u32),
+    version: onex_runtime::SemVer::new(1, 0, 0),
     kind: onex_runtime::NodeKind::Effect,
     description: "Message-bus bridge to PostgreSQL; validates each query against size, parameter, complexity and injection limits, runs it behind a database circuit breaker, publishes a completed or failed event, and never raises (failures come back sanitized with success false).",
     source: "contracts/nodes/node_postgres_adapter_effect/v1_0_0/contract.yaml",
@@ -83,14 +83,14 @@ pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
             operation: "query",
             operation_type: "io",
             atomic: true,
-            timeout: std::time::Duration::from_secs(600u64),
+            timeout: std::time::Duration::from_secs(600),
             description: "Validate and run one statement; the per-request timeout limit (300 s default, 180 s production, 600 s development) applies first.",
         },
         onex_runtime::IoOperationSpec {
             operation: "health_check",
             operation_type: "io",
             atomic: false,
-            timeout: std::time::Duration::from_secs(10u64),
+            timeout: std::time::Duration::from_secs(10),
             description: "Run a database check query plus a pool check; more than 10 % failed connections reports degraded.",
         },
     ],

@@ -27,7 +27,7 @@ pub enum EnumPostgresAdapterOperation {
 
 impl EnumPostgresAdapterOperation {
     /// Every value, in contract order.
-    pub const ALL: [Self; 2usize] = [Self::Query, Self::HealthCheck];
+    pub const ALL: [Self; 2] = [Self::Query, Self::HealthCheck];
     /// The value as written in the contract and on the wire.
     pub const fn as_str(self) -> &'static str {
         match self {

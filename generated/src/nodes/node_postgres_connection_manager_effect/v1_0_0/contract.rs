@@ -5,69 +5,69 @@
 pub const OPERATION_EXECUTE_QUERY: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "execute_query",
     description: "Run one statement; SELECT and WITH return rows, anything else returns its command tag and rows affected.",
-    timeout: std::time::Duration::from_secs(60u64),
+    timeout: std::time::Duration::from_secs(60),
 };
 
 /// The `fetch_one` operation (`contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:58`).
 pub const OPERATION_FETCH_ONE: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "fetch_one",
     description: "Run one statement and return its first row, if any.",
-    timeout: std::time::Duration::from_secs(60u64),
+    timeout: std::time::Duration::from_secs(60),
 };
 
 /// The `fetch_value` operation (`contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:62`).
 pub const OPERATION_FETCH_VALUE: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "fetch_value",
     description: "Run one statement and return the first column of its first row, if any.",
-    timeout: std::time::Duration::from_secs(60u64),
+    timeout: std::time::Duration::from_secs(60),
 };
 
 /// The `transaction` operation (`contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:66`).
 pub const OPERATION_TRANSACTION: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "transaction",
     description: "Run a list of statements in one transaction with the requested isolation; any failure rolls all of them back.",
-    timeout: std::time::Duration::from_secs(60u64),
+    timeout: std::time::Duration::from_secs(60),
 };
 
 /// The `call_function` operation (`contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:70`).
 pub const OPERATION_CALL_FUNCTION: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "call_function",
     description: "Call a stored function with positional arguments; schema and function names are quoted as identifiers.",
-    timeout: std::time::Duration::from_secs(60u64),
+    timeout: std::time::Duration::from_secs(60),
 };
 
 /// The `health_check` operation (`contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:74`).
 pub const OPERATION_HEALTH_CHECK: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "health_check",
     description: "Run the four health probes and report healthy, degraded (schema missing) or unhealthy.",
-    timeout: std::time::Duration::from_secs(5u64),
+    timeout: std::time::Duration::from_secs(5),
 };
 
 /// The `get_connection_stats` operation (`contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:78`).
 pub const OPERATION_GET_CONNECTION_STATS: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "get_connection_stats",
     description: "Report pool figures from live counters without touching the database.",
-    timeout: std::time::Duration::from_secs(5u64),
+    timeout: std::time::Duration::from_secs(5),
 };
 
 /// The `get_query_metrics` operation (`contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:82`).
 pub const OPERATION_GET_QUERY_METRICS: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "get_query_metrics",
     description: "Return the most recent recorded query executions, newest first.",
-    timeout: std::time::Duration::from_secs(5u64),
+    timeout: std::time::Duration::from_secs(5),
 };
 
 /// The `clear_metrics` operation (`contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:86`).
 pub const OPERATION_CLEAR_METRICS: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
     name: "clear_metrics",
     description: "Drop every recorded query execution.",
-    timeout: std::time::Duration::from_secs(5u64),
+    timeout: std::time::Duration::from_secs(5),
 };
 
 /// The contract of `node_postgres_connection_manager_effect` v1.0.0 (`contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:1`).
 pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
     name: "node_postgres_connection_manager_effect",
-    version: onex_runtime::SemVer::new(1u32, 0u32, 0u32),
+    version: onex_runtime::SemVer::new(1, 0, 0),
     kind: onex_runtime::NodeKind::Effect,
     description: "Runs queries, transactions and function calls on the shared PostgreSQL connection pool, and reports pool health, connection statistics and per-query metrics.",
     source: "contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml",
@@ -147,63 +147,63 @@ pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
             operation: "execute_query",
             operation_type: "io",
             atomic: true,
-            timeout: std::time::Duration::from_secs(60u64),
+            timeout: std::time::Duration::from_secs(60),
             description: "Run one statement; SELECT and WITH return rows, anything else returns its command tag and rows affected.",
         },
         onex_runtime::IoOperationSpec {
             operation: "fetch_one",
             operation_type: "io",
             atomic: true,
-            timeout: std::time::Duration::from_secs(60u64),
+            timeout: std::time::Duration::from_secs(60),
             description: "Run one statement and return its first row, if any.",
         },
         onex_runtime::IoOperationSpec {
             operation: "fetch_value",
             operation_type: "io",
             atomic: true,
-            timeout: std::time::Duration::from_secs(60u64),
+            timeout: std::time::Duration::from_secs(60),
             description: "Run one statement and return the first column of its first row, if any.",
         },
         onex_runtime::IoOperationSpec {
             operation: "transaction",
             operation_type: "io",
             atomic: true,
-            timeout: std::time::Duration::from_secs(60u64),
+            timeout: std::time::Duration::from_secs(60),
             description: "Run a list of statements in one transaction with the requested isolation; any failure rolls all of them back.",
         },
         onex_runtime::IoOperationSpec {
             operation: "call_function",
             operation_type: "io",
             atomic: true,
-            timeout: std::time::Duration::from_secs(60u64),
+            timeout: std::time::Duration::from_secs(60),
             description: "Call a stored function with positional arguments; schema and function names are quoted as identifiers.",
         },
         onex_runtime::IoOperationSpec {
             operation: "health_check",
             operation_type: "io",
             atomic: false,
-            timeout: std::time::Duration::from_secs(5u64),
+            timeout: std::time::Duration::from_secs(5),
             description: "Run the four health probes and report healthy, degraded (schema missing) or unhealthy.",
         },
         onex_runtime::IoOperationSpec {
             operation: "get_connection_stats",
             operation_type: "io",
             atomic: false,
-            timeout: std::time::Duration::from_secs(5u64),
+            timeout: std::time::Duration::from_secs(5),
             description: "Report pool figures from live counters without touching the database.",
         },
         onex_runtime::IoOperationSpec {
             operation: "get_query_metrics",
             operation_type: "io",
             atomic: false,
-            timeout: std::time::Duration::from_secs(5u64),
+            timeout: std::time::Duration::from_secs(5),
             description: "Return the most recent recorded query executions, newest first.",
         },
         onex_runtime::IoOperationSpec {
             operation: "clear_metrics",
             operation_type: "io",
             atomic: false,
-            timeout: std::time::Duration::from_secs(5u64),
+            timeout: std::time::Duration::from_secs(5),
             description: "Drop every recorded query execution.",
         },
     ],

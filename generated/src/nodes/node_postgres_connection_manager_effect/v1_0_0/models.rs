@@ -48,7 +48,7 @@ pub enum EnumPostgresConnectionManagerOperation {
 
 impl EnumPostgresConnectionManagerOperation {
     /// Every value, in contract order.
-    pub const ALL: [Self; 9usize] = [
+    pub const ALL: [Self; 9] = [
         Self::ExecuteQuery,
         Self::FetchOne,
         Self::FetchValue,
@@ -174,7 +174,7 @@ fn default_model_postgres_connection_manager_input_deferrable() -> bool {
 }
 
 fn default_model_postgres_connection_manager_input_limit() -> u64 {
-    100u64
+    100
 }
 
 /// One statement of a transaction.
