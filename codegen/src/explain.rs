@@ -1,0 +1,200 @@
+//! `codegen explain CODE`: the long explanation of each diagnostic code, with an example of
+//! the problem and of the fix. The one-line summaries live with the codes in
+//! [`crate::diagnostics::Code::summary`]; this is the text behind them.
+
+use crate::diagnostics::Code;
+
+/// The code named `text` (`CG0004`, `cg4`, `4`), if there is one.
+pub fn parse_code(text: &str) -> Option<Code> {
+    let digits = text.trim().trim_start_matches(['C', 'c']).trim_start_matches(['G', 'g']);
+    let number: usize = digits.parse().ok()?;
+    Code::ALL.get(number.checked_sub(1)?).copied()
+}
+
+/// The long explanation of `code`: a title line, what it means, an example and the fix.
+pub fn explain(code: Code) -> String {
+    let body = match code {
+        Code::YamlSyntax => {
+            "The file cannot be read as YAML, so nothing else in it is checked. The position is where the parser \
+             gave up, which is usually at or just after the mistake: a missing `:` after a key, an unclosed \
+             `[` or `{`, a quote that does not end, or indentation that does not line up with its siblings. A \
+             contract file holds exactly one YAML document whose root is a mapping; aliases (`*x`) are not \
+             supported.\n\nExample:\n    definitions:\n      ModelX: {type: object\n\nFix: close the flow mapping: \
+             `ModelX: {type: object}`."
+        }
+        Code::YamlLimit => {
+            "The file is larger than the size limit (4 MiB) or nests deeper than the depth limit (64 levels). \
+             Real contracts are a few kilobytes and nest about eight levels; these limits keep the generator \
+             from running out of memory or stack on hostile input.\n\nFix: split the contract, or move deeply \
+             nested inline objects into their own `definitions` entries and refer to them with `$ref`."
+        }
+        Code::DuplicateKey => {
+            "A mapping has the same key twice. YAML leaves this undefined; the Python tooling (PyYAML) keeps the \
+             last value, and so does the generator, so the contract means what it meant before. The warning \
+             names both places because the first value is silently lost.\n\nExample (consul, September 2025):\n    \
+             health_check:\n      required: false\n      properties: {…}\n      required: [url, interval, timeout]\n\n\
+             Fix: delete the entry you do not mean; for the example above, keep the list and drop `required: false`."
+        }
+        Code::MissingKey => {
+            "A key the generator needs is absent: at the top level `contract_version`, `node_name`, `node_type`, \
+             `description`, `input_model`, `output_model` and `definitions`; `name` and `type` on each dependency; \
+             `operation_type` on each io_operations entry; `items` on an array schema. The position is the \
+             mapping that should hold the key.\n\nFix: add the key; the hint shows an example value."
+        }
+        Code::WrongType => {
+            "A value has the wrong YAML type, e.g. a list where a mapping is expected, a string where a number of \
+             seconds is expected, or a version that is neither `1.0.0` nor `{major, minor, patch}`. Quoted \
+             scalars are strings: `'true'` is not a boolean and `\"30\"` is not a number.\n\nFix: write the value \
+             in the form the message asks for."
+        }
+        Code::UnknownNodeType => {
+            "`node_type` must be one of EFFECT, COMPUTE, REDUCER or ORCHESTRATOR. Contracts in our dialect write \
+             it in upper case; contracts of the older dialects may use any case and the `_GENERIC` suffix \
+             (`EFFECT_GENERIC`), which the generator reads as the base kind. Other 2026 node types \
+             (RUNTIME_HOST_GENERIC, GATEWAY, …) have no Rust node kind.\n\nFix: use one of the four kinds."
+        }
+        Code::NamingConvention => {
+            "A name breaks the convention of our dialect: node names are `node_<name>_<kind>` in lower snake case, \
+             type names (definition keys) are PascalCase, dependency names are lower snake case. Contracts of the \
+             older dialects are not held to this: their names are converted (see CG0024).\n\nFix: rename as the \
+             hint suggests, and rename the folder and every `$ref` to match."
+        }
+        Code::FolderVersionMismatch => {
+            "In our contracts folder each contract lives in `nodes/<node_name>/v<major>_<minor>_<patch>/`, and the \
+             version folder must equal `contract_version`, so a version bump cannot silently overwrite the \
+             previous version's generated code. (Contracts in other dialects keep their own layout and are not \
+             checked.)\n\nFix: move the file to the folder the hint names, or correct `contract_version`."
+        }
+        Code::FolderNameMismatch => {
+            "In our contracts folder the node folder must equal `node_name`: the generated module path comes from \
+             `node_name`, and a mismatch makes the checked-in tree disagree with the contracts tree.\n\nFix: rename \
+             the folder or the node."
+        }
+        Code::KindMismatch => {
+            "The kind suffix of `node_name` (`_effect`, `_compute`, `_reducer`, `_orchestrator`) disagrees with \
+             `node_type`. The generated node implements the runtime trait of `node_type`, so the name would lie \
+             about what the node may do (only EFFECT nodes do I/O).\n\nFix: make them agree."
+        }
+        Code::UnresolvedRef => {
+            "A reference points to nothing: a `$ref` whose JSON pointer (resolved from the document root, e.g. \
+             `#/definitions/ModelX`, `#/definitions/models/ModelX`, `#/shared_models/ModelX`) finds no value; an \
+             `input_model`/`output_model` that is not a definition; a `required` entry that is not a property; a \
+             `#/dependencies/<name>` whose dependency has no `rust_type`.\n\nFix: define the target, or point at \
+             one that exists; the hint lists the candidates."
+        }
+        Code::NameCollision => {
+            "Two items would get the same Rust name: two definitions (also across grouped `models:`/`enums:`), an \
+             inline type named `<Parent><Property>` that equals an existing definition, two properties whose \
+             snake_case field names are equal (`userId` and `user_id`), two enum values whose variants are equal \
+             (`read-only` and `read_only`), or a type named like a prelude item (`Result`, `Option`, `String`, \
+             `Box`, `Vec`). Both locations are reported.\n\nFix: rename one of them."
+        }
+        Code::MissingIoOperations => {
+            "An EFFECT contract in our dialect must list its io_operations: EFFECT nodes are the only ones allowed \
+             to do I/O, and each operation's timeout and atomicity come from its entry. (For the older dialects \
+             the generator adds one entry per operation with the default timeout.)\n\nFix:\n    io_operations:\n      \
+             - {operation_type: execute_query, atomic: true, timeout_seconds: 30}"
+        }
+        Code::UnsupportedSchema => {
+            "A schema uses something the generator cannot turn into a Rust type: an unknown `type`, `x-sensitive` \
+             on something other than a plain string, `type: enum` without values or `enum_class`.\n\nFix: use \
+             string, integer, number, boolean, array or object (omit `type` for any JSON value)."
+        }
+        Code::UnknownOperation => {
+            "An io_operations entry configures an operation the node does not have. A node's operations are the \
+             values of its input model's `operation_type` enum (or the single operation `process`).\n\nFix: use \
+             one of the listed operations, or add the value to the enum."
+        }
+        Code::DuplicateName => {
+            "A name is declared twice in a list where it must be unique: a dependency, an io_operations entry, \
+             an enum value, or a node version defined by two contracts.\n\nFix: remove or rename the repeat."
+        }
+        Code::Io => {
+            "A file or folder cannot be read or written: it is missing, not UTF-8, or not accessible. For a \
+             subcontract listed under `subcontracts[].path` this is a warning: the path is relative to the \
+             contract's folder.\n\nFix: check the path and permissions."
+        }
+        Code::InvalidOperationType => {
+            "The node dispatches on its input's `operation_type`, so that property must be a required string enum \
+             (inline or through `$ref`); its values become the handler's methods.\n\nFix:\n    operation_type: \
+             {type: string, enum: [op_a, op_b]}\n  and list `operation_type` under `required`."
+        }
+        Code::InvalidRustType => {
+            "A `rust_type` (or a type-map entry) does not parse as a Rust type.\n\nFix: write a path such as \
+             `onex_runtime::postgres::PostgresConnectionManager`, `dyn onex_runtime::event_bus::EventPublisher` or \
+             `serde_json::Value`."
+        }
+        Code::InvalidDefault => {
+            "A `default` does not fit the property's type, e.g. a string default on an integer, or a value that is \
+             not one of the enum's values. Defaults become Rust code, so they must type-check.\n\nFix: write a \
+             default of the property's type, or remove it."
+        }
+        Code::NoContracts => {
+            "No contract file was found where the generator looked.\n\nFix: point `--contracts` at a folder that \
+             holds `contract.yaml` files, or create one with `cargo run -p codegen -- new node_<name>_<kind>`."
+        }
+        Code::NotANodeContract => {
+            "A note, not a problem: the file is not a node contract, so it generates no code. The family is \
+             decided by the keys, not the path: node contracts have a top-level `node_type`; subcontracts have \
+             `subcontract_name`/`subcontract_version` or `contract_type: *_subcontract` (they are read through \
+             their contract's `subcontracts[].path`); ticket files have `ticket_id`/`dod_evidence`; handler \
+             contracts `handler_id`/`descriptor`; projectors `projector_kind`; event schemas `topic` and \
+             `producer`; validation contracts `contract_kind`; service and runtime configuration files \
+             `feature_flags`, `services`, …"
+        }
+        Code::UnmappedExternalType => {
+            "The contract uses a type defined outside it: a Python class named by `input_model: {name, module}`, \
+             `$ref: '#/shared_models/X'`, `$ref: 'python.module#/Class'`, `reference: X`, `type: ref`, an \
+             `enum_class`, or an external stub (`ModelX: {type: object, description: '… (external dependency)'}` \
+             matching a dependency's class). Without a mapping the generator uses `serde_json::Value`, which \
+             accepts any JSON, so the code compiles but the type is not checked.\n\nFix: map it to a Rust type on \
+             the command line, `--map-type ModelOnexEvent=onex_runtime::event::OnexEvent`, or in a type map file \
+             given with `--type-map FILE`:\n    types:\n      ModelOnexEvent: onex_runtime::event::OnexEvent\n\
+             A qualified name (`omnibase_core.model.ModelOnexEvent`) wins over the bare class name."
+        }
+        Code::Renamed => {
+            "A name from a contract of another dialect is not valid or idiomatic Rust, so it was converted \
+             predictably: node names become `node_<name>_<kind>` in lower snake case (`consul_adapter` with \
+             node_type EFFECT → `node_consul_adapter_effect`), definition names become PascalCase \
+             (`progress_model` → `ProgressModel`; an import record takes its class name), dependency names \
+             become lower snake case, and repeats get `_2`, `_3`, … in file order. When two contracts give the \
+             same node name and version, the later one (in path order) is renamed the same way. Wire names \
+             (JSON keys and enum strings) never change.\n\nFix (optional): use the converted name in the contract."
+        }
+        Code::DialectApproximation => {
+            "A construct of another dialect was read as closely as Rust allows, or could not be used: \
+             io_operations entries that name no operation of the node (their timeout and atomicity are not \
+             applied), a `oneOf` without a shared single-value enum discriminator (read as any JSON value), a \
+             missing `input_model`/`output_model` (any JSON value), a subcontract path that is not a \
+             subcontract.\n\nFix: follow the hint, or accept the approximation."
+        }
+    };
+    format!("{}: {}\n\n{}\n", code.as_str(), code.summary(), body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_distinct_explanation_with_a_fix() {
+        let mut seen = std::collections::BTreeSet::new();
+        for code in Code::ALL {
+            let text = explain(code);
+            assert!(text.starts_with(code.as_str()), "{text}");
+            assert!(text.len() > 200, "{} is too short", code.as_str());
+            assert!(text.contains("Fix") || code == Code::NotANodeContract, "{} has no fix", code.as_str());
+            assert!(seen.insert(text));
+        }
+    }
+
+    #[test]
+    fn parses_codes() {
+        assert_eq!(parse_code("CG0004"), Some(Code::MissingKey));
+        assert_eq!(parse_code("cg4"), Some(Code::MissingKey));
+        assert_eq!(parse_code("1"), Some(Code::YamlSyntax));
+        assert_eq!(parse_code("CG0000"), None);
+        assert_eq!(parse_code("CG9999"), None);
+        assert_eq!(parse_code("nope"), None);
+    }
+}
