@@ -1,0 +1,31 @@
+//! Generates this crate's nodes with `codegen::Builder`, the way a user's crate would.
+//!
+//! Three contract sets: the project's `contracts/` (compared byte for byte with the checked-in
+//! `generated/src` by `tests/build_rs_output.rs`), the contract `codegen new` writes, and the
+//! keyword-property fixture. Scaffolds live under `scaffolds/<set>/`, written once when missing.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR for build scripts"));
+    let sets = [
+        ("../../contracts", "main"),
+        ("../fixtures/codegen/new_node/contracts", "new_node"),
+        ("../fixtures/codegen/keyword_fields/contracts", "keywords"),
+    ];
+    let mut ok = true;
+    for (contracts, name) in sets {
+        let result = codegen::Builder::new()
+            .contracts_dir(contracts)
+            .out_dir(out.join(name))
+            .scaffold_dir(format!("scaffolds/{name}"))
+            .generate();
+        if let Err(e) = result {
+            // Each diagnostic is already printed as a `cargo::error=` line with file:line:column.
+            eprintln!("{name}: {e}");
+            ok = false;
+        }
+    }
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
