@@ -60,6 +60,86 @@ pub struct PostgresConnectionConfig {
     /// `POSTGRES_SSL_CA_FILE`.
     #[serde(default)]
     pub ssl_ca_file: Option<String>,
+    /// `POSTGRES_POOL_WAIT_TIMEOUT` (5 s): how long a caller waits for a free connection.
+    #[serde(default = "default_wait_timeout_secs")]
+    pub wait_timeout_secs: f64,
+    /// `POSTGRES_POOL_CREATE_TIMEOUT` (5 s): connect plus session set-up of one connection.
+    #[serde(default = "default_create_timeout_secs")]
+    pub create_timeout_secs: f64,
+    /// `POSTGRES_POOL_RECYCLE_TIMEOUT` (1 s): the `ROLLBACK` that cleans a connection returned
+    /// inside an open transaction.
+    #[serde(default = "default_recycle_timeout_secs")]
+    pub recycle_timeout_secs: f64,
+    /// `POSTGRES_POOL_MAINTENANCE_INTERVAL` (1 s): how often the reaper closes expired idle
+    /// connections and replenishes the pool to `min_connections`.
+    #[serde(default = "default_maintenance_interval_secs")]
+    pub maintenance_interval_secs: f64,
+    /// `POSTGRES_STATEMENT_CACHE_SIZE` (256): prepared statements kept per connection.
+    #[serde(default = "default_statement_cache_size")]
+    pub statement_cache_size: usize,
+    /// `POSTGRES_APPLICATION_NAME` ("onex-runtime"): shown in `pg_stat_activity`.
+    #[serde(default = "default_application_name")]
+    pub application_name: String,
+}
+
+fn default_wait_timeout_secs() -> f64 {
+    5.0
+}
+
+fn default_create_timeout_secs() -> f64 {
+    5.0
+}
+
+fn default_recycle_timeout_secs() -> f64 {
+    1.0
+}
+
+fn default_maintenance_interval_secs() -> f64 {
+    1.0
+}
+
+fn default_statement_cache_size() -> usize {
+    256
+}
+
+fn default_application_name() -> String {
+    "onex-runtime".to_owned()
+}
+
+impl PostgresConnectionConfig {
+    /// A configuration for `user@host:port/database` using `schema`, with every pool setting at
+    /// its default (min 5, max 50, 300 s idle, 50,000 queries, 60 s command timeout, TLS prefer).
+    pub fn new(
+        host: impl Into<String>,
+        port: u16,
+        database: impl Into<String>,
+        user: impl Into<String>,
+        schema: impl Into<String>,
+    ) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            database: database.into(),
+            user: user.into(),
+            password: Sensitive::default(),
+            schema: schema.into(),
+            min_connections: 5,
+            max_connections: 50,
+            max_inactive_connection_lifetime_secs: 300,
+            max_queries: 50_000,
+            command_timeout_secs: 60.0,
+            ssl_mode: SslMode::Prefer,
+            ssl_cert_file: None,
+            ssl_key_file: None,
+            ssl_ca_file: None,
+            wait_timeout_secs: default_wait_timeout_secs(),
+            create_timeout_secs: default_create_timeout_secs(),
+            recycle_timeout_secs: default_recycle_timeout_secs(),
+            maintenance_interval_secs: default_maintenance_interval_secs(),
+            statement_cache_size: default_statement_cache_size(),
+            application_name: default_application_name(),
+        }
+    }
 }
 
 /// What kind of statement a query is.
@@ -102,7 +182,7 @@ pub enum IsolationLevel {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct QueryResult {
     /// Each row as column name → JSON value.
-    pub rows: Vec<BTreeMap<String, serde_json::Value>>,
+    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
     /// Column names in select order.
     pub column_names: Vec<String>,
     /// Number of rows returned, or affected for statements without rows.
@@ -110,6 +190,9 @@ pub struct QueryResult {
     /// Whether more rows exist than were returned.
     #[serde(default)]
     pub has_more: bool,
+    /// The command tag PostgreSQL reported for statements without rows (`INSERT 0 3`).
+    #[serde(default)]
+    pub command_tag: Option<String>,
 }
 
 /// One recorded query execution.
@@ -174,6 +257,9 @@ pub struct ConnectionStats {
     pub total_queries: u64,
     /// Queries that failed.
     pub failed_queries: u64,
+    /// Mean wall time of every recorded query, failures included.
+    #[serde(default)]
+    pub average_query_time_ms: f64,
 }
 
 /// The result of the four health probes.

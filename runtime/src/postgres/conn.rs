@@ -1,0 +1,191 @@
+//! One pooled connection: the client, its prepared-statement cache and its bookkeeping
+//! (age, query count, whether a transaction is open, whether it is still usable).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio_postgres::{Client, Statement};
+
+use super::connect::Connector;
+use super::metrics::StatementInfo;
+use super::params;
+use super::rows::rows_to_json;
+use super::stats::CloseReason;
+use crate::error::{ErrorCode, OnexError};
+use crate::models::postgres::{QueryResult, QueryType};
+
+/// SQLSTATEs after which a cached statement must be prepared again: `0A000` (cached plan
+/// must not change result type, after DDL) and `26000` (prepared statement does not exist).
+const STALE_STATEMENT_STATES: [&str; 2] = ["0A000", "26000"];
+
+struct Cached {
+    statement: Statement,
+    info: StatementInfo,
+}
+
+/// A connection and what the pool needs to know about it.
+pub(crate) struct Conn {
+    client: Client,
+    statements: HashMap<String, Cached>,
+    cache_capacity: usize,
+    pub(crate) idle_since: Instant,
+    pub(crate) queries: u64,
+    /// A `BEGIN` was sent and neither `COMMIT` nor `ROLLBACK` succeeded yet: the pool rolls
+    /// back before reuse.
+    pub(crate) in_transaction: bool,
+    /// Set when the connection must not be reused.
+    pub(crate) retire: Option<CloseReason>,
+}
+
+/// What a statement produced, plus what metrics need to know.
+pub(crate) struct Outcome {
+    pub result: QueryResult,
+    pub info: StatementInfo,
+}
+
+impl Conn {
+    pub(crate) fn new(client: Client, cache_capacity: usize) -> Self {
+        Self {
+            client,
+            statements: HashMap::new(),
+            cache_capacity,
+            idle_since: Instant::now(),
+            queries: 0,
+            in_transaction: false,
+            retire: None,
+        }
+    }
+
+    /// Whether the socket is gone (the server closed it, or it failed).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// The raw client, for callers that need the driver directly (benchmarks, COPY).
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Runs `sql` with `params` within `timeout`. On timeout the server is asked to cancel
+    /// the statement and the connection is retired (its protocol state is unknown).
+    pub(crate) async fn run(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        timeout: Duration,
+        connector: &Connector,
+    ) -> Result<Outcome, OnexError> {
+        match tokio::time::timeout(timeout, self.run_inner(sql, params)).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.retire = Some(CloseReason::Timeout);
+                connector.cancel(self.client.cancel_token()).await;
+                let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+                Err(OnexError::new(
+                    ErrorCode::DatabaseQueryError,
+                    format!("statement did not finish within {millis} ms and was cancelled"),
+                )
+                .with_detail("timeout_ms", millis)
+                .with_detail("query_hash", format!("{:016x}", StatementInfo::of(sql).hash)))
+            }
+        }
+    }
+
+    async fn run_inner(&mut self, sql: &str, values: &[Value]) -> Result<Outcome, OnexError> {
+        let (statement, info) = self.prepare(sql).await?;
+        let bound = params::bind(values, statement.params())?;
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            bound.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        self.queries += 1;
+        let result = if statement.columns().is_empty() {
+            let affected = self.client.execute(&statement, &refs).await.map_err(|e| self.query_error(sql, e))?;
+            QueryResult {
+                rows: Vec::new(),
+                column_names: Vec::new(),
+                row_count: affected,
+                has_more: false,
+                command_tag: command_tag(info.query_type, affected),
+            }
+        } else {
+            let rows = self.client.query(&statement, &refs).await.map_err(|e| self.query_error(sql, e))?;
+            let column_names = statement.columns().iter().map(|c| c.name().to_owned()).collect();
+            QueryResult {
+                row_count: rows.len() as u64,
+                rows: rows_to_json(&rows)?,
+                column_names,
+                has_more: false,
+                command_tag: None,
+            }
+        };
+        Ok(Outcome { result, info })
+    }
+
+    /// The cached statement for `sql`, preparing (and caching) it on first use.
+    async fn prepare(&mut self, sql: &str) -> Result<(Statement, StatementInfo), OnexError> {
+        if let Some(cached) = self.statements.get(sql) {
+            return Ok((cached.statement.clone(), cached.info));
+        }
+        let statement = self.client.prepare(sql).await.map_err(|e| self.query_error(sql, e))?;
+        let info = StatementInfo::of(sql);
+        if self.cache_capacity > 0 {
+            if self.statements.len() >= self.cache_capacity {
+                // Any victim will do: the cache bounds server memory, it is not an LRU.
+                if let Some(victim) = self.statements.keys().next().cloned() {
+                    self.statements.remove(&victim);
+                }
+            }
+            self.statements.insert(sql.to_owned(), Cached { statement: statement.clone(), info });
+        }
+        Ok((statement, info))
+    }
+
+    /// Sends a transaction-control statement (simple protocol, no parameters).
+    pub(crate) async fn control(&mut self, sql: &str, timeout: Duration) -> Result<(), OnexError> {
+        match tokio::time::timeout(timeout, self.client.batch_execute(sql)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.query_error(sql, e)),
+            Err(_) => {
+                self.retire = Some(CloseReason::Timeout);
+                Err(OnexError::new(ErrorCode::DatabaseOperationError, format!("{sql} did not finish in time")))
+            }
+        }
+    }
+
+    /// Maps a driver error: server errors are `DATABASE_QUERY_ERROR` with the SQLSTATE; a lost
+    /// connection is `DATABASE_CONNECTION_FAILED` and retires the connection.
+    fn query_error(&mut self, sql: &str, e: tokio_postgres::Error) -> OnexError {
+        if let Some(db) = e.as_db_error() {
+            let state = db.code().code();
+            if STALE_STATEMENT_STATES.contains(&state) {
+                self.statements.remove(sql);
+            }
+            if state.starts_with("57P") || state.starts_with("08") {
+                // admin shutdown, crash shutdown, connection exceptions: the session is gone.
+                self.retire = Some(CloseReason::Broken);
+            }
+            return OnexError::new(ErrorCode::DatabaseQueryError, format!("statement failed ({state})"))
+                .with_detail("sqlstate", state)
+                .with_detail("severity", db.severity().to_owned())
+                .with_source(e);
+        }
+        if e.is_closed() || self.client.is_closed() {
+            self.retire = Some(CloseReason::Broken);
+            return OnexError::new(ErrorCode::DatabaseConnectionFailed, "the connection to PostgreSQL was lost")
+                .with_source(e);
+        }
+        OnexError::new(ErrorCode::DatabaseQueryError, "statement failed").with_source(e)
+    }
+}
+
+/// The command tag for INSERT, UPDATE and DELETE, rebuilt from the statement kind and the
+/// count (tokio-postgres reports only the count); `None` for other statements, whose tag
+/// cannot be known exactly from the text.
+fn command_tag(query_type: QueryType, affected: u64) -> Option<String> {
+    match query_type {
+        QueryType::Insert => Some(format!("INSERT 0 {affected}")),
+        QueryType::Update => Some(format!("UPDATE {affected}")),
+        QueryType::Delete => Some(format!("DELETE {affected}")),
+        _ => None,
+    }
+}

@@ -1,0 +1,421 @@
+//! The connection pool.
+//!
+//! Invariants:
+//! - A semaphore with `max` permits guards every connection that is checked out or being
+//!   opened; idle connections hold none. Whoever opens a connection holds a permit while
+//!   doing so, so open connections never exceed `max`.
+//! - A permit comes back only after its connection is back on the idle stack (or closed),
+//!   so the waiter it wakes finds that connection.
+//! - Waiting is `Semaphore::acquire` under a timeout: dropping a waiter (timeout or a
+//!   cancelled caller) removes it from the queue.
+//! - Expiry (idle lifetime, query count) and the minimum size are enforced by a background
+//!   maintenance task every `maintenance_interval`, not lazily at checkout. The task holds
+//!   only a `Weak` reference, so dropping the pool stops it.
+//! - Idle connections are reused last-in first-out, which keeps the hot set small and lets
+//!   the rest age out.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, Semaphore, TryAcquireError};
+
+use super::config::secs;
+use super::conn::Conn;
+use super::connect::Connector;
+use super::stats::{CloseReason, PoolCounters};
+use crate::error::{ErrorCode, OnexError};
+use crate::models::postgres::{ConnectionStats, PostgresConnectionConfig};
+
+/// The longest pause between reconnect attempts of the maintenance task while the server
+/// is unreachable (checkouts still connect on demand, so recovery does not wait for it).
+const MAX_REPLENISH_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Pool limits in the form the pool uses them.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub min: u32,
+    pub max: u32,
+    pub wait_timeout: Duration,
+    pub recycle_timeout: Duration,
+    pub idle_lifetime: Duration,
+    pub max_queries: u64,
+    pub maintenance_interval: Duration,
+    pub statement_cache_size: usize,
+}
+
+impl Limits {
+    pub(crate) fn from_config(config: &PostgresConnectionConfig) -> Self {
+        Self {
+            min: config.min_connections,
+            max: config.max_connections,
+            wait_timeout: secs(config.wait_timeout_secs),
+            recycle_timeout: secs(config.recycle_timeout_secs),
+            idle_lifetime: Duration::from_secs(config.max_inactive_connection_lifetime_secs),
+            max_queries: config.max_queries,
+            maintenance_interval: secs(config.maintenance_interval_secs),
+            statement_cache_size: config.statement_cache_size,
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    limits: Limits,
+    pub(crate) connector: Connector,
+    idle: Mutex<Vec<Conn>>,
+    permits: Semaphore,
+    pub(crate) counters: PoolCounters,
+    closed: AtomicBool,
+    shutdown: Arc<Notify>,
+}
+
+/// The pool; cloning shares it.
+#[derive(Clone)]
+pub(crate) struct Pool {
+    shared: Arc<Shared>,
+}
+
+impl Pool {
+    /// Opens `min` connections (concurrently) and starts the maintenance task. The first
+    /// connection error aborts start-up.
+    pub(crate) async fn start(limits: Limits, connector: Connector) -> Result<Self, OnexError> {
+        let max = usize::try_from(limits.max).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
+        let shared = Arc::new(Shared {
+            limits,
+            connector,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(max),
+            counters: PoolCounters::default(),
+            closed: AtomicBool::new(false),
+            shutdown: Arc::new(Notify::new()),
+        });
+        let opened = futures::future::join_all((0..shared.limits.min).map(|_| shared.open_into_idle(false))).await;
+        if let Some(err) = opened.into_iter().find_map(Result::err) {
+            shared.close_all();
+            return Err(err);
+        }
+        tokio::spawn(maintain(Arc::downgrade(&shared)));
+        Ok(Self { shared })
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Checks a connection out, waiting at most the wait timeout for a free slot.
+    pub(crate) async fn get(&self) -> Result<PooledConn, OnexError> {
+        let shared = &self.shared;
+        match shared.permits.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                shared.counters.record_immediate_checkout();
+            }
+            Err(TryAcquireError::Closed) => return Err(closed_error()),
+            Err(TryAcquireError::NoPermits) => self.wait_for_permit().await?,
+        }
+        let slot = PermitSlot { shared };
+        let conn = match shared.pop_usable_idle() {
+            Some(conn) => conn,
+            None => {
+                let client = shared.connector.connect().await.inspect_err(|_| {
+                    shared.counters.failed_connections.fetch_add(1, Relaxed);
+                })?;
+                shared.counters.size.fetch_add(1, Relaxed);
+                shared.counters.created.fetch_add(1, Relaxed);
+                Conn::new(client, shared.limits.statement_cache_size)
+            }
+        };
+        std::mem::forget(slot);
+        shared.counters.in_use.fetch_add(1, Relaxed);
+        Ok(PooledConn { conn: Some(conn), shared: Arc::clone(&self.shared) })
+    }
+
+    async fn wait_for_permit(&self) -> Result<(), OnexError> {
+        let shared = &self.shared;
+        let started = Instant::now();
+        let _waiting = WaitingGuard::enter(&shared.counters);
+        match tokio::time::timeout(shared.limits.wait_timeout, shared.permits.acquire()).await {
+            Ok(Ok(permit)) => {
+                permit.forget();
+                shared.counters.record_waited_checkout(started.elapsed());
+                Ok(())
+            }
+            Ok(Err(_)) => Err(closed_error()),
+            Err(_) => {
+                shared.counters.wait_timeouts.fetch_add(1, Relaxed);
+                shared.counters.failed_connections.fetch_add(1, Relaxed);
+                let millis = u64::try_from(shared.limits.wait_timeout.as_millis()).unwrap_or(u64::MAX);
+                Err(OnexError::new(
+                    ErrorCode::DatabaseOperationError,
+                    format!(
+                        "no PostgreSQL connection became free within {millis} ms (all {} in use)",
+                        shared.limits.max
+                    ),
+                )
+                .with_detail("wait_timeout_ms", millis)
+                .with_detail("max_connections", shared.limits.max))
+            }
+        }
+    }
+
+    /// The live figures.
+    pub(crate) fn stats(&self) -> ConnectionStats {
+        let shared = &self.shared;
+        let idle = u32::try_from(shared.lock_idle().len()).unwrap_or(u32::MAX);
+        shared.counters.snapshot(idle, shared.limits.min, shared.limits.max)
+    }
+
+    /// Whether [`Pool::close`] ran.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared.closed.load(Relaxed)
+    }
+
+    /// Stops the maintenance task, refuses new checkouts (waiters get an error) and closes
+    /// idle connections; checked-out ones close when they come back.
+    pub(crate) fn close(&self) {
+        self.shared.closed.store(true, Relaxed);
+        self.shared.permits.close();
+        self.shared.shutdown.notify_waiters();
+        self.shared.close_all();
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.close_all();
+    }
+}
+
+impl Shared {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
+        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The most recently returned idle connection whose socket is still open; closed ones
+    /// met on the way are discarded.
+    fn pop_usable_idle(&self) -> Option<Conn> {
+        loop {
+            let conn = self.lock_idle().pop()?;
+            if conn.is_closed() {
+                self.discard(conn, CloseReason::Broken);
+                continue;
+            }
+            return Some(conn);
+        }
+    }
+
+    fn discard(&self, conn: Conn, reason: CloseReason) {
+        drop(conn);
+        self.counters.record_closed(reason);
+    }
+
+    fn close_all(&self) {
+        let drained: Vec<Conn> = std::mem::take(&mut *self.lock_idle());
+        for conn in drained {
+            self.discard(conn, CloseReason::Shutdown);
+        }
+    }
+
+    /// Opens one connection and puts it on the idle stack, holding a permit meanwhile.
+    /// `only_below_min` makes it a no-op once the pool has reached its minimum.
+    async fn open_into_idle(&self, only_below_min: bool) -> Result<bool, OnexError> {
+        let Ok(permit) = self.permits.try_acquire() else { return Ok(false) };
+        if only_below_min && self.counters.size.load(Relaxed) >= self.limits.min {
+            return Ok(false);
+        }
+        let client = self.connector.connect().await.inspect_err(|_| {
+            self.counters.failed_connections.fetch_add(1, Relaxed);
+        })?;
+        self.counters.size.fetch_add(1, Relaxed);
+        self.counters.created.fetch_add(1, Relaxed);
+        self.lock_idle().push(Conn::new(client, self.limits.statement_cache_size));
+        drop(permit);
+        Ok(true)
+    }
+
+    /// Closes idle connections that expired or whose socket closed.
+    fn reap(&self) {
+        let now = Instant::now();
+        let expired: Vec<(Conn, CloseReason)> = {
+            let mut idle = self.lock_idle();
+            let mut expired = Vec::new();
+            let mut i = 0;
+            while i < idle.len() {
+                let conn = &idle[i];
+                let reason = if conn.is_closed() {
+                    Some(CloseReason::Broken)
+                } else if conn.queries >= self.limits.max_queries {
+                    Some(CloseReason::MaxQueries)
+                } else if now.duration_since(conn.idle_since) >= self.limits.idle_lifetime {
+                    Some(CloseReason::Idle)
+                } else {
+                    None
+                };
+                match reason {
+                    Some(reason) => expired.push((idle.remove(i), reason)),
+                    None => i += 1,
+                }
+            }
+            expired
+        };
+        for (conn, reason) in expired {
+            self.discard(conn, reason);
+        }
+    }
+
+    /// Opens connections until the pool holds `min`; stops at the first error.
+    async fn replenish(&self) -> Result<(), OnexError> {
+        while !self.closed.load(Relaxed) && self.counters.size.load(Relaxed) < self.limits.min {
+            if !self.open_into_idle(true).await? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a connection back: it goes on the idle stack if still usable, else it is closed.
+    fn give_back(self: &Arc<Self>, mut conn: Conn) {
+        let retire = conn.retire.or_else(|| {
+            if self.closed.load(Relaxed) {
+                Some(CloseReason::Shutdown)
+            } else if conn.is_closed() {
+                Some(CloseReason::Broken)
+            } else if conn.queries >= self.limits.max_queries {
+                Some(CloseReason::MaxQueries)
+            } else {
+                None
+            }
+        });
+        if retire.is_none() && conn.in_transaction {
+            // The caller dropped an open transaction: roll it back before anyone reuses the
+            // connection. The permit stays taken until that is done.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let shared = Arc::clone(self);
+                runtime.spawn(async move {
+                    let timeout = shared.limits.recycle_timeout;
+                    match conn.control("ROLLBACK", timeout).await {
+                        Ok(()) => {
+                            conn.in_transaction = false;
+                            shared.give_back(conn);
+                        }
+                        Err(_) => {
+                            shared.discard(conn, CloseReason::RecycleFailed);
+                            shared.counters.in_use.fetch_sub(1, Relaxed);
+                            shared.permits.add_permits(1);
+                        }
+                    }
+                });
+                return;
+            }
+            conn.retire = Some(CloseReason::RecycleFailed);
+        }
+        match retire.or(conn.retire) {
+            Some(reason) => self.discard(conn, reason),
+            None => {
+                conn.idle_since = Instant::now();
+                self.lock_idle().push(conn);
+            }
+        }
+        self.counters.in_use.fetch_sub(1, Relaxed);
+        self.permits.add_permits(1);
+    }
+}
+
+/// Background maintenance: reap, then replenish, every interval; backs off while the server
+/// cannot be reached.
+async fn maintain(shared: Weak<Shared>) {
+    let mut backoff = Duration::ZERO;
+    loop {
+        // Only the Notify is kept across the sleep, so dropping the pool is never delayed.
+        let (interval, shutdown) = {
+            let Some(shared) = shared.upgrade() else { return };
+            if shared.closed.load(Relaxed) {
+                return;
+            }
+            (shared.limits.maintenance_interval.max(backoff), Arc::clone(&shared.shutdown))
+        };
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = shutdown.notified() => return,
+        }
+        let Some(shared) = shared.upgrade() else { return };
+        if shared.closed.load(Relaxed) {
+            return;
+        }
+        shared.reap();
+        match shared.replenish().await {
+            Ok(()) => backoff = Duration::ZERO,
+            Err(e) => {
+                backoff = (backoff * 2).max(shared.limits.maintenance_interval).min(MAX_REPLENISH_BACKOFF);
+                let retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+                tracing::warn!(target: "onex::postgres", error = %e, retry_in_ms, "replenishing the pool failed");
+            }
+        }
+    }
+}
+
+fn closed_error() -> OnexError {
+    OnexError::new(ErrorCode::DatabaseOperationError, "the PostgreSQL connection pool is closed")
+}
+
+/// Returns a permit if checkout fails (or is cancelled) after the permit was taken.
+struct PermitSlot<'a> {
+    shared: &'a Shared,
+}
+
+impl Drop for PermitSlot<'_> {
+    fn drop(&mut self) {
+        self.shared.permits.add_permits(1);
+    }
+}
+
+/// Counts a caller as waiting for as long as it is in the queue, cancellation included.
+struct WaitingGuard<'a>(&'a PoolCounters);
+
+impl<'a> WaitingGuard<'a> {
+    fn enter(counters: &'a PoolCounters) -> Self {
+        counters.waiting.fetch_add(1, Relaxed);
+        Self(counters)
+    }
+}
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A checked-out connection; it goes back to the pool when dropped.
+pub(crate) struct PooledConn {
+    conn: Option<Conn>,
+    shared: Arc<Shared>,
+}
+
+impl PooledConn {
+    pub(crate) fn counters(&self) -> &PoolCounters {
+        &self.shared.counters
+    }
+}
+
+impl Deref for PooledConn {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        self.conn.as_ref().expect("a PooledConn holds its connection until dropped")
+    }
+}
+
+impl DerefMut for PooledConn {
+    fn deref_mut(&mut self) -> &mut Conn {
+        self.conn.as_mut().expect("a PooledConn holds its connection until dropped")
+    }
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.shared.give_back(conn);
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! An open transaction on one checked-out connection.
+
+use serde_json::{Map, Value};
+
+use super::pool::PooledConn;
+use super::{PostgresConnectionManager, QueryOptions, first_value};
+use crate::error::OnexError;
+use crate::models::postgres::QueryResult;
+
+/// A transaction started by [`PostgresConnectionManager::begin`].
+///
+/// Invariant: until `commit` or `rollback` succeeds, the connection is flagged as inside a
+/// transaction, and the pool sends `ROLLBACK` (bounded by the recycle timeout) before anyone
+/// else can use it; if that fails the connection is closed. So dropping a transaction, or
+/// a cancelled caller, never leaks its writes or locks into the next checkout.
+pub struct Transaction<'m> {
+    manager: &'m PostgresConnectionManager,
+    conn: PooledConn,
+}
+
+impl std::fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction").field("open", &self.conn.in_transaction).finish_non_exhaustive()
+    }
+}
+
+impl<'m> Transaction<'m> {
+    pub(crate) fn new(manager: &'m PostgresConnectionManager, conn: PooledConn) -> Self {
+        Self { manager, conn }
+    }
+
+    /// Runs one statement inside the transaction (see
+    /// [`PostgresConnectionManager::execute_query`]).
+    pub async fn execute_query(&mut self, sql: &str, params: &[Value]) -> Result<QueryResult, OnexError> {
+        self.execute_query_with(sql, params, QueryOptions::default()).await
+    }
+
+    /// [`Self::execute_query`] with per-call options.
+    pub async fn execute_query_with(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        options: QueryOptions,
+    ) -> Result<QueryResult, OnexError> {
+        self.manager.run_on(&mut self.conn, sql, params, options).await
+    }
+
+    /// The first row, if any.
+    pub async fn fetch_one(&mut self, sql: &str, params: &[Value]) -> Result<Option<Map<String, Value>>, OnexError> {
+        Ok(self.execute_query(sql, params).await?.rows.into_iter().next())
+    }
+
+    /// The first column of the first row, if any.
+    pub async fn fetch_value(&mut self, sql: &str, params: &[Value]) -> Result<Option<Value>, OnexError> {
+        Ok(first_value(self.execute_query(sql, params).await?))
+    }
+
+    /// Commits. On error the transaction is rolled back (by the server, or by the pool).
+    pub async fn commit(mut self) -> Result<(), OnexError> {
+        self.conn.control("COMMIT", self.manager.command_timeout).await?;
+        self.conn.in_transaction = false;
+        Ok(())
+    }
+
+    /// Rolls back now.
+    pub async fn rollback(mut self) -> Result<(), OnexError> {
+        self.conn.control("ROLLBACK", self.manager.command_timeout).await?;
+        self.conn.in_transaction = false;
+        Ok(())
+    }
+}
