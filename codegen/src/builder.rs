@@ -141,9 +141,9 @@ impl Builder {
         let contracts_dir = self.resolve(self.contracts_dir.as_deref().unwrap_or(Path::new("contracts")));
         let out_dir = match &self.out_dir {
             Some(dir) => self.resolve(dir),
-            None => std::env::var_os("OUT_DIR")
-                .map(PathBuf::from)
-                .ok_or_else(|| BuildError::Config("OUT_DIR is not set; call .out_dir(..) outside build scripts".into()))?,
+            None => std::env::var_os("OUT_DIR").map(PathBuf::from).ok_or_else(|| {
+                BuildError::Config("OUT_DIR is not set; call .out_dir(..) outside build scripts".into())
+            })?,
         };
         let scaffold_dir = self.scaffold_dir.as_deref().map(|d| self.resolve(d));
         if self.emit_rerun_if_changed {
@@ -192,7 +192,11 @@ impl Builder {
                 let target = dir.join(&rel);
                 output.generated.insert(
                     rel.clone(),
-                    format!("{}; scaffold shim, do not edit.\ninclude!({:?});\n", crate::GENERATED_MARKER, target.display().to_string()),
+                    format!(
+                        "{}; scaffold shim, do not edit.\ninclude!({:?});\n",
+                        crate::GENERATED_MARKER,
+                        target.display().to_string()
+                    ),
                 );
                 created.scaffolds.insert(rel, text);
             }

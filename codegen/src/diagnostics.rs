@@ -265,7 +265,8 @@ impl Diagnostic {
             let _ = writeln!(out, "{pad} | {caret_pad}^");
         }
         for related in &self.related {
-            let _ = writeln!(out, "note: {} ({}:{}:{})", related.message, related.file, related.pos.line, related.pos.col);
+            let _ =
+                writeln!(out, "note: {} ({}:{}:{})", related.message, related.file, related.pos.line, related.pos.col);
         }
         if let Some(hint) = &self.hint {
             let _ = writeln!(out, "help: {hint}");

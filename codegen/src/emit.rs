@@ -134,11 +134,13 @@ fn default_expr(value: &DefaultValue, ty: &RustType) -> Result<TokenStream, Stri
         DefaultValue::Str(s) => quote!(#s.to_owned()),
         DefaultValue::Int(i) => match ty {
             RustType::I32 => {
-                let v = Literal::i32_unsuffixed(i32::try_from(*i).map_err(|_| format!("default {i} does not fit i32"))?);
+                let v =
+                    Literal::i32_unsuffixed(i32::try_from(*i).map_err(|_| format!("default {i} does not fit i32"))?);
                 quote!(#v)
             }
             RustType::U64 => {
-                let v = Literal::u64_unsuffixed(u64::try_from(*i).map_err(|_| format!("default {i} does not fit u64"))?);
+                let v =
+                    Literal::u64_unsuffixed(u64::try_from(*i).map_err(|_| format!("default {i} does not fit u64"))?);
                 quote!(#v)
             }
             _ => {
@@ -450,12 +452,8 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
     let node_type = ident(&node.node_type)?;
     let scaffold = ident(&node.scaffold_type)?;
     let mut items = vec![
-        quote!(
-            use std::future::Future;
-        ),
-        quote!(
-            use onex_runtime::{Container, Context, ErrorCode, OnexError, OperationSpec};
-        ),
+        quote! { use std::future::Future; },
+        quote! { use onex_runtime::{Container, Context, ErrorCode, OnexError, OperationSpec}; },
         quote! {
             /// The node's input (`input_model`).
             pub type Input = super::models::#input;
@@ -466,7 +464,7 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
         },
     ];
     if !node.dependencies.is_empty() {
-        items.insert(1, quote!(use std::sync::Arc;));
+        items.insert(1, quote! { use std::sync::Arc; });
     }
 
     // Dependencies.
@@ -474,7 +472,8 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
     let mut resolves = Vec::new();
     for dep in &node.dependencies {
         let field = ident(&dep.ident)?;
-        let ty: syn::Type = syn::parse_str(&dep.rust_type).map_err(|e| format!("rust_type `{}`: {e}", dep.rust_type))?;
+        let ty: syn::Type =
+            syn::parse_str(&dep.rust_type).map_err(|e| format!("rust_type `{}`: {e}", dep.rust_type))?;
         let doc = doc_attrs(&dep.doc, source, &format!("`{}` ({}).", dep.ident, dep.rust_type));
         let wire = crate::model::unraw(&dep.ident);
         if dep.required {
@@ -485,7 +484,8 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
             resolves.push(quote!(#field: container.try_resolve::<#ty>()));
         }
     }
-    let container_param = if node.dependencies.is_empty() { format_ident!("_container") } else { format_ident!("container") };
+    let container_param =
+        if node.dependencies.is_empty() { format_ident!("_container") } else { format_ident!("container") };
     items.push(quote! {
         /// The contract's `protocol` and `service` dependencies, resolved from the container.
         #[derive(Clone)]
@@ -548,11 +548,8 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
     });
 
     // The node type.
-    let node_doc = doc_attrs(
-        &Doc { text: Some(c.description.value.clone()), line: c.description.pos.line },
-        source,
-        "",
-    );
+    let node_doc =
+        doc_attrs(&Doc { text: Some(c.description.value.clone()), line: c.description.pos.line }, source, "");
     items.push(quote! {
         #node_doc
         pub struct #node_type<H = super::node::#scaffold> {
@@ -675,34 +672,37 @@ fn registry_file(node: &NodeModel) -> Result<String, String> {
     render_file(source, inner, items)
 }
 
+/// `#[rustfmt::skip] pub mod <name>;`: rustfmt leaves prettyplease's output alone, so
+/// `cargo fmt --check` and the generator never fight over these files.
+fn skipped_mod(name: &str) -> TokenStream {
+    let name = format_ident!("{name}");
+    quote! { #[rustfmt::skip] pub mod #name; }
+}
+
 fn node_mod_file(node: &NodeModel) -> Result<String, String> {
     let c = &node.contract;
     let source = c.source.display.as_str();
     let summary = c.description.value.trim().lines().next().unwrap_or_default().to_owned();
     let inner = inner_doc(&format!("`{}` v{}: {summary}", c.name.value, version_text(node)));
-    let skip = |m: &str| -> TokenStream {
-        let m = format_ident!("{m}");
-        quote!(#[rustfmt::skip] pub mod #m;)
-    };
     // One `pub use` per item: a brace list would be wrapped differently by prettyplease and
     // rustfmt, and rustfmt sees this file.
     let mut uses = [node.handler_trait.clone(), node.node_type.clone(), "Dependencies".to_owned()];
     uses.sort();
     let scaffold = ident(&node.scaffold_type)?;
     let mut items = vec![
-        skip("contract"),
-        skip("handler"),
-        skip("models"),
-        quote!(pub mod node;),
-        skip("registry"),
-        quote!(pub use contract::CONTRACT;),
+        skipped_mod("contract"),
+        skipped_mod("handler"),
+        skipped_mod("models"),
+        quote! { pub mod node; },
+        skipped_mod("registry"),
+        quote! { pub use contract::CONTRACT; },
     ];
     for name in &uses {
         let name = ident(name)?;
         items.push(quote!(pub use handler::#name;));
     }
     items.push(quote!(pub use node::#scaffold;));
-    items.push(quote!(pub use registry::REGISTRATION;));
+    items.push(quote! { pub use registry::REGISTRATION; });
     render_file(source, inner, items)
 }
 
@@ -765,11 +765,7 @@ fn crate_files(base: &str, nodes: &[NodeModel]) -> Result<BTreeMap<String, Strin
         render_file(
             &source,
             lib_inner,
-            vec![
-                quote!(pub mod nodes;),
-                quote!(#[rustfmt::skip] pub mod registry;),
-                quote!(pub use registry::registry;),
-            ],
+            vec![quote! { pub mod nodes; }, skipped_mod("registry"), quote! { pub use registry::registry; }],
         )?,
     );
     // nodes/mod.rs and nodes/<node>/mod.rs.
@@ -777,8 +773,7 @@ fn crate_files(base: &str, nodes: &[NodeModel]) -> Result<BTreeMap<String, Strin
     for node in nodes {
         by_name.entry(node.contract.name.value.as_str()).or_default().push(node);
     }
-    let node_mods =
-        by_name.keys().map(|n| ident(n).map(|i| quote!(pub mod #i;))).collect::<Result<Vec<_>, _>>()?;
+    let node_mods = by_name.keys().map(|n| ident(n).map(|i| quote!(pub mod #i;))).collect::<Result<Vec<_>, _>>()?;
     files.insert(
         "nodes/mod.rs".to_owned(),
         render_file(&source, inner_doc("One module per node contract, one submodule per version."), node_mods)?,

@@ -14,7 +14,8 @@ use crate::validate::{Contract, DependencyKind, Kind, RefTarget, Schema, SchemaK
 pub const DEFAULT_TIMEOUT_SECONDS: f64 = 30.0;
 
 /// Type names that would shadow a prelude item the generated code uses.
-const RESERVED_TYPE_NAMES: [&str; 11] = ["Box", "Err", "None", "Ok", "Option", "Result", "Self", "Some", "String", "Vec", "Sized"];
+const RESERVED_TYPE_NAMES: [&str; 11] =
+    ["Box", "Err", "None", "Ok", "Option", "Result", "Self", "Some", "String", "Vec", "Sized"];
 
 /// A Rust type the generator writes.
 #[derive(Debug, Clone, PartialEq)]
@@ -266,9 +267,9 @@ fn words(name: &str) -> Vec<String> {
 
 const KEYWORDS: &[&str] = &[
     "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "crate", "do", "dyn", "else",
-    "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "macro", "match",
-    "mod", "move", "mut", "override", "priv", "pub", "ref", "return", "self", "Self", "static", "struct", "super",
-    "trait", "true", "try", "type", "typeof", "union", "unsafe", "unsized", "use", "virtual", "where", "while", "yield",
+    "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "macro", "match", "mod",
+    "move", "mut", "override", "priv", "pub", "ref", "return", "self", "Self", "static", "struct", "super", "trait",
+    "true", "try", "type", "typeof", "union", "unsafe", "unsized", "use", "virtual", "where", "while", "yield",
 ];
 
 /// A snake_case identifier for `wire`: keywords become raw identifiers (`r#type`), the few that
@@ -431,7 +432,10 @@ impl Builder<'_> {
                                 self.file,
                                 value.pos,
                                 &schema.path,
-                                format!("enum values of `{name}` collide: `{}` becomes the variant `{ident}` twice", value.value),
+                                format!(
+                                    "enum values of `{name}` collide: `{}` becomes the variant `{ident}` twice",
+                                    value.value
+                                ),
                             )
                             .with_related(self.file, *first, "the other value is here")
                             .with_hint("make the values differ by more than case or punctuation"),
@@ -658,18 +662,16 @@ fn operations(contract: &Contract, types: &[TypeDef], diags: &mut Vec<Diagnostic
     };
     let input_def = types.iter().find(|t| t.name() == input);
     let (enum_name, field) = match input_def {
-        Some(TypeDef::Struct { fields, .. }) => {
-            match fields.iter().find(|f| f.wire == "operation_type") {
-                Some(f) => (
-                    match &f.ty {
-                        RustType::Named(n) => Some(n.clone()),
-                        _ => None,
-                    },
-                    Some(f),
-                ),
-                None => (None, None),
-            }
-        }
+        Some(TypeDef::Struct { fields, .. }) => match fields.iter().find(|f| f.wire == "operation_type") {
+            Some(f) => (
+                match &f.ty {
+                    RustType::Named(n) => Some(n.clone()),
+                    _ => None,
+                },
+                Some(f),
+            ),
+            None => (None, None),
+        },
         _ => (None, None),
     };
     let def_pos = contract.definitions.iter().find(|d| to_pascal_case(&d.name.value) == input).map(|d| d.name.pos);
@@ -707,8 +709,14 @@ fn operations(contract: &Contract, types: &[TypeDef], diags: &mut Vec<Diagnostic
                     let method = field_ident(&v.wire);
                     if unraw(&method) == "new" {
                         diags.push(
-                            Diagnostic::error(Code::NameCollision, file, pos, "", format!("operation `{}` would clash with the handler's `new`", v.wire))
-                                .with_hint("rename the operation"),
+                            Diagnostic::error(
+                                Code::NameCollision,
+                                file,
+                                pos,
+                                "",
+                                format!("operation `{}` would clash with the handler's `new`", v.wire),
+                            )
+                            .with_hint("rename the operation"),
                         );
                         continue;
                     }
@@ -733,7 +741,10 @@ fn operations(contract: &Contract, types: &[TypeDef], diags: &mut Vec<Diagnostic
                     file,
                     pos,
                     &format!("definitions.{}.required", contract.input_model.value),
-                    format!("`operation_type` of `{}` must be required: the node dispatches on it", contract.input_model.value),
+                    format!(
+                        "`operation_type` of `{}` must be required: the node dispatches on it",
+                        contract.input_model.value
+                    ),
                 )
                 .with_hint("add `operation_type` to the input model's `required` list"),
             );
@@ -749,7 +760,10 @@ fn operations(contract: &Contract, types: &[TypeDef], diags: &mut Vec<Diagnostic
                     file,
                     io.operation.pos,
                     "io_operations",
-                    format!("io_operations configures `{}`, which is not an operation of this node", io.operation.value),
+                    format!(
+                        "io_operations configures `{}`, which is not an operation of this node",
+                        io.operation.value
+                    ),
                 )
                 .with_hint(format!("use one of: {}, or add the value to the operation_type enum", known.join(", "))),
             );

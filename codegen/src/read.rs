@@ -168,14 +168,16 @@ pub fn read_source(contracts_dir: &Path, path: &Path) -> Result<SourceFile, Box<
     let io_error = |message: String| Box::new(Diagnostic::error(Code::Io, &display, Pos::new(1, 1), "", message));
     let bytes = std::fs::read(path).map_err(|e| io_error(format!("cannot read {}: {e}", path.display())))?;
     if bytes.len() > MAX_FILE_BYTES {
-        return Err(Box::new(Diagnostic::error(
-            Code::YamlLimit,
-            &display,
-            Pos::new(1, 1),
-            "",
-            format!("the file has {} bytes; contracts are limited to {MAX_FILE_BYTES}", bytes.len()),
-        )
-        .with_hint("split the contract or remove generated data from it")));
+        return Err(Box::new(
+            Diagnostic::error(
+                Code::YamlLimit,
+                &display,
+                Pos::new(1, 1),
+                "",
+                format!("the file has {} bytes; contracts are limited to {MAX_FILE_BYTES}", bytes.len()),
+            )
+            .with_hint("split the contract or remove generated data from it"),
+        ));
     }
     let text = String::from_utf8(bytes).map_err(|e| {
         io_error(format!("the file is not UTF-8 (invalid byte at offset {})", e.utf8_error().valid_up_to()))
@@ -221,8 +223,14 @@ pub fn parse(file: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Node
                 documents += 1;
                 if documents > 1 {
                     diags.push(
-                        Diagnostic::error(Code::YamlSyntax, file, pos, "", "a contract file holds exactly one document")
-                            .with_hint("remove the `---` and everything after it, or move it to its own file"),
+                        Diagnostic::error(
+                            Code::YamlSyntax,
+                            file,
+                            pos,
+                            "",
+                            "a contract file holds exactly one document",
+                        )
+                        .with_hint("remove the `---` and everything after it, or move it to its own file"),
                     );
                     return None;
                 }
@@ -433,10 +441,15 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
-        let text = "[".repeat(10_000);
+        let text: String = (0..100).map(|depth| format!("{}a:\n", "  ".repeat(depth))).collect();
         let (node, diags) = parse_ok(&text);
         assert!(node.is_none());
         assert_eq!(diags[0].code, Code::YamlLimit);
+        assert_eq!(diags[0].pos.line, MAX_DEPTH as u32 + 1, "the first mapping too deep");
+        // Flow nesting is refused by the scanner itself; either way an error, never a crash.
+        let (node, diags) = parse_ok(&"[".repeat(100_000));
+        assert!(node.is_none());
+        assert!(matches!(diags[0].code, Code::YamlLimit | Code::YamlSyntax), "{diags:?}");
     }
 
     #[test]

@@ -805,13 +805,9 @@ fn read_object(c: &mut Checker<'_>, node: &Node, path: &str, defs: &[&str], deps
     let additional = node.get("additionalProperties");
     let Some(properties) = properties else {
         return match additional {
-            Some(extra) if extra.as_map().is_some() => SchemaKind::Map(Box::new(read_schema(
-                c,
-                extra,
-                &join(path, "additionalProperties"),
-                defs,
-                deps,
-            ))),
+            Some(extra) if extra.as_map().is_some() => {
+                SchemaKind::Map(Box::new(read_schema(c, extra, &join(path, "additionalProperties"), defs, deps)))
+            }
             _ => SchemaKind::FreeObject,
         };
     };

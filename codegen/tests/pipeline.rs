@@ -198,7 +198,12 @@ fn new_writes_the_checked_in_fixture_and_it_generates() {
     std::fs::create_dir_all(scratch.0.join("contracts")).unwrap();
     std::fs::create_dir_all(scratch.0.join("generated")).unwrap();
     let codegen = env!("CARGO_BIN_EXE_codegen");
-    let out = Command::new(codegen).arg("--root").arg(&scratch.0).args(["new", "node_sample_widget_effect"]).output().unwrap();
+    let out = Command::new(codegen)
+        .arg("--root")
+        .arg(&scratch.0)
+        .args(["new", "node_sample_widget_effect"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rel = "nodes/node_sample_widget_effect/v1_0_0/contract.yaml";
     assert_eq!(
@@ -211,7 +216,12 @@ fn new_writes_the_checked_in_fixture_and_it_generates() {
         assert!(src.join(file).is_file(), "{file}");
     }
     // `new` refuses to overwrite, and rejects names that break the convention.
-    let again = Command::new(codegen).arg("--root").arg(&scratch.0).args(["new", "node_sample_widget_effect"]).output().unwrap();
+    let again = Command::new(codegen)
+        .arg("--root")
+        .arg(&scratch.0)
+        .args(["new", "node_sample_widget_effect"])
+        .output()
+        .unwrap();
     assert_eq!(again.status.code(), Some(1));
     let bad = Command::new(codegen).arg("--root").arg(&scratch.0).args(["new", "SampleWidget"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(1));

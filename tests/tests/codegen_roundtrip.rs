@@ -8,7 +8,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 fn fixture(node: &str, which: &str) -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/roundtrip").join(node).join(format!("{which}.json"));
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/roundtrip").join(node).join(format!("{which}.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

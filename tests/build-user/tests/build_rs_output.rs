@@ -71,7 +71,10 @@ async fn the_new_node_builds_from_the_registry_and_its_scaffold_answers_not_impl
     let registry = onex_build_user::new_node::registry();
     let node = registry.build("node_sample_widget_effect", None, &Container::new()).unwrap();
     let err = node
-        .process_json(serde_json::json!({"operation_type": "process", "correlation_id": uuid::Uuid::new_v4()}), Context::new())
+        .process_json(
+            serde_json::json!({"operation_type": "process", "correlation_id": uuid::Uuid::new_v4()}),
+            Context::new(),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::NotImplemented);
@@ -136,12 +139,14 @@ fn a_missing_required_dependency_names_it() {
 #[test]
 fn keyword_properties_keep_their_wire_names() {
     use onex_build_user::keywords::nodes::node_keyword_fields_compute::v1_0_0::models::ModelKeywordInput;
-    let json = serde_json::json!({"type": "t", "match": "Self", "self": 3, "async": true, "gen": ["a"], "camelCase": 1.5});
+    let json =
+        serde_json::json!({"type": "t", "match": "Self", "self": 3, "async": true, "gen": ["a"], "camelCase": 1.5});
     let input: ModelKeywordInput = serde_json::from_value(json.clone()).unwrap();
     assert_eq!(input.r#type, "t");
     assert_eq!(input.self_, Some(3));
     assert_eq!(serde_json::to_value(&input).unwrap(), json);
-    let defaulted: ModelKeywordInput = serde_json::from_value(serde_json::json!({"type": "t", "match": "exact"})).unwrap();
+    let defaulted: ModelKeywordInput =
+        serde_json::from_value(serde_json::json!({"type": "t", "match": "exact"})).unwrap();
     assert!(!defaulted.r#async);
 }
 
