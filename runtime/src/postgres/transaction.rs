@@ -4,7 +4,7 @@ use serde_json::{Map, Value};
 
 use super::pool::PooledConn;
 use super::{PostgresConnectionManager, QueryOptions, first_value};
-use crate::error::OnexError;
+use crate::error::{ErrorCode, OnexError};
 use crate::models::postgres::QueryResult;
 
 /// A transaction started by [`PostgresConnectionManager::begin`].
@@ -16,6 +16,8 @@ use crate::models::postgres::QueryResult;
 pub struct Transaction<'m> {
     manager: &'m PostgresConnectionManager,
     conn: PooledConn,
+    /// A statement failed, so the server has aborted the transaction.
+    failed: bool,
 }
 
 impl std::fmt::Debug for Transaction<'_> {
@@ -26,7 +28,7 @@ impl std::fmt::Debug for Transaction<'_> {
 
 impl<'m> Transaction<'m> {
     pub(crate) fn new(manager: &'m PostgresConnectionManager, conn: PooledConn) -> Self {
-        Self { manager, conn }
+        Self { manager, conn, failed: false }
     }
 
     /// Runs one statement inside the transaction (see
@@ -42,7 +44,9 @@ impl<'m> Transaction<'m> {
         params: &[Value],
         options: QueryOptions,
     ) -> Result<QueryResult, OnexError> {
-        self.manager.run_on(&mut self.conn, sql, params, options).await
+        let result = self.manager.run_on(&mut self.conn, sql, params, options).await;
+        self.failed |= result.is_err();
+        result
     }
 
     /// The first row, if any.
@@ -55,8 +59,18 @@ impl<'m> Transaction<'m> {
         Ok(first_value(self.execute_query(sql, params).await?))
     }
 
-    /// Commits. On error the transaction is rolled back (by the server, or by the pool).
+    /// Commits. After a failed statement nothing can be committed: the transaction is rolled
+    /// back and this returns a `DATABASE_QUERY_ERROR` saying so (PostgreSQL itself would
+    /// answer `COMMIT` with a silent `ROLLBACK`). On any error the transaction is rolled back.
     pub async fn commit(mut self) -> Result<(), OnexError> {
+        if self.failed {
+            self.conn.control("ROLLBACK", self.manager.command_timeout).await?;
+            self.conn.in_transaction = false;
+            return Err(OnexError::new(
+                ErrorCode::DatabaseQueryError,
+                "the transaction was rolled back because one of its statements failed",
+            ));
+        }
         self.conn.control("COMMIT", self.manager.command_timeout).await?;
         self.conn.in_transaction = false;
         Ok(())
