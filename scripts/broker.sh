@@ -95,13 +95,14 @@ stop() {
         log "not running"
         return 0
     fi
-    kill "$pid"
+    # tansu shuts down on SIGINT (Ctrl-C); it ignores SIGTERM.
+    kill -INT "$pid"
     for _ in $(seq 1 50); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
     if kill -0 "$pid" 2>/dev/null; then
-        log "tansu (pid $pid) ignored SIGTERM for 5s; sending SIGKILL"
+        log "tansu (pid $pid) did not stop within 5s of SIGINT; sending SIGKILL"
         kill -9 "$pid" 2>/dev/null || true
     fi
     rm -f "$PID_FILE"

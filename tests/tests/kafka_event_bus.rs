@@ -111,9 +111,8 @@ async fn a_handler_that_keeps_failing_leaves_the_event_uncommitted() {
     let poison = event("invoice.issued", 1);
     bus.publish(poison.clone()).await.unwrap();
 
-    let always_fails: EventHandler = Arc::new(|_event| {
-        Box::pin(async { Err(OnexError::new(ErrorCode::IntegrationServiceError, "handler down")) })
-    });
+    let always_fails: EventHandler =
+        Arc::new(|_event| Box::pin(async { Err(OnexError::new(ErrorCode::IntegrationServiceError, "handler down")) }));
     let mut options = SubscriptionOptions::new(&group);
     options.max_handler_attempts = 2;
     options.handler_backoff.base_delay = Duration::from_millis(10);

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use onex_runtime::ErrorCode;
 use onex_runtime::event::OnexEvent;
 use onex_runtime::event_bus::{KafkaEventBus, RateLimitRule, Sleeper, TopicNamer};
 use onex_runtime::kafka::error::kafka_error_name;
@@ -11,9 +12,8 @@ use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool, ProduceRecord};
 use onex_runtime::models::health::HealthStatus;
 use onex_runtime::models::kafka::KafkaProducerConfig;
 use onex_runtime::node::BoxFuture;
-use onex_runtime::ErrorCode;
-use rdkafka::producer::DefaultProducerContext;
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use uuid::Uuid;
 

@@ -40,7 +40,8 @@ pub fn is_retriable(code: RDKafkaErrorCode) -> bool {
 pub fn error_code_for(code: RDKafkaErrorCode) -> ErrorCode {
     use RDKafkaErrorCode as C;
     match code {
-        C::MessageTimedOut | C::OperationTimedOut | C::RequestTimedOut | C::TimedOutQueue => {
+        // PurgeQueue: the pool's watchdog purges only messages past their message timeout.
+        C::MessageTimedOut | C::OperationTimedOut | C::RequestTimedOut | C::TimedOutQueue | C::PurgeQueue => {
             ErrorCode::OperationTimeout
         }
         C::AllBrokersDown | C::BrokerTransportFailure | C::Resolve | C::NetworkException => {

@@ -311,6 +311,7 @@ impl KafkaProducerPool {
             Duration::from_millis(u64::from(group.config.delivery_timeout_ms)),
             Arc::clone(&self.inner.metrics),
         )?);
+        ManagedProducer::spawn_watchdog(&producer);
         *slot = Some(Arc::clone(&producer));
         Ok(producer)
     }

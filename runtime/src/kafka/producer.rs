@@ -19,7 +19,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
 use tokio::sync::{Notify, Semaphore, oneshot};
 
 use crate::error::{ErrorCode, OnexError};
@@ -127,6 +127,52 @@ impl ProducerState {
     }
 }
 
+/// Unreported messages counted by the quarter-second they were enqueued in, so the watchdog
+/// can tell whether any message is older than the message timeout without a per-message timer.
+/// Looks back [`UnreportedAges::HORIZON`]; older buckets wrap around (harmless: the watchdog
+/// acts long before).
+pub(crate) struct UnreportedAges {
+    origin: Instant,
+    buckets: [AtomicU64; Self::BUCKETS],
+}
+
+impl UnreportedAges {
+    const BUCKETS: usize = 512;
+    const BUCKET: Duration = Duration::from_millis(250);
+    /// How far back the buckets reach (128 s).
+    pub(crate) const HORIZON: Duration = Duration::from_millis(250 * 512);
+
+    fn new() -> Self {
+        Self { origin: Instant::now(), buckets: std::array::from_fn(|_| AtomicU64::new(0)) }
+    }
+
+    fn index(&self, at: Instant) -> u64 {
+        (at.saturating_duration_since(self.origin).as_millis() / Self::BUCKET.as_millis()) as u64
+    }
+
+    fn add(&self, at: Instant) {
+        self.buckets[(self.index(at) % Self::BUCKETS as u64) as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn remove(&self, at: Instant) {
+        self.buckets[(self.index(at) % Self::BUCKETS as u64) as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Whether a message enqueued at least `age` before `now` is still unreported.
+    fn any_older_than(&self, now: Instant, age: Duration) -> bool {
+        if age >= Self::HORIZON - Self::BUCKET {
+            return false;
+        }
+        let now_index = self.index(now);
+        // A message in bucket i was enqueued before (i + 1) × BUCKET, so it is at least `age`
+        // old once (i + 1) × BUCKET + age ≤ now.
+        let age_buckets = age.as_millis().div_ceil(Self::BUCKET.as_millis()) as u64 + 1;
+        let Some(newest) = now_index.checked_sub(age_buckets) else { return false };
+        let oldest = now_index.saturating_sub(Self::BUCKETS as u64 - 1);
+        (oldest..=newest).any(|i| self.buckets[(i % Self::BUCKETS as u64) as usize].load(Ordering::Relaxed) > 0)
+    }
+}
+
 /// The librdkafka context: turns delivery reports into counters, permits and replies.
 pub(crate) struct DeliveryContext {
     metrics: Arc<PoolMetrics>,
@@ -135,6 +181,7 @@ pub(crate) struct DeliveryContext {
     /// Senders waiting for queue space after `QueueFull`; deliveries wake them.
     space_waiters: AtomicUsize,
     space: Notify,
+    ages: UnreportedAges,
 }
 
 impl ClientContext for DeliveryContext {
@@ -173,6 +220,7 @@ impl ProducerContext for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, pending: Box<Pending>) {
         let Pending { enqueued_at, topic, bytes, reply } = *pending;
+        self.ages.remove(enqueued_at);
         let outcome = match result {
             Ok(message) => {
                 self.metrics.delivered(&topic, bytes, enqueued_at.elapsed());
@@ -226,6 +274,7 @@ impl ManagedProducer {
             state: Arc::clone(&state),
             space_waiters: AtomicUsize::new(0),
             space: Notify::new(),
+            ages: UnreportedAges::new(),
         };
         let mut client = client.clone();
         client.set("client.id", client.get("client.id").map_or(id.clone(), str::to_owned));
@@ -290,8 +339,9 @@ impl ManagedProducer {
         } else {
             (None, None)
         };
+        let enqueued_at = Instant::now();
         let pending = Box::new(Pending {
-            enqueued_at: Instant::now(),
+            enqueued_at,
             topic: context.metrics.topic(record.topic),
             bytes: record.payload.len() as u64,
             reply,
@@ -308,6 +358,7 @@ impl ManagedProducer {
             base = base.headers(headers);
         }
         context.metrics.enqueued();
+        context.ages.add(enqueued_at);
         loop {
             // Registered before the attempt so a delivery between the attempt and the wait
             // is not missed.
@@ -327,22 +378,23 @@ impl ManagedProducer {
                     let waited = tokio::time::timeout(self.message_timeout, space).await;
                     context.space_waiters.fetch_sub(1, Ordering::AcqRel);
                     if waited.is_err() {
-                        return Err(
-                            self.refuse(record.topic, &KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))
-                        );
+                        let error = KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull);
+                        return Err(self.refuse(record.topic, enqueued_at, &error));
                     }
                 }
                 Err((error, _returned)) => {
                     context.space_waiters.fetch_sub(1, Ordering::AcqRel);
-                    return Err(self.refuse(record.topic, &error));
+                    return Err(self.refuse(record.topic, enqueued_at, &error));
                 }
             }
         }
     }
 
     /// Undoes the bookkeeping of a message librdkafka would not take.
-    fn refuse(&self, topic: &str, error: &KafkaError) -> OnexError {
-        let metrics = &self.producer.context().metrics;
+    fn refuse(&self, topic: &str, enqueued_at: Instant, error: &KafkaError) -> OnexError {
+        let context = self.producer.context();
+        context.ages.remove(enqueued_at);
+        let metrics = &context.metrics;
         // `failed` also takes the message out of the queue depth `enqueued` added it to.
         metrics.failed(&metrics.topic(topic));
         self.permits.add_permits(1);
@@ -372,6 +424,43 @@ impl ManagedProducer {
             std::thread::sleep(Duration::from_millis(1));
         }
         self.in_flight()
+    }
+
+    /// One watchdog pass: librdkafka reports message timeouts late when the broker vanished
+    /// (measured: up to 3× `message.timeout.ms` with idempotence), so messages still
+    /// unreported after the message timeout are purged from librdkafka's queues, which reports
+    /// them at once as `PurgeQueue` (mapped to `OPERATION_TIMEOUT`). Only queued messages are
+    /// purged, never in-flight ones, so an acknowledgement is never voided.
+    pub(crate) fn expire_overdue(&self) -> bool {
+        let context = self.producer.context();
+        if !context.ages.any_older_than(Instant::now(), self.message_timeout) {
+            return false;
+        }
+        tracing::warn!(producer = %self.state.id, "messages outlived the message timeout; purging queued messages");
+        self.producer.purge(PurgeConfig::default().queue().non_blocking());
+        true
+    }
+
+    /// Runs [`ManagedProducer::expire_overdue`] every quarter second while the producer lives.
+    /// Without a tokio runtime there is no watchdog (librdkafka's own timeout still applies).
+    pub(crate) fn spawn_watchdog(producer: &Arc<ManagedProducer>) {
+        if producer.message_timeout >= UnreportedAges::HORIZON - Duration::from_secs(1) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let weak = Arc::downgrade(producer);
+        runtime.spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_millis(250));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(producer) = weak.upgrade() else { return };
+                if producer.closed.load(Ordering::Acquire) && producer.in_flight() == 0 {
+                    return;
+                }
+                producer.expire_overdue();
+            }
+        });
     }
 
     /// Refuses new messages from now on.
@@ -420,5 +509,26 @@ impl std::fmt::Debug for ManagedProducer {
             .field("in_flight", &self.in_flight())
             .field("quarantined", &self.state.is_quarantined())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_tell_overdue_messages_apart() {
+        let ages = UnreportedAges::new();
+        let t0 = ages.origin;
+        ages.add(t0);
+        let timeout = Duration::from_secs(5);
+        assert!(!ages.any_older_than(t0 + Duration::from_secs(4), timeout));
+        assert!(ages.any_older_than(t0 + Duration::from_millis(5_500), timeout));
+        ages.remove(t0);
+        assert!(!ages.any_older_than(t0 + Duration::from_secs(6), timeout));
+        ages.add(t0 + Duration::from_secs(10));
+        assert!(!ages.any_older_than(t0 + Duration::from_secs(12), timeout));
+        assert!(ages.any_older_than(t0 + Duration::from_secs(16), timeout));
+        assert!(!ages.any_older_than(t0 + Duration::from_secs(16), UnreportedAges::HORIZON));
     }
 }
