@@ -213,6 +213,17 @@ impl PostgresConnectionManager {
         args: &[Value],
         schema: Option<&str>,
     ) -> Result<QueryResult, OnexError> {
+        self.call_function_with(function, args, schema, QueryOptions::default()).await
+    }
+
+    /// [`Self::call_function`] with per-call options.
+    pub async fn call_function_with(
+        &self,
+        function: &str,
+        args: &[Value],
+        schema: Option<&str>,
+        options: QueryOptions,
+    ) -> Result<QueryResult, OnexError> {
         ident::validate_ident("function_name", function)?;
         let schema = schema.unwrap_or(&self.config.schema);
         ident::validate_ident("schema", schema)?;
@@ -223,7 +234,7 @@ impl PostgresConnectionManager {
             ident::quote_ident(function),
             placeholders.join(", ")
         );
-        self.execute_query(&sql, args).await
+        self.execute_query_with(&sql, args, options).await
     }
 
     /// Runs the four probes (version, current_schema, pg_stat_activity, schema exists):

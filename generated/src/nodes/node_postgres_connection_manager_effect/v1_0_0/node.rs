@@ -2,10 +2,25 @@
 //
 // Created once by `cargo run -p codegen` from contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml.
 // From then on this file is owned by people: regeneration never overwrites it.
+//
+// Every operation runs on the `onex_runtime::postgres::PostgresConnectionManager` resolved
+// from the container. Failures of an operation (bad input, SQL errors, checkout errors) are
+// answered with `success: false` and `error {code, message}`, as the contract models them;
+// only the contract timeout (in the generated `run`) is an `Err`. When an event publisher is
+// registered, statement operations publish `postgres.query.completed` /
+// `postgres.query.failed` with the query hash, never the SQL text or its parameters.
 
-use onex_runtime::{Container, Context, ErrorCode, OnexError};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use onex_runtime::event::OnexEvent;
+use onex_runtime::postgres::metrics::query_hash;
+use onex_runtime::postgres::{QueryOptions, TransactionOptions};
+use onex_runtime::{Container, Context, OnexError};
+use serde_json::{Value, json};
 
 use super::handler::{Dependencies, Input, Output, PostgresConnectionManagerHandler};
+use super::models::{EnumPostgresConnectionManagerOperation as Operation, ModelPostgresOperationError};
 
 const NODE: &str = "node_postgres_connection_manager_effect";
 
@@ -15,48 +30,299 @@ pub struct PostgresConnectionManager {
     pub dependencies: Dependencies,
 }
 
+/// What a statement operation produced, before it becomes an [`Output`].
+#[derive(Default)]
+struct Produced {
+    rows: Option<Vec<serde_json::Map<String, Value>>>,
+    row: Option<serde_json::Map<String, Value>>,
+    value: Option<Value>,
+    rows_affected: Option<u64>,
+    command_tag: Option<String>,
+    column_names: Option<Vec<String>>,
+}
+
+impl Produced {
+    fn from_result(result: onex_runtime::models::postgres::QueryResult) -> Self {
+        Self {
+            rows_affected: Some(result.row_count),
+            command_tag: result.command_tag,
+            column_names: Some(result.column_names),
+            rows: Some(result.rows),
+            ..Self::default()
+        }
+    }
+}
+
+impl PostgresConnectionManager {
+    fn pool(&self) -> &onex_runtime::postgres::PostgresConnectionManager {
+        &self.dependencies.postgres_connection_manager
+    }
+
+    /// The output skeleton: echoes the request's correlation id (or the context's).
+    fn output(&self, operation: Operation, input_correlation: Option<uuid::Uuid>, ctx: &Context) -> Output {
+        Output {
+            success: true,
+            operation_type: operation,
+            correlation_id: input_correlation.unwrap_or_else(|| ctx.correlation_id()),
+            timestamp: Utc::now(),
+            rows: None,
+            row: None,
+            value: None,
+            rows_affected: None,
+            command_tag: None,
+            column_names: None,
+            execution_time_ms: None,
+            health: None,
+            connection_stats: None,
+            query_metrics: None,
+            metrics_cleared: None,
+            error: None,
+        }
+    }
+
+    /// Turns a statement operation's result into the output, and publishes its event.
+    async fn finish(
+        &self,
+        input: &Input,
+        ctx: &Context,
+        started: Instant,
+        sql_for_hash: Option<&str>,
+        result: Result<Produced, OnexError>,
+    ) -> Output {
+        let mut output = self.output(input.operation_type, input.correlation_id, ctx);
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        output.execution_time_ms = Some(elapsed_ms);
+        let event = match result {
+            Ok(produced) => {
+                let payload = json!({
+                    "operation": input.operation_type.as_str(),
+                    "query_hash": sql_for_hash.map(|sql| format!("{:016x}", query_hash(sql))),
+                    "rows_affected": produced.rows_affected,
+                    "execution_time_ms": elapsed_ms,
+                });
+                output.rows = produced.rows;
+                output.row = produced.row;
+                output.value = produced.value;
+                output.rows_affected = produced.rows_affected;
+                output.command_tag = produced.command_tag;
+                output.column_names = produced.column_names;
+                ("postgres.query.completed", payload)
+            }
+            Err(err) => {
+                let error = operation_error(&err);
+                let payload = json!({
+                    "operation": input.operation_type.as_str(),
+                    "query_hash": sql_for_hash.map(|sql| format!("{:016x}", query_hash(sql))),
+                    "error_code": err.code().as_str(),
+                    "message": error.message,
+                    "execution_time_ms": elapsed_ms,
+                });
+                output.success = false;
+                output.error = Some(error);
+                ("postgres.query.failed", payload)
+            }
+        };
+        self.publish(event.0, output.correlation_id, event.1, ctx).await;
+        output
+    }
+
+    /// Publishes an event when a publisher is registered. A publish failure is logged, not
+    /// returned: the statement already ran and its result must reach the caller.
+    async fn publish(&self, event_type: &str, correlation_id: uuid::Uuid, payload: Value, ctx: &Context) {
+        let Some(bus) = &self.dependencies.protocol_event_bus else { return };
+        let mut event = OnexEvent::new(event_type, NODE, correlation_id, payload);
+        if let Some(trace) = ctx.trace() {
+            event.metadata.trace_context.insert("traceparent".into(), trace.traceparent());
+            if let Some(state) = &trace.trace_state {
+                event.metadata.trace_context.insert("tracestate".into(), state.clone());
+            }
+            event.metadata.trace_timestamp = Some(Utc::now());
+            event.metadata.trace_service = Some(NODE.into());
+        }
+        if let Err(e) = bus.publish(event).await {
+            tracing::warn!(target: "onex::postgres", error = %e, event_type, "publishing the query event failed");
+        }
+    }
+
+    /// Metadata-only failure output (validation of operations that touch no statement).
+    fn failed(&self, input: &Input, ctx: &Context, err: &OnexError) -> Output {
+        let mut output = self.output(input.operation_type, input.correlation_id, ctx);
+        output.success = false;
+        output.error = Some(operation_error(err));
+        output
+    }
+}
+
+/// The error as the contract carries it: the stable code and a sanitized message that
+/// includes the SQLSTATE when the server reported one.
+fn operation_error(err: &OnexError) -> ModelPostgresOperationError {
+    let mut message = err.message().to_owned();
+    if let Some(source) = err.source_message() {
+        message.push_str(": ");
+        message.push_str(&source);
+    }
+    ModelPostgresOperationError { code: err.code(), message }
+}
+
+fn required<'a>(value: Option<&'a str>, field: &str, operation: Operation) -> Result<&'a str, OnexError> {
+    match value {
+        Some(v) if !v.trim().is_empty() => Ok(v),
+        _ => Err(OnexError::validation(format!("{field} is required by {operation}")).with_detail("field", field)),
+    }
+}
+
+/// Per-call options: the request's timeout (validated), capped by the context's deadline.
+fn options(input: &Input, ctx: &Context) -> Result<QueryOptions, OnexError> {
+    let timeout = match input.timeout_seconds {
+        None => None,
+        Some(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => Some(Duration::from_secs_f64(secs)),
+        Some(secs) => {
+            return Err(OnexError::validation(format!(
+                "timeout_seconds must be a number of seconds in (0, 86400], got {secs}"
+            ))
+            .with_detail("field", "timeout_seconds"));
+        }
+    };
+    let timeout = match (timeout, ctx.remaining()) {
+        (Some(t), Some(left)) => Some(t.min(left)),
+        (None, Some(left)) => Some(left),
+        (t, None) => t,
+    };
+    if timeout == Some(Duration::ZERO) {
+        return Err(OnexError::new(onex_runtime::ErrorCode::OperationTimeout, "the request's deadline has passed"));
+    }
+    Ok(QueryOptions { timeout, record_metrics: input.record_metrics })
+}
+
+fn params(values: &Option<Vec<Value>>) -> &[Value] {
+    values.as_deref().unwrap_or_default()
+}
+
 impl PostgresConnectionManagerHandler for PostgresConnectionManager {
     fn new(container: &Container) -> Result<Self, OnexError> {
         Ok(Self { dependencies: Dependencies::resolve(container)? })
     }
 
-    async fn execute_query(&self, _input: Input, _ctx: &Context) -> Result<Output, OnexError> {
-        Err(not_implemented("execute_query"))
+    async fn execute_query(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
+        let started = Instant::now();
+        let sql = input.query.as_deref();
+        let result = async {
+            let sql = required(sql, "query", input.operation_type)?;
+            let options = options(&input, ctx)?;
+            self.pool().execute_query_with(sql, params(&input.parameters), options).await.map(Produced::from_result)
+        }
+        .await;
+        Ok(self.finish(&input, ctx, started, sql, result).await)
     }
 
-    async fn fetch_one(&self, _input: Input, _ctx: &Context) -> Result<Output, OnexError> {
-        Err(not_implemented("fetch_one"))
+    async fn fetch_one(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
+        let started = Instant::now();
+        let sql = input.query.as_deref();
+        let result = async {
+            let sql = required(sql, "query", input.operation_type)?;
+            let options = options(&input, ctx)?;
+            let result = self.pool().execute_query_with(sql, params(&input.parameters), options).await?;
+            Ok(Produced {
+                rows_affected: Some(result.row_count),
+                column_names: Some(result.column_names),
+                row: result.rows.into_iter().next(),
+                ..Produced::default()
+            })
+        }
+        .await;
+        Ok(self.finish(&input, ctx, started, sql, result).await)
     }
 
-    async fn fetch_value(&self, _input: Input, _ctx: &Context) -> Result<Output, OnexError> {
-        Err(not_implemented("fetch_value"))
+    async fn fetch_value(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
+        let started = Instant::now();
+        let sql = input.query.as_deref();
+        let result = async {
+            let sql = required(sql, "query", input.operation_type)?;
+            let options = options(&input, ctx)?;
+            let value = self.pool().fetch_value_with(sql, params(&input.parameters), options).await?;
+            Ok(Produced { value, ..Produced::default() })
+        }
+        .await;
+        Ok(self.finish(&input, ctx, started, sql, result).await)
     }
 
-    async fn transaction(&self, _input: Input, _ctx: &Context) -> Result<Output, OnexError> {
-        Err(not_implemented("transaction"))
+    async fn transaction(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
+        let started = Instant::now();
+        let result = async {
+            let statements = match input.statements.as_deref() {
+                Some(list) if !list.is_empty() => list,
+                _ => {
+                    return Err(OnexError::validation("statements (at least one) are required by transaction")
+                        .with_detail("field", "statements"));
+                }
+            };
+            let options = options(&input, ctx)?;
+            let tx_options = TransactionOptions {
+                isolation: input.isolation,
+                read_only: input.read_only,
+                deferrable: input.deferrable,
+            };
+            let mut tx = self.pool().begin(tx_options).await?;
+            let mut last = None;
+            for (i, statement) in statements.iter().enumerate() {
+                // On error `tx` is dropped here, which rolls the transaction back.
+                let result = tx
+                    .execute_query_with(&statement.query, params(&statement.parameters), options)
+                    .await
+                    .map_err(|e| e.with_detail("statement_index", i))?;
+                last = Some(result);
+            }
+            tx.commit().await?;
+            Ok(last.map(Produced::from_result).unwrap_or_default())
+        }
+        .await;
+        Ok(self.finish(&input, ctx, started, None, result).await)
     }
 
-    async fn call_function(&self, _input: Input, _ctx: &Context) -> Result<Output, OnexError> {
-        Err(not_implemented("call_function"))
+    async fn call_function(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
+        let started = Instant::now();
+        let result = async {
+            let function = required(input.function_name.as_deref(), "function_name", input.operation_type)?;
+            let options = options(&input, ctx)?;
+            let args = params(&input.arguments);
+            self.pool()
+                .call_function_with(function, args, input.schema.as_deref(), options)
+                .await
+                .map(Produced::from_result)
+        }
+        .await;
+        Ok(self.finish(&input, ctx, started, None, result).await)
     }
 
-    async fn health_check(&self, _input: Input, _ctx: &Context) -> Result<Output, OnexError> {
-        Err(not_implemented("health_check"))
+    async fn health_check(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
+        let started = Instant::now();
+        let health = self.pool().health_check().await;
+        let mut output = self.output(input.operation_type, input.correlation_id, ctx);
+        output.execution_time_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        output.health = Some(health);
+        Ok(output)
     }
 
-    async fn get_connection_stats(&self, _input: Input, _ctx: &Context) -> Result<Output, OnexError> {
-        Err(not_implemented("get_connection_stats"))
+    async fn get_connection_stats(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
+        let mut output = self.output(input.operation_type, input.correlation_id, ctx);
+        output.connection_stats = Some(self.pool().connection_stats());
+        Ok(output)
     }
 
-    async fn get_query_metrics(&self, _input: Input, _ctx: &Context) -> Result<Output, OnexError> {
-        Err(not_implemented("get_query_metrics"))
+    async fn get_query_metrics(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
+        if input.limit == 0 {
+            let err = OnexError::validation("limit must be at least 1").with_detail("field", "limit");
+            return Ok(self.failed(&input, ctx, &err));
+        }
+        let limit = usize::try_from(input.limit).unwrap_or(usize::MAX);
+        let mut output = self.output(input.operation_type, input.correlation_id, ctx);
+        output.query_metrics = Some(self.pool().query_metrics(limit));
+        Ok(output)
     }
 
-    async fn clear_metrics(&self, _input: Input, _ctx: &Context) -> Result<Output, OnexError> {
-        Err(not_implemented("clear_metrics"))
+    async fn clear_metrics(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
+        let mut output = self.output(input.operation_type, input.correlation_id, ctx);
+        output.metrics_cleared = Some(self.pool().clear_metrics());
+        Ok(output)
     }
-}
-
-fn not_implemented(operation: &str) -> OnexError {
-    OnexError::new(ErrorCode::NotImplemented, format!("{NODE}.{operation} is not implemented yet"))
 }

@@ -1,0 +1,190 @@
+//! `node_postgres_connection_manager_effect` built through the container and the generated
+//! registry, on the real server.
+
+use std::sync::{Arc, Mutex};
+
+use onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::handler::NodePostgresConnectionManagerEffect;
+use onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::models::{
+    EnumPostgresConnectionManagerOperation, ModelPostgresConnectionManagerInput,
+};
+use onex_runtime::event::OnexEvent;
+use onex_runtime::event_bus::EventPublisher;
+use onex_runtime::node::BoxFuture;
+use onex_runtime::postgres::PostgresConnectionManager;
+use onex_runtime::{Container, Context, DynNode, ErrorCode, Node, OnexError, TraceContext};
+use onex_tests::postgres::TestDatabase;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const NODE: &str = "node_postgres_connection_manager_effect";
+
+#[derive(Default)]
+struct RecordingBus(Mutex<Vec<OnexEvent>>);
+
+impl EventPublisher for RecordingBus {
+    fn publish(&self, event: OnexEvent) -> BoxFuture<'_, Result<(), OnexError>> {
+        self.0.lock().unwrap().push(event);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+async fn setup(db: &TestDatabase) -> (Container, Arc<RecordingBus>) {
+    let pool = PostgresConnectionManager::connect(db.config()).await.unwrap();
+    let bus = Arc::new(RecordingBus::default());
+    let mut container = Container::new();
+    container.register(Arc::new(pool));
+    container.register::<dyn EventPublisher>(bus.clone());
+    (container, bus)
+}
+
+async fn call(node: &dyn DynNode, input: Value) -> Value {
+    node.process_json(input, Context::new()).await.expect("the node answers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_through_the_generated_registry() {
+    let db = TestDatabase::create("app").await;
+    let (container, bus) = setup(&db).await;
+    let node = onex_generated::registry().build(NODE, None, &container).expect("registry builds the node");
+    let node = node.as_ref();
+
+    let out = call(
+        node,
+        json!({"operation_type": "execute_query", "query": "CREATE TABLE kv (k text PRIMARY KEY, v jsonb)"}),
+    )
+    .await;
+    assert_eq!(out["success"], true, "{out}");
+    let out = call(
+        node,
+        json!({"operation_type": "execute_query", "query": "INSERT INTO kv VALUES ($1, $2), ($3, $4)",
+               "parameters": ["a", {"n": 1}, "b'; DROP TABLE kv; --", [1, 2]]}),
+    )
+    .await;
+    assert_eq!((out["rows_affected"].clone(), out["command_tag"].clone()), (json!(2), json!("INSERT 0 2")), "{out}");
+    let out = call(node, json!({"operation_type": "execute_query", "query": "SELECT k, v FROM kv ORDER BY k"})).await;
+    assert_eq!(out["rows"], json!([{"k": "a", "v": {"n": 1}}, {"k": "b'; DROP TABLE kv; --", "v": [1, 2]}]));
+    assert_eq!(out["column_names"], json!(["k", "v"]));
+    let out = call(
+        node,
+        json!({"operation_type": "fetch_one", "query": "SELECT * FROM kv WHERE k = $1", "parameters": ["a"]}),
+    )
+    .await;
+    assert_eq!(out["row"], json!({"k": "a", "v": {"n": 1}}));
+    let out = call(node, json!({"operation_type": "fetch_one", "query": "SELECT * FROM kv WHERE k = 'zz'"})).await;
+    assert!(out.get("row").is_none() && out["success"] == true, "{out}");
+    let out = call(node, json!({"operation_type": "fetch_value", "query": "SELECT count(*) FROM kv"})).await;
+    assert_eq!(out["value"], 2);
+
+    let out = call(
+        node,
+        json!({"operation_type": "transaction", "isolation": "serializable", "statements": [
+            {"query": "INSERT INTO kv VALUES ($1, 'null')", "parameters": ["c"]},
+            {"query": "UPDATE kv SET v = $1 WHERE k = 'c' RETURNING v", "parameters": [{"done": true}]}
+        ]}),
+    )
+    .await;
+    assert_eq!(out["success"], true, "{out}");
+    assert_eq!(out["rows"], json!([{"v": {"done": true}}]));
+    let out = call(
+        node,
+        json!({"operation_type": "transaction", "statements": [
+            {"query": "INSERT INTO kv VALUES ('d', 'null')"},
+            {"query": "INSERT INTO kv VALUES ('a', 'null')"}
+        ]}),
+    )
+    .await;
+    assert_eq!(out["success"], false);
+    assert_eq!(out["error"]["code"], "DATABASE_QUERY_ERROR");
+    assert!(out["error"]["message"].as_str().unwrap().contains("23505"), "{out}");
+    let out =
+        call(node, json!({"operation_type": "fetch_value", "query": "SELECT count(*) FROM kv WHERE k = 'd'"})).await;
+    assert_eq!(out["value"], 0, "the failed transaction left nothing behind");
+
+    call(node, json!({"operation_type": "execute_query", "query": "CREATE FUNCTION \"twice\"(x int) RETURNS int LANGUAGE sql AS 'SELECT 2 * x'"})).await;
+    let out = call(node, json!({"operation_type": "call_function", "function_name": "twice", "arguments": [21]})).await;
+    assert_eq!(out["rows"], json!([{"twice": 42}]), "{out}");
+
+    let out = call(node, json!({"operation_type": "health_check"})).await;
+    assert_eq!(out["health"]["status"], "healthy", "{out}");
+    let out = call(node, json!({"operation_type": "get_connection_stats"})).await;
+    assert!(out["connection_stats"]["total_queries"].as_u64().unwrap() >= 10, "{out}");
+    let out = call(node, json!({"operation_type": "get_query_metrics", "limit": 3})).await;
+    assert_eq!(out["query_metrics"].as_array().unwrap().len(), 3);
+    let out = call(node, json!({"operation_type": "clear_metrics"})).await;
+    assert!(out["metrics_cleared"].as_u64().unwrap() >= 10, "{out}");
+    let out = call(node, json!({"operation_type": "get_query_metrics"})).await;
+    assert_eq!(out["query_metrics"], json!([]));
+
+    let events = bus.0.lock().unwrap();
+    assert!(events.iter().any(|e| e.event_type == "postgres.query.completed"));
+    let failed: Vec<&OnexEvent> = events.iter().filter(|e| e.event_type == "postgres.query.failed").collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].payload["error_code"], "DATABASE_QUERY_ERROR");
+    assert!(!serde_json::to_string(&*events).unwrap().contains("DROP TABLE"), "events carry no SQL or parameters");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_answered_with_codes_and_correlation_is_echoed() {
+    let db = TestDatabase::create("app").await;
+    let (container, bus) = setup(&db).await;
+    let node = NodePostgresConnectionManagerEffect::<
+        onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::node::PostgresConnectionManager,
+    >::new(&container)
+    .unwrap();
+    let id = Uuid::new_v4();
+    let trace = TraceContext::parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+    let input = ModelPostgresConnectionManagerInput {
+        operation_type: EnumPostgresConnectionManagerOperation::ExecuteQuery,
+        correlation_id: Some(id),
+        query: Some("SELECT * FROM missing_table".into()),
+        parameters: None,
+        timeout_seconds: None,
+        record_metrics: true,
+        statements: None,
+        isolation: Default::default(),
+        read_only: false,
+        deferrable: false,
+        function_name: None,
+        schema: None,
+        arguments: None,
+        limit: 100,
+    };
+    let ctx = Context::for_request(Some(id)).unwrap().with_trace(trace.clone());
+    let out = node.process(input.clone(), ctx).await.unwrap();
+    assert!(!out.success);
+    assert_eq!(out.correlation_id, id);
+    let error = out.error.unwrap();
+    assert_eq!(error.code, ErrorCode::DatabaseQueryError);
+    assert!(error.message.contains("42P01"), "{}", error.message);
+    {
+        let events = bus.0.lock().unwrap();
+        let event = events.last().unwrap();
+        assert_eq!(event.correlation_id, id);
+        assert_eq!(event.metadata.trace_context["traceparent"], trace.traceparent());
+    }
+
+    // Missing required fields and bad timeouts are validation errors, not panics.
+    let mut no_query = input.clone();
+    no_query.query = None;
+    let out = node.process(no_query, Context::new()).await.unwrap();
+    assert_eq!(out.error.unwrap().code, ErrorCode::ValidationError);
+    let mut bad_timeout = input.clone();
+    bad_timeout.timeout_seconds = Some(-1.0);
+    let out = node.process(bad_timeout, Context::new()).await.unwrap();
+    assert_eq!(out.error.unwrap().code, ErrorCode::ValidationError);
+    let mut no_statements = input.clone();
+    no_statements.operation_type = EnumPostgresConnectionManagerOperation::Transaction;
+    let out = node.process(no_statements, Context::new()).await.unwrap();
+    assert_eq!(out.error.unwrap().code, ErrorCode::ValidationError);
+    let mut slow = input.clone();
+    slow.query = Some("SELECT pg_sleep(10)".into());
+    slow.timeout_seconds = Some(0.2);
+    let out = node.process(slow, Context::new()).await.unwrap();
+    let error = out.error.unwrap();
+    assert_eq!(error.code, ErrorCode::DatabaseQueryError);
+    assert!(error.message.contains("200 ms"), "{}", error.message);
+
+    // Without the pool in the container the node cannot be built, and says why.
+    let err = onex_generated::registry().build(NODE, None, &Container::new()).err().expect("missing dependency");
+    assert!(err.message().contains("postgres_connection_manager"), "{err}");
+}
