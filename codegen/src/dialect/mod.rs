@@ -580,8 +580,12 @@ impl Normalizer<'_> {
                 match_operation(text, &operations).map(|op| (op, *c))
             });
             let Some((op, at)) = matched else {
-                if let Some(first) = candidates.first().and_then(|c| c.as_str()) {
-                    unused.push(first.to_owned());
+                // Name the entry by its identifier, not by shape 2's read/write/delete.
+                let label = ["operation_name", "operation", "name", "operation_type"]
+                    .iter()
+                    .find_map(|k| item.get(k).and_then(Node::as_str));
+                if let Some(label) = label {
+                    unused.push(label.to_owned());
                 }
                 continue;
             };
@@ -647,6 +651,16 @@ impl Normalizer<'_> {
             let abs = base_dir.join(clean);
             let display = if display_dir.is_empty() { clean.to_owned() } else { format!("{display_dir}/{clean}") };
             let yaml_path = format!("subcontracts[{i}].path");
+            if !abs.is_file() {
+                self.warn(
+                    Code::Io,
+                    path_node.pos,
+                    &yaml_path,
+                    format!("subcontract `{relative}` does not exist (looked for `{display}`)"),
+                    "fix the path (it is relative to the contract's folder) or remove the entry",
+                );
+                continue;
+            }
             match crate::read::read_source(&base_dir, &abs) {
                 Ok(mut sub) => {
                     sub.display = display.clone();
@@ -664,15 +678,17 @@ impl Normalizer<'_> {
                         }
                     }
                 }
-                Err(mut d) => {
-                    d.severity = crate::diagnostics::Severity::Warning;
-                    d.file = self.file.to_owned();
-                    d.pos = path_node.pos;
-                    d.path = yaml_path;
-                    d.message = format!("subcontract `{relative}` cannot be read: {}", d.message);
-                    d.hint =
-                        Some("fix the path (it is relative to the contract's folder) or remove the entry".to_owned());
-                    self.diags.push(*d);
+                Err(d) => {
+                    // The reader's message names the absolute path; keep the contract-relative one.
+                    let reason =
+                        if d.code == Code::YamlLimit { "it is too large" } else { "it is not a readable UTF-8 file" };
+                    self.warn(
+                        d.code,
+                        path_node.pos,
+                        &yaml_path,
+                        format!("subcontract `{relative}` cannot be read: {reason}"),
+                        "fix the file, or remove the entry",
+                    );
                 }
             }
         }
@@ -686,6 +702,17 @@ fn parse_semver(text: &str) -> Option<(i64, i64, i64)> {
     let mut parts = text.split('.').map(|p| p.parse::<u32>().ok().map(i64::from));
     let version = (parts.next()??, parts.next()??, parts.next()??);
     parts.next().is_none().then_some(version)
+}
+
+/// The first of `node_<core>_2_<kind>`, `node_<core>_3_<kind>`, … that `taken` rejects not,
+/// for a node name that another contract already uses.
+pub fn unique_node_name(name: &str, kind_suffix: &str, taken: impl Fn(&str) -> bool) -> String {
+    let core = name.strip_prefix("node_").unwrap_or(name);
+    let core = core.strip_suffix(&format!("_{kind_suffix}")).unwrap_or(core);
+    (2u32..)
+        .map(|n| format!("node_{core}_{n}_{kind_suffix}"))
+        .find(|candidate| !taken(candidate))
+        .unwrap_or_else(|| format!("{name}_copy"))
 }
 
 /// `name` as `node_<name>_<kind>` in lower snake case.

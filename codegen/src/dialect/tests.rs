@@ -350,3 +350,10 @@ fn non_node_files_are_skipped_with_a_note() {
     assert_eq!(diags[0].severity, Severity::Note);
     assert_eq!(diags[0].code, Code::NotANodeContract);
 }
+
+#[test]
+fn unique_node_names() {
+    let taken = ["node_pg_2_effect".to_owned()];
+    assert_eq!(unique_node_name("node_pg_effect", "effect", |c| taken.iter().any(|t| t == c)), "node_pg_3_effect");
+    assert_eq!(unique_node_name("node_pg_effect", "effect", |_| false), "node_pg_2_effect");
+}
