@@ -706,8 +706,7 @@ fn node_mod_file(node: &NodeModel) -> Result<String, String> {
     render_file(source, inner, items)
 }
 
-/// Renders every file of a run. `base` is the contracts folder's display name (`contracts`).
-pub fn render(base: &str, nodes: &[NodeModel]) -> Result<Output, Vec<Diagnostic>> {
+fn render_nodes(nodes: &[NodeModel]) -> (Output, Vec<Diagnostic>) {
     let mut out = Output::default();
     let mut diags = Vec::new();
     let fail = |node: &NodeModel, message: String| {
@@ -738,6 +737,42 @@ pub fn render(base: &str, nodes: &[NodeModel]) -> Result<Output, Vec<Diagnostic>
             Err(message) => diags.push(fail(node, message)),
         }
     }
+    (out, diags)
+}
+
+/// Renders every file of a run. `base` is the contracts folder's display name (`contracts`).
+pub fn render(base: &str, nodes: &[NodeModel]) -> Result<Output, Vec<Diagnostic>> {
+    // Nodes are independent: render them on all cores. Results land in BTreeMaps and the
+    // diagnostics are sorted, so the output never depends on scheduling.
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 8);
+    let chunk = nodes.len().div_ceil(threads).max(1);
+    let parts: Vec<(Output, Vec<Diagnostic>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = nodes.chunks(chunk).map(|part| scope.spawn(move || render_nodes(part))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    let d = Diagnostic::error(
+                        Code::UnsupportedSchema,
+                        base,
+                        Pos::new(1, 1),
+                        "",
+                        "internal: a render thread panicked",
+                    )
+                    .with_hint("please report this with the contracts");
+                    (Output::default(), vec![d])
+                })
+            })
+            .collect()
+    });
+    let mut out = Output::default();
+    let mut diags = Vec::new();
+    for (part, part_diags) in parts {
+        out.generated.extend(part.generated);
+        out.scaffolds.extend(part.scaffolds);
+        diags.extend(part_diags);
+    }
+    crate::diagnostics::sort(&mut diags);
     if !diags.is_empty() {
         return Err(diags);
     }
