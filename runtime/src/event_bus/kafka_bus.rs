@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 
 use crate::environment::EnvSource;
 use crate::error::{ErrorCode, OnexError};
@@ -16,7 +16,7 @@ use crate::event_bus::retry::{RetryPolicy, Sleeper, TokioSleeper, retry};
 use crate::event_bus::subscriber::{self, EventHandler, Subscription, SubscriptionOptions};
 use crate::event_bus::topic::TopicNamer;
 use crate::kafka::error::onex_error_is_retriable;
-use crate::kafka::{Delivered, KafkaProducerPool, ProduceRecord};
+use crate::kafka::{Delivered, KafkaProducerPool, ProduceRecord, headers};
 use crate::node::BoxFuture;
 
 /// One event, encoded for Kafka.
@@ -34,9 +34,7 @@ pub struct EncodedEvent {
 
 impl EncodedEvent {
     fn owned_headers(&self) -> OwnedHeaders {
-        self.headers.iter().fold(OwnedHeaders::new_with_capacity(self.headers.len()), |h, (k, v)| {
-            h.insert(Header { key: k, value: Some(v.as_bytes()) })
-        })
+        headers(self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 
     fn record(&self) -> ProduceRecord<'_> {

@@ -16,7 +16,7 @@ mod pool;
 mod producer;
 
 pub use pool::{KafkaPoolSettings, KafkaProducerPool, ShutdownReport};
-pub use producer::{Delivered, DeliveryFuture, ProduceRecord};
+pub use producer::{Delivered, DeliveryFuture, ProduceRecord, headers};
 pub use rdkafka::message::OwnedHeaders;
 
 #[cfg(test)]

@@ -34,8 +34,8 @@ pub struct ProduceRecord<'a> {
     pub topic: &'a str,
     /// Partitioning key; `None` lets librdkafka spread messages over partitions.
     pub key: Option<&'a [u8]>,
-    /// Message value.
-    pub payload: &'a [u8],
+    /// Message value; `None` is a tombstone (a null value, for compacted topics).
+    pub payload: Option<&'a [u8]>,
     /// Explicit partition; `None` uses the partitioner.
     pub partition: Option<i32>,
 }
@@ -43,7 +43,12 @@ pub struct ProduceRecord<'a> {
 impl<'a> ProduceRecord<'a> {
     /// A record for `topic` with `payload`, no key.
     pub fn new(topic: &'a str, payload: &'a [u8]) -> Self {
-        Self { topic, key: None, payload, partition: None }
+        Self { topic, key: None, payload: Some(payload), partition: None }
+    }
+
+    /// A record for `topic` with a null value (a tombstone).
+    pub fn tombstone(topic: &'a str) -> Self {
+        Self { topic, key: None, payload: None, partition: None }
     }
 
     /// Sets the key.
@@ -57,6 +62,13 @@ impl<'a> ProduceRecord<'a> {
         self.partition = Some(partition);
         self
     }
+}
+
+/// Message headers from `(name, value)` pairs, in order (names may repeat).
+pub fn headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> OwnedHeaders {
+    pairs.into_iter().fold(OwnedHeaders::new(), |headers, (key, value)| {
+        headers.insert(rdkafka::message::Header { key, value: Some(value.as_bytes()) })
+    })
 }
 
 /// Where a message landed.
@@ -343,11 +355,13 @@ impl ManagedProducer {
         let pending = Box::new(Pending {
             enqueued_at,
             topic: context.metrics.topic(record.topic),
-            bytes: record.payload.len() as u64,
+            bytes: record.payload.map_or(0, |p| p.len() as u64),
             reply,
         });
-        let mut base: BaseRecord<'_, [u8], [u8], Box<Pending>> =
-            BaseRecord::with_opaque_to(record.topic, pending).payload(record.payload);
+        let mut base: BaseRecord<'_, [u8], [u8], Box<Pending>> = BaseRecord::with_opaque_to(record.topic, pending);
+        if let Some(payload) = record.payload {
+            base = base.payload(payload);
+        }
         if let Some(key) = record.key {
             base = base.key(key);
         }

@@ -2,10 +2,25 @@
 //
 // Created once by `cargo run -p codegen` from contracts/nodes/node_kafka_producer_pool_effect/v1_0_0/contract.yaml.
 // From then on this file is owned by people: regeneration never overwrites it.
+//
+// The handler is a thin adapter over `onex_runtime::kafka::KafkaProducerPool`, resolved from
+// the container (no global pool). Invalid input is an `Err` (VALIDATION_ERROR); a delivery the
+// broker refused is reported in the output (`success: false`, `errors`), since the operation
+// itself ran.
 
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::Utc;
+use onex_runtime::event::OnexEvent;
+use onex_runtime::kafka::{self, Delivered, DeliveryFuture, OwnedHeaders, ProduceRecord};
+use onex_runtime::models::health::HealthStatus;
 use onex_runtime::{Container, Context, ErrorCode, OnexError};
 
 use super::handler::{Dependencies, Input, KafkaProducerPoolHandler, Output};
+use super::models::{
+    EnumKafkaProducerPoolOperation, ModelKafkaDeliveryReport, ModelKafkaMessage, ModelKafkaProducerError,
+};
 
 const NODE: &str = "node_kafka_producer_pool_effect";
 
@@ -13,38 +28,266 @@ const NODE: &str = "node_kafka_producer_pool_effect";
 pub struct KafkaProducerPool {
     /// The contract's dependencies, resolved from the container.
     pub dependencies: Dependencies,
+    /// The health reported last, to publish changes only.
+    last_health: Mutex<Option<HealthStatus>>,
+}
+
+/// A message of the request, encoded and validated.
+struct Outgoing {
+    topic: String,
+    key: Option<String>,
+    value: Option<Vec<u8>>,
+    headers: Option<OwnedHeaders>,
+    partition: Option<i32>,
+}
+
+impl Outgoing {
+    fn record(&self) -> ProduceRecord<'_> {
+        let mut record = match &self.value {
+            Some(value) => ProduceRecord::new(&self.topic, value),
+            None => ProduceRecord::tombstone(&self.topic),
+        };
+        if let Some(key) = &self.key {
+            record = record.key(key.as_bytes());
+        }
+        if let Some(partition) = self.partition {
+            record = record.partition(partition);
+        }
+        record
+    }
+}
+
+fn encode(
+    topic: &str,
+    key: Option<&String>,
+    value: Option<&serde_json::Value>,
+    headers: Option<&std::collections::BTreeMap<String, String>>,
+    partition: Option<u64>,
+) -> Result<Outgoing, OnexError> {
+    if topic.trim().is_empty() {
+        return Err(OnexError::validation("topic must not be empty"));
+    }
+    let partition = partition
+        .map(|p| {
+            i32::try_from(p)
+                .map_err(|_| OnexError::validation(format!("partition {p} is out of range (max {})", i32::MAX)))
+        })
+        .transpose()?;
+    let value =
+        match value {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(serde_json::to_vec(v).map_err(|e| {
+                OnexError::new(ErrorCode::InternalError, format!("cannot encode the message value: {e}"))
+            })?),
+        };
+    let headers = headers.map(|map| kafka::headers(map.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
+    Ok(Outgoing { topic: topic.to_owned(), key: key.cloned(), value, headers, partition })
+}
+
+/// The wait for delivery reports: the request's `timeout_seconds` (> 0), capped by the
+/// operation's budget.
+fn wait_limit(input: &Input, ctx: &Context, default: Duration) -> Result<Duration, OnexError> {
+    let requested = match input.timeout_seconds {
+        None => default,
+        Some(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s.min(86_400.0)),
+        Some(s) => return Err(OnexError::validation(format!("timeout_seconds must be greater than zero, got {s}"))),
+    };
+    Ok(ctx.budget(requested))
+}
+
+fn output(operation: EnumKafkaProducerPoolOperation, ctx: &Context) -> Output {
+    Output {
+        success: true,
+        operation_type: operation,
+        correlation_id: ctx.correlation_id(),
+        timestamp: Utc::now(),
+        delivered: None,
+        failed: None,
+        partition: None,
+        offset: None,
+        deliveries: None,
+        pool_stats: None,
+        health_status: None,
+        errors: None,
+    }
+}
+
+fn failure(error: &OnexError, index: Option<u64>, topic: Option<&str>) -> ModelKafkaProducerError {
+    ModelKafkaProducerError { code: error.code(), message: error.to_string(), index, topic: topic.map(str::to_owned) }
+}
+
+async fn await_report(delivery: DeliveryFuture, limit: Duration) -> Result<Delivered, OnexError> {
+    tokio::time::timeout(limit, delivery).await.unwrap_or_else(|_| {
+        Err(OnexError::new(
+            ErrorCode::OperationTimeout,
+            format!("no delivery report within {} ms; the message may still be delivered", limit.as_millis()),
+        ))
+    })
+}
+
+impl KafkaProducerPool {
+    async fn report_health_change(&self, status: HealthStatus, ctx: &Context) {
+        let changed = {
+            let mut last = self.last_health.lock().unwrap_or_else(|p| p.into_inner());
+            let changed = last.is_some_and(|previous| previous != status);
+            *last = Some(status);
+            changed
+        };
+        let Some(bus) = &self.dependencies.protocol_event_bus else { return };
+        if changed {
+            let event = OnexEvent::new(
+                "kafka.pool.health_changed",
+                NODE,
+                ctx.correlation_id(),
+                serde_json::json!({ "pool": self.dependencies.kafka_producer_pool.settings().pool_name, "status": status }),
+            );
+            // The health answer stands even if the notification cannot be published.
+            if let Err(e) = bus.publish(event).await {
+                tracing::warn!("cannot publish the Kafka pool health change: {e}");
+            }
+        }
+    }
 }
 
 impl KafkaProducerPoolHandler for KafkaProducerPool {
     fn new(container: &Container) -> Result<Self, OnexError> {
-        Ok(Self { dependencies: Dependencies::resolve(container)? })
+        Ok(Self { dependencies: Dependencies::resolve(container)?, last_health: Mutex::new(None) })
     }
 
-    async fn send_message(&self, _input: Input, _ctx: &Context) -> Result<Output, OnexError> {
-        Err(not_implemented("send_message"))
+    async fn send_message(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
+        let topic = input.topic.as_deref().ok_or_else(|| OnexError::validation("send_message needs a topic"))?;
+        let limit = wait_limit(&input, ctx, Duration::from_secs(30))?;
+        let mut message =
+            encode(topic, input.key.as_ref(), input.value.as_ref(), input.headers.as_ref(), input.partition)?;
+        let pool = &self.dependencies.kafka_producer_pool;
+        let mut out = output(EnumKafkaProducerPoolOperation::SendMessage, ctx);
+        let headers = message.headers.take();
+        let sent = match pool.send(message.record(), headers).await {
+            Ok(delivery) => await_report(delivery, limit).await,
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(delivered) => {
+                out.delivered = Some(1);
+                out.failed = Some(0);
+                out.partition = u64::try_from(delivered.partition).ok();
+                out.offset = u64::try_from(delivered.offset).ok();
+            }
+            Err(e) => {
+                out.success = false;
+                out.delivered = Some(0);
+                out.failed = Some(1);
+                out.errors = Some(vec![failure(&e, None, Some(topic))]);
+            }
+        }
+        Ok(out)
     }
 
-    async fn send_batch(&self, _input: Input, _ctx: &Context) -> Result<Output, OnexError> {
-        Err(not_implemented("send_batch"))
+    async fn send_batch(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
+        let limit = wait_limit(&input, ctx, Duration::from_secs(60))?;
+        let messages: &[ModelKafkaMessage] = input.messages.as_deref().unwrap_or_default();
+        if messages.is_empty() {
+            return Err(OnexError::validation("send_batch needs at least one message"));
+        }
+        let mut encoded = Vec::with_capacity(messages.len());
+        for (i, m) in messages.iter().enumerate() {
+            let message =
+                encode(&m.topic, m.key.as_ref(), Some(&m.value), m.headers.as_ref(), m.partition).map_err(|e| {
+                    OnexError::validation(format!("messages[{i}]: {}", e.message())).with_detail("index", i)
+                })?;
+            encoded.push(message);
+        }
+        let pool = &self.dependencies.kafka_producer_pool;
+        // Enqueue everything first (in order), then wait for all reports.
+        let mut pending = Vec::with_capacity(encoded.len());
+        for message in &mut encoded {
+            let headers = message.headers.take();
+            pending.push(pool.send(message.record(), headers).await);
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut deliveries = Vec::with_capacity(pending.len());
+        let mut errors = Vec::new();
+        for (i, sent) in pending.into_iter().enumerate() {
+            let topic = encoded[i].topic.as_str();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let result = match sent {
+                Ok(delivery) => await_report(delivery, left).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(d) => deliveries.push(ModelKafkaDeliveryReport {
+                    index: i as u64,
+                    topic: topic.to_owned(),
+                    partition: u64::try_from(d.partition).unwrap_or_default(),
+                    offset: u64::try_from(d.offset).unwrap_or_default(),
+                }),
+                Err(e) => errors.push(failure(&e, Some(i as u64), Some(topic))),
+            }
+        }
+        let mut out = output(EnumKafkaProducerPoolOperation::SendBatch, ctx);
+        out.success = errors.is_empty();
+        out.delivered = Some(deliveries.len() as u64);
+        out.failed = Some(errors.len() as u64);
+        out.deliveries = Some(deliveries);
+        out.errors = (!errors.is_empty()).then_some(errors);
+        Ok(out)
     }
 
-    async fn flush(&self, _input: Input, _ctx: &Context) -> Result<Output, OnexError> {
-        Err(not_implemented("flush"))
+    async fn flush(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
+        let limit = wait_limit(&input, ctx, Duration::from_secs(30))?;
+        let mut out = output(EnumKafkaProducerPoolOperation::Flush, ctx);
+        if let Err(e) = self.dependencies.kafka_producer_pool.flush(limit).await {
+            out.success = false;
+            out.errors = Some(vec![failure(&e, None, None)]);
+        }
+        Ok(out)
     }
 
-    async fn get_pool_stats(&self, _input: Input, _ctx: &Context) -> Result<Output, OnexError> {
-        Err(not_implemented("get_pool_stats"))
+    async fn get_pool_stats(&self, _input: Input, ctx: &Context) -> Result<Output, OnexError> {
+        let mut out = output(EnumKafkaProducerPoolOperation::GetPoolStats, ctx);
+        out.pool_stats = Some(self.dependencies.kafka_producer_pool.stats());
+        Ok(out)
     }
 
-    async fn health_check(&self, _input: Input, _ctx: &Context) -> Result<Output, OnexError> {
-        Err(not_implemented("health_check"))
+    async fn health_check(&self, _input: Input, ctx: &Context) -> Result<Output, OnexError> {
+        let pool = &self.dependencies.kafka_producer_pool;
+        let health = pool.health_check().await;
+        self.report_health_change(health.status, ctx).await;
+        let mut out = output(EnumKafkaProducerPoolOperation::HealthCheck, ctx);
+        out.health_status = Some(health.status);
+        out.pool_stats = Some(pool.stats());
+        if !health.errors.is_empty() {
+            out.errors = Some(
+                health
+                    .errors
+                    .iter()
+                    .map(|message| ModelKafkaProducerError {
+                        code: ErrorCode::IntegrationServiceError,
+                        message: message.clone(),
+                        index: None,
+                        topic: None,
+                    })
+                    .collect(),
+            );
+        }
+        Ok(out)
     }
 
-    async fn close(&self, _input: Input, _ctx: &Context) -> Result<Output, OnexError> {
-        Err(not_implemented("close"))
+    async fn close(&self, _input: Input, ctx: &Context) -> Result<Output, OnexError> {
+        let pool = &self.dependencies.kafka_producer_pool;
+        let report = pool.shutdown().await?;
+        let mut out = output(EnumKafkaProducerPoolOperation::Close, ctx);
+        out.success = report.undelivered == 0;
+        out.failed = Some(report.undelivered);
+        out.pool_stats = Some(pool.stats());
+        if report.undelivered > 0 {
+            out.errors = Some(vec![ModelKafkaProducerError {
+                code: ErrorCode::OperationTimeout,
+                message: format!("{} messages were still unreported at the shutdown deadline", report.undelivered),
+                index: None,
+                topic: None,
+            }]);
+        }
+        Ok(out)
     }
-}
-
-fn not_implemented(operation: &str) -> OnexError {
-    OnexError::new(ErrorCode::NotImplemented, format!("{NODE}.{operation} is not implemented yet"))
 }

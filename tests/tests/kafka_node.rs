@@ -1,0 +1,175 @@
+//! `node_kafka_producer_pool_effect` on the pool from the container, against the real broker.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use onex_generated::nodes::node_kafka_producer_pool_effect::v1_0_0::NodeKafkaProducerPoolEffect;
+use onex_generated::nodes::node_kafka_producer_pool_effect::v1_0_0::models::{
+    EnumKafkaProducerPoolOperation as Op, ModelKafkaMessage, ModelKafkaProducerPoolInput,
+};
+use onex_runtime::event::OnexEvent;
+use onex_runtime::event_bus::EventPublisher;
+use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool};
+use onex_runtime::models::health::HealthStatus;
+use onex_runtime::models::kafka::KafkaProducerConfig;
+use onex_runtime::node::BoxFuture;
+use onex_runtime::{Container, Context, ErrorCode, Node, OnexError};
+use onex_tests::kafka::{TestTopic, bootstrap};
+
+fn input(operation: Op) -> ModelKafkaProducerPoolInput {
+    ModelKafkaProducerPoolInput {
+        operation_type: operation,
+        correlation_id: None,
+        topic: None,
+        key: None,
+        value: None,
+        headers: None,
+        partition: None,
+        messages: None,
+        timeout_seconds: None,
+    }
+}
+
+#[derive(Default)]
+struct RecordingBus(Mutex<Vec<OnexEvent>>);
+
+impl EventPublisher for RecordingBus {
+    fn publish(&self, event: OnexEvent) -> BoxFuture<'_, Result<(), OnexError>> {
+        self.0.lock().unwrap().push(event);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn node(config: KafkaProducerConfig, bus: Option<Arc<RecordingBus>>) -> NodeKafkaProducerPoolEffect {
+    let mut container = Container::new();
+    container.register(Arc::new(KafkaProducerPool::new(KafkaPoolSettings::default(), config).unwrap()));
+    if let Some(bus) = bus {
+        container.register::<dyn EventPublisher>(bus);
+    }
+    NodeKafkaProducerPoolEffect::new(&container).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_sends_batches_reports_stats_and_closes() {
+    let topic = TestTopic::create("node", 2).await;
+    let node = node(KafkaProducerConfig::new(bootstrap()), None);
+
+    let mut one = input(Op::SendMessage);
+    one.topic = Some(topic.name.clone());
+    one.key = Some("k".into());
+    one.value = Some(serde_json::json!({"hello": "world"}));
+    one.headers = Some(BTreeMap::from([(
+        "traceparent".into(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+    )]));
+    let id = uuid::Uuid::new_v4();
+    let out = node.process(one, Context::for_request(Some(id)).unwrap()).await.unwrap();
+    assert!(out.success, "{out:?}");
+    assert_eq!(out.correlation_id, id);
+    assert_eq!((out.delivered, out.failed), (Some(1), Some(0)));
+    assert!(out.offset.is_some() && out.partition.is_some());
+
+    let mut batch = input(Op::SendBatch);
+    batch.messages = Some(
+        (0..500)
+            .map(|i| ModelKafkaMessage {
+                topic: topic.name.clone(),
+                key: Some(format!("key-{i}")),
+                value: serde_json::json!({ "i": i }),
+                headers: None,
+                partition: None,
+            })
+            .collect(),
+    );
+    let out = node.process(batch, Context::new()).await.unwrap();
+    assert!(out.success, "{:?}", out.errors);
+    let deliveries = out.deliveries.unwrap();
+    assert_eq!(deliveries.len(), 500);
+    assert!(deliveries.iter().enumerate().all(|(i, d)| d.index == i as u64 && d.topic == topic.name));
+    let positions: HashSet<(u64, u64)> = deliveries.iter().map(|d| (d.partition, d.offset)).collect();
+    assert_eq!(positions.len(), 500, "every message has its own offset");
+
+    let stats = node.process(input(Op::GetPoolStats), Context::new()).await.unwrap().pool_stats.unwrap();
+    assert_eq!(stats.total_messages_sent, 501);
+    assert_eq!(stats.topics[&topic.name].sent, 501);
+
+    let health = node.process(input(Op::HealthCheck), Context::new()).await.unwrap();
+    assert_eq!(health.health_status, Some(HealthStatus::Healthy), "{:?}", health.errors);
+
+    let flushed = node.process(input(Op::Flush), Context::new()).await.unwrap();
+    assert!(flushed.success);
+    let closed = node.process(input(Op::Close), Context::new()).await.unwrap();
+    assert!(closed.success);
+    assert_eq!(closed.failed, Some(0));
+
+    let mut late = input(Op::SendMessage);
+    late.topic = Some(topic.name.clone());
+    late.value = Some(serde_json::json!(1));
+    let out = node.process(late, Context::new()).await.unwrap();
+    assert!(!out.success, "sends after close must fail");
+    assert_eq!(out.errors.unwrap()[0].code, ErrorCode::IntegrationServiceUnavailable);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_validation_error_and_failures_are_reported() {
+    let node = node(KafkaProducerConfig::new(bootstrap()), None);
+    let err = node.process(input(Op::SendMessage), Context::new()).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ValidationError);
+    let err = node.process(input(Op::SendBatch), Context::new()).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ValidationError);
+    let mut bad = input(Op::SendMessage);
+    bad.topic = Some("t".into());
+    bad.partition = Some(u64::MAX);
+    assert_eq!(node.process(bad, Context::new()).await.unwrap_err().code(), ErrorCode::ValidationError);
+    let mut bad = input(Op::Flush);
+    bad.timeout_seconds = Some(0.0);
+    assert_eq!(node.process(bad, Context::new()).await.unwrap_err().code(), ErrorCode::ValidationError);
+
+    // A message the producer refuses (over message.max.bytes): reported in the output, not raised.
+    let mut too_big = input(Op::SendMessage);
+    too_big.topic = Some(onex_tests::kafka::unique_topic("too-big"));
+    too_big.value = Some(serde_json::json!("x".repeat(2_000_000)));
+    let out = node.process(too_big, Context::new()).await.unwrap();
+    assert!(!out.success);
+    assert_eq!(out.failed, Some(1));
+    assert_eq!(out.errors.unwrap()[0].code, ErrorCode::ValidationError);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_changes_are_published_on_the_registered_bus() {
+    let topic = TestTopic::create("node-health", 1).await;
+    let bus = Arc::new(RecordingBus::default());
+    let node = node(KafkaProducerConfig::new(bootstrap()), Some(bus.clone()));
+    let mut ok = input(Op::SendMessage);
+    ok.topic = Some(topic.name.clone());
+    ok.value = Some(serde_json::json!(1));
+    assert!(node.process(ok.clone(), Context::new()).await.unwrap().success);
+    let first = node.process(input(Op::HealthCheck), Context::new()).await.unwrap();
+    assert_eq!(first.health_status, Some(HealthStatus::Healthy));
+    assert!(bus.0.lock().unwrap().is_empty(), "the first check has nothing to compare with");
+
+    let mut too_big = ok.clone();
+    too_big.value = Some(serde_json::json!("x".repeat(2_000_000)));
+    assert!(!node.process(too_big, Context::new()).await.unwrap().success);
+    let failing = node.process(input(Op::HealthCheck), Context::new()).await.unwrap();
+    assert_eq!(failing.health_status, Some(HealthStatus::Unhealthy), "the latest delivery failed");
+    assert!(!failing.errors.unwrap_or_default().is_empty());
+    let _ = node.process(input(Op::HealthCheck), Context::new()).await.unwrap();
+    {
+        let events = bus.0.lock().unwrap();
+        assert_eq!(events.len(), 1, "one change, one event: {events:?}");
+        assert_eq!(events[0].event_type, "kafka.pool.health_changed");
+        assert_eq!(events[0].payload["status"], "unhealthy");
+    }
+
+    let unreachable = KafkaProducerConfig { delivery_timeout_ms: 1_000, ..KafkaProducerConfig::new("127.0.0.1:1") };
+    let dead = self::node(unreachable, None);
+    let mut send = input(Op::SendMessage);
+    send.topic = Some("x".into());
+    send.value = Some(serde_json::json!(1));
+    let out = dead.process(send, Context::new()).await.unwrap();
+    assert!(!out.success);
+    assert_eq!(out.errors.unwrap()[0].code, ErrorCode::OperationTimeout);
+    let health = dead.process(input(Op::HealthCheck), Context::new()).await.unwrap();
+    assert_eq!(health.health_status, Some(HealthStatus::Unhealthy));
+}
