@@ -151,8 +151,16 @@ fn check(root: &Path) -> ExitCode {
 }
 
 fn validate(root: &Path, paths: &[String]) -> ExitCode {
-    let contracts = root.join("contracts");
-    let only: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+    // Canonical paths, so a PATH inside contracts/ is shown relative to it however it was typed.
+    let canonical = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
+    let contracts = canonical(root.join("contracts"));
+    let only: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| {
+            let full = canonical(PathBuf::from(p));
+            if full.starts_with(&contracts) { full } else { PathBuf::from(p) }
+        })
+        .collect();
     let loaded = codegen::load(&contracts, if only.is_empty() { None } else { Some(&only) });
     report(&loaded);
     let errors = loaded.diagnostics.iter().filter(|d| d.is_error()).count();

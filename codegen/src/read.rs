@@ -154,16 +154,17 @@ pub fn discover(root: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
 
 /// Reads `path`, which lies under `contracts_dir`.
 pub fn read_source(contracts_dir: &Path, path: &Path) -> Result<SourceFile, Box<Diagnostic>> {
-    let relative = path.strip_prefix(contracts_dir).unwrap_or(path);
-    let mut components: Vec<String> =
-        relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
-    if components.is_empty() {
-        components.push(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-    }
-    let base = contracts_dir.file_name().map(|n| n.to_string_lossy().into_owned());
-    let display = match base {
-        Some(base) if path != contracts_dir => format!("{base}/{}", components.join("/")),
-        _ => components.join("/"),
+    let slashed = |p: &Path| p.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>();
+    let (components, display) = match path.strip_prefix(contracts_dir) {
+        Ok(relative) if !relative.as_os_str().is_empty() => {
+            let components = slashed(relative);
+            let base = contracts_dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            let display =
+                if base.is_empty() { components.join("/") } else { format!("{base}/{}", components.join("/")) };
+            (components, display)
+        }
+        // Outside the contracts folder (e.g. `validate some/file.yaml`): show the path as given.
+        _ => (slashed(path), path.display().to_string().replace('\\', "/")),
     };
     let io_error = |message: String| Box::new(Diagnostic::error(Code::Io, &display, Pos::new(1, 1), "", message));
     let bytes = std::fs::read(path).map_err(|e| io_error(format!("cannot read {}: {e}", path.display())))?;

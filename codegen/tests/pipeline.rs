@@ -227,3 +227,27 @@ fn new_writes_the_checked_in_fixture_and_it_generates() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("naming convention"));
 }
+
+#[test]
+fn builder_reports_contract_errors_as_located_cargo_errors() {
+    let scratch = Scratch::new("builder-errors");
+    let contracts = workspace().join("tests/fixtures/codegen/errors/ref_to_nothing/contracts");
+    let err = codegen::Builder::new()
+        .contracts_dir(&contracts)
+        .out_dir(&scratch.0)
+        .emit_rerun_if_changed(false)
+        .generate()
+        .unwrap_err();
+    let codegen::BuildError::Contracts(diags) = err else { panic!("expected contract errors, got {err}") };
+    let lines: Vec<String> = diags.iter().map(codegen::diagnostics::Diagnostic::render_cargo).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(
+            "cargo::error=contracts/nodes/node_sample_store_effect/v1_0_0/contract.yaml:20:15: error[CG0011]: "
+        ),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains("help: define `EnumSampleOperations`"), "{}", lines[0]);
+    assert!(!scratch.0.join("onex_nodes.rs").exists(), "nothing is written on error");
+}
