@@ -15,6 +15,7 @@ commands:
   validate [PATHS...]       diagnostics only (default: contracts/)
   new node_<name>_<kind>    write a new contract from templates/contract.yaml.jinja, then regenerate
   codes                     print the table of diagnostic codes
+  schema                    print the editor JSON Schema of the contract dialect
 
 options:
   --root DIR                the workspace root (default: found from the current directory)";
@@ -41,6 +42,10 @@ fn main() -> ExitCode {
         Some("check") if args.len() == 1 => check(&root),
         Some("validate") => validate(&root, &args[1..]),
         Some("new") if args.len() == 2 => new(&root, &args[1]),
+        Some("schema") => {
+            print!("{}", codegen::CONTRACT_SCHEMA);
+            ExitCode::SUCCESS
+        }
         Some("codes") => {
             print!("{}", codegen::diagnostics::codes_table());
             ExitCode::SUCCESS

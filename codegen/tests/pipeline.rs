@@ -251,3 +251,16 @@ fn builder_reports_contract_errors_as_located_cargo_errors() {
     assert!(lines[0].contains("help: define `EnumSampleOperations`"), "{}", lines[0]);
     assert!(!scratch.0.join("onex_nodes.rs").exists(), "nothing is written on error");
 }
+
+#[test]
+fn the_editor_schema_is_json_and_names_every_required_key() {
+    let schema: serde_json::Value = serde_json::from_str(codegen::CONTRACT_SCHEMA).unwrap();
+    let required: Vec<&str> = schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    for key in
+        ["contract_version", "node_name", "node_type", "description", "input_model", "output_model", "definitions"]
+    {
+        assert!(required.contains(&key), "{key}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_codegen")).arg("schema").output().unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), codegen::CONTRACT_SCHEMA);
+}
