@@ -155,10 +155,15 @@ impl Builder {
         let stamp = stamp(&paths, scaffold_dir.as_deref(), &self.include_file);
         let stamp_file = out_dir.join(".codegen-stamp");
         let include_path = out_dir.join(&self.include_file);
+        // The stamp file holds the input fingerprint, then one line per scaffold file: a
+        // deleted scaffold must be recreated even when the contracts did not change.
         if let Some(stamp) = &stamp {
-            if include_path.exists() && std::fs::read_to_string(&stamp_file).is_ok_and(|s| &s == stamp) {
+            let previous = std::fs::read_to_string(&stamp_file).unwrap_or_default();
+            let mut lines = previous.lines();
+            let scaffolds: Vec<PathBuf> = lines.clone().skip(1).map(PathBuf::from).collect();
+            if include_path.exists() && lines.next() == Some(stamp.as_str()) && scaffolds.iter().all(|p| p.exists()) {
                 if self.emit_rerun_if_changed {
-                    for p in &paths {
+                    for p in paths.iter().chain(&scaffolds) {
                         println!("cargo:rerun-if-changed={}", p.display());
                     }
                 }
@@ -185,6 +190,13 @@ impl Builder {
             return Err(BuildError::Contracts(loaded.diagnostics));
         };
         // With a scaffold directory, OUT_DIR's node.rs forwards to the human-owned file.
+        let scaffold_root = scaffold_dir.clone().unwrap_or_else(|| out_dir.clone());
+        let scaffold_files: Vec<PathBuf> = output.scaffolds.keys().map(|rel| scaffold_root.join(rel)).collect();
+        if self.emit_rerun_if_changed {
+            for p in &scaffold_files {
+                println!("cargo:rerun-if-changed={}", p.display());
+            }
+        }
         if let Some(dir) = &scaffold_dir {
             let scaffolds = std::mem::take(&mut output.scaffolds);
             let mut created = crate::Output::default();
@@ -206,7 +218,12 @@ impl Builder {
         std::fs::create_dir_all(&out_dir).map_err(BuildError::Io)?;
         crate::write_tree(&output, &out_dir, None).map_err(BuildError::Io)?;
         if let Some(stamp) = stamp {
-            std::fs::write(&stamp_file, stamp).map_err(BuildError::Io)?;
+            let mut text = stamp;
+            for p in &scaffold_files {
+                text.push('\n');
+                text.push_str(&p.display().to_string());
+            }
+            std::fs::write(&stamp_file, text).map_err(BuildError::Io)?;
         }
         Ok(Generated {
             out_dir,

@@ -156,6 +156,11 @@ fn scaffolds_are_never_overwritten() {
     assert!(!build().up_to_date);
     assert_eq!(std::fs::read_to_string(&scaffold).unwrap(), "// edited\n");
     assert!(build().up_to_date, "a second run with the same inputs is a no-op");
+    // A deleted scaffold is recreated, and only that one.
+    std::fs::remove_file(scaffolds.join("nodes/node_postgres_adapter_effect/v1_0_0/node.rs")).unwrap();
+    assert!(!build().up_to_date);
+    assert!(scaffolds.join("nodes/node_postgres_adapter_effect/v1_0_0/node.rs").exists());
+    assert_eq!(std::fs::read_to_string(&scaffold).unwrap(), "// edited\n");
 }
 
 fn copy_repo_subset(to: &Path) {
