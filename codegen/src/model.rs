@@ -827,6 +827,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_keyword_becomes_a_usable_identifier() {
+        for kw in KEYWORDS.iter().chain(&["_", "r#type", "Self"]) {
+            let ident = field_ident(kw);
+            assert!(syn::parse_str::<syn::Ident>(&ident).is_ok(), "{kw} -> {ident}");
+            let variant = variant_ident(kw);
+            assert!(syn::parse_str::<syn::Ident>(&variant).is_ok(), "{kw} -> {variant}");
+        }
+    }
+
+    #[test]
+    fn prelude_type_names_are_refused_with_both_names_in_the_message() {
+        let text = "contract_version: {major: 1, minor: 0, patch: 0}\nnode_name: node_x_compute\nnode_type: COMPUTE\n\
+                    description: d\ninput_model: Option\noutput_model: Option\ndefinitions:\n  Option:\n    type: object\n";
+        let source = crate::read::SourceFile {
+            abs_path: "contracts/nodes/node_x_compute/v1_0_0/contract.yaml".into(),
+            display: "c.yaml".into(),
+            components: Vec::new(),
+            text: text.into(),
+        };
+        let mut diags = Vec::new();
+        let tree = crate::read::parse("c.yaml", text, &mut diags).unwrap();
+        let contract = crate::validate::validate(source, &tree, &mut diags).unwrap();
+        assert!(build(contract, &mut diags).is_none());
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(diags[0].code, Code::NameCollision);
+        assert!(diags[0].message.contains("shadow Rust's own `Option`"), "{}", diags[0].message);
+    }
+
+    #[test]
     fn names() {
         assert_eq!(to_pascal_case("node_postgres_connection_manager_effect"), "NodePostgresConnectionManagerEffect");
         assert_eq!(to_pascal_case("HTTPServer"), "HttpServer");
