@@ -1,0 +1,311 @@
+//! Producer throughput and delivery latency against the test broker, side by side:
+//!
+//! - `raw-rdkafka`: one `FutureProducer` used well (many sends in flight, results awaited
+//!   through `FuturesUnordered`);
+//! - `pool`: `KafkaProducerPool::send` (one shared producer), same pattern;
+//! - `pool-N`: the pool with N producers for the same configuration;
+//! - `node-send-batch`: `node_kafka_producer_pool_effect` `send_batch` requests of 1,000
+//!   JSON messages, 50 requests in flight.
+//!
+//! 100-byte messages, acks=all, with and without idempotence. Run with
+//! `scripts/bench-kafka.sh`; writes `target/bench/kafka.json` and prints a markdown table.
+//! Knobs: `KAFKA_BENCH_MESSAGES` (default 500000), `KAFKA_BENCH_LINGER_MS` (pool default),
+//! `KAFKA_BENCH_ONLY` (substring filter on contender names).
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use onex_generated::nodes::node_kafka_producer_pool_effect::v1_0_0::NodeKafkaProducerPoolEffect;
+use onex_generated::nodes::node_kafka_producer_pool_effect::v1_0_0::models::{
+    EnumKafkaProducerPoolOperation, ModelKafkaMessage, ModelKafkaProducerPoolInput,
+};
+use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool, ProduceRecord};
+use onex_runtime::models::kafka::KafkaProducerConfig;
+use onex_runtime::{Container, Context, Node};
+use onex_tests::kafka::{bootstrap, create_topic, unique_topic};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Serialize;
+
+/// Messages awaited at most at once by every contender.
+const WINDOW: usize = 50_000;
+const PAYLOAD_BYTES: usize = 100;
+const PARTITIONS: i32 = 3;
+const WARMUP: u32 = 2_000;
+
+#[derive(Debug, Serialize)]
+struct Outcome {
+    name: String,
+    settings: String,
+    msgs_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+struct Latencies(Vec<u32>);
+
+impl Latencies {
+    fn with_capacity(n: usize) -> Self {
+        Self(Vec::with_capacity(n))
+    }
+
+    fn push(&mut self, latency: Duration) {
+        self.0.push(latency.as_micros().min(u128::from(u32::MAX)) as u32);
+    }
+
+    fn quantile_ms(&mut self, q: f64) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        self.0.sort_unstable();
+        let rank = ((q * self.0.len() as f64).ceil() as usize).clamp(1, self.0.len());
+        f64::from(self.0[rank - 1]) / 1000.0
+    }
+}
+
+struct Run {
+    messages: u32,
+    linger_ms: u32,
+}
+
+fn payload() -> Vec<u8> {
+    vec![b'p'; PAYLOAD_BYTES]
+}
+
+fn settings(run: &Run, idempotence: bool, extra: &str) -> String {
+    format!(
+        "messages={} bytes={PAYLOAD_BYTES} acks=all idempotence={idempotence} linger.ms={} window={WINDOW} partitions={PARTITIONS}{extra}",
+        run.messages, run.linger_ms
+    )
+}
+
+async fn fresh_topic(name: &str) -> String {
+    let topic = unique_topic(&format!("bench-{name}"));
+    create_topic(&topic, PARTITIONS).await;
+    topic
+}
+
+async fn raw_rdkafka(run: &Run, idempotence: bool) -> Outcome {
+    let topic = fresh_topic("raw").await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("acks", "all")
+        .set("enable.idempotence", idempotence.to_string())
+        .set("linger.ms", run.linger_ms.to_string())
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("raw producer");
+    let body = payload();
+    for i in 0..WARMUP {
+        let key = i.to_be_bytes();
+        producer
+            .send(FutureRecord::to(&topic).key(&key[..]).payload(&body[..]), Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    let mut latencies = Latencies::with_capacity(run.messages as usize);
+    let mut pending = FuturesUnordered::new();
+    let started = Instant::now();
+    for i in 0..run.messages {
+        let key = i.to_be_bytes();
+        let sent_at = Instant::now();
+        let delivery = producer
+            .send_result(FutureRecord::to(&topic).key(&key[..]).payload(&body[..]))
+            .map_err(|(e, _)| e)
+            .expect("enqueue");
+        pending.push(async move { (delivery.await, sent_at.elapsed()) });
+        if pending.len() >= WINDOW {
+            let (result, latency) = pending.next().await.unwrap();
+            result.expect("channel").expect("delivery");
+            latencies.push(latency);
+        }
+    }
+    while let Some((result, latency)) = pending.next().await {
+        result.expect("channel").expect("delivery");
+        latencies.push(latency);
+    }
+    let elapsed = started.elapsed();
+    Outcome {
+        name: "raw-rdkafka".into(),
+        settings: settings(run, idempotence, " producers=1"),
+        msgs_per_sec: f64::from(run.messages) / elapsed.as_secs_f64(),
+        p50_ms: latencies.quantile_ms(0.50),
+        p99_ms: latencies.quantile_ms(0.99),
+    }
+}
+
+fn pool_for(run: &Run, idempotence: bool, producers: usize) -> KafkaProducerPool {
+    let config = KafkaProducerConfig {
+        enable_idempotence: idempotence,
+        linger_ms: run.linger_ms,
+        ..KafkaProducerConfig::new(bootstrap())
+    };
+    let settings = KafkaPoolSettings { producers_per_config: producers, ..Default::default() };
+    KafkaProducerPool::new(settings, config).expect("pool")
+}
+
+async fn pool(run: &Run, idempotence: bool, producers: usize) -> Outcome {
+    let topic = fresh_topic("pool").await;
+    let pool = pool_for(run, idempotence, producers);
+    let body = payload();
+    for i in 0..WARMUP {
+        pool.publish(ProduceRecord::new(&topic, &body).key(&i.to_be_bytes()), None).await.expect("warm-up");
+    }
+    let mut latencies = Latencies::with_capacity(run.messages as usize);
+    let mut pending = FuturesUnordered::new();
+    let started = Instant::now();
+    for i in 0..run.messages {
+        let key = i.to_be_bytes();
+        let sent_at = Instant::now();
+        let delivery = pool.send(ProduceRecord::new(&topic, &body).key(&key), None).await.expect("enqueue");
+        pending.push(async move { (delivery.await, sent_at.elapsed()) });
+        if pending.len() >= WINDOW {
+            let (result, latency) = pending.next().await.unwrap();
+            result.expect("delivery");
+            latencies.push(latency);
+        }
+    }
+    while let Some((result, latency)) = pending.next().await {
+        result.expect("delivery");
+        latencies.push(latency);
+    }
+    let elapsed = started.elapsed();
+    let stats = pool.stats();
+    assert_eq!(stats.total_messages_failed, 0);
+    pool.shutdown().await.expect("shutdown");
+    Outcome {
+        name: if producers == 1 { "pool".into() } else { format!("pool-{producers}") },
+        settings: settings(run, idempotence, &format!(" producers={producers}")),
+        msgs_per_sec: f64::from(run.messages) / elapsed.as_secs_f64(),
+        p50_ms: latencies.quantile_ms(0.50),
+        p99_ms: latencies.quantile_ms(0.99),
+    }
+}
+
+const BATCH: usize = 1_000;
+const BATCHES_IN_FLIGHT: usize = WINDOW / BATCH;
+
+fn batch_input(topic: &str, first: u32, count: usize, value: &serde_json::Value) -> ModelKafkaProducerPoolInput {
+    ModelKafkaProducerPoolInput {
+        operation_type: EnumKafkaProducerPoolOperation::SendBatch,
+        correlation_id: None,
+        topic: None,
+        key: None,
+        value: None,
+        headers: None,
+        partition: None,
+        messages: Some(
+            (0..count as u32)
+                .map(|i| ModelKafkaMessage {
+                    topic: topic.to_owned(),
+                    key: Some((first + i).to_string()),
+                    value: value.clone(),
+                    headers: None,
+                    partition: None,
+                })
+                .collect(),
+        ),
+        timeout_seconds: None,
+    }
+}
+
+async fn node(run: &Run, idempotence: bool) -> Outcome {
+    let topic = fresh_topic("node").await;
+    let mut container = Container::new();
+    container.register(std::sync::Arc::new(pool_for(run, idempotence, 1)));
+    let node: NodeKafkaProducerPoolEffect = NodeKafkaProducerPoolEffect::new(&container).expect("node");
+    // A JSON string of 98 characters encodes to exactly 100 bytes.
+    let value = serde_json::Value::String("v".repeat(PAYLOAD_BYTES - 2));
+    let warm = node.process(batch_input(&topic, 0, WARMUP as usize, &value), Context::new()).await.unwrap();
+    assert!(warm.success);
+    let batches = (run.messages as usize).div_ceil(BATCH);
+    let mut latencies = Latencies::with_capacity(batches);
+    let started = Instant::now();
+    let mut results = futures::stream::iter(0..batches)
+        .map(|b| {
+            let first = (b * BATCH) as u32;
+            let count = BATCH.min(run.messages as usize - b * BATCH);
+            let input = batch_input(&topic, first, count, &value);
+            let node = &node;
+            async move {
+                let sent_at = Instant::now();
+                let out = node.process(input, Context::new()).await;
+                (out, sent_at.elapsed())
+            }
+        })
+        .buffer_unordered(BATCHES_IN_FLIGHT);
+    let mut delivered = 0u64;
+    while let Some((out, latency)) = results.next().await {
+        let out = out.expect("send_batch");
+        assert!(out.success, "{:?}", out.errors);
+        delivered += out.delivered.unwrap_or(0);
+        latencies.push(latency);
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(delivered, u64::from(run.messages));
+    Outcome {
+        name: "node-send-batch".into(),
+        settings: settings(
+            run,
+            idempotence,
+            &format!(" producers=1 batch={BATCH} batches_in_flight={BATCHES_IN_FLIGHT} latency=per-request"),
+        ),
+        msgs_per_sec: f64::from(run.messages) / elapsed.as_secs_f64(),
+        p50_ms: latencies.quantile_ms(0.50),
+        p99_ms: latencies.quantile_ms(0.99),
+    }
+}
+
+fn env_u32(key: &str, default: u32) -> u32 {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    let run = Run {
+        messages: env_u32("KAFKA_BENCH_MESSAGES", 500_000),
+        linger_ms: env_u32("KAFKA_BENCH_LINGER_MS", KafkaProducerConfig::DEFAULT_LINGER_MS),
+    };
+    let only = std::env::var("KAFKA_BENCH_ONLY").unwrap_or_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let outcomes: Vec<Outcome> = runtime.block_on(async {
+        let mut outcomes = Vec::new();
+        for idempotence in [false, true] {
+            let contenders: [&str; 5] = ["raw-rdkafka", "pool", "pool-2", "pool-4", "node-send-batch"];
+            for name in contenders {
+                if !only.is_empty() && !name.contains(only.as_str()) {
+                    continue;
+                }
+                let outcome = match name {
+                    "raw-rdkafka" => raw_rdkafka(&run, idempotence).await,
+                    "pool" => pool(&run, idempotence, 1).await,
+                    "pool-2" => pool(&run, idempotence, 2).await,
+                    "pool-4" => pool(&run, idempotence, 4).await,
+                    _ => node(&run, idempotence).await,
+                };
+                eprintln!("{:<16} idempotence={idempotence:<5} {:>10.0} msgs/s", outcome.name, outcome.msgs_per_sec);
+                outcomes.push(outcome);
+            }
+        }
+        outcomes
+    });
+    let out_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&out_dir).expect("create target/bench");
+    let path = out_dir.join("kafka.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&outcomes).unwrap()).expect("write kafka.json");
+    println!("| contender | idempotence | msgs/s | vs raw | p50 ms | p99 ms |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for o in &outcomes {
+        let idempotence = o.settings.contains("idempotence=true");
+        let raw = outcomes
+            .iter()
+            .find(|r| r.name == "raw-rdkafka" && r.settings.contains("idempotence=true") == idempotence)
+            .map(|r| r.msgs_per_sec);
+        let relative = raw.map_or("-".to_owned(), |raw| format!("{:+.1} %", (o.msgs_per_sec / raw - 1.0) * 100.0));
+        println!(
+            "| {} | {} | {:.0} | {} | {:.2} | {:.2} |",
+            o.name, idempotence, o.msgs_per_sec, relative, o.p50_ms, o.p99_ms
+        );
+    }
+    println!("\nwritten to {}", path.canonicalize().unwrap_or(path).display());
+}
