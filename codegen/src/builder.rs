@@ -183,8 +183,15 @@ impl Builder {
                 println!("cargo:rerun-if-changed={}", p.display());
             }
         }
+        // Cargo shows these lines to people and IDEs: point at the file on disk.
+        let base = contracts_dir.parent().unwrap_or(Path::new(""));
         for d in &loaded.diagnostics {
-            println!("{}", d.render_cargo());
+            let mut located = d.clone();
+            located.file = base.join(&d.file).display().to_string();
+            for related in &mut located.related {
+                related.file = base.join(&related.file).display().to_string();
+            }
+            println!("{}", located.render_cargo());
         }
         let Some(mut output) = output else {
             return Err(BuildError::Contracts(loaded.diagnostics));
