@@ -31,6 +31,10 @@ impl Sleeper for RecordingSleeper {
 }
 
 impl RecordingSleeper {
+    fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+
     fn delays_ms(&self) -> Vec<u128> {
         self.0.lock().unwrap().iter().map(Duration::as_millis).collect()
     }
@@ -108,20 +112,29 @@ async fn timeouts_are_retried_with_exponential_backoff_then_surface() {
     let mock = mock_with_topic(EVENT_TOPIC);
     let (bus, sleeper) = bus(pool(&mock, 1_000));
     bus.publish_event(&event("svc")).await.unwrap();
+    sleeper.clear();
+    let retries_before = bus.stats().retries;
+    let failed_before = bus.pool().stats().total_messages_failed;
     mock.broker_down(1).unwrap();
     let err = bus.publish_event(&event("svc")).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::OperationTimeout, "{err}");
-    assert_eq!(kafka_error_name(&err), Some("MessageTimedOut"));
+    // librdkafka's own expiry or the pool's watchdog purge, whichever comes first.
+    let name = kafka_error_name(&err);
+    assert!(matches!(name, Some("MessageTimedOut" | "PurgeQueue")), "{name:?}");
     assert_eq!(err.details()["attempts"], 4, "1 attempt + REDPANDA_MAX_RETRIES (3)");
     assert_eq!(sleeper.delays_ms(), [100, 200, 400]);
-    assert_eq!(bus.stats().retries, 3);
+    assert_eq!(bus.stats().retries - retries_before, 3);
     let stats = bus.pool().stats();
-    assert_eq!(stats.total_messages_failed, 4);
+    assert_eq!(stats.total_messages_failed - failed_before, 4);
     assert_eq!(stats.pool_health, HealthStatus::Unhealthy);
 
     mock.broker_up(1).unwrap();
-    bus.publish_event(&event("svc")).await.unwrap();
-    assert_eq!(bus.pool().stats().total_messages_sent, 2, "the same pool delivers again once the broker is back");
+    // librdkafka reconnects with backoff; the same pool delivers again once it has.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = bus.publish_event(&event("svc")).await {
+        assert!(std::time::Instant::now() < deadline, "no recovery within 30 s: {e}");
+    }
+    assert_eq!(bus.pool().stats().total_messages_sent, 2, "one before the outage, one after");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +159,7 @@ async fn a_batch_reports_exactly_the_events_that_failed() {
 async fn rate_limits_apply_per_caller_and_the_first_request_passes() {
     let mock = mock_with_topic(EVENT_TOPIC);
     let (bus, _sleeper) = bus(pool(&mock, 10_000));
-    let bus = bus.with_rate_limit(Some(RateLimitRule { per_minute: 60, burst: 2, penalty: Duration::from_secs(30) }));
+    let bus = bus.with_rate_limit(Some(RateLimitRule { per_minute: 1, burst: 2, penalty: Duration::from_secs(30) }));
     bus.publish_event(&event("caller-a")).await.unwrap();
     bus.publish_event(&event("caller-a")).await.unwrap();
     let err = bus.publish_event(&event("caller-a")).await.unwrap_err();
