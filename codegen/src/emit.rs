@@ -189,6 +189,7 @@ fn field_tokens(
     let name = ident(&field.ident)?;
     let doc = doc_attrs(&field.doc, source, &format!("`{}`.", field.wire));
     let ty = rust_type(&field.ty)?;
+    let ty = if field.boxed { quote!(Box<#ty>) } else { ty };
     let wire = &field.wire;
     let rename = field.rename.then(|| quote!(#[serde(rename = #wire)]));
     if let Some(default) = &field.default {
@@ -199,6 +200,7 @@ fn field_tokens(
         );
         let fn_ident = ident(&fn_name)?;
         let expr = default_expr(default, &field.ty)?;
+        let expr = if field.boxed { quote!(Box::new(#expr)) } else { expr };
         if let DefaultValue::ExternalVariant { wire, .. } = default {
             checks.push(quote! {
                 assert_eq!(serde_json::to_value(super::#fn_ident()).ok(), Some(serde_json::Value::from(#wire)));

@@ -104,6 +104,8 @@ pub struct Field {
     pub optional: bool,
     /// Filled with this when absent.
     pub default: Option<DefaultValue>,
+    /// `Box<T>`: the field closes a cycle of structs that would otherwise have infinite size.
+    pub boxed: bool,
     /// Doc.
     pub doc: Doc,
 }
@@ -413,6 +415,7 @@ impl Builder<'_> {
                         ty,
                         optional,
                         default: None,
+                        boxed: false,
                         doc: Doc { text: prop.schema.description.clone(), line: prop.name.pos.line },
                     });
                 }
@@ -543,6 +546,59 @@ impl Builder<'_> {
     }
 }
 
+/// The struct or alias a field stores inline (not behind `Vec` or a map, which already
+/// allocate), resolving aliases.
+fn inline_target<'t>(types: &'t [TypeDef], ty: &'t RustType) -> Option<&'t str> {
+    match ty {
+        RustType::Named(name) => match types.iter().find(|t| t.name() == name) {
+            Some(TypeDef::Alias { ty, .. }) => inline_target(types, ty),
+            Some(TypeDef::Struct { name, .. }) => Some(name),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Boxes every field through which a struct contains itself (directly or through other
+/// structs), so recursive schemas compile. Deterministic: types and fields are visited in order.
+fn box_cycles(types: &mut [TypeDef]) {
+    let reaches = |types: &[TypeDef], from: &str, to: &str| -> bool {
+        let mut stack = vec![from.to_owned()];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(current) = stack.pop() {
+            if current == to {
+                return true;
+            }
+            if !seen.insert(current.clone()) {
+                continue;
+            }
+            if let Some(TypeDef::Struct { fields, .. }) = types.iter().find(|t| t.name() == current) {
+                stack.extend(
+                    fields.iter().filter(|f| !f.boxed).filter_map(|f| inline_target(types, &f.ty)).map(str::to_owned),
+                );
+            }
+        }
+        false
+    };
+    for index in 0..types.len() {
+        let TypeDef::Struct { name, fields, .. } = &types[index] else { continue };
+        let name = name.clone();
+        for field_index in 0..fields.len() {
+            let target = match &types[index] {
+                TypeDef::Struct { fields, .. } => inline_target(types, &fields[field_index].ty).map(str::to_owned),
+                _ => None,
+            };
+            if let Some(target) = target {
+                if reaches(types, &target, &name) {
+                    if let TypeDef::Struct { fields, .. } = &mut types[index] {
+                        fields[field_index].boxed = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn describe(ty: &RustType) -> String {
     match ty {
         RustType::String => "string".into(),
@@ -607,7 +663,8 @@ pub fn build(contract: Contract, diags: &mut Vec<Diagnostic>) -> Option<NodeMode
             }
         }
     }
-    let types = std::mem::take(&mut b.types);
+    let mut types = std::mem::take(&mut b.types);
+    box_cycles(&mut types);
     let input_type = to_pascal_case(&contract.input_model.value);
     let output_type = to_pascal_case(&contract.output_model.value);
     let (operation_enum, operations) = operations(&contract, &types, b.diags);

@@ -153,7 +153,8 @@ fn keyword_properties_keep_their_wire_names() {
 #[test]
 fn a_sensitive_value_never_shows_in_debug() {
     use onex_build_user::keywords::nodes::node_keyword_fields_compute::v1_0_0::models::ModelKeywordOutput;
-    let json = serde_json::json!({"password": "hunter2", "crate": "c", "yield": {"a": 1}});
+    let tree = serde_json::json!({"value": 1, "left": {"value": 2, "children": [{"value": 3}]}});
+    let json = serde_json::json!({"password": "hunter2", "crate": "c", "yield": {"a": 1}, "tree": tree});
     let output: ModelKeywordOutput = serde_json::from_value(json.clone()).unwrap();
     let shown = format!("{output:?}");
     assert!(!shown.contains("hunter2"), "{shown}");
