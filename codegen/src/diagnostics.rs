@@ -12,6 +12,8 @@ pub enum Severity {
     Error,
     /// Reported, generation continues.
     Warning,
+    /// Information (e.g. a file that is skipped because it is not a node contract).
+    Note,
 }
 
 /// The stable diagnostic codes. Never renumber; add new ones at the end.
@@ -59,11 +61,19 @@ pub enum Code {
     InvalidDefault,
     /// CG0021: no contract was found.
     NoContracts,
+    /// CG0022: the file is not a node contract and is skipped.
+    NotANodeContract,
+    /// CG0023: an external type has no Rust mapping and becomes `serde_json::Value`.
+    UnmappedExternalType,
+    /// CG0024: a name was converted or renamed to valid, unique Rust.
+    Renamed,
+    /// CG0025: a construct of another dialect is read approximately or not used.
+    DialectApproximation,
 }
 
 impl Code {
     /// Every code, in order, for the table in the docs and the tests.
-    pub const ALL: [Code; 21] = [
+    pub const ALL: [Code; 25] = [
         Code::YamlSyntax,
         Code::YamlLimit,
         Code::DuplicateKey,
@@ -85,6 +95,10 @@ impl Code {
         Code::InvalidRustType,
         Code::InvalidDefault,
         Code::NoContracts,
+        Code::NotANodeContract,
+        Code::UnmappedExternalType,
+        Code::Renamed,
+        Code::DialectApproximation,
     ];
 
     /// `CG0001`…
@@ -111,6 +125,10 @@ impl Code {
             Code::InvalidRustType => "CG0019",
             Code::InvalidDefault => "CG0020",
             Code::NoContracts => "CG0021",
+            Code::NotANodeContract => "CG0022",
+            Code::UnmappedExternalType => "CG0023",
+            Code::Renamed => "CG0024",
+            Code::DialectApproximation => "CG0025",
         }
     }
 
@@ -138,6 +156,10 @@ impl Code {
             Code::InvalidRustType => "rust_type is not a valid Rust type",
             Code::InvalidDefault => "a default does not fit its schema",
             Code::NoContracts => "no contract was found",
+            Code::NotANodeContract => "the file is not a node contract and is skipped",
+            Code::UnmappedExternalType => "an external type has no Rust mapping and becomes serde_json::Value",
+            Code::Renamed => "a name was converted or renamed to valid, unique Rust",
+            Code::DialectApproximation => "a construct of another dialect is read approximately or not used",
         }
     }
 }
@@ -216,6 +238,11 @@ impl Diagnostic {
         Self { severity: Severity::Warning, ..Self::error(code, file, pos, path, message) }
     }
 
+    /// A note.
+    pub fn note(code: Code, file: &str, pos: Pos, path: &str, message: impl Into<String>) -> Self {
+        Self { severity: Severity::Note, ..Self::error(code, file, pos, path, message) }
+    }
+
     /// Adds how to fix it.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
@@ -246,6 +273,7 @@ impl Diagnostic {
         let level = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "note",
         };
         let _ = writeln!(out, "{level}[{}]: {}", self.code, self.message);
         let _ = writeln!(out, " --> {}", self.location());
@@ -279,6 +307,7 @@ impl Diagnostic {
         let level = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "note",
         };
         let mut line = format!("cargo::{level}={}: {}[{}]: {}", self.location(), level, self.code, self.message);
         for related in &self.related {

@@ -8,10 +8,14 @@
 #![warn(missing_docs)]
 
 pub mod diagnostics;
+pub mod dialect;
 pub mod emit;
+pub mod explain;
 pub mod model;
 pub mod new_node;
+pub mod package;
 pub mod read;
+pub mod report;
 pub mod validate;
 
 mod builder;
@@ -42,6 +46,8 @@ pub struct Loaded {
     pub sources: BTreeMap<String, String>,
     /// Every file read, on disk.
     pub files_read: Vec<PathBuf>,
+    /// Display paths of files skipped because they are not node contracts.
+    pub skipped: Vec<String>,
 }
 
 impl Loaded {
@@ -62,6 +68,11 @@ impl Loaded {
 
 /// Reads every contract under `contracts_dir` (or just `only`, which lie under it).
 pub fn load(contracts_dir: &Path, only: Option<&[PathBuf]>) -> Loaded {
+    load_with(contracts_dir, only, &dialect::Options { load_subcontracts: true, ..dialect::Options::default() })
+}
+
+/// [`load`] with the options for contracts of other dialects (the type map).
+pub fn load_with(contracts_dir: &Path, only: Option<&[PathBuf]>, options: &dialect::Options) -> Loaded {
     let mut loaded = Loaded::default();
     let base = contracts_dir.file_name().map_or_else(|| "contracts".to_owned(), |n| n.to_string_lossy().into_owned());
     let paths = match only {
@@ -117,8 +128,45 @@ pub fn load(contracts_dir: &Path, only: Option<&[PathBuf]>) -> Loaded {
         loaded.files_read.push(path.clone());
         loaded.sources.insert(source.display.clone(), source.text.clone());
         let Some(tree) = read::parse(&source.display, &source.text, &mut loaded.diagnostics) else { continue };
-        let Some(contract) = validate::validate(source, &tree, &mut loaded.diagnostics) else { continue };
-        let key = (contract.name.value.clone(), contract.version.value);
+        let normalized = match dialect::normalize(&source, tree, options, &mut loaded.diagnostics) {
+            dialect::Outcome::Skipped(_) => {
+                loaded.skipped.push(source.display.clone());
+                continue;
+            }
+            dialect::Outcome::Node(normalized) => *normalized,
+        };
+        loaded.files_read.extend(normalized.subcontracts.iter().cloned());
+        let foreign = normalized.dialect.is_foreign();
+        let contract = if foreign {
+            validate::validate_foreign(source, &normalized.root, &mut loaded.diagnostics)
+        } else {
+            validate::validate(source, &normalized.root, &mut loaded.diagnostics)
+        };
+        let Some(mut contract) = contract else { continue };
+        let mut key = (contract.name.value.clone(), contract.version.value);
+        if let (true, Some((first_file, first_pos))) = (foreign, seen.get(&key)) {
+            // Foreign contracts reuse names (two `postgres_adapter`s, drifted copies): the later
+            // file, in path order, gets the next free `_2`, `_3`, … name.
+            let renamed = dialect::unique_node_name(&contract.name.value, contract.kind.suffix(), |candidate| {
+                seen.contains_key(&(candidate.to_owned(), key.1))
+            });
+            loaded.diagnostics.push(
+                Diagnostic::warning(
+                    Code::Renamed,
+                    &contract.source.display,
+                    contract.name.pos,
+                    "node_name",
+                    format!(
+                        "`{}` v{}.{}.{} is also defined by another contract; this one becomes `{renamed}`",
+                        key.0, key.1.0, key.1.1, key.1.2
+                    ),
+                )
+                .with_related(first_file, *first_pos, "first defined here")
+                .with_hint("give each contract its own node_name to silence this"),
+            );
+            contract.name.value = renamed;
+            key.0 = contract.name.value.clone();
+        }
         if let Some((first_file, first_pos)) = seen.get(&key) {
             loaded.diagnostics.push(
                 Diagnostic::error(
@@ -145,7 +193,12 @@ pub fn load(contracts_dir: &Path, only: Option<&[PathBuf]>) -> Loaded {
 
 /// Loads and renders: the files for `generated/src`, or every diagnostic.
 pub fn generate(contracts_dir: &Path) -> (Loaded, Option<Output>) {
-    let mut loaded = load(contracts_dir, None);
+    generate_with(contracts_dir, &dialect::Options { load_subcontracts: true, ..dialect::Options::default() })
+}
+
+/// [`generate`] with the options for contracts of other dialects (the type map).
+pub fn generate_with(contracts_dir: &Path, options: &dialect::Options) -> (Loaded, Option<Output>) {
+    let mut loaded = load_with(contracts_dir, None, options);
     if loaded.has_errors() {
         return (loaded, None);
     }

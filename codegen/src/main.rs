@@ -15,10 +15,19 @@ commands:
   validate [PATHS...]       diagnostics only (default: contracts/)
   new node_<name>_<kind>    write a new contract from templates/contract.yaml.jinja, then regenerate
   codes                     print the table of diagnostic codes
+  explain CODE              print the long explanation of a diagnostic code (e.g. CG0023)
+  generate --contracts DIR --out DIR --crate NAME [--runtime-path PATH]
+                            write a standalone Cargo package generated from the contracts in DIR
+                            (any ONEX dialect; without --runtime-path it depends on onex-runtime by version)
   schema                    print the editor JSON Schema of the contract dialect
 
 options:
-  --root DIR                the workspace root (default: found from the current directory)";
+  --root DIR                the workspace root (default: found from the current directory)
+  --format human|json       diagnostics as text with snippets (at most 50, then a count), or one JSON
+                            object per line with code, severity, file, line, column, path, message, hint
+  --map-type NAME=PATH      map an external (Python) type to a Rust type, e.g.
+                            --map-type ModelOnexEvent=onex_runtime::event::OnexEvent (repeatable)
+  --type-map FILE           a YAML file with `types: {NAME: rust::Path, ...}`";
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,6 +40,14 @@ fn main() -> ExitCode {
         root = Some(PathBuf::from(args.remove(i + 1)));
         args.remove(i);
     }
+    let cli = match cli_options(&mut args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let _ = FORMAT.set(cli.format);
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
@@ -40,7 +57,9 @@ fn main() -> ExitCode {
     match command {
         None => regenerate(&root),
         Some("check") if args.len() == 1 => check(&root),
-        Some("validate") => validate(&root, &args[1..]),
+        Some("validate") => validate(&root, &args[1..], &cli),
+        Some("generate") => generate_package(&args[1..], &cli),
+        Some("explain") if args.len() == 2 => explain(&args[1]),
         Some("new") if args.len() == 2 => new(&root, &args[1]),
         Some("schema") => {
             print!("{}", codegen::CONTRACT_SCHEMA);
@@ -70,9 +89,63 @@ fn find_root() -> PathBuf {
     built_in.parent().unwrap_or(built_in).to_path_buf()
 }
 
+/// `--format`, set once from the command line.
+static FORMAT: std::sync::OnceLock<codegen::report::Format> = std::sync::OnceLock::new();
+
+/// Options shared by the commands.
+struct Cli {
+    format: codegen::report::Format,
+    dialect: codegen::dialect::Options,
+    /// Problems in the type map file.
+    type_map_diagnostics: Vec<codegen::diagnostics::Diagnostic>,
+}
+
+/// Removes `--format`, `--map-type` and `--type-map` (each `--x VALUE` or `--x=VALUE`) from `args`.
+fn cli_options(args: &mut Vec<String>) -> Result<Cli, String> {
+    let mut cli = Cli {
+        format: codegen::report::Format::Human,
+        dialect: codegen::dialect::Options { load_subcontracts: true, ..Default::default() },
+        type_map_diagnostics: Vec::new(),
+    };
+    let mut i = 0;
+    while i < args.len() {
+        let (flag, inline) = match args[i].split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (args[i].clone(), None),
+        };
+        if !["--format", "--map-type", "--type-map"].contains(&flag.as_str()) {
+            i += 1;
+            continue;
+        }
+        let value = match inline {
+            Some(v) => {
+                args.remove(i);
+                v
+            }
+            None if i + 1 < args.len() => {
+                args.remove(i);
+                args.remove(i)
+            }
+            None => return Err(format!("{flag} needs a value")),
+        };
+        match flag.as_str() {
+            "--format" => {
+                cli.format = codegen::report::Format::parse(&value)
+                    .ok_or_else(|| format!("--format must be `human` or `json`, not `{value}`"))?
+            }
+            "--map-type" => cli.dialect.type_map.insert_arg(&value)?,
+            _ => cli.dialect.type_map.load_file(Path::new(&value), &mut cli.type_map_diagnostics),
+        }
+    }
+    Ok(cli)
+}
+
 fn report(loaded: &codegen::Loaded) {
-    if !loaded.diagnostics.is_empty() {
-        eprintln!("{}", loaded.render_diagnostics());
+    let format = FORMAT.get().copied().unwrap_or_default();
+    if format == codegen::report::Format::Json {
+        print!("{}", codegen::report::json_lines(&loaded.diagnostics));
+    } else if !loaded.diagnostics.is_empty() {
+        eprint!("{}", codegen::report::human(&loaded.diagnostics, &loaded.sources, codegen::report::HUMAN_CAP));
     }
     let errors = loaded.diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = loaded.diagnostics.len() - errors;
@@ -155,7 +228,7 @@ fn check(root: &Path) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn validate(root: &Path, paths: &[String]) -> ExitCode {
+fn validate(root: &Path, paths: &[String], cli: &Cli) -> ExitCode {
     // Canonical paths, so a PATH inside contracts/ is shown relative to it however it was typed.
     let canonical = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
     let contracts = canonical(root.join("contracts"));
@@ -166,16 +239,105 @@ fn validate(root: &Path, paths: &[String]) -> ExitCode {
             if full.starts_with(&contracts) { full } else { PathBuf::from(p) }
         })
         .collect();
-    let loaded = codegen::load(&contracts, if only.is_empty() { None } else { Some(&only) });
+    let mut loaded = codegen::load_with(&contracts, if only.is_empty() { None } else { Some(&only) }, &cli.dialect);
+    loaded.diagnostics.extend(cli.type_map_diagnostics.iter().cloned());
+    codegen::diagnostics::sort(&mut loaded.diagnostics);
     report(&loaded);
-    let errors = loaded.diagnostics.iter().filter(|d| d.is_error()).count();
-    println!(
-        "validated {} contract file(s): {} valid, {errors} error(s), {} warning(s)",
+    let counts = codegen::report::counts(&loaded.diagnostics);
+    let summary = format!(
+        "validated {} file(s): {} node contract(s) valid, {} other file(s) skipped, {} error(s), {} warning(s), {} note(s)",
         loaded.files_read.len(),
         loaded.nodes.len(),
-        loaded.diagnostics.len() - errors
+        loaded.skipped.len(),
+        counts.errors,
+        counts.warnings,
+        counts.notes
     );
-    if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if cli.format == codegen::report::Format::Json {
+        eprintln!("{summary}")
+    } else {
+        println!("{summary}")
+    }
+    if counts.errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+fn explain(code: &str) -> ExitCode {
+    match codegen::explain::parse_code(code) {
+        Some(code) => {
+            print!("{}", codegen::explain::explain(code));
+            ExitCode::SUCCESS
+        }
+        None => {
+            eprintln!("error: `{code}` is not a diagnostic code; `cargo run -p codegen -- codes` lists them");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `generate --contracts DIR --out DIR --crate NAME [--runtime-path PATH]`.
+fn generate_package(args: &[String], cli: &Cli) -> ExitCode {
+    let mut contracts = None;
+    let mut out = None;
+    let mut crate_name = None;
+    let mut runtime_path = None;
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let slot = match flag.as_str() {
+            "--contracts" => &mut contracts,
+            "--out" => &mut out,
+            "--crate" => &mut crate_name,
+            "--runtime-path" => &mut runtime_path,
+            other => {
+                eprintln!("error: unexpected argument `{other}` to generate\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        };
+        let Some(value) = rest.next() else {
+            eprintln!("error: {flag} needs a value\n\n{USAGE}");
+            return ExitCode::from(2);
+        };
+        *slot = Some(value.clone());
+    }
+    let (Some(contracts), Some(out), Some(crate_name)) = (contracts, out, crate_name) else {
+        eprintln!("error: generate needs --contracts DIR --out DIR --crate NAME\n\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    if let Err(e) = codegen::package::check_crate_name(&crate_name) {
+        eprintln!("error: --crate {e}");
+        return ExitCode::from(2);
+    }
+    let started = Instant::now();
+    let (mut loaded, output) = codegen::generate_with(Path::new(&contracts), &cli.dialect);
+    loaded.diagnostics.extend(cli.type_map_diagnostics.iter().cloned());
+    report(&loaded);
+    let Some(output) = output else { return ExitCode::FAILURE };
+    if loaded.has_errors() {
+        return ExitCode::FAILURE;
+    }
+    let options = codegen::package::PackageOptions {
+        crate_name,
+        runtime_path: runtime_path.map(PathBuf::from),
+        standalone: true,
+    };
+    match codegen::package::write_package(&output, Path::new(&out), &options) {
+        Ok(written) => {
+            println!(
+                "generated package `{}` in {out}: {} node(s), {} file(s) written, {} unchanged, {} scaffold(s) created, {} other file(s) skipped in {:.1} ms",
+                options.crate_name,
+                loaded.nodes.len(),
+                written.written.len(),
+                written.unchanged,
+                written.scaffolds_created.len(),
+                loaded.skipped.len(),
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error[CG0017]: cannot write the package to {out}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn new(root: &Path, name: &str) -> ExitCode {

@@ -135,7 +135,7 @@ impl Node {
     }
 }
 
-/// Every `contract.yaml` under `root` (or `root` itself when it is a file), sorted by path so
+/// Every YAML file (`*.yaml`, `*.yml`) under `root` (or `root` itself when it is a file), sorted by path so
 /// the order never depends on the file system.
 pub fn discover(root: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
     if root.is_file() {
@@ -144,7 +144,10 @@ pub fn discover(root: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
     let mut found = Vec::new();
     for entry in walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name() {
         let entry = entry.map_err(std::io::Error::other)?;
-        if entry.file_type().is_file() && entry.file_name() == "contract.yaml" {
+        // Every YAML file: what a file is is decided by its keys (crate::dialect::family), and
+        // files of other families are skipped with a note.
+        let is_yaml = entry.path().extension().is_some_and(|e| e == "yaml" || e == "yml");
+        if entry.file_type().is_file() && is_yaml {
             found.push(entry.into_path());
         }
     }

@@ -346,6 +346,21 @@ pub fn is_pascal_case(name: &str) -> bool {
 /// Validates one parsed contract. Returns `None` when too much is missing to build a contract;
 /// every problem is in `diags` either way.
 pub fn validate(source: SourceFile, root: &Node, diags: &mut Vec<Diagnostic>) -> Option<Contract> {
+    validate_layout(source, root, true, diags)
+}
+
+/// [`validate`] for a contract normalized from another dialect ([`crate::dialect`]): those
+/// keep their own folder layouts, so the `<node_name>/v<version>/` folder checks are skipped.
+pub fn validate_foreign(source: SourceFile, root: &Node, diags: &mut Vec<Diagnostic>) -> Option<Contract> {
+    validate_layout(source, root, false, diags)
+}
+
+fn validate_layout(
+    source: SourceFile,
+    root: &Node,
+    check_layout: bool,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Contract> {
     let file = source.display.clone();
     let mut c = Checker { file: &file, diags };
     if root.as_map().is_none() {
@@ -376,7 +391,9 @@ pub fn validate(source: SourceFile, root: &Node, diags: &mut Vec<Diagnostic>) ->
 
     if let Some(name) = &name {
         check_node_name(&mut c, name, kind);
-        check_folders(&mut c, &source, name, version.as_ref());
+        if check_layout {
+            check_folders(&mut c, &source, name, version.as_ref());
+        }
     }
 
     let dependencies = read_dependencies(&mut c, root);

@@ -75,6 +75,11 @@ pub enum Outcome {
     Skipped(Family),
 }
 
+/// Type names that would shadow an item of the Rust prelude the generated code uses; a
+/// definition with one of these names becomes `Model<Name>`.
+pub const PRELUDE_NAMES: [&str; 11] =
+    ["Box", "Err", "None", "Ok", "Option", "Result", "Self", "Some", "Sized", "String", "Vec"];
+
 /// The four kinds, upper case.
 const KINDS: [&str; 4] = ["EFFECT", "COMPUTE", "REDUCER", "ORCHESTRATOR"];
 
@@ -365,6 +370,10 @@ impl Normalizer<'_> {
                     format!("Model{converted}")
                 };
             }
+            if PRELUDE_NAMES.contains(&name.as_str()) {
+                // `Result`, `Option`, … would shadow the prelude in the generated module.
+                name = format!("Model{name}");
+            }
             if name != key.name {
                 self.warn(
                     Code::Renamed,
@@ -530,6 +539,8 @@ impl Normalizer<'_> {
                     fallback
                 }
             };
+            // A definition renamed in `definitions` (prelude names, PascalCase) keeps its models.
+            let class = r.renamed.get(&format!("#/definitions/{class}")).cloned().unwrap_or(class);
             let key_pos = entry.as_ref().map_or(pos, |(k, _)| k.pos);
             tree::set(root, key, tree::string(&class, pos), key_pos);
             if r.definitions.contains(&class) {

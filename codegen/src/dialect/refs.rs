@@ -164,6 +164,9 @@ impl Resolver<'_> {
     /// Resolves a bare type name (`reference: X`, `type: ref` + `ref: X`, `input_model: X`):
     /// a local definition, else a `shared_models` import, else an external class.
     pub fn resolve_name(&mut self, name: &str, module: Option<&str>, pos: Pos, diags: &mut Vec<Diagnostic>) -> Target {
+        if let Some(renamed) = self.renamed.get(&format!("#/definitions/{name}")) {
+            return Target::Local(renamed.clone());
+        }
         if self.definitions.contains(name) && self.type_map.lookup(name, module).is_none() {
             return Target::Local(name.to_owned());
         }

@@ -1,0 +1,91 @@
+//! Golden tests for the nasty cases of `contract-format.md` §8: real contracts of the other
+//! ONEX dialects (copied byte for byte from the corpus, see each case's `case.txt`) and the
+//! exact diagnostics and models the generator produces for them.
+//!
+//! Set `UPDATE_GOLDENS=1` to rewrite the expected files after an intended change, then review
+//! the diff.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn cases_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/dialects")
+}
+
+fn cases() -> Vec<PathBuf> {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(cases_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("case.txt").is_file())
+        .collect();
+    cases.sort();
+    cases
+}
+
+fn compare(expected_path: &Path, actual: &str) {
+    if std::env::var_os("UPDATE_GOLDENS").is_some() {
+        std::fs::write(expected_path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(expected_path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDENS=1 to create it", expected_path.display()))
+        .replace("\r\n", "\n");
+    if expected != actual {
+        let diff = similar::TextDiff::from_lines(expected.as_str(), actual).unified_diff().to_string();
+        panic!("{} differs from the output:\n{diff}", expected_path.display());
+    }
+}
+
+/// Diagnostics (every one, rendered with its snippet), then each node's models.
+fn render_case(case: &Path) -> String {
+    let options = codegen::dialect::Options { load_subcontracts: true, ..Default::default() };
+    let (loaded, output) = codegen::generate_with(&case.join("contracts"), &options);
+    let mut out = format!("== diagnostics: {}\n", loaded.diagnostics.len());
+    for d in &loaded.diagnostics {
+        assert!(d.pos.line >= 1 && d.pos.col >= 1, "{}: unlocated {d:?}", case.display());
+        assert!(d.hint.is_some(), "{}: every diagnostic says what to do: {d:?}", case.display());
+        out.push_str(&d.render(loaded.sources.get(&d.file).map(String::as_str)));
+        out.push('\n');
+    }
+    if let Some(output) = output {
+        for (path, text) in &output.generated {
+            if path.ends_with("/models.rs") {
+                out.push_str(&format!("== {path}\n{text}"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn nasty_cases_match_their_goldens() {
+    for case in cases() {
+        compare(&case.join("expected.txt"), &render_case(&case));
+    }
+}
+
+#[test]
+fn every_case_names_its_source_files_and_they_are_the_fixtures() {
+    let mut nasty = BTreeSet::new();
+    for case in cases() {
+        let text = std::fs::read_to_string(case.join("case.txt")).unwrap();
+        let sources: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("source: corpus/")).collect();
+        assert!(!sources.is_empty(), "{} names no source file", case.display());
+        for source in sources {
+            assert!(case.join("contracts").join(source).is_file(), "{}: {source} is not in contracts/", case.display());
+        }
+        for word in text.split(|c: char| !c.is_ascii_alphanumeric()) {
+            if word.len() >= 2 && word.starts_with('N') && word[1..].chars().all(|c| c.is_ascii_digit()) {
+                nasty.insert(word.to_owned());
+            }
+        }
+    }
+    assert!(nasty.len() >= 20, "only {} nasty cases covered: {nasty:?}", nasty.len());
+}
+
+#[test]
+fn goldens_are_deterministic() {
+    for case in cases().iter().take(3) {
+        assert_eq!(render_case(case), render_case(case));
+    }
+}
