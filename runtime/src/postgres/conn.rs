@@ -164,10 +164,14 @@ impl Conn {
                 // admin shutdown, crash shutdown, connection exceptions: the session is gone.
                 self.retire = Some(CloseReason::Broken);
             }
-            return OnexError::new(ErrorCode::DatabaseQueryError, format!("statement failed ({state})"))
-                .with_detail("sqlstate", state)
-                .with_detail("severity", db.severity().to_owned())
-                .with_source(e);
+            // The server's message names what failed (relation, constraint, type); values it
+            // may quote are masked like any external text.
+            return OnexError::new(
+                ErrorCode::DatabaseQueryError,
+                format!("statement failed ({state}): {}", crate::sanitize::sanitize_message(db.message())),
+            )
+            .with_detail("sqlstate", state)
+            .with_detail("severity", db.severity().to_owned());
         }
         if e.is_closed() || self.client.is_closed() {
             self.retire = Some(CloseReason::Broken);

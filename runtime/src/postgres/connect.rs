@@ -124,14 +124,22 @@ impl Connector {
     }
 
     fn connect_error(&self, e: tokio_postgres::Error) -> OnexError {
-        let mut err = OnexError::new(
-            ErrorCode::DatabaseConnectionFailed,
-            format!("cannot connect to PostgreSQL at {}", self.target),
-        );
-        if let Some(db) = e.as_db_error() {
-            err = err.with_detail("sqlstate", db.code().code());
+        match e.as_db_error() {
+            Some(db) => OnexError::new(
+                ErrorCode::DatabaseConnectionFailed,
+                format!(
+                    "cannot connect to PostgreSQL at {}: {}",
+                    self.target,
+                    crate::sanitize::sanitize_message(db.message())
+                ),
+            )
+            .with_detail("sqlstate", db.code().code()),
+            None => OnexError::new(
+                ErrorCode::DatabaseConnectionFailed,
+                format!("cannot connect to PostgreSQL at {}", self.target),
+            )
+            .with_source(e),
         }
-        err.with_source(e)
     }
 
     /// Asks the server to cancel whatever `token`'s connection is running; bounded by the

@@ -92,13 +92,18 @@ impl PostgresConnectionManager {
         let mut output = self.output(input.operation_type, input.correlation_id, ctx);
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         output.execution_time_ms = Some(elapsed_ms);
+        // Event payloads are built only when someone will receive them.
+        let publishing = self.dependencies.protocol_event_bus.is_some();
+        let hash = || sql_for_hash.map(|sql| format!("{:016x}", query_hash(sql)));
         let event = match result {
             Ok(produced) => {
-                let payload = json!({
-                    "operation": input.operation_type.as_str(),
-                    "query_hash": sql_for_hash.map(|sql| format!("{:016x}", query_hash(sql))),
-                    "rows_affected": produced.rows_affected,
-                    "execution_time_ms": elapsed_ms,
+                let payload = publishing.then(|| {
+                    json!({
+                        "operation": input.operation_type.as_str(),
+                        "query_hash": hash(),
+                        "rows_affected": produced.rows_affected,
+                        "execution_time_ms": elapsed_ms,
+                    })
                 });
                 output.rows = produced.rows;
                 output.row = produced.row;
@@ -110,19 +115,23 @@ impl PostgresConnectionManager {
             }
             Err(err) => {
                 let error = operation_error(&err);
-                let payload = json!({
-                    "operation": input.operation_type.as_str(),
-                    "query_hash": sql_for_hash.map(|sql| format!("{:016x}", query_hash(sql))),
-                    "error_code": err.code().as_str(),
-                    "message": error.message,
-                    "execution_time_ms": elapsed_ms,
+                let payload = publishing.then(|| {
+                    json!({
+                        "operation": input.operation_type.as_str(),
+                        "query_hash": hash(),
+                        "error_code": err.code().as_str(),
+                        "message": error.message,
+                        "execution_time_ms": elapsed_ms,
+                    })
                 });
                 output.success = false;
                 output.error = Some(error);
                 ("postgres.query.failed", payload)
             }
         };
-        self.publish(event.0, output.correlation_id, event.1, ctx).await;
+        if let (event_type, Some(payload)) = event {
+            self.publish(event_type, output.correlation_id, payload, ctx).await;
+        }
         output
     }
 

@@ -1,0 +1,516 @@
+//! Select-by-primary-key throughput, side by side on one server: the connection manager
+//! node, the connection manager's pool API, raw deadpool-postgres, raw bb8-postgres and
+//! `pgbench -S -M prepared`, at 8, 32 and 128 concurrent clients; plus uncontended
+//! checkout cost (get + drop) of each pool.
+//!
+//! Needs a database initialised with `pgbench -i -s 10` (scripts/bench-postgres.sh does it
+//! all). Each point runs ONEX_BENCH_ROUNDS rounds (default 3) of ONEX_BENCH_SECONDS
+//! (default 2) per contender, interleaved, and reports the median round.
+//! Environment: ONEX_BENCH_PG_DATABASE (default onex_bench), ONEX_BENCH_CLIENTS (default
+//! 8,32,128), ONEX_BENCH_OUT (default
+//! <workspace>/target/bench/postgres.json), ONEX_TEST_PG_HOST / ONEX_TEST_PG_PORT.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::handler::NodePostgresConnectionManagerEffect;
+use onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::models::{
+    EnumPostgresConnectionManagerOperation, ModelPostgresConnectionManagerInput,
+};
+use onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::node::PostgresConnectionManager as Handler;
+use onex_runtime::models::postgres::SslMode;
+use onex_runtime::node::BoxFuture;
+use onex_runtime::postgres::PostgresConnectionManager;
+use onex_runtime::{Container, Context, Node};
+use onex_tests::postgres::{host, port};
+use serde_json::{Value, json};
+
+const SELECT: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
+/// `pgbench -s 10` creates 100,000 accounts per scale unit.
+const ACCOUNTS: i64 = 1_000_000;
+const WARM_UP: Duration = Duration::from_millis(500);
+const CHECKOUTS: u32 = 200_000;
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Point {
+    name: String,
+    clients: usize,
+    pool_size: Option<usize>,
+    /// Median of the rounds.
+    tps: Option<f64>,
+    tps_rounds: Vec<f64>,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    note: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Checkout {
+    name: String,
+    checkout_ns: f64,
+}
+
+/// A small, fast per-task random source (xorshift64*), so key choice costs nothing.
+struct Rng(u64);
+
+impl Rng {
+    fn next_aid(&mut self) -> i64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % ACCOUNTS as u64) as i64 + 1
+    }
+}
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| default.to_owned())
+}
+
+fn percentile(sorted_us: &[u32], p: f64) -> Option<f64> {
+    if sorted_us.is_empty() {
+        return None;
+    }
+    let index = ((sorted_us.len() as f64 - 1.0) * p).round() as usize;
+    Some(f64::from(sorted_us[index]) / 1000.0)
+}
+
+type Op = Arc<dyn Fn(i64) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Runs `clients` tasks, each calling `op` in a loop for `seconds` after a warm-up; returns
+/// the throughput of the measured window and its latencies (µs).
+async fn drive(clients: usize, seconds: f64, op: &Op) -> (f64, Vec<u32>) {
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| {
+            let (op, measuring, stop) = (Arc::clone(op), Arc::clone(&measuring), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1).wrapping_mul(0x1000_0000_01b3));
+                let mut latencies: Vec<u32> = Vec::with_capacity(1 << 14);
+                while !stop.load(Relaxed) {
+                    let started = Instant::now();
+                    op(rng.next_aid()).await;
+                    if measuring.load(Relaxed) {
+                        latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    tokio::time::sleep(WARM_UP).await;
+    measuring.store(true, Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    measuring.store(false, Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Relaxed);
+    let mut all: Vec<u32> = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("bench task panicked"));
+    }
+    (all.len() as f64 / elapsed, all)
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted: Vec<f64> = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied()
+}
+
+fn pg_config(database: &str) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config.host(host()).port(port()).user("postgres").dbname(database).application_name("onex-bench");
+    config
+}
+
+async fn manager(database: &str, size: usize) -> PostgresConnectionManager {
+    let mut config =
+        onex_runtime::models::postgres::PostgresConnectionConfig::new(host(), port(), database, "postgres", "public");
+    config.ssl_mode = SslMode::Disable;
+    config.max_connections = u32::try_from(size).unwrap();
+    config.min_connections = config.max_connections;
+    config.wait_timeout_secs = 30.0;
+    config.application_name = "onex-bench".into();
+    PostgresConnectionManager::connect(config).await.expect("connection manager")
+}
+
+fn node_input(aid: i64) -> ModelPostgresConnectionManagerInput {
+    ModelPostgresConnectionManagerInput {
+        operation_type: EnumPostgresConnectionManagerOperation::FetchValue,
+        correlation_id: None,
+        query: Some(SELECT.to_owned()),
+        parameters: Some(vec![json!(aid)]),
+        timeout_seconds: None,
+        record_metrics: true,
+        statements: None,
+        isolation: Default::default(),
+        read_only: false,
+        deferrable: false,
+        function_name: None,
+        schema: None,
+        arguments: None,
+        limit: 100,
+    }
+}
+
+async fn node_op(database: &str, size: usize) -> (Op, Arc<PostgresConnectionManager>) {
+    let pg = Arc::new(manager(database, size).await);
+    let mut container = Container::new();
+    container.register(Arc::clone(&pg));
+    let node = Arc::new(NodePostgresConnectionManagerEffect::<Handler>::new(&container).expect("node"));
+    let op: Op = Arc::new(move |aid| {
+        let node = Arc::clone(&node);
+        Box::pin(async move {
+            let out = node.process(node_input(aid), Context::new()).await.expect("node call");
+            assert!(out.success && out.value.is_some(), "{:?}", out.error);
+        })
+    });
+    (op, pg)
+}
+
+async fn pool_api_op(database: &str, size: usize) -> (Op, Arc<PostgresConnectionManager>) {
+    let pg = Arc::new(manager(database, size).await);
+    let shared = Arc::clone(&pg);
+    let op: Op = Arc::new(move |aid| {
+        let pg = Arc::clone(&shared);
+        Box::pin(async move {
+            let value = pg.fetch_value(SELECT, &[Value::from(aid)]).await.expect("query");
+            assert!(value.is_some());
+        })
+    });
+    (op, pg)
+}
+
+fn deadpool(database: &str, size: usize) -> deadpool_postgres::Pool {
+    let manager = deadpool_postgres::Manager::from_config(
+        pg_config(database),
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast },
+    );
+    deadpool_postgres::Pool::builder(manager).max_size(size).build().expect("deadpool")
+}
+
+fn deadpool_op(pool: deadpool_postgres::Pool) -> Op {
+    Arc::new(move |aid| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let aid = i32::try_from(aid).expect("aid fits int4");
+            let client = pool.get().await.expect("deadpool get");
+            let statement = client.prepare_cached(SELECT).await.expect("prepare");
+            let row = client.query_one(&statement, &[&aid]).await.expect("query");
+            let _: i32 = row.get(0);
+        })
+    })
+}
+
+async fn bb8(database: &str, size: usize) -> bb8::Pool<bb8_postgres::PostgresConnectionManager<tokio_postgres::NoTls>> {
+    let manager = bb8_postgres::PostgresConnectionManager::new(pg_config(database), tokio_postgres::NoTls);
+    bb8::Pool::builder()
+        .max_size(u32::try_from(size).unwrap())
+        .min_idle(u32::try_from(size).unwrap())
+        .test_on_check_out(false)
+        .build(manager)
+        .await
+        .expect("bb8")
+}
+
+fn bb8_op(pool: bb8::Pool<bb8_postgres::PostgresConnectionManager<tokio_postgres::NoTls>>) -> Op {
+    Arc::new(move |aid| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let aid = i32::try_from(aid).expect("aid fits int4");
+            let client = pool.get().await.expect("bb8 get");
+            // bb8 has no statement cache; query_typed sends Parse/Bind/Execute in one round trip.
+            let rows = client.query_typed(SELECT, &[(&aid, tokio_postgres::types::Type::INT4)]).await.expect("query");
+            let _: i32 = rows[0].get(0);
+        })
+    })
+}
+
+/// `pgbench -S -M prepared` with `clients` clients; latency percentiles from its
+/// per-transaction log (10 % sample).
+fn run_pgbench(database: &str, clients: usize, seconds: f64) -> (Option<f64>, Vec<u32>, Option<String>) {
+    let log_dir = std::env::temp_dir().join(format!("onex-pgbench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&log_dir);
+    std::fs::create_dir_all(&log_dir).expect("pgbench log dir");
+    let prefix = log_dir.join("tx");
+    let output = Command::new("pgbench")
+        .args(["-h", &host(), "-p", &port().to_string(), "-U", "postgres", "-n", "-S", "-M", "prepared"])
+        .args(["-c", &clients.to_string(), "-j", "2", "-T", &format!("{}", seconds.ceil().max(1.0) as u64)])
+        .args(["-l", "--sampling-rate", "0.1", "--log-prefix", prefix.to_str().unwrap(), database])
+        .output()
+        .expect("pgbench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let tps = stdout
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l["tps = ".len()..].split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok());
+    let mut latencies: Vec<u32> = Vec::new();
+    for entry in std::fs::read_dir(&log_dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        latencies.extend(text.lines().filter_map(|l| l.split_whitespace().nth(2)?.parse::<u32>().ok()));
+    }
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let note = if output.status.success() {
+        None
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        Some(stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("pgbench failed").trim().to_owned())
+    };
+    (if note.is_none() { tps } else { None }, latencies, note)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Contender {
+    Node,
+    PoolApi,
+    Deadpool,
+    Bb8,
+    Pgbench,
+}
+
+impl Contender {
+    const ALL: [Self; 5] = [Self::Node, Self::PoolApi, Self::Deadpool, Self::Bb8, Self::Pgbench];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Node => "onex node (fetch_value)",
+            Self::PoolApi => "onex pool API (fetch_value)",
+            Self::Deadpool => "deadpool-postgres (prepare_cached)",
+            Self::Bb8 => "bb8-postgres (query_typed)",
+            Self::Pgbench => "pgbench -S -M prepared",
+        }
+    }
+
+    /// One round: builds the contender's pool with `size` connections opened up front,
+    /// drives it, and closes it again (the server allows 100 connections, so pools of the
+    /// contenders cannot all stay open at once).
+    async fn run(
+        self,
+        database: &str,
+        clients: usize,
+        size: usize,
+        seconds: f64,
+    ) -> (Option<f64>, Vec<u32>, Option<String>) {
+        let (tps, latencies) = match self {
+            Self::Pgbench => return run_pgbench(database, clients, seconds),
+            Self::Node => {
+                let (op, pg) = node_op(database, size).await;
+                let result = drive(clients, seconds, &op).await;
+                pg.close();
+                result
+            }
+            Self::PoolApi => {
+                let (op, pg) = pool_api_op(database, size).await;
+                let result = drive(clients, seconds, &op).await;
+                pg.close();
+                result
+            }
+            Self::Deadpool => {
+                let pool = deadpool(database, size);
+                // Open every connection before measuring, as the other pools do.
+                let objects = futures::future::join_all((0..size).map(|_| pool.get())).await;
+                drop(objects);
+                let op = deadpool_op(pool.clone());
+                let result = drive(clients, seconds, &op).await;
+                drop(op);
+                pool.close();
+                result
+            }
+            Self::Bb8 => {
+                let pool = bb8(database, size).await;
+                let op = bb8_op(pool.clone());
+                let result = drive(clients, seconds, &op).await;
+                drop((op, pool));
+                result
+            }
+        };
+        wait_for_backends_to_exit(database).await;
+        (Some(tps), latencies, None)
+    }
+}
+
+/// Waits (at most 5 s) until no benchmark connection to `database` is left on the server.
+async fn wait_for_backends_to_exit(database: &str) {
+    let admin = onex_tests::postgres::admin_client("postgres").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let row = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'onex-bench'",
+                &[&database],
+            )
+            .await
+            .expect("count backends");
+        if row.get::<_, i64>(0) == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn checkout_costs(database: &str) -> Vec<Checkout> {
+    let mut results = Vec::new();
+    let pg = manager(database, 4).await;
+    for _ in 0..10_000 {
+        drop(pg.acquire().await.unwrap());
+    }
+    let started = Instant::now();
+    for _ in 0..CHECKOUTS {
+        drop(pg.acquire().await.unwrap());
+    }
+    results.push(Checkout {
+        name: "onex pool".into(),
+        checkout_ns: started.elapsed().as_nanos() as f64 / f64::from(CHECKOUTS),
+    });
+    pg.close();
+
+    let pool = deadpool(database, 4);
+    drop(pool.get().await.unwrap());
+    let started = Instant::now();
+    for _ in 0..CHECKOUTS {
+        drop(pool.get().await.unwrap());
+    }
+    results.push(Checkout {
+        name: "deadpool-postgres".into(),
+        checkout_ns: started.elapsed().as_nanos() as f64 / f64::from(CHECKOUTS),
+    });
+    drop(pool);
+
+    let pool = bb8(database, 4).await;
+    drop(pool.get().await.unwrap());
+    let started = Instant::now();
+    for _ in 0..CHECKOUTS {
+        drop(pool.get().await.unwrap());
+    }
+    results.push(Checkout {
+        name: "bb8-postgres".into(),
+        checkout_ns: started.elapsed().as_nanos() as f64 / f64::from(CHECKOUTS),
+    });
+    results
+}
+
+fn fmt(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; this binary takes no arguments of its own.
+    let database = env_or("ONEX_BENCH_PG_DATABASE", "onex_bench");
+    let seconds: f64 = env_or("ONEX_BENCH_SECONDS", "2").parse().expect("ONEX_BENCH_SECONDS is a number");
+    let rounds_per_point: usize = env_or("ONEX_BENCH_ROUNDS", "3").parse().expect("ONEX_BENCH_ROUNDS is a number");
+    let clients: Vec<usize> = env_or("ONEX_BENCH_CLIENTS", "8,32,128")
+        .split(',')
+        .map(|c| c.trim().parse().expect("ONEX_BENCH_CLIENTS is a list of numbers"))
+        .collect();
+    let out = std::env::var("ONEX_BENCH_OUT").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join("bench").join("postgres.json")
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut points = Vec::new();
+    let checkout = runtime.block_on(async {
+        for &n in &clients {
+            // Every pool gets as many connections as clients (pgbench's model), capped at the
+            // connection manager's default maximum of 50.
+            let size = n.min(50);
+            let contenders = Contender::ALL;
+            let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+            let mut latencies: Vec<Vec<u32>> = vec![Vec::new(); contenders.len()];
+            let mut notes: Vec<Option<String>> = vec![None; contenders.len()];
+            // Rounds interleave the contenders (in a rotating order) so that background load
+            // on the machine hits them alike; the median round is reported.
+            for round in 0..rounds_per_point {
+                for k in 0..contenders.len() {
+                    let i = (round + k) % contenders.len();
+                    let (tps, lat, note) = contenders[i].run(&database, n, size, seconds).await;
+                    rounds[i].extend(tps);
+                    latencies[i].extend(lat);
+                    notes[i] = notes[i].take().or(note);
+                }
+            }
+            for (i, contender) in contenders.iter().enumerate() {
+                latencies[i].sort_unstable();
+                let point = Point {
+                    name: contender.name().to_owned(),
+                    clients: n,
+                    pool_size: (!matches!(contender, Contender::Pgbench)).then_some(size),
+                    tps: median(&rounds[i]),
+                    tps_rounds: rounds[i].clone(),
+                    p50_ms: percentile(&latencies[i], 0.50),
+                    p99_ms: percentile(&latencies[i], 0.99),
+                    note: notes[i].clone(),
+                };
+                eprintln!(
+                    "{:>36} c={:<4} tps={:>9} rounds={:?} p50={} p99={}",
+                    point.name,
+                    n,
+                    fmt(point.tps, 0),
+                    point.tps_rounds.iter().map(|t| t.round()).collect::<Vec<_>>(),
+                    fmt(point.p50_ms, 3),
+                    fmt(point.p99_ms, 3)
+                );
+                points.push(point);
+            }
+        }
+        checkout_costs(&database).await
+    });
+
+    println!("\n| contender | clients | pool | TPS | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for p in &points {
+        println!(
+            "| {} | {} | {} | {} | {} | {} |{}",
+            p.name,
+            p.clients,
+            p.pool_size.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+            fmt(p.tps, 0),
+            fmt(p.p50_ms, 3),
+            fmt(p.p99_ms, 3),
+            p.note.as_deref().map(|n| format!(" {n}")).unwrap_or_default()
+        );
+    }
+    println!("\n| pool | uncontended checkout (get + drop), mean ns |");
+    println!("|---|---:|");
+    for c in &checkout {
+        println!("| {} | {:.0} |", c.name, c.checkout_ns);
+    }
+    let mut ratios = Vec::new();
+    println!();
+    for &n in &clients {
+        let tps =
+            |prefix: &str| points.iter().find(|p| p.clients == n && p.name.starts_with(prefix)).and_then(|p| p.tps);
+        let node = tps("onex node");
+        let best_raw = [tps("deadpool"), tps("bb8")]
+            .into_iter()
+            .flatten()
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+        let pgbench = tps("pgbench");
+        let vs_raw = node.zip(best_raw).map(|(a, b)| a / b);
+        let vs_pgbench = node.zip(pgbench).map(|(a, b)| a / b);
+        println!(
+            "clients {n}: node / best raw pool = {}, node / pgbench prepared = {}",
+            fmt(vs_raw, 3),
+            fmt(vs_pgbench, 3)
+        );
+        ratios.push(json!({"clients": n, "node_vs_best_raw_pool": vs_raw, "node_vs_pgbench_prepared": vs_pgbench}));
+    }
+    let report = json!({
+        "benchmark": "select by primary key (pgbench_accounts, scale 10)",
+        "generated_at": chrono::Utc::now().to_rfc3339(),
+        "seconds_per_round": seconds,
+        "rounds_per_point": rounds_per_point,
+        "results": points,
+        "checkout": checkout,
+        "ratios": ratios,
+    });
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).expect("create the output directory");
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&report).unwrap()).expect("write the JSON report");
+    println!("\nwrote {}", out.display());
+}
