@@ -497,3 +497,41 @@ async fn health_is_healthy_degraded_without_schema_and_unhealthy_when_closed() {
     let err = pg.execute_query("SELECT 1", &[]).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::DatabaseOperationError);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_modes_encrypt_and_verify_full_checks_the_host_name() {
+    use onex_runtime::models::postgres::SslMode;
+    // The server's certificate is Debian's snakeoil one: self-signed, CN and SAN "localhost".
+    const CA: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    let db = TestDatabase::create("app").await;
+    let ssl_in_use = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    for (mode, host, encrypted) in [
+        (SslMode::Disable, "127.0.0.1", false),
+        (SslMode::Prefer, "127.0.0.1", true),
+        (SslMode::Require, "127.0.0.1", true),
+        (SslMode::VerifyFull, "localhost", true),
+    ] {
+        let pg = manager(&db, |c| {
+            c.ssl_mode = mode;
+            c.host = host.into();
+            c.min_connections = 1;
+            c.ssl_ca_file = Some(CA.into());
+        })
+        .await;
+        assert_eq!(pg.fetch_value(ssl_in_use, &[]).await.unwrap(), Some(json!(encrypted)), "{mode:?}");
+        pg.close();
+    }
+    // verify-full refuses a certificate that does not name the host it connected to.
+    let mut config = db.config();
+    config.ssl_mode = SslMode::VerifyFull;
+    config.ssl_ca_file = Some(CA.into());
+    let err = PostgresConnectionManager::connect(config).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::DatabaseConnectionFailed, "{err}");
+    // A CA file that cannot be read is a configuration error naming the variable.
+    let mut config = db.config();
+    config.ssl_mode = SslMode::Require;
+    config.ssl_ca_file = Some("/nonexistent/ca.pem".into());
+    let err = PostgresConnectionManager::connect(config).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ConfigurationError, "{err}");
+    assert_eq!(err.details()["variable"], "POSTGRES_SSL_CA_FILE");
+}
