@@ -1,0 +1,123 @@
+//! Done-means 2 of issue 3: every node contract of the ONEX corpus either generates a package
+//! that passes `cargo check`, or gets a located error saying why; at least 95% compile.
+//!
+//! All packages go into one temporary Cargo workspace (one package per contract, depending on
+//! the runtime by path) checked by a single `cargo check --workspace --offline --keep-going`
+//! with a target directory that persists between runs, so only the first run pays for the
+//! runtime's dependencies. The corpus is `../shared/corpus` next to the repository (override
+//! with `ONEX_CORPUS`); without it the checked-in fixtures `tests/fixtures/dialects` stand in.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn corpus() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ONEX_CORPUS") {
+        return PathBuf::from(dir);
+    }
+    let shared = workspace().join("../shared/corpus");
+    if shared.is_dir() { shared } else { workspace().join("tests/fixtures/dialects") }
+}
+
+/// Display paths of the files whose keys make them node contracts.
+fn node_contract_files(loaded: &codegen::Loaded) -> BTreeSet<String> {
+    loaded
+        .sources
+        .iter()
+        .filter(|(_, text)| {
+            let mut ignored = Vec::new();
+            codegen::read::parse("x", text, &mut ignored)
+                .is_some_and(|root| codegen::dialect::family::detect(&root) == codegen::dialect::Family::NodeContract)
+        })
+        .map(|(file, _)| file.clone())
+        .collect()
+}
+
+#[test]
+fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
+    let corpus = corpus();
+    let options = codegen::dialect::Options { load_subcontracts: true, ..Default::default() };
+    let loaded = codegen::load_with(&corpus, None, &options);
+    let node_files = node_contract_files(&loaded);
+    assert!(!node_files.is_empty(), "no node contract under {}", corpus.display());
+
+    // Files that did not become a model must say why, at a location in that file.
+    let modelled: BTreeSet<String> = loaded.nodes.iter().map(|n| n.contract.source.display.clone()).collect();
+    let mut rejected = BTreeSet::new();
+    for file in node_files.difference(&modelled) {
+        let located =
+            loaded.diagnostics.iter().any(|d| d.is_error() && &d.file == file && d.pos.line >= 1 && d.pos.col >= 1);
+        assert!(located, "{file} generated nothing and has no located error");
+        rejected.insert(file.clone());
+    }
+
+    // One package per node contract, all in one workspace.
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("corpus-packages");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let base = corpus.file_name().unwrap().to_string_lossy().into_owned();
+    let mut members = Vec::new();
+    for node in &loaded.nodes {
+        let name = format!("corpus-{}-{}", node.contract.name.value, node.contract.version_module()).replace('_', "-");
+        let output =
+            codegen::emit::render(&base, std::slice::from_ref(node)).unwrap_or_else(|d| panic!("{name}: {d:?}"));
+        let options = codegen::package::PackageOptions {
+            crate_name: name.clone(),
+            runtime_path: Some(workspace().join("runtime")),
+            standalone: false,
+        };
+        codegen::package::write_package(&output, &root.join(&name), &options).unwrap();
+        members.push(name);
+    }
+    // The naming fixture (every Rust keyword and prelude name as a name) must compile too.
+    let naming_contracts = workspace().join("tests/fixtures/dialects/_naming/contracts");
+    let (naming, naming_output) = codegen::generate_with(&naming_contracts, &options);
+    let naming_output = naming_output.unwrap_or_else(|| panic!("{}", naming.render_diagnostics()));
+    let naming_options = codegen::package::PackageOptions {
+        crate_name: "naming-keywords".to_owned(),
+        runtime_path: Some(workspace().join("runtime")),
+        standalone: false,
+    };
+    codegen::package::write_package(&naming_output, &root.join("naming-keywords"), &naming_options).unwrap();
+    let list = members
+        .iter()
+        .chain(std::iter::once(&"naming-keywords".to_owned()))
+        .map(|m| format!("\"{m}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    std::fs::write(root.join("Cargo.toml"), format!("[workspace]\nresolver = \"3\"\nmembers = [{list}]\n")).unwrap();
+    // The repository's lock file pins the same dependency versions, so `--offline` works.
+    std::fs::copy(workspace().join("Cargo.lock"), root.join("Cargo.lock")).unwrap();
+
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("corpus-check-target");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = Command::new(cargo)
+        .args(["check", "--workspace", "--offline", "--keep-going", "--quiet"])
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTFLAGS")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let failed: BTreeSet<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("error: could not compile `"))
+        .filter_map(|l| l.split('`').next())
+        .collect();
+    assert!(out.status.success() || !failed.is_empty(), "cargo check failed before compiling any package:\n{stderr}");
+    assert!(!failed.contains("naming-keywords"), "the keyword/prelude-name fixture does not compile:\n{stderr}");
+    let compiled = members.len() - failed.len();
+    let total = node_files.len();
+    println!(
+        "corpus: {total} node contracts: {compiled} generate a package that passes cargo check, {} fail cargo check ({failed:?}), {} rejected with located errors",
+        failed.len(),
+        rejected.len()
+    );
+    assert_eq!(compiled + failed.len() + rejected.len(), total);
+    assert!(failed.is_empty(), "generated code that does not compile is a generator bug:\n{stderr}");
+    assert!(compiled * 100 >= total * 95, "only {compiled} of {total} node contracts compile");
+}
