@@ -32,22 +32,22 @@ pub struct KafkaProducerPool {
     last_health: Mutex<Option<HealthStatus>>,
 }
 
-/// A message of the request, encoded and validated.
-struct Outgoing {
-    topic: String,
-    key: Option<String>,
+/// A message of the request, encoded and validated; borrows the request's strings.
+struct Outgoing<'a> {
+    topic: &'a str,
+    key: Option<&'a str>,
     value: Option<Vec<u8>>,
     headers: Option<OwnedHeaders>,
     partition: Option<i32>,
 }
 
-impl Outgoing {
+impl Outgoing<'_> {
     fn record(&self) -> ProduceRecord<'_> {
         let mut record = match &self.value {
-            Some(value) => ProduceRecord::new(&self.topic, value),
-            None => ProduceRecord::tombstone(&self.topic),
+            Some(value) => ProduceRecord::new(self.topic, value),
+            None => ProduceRecord::tombstone(self.topic),
         };
-        if let Some(key) = &self.key {
+        if let Some(key) = self.key {
             record = record.key(key.as_bytes());
         }
         if let Some(partition) = self.partition {
@@ -57,13 +57,13 @@ impl Outgoing {
     }
 }
 
-fn encode(
-    topic: &str,
-    key: Option<&String>,
+fn encode<'a>(
+    topic: &'a str,
+    key: Option<&'a String>,
     value: Option<&serde_json::Value>,
     headers: Option<&std::collections::BTreeMap<String, String>>,
     partition: Option<u64>,
-) -> Result<Outgoing, OnexError> {
+) -> Result<Outgoing<'a>, OnexError> {
     if topic.trim().is_empty() {
         return Err(OnexError::validation("topic must not be empty"));
     }
@@ -81,7 +81,7 @@ fn encode(
             })?),
         };
     let headers = headers.map(|map| kafka::headers(map.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
-    Ok(Outgoing { topic: topic.to_owned(), key: key.cloned(), value, headers, partition })
+    Ok(Outgoing { topic, key: key.map(String::as_str), value, headers, partition })
 }
 
 /// The wait for delivery reports: the request's `timeout_seconds` (> 0), capped by the
@@ -116,13 +116,15 @@ fn failure(error: &OnexError, index: Option<u64>, topic: Option<&str>) -> ModelK
     ModelKafkaProducerError { code: error.code(), message: error.to_string(), index, topic: topic.map(str::to_owned) }
 }
 
+fn no_report(limit: Duration) -> OnexError {
+    OnexError::new(
+        ErrorCode::OperationTimeout,
+        format!("no delivery report within {} ms; the message may still be delivered", limit.as_millis()),
+    )
+}
+
 async fn await_report(delivery: DeliveryFuture, limit: Duration) -> Result<Delivered, OnexError> {
-    tokio::time::timeout(limit, delivery).await.unwrap_or_else(|_| {
-        Err(OnexError::new(
-            ErrorCode::OperationTimeout,
-            format!("no delivery report within {} ms; the message may still be delivered", limit.as_millis()),
-        ))
-    })
+    tokio::time::timeout(limit, delivery).await.unwrap_or_else(|_| Err(no_report(limit)))
 }
 
 impl KafkaProducerPool {
@@ -198,23 +200,34 @@ impl KafkaProducerPoolHandler for KafkaProducerPool {
             encoded.push(message);
         }
         let pool = &self.dependencies.kafka_producer_pool;
-        // Enqueue everything first (in order), then wait for all reports.
-        let mut pending = Vec::with_capacity(encoded.len());
-        for message in &mut encoded {
+        // Enqueue everything first (in order), then wait for all reports under one deadline
+        // (one timer for the batch, not one per message).
+        let mut outcomes: Vec<Option<Result<Delivered, OnexError>>> = Vec::with_capacity(encoded.len());
+        let mut reports = Vec::with_capacity(encoded.len());
+        for (i, message) in encoded.iter_mut().enumerate() {
             let headers = message.headers.take();
-            pending.push(pool.send(message.record(), headers).await);
+            match pool.send(message.record(), headers).await {
+                Ok(report) => {
+                    outcomes.push(None);
+                    reports.push((i, report));
+                }
+                Err(e) => outcomes.push(Some(Err(e))),
+            }
         }
-        let deadline = tokio::time::Instant::now() + limit;
-        let mut deliveries = Vec::with_capacity(pending.len());
+        let waited = tokio::time::timeout(limit, async {
+            for (i, report) in reports {
+                outcomes[i] = Some(report.await);
+            }
+        })
+        .await;
+        if waited.is_err() {
+            tracing::warn!("{NODE}.send_batch: delivery reports missing after {} ms", limit.as_millis());
+        }
+        let mut deliveries = Vec::with_capacity(outcomes.len());
         let mut errors = Vec::new();
-        for (i, sent) in pending.into_iter().enumerate() {
-            let topic = encoded[i].topic.as_str();
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let result = match sent {
-                Ok(delivery) => await_report(delivery, left).await,
-                Err(e) => Err(e),
-            };
-            match result {
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            let topic = encoded[i].topic;
+            match outcome.unwrap_or_else(|| Err(no_report(limit))) {
                 Ok(d) => deliveries.push(ModelKafkaDeliveryReport {
                     index: i as u64,
                     topic: topic.to_owned(),
