@@ -9,7 +9,7 @@ use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote};
 
 use crate::diagnostics::{Code, Diagnostic, Pos};
-use crate::model::{DefaultValue, Doc, Field, NodeModel, RustType, TypeDef};
+use crate::model::{DefaultValue, Doc, Field, NodeModel, RustType, TaggedVariant, TypeDef};
 use crate::validate::DependencyKind;
 
 /// The files of one run: paths relative to the crate's `src/`, `/`-separated.
@@ -229,6 +229,31 @@ fn field_tokens(
     Ok(quote! { #doc #rename pub #name: #ty })
 }
 
+/// A tagged union: the tag property names the arm on the wire, and each arm's struct (which
+/// leaves the tag out) holds the rest of the object.
+fn tagged_tokens(
+    name: &str,
+    doc: &Doc,
+    tag: &str,
+    variants: &[TaggedVariant],
+    source: &str,
+) -> Result<TokenStream, String> {
+    let ident_name = ident(name)?;
+    let doc = doc_attrs(doc, source, &format!("`{name}`: one of its arms, told apart by `{tag}`."));
+    let idents = variants.iter().map(|v| ident(&v.ident)).collect::<Result<Vec<_>, _>>()?;
+    let types = variants.iter().map(|v| ident(&v.ty)).collect::<Result<Vec<_>, _>>()?;
+    let wires: Vec<&str> = variants.iter().map(|v| v.wire.as_str()).collect();
+    let docs: Vec<String> = variants.iter().map(|v| format!(" `{tag}: {}`", v.wire)).collect();
+    Ok(quote! {
+        #doc
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(tag = #tag)]
+        pub enum #ident_name {
+            #( #[doc = #docs] #[serde(rename = #wires)] #idents(#types), )*
+        }
+    })
+}
+
 fn models_file(node: &NodeModel) -> Result<String, String> {
     let source = node.contract.source.display.as_str();
     let c = &node.contract;
@@ -296,6 +321,9 @@ fn models_file(node: &NodeModel) -> Result<String, String> {
                         }
                     }
                 });
+            }
+            TypeDef::Tagged { name, doc, tag, variants } => {
+                items.push(tagged_tokens(name, doc, tag, variants, source)?)
             }
             TypeDef::Alias { name, doc, ty } => {
                 let ident_name = ident(name)?;

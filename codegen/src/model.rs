@@ -140,6 +140,18 @@ pub enum TypeDef {
         /// Variants.
         variants: Vec<Variant>,
     },
+    /// A tagged union: `#[serde(tag = "<tag>")]` with one newtype variant per arm. The arms'
+    /// structs leave out the tag property, which the enum reads and writes.
+    Tagged {
+        /// Name.
+        name: String,
+        /// Doc.
+        doc: Doc,
+        /// The discriminating property.
+        tag: String,
+        /// One per arm: the variant, its tag value and the arm's type.
+        variants: Vec<TaggedVariant>,
+    },
     /// `pub type Name = T;`
     Alias {
         /// Name.
@@ -151,11 +163,25 @@ pub enum TypeDef {
     },
 }
 
+/// An arm of a tagged union.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaggedVariant {
+    /// The Rust variant.
+    pub ident: String,
+    /// The tag's value on the wire.
+    pub wire: String,
+    /// The arm's type (a struct of this module).
+    pub ty: String,
+}
+
 impl TypeDef {
     /// The type's name.
     pub fn name(&self) -> &str {
         match self {
-            TypeDef::Struct { name, .. } | TypeDef::Enum { name, .. } | TypeDef::Alias { name, .. } => name,
+            TypeDef::Struct { name, .. }
+            | TypeDef::Enum { name, .. }
+            | TypeDef::Tagged { name, .. }
+            | TypeDef::Alias { name, .. } => name,
         }
     }
 }
@@ -328,6 +354,8 @@ struct Builder<'a> {
     def_names: BTreeMap<String, String>,
     /// Raw defaults to check once every enum is known: (type index, field index, node, path).
     pending_defaults: Vec<(usize, usize, Node, String)>,
+    /// Rust name of a tagged union's arm → its tag property, which the arm's struct leaves out.
+    tag_fields: BTreeMap<String, String>,
 }
 
 impl Builder<'_> {
@@ -381,6 +409,9 @@ impl Builder<'_> {
                 let mut fields: Vec<Field> = Vec::new();
                 let mut idents: BTreeMap<String, Pos> = BTreeMap::new();
                 for prop in properties {
+                    if self.tag_fields.get(name) == Some(&prop.name.value) {
+                        continue;
+                    }
                     let ident = field_ident(&prop.name.value);
                     if let Some(first) = idents.get(unraw(&ident)) {
                         self.diags.push(
@@ -450,6 +481,46 @@ impl Builder<'_> {
                 }
                 self.types.push(TypeDef::Enum { name: name.to_owned(), doc, variants });
             }
+            SchemaKind::Tagged { tag, arms } => {
+                let mut variants: Vec<TaggedVariant> = Vec::new();
+                for arm in arms {
+                    let Some(ty) = self.def_names.get(&arm.value).cloned() else { continue };
+                    let wire = tag_value(self.contract, &arm.value, tag);
+                    let Some(wire) = wire else {
+                        self.diags.push(
+                            Diagnostic::error(
+                                Code::UnsupportedSchema,
+                                self.file,
+                                arm.pos,
+                                &schema.path,
+                                format!("arm `{}` of `{name}` has no single-value enum property `{tag}`", arm.value),
+                            )
+                            .with_hint(format!(
+                                "give `{}` the property `{tag}: {{type: string, enum: [<value>]}}`",
+                                arm.value
+                            )),
+                        );
+                        continue;
+                    };
+                    let ident = variant_ident(&wire);
+                    if let Some(first) = variants.iter().find(|v| v.ident == ident) {
+                        let first_wire = first.wire.clone();
+                        self.diags.push(
+                            Diagnostic::error(
+                                Code::NameCollision,
+                                self.file,
+                                arm.pos,
+                                &schema.path,
+                                format!("arms of `{name}` with `{tag}` `{first_wire}` and `{wire}` both become the variant `{ident}`"),
+                            )
+                            .with_hint("make the tag values differ by more than case or punctuation"),
+                        );
+                        continue;
+                    }
+                    variants.push(TaggedVariant { ident, wire, ty });
+                }
+                self.types.push(TypeDef::Tagged { name: name.to_owned(), doc, tag: tag.clone(), variants });
+            }
             _ => {
                 let index = self.types.len();
                 self.types.push(TypeDef::Alias { name: name.to_owned(), doc, ty: RustType::Json });
@@ -472,7 +543,7 @@ impl Builder<'_> {
                     RustType::External(dep.rust_type.as_ref()?.value.clone())
                 }
             },
-            SchemaKind::Object { .. } | SchemaKind::StringEnum(_) => {
+            SchemaKind::Object { .. } | SchemaKind::StringEnum(_) | SchemaKind::Tagged { .. } => {
                 let what = format!("the inline type at `{}`", schema.path);
                 RustType::Named(self.add_named(inline_name, schema, what)?)
             }
@@ -618,6 +689,17 @@ fn describe(ty: &RustType) -> String {
     }
 }
 
+/// The value of the single-value enum property `tag` of the object definition `def`.
+fn tag_value(contract: &Contract, def: &str, tag: &str) -> Option<String> {
+    let schema = &contract.definitions.iter().find(|d| d.name.value == def)?.schema;
+    let SchemaKind::Object { properties, .. } = &schema.kind else { return None };
+    let prop = properties.iter().find(|p| p.name.value == tag)?;
+    match &prop.schema.kind {
+        SchemaKind::StringEnum(values) if values.len() == 1 => Some(values[0].value.clone()),
+        _ => None,
+    }
+}
+
 /// Builds the model of one validated contract; `None` (with diagnostics) when it cannot.
 pub fn build(contract: Contract, diags: &mut Vec<Diagnostic>) -> Option<NodeModel> {
     let file = contract.source.display.clone();
@@ -630,7 +712,15 @@ pub fn build(contract: Contract, diags: &mut Vec<Diagnostic>) -> Option<NodeMode
         names: BTreeMap::new(),
         def_names: BTreeMap::new(),
         pending_defaults: Vec::new(),
+        tag_fields: BTreeMap::new(),
     };
+    for def in &contract.definitions {
+        if let SchemaKind::Tagged { tag, arms } = &def.schema.kind {
+            for arm in arms {
+                b.tag_fields.insert(to_pascal_case(&arm.value), tag.clone());
+            }
+        }
+    }
     for def in &contract.definitions {
         b.def_names.insert(def.name.value.clone(), to_pascal_case(&def.name.value));
     }

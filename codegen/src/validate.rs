@@ -144,6 +144,14 @@ pub struct Schema {
 pub enum SchemaKind {
     /// `$ref`.
     Ref(Spanned<RefTarget>),
+    /// `oneOf` whose arms are definitions told apart by a single-value enum property (`x-tag`,
+    /// found by [`crate::dialect`]): a tagged Rust enum.
+    Tagged {
+        /// The discriminating property (its value names the arm on the wire).
+        tag: String,
+        /// The arms: definition names, in order.
+        arms: Vec<Spanned<String>>,
+    },
     /// `type: object` with `properties`.
     Object {
         /// `properties`, in source order.
@@ -718,6 +726,26 @@ fn read_schema(c: &mut Checker<'_>, node: &Node, path: &str, defs: &[&str], deps
         Some(Node { value: Value::Bool(b), .. }) => Some(*b),
         _ => None,
     };
+    if let (Some(arms), Some(tag)) =
+        (node.get("oneOf").and_then(Node::as_seq), node.get("x-tag").and_then(Node::as_str))
+    {
+        let mut names = Vec::new();
+        for (i, arm) in arms.iter().enumerate() {
+            let arm_path = format!("{}[{i}]", join(path, "oneOf"));
+            match arm.get("$ref").and_then(Node::as_str).and_then(|r| r.strip_prefix("#/definitions/")) {
+                Some(name) if defs.contains(&name) => names.push(Spanned { value: name.to_owned(), pos: arm.pos }),
+                _ => c.error(
+                    Code::UnsupportedSchema,
+                    arm.pos,
+                    &arm_path,
+                    "an arm of a tagged `oneOf` must be `$ref: \"#/definitions/<Type>\"`",
+                    "define the arm under `definitions` and refer to it",
+                ),
+            }
+        }
+        schema.kind = SchemaKind::Tagged { tag: tag.to_owned(), arms: names };
+        return schema;
+    }
     if let Some(reference) = node.get("$ref") {
         if let Some(target) = c.string(reference, &join(path, "$ref"), "`\"#/definitions/ModelX\"`") {
             if let Some(resolved) = resolve_ref(c, &target, &join(path, "$ref"), defs, deps) {
