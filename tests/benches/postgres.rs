@@ -44,6 +44,8 @@ struct Point {
     tps_rounds: Vec<f64>,
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
+    /// Median over the rounds of this process's CPU time per operation (not for pgbench).
+    client_cpu_us_per_op: Option<f64>,
     note: Option<String>,
 }
 
@@ -79,9 +81,27 @@ fn percentile(sorted_us: &[u32], p: f64) -> Option<f64> {
 
 type Op = Arc<dyn Fn(i64) -> BoxFuture<'static, ()> + Send + Sync>;
 
+/// CPU time (user + system) this process has used, from /proc/self/stat (Linux; clock ticks
+/// of 10 ms, fine over a window of seconds).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// What one measured window produced.
+struct Window {
+    tps: f64,
+    latencies: Vec<u32>,
+    /// Client-side CPU per operation (this process: pool, driver, node), in µs.
+    cpu_us_per_op: Option<f64>,
+}
+
 /// Runs `clients` tasks, each calling `op` in a loop for `seconds` after a warm-up; returns
-/// the throughput of the measured window and its latencies (µs).
-async fn drive(clients: usize, seconds: f64, op: &Op) -> (f64, Vec<u32>) {
+/// the throughput of the measured window, its latencies (µs) and the client CPU per op.
+async fn drive(clients: usize, seconds: f64, op: &Op) -> Window {
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..clients)
@@ -103,16 +123,19 @@ async fn drive(clients: usize, seconds: f64, op: &Op) -> (f64, Vec<u32>) {
         .collect();
     tokio::time::sleep(WARM_UP).await;
     measuring.store(true, Relaxed);
+    let cpu_before = process_cpu();
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     measuring.store(false, Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_before.zip(process_cpu()).map(|(before, after)| after.saturating_sub(before));
     stop.store(true, Relaxed);
     let mut all: Vec<u32> = Vec::new();
     for task in tasks {
         all.extend(task.await.expect("bench task panicked"));
     }
-    (all.len() as f64 / elapsed, all)
+    let ops = all.len().max(1) as f64;
+    Window { tps: all.len() as f64 / elapsed, cpu_us_per_op: cpu.map(|c| c.as_secs_f64() * 1e6 / ops), latencies: all }
 }
 
 fn median(values: &[f64]) -> Option<f64> {
@@ -290,15 +313,12 @@ impl Contender {
     /// One round: builds the contender's pool with `size` connections opened up front,
     /// drives it, and closes it again (the server allows 100 connections, so pools of the
     /// contenders cannot all stay open at once).
-    async fn run(
-        self,
-        database: &str,
-        clients: usize,
-        size: usize,
-        seconds: f64,
-    ) -> (Option<f64>, Vec<u32>, Option<String>) {
-        let (tps, latencies) = match self {
-            Self::Pgbench => return run_pgbench(database, clients, seconds),
+    async fn run(self, database: &str, clients: usize, size: usize, seconds: f64) -> (Option<Window>, Option<String>) {
+        let window = match self {
+            Self::Pgbench => {
+                let (tps, latencies, note) = run_pgbench(database, clients, seconds);
+                return (tps.map(|tps| Window { tps, latencies, cpu_us_per_op: None }), note);
+            }
             Self::Node => {
                 let (op, pg) = node_op(database, size).await;
                 let result = drive(clients, seconds, &op).await;
@@ -331,7 +351,7 @@ impl Contender {
             }
         };
         wait_for_backends_to_exit(database).await;
-        (Some(tps), latencies, None)
+        (Some(window), None)
     }
 }
 
@@ -422,14 +442,18 @@ fn main() {
             let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
             let mut latencies: Vec<Vec<u32>> = vec![Vec::new(); contenders.len()];
             let mut notes: Vec<Option<String>> = vec![None; contenders.len()];
+            let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
             // Rounds interleave the contenders (in a rotating order) so that background load
             // on the machine hits them alike; the median round is reported.
             for round in 0..rounds_per_point {
                 for k in 0..contenders.len() {
                     let i = (round + k) % contenders.len();
-                    let (tps, lat, note) = contenders[i].run(&database, n, size, seconds).await;
-                    rounds[i].extend(tps);
-                    latencies[i].extend(lat);
+                    let (window, note) = contenders[i].run(&database, n, size, seconds).await;
+                    if let Some(window) = window {
+                        rounds[i].push(window.tps);
+                        latencies[i].extend(window.latencies);
+                        cpu[i].extend(window.cpu_us_per_op);
+                    }
                     notes[i] = notes[i].take().or(note);
                 }
             }
@@ -443,16 +467,18 @@ fn main() {
                     tps_rounds: rounds[i].clone(),
                     p50_ms: percentile(&latencies[i], 0.50),
                     p99_ms: percentile(&latencies[i], 0.99),
+                    client_cpu_us_per_op: median(&cpu[i]),
                     note: notes[i].clone(),
                 };
                 eprintln!(
-                    "{:>36} c={:<4} tps={:>9} rounds={:?} p50={} p99={}",
+                    "{:>36} c={:<4} tps={:>9} rounds={:?} p50={} p99={} cpu/op={}us",
                     point.name,
                     n,
                     fmt(point.tps, 0),
                     point.tps_rounds.iter().map(|t| t.round()).collect::<Vec<_>>(),
                     fmt(point.p50_ms, 3),
-                    fmt(point.p99_ms, 3)
+                    fmt(point.p99_ms, 3),
+                    fmt(point.client_cpu_us_per_op, 1)
                 );
                 points.push(point);
             }
@@ -460,17 +486,18 @@ fn main() {
         checkout_costs(&database).await
     });
 
-    println!("\n| contender | clients | pool | TPS | p50 ms | p99 ms |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("\n| contender | clients | pool | TPS (median) | p50 ms | p99 ms | client CPU µs/op |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for p in &points {
         println!(
-            "| {} | {} | {} | {} | {} | {} |{}",
+            "| {} | {} | {} | {} | {} | {} | {} |{}",
             p.name,
             p.clients,
             p.pool_size.map_or_else(|| "-".to_owned(), |s| s.to_string()),
             fmt(p.tps, 0),
             fmt(p.p50_ms, 3),
             fmt(p.p99_ms, 3),
+            fmt(p.client_cpu_us_per_op, 1),
             p.note.as_deref().map(|n| format!(" {n}")).unwrap_or_default()
         );
     }
