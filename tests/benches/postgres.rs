@@ -283,7 +283,9 @@ fn run_pgbench(database: &str, clients: usize, seconds: f64) -> (Option<f64>, Ve
         None
     } else {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        Some(stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("pgbench failed").trim().to_owned())
+        let error = stderr.lines().find(|l| l.contains("error") || l.contains("FATAL"));
+        let last = stderr.lines().rev().find(|l| l.trim().len() > "pgbench:".len());
+        Some(error.or(last).unwrap_or("pgbench failed").trim().to_owned())
     };
     (if note.is_none() { tps } else { None }, latencies, note)
 }
