@@ -535,3 +535,38 @@ async fn tls_modes_encrypt_and_verify_full_checks_the_host_name() {
     assert_eq!(err.code(), ErrorCode::ConfigurationError, "{err}");
     assert_eq!(err.details()["variable"], "POSTGRES_SSL_CA_FILE");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_dropped_mid_statement_stops_it_on_the_server_and_the_connection_is_not_reused() {
+    let db = TestDatabase::create("app").await;
+    let pg = Arc::new(
+        manager(&db, |c| {
+            c.min_connections = 1;
+            c.max_connections = 1;
+        })
+        .await,
+    );
+    let caller = {
+        let pg = Arc::clone(&pg);
+        tokio::spawn(async move { pg.execute_query("SELECT pg_sleep(30)", &[]).await })
+    };
+    let admin = db.client().await;
+    let running = "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while admin.query_one(running, &[]).await.unwrap().get::<_, i64>(0) == 0 {
+        assert!(Instant::now() < deadline, "the statement never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    caller.abort();
+    let _ = caller.await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while admin.query_one(running, &[]).await.unwrap().get::<_, i64>(0) > 0 {
+        assert!(Instant::now() < deadline, "the abandoned statement still runs on the server");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pg.connection_stats().connections_closed["cancelled"], 1);
+    // The only slot is free again and serves at once on a fresh connection.
+    let started = Instant::now();
+    assert_eq!(pg.fetch_value("SELECT 7", &[]).await.unwrap(), Some(json!(7)));
+    assert!(started.elapsed() < Duration::from_secs(2));
+}

@@ -36,6 +36,10 @@ pub(crate) struct Conn {
     pub(crate) in_transaction: bool,
     /// Set when the connection must not be reused.
     pub(crate) retire: Option<CloseReason>,
+    /// A statement is in flight. If the connection comes back in this state, its caller was
+    /// cancelled mid-statement: the server may still be running it, so the pool asks the
+    /// server to cancel it and closes the connection instead of reusing it.
+    pub(crate) busy: bool,
 }
 
 /// What a statement produced, plus what metrics need to know.
@@ -54,6 +58,7 @@ impl Conn {
             queries: 0,
             in_transaction: false,
             retire: None,
+            busy: false,
         }
     }
 
@@ -76,7 +81,10 @@ impl Conn {
         timeout: Duration,
         connector: &Connector,
     ) -> Result<Outcome, OnexError> {
-        match tokio::time::timeout(timeout, self.run_inner(sql, params)).await {
+        self.busy = true;
+        let outcome = tokio::time::timeout(timeout, self.run_inner(sql, params)).await;
+        self.busy = false;
+        match outcome {
             Ok(result) => result,
             Err(_) => {
                 self.retire = Some(CloseReason::Timeout);
@@ -142,7 +150,10 @@ impl Conn {
 
     /// Sends a transaction-control statement (simple protocol, no parameters).
     pub(crate) async fn control(&mut self, sql: &str, timeout: Duration) -> Result<(), OnexError> {
-        match tokio::time::timeout(timeout, self.client.batch_execute(sql)).await {
+        self.busy = true;
+        let outcome = tokio::time::timeout(timeout, self.client.batch_execute(sql)).await;
+        self.busy = false;
+        match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(self.query_error(sql, e)),
             Err(_) => {

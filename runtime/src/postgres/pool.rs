@@ -276,6 +276,16 @@ impl Shared {
 
     /// Takes a connection back: it goes on the idle stack if still usable, else it is closed.
     fn give_back(self: &Arc<Self>, mut conn: Conn) {
+        if conn.busy {
+            // The caller was dropped mid-statement: stop the statement on the server (best
+            // effort, in the background) and do not reuse the connection.
+            conn.retire = Some(CloseReason::Cancelled);
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let token = conn.client().cancel_token();
+                let shared = Arc::clone(self);
+                runtime.spawn(async move { shared.connector.cancel(token).await });
+            }
+        }
         let retire = conn.retire.or_else(|| {
             if self.closed.load(Relaxed) {
                 Some(CloseReason::Shutdown)

@@ -22,13 +22,36 @@ pub(crate) enum CloseReason {
     Timeout,
     /// The rollback of an abandoned transaction failed or timed out.
     RecycleFailed,
+    /// The caller was cancelled (dropped) while its statement was in flight.
+    Cancelled,
     /// The pool was closed.
     Shutdown,
 }
 
 impl CloseReason {
-    const ALL: [Self; 6] =
-        [Self::Idle, Self::MaxQueries, Self::Broken, Self::Timeout, Self::RecycleFailed, Self::Shutdown];
+    const ALL: [Self; 7] = [
+        Self::Idle,
+        Self::MaxQueries,
+        Self::Broken,
+        Self::Timeout,
+        Self::RecycleFailed,
+        Self::Cancelled,
+        Self::Shutdown,
+    ];
+
+    /// The position in [`Self::ALL`] (and in the counters); exhaustive, so a new reason
+    /// cannot be miscounted.
+    const fn index(self) -> usize {
+        match self {
+            Self::Idle => 0,
+            Self::MaxQueries => 1,
+            Self::Broken => 2,
+            Self::Timeout => 3,
+            Self::RecycleFailed => 4,
+            Self::Cancelled => 5,
+            Self::Shutdown => 6,
+        }
+    }
 
     fn as_str(self) -> &'static str {
         match self {
@@ -37,6 +60,7 @@ impl CloseReason {
             Self::Broken => "broken",
             Self::Timeout => "timeout",
             Self::RecycleFailed => "recycle_failed",
+            Self::Cancelled => "cancelled",
             Self::Shutdown => "shutdown",
         }
     }
@@ -77,8 +101,7 @@ impl PoolCounters {
     }
 
     pub(crate) fn record_closed(&self, reason: CloseReason) {
-        let index = CloseReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
-        self.closed[index].fetch_add(1, Relaxed);
+        self.closed[reason.index()].fetch_add(1, Relaxed);
         self.size.fetch_sub(1, Relaxed);
     }
 
@@ -149,6 +172,7 @@ mod tests {
         assert_eq!(counts, vec![1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 3]);
         assert_eq!(stats.wait_time_histogram.last().unwrap().le_ms, None);
         assert_eq!(stats.connections_closed["max_queries"], 1);
+        assert!(CloseReason::ALL.iter().enumerate().all(|(i, r)| r.index() == i));
         assert_eq!((stats.size, stats.checkouts, stats.waited_checkouts), (2, 3, 2));
     }
 }
