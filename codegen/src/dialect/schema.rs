@@ -96,9 +96,7 @@ fn set_ref(node: &mut Node, target: &Target, pos: crate::diagnostics::Pos) {
 
 /// Removes `key` when it holds a string, returning it.
 fn take_string(node: &mut Node, key: &str) -> Option<(String, Node)> {
-    if node.get(key).and_then(Node::as_str).is_none() {
-        return None;
-    }
+    node.get(key).and_then(Node::as_str)?;
     tree::remove(node, key).map(|(k, v)| (k.name, v))
 }
 
