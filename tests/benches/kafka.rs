@@ -97,12 +97,15 @@ async fn raw_rdkafka(run: &Run, idempotence: bool) -> Outcome {
         .create()
         .expect("raw producer");
     let body = payload();
-    for i in 0..WARMUP {
-        let key = i.to_be_bytes();
-        producer
-            .send(FutureRecord::to(&topic).key(&key[..]).payload(&body[..]), Duration::from_secs(10))
-            .await
-            .unwrap();
+    // Warm-up (connections, metadata, producer id): enqueued together, awaited together.
+    let warm: Vec<_> = (0..WARMUP)
+        .map(|i| {
+            let key = i.to_be_bytes();
+            producer.send_result(FutureRecord::to(&topic).key(&key[..]).payload(&body[..])).map_err(|(e, _)| e).unwrap()
+        })
+        .collect();
+    for delivery in futures::future::join_all(warm).await {
+        delivery.expect("channel").expect("warm-up delivery");
     }
     let mut latencies = Latencies::with_capacity(run.messages as usize);
     let mut pending = FuturesUnordered::new();
@@ -149,8 +152,12 @@ async fn pool(run: &Run, idempotence: bool, producers: usize) -> Outcome {
     let topic = fresh_topic("pool").await;
     let pool = pool_for(run, idempotence, producers);
     let body = payload();
+    let mut warm = Vec::with_capacity(WARMUP as usize);
     for i in 0..WARMUP {
-        pool.publish(ProduceRecord::new(&topic, &body).key(&i.to_be_bytes()), None).await.expect("warm-up");
+        warm.push(pool.send(ProduceRecord::new(&topic, &body).key(&i.to_be_bytes()), None).await.expect("warm-up"));
+    }
+    for delivery in futures::future::join_all(warm).await {
+        delivery.expect("warm-up delivery");
     }
     let mut latencies = Latencies::with_capacity(run.messages as usize);
     let mut pending = FuturesUnordered::new();
