@@ -117,6 +117,9 @@ pub fn load_with(contracts_dir: &Path, only: Option<&[PathBuf]>, options: &diale
     // (node name, version) → where it was first defined.
     type NodeKey = (String, (u32, u32, u32));
     let mut seen: BTreeMap<NodeKey, (String, Pos)> = BTreeMap::new();
+    // Subcontract files met on their own (display, path), and those contracts list.
+    let mut subcontract_files: Vec<(String, PathBuf)> = Vec::new();
+    let mut listed: BTreeSet<PathBuf> = BTreeSet::new();
     for path in paths {
         let source = match read::read_source(contracts_dir, &path) {
             Ok(source) => source,
@@ -129,13 +132,17 @@ pub fn load_with(contracts_dir: &Path, only: Option<&[PathBuf]>, options: &diale
         loaded.sources.insert(source.display.clone(), source.text.clone());
         let Some(tree) = read::parse(&source.display, &source.text, &mut loaded.diagnostics) else { continue };
         let normalized = match dialect::normalize(&source, tree, options, &mut loaded.diagnostics) {
-            dialect::Outcome::Skipped(_) => {
+            dialect::Outcome::Skipped(family) => {
+                if family == dialect::Family::Subcontract {
+                    subcontract_files.push((source.display.clone(), path.clone()));
+                }
                 loaded.skipped.push(source.display.clone());
                 continue;
             }
             dialect::Outcome::Node(normalized) => *normalized,
         };
         loaded.files_read.extend(normalized.subcontracts.iter().cloned());
+        listed.extend(normalized.subcontracts.iter().filter_map(|p| p.canonicalize().ok()));
         let foreign = normalized.dialect.is_foreign();
         let contract = if foreign {
             validate::validate_foreign(source, &normalized.root, &mut loaded.diagnostics)
@@ -184,6 +191,18 @@ pub fn load_with(contracts_dir: &Path, only: Option<&[PathBuf]>, options: &diale
         seen.insert(key, (contract.source.display.clone(), contract.name.pos));
         if let Some(node) = model::build(contract, &mut loaded.diagnostics) {
             loaded.nodes.push(node);
+        }
+    }
+    // A subcontract is read through its contract's `subcontracts[].path`; one that no contract
+    // of this run lists is an orphan, which the note says.
+    for (display, path) in subcontract_files {
+        if path.canonicalize().is_ok_and(|p| listed.contains(&p)) {
+            continue;
+        }
+        if let Some(note) =
+            loaded.diagnostics.iter_mut().find(|d| d.file == display && d.code == Code::NotANodeContract)
+        {
+            note.message.push_str("; no contract of this run lists it under `subcontracts` (orphan)");
         }
     }
     model::sort_nodes(&mut loaded.nodes);
