@@ -508,7 +508,7 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
         let wire = crate::model::unraw(&dep.ident);
         if dep.required {
             fields.push(quote!(#doc pub #field: Arc<#ty>));
-            resolves.push(quote!(#field: container.resolve::<#ty>().map_err(|e| missing_dependency(#wire, &e))?));
+            resolves.push(quote!(#field: container.resolve::<#ty>().map_err(|e| OnexError::missing_dependency(#name, #wire, &e))?));
         } else {
             fields.push(quote!(#doc pub #field: Option<Arc<#ty>>));
             resolves.push(quote!(#field: container.try_resolve::<#ty>()));
@@ -539,17 +539,6 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
             }
         }
     });
-    if node.dependencies.iter().any(|d| d.required) {
-        let msg = format!("{name} cannot be built: dependency `{{dependency}}` is missing: {{}}");
-        items.push(quote! {
-            fn missing_dependency(dependency: &str, error: &OnexError) -> OnexError {
-                OnexError::new(error.code(), format!(#msg, error.message()))
-                    .with_detail("node", #name)
-                    .with_detail("dependency", dependency)
-            }
-        });
-    }
-
     // The handler trait.
     let methods = node
         .operations

@@ -111,6 +111,17 @@ impl OnexError {
         Self::new(ErrorCode::ConfigurationError, message)
     }
 
+    /// The error a node constructor returns when the container lacks a required dependency:
+    /// keeps the cause's code and names the node and the dependency.
+    pub fn missing_dependency(node: &str, dependency: &str, cause: &OnexError) -> Self {
+        Self::new(
+            cause.code,
+            format!("{node} cannot be built: dependency `{dependency}` is missing: {}", cause.message),
+        )
+        .with_detail("node", node)
+        .with_detail("dependency", dependency)
+    }
+
     /// The stable code.
     pub fn code(&self) -> ErrorCode {
         self.code
@@ -179,6 +190,15 @@ mod tests {
         assert!(shown.starts_with("[DATABASE_CONNECTION_FAILED] cannot connect"), "{shown}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!format!("{err:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn missing_dependency_names_node_and_dependency_and_keeps_the_code() {
+        let cause = OnexError::new(ErrorCode::RegistryResolutionFailed, "no service X in the container");
+        let err = OnexError::missing_dependency("node_a_effect", "pool", &cause);
+        assert_eq!(err.code(), ErrorCode::RegistryResolutionFailed);
+        assert!(err.message().starts_with("node_a_effect cannot be built: dependency `pool` is missing"), "{err}");
+        assert_eq!(err.details()["dependency"], "pool");
     }
 
     #[test]

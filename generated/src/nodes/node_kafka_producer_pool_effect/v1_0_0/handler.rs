@@ -33,7 +33,11 @@ impl Dependencies {
         Ok(Self {
             kafka_producer_pool: container
                 .resolve::<onex_runtime::kafka::KafkaProducerPool>()
-                .map_err(|e| missing_dependency("kafka_producer_pool", &e))?,
+                .map_err(|e| OnexError::missing_dependency(
+                    "node_kafka_producer_pool_effect",
+                    "kafka_producer_pool",
+                    &e,
+                ))?,
             protocol_event_bus: container
                 .try_resolve::<dyn onex_runtime::event_bus::EventPublisher>(),
         })
@@ -44,18 +48,6 @@ impl std::fmt::Debug for Dependencies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dependencies").finish_non_exhaustive()
     }
-}
-
-fn missing_dependency(dependency: &str, error: &OnexError) -> OnexError {
-    OnexError::new(
-            error.code(),
-            format!(
-                "node_kafka_producer_pool_effect cannot be built: dependency `{dependency}` is missing: {}",
-                error.message()
-            ),
-        )
-        .with_detail("node", "node_kafka_producer_pool_effect")
-        .with_detail("dependency", dependency)
 }
 
 /// The operations of `node_kafka_producer_pool_effect`, one async method each. `super::node::KafkaProducerPool` implements it (`contracts/nodes/node_kafka_producer_pool_effect/v1_0_0/contract.yaml:1`).

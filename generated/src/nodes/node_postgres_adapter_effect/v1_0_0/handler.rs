@@ -35,7 +35,11 @@ impl Dependencies {
         Ok(Self {
             postgres_connection_manager: container
                 .resolve::<onex_runtime::postgres::PostgresConnectionManager>()
-                .map_err(|e| missing_dependency("postgres_connection_manager", &e))?,
+                .map_err(|e| OnexError::missing_dependency(
+                    "node_postgres_adapter_effect",
+                    "postgres_connection_manager",
+                    &e,
+                ))?,
             protocol_event_bus: container
                 .try_resolve::<dyn onex_runtime::event_bus::EventPublisher>(),
         })
@@ -46,18 +50,6 @@ impl std::fmt::Debug for Dependencies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dependencies").finish_non_exhaustive()
     }
-}
-
-fn missing_dependency(dependency: &str, error: &OnexError) -> OnexError {
-    OnexError::new(
-            error.code(),
-            format!(
-                "node_postgres_adapter_effect cannot be built: dependency `{dependency}` is missing: {}",
-                error.message()
-            ),
-        )
-        .with_detail("node", "node_postgres_adapter_effect")
-        .with_detail("dependency", dependency)
 }
 
 /// The operations of `node_postgres_adapter_effect`, one async method each. `super::node::PostgresAdapter` implements it (`contracts/nodes/node_postgres_adapter_effect/v1_0_0/contract.yaml:1`).
