@@ -10,7 +10,7 @@
 //! 100-byte messages, acks=all, with and without idempotence. Run with
 //! `scripts/bench-kafka.sh`; writes `target/bench/kafka.json` and prints a markdown table.
 //! Knobs: `KAFKA_BENCH_MESSAGES` (default 500000), `KAFKA_BENCH_LINGER_MS` (pool default),
-//! `KAFKA_BENCH_ONLY` (substring filter on contender names).
+//! `KAFKA_BENCH_ONLY` (substring filter on contender names), `KAFKA_BENCH_ROUNDS` (3).
 
 use std::time::{Duration, Instant};
 
@@ -275,26 +275,48 @@ fn main() {
     };
     let only = std::env::var("KAFKA_BENCH_ONLY").unwrap_or_default();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rounds = env_u32("KAFKA_BENCH_ROUNDS", 3).max(1);
     let outcomes: Vec<Outcome> = runtime.block_on(async {
-        let mut outcomes = Vec::new();
-        for idempotence in [false, true] {
-            let contenders: [&str; 5] = ["raw-rdkafka", "pool", "pool-2", "pool-4", "node-send-batch"];
-            for name in contenders {
-                if !only.is_empty() && !name.contains(only.as_str()) {
-                    continue;
+        // Rounds interleave the contenders so that load from elsewhere on the machine hits them
+        // alike; each contender reports its median-throughput round.
+        let mut samples: Vec<Vec<Outcome>> = Vec::new();
+        for round in 0..rounds {
+            let mut slot = 0;
+            for idempotence in [false, true] {
+                let contenders: [&str; 5] = ["raw-rdkafka", "pool", "pool-2", "pool-4", "node-send-batch"];
+                for name in contenders {
+                    if !only.is_empty() && !name.contains(only.as_str()) {
+                        continue;
+                    }
+                    let outcome = match name {
+                        "raw-rdkafka" => raw_rdkafka(&run, idempotence).await,
+                        "pool" => pool(&run, idempotence, 1).await,
+                        "pool-2" => pool(&run, idempotence, 2).await,
+                        "pool-4" => pool(&run, idempotence, 4).await,
+                        _ => node(&run, idempotence).await,
+                    };
+                    eprintln!(
+                        "round {round} {:<16} idempotence={idempotence:<5} {:>10.0} msgs/s",
+                        outcome.name, outcome.msgs_per_sec
+                    );
+                    if samples.len() <= slot {
+                        samples.push(Vec::new());
+                    }
+                    samples[slot].push(outcome);
+                    slot += 1;
                 }
-                let outcome = match name {
-                    "raw-rdkafka" => raw_rdkafka(&run, idempotence).await,
-                    "pool" => pool(&run, idempotence, 1).await,
-                    "pool-2" => pool(&run, idempotence, 2).await,
-                    "pool-4" => pool(&run, idempotence, 4).await,
-                    _ => node(&run, idempotence).await,
-                };
-                eprintln!("{:<16} idempotence={idempotence:<5} {:>10.0} msgs/s", outcome.name, outcome.msgs_per_sec);
-                outcomes.push(outcome);
             }
         }
-        outcomes
+        samples
+            .into_iter()
+            .map(|mut runs| {
+                runs.sort_by(|a, b| a.msgs_per_sec.total_cmp(&b.msgs_per_sec));
+                let n = runs.len();
+                let mut median = runs.swap_remove(n / 2);
+                median.settings.push_str(&format!(" rounds={n} (median)"));
+                median
+            })
+            .collect()
     });
     let out_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out_dir).expect("create target/bench");

@@ -6,7 +6,7 @@
 //!   lazily, replaced after a fatal error, evicted when idle, flushed with a deadline on
 //!   shutdown; stats and health from real counters ([`metrics`]).
 //! - Backpressure: each producer admits at most `max_in_flight_messages` unreported
-//!   messages; permits come back with delivery reports, and `QueueFull` waits for the next
+//!   messages; slots come back with delivery reports, and `QueueFull` waits for the next
 //!   delivery instead of sleeping.
 
 pub mod config;

@@ -2,10 +2,10 @@
 //! pool's counters, and quarantine after a fatal error.
 //!
 //! Invariants:
-//! - every message handed to librdkafka holds exactly one semaphore permit, returned by its
+//! - every message handed to librdkafka holds exactly one in-flight slot, returned by its
 //!   delivery report (success or failure) — so at most `max_in_flight_messages` are queued;
 //! - every enqueued message gets exactly one delivery report, unless the producer is dropped
-//!   with messages still queued, which [`ManagedProducer::flush`] exists to prevent.
+//!   with messages still queued, which the flush in `Drop` and the pool's shutdown prevent.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +20,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
-use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 use crate::error::{ErrorCode, OnexError};
 use crate::kafka::error::delivery_error;
@@ -84,7 +84,6 @@ pub struct Delivered {
 #[must_use = "a delivery future does nothing unless awaited; use `enqueue` to fire and forget"]
 #[derive(Debug)]
 pub struct DeliveryFuture {
-    topic: String,
     receiver: oneshot::Receiver<Result<Delivered, OnexError>>,
 }
 
@@ -96,7 +95,7 @@ impl Future for DeliveryFuture {
             received.unwrap_or_else(|_| {
                 Err(OnexError::new(
                     ErrorCode::IntegrationServiceError,
-                    format!("the producer was dropped before reporting delivery to topic '{}'", self.topic),
+                    "the producer was dropped before reporting delivery",
                 ))
             })
         })
@@ -118,6 +117,9 @@ pub(crate) struct ProducerState {
     quarantined: AtomicBool,
     fatal_reason: Mutex<Option<String>>,
     errors: AtomicU64,
+    /// Set by every librdkafka error event: the next check asks librdkafka whether the
+    /// error was fatal (so the send path does not ask on every message).
+    suspect: AtomicBool,
 }
 
 impl ProducerState {
@@ -185,12 +187,14 @@ impl UnreportedAges {
     }
 }
 
-/// The librdkafka context: turns delivery reports into counters, permits and replies.
+/// The librdkafka context: turns delivery reports into counters, in-flight slots and replies.
 pub(crate) struct DeliveryContext {
     metrics: Arc<PoolMetrics>,
-    permits: Arc<Semaphore>,
+    /// Messages handed to librdkafka and not yet reported (bounded by `max_in_flight`).
+    in_flight: AtomicU64,
     state: Arc<ProducerState>,
-    /// Senders waiting for queue space after `QueueFull`; deliveries wake them.
+    /// Senders waiting for a delivery (in-flight bound reached, or `QueueFull`); deliveries
+    /// wake them.
     space_waiters: AtomicUsize,
     space: Notify,
     ages: UnreportedAges,
@@ -215,6 +219,7 @@ impl ClientContext for DeliveryContext {
     fn error(&self, error: KafkaError, reason: &str) {
         let reason = sanitize_message(reason);
         self.state.errors.fetch_add(1, Ordering::Relaxed);
+        self.state.suspect.store(true, Ordering::Release);
         // A fatal error arrives with its underlying code; `ManagedProducer::is_quarantined`
         // asks librdkafka whether the handle is fatally failed.
         match error.rdkafka_error_code() {
@@ -243,14 +248,20 @@ impl ProducerContext for DeliveryContext {
                 Err(delivery_error(message.topic(), error))
             }
         };
-        // Permit first: whoever sees the reply may rely on the message no longer being in flight.
-        self.permits.add_permits(1);
-        if self.space_waiters.load(Ordering::Acquire) > 0 {
-            self.space.notify_waiters();
-        }
+        // Release first: whoever sees the reply may rely on the message no longer being in flight.
+        self.release();
         if let Some(reply) = reply {
             // The caller may have stopped waiting; the counters above already hold the outcome.
             let _ = reply.send(outcome);
+        }
+    }
+}
+
+impl DeliveryContext {
+    fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.space_waiters.load(Ordering::Acquire) > 0 {
+            self.space.notify_waiters();
         }
     }
 }
@@ -259,7 +270,6 @@ impl ProducerContext for DeliveryContext {
 pub(crate) struct ManagedProducer {
     producer: ThreadedProducer<DeliveryContext>,
     pub(crate) state: Arc<ProducerState>,
-    permits: Arc<Semaphore>,
     max_in_flight: u32,
     message_timeout: Duration,
     closed: AtomicBool,
@@ -273,16 +283,16 @@ impl ManagedProducer {
         message_timeout: Duration,
         metrics: Arc<PoolMetrics>,
     ) -> Result<Self, OnexError> {
-        let permits = Arc::new(Semaphore::new(max_in_flight as usize));
         let state = Arc::new(ProducerState {
             id: id.clone(),
             quarantined: AtomicBool::new(false),
             fatal_reason: Mutex::new(None),
             errors: AtomicU64::new(0),
+            suspect: AtomicBool::new(false),
         });
         let context = DeliveryContext {
             metrics,
-            permits: Arc::clone(&permits),
+            in_flight: AtomicU64::new(0),
             state: Arc::clone(&state),
             space_waiters: AtomicUsize::new(0),
             space: Notify::new(),
@@ -293,7 +303,7 @@ impl ManagedProducer {
         let producer = client.create_with_context(context).map_err(|e| {
             OnexError::new(ErrorCode::ConfigurationError, format!("cannot create Kafka producer {id}")).with_source(e)
         })?;
-        Ok(Self { producer, state, permits, max_in_flight, message_timeout, closed: AtomicBool::new(false) })
+        Ok(Self { producer, state, max_in_flight, message_timeout, closed: AtomicBool::new(false) })
     }
 
     /// Whether the producer hit a fatal error (librdkafka refuses all further work on it then).
@@ -301,6 +311,9 @@ impl ManagedProducer {
     pub(crate) fn is_quarantined(&self) -> bool {
         if self.state.is_quarantined() {
             return true;
+        }
+        if !self.state.suspect.swap(false, Ordering::AcqRel) {
+            return false;
         }
         match self.producer.client().fatal_error() {
             None => false,
@@ -315,7 +328,7 @@ impl ManagedProducer {
 
     /// Messages handed to librdkafka and not yet reported.
     pub(crate) fn in_flight(&self) -> u32 {
-        self.max_in_flight.saturating_sub(self.permits.available_permits() as u32)
+        self.producer.context().in_flight.load(Ordering::Acquire).min(u64::from(u32::MAX)) as u32
     }
 
     /// Enqueues `record`, waiting while `max_in_flight` messages are unreported. Returns the
@@ -335,19 +348,11 @@ impl ManagedProducer {
         if self.is_quarantined() {
             return Err(self.quarantined_error());
         }
-        match self.permits.try_acquire() {
-            Ok(permit) => permit.forget(),
-            Err(_) => self
-                .permits
-                .acquire()
-                .await
-                .map_err(|_| OnexError::new(ErrorCode::InternalError, "producer permits closed"))?
-                .forget(),
-        }
         let context = self.producer.context();
+        self.admit(context).await;
         let (reply, receiver) = if want_report {
             let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(DeliveryFuture { topic: record.topic.to_owned(), receiver: rx }))
+            (Some(tx), Some(DeliveryFuture { receiver: rx }))
         } else {
             (None, None)
         };
@@ -404,6 +409,27 @@ impl ManagedProducer {
         }
     }
 
+    /// Takes one in-flight slot, waiting for a delivery report while `max_in_flight`
+    /// messages are unreported.
+    async fn admit(&self, context: &DeliveryContext) {
+        let max = u64::from(self.max_in_flight);
+        loop {
+            if context.in_flight.fetch_add(1, Ordering::AcqRel) < max {
+                return;
+            }
+            context.in_flight.fetch_sub(1, Ordering::AcqRel);
+            context.space_waiters.fetch_add(1, Ordering::AcqRel);
+            let space = context.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            // Re-check after registering, so a delivery in between is not missed.
+            if context.in_flight.load(Ordering::Acquire) >= max {
+                space.await;
+            }
+            context.space_waiters.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
     /// Undoes the bookkeeping of a message librdkafka would not take.
     fn refuse(&self, topic: &str, enqueued_at: Instant, error: &KafkaError) -> OnexError {
         let context = self.producer.context();
@@ -411,7 +437,7 @@ impl ManagedProducer {
         let metrics = &context.metrics;
         // `failed` also takes the message out of the queue depth `enqueued` added it to.
         metrics.failed(&metrics.topic(topic));
-        self.permits.add_permits(1);
+        context.release();
         delivery_error(topic, error)
     }
 
