@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use chrono::{TimeZone, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::models::health::HealthStatus;
 use crate::models::kafka::KafkaTopicStats;
@@ -20,17 +20,18 @@ pub struct TopicCounters {
     sent: AtomicU64,
     failed: AtomicU64,
     bytes: AtomicU64,
+    /// Milliseconds since the metrics' start, plus one (0 = never).
     last_activity_ms: AtomicU64,
 }
 
 impl TopicCounters {
-    fn snapshot(&self) -> KafkaTopicStats {
+    fn snapshot(&self, started_utc: DateTime<Utc>) -> KafkaTopicStats {
         let last = self.last_activity_ms.load(Ordering::Relaxed);
         KafkaTopicStats {
             sent: self.sent.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
-            last_activity: (last > 0).then(|| Utc.timestamp_millis_opt(last as i64).single()).flatten(),
+            last_activity: (last > 0).then(|| started_utc + chrono::Duration::milliseconds(last as i64 - 1)),
         }
     }
 }
@@ -115,6 +116,7 @@ impl LatencyHistogram {
 #[derive(Debug)]
 pub struct PoolMetrics {
     started: Instant,
+    started_utc: DateTime<Utc>,
     topics: RwLock<HashMap<String, Arc<TopicCounters>>>,
     latency: LatencyHistogram,
     sent: AtomicU64,
@@ -134,6 +136,7 @@ impl Default for PoolMetrics {
     fn default() -> Self {
         Self {
             started: Instant::now(),
+            started_utc: Utc::now(),
             topics: RwLock::default(),
             latency: LatencyHistogram::default(),
             sent: AtomicU64::new(0),
@@ -169,13 +172,16 @@ impl PoolMetrics {
     }
 
     /// A delivery succeeded.
-    pub fn delivered(&self, topic: &TopicCounters, bytes: u64, latency: Duration) {
+    pub fn delivered(&self, topic: &TopicCounters, bytes: u64, enqueued_at: Instant) {
+        // One clock read serves the latency and the activity stamp.
+        let now = Instant::now();
+        let latency = now.saturating_duration_since(enqueued_at);
         self.queue_depth.fetch_sub(1, Ordering::Relaxed);
         self.sent.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         topic.sent.fetch_add(1, Ordering::Relaxed);
         topic.bytes.fetch_add(bytes, Ordering::Relaxed);
-        topic.last_activity_ms.store(now_ms(), Ordering::Relaxed);
+        topic.last_activity_ms.store(self.stamp(now), Ordering::Relaxed);
         self.latency.record(latency);
         // Plain loads first: on the hot path these are almost always already clear.
         if self.failures_since_success.load(Ordering::Relaxed) != 0 {
@@ -191,8 +197,12 @@ impl PoolMetrics {
         self.queue_depth.fetch_sub(1, Ordering::Relaxed);
         self.failed.fetch_add(1, Ordering::Relaxed);
         topic.failed.fetch_add(1, Ordering::Relaxed);
-        topic.last_activity_ms.store(now_ms(), Ordering::Relaxed);
+        topic.last_activity_ms.store(self.stamp(Instant::now()), Ordering::Relaxed);
         self.failures_since_success.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn stamp(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_millis() as u64 + 1
     }
 
     /// librdkafka reported that no broker is reachable (or that one came back).
@@ -258,7 +268,7 @@ impl PoolMetrics {
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .iter()
-                .map(|(name, counters)| (name.clone(), counters.snapshot()))
+                .map(|(name, counters)| (name.clone(), counters.snapshot(self.started_utc)))
                 .collect(),
         }
     }
@@ -323,10 +333,6 @@ pub fn pool_health(total_producers: u32, failed_producers: u32, success_rate: f6
     }
 }
 
-fn now_ms() -> u64 {
-    u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,7 +362,7 @@ mod tests {
         m.enqueued();
         m.enqueued();
         assert_eq!(m.queue_depth(), 2);
-        m.delivered(&t, 100, Duration::from_millis(1));
+        m.delivered(&t, 100, Instant::now() - Duration::from_millis(1));
         m.failed(&t);
         let traffic = m.traffic(Duration::from_secs(60));
         assert_eq!((traffic.sent, traffic.failed, traffic.bytes, traffic.queue_depth), (1, 1, 100, 0));
@@ -366,7 +372,7 @@ mod tests {
         assert_eq!(traffic.topics["a"].failed, 1);
         assert!(traffic.topics["a"].last_activity.is_some());
         m.enqueued();
-        m.delivered(&t, 100, Duration::from_millis(1));
+        m.delivered(&t, 100, Instant::now() - Duration::from_millis(1));
         assert!(!m.traffic(Duration::from_secs(60)).failing_now);
     }
 
@@ -382,7 +388,7 @@ mod tests {
         let _ = m.traffic(window);
         for _ in 0..3 {
             m.enqueued();
-            m.delivered(&t, 1, Duration::from_millis(1));
+            m.delivered(&t, 1, Instant::now() - Duration::from_millis(1));
         }
         let traffic = m.traffic(window);
         assert_eq!(traffic.recent_success_rate, 100.0);

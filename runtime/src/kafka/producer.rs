@@ -240,7 +240,7 @@ impl ProducerContext for DeliveryContext {
         self.ages.remove(enqueued_at);
         let outcome = match result {
             Ok(message) => {
-                self.metrics.delivered(&topic, bytes, enqueued_at.elapsed());
+                self.metrics.delivered(&topic, bytes, enqueued_at);
                 Ok(Delivered { partition: message.partition(), offset: message.offset() })
             }
             Err((error, message)) => {
