@@ -483,7 +483,7 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
     let scaffold = ident(&node.scaffold_type)?;
     let mut items = vec![
         quote! { use std::future::Future; },
-        quote! { use onex_runtime::{Container, Context, ErrorCode, OnexError, OperationSpec}; },
+        quote! { use onex_runtime::{Container, Context, OnexError}; },
         quote! {
             /// The node's input (`input_model`).
             pub type Input = super::models::#input;
@@ -605,7 +605,7 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
                     let spec = ident(&op.const_name)?;
                     Ok(quote! {
                         super::models::#enum_ident::#variant => {
-                            run(&super::contract::#spec, &ctx, self.handler.#method(input, &ctx)).await
+                            onex_runtime::node::run_operation(#name, &super::contract::#spec, &ctx, self.handler.#method(input, &ctx)).await
                         }
                     })
                 })
@@ -621,7 +621,7 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
             let op = node.operations.first().ok_or("internal: a node without operations")?;
             let method = ident(&op.method)?;
             let spec = ident(&op.const_name)?;
-            quote!(run(&super::contract::#spec, &ctx, self.handler.#method(input, &ctx)).await)
+            quote!(onex_runtime::node::run_operation(#name, &super::contract::#spec, &ctx, self.handler.#method(input, &ctx)).await)
         }
     };
     items.push(quote! {
@@ -641,27 +641,6 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
     let kind_trait = format_ident!("{}Node", c.kind.pascal());
     items.push(quote! {
         impl<H: #handler> onex_runtime::#kind_trait for #node_type<H> {}
-    });
-    let timeout_msg = format!("{name}.{{}} did not finish within {{}} ms");
-    items.push(quote! {
-        /// Runs one operation under its contract timeout (capped by the request's deadline).
-        async fn run<T>(
-            operation: &'static OperationSpec,
-            ctx: &Context,
-            work: impl Future<Output = Result<T, OnexError>>,
-        ) -> Result<T, OnexError> {
-            let limit = ctx.budget(operation.timeout);
-            match tokio::time::timeout(limit, work).await {
-                Ok(result) => result,
-                Err(_) => {
-                    let millis = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-                    Err(OnexError::new(ErrorCode::OperationTimeout, format!(#timeout_msg, operation.name, millis))
-                        .with_detail("node", #name)
-                        .with_detail("operation", operation.name)
-                        .with_detail("timeout_ms", millis))
-                }
-            }
-        }
     });
     render_file(source, inner, items)
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::context::Context;
-use crate::contract::NodeContract;
+use crate::contract::{NodeContract, OperationSpec};
 use crate::error::{ErrorCode, OnexError};
 
 /// The four ONEX node kinds.
@@ -119,5 +119,61 @@ impl<N: Node> DynNode for N {
                 )
             })
         })
+    }
+}
+
+/// Runs one operation of `node` under the operation's contract timeout, capped by the time left
+/// before the request's deadline. Generated nodes call it for every operation, so every node
+/// answers a slow handler the same way: `OPERATION_TIMEOUT` naming the node, the operation and
+/// the limit.
+pub async fn run_operation<T>(
+    node: &'static str,
+    operation: &'static OperationSpec,
+    ctx: &Context,
+    work: impl Future<Output = Result<T, OnexError>>,
+) -> Result<T, OnexError> {
+    let limit = ctx.budget(operation.timeout);
+    match tokio::time::timeout(limit, work).await {
+        Ok(result) => result,
+        Err(_) => {
+            let millis = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+            Err(OnexError::new(
+                ErrorCode::OperationTimeout,
+                format!("{node}.{} did not finish within {millis} ms", operation.name),
+            )
+            .with_detail("node", node)
+            .with_detail("operation", operation.name)
+            .with_detail("timeout_ms", millis))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    static SLOW: OperationSpec = OperationSpec { name: "slow", description: "", timeout: Duration::from_millis(20) };
+
+    #[tokio::test]
+    async fn an_operation_past_its_timeout_answers_operation_timeout() {
+        let err = run_operation("node_x_compute", &SLOW, &Context::new(), async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<_, OnexError>(())
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::OperationTimeout);
+        assert_eq!(err.message(), "node_x_compute.slow did not finish within 20 ms");
+    }
+
+    #[tokio::test]
+    async fn the_request_deadline_caps_the_contract_timeout() {
+        let ctx = Context::new().with_timeout(Duration::from_millis(5));
+        let err = run_operation("n", &SLOW, &ctx, std::future::pending::<Result<(), OnexError>>()).await.unwrap_err();
+        let limit = err.details()["timeout_ms"].as_u64().unwrap();
+        assert!(limit <= 5, "the 20 ms contract timeout was not capped: {limit} ms");
+        assert_eq!(run_operation("n", &SLOW, &Context::new(), async { Ok::<_, OnexError>(7) }).await.unwrap(), 7);
     }
 }

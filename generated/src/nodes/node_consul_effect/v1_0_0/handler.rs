@@ -5,7 +5,7 @@ use std::future::Future;
 
 use std::sync::Arc;
 
-use onex_runtime::{Container, Context, ErrorCode, OnexError, OperationSpec};
+use onex_runtime::{Container, Context, OnexError};
 
 /// The node's input (`input_model`).
 pub type Input = super::models::ModelConsulInput;
@@ -121,7 +121,8 @@ impl<H: ConsulHandler> onex_runtime::Node for NodeConsulEffect<H> {
         let operation = input.operation_type;
         match operation {
             super::models::EnumConsulOperation::KvGet => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_consul_effect",
                         &super::contract::OPERATION_KV_GET,
                         &ctx,
                         self.handler.kv_get(input, &ctx),
@@ -129,7 +130,8 @@ impl<H: ConsulHandler> onex_runtime::Node for NodeConsulEffect<H> {
                     .await
             }
             super::models::EnumConsulOperation::KvPut => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_consul_effect",
                         &super::contract::OPERATION_KV_PUT,
                         &ctx,
                         self.handler.kv_put(input, &ctx),
@@ -137,7 +139,8 @@ impl<H: ConsulHandler> onex_runtime::Node for NodeConsulEffect<H> {
                     .await
             }
             super::models::EnumConsulOperation::KvDelete => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_consul_effect",
                         &super::contract::OPERATION_KV_DELETE,
                         &ctx,
                         self.handler.kv_delete(input, &ctx),
@@ -145,7 +148,8 @@ impl<H: ConsulHandler> onex_runtime::Node for NodeConsulEffect<H> {
                     .await
             }
             super::models::EnumConsulOperation::ServiceRegister => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_consul_effect",
                         &super::contract::OPERATION_SERVICE_REGISTER,
                         &ctx,
                         self.handler.service_register(input, &ctx),
@@ -153,7 +157,8 @@ impl<H: ConsulHandler> onex_runtime::Node for NodeConsulEffect<H> {
                     .await
             }
             super::models::EnumConsulOperation::ServiceDeregister => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_consul_effect",
                         &super::contract::OPERATION_SERVICE_DEREGISTER,
                         &ctx,
                         self.handler.service_deregister(input, &ctx),
@@ -161,7 +166,8 @@ impl<H: ConsulHandler> onex_runtime::Node for NodeConsulEffect<H> {
                     .await
             }
             super::models::EnumConsulOperation::ServiceList => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_consul_effect",
                         &super::contract::OPERATION_SERVICE_LIST,
                         &ctx,
                         self.handler.service_list(input, &ctx),
@@ -169,7 +175,8 @@ impl<H: ConsulHandler> onex_runtime::Node for NodeConsulEffect<H> {
                     .await
             }
             super::models::EnumConsulOperation::HealthCheck => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_consul_effect",
                         &super::contract::OPERATION_HEALTH_CHECK,
                         &ctx,
                         self.handler.health_check(input, &ctx),
@@ -181,30 +188,3 @@ impl<H: ConsulHandler> onex_runtime::Node for NodeConsulEffect<H> {
 }
 
 impl<H: ConsulHandler> onex_runtime::EffectNode for NodeConsulEffect<H> {}
-
-/// Runs one operation under its contract timeout (capped by the request's deadline).
-async fn run<T>(
-    operation: &'static OperationSpec,
-    ctx: &Context,
-    work: impl Future<Output = Result<T, OnexError>>,
-) -> Result<T, OnexError> {
-    let limit = ctx.budget(operation.timeout);
-    match tokio::time::timeout(limit, work).await {
-        Ok(result) => result,
-        Err(_) => {
-            let millis = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-            Err(
-                OnexError::new(
-                        ErrorCode::OperationTimeout,
-                        format!(
-                            "node_consul_effect.{} did not finish within {} ms",
-                            operation.name, millis
-                        ),
-                    )
-                    .with_detail("node", "node_consul_effect")
-                    .with_detail("operation", operation.name)
-                    .with_detail("timeout_ms", millis),
-            )
-        }
-    }
-}

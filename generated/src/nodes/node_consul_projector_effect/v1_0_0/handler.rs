@@ -5,7 +5,7 @@ use std::future::Future;
 
 use std::sync::Arc;
 
-use onex_runtime::{Container, Context, ErrorCode, OnexError, OperationSpec};
+use onex_runtime::{Container, Context, OnexError};
 
 /// The node's input (`input_model`).
 pub type Input = super::models::ModelConsulProjectorInput;
@@ -103,7 +103,8 @@ impl<H: ConsulProjectorHandler> onex_runtime::Node for NodeConsulProjectorEffect
         let operation = input.operation_type;
         match operation {
             super::models::EnumConsulProjectorOperation::ProjectServiceState => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_consul_projector_effect",
                         &super::contract::OPERATION_PROJECT_SERVICE_STATE,
                         &ctx,
                         self.handler.project_service_state(input, &ctx),
@@ -111,7 +112,8 @@ impl<H: ConsulProjectorHandler> onex_runtime::Node for NodeConsulProjectorEffect
                     .await
             }
             super::models::EnumConsulProjectorOperation::ProjectHealthState => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_consul_projector_effect",
                         &super::contract::OPERATION_PROJECT_HEALTH_STATE,
                         &ctx,
                         self.handler.project_health_state(input, &ctx),
@@ -119,7 +121,8 @@ impl<H: ConsulProjectorHandler> onex_runtime::Node for NodeConsulProjectorEffect
                     .await
             }
             super::models::EnumConsulProjectorOperation::ProjectKvState => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_consul_projector_effect",
                         &super::contract::OPERATION_PROJECT_KV_STATE,
                         &ctx,
                         self.handler.project_kv_state(input, &ctx),
@@ -127,7 +130,8 @@ impl<H: ConsulProjectorHandler> onex_runtime::Node for NodeConsulProjectorEffect
                     .await
             }
             super::models::EnumConsulProjectorOperation::ProjectTopology => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_consul_projector_effect",
                         &super::contract::OPERATION_PROJECT_TOPOLOGY,
                         &ctx,
                         self.handler.project_topology(input, &ctx),
@@ -140,30 +144,3 @@ impl<H: ConsulProjectorHandler> onex_runtime::Node for NodeConsulProjectorEffect
 
 impl<H: ConsulProjectorHandler> onex_runtime::EffectNode
 for NodeConsulProjectorEffect<H> {}
-
-/// Runs one operation under its contract timeout (capped by the request's deadline).
-async fn run<T>(
-    operation: &'static OperationSpec,
-    ctx: &Context,
-    work: impl Future<Output = Result<T, OnexError>>,
-) -> Result<T, OnexError> {
-    let limit = ctx.budget(operation.timeout);
-    match tokio::time::timeout(limit, work).await {
-        Ok(result) => result,
-        Err(_) => {
-            let millis = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-            Err(
-                OnexError::new(
-                        ErrorCode::OperationTimeout,
-                        format!(
-                            "node_consul_projector_effect.{} did not finish within {} ms",
-                            operation.name, millis
-                        ),
-                    )
-                    .with_detail("node", "node_consul_projector_effect")
-                    .with_detail("operation", operation.name)
-                    .with_detail("timeout_ms", millis),
-            )
-        }
-    }
-}

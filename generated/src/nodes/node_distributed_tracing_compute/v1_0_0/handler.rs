@@ -5,7 +5,7 @@ use std::future::Future;
 
 use std::sync::Arc;
 
-use onex_runtime::{Container, Context, ErrorCode, OnexError, OperationSpec};
+use onex_runtime::{Container, Context, OnexError};
 
 /// The node's input (`input_model`).
 pub type Input = super::models::ModelDistributedTracingInput;
@@ -122,7 +122,8 @@ for NodeDistributedTracingCompute<H> {
         let operation = input.operation_type;
         match operation {
             super::models::EnumDistributedTracingOperation::InitializeTracing => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_distributed_tracing_compute",
                         &super::contract::OPERATION_INITIALIZE_TRACING,
                         &ctx,
                         self.handler.initialize_tracing(input, &ctx),
@@ -130,7 +131,8 @@ for NodeDistributedTracingCompute<H> {
                     .await
             }
             super::models::EnumDistributedTracingOperation::TraceOperation => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_distributed_tracing_compute",
                         &super::contract::OPERATION_TRACE_OPERATION,
                         &ctx,
                         self.handler.trace_operation(input, &ctx),
@@ -138,7 +140,8 @@ for NodeDistributedTracingCompute<H> {
                     .await
             }
             super::models::EnumDistributedTracingOperation::InjectContext => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_distributed_tracing_compute",
                         &super::contract::OPERATION_INJECT_CONTEXT,
                         &ctx,
                         self.handler.inject_context(input, &ctx),
@@ -146,7 +149,8 @@ for NodeDistributedTracingCompute<H> {
                     .await
             }
             super::models::EnumDistributedTracingOperation::ExtractContext => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_distributed_tracing_compute",
                         &super::contract::OPERATION_EXTRACT_CONTEXT,
                         &ctx,
                         self.handler.extract_context(input, &ctx),
@@ -154,7 +158,8 @@ for NodeDistributedTracingCompute<H> {
                     .await
             }
             super::models::EnumDistributedTracingOperation::TraceDatabase => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_distributed_tracing_compute",
                         &super::contract::OPERATION_TRACE_DATABASE,
                         &ctx,
                         self.handler.trace_database(input, &ctx),
@@ -162,7 +167,8 @@ for NodeDistributedTracingCompute<H> {
                     .await
             }
             super::models::EnumDistributedTracingOperation::TraceKafka => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_distributed_tracing_compute",
                         &super::contract::OPERATION_TRACE_KAFKA,
                         &ctx,
                         self.handler.trace_kafka(input, &ctx),
@@ -170,7 +176,8 @@ for NodeDistributedTracingCompute<H> {
                     .await
             }
             super::models::EnumDistributedTracingOperation::ShutdownTracing => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_distributed_tracing_compute",
                         &super::contract::OPERATION_SHUTDOWN_TRACING,
                         &ctx,
                         self.handler.shutdown_tracing(input, &ctx),
@@ -183,30 +190,3 @@ for NodeDistributedTracingCompute<H> {
 
 impl<H: DistributedTracingHandler> onex_runtime::ComputeNode
 for NodeDistributedTracingCompute<H> {}
-
-/// Runs one operation under its contract timeout (capped by the request's deadline).
-async fn run<T>(
-    operation: &'static OperationSpec,
-    ctx: &Context,
-    work: impl Future<Output = Result<T, OnexError>>,
-) -> Result<T, OnexError> {
-    let limit = ctx.budget(operation.timeout);
-    match tokio::time::timeout(limit, work).await {
-        Ok(result) => result,
-        Err(_) => {
-            let millis = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-            Err(
-                OnexError::new(
-                        ErrorCode::OperationTimeout,
-                        format!(
-                            "node_distributed_tracing_compute.{} did not finish within {} ms",
-                            operation.name, millis
-                        ),
-                    )
-                    .with_detail("node", "node_distributed_tracing_compute")
-                    .with_detail("operation", operation.name)
-                    .with_detail("timeout_ms", millis),
-            )
-        }
-    }
-}

@@ -5,7 +5,7 @@ use std::future::Future;
 
 use std::sync::Arc;
 
-use onex_runtime::{Container, Context, ErrorCode, OnexError, OperationSpec};
+use onex_runtime::{Container, Context, OnexError};
 
 /// The node's input (`input_model`).
 pub type Input = super::models::ModelEventBusCircuitBreakerInput;
@@ -110,7 +110,8 @@ for NodeEventBusCircuitBreakerCompute<H> {
         let operation = input.operation_type;
         match operation {
             super::models::EnumEventBusCircuitBreakerOperation::PublishEvent => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_event_bus_circuit_breaker_compute",
                         &super::contract::OPERATION_PUBLISH_EVENT,
                         &ctx,
                         self.handler.publish_event(input, &ctx),
@@ -118,7 +119,8 @@ for NodeEventBusCircuitBreakerCompute<H> {
                     .await
             }
             super::models::EnumEventBusCircuitBreakerOperation::GetState => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_event_bus_circuit_breaker_compute",
                         &super::contract::OPERATION_GET_STATE,
                         &ctx,
                         self.handler.get_state(input, &ctx),
@@ -126,7 +128,8 @@ for NodeEventBusCircuitBreakerCompute<H> {
                     .await
             }
             super::models::EnumEventBusCircuitBreakerOperation::GetMetrics => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_event_bus_circuit_breaker_compute",
                         &super::contract::OPERATION_GET_METRICS,
                         &ctx,
                         self.handler.get_metrics(input, &ctx),
@@ -134,7 +137,8 @@ for NodeEventBusCircuitBreakerCompute<H> {
                     .await
             }
             super::models::EnumEventBusCircuitBreakerOperation::ResetCircuit => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_event_bus_circuit_breaker_compute",
                         &super::contract::OPERATION_RESET_CIRCUIT,
                         &ctx,
                         self.handler.reset_circuit(input, &ctx),
@@ -142,7 +146,8 @@ for NodeEventBusCircuitBreakerCompute<H> {
                     .await
             }
             super::models::EnumEventBusCircuitBreakerOperation::GetHealthStatus => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_event_bus_circuit_breaker_compute",
                         &super::contract::OPERATION_GET_HEALTH_STATUS,
                         &ctx,
                         self.handler.get_health_status(input, &ctx),
@@ -155,30 +160,3 @@ for NodeEventBusCircuitBreakerCompute<H> {
 
 impl<H: EventBusCircuitBreakerHandler> onex_runtime::ComputeNode
 for NodeEventBusCircuitBreakerCompute<H> {}
-
-/// Runs one operation under its contract timeout (capped by the request's deadline).
-async fn run<T>(
-    operation: &'static OperationSpec,
-    ctx: &Context,
-    work: impl Future<Output = Result<T, OnexError>>,
-) -> Result<T, OnexError> {
-    let limit = ctx.budget(operation.timeout);
-    match tokio::time::timeout(limit, work).await {
-        Ok(result) => result,
-        Err(_) => {
-            let millis = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-            Err(
-                OnexError::new(
-                        ErrorCode::OperationTimeout,
-                        format!(
-                            "node_event_bus_circuit_breaker_compute.{} did not finish within {} ms",
-                            operation.name, millis
-                        ),
-                    )
-                    .with_detail("node", "node_event_bus_circuit_breaker_compute")
-                    .with_detail("operation", operation.name)
-                    .with_detail("timeout_ms", millis),
-            )
-        }
-    }
-}

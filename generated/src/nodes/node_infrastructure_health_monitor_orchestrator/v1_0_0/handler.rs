@@ -5,7 +5,7 @@ use std::future::Future;
 
 use std::sync::Arc;
 
-use onex_runtime::{Container, Context, ErrorCode, OnexError, OperationSpec};
+use onex_runtime::{Container, Context, OnexError};
 
 /// The node's input (`input_model`).
 pub type Input = super::models::ModelInfrastructureHealthMonitorInput;
@@ -128,7 +128,8 @@ for NodeInfrastructureHealthMonitorOrchestrator<H> {
         let operation = input.operation_type;
         match operation {
             super::models::EnumInfrastructureHealthMonitorOperation::ComprehensiveHealthCheck => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_health_monitor_orchestrator",
                         &super::contract::OPERATION_COMPREHENSIVE_HEALTH_CHECK,
                         &ctx,
                         self.handler.comprehensive_health_check(input, &ctx),
@@ -136,7 +137,8 @@ for NodeInfrastructureHealthMonitorOrchestrator<H> {
                     .await
             }
             super::models::EnumInfrastructureHealthMonitorOperation::GetHealthTrends => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_health_monitor_orchestrator",
                         &super::contract::OPERATION_GET_HEALTH_TRENDS,
                         &ctx,
                         self.handler.get_health_trends(input, &ctx),
@@ -144,7 +146,8 @@ for NodeInfrastructureHealthMonitorOrchestrator<H> {
                     .await
             }
             super::models::EnumInfrastructureHealthMonitorOperation::StartMonitoring => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_health_monitor_orchestrator",
                         &super::contract::OPERATION_START_MONITORING,
                         &ctx,
                         self.handler.start_monitoring(input, &ctx),
@@ -152,7 +155,8 @@ for NodeInfrastructureHealthMonitorOrchestrator<H> {
                     .await
             }
             super::models::EnumInfrastructureHealthMonitorOperation::StopMonitoring => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_health_monitor_orchestrator",
                         &super::contract::OPERATION_STOP_MONITORING,
                         &ctx,
                         self.handler.stop_monitoring(input, &ctx),
@@ -160,7 +164,8 @@ for NodeInfrastructureHealthMonitorOrchestrator<H> {
                     .await
             }
             super::models::EnumInfrastructureHealthMonitorOperation::GetPrometheusMetrics => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_health_monitor_orchestrator",
                         &super::contract::OPERATION_GET_PROMETHEUS_METRICS,
                         &ctx,
                         self.handler.get_prometheus_metrics(input, &ctx),
@@ -173,33 +178,3 @@ for NodeInfrastructureHealthMonitorOrchestrator<H> {
 
 impl<H: InfrastructureHealthMonitorHandler> onex_runtime::OrchestratorNode
 for NodeInfrastructureHealthMonitorOrchestrator<H> {}
-
-/// Runs one operation under its contract timeout (capped by the request's deadline).
-async fn run<T>(
-    operation: &'static OperationSpec,
-    ctx: &Context,
-    work: impl Future<Output = Result<T, OnexError>>,
-) -> Result<T, OnexError> {
-    let limit = ctx.budget(operation.timeout);
-    match tokio::time::timeout(limit, work).await {
-        Ok(result) => result,
-        Err(_) => {
-            let millis = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-            Err(
-                OnexError::new(
-                        ErrorCode::OperationTimeout,
-                        format!(
-                            "node_infrastructure_health_monitor_orchestrator.{} did not finish within {} ms",
-                            operation.name, millis
-                        ),
-                    )
-                    .with_detail(
-                        "node",
-                        "node_infrastructure_health_monitor_orchestrator",
-                    )
-                    .with_detail("operation", operation.name)
-                    .with_detail("timeout_ms", millis),
-            )
-        }
-    }
-}

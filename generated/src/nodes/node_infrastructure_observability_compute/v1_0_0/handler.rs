@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use onex_runtime::{Container, Context, ErrorCode, OnexError, OperationSpec};
+use onex_runtime::{Container, Context, OnexError};
 
 /// The node's input (`input_model`).
 pub type Input = super::models::ModelInfrastructureObservabilityInput;
@@ -114,7 +114,8 @@ for NodeInfrastructureObservabilityCompute<H> {
         let operation = input.operation_type;
         match operation {
             super::models::EnumInfrastructureObservabilityOperation::RecordMetric => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_observability_compute",
                         &super::contract::OPERATION_RECORD_METRIC,
                         &ctx,
                         self.handler.record_metric(input, &ctx),
@@ -122,7 +123,8 @@ for NodeInfrastructureObservabilityCompute<H> {
                     .await
             }
             super::models::EnumInfrastructureObservabilityOperation::GetCurrentMetrics => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_observability_compute",
                         &super::contract::OPERATION_GET_CURRENT_METRICS,
                         &ctx,
                         self.handler.get_current_metrics(input, &ctx),
@@ -130,7 +132,8 @@ for NodeInfrastructureObservabilityCompute<H> {
                     .await
             }
             super::models::EnumInfrastructureObservabilityOperation::GetHealthSummary => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_observability_compute",
                         &super::contract::OPERATION_GET_HEALTH_SUMMARY,
                         &ctx,
                         self.handler.get_health_summary(input, &ctx),
@@ -138,7 +141,8 @@ for NodeInfrastructureObservabilityCompute<H> {
                     .await
             }
             super::models::EnumInfrastructureObservabilityOperation::GetPerformanceTrends => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_observability_compute",
                         &super::contract::OPERATION_GET_PERFORMANCE_TRENDS,
                         &ctx,
                         self.handler.get_performance_trends(input, &ctx),
@@ -146,7 +150,8 @@ for NodeInfrastructureObservabilityCompute<H> {
                     .await
             }
             super::models::EnumInfrastructureObservabilityOperation::ExportPrometheus => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_observability_compute",
                         &super::contract::OPERATION_EXPORT_PROMETHEUS,
                         &ctx,
                         self.handler.export_prometheus(input, &ctx),
@@ -154,7 +159,8 @@ for NodeInfrastructureObservabilityCompute<H> {
                     .await
             }
             super::models::EnumInfrastructureObservabilityOperation::GetAlerts => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_observability_compute",
                         &super::contract::OPERATION_GET_ALERTS,
                         &ctx,
                         self.handler.get_alerts(input, &ctx),
@@ -162,7 +168,8 @@ for NodeInfrastructureObservabilityCompute<H> {
                     .await
             }
             super::models::EnumInfrastructureObservabilityOperation::ResolveAlert => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_observability_compute",
                         &super::contract::OPERATION_RESOLVE_ALERT,
                         &ctx,
                         self.handler.resolve_alert(input, &ctx),
@@ -175,30 +182,3 @@ for NodeInfrastructureObservabilityCompute<H> {
 
 impl<H: InfrastructureObservabilityHandler> onex_runtime::ComputeNode
 for NodeInfrastructureObservabilityCompute<H> {}
-
-/// Runs one operation under its contract timeout (capped by the request's deadline).
-async fn run<T>(
-    operation: &'static OperationSpec,
-    ctx: &Context,
-    work: impl Future<Output = Result<T, OnexError>>,
-) -> Result<T, OnexError> {
-    let limit = ctx.budget(operation.timeout);
-    match tokio::time::timeout(limit, work).await {
-        Ok(result) => result,
-        Err(_) => {
-            let millis = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-            Err(
-                OnexError::new(
-                        ErrorCode::OperationTimeout,
-                        format!(
-                            "node_infrastructure_observability_compute.{} did not finish within {} ms",
-                            operation.name, millis
-                        ),
-                    )
-                    .with_detail("node", "node_infrastructure_observability_compute")
-                    .with_detail("operation", operation.name)
-                    .with_detail("timeout_ms", millis),
-            )
-        }
-    }
-}

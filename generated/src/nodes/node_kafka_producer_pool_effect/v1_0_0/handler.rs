@@ -5,7 +5,7 @@ use std::future::Future;
 
 use std::sync::Arc;
 
-use onex_runtime::{Container, Context, ErrorCode, OnexError, OperationSpec};
+use onex_runtime::{Container, Context, OnexError};
 
 /// The node's input (`input_model`).
 pub type Input = super::models::ModelKafkaProducerPoolInput;
@@ -126,7 +126,8 @@ impl<H: KafkaProducerPoolHandler> onex_runtime::Node for NodeKafkaProducerPoolEf
         let operation = input.operation_type;
         match operation {
             super::models::EnumKafkaProducerPoolOperation::SendMessage => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_kafka_producer_pool_effect",
                         &super::contract::OPERATION_SEND_MESSAGE,
                         &ctx,
                         self.handler.send_message(input, &ctx),
@@ -134,7 +135,8 @@ impl<H: KafkaProducerPoolHandler> onex_runtime::Node for NodeKafkaProducerPoolEf
                     .await
             }
             super::models::EnumKafkaProducerPoolOperation::SendBatch => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_kafka_producer_pool_effect",
                         &super::contract::OPERATION_SEND_BATCH,
                         &ctx,
                         self.handler.send_batch(input, &ctx),
@@ -142,7 +144,8 @@ impl<H: KafkaProducerPoolHandler> onex_runtime::Node for NodeKafkaProducerPoolEf
                     .await
             }
             super::models::EnumKafkaProducerPoolOperation::Flush => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_kafka_producer_pool_effect",
                         &super::contract::OPERATION_FLUSH,
                         &ctx,
                         self.handler.flush(input, &ctx),
@@ -150,7 +153,8 @@ impl<H: KafkaProducerPoolHandler> onex_runtime::Node for NodeKafkaProducerPoolEf
                     .await
             }
             super::models::EnumKafkaProducerPoolOperation::GetPoolStats => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_kafka_producer_pool_effect",
                         &super::contract::OPERATION_GET_POOL_STATS,
                         &ctx,
                         self.handler.get_pool_stats(input, &ctx),
@@ -158,7 +162,8 @@ impl<H: KafkaProducerPoolHandler> onex_runtime::Node for NodeKafkaProducerPoolEf
                     .await
             }
             super::models::EnumKafkaProducerPoolOperation::HealthCheck => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_kafka_producer_pool_effect",
                         &super::contract::OPERATION_HEALTH_CHECK,
                         &ctx,
                         self.handler.health_check(input, &ctx),
@@ -166,7 +171,8 @@ impl<H: KafkaProducerPoolHandler> onex_runtime::Node for NodeKafkaProducerPoolEf
                     .await
             }
             super::models::EnumKafkaProducerPoolOperation::Close => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_kafka_producer_pool_effect",
                         &super::contract::OPERATION_CLOSE,
                         &ctx,
                         self.handler.close(input, &ctx),
@@ -179,30 +185,3 @@ impl<H: KafkaProducerPoolHandler> onex_runtime::Node for NodeKafkaProducerPoolEf
 
 impl<H: KafkaProducerPoolHandler> onex_runtime::EffectNode
 for NodeKafkaProducerPoolEffect<H> {}
-
-/// Runs one operation under its contract timeout (capped by the request's deadline).
-async fn run<T>(
-    operation: &'static OperationSpec,
-    ctx: &Context,
-    work: impl Future<Output = Result<T, OnexError>>,
-) -> Result<T, OnexError> {
-    let limit = ctx.budget(operation.timeout);
-    match tokio::time::timeout(limit, work).await {
-        Ok(result) => result,
-        Err(_) => {
-            let millis = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-            Err(
-                OnexError::new(
-                        ErrorCode::OperationTimeout,
-                        format!(
-                            "node_kafka_producer_pool_effect.{} did not finish within {} ms",
-                            operation.name, millis
-                        ),
-                    )
-                    .with_detail("node", "node_kafka_producer_pool_effect")
-                    .with_detail("operation", operation.name)
-                    .with_detail("timeout_ms", millis),
-            )
-        }
-    }
-}

@@ -5,7 +5,7 @@ use std::future::Future;
 
 use std::sync::Arc;
 
-use onex_runtime::{Container, Context, ErrorCode, OnexError, OperationSpec};
+use onex_runtime::{Container, Context, OnexError};
 
 /// The node's input (`input_model`).
 pub type Input = super::models::ModelPostgresAdapterInput;
@@ -104,7 +104,8 @@ impl<H: PostgresAdapterHandler> onex_runtime::Node for NodePostgresAdapterEffect
         let operation = input.operation_type;
         match operation {
             super::models::EnumPostgresAdapterOperation::Query => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_postgres_adapter_effect",
                         &super::contract::OPERATION_QUERY,
                         &ctx,
                         self.handler.query(input, &ctx),
@@ -112,7 +113,8 @@ impl<H: PostgresAdapterHandler> onex_runtime::Node for NodePostgresAdapterEffect
                     .await
             }
             super::models::EnumPostgresAdapterOperation::HealthCheck => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_postgres_adapter_effect",
                         &super::contract::OPERATION_HEALTH_CHECK,
                         &ctx,
                         self.handler.health_check(input, &ctx),
@@ -125,30 +127,3 @@ impl<H: PostgresAdapterHandler> onex_runtime::Node for NodePostgresAdapterEffect
 
 impl<H: PostgresAdapterHandler> onex_runtime::EffectNode
 for NodePostgresAdapterEffect<H> {}
-
-/// Runs one operation under its contract timeout (capped by the request's deadline).
-async fn run<T>(
-    operation: &'static OperationSpec,
-    ctx: &Context,
-    work: impl Future<Output = Result<T, OnexError>>,
-) -> Result<T, OnexError> {
-    let limit = ctx.budget(operation.timeout);
-    match tokio::time::timeout(limit, work).await {
-        Ok(result) => result,
-        Err(_) => {
-            let millis = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-            Err(
-                OnexError::new(
-                        ErrorCode::OperationTimeout,
-                        format!(
-                            "node_postgres_adapter_effect.{} did not finish within {} ms",
-                            operation.name, millis
-                        ),
-                    )
-                    .with_detail("node", "node_postgres_adapter_effect")
-                    .with_detail("operation", operation.name)
-                    .with_detail("timeout_ms", millis),
-            )
-        }
-    }
-}

@@ -5,7 +5,7 @@ use std::future::Future;
 
 use std::sync::Arc;
 
-use onex_runtime::{Container, Context, ErrorCode, OnexError, OperationSpec};
+use onex_runtime::{Container, Context, OnexError};
 
 /// The node's input (`input_model`).
 pub type Input = super::models::ModelPostgresConnectionManagerInput;
@@ -149,7 +149,8 @@ for NodePostgresConnectionManagerEffect<H> {
         let operation = input.operation_type;
         match operation {
             super::models::EnumPostgresConnectionManagerOperation::ExecuteQuery => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_EXECUTE_QUERY,
                         &ctx,
                         self.handler.execute_query(input, &ctx),
@@ -157,7 +158,8 @@ for NodePostgresConnectionManagerEffect<H> {
                     .await
             }
             super::models::EnumPostgresConnectionManagerOperation::FetchOne => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_FETCH_ONE,
                         &ctx,
                         self.handler.fetch_one(input, &ctx),
@@ -165,7 +167,8 @@ for NodePostgresConnectionManagerEffect<H> {
                     .await
             }
             super::models::EnumPostgresConnectionManagerOperation::FetchValue => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_FETCH_VALUE,
                         &ctx,
                         self.handler.fetch_value(input, &ctx),
@@ -173,7 +176,8 @@ for NodePostgresConnectionManagerEffect<H> {
                     .await
             }
             super::models::EnumPostgresConnectionManagerOperation::Transaction => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_TRANSACTION,
                         &ctx,
                         self.handler.transaction(input, &ctx),
@@ -181,7 +185,8 @@ for NodePostgresConnectionManagerEffect<H> {
                     .await
             }
             super::models::EnumPostgresConnectionManagerOperation::CallFunction => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_CALL_FUNCTION,
                         &ctx,
                         self.handler.call_function(input, &ctx),
@@ -189,7 +194,8 @@ for NodePostgresConnectionManagerEffect<H> {
                     .await
             }
             super::models::EnumPostgresConnectionManagerOperation::HealthCheck => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_HEALTH_CHECK,
                         &ctx,
                         self.handler.health_check(input, &ctx),
@@ -197,7 +203,8 @@ for NodePostgresConnectionManagerEffect<H> {
                     .await
             }
             super::models::EnumPostgresConnectionManagerOperation::GetConnectionStats => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_GET_CONNECTION_STATS,
                         &ctx,
                         self.handler.get_connection_stats(input, &ctx),
@@ -205,7 +212,8 @@ for NodePostgresConnectionManagerEffect<H> {
                     .await
             }
             super::models::EnumPostgresConnectionManagerOperation::GetQueryMetrics => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_GET_QUERY_METRICS,
                         &ctx,
                         self.handler.get_query_metrics(input, &ctx),
@@ -213,7 +221,8 @@ for NodePostgresConnectionManagerEffect<H> {
                     .await
             }
             super::models::EnumPostgresConnectionManagerOperation::ClearMetrics => {
-                run(
+                onex_runtime::node::run_operation(
+                        "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_CLEAR_METRICS,
                         &ctx,
                         self.handler.clear_metrics(input, &ctx),
@@ -226,30 +235,3 @@ for NodePostgresConnectionManagerEffect<H> {
 
 impl<H: PostgresConnectionManagerHandler> onex_runtime::EffectNode
 for NodePostgresConnectionManagerEffect<H> {}
-
-/// Runs one operation under its contract timeout (capped by the request's deadline).
-async fn run<T>(
-    operation: &'static OperationSpec,
-    ctx: &Context,
-    work: impl Future<Output = Result<T, OnexError>>,
-) -> Result<T, OnexError> {
-    let limit = ctx.budget(operation.timeout);
-    match tokio::time::timeout(limit, work).await {
-        Ok(result) => result,
-        Err(_) => {
-            let millis = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-            Err(
-                OnexError::new(
-                        ErrorCode::OperationTimeout,
-                        format!(
-                            "node_postgres_connection_manager_effect.{} did not finish within {} ms",
-                            operation.name, millis
-                        ),
-                    )
-                    .with_detail("node", "node_postgres_connection_manager_effect")
-                    .with_detail("operation", operation.name)
-                    .with_detail("timeout_ms", millis),
-            )
-        }
-    }
-}
