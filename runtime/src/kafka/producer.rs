@@ -378,21 +378,27 @@ impl ManagedProducer {
         }
         context.metrics.enqueued();
         context.ages.add(enqueued_at);
+        // Fast path: no waiter registration (a mutex inside `Notify`) unless the queue is full,
+        // so delivery reports only wake anyone while someone really waits.
+        let mut base = match self.producer.send(base) {
+            Ok(()) => return Ok(receiver),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => returned,
+            Err((error, _returned)) => return Err(self.refuse(record.topic, enqueued_at, &error)),
+        };
         loop {
-            // Registered before the attempt so a delivery between the attempt and the wait
-            // is not missed.
+            context.metrics.queue_full();
             context.space_waiters.fetch_add(1, Ordering::AcqRel);
             let space = context.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
-            let attempt = self.producer.send(base);
-            match attempt {
+            // Retried after registering, so a delivery between the failed attempt and the wait
+            // is not missed.
+            match self.producer.send(base) {
                 Ok(()) => {
                     context.space_waiters.fetch_sub(1, Ordering::AcqRel);
                     return Ok(receiver);
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    context.metrics.queue_full();
                     base = returned;
                     let waited = tokio::time::timeout(self.message_timeout, space).await;
                     context.space_waiters.fetch_sub(1, Ordering::AcqRel);
