@@ -9,8 +9,13 @@
 //!
 //! 100-byte messages, acks=all, with and without idempotence. Run with
 //! `scripts/bench-kafka.sh`; writes `target/bench/kafka.json` and prints a markdown table.
-//! Knobs: `KAFKA_BENCH_MESSAGES` (default 500000), `KAFKA_BENCH_LINGER_MS` (pool default),
-//! `KAFKA_BENCH_ONLY` (substring filter on contender names), `KAFKA_BENCH_ROUNDS` (3).
+//! Knobs: `KAFKA_BENCH_MESSAGES` (default 1000000), `KAFKA_BENCH_LINGER_MS` (pool default),
+//! `KAFKA_BENCH_ONLY` (comma-separated contender names), `KAFKA_BENCH_ROUNDS` (3).
+//!
+//! Besides throughput, each contender reports the CPU time this process spent per message
+//! (the client side: rdkafka's threads, the pool, the node). The broker shares the machine's
+//! cores, so throughput swings with whatever else runs; client CPU per message is the steadier
+//! figure for comparing wrappers.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +28,7 @@ use onex_generated::nodes::node_kafka_producer_pool_effect::v1_0_0::models::{
 use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool, ProduceRecord};
 use onex_runtime::models::kafka::KafkaProducerConfig;
 use onex_runtime::{Container, Context, Node};
+use onex_tests::bench::{percentile_ms, process_cpu};
 use onex_tests::kafka::{bootstrap, create_topic, unique_topic};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -39,6 +45,8 @@ struct Outcome {
     name: String,
     settings: String,
     msgs_per_sec: f64,
+    /// CPU time of this process per message, in µs (client side only).
+    client_cpu_us_per_msg: Option<f64>,
     p50_ms: f64,
     p99_ms: f64,
 }
@@ -55,12 +63,27 @@ impl Latencies {
     }
 
     fn quantile_ms(&mut self, q: f64) -> f64 {
-        if self.0.is_empty() {
-            return 0.0;
-        }
         self.0.sort_unstable();
-        let rank = ((q * self.0.len() as f64).ceil() as usize).clamp(1, self.0.len());
-        f64::from(self.0[rank - 1]) / 1000.0
+        percentile_ms(&self.0, q).unwrap_or(0.0)
+    }
+}
+
+/// Wall clock and process CPU from the start of a measured window.
+struct Window {
+    started: Instant,
+    cpu: Option<Duration>,
+}
+
+impl Window {
+    fn open() -> Self {
+        Self { cpu: process_cpu(), started: Instant::now() }
+    }
+
+    /// Messages per second and client CPU µs per message over the window.
+    fn close(self, messages: u32) -> (f64, Option<f64>) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let cpu = self.cpu.zip(process_cpu()).map(|(before, after)| after.saturating_sub(before));
+        (f64::from(messages) / elapsed, cpu.map(|c| c.as_secs_f64() * 1e6 / f64::from(messages)))
     }
 }
 
@@ -109,7 +132,7 @@ async fn raw_rdkafka(run: &Run, idempotence: bool) -> Outcome {
     }
     let mut latencies = Latencies::with_capacity(run.messages as usize);
     let mut pending = FuturesUnordered::new();
-    let started = Instant::now();
+    let window = Window::open();
     for i in 0..run.messages {
         let key = i.to_be_bytes();
         let sent_at = Instant::now();
@@ -128,11 +151,12 @@ async fn raw_rdkafka(run: &Run, idempotence: bool) -> Outcome {
         result.expect("channel").expect("delivery");
         latencies.push(latency);
     }
-    let elapsed = started.elapsed();
+    let (msgs_per_sec, client_cpu_us_per_msg) = window.close(run.messages);
     Outcome {
         name: "raw-rdkafka".into(),
         settings: settings(run, idempotence, " producers=1"),
-        msgs_per_sec: f64::from(run.messages) / elapsed.as_secs_f64(),
+        msgs_per_sec,
+        client_cpu_us_per_msg,
         p50_ms: latencies.quantile_ms(0.50),
         p99_ms: latencies.quantile_ms(0.99),
     }
@@ -161,7 +185,7 @@ async fn pool(run: &Run, idempotence: bool, producers: usize) -> Outcome {
     }
     let mut latencies = Latencies::with_capacity(run.messages as usize);
     let mut pending = FuturesUnordered::new();
-    let started = Instant::now();
+    let window = Window::open();
     for i in 0..run.messages {
         let key = i.to_be_bytes();
         let sent_at = Instant::now();
@@ -177,14 +201,15 @@ async fn pool(run: &Run, idempotence: bool, producers: usize) -> Outcome {
         result.expect("delivery");
         latencies.push(latency);
     }
-    let elapsed = started.elapsed();
+    let (msgs_per_sec, client_cpu_us_per_msg) = window.close(run.messages);
     let stats = pool.stats();
     assert_eq!(stats.total_messages_failed, 0);
     pool.shutdown().await.expect("shutdown");
     Outcome {
         name: if producers == 1 { "pool".into() } else { format!("pool-{producers}") },
         settings: settings(run, idempotence, &format!(" producers={producers}")),
-        msgs_per_sec: f64::from(run.messages) / elapsed.as_secs_f64(),
+        msgs_per_sec,
+        client_cpu_us_per_msg,
         p50_ms: latencies.quantile_ms(0.50),
         p99_ms: latencies.quantile_ms(0.99),
     }
@@ -228,7 +253,7 @@ async fn node(run: &Run, idempotence: bool) -> Outcome {
     assert!(warm.success);
     let batches = (run.messages as usize).div_ceil(BATCH);
     let mut latencies = Latencies::with_capacity(batches);
-    let started = Instant::now();
+    let window = Window::open();
     let mut results = futures::stream::iter(0..batches)
         .map(|b| {
             let first = (b * BATCH) as u32;
@@ -249,7 +274,7 @@ async fn node(run: &Run, idempotence: bool) -> Outcome {
         delivered += out.delivered.unwrap_or(0);
         latencies.push(latency);
     }
-    let elapsed = started.elapsed();
+    let (msgs_per_sec, client_cpu_us_per_msg) = window.close(run.messages);
     assert_eq!(delivered, u64::from(run.messages));
     Outcome {
         name: "node-send-batch".into(),
@@ -258,7 +283,8 @@ async fn node(run: &Run, idempotence: bool) -> Outcome {
             idempotence,
             &format!(" producers=1 batch={BATCH} batches_in_flight={BATCHES_IN_FLIGHT} latency=per-request"),
         ),
-        msgs_per_sec: f64::from(run.messages) / elapsed.as_secs_f64(),
+        msgs_per_sec,
+        client_cpu_us_per_msg,
         p50_ms: latencies.quantile_ms(0.50),
         p99_ms: latencies.quantile_ms(0.99),
     }
@@ -268,43 +294,50 @@ fn env_u32(key: &str, default: u32) -> u32 {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+const CONTENDERS: [&str; 5] = ["raw-rdkafka", "pool", "pool-2", "pool-4", "node-send-batch"];
+
 fn main() {
     let run = Run {
-        messages: env_u32("KAFKA_BENCH_MESSAGES", 500_000),
+        messages: env_u32("KAFKA_BENCH_MESSAGES", 1_000_000),
         linger_ms: env_u32("KAFKA_BENCH_LINGER_MS", KafkaProducerConfig::DEFAULT_LINGER_MS),
     };
-    let only = std::env::var("KAFKA_BENCH_ONLY").unwrap_or_default();
+    let only: Vec<String> = std::env::var("KAFKA_BENCH_ONLY")
+        .unwrap_or_default()
+        .split(',')
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .collect();
+    let contenders: Vec<(&str, bool)> = [false, true]
+        .into_iter()
+        .flat_map(|idempotence| CONTENDERS.into_iter().map(move |name| (name, idempotence)))
+        .filter(|(name, _)| only.is_empty() || only.iter().any(|o| o == name))
+        .collect();
+    assert!(!contenders.is_empty(), "KAFKA_BENCH_ONLY names none of {CONTENDERS:?}");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let rounds = env_u32("KAFKA_BENCH_ROUNDS", 3).max(1);
+    let rounds = env_u32("KAFKA_BENCH_ROUNDS", 3).max(1) as usize;
     let outcomes: Vec<Outcome> = runtime.block_on(async {
-        // Rounds interleave the contenders so that load from elsewhere on the machine hits them
-        // alike; each contender reports its median-throughput round.
-        let mut samples: Vec<Vec<Outcome>> = Vec::new();
+        // Rounds interleave the contenders in a rotating order, so that load from elsewhere on
+        // the machine (and the broker's growing memory) hits them alike; each contender reports
+        // its median-throughput round.
+        let mut samples: Vec<Vec<Outcome>> = contenders.iter().map(|_| Vec::new()).collect();
         for round in 0..rounds {
-            let mut slot = 0;
-            for idempotence in [false, true] {
-                let contenders: [&str; 5] = ["raw-rdkafka", "pool", "pool-2", "pool-4", "node-send-batch"];
-                for name in contenders {
-                    if !only.is_empty() && !name.contains(only.as_str()) {
-                        continue;
-                    }
-                    let outcome = match name {
-                        "raw-rdkafka" => raw_rdkafka(&run, idempotence).await,
-                        "pool" => pool(&run, idempotence, 1).await,
-                        "pool-2" => pool(&run, idempotence, 2).await,
-                        "pool-4" => pool(&run, idempotence, 4).await,
-                        _ => node(&run, idempotence).await,
-                    };
-                    eprintln!(
-                        "round {round} {:<16} idempotence={idempotence:<5} {:>10.0} msgs/s",
-                        outcome.name, outcome.msgs_per_sec
-                    );
-                    if samples.len() <= slot {
-                        samples.push(Vec::new());
-                    }
-                    samples[slot].push(outcome);
-                    slot += 1;
-                }
+            for k in 0..contenders.len() {
+                let slot = (round + k) % contenders.len();
+                let (name, idempotence) = contenders[slot];
+                let outcome = match name {
+                    "raw-rdkafka" => raw_rdkafka(&run, idempotence).await,
+                    "pool" => pool(&run, idempotence, 1).await,
+                    "pool-2" => pool(&run, idempotence, 2).await,
+                    "pool-4" => pool(&run, idempotence, 4).await,
+                    _ => node(&run, idempotence).await,
+                };
+                eprintln!(
+                    "round {round} {:<16} idempotence={idempotence:<5} {:>10.0} msgs/s {:>6.2} µs CPU/msg",
+                    outcome.name,
+                    outcome.msgs_per_sec,
+                    outcome.client_cpu_us_per_msg.unwrap_or(f64::NAN)
+                );
+                samples[slot].push(outcome);
             }
         }
         samples
@@ -322,8 +355,8 @@ fn main() {
     std::fs::create_dir_all(&out_dir).expect("create target/bench");
     let path = out_dir.join("kafka.json");
     std::fs::write(&path, serde_json::to_string_pretty(&outcomes).unwrap()).expect("write kafka.json");
-    println!("| contender | idempotence | msgs/s | vs raw | p50 ms | p99 ms |");
-    println!("|---|---|---:|---:|---:|---:|");
+    println!("| contender | idempotence | msgs/s | vs raw | client CPU µs/msg | p50 ms | p99 ms |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
     for o in &outcomes {
         let idempotence = o.settings.contains("idempotence=true");
         let raw = outcomes
@@ -331,9 +364,10 @@ fn main() {
             .find(|r| r.name == "raw-rdkafka" && r.settings.contains("idempotence=true") == idempotence)
             .map(|r| r.msgs_per_sec);
         let relative = raw.map_or("-".to_owned(), |raw| format!("{:+.1} %", (o.msgs_per_sec / raw - 1.0) * 100.0));
+        let cpu = o.client_cpu_us_per_msg.map_or("-".to_owned(), |c| format!("{c:.2}"));
         println!(
-            "| {} | {} | {:.0} | {} | {:.2} | {:.2} |",
-            o.name, idempotence, o.msgs_per_sec, relative, o.p50_ms, o.p99_ms
+            "| {} | {} | {:.0} | {} | {} | {:.2} | {:.2} |",
+            o.name, idempotence, o.msgs_per_sec, relative, cpu, o.p50_ms, o.p99_ms
         );
     }
     println!("\nwritten to {}", path.canonicalize().unwrap_or(path).display());

@@ -25,6 +25,7 @@ use onex_runtime::models::postgres::SslMode;
 use onex_runtime::node::BoxFuture;
 use onex_runtime::postgres::PostgresConnectionManager;
 use onex_runtime::{Container, Context, Node};
+use onex_tests::bench::{median, percentile_ms, process_cpu};
 use onex_tests::postgres::{host, port};
 use serde_json::{Value, json};
 
@@ -71,25 +72,7 @@ fn env_or(key: &str, default: &str) -> String {
     std::env::var(key).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| default.to_owned())
 }
 
-fn percentile(sorted_us: &[u32], p: f64) -> Option<f64> {
-    if sorted_us.is_empty() {
-        return None;
-    }
-    let index = ((sorted_us.len() as f64 - 1.0) * p).round() as usize;
-    Some(f64::from(sorted_us[index]) / 1000.0)
-}
-
 type Op = Arc<dyn Fn(i64) -> BoxFuture<'static, ()> + Send + Sync>;
-
-/// CPU time (user + system) this process has used, from /proc/self/stat (Linux; clock ticks
-/// of 10 ms, fine over a window of seconds).
-fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which is in parentheses and may contain spaces).
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
-}
 
 /// What one measured window produced.
 struct Window {
@@ -136,12 +119,6 @@ async fn drive(clients: usize, seconds: f64, op: &Op) -> Window {
     }
     let ops = all.len().max(1) as f64;
     Window { tps: all.len() as f64 / elapsed, cpu_us_per_op: cpu.map(|c| c.as_secs_f64() * 1e6 / ops), latencies: all }
-}
-
-fn median(values: &[f64]) -> Option<f64> {
-    let mut sorted: Vec<f64> = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied()
 }
 
 fn pg_config(database: &str) -> tokio_postgres::Config {
@@ -467,8 +444,8 @@ fn main() {
                     pool_size: (!matches!(contender, Contender::Pgbench)).then_some(size),
                     tps: median(&rounds[i]),
                     tps_rounds: rounds[i].clone(),
-                    p50_ms: percentile(&latencies[i], 0.50),
-                    p99_ms: percentile(&latencies[i], 0.99),
+                    p50_ms: percentile_ms(&latencies[i], 0.50),
+                    p99_ms: percentile_ms(&latencies[i], 0.99),
                     client_cpu_us_per_op: median(&cpu[i]),
                     note: notes[i].clone(),
                 };

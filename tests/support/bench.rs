@@ -1,0 +1,59 @@
+//! Measuring helpers shared by the bench binaries (`tests/benches/`).
+
+use std::time::Duration;
+
+/// CPU time (user + system) this process has used, from `/proc/self/stat` (Linux; clock ticks
+/// of 10 ms, fine over a window of a second or more). `None` where that file is missing.
+pub fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The `p` quantile (0..=1, nearest rank) of latencies sorted ascending in µs, in ms.
+pub fn percentile_ms(sorted_us: &[u32], p: f64) -> Option<f64> {
+    if sorted_us.is_empty() {
+        return None;
+    }
+    let index = ((sorted_us.len() as f64 - 1.0) * p).round() as usize;
+    Some(f64::from(sorted_us[index]) / 1000.0)
+}
+
+/// The median of `values` (the upper one of an even count); `None` when empty.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted: Vec<f64> = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank() {
+        let us: Vec<u32> = (1..=100).map(|i| i * 1000).collect();
+        assert_eq!(percentile_ms(&us, 0.5), Some(51.0));
+        assert_eq!(percentile_ms(&us, 0.99), Some(99.0));
+        assert_eq!(percentile_ms(&[], 0.5), None);
+    }
+
+    #[test]
+    fn median_takes_the_middle_value() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn process_cpu_grows_with_work() {
+        let before = process_cpu().expect("/proc/self/stat");
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(process_cpu().unwrap() > before);
+    }
+}
