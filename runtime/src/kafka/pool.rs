@@ -108,8 +108,10 @@ struct Group {
     client: rdkafka::ClientConfig,
     slots: Vec<RwLock<Option<Arc<ManagedProducer>>>>,
     next: AtomicUsize,
-    /// Milliseconds since pool start of the last send.
-    last_used_ms: AtomicU64,
+    /// (messages admitted by the group's producers, milliseconds since pool start) as of the
+    /// last look that saw that count change. Sends leave no timestamp (that would be a clock
+    /// read per message); see [`KafkaProducerPool::last_used_ms`].
+    last_use: Mutex<(u64, u64)>,
 }
 
 struct Inner {
@@ -220,15 +222,12 @@ impl KafkaProducerPool {
     }
 
     fn default_producer(&self) -> Result<Arc<ManagedProducer>, OnexError> {
-        let cached = self.inner.default_group.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let group = match cached {
-            Some(group) => group,
-            None => {
-                let group = self.group_for(&self.inner.default_config)?;
-                *self.inner.default_group.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&group));
-                group
-            }
-        };
+        // Picked under the read guard: no reference count traffic on the hot path.
+        if let Some(group) = self.inner.default_group.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return self.pick(group);
+        }
+        let group = self.group_for(&self.inner.default_config)?;
+        *self.inner.default_group.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&group));
         self.pick(&group)
     }
 
@@ -273,7 +272,7 @@ impl KafkaProducerPool {
             client: props.to_client_config(),
             slots: (0..self.inner.settings.producers_per_config).map(|_| RwLock::new(None)).collect(),
             next: AtomicUsize::new(0),
-            last_used_ms: AtomicU64::new(self.now_ms()),
+            last_use: Mutex::new((0, self.now_ms())),
         });
         groups.entry(key).or_default().push(Arc::clone(&group));
         Ok(group)
@@ -284,7 +283,6 @@ impl KafkaProducerPool {
     fn pick(&self, group: &Group) -> Result<Arc<ManagedProducer>, OnexError> {
         let index =
             if group.slots.len() == 1 { 0 } else { group.next.fetch_add(1, Ordering::Relaxed) % group.slots.len() };
-        group.last_used_ms.store(self.now_ms(), Ordering::Relaxed);
         let slot = &group.slots[index];
         if let Some(producer) = slot.read().unwrap_or_else(|p| p.into_inner()).as_ref()
             && !producer.is_quarantined()
@@ -321,7 +319,7 @@ impl KafkaProducerPool {
             .iter()
             .flat_map(|(key, list)| list.iter().map(move |g| (*key, g)))
             .filter(|(_, g)| group_in_flight(g) == 0)
-            .min_by_key(|(_, g)| g.last_used_ms.load(Ordering::Relaxed))
+            .min_by_key(|(_, g)| self.last_used_ms(g))
             .map(|(key, g)| (key, Arc::clone(g)));
         match victim {
             Some((key, group)) => {
@@ -360,9 +358,7 @@ impl KafkaProducerPool {
         let idle: Vec<(u64, Arc<Group>)> = groups
             .iter()
             .flat_map(|(key, list)| list.iter().map(move |g| (*key, Arc::clone(g))))
-            .filter(|(_, g)| {
-                now.saturating_sub(g.last_used_ms.load(Ordering::Relaxed)) >= idle_ms && group_in_flight(g) == 0
-            })
+            .filter(|(_, g)| now.saturating_sub(self.last_used_ms(g)) >= idle_ms && group_in_flight(g) == 0)
             .collect();
         for (key, group) in &idle {
             self.remove_group(&mut groups, *key, group);
@@ -547,6 +543,23 @@ impl KafkaProducerPool {
             errors,
             metrics,
         }
+    }
+
+    /// When `group` last sent, in milliseconds since pool start: the time of the first look
+    /// after its producers' admitted count changed. So it lags by at most the interval between
+    /// looks (the reaper's), which idle eviction tolerates.
+    fn last_used_ms(&self, group: &Group) -> u64 {
+        let activity: u64 = group
+            .slots
+            .iter()
+            .filter_map(|s| s.read().unwrap_or_else(|p| p.into_inner()).clone())
+            .map(|p| p.admitted())
+            .sum();
+        let mut last_use = group.last_use.lock().unwrap_or_else(|p| p.into_inner());
+        if last_use.0 != activity {
+            *last_use = (activity, self.now_ms());
+        }
+        last_use.1
     }
 
     fn now_ms(&self) -> u64 {

@@ -4,6 +4,9 @@
 //! Invariants:
 //! - every message handed to librdkafka holds exactly one in-flight slot, returned by its
 //!   delivery report (success or failure) — so at most `max_in_flight_messages` are queued;
+//! - the sending side and the delivery-report thread write disjoint cache lines: in-flight
+//!   and age accounting keep one monotonic counter per side (in flight = admitted − released),
+//!   so a message costs no cache-line transfer between them beyond librdkafka's own;
 //! - every enqueued message gets exactly one delivery report, unless the producer is dropped
 //!   with messages still queued, which the flush in `Drop` and the pool's shutdown prevent.
 
@@ -15,16 +18,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
+use futures::channel::oneshot;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
 use crate::error::{ErrorCode, OnexError};
 use crate::kafka::error::delivery_error;
-use crate::kafka::metrics::{PoolMetrics, TopicCounters};
+use crate::kafka::metrics::{CacheLine, PoolMetrics, TopicCounters};
 use crate::sanitize::sanitize_message;
 
 /// One message to produce. Borrowed, so producing copies the bytes once (into librdkafka).
@@ -80,7 +84,8 @@ pub struct Delivered {
     pub offset: i64,
 }
 
-/// Resolves once the broker acknowledged (or definitely failed) one message.
+/// Resolves once the broker acknowledged (or definitely failed) one message. (A `futures`
+/// oneshot: measured cheaper per poll than tokio's, which also charges the task's coop budget.)
 #[must_use = "a delivery future does nothing unless awaited; use `enqueue` to fire and forget"]
 #[derive(Debug)]
 pub struct DeliveryFuture {
@@ -104,7 +109,8 @@ impl Future for DeliveryFuture {
 
 /// Carried through librdkafka with each message and handed back in its delivery report.
 pub(crate) struct Pending {
-    enqueued_at: Instant,
+    /// On the pool clock ([`PoolMetrics::now_us`]).
+    enqueued_us: u64,
     topic: Arc<TopicCounters>,
     bytes: u64,
     reply: Option<oneshot::Sender<Result<Delivered, OnexError>>>,
@@ -143,55 +149,81 @@ impl ProducerState {
 
 /// Unreported messages counted by the quarter-second they were enqueued in, so the watchdog
 /// can tell whether any message is older than the message timeout without a per-message timer.
-/// Looks back [`UnreportedAges::HORIZON`]; older buckets wrap around (harmless: the watchdog
-/// acts long before).
+/// Each bucket is two monotonic counters, one per side (sent, reported), so the sending side
+/// and the delivery thread never write the same line. Looks back [`UnreportedAges::HORIZON`];
+/// older buckets wrap around (harmless: the watchdog acts long before).
 pub(crate) struct UnreportedAges {
-    origin: Instant,
-    buckets: [AtomicU64; Self::BUCKETS],
+    sent: Box<[AtomicU64]>,
+    reported: Box<[AtomicU64]>,
 }
 
 impl UnreportedAges {
     const BUCKETS: usize = 512;
-    const BUCKET: Duration = Duration::from_millis(250);
+    const BUCKET_US: u64 = 250_000;
     /// How far back the buckets reach (128 s).
-    pub(crate) const HORIZON: Duration = Duration::from_millis(250 * 512);
+    pub(crate) const HORIZON: Duration = Duration::from_micros(Self::BUCKET_US * Self::BUCKETS as u64);
 
     fn new() -> Self {
-        Self { origin: Instant::now(), buckets: std::array::from_fn(|_| AtomicU64::new(0)) }
+        let buckets = || (0..Self::BUCKETS).map(|_| AtomicU64::new(0)).collect();
+        Self { sent: buckets(), reported: buckets() }
     }
 
-    fn index(&self, at: Instant) -> u64 {
-        (at.saturating_duration_since(self.origin).as_millis() / Self::BUCKET.as_millis()) as u64
+    fn slot(at_us: u64) -> usize {
+        ((at_us / Self::BUCKET_US) % Self::BUCKETS as u64) as usize
     }
 
-    fn add(&self, at: Instant) {
-        self.buckets[(self.index(at) % Self::BUCKETS as u64) as usize].fetch_add(1, Ordering::Relaxed);
+    /// A message enqueued at `at_us` (pool clock).
+    fn add(&self, at_us: u64) {
+        self.sent[Self::slot(at_us)].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn remove(&self, at: Instant) {
-        self.buckets[(self.index(at) % Self::BUCKETS as u64) as usize].fetch_sub(1, Ordering::Relaxed);
+    /// The message enqueued at `at_us` was reported.
+    fn remove(&self, at_us: u64) {
+        self.reported[Self::slot(at_us)].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Whether a message enqueued at least `age` before `now` is still unreported.
-    fn any_older_than(&self, now: Instant, age: Duration) -> bool {
-        if age >= Self::HORIZON - Self::BUCKET {
+    fn unreported(&self, slot: usize) -> u64 {
+        // Reported first: a report is counted after its send, so this never reads a report
+        // without its send.
+        let reported = self.reported[slot].load(Ordering::Acquire);
+        self.sent[slot].load(Ordering::Acquire).wrapping_sub(reported)
+    }
+
+    /// Whether a message enqueued at least `age` before `now_us` (pool clock) is still
+    /// unreported.
+    fn any_older_than(&self, now_us: u64, age: Duration) -> bool {
+        if age >= Self::HORIZON - Duration::from_micros(Self::BUCKET_US) {
             return false;
         }
-        let now_index = self.index(now);
+        let now_index = now_us / Self::BUCKET_US;
         // A message in bucket i was enqueued before (i + 1) × BUCKET, so it is at least `age`
         // old once (i + 1) × BUCKET + age ≤ now.
-        let age_buckets = age.as_millis().div_ceil(Self::BUCKET.as_millis()) as u64 + 1;
+        let age_buckets = (age.as_micros() as u64).div_ceil(Self::BUCKET_US) + 1;
         let Some(newest) = now_index.checked_sub(age_buckets) else { return false };
         let oldest = now_index.saturating_sub(Self::BUCKETS as u64 - 1);
-        (oldest..=newest).any(|i| self.buckets[(i % Self::BUCKETS as u64) as usize].load(Ordering::Relaxed) > 0)
+        (oldest..=newest).any(|i| self.unreported((i % Self::BUCKETS as u64) as usize) > 0)
     }
+}
+
+/// The sending side's half of the in-flight accounting.
+#[derive(Debug, Default)]
+struct Admissions {
+    /// Slots taken, ever (monotonic).
+    admitted: AtomicU64,
+    /// The latest `released` count this side read. Never ahead of the real count, so judging
+    /// the bound against it is conservative, and it spares the send path a read of the line
+    /// the delivery thread keeps writing until the bound is near.
+    released_seen: AtomicU64,
 }
 
 /// The librdkafka context: turns delivery reports into counters, in-flight slots and replies.
 pub(crate) struct DeliveryContext {
     metrics: Arc<PoolMetrics>,
-    /// Messages handed to librdkafka and not yet reported (bounded by `max_in_flight`).
-    in_flight: AtomicU64,
+    /// Written by senders only.
+    admissions: CacheLine<Admissions>,
+    /// Slots returned by delivery reports (or refused sends), ever; written by the delivery
+    /// thread. In flight = admitted − released, bounded by `max_in_flight`.
+    released: CacheLine<AtomicU64>,
     state: Arc<ProducerState>,
     /// Senders waiting for a delivery (in-flight bound reached, or `QueueFull`); deliveries
     /// wake them.
@@ -236,11 +268,11 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<Pending>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, pending: Box<Pending>) {
-        let Pending { enqueued_at, topic, bytes, reply } = *pending;
-        self.ages.remove(enqueued_at);
+        let Pending { enqueued_us, topic, bytes, reply } = *pending;
+        self.ages.remove(enqueued_us);
         let outcome = match result {
             Ok(message) => {
-                self.metrics.delivered(&topic, bytes, enqueued_at);
+                self.metrics.delivered(&topic, bytes, enqueued_us);
                 Ok(Delivered { partition: message.partition(), offset: message.offset() })
             }
             Err((error, message)) => {
@@ -258,9 +290,33 @@ impl ProducerContext for DeliveryContext {
 }
 
 impl DeliveryContext {
+    /// Messages admitted and not yet reported.
+    fn in_flight(&self) -> u64 {
+        let released = self.released.0.load(Ordering::SeqCst);
+        self.admissions.0.admitted.load(Ordering::SeqCst).saturating_sub(released)
+    }
+
+    /// Takes an in-flight slot if fewer than `max` are taken.
+    fn try_admit(&self, max: u64) -> bool {
+        let admissions = &self.admissions.0;
+        let before = admissions.admitted.fetch_add(1, Ordering::SeqCst);
+        if before.saturating_sub(admissions.released_seen.load(Ordering::Acquire)) < max {
+            return true;
+        }
+        let released = self.released.0.load(Ordering::SeqCst);
+        admissions.released_seen.fetch_max(released, Ordering::AcqRel);
+        if before.saturating_sub(released) < max {
+            return true;
+        }
+        admissions.admitted.fetch_sub(1, Ordering::SeqCst);
+        false
+    }
+
+    /// Returns a slot and wakes senders waiting for one. SeqCst pairs with the waiters'
+    /// register-then-recheck in `admit`, so either they see this release or it sees them.
     fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if self.space_waiters.load(Ordering::Acquire) > 0 {
+        self.released.0.fetch_add(1, Ordering::SeqCst);
+        if self.space_waiters.load(Ordering::SeqCst) > 0 {
             self.space.notify_waiters();
         }
     }
@@ -292,7 +348,8 @@ impl ManagedProducer {
         });
         let context = DeliveryContext {
             metrics,
-            in_flight: AtomicU64::new(0),
+            admissions: CacheLine::default(),
+            released: CacheLine::default(),
             state: Arc::clone(&state),
             space_waiters: AtomicUsize::new(0),
             space: Notify::new(),
@@ -328,7 +385,12 @@ impl ManagedProducer {
 
     /// Messages handed to librdkafka and not yet reported.
     pub(crate) fn in_flight(&self) -> u32 {
-        self.producer.context().in_flight.load(Ordering::Acquire).min(u64::from(u32::MAX)) as u32
+        self.producer.context().in_flight().min(u64::from(u32::MAX)) as u32
+    }
+
+    /// Messages ever admitted (a monotonic activity count).
+    pub(crate) fn admitted(&self) -> u64 {
+        self.producer.context().admissions.0.admitted.load(Ordering::Relaxed)
     }
 
     /// Enqueues `record`, waiting while `max_in_flight` messages are unreported. Returns the
@@ -356,9 +418,9 @@ impl ManagedProducer {
         } else {
             (None, None)
         };
-        let enqueued_at = Instant::now();
+        let enqueued_us = context.metrics.now_us();
         let pending = Box::new(Pending {
-            enqueued_at,
+            enqueued_us,
             topic: context.metrics.topic(record.topic),
             bytes: record.payload.map_or(0, |p| p.len() as u64),
             reply,
@@ -377,17 +439,17 @@ impl ManagedProducer {
             base = base.headers(headers);
         }
         context.metrics.enqueued();
-        context.ages.add(enqueued_at);
+        context.ages.add(enqueued_us);
         // Fast path: no waiter registration (a mutex inside `Notify`) unless the queue is full,
         // so delivery reports only wake anyone while someone really waits.
         let mut base = match self.producer.send(base) {
             Ok(()) => return Ok(receiver),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => returned,
-            Err((error, _returned)) => return Err(self.refuse(record.topic, enqueued_at, &error)),
+            Err((error, _returned)) => return Err(self.refuse(record.topic, enqueued_us, &error)),
         };
         loop {
             context.metrics.queue_full();
-            context.space_waiters.fetch_add(1, Ordering::AcqRel);
+            context.space_waiters.fetch_add(1, Ordering::SeqCst);
             let space = context.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
@@ -395,21 +457,21 @@ impl ManagedProducer {
             // is not missed.
             match self.producer.send(base) {
                 Ok(()) => {
-                    context.space_waiters.fetch_sub(1, Ordering::AcqRel);
+                    context.space_waiters.fetch_sub(1, Ordering::SeqCst);
                     return Ok(receiver);
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     base = returned;
                     let waited = tokio::time::timeout(self.message_timeout, space).await;
-                    context.space_waiters.fetch_sub(1, Ordering::AcqRel);
+                    context.space_waiters.fetch_sub(1, Ordering::SeqCst);
                     if waited.is_err() {
                         let error = KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull);
-                        return Err(self.refuse(record.topic, enqueued_at, &error));
+                        return Err(self.refuse(record.topic, enqueued_us, &error));
                     }
                 }
                 Err((error, _returned)) => {
-                    context.space_waiters.fetch_sub(1, Ordering::AcqRel);
-                    return Err(self.refuse(record.topic, enqueued_at, &error));
+                    context.space_waiters.fetch_sub(1, Ordering::SeqCst);
+                    return Err(self.refuse(record.topic, enqueued_us, &error));
                 }
             }
         }
@@ -420,26 +482,25 @@ impl ManagedProducer {
     async fn admit(&self, context: &DeliveryContext) {
         let max = u64::from(self.max_in_flight);
         loop {
-            if context.in_flight.fetch_add(1, Ordering::AcqRel) < max {
+            if context.try_admit(max) {
                 return;
             }
-            context.in_flight.fetch_sub(1, Ordering::AcqRel);
-            context.space_waiters.fetch_add(1, Ordering::AcqRel);
+            context.space_waiters.fetch_add(1, Ordering::SeqCst);
             let space = context.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
             // Re-check after registering, so a delivery in between is not missed.
-            if context.in_flight.load(Ordering::Acquire) >= max {
+            if context.in_flight() >= max {
                 space.await;
             }
-            context.space_waiters.fetch_sub(1, Ordering::AcqRel);
+            context.space_waiters.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
     /// Undoes the bookkeeping of a message librdkafka would not take.
-    fn refuse(&self, topic: &str, enqueued_at: Instant, error: &KafkaError) -> OnexError {
+    fn refuse(&self, topic: &str, enqueued_us: u64, error: &KafkaError) -> OnexError {
         let context = self.producer.context();
-        context.ages.remove(enqueued_at);
+        context.ages.remove(enqueued_us);
         let metrics = &context.metrics;
         // `failed` also takes the message out of the queue depth `enqueued` added it to.
         metrics.failed(&metrics.topic(topic));
@@ -479,7 +540,7 @@ impl ManagedProducer {
     /// purged, never in-flight ones, so an acknowledgement is never voided.
     pub(crate) fn expire_overdue(&self) -> bool {
         let context = self.producer.context();
-        if !context.ages.any_older_than(Instant::now(), self.message_timeout) {
+        if !context.ages.any_older_than(context.metrics.now_us(), self.message_timeout) {
             return false;
         }
         tracing::warn!(producer = %self.state.id, "messages outlived the message timeout; purging queued messages");
@@ -564,17 +625,17 @@ mod tests {
 
     #[test]
     fn ages_tell_overdue_messages_apart() {
+        const S: u64 = 1_000_000;
         let ages = UnreportedAges::new();
-        let t0 = ages.origin;
-        ages.add(t0);
+        ages.add(0);
         let timeout = Duration::from_secs(5);
-        assert!(!ages.any_older_than(t0 + Duration::from_secs(4), timeout));
-        assert!(ages.any_older_than(t0 + Duration::from_millis(5_500), timeout));
-        ages.remove(t0);
-        assert!(!ages.any_older_than(t0 + Duration::from_secs(6), timeout));
-        ages.add(t0 + Duration::from_secs(10));
-        assert!(!ages.any_older_than(t0 + Duration::from_secs(12), timeout));
-        assert!(ages.any_older_than(t0 + Duration::from_secs(16), timeout));
-        assert!(!ages.any_older_than(t0 + Duration::from_secs(16), UnreportedAges::HORIZON));
+        assert!(!ages.any_older_than(4 * S, timeout));
+        assert!(ages.any_older_than(5_500_000, timeout));
+        ages.remove(0);
+        assert!(!ages.any_older_than(6 * S, timeout));
+        ages.add(10 * S);
+        assert!(!ages.any_older_than(12 * S, timeout));
+        assert!(ages.any_older_than(16 * S, timeout));
+        assert!(!ages.any_older_than(16 * S, UnreportedAges::HORIZON));
     }
 }
