@@ -10,7 +10,7 @@
 //! 100-byte messages, acks=all, with and without idempotence. Run with
 //! `scripts/bench-kafka.sh`; writes `target/bench/kafka.json` and prints a markdown table.
 //! Knobs: `KAFKA_BENCH_MESSAGES` (default 1000000), `KAFKA_BENCH_LINGER_MS` (pool default),
-//! `KAFKA_BENCH_ONLY` (comma-separated contender names), `KAFKA_BENCH_ROUNDS` (3).
+//! `KAFKA_BENCH_ONLY` (comma-separated contender names), `KAFKA_BENCH_ROUNDS` (5).
 //!
 //! Besides throughput, each contender reports the CPU time this process spent per message
 //! (the client side: rdkafka's threads, the pool, the node). The broker shares the machine's
@@ -314,7 +314,7 @@ fn main() {
         .collect();
     assert!(!contenders.is_empty(), "KAFKA_BENCH_ONLY names none of {CONTENDERS:?}");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let rounds = env_u32("KAFKA_BENCH_ROUNDS", 3).max(1) as usize;
+    let rounds = env_u32("KAFKA_BENCH_ROUNDS", 5).max(1) as usize;
     let outcomes: Vec<Outcome> = runtime.block_on(async {
         // Rounds interleave the contenders in a rotating order, so that load from elsewhere on
         // the machine (and the broker's growing memory) hits them alike; each contender reports

@@ -36,15 +36,16 @@ pub struct KafkaProducerPool {
 struct Outgoing<'a> {
     topic: &'a str,
     key: Option<&'a str>,
-    value: Option<Vec<u8>>,
+    /// Where the encoded value sits in the request's value buffer; `None` is a tombstone.
+    value: Option<std::ops::Range<usize>>,
     headers: Option<OwnedHeaders>,
     partition: Option<i32>,
 }
 
 impl Outgoing<'_> {
-    fn record(&self) -> ProduceRecord<'_> {
+    fn record<'b>(&'b self, values: &'b [u8]) -> ProduceRecord<'b> {
         let mut record = match &self.value {
-            Some(value) => ProduceRecord::new(self.topic, value),
+            Some(range) => ProduceRecord::new(self.topic, &values[range.clone()]),
             None => ProduceRecord::tombstone(self.topic),
         };
         if let Some(key) = self.key {
@@ -57,12 +58,15 @@ impl Outgoing<'_> {
     }
 }
 
+/// Checks one message and appends its JSON value to `values` (one buffer per request, so a
+/// batch costs no allocation per message; librdkafka copies the bytes on send).
 fn encode<'a>(
     topic: &'a str,
     key: Option<&'a String>,
     value: Option<&serde_json::Value>,
     headers: Option<&std::collections::BTreeMap<String, String>>,
     partition: Option<u64>,
+    values: &mut Vec<u8>,
 ) -> Result<Outgoing<'a>, OnexError> {
     if topic.trim().is_empty() {
         return Err(OnexError::validation("topic must not be empty"));
@@ -73,13 +77,16 @@ fn encode<'a>(
                 .map_err(|_| OnexError::validation(format!("partition {p} is out of range (max {})", i32::MAX)))
         })
         .transpose()?;
-    let value =
-        match value {
-            None | Some(serde_json::Value::Null) => None,
-            Some(v) => Some(serde_json::to_vec(v).map_err(|e| {
+    let value = match value {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => {
+            let start = values.len();
+            serde_json::to_writer(&mut *values, v).map_err(|e| {
                 OnexError::new(ErrorCode::InternalError, format!("cannot encode the message value: {e}"))
-            })?),
-        };
+            })?;
+            Some(start..values.len())
+        }
+    };
     let headers = headers.map(|map| kafka::headers(map.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
     Ok(Outgoing { topic, key: key.map(String::as_str), value, headers, partition })
 }
@@ -159,12 +166,19 @@ impl KafkaProducerPoolHandler for KafkaProducerPool {
     async fn send_message(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
         let topic = input.topic.as_deref().ok_or_else(|| OnexError::validation("send_message needs a topic"))?;
         let limit = wait_limit(&input, ctx, Duration::from_secs(30))?;
-        let mut message =
-            encode(topic, input.key.as_ref(), input.value.as_ref(), input.headers.as_ref(), input.partition)?;
+        let mut values = Vec::new();
+        let mut message = encode(
+            topic,
+            input.key.as_ref(),
+            input.value.as_ref(),
+            input.headers.as_ref(),
+            input.partition,
+            &mut values,
+        )?;
         let pool = &self.dependencies.kafka_producer_pool;
         let mut out = output(EnumKafkaProducerPoolOperation::SendMessage, ctx);
         let headers = message.headers.take();
-        let sent = match pool.send(message.record(), headers).await {
+        let sent = match pool.send(message.record(&values), headers).await {
             Ok(delivery) => await_report(delivery, limit).await,
             Err(e) => Err(e),
         };
@@ -192,11 +206,13 @@ impl KafkaProducerPoolHandler for KafkaProducerPool {
             return Err(OnexError::validation("send_batch needs at least one message"));
         }
         let mut encoded = Vec::with_capacity(messages.len());
+        let mut values = Vec::new();
         for (i, m) in messages.iter().enumerate() {
             let message =
-                encode(&m.topic, m.key.as_ref(), Some(&m.value), m.headers.as_ref(), m.partition).map_err(|e| {
-                    OnexError::validation(format!("messages[{i}]: {}", e.message())).with_detail("index", i)
-                })?;
+                encode(&m.topic, m.key.as_ref(), Some(&m.value), m.headers.as_ref(), m.partition, &mut values)
+                    .map_err(|e| {
+                        OnexError::validation(format!("messages[{i}]: {}", e.message())).with_detail("index", i)
+                    })?;
             encoded.push(message);
         }
         let pool = &self.dependencies.kafka_producer_pool;
@@ -206,7 +222,7 @@ impl KafkaProducerPoolHandler for KafkaProducerPool {
         let mut reports = Vec::with_capacity(encoded.len());
         for (i, message) in encoded.iter_mut().enumerate() {
             let headers = message.headers.take();
-            match pool.send(message.record(), headers).await {
+            match pool.send(message.record(&values), headers).await {
                 Ok(report) => {
                     outcomes.push(None);
                     reports.push((i, report));
