@@ -7,7 +7,8 @@
 #
 # Usage: scripts/bench-postgres.sh
 # Environment: ONEX_BENCH_SECONDS (per round, default 2), ONEX_BENCH_ROUNDS (default 3),
-#              ONEX_BENCH_CLIENTS (default 8,32,128),
+#              ONEX_BENCH_CLIENTS (default 8,32,128), ONEX_BENCH_ONLY (comma-separated:
+#              node, pool-api, deadpool, bb8, pgbench),
 #              CARGO_TARGET_DIR (cargo's, as usual).
 set -euo pipefail
 

@@ -605,7 +605,7 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
                     let spec = ident(&op.const_name)?;
                     Ok(quote! {
                         super::models::#enum_ident::#variant => {
-                            onex_runtime::node::run_operation(#name, &super::contract::#spec, &ctx, self.handler.#method(input, &ctx)).await
+                            onex_runtime::node::run_operation(#name, &super::contract::#spec, ctx, move || self.handler.#method(input, ctx)).await
                         }
                     })
                 })
@@ -621,7 +621,7 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
             let op = node.operations.first().ok_or("internal: a node without operations")?;
             let method = ident(&op.method)?;
             let spec = ident(&op.const_name)?;
-            quote!(onex_runtime::node::run_operation(#name, &super::contract::#spec, &ctx, self.handler.#method(input, &ctx)).await)
+            quote!(onex_runtime::node::run_operation(#name, &super::contract::#spec, ctx, move || self.handler.#method(input, ctx)).await)
         }
     };
     items.push(quote! {
@@ -634,6 +634,7 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
             }
 
             async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
+                let ctx = &ctx;
                 #dispatch
             }
         }

@@ -7,7 +7,7 @@
 //! all). Each point runs ONEX_BENCH_ROUNDS rounds (default 3) of ONEX_BENCH_SECONDS
 //! (default 2) per contender, interleaved, and reports the median round.
 //! Environment: ONEX_BENCH_PG_DATABASE (default onex_bench), ONEX_BENCH_CLIENTS (default
-//! 8,32,128), ONEX_BENCH_OUT (default
+//! 8,32,128), ONEX_BENCH_ONLY (comma-separated: node, pool-api, deadpool, bb8, pgbench), ONEX_BENCH_OUT (default
 //! <workspace>/target/bench/postgres.json), ONEX_TEST_PG_HOST / ONEX_TEST_PG_PORT.
 
 use std::path::PathBuf;
@@ -279,6 +279,17 @@ enum Contender {
 impl Contender {
     const ALL: [Self; 5] = [Self::Node, Self::PoolApi, Self::Deadpool, Self::Bb8, Self::Pgbench];
 
+    /// The short name `ONEX_BENCH_ONLY` selects by.
+    fn key(self) -> &'static str {
+        match self {
+            Self::Node => "node",
+            Self::PoolApi => "pool-api",
+            Self::Deadpool => "deadpool",
+            Self::Bb8 => "bb8",
+            Self::Pgbench => "pgbench",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Self::Node => "onex node (fetch_value)",
@@ -417,7 +428,11 @@ fn main() {
             // Every pool gets as many connections as clients (pgbench's model), capped at the
             // connection manager's default maximum of 50.
             let size = n.min(50);
-            let contenders = Contender::ALL;
+            let only = env_or("ONEX_BENCH_ONLY", "");
+            let contenders: Vec<Contender> = Contender::ALL
+                .into_iter()
+                .filter(|c| only.is_empty() || only.split(',').any(|o| o.trim() == c.key()))
+                .collect();
             let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
             let mut latencies: Vec<Vec<u32>> = vec![Vec::new(); contenders.len()];
             let mut notes: Vec<Option<String>> = vec![None; contenders.len()];

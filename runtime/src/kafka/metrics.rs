@@ -7,7 +7,6 @@
 //! is written by the delivery-report thread, so the two sides never fight over a line.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ use chrono::{DateTime, Utc};
 
 use crate::models::health::HealthStatus;
 use crate::models::kafka::KafkaTopicStats;
+use crate::short_key_hash::BuildShortKeyHasher;
 
 /// Counters of one topic.
 #[derive(Debug, Default)]
@@ -121,7 +121,7 @@ pub struct PoolMetrics {
     started_utc: DateTime<Utc>,
     /// Messages handed to librdkafka: the one counter the sending side writes.
     enqueued: CacheLine<AtomicU64>,
-    topics: RwLock<HashMap<Box<str>, Arc<TopicCounters>, BuildHasherDefault<TopicHasher>>>,
+    topics: RwLock<HashMap<Box<str>, Arc<TopicCounters>, BuildShortKeyHasher>>,
     latency: LatencyHistogram,
     sent: AtomicU64,
     failed: AtomicU64,
@@ -345,62 +345,9 @@ pub fn pool_health(total_producers: u32, failed_producers: u32, success_rate: f6
 #[derive(Debug, Default)]
 pub(crate) struct CacheLine<T>(pub(crate) T);
 
-/// The topic-map hasher: a multiply-rotate hash over eight bytes at a time (as rustc's
-/// FxHash). Topic names are short and chosen by the application, so speed on the per-message
-/// lookup matters more than SipHash's resistance to crafted keys.
-#[derive(Debug, Default)]
-pub(crate) struct TopicHasher(u64);
-
-impl TopicHasher {
-    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
-    }
-}
-
-impl Hasher for TopicHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            self.add(u64::from_le_bytes(chunk.try_into().expect("chunks of eight")));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u8(&mut self, byte: u8) {
-        self.add(u64::from(byte));
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::hash::Hash;
-
     use super::*;
-
-    #[test]
-    fn topic_hasher_tells_names_apart() {
-        let hash = |s: &str| {
-            let mut h = TopicHasher::default();
-            s.hash(&mut h);
-            h.finish()
-        };
-        assert_eq!(hash("orders.created"), hash("orders.created"));
-        let names =
-            ["a", "b", "ab", "ba", "orders.created", "orders.created1", "orders.createe", "12345678", "123456789"];
-        let distinct: std::collections::HashSet<u64> = names.iter().map(|n| hash(n)).collect();
-        assert_eq!(distinct.len(), names.len());
-    }
 
     #[test]
     fn buckets_hold_latencies_up_to_their_bound() {

@@ -4,16 +4,18 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use serde_json::Value;
 use tokio_postgres::{Client, Statement};
 
 use super::connect::Connector;
 use super::metrics::StatementInfo;
 use super::params;
-use super::rows::rows_to_json;
+use super::rows::{column_to_json, rows_to_json};
 use super::stats::CloseReason;
 use crate::error::{ErrorCode, OnexError};
 use crate::models::postgres::{QueryResult, QueryType};
+use crate::short_key_hash::BuildShortKeyHasher;
 
 /// SQLSTATEs after which a cached statement must be prepared again: `0A000` (cached plan
 /// must not change result type, after DDL) and `26000` (prepared statement does not exist).
@@ -27,7 +29,7 @@ struct Cached {
 /// A connection and what the pool needs to know about it.
 pub(crate) struct Conn {
     client: Client,
-    statements: HashMap<String, Cached>,
+    statements: HashMap<String, Cached, BuildShortKeyHasher>,
     cache_capacity: usize,
     pub(crate) idle_since: Instant,
     pub(crate) queries: u64,
@@ -42,9 +44,21 @@ pub(crate) struct Conn {
     pub(crate) busy: bool,
 }
 
+/// How much of a statement's rows the caller wants converted to JSON: conversion is the
+/// costliest client-side step, so `fetch_one` and `fetch_value` convert only what they return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Take {
+    AllRows,
+    FirstRow,
+    /// The first column of the first row, in [`Outcome::value`]; `result.rows` stays empty.
+    FirstValue,
+}
+
 /// What a statement produced, plus what metrics need to know.
 pub(crate) struct Outcome {
     pub result: QueryResult,
+    /// With [`Take::FirstValue`]: the first column of the first row, if any.
+    pub value: Option<Value>,
     pub info: StatementInfo,
 }
 
@@ -52,7 +66,7 @@ impl Conn {
     pub(crate) fn new(client: Client, cache_capacity: usize) -> Self {
         Self {
             client,
-            statements: HashMap::new(),
+            statements: HashMap::default(),
             cache_capacity,
             idle_since: Instant::now(),
             queries: 0,
@@ -78,17 +92,23 @@ impl Conn {
         &mut self,
         sql: &str,
         params: &[Value],
+        take: Take,
         timeout: Duration,
         connector: &Connector,
     ) -> Result<Outcome, OnexError> {
         self.busy = true;
-        let outcome = tokio::time::timeout(timeout, self.run_inner(sql, params)).await;
+        // Pinned in place and awaited by reference: a future passed by value into `timeout`
+        // would be kept twice in this function's state (the argument and the timeout's copy).
+        let outcome = {
+            let bounded = std::pin::pin!(tokio::time::timeout(timeout, self.run_inner(sql, params, take)));
+            bounded.await
+        };
         self.busy = false;
         match outcome {
             Ok(result) => result,
             Err(_) => {
                 self.retire = Some(CloseReason::Timeout);
-                connector.cancel(self.client.cancel_token()).await;
+                Box::pin(connector.cancel(self.client.cancel_token())).await;
                 let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
                 Err(OnexError::new(
                     ErrorCode::DatabaseQueryError,
@@ -100,33 +120,51 @@ impl Conn {
         }
     }
 
-    async fn run_inner(&mut self, sql: &str, values: &[Value]) -> Result<Outcome, OnexError> {
+    async fn run_inner(&mut self, sql: &str, values: &[Value], take: Take) -> Result<Outcome, OnexError> {
         let (statement, info) = self.prepare(sql).await?;
         let bound = params::bind(values, statement.params())?;
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            bound.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
         self.queries += 1;
-        let result = if statement.columns().is_empty() {
-            let affected = self.client.execute(&statement, &refs).await.map_err(|e| self.query_error(sql, e))?;
-            QueryResult {
+        // One path for every statement: the row stream yields the rows (none for INSERT,
+        // UPDATE and DELETE without RETURNING) and then the affected count. A single awaited
+        // driver future also keeps this function's state small.
+        let stream = self
+            .client
+            .query_raw(&statement, bound.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)))
+            .await
+            .map_err(|e| self.query_error(sql, e))?;
+        let mut stream = std::pin::pin!(stream);
+        let mut rows = Vec::new();
+        while let Some(row) = stream.next().await {
+            rows.push(row.map_err(|e| self.query_error(sql, e))?);
+        }
+        if statement.columns().is_empty() {
+            let affected = stream.rows_affected().unwrap_or(0);
+            let result = QueryResult {
                 rows: Vec::new(),
                 column_names: Vec::new(),
                 row_count: affected,
                 has_more: false,
                 command_tag: command_tag(info.query_type, affected),
-            }
-        } else {
-            let rows = self.client.query(&statement, &refs).await.map_err(|e| self.query_error(sql, e))?;
-            let column_names = statement.columns().iter().map(|c| c.name().to_owned()).collect();
-            QueryResult {
-                row_count: rows.len() as u64,
-                rows: rows_to_json(&rows)?,
-                column_names,
-                has_more: false,
-                command_tag: None,
+            };
+            return Ok(Outcome { result, value: None, info });
+        }
+        let mut value = None;
+        let (converted, column_names) = match take {
+            Take::AllRows => (rows_to_json(&rows)?, column_names(&statement)),
+            Take::FirstRow => (rows_to_json(&rows[..rows.len().min(1)])?, column_names(&statement)),
+            Take::FirstValue => {
+                value = rows.first().map(|row| column_to_json(row, 0)).transpose()?;
+                (Vec::new(), Vec::new())
             }
         };
-        Ok(Outcome { result, info })
+        let result = QueryResult {
+            row_count: rows.len() as u64,
+            rows: converted,
+            column_names,
+            has_more: false,
+            command_tag: None,
+        };
+        Ok(Outcome { result, value, info })
     }
 
     /// The cached statement for `sql`, preparing (and caching) it on first use.
@@ -134,7 +172,9 @@ impl Conn {
         if let Some(cached) = self.statements.get(sql) {
             return Ok((cached.statement.clone(), cached.info));
         }
-        let statement = self.client.prepare(sql).await.map_err(|e| self.query_error(sql, e))?;
+        // Boxed: preparing is the rare path (statements are cached), and its state machine
+        // would otherwise sit in every query's future.
+        let statement = Box::pin(self.client.prepare(sql)).await.map_err(|e| self.query_error(sql, e))?;
         let info = StatementInfo::of(sql);
         if self.cache_capacity > 0 {
             if self.statements.len() >= self.cache_capacity {
@@ -191,6 +231,10 @@ impl Conn {
         }
         OnexError::new(ErrorCode::DatabaseQueryError, "statement failed").with_source(e)
     }
+}
+
+fn column_names(statement: &Statement) -> Vec<String> {
+    statement.columns().iter().map(|c| c.name().to_owned()).collect()
 }
 
 /// The command tag for INSERT, UPDATE and DELETE, rebuilt from the statement kind and the

@@ -60,8 +60,8 @@ async fn probe(manager: &PostgresConnectionManager, schema: &str, health: &mut P
         ),
     ];
     for (name, sql, params) in probes {
-        let value = match manager.run_on(&mut conn, sql, &params, options).await {
-            Ok(result) => super::first_value(result),
+        let value = match manager.run_on(&mut conn, sql, &params, options, super::conn::Take::FirstValue).await {
+            Ok(outcome) => outcome.value,
             Err(e) => {
                 health.status = HealthStatus::Unhealthy;
                 health.errors.push(format!("{name} probe failed: {e}"));

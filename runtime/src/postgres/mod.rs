@@ -38,7 +38,7 @@ use crate::error::{ErrorCode, OnexError};
 use crate::models::postgres::{
     ConnectionStats, IsolationLevel, PostgresConnectionConfig, PostgresHealth, QueryMetric, QueryResult,
 };
-use conn::Outcome;
+use conn::{Outcome, Take};
 use metrics::{QueryLog, Record, StatementInfo};
 use pool::{Limits, Pool, PooledConn};
 
@@ -172,12 +172,14 @@ impl PostgresConnectionManager {
         options: QueryOptions,
     ) -> Result<QueryResult, OnexError> {
         let mut conn = self.pool.get().await?;
-        self.run_on(&mut conn, sql, params, options).await
+        self.run_on(&mut conn, sql, params, options, Take::AllRows).await.map(|o| o.result)
     }
 
     /// The first row, if any.
     pub async fn fetch_one(&self, sql: &str, params: &[Value]) -> Result<Option<Map<String, Value>>, OnexError> {
-        Ok(self.execute_query(sql, params).await?.rows.into_iter().next())
+        let mut conn = self.pool.get().await?;
+        let outcome = self.run_on(&mut conn, sql, params, QueryOptions::default(), Take::FirstRow).await?;
+        Ok(outcome.result.rows.into_iter().next())
     }
 
     /// The first column of the first row, if any.
@@ -192,8 +194,8 @@ impl PostgresConnectionManager {
         params: &[Value],
         options: QueryOptions,
     ) -> Result<Option<Value>, OnexError> {
-        let result = self.execute_query_with(sql, params, options).await?;
-        Ok(first_value(result))
+        let mut conn = self.pool.get().await?;
+        Ok(self.run_on(&mut conn, sql, params, options, Take::FirstValue).await?.value)
     }
 
     /// Starts a transaction. Commit it with [`Transaction::commit`]; dropping it (or an error
@@ -277,16 +279,17 @@ impl PostgresConnectionManager {
         sql: &str,
         params: &[Value],
         options: QueryOptions,
-    ) -> Result<QueryResult, OnexError> {
+        take: Take,
+    ) -> Result<Outcome, OnexError> {
         let started = Instant::now();
         let timeout = options.timeout.unwrap_or(self.command_timeout);
         let connector = &self.pool.shared().connector;
-        let outcome = conn.run(sql, params, timeout, connector).await;
+        let outcome = conn.run(sql, params, take, timeout, connector).await;
         let elapsed = started.elapsed();
         conn.counters().record_query(elapsed, outcome.is_ok());
         if options.record_metrics {
             let record = match &outcome {
-                Ok(Outcome { result, info }) => Record {
+                Ok(Outcome { result, info, .. }) => Record {
                     info: *info,
                     execution_time_ms: elapsed.as_secs_f64() * 1000.0,
                     rows: result.row_count,
@@ -303,14 +306,8 @@ impl PostgresConnectionManager {
             };
             self.log.record(record);
         }
-        outcome.map(|o| o.result)
+        outcome
     }
-}
-
-fn first_value(result: QueryResult) -> Option<Value> {
-    let column = result.column_names.into_iter().next()?;
-    let mut row = result.rows.into_iter().next()?;
-    row.remove(&column)
 }
 
 /// A checked-out connection, for callers that need the driver directly. It returns to the

@@ -118,7 +118,9 @@ impl Pool {
         let conn = match shared.pop_usable_idle() {
             Some(conn) => conn,
             None => {
-                let client = shared.connector.connect().await.inspect_err(|_| {
+                // Boxed: connecting is the rare path, and inline its state machine (TLS
+                // included) would make every checkout future several kilobytes.
+                let client = Box::pin(shared.connector.connect()).await.inspect_err(|_| {
                     shared.counters.failed_connections.fetch_add(1, Relaxed);
                 })?;
                 shared.counters.size.fetch_add(1, Relaxed);

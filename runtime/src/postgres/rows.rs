@@ -27,23 +27,28 @@ pub(crate) fn rows_to_json(rows: &[Row]) -> Result<Vec<Map<String, Value>>, Onex
 fn row_to_json(row: &Row) -> Result<Map<String, Value>, OnexError> {
     let mut map = Map::new();
     for (i, column) in row.columns().iter().enumerate() {
-        let value = row.try_get::<_, Json>(i).map(|j| j.0).map_err(|e| {
-            OnexError::new(
-                ErrorCode::DatabaseQueryError,
-                format!(
-                    "column '{}' of type {} cannot be read as JSON; cast it in the query (e.g. {}::text)",
-                    column.name(),
-                    column.type_().name(),
-                    column.name()
-                ),
-            )
-            .with_detail("column", column.name())
-            .with_detail("type", column.type_().name())
-            .with_source(e)
-        })?;
-        map.insert(column.name().to_owned(), value);
+        map.insert(column.name().to_owned(), column_to_json(row, i)?);
     }
     Ok(map)
+}
+
+/// Converts column `i` of `row` (which must exist).
+pub(crate) fn column_to_json(row: &Row, i: usize) -> Result<Value, OnexError> {
+    row.try_get::<_, Json>(i).map(|j| j.0).map_err(|e| {
+        let column = &row.columns()[i];
+        OnexError::new(
+            ErrorCode::DatabaseQueryError,
+            format!(
+                "column '{}' of type {} cannot be read as JSON; cast it in the query (e.g. {}::text)",
+                column.name(),
+                column.type_().name(),
+                column.name()
+            ),
+        )
+        .with_detail("column", column.name())
+        .with_detail("type", column.type_().name())
+        .with_source(e)
+    })
 }
 
 /// A column value decoded from the binary format into JSON.

@@ -2,8 +2,9 @@
 
 use serde_json::{Map, Value};
 
+use super::conn::Take;
 use super::pool::PooledConn;
-use super::{PostgresConnectionManager, QueryOptions, first_value};
+use super::{PostgresConnectionManager, QueryOptions};
 use crate::error::{ErrorCode, OnexError};
 use crate::models::postgres::QueryResult;
 
@@ -44,19 +45,29 @@ impl<'m> Transaction<'m> {
         params: &[Value],
         options: QueryOptions,
     ) -> Result<QueryResult, OnexError> {
-        let result = self.manager.run_on(&mut self.conn, sql, params, options).await;
-        self.failed |= result.is_err();
-        result
+        self.run(sql, params, options, Take::AllRows).await.map(|o| o.result)
+    }
+
+    async fn run(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        options: QueryOptions,
+        take: Take,
+    ) -> Result<super::conn::Outcome, OnexError> {
+        let outcome = self.manager.run_on(&mut self.conn, sql, params, options, take).await;
+        self.failed |= outcome.is_err();
+        outcome
     }
 
     /// The first row, if any.
     pub async fn fetch_one(&mut self, sql: &str, params: &[Value]) -> Result<Option<Map<String, Value>>, OnexError> {
-        Ok(self.execute_query(sql, params).await?.rows.into_iter().next())
+        Ok(self.run(sql, params, QueryOptions::default(), Take::FirstRow).await?.result.rows.into_iter().next())
     }
 
     /// The first column of the first row, if any.
     pub async fn fetch_value(&mut self, sql: &str, params: &[Value]) -> Result<Option<Value>, OnexError> {
-        Ok(first_value(self.execute_query(sql, params).await?))
+        Ok(self.run(sql, params, QueryOptions::default(), Take::FirstValue).await?.value)
     }
 
     /// Commits. After a failed statement nothing can be committed: the transaction is rolled

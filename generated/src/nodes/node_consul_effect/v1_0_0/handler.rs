@@ -118,14 +118,15 @@ impl<H: ConsulHandler> onex_runtime::Node for NodeConsulEffect<H> {
         &super::contract::CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
+        let ctx = &ctx;
         let operation = input.operation_type;
         match operation {
             super::models::EnumConsulOperation::KvGet => {
                 onex_runtime::node::run_operation(
                         "node_consul_effect",
                         &super::contract::OPERATION_KV_GET,
-                        &ctx,
-                        self.handler.kv_get(input, &ctx),
+                        ctx,
+                        move || self.handler.kv_get(input, ctx),
                     )
                     .await
             }
@@ -133,8 +134,8 @@ impl<H: ConsulHandler> onex_runtime::Node for NodeConsulEffect<H> {
                 onex_runtime::node::run_operation(
                         "node_consul_effect",
                         &super::contract::OPERATION_KV_PUT,
-                        &ctx,
-                        self.handler.kv_put(input, &ctx),
+                        ctx,
+                        move || self.handler.kv_put(input, ctx),
                     )
                     .await
             }
@@ -142,8 +143,8 @@ impl<H: ConsulHandler> onex_runtime::Node for NodeConsulEffect<H> {
                 onex_runtime::node::run_operation(
                         "node_consul_effect",
                         &super::contract::OPERATION_KV_DELETE,
-                        &ctx,
-                        self.handler.kv_delete(input, &ctx),
+                        ctx,
+                        move || self.handler.kv_delete(input, ctx),
                     )
                     .await
             }
@@ -151,8 +152,8 @@ impl<H: ConsulHandler> onex_runtime::Node for NodeConsulEffect<H> {
                 onex_runtime::node::run_operation(
                         "node_consul_effect",
                         &super::contract::OPERATION_SERVICE_REGISTER,
-                        &ctx,
-                        self.handler.service_register(input, &ctx),
+                        ctx,
+                        move || self.handler.service_register(input, ctx),
                     )
                     .await
             }
@@ -160,8 +161,8 @@ impl<H: ConsulHandler> onex_runtime::Node for NodeConsulEffect<H> {
                 onex_runtime::node::run_operation(
                         "node_consul_effect",
                         &super::contract::OPERATION_SERVICE_DEREGISTER,
-                        &ctx,
-                        self.handler.service_deregister(input, &ctx),
+                        ctx,
+                        move || self.handler.service_deregister(input, ctx),
                     )
                     .await
             }
@@ -169,8 +170,8 @@ impl<H: ConsulHandler> onex_runtime::Node for NodeConsulEffect<H> {
                 onex_runtime::node::run_operation(
                         "node_consul_effect",
                         &super::contract::OPERATION_SERVICE_LIST,
-                        &ctx,
-                        self.handler.service_list(input, &ctx),
+                        ctx,
+                        move || self.handler.service_list(input, ctx),
                     )
                     .await
             }
@@ -178,8 +179,8 @@ impl<H: ConsulHandler> onex_runtime::Node for NodeConsulEffect<H> {
                 onex_runtime::node::run_operation(
                         "node_consul_effect",
                         &super::contract::OPERATION_HEALTH_CHECK,
-                        &ctx,
-                        self.handler.health_check(input, &ctx),
+                        ctx,
+                        move || self.handler.health_check(input, ctx),
                     )
                     .await
             }

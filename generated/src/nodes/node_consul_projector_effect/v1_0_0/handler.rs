@@ -100,14 +100,15 @@ impl<H: ConsulProjectorHandler> onex_runtime::Node for NodeConsulProjectorEffect
         &super::contract::CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
+        let ctx = &ctx;
         let operation = input.operation_type;
         match operation {
             super::models::EnumConsulProjectorOperation::ProjectServiceState => {
                 onex_runtime::node::run_operation(
                         "node_consul_projector_effect",
                         &super::contract::OPERATION_PROJECT_SERVICE_STATE,
-                        &ctx,
-                        self.handler.project_service_state(input, &ctx),
+                        ctx,
+                        move || self.handler.project_service_state(input, ctx),
                     )
                     .await
             }
@@ -115,8 +116,8 @@ impl<H: ConsulProjectorHandler> onex_runtime::Node for NodeConsulProjectorEffect
                 onex_runtime::node::run_operation(
                         "node_consul_projector_effect",
                         &super::contract::OPERATION_PROJECT_HEALTH_STATE,
-                        &ctx,
-                        self.handler.project_health_state(input, &ctx),
+                        ctx,
+                        move || self.handler.project_health_state(input, ctx),
                     )
                     .await
             }
@@ -124,8 +125,8 @@ impl<H: ConsulProjectorHandler> onex_runtime::Node for NodeConsulProjectorEffect
                 onex_runtime::node::run_operation(
                         "node_consul_projector_effect",
                         &super::contract::OPERATION_PROJECT_KV_STATE,
-                        &ctx,
-                        self.handler.project_kv_state(input, &ctx),
+                        ctx,
+                        move || self.handler.project_kv_state(input, ctx),
                     )
                     .await
             }
@@ -133,8 +134,8 @@ impl<H: ConsulProjectorHandler> onex_runtime::Node for NodeConsulProjectorEffect
                 onex_runtime::node::run_operation(
                         "node_consul_projector_effect",
                         &super::contract::OPERATION_PROJECT_TOPOLOGY,
-                        &ctx,
-                        self.handler.project_topology(input, &ctx),
+                        ctx,
+                        move || self.handler.project_topology(input, ctx),
                     )
                     .await
             }

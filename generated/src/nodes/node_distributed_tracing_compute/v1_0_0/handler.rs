@@ -119,14 +119,15 @@ for NodeDistributedTracingCompute<H> {
         &super::contract::CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
+        let ctx = &ctx;
         let operation = input.operation_type;
         match operation {
             super::models::EnumDistributedTracingOperation::InitializeTracing => {
                 onex_runtime::node::run_operation(
                         "node_distributed_tracing_compute",
                         &super::contract::OPERATION_INITIALIZE_TRACING,
-                        &ctx,
-                        self.handler.initialize_tracing(input, &ctx),
+                        ctx,
+                        move || self.handler.initialize_tracing(input, ctx),
                     )
                     .await
             }
@@ -134,8 +135,8 @@ for NodeDistributedTracingCompute<H> {
                 onex_runtime::node::run_operation(
                         "node_distributed_tracing_compute",
                         &super::contract::OPERATION_TRACE_OPERATION,
-                        &ctx,
-                        self.handler.trace_operation(input, &ctx),
+                        ctx,
+                        move || self.handler.trace_operation(input, ctx),
                     )
                     .await
             }
@@ -143,8 +144,8 @@ for NodeDistributedTracingCompute<H> {
                 onex_runtime::node::run_operation(
                         "node_distributed_tracing_compute",
                         &super::contract::OPERATION_INJECT_CONTEXT,
-                        &ctx,
-                        self.handler.inject_context(input, &ctx),
+                        ctx,
+                        move || self.handler.inject_context(input, ctx),
                     )
                     .await
             }
@@ -152,8 +153,8 @@ for NodeDistributedTracingCompute<H> {
                 onex_runtime::node::run_operation(
                         "node_distributed_tracing_compute",
                         &super::contract::OPERATION_EXTRACT_CONTEXT,
-                        &ctx,
-                        self.handler.extract_context(input, &ctx),
+                        ctx,
+                        move || self.handler.extract_context(input, ctx),
                     )
                     .await
             }
@@ -161,8 +162,8 @@ for NodeDistributedTracingCompute<H> {
                 onex_runtime::node::run_operation(
                         "node_distributed_tracing_compute",
                         &super::contract::OPERATION_TRACE_DATABASE,
-                        &ctx,
-                        self.handler.trace_database(input, &ctx),
+                        ctx,
+                        move || self.handler.trace_database(input, ctx),
                     )
                     .await
             }
@@ -170,8 +171,8 @@ for NodeDistributedTracingCompute<H> {
                 onex_runtime::node::run_operation(
                         "node_distributed_tracing_compute",
                         &super::contract::OPERATION_TRACE_KAFKA,
-                        &ctx,
-                        self.handler.trace_kafka(input, &ctx),
+                        ctx,
+                        move || self.handler.trace_kafka(input, ctx),
                     )
                     .await
             }
@@ -179,8 +180,8 @@ for NodeDistributedTracingCompute<H> {
                 onex_runtime::node::run_operation(
                         "node_distributed_tracing_compute",
                         &super::contract::OPERATION_SHUTDOWN_TRACING,
-                        &ctx,
-                        self.handler.shutdown_tracing(input, &ctx),
+                        ctx,
+                        move || self.handler.shutdown_tracing(input, ctx),
                     )
                     .await
             }

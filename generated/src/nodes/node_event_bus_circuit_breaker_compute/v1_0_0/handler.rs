@@ -107,14 +107,15 @@ for NodeEventBusCircuitBreakerCompute<H> {
         &super::contract::CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
+        let ctx = &ctx;
         let operation = input.operation_type;
         match operation {
             super::models::EnumEventBusCircuitBreakerOperation::PublishEvent => {
                 onex_runtime::node::run_operation(
                         "node_event_bus_circuit_breaker_compute",
                         &super::contract::OPERATION_PUBLISH_EVENT,
-                        &ctx,
-                        self.handler.publish_event(input, &ctx),
+                        ctx,
+                        move || self.handler.publish_event(input, ctx),
                     )
                     .await
             }
@@ -122,8 +123,8 @@ for NodeEventBusCircuitBreakerCompute<H> {
                 onex_runtime::node::run_operation(
                         "node_event_bus_circuit_breaker_compute",
                         &super::contract::OPERATION_GET_STATE,
-                        &ctx,
-                        self.handler.get_state(input, &ctx),
+                        ctx,
+                        move || self.handler.get_state(input, ctx),
                     )
                     .await
             }
@@ -131,8 +132,8 @@ for NodeEventBusCircuitBreakerCompute<H> {
                 onex_runtime::node::run_operation(
                         "node_event_bus_circuit_breaker_compute",
                         &super::contract::OPERATION_GET_METRICS,
-                        &ctx,
-                        self.handler.get_metrics(input, &ctx),
+                        ctx,
+                        move || self.handler.get_metrics(input, ctx),
                     )
                     .await
             }
@@ -140,8 +141,8 @@ for NodeEventBusCircuitBreakerCompute<H> {
                 onex_runtime::node::run_operation(
                         "node_event_bus_circuit_breaker_compute",
                         &super::contract::OPERATION_RESET_CIRCUIT,
-                        &ctx,
-                        self.handler.reset_circuit(input, &ctx),
+                        ctx,
+                        move || self.handler.reset_circuit(input, ctx),
                     )
                     .await
             }
@@ -149,8 +150,8 @@ for NodeEventBusCircuitBreakerCompute<H> {
                 onex_runtime::node::run_operation(
                         "node_event_bus_circuit_breaker_compute",
                         &super::contract::OPERATION_GET_HEALTH_STATUS,
-                        &ctx,
-                        self.handler.get_health_status(input, &ctx),
+                        ctx,
+                        move || self.handler.get_health_status(input, ctx),
                     )
                     .await
             }

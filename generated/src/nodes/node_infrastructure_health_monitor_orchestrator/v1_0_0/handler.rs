@@ -125,14 +125,15 @@ for NodeInfrastructureHealthMonitorOrchestrator<H> {
         &super::contract::CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
+        let ctx = &ctx;
         let operation = input.operation_type;
         match operation {
             super::models::EnumInfrastructureHealthMonitorOperation::ComprehensiveHealthCheck => {
                 onex_runtime::node::run_operation(
                         "node_infrastructure_health_monitor_orchestrator",
                         &super::contract::OPERATION_COMPREHENSIVE_HEALTH_CHECK,
-                        &ctx,
-                        self.handler.comprehensive_health_check(input, &ctx),
+                        ctx,
+                        move || self.handler.comprehensive_health_check(input, ctx),
                     )
                     .await
             }
@@ -140,8 +141,8 @@ for NodeInfrastructureHealthMonitorOrchestrator<H> {
                 onex_runtime::node::run_operation(
                         "node_infrastructure_health_monitor_orchestrator",
                         &super::contract::OPERATION_GET_HEALTH_TRENDS,
-                        &ctx,
-                        self.handler.get_health_trends(input, &ctx),
+                        ctx,
+                        move || self.handler.get_health_trends(input, ctx),
                     )
                     .await
             }
@@ -149,8 +150,8 @@ for NodeInfrastructureHealthMonitorOrchestrator<H> {
                 onex_runtime::node::run_operation(
                         "node_infrastructure_health_monitor_orchestrator",
                         &super::contract::OPERATION_START_MONITORING,
-                        &ctx,
-                        self.handler.start_monitoring(input, &ctx),
+                        ctx,
+                        move || self.handler.start_monitoring(input, ctx),
                     )
                     .await
             }
@@ -158,8 +159,8 @@ for NodeInfrastructureHealthMonitorOrchestrator<H> {
                 onex_runtime::node::run_operation(
                         "node_infrastructure_health_monitor_orchestrator",
                         &super::contract::OPERATION_STOP_MONITORING,
-                        &ctx,
-                        self.handler.stop_monitoring(input, &ctx),
+                        ctx,
+                        move || self.handler.stop_monitoring(input, ctx),
                     )
                     .await
             }
@@ -167,8 +168,8 @@ for NodeInfrastructureHealthMonitorOrchestrator<H> {
                 onex_runtime::node::run_operation(
                         "node_infrastructure_health_monitor_orchestrator",
                         &super::contract::OPERATION_GET_PROMETHEUS_METRICS,
-                        &ctx,
-                        self.handler.get_prometheus_metrics(input, &ctx),
+                        ctx,
+                        move || self.handler.get_prometheus_metrics(input, ctx),
                     )
                     .await
             }

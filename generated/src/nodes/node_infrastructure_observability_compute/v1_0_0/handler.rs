@@ -111,14 +111,15 @@ for NodeInfrastructureObservabilityCompute<H> {
         &super::contract::CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
+        let ctx = &ctx;
         let operation = input.operation_type;
         match operation {
             super::models::EnumInfrastructureObservabilityOperation::RecordMetric => {
                 onex_runtime::node::run_operation(
                         "node_infrastructure_observability_compute",
                         &super::contract::OPERATION_RECORD_METRIC,
-                        &ctx,
-                        self.handler.record_metric(input, &ctx),
+                        ctx,
+                        move || self.handler.record_metric(input, ctx),
                     )
                     .await
             }
@@ -126,8 +127,8 @@ for NodeInfrastructureObservabilityCompute<H> {
                 onex_runtime::node::run_operation(
                         "node_infrastructure_observability_compute",
                         &super::contract::OPERATION_GET_CURRENT_METRICS,
-                        &ctx,
-                        self.handler.get_current_metrics(input, &ctx),
+                        ctx,
+                        move || self.handler.get_current_metrics(input, ctx),
                     )
                     .await
             }
@@ -135,8 +136,8 @@ for NodeInfrastructureObservabilityCompute<H> {
                 onex_runtime::node::run_operation(
                         "node_infrastructure_observability_compute",
                         &super::contract::OPERATION_GET_HEALTH_SUMMARY,
-                        &ctx,
-                        self.handler.get_health_summary(input, &ctx),
+                        ctx,
+                        move || self.handler.get_health_summary(input, ctx),
                     )
                     .await
             }
@@ -144,8 +145,8 @@ for NodeInfrastructureObservabilityCompute<H> {
                 onex_runtime::node::run_operation(
                         "node_infrastructure_observability_compute",
                         &super::contract::OPERATION_GET_PERFORMANCE_TRENDS,
-                        &ctx,
-                        self.handler.get_performance_trends(input, &ctx),
+                        ctx,
+                        move || self.handler.get_performance_trends(input, ctx),
                     )
                     .await
             }
@@ -153,8 +154,8 @@ for NodeInfrastructureObservabilityCompute<H> {
                 onex_runtime::node::run_operation(
                         "node_infrastructure_observability_compute",
                         &super::contract::OPERATION_EXPORT_PROMETHEUS,
-                        &ctx,
-                        self.handler.export_prometheus(input, &ctx),
+                        ctx,
+                        move || self.handler.export_prometheus(input, ctx),
                     )
                     .await
             }
@@ -162,8 +163,8 @@ for NodeInfrastructureObservabilityCompute<H> {
                 onex_runtime::node::run_operation(
                         "node_infrastructure_observability_compute",
                         &super::contract::OPERATION_GET_ALERTS,
-                        &ctx,
-                        self.handler.get_alerts(input, &ctx),
+                        ctx,
+                        move || self.handler.get_alerts(input, ctx),
                     )
                     .await
             }
@@ -171,8 +172,8 @@ for NodeInfrastructureObservabilityCompute<H> {
                 onex_runtime::node::run_operation(
                         "node_infrastructure_observability_compute",
                         &super::contract::OPERATION_RESOLVE_ALERT,
-                        &ctx,
-                        self.handler.resolve_alert(input, &ctx),
+                        ctx,
+                        move || self.handler.resolve_alert(input, ctx),
                     )
                     .await
             }

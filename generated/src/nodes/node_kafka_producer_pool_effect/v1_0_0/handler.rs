@@ -123,14 +123,15 @@ impl<H: KafkaProducerPoolHandler> onex_runtime::Node for NodeKafkaProducerPoolEf
         &super::contract::CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
+        let ctx = &ctx;
         let operation = input.operation_type;
         match operation {
             super::models::EnumKafkaProducerPoolOperation::SendMessage => {
                 onex_runtime::node::run_operation(
                         "node_kafka_producer_pool_effect",
                         &super::contract::OPERATION_SEND_MESSAGE,
-                        &ctx,
-                        self.handler.send_message(input, &ctx),
+                        ctx,
+                        move || self.handler.send_message(input, ctx),
                     )
                     .await
             }
@@ -138,8 +139,8 @@ impl<H: KafkaProducerPoolHandler> onex_runtime::Node for NodeKafkaProducerPoolEf
                 onex_runtime::node::run_operation(
                         "node_kafka_producer_pool_effect",
                         &super::contract::OPERATION_SEND_BATCH,
-                        &ctx,
-                        self.handler.send_batch(input, &ctx),
+                        ctx,
+                        move || self.handler.send_batch(input, ctx),
                     )
                     .await
             }
@@ -147,8 +148,8 @@ impl<H: KafkaProducerPoolHandler> onex_runtime::Node for NodeKafkaProducerPoolEf
                 onex_runtime::node::run_operation(
                         "node_kafka_producer_pool_effect",
                         &super::contract::OPERATION_FLUSH,
-                        &ctx,
-                        self.handler.flush(input, &ctx),
+                        ctx,
+                        move || self.handler.flush(input, ctx),
                     )
                     .await
             }
@@ -156,8 +157,8 @@ impl<H: KafkaProducerPoolHandler> onex_runtime::Node for NodeKafkaProducerPoolEf
                 onex_runtime::node::run_operation(
                         "node_kafka_producer_pool_effect",
                         &super::contract::OPERATION_GET_POOL_STATS,
-                        &ctx,
-                        self.handler.get_pool_stats(input, &ctx),
+                        ctx,
+                        move || self.handler.get_pool_stats(input, ctx),
                     )
                     .await
             }
@@ -165,8 +166,8 @@ impl<H: KafkaProducerPoolHandler> onex_runtime::Node for NodeKafkaProducerPoolEf
                 onex_runtime::node::run_operation(
                         "node_kafka_producer_pool_effect",
                         &super::contract::OPERATION_HEALTH_CHECK,
-                        &ctx,
-                        self.handler.health_check(input, &ctx),
+                        ctx,
+                        move || self.handler.health_check(input, ctx),
                     )
                     .await
             }
@@ -174,8 +175,8 @@ impl<H: KafkaProducerPoolHandler> onex_runtime::Node for NodeKafkaProducerPoolEf
                 onex_runtime::node::run_operation(
                         "node_kafka_producer_pool_effect",
                         &super::contract::OPERATION_CLOSE,
-                        &ctx,
-                        self.handler.close(input, &ctx),
+                        ctx,
+                        move || self.handler.close(input, ctx),
                     )
                     .await
             }

@@ -101,14 +101,15 @@ impl<H: PostgresAdapterHandler> onex_runtime::Node for NodePostgresAdapterEffect
         &super::contract::CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
+        let ctx = &ctx;
         let operation = input.operation_type;
         match operation {
             super::models::EnumPostgresAdapterOperation::Query => {
                 onex_runtime::node::run_operation(
                         "node_postgres_adapter_effect",
                         &super::contract::OPERATION_QUERY,
-                        &ctx,
-                        self.handler.query(input, &ctx),
+                        ctx,
+                        move || self.handler.query(input, ctx),
                     )
                     .await
             }
@@ -116,8 +117,8 @@ impl<H: PostgresAdapterHandler> onex_runtime::Node for NodePostgresAdapterEffect
                 onex_runtime::node::run_operation(
                         "node_postgres_adapter_effect",
                         &super::contract::OPERATION_HEALTH_CHECK,
-                        &ctx,
-                        self.handler.health_check(input, &ctx),
+                        ctx,
+                        move || self.handler.health_check(input, ctx),
                     )
                     .await
             }

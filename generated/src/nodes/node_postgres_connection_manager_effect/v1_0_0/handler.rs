@@ -146,14 +146,15 @@ for NodePostgresConnectionManagerEffect<H> {
         &super::contract::CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
+        let ctx = &ctx;
         let operation = input.operation_type;
         match operation {
             super::models::EnumPostgresConnectionManagerOperation::ExecuteQuery => {
                 onex_runtime::node::run_operation(
                         "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_EXECUTE_QUERY,
-                        &ctx,
-                        self.handler.execute_query(input, &ctx),
+                        ctx,
+                        move || self.handler.execute_query(input, ctx),
                     )
                     .await
             }
@@ -161,8 +162,8 @@ for NodePostgresConnectionManagerEffect<H> {
                 onex_runtime::node::run_operation(
                         "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_FETCH_ONE,
-                        &ctx,
-                        self.handler.fetch_one(input, &ctx),
+                        ctx,
+                        move || self.handler.fetch_one(input, ctx),
                     )
                     .await
             }
@@ -170,8 +171,8 @@ for NodePostgresConnectionManagerEffect<H> {
                 onex_runtime::node::run_operation(
                         "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_FETCH_VALUE,
-                        &ctx,
-                        self.handler.fetch_value(input, &ctx),
+                        ctx,
+                        move || self.handler.fetch_value(input, ctx),
                     )
                     .await
             }
@@ -179,8 +180,8 @@ for NodePostgresConnectionManagerEffect<H> {
                 onex_runtime::node::run_operation(
                         "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_TRANSACTION,
-                        &ctx,
-                        self.handler.transaction(input, &ctx),
+                        ctx,
+                        move || self.handler.transaction(input, ctx),
                     )
                     .await
             }
@@ -188,8 +189,8 @@ for NodePostgresConnectionManagerEffect<H> {
                 onex_runtime::node::run_operation(
                         "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_CALL_FUNCTION,
-                        &ctx,
-                        self.handler.call_function(input, &ctx),
+                        ctx,
+                        move || self.handler.call_function(input, ctx),
                     )
                     .await
             }
@@ -197,8 +198,8 @@ for NodePostgresConnectionManagerEffect<H> {
                 onex_runtime::node::run_operation(
                         "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_HEALTH_CHECK,
-                        &ctx,
-                        self.handler.health_check(input, &ctx),
+                        ctx,
+                        move || self.handler.health_check(input, ctx),
                     )
                     .await
             }
@@ -206,8 +207,8 @@ for NodePostgresConnectionManagerEffect<H> {
                 onex_runtime::node::run_operation(
                         "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_GET_CONNECTION_STATS,
-                        &ctx,
-                        self.handler.get_connection_stats(input, &ctx),
+                        ctx,
+                        move || self.handler.get_connection_stats(input, ctx),
                     )
                     .await
             }
@@ -215,8 +216,8 @@ for NodePostgresConnectionManagerEffect<H> {
                 onex_runtime::node::run_operation(
                         "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_GET_QUERY_METRICS,
-                        &ctx,
-                        self.handler.get_query_metrics(input, &ctx),
+                        ctx,
+                        move || self.handler.get_query_metrics(input, ctx),
                     )
                     .await
             }
@@ -224,8 +225,8 @@ for NodePostgresConnectionManagerEffect<H> {
                 onex_runtime::node::run_operation(
                         "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_CLEAR_METRICS,
-                        &ctx,
-                        self.handler.clear_metrics(input, &ctx),
+                        ctx,
+                        move || self.handler.clear_metrics(input, ctx),
                     )
                     .await
             }

@@ -130,7 +130,9 @@ impl PostgresConnectionManager {
             }
         };
         if let (event_type, Some(payload)) = event {
-            self.publish(event_type, output.correlation_id, payload, ctx).await;
+            // Boxed: publishing is optional, and its future would otherwise enlarge every
+            // request's state (the Output it builds is large too).
+            Box::pin(self.publish(event_type, output.correlation_id, payload, ctx)).await;
         }
         output
     }
@@ -257,7 +259,9 @@ impl PostgresConnectionManagerHandler for PostgresConnectionManager {
 
     async fn transaction(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
         let started = Instant::now();
-        let result = async {
+        // Rare operations are boxed: the node's `process` future is as large as its largest
+        // operation, and every in-flight request carries it.
+        let result = Box::pin(async {
             let statements = match input.statements.as_deref() {
                 Some(list) if !list.is_empty() => list,
                 _ => {
@@ -283,14 +287,14 @@ impl PostgresConnectionManagerHandler for PostgresConnectionManager {
             }
             tx.commit().await?;
             Ok(last.map(Produced::from_result).unwrap_or_default())
-        }
+        })
         .await;
         Ok(self.finish(&input, ctx, started, None, result).await)
     }
 
     async fn call_function(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
         let started = Instant::now();
-        let result = async {
+        let result = Box::pin(async {
             let function = required(input.function_name.as_deref(), "function_name", input.operation_type)?;
             let options = options(&input, ctx)?;
             let args = params(&input.arguments);
@@ -298,14 +302,14 @@ impl PostgresConnectionManagerHandler for PostgresConnectionManager {
                 .call_function_with(function, args, input.schema.as_deref(), options)
                 .await
                 .map(Produced::from_result)
-        }
+        })
         .await;
         Ok(self.finish(&input, ctx, started, None, result).await)
     }
 
     async fn health_check(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
         let started = Instant::now();
-        let health = self.pool().health_check().await;
+        let health = Box::pin(self.pool().health_check()).await;
         let mut output = self.output(input.operation_type, input.correlation_id, ctx);
         output.execution_time_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
         output.health = Some(health);
