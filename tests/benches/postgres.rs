@@ -22,7 +22,6 @@ use onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::mode
 };
 use onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::node::PostgresConnectionManager as Handler;
 use onex_runtime::models::postgres::SslMode;
-use onex_runtime::node::BoxFuture;
 use onex_runtime::postgres::PostgresConnectionManager;
 use onex_runtime::{Container, Context, Node};
 use onex_tests::bench::{median, percentile_ms, process_cpu};
@@ -72,8 +71,6 @@ fn env_or(key: &str, default: &str) -> String {
     std::env::var(key).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| default.to_owned())
 }
 
-type Op = Arc<dyn Fn(i64) -> BoxFuture<'static, ()> + Send + Sync>;
-
 /// What one measured window produced.
 struct Window {
     tps: f64,
@@ -84,12 +81,19 @@ struct Window {
 
 /// Runs `clients` tasks, each calling `op` in a loop for `seconds` after a warm-up; returns
 /// the throughput of the measured window, its latencies (µs) and the client CPU per op.
-async fn drive(clients: usize, seconds: f64, op: &Op) -> Window {
+/// Generic over the operation, so each contender's future is polled in place: a boxed
+/// future per call would charge the harness's allocation to the contenders with larger
+/// futures.
+async fn drive<F, Fut>(clients: usize, seconds: f64, op: F) -> Window
+where
+    F: Fn(i64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..clients)
         .map(|i| {
-            let (op, measuring, stop) = (Arc::clone(op), Arc::clone(&measuring), Arc::clone(&stop));
+            let (op, measuring, stop) = (op.clone(), Arc::clone(&measuring), Arc::clone(&stop));
             tokio::spawn(async move {
                 let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1).wrapping_mul(0x1000_0000_01b3));
                 let mut latencies: Vec<u32> = Vec::with_capacity(1 << 14);
@@ -157,32 +161,16 @@ fn node_input(aid: i64) -> ModelPostgresConnectionManagerInput {
     }
 }
 
-async fn node_op(database: &str, size: usize) -> (Op, Arc<PostgresConnectionManager>) {
+/// The connection manager node over a fresh manager with `size` connections.
+async fn node_with_manager(
+    database: &str,
+    size: usize,
+) -> (Arc<NodePostgresConnectionManagerEffect<Handler>>, Arc<PostgresConnectionManager>) {
     let pg = Arc::new(manager(database, size).await);
     let mut container = Container::new();
     container.register(Arc::clone(&pg));
     let node = Arc::new(NodePostgresConnectionManagerEffect::<Handler>::new(&container).expect("node"));
-    let op: Op = Arc::new(move |aid| {
-        let node = Arc::clone(&node);
-        Box::pin(async move {
-            let out = node.process(node_input(aid), Context::new()).await.expect("node call");
-            assert!(out.success && out.value.is_some(), "{:?}", out.error);
-        })
-    });
-    (op, pg)
-}
-
-async fn pool_api_op(database: &str, size: usize) -> (Op, Arc<PostgresConnectionManager>) {
-    let pg = Arc::new(manager(database, size).await);
-    let shared = Arc::clone(&pg);
-    let op: Op = Arc::new(move |aid| {
-        let pg = Arc::clone(&shared);
-        Box::pin(async move {
-            let value = pg.fetch_value(SELECT, &[Value::from(aid)]).await.expect("query");
-            assert!(value.is_some());
-        })
-    });
-    (op, pg)
+    (node, pg)
 }
 
 fn deadpool(database: &str, size: usize) -> deadpool_postgres::Pool {
@@ -194,19 +182,6 @@ fn deadpool(database: &str, size: usize) -> deadpool_postgres::Pool {
     deadpool_postgres::Pool::builder(manager).max_size(size).build().expect("deadpool")
 }
 
-fn deadpool_op(pool: deadpool_postgres::Pool) -> Op {
-    Arc::new(move |aid| {
-        let pool = pool.clone();
-        Box::pin(async move {
-            let aid = i32::try_from(aid).expect("aid fits int4");
-            let client = pool.get().await.expect("deadpool get");
-            let statement = client.prepare_cached(SELECT).await.expect("prepare");
-            let row = client.query_one(&statement, &[&aid]).await.expect("query");
-            let _: i32 = row.get(0);
-        })
-    })
-}
-
 async fn bb8(database: &str, size: usize) -> bb8::Pool<bb8_postgres::PostgresConnectionManager<tokio_postgres::NoTls>> {
     let manager = bb8_postgres::PostgresConnectionManager::new(pg_config(database), tokio_postgres::NoTls);
     bb8::Pool::builder()
@@ -216,19 +191,6 @@ async fn bb8(database: &str, size: usize) -> bb8::Pool<bb8_postgres::PostgresCon
         .build(manager)
         .await
         .expect("bb8")
-}
-
-fn bb8_op(pool: bb8::Pool<bb8_postgres::PostgresConnectionManager<tokio_postgres::NoTls>>) -> Op {
-    Arc::new(move |aid| {
-        let pool = pool.clone();
-        Box::pin(async move {
-            let aid = i32::try_from(aid).expect("aid fits int4");
-            let client = pool.get().await.expect("bb8 get");
-            // bb8 has no statement cache; query_typed sends Parse/Bind/Execute in one round trip.
-            let rows = client.query_typed(SELECT, &[(&aid, tokio_postgres::types::Type::INT4)]).await.expect("query");
-            let _: i32 = rows[0].get(0);
-        })
-    })
 }
 
 /// `pgbench -S -M prepared` with `clients` clients; latency percentiles from its
@@ -310,14 +272,29 @@ impl Contender {
                 return (tps.map(|tps| Window { tps, latencies, cpu_us_per_op: None }), note);
             }
             Self::Node => {
-                let (op, pg) = node_op(database, size).await;
-                let result = drive(clients, seconds, &op).await;
+                let (node, pg) = node_with_manager(database, size).await;
+                let op = move |aid| {
+                    let node = Arc::clone(&node);
+                    async move {
+                        let out = node.process(node_input(aid), Context::new()).await.expect("node call");
+                        assert!(out.success && out.value.is_some(), "{:?}", out.error);
+                    }
+                };
+                let result = drive(clients, seconds, op).await;
                 pg.close();
                 result
             }
             Self::PoolApi => {
-                let (op, pg) = pool_api_op(database, size).await;
-                let result = drive(clients, seconds, &op).await;
+                let pg = Arc::new(manager(database, size).await);
+                let shared = Arc::clone(&pg);
+                let op = move |aid| {
+                    let pg = Arc::clone(&shared);
+                    async move {
+                        let value = pg.fetch_value(SELECT, &[Value::from(aid)]).await.expect("query");
+                        assert!(value.is_some());
+                    }
+                };
+                let result = drive(clients, seconds, op).await;
                 pg.close();
                 result
             }
@@ -326,17 +303,40 @@ impl Contender {
                 // Open every connection before measuring, as the other pools do.
                 let objects = futures::future::join_all((0..size).map(|_| pool.get())).await;
                 drop(objects);
-                let op = deadpool_op(pool.clone());
-                let result = drive(clients, seconds, &op).await;
-                drop(op);
+                let shared = pool.clone();
+                let op = move |aid| {
+                    let pool = shared.clone();
+                    async move {
+                        let aid = i32::try_from(aid).expect("aid fits int4");
+                        let client = pool.get().await.expect("deadpool get");
+                        let statement = client.prepare_cached(SELECT).await.expect("prepare");
+                        let row = client.query_one(&statement, &[&aid]).await.expect("query");
+                        let _: i32 = row.get(0);
+                    }
+                };
+                let result = drive(clients, seconds, op).await;
                 pool.close();
                 result
             }
             Self::Bb8 => {
                 let pool = bb8(database, size).await;
-                let op = bb8_op(pool.clone());
-                let result = drive(clients, seconds, &op).await;
-                drop((op, pool));
+                let shared = pool.clone();
+                let op = move |aid| {
+                    let pool = shared.clone();
+                    async move {
+                        let aid = i32::try_from(aid).expect("aid fits int4");
+                        let client = pool.get().await.expect("bb8 get");
+                        // bb8 has no statement cache; query_typed sends Parse/Bind/Execute in
+                        // one round trip.
+                        let rows = client
+                            .query_typed(SELECT, &[(&aid, tokio_postgres::types::Type::INT4)])
+                            .await
+                            .expect("query");
+                        let _: i32 = rows[0].get(0);
+                    }
+                };
+                let result = drive(clients, seconds, op).await;
+                drop(pool);
                 result
             }
         };

@@ -2,6 +2,8 @@
 //! (age, query count, whether a transaction is open, whether it is still usable).
 
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -42,6 +44,8 @@ pub(crate) struct Conn {
     /// cancelled mid-statement: the server may still be running it, so the pool asks the
     /// server to cancel it and closes the connection instead of reusing it.
     pub(crate) busy: bool,
+    /// The statement timer, reused from statement to statement (see [`Conn::run`]).
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// How much of a statement's rows the caller wants converted to JSON: conversion is the
@@ -73,6 +77,7 @@ impl Conn {
             in_transaction: false,
             retire: None,
             busy: false,
+            deadline: None,
         }
     }
 
@@ -97,16 +102,25 @@ impl Conn {
         connector: &Connector,
     ) -> Result<Outcome, OnexError> {
         self.busy = true;
-        // Pinned in place and awaited by reference: a future passed by value into `timeout`
-        // would be kept twice in this function's state (the argument and the timeout's copy).
+        let mut deadline = self.deadline.take().unwrap_or_else(|| Box::pin(tokio::time::sleep(timeout)));
+        // Pushing a registered timer later is a lock-free update in tokio; a fresh timer per
+        // statement would take the timer wheel's lock twice (insert, remove).
+        deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
         let outcome = {
-            let bounded = std::pin::pin!(tokio::time::timeout(timeout, self.run_inner(sql, params, take)));
-            bounded.await
+            let mut work = std::pin::pin!(self.run_inner(sql, params, take));
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(result) = work.as_mut().poll(cx) {
+                    return Poll::Ready(Some(result));
+                }
+                deadline.as_mut().poll(cx).map(|()| None)
+            })
+            .await
         };
+        self.deadline = Some(deadline);
         self.busy = false;
         match outcome {
-            Ok(result) => result,
-            Err(_) => {
+            Some(result) => result,
+            None => {
                 self.retire = Some(CloseReason::Timeout);
                 Box::pin(connector.cancel(self.client.cancel_token())).await;
                 let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);

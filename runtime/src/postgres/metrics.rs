@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
@@ -82,13 +83,23 @@ pub(crate) struct Record {
     pub execution_time_ms: f64,
     pub rows: u64,
     pub error_code: Option<&'static str>,
-    pub at: DateTime<Utc>,
+    /// When the statement finished. A monotonic reading (the statement's own timing already
+    /// read the clock): turned into wall-clock time only when the log is read.
+    pub at: Instant,
 }
 
 /// A bounded log of recent executions; the oldest entry goes when it is full.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct QueryLog {
     entries: Mutex<VecDeque<Record>>,
+    /// One instant with its wall-clock time, to date the entries by.
+    anchor: (Instant, DateTime<Utc>),
+}
+
+impl Default for QueryLog {
+    fn default() -> Self {
+        Self { entries: Mutex::default(), anchor: (Instant::now(), Utc::now()) }
+    }
 }
 
 impl QueryLog {
@@ -113,10 +124,16 @@ impl QueryLog {
                 execution_time_ms: r.execution_time_ms,
                 rows_affected: r.rows,
                 success: r.error_code.is_none(),
-                timestamp: r.at,
+                timestamp: self.wall_clock(r.at),
                 error_code: r.error_code.map(str::to_owned),
             })
             .collect()
+    }
+
+    fn wall_clock(&self, at: Instant) -> DateTime<Utc> {
+        let (anchor, anchor_utc) = self.anchor;
+        let since = chrono::Duration::from_std(at.saturating_duration_since(anchor)).unwrap_or(chrono::Duration::MAX);
+        anchor_utc.checked_add_signed(since).unwrap_or(anchor_utc)
     }
 
     /// Drops every entry; returns how many there were.

@@ -30,7 +30,6 @@ mod transaction;
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use serde_json::{Map, Value};
 
 use crate::environment::EnvSource;
@@ -294,14 +293,14 @@ impl PostgresConnectionManager {
                     execution_time_ms: elapsed.as_secs_f64() * 1000.0,
                     rows: result.row_count,
                     error_code: None,
-                    at: Utc::now(),
+                    at: started + elapsed,
                 },
                 Err(e) => Record {
                     info: StatementInfo::of(sql),
                     execution_time_ms: elapsed.as_secs_f64() * 1000.0,
                     rows: 0,
                     error_code: Some(e.code().as_str()),
-                    at: Utc::now(),
+                    at: started + elapsed,
                 },
             };
             self.log.record(record);
