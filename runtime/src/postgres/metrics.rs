@@ -178,11 +178,13 @@ mod tests {
                 execution_time_ms: 1.0,
                 rows: i,
                 error_code: None,
-                at: Utc::now(),
+                at: Instant::now(),
             });
         }
         let recent = log.recent(usize::MAX);
         assert_eq!(recent.len(), METRICS_CAPACITY);
+        let age = Utc::now() - recent[0].timestamp;
+        assert!(age >= chrono::Duration::zero() && age < chrono::Duration::seconds(5), "{age}");
         assert_eq!(recent[0].rows_affected, 1004);
         assert_eq!(recent[999].rows_affected, 5);
         assert_eq!(log.clear(), 1000);
