@@ -29,7 +29,7 @@ use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool, ProduceRecord};
 use onex_runtime::models::kafka::KafkaProducerConfig;
 use onex_runtime::{Container, Context, Node};
 use onex_tests::bench::{percentile_ms, process_cpu};
-use onex_tests::kafka::{bootstrap, create_topic, unique_topic};
+use onex_tests::kafka::{TestTopic, bootstrap};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
@@ -103,14 +103,15 @@ fn settings(run: &Run, idempotence: bool, extra: &str) -> String {
     )
 }
 
-async fn fresh_topic(name: &str) -> String {
-    let topic = unique_topic(&format!("bench-{name}"));
-    create_topic(&topic, PARTITIONS).await;
-    topic
+/// A fresh topic, deleted again when dropped: the test broker keeps every message in memory,
+/// and a run of several million messages would otherwise slow the later contenders down.
+async fn fresh_topic(name: &str) -> TestTopic {
+    TestTopic::create(&format!("bench-{name}"), PARTITIONS).await
 }
 
 async fn raw_rdkafka(run: &Run, idempotence: bool) -> Outcome {
-    let topic = fresh_topic("raw").await;
+    let topic_guard = fresh_topic("raw").await;
+    let topic = topic_guard.name.as_str();
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("acks", "all")
@@ -173,7 +174,8 @@ fn pool_for(run: &Run, idempotence: bool, producers: usize) -> KafkaProducerPool
 }
 
 async fn pool(run: &Run, idempotence: bool, producers: usize) -> Outcome {
-    let topic = fresh_topic("pool").await;
+    let topic_guard = fresh_topic("pool").await;
+    let topic = topic_guard.name.as_str();
     let pool = pool_for(run, idempotence, producers);
     let body = payload();
     let mut warm = Vec::with_capacity(WARMUP as usize);
@@ -243,7 +245,8 @@ fn batch_input(topic: &str, first: u32, count: usize, value: &serde_json::Value)
 }
 
 async fn node(run: &Run, idempotence: bool) -> Outcome {
-    let topic = fresh_topic("node").await;
+    let topic_guard = fresh_topic("node").await;
+    let topic = topic_guard.name.as_str();
     let mut container = Container::new();
     container.register(std::sync::Arc::new(pool_for(run, idempotence, 1)));
     let node: NodeKafkaProducerPoolEffect = NodeKafkaProducerPoolEffect::new(&container).expect("node");
