@@ -125,7 +125,7 @@ async fn raw_rdkafka(run: &Run, idempotence: bool) -> Outcome {
     let warm: Vec<_> = (0..WARMUP)
         .map(|i| {
             let key = i.to_be_bytes();
-            producer.send_result(FutureRecord::to(&topic).key(&key[..]).payload(&body[..])).map_err(|(e, _)| e).unwrap()
+            producer.send_result(FutureRecord::to(topic).key(&key[..]).payload(&body[..])).map_err(|(e, _)| e).unwrap()
         })
         .collect();
     for delivery in futures::future::join_all(warm).await {
@@ -138,7 +138,7 @@ async fn raw_rdkafka(run: &Run, idempotence: bool) -> Outcome {
         let key = i.to_be_bytes();
         let sent_at = Instant::now();
         let delivery = producer
-            .send_result(FutureRecord::to(&topic).key(&key[..]).payload(&body[..]))
+            .send_result(FutureRecord::to(topic).key(&key[..]).payload(&body[..]))
             .map_err(|(e, _)| e)
             .expect("enqueue");
         pending.push(async move { (delivery.await, sent_at.elapsed()) });
@@ -180,7 +180,7 @@ async fn pool(run: &Run, idempotence: bool, producers: usize) -> Outcome {
     let body = payload();
     let mut warm = Vec::with_capacity(WARMUP as usize);
     for i in 0..WARMUP {
-        warm.push(pool.send(ProduceRecord::new(&topic, &body).key(&i.to_be_bytes()), None).await.expect("warm-up"));
+        warm.push(pool.send(ProduceRecord::new(topic, &body).key(&i.to_be_bytes()), None).await.expect("warm-up"));
     }
     for delivery in futures::future::join_all(warm).await {
         delivery.expect("warm-up delivery");
@@ -191,7 +191,7 @@ async fn pool(run: &Run, idempotence: bool, producers: usize) -> Outcome {
     for i in 0..run.messages {
         let key = i.to_be_bytes();
         let sent_at = Instant::now();
-        let delivery = pool.send(ProduceRecord::new(&topic, &body).key(&key), None).await.expect("enqueue");
+        let delivery = pool.send(ProduceRecord::new(topic, &body).key(&key), None).await.expect("enqueue");
         pending.push(async move { (delivery.await, sent_at.elapsed()) });
         if pending.len() >= WINDOW {
             let (result, latency) = pending.next().await.unwrap();
@@ -252,7 +252,7 @@ async fn node(run: &Run, idempotence: bool) -> Outcome {
     let node: NodeKafkaProducerPoolEffect = NodeKafkaProducerPoolEffect::new(&container).expect("node");
     // A JSON string of 98 characters encodes to exactly 100 bytes.
     let value = serde_json::Value::String("v".repeat(PAYLOAD_BYTES - 2));
-    let warm = node.process(batch_input(&topic, 0, WARMUP as usize, &value), Context::new()).await.unwrap();
+    let warm = node.process(batch_input(topic, 0, WARMUP as usize, &value), Context::new()).await.unwrap();
     assert!(warm.success);
     let batches = (run.messages as usize).div_ceil(BATCH);
     let mut latencies = Latencies::with_capacity(batches);
@@ -261,7 +261,7 @@ async fn node(run: &Run, idempotence: bool) -> Outcome {
         .map(|b| {
             let first = (b * BATCH) as u32;
             let count = BATCH.min(run.messages as usize - b * BATCH);
-            let input = batch_input(&topic, first, count, &value);
+            let input = batch_input(topic, first, count, &value);
             let node = &node;
             async move {
                 let sent_at = Instant::now();
