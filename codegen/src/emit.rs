@@ -605,7 +605,8 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
                     let spec = ident(&op.const_name)?;
                     Ok(quote! {
                         super::models::#enum_ident::#variant => {
-                            onex_runtime::node::run_operation(#name, &super::contract::#spec, ctx, move || self.handler.#method(input, ctx)).await
+                            let work = std::pin::pin!(self.handler.#method(input, ctx));
+                            onex_runtime::node::run_operation(#name, &super::contract::#spec, ctx, work).await
                         }
                     })
                 })
@@ -621,7 +622,10 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
             let op = node.operations.first().ok_or("internal: a node without operations")?;
             let method = ident(&op.method)?;
             let spec = ident(&op.const_name)?;
-            quote!(onex_runtime::node::run_operation(#name, &super::contract::#spec, ctx, move || self.handler.#method(input, ctx)).await)
+            quote! {
+                let work = std::pin::pin!(self.handler.#method(input, ctx));
+                onex_runtime::node::run_operation(#name, &super::contract::#spec, ctx, work).await
+            }
         }
     };
     items.push(quote! {

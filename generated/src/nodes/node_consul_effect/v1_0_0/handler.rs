@@ -122,65 +122,72 @@ impl<H: ConsulHandler> onex_runtime::Node for NodeConsulEffect<H> {
         let operation = input.operation_type;
         match operation {
             super::models::EnumConsulOperation::KvGet => {
+                let work = std::pin::pin!(self.handler.kv_get(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_consul_effect",
                         &super::contract::OPERATION_KV_GET,
                         ctx,
-                        move || self.handler.kv_get(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumConsulOperation::KvPut => {
+                let work = std::pin::pin!(self.handler.kv_put(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_consul_effect",
                         &super::contract::OPERATION_KV_PUT,
                         ctx,
-                        move || self.handler.kv_put(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumConsulOperation::KvDelete => {
+                let work = std::pin::pin!(self.handler.kv_delete(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_consul_effect",
                         &super::contract::OPERATION_KV_DELETE,
                         ctx,
-                        move || self.handler.kv_delete(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumConsulOperation::ServiceRegister => {
+                let work = std::pin::pin!(self.handler.service_register(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_consul_effect",
                         &super::contract::OPERATION_SERVICE_REGISTER,
                         ctx,
-                        move || self.handler.service_register(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumConsulOperation::ServiceDeregister => {
+                let work = std::pin::pin!(self.handler.service_deregister(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_consul_effect",
                         &super::contract::OPERATION_SERVICE_DEREGISTER,
                         ctx,
-                        move || self.handler.service_deregister(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumConsulOperation::ServiceList => {
+                let work = std::pin::pin!(self.handler.service_list(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_consul_effect",
                         &super::contract::OPERATION_SERVICE_LIST,
                         ctx,
-                        move || self.handler.service_list(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumConsulOperation::HealthCheck => {
+                let work = std::pin::pin!(self.handler.health_check(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_consul_effect",
                         &super::contract::OPERATION_HEALTH_CHECK,
                         ctx,
-                        move || self.handler.health_check(input, ctx),
+                        work,
                     )
                     .await
             }

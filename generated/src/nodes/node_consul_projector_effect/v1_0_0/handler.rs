@@ -104,38 +104,44 @@ impl<H: ConsulProjectorHandler> onex_runtime::Node for NodeConsulProjectorEffect
         let operation = input.operation_type;
         match operation {
             super::models::EnumConsulProjectorOperation::ProjectServiceState => {
+                let work = std::pin::pin!(
+                    self.handler.project_service_state(input, ctx)
+                );
                 onex_runtime::node::run_operation(
                         "node_consul_projector_effect",
                         &super::contract::OPERATION_PROJECT_SERVICE_STATE,
                         ctx,
-                        move || self.handler.project_service_state(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumConsulProjectorOperation::ProjectHealthState => {
+                let work = std::pin::pin!(self.handler.project_health_state(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_consul_projector_effect",
                         &super::contract::OPERATION_PROJECT_HEALTH_STATE,
                         ctx,
-                        move || self.handler.project_health_state(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumConsulProjectorOperation::ProjectKvState => {
+                let work = std::pin::pin!(self.handler.project_kv_state(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_consul_projector_effect",
                         &super::contract::OPERATION_PROJECT_KV_STATE,
                         ctx,
-                        move || self.handler.project_kv_state(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumConsulProjectorOperation::ProjectTopology => {
+                let work = std::pin::pin!(self.handler.project_topology(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_consul_projector_effect",
                         &super::contract::OPERATION_PROJECT_TOPOLOGY,
                         ctx,
-                        move || self.handler.project_topology(input, ctx),
+                        work,
                     )
                     .await
             }

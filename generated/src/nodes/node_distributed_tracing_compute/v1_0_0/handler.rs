@@ -123,65 +123,72 @@ for NodeDistributedTracingCompute<H> {
         let operation = input.operation_type;
         match operation {
             super::models::EnumDistributedTracingOperation::InitializeTracing => {
+                let work = std::pin::pin!(self.handler.initialize_tracing(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_distributed_tracing_compute",
                         &super::contract::OPERATION_INITIALIZE_TRACING,
                         ctx,
-                        move || self.handler.initialize_tracing(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumDistributedTracingOperation::TraceOperation => {
+                let work = std::pin::pin!(self.handler.trace_operation(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_distributed_tracing_compute",
                         &super::contract::OPERATION_TRACE_OPERATION,
                         ctx,
-                        move || self.handler.trace_operation(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumDistributedTracingOperation::InjectContext => {
+                let work = std::pin::pin!(self.handler.inject_context(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_distributed_tracing_compute",
                         &super::contract::OPERATION_INJECT_CONTEXT,
                         ctx,
-                        move || self.handler.inject_context(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumDistributedTracingOperation::ExtractContext => {
+                let work = std::pin::pin!(self.handler.extract_context(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_distributed_tracing_compute",
                         &super::contract::OPERATION_EXTRACT_CONTEXT,
                         ctx,
-                        move || self.handler.extract_context(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumDistributedTracingOperation::TraceDatabase => {
+                let work = std::pin::pin!(self.handler.trace_database(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_distributed_tracing_compute",
                         &super::contract::OPERATION_TRACE_DATABASE,
                         ctx,
-                        move || self.handler.trace_database(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumDistributedTracingOperation::TraceKafka => {
+                let work = std::pin::pin!(self.handler.trace_kafka(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_distributed_tracing_compute",
                         &super::contract::OPERATION_TRACE_KAFKA,
                         ctx,
-                        move || self.handler.trace_kafka(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumDistributedTracingOperation::ShutdownTracing => {
+                let work = std::pin::pin!(self.handler.shutdown_tracing(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_distributed_tracing_compute",
                         &super::contract::OPERATION_SHUTDOWN_TRACING,
                         ctx,
-                        move || self.handler.shutdown_tracing(input, ctx),
+                        work,
                     )
                     .await
             }

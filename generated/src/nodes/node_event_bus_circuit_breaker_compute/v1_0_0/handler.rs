@@ -111,47 +111,52 @@ for NodeEventBusCircuitBreakerCompute<H> {
         let operation = input.operation_type;
         match operation {
             super::models::EnumEventBusCircuitBreakerOperation::PublishEvent => {
+                let work = std::pin::pin!(self.handler.publish_event(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_event_bus_circuit_breaker_compute",
                         &super::contract::OPERATION_PUBLISH_EVENT,
                         ctx,
-                        move || self.handler.publish_event(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumEventBusCircuitBreakerOperation::GetState => {
+                let work = std::pin::pin!(self.handler.get_state(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_event_bus_circuit_breaker_compute",
                         &super::contract::OPERATION_GET_STATE,
                         ctx,
-                        move || self.handler.get_state(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumEventBusCircuitBreakerOperation::GetMetrics => {
+                let work = std::pin::pin!(self.handler.get_metrics(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_event_bus_circuit_breaker_compute",
                         &super::contract::OPERATION_GET_METRICS,
                         ctx,
-                        move || self.handler.get_metrics(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumEventBusCircuitBreakerOperation::ResetCircuit => {
+                let work = std::pin::pin!(self.handler.reset_circuit(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_event_bus_circuit_breaker_compute",
                         &super::contract::OPERATION_RESET_CIRCUIT,
                         ctx,
-                        move || self.handler.reset_circuit(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumEventBusCircuitBreakerOperation::GetHealthStatus => {
+                let work = std::pin::pin!(self.handler.get_health_status(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_event_bus_circuit_breaker_compute",
                         &super::contract::OPERATION_GET_HEALTH_STATUS,
                         ctx,
-                        move || self.handler.get_health_status(input, ctx),
+                        work,
                     )
                     .await
             }

@@ -129,47 +129,56 @@ for NodeInfrastructureHealthMonitorOrchestrator<H> {
         let operation = input.operation_type;
         match operation {
             super::models::EnumInfrastructureHealthMonitorOperation::ComprehensiveHealthCheck => {
+                let work = std::pin::pin!(
+                    self.handler.comprehensive_health_check(input, ctx)
+                );
                 onex_runtime::node::run_operation(
                         "node_infrastructure_health_monitor_orchestrator",
                         &super::contract::OPERATION_COMPREHENSIVE_HEALTH_CHECK,
                         ctx,
-                        move || self.handler.comprehensive_health_check(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumInfrastructureHealthMonitorOperation::GetHealthTrends => {
+                let work = std::pin::pin!(self.handler.get_health_trends(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_infrastructure_health_monitor_orchestrator",
                         &super::contract::OPERATION_GET_HEALTH_TRENDS,
                         ctx,
-                        move || self.handler.get_health_trends(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumInfrastructureHealthMonitorOperation::StartMonitoring => {
+                let work = std::pin::pin!(self.handler.start_monitoring(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_infrastructure_health_monitor_orchestrator",
                         &super::contract::OPERATION_START_MONITORING,
                         ctx,
-                        move || self.handler.start_monitoring(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumInfrastructureHealthMonitorOperation::StopMonitoring => {
+                let work = std::pin::pin!(self.handler.stop_monitoring(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_infrastructure_health_monitor_orchestrator",
                         &super::contract::OPERATION_STOP_MONITORING,
                         ctx,
-                        move || self.handler.stop_monitoring(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumInfrastructureHealthMonitorOperation::GetPrometheusMetrics => {
+                let work = std::pin::pin!(
+                    self.handler.get_prometheus_metrics(input, ctx)
+                );
                 onex_runtime::node::run_operation(
                         "node_infrastructure_health_monitor_orchestrator",
                         &super::contract::OPERATION_GET_PROMETHEUS_METRICS,
                         ctx,
-                        move || self.handler.get_prometheus_metrics(input, ctx),
+                        work,
                     )
                     .await
             }

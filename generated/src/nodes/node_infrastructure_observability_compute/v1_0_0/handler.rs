@@ -115,65 +115,74 @@ for NodeInfrastructureObservabilityCompute<H> {
         let operation = input.operation_type;
         match operation {
             super::models::EnumInfrastructureObservabilityOperation::RecordMetric => {
+                let work = std::pin::pin!(self.handler.record_metric(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_infrastructure_observability_compute",
                         &super::contract::OPERATION_RECORD_METRIC,
                         ctx,
-                        move || self.handler.record_metric(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumInfrastructureObservabilityOperation::GetCurrentMetrics => {
+                let work = std::pin::pin!(self.handler.get_current_metrics(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_infrastructure_observability_compute",
                         &super::contract::OPERATION_GET_CURRENT_METRICS,
                         ctx,
-                        move || self.handler.get_current_metrics(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumInfrastructureObservabilityOperation::GetHealthSummary => {
+                let work = std::pin::pin!(self.handler.get_health_summary(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_infrastructure_observability_compute",
                         &super::contract::OPERATION_GET_HEALTH_SUMMARY,
                         ctx,
-                        move || self.handler.get_health_summary(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumInfrastructureObservabilityOperation::GetPerformanceTrends => {
+                let work = std::pin::pin!(
+                    self.handler.get_performance_trends(input, ctx)
+                );
                 onex_runtime::node::run_operation(
                         "node_infrastructure_observability_compute",
                         &super::contract::OPERATION_GET_PERFORMANCE_TRENDS,
                         ctx,
-                        move || self.handler.get_performance_trends(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumInfrastructureObservabilityOperation::ExportPrometheus => {
+                let work = std::pin::pin!(self.handler.export_prometheus(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_infrastructure_observability_compute",
                         &super::contract::OPERATION_EXPORT_PROMETHEUS,
                         ctx,
-                        move || self.handler.export_prometheus(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumInfrastructureObservabilityOperation::GetAlerts => {
+                let work = std::pin::pin!(self.handler.get_alerts(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_infrastructure_observability_compute",
                         &super::contract::OPERATION_GET_ALERTS,
                         ctx,
-                        move || self.handler.get_alerts(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumInfrastructureObservabilityOperation::ResolveAlert => {
+                let work = std::pin::pin!(self.handler.resolve_alert(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_infrastructure_observability_compute",
                         &super::contract::OPERATION_RESOLVE_ALERT,
                         ctx,
-                        move || self.handler.resolve_alert(input, ctx),
+                        work,
                     )
                     .await
             }

@@ -127,56 +127,62 @@ impl<H: KafkaProducerPoolHandler> onex_runtime::Node for NodeKafkaProducerPoolEf
         let operation = input.operation_type;
         match operation {
             super::models::EnumKafkaProducerPoolOperation::SendMessage => {
+                let work = std::pin::pin!(self.handler.send_message(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_kafka_producer_pool_effect",
                         &super::contract::OPERATION_SEND_MESSAGE,
                         ctx,
-                        move || self.handler.send_message(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumKafkaProducerPoolOperation::SendBatch => {
+                let work = std::pin::pin!(self.handler.send_batch(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_kafka_producer_pool_effect",
                         &super::contract::OPERATION_SEND_BATCH,
                         ctx,
-                        move || self.handler.send_batch(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumKafkaProducerPoolOperation::Flush => {
+                let work = std::pin::pin!(self.handler.flush(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_kafka_producer_pool_effect",
                         &super::contract::OPERATION_FLUSH,
                         ctx,
-                        move || self.handler.flush(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumKafkaProducerPoolOperation::GetPoolStats => {
+                let work = std::pin::pin!(self.handler.get_pool_stats(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_kafka_producer_pool_effect",
                         &super::contract::OPERATION_GET_POOL_STATS,
                         ctx,
-                        move || self.handler.get_pool_stats(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumKafkaProducerPoolOperation::HealthCheck => {
+                let work = std::pin::pin!(self.handler.health_check(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_kafka_producer_pool_effect",
                         &super::contract::OPERATION_HEALTH_CHECK,
                         ctx,
-                        move || self.handler.health_check(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumKafkaProducerPoolOperation::Close => {
+                let work = std::pin::pin!(self.handler.close(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_kafka_producer_pool_effect",
                         &super::contract::OPERATION_CLOSE,
                         ctx,
-                        move || self.handler.close(input, ctx),
+                        work,
                     )
                     .await
             }

@@ -105,20 +105,22 @@ impl<H: PostgresAdapterHandler> onex_runtime::Node for NodePostgresAdapterEffect
         let operation = input.operation_type;
         match operation {
             super::models::EnumPostgresAdapterOperation::Query => {
+                let work = std::pin::pin!(self.handler.query(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_postgres_adapter_effect",
                         &super::contract::OPERATION_QUERY,
                         ctx,
-                        move || self.handler.query(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumPostgresAdapterOperation::HealthCheck => {
+                let work = std::pin::pin!(self.handler.health_check(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_postgres_adapter_effect",
                         &super::contract::OPERATION_HEALTH_CHECK,
                         ctx,
-                        move || self.handler.health_check(input, ctx),
+                        work,
                     )
                     .await
             }

@@ -150,83 +150,92 @@ for NodePostgresConnectionManagerEffect<H> {
         let operation = input.operation_type;
         match operation {
             super::models::EnumPostgresConnectionManagerOperation::ExecuteQuery => {
+                let work = std::pin::pin!(self.handler.execute_query(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_EXECUTE_QUERY,
                         ctx,
-                        move || self.handler.execute_query(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumPostgresConnectionManagerOperation::FetchOne => {
+                let work = std::pin::pin!(self.handler.fetch_one(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_FETCH_ONE,
                         ctx,
-                        move || self.handler.fetch_one(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumPostgresConnectionManagerOperation::FetchValue => {
+                let work = std::pin::pin!(self.handler.fetch_value(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_FETCH_VALUE,
                         ctx,
-                        move || self.handler.fetch_value(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumPostgresConnectionManagerOperation::Transaction => {
+                let work = std::pin::pin!(self.handler.transaction(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_TRANSACTION,
                         ctx,
-                        move || self.handler.transaction(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumPostgresConnectionManagerOperation::CallFunction => {
+                let work = std::pin::pin!(self.handler.call_function(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_CALL_FUNCTION,
                         ctx,
-                        move || self.handler.call_function(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumPostgresConnectionManagerOperation::HealthCheck => {
+                let work = std::pin::pin!(self.handler.health_check(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_HEALTH_CHECK,
                         ctx,
-                        move || self.handler.health_check(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumPostgresConnectionManagerOperation::GetConnectionStats => {
+                let work = std::pin::pin!(self.handler.get_connection_stats(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_GET_CONNECTION_STATS,
                         ctx,
-                        move || self.handler.get_connection_stats(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumPostgresConnectionManagerOperation::GetQueryMetrics => {
+                let work = std::pin::pin!(self.handler.get_query_metrics(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_GET_QUERY_METRICS,
                         ctx,
-                        move || self.handler.get_query_metrics(input, ctx),
+                        work,
                     )
                     .await
             }
             super::models::EnumPostgresConnectionManagerOperation::ClearMetrics => {
+                let work = std::pin::pin!(self.handler.clear_metrics(input, ctx));
                 onex_runtime::node::run_operation(
                         "node_postgres_connection_manager_effect",
                         &super::contract::OPERATION_CLEAR_METRICS,
                         ctx,
-                        move || self.handler.clear_metrics(input, ctx),
+                        work,
                     )
                     .await
             }
