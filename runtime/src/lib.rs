@@ -14,6 +14,7 @@ pub mod environment;
 pub mod error;
 pub mod event;
 pub mod event_bus;
+pub mod json;
 pub mod kafka;
 pub mod models;
 pub mod node;

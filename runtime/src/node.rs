@@ -129,8 +129,8 @@ impl<N: Node> DynNode for N {
 ///
 /// Takes the work pinned where the caller keeps it (`std::pin::pin!` in the generated
 /// `process`): a handler future is kilobytes, and moved by value through the timeout, the
-/// map and the caller's await it was copied four times per request (measured with callgrind:
-/// 1,700 instructions of memcpy per PostgreSQL node request).
+/// map and the caller's await it was copied several times per request (callgrind: pinning
+/// saved 813 of 17,190 instructions per PostgreSQL node request).
 pub fn run_operation<'w, T, W>(
     node: &'static str,
     operation: &'static OperationSpec,

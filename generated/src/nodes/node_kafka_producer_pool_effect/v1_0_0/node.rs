@@ -81,7 +81,7 @@ fn encode<'a>(
         None | Some(serde_json::Value::Null) => None,
         Some(v) => {
             let start = values.len();
-            serde_json::to_writer(&mut *values, v).map_err(|e| {
+            onex_runtime::json::append_json(values, v).map_err(|e| {
                 OnexError::new(ErrorCode::InternalError, format!("cannot encode the message value: {e}"))
             })?;
             Some(start..values.len())
