@@ -2,12 +2,11 @@
 //! located human output, JSON lines), the cap of 50, `explain`, `schema`, `generate` with
 //! `--map-type`, and the naming policy for keywords and prelude names.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
+mod common;
+use common::{Scratch, workspace};
 
 fn corpus() -> PathBuf {
     if let Some(dir) = std::env::var_os("ONEX_CORPUS") {
@@ -23,24 +22,6 @@ fn fixtures() -> PathBuf {
 
 fn codegen(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_codegen")).arg("--root").arg(workspace()).args(args).output().unwrap()
-}
-
-/// A fresh directory under the target dir, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dialect-cli-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[test]

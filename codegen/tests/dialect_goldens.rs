@@ -8,6 +8,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+mod common;
+use common::compare_golden;
+
 fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/dialects")
 }
@@ -20,20 +23,6 @@ fn cases() -> Vec<PathBuf> {
         .collect();
     cases.sort();
     cases
-}
-
-fn compare(expected_path: &Path, actual: &str) {
-    if std::env::var_os("UPDATE_GOLDENS").is_some() {
-        std::fs::write(expected_path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(expected_path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDENS=1 to create it", expected_path.display()))
-        .replace("\r\n", "\n");
-    if expected != actual {
-        let diff = similar::TextDiff::from_lines(expected.as_str(), actual).unified_diff().to_string();
-        panic!("{} differs from the output:\n{diff}", expected_path.display());
-    }
 }
 
 /// Diagnostics (every one, rendered with its snippet), then each node's models.
@@ -60,7 +49,7 @@ fn render_case(case: &Path) -> String {
 #[test]
 fn nasty_cases_match_their_goldens() {
     for case in cases() {
-        compare(&case.join("expected.txt"), &render_case(&case));
+        compare_golden(&case.join("expected.txt"), &render_case(&case));
     }
 }
 
@@ -100,5 +89,5 @@ fn hook_node_models_are_checked_in_for_the_tagged_union_round_trip() {
     let output = output.unwrap_or_else(|| panic!("{}", loaded.render_diagnostics()));
     let models = &output.generated["nodes/node_hook_node_effect/v1_0_0/models.rs"];
     let body: String = models.lines().filter(|l| !l.starts_with("//!")).map(|l| format!("{l}\n")).collect();
-    compare(&case.join("models.rs.in"), &body);
+    compare_golden(&case.join("models.rs.in"), &body);
 }

@@ -7,22 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+use common::compare_golden;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/codegen")
-}
-
-fn compare(expected_path: &Path, actual: &str) {
-    if std::env::var_os("UPDATE_GOLDENS").is_some() {
-        std::fs::write(expected_path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(expected_path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDENS=1 to create it", expected_path.display()))
-        .replace("\r\n", "\n");
-    if expected != actual {
-        let diff = similar::TextDiff::from_lines(expected.as_str(), actual).unified_diff().to_string();
-        panic!("{} differs from the output:\n{diff}", expected_path.display());
-    }
 }
 
 fn error_cases() -> Vec<PathBuf> {
@@ -65,7 +54,7 @@ fn contract_errors_match_their_goldens() {
             assert!(d.pos.line >= 1 && d.pos.col >= 1, "{d:?}");
             assert!(d.hint.is_some(), "every diagnostic says how to fix it: {d:?}");
         }
-        compare(&case.join("expected.txt"), &loaded.render_diagnostics());
+        compare_golden(&case.join("expected.txt"), &loaded.render_diagnostics());
     }
 }
 
@@ -102,5 +91,5 @@ fn keyword_property_names_are_escaped_not_errors() {
     for needle in ["pub r#type: String", "pub r#match:", "pub self_:", "#[serde(rename = \"self\")]", "pub r#gen:"] {
         assert!(models.contains(needle), "{needle} missing from:\n{models}");
     }
-    compare(&case.join("expected_models.rs"), models);
+    compare_golden(&case.join("expected_models.rs"), models);
 }

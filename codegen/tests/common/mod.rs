@@ -1,0 +1,43 @@
+//! Helpers shared by the generator's integration tests (each test file uses a subset).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// The workspace root (the codegen crate's parent).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A fresh directory under cargo's temporary dir for integration tests, removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Self {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("codegen-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Asserts that `actual` equals the golden file at `expected_path`, showing a unified diff when
+/// not. With `UPDATE_GOLDENS=1` set it rewrites the file instead (review the diff afterwards).
+pub fn compare_golden(expected_path: &Path, actual: &str) {
+    if std::env::var_os("UPDATE_GOLDENS").is_some() {
+        std::fs::write(expected_path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(expected_path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDENS=1 to create it", expected_path.display()))
+        .replace("\r\n", "\n");
+    if expected != actual {
+        let diff = similar::TextDiff::from_lines(expected.as_str(), actual).unified_diff().to_string();
+        panic!("{} differs from the output:\n{diff}", expected_path.display());
+    }
+}
