@@ -104,7 +104,8 @@ pub struct Field {
     pub optional: bool,
     /// Filled with this when absent.
     pub default: Option<DefaultValue>,
-    /// `Box<T>`: the field closes a cycle of structs that would otherwise have infinite size.
+    /// `Box<T>`: the field closes a cycle of structs that would otherwise have infinite size,
+    /// or its schema says `x-boxed: true`.
     pub boxed: bool,
     /// Doc.
     pub doc: Doc,
@@ -446,7 +447,7 @@ impl Builder<'_> {
                         ty,
                         optional,
                         default: None,
-                        boxed: false,
+                        boxed: prop.schema.boxed,
                         doc: Doc { text: prop.schema.description.clone(), line: prop.name.pos.line },
                     });
                 }

@@ -135,6 +135,9 @@ pub struct Schema {
     pub default: Option<Node>,
     /// `x-sensitive: true`.
     pub sensitive: bool,
+    /// `x-boxed: true`: the field is stored behind a `Box`, for large values that are rarely
+    /// set, so that every other value of the struct stays small to move.
+    pub boxed: bool,
     /// `required: true|false` written on a property (the older dialect's style).
     pub required_flag: Option<bool>,
 }
@@ -713,6 +716,7 @@ fn read_schema(c: &mut Checker<'_>, node: &Node, path: &str, defs: &[&str], deps
         kind: SchemaKind::Any,
         default: None,
         sensitive: false,
+        boxed: false,
         required_flag: None,
     };
     if node.as_map().is_none() {
@@ -722,6 +726,7 @@ fn read_schema(c: &mut Checker<'_>, node: &Node, path: &str, defs: &[&str], deps
     schema.description = c.optional_string(node, path, "description");
     schema.default = node.get("default").cloned();
     schema.sensitive = c.optional_bool(node, path, "x-sensitive").unwrap_or(false);
+    schema.boxed = c.optional_bool(node, path, "x-boxed").unwrap_or(false);
     schema.required_flag = match node.get("required") {
         Some(Node { value: Value::Bool(b), .. }) => Some(*b),
         _ => None,

@@ -161,3 +161,16 @@ fn a_sensitive_value_never_shows_in_debug() {
     assert_eq!(output.password.as_ref().map(|p| p.expose().as_str()), Some("hunter2"));
     assert_eq!(serde_json::to_value(&output).unwrap(), json, "round-trips unchanged");
 }
+
+#[test]
+fn an_x_boxed_property_is_a_box_with_the_same_json() {
+    use onex_build_user::keywords::nodes::node_keyword_fields_compute::v1_0_0::models::{
+        ModelKeywordOutput, ModelKeywordTree,
+    };
+    let json = serde_json::json!({"box": {"value": 7, "left": {"value": 8}}});
+    let output: ModelKeywordOutput = serde_json::from_value(json.clone()).unwrap();
+    // The field's type is `Option<Box<ModelKeywordTree>>`: this only compiles when it is boxed.
+    let boxed: &Option<Box<ModelKeywordTree>> = &output.r#box;
+    assert_eq!(boxed.as_ref().map(|tree| tree.value), Some(7));
+    assert_eq!(serde_json::to_value(&output).unwrap(), json, "round-trips unchanged");
+}

@@ -253,41 +253,41 @@ pub struct ModelPostgresConnectionManagerOutput {
     ///
     /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:216`
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health: Option<onex_runtime::models::postgres::PostgresHealth>,
+    pub health: Option<Box<onex_runtime::models::postgres::PostgresHealth>>,
     /// Pool figures (get_connection_stats).
     ///
-    /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:219`
+    /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:220`
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection_stats: Option<onex_runtime::models::postgres::ConnectionStats>,
+    pub connection_stats: Option<Box<onex_runtime::models::postgres::ConnectionStats>>,
     /// Recent query executions, newest first (get_query_metrics).
     ///
-    /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:222`
+    /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:224`
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query_metrics: Option<Vec<onex_runtime::models::postgres::QueryMetric>>,
     /// How many recorded executions clear_metrics dropped.
     ///
-    /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:227`
+    /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:229`
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_cleared: Option<u64>,
     /// Why the operation failed; present exactly when success is false.
     ///
-    /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:231`
+    /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:233`
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ModelPostgresOperationError>,
 }
 
 /// A failed operation, with a sanitized message that never contains credentials or DSNs.
 ///
-/// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:236`
+/// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:238`
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelPostgresOperationError {
     /// Stable error code (DATABASE_QUERY_ERROR for statement errors, DATABASE_OPERATION_ERROR for checkout errors).
     ///
-    /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:240`
+    /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:242`
     pub code: onex_runtime::error::ErrorCode,
     /// What failed, sanitized.
     ///
-    /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:243`
+    /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:245`
     pub message: String,
 }
 

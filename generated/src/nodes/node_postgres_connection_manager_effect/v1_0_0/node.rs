@@ -80,59 +80,66 @@ impl PostgresConnectionManager {
         }
     }
 
-    /// Turns a statement operation's result into the output, and publishes its event.
-    async fn finish(
+    /// Publishes a statement operation's event when an event publisher is registered.
+    ///
+    /// Runs before [`Self::settle`] builds the output, so the output is never held across an
+    /// await: it is built where the handler returns it, not moved through another future.
+    async fn announce(
         &self,
         input: &Input,
         ctx: &Context,
-        started: Instant,
+        elapsed_ms: f64,
         sql_for_hash: Option<&str>,
-        result: Result<Produced, OnexError>,
-    ) -> Output {
+        result: &Result<Produced, OnexError>,
+    ) {
+        if self.dependencies.protocol_event_bus.is_none() {
+            return;
+        }
+        let hash = sql_for_hash.map(|sql| format!("{:016x}", query_hash(sql)));
+        let (event_type, payload) = match result {
+            Ok(produced) => (
+                "postgres.query.completed",
+                json!({
+                    "operation": input.operation_type.as_str(),
+                    "query_hash": hash,
+                    "rows_affected": produced.rows_affected,
+                    "execution_time_ms": elapsed_ms,
+                }),
+            ),
+            Err(err) => (
+                "postgres.query.failed",
+                json!({
+                    "operation": input.operation_type.as_str(),
+                    "query_hash": hash,
+                    "error_code": err.code().as_str(),
+                    "message": operation_error(err).message,
+                    "execution_time_ms": elapsed_ms,
+                }),
+            ),
+        };
+        let correlation_id = input.correlation_id.unwrap_or_else(|| ctx.correlation_id());
+        // Boxed: publishing is optional, and its future would otherwise enlarge every request's
+        // state.
+        Box::pin(self.publish(event_type, correlation_id, payload, ctx)).await;
+    }
+
+    /// Turns a statement operation's result into the output.
+    fn settle(&self, input: &Input, ctx: &Context, elapsed_ms: f64, result: Result<Produced, OnexError>) -> Output {
         let mut output = self.output(input.operation_type, input.correlation_id, ctx);
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         output.execution_time_ms = Some(elapsed_ms);
-        // Event payloads are built only when someone will receive them.
-        let publishing = self.dependencies.protocol_event_bus.is_some();
-        let hash = || sql_for_hash.map(|sql| format!("{:016x}", query_hash(sql)));
-        let event = match result {
+        match result {
             Ok(produced) => {
-                let payload = publishing.then(|| {
-                    json!({
-                        "operation": input.operation_type.as_str(),
-                        "query_hash": hash(),
-                        "rows_affected": produced.rows_affected,
-                        "execution_time_ms": elapsed_ms,
-                    })
-                });
                 output.rows = produced.rows;
                 output.row = produced.row;
                 output.value = produced.value;
                 output.rows_affected = produced.rows_affected;
                 output.command_tag = produced.command_tag;
                 output.column_names = produced.column_names;
-                ("postgres.query.completed", payload)
             }
             Err(err) => {
-                let error = operation_error(&err);
-                let payload = publishing.then(|| {
-                    json!({
-                        "operation": input.operation_type.as_str(),
-                        "query_hash": hash(),
-                        "error_code": err.code().as_str(),
-                        "message": error.message,
-                        "execution_time_ms": elapsed_ms,
-                    })
-                });
                 output.success = false;
-                output.error = Some(error);
-                ("postgres.query.failed", payload)
+                output.error = Some(operation_error(&err));
             }
-        };
-        if let (event_type, Some(payload)) = event {
-            // Boxed: publishing is optional, and its future would otherwise enlarge every
-            // request's state (the Output it builds is large too).
-            Box::pin(self.publish(event_type, output.correlation_id, payload, ctx)).await;
         }
         output
     }
@@ -205,6 +212,10 @@ fn options(input: &Input, ctx: &Context) -> Result<QueryOptions, OnexError> {
     Ok(QueryOptions { timeout, record_metrics: input.record_metrics })
 }
 
+fn millis_since(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1000.0
+}
+
 fn params(values: &Option<Vec<Value>>) -> &[Value] {
     values.as_deref().unwrap_or_default()
 }
@@ -223,7 +234,9 @@ impl PostgresConnectionManagerHandler for PostgresConnectionManager {
             self.pool().execute_query_with(sql, params(&input.parameters), options).await.map(Produced::from_result)
         }
         .await;
-        Ok(self.finish(&input, ctx, started, sql, result).await)
+        let elapsed_ms = millis_since(started);
+        self.announce(&input, ctx, elapsed_ms, sql, &result).await;
+        Ok(self.settle(&input, ctx, elapsed_ms, result))
     }
 
     async fn fetch_one(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
@@ -241,7 +254,9 @@ impl PostgresConnectionManagerHandler for PostgresConnectionManager {
             })
         }
         .await;
-        Ok(self.finish(&input, ctx, started, sql, result).await)
+        let elapsed_ms = millis_since(started);
+        self.announce(&input, ctx, elapsed_ms, sql, &result).await;
+        Ok(self.settle(&input, ctx, elapsed_ms, result))
     }
 
     async fn fetch_value(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
@@ -254,7 +269,9 @@ impl PostgresConnectionManagerHandler for PostgresConnectionManager {
             Ok(Produced { value, ..Produced::default() })
         }
         .await;
-        Ok(self.finish(&input, ctx, started, sql, result).await)
+        let elapsed_ms = millis_since(started);
+        self.announce(&input, ctx, elapsed_ms, sql, &result).await;
+        Ok(self.settle(&input, ctx, elapsed_ms, result))
     }
 
     async fn transaction(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
@@ -289,7 +306,9 @@ impl PostgresConnectionManagerHandler for PostgresConnectionManager {
             Ok(last.map(Produced::from_result).unwrap_or_default())
         })
         .await;
-        Ok(self.finish(&input, ctx, started, None, result).await)
+        let elapsed_ms = millis_since(started);
+        self.announce(&input, ctx, elapsed_ms, None, &result).await;
+        Ok(self.settle(&input, ctx, elapsed_ms, result))
     }
 
     async fn call_function(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
@@ -304,21 +323,23 @@ impl PostgresConnectionManagerHandler for PostgresConnectionManager {
                 .map(Produced::from_result)
         })
         .await;
-        Ok(self.finish(&input, ctx, started, None, result).await)
+        let elapsed_ms = millis_since(started);
+        self.announce(&input, ctx, elapsed_ms, None, &result).await;
+        Ok(self.settle(&input, ctx, elapsed_ms, result))
     }
 
     async fn health_check(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
         let started = Instant::now();
         let health = Box::pin(self.pool().health_check()).await;
         let mut output = self.output(input.operation_type, input.correlation_id, ctx);
-        output.execution_time_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-        output.health = Some(health);
+        output.execution_time_ms = Some(millis_since(started));
+        output.health = Some(Box::new(health));
         Ok(output)
     }
 
     async fn get_connection_stats(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
         let mut output = self.output(input.operation_type, input.correlation_id, ctx);
-        output.connection_stats = Some(self.pool().connection_stats());
+        output.connection_stats = Some(Box::new(self.pool().connection_stats()));
         Ok(output)
     }
 
