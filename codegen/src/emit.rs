@@ -193,11 +193,7 @@ fn field_tokens(
     let wire = &field.wire;
     let rename = field.rename.then(|| quote!(#[serde(rename = #wire)]));
     if let Some(default) = &field.default {
-        let fn_name = format!(
-            "default_{}_{}",
-            crate::model::to_snake_case(struct_name),
-            crate::model::unraw(&field.ident).trim_end_matches('_')
-        );
+        let fn_name = default_fn_name(struct_name, field);
         let fn_ident = ident(&fn_name)?;
         let expr = default_expr(default, &field.ty)?;
         let expr = if field.boxed { quote!(Box::new(#expr)) } else { expr };
@@ -254,6 +250,58 @@ fn tagged_tokens(
     })
 }
 
+/// The function that fills `field` of `struct_name` with its contract default.
+fn default_fn_name(struct_name: &str, field: &Field) -> String {
+    format!(
+        "default_{}_{}",
+        crate::model::to_snake_case(struct_name),
+        crate::model::unraw(&field.ident).trim_end_matches('_')
+    )
+}
+
+/// `new` taking the required fields (in contract order): optional fields start absent and
+/// defaulted ones at their defaults, so callers write `Model { x: Some(..), ..Model::new(a) }`
+/// instead of listing every field. A struct without required fields also gets `Default`.
+fn constructor_tokens(struct_name: &str, fields: &[Field]) -> Result<TokenStream, String> {
+    let ident_name = ident(struct_name)?;
+    let mut params = Vec::new();
+    let mut inits = Vec::new();
+    for field in fields {
+        let name = ident(&field.ident)?;
+        if field.default.is_some() {
+            let fill = ident(&default_fn_name(struct_name, field))?;
+            inits.push(quote!(#name: #fill()));
+        } else if field.optional {
+            inits.push(quote!(#name: None));
+        } else {
+            let ty = rust_type(&field.ty)?;
+            params.push(quote!(#name: #ty));
+            inits.push(if field.boxed { quote!(#name: Box::new(#name)) } else { quote!(#name) });
+        }
+    }
+    let many = (params.len() > 7).then(|| quote!(#[allow(clippy::too_many_arguments)]));
+    let default = params.is_empty().then(|| {
+        quote! {
+            impl Default for #ident_name {
+                fn default() -> Self {
+                    Self::new()
+                }
+            }
+        }
+    });
+    Ok(quote! {
+        impl #ident_name {
+            /// A value with the required fields given; optional fields absent, defaulted fields
+            /// at their contract defaults.
+            #many
+            pub fn new(#(#params),*) -> Self {
+                Self { #(#inits),* }
+            }
+        }
+        #default
+    })
+}
+
 fn models_file(node: &NodeModel) -> Result<String, String> {
     let source = node.contract.source.display.as_str();
     let c = &node.contract;
@@ -270,6 +318,7 @@ fn models_file(node: &NodeModel) -> Result<String, String> {
                 let ident_name = ident(name)?;
                 let doc = doc_attrs(doc, source, &format!("`{name}`."));
                 let mut defaults = Vec::new();
+                let constructor = constructor_tokens(name, fields)?;
                 let fields = fields
                     .iter()
                     .map(|f| field_tokens(name, f, source, &mut defaults, &mut checks))
@@ -281,6 +330,7 @@ fn models_file(node: &NodeModel) -> Result<String, String> {
                         #(#fields,)*
                     }
                 });
+                items.push(constructor);
                 items.extend(defaults);
             }
             TypeDef::Enum { name, doc, variants } => {

@@ -222,25 +222,15 @@ const BATCHES_IN_FLIGHT: usize = WINDOW / BATCH;
 
 fn batch_input(topic: &str, first: u32, count: usize, value: &serde_json::Value) -> ModelKafkaProducerPoolInput {
     ModelKafkaProducerPoolInput {
-        operation_type: EnumKafkaProducerPoolOperation::SendBatch,
-        correlation_id: None,
-        topic: None,
-        key: None,
-        value: None,
-        headers: None,
-        partition: None,
         messages: Some(
             (0..count as u32)
                 .map(|i| ModelKafkaMessage {
-                    topic: topic.to_owned(),
                     key: Some((first + i).to_string()),
-                    value: value.clone(),
-                    headers: None,
-                    partition: None,
+                    ..ModelKafkaMessage::new(topic.to_owned(), value.clone())
                 })
                 .collect(),
         ),
-        timeout_seconds: None,
+        ..ModelKafkaProducerPoolInput::new(EnumKafkaProducerPoolOperation::SendBatch)
     }
 }
 

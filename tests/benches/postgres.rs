@@ -144,20 +144,9 @@ async fn manager(database: &str, size: usize) -> PostgresConnectionManager {
 
 fn node_input(aid: i64) -> ModelPostgresConnectionManagerInput {
     ModelPostgresConnectionManagerInput {
-        operation_type: EnumPostgresConnectionManagerOperation::FetchValue,
-        correlation_id: None,
         query: Some(SELECT.to_owned()),
         parameters: Some(vec![json!(aid)]),
-        timeout_seconds: None,
-        record_metrics: true,
-        statements: None,
-        isolation: Default::default(),
-        read_only: false,
-        deferrable: false,
-        function_name: None,
-        schema: None,
-        arguments: None,
-        limit: 100,
+        ..ModelPostgresConnectionManagerInput::new(EnumPostgresConnectionManagerOperation::FetchValue)
     }
 }
 

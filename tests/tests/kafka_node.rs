@@ -17,17 +17,7 @@ use onex_runtime::{Container, Context, ErrorCode, Node, OnexError};
 use onex_tests::kafka::{TestTopic, bootstrap};
 
 fn input(operation: Op) -> ModelKafkaProducerPoolInput {
-    ModelKafkaProducerPoolInput {
-        operation_type: operation,
-        correlation_id: None,
-        topic: None,
-        key: None,
-        value: None,
-        headers: None,
-        partition: None,
-        messages: None,
-        timeout_seconds: None,
-    }
+    ModelKafkaProducerPoolInput::new(operation)
 }
 
 #[derive(Default)]
@@ -73,11 +63,8 @@ async fn the_node_sends_batches_reports_stats_and_closes() {
     batch.messages = Some(
         (0..500)
             .map(|i| ModelKafkaMessage {
-                topic: topic.name.clone(),
                 key: Some(format!("key-{i}")),
-                value: serde_json::json!({ "i": i }),
-                headers: None,
-                partition: None,
+                ..ModelKafkaMessage::new(topic.name.clone(), serde_json::json!({ "i": i }))
             })
             .collect(),
     );

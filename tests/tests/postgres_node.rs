@@ -134,20 +134,9 @@ async fn failures_are_answered_with_codes_and_correlation_is_echoed() {
     let id = Uuid::new_v4();
     let trace = TraceContext::parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
     let input = ModelPostgresConnectionManagerInput {
-        operation_type: EnumPostgresConnectionManagerOperation::ExecuteQuery,
         correlation_id: Some(id),
         query: Some("SELECT * FROM missing_table".into()),
-        parameters: None,
-        timeout_seconds: None,
-        record_metrics: true,
-        statements: None,
-        isolation: Default::default(),
-        read_only: false,
-        deferrable: false,
-        function_name: None,
-        schema: None,
-        arguments: None,
-        limit: 100,
+        ..ModelPostgresConnectionManagerInput::new(EnumPostgresConnectionManagerOperation::ExecuteQuery)
     };
     let ctx = Context::for_request(Some(id)).unwrap().with_trace(trace.clone());
     let out = node.process(input.clone(), ctx).await.unwrap();

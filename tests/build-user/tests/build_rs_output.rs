@@ -60,9 +60,8 @@ fn registries_list_every_node_by_name_and_version() {
 
 fn input(operation: widget::models::ModelSampleWidgetOperationType) -> widget::models::ModelSampleWidgetInput {
     widget::models::ModelSampleWidgetInput {
-        operation_type: operation,
-        correlation_id: uuid::Uuid::new_v4(),
         payload: Some(serde_json::json!({"k": 1})),
+        ..widget::models::ModelSampleWidgetInput::new(operation, uuid::Uuid::new_v4())
     }
 }
 
@@ -173,4 +172,22 @@ fn an_x_boxed_property_is_a_box_with_the_same_json() {
     let boxed: &Option<Box<ModelKeywordTree>> = &output.r#box;
     assert_eq!(boxed.as_ref().map(|tree| tree.value), Some(7));
     assert_eq!(serde_json::to_value(&output).unwrap(), json, "round-trips unchanged");
+}
+
+#[test]
+fn constructors_take_the_required_fields_and_fill_the_rest() {
+    use onex_build_user::keywords::nodes::node_keyword_fields_compute::v1_0_0::models::{
+        ModelKeywordInput, ModelKeywordInputMatch, ModelKeywordOutput, ModelKeywordWide,
+    };
+    let input = ModelKeywordInput::new("t".into(), ModelKeywordInputMatch::Exact);
+    assert_eq!(
+        serde_json::to_value(&input).unwrap(),
+        serde_json::json!({"type": "t", "match": "exact", "async": false}),
+        "optional fields absent, `async` at its default"
+    );
+    // No required field: `new()` and `Default` agree.
+    assert_eq!(ModelKeywordOutput::new(), ModelKeywordOutput::default());
+    assert_eq!(serde_json::to_value(ModelKeywordOutput::default()).unwrap(), serde_json::json!({}));
+    let wide = ModelKeywordWide::new(1, 2, 3, 4, 5, 6, 7, 8);
+    assert_eq!((wide.r#loop, wide.r#mut), (1, 8));
 }

@@ -163,6 +163,23 @@ pub struct ModelConsulInput {
     pub service_name: Option<String>,
 }
 
+impl ModelConsulInput {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(operation_type: EnumConsulOperation) -> Self {
+        Self {
+            operation_type,
+            correlation_id: None,
+            key: None,
+            value: None,
+            recurse: default_model_consul_input_recurse(),
+            service: None,
+            service_id: None,
+            service_name: None,
+        }
+    }
+}
+
 fn default_model_consul_input_recurse() -> bool {
     false
 }
@@ -239,6 +256,35 @@ pub struct ModelConsulOutput {
     pub error: Option<ModelConsulError>,
 }
 
+impl ModelConsulOutput {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(
+        success: bool,
+        operation_type: EnumConsulOperation,
+        correlation_id: uuid::Uuid,
+        timestamp: chrono::DateTime<chrono::Utc>,
+        status: EnumConsulOperationStatus,
+    ) -> Self {
+        Self {
+            success,
+            operation_type,
+            correlation_id,
+            timestamp,
+            status,
+            key: None,
+            value: None,
+            modify_index: None,
+            service_id: None,
+            services: None,
+            service_count: None,
+            health: None,
+            overall_health: None,
+            error: None,
+        }
+    }
+}
+
 /// A failed operation, with a sanitized message that never contains ACL tokens.
 ///
 /// Contract: `contracts/nodes/node_consul_effect/v1_0_0/contract.yaml:171`
@@ -252,4 +298,12 @@ pub struct ModelConsulError {
     ///
     /// Contract: `contracts/nodes/node_consul_effect/v1_0_0/contract.yaml:178`
     pub message: String,
+}
+
+impl ModelConsulError {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(code: onex_runtime::error::ErrorCode, message: String) -> Self {
+        Self { code, message }
+    }
 }

@@ -148,6 +148,23 @@ pub struct ModelConsulProjectorInput {
     pub cache_ttl_seconds: u64,
 }
 
+impl ModelConsulProjectorInput {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(operation_type: EnumConsulProjectorOperation) -> Self {
+        Self {
+            operation_type,
+            correlation_id: None,
+            target_services: None,
+            health_states: None,
+            key_prefixes: None,
+            include_values: default_model_consul_projector_input_include_values(),
+            depth: default_model_consul_projector_input_depth(),
+            cache_ttl_seconds: default_model_consul_projector_input_cache_ttl_seconds(),
+        }
+    }
+}
+
 fn default_model_consul_projector_input_include_values() -> bool {
     false
 }
@@ -218,6 +235,31 @@ pub struct ModelConsulProjectorOutput {
     pub error: Option<ModelConsulProjectorError>,
 }
 
+impl ModelConsulProjectorOutput {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(
+        success: bool,
+        operation_type: EnumConsulProjectorOperation,
+        correlation_id: uuid::Uuid,
+        timestamp: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        Self {
+            success,
+            operation_type,
+            correlation_id,
+            timestamp,
+            projected_at: None,
+            from_cache: None,
+            services: None,
+            health: None,
+            kv: None,
+            topology: None,
+            error: None,
+        }
+    }
+}
+
 /// Check counts per status and the health of every selected service.
 ///
 /// Contract: `contracts/nodes/node_consul_projector_effect/v1_0_0/contract.yaml:152`
@@ -245,6 +287,26 @@ pub struct ModelConsulHealthProjection {
     pub services: Vec<onex_runtime::models::consul::ConsulServiceHealth>,
 }
 
+impl ModelConsulHealthProjection {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(
+        passing: u64,
+        warning: u64,
+        critical: u64,
+        overall: onex_runtime::models::health::HealthStatus,
+        services: Vec<onex_runtime::models::consul::ConsulServiceHealth>,
+    ) -> Self {
+        Self {
+            passing,
+            warning,
+            critical,
+            overall,
+            services,
+        }
+    }
+}
+
 /// The keys under the selected prefixes.
 ///
 /// Contract: `contracts/nodes/node_consul_projector_effect/v1_0_0/contract.yaml:178`
@@ -262,6 +324,22 @@ pub struct ModelConsulKvProjection {
     ///
     /// Contract: `contracts/nodes/node_consul_projector_effect/v1_0_0/contract.yaml:191`
     pub entries: Vec<ModelConsulKvEntry>,
+}
+
+impl ModelConsulKvProjection {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(
+        total_keys: u64,
+        prefixes: Vec<String>,
+        entries: Vec<ModelConsulKvEntry>,
+    ) -> Self {
+        Self {
+            total_keys,
+            prefixes,
+            entries,
+        }
+    }
 }
 
 /// One projected key.
@@ -284,6 +362,18 @@ pub struct ModelConsulKvEntry {
     pub modify_index: u64,
 }
 
+impl ModelConsulKvEntry {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(key: String, modify_index: u64) -> Self {
+        Self {
+            key,
+            value: None,
+            modify_index,
+        }
+    }
+}
+
 /// Services and their declared dependencies as a graph.
 ///
 /// Contract: `contracts/nodes/node_consul_projector_effect/v1_0_0/contract.yaml:214`
@@ -301,6 +391,18 @@ pub struct ModelConsulTopologyProjection {
     ///
     /// Contract: `contracts/nodes/node_consul_projector_effect/v1_0_0/contract.yaml:228`
     pub depth: u64,
+}
+
+impl ModelConsulTopologyProjection {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(
+        nodes: Vec<onex_runtime::models::consul::ConsulServiceHealth>,
+        edges: Vec<ModelConsulTopologyEdge>,
+        depth: u64,
+    ) -> Self {
+        Self { nodes, edges, depth }
+    }
 }
 
 /// A declared dependency between two services.
@@ -322,6 +424,18 @@ pub struct ModelConsulTopologyEdge {
     pub relationship: String,
 }
 
+impl ModelConsulTopologyEdge {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(source: String, target: String, relationship: String) -> Self {
+        Self {
+            source,
+            target,
+            relationship,
+        }
+    }
+}
+
 /// A failed projection, with a sanitized message.
 ///
 /// Contract: `contracts/nodes/node_consul_projector_effect/v1_0_0/contract.yaml:249`
@@ -335,4 +449,12 @@ pub struct ModelConsulProjectorError {
     ///
     /// Contract: `contracts/nodes/node_consul_projector_effect/v1_0_0/contract.yaml:256`
     pub message: String,
+}
+
+impl ModelConsulProjectorError {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(code: onex_runtime::error::ErrorCode, message: String) -> Self {
+        Self { code, message }
+    }
 }

@@ -132,6 +132,26 @@ pub struct ModelDistributedTracingInput {
     pub producing: bool,
 }
 
+impl ModelDistributedTracingInput {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(operation_type: EnumDistributedTracingOperation) -> Self {
+        Self {
+            operation_type,
+            correlation_id: None,
+            configuration: None,
+            operation_name: None,
+            span_kind: default_model_distributed_tracing_input_span_kind(),
+            attributes: None,
+            parent_context: None,
+            event: None,
+            database_query: None,
+            kafka_topic: None,
+            producing: default_model_distributed_tracing_input_producing(),
+        }
+    }
+}
+
 fn default_model_distributed_tracing_input_span_kind() -> onex_runtime::models::tracing::SpanKind {
     onex_runtime::models::tracing::SpanKind::Internal
 }
@@ -212,6 +232,35 @@ pub struct ModelDistributedTracingOutput {
     pub error: Option<ModelTracingError>,
 }
 
+impl ModelDistributedTracingOutput {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(
+        success: bool,
+        operation_type: EnumDistributedTracingOperation,
+        correlation_id: uuid::Uuid,
+        timestamp: chrono::DateTime<chrono::Utc>,
+        tracing_enabled: bool,
+    ) -> Self {
+        Self {
+            success,
+            operation_type,
+            correlation_id,
+            timestamp,
+            tracing_enabled,
+            trace_id: None,
+            span_id: None,
+            span_name: None,
+            span_kind: None,
+            sanitized_query: None,
+            carrier: None,
+            event: None,
+            status: None,
+            error: None,
+        }
+    }
+}
+
 /// The tracing set-up in effect, without secrets.
 ///
 /// Contract: `contracts/nodes/node_distributed_tracing_compute/v1_0_0/contract.yaml:137`
@@ -249,6 +298,28 @@ pub struct ModelTracingStatus {
     pub spans_flushed: Option<bool>,
 }
 
+impl ModelTracingStatus {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(
+        otlp_endpoint: String,
+        sample_rate: f64,
+        service_name: String,
+        service_version: String,
+        environment: String,
+    ) -> Self {
+        Self {
+            otlp_endpoint,
+            otlp_header_names: None,
+            sample_rate,
+            service_name,
+            service_version,
+            environment,
+            spans_flushed: None,
+        }
+    }
+}
+
 /// A failed operation, with a sanitized message.
 ///
 /// Contract: `contracts/nodes/node_distributed_tracing_compute/v1_0_0/contract.yaml:166`
@@ -262,6 +333,14 @@ pub struct ModelTracingError {
     ///
     /// Contract: `contracts/nodes/node_distributed_tracing_compute/v1_0_0/contract.yaml:173`
     pub message: String,
+}
+
+impl ModelTracingError {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(code: onex_runtime::error::ErrorCode, message: String) -> Self {
+        Self { code, message }
+    }
 }
 
 #[cfg(test)]

@@ -82,6 +82,18 @@ pub struct ModelEventBusCircuitBreakerInput {
     pub event: Option<onex_runtime::event::OnexEvent>,
 }
 
+impl ModelEventBusCircuitBreakerInput {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(operation_type: EnumEventBusCircuitBreakerOperation) -> Self {
+        Self {
+            operation_type,
+            correlation_id: None,
+            event: None,
+        }
+    }
+}
+
 /// The result of one circuit breaker operation.
 ///
 /// Contract: `contracts/nodes/node_event_bus_circuit_breaker_compute/v1_0_0/contract.yaml:69`
@@ -131,6 +143,30 @@ pub struct ModelEventBusCircuitBreakerOutput {
     pub error: Option<ModelCircuitBreakerError>,
 }
 
+impl ModelEventBusCircuitBreakerOutput {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(
+        success: bool,
+        operation_type: EnumEventBusCircuitBreakerOperation,
+        correlation_id: uuid::Uuid,
+        timestamp: chrono::DateTime<chrono::Utc>,
+        state: onex_runtime::models::circuit_breaker::CircuitBreakerState,
+    ) -> Self {
+        Self {
+            success,
+            operation_type,
+            correlation_id,
+            timestamp,
+            state,
+            metrics: None,
+            circuit_action_taken: None,
+            result: None,
+            error: None,
+        }
+    }
+}
+
 /// Operation-specific figures of the circuit breaker.
 ///
 /// Contract: `contracts/nodes/node_event_bus_circuit_breaker_compute/v1_0_0/contract.yaml:104`
@@ -178,6 +214,28 @@ pub struct ModelCircuitBreakerResult {
     pub config: Option<onex_runtime::models::circuit_breaker::CircuitBreakerConfig>,
 }
 
+impl ModelCircuitBreakerResult {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new() -> Self {
+        Self {
+            published: None,
+            is_healthy: None,
+            success_rate: None,
+            queued_events: None,
+            dead_letter_size: None,
+            republished_events: None,
+            environment: None,
+            config: None,
+        }
+    }
+}
+impl Default for ModelCircuitBreakerResult {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A failed operation, with a sanitized message.
 ///
 /// Contract: `contracts/nodes/node_event_bus_circuit_breaker_compute/v1_0_0/contract.yaml:136`
@@ -196,4 +254,16 @@ pub struct ModelCircuitBreakerError {
     /// Contract: `contracts/nodes/node_event_bus_circuit_breaker_compute/v1_0_0/contract.yaml:146`
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued_events: Option<u64>,
+}
+
+impl ModelCircuitBreakerError {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(code: onex_runtime::error::ErrorCode, message: String) -> Self {
+        Self {
+            code,
+            message,
+            queued_events: None,
+        }
+    }
 }

@@ -91,6 +91,19 @@ pub struct ModelInfrastructureHealthMonitorInput {
     pub monitoring_interval_seconds: u64,
 }
 
+impl ModelInfrastructureHealthMonitorInput {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(operation_type: EnumInfrastructureHealthMonitorOperation) -> Self {
+        Self {
+            operation_type,
+            correlation_id: None,
+            time_period_hours: default_model_infrastructure_health_monitor_input_time_period_hours(),
+            monitoring_interval_seconds: default_model_infrastructure_health_monitor_input_monitoring_interval_seconds(),
+        }
+    }
+}
+
 fn default_model_infrastructure_health_monitor_input_time_period_hours() -> u64 {
     1
 }
@@ -176,6 +189,36 @@ pub struct ModelInfrastructureHealthMonitorOutput {
     pub error: Option<ModelInfrastructureHealthMonitorError>,
 }
 
+impl ModelInfrastructureHealthMonitorOutput {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(
+        success: bool,
+        operation_type: EnumInfrastructureHealthMonitorOperation,
+        correlation_id: uuid::Uuid,
+        timestamp: chrono::DateTime<chrono::Utc>,
+        monitoring_active: bool,
+    ) -> Self {
+        Self {
+            success,
+            operation_type,
+            correlation_id,
+            timestamp,
+            overall_status: None,
+            components: None,
+            error_rate_percent: None,
+            error_rate_threshold_percent: None,
+            environment: None,
+            totals: None,
+            trends: None,
+            monitoring_active,
+            monitoring_interval_seconds: None,
+            prometheus_text: None,
+            error: None,
+        }
+    }
+}
+
 /// Infrastructure-wide figures of one check.
 ///
 /// Contract: `contracts/nodes/node_infrastructure_health_monitor_orchestrator/v1_0_0/contract.yaml:129`
@@ -212,6 +255,27 @@ pub struct ModelInfrastructureHealthTotals {
     /// Contract: `contracts/nodes/node_infrastructure_health_monitor_orchestrator/v1_0_0/contract.yaml:155`
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker_success_rate: Option<f64>,
+}
+
+impl ModelInfrastructureHealthTotals {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(
+        postgres_connections: u64,
+        kafka_producers: u64,
+        messages_processed: u64,
+        events_queued: u64,
+    ) -> Self {
+        Self {
+            postgres_connections,
+            kafka_producers,
+            messages_processed,
+            events_queued,
+            database_response_time_ms: None,
+            kafka_messages_per_second: None,
+            circuit_breaker_success_rate: None,
+        }
+    }
 }
 
 /// Summary of the kept results of a time period.
@@ -254,6 +318,22 @@ pub struct ModelInfrastructureHealthTrends {
     pub history: Option<Vec<ModelInfrastructureHealthSample>>,
 }
 
+impl ModelInfrastructureHealthTrends {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(period_hours: u64, samples: u64) -> Self {
+        Self {
+            period_hours,
+            samples,
+            healthy_percent: None,
+            degraded_percent: None,
+            unhealthy_percent: None,
+            average_error_rate_percent: None,
+            history: None,
+        }
+    }
+}
+
 /// One kept health result.
 ///
 /// Contract: `contracts/nodes/node_infrastructure_health_monitor_orchestrator/v1_0_0/contract.yaml:191`
@@ -273,6 +353,22 @@ pub struct ModelInfrastructureHealthSample {
     pub error_rate_percent: f64,
 }
 
+impl ModelInfrastructureHealthSample {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(
+        checked_at: chrono::DateTime<chrono::Utc>,
+        overall_status: onex_runtime::models::health::HealthStatus,
+        error_rate_percent: f64,
+    ) -> Self {
+        Self {
+            checked_at,
+            overall_status,
+            error_rate_percent,
+        }
+    }
+}
+
 /// A failed operation, with a sanitized message.
 ///
 /// Contract: `contracts/nodes/node_infrastructure_health_monitor_orchestrator/v1_0_0/contract.yaml:207`
@@ -286,4 +382,12 @@ pub struct ModelInfrastructureHealthMonitorError {
     ///
     /// Contract: `contracts/nodes/node_infrastructure_health_monitor_orchestrator/v1_0_0/contract.yaml:214`
     pub message: String,
+}
+
+impl ModelInfrastructureHealthMonitorError {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(code: onex_runtime::error::ErrorCode, message: String) -> Self {
+        Self { code, message }
+    }
 }

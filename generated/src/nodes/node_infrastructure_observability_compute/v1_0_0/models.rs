@@ -129,6 +129,25 @@ pub struct ModelInfrastructureObservabilityInput {
     pub time_period_hours: u64,
 }
 
+impl ModelInfrastructureObservabilityInput {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(operation_type: EnumInfrastructureObservabilityOperation) -> Self {
+        Self {
+            operation_type,
+            correlation_id: None,
+            metric_name: None,
+            metric_value: None,
+            metric_type: default_model_infrastructure_observability_input_metric_type(),
+            metric_labels: None,
+            alert_id: None,
+            alert_severity: None,
+            active_only: default_model_infrastructure_observability_input_active_only(),
+            time_period_hours: default_model_infrastructure_observability_input_time_period_hours(),
+        }
+    }
+}
+
 fn default_model_infrastructure_observability_input_metric_type() -> onex_runtime::models::observability::MetricType {
     onex_runtime::models::observability::MetricType::Gauge
 }
@@ -204,6 +223,32 @@ pub struct ModelInfrastructureObservabilityOutput {
     pub error: Option<ModelObservabilityError>,
 }
 
+impl ModelInfrastructureObservabilityOutput {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(
+        success: bool,
+        operation_type: EnumInfrastructureObservabilityOperation,
+        correlation_id: uuid::Uuid,
+        timestamp: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        Self {
+            success,
+            operation_type,
+            correlation_id,
+            timestamp,
+            metrics: None,
+            health_summary: None,
+            trends: None,
+            prometheus_text: None,
+            alerts: None,
+            metrics_count: None,
+            alerts_count: None,
+            error: None,
+        }
+    }
+}
+
 /// Health score = 0.4 circuit + 0.3 latency + 0.3 error score; 90 or more is healthy, 70 or more degraded.
 ///
 /// Contract: `contracts/nodes/node_infrastructure_observability_compute/v1_0_0/contract.yaml:139`
@@ -253,6 +298,28 @@ pub struct ModelObservabilityHealthSummary {
     pub active_alerts: u64,
 }
 
+impl ModelObservabilityHealthSummary {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(
+        health_score: f64,
+        status: onex_runtime::models::health::HealthStatus,
+        active_alerts: u64,
+    ) -> Self {
+        Self {
+            health_score,
+            status,
+            circuit_score: None,
+            latency_score: None,
+            error_score: None,
+            p95_latency_ms: None,
+            p99_latency_ms: None,
+            error_rate: None,
+            active_alerts,
+        }
+    }
+}
+
 /// Latency and error-rate figures of a time period.
 ///
 /// Contract: `contracts/nodes/node_infrastructure_observability_compute/v1_0_0/contract.yaml:173`
@@ -288,6 +355,21 @@ pub struct ModelObservabilityPerformanceTrends {
     pub error_rates: Option<std::collections::BTreeMap<String, f64>>,
 }
 
+impl ModelObservabilityPerformanceTrends {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(period_hours: u64, latency_samples: u64) -> Self {
+        Self {
+            period_hours,
+            latency_samples,
+            average_latency_ms: None,
+            p95_latency_ms: None,
+            p99_latency_ms: None,
+            error_rates: None,
+        }
+    }
+}
+
 /// A failed operation, with a sanitized message.
 ///
 /// Contract: `contracts/nodes/node_infrastructure_observability_compute/v1_0_0/contract.yaml:200`
@@ -301,6 +383,14 @@ pub struct ModelObservabilityError {
     ///
     /// Contract: `contracts/nodes/node_infrastructure_observability_compute/v1_0_0/contract.yaml:207`
     pub message: String,
+}
+
+impl ModelObservabilityError {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(code: onex_runtime::error::ErrorCode, message: String) -> Self {
+        Self { code, message }
+    }
 }
 
 #[cfg(test)]

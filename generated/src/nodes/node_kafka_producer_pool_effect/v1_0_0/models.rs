@@ -117,6 +117,24 @@ pub struct ModelKafkaProducerPoolInput {
     pub timeout_seconds: Option<f64>,
 }
 
+impl ModelKafkaProducerPoolInput {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(operation_type: EnumKafkaProducerPoolOperation) -> Self {
+        Self {
+            operation_type,
+            correlation_id: None,
+            topic: None,
+            key: None,
+            value: None,
+            headers: None,
+            partition: None,
+            messages: None,
+            timeout_seconds: None,
+        }
+    }
+}
+
 /// One message of a batch.
 ///
 /// Contract: `contracts/nodes/node_kafka_producer_pool_effect/v1_0_0/contract.yaml:117`
@@ -145,6 +163,20 @@ pub struct ModelKafkaMessage {
     /// Contract: `contracts/nodes/node_kafka_producer_pool_effect/v1_0_0/contract.yaml:133`
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<u64>,
+}
+
+impl ModelKafkaMessage {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(topic: String, value: serde_json::Value) -> Self {
+        Self {
+            topic,
+            key: None,
+            value,
+            headers: None,
+            partition: None,
+        }
+    }
 }
 
 /// The result of one producer pool operation.
@@ -210,6 +242,32 @@ pub struct ModelKafkaProducerPoolOutput {
     pub errors: Option<Vec<ModelKafkaProducerError>>,
 }
 
+impl ModelKafkaProducerPoolOutput {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(
+        success: bool,
+        operation_type: EnumKafkaProducerPoolOperation,
+        correlation_id: uuid::Uuid,
+        timestamp: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        Self {
+            success,
+            operation_type,
+            correlation_id,
+            timestamp,
+            delivered: None,
+            failed: None,
+            partition: None,
+            offset: None,
+            deliveries: None,
+            pool_stats: None,
+            health_status: None,
+            errors: None,
+        }
+    }
+}
+
 /// Where one acknowledged message of a batch was written.
 ///
 /// Contract: `contracts/nodes/node_kafka_producer_pool_effect/v1_0_0/contract.yaml:191`
@@ -231,6 +289,19 @@ pub struct ModelKafkaDeliveryReport {
     ///
     /// Contract: `contracts/nodes/node_kafka_producer_pool_effect/v1_0_0/contract.yaml:206`
     pub offset: u64,
+}
+
+impl ModelKafkaDeliveryReport {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(index: u64, topic: String, partition: u64, offset: u64) -> Self {
+        Self {
+            index,
+            topic,
+            partition,
+            offset,
+        }
+    }
 }
 
 /// One failure, with a sanitized message that never contains credentials.
@@ -256,4 +327,17 @@ pub struct ModelKafkaProducerError {
     /// Contract: `contracts/nodes/node_kafka_producer_pool_effect/v1_0_0/contract.yaml:226`
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
+}
+
+impl ModelKafkaProducerError {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(code: onex_runtime::error::ErrorCode, message: String) -> Self {
+        Self {
+            code,
+            message,
+            index: None,
+            topic: None,
+        }
+    }
 }

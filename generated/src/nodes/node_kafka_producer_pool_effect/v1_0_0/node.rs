@@ -103,20 +103,7 @@ fn wait_limit(input: &Input, ctx: &Context, default: Duration) -> Result<Duratio
 }
 
 fn output(operation: EnumKafkaProducerPoolOperation, ctx: &Context) -> Output {
-    Output {
-        success: true,
-        operation_type: operation,
-        correlation_id: ctx.correlation_id(),
-        timestamp: Utc::now(),
-        delivered: None,
-        failed: None,
-        partition: None,
-        offset: None,
-        deliveries: None,
-        pool_stats: None,
-        health_status: None,
-        errors: None,
-    }
+    Output::new(true, operation, ctx.correlation_id(), Utc::now())
 }
 
 fn failure(error: &OnexError, index: Option<u64>, topic: Option<&str>) -> ModelKafkaProducerError {

@@ -69,6 +69,19 @@ pub struct ModelPostgresAdapterInput {
     pub context: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+impl ModelPostgresAdapterInput {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(operation_type: EnumPostgresAdapterOperation) -> Self {
+        Self {
+            operation_type,
+            correlation_id: None,
+            query_request: None,
+            context: None,
+        }
+    }
+}
+
 /// One statement with its parameters.
 ///
 /// Contract: `contracts/nodes/node_postgres_adapter_effect/v1_0_0/contract.yaml:83`
@@ -98,6 +111,20 @@ pub struct ModelPostgresAdapterQueryRequest {
     /// Contract: `contracts/nodes/node_postgres_adapter_effect/v1_0_0/contract.yaml:102`
     #[serde(default = "default_model_postgres_adapter_query_request_query_type")]
     pub query_type: onex_runtime::models::postgres::QueryType,
+}
+
+impl ModelPostgresAdapterQueryRequest {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(query: String) -> Self {
+        Self {
+            query,
+            parameters: None,
+            timeout_seconds: None,
+            record_metrics: default_model_postgres_adapter_query_request_record_metrics(),
+            query_type: default_model_postgres_adapter_query_request_query_type(),
+        }
+    }
 }
 
 fn default_model_postgres_adapter_query_request_record_metrics() -> bool {
@@ -165,6 +192,32 @@ pub struct ModelPostgresAdapterOutput {
     /// Contract: `contracts/nodes/node_postgres_adapter_effect/v1_0_0/contract.yaml:144`
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl ModelPostgresAdapterOutput {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(
+        success: bool,
+        operation_type: EnumPostgresAdapterOperation,
+        correlation_id: uuid::Uuid,
+        timestamp: chrono::DateTime<chrono::Utc>,
+        execution_time_ms: f64,
+    ) -> Self {
+        Self {
+            success,
+            operation_type,
+            correlation_id,
+            timestamp,
+            execution_time_ms,
+            error_code: None,
+            error_message: None,
+            query_result: None,
+            health: None,
+            circuit_breaker_state: None,
+            context: None,
+        }
+    }
 }
 
 #[cfg(test)]

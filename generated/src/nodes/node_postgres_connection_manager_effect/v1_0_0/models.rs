@@ -157,6 +157,29 @@ pub struct ModelPostgresConnectionManagerInput {
     pub limit: u64,
 }
 
+impl ModelPostgresConnectionManagerInput {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(operation_type: EnumPostgresConnectionManagerOperation) -> Self {
+        Self {
+            operation_type,
+            correlation_id: None,
+            query: None,
+            parameters: None,
+            timeout_seconds: None,
+            record_metrics: default_model_postgres_connection_manager_input_record_metrics(),
+            statements: None,
+            isolation: default_model_postgres_connection_manager_input_isolation(),
+            read_only: default_model_postgres_connection_manager_input_read_only(),
+            deferrable: default_model_postgres_connection_manager_input_deferrable(),
+            function_name: None,
+            schema: None,
+            arguments: None,
+            limit: default_model_postgres_connection_manager_input_limit(),
+        }
+    }
+}
+
 fn default_model_postgres_connection_manager_input_record_metrics() -> bool {
     true
 }
@@ -191,6 +214,14 @@ pub struct ModelPostgresStatement {
     /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:165`
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Vec<serde_json::Value>>,
+}
+
+impl ModelPostgresStatement {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(query: String) -> Self {
+        Self { query, parameters: None }
+    }
 }
 
 /// The result of one connection manager operation.
@@ -276,6 +307,36 @@ pub struct ModelPostgresConnectionManagerOutput {
     pub error: Option<ModelPostgresOperationError>,
 }
 
+impl ModelPostgresConnectionManagerOutput {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(
+        success: bool,
+        operation_type: EnumPostgresConnectionManagerOperation,
+        correlation_id: uuid::Uuid,
+        timestamp: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        Self {
+            success,
+            operation_type,
+            correlation_id,
+            timestamp,
+            rows: None,
+            row: None,
+            value: None,
+            rows_affected: None,
+            command_tag: None,
+            column_names: None,
+            execution_time_ms: None,
+            health: None,
+            connection_stats: None,
+            query_metrics: None,
+            metrics_cleared: None,
+            error: None,
+        }
+    }
+}
+
 /// A failed operation, with a sanitized message that never contains credentials or DSNs.
 ///
 /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:238`
@@ -289,6 +350,14 @@ pub struct ModelPostgresOperationError {
     ///
     /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:245`
     pub message: String,
+}
+
+impl ModelPostgresOperationError {
+    /// A value with the required fields given; optional fields absent, defaulted fields
+    /// at their contract defaults.
+    pub fn new(code: onex_runtime::error::ErrorCode, message: String) -> Self {
+        Self { code, message }
+    }
 }
 
 #[cfg(test)]

@@ -60,24 +60,8 @@ impl PostgresConnectionManager {
 
     /// The output skeleton: echoes the request's correlation id (or the context's).
     fn output(&self, operation: Operation, input_correlation: Option<uuid::Uuid>, ctx: &Context) -> Output {
-        Output {
-            success: true,
-            operation_type: operation,
-            correlation_id: input_correlation.unwrap_or_else(|| ctx.correlation_id()),
-            timestamp: Utc::now(),
-            rows: None,
-            row: None,
-            value: None,
-            rows_affected: None,
-            command_tag: None,
-            column_names: None,
-            execution_time_ms: None,
-            health: None,
-            connection_stats: None,
-            query_metrics: None,
-            metrics_cleared: None,
-            error: None,
-        }
+        let correlation_id = input_correlation.unwrap_or_else(|| ctx.correlation_id());
+        Output::new(true, operation, correlation_id, Utc::now())
     }
 
     /// Publishes a statement operation's event when an event publisher is registered.
