@@ -51,18 +51,23 @@ pub(crate) fn bind<'a>(values: &'a [Value], types: &[Type]) -> Result<Vec<Param<
         .with_detail("expected", types.len())
         .with_detail("given", values.len()));
     }
-    values
-        .iter()
-        .zip(types)
-        .enumerate()
-        .map(|(i, (value, ty))| {
-            convert(value, ty).map_err(|why| {
-                OnexError::validation(format!("parameter ${} ({}) cannot be bound: {why}", i + 1, ty.name()))
-                    .with_detail("parameter", i + 1)
-                    .with_detail("type", ty.name())
-            })
-        })
-        .collect()
+    // A plain loop: collecting a `Result` iterator costs a few hundred instructions more per
+    // statement, which shows at tens of thousands of statements per second.
+    let mut bound = Vec::with_capacity(values.len());
+    for (i, (value, ty)) in values.iter().zip(types).enumerate() {
+        match convert(value, ty) {
+            Ok(param) => bound.push(param),
+            Err(why) => return Err(unbindable(i, ty, &why)),
+        }
+    }
+    Ok(bound)
+}
+
+#[cold]
+fn unbindable(index: usize, ty: &Type, why: &str) -> OnexError {
+    OnexError::validation(format!("parameter ${} ({}) cannot be bound: {why}", index + 1, ty.name()))
+        .with_detail("parameter", index + 1)
+        .with_detail("type", ty.name())
 }
 
 fn is_text(ty: &Type) -> bool {
