@@ -6,7 +6,7 @@
 # and prints a markdown table.
 #
 # Usage: scripts/bench-postgres.sh
-# Environment: ONEX_BENCH_SECONDS (per round, default 2), ONEX_BENCH_ROUNDS (default 3),
+# Environment: ONEX_BENCH_SECONDS (per round, default 2), ONEX_BENCH_ROUNDS (default 5),
 #              ONEX_BENCH_CLIENTS (default 8,32,128), ONEX_BENCH_ONLY (comma-separated:
 #              node, pool-api, deadpool, bb8, pgbench),
 #              CARGO_TARGET_DIR (cargo's, as usual).
@@ -29,5 +29,8 @@ cargo bench -p onex-tests --bench postgres --no-run
 psql_admin "CREATE DATABASE \"$db\""
 pgbench -h 127.0.0.1 -U postgres -i -s 10 -q "$db" >/dev/null 2>&1
 psql -h 127.0.0.1 -U postgres -d "$db" -qc "VACUUM ANALYZE pgbench_accounts"
+# Flush the freshly loaded tables now: otherwise the checkpointer writes them out during the
+# first rounds and slows whichever contender runs then.
+psql_admin "CHECKPOINT"
 
 cargo bench -p onex-tests --bench postgres

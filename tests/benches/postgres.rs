@@ -4,7 +4,7 @@
 //! checkout cost (get + drop) of each pool.
 //!
 //! Needs a database initialised with `pgbench -i -s 10` (scripts/bench-postgres.sh does it
-//! all). Each point runs ONEX_BENCH_ROUNDS rounds (default 3) of ONEX_BENCH_SECONDS
+//! all). Each point runs ONEX_BENCH_ROUNDS rounds (default 5) of ONEX_BENCH_SECONDS
 //! (default 2) per contender, interleaved, and reports the median round.
 //! Environment: ONEX_BENCH_PG_DATABASE (default onex_bench), ONEX_BENCH_CLIENTS (default
 //! 8,32,128), ONEX_BENCH_ONLY (comma-separated: node, pool-api, deadpool, bb8, pgbench), ONEX_BENCH_OUT (default
@@ -402,7 +402,7 @@ fn main() {
     // `cargo bench` passes `--bench`; this binary takes no arguments of its own.
     let database = env_or("ONEX_BENCH_PG_DATABASE", "onex_bench");
     let seconds: f64 = env_or("ONEX_BENCH_SECONDS", "2").parse().expect("ONEX_BENCH_SECONDS is a number");
-    let rounds_per_point: usize = env_or("ONEX_BENCH_ROUNDS", "3").parse().expect("ONEX_BENCH_ROUNDS is a number");
+    let rounds_per_point: usize = env_or("ONEX_BENCH_ROUNDS", "5").parse().expect("ONEX_BENCH_ROUNDS is a number");
     let clients: Vec<usize> = env_or("ONEX_BENCH_CLIENTS", "8,32,128")
         .split(',')
         .map(|c| c.trim().parse().expect("ONEX_BENCH_CLIENTS is a list of numbers"))
