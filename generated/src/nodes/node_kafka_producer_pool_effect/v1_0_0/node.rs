@@ -58,25 +58,30 @@ impl Outgoing<'_> {
     }
 }
 
-/// Checks one message and appends its JSON value to `values` (one buffer per request, so a
-/// batch costs no allocation per message; librdkafka copies the bytes on send).
+/// Checks what would make a message unsendable (an empty topic, a partition out of range);
+/// returns the partition as librdkafka takes it.
+fn check(topic: &str, partition: Option<u64>) -> Result<Option<i32>, OnexError> {
+    if topic.trim().is_empty() {
+        return Err(OnexError::validation("topic must not be empty"));
+    }
+    partition
+        .map(|p| {
+            i32::try_from(p)
+                .map_err(|_| OnexError::validation(format!("partition {p} is out of range (max {})", i32::MAX)))
+        })
+        .transpose()
+}
+
+/// Appends a checked message's JSON value to `values` (librdkafka copies the bytes on send, so
+/// the buffer is reused from message to message).
 fn encode<'a>(
     topic: &'a str,
     key: Option<&'a String>,
     value: Option<&serde_json::Value>,
     headers: Option<&std::collections::BTreeMap<String, String>>,
-    partition: Option<u64>,
+    partition: Option<i32>,
     values: &mut Vec<u8>,
 ) -> Result<Outgoing<'a>, OnexError> {
-    if topic.trim().is_empty() {
-        return Err(OnexError::validation("topic must not be empty"));
-    }
-    let partition = partition
-        .map(|p| {
-            i32::try_from(p)
-                .map_err(|_| OnexError::validation(format!("partition {p} is out of range (max {})", i32::MAX)))
-        })
-        .transpose()?;
     let value = match value {
         None | Some(serde_json::Value::Null) => None,
         Some(v) => {
@@ -159,15 +164,10 @@ impl KafkaProducerPoolHandler for KafkaProducerPool {
     async fn send_message(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
         let topic = input.topic.as_deref().ok_or_else(|| OnexError::validation("send_message needs a topic"))?;
         let limit = wait_limit(&input, ctx, Duration::from_secs(30))?;
+        let partition = check(topic, input.partition)?;
         let mut values = Vec::new();
-        let mut message = encode(
-            topic,
-            input.key.as_ref(),
-            input.value.as_ref(),
-            input.headers.as_ref(),
-            input.partition,
-            &mut values,
-        )?;
+        let mut message =
+            encode(topic, input.key.as_ref(), input.value.as_ref(), input.headers.as_ref(), partition, &mut values)?;
         let pool = &self.dependencies.kafka_producer_pool;
         let mut out = output(EnumKafkaProducerPoolOperation::SendMessage, ctx);
         let headers = message.headers.take();
@@ -200,28 +200,35 @@ impl KafkaProducerPoolHandler for KafkaProducerPool {
         if messages.is_empty() {
             return Err(OnexError::validation("send_batch needs at least one message"));
         }
-        let mut encoded = Vec::with_capacity(messages.len());
-        let mut values = Vec::new();
+        // Every message is checked before the first is sent: a bad one fails the whole request.
+        let mut partitions = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
-            let message =
-                encode(&m.topic, m.key.as_ref(), Some(&m.value), m.headers.as_ref(), m.partition, &mut values)
-                    .map_err(|e| {
-                        OnexError::validation(format!("messages[{i}]: {}", e.message())).with_detail("index", i)
-                    })?;
-            encoded.push(message);
+            let partition = check(&m.topic, m.partition).map_err(|e| {
+                OnexError::validation(format!("messages[{i}]: {}", e.message())).with_detail("index", i)
+            })?;
+            partitions.push(partition);
         }
         let pool = &self.dependencies.kafka_producer_pool;
         // Enqueue everything first (in order), then wait for all reports under one deadline
-        // (one timer for the batch, not one per message).
-        let mut slots: Vec<Slot> = Vec::with_capacity(encoded.len());
-        for message in &mut encoded {
-            let headers = message.headers.take();
-            slots.push(match pool.send(message.record(&values), headers).await {
-                Ok(report) => Slot::Waiting(report),
+        // (one timer for the batch, not one per message). Values are encoded one at a time into
+        // one small buffer: no per-batch copy of every payload.
+        let mut slots: Vec<Slot> = Vec::with_capacity(messages.len());
+        let mut value = Vec::new();
+        for (m, partition) in messages.iter().zip(partitions) {
+            value.clear();
+            let slot = match encode(&m.topic, m.key.as_ref(), Some(&m.value), m.headers.as_ref(), partition, &mut value)
+            {
+                Ok(mut message) => {
+                    let headers = message.headers.take();
+                    match pool.send(message.record(&value), headers).await {
+                        Ok(report) => Slot::Waiting(report),
+                        Err(e) => Slot::Done(Err(e)),
+                    }
+                }
                 Err(e) => Slot::Done(Err(e)),
-            });
+            };
+            slots.push(slot);
         }
-        drop(encoded);
         let waited = tokio::time::timeout(limit, async {
             for slot in &mut slots {
                 if let Slot::Waiting(report) = slot {
