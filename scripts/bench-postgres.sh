@@ -5,12 +5,21 @@
 # `pgbench -i -s 10`, drops it afterwards (also on failure), writes target/bench/postgres.json
 # and prints a markdown table.
 #
-# Usage: scripts/bench-postgres.sh
+# Usage: scripts/bench-postgres.sh [--instructions]
+#   --instructions: instead of throughput, count instructions per statement under callgrind
+#   (node, pool API, deadpool and bb8 at 32 clients, one 2 s round each; several minutes);
+#   writes target/bench/postgres-instructions.json. Steady where throughput is noisy.
 # Environment: ONEX_BENCH_SECONDS (per round, default 2), ONEX_BENCH_ROUNDS (default 5),
 #              ONEX_BENCH_CLIENTS (default 8,32,128), ONEX_BENCH_ONLY (comma-separated:
 #              node, pool-api, deadpool, bb8, pgbench),
 #              CARGO_TARGET_DIR (cargo's, as usual).
 set -euo pipefail
+
+mode=${1:-throughput}
+case "$mode" in
+    throughput | --instructions) ;;
+    *) echo "usage: $0 [--instructions]" >&2; exit 2 ;;
+esac
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -32,5 +41,25 @@ psql -h 127.0.0.1 -U postgres -d "$db" -qc "VACUUM ANALYZE pgbench_accounts"
 # Flush the freshly loaded tables now: otherwise the checkpointer writes them out during the
 # first rounds and slows whichever contender runs then.
 psql_admin "CHECKPOINT"
+
+if [[ $mode == --instructions ]]; then
+    command -v valgrind >/dev/null || { echo "bench-postgres.sh: --instructions needs valgrind (apt-get install -y valgrind)" >&2; exit 1; }
+    bin=$(cargo bench -p onex-tests --bench postgres --no-run --message-format=json 2>/dev/null \
+        | python3 -c 'import json, sys; print([j["executable"] for j in map(json.loads, sys.stdin) if j.get("executable")][-1])')
+    profiles=()
+    for contender in node pool-api deadpool bb8; do
+        out="$root/target/bench/callgrind-postgres-$contender.out"
+        # Collected inside tokio's task polls: the worker threads' whole work (requests, the
+        # connection drivers, parking), not the set-up on the main thread.
+        ONEX_BENCH_ONLY=$contender ONEX_BENCH_CLIENTS=32 ONEX_BENCH_ROUNDS=1 ONEX_BENCH_SECONDS=2 \
+            ONEX_BENCH_OUT="$root/target/bench/callgrind-postgres-$contender.json" \
+            valgrind --tool=callgrind --callgrind-out-file="$out" --toggle-collect='tokio::runtime::task::raw::poll*' \
+            "$bin" 2>&1 | grep -E 'tps=' || true
+        profiles+=("$contender=$out")
+    done
+    python3 "$root/scripts/callgrind-per-op.py" --per-call tokio_postgres::client::InnerClient::send \
+        --out "$root/target/bench/postgres-instructions.json" "${profiles[@]}"
+    exit 0
+fi
 
 cargo bench -p onex-tests --bench postgres

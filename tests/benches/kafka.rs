@@ -10,7 +10,8 @@
 //! 100-byte messages, acks=all, with and without idempotence. Run with
 //! `scripts/bench-kafka.sh`; writes `target/bench/kafka.json` and prints a markdown table.
 //! Knobs: `KAFKA_BENCH_MESSAGES` (default 1000000), `KAFKA_BENCH_LINGER_MS` (pool default),
-//! `KAFKA_BENCH_ONLY` (comma-separated contender names), `KAFKA_BENCH_ROUNDS` (5).
+//! `KAFKA_BENCH_ONLY` (comma-separated contender names), `KAFKA_BENCH_ROUNDS` (5),
+//! `KAFKA_BENCH_OUT` (default `target/bench/kafka.json`).
 //!
 //! Besides throughput, each contender reports the CPU time this process spent per message
 //! (the client side: rdkafka's threads, the pool, the node). The broker shares the machine's
@@ -344,10 +345,13 @@ fn main() {
             })
             .collect()
     });
-    let out_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    std::fs::create_dir_all(&out_dir).expect("create target/bench");
-    let path = out_dir.join("kafka.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&outcomes).unwrap()).expect("write kafka.json");
+    let path = std::env::var_os("KAFKA_BENCH_OUT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench/kafka.json"));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("create the output directory");
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&outcomes).unwrap()).expect("write the JSON report");
     println!("| contender | idempotence | msgs/s | vs raw | client CPU µs/msg | p50 ms | p99 ms |");
     println!("|---|---|---:|---:|---:|---:|---:|");
     for o in &outcomes {
