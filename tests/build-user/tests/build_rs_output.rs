@@ -189,5 +189,6 @@ fn constructors_take_the_required_fields_and_fill_the_rest() {
     assert_eq!(ModelKeywordOutput::new(), ModelKeywordOutput::default());
     assert_eq!(serde_json::to_value(ModelKeywordOutput::default()).unwrap(), serde_json::json!({}));
     let wide = ModelKeywordWide::new(1, 2, 3, 4, 5, 6, 7, 8);
-    assert_eq!((wide.r#loop, wide.r#mut), (1, 8));
+    // `mut` is `x-boxed`: the constructor takes the value and boxes it.
+    assert_eq!((wide.r#loop, *wide.r#mut), (1, 8));
 }
