@@ -36,16 +36,16 @@ pub struct KafkaProducerPool {
 struct Outgoing<'a> {
     topic: &'a str,
     key: Option<&'a str>,
-    /// Where the encoded value sits in the request's value buffer; `None` is a tombstone.
-    value: Option<std::ops::Range<usize>>,
+    /// The encoded value; `None` is a tombstone.
+    value: Option<&'a [u8]>,
     headers: Option<OwnedHeaders>,
     partition: Option<i32>,
 }
 
 impl Outgoing<'_> {
-    fn record<'b>(&'b self, values: &'b [u8]) -> ProduceRecord<'b> {
-        let mut record = match &self.value {
-            Some(range) => ProduceRecord::new(self.topic, &values[range.clone()]),
+    fn record(&self) -> ProduceRecord<'_> {
+        let mut record = match self.value {
+            Some(value) => ProduceRecord::new(self.topic, value),
             None => ProduceRecord::tombstone(self.topic),
         };
         if let Some(key) = self.key {
@@ -72,24 +72,24 @@ fn check(topic: &str, partition: Option<u64>) -> Result<Option<i32>, OnexError> 
         .transpose()
 }
 
-/// Appends a checked message's JSON value to `values` (librdkafka copies the bytes on send, so
-/// the buffer is reused from message to message).
+/// Encodes a checked message, its JSON value into `buffer` (librdkafka copies the bytes on
+/// send, so a batch reuses one buffer from message to message).
 fn encode<'a>(
     topic: &'a str,
     key: Option<&'a String>,
     value: Option<&serde_json::Value>,
     headers: Option<&std::collections::BTreeMap<String, String>>,
     partition: Option<i32>,
-    values: &mut Vec<u8>,
+    buffer: &'a mut Vec<u8>,
 ) -> Result<Outgoing<'a>, OnexError> {
+    buffer.clear();
     let value = match value {
         None | Some(serde_json::Value::Null) => None,
         Some(v) => {
-            let start = values.len();
-            onex_runtime::json::append_json(values, v).map_err(|e| {
+            onex_runtime::json::append_json(buffer, v).map_err(|e| {
                 OnexError::new(ErrorCode::InternalError, format!("cannot encode the message value: {e}"))
             })?;
-            Some(start..values.len())
+            Some(buffer.as_slice())
         }
     };
     let headers = headers.map(|map| kafka::headers(map.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
@@ -165,13 +165,13 @@ impl KafkaProducerPoolHandler for KafkaProducerPool {
         let topic = input.topic.as_deref().ok_or_else(|| OnexError::validation("send_message needs a topic"))?;
         let limit = wait_limit(&input, ctx, Duration::from_secs(30))?;
         let partition = check(topic, input.partition)?;
-        let mut values = Vec::new();
+        let mut buffer = Vec::new();
         let mut message =
-            encode(topic, input.key.as_ref(), input.value.as_ref(), input.headers.as_ref(), partition, &mut values)?;
+            encode(topic, input.key.as_ref(), input.value.as_ref(), input.headers.as_ref(), partition, &mut buffer)?;
         let pool = &self.dependencies.kafka_producer_pool;
         let mut out = output(EnumKafkaProducerPoolOperation::SendMessage, ctx);
         let headers = message.headers.take();
-        let sent = match pool.send(message.record(&values), headers).await {
+        let sent = match pool.send(message.record(), headers).await {
             Ok(delivery) => await_report(delivery, limit).await,
             Err(e) => Err(e),
         };
@@ -213,14 +213,13 @@ impl KafkaProducerPoolHandler for KafkaProducerPool {
         // (one timer for the batch, not one per message). Values are encoded one at a time into
         // one small buffer: no per-batch copy of every payload.
         let mut slots: Vec<Slot> = Vec::with_capacity(messages.len());
-        let mut value = Vec::new();
+        let mut buffer = Vec::new();
         for (m, partition) in messages.iter().zip(partitions) {
-            value.clear();
-            let slot = match encode(&m.topic, m.key.as_ref(), Some(&m.value), m.headers.as_ref(), partition, &mut value)
-            {
+            let encoded = encode(&m.topic, m.key.as_ref(), Some(&m.value), m.headers.as_ref(), partition, &mut buffer);
+            let slot = match encoded {
                 Ok(mut message) => {
                     let headers = message.headers.take();
-                    match pool.send(message.record(&value), headers).await {
+                    match pool.send(message.record(), headers).await {
                         Ok(report) => Slot::Waiting(report),
                         Err(e) => Slot::Done(Err(e)),
                     }

@@ -59,9 +59,8 @@ impl PostgresConnectionManager {
     }
 
     /// The output skeleton: echoes the request's correlation id (or the context's).
-    fn output(&self, operation: Operation, input_correlation: Option<uuid::Uuid>, ctx: &Context) -> Output {
-        let correlation_id = input_correlation.unwrap_or_else(|| ctx.correlation_id());
-        Output::new(true, operation, correlation_id, Utc::now())
+    fn output(&self, input: &Input, ctx: &Context) -> Output {
+        Output::new(true, input.operation_type, correlation_id(input, ctx), Utc::now())
     }
 
     /// Publishes a statement operation's event when an event publisher is registered.
@@ -101,15 +100,14 @@ impl PostgresConnectionManager {
                 }),
             ),
         };
-        let correlation_id = input.correlation_id.unwrap_or_else(|| ctx.correlation_id());
         // Boxed: publishing is optional, and its future would otherwise enlarge every request's
         // state.
-        Box::pin(self.publish(event_type, correlation_id, payload, ctx)).await;
+        Box::pin(self.publish(event_type, correlation_id(input, ctx), payload, ctx)).await;
     }
 
     /// Turns a statement operation's result into the output.
     fn settle(&self, input: &Input, ctx: &Context, elapsed_ms: f64, result: Result<Produced, OnexError>) -> Output {
-        let mut output = self.output(input.operation_type, input.correlation_id, ctx);
+        let mut output = self.output(input, ctx);
         output.execution_time_ms = Some(elapsed_ms);
         match result {
             Ok(produced) => {
@@ -148,7 +146,7 @@ impl PostgresConnectionManager {
 
     /// Metadata-only failure output (validation of operations that touch no statement).
     fn failed(&self, input: &Input, ctx: &Context, err: &OnexError) -> Output {
-        let mut output = self.output(input.operation_type, input.correlation_id, ctx);
+        let mut output = self.output(input, ctx);
         output.success = false;
         output.error = Some(operation_error(err));
         output
@@ -194,6 +192,11 @@ fn options(input: &Input, ctx: &Context) -> Result<QueryOptions, OnexError> {
         return Err(OnexError::new(onex_runtime::ErrorCode::OperationTimeout, "the request's deadline has passed"));
     }
     Ok(QueryOptions { timeout, record_metrics: input.record_metrics })
+}
+
+/// The request's correlation id, or the context's when the request has none.
+fn correlation_id(input: &Input, ctx: &Context) -> uuid::Uuid {
+    input.correlation_id.unwrap_or_else(|| ctx.correlation_id())
 }
 
 fn millis_since(started: Instant) -> f64 {
@@ -315,14 +318,14 @@ impl PostgresConnectionManagerHandler for PostgresConnectionManager {
     async fn health_check(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
         let started = Instant::now();
         let health = Box::pin(self.pool().health_check()).await;
-        let mut output = self.output(input.operation_type, input.correlation_id, ctx);
+        let mut output = self.output(&input, ctx);
         output.execution_time_ms = Some(millis_since(started));
         output.health = Some(Box::new(health));
         Ok(output)
     }
 
     async fn get_connection_stats(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
-        let mut output = self.output(input.operation_type, input.correlation_id, ctx);
+        let mut output = self.output(&input, ctx);
         output.connection_stats = Some(Box::new(self.pool().connection_stats()));
         Ok(output)
     }
@@ -333,13 +336,13 @@ impl PostgresConnectionManagerHandler for PostgresConnectionManager {
             return Ok(self.failed(&input, ctx, &err));
         }
         let limit = usize::try_from(input.limit).unwrap_or(usize::MAX);
-        let mut output = self.output(input.operation_type, input.correlation_id, ctx);
+        let mut output = self.output(&input, ctx);
         output.query_metrics = Some(self.pool().query_metrics(limit));
         Ok(output)
     }
 
     async fn clear_metrics(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
-        let mut output = self.output(input.operation_type, input.correlation_id, ctx);
+        let mut output = self.output(&input, ctx);
         output.metrics_cleared = Some(self.pool().clear_metrics());
         Ok(output)
     }
