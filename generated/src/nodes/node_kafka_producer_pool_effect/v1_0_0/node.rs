@@ -211,10 +211,12 @@ impl KafkaProducerPoolHandler for KafkaProducerPool {
         let pool = &self.dependencies.kafka_producer_pool;
         // Enqueue everything first (in order), then wait for all reports under one deadline
         // (one timer for the batch, not one per message). Values are encoded one at a time into
-        // one small buffer: no per-batch copy of every payload.
-        let mut slots: Vec<Slot> = Vec::with_capacity(messages.len());
+        // one small buffer: no per-batch copy of every payload. Each message's key, value and
+        // headers are freed as soon as librdkafka has copied them; only its topic is kept, for
+        // its report, so a large batch does not hold its payloads until the last report.
+        let mut slots: Vec<(String, Slot)> = Vec::with_capacity(messages.len());
         let mut buffer = Vec::new();
-        for (m, partition) in messages.iter().zip(partitions) {
+        for (m, partition) in messages.into_iter().zip(partitions) {
             let encoded = encode(&m.topic, m.key.as_ref(), Some(&m.value), m.headers.as_ref(), partition, &mut buffer);
             let slot = match encoded {
                 Ok(mut message) => {
@@ -226,10 +228,10 @@ impl KafkaProducerPoolHandler for KafkaProducerPool {
                 }
                 Err(e) => Slot::Done(Err(e)),
             };
-            slots.push(slot);
+            slots.push((m.topic, slot));
         }
         let waited = tokio::time::timeout(limit, async {
-            for slot in &mut slots {
+            for (_, slot) in &mut slots {
                 if let Slot::Waiting(report) = slot {
                     *slot = Slot::Done(report.await);
                 }
@@ -241,7 +243,7 @@ impl KafkaProducerPoolHandler for KafkaProducerPool {
         }
         let mut deliveries = Vec::with_capacity(slots.len());
         let mut errors = Vec::new();
-        for (i, (message, slot)) in messages.into_iter().zip(slots).enumerate() {
+        for (i, (topic, slot)) in slots.into_iter().enumerate() {
             let outcome = match slot {
                 Slot::Done(outcome) => outcome,
                 Slot::Waiting(_) => Err(no_report(limit)),
@@ -249,11 +251,11 @@ impl KafkaProducerPoolHandler for KafkaProducerPool {
             match outcome {
                 Ok(d) => deliveries.push(ModelKafkaDeliveryReport {
                     index: i as u64,
-                    topic: message.topic,
+                    topic,
                     partition: u64::try_from(d.partition).unwrap_or_default(),
                     offset: u64::try_from(d.offset).unwrap_or_default(),
                 }),
-                Err(e) => errors.push(failure(&e, Some(i as u64), Some(&message.topic))),
+                Err(e) => errors.push(failure(&e, Some(i as u64), Some(&topic))),
             }
         }
         let mut out = output(EnumKafkaProducerPoolOperation::SendBatch, ctx);
