@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Kafka producer benchmark: raw rdkafka vs the pool vs the node, against the local tansu broker.
-# Starts the broker if needed (and stops it again if this script started it), runs the bench
-# binary in release mode, writes target/bench/kafka.json and prints a markdown table.
+# Starts the broker if needed (and stops it again if this script started it), builds the bench
+# binary in release mode and runs it once per C allocator: glibc's malloc ("system"), then
+# jemalloc (Debian's libjemalloc2, preloaded). librdkafka allocates per message and so does a
+# JSON request, so the allocator moves every contender; within one pass all share it.
+# Writes target/bench/kafka.json (both passes; target/bench/kafka-<allocator>.json each) and
+# prints a markdown table per pass.
 #   KAFKA_BENCH_MESSAGES (1000000)  KAFKA_BENCH_LINGER_MS (pool default)  KAFKA_BENCH_ONLY (comma-separated contender names)
+#   KAFKA_BENCH_ROUNDS (5)  KAFKA_BENCH_ALLOCATORS (system,jemalloc)  KAFKA_BENCH_OUT (target/bench/kafka.json)
 #   --instructions: instead of throughput, count instructions per message under callgrind (raw
-#   rdkafka, the pool and the node, 100,000 messages each with and without idempotence; several
-#   minutes); writes target/bench/kafka-instructions.json. Steady where throughput is noisy.
+#   rdkafka, the pool and the node, 100,000 messages each with and without idempotence, per
+#   allocator; several minutes); writes target/bench/kafka-instructions.json. Steady where
+#   throughput is noisy.
 set -euo pipefail
 mode=${1:-throughput}
 case "$mode" in
@@ -23,22 +29,66 @@ cleanup() {
     if [[ $started_here == 1 ]]; then scripts/broker.sh stop; fi
 }
 trap cleanup EXIT
+
+cargo bench -p onex-tests --bench kafka --no-run
+bin=$(cargo bench -p onex-tests --bench kafka --no-run --message-format=json 2>/dev/null \
+    | python3 -c 'import json, sys; print([j["executable"] for j in map(json.loads, sys.stdin) if j.get("executable")][-1])')
+jemalloc=$(ldconfig -p | awk '$1 == "libjemalloc.so.2" { print $NF; exit }')
+allocators=()
+IFS=, read -ra wanted <<<"${KAFKA_BENCH_ALLOCATORS:-system,jemalloc}"
+for allocator in "${wanted[@]}"; do
+    case "$allocator" in
+        system) allocators+=(system) ;;
+        jemalloc)
+            if [[ -n $jemalloc ]]; then
+                allocators+=(jemalloc)
+            else
+                echo "bench-kafka.sh: libjemalloc.so.2 not found, skipping the jemalloc pass (apt-get install -y libjemalloc2)" >&2
+            fi
+            ;;
+        *) echo "bench-kafka.sh: unknown allocator '$allocator' in KAFKA_BENCH_ALLOCATORS (system, jemalloc)" >&2; exit 2 ;;
+    esac
+done
+[[ ${#allocators[@]} -gt 0 ]] || { echo "bench-kafka.sh: no allocator to run" >&2; exit 2; }
+
+# Runs the bench binary (or a wrapper given before it) under one allocator.
+run_with() {
+    local allocator=$1
+    shift
+    if [[ $allocator == jemalloc ]]; then
+        LD_PRELOAD="$jemalloc${LD_PRELOAD:+:$LD_PRELOAD}" "$@"
+    else
+        "$@"
+    fi
+}
+
+mkdir -p "$ROOT/target/bench"
 if [[ $mode == --instructions ]]; then
     command -v valgrind >/dev/null || { echo "bench-kafka.sh: --instructions needs valgrind (apt-get install -y valgrind)" >&2; exit 1; }
-    bin=$(cargo bench -p onex-tests --bench kafka --no-run --message-format=json 2>/dev/null \
-        | python3 -c 'import json, sys; print([j["executable"] for j in map(json.loads, sys.stdin) if j.get("executable")][-1])')
-    mkdir -p "$ROOT/target/bench"
     profiles=()
-    for contender in raw-rdkafka pool node-send-batch; do
-        out="$ROOT/target/bench/callgrind-kafka-$contender.out"
-        # The whole process: librdkafka's threads are client work too.
-        KAFKA_BENCH_ONLY=$contender KAFKA_BENCH_MESSAGES=100000 KAFKA_BENCH_ROUNDS=1 \
-            KAFKA_BENCH_OUT="$ROOT/target/bench/callgrind-kafka-$contender.json" \
-            valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" 2>&1 | grep -E '^round' || true
-        profiles+=("$contender=$out")
+    for allocator in "${allocators[@]}"; do
+        for contender in raw-rdkafka pool node-send-batch; do
+            out="$ROOT/target/bench/callgrind-kafka-$contender-$allocator.out"
+            # The whole process: librdkafka's threads are client work too.
+            KAFKA_BENCH_ONLY=$contender KAFKA_BENCH_MESSAGES=100000 KAFKA_BENCH_ROUNDS=1 \
+                KAFKA_BENCH_OUT="$ROOT/target/bench/callgrind-kafka-$contender-$allocator.json" \
+                run_with "$allocator" valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" 2>&1 | grep -E '^round' || true
+            profiles+=("$contender ($allocator)=$out")
+        done
     done
     python3 "$ROOT/scripts/callgrind-per-op.py" --per-call rd_kafka_producev \
         --out "$ROOT/target/bench/kafka-instructions.json" "${profiles[@]}"
     exit 0
 fi
-cargo bench -p onex-tests --bench kafka
+
+out=${KAFKA_BENCH_OUT:-$ROOT/target/bench/kafka.json}
+passes=()
+for allocator in "${allocators[@]}"; do
+    pass="$ROOT/target/bench/kafka-$allocator.json"
+    KAFKA_BENCH_OUT="$pass" run_with "$allocator" "$bin"
+    passes+=("$pass")
+    echo
+done
+python3 -c 'import json, sys; json.dump([o for p in sys.argv[2:] for o in json.load(open(p))], open(sys.argv[1], "w"), indent=2)' \
+    "$out" "${passes[@]}"
+echo "all passes written to $out"

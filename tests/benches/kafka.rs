@@ -5,12 +5,15 @@
 //! - `pool`: `KafkaProducerPool::send` (one shared producer), same pattern;
 //! - `pool-N`: the pool with N producers for the same configuration;
 //! - `node-send-batch`: `node_kafka_producer_pool_effect` `send_batch` requests of 1,000
-//!   JSON messages, 50 requests in flight.
+//!   JSON messages, as many requests in flight as fill the 50,000-message window.
 //!
 //! 100-byte messages, acks=all, with and without idempotence. Run with
-//! `scripts/bench-kafka.sh`; writes `target/bench/kafka.json` and prints a markdown table.
+//! `scripts/bench-kafka.sh`, which runs this binary once on glibc's malloc and once with
+//! jemalloc preloaded (each result records which); writes `target/bench/kafka.json` and prints
+//! a markdown table.
 //! Knobs: `KAFKA_BENCH_MESSAGES` (default 1000000), `KAFKA_BENCH_LINGER_MS` (pool default),
 //! `KAFKA_BENCH_ONLY` (comma-separated contender names), `KAFKA_BENCH_ROUNDS` (5),
+//! `KAFKA_BENCH_BATCH` (messages per node request, 1000),
 //! `KAFKA_BENCH_OUT` (default `target/bench/kafka.json`).
 //!
 //! Besides throughput, each contender reports the CPU time this process spent per message
@@ -29,7 +32,7 @@ use onex_generated::nodes::node_kafka_producer_pool_effect::v1_0_0::models::{
 use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool, ProduceRecord};
 use onex_runtime::models::kafka::KafkaProducerConfig;
 use onex_runtime::{Container, Context, Node};
-use onex_tests::bench::{percentile_ms, process_cpu};
+use onex_tests::bench::{allocator, percentile_ms, process_cpu};
 use onex_tests::kafka::{TestTopic, bootstrap};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -44,6 +47,8 @@ const WARMUP: u32 = 2_000;
 #[derive(Debug, Serialize)]
 struct Outcome {
     name: String,
+    /// The C allocator of the process (`system` or `jemalloc`): see `scripts/bench-kafka.sh`.
+    allocator: &'static str,
     settings: String,
     msgs_per_sec: f64,
     /// CPU time of this process per message, in µs (client side only).
@@ -90,6 +95,8 @@ impl Window {
 
 struct Run {
     messages: u32,
+    /// Messages per `send_batch` request; as many requests are kept in flight as fill `WINDOW`.
+    batch: usize,
     linger_ms: u32,
 }
 
@@ -99,8 +106,10 @@ fn payload() -> Vec<u8> {
 
 fn settings(run: &Run, idempotence: bool, extra: &str) -> String {
     format!(
-        "messages={} bytes={PAYLOAD_BYTES} acks=all idempotence={idempotence} linger.ms={} window={WINDOW} partitions={PARTITIONS}{extra}",
-        run.messages, run.linger_ms
+        "messages={} bytes={PAYLOAD_BYTES} acks=all idempotence={idempotence} linger.ms={} window={WINDOW} partitions={PARTITIONS} allocator={}{extra}",
+        run.messages,
+        run.linger_ms,
+        allocator()
     )
 }
 
@@ -156,6 +165,7 @@ async fn raw_rdkafka(run: &Run, idempotence: bool) -> Outcome {
     let (msgs_per_sec, client_cpu_us_per_msg) = window.close(run.messages);
     Outcome {
         name: "raw-rdkafka".into(),
+        allocator: allocator(),
         settings: settings(run, idempotence, " producers=1"),
         msgs_per_sec,
         client_cpu_us_per_msg,
@@ -210,6 +220,7 @@ async fn pool(run: &Run, idempotence: bool, producers: usize) -> Outcome {
     pool.shutdown().await.expect("shutdown");
     Outcome {
         name: if producers == 1 { "pool".into() } else { format!("pool-{producers}") },
+        allocator: allocator(),
         settings: settings(run, idempotence, &format!(" producers={producers}")),
         msgs_per_sec,
         client_cpu_us_per_msg,
@@ -217,9 +228,6 @@ async fn pool(run: &Run, idempotence: bool, producers: usize) -> Outcome {
         p99_ms: latencies.quantile_ms(0.99),
     }
 }
-
-const BATCH: usize = 1_000;
-const BATCHES_IN_FLIGHT: usize = WINDOW / BATCH;
 
 fn batch_input(topic: &str, first: u32, count: usize, value: &serde_json::Value) -> ModelKafkaProducerPoolInput {
     ModelKafkaProducerPoolInput {
@@ -245,13 +253,14 @@ async fn node(run: &Run, idempotence: bool) -> Outcome {
     let value = serde_json::Value::String("v".repeat(PAYLOAD_BYTES - 2));
     let warm = node.process(batch_input(topic, 0, WARMUP as usize, &value), Context::new()).await.unwrap();
     assert!(warm.success);
-    let batches = (run.messages as usize).div_ceil(BATCH);
+    let (batch, in_flight) = (run.batch, WINDOW / run.batch);
+    let batches = (run.messages as usize).div_ceil(batch);
     let mut latencies = Latencies::with_capacity(batches);
     let window = Window::open();
     let mut results = futures::stream::iter(0..batches)
         .map(|b| {
-            let first = (b * BATCH) as u32;
-            let count = BATCH.min(run.messages as usize - b * BATCH);
+            let first = (b * batch) as u32;
+            let count = batch.min(run.messages as usize - b * batch);
             let input = batch_input(topic, first, count, &value);
             let node = &node;
             async move {
@@ -260,7 +269,7 @@ async fn node(run: &Run, idempotence: bool) -> Outcome {
                 (out, sent_at.elapsed())
             }
         })
-        .buffer_unordered(BATCHES_IN_FLIGHT);
+        .buffer_unordered(in_flight);
     let mut delivered = 0u64;
     while let Some((out, latency)) = results.next().await {
         let out = out.expect("send_batch");
@@ -272,10 +281,11 @@ async fn node(run: &Run, idempotence: bool) -> Outcome {
     assert_eq!(delivered, u64::from(run.messages));
     Outcome {
         name: "node-send-batch".into(),
+        allocator: allocator(),
         settings: settings(
             run,
             idempotence,
-            &format!(" producers=1 batch={BATCH} batches_in_flight={BATCHES_IN_FLIGHT} latency=per-request"),
+            &format!(" producers=1 batch={batch} batches_in_flight={in_flight} latency=per-request"),
         ),
         msgs_per_sec,
         client_cpu_us_per_msg,
@@ -293,6 +303,7 @@ const CONTENDERS: [&str; 5] = ["raw-rdkafka", "pool", "pool-2", "pool-4", "node-
 fn main() {
     let run = Run {
         messages: env_u32("KAFKA_BENCH_MESSAGES", 1_000_000),
+        batch: (env_u32("KAFKA_BENCH_BATCH", 1_000) as usize).clamp(1, WINDOW),
         linger_ms: env_u32("KAFKA_BENCH_LINGER_MS", KafkaProducerConfig::DEFAULT_LINGER_MS),
     };
     let only: Vec<String> = std::env::var("KAFKA_BENCH_ONLY")
@@ -352,6 +363,7 @@ fn main() {
         std::fs::create_dir_all(dir).expect("create the output directory");
     }
     std::fs::write(&path, serde_json::to_string_pretty(&outcomes).unwrap()).expect("write the JSON report");
+    println!("Allocator: {}\n", allocator());
     println!("| contender | idempotence | msgs/s | vs raw | client CPU µs/msg | p50 ms | p99 ms |");
     println!("|---|---|---:|---:|---:|---:|---:|");
     for o in &outcomes {

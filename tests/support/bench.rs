@@ -12,6 +12,15 @@ pub fn process_cpu() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// The C allocator this process runs on: `"jemalloc"` when a jemalloc library is mapped (the
+/// bench scripts preload Debian's `libjemalloc.so.2` for their second pass), else `"system"`
+/// (glibc's malloc). librdkafka and Rust's default allocator both call it, so it is a setting
+/// of every contender alike, recorded beside each result.
+pub fn allocator() -> &'static str {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    if maps.contains("libjemalloc") { "jemalloc" } else { "system" }
+}
+
 /// The `p` quantile (0..=1, nearest rank) of latencies sorted ascending in µs, in ms.
 pub fn percentile_ms(sorted_us: &[u32], p: f64) -> Option<f64> {
     if sorted_us.is_empty() {
@@ -44,6 +53,12 @@ mod tests {
     fn median_takes_the_middle_value() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn allocator_is_glibc_unless_jemalloc_is_preloaded() {
+        let preloaded = std::env::var("LD_PRELOAD").is_ok_and(|p| p.contains("jemalloc"));
+        assert_eq!(allocator(), if preloaded { "jemalloc" } else { "system" });
     }
 
     #[test]
