@@ -19,7 +19,8 @@
 //! Besides throughput, each contender reports the CPU time this process spent per message
 //! (the client side: rdkafka's threads, the pool, the node). The broker shares the machine's
 //! cores, so throughput swings with whatever else runs; client CPU per message is the steadier
-//! figure for comparing wrappers.
+//! figure for comparing wrappers. Context switches per 1,000 messages show lock contention
+//! (glibc's malloc arenas, above all) that neither figure explains.
 
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ use onex_generated::nodes::node_kafka_producer_pool_effect::v1_0_0::models::{
 use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool, ProduceRecord};
 use onex_runtime::models::kafka::KafkaProducerConfig;
 use onex_runtime::{Container, Context, Node};
-use onex_tests::bench::{allocator, percentile_ms, process_cpu};
+use onex_tests::bench::{allocator, context_switches, percentile_ms, process_cpu};
 use onex_tests::kafka::{TestTopic, bootstrap};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -53,6 +54,8 @@ struct Outcome {
     msgs_per_sec: f64,
     /// CPU time of this process per message, in µs (client side only).
     client_cpu_us_per_msg: Option<f64>,
+    /// Context switches of this process's threads per 1,000 messages.
+    context_switches_per_1k_msgs: Option<f64>,
     p50_ms: f64,
     p99_ms: f64,
 }
@@ -74,22 +77,34 @@ impl Latencies {
     }
 }
 
-/// Wall clock and process CPU from the start of a measured window.
+/// Wall clock, process CPU and context switches from the start of a measured window.
 struct Window {
     started: Instant,
     cpu: Option<Duration>,
+    switches: Option<u64>,
+}
+
+/// What a window measured.
+struct Measured {
+    msgs_per_sec: f64,
+    cpu_us_per_msg: Option<f64>,
+    switches_per_1k_msgs: Option<f64>,
 }
 
 impl Window {
     fn open() -> Self {
-        Self { cpu: process_cpu(), started: Instant::now() }
+        Self { cpu: process_cpu(), switches: context_switches(), started: Instant::now() }
     }
 
-    /// Messages per second and client CPU µs per message over the window.
-    fn close(self, messages: u32) -> (f64, Option<f64>) {
+    fn close(self, messages: u32) -> Measured {
         let elapsed = self.started.elapsed().as_secs_f64();
         let cpu = self.cpu.zip(process_cpu()).map(|(before, after)| after.saturating_sub(before));
-        (f64::from(messages) / elapsed, cpu.map(|c| c.as_secs_f64() * 1e6 / f64::from(messages)))
+        let switches = self.switches.zip(context_switches()).map(|(before, after)| after.saturating_sub(before));
+        Measured {
+            msgs_per_sec: f64::from(messages) / elapsed,
+            cpu_us_per_msg: cpu.map(|c| c.as_secs_f64() * 1e6 / f64::from(messages)),
+            switches_per_1k_msgs: switches.map(|s| s as f64 * 1000.0 / f64::from(messages)),
+        }
     }
 }
 
@@ -162,13 +177,14 @@ async fn raw_rdkafka(run: &Run, idempotence: bool) -> Outcome {
         result.expect("channel").expect("delivery");
         latencies.push(latency);
     }
-    let (msgs_per_sec, client_cpu_us_per_msg) = window.close(run.messages);
+    let measured = window.close(run.messages);
     Outcome {
         name: "raw-rdkafka".into(),
         allocator: allocator(),
         settings: settings(run, idempotence, " producers=1"),
-        msgs_per_sec,
-        client_cpu_us_per_msg,
+        msgs_per_sec: measured.msgs_per_sec,
+        client_cpu_us_per_msg: measured.cpu_us_per_msg,
+        context_switches_per_1k_msgs: measured.switches_per_1k_msgs,
         p50_ms: latencies.quantile_ms(0.50),
         p99_ms: latencies.quantile_ms(0.99),
     }
@@ -214,7 +230,7 @@ async fn pool(run: &Run, idempotence: bool, producers: usize) -> Outcome {
         result.expect("delivery");
         latencies.push(latency);
     }
-    let (msgs_per_sec, client_cpu_us_per_msg) = window.close(run.messages);
+    let measured = window.close(run.messages);
     let stats = pool.stats();
     assert_eq!(stats.total_messages_failed, 0);
     pool.shutdown().await.expect("shutdown");
@@ -222,8 +238,9 @@ async fn pool(run: &Run, idempotence: bool, producers: usize) -> Outcome {
         name: if producers == 1 { "pool".into() } else { format!("pool-{producers}") },
         allocator: allocator(),
         settings: settings(run, idempotence, &format!(" producers={producers}")),
-        msgs_per_sec,
-        client_cpu_us_per_msg,
+        msgs_per_sec: measured.msgs_per_sec,
+        client_cpu_us_per_msg: measured.cpu_us_per_msg,
+        context_switches_per_1k_msgs: measured.switches_per_1k_msgs,
         p50_ms: latencies.quantile_ms(0.50),
         p99_ms: latencies.quantile_ms(0.99),
     }
@@ -277,7 +294,7 @@ async fn node(run: &Run, idempotence: bool) -> Outcome {
         delivered += out.delivered.unwrap_or(0);
         latencies.push(latency);
     }
-    let (msgs_per_sec, client_cpu_us_per_msg) = window.close(run.messages);
+    let measured = window.close(run.messages);
     assert_eq!(delivered, u64::from(run.messages));
     Outcome {
         name: "node-send-batch".into(),
@@ -287,8 +304,9 @@ async fn node(run: &Run, idempotence: bool) -> Outcome {
             idempotence,
             &format!(" producers=1 batch={batch} batches_in_flight={in_flight} latency=per-request"),
         ),
-        msgs_per_sec,
-        client_cpu_us_per_msg,
+        msgs_per_sec: measured.msgs_per_sec,
+        client_cpu_us_per_msg: measured.cpu_us_per_msg,
+        context_switches_per_1k_msgs: measured.switches_per_1k_msgs,
         p50_ms: latencies.quantile_ms(0.50),
         p99_ms: latencies.quantile_ms(0.99),
     }
@@ -337,10 +355,11 @@ fn main() {
                     _ => node(&run, idempotence).await,
                 };
                 eprintln!(
-                    "round {round} {:<16} idempotence={idempotence:<5} {:>10.0} msgs/s {:>6.2} µs CPU/msg",
+                    "round {round} {:<16} idempotence={idempotence:<5} {:>10.0} msgs/s {:>6.2} µs CPU/msg {:>7.1} switches/1k msgs",
                     outcome.name,
                     outcome.msgs_per_sec,
-                    outcome.client_cpu_us_per_msg.unwrap_or(f64::NAN)
+                    outcome.client_cpu_us_per_msg.unwrap_or(f64::NAN),
+                    outcome.context_switches_per_1k_msgs.unwrap_or(f64::NAN)
                 );
                 samples[slot].push(outcome);
             }
@@ -364,8 +383,10 @@ fn main() {
     }
     std::fs::write(&path, serde_json::to_string_pretty(&outcomes).unwrap()).expect("write the JSON report");
     println!("Allocator: {}\n", allocator());
-    println!("| contender | idempotence | msgs/s | vs raw | client CPU µs/msg | p50 ms | p99 ms |");
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| contender | idempotence | msgs/s | vs raw | client CPU µs/msg | context switches / 1k msgs | p50 ms | p99 ms |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for o in &outcomes {
         let idempotence = o.settings.contains("idempotence=true");
         let raw = outcomes
@@ -374,9 +395,10 @@ fn main() {
             .map(|r| r.msgs_per_sec);
         let relative = raw.map_or("-".to_owned(), |raw| format!("{:+.1} %", (o.msgs_per_sec / raw - 1.0) * 100.0));
         let cpu = o.client_cpu_us_per_msg.map_or("-".to_owned(), |c| format!("{c:.2}"));
+        let switches = o.context_switches_per_1k_msgs.map_or("-".to_owned(), |s| format!("{s:.1}"));
         println!(
-            "| {} | {} | {:.0} | {} | {} | {:.2} | {:.2} |",
-            o.name, idempotence, o.msgs_per_sec, relative, cpu, o.p50_ms, o.p99_ms
+            "| {} | {} | {:.0} | {} | {} | {} | {:.2} | {:.2} |",
+            o.name, idempotence, o.msgs_per_sec, relative, cpu, switches, o.p50_ms, o.p99_ms
         );
     }
     println!("\nwritten to {}", path.canonicalize().unwrap_or(path).display());

@@ -12,6 +12,28 @@ pub fn process_cpu() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// Context switches (voluntary and involuntary) of this process's live threads, from
+/// `/proc/self/task/*/status` (Linux). Threads that ended are not counted, so take both ends of
+/// a window while the same threads run. `None` where those files are missing.
+///
+/// A switch is mostly a thread blocking on a lock or a wake-up; the Kafka bench reports them per
+/// message because glibc's malloc shows up there (arena locks taken by librdkafka's threads
+/// freeing what the caller's thread allocated), not in instruction counts.
+pub fn context_switches() -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else { continue };
+        total += status
+            .lines()
+            .filter(|line| {
+                line.starts_with("voluntary_ctxt_switches:") || line.starts_with("nonvoluntary_ctxt_switches:")
+            })
+            .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Some(total)
+}
+
 /// The C allocator this process runs on: `"jemalloc"` when a jemalloc library is mapped (the
 /// bench scripts preload Debian's `libjemalloc.so.2` for their second pass), else `"system"`
 /// (glibc's malloc). librdkafka and Rust's default allocator both call it, so it is a setting
@@ -59,6 +81,13 @@ mod tests {
     fn allocator_is_glibc_unless_jemalloc_is_preloaded() {
         let preloaded = std::env::var("LD_PRELOAD").is_ok_and(|p| p.contains("jemalloc"));
         assert_eq!(allocator(), if preloaded { "jemalloc" } else { "system" });
+    }
+
+    #[test]
+    fn a_sleep_is_a_context_switch() {
+        let before = context_switches().expect("/proc/self/task");
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(context_switches().unwrap() > before);
     }
 
     #[test]
