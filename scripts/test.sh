@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # The whole test suite, starting what it needs: PostgreSQL on 127.0.0.1:5432 and a Kafka-protocol broker
-# (tansu) on 127.0.0.1:19092, stopped again when the tests end. Extra arguments go to `cargo test`.
+# (tansu) on 127.0.0.1:19092, stopped again when the tests end (a broker this checkout already ran, say
+# for the benchmarks, is used and left running). Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/build-deps.sh
 scripts/postgres.sh ensure
-scripts/broker.sh start
-trap 'scripts/broker.sh stop' EXIT
+started_broker=0
+if ! scripts/broker.sh status >/dev/null 2>&1; then
+    scripts/broker.sh start
+    started_broker=1
+fi
+trap 'if [[ $started_broker == 1 ]]; then scripts/broker.sh stop; fi' EXIT
 
 cargo test --workspace "$@"
