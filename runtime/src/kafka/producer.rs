@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
-use futures::channel::oneshot;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -84,36 +83,62 @@ pub struct Delivered {
     pub offset: i64,
 }
 
-/// Resolves once the broker acknowledged (or definitely failed) one message. (A `futures`
-/// oneshot: measured cheaper per poll than tokio's, which also charges the task's coop budget.)
+/// Resolves once the broker acknowledged (or definitely failed) one message.
+///
+/// Shares the message's [`Pending`] record with librdkafka instead of a separate channel: one
+/// allocation per message, not two, and it is usually freed by the caller's thread (the last
+/// to let go), where glibc's malloc frees it without taking another thread's arena lock.
 #[must_use = "a delivery future does nothing unless awaited; use `enqueue` to fire and forget"]
-#[derive(Debug)]
 pub struct DeliveryFuture {
-    receiver: oneshot::Receiver<Result<Delivered, OnexError>>,
+    pending: Arc<Pending>,
+}
+
+impl std::fmt::Debug for DeliveryFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryFuture").field("enqueued_us", &self.pending.enqueued_us).finish_non_exhaustive()
+    }
 }
 
 impl Future for DeliveryFuture {
     type Output = Result<Delivered, OnexError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.receiver).poll(cx).map(|received| {
-            received.unwrap_or_else(|_| {
-                Err(OnexError::new(
-                    ErrorCode::IntegrationServiceError,
-                    "the producer was dropped before reporting delivery",
-                ))
-            })
-        })
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let reply = &self.pending.reply;
+        // Registered before looking, so a report stored in between still wakes this task.
+        reply.waker.register(cx.waker());
+        match reply.outcome.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(outcome) => Poll::Ready(outcome),
+            None => Poll::Pending,
+        }
     }
 }
 
-/// Carried through librdkafka with each message and handed back in its delivery report.
+/// Carried through librdkafka with each message and handed back in its delivery report; its
+/// [`DeliveryFuture`] (if anyone waits) holds the other reference.
+///
+/// librdkafka hands every accepted message's opaque back exactly once, through the delivery
+/// report (also for messages purged when a producer is dropped), and a refused send returns it
+/// at once; so an outcome is always stored before librdkafka's reference goes.
 pub(crate) struct Pending {
     /// On the pool clock ([`PoolMetrics::now_us`]).
     enqueued_us: u64,
     topic: Arc<TopicCounters>,
     bytes: u64,
-    reply: Option<oneshot::Sender<Result<Delivered, OnexError>>>,
+    reply: Reply,
+}
+
+/// The outcome of one message, stored by the delivery report and taken by its future.
+#[derive(Default)]
+struct Reply {
+    outcome: Mutex<Option<Result<Delivered, OnexError>>>,
+    waker: futures::task::AtomicWaker,
+}
+
+impl Reply {
+    fn send(&self, outcome: Result<Delivered, OnexError>) {
+        *self.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+        self.waker.wake();
+    }
 }
 
 /// Lifecycle state of one producer, shared with its librdkafka callbacks.
@@ -265,27 +290,25 @@ impl ClientContext for DeliveryContext {
 }
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = Box<Pending>;
+    type DeliveryOpaque = Arc<Pending>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, pending: Box<Pending>) {
-        let Pending { enqueued_us, topic, bytes, reply } = *pending;
-        self.ages.remove(enqueued_us);
+    fn delivery(&self, result: &DeliveryResult<'_>, pending: Arc<Pending>) {
+        self.ages.remove(pending.enqueued_us);
         let outcome = match result {
             Ok(message) => {
-                self.metrics.delivered(&topic, bytes, enqueued_us);
+                self.metrics.delivered(&pending.topic, pending.bytes, pending.enqueued_us);
                 Ok(Delivered { partition: message.partition(), offset: message.offset() })
             }
             Err((error, message)) => {
-                self.metrics.failed(&topic);
+                self.metrics.failed(&pending.topic);
                 Err(delivery_error(message.topic(), error))
             }
         };
         // Release first: whoever sees the reply may rely on the message no longer being in flight.
         self.release();
-        if let Some(reply) = reply {
-            // The caller may have stopped waiting; the counters above already hold the outcome.
-            let _ = reply.send(outcome);
-        }
+        // Stored even when nobody waits (fire and forget, or a caller that stopped waiting):
+        // the counters above already hold the outcome, and the record goes with the last Arc.
+        pending.reply.send(outcome);
     }
 }
 
@@ -412,20 +435,15 @@ impl ManagedProducer {
         }
         let context = self.producer.context();
         self.admit(context).await;
-        let (reply, receiver) = if want_report {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(DeliveryFuture { receiver: rx }))
-        } else {
-            (None, None)
-        };
         let enqueued_us = context.metrics.now_us();
-        let pending = Box::new(Pending {
+        let pending = Arc::new(Pending {
             enqueued_us,
             topic: context.metrics.topic(record.topic),
             bytes: record.payload.map_or(0, |p| p.len() as u64),
-            reply,
+            reply: Reply::default(),
         });
-        let mut base: BaseRecord<'_, [u8], [u8], Box<Pending>> = BaseRecord::with_opaque_to(record.topic, pending);
+        let receiver = want_report.then(|| DeliveryFuture { pending: Arc::clone(&pending) });
+        let mut base: BaseRecord<'_, [u8], [u8], Arc<Pending>> = BaseRecord::with_opaque_to(record.topic, pending);
         if let Some(payload) = record.payload {
             base = base.payload(payload);
         }
