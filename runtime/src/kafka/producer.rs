@@ -85,7 +85,7 @@ pub struct Delivered {
 
 /// Resolves once the broker acknowledged (or definitely failed) one message.
 ///
-/// Shares the message's [`Pending`] record with librdkafka instead of a separate channel: one
+/// Shares the message's pending record with librdkafka instead of a separate channel: one
 /// allocation per message, not two, and it is usually freed by the caller's thread (the last
 /// to let go), where glibc's malloc frees it without taking another thread's arena lock.
 #[must_use = "a delivery future does nothing unless awaited; use `enqueue` to fire and forget"]
