@@ -656,4 +656,34 @@ mod tests {
         assert!(ages.any_older_than(16 * S, timeout));
         assert!(!ages.any_older_than(16 * S, UnreportedAges::HORIZON));
     }
+
+    fn pending() -> Arc<Pending> {
+        Arc::new(Pending { enqueued_us: 0, topic: Arc::default(), bytes: 0, reply: Reply::default() })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_report_stored_while_the_future_waits_wakes_it() {
+        // One deadline for all rounds: a future the report does not wake would sit until then.
+        let rounds = async {
+            for _ in 0..1_000 {
+                let pending = pending();
+                let mut future = DeliveryFuture { pending: Arc::clone(&pending) };
+                assert!(futures::poll!(&mut future).is_pending());
+                let report = tokio::spawn(async move { pending.reply.send(Ok(Delivered { partition: 2, offset: 7 })) });
+                assert_eq!(future.await.unwrap(), Delivered { partition: 2, offset: 7 });
+                report.await.unwrap();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), rounds).await.expect("every future woken by its report");
+    }
+
+    #[tokio::test]
+    async fn a_report_stored_before_the_first_poll_is_ready_at_once() {
+        let pending = pending();
+        let future = DeliveryFuture { pending: Arc::clone(&pending) };
+        pending.reply.send(Err(OnexError::new(ErrorCode::IntegrationServiceError, "refused")));
+        drop(pending);
+        let outcome = futures::poll!(future);
+        assert!(matches!(outcome, Poll::Ready(Err(e)) if e.code() == ErrorCode::IntegrationServiceError));
+    }
 }
