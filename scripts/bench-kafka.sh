@@ -30,9 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo bench -p onex-tests --bench kafka --no-run
-bin=$(cargo bench -p onex-tests --bench kafka --no-run --message-format=json 2>/dev/null \
-    | python3 -c 'import json, sys; print([j["executable"] for j in map(json.loads, sys.stdin) if j.get("executable")][-1])')
+bin=$(scripts/bench-binary.sh kafka)
 jemalloc=$(ldconfig -p | awk '$1 == "libjemalloc.so.2" { print $NF; exit }')
 allocators=()
 IFS=, read -ra wanted <<<"${KAFKA_BENCH_ALLOCATORS:-system,jemalloc}"

@@ -33,7 +33,7 @@ cleanup() { psql_admin "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true; }
 trap cleanup EXIT
 
 # Build first so compilation does not overlap the measurements.
-cargo bench -p onex-tests --bench postgres --no-run
+bin=$("$root/scripts/bench-binary.sh" postgres)
 
 psql_admin "CREATE DATABASE \"$db\""
 pgbench -h 127.0.0.1 -U postgres -i -s 10 -q "$db" >/dev/null 2>&1
@@ -44,8 +44,6 @@ psql_admin "CHECKPOINT"
 
 if [[ $mode == --instructions ]]; then
     command -v valgrind >/dev/null || { echo "bench-postgres.sh: --instructions needs valgrind (apt-get install -y valgrind)" >&2; exit 1; }
-    bin=$(cargo bench -p onex-tests --bench postgres --no-run --message-format=json 2>/dev/null \
-        | python3 -c 'import json, sys; print([j["executable"] for j in map(json.loads, sys.stdin) if j.get("executable")][-1])')
     profiles=()
     for contender in node pool-api deadpool bb8; do
         out="$root/target/bench/callgrind-postgres-$contender.out"
@@ -62,4 +60,4 @@ if [[ $mode == --instructions ]]; then
     exit 0
 fi
 
-cargo bench -p onex-tests --bench postgres
+"$bin"

@@ -84,32 +84,35 @@ struct Window {
     switches: Option<u64>,
 }
 
-/// What a window measured.
-struct Measured {
-    msgs_per_sec: f64,
-    cpu_us_per_msg: Option<f64>,
-    switches_per_1k_msgs: Option<f64>,
-}
-
 impl Window {
     fn open() -> Self {
         Self { cpu: process_cpu(), switches: context_switches(), started: Instant::now() }
     }
 
-    fn close(self, messages: u32) -> Measured {
+    /// Ends the window over `run.messages` messages: the contender's outcome, with its
+    /// `settings` described after the run's own.
+    fn close(self, run: &Run, name: String, settings: String, latencies: &mut Latencies) -> Outcome {
         let elapsed = self.started.elapsed().as_secs_f64();
+        let messages = f64::from(run.messages);
         let cpu = self.cpu.zip(process_cpu()).map(|(before, after)| after.saturating_sub(before));
         let switches = self.switches.zip(context_switches()).map(|(before, after)| after.saturating_sub(before));
-        Measured {
-            msgs_per_sec: f64::from(messages) / elapsed,
-            cpu_us_per_msg: cpu.map(|c| c.as_secs_f64() * 1e6 / f64::from(messages)),
-            switches_per_1k_msgs: switches.map(|s| s as f64 * 1000.0 / f64::from(messages)),
+        Outcome {
+            name,
+            allocator: run.allocator,
+            settings,
+            msgs_per_sec: messages / elapsed,
+            client_cpu_us_per_msg: cpu.map(|c| c.as_secs_f64() * 1e6 / messages),
+            context_switches_per_1k_msgs: switches.map(|s| s as f64 * 1000.0 / messages),
+            p50_ms: latencies.quantile_ms(0.50),
+            p99_ms: latencies.quantile_ms(0.99),
         }
     }
 }
 
 struct Run {
     messages: u32,
+    /// The process's C allocator, read once: it cannot change while the process runs.
+    allocator: &'static str,
     /// Messages per `send_batch` request; as many requests are kept in flight as fill `WINDOW`.
     batch: usize,
     linger_ms: u32,
@@ -122,9 +125,7 @@ fn payload() -> Vec<u8> {
 fn settings(run: &Run, idempotence: bool, extra: &str) -> String {
     format!(
         "messages={} bytes={PAYLOAD_BYTES} acks=all idempotence={idempotence} linger.ms={} window={WINDOW} partitions={PARTITIONS} allocator={}{extra}",
-        run.messages,
-        run.linger_ms,
-        allocator()
+        run.messages, run.linger_ms, run.allocator
     )
 }
 
@@ -177,17 +178,7 @@ async fn raw_rdkafka(run: &Run, idempotence: bool) -> Outcome {
         result.expect("channel").expect("delivery");
         latencies.push(latency);
     }
-    let measured = window.close(run.messages);
-    Outcome {
-        name: "raw-rdkafka".into(),
-        allocator: allocator(),
-        settings: settings(run, idempotence, " producers=1"),
-        msgs_per_sec: measured.msgs_per_sec,
-        client_cpu_us_per_msg: measured.cpu_us_per_msg,
-        context_switches_per_1k_msgs: measured.switches_per_1k_msgs,
-        p50_ms: latencies.quantile_ms(0.50),
-        p99_ms: latencies.quantile_ms(0.99),
-    }
+    window.close(run, "raw-rdkafka".into(), settings(run, idempotence, " producers=1"), &mut latencies)
 }
 
 fn pool_for(run: &Run, idempotence: bool, producers: usize) -> KafkaProducerPool {
@@ -230,20 +221,13 @@ async fn pool(run: &Run, idempotence: bool, producers: usize) -> Outcome {
         result.expect("delivery");
         latencies.push(latency);
     }
-    let measured = window.close(run.messages);
+    let name = if producers == 1 { "pool".into() } else { format!("pool-{producers}") };
+    let outcome =
+        window.close(run, name, settings(run, idempotence, &format!(" producers={producers}")), &mut latencies);
     let stats = pool.stats();
     assert_eq!(stats.total_messages_failed, 0);
     pool.shutdown().await.expect("shutdown");
-    Outcome {
-        name: if producers == 1 { "pool".into() } else { format!("pool-{producers}") },
-        allocator: allocator(),
-        settings: settings(run, idempotence, &format!(" producers={producers}")),
-        msgs_per_sec: measured.msgs_per_sec,
-        client_cpu_us_per_msg: measured.cpu_us_per_msg,
-        context_switches_per_1k_msgs: measured.switches_per_1k_msgs,
-        p50_ms: latencies.quantile_ms(0.50),
-        p99_ms: latencies.quantile_ms(0.99),
-    }
+    outcome
 }
 
 fn batch_input(topic: &str, first: u32, count: usize, value: &serde_json::Value) -> ModelKafkaProducerPoolInput {
@@ -294,22 +278,10 @@ async fn node(run: &Run, idempotence: bool) -> Outcome {
         delivered += out.delivered.unwrap_or(0);
         latencies.push(latency);
     }
-    let measured = window.close(run.messages);
+    let extra = format!(" producers=1 batch={batch} batches_in_flight={in_flight} latency=per-request");
+    let outcome = window.close(run, "node-send-batch".into(), settings(run, idempotence, &extra), &mut latencies);
     assert_eq!(delivered, u64::from(run.messages));
-    Outcome {
-        name: "node-send-batch".into(),
-        allocator: allocator(),
-        settings: settings(
-            run,
-            idempotence,
-            &format!(" producers=1 batch={batch} batches_in_flight={in_flight} latency=per-request"),
-        ),
-        msgs_per_sec: measured.msgs_per_sec,
-        client_cpu_us_per_msg: measured.cpu_us_per_msg,
-        context_switches_per_1k_msgs: measured.switches_per_1k_msgs,
-        p50_ms: latencies.quantile_ms(0.50),
-        p99_ms: latencies.quantile_ms(0.99),
-    }
+    outcome
 }
 
 fn env_u32(key: &str, default: u32) -> u32 {
@@ -321,6 +293,7 @@ const CONTENDERS: [&str; 5] = ["raw-rdkafka", "pool", "pool-2", "pool-4", "node-
 fn main() {
     let run = Run {
         messages: env_u32("KAFKA_BENCH_MESSAGES", 1_000_000),
+        allocator: allocator(),
         batch: (env_u32("KAFKA_BENCH_BATCH", 1_000) as usize).clamp(1, WINDOW),
         linger_ms: env_u32("KAFKA_BENCH_LINGER_MS", KafkaProducerConfig::DEFAULT_LINGER_MS),
     };
@@ -382,7 +355,7 @@ fn main() {
         std::fs::create_dir_all(dir).expect("create the output directory");
     }
     std::fs::write(&path, serde_json::to_string_pretty(&outcomes).unwrap()).expect("write the JSON report");
-    println!("Allocator: {}\n", allocator());
+    println!("Allocator: {}\n", run.allocator);
     println!(
         "| contender | idempotence | msgs/s | vs raw | client CPU µs/msg | context switches / 1k msgs | p50 ms | p99 ms |"
     );
