@@ -44,6 +44,8 @@ psql_admin "CHECKPOINT"
 
 if [[ $mode == --instructions ]]; then
     command -v valgrind >/dev/null || { echo "bench-postgres.sh: --instructions needs valgrind (apt-get install -y valgrind)" >&2; exit 1; }
+    # valgrind does not create the directory of its output file (a fresh checkout has none).
+    mkdir -p "$root/target/bench"
     profiles=()
     for contender in node pool-api deadpool bb8; do
         out="$root/target/bench/callgrind-postgres-$contender.out"

@@ -19,6 +19,10 @@ import sys
 
 
 def annotate(path):
+    try:
+        open(path).close()
+    except OSError as e:
+        sys.exit(f"callgrind-per-op.py: no profile at {path} ({e.strerror}); did valgrind run?")
     result = subprocess.run(
         ["callgrind_annotate", "--tree=calling", "--inclusive=yes", path],
         capture_output=True,
