@@ -5,7 +5,11 @@
 //! - `pool`: `KafkaProducerPool::send` (one shared producer), same pattern;
 //! - `pool-N`: the pool with N producers for the same configuration;
 //! - `node-send-batch`: `node_kafka_producer_pool_effect` `send_batch` requests of 1,000
-//!   JSON messages, as many requests in flight as fill the 50,000-message window.
+//!   JSON messages, as many requests in flight as fill the 50,000-message window; each request
+//!   is built (its owned strings allocated) inside the measured window, as a caller would;
+//! - `node-prebuilt`: the same requests, all built before the window opens: the node's own
+//!   cost without the caller's. The difference between the two is what building the contract's
+//!   JSON requests costs (three allocations per message, made a thousand at a time).
 //!
 //! 100-byte messages, acks=all, with and without idempotence. Run with
 //! `scripts/bench-kafka.sh`, which runs this binary once on glibc's malloc and once with
@@ -244,7 +248,16 @@ fn batch_input(topic: &str, first: u32, count: usize, value: &serde_json::Value)
     }
 }
 
-async fn node(run: &Run, idempotence: bool) -> Outcome {
+/// When the node's requests are built.
+#[derive(Clone, Copy, PartialEq)]
+enum Requests {
+    /// Inside the measured window, one request as a slot frees (the caller's real cost).
+    OnDemand,
+    /// All before the window opens: the window measures `process` alone.
+    Prebuilt,
+}
+
+async fn node(run: &Run, idempotence: bool, requests: Requests) -> Outcome {
     let topic_guard = fresh_topic("node").await;
     let topic = topic_guard.name.as_str();
     let mut container = Container::new();
@@ -256,13 +269,19 @@ async fn node(run: &Run, idempotence: bool) -> Outcome {
     assert!(warm.success);
     let (batch, in_flight) = (run.batch, WINDOW / run.batch);
     let batches = (run.messages as usize).div_ceil(batch);
+    let build = |b: usize| {
+        let first = (b * batch) as u32;
+        batch_input(topic, first, batch.min(run.messages as usize - b * batch), &value)
+    };
+    let mut prebuilt: Vec<ModelKafkaProducerPoolInput> =
+        if requests == Requests::Prebuilt { (0..batches).map(build).collect() } else { Vec::new() };
+    // Taken from the back, so the requests come out in order.
+    prebuilt.reverse();
     let mut latencies = Latencies::with_capacity(batches);
     let window = Window::open();
     let mut results = futures::stream::iter(0..batches)
         .map(|b| {
-            let first = (b * batch) as u32;
-            let count = batch.min(run.messages as usize - b * batch);
-            let input = batch_input(topic, first, count, &value);
+            let input = prebuilt.pop().unwrap_or_else(|| build(b));
             let node = &node;
             async move {
                 let sent_at = Instant::now();
@@ -278,8 +297,13 @@ async fn node(run: &Run, idempotence: bool) -> Outcome {
         delivered += out.delivered.unwrap_or(0);
         latencies.push(latency);
     }
-    let extra = format!(" producers=1 batch={batch} batches_in_flight={in_flight} latency=per-request");
-    let outcome = window.close(run, "node-send-batch".into(), settings(run, idempotence, &extra), &mut latencies);
+    let (name, built) = match requests {
+        Requests::OnDemand => ("node-send-batch", "in-window"),
+        Requests::Prebuilt => ("node-prebuilt", "before-window"),
+    };
+    let extra =
+        format!(" producers=1 batch={batch} batches_in_flight={in_flight} requests_built={built} latency=per-request");
+    let outcome = window.close(run, name.into(), settings(run, idempotence, &extra), &mut latencies);
     assert_eq!(delivered, u64::from(run.messages));
     outcome
 }
@@ -288,7 +312,7 @@ fn env_u32(key: &str, default: u32) -> u32 {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-const CONTENDERS: [&str; 5] = ["raw-rdkafka", "pool", "pool-2", "pool-4", "node-send-batch"];
+const CONTENDERS: [&str; 6] = ["raw-rdkafka", "pool", "pool-2", "pool-4", "node-send-batch", "node-prebuilt"];
 
 fn main() {
     let run = Run {
@@ -325,7 +349,8 @@ fn main() {
                     "pool" => pool(&run, idempotence, 1).await,
                     "pool-2" => pool(&run, idempotence, 2).await,
                     "pool-4" => pool(&run, idempotence, 4).await,
-                    _ => node(&run, idempotence).await,
+                    "node-prebuilt" => node(&run, idempotence, Requests::Prebuilt).await,
+                    _ => node(&run, idempotence, Requests::OnDemand).await,
                 };
                 eprintln!(
                     "round {round} {:<16} idempotence={idempotence:<5} {:>10.0} msgs/s {:>6.2} µs CPU/msg {:>7.1} switches/1k msgs",
