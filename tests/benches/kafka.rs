@@ -273,15 +273,14 @@ async fn node(run: &Run, idempotence: bool, requests: Requests) -> Outcome {
         let first = (b * batch) as u32;
         batch_input(topic, first, batch.min(run.messages as usize - b * batch), &value)
     };
-    let mut prebuilt: Vec<ModelKafkaProducerPoolInput> =
+    let prebuilt: Vec<ModelKafkaProducerPoolInput> =
         if requests == Requests::Prebuilt { (0..batches).map(build).collect() } else { Vec::new() };
-    // Taken from the back, so the requests come out in order.
-    prebuilt.reverse();
+    let mut prebuilt = prebuilt.into_iter();
     let mut latencies = Latencies::with_capacity(batches);
     let window = Window::open();
     let mut results = futures::stream::iter(0..batches)
         .map(|b| {
-            let input = prebuilt.pop().unwrap_or_else(|| build(b));
+            let input = prebuilt.next().unwrap_or_else(|| build(b));
             let node = &node;
             async move {
                 let sent_at = Instant::now();
