@@ -294,17 +294,17 @@ pub struct ModelPostgresConnectionManagerOutput {
     ///
     /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:224`
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub query_metrics: Option<Vec<onex_runtime::models::postgres::QueryMetric>>,
+    pub query_metrics: Option<Box<Vec<onex_runtime::models::postgres::QueryMetric>>>,
     /// How many recorded executions clear_metrics dropped.
     ///
-    /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:229`
+    /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:230`
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_cleared: Option<u64>,
     /// Why the operation failed; present exactly when success is false.
     ///
-    /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:233`
+    /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:234`
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ModelPostgresOperationError>,
+    pub error: Option<Box<ModelPostgresOperationError>>,
 }
 
 impl ModelPostgresConnectionManagerOutput {
@@ -339,16 +339,16 @@ impl ModelPostgresConnectionManagerOutput {
 
 /// A failed operation, with a sanitized message that never contains credentials or DSNs.
 ///
-/// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:238`
+/// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:240`
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelPostgresOperationError {
     /// Stable error code (DATABASE_QUERY_ERROR for statement errors, DATABASE_OPERATION_ERROR for checkout errors).
     ///
-    /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:242`
+    /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:244`
     pub code: onex_runtime::error::ErrorCode,
     /// What failed, sanitized.
     ///
-    /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:245`
+    /// Contract: `contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:247`
     pub message: String,
 }
 
