@@ -9,7 +9,8 @@
 #   --instructions: instead of throughput, count instructions per statement under callgrind
 #   (node, pool API, deadpool and bb8 at 32 clients, one 2 s round each; several minutes);
 #   writes target/bench/postgres-instructions.json. Steady where throughput is noisy.
-# Environment: ONEX_BENCH_SECONDS (per round, default 2), ONEX_BENCH_ROUNDS (default 5),
+# Environment: ONEX_BENCH_SECONDS (per round, default 3), ONEX_BENCH_ROUNDS (default 11; about
+#              12 minutes for everything),
 #              ONEX_BENCH_CLIENTS (default 8,32,128), ONEX_BENCH_ONLY (comma-separated:
 #              node, pool-api, deadpool, bb8, pgbench),
 #              CARGO_TARGET_DIR (cargo's, as usual).

@@ -4,8 +4,11 @@
 //! checkout cost (get + drop) of each pool.
 //!
 //! Needs a database initialised with `pgbench -i -s 10` (scripts/bench-postgres.sh does it
-//! all). Each point runs ONEX_BENCH_ROUNDS rounds (default 5) of ONEX_BENCH_SECONDS
-//! (default 2) per contender, interleaved, and reports the median round.
+//! all). Each point runs ONEX_BENCH_ROUNDS rounds (default 11) of ONEX_BENCH_SECONDS
+//! (default 3) per contender, interleaved, and reports the median round. Rounds of one
+//! contender spread by ±10 % on the 2-core machine (client and server share it); eleven
+//! rounds keep the median's error near ±3 %, where five left the ratios between contenders
+//! moving by ±10 % from run to run.
 //! Environment: ONEX_BENCH_PG_DATABASE (default onex_bench), ONEX_BENCH_CLIENTS (default
 //! 8,32,128), ONEX_BENCH_ONLY (comma-separated: node, pool-api, deadpool, bb8, pgbench), ONEX_BENCH_OUT (default
 //! <workspace>/target/bench/postgres.json), ONEX_TEST_PG_HOST / ONEX_TEST_PG_PORT.
@@ -401,8 +404,8 @@ fn fmt(value: Option<f64>, decimals: usize) -> String {
 fn main() {
     // `cargo bench` passes `--bench`; this binary takes no arguments of its own.
     let database = env_or("ONEX_BENCH_PG_DATABASE", "onex_bench");
-    let seconds: f64 = env_or("ONEX_BENCH_SECONDS", "2").parse().expect("ONEX_BENCH_SECONDS is a number");
-    let rounds_per_point: usize = env_or("ONEX_BENCH_ROUNDS", "5").parse().expect("ONEX_BENCH_ROUNDS is a number");
+    let seconds: f64 = env_or("ONEX_BENCH_SECONDS", "3").parse().expect("ONEX_BENCH_SECONDS is a number");
+    let rounds_per_point: usize = env_or("ONEX_BENCH_ROUNDS", "11").parse().expect("ONEX_BENCH_ROUNDS is a number");
     let clients: Vec<usize> = env_or("ONEX_BENCH_CLIENTS", "8,32,128")
         .split(',')
         .map(|c| c.trim().parse().expect("ONEX_BENCH_CLIENTS is a list of numbers"))
