@@ -612,6 +612,16 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
             /// Builds the handler; `Dependencies::resolve(container)` gives the contract's dependencies.
             fn new(container: &Container) -> Result<Self, OnexError>;
 
+            /// Whether the handler bounds `operation` by the context's deadline itself. For such an
+            /// operation the node narrows the deadline to the contract timeout and runs the handler
+            /// without a timer of its own (a timer costs each request a registration in tokio's
+            /// timer wheel); the handler answers `onex_runtime::node::timed_out` when the deadline
+            /// ended the work. By default the node times every operation.
+            fn times_itself(operation: &onex_runtime::OperationSpec) -> bool {
+                let _ = operation;
+                false
+            }
+
             #(#methods)*
         }
     });
@@ -653,11 +663,9 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
                     let variant = ident(op.variant.as_deref().unwrap_or_default())?;
                     let method = ident(&op.method)?;
                     let spec = ident(&op.const_name)?;
+                    let run = run_tokens(name, &method, &spec);
                     Ok(quote! {
-                        super::models::#enum_ident::#variant => {
-                            let work = std::pin::pin!(self.handler.#method(input, ctx));
-                            onex_runtime::node::run_operation(#name, &super::contract::#spec, ctx, work).await
-                        }
+                        super::models::#enum_ident::#variant => { #run }
                     })
                 })
                 .collect::<Result<Vec<_>, String>>()?;
@@ -670,12 +678,7 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
         }
         None => {
             let op = node.operations.first().ok_or("internal: a node without operations")?;
-            let method = ident(&op.method)?;
-            let spec = ident(&op.const_name)?;
-            quote! {
-                let work = std::pin::pin!(self.handler.#method(input, ctx));
-                onex_runtime::node::run_operation(#name, &super::contract::#spec, ctx, work).await
-            }
+            run_tokens(name, &ident(&op.method)?, &ident(&op.const_name)?)
         }
     };
     items.push(quote! {
@@ -688,7 +691,6 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
             }
 
             async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-                let ctx = &ctx;
                 #dispatch
             }
         }
@@ -698,6 +700,22 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
         impl<H: #handler> onex_runtime::#kind_trait for #node_type<H> {}
     });
     render_file(source, inner, items)
+}
+
+/// Runs one operation in the generated `process`: under the node's timer, or, when the handler
+/// times the operation itself, with the context's deadline narrowed to the contract timeout.
+fn run_tokens(node: &str, method: &Ident, spec: &Ident) -> TokenStream {
+    quote! {
+        let spec = &super::contract::#spec;
+        if H::times_itself(spec) {
+            let ctx = ctx.narrowed(spec.timeout);
+            self.handler.#method(input, &ctx).await
+        } else {
+            let ctx = &ctx;
+            let work = std::pin::pin!(self.handler.#method(input, ctx));
+            onex_runtime::node::run_operation(#node, spec, ctx, work).await
+        }
+    }
 }
 
 fn registry_file(node: &NodeModel) -> Result<String, String> {

@@ -46,6 +46,15 @@ impl Context {
         self
     }
 
+    /// Narrows the deadline to `limit` from now, keeping an earlier one. Generated nodes do
+    /// this before running an operation whose handler bounds it by the deadline itself
+    /// (`times_itself`), in place of a timer of their own.
+    pub fn narrowed(mut self, limit: Duration) -> Self {
+        let until = Instant::now() + limit;
+        self.deadline = Some(self.deadline.map_or(until, |d| d.min(until)));
+        self
+    }
+
     /// Attaches a trace context.
     pub fn with_trace(mut self, trace: TraceContext) -> Self {
         self.trace = Some(trace);
@@ -65,6 +74,11 @@ impl Context {
     /// Time left before the deadline (zero when past it); `None` without a deadline.
     pub fn remaining(&self) -> Option<Duration> {
         self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether the deadline has passed (never, without one).
+    pub fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     /// The smaller of `limit` and the time left before the deadline.
@@ -154,6 +168,23 @@ fn unhex(text: &str, out: &mut [u8]) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn narrowing_keeps_the_earlier_deadline() {
+        let soon = Instant::now() + Duration::from_millis(50);
+        let kept = Context::new().with_deadline(soon).narrowed(Duration::from_secs(60));
+        assert_eq!(kept.deadline(), Some(soon));
+        let narrowed = Context::new().with_timeout(Duration::from_secs(60)).narrowed(Duration::from_millis(50));
+        assert!(narrowed.remaining().unwrap() <= Duration::from_millis(50));
+        assert!(Context::new().narrowed(Duration::from_secs(1)).deadline().is_some());
+    }
+
+    #[test]
+    fn a_context_expires_at_its_deadline_only() {
+        assert!(!Context::new().expired());
+        assert!(!Context::new().with_timeout(Duration::from_secs(60)).expired());
+        assert!(Context::new().with_deadline(Instant::now() - Duration::from_millis(1)).expired());
+    }
 
     #[test]
     fn correlation_id_is_echoed_or_generated() {

@@ -148,7 +148,10 @@ where
         .map(move |outcome| outcome.unwrap_or_else(|_| Err(timed_out(node, operation, limit))))
 }
 
-fn timed_out(node: &'static str, operation: &'static OperationSpec, limit: std::time::Duration) -> OnexError {
+/// The answer to an operation that outlived `limit`: `OPERATION_TIMEOUT` naming the node, the
+/// operation and the limit. [`run_operation`] gives it for the operations it times; a handler
+/// that times an operation itself (`times_itself`) gives it when the deadline ended the work.
+pub fn timed_out(node: &'static str, operation: &'static OperationSpec, limit: std::time::Duration) -> OnexError {
     let millis = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
     OnexError::new(ErrorCode::OperationTimeout, format!("{node}.{} did not finish within {millis} ms", operation.name))
         .with_detail("node", node)

@@ -2,10 +2,12 @@
 //! registry, on the real server.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::handler::NodePostgresConnectionManagerEffect;
 use onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::models::{
     EnumPostgresConnectionManagerOperation, ModelPostgresConnectionManagerInput, ModelPostgresConnectionManagerOutput,
+    ModelPostgresStatement,
 };
 use onex_runtime::event::OnexEvent;
 use onex_runtime::event_bus::EventPublisher;
@@ -186,4 +188,58 @@ async fn failures_are_answered_with_codes_and_correlation_is_echoed() {
     // Without the pool in the container the node cannot be built, and says why.
     let err = onex_generated::registry().build(NODE, None, &Container::new()).err().expect("missing dependency");
     assert!(err.message().contains("postgres_connection_manager"), "{err}");
+}
+
+/// Statement operations time themselves (the pool's wait and statement end at the context's
+/// deadline); the others run under the node's timer. Both answer OPERATION_TIMEOUT naming the
+/// node, the operation and the limit, and the pool serves again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_answers_operation_timeout_at_the_deadline() {
+    let db = TestDatabase::create("app").await;
+    let mut config = db.config();
+    config.min_connections = 1;
+    config.max_connections = 1;
+    config.wait_timeout_secs = 30.0;
+    let pool = Arc::new(PostgresConnectionManager::connect(config).await.unwrap());
+    let mut container = Container::new();
+    container.register(Arc::clone(&pool));
+    let node = NodePostgresConnectionManagerEffect::<
+        onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::node::PostgresConnectionManager,
+    >::new(&container)
+    .unwrap();
+    let request = |operation, query: &str| ModelPostgresConnectionManagerInput {
+        query: Some(query.into()),
+        ..ModelPostgresConnectionManagerInput::new(operation)
+    };
+    let within = |ms| Context::new().with_timeout(Duration::from_millis(ms));
+    let expect_timeout = |err: OnexError, operation: &str, started: Instant| {
+        assert_eq!(err.code(), ErrorCode::OperationTimeout, "{err}");
+        assert!(err.message().starts_with(&format!("{NODE}.{operation} did not finish within")), "{err}");
+        assert!(err.details()["timeout_ms"].as_u64().unwrap() <= 300, "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    };
+
+    // A statement that outlives the deadline (the command timeout is a minute).
+    let started = Instant::now();
+    let slow = request(EnumPostgresConnectionManagerOperation::FetchValue, "SELECT pg_sleep(30)");
+    expect_timeout(node.process(slow, within(300)).await.unwrap_err(), "fetch_value", started);
+
+    // A wait for a connection that outlives the deadline (the wait timeout is 30 s).
+    let held = pool.acquire().await.unwrap();
+    let started = Instant::now();
+    let waiting = request(EnumPostgresConnectionManagerOperation::ExecuteQuery, "SELECT 1");
+    expect_timeout(node.process(waiting, within(300)).await.unwrap_err(), "execute_query", started);
+
+    // A transaction keeps the node's timer.
+    let started = Instant::now();
+    let transaction = ModelPostgresConnectionManagerInput {
+        statements: Some(vec![ModelPostgresStatement::new("SELECT 1".into())]),
+        ..ModelPostgresConnectionManagerInput::new(EnumPostgresConnectionManagerOperation::Transaction)
+    };
+    expect_timeout(node.process(transaction, within(300)).await.unwrap_err(), "transaction", started);
+    drop(held);
+
+    let out =
+        node.process(request(EnumPostgresConnectionManagerOperation::FetchValue, "SELECT 1"), within(5_000)).await;
+    assert_eq!(out.unwrap().value, Some(json!(1)));
 }

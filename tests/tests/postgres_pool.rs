@@ -448,8 +448,41 @@ async fn a_statement_past_its_timeout_is_cancelled_on_the_server() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(pg.connection_stats().connections_closed["timeout"], 1);
-    let per_call = QueryOptions { timeout: Some(Duration::from_secs(5)), record_metrics: true };
+    let per_call = QueryOptions { timeout: Some(Duration::from_secs(5)), ..QueryOptions::default() };
     assert!(pg.execute_query_with("SELECT pg_sleep(0.5)", &[], per_call).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_deadline_ends_both_the_wait_for_a_connection_and_the_statement() {
+    let db = TestDatabase::create("app").await;
+    let pg = manager(&db, |c| {
+        c.min_connections = 1;
+        c.max_connections = 1;
+        c.wait_timeout_secs = 30.0;
+    })
+    .await;
+    let by =
+        |ms| QueryOptions { deadline: Some(Instant::now() + Duration::from_millis(ms)), ..QueryOptions::default() };
+
+    // The only connection is held: the wait ends at the deadline, not after the 30 s wait timeout.
+    let held = pg.acquire().await.unwrap();
+    let started = Instant::now();
+    let err = pg.fetch_value_with("SELECT 1", &[], by(200)).await.unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(err.code(), ErrorCode::DatabaseOperationError, "{err}");
+    assert!(waited >= Duration::from_millis(200) && waited < Duration::from_millis(700), "{waited:?}");
+    assert!(err.details()["wait_timeout_ms"].as_u64().unwrap() <= 200, "{err}");
+    drop(held);
+
+    // The statement is cancelled at the deadline although the command timeout is a minute.
+    let started = Instant::now();
+    let err = pg.execute_query_with("SELECT pg_sleep(30)", &[], by(300)).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert_eq!(err.code(), ErrorCode::DatabaseQueryError, "{err}");
+    assert!(err.details()["timeout_ms"].as_u64().unwrap() <= 300, "{err}");
+
+    // A deadline far enough away changes nothing.
+    assert_eq!(pg.fetch_value_with("SELECT 1", &[], by(5_000)).await.unwrap(), Some(json!(1)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,7 +493,7 @@ async fn query_metrics_keep_the_last_thousand_with_a_stable_hash() {
         pg.execute_query("SELECT $1::int", &[json!(i)]).await.unwrap();
     }
     let _ = pg.execute_query("SELECT broken(", &[]).await.unwrap_err();
-    let quiet = QueryOptions { timeout: None, record_metrics: false };
+    let quiet = QueryOptions { record_metrics: false, ..QueryOptions::default() };
     pg.execute_query_with("SELECT 42", &[], quiet).await.unwrap();
     let metrics = pg.query_metrics(2000);
     assert_eq!(metrics.len(), 1000);

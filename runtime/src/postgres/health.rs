@@ -40,7 +40,11 @@ pub(super) async fn check(manager: &PostgresConnectionManager) -> PostgresHealth
 }
 
 async fn probe(manager: &PostgresConnectionManager, schema: &str, health: &mut PostgresHealth) {
-    let options = QueryOptions { timeout: Some(PROBE_TIMEOUT.min(manager.command_timeout)), record_metrics: false };
+    let options = QueryOptions {
+        timeout: Some(PROBE_TIMEOUT.min(manager.command_timeout)),
+        deadline: None,
+        record_metrics: false,
+    };
     let mut conn = match manager.pool.get().await {
         Ok(conn) => conn,
         Err(e) => {

@@ -49,13 +49,16 @@ pub use transaction::Transaction;
 pub struct QueryOptions {
     /// Statement timeout; `None` means the configured command timeout.
     pub timeout: Option<Duration>,
+    /// When the whole call must end: the wait for a connection and the statement are both cut
+    /// short to meet it (each keeps its own timeout when that comes first).
+    pub deadline: Option<Instant>,
     /// Whether the execution goes into the query metrics log.
     pub record_metrics: bool,
 }
 
 impl Default for QueryOptions {
     fn default() -> Self {
-        Self { timeout: None, record_metrics: true }
+        Self { timeout: None, deadline: None, record_metrics: true }
     }
 }
 
@@ -130,7 +133,7 @@ impl PostgresConnectionManager {
     }
 
     async fn verify_schema(&self) -> Result<(), OnexError> {
-        let options = QueryOptions { timeout: None, record_metrics: false };
+        let options = QueryOptions { record_metrics: false, ..QueryOptions::default() };
         let current = self.fetch_value_with("SELECT current_schema()", &[], options).await?;
         match current {
             Some(Value::String(schema)) if schema == self.config.schema => Ok(()),
@@ -170,7 +173,7 @@ impl PostgresConnectionManager {
         params: &[Value],
         options: QueryOptions,
     ) -> Result<QueryResult, OnexError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.pool.get_by(options.deadline).await?;
         self.run_on(&mut conn, sql, params, options, Take::AllRows).await.map(|o| o.result)
     }
 
@@ -193,7 +196,7 @@ impl PostgresConnectionManager {
         params: &[Value],
         options: QueryOptions,
     ) -> Result<Option<Value>, OnexError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.pool.get_by(options.deadline).await?;
         Ok(self.run_on(&mut conn, sql, params, options, Take::FirstValue).await?.value)
     }
 
@@ -281,7 +284,10 @@ impl PostgresConnectionManager {
         take: Take,
     ) -> Result<Outcome, OnexError> {
         let started = Instant::now();
-        let timeout = options.timeout.unwrap_or(self.command_timeout);
+        let mut timeout = options.timeout.unwrap_or(self.command_timeout);
+        if let Some(deadline) = options.deadline {
+            timeout = timeout.min(deadline.saturating_duration_since(started));
+        }
         let connector = &self.pool.shared().connector;
         let outcome = conn.run(sql, params, take, timeout, connector).await;
         let elapsed = started.elapsed();

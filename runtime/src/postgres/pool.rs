@@ -105,6 +105,11 @@ impl Pool {
 
     /// Checks a connection out, waiting at most the wait timeout for a free slot.
     pub(crate) async fn get(&self) -> Result<PooledConn, OnexError> {
+        self.get_by(None).await
+    }
+
+    /// [`Self::get`], waiting no later than `deadline` either.
+    pub(crate) async fn get_by(&self, deadline: Option<Instant>) -> Result<PooledConn, OnexError> {
         let shared = &self.shared;
         match shared.permits.try_acquire() {
             Ok(permit) => {
@@ -112,7 +117,7 @@ impl Pool {
                 shared.counters.record_immediate_checkout();
             }
             Err(TryAcquireError::Closed) => return Err(closed_error()),
-            Err(TryAcquireError::NoPermits) => self.wait_for_permit().await?,
+            Err(TryAcquireError::NoPermits) => self.wait_for_permit(deadline).await?,
         }
         let slot = PermitSlot { shared };
         let conn = match shared.pop_usable_idle() {
@@ -133,11 +138,14 @@ impl Pool {
         Ok(PooledConn { conn: Some(conn), shared: Arc::clone(&self.shared) })
     }
 
-    async fn wait_for_permit(&self) -> Result<(), OnexError> {
+    async fn wait_for_permit(&self, deadline: Option<Instant>) -> Result<(), OnexError> {
         let shared = &self.shared;
         let started = Instant::now();
+        let limit = deadline.map_or(shared.limits.wait_timeout, |d| {
+            shared.limits.wait_timeout.min(d.saturating_duration_since(started))
+        });
         let _waiting = WaitingGuard::enter(&shared.counters);
-        match tokio::time::timeout(shared.limits.wait_timeout, shared.permits.acquire()).await {
+        match tokio::time::timeout(limit, shared.permits.acquire()).await {
             Ok(Ok(permit)) => {
                 permit.forget();
                 shared.counters.record_waited_checkout(started.elapsed());
@@ -147,7 +155,7 @@ impl Pool {
             Err(_) => {
                 shared.counters.wait_timeouts.fetch_add(1, Relaxed);
                 shared.counters.failed_connections.fetch_add(1, Relaxed);
-                let millis = u64::try_from(shared.limits.wait_timeout.as_millis()).unwrap_or(u64::MAX);
+                let millis = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
                 Err(OnexError::new(
                     ErrorCode::DatabaseOperationError,
                     format!(

@@ -43,6 +43,15 @@ impl std::fmt::Debug for Dependencies {
 pub trait ConsulHandler: Sized + Send + Sync + 'static {
     /// Builds the handler; `Dependencies::resolve(container)` gives the contract's dependencies.
     fn new(container: &Container) -> Result<Self, OnexError>;
+    /// Whether the handler bounds `operation` by the context's deadline itself. For such an
+    /// operation the node narrows the deadline to the contract timeout and runs the handler
+    /// without a timer of its own (a timer costs each request a registration in tokio's
+    /// timer wheel); the handler answers `onex_runtime::node::timed_out` when the deadline
+    /// ended the work. By default the node times every operation.
+    fn times_itself(operation: &onex_runtime::OperationSpec) -> bool {
+        let _ = operation;
+        false
+    }
     /// Read one key. (`contracts/nodes/node_consul_effect/v1_0_0/contract.yaml:43`)
     fn kv_get(
         &self,
@@ -118,78 +127,128 @@ impl<H: ConsulHandler> onex_runtime::Node for NodeConsulEffect<H> {
         &super::contract::CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        let ctx = &ctx;
         let operation = input.operation_type;
         match operation {
             super::models::EnumConsulOperation::KvGet => {
-                let work = std::pin::pin!(self.handler.kv_get(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_consul_effect",
-                        &super::contract::OPERATION_KV_GET,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_KV_GET;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.kv_get(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.kv_get(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_consul_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumConsulOperation::KvPut => {
-                let work = std::pin::pin!(self.handler.kv_put(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_consul_effect",
-                        &super::contract::OPERATION_KV_PUT,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_KV_PUT;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.kv_put(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.kv_put(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_consul_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumConsulOperation::KvDelete => {
-                let work = std::pin::pin!(self.handler.kv_delete(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_consul_effect",
-                        &super::contract::OPERATION_KV_DELETE,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_KV_DELETE;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.kv_delete(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.kv_delete(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_consul_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumConsulOperation::ServiceRegister => {
-                let work = std::pin::pin!(self.handler.service_register(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_consul_effect",
-                        &super::contract::OPERATION_SERVICE_REGISTER,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_SERVICE_REGISTER;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.service_register(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.service_register(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_consul_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumConsulOperation::ServiceDeregister => {
-                let work = std::pin::pin!(self.handler.service_deregister(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_consul_effect",
-                        &super::contract::OPERATION_SERVICE_DEREGISTER,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_SERVICE_DEREGISTER;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.service_deregister(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(
+                        self.handler.service_deregister(input, ctx)
+                    );
+                    onex_runtime::node::run_operation(
+                            "node_consul_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumConsulOperation::ServiceList => {
-                let work = std::pin::pin!(self.handler.service_list(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_consul_effect",
-                        &super::contract::OPERATION_SERVICE_LIST,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_SERVICE_LIST;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.service_list(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.service_list(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_consul_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumConsulOperation::HealthCheck => {
-                let work = std::pin::pin!(self.handler.health_check(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_consul_effect",
-                        &super::contract::OPERATION_HEALTH_CHECK,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_HEALTH_CHECK;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.health_check(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.health_check(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_consul_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
         }
     }

@@ -43,6 +43,15 @@ impl std::fmt::Debug for Dependencies {
 pub trait ConsulProjectorHandler: Sized + Send + Sync + 'static {
     /// Builds the handler; `Dependencies::resolve(container)` gives the contract's dependencies.
     fn new(container: &Container) -> Result<Self, OnexError>;
+    /// Whether the handler bounds `operation` by the context's deadline itself. For such an
+    /// operation the node narrows the deadline to the contract timeout and runs the handler
+    /// without a timer of its own (a timer costs each request a registration in tokio's
+    /// timer wheel); the handler answers `onex_runtime::node::timed_out` when the deadline
+    /// ended the work. By default the node times every operation.
+    fn times_itself(operation: &onex_runtime::OperationSpec) -> bool {
+        let _ = operation;
+        false
+    }
     /// Project every selected service with its instance count and worst check status. (`contracts/nodes/node_consul_projector_effect/v1_0_0/contract.yaml:38`)
     fn project_service_state(
         &self,
@@ -100,50 +109,79 @@ impl<H: ConsulProjectorHandler> onex_runtime::Node for NodeConsulProjectorEffect
         &super::contract::CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        let ctx = &ctx;
         let operation = input.operation_type;
         match operation {
             super::models::EnumConsulProjectorOperation::ProjectServiceState => {
-                let work = std::pin::pin!(
-                    self.handler.project_service_state(input, ctx)
-                );
-                onex_runtime::node::run_operation(
-                        "node_consul_projector_effect",
-                        &super::contract::OPERATION_PROJECT_SERVICE_STATE,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_PROJECT_SERVICE_STATE;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.project_service_state(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(
+                        self.handler.project_service_state(input, ctx)
+                    );
+                    onex_runtime::node::run_operation(
+                            "node_consul_projector_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumConsulProjectorOperation::ProjectHealthState => {
-                let work = std::pin::pin!(self.handler.project_health_state(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_consul_projector_effect",
-                        &super::contract::OPERATION_PROJECT_HEALTH_STATE,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_PROJECT_HEALTH_STATE;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.project_health_state(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(
+                        self.handler.project_health_state(input, ctx)
+                    );
+                    onex_runtime::node::run_operation(
+                            "node_consul_projector_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumConsulProjectorOperation::ProjectKvState => {
-                let work = std::pin::pin!(self.handler.project_kv_state(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_consul_projector_effect",
-                        &super::contract::OPERATION_PROJECT_KV_STATE,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_PROJECT_KV_STATE;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.project_kv_state(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.project_kv_state(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_consul_projector_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumConsulProjectorOperation::ProjectTopology => {
-                let work = std::pin::pin!(self.handler.project_topology(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_consul_projector_effect",
-                        &super::contract::OPERATION_PROJECT_TOPOLOGY,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_PROJECT_TOPOLOGY;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.project_topology(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.project_topology(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_consul_projector_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
         }
     }

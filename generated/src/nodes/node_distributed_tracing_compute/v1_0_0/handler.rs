@@ -43,6 +43,15 @@ impl std::fmt::Debug for Dependencies {
 pub trait DistributedTracingHandler: Sized + Send + Sync + 'static {
     /// Builds the handler; `Dependencies::resolve(container)` gives the contract's dependencies.
     fn new(container: &Container) -> Result<Self, OnexError>;
+    /// Whether the handler bounds `operation` by the context's deadline itself. For such an
+    /// operation the node narrows the deadline to the contract timeout and runs the handler
+    /// without a timer of its own (a timer costs each request a registration in tokio's
+    /// timer wheel); the handler answers `onex_runtime::node::timed_out` when the deadline
+    /// ended the work. By default the node times every operation.
+    fn times_itself(operation: &onex_runtime::OperationSpec) -> bool {
+        let _ = operation;
+        false
+    }
     /// The `initialize_tracing` operation. (`contracts/nodes/node_distributed_tracing_compute/v1_0_0/contract.yaml:41`)
     fn initialize_tracing(
         &self,
@@ -119,78 +128,128 @@ for NodeDistributedTracingCompute<H> {
         &super::contract::CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        let ctx = &ctx;
         let operation = input.operation_type;
         match operation {
             super::models::EnumDistributedTracingOperation::InitializeTracing => {
-                let work = std::pin::pin!(self.handler.initialize_tracing(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_distributed_tracing_compute",
-                        &super::contract::OPERATION_INITIALIZE_TRACING,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_INITIALIZE_TRACING;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.initialize_tracing(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(
+                        self.handler.initialize_tracing(input, ctx)
+                    );
+                    onex_runtime::node::run_operation(
+                            "node_distributed_tracing_compute",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumDistributedTracingOperation::TraceOperation => {
-                let work = std::pin::pin!(self.handler.trace_operation(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_distributed_tracing_compute",
-                        &super::contract::OPERATION_TRACE_OPERATION,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_TRACE_OPERATION;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.trace_operation(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.trace_operation(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_distributed_tracing_compute",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumDistributedTracingOperation::InjectContext => {
-                let work = std::pin::pin!(self.handler.inject_context(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_distributed_tracing_compute",
-                        &super::contract::OPERATION_INJECT_CONTEXT,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_INJECT_CONTEXT;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.inject_context(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.inject_context(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_distributed_tracing_compute",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumDistributedTracingOperation::ExtractContext => {
-                let work = std::pin::pin!(self.handler.extract_context(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_distributed_tracing_compute",
-                        &super::contract::OPERATION_EXTRACT_CONTEXT,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_EXTRACT_CONTEXT;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.extract_context(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.extract_context(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_distributed_tracing_compute",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumDistributedTracingOperation::TraceDatabase => {
-                let work = std::pin::pin!(self.handler.trace_database(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_distributed_tracing_compute",
-                        &super::contract::OPERATION_TRACE_DATABASE,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_TRACE_DATABASE;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.trace_database(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.trace_database(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_distributed_tracing_compute",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumDistributedTracingOperation::TraceKafka => {
-                let work = std::pin::pin!(self.handler.trace_kafka(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_distributed_tracing_compute",
-                        &super::contract::OPERATION_TRACE_KAFKA,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_TRACE_KAFKA;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.trace_kafka(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.trace_kafka(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_distributed_tracing_compute",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumDistributedTracingOperation::ShutdownTracing => {
-                let work = std::pin::pin!(self.handler.shutdown_tracing(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_distributed_tracing_compute",
-                        &super::contract::OPERATION_SHUTDOWN_TRACING,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_SHUTDOWN_TRACING;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.shutdown_tracing(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.shutdown_tracing(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_distributed_tracing_compute",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
         }
     }

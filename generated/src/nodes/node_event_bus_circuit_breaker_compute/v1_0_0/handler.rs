@@ -43,6 +43,15 @@ impl std::fmt::Debug for Dependencies {
 pub trait EventBusCircuitBreakerHandler: Sized + Send + Sync + 'static {
     /// Builds the handler; `Dependencies::resolve(container)` gives the contract's dependencies.
     fn new(container: &Container) -> Result<Self, OnexError>;
+    /// Whether the handler bounds `operation` by the context's deadline itself. For such an
+    /// operation the node narrows the deadline to the contract timeout and runs the handler
+    /// without a timer of its own (a timer costs each request a registration in tokio's
+    /// timer wheel); the handler answers `onex_runtime::node::timed_out` when the deadline
+    /// ended the work. By default the node times every operation.
+    fn times_itself(operation: &onex_runtime::OperationSpec) -> bool {
+        let _ = operation;
+        false
+    }
     /// The `publish_event` operation. (`contracts/nodes/node_event_bus_circuit_breaker_compute/v1_0_0/contract.yaml:51`)
     fn publish_event(
         &self,
@@ -107,58 +116,94 @@ for NodeEventBusCircuitBreakerCompute<H> {
         &super::contract::CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        let ctx = &ctx;
         let operation = input.operation_type;
         match operation {
             super::models::EnumEventBusCircuitBreakerOperation::PublishEvent => {
-                let work = std::pin::pin!(self.handler.publish_event(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_event_bus_circuit_breaker_compute",
-                        &super::contract::OPERATION_PUBLISH_EVENT,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_PUBLISH_EVENT;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.publish_event(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.publish_event(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_event_bus_circuit_breaker_compute",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumEventBusCircuitBreakerOperation::GetState => {
-                let work = std::pin::pin!(self.handler.get_state(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_event_bus_circuit_breaker_compute",
-                        &super::contract::OPERATION_GET_STATE,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_GET_STATE;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.get_state(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.get_state(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_event_bus_circuit_breaker_compute",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumEventBusCircuitBreakerOperation::GetMetrics => {
-                let work = std::pin::pin!(self.handler.get_metrics(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_event_bus_circuit_breaker_compute",
-                        &super::contract::OPERATION_GET_METRICS,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_GET_METRICS;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.get_metrics(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.get_metrics(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_event_bus_circuit_breaker_compute",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumEventBusCircuitBreakerOperation::ResetCircuit => {
-                let work = std::pin::pin!(self.handler.reset_circuit(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_event_bus_circuit_breaker_compute",
-                        &super::contract::OPERATION_RESET_CIRCUIT,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_RESET_CIRCUIT;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.reset_circuit(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.reset_circuit(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_event_bus_circuit_breaker_compute",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumEventBusCircuitBreakerOperation::GetHealthStatus => {
-                let work = std::pin::pin!(self.handler.get_health_status(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_event_bus_circuit_breaker_compute",
-                        &super::contract::OPERATION_GET_HEALTH_STATUS,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_GET_HEALTH_STATUS;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.get_health_status(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(
+                        self.handler.get_health_status(input, ctx)
+                    );
+                    onex_runtime::node::run_operation(
+                            "node_event_bus_circuit_breaker_compute",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
         }
     }

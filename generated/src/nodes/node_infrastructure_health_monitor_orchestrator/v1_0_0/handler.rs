@@ -57,6 +57,15 @@ impl std::fmt::Debug for Dependencies {
 pub trait InfrastructureHealthMonitorHandler: Sized + Send + Sync + 'static {
     /// Builds the handler; `Dependencies::resolve(container)` gives the contract's dependencies.
     fn new(container: &Container) -> Result<Self, OnexError>;
+    /// Whether the handler bounds `operation` by the context's deadline itself. For such an
+    /// operation the node narrows the deadline to the contract timeout and runs the handler
+    /// without a timer of its own (a timer costs each request a registration in tokio's
+    /// timer wheel); the handler answers `onex_runtime::node::timed_out` when the deadline
+    /// ended the work. By default the node times every operation.
+    fn times_itself(operation: &onex_runtime::OperationSpec) -> bool {
+        let _ = operation;
+        false
+    }
     /// The `comprehensive_health_check` operation. (`contracts/nodes/node_infrastructure_health_monitor_orchestrator/v1_0_0/contract.yaml:48`)
     fn comprehensive_health_check(
         &self,
@@ -125,62 +134,98 @@ for NodeInfrastructureHealthMonitorOrchestrator<H> {
         &super::contract::CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        let ctx = &ctx;
         let operation = input.operation_type;
         match operation {
             super::models::EnumInfrastructureHealthMonitorOperation::ComprehensiveHealthCheck => {
-                let work = std::pin::pin!(
-                    self.handler.comprehensive_health_check(input, ctx)
-                );
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_health_monitor_orchestrator",
-                        &super::contract::OPERATION_COMPREHENSIVE_HEALTH_CHECK,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_COMPREHENSIVE_HEALTH_CHECK;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.comprehensive_health_check(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(
+                        self.handler.comprehensive_health_check(input, ctx)
+                    );
+                    onex_runtime::node::run_operation(
+                            "node_infrastructure_health_monitor_orchestrator",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumInfrastructureHealthMonitorOperation::GetHealthTrends => {
-                let work = std::pin::pin!(self.handler.get_health_trends(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_health_monitor_orchestrator",
-                        &super::contract::OPERATION_GET_HEALTH_TRENDS,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_GET_HEALTH_TRENDS;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.get_health_trends(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(
+                        self.handler.get_health_trends(input, ctx)
+                    );
+                    onex_runtime::node::run_operation(
+                            "node_infrastructure_health_monitor_orchestrator",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumInfrastructureHealthMonitorOperation::StartMonitoring => {
-                let work = std::pin::pin!(self.handler.start_monitoring(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_health_monitor_orchestrator",
-                        &super::contract::OPERATION_START_MONITORING,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_START_MONITORING;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.start_monitoring(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.start_monitoring(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_infrastructure_health_monitor_orchestrator",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumInfrastructureHealthMonitorOperation::StopMonitoring => {
-                let work = std::pin::pin!(self.handler.stop_monitoring(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_health_monitor_orchestrator",
-                        &super::contract::OPERATION_STOP_MONITORING,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_STOP_MONITORING;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.stop_monitoring(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.stop_monitoring(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_infrastructure_health_monitor_orchestrator",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumInfrastructureHealthMonitorOperation::GetPrometheusMetrics => {
-                let work = std::pin::pin!(
-                    self.handler.get_prometheus_metrics(input, ctx)
-                );
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_health_monitor_orchestrator",
-                        &super::contract::OPERATION_GET_PROMETHEUS_METRICS,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_GET_PROMETHEUS_METRICS;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.get_prometheus_metrics(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(
+                        self.handler.get_prometheus_metrics(input, ctx)
+                    );
+                    onex_runtime::node::run_operation(
+                            "node_infrastructure_health_monitor_orchestrator",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
         }
     }

@@ -33,6 +33,15 @@ impl std::fmt::Debug for Dependencies {
 pub trait InfrastructureObservabilityHandler: Sized + Send + Sync + 'static {
     /// Builds the handler; `Dependencies::resolve(container)` gives the contract's dependencies.
     fn new(container: &Container) -> Result<Self, OnexError>;
+    /// Whether the handler bounds `operation` by the context's deadline itself. For such an
+    /// operation the node narrows the deadline to the contract timeout and runs the handler
+    /// without a timer of its own (a timer costs each request a registration in tokio's
+    /// timer wheel); the handler answers `onex_runtime::node::timed_out` when the deadline
+    /// ended the work. By default the node times every operation.
+    fn times_itself(operation: &onex_runtime::OperationSpec) -> bool {
+        let _ = operation;
+        false
+    }
     /// The `record_metric` operation. (`contracts/nodes/node_infrastructure_observability_compute/v1_0_0/contract.yaml:45`)
     fn record_metric(
         &self,
@@ -111,80 +120,134 @@ for NodeInfrastructureObservabilityCompute<H> {
         &super::contract::CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        let ctx = &ctx;
         let operation = input.operation_type;
         match operation {
             super::models::EnumInfrastructureObservabilityOperation::RecordMetric => {
-                let work = std::pin::pin!(self.handler.record_metric(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_observability_compute",
-                        &super::contract::OPERATION_RECORD_METRIC,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_RECORD_METRIC;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.record_metric(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.record_metric(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_infrastructure_observability_compute",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumInfrastructureObservabilityOperation::GetCurrentMetrics => {
-                let work = std::pin::pin!(self.handler.get_current_metrics(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_observability_compute",
-                        &super::contract::OPERATION_GET_CURRENT_METRICS,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_GET_CURRENT_METRICS;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.get_current_metrics(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(
+                        self.handler.get_current_metrics(input, ctx)
+                    );
+                    onex_runtime::node::run_operation(
+                            "node_infrastructure_observability_compute",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumInfrastructureObservabilityOperation::GetHealthSummary => {
-                let work = std::pin::pin!(self.handler.get_health_summary(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_observability_compute",
-                        &super::contract::OPERATION_GET_HEALTH_SUMMARY,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_GET_HEALTH_SUMMARY;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.get_health_summary(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(
+                        self.handler.get_health_summary(input, ctx)
+                    );
+                    onex_runtime::node::run_operation(
+                            "node_infrastructure_observability_compute",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumInfrastructureObservabilityOperation::GetPerformanceTrends => {
-                let work = std::pin::pin!(
-                    self.handler.get_performance_trends(input, ctx)
-                );
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_observability_compute",
-                        &super::contract::OPERATION_GET_PERFORMANCE_TRENDS,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_GET_PERFORMANCE_TRENDS;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.get_performance_trends(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(
+                        self.handler.get_performance_trends(input, ctx)
+                    );
+                    onex_runtime::node::run_operation(
+                            "node_infrastructure_observability_compute",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumInfrastructureObservabilityOperation::ExportPrometheus => {
-                let work = std::pin::pin!(self.handler.export_prometheus(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_observability_compute",
-                        &super::contract::OPERATION_EXPORT_PROMETHEUS,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_EXPORT_PROMETHEUS;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.export_prometheus(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(
+                        self.handler.export_prometheus(input, ctx)
+                    );
+                    onex_runtime::node::run_operation(
+                            "node_infrastructure_observability_compute",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumInfrastructureObservabilityOperation::GetAlerts => {
-                let work = std::pin::pin!(self.handler.get_alerts(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_observability_compute",
-                        &super::contract::OPERATION_GET_ALERTS,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_GET_ALERTS;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.get_alerts(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.get_alerts(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_infrastructure_observability_compute",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumInfrastructureObservabilityOperation::ResolveAlert => {
-                let work = std::pin::pin!(self.handler.resolve_alert(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_observability_compute",
-                        &super::contract::OPERATION_RESOLVE_ALERT,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_RESOLVE_ALERT;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.resolve_alert(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.resolve_alert(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_infrastructure_observability_compute",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
         }
     }

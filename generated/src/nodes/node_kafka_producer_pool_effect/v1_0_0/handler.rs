@@ -54,6 +54,15 @@ impl std::fmt::Debug for Dependencies {
 pub trait KafkaProducerPoolHandler: Sized + Send + Sync + 'static {
     /// Builds the handler; `Dependencies::resolve(container)` gives the contract's dependencies.
     fn new(container: &Container) -> Result<Self, OnexError>;
+    /// Whether the handler bounds `operation` by the context's deadline itself. For such an
+    /// operation the node narrows the deadline to the contract timeout and runs the handler
+    /// without a timer of its own (a timer costs each request a registration in tokio's
+    /// timer wheel); the handler answers `onex_runtime::node::timed_out` when the deadline
+    /// ended the work. By default the node times every operation.
+    fn times_itself(operation: &onex_runtime::OperationSpec) -> bool {
+        let _ = operation;
+        false
+    }
     /// Send one message and wait for the broker acknowledgement; it is either delivered or failed. (`contracts/nodes/node_kafka_producer_pool_effect/v1_0_0/contract.yaml:49`)
     fn send_message(
         &self,
@@ -123,68 +132,109 @@ impl<H: KafkaProducerPoolHandler> onex_runtime::Node for NodeKafkaProducerPoolEf
         &super::contract::CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        let ctx = &ctx;
         let operation = input.operation_type;
         match operation {
             super::models::EnumKafkaProducerPoolOperation::SendMessage => {
-                let work = std::pin::pin!(self.handler.send_message(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_kafka_producer_pool_effect",
-                        &super::contract::OPERATION_SEND_MESSAGE,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_SEND_MESSAGE;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.send_message(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.send_message(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_kafka_producer_pool_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumKafkaProducerPoolOperation::SendBatch => {
-                let work = std::pin::pin!(self.handler.send_batch(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_kafka_producer_pool_effect",
-                        &super::contract::OPERATION_SEND_BATCH,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_SEND_BATCH;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.send_batch(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.send_batch(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_kafka_producer_pool_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumKafkaProducerPoolOperation::Flush => {
-                let work = std::pin::pin!(self.handler.flush(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_kafka_producer_pool_effect",
-                        &super::contract::OPERATION_FLUSH,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_FLUSH;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.flush(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.flush(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_kafka_producer_pool_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumKafkaProducerPoolOperation::GetPoolStats => {
-                let work = std::pin::pin!(self.handler.get_pool_stats(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_kafka_producer_pool_effect",
-                        &super::contract::OPERATION_GET_POOL_STATS,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_GET_POOL_STATS;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.get_pool_stats(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.get_pool_stats(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_kafka_producer_pool_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumKafkaProducerPoolOperation::HealthCheck => {
-                let work = std::pin::pin!(self.handler.health_check(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_kafka_producer_pool_effect",
-                        &super::contract::OPERATION_HEALTH_CHECK,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_HEALTH_CHECK;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.health_check(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.health_check(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_kafka_producer_pool_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumKafkaProducerPoolOperation::Close => {
-                let work = std::pin::pin!(self.handler.close(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_kafka_producer_pool_effect",
-                        &super::contract::OPERATION_CLOSE,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_CLOSE;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.close(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.close(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_kafka_producer_pool_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
         }
     }

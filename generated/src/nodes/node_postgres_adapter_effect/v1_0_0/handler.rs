@@ -56,6 +56,15 @@ impl std::fmt::Debug for Dependencies {
 pub trait PostgresAdapterHandler: Sized + Send + Sync + 'static {
     /// Builds the handler; `Dependencies::resolve(container)` gives the contract's dependencies.
     fn new(container: &Container) -> Result<Self, OnexError>;
+    /// Whether the handler bounds `operation` by the context's deadline itself. For such an
+    /// operation the node narrows the deadline to the contract timeout and runs the handler
+    /// without a timer of its own (a timer costs each request a registration in tokio's
+    /// timer wheel); the handler answers `onex_runtime::node::timed_out` when the deadline
+    /// ended the work. By default the node times every operation.
+    fn times_itself(operation: &onex_runtime::OperationSpec) -> bool {
+        let _ = operation;
+        false
+    }
     /// Validate and run one statement; the per-request timeout limit (300 s default, 180 s production, 600 s development) applies first. (`contracts/nodes/node_postgres_adapter_effect/v1_0_0/contract.yaml:49`)
     fn query(
         &self,
@@ -101,28 +110,41 @@ impl<H: PostgresAdapterHandler> onex_runtime::Node for NodePostgresAdapterEffect
         &super::contract::CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        let ctx = &ctx;
         let operation = input.operation_type;
         match operation {
             super::models::EnumPostgresAdapterOperation::Query => {
-                let work = std::pin::pin!(self.handler.query(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_adapter_effect",
-                        &super::contract::OPERATION_QUERY,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_QUERY;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.query(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.query(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_postgres_adapter_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumPostgresAdapterOperation::HealthCheck => {
-                let work = std::pin::pin!(self.handler.health_check(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_adapter_effect",
-                        &super::contract::OPERATION_HEALTH_CHECK,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_HEALTH_CHECK;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.health_check(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.health_check(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_postgres_adapter_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
         }
     }

@@ -56,6 +56,15 @@ impl std::fmt::Debug for Dependencies {
 pub trait PostgresConnectionManagerHandler: Sized + Send + Sync + 'static {
     /// Builds the handler; `Dependencies::resolve(container)` gives the contract's dependencies.
     fn new(container: &Container) -> Result<Self, OnexError>;
+    /// Whether the handler bounds `operation` by the context's deadline itself. For such an
+    /// operation the node narrows the deadline to the contract timeout and runs the handler
+    /// without a timer of its own (a timer costs each request a registration in tokio's
+    /// timer wheel); the handler answers `onex_runtime::node::timed_out` when the deadline
+    /// ended the work. By default the node times every operation.
+    fn times_itself(operation: &onex_runtime::OperationSpec) -> bool {
+        let _ = operation;
+        false
+    }
     /// Run one statement; SELECT and WITH return rows, anything else returns its command tag and rows affected. (`contracts/nodes/node_postgres_connection_manager_effect/v1_0_0/contract.yaml:54`)
     fn execute_query(
         &self,
@@ -146,98 +155,164 @@ for NodePostgresConnectionManagerEffect<H> {
         &super::contract::CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        let ctx = &ctx;
         let operation = input.operation_type;
         match operation {
             super::models::EnumPostgresConnectionManagerOperation::ExecuteQuery => {
-                let work = std::pin::pin!(self.handler.execute_query(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_connection_manager_effect",
-                        &super::contract::OPERATION_EXECUTE_QUERY,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_EXECUTE_QUERY;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.execute_query(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.execute_query(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_postgres_connection_manager_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumPostgresConnectionManagerOperation::FetchOne => {
-                let work = std::pin::pin!(self.handler.fetch_one(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_connection_manager_effect",
-                        &super::contract::OPERATION_FETCH_ONE,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_FETCH_ONE;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.fetch_one(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.fetch_one(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_postgres_connection_manager_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumPostgresConnectionManagerOperation::FetchValue => {
-                let work = std::pin::pin!(self.handler.fetch_value(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_connection_manager_effect",
-                        &super::contract::OPERATION_FETCH_VALUE,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_FETCH_VALUE;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.fetch_value(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.fetch_value(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_postgres_connection_manager_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumPostgresConnectionManagerOperation::Transaction => {
-                let work = std::pin::pin!(self.handler.transaction(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_connection_manager_effect",
-                        &super::contract::OPERATION_TRANSACTION,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_TRANSACTION;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.transaction(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.transaction(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_postgres_connection_manager_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumPostgresConnectionManagerOperation::CallFunction => {
-                let work = std::pin::pin!(self.handler.call_function(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_connection_manager_effect",
-                        &super::contract::OPERATION_CALL_FUNCTION,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_CALL_FUNCTION;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.call_function(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.call_function(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_postgres_connection_manager_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumPostgresConnectionManagerOperation::HealthCheck => {
-                let work = std::pin::pin!(self.handler.health_check(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_connection_manager_effect",
-                        &super::contract::OPERATION_HEALTH_CHECK,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_HEALTH_CHECK;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.health_check(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.health_check(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_postgres_connection_manager_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumPostgresConnectionManagerOperation::GetConnectionStats => {
-                let work = std::pin::pin!(self.handler.get_connection_stats(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_connection_manager_effect",
-                        &super::contract::OPERATION_GET_CONNECTION_STATS,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_GET_CONNECTION_STATS;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.get_connection_stats(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(
+                        self.handler.get_connection_stats(input, ctx)
+                    );
+                    onex_runtime::node::run_operation(
+                            "node_postgres_connection_manager_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumPostgresConnectionManagerOperation::GetQueryMetrics => {
-                let work = std::pin::pin!(self.handler.get_query_metrics(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_connection_manager_effect",
-                        &super::contract::OPERATION_GET_QUERY_METRICS,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_GET_QUERY_METRICS;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.get_query_metrics(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(
+                        self.handler.get_query_metrics(input, ctx)
+                    );
+                    onex_runtime::node::run_operation(
+                            "node_postgres_connection_manager_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
             super::models::EnumPostgresConnectionManagerOperation::ClearMetrics => {
-                let work = std::pin::pin!(self.handler.clear_metrics(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_connection_manager_effect",
-                        &super::contract::OPERATION_CLEAR_METRICS,
-                        ctx,
-                        work,
-                    )
-                    .await
+                let spec = &super::contract::OPERATION_CLEAR_METRICS;
+                if H::times_itself(spec) {
+                    let ctx = ctx.narrowed(spec.timeout);
+                    self.handler.clear_metrics(input, &ctx).await
+                } else {
+                    let ctx = &ctx;
+                    let work = std::pin::pin!(self.handler.clear_metrics(input, ctx));
+                    onex_runtime::node::run_operation(
+                            "node_postgres_connection_manager_effect",
+                            spec,
+                            ctx,
+                            work,
+                        )
+                        .await
+                }
             }
         }
     }
