@@ -215,7 +215,8 @@ async fn every_operation_answers_operation_timeout_at_the_deadline() {
     let expect_timeout = |err: OnexError, operation: &str, started: Instant| {
         assert_eq!(err.code(), ErrorCode::OperationTimeout, "{err}");
         assert!(err.message().starts_with(&format!("{NODE}.{operation} did not finish within")), "{err}");
-        assert!(err.details()["timeout_ms"].as_u64().unwrap() <= 300, "{err}");
+        // 300 ms from the request's deadline, less the microseconds before the node ran.
+        assert!((299..=300).contains(&err.details()["timeout_ms"].as_u64().unwrap()), "{err}");
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     };
 

@@ -205,8 +205,11 @@ fn past_deadline(
 ) -> Option<OnexError> {
     match result {
         Err(_) if ctx.expired() => {
-            let limit = ctx.deadline().map_or(operation.timeout, |d| d.saturating_duration_since(started));
-            Some(onex_runtime::node::timed_out(NODE, operation, limit))
+            // The deadline was set a moment before `started`: whole milliseconds, rounded up,
+            // give back the limit the node narrowed it to (60,000 ms, not 59,999).
+            let left = ctx.deadline().map_or(operation.timeout, |d| d.saturating_duration_since(started));
+            let millis = u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
+            Some(onex_runtime::node::timed_out(NODE, operation, Duration::from_millis(millis).min(operation.timeout)))
         }
         _ => None,
     }
