@@ -702,19 +702,15 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
     render_file(source, inner, items)
 }
 
-/// Runs one operation in the generated `process`: under the node's timer, or, when the handler
-/// times the operation itself, with the context's deadline narrowed to the contract timeout.
+/// Runs one operation in the generated `process`: the runtime decides between the node's timer
+/// and a handler that times the operation itself.
 fn run_tokens(node: &str, method: &Ident, spec: &Ident) -> TokenStream {
     quote! {
         let spec = &super::contract::#spec;
-        if H::times_itself(spec) {
-            let ctx = ctx.narrowed(spec.timeout);
-            self.handler.#method(input, &ctx).await
-        } else {
-            let ctx = &ctx;
-            let work = std::pin::pin!(self.handler.#method(input, ctx));
-            onex_runtime::node::run_operation(#node, spec, ctx, work).await
-        }
+        let handler_times_it = H::times_itself(spec);
+        let ctx = &onex_runtime::node::operation_context(ctx, spec, handler_times_it);
+        let work = std::pin::pin!(self.handler.#method(input, ctx));
+        onex_runtime::node::run_operation(#node, spec, handler_times_it, ctx, work).await
     }
 }
 

@@ -131,124 +131,129 @@ impl<H: ConsulHandler> onex_runtime::Node for NodeConsulEffect<H> {
         match operation {
             super::models::EnumConsulOperation::KvGet => {
                 let spec = &super::contract::OPERATION_KV_GET;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.kv_get(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.kv_get(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_consul_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.kv_get(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_consul_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumConsulOperation::KvPut => {
                 let spec = &super::contract::OPERATION_KV_PUT;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.kv_put(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.kv_put(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_consul_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.kv_put(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_consul_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumConsulOperation::KvDelete => {
                 let spec = &super::contract::OPERATION_KV_DELETE;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.kv_delete(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.kv_delete(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_consul_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.kv_delete(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_consul_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumConsulOperation::ServiceRegister => {
                 let spec = &super::contract::OPERATION_SERVICE_REGISTER;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.service_register(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.service_register(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_consul_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.service_register(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_consul_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumConsulOperation::ServiceDeregister => {
                 let spec = &super::contract::OPERATION_SERVICE_DEREGISTER;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.service_deregister(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(
-                        self.handler.service_deregister(input, ctx)
-                    );
-                    onex_runtime::node::run_operation(
-                            "node_consul_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.service_deregister(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_consul_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumConsulOperation::ServiceList => {
                 let spec = &super::contract::OPERATION_SERVICE_LIST;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.service_list(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.service_list(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_consul_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.service_list(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_consul_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumConsulOperation::HealthCheck => {
                 let spec = &super::contract::OPERATION_HEALTH_CHECK;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.health_check(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.health_check(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_consul_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.health_check(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_consul_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
         }
     }

@@ -113,75 +113,77 @@ impl<H: ConsulProjectorHandler> onex_runtime::Node for NodeConsulProjectorEffect
         match operation {
             super::models::EnumConsulProjectorOperation::ProjectServiceState => {
                 let spec = &super::contract::OPERATION_PROJECT_SERVICE_STATE;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.project_service_state(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(
-                        self.handler.project_service_state(input, ctx)
-                    );
-                    onex_runtime::node::run_operation(
-                            "node_consul_projector_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(
+                    self.handler.project_service_state(input, ctx)
+                );
+                onex_runtime::node::run_operation(
+                        "node_consul_projector_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumConsulProjectorOperation::ProjectHealthState => {
                 let spec = &super::contract::OPERATION_PROJECT_HEALTH_STATE;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.project_health_state(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(
-                        self.handler.project_health_state(input, ctx)
-                    );
-                    onex_runtime::node::run_operation(
-                            "node_consul_projector_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.project_health_state(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_consul_projector_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumConsulProjectorOperation::ProjectKvState => {
                 let spec = &super::contract::OPERATION_PROJECT_KV_STATE;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.project_kv_state(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.project_kv_state(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_consul_projector_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.project_kv_state(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_consul_projector_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumConsulProjectorOperation::ProjectTopology => {
                 let spec = &super::contract::OPERATION_PROJECT_TOPOLOGY;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.project_topology(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.project_topology(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_consul_projector_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.project_topology(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_consul_projector_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
         }
     }

@@ -132,124 +132,129 @@ for NodeDistributedTracingCompute<H> {
         match operation {
             super::models::EnumDistributedTracingOperation::InitializeTracing => {
                 let spec = &super::contract::OPERATION_INITIALIZE_TRACING;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.initialize_tracing(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(
-                        self.handler.initialize_tracing(input, ctx)
-                    );
-                    onex_runtime::node::run_operation(
-                            "node_distributed_tracing_compute",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.initialize_tracing(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_distributed_tracing_compute",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumDistributedTracingOperation::TraceOperation => {
                 let spec = &super::contract::OPERATION_TRACE_OPERATION;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.trace_operation(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.trace_operation(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_distributed_tracing_compute",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.trace_operation(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_distributed_tracing_compute",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumDistributedTracingOperation::InjectContext => {
                 let spec = &super::contract::OPERATION_INJECT_CONTEXT;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.inject_context(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.inject_context(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_distributed_tracing_compute",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.inject_context(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_distributed_tracing_compute",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumDistributedTracingOperation::ExtractContext => {
                 let spec = &super::contract::OPERATION_EXTRACT_CONTEXT;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.extract_context(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.extract_context(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_distributed_tracing_compute",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.extract_context(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_distributed_tracing_compute",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumDistributedTracingOperation::TraceDatabase => {
                 let spec = &super::contract::OPERATION_TRACE_DATABASE;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.trace_database(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.trace_database(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_distributed_tracing_compute",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.trace_database(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_distributed_tracing_compute",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumDistributedTracingOperation::TraceKafka => {
                 let spec = &super::contract::OPERATION_TRACE_KAFKA;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.trace_kafka(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.trace_kafka(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_distributed_tracing_compute",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.trace_kafka(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_distributed_tracing_compute",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumDistributedTracingOperation::ShutdownTracing => {
                 let spec = &super::contract::OPERATION_SHUTDOWN_TRACING;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.shutdown_tracing(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.shutdown_tracing(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_distributed_tracing_compute",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.shutdown_tracing(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_distributed_tracing_compute",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
         }
     }

@@ -120,90 +120,93 @@ for NodeEventBusCircuitBreakerCompute<H> {
         match operation {
             super::models::EnumEventBusCircuitBreakerOperation::PublishEvent => {
                 let spec = &super::contract::OPERATION_PUBLISH_EVENT;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.publish_event(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.publish_event(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_event_bus_circuit_breaker_compute",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.publish_event(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_event_bus_circuit_breaker_compute",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumEventBusCircuitBreakerOperation::GetState => {
                 let spec = &super::contract::OPERATION_GET_STATE;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.get_state(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.get_state(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_event_bus_circuit_breaker_compute",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.get_state(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_event_bus_circuit_breaker_compute",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumEventBusCircuitBreakerOperation::GetMetrics => {
                 let spec = &super::contract::OPERATION_GET_METRICS;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.get_metrics(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.get_metrics(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_event_bus_circuit_breaker_compute",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.get_metrics(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_event_bus_circuit_breaker_compute",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumEventBusCircuitBreakerOperation::ResetCircuit => {
                 let spec = &super::contract::OPERATION_RESET_CIRCUIT;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.reset_circuit(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.reset_circuit(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_event_bus_circuit_breaker_compute",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.reset_circuit(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_event_bus_circuit_breaker_compute",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumEventBusCircuitBreakerOperation::GetHealthStatus => {
                 let spec = &super::contract::OPERATION_GET_HEALTH_STATUS;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.get_health_status(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(
-                        self.handler.get_health_status(input, ctx)
-                    );
-                    onex_runtime::node::run_operation(
-                            "node_event_bus_circuit_breaker_compute",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.get_health_status(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_event_bus_circuit_breaker_compute",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
         }
     }

@@ -138,94 +138,97 @@ for NodeInfrastructureHealthMonitorOrchestrator<H> {
         match operation {
             super::models::EnumInfrastructureHealthMonitorOperation::ComprehensiveHealthCheck => {
                 let spec = &super::contract::OPERATION_COMPREHENSIVE_HEALTH_CHECK;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.comprehensive_health_check(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(
-                        self.handler.comprehensive_health_check(input, ctx)
-                    );
-                    onex_runtime::node::run_operation(
-                            "node_infrastructure_health_monitor_orchestrator",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(
+                    self.handler.comprehensive_health_check(input, ctx)
+                );
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_health_monitor_orchestrator",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumInfrastructureHealthMonitorOperation::GetHealthTrends => {
                 let spec = &super::contract::OPERATION_GET_HEALTH_TRENDS;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.get_health_trends(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(
-                        self.handler.get_health_trends(input, ctx)
-                    );
-                    onex_runtime::node::run_operation(
-                            "node_infrastructure_health_monitor_orchestrator",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.get_health_trends(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_health_monitor_orchestrator",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumInfrastructureHealthMonitorOperation::StartMonitoring => {
                 let spec = &super::contract::OPERATION_START_MONITORING;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.start_monitoring(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.start_monitoring(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_infrastructure_health_monitor_orchestrator",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.start_monitoring(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_health_monitor_orchestrator",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumInfrastructureHealthMonitorOperation::StopMonitoring => {
                 let spec = &super::contract::OPERATION_STOP_MONITORING;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.stop_monitoring(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.stop_monitoring(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_infrastructure_health_monitor_orchestrator",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.stop_monitoring(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_health_monitor_orchestrator",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumInfrastructureHealthMonitorOperation::GetPrometheusMetrics => {
                 let spec = &super::contract::OPERATION_GET_PROMETHEUS_METRICS;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.get_prometheus_metrics(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(
-                        self.handler.get_prometheus_metrics(input, ctx)
-                    );
-                    onex_runtime::node::run_operation(
-                            "node_infrastructure_health_monitor_orchestrator",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(
+                    self.handler.get_prometheus_metrics(input, ctx)
+                );
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_health_monitor_orchestrator",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
         }
     }

@@ -124,130 +124,131 @@ for NodeInfrastructureObservabilityCompute<H> {
         match operation {
             super::models::EnumInfrastructureObservabilityOperation::RecordMetric => {
                 let spec = &super::contract::OPERATION_RECORD_METRIC;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.record_metric(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.record_metric(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_infrastructure_observability_compute",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.record_metric(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_observability_compute",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumInfrastructureObservabilityOperation::GetCurrentMetrics => {
                 let spec = &super::contract::OPERATION_GET_CURRENT_METRICS;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.get_current_metrics(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(
-                        self.handler.get_current_metrics(input, ctx)
-                    );
-                    onex_runtime::node::run_operation(
-                            "node_infrastructure_observability_compute",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.get_current_metrics(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_observability_compute",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumInfrastructureObservabilityOperation::GetHealthSummary => {
                 let spec = &super::contract::OPERATION_GET_HEALTH_SUMMARY;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.get_health_summary(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(
-                        self.handler.get_health_summary(input, ctx)
-                    );
-                    onex_runtime::node::run_operation(
-                            "node_infrastructure_observability_compute",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.get_health_summary(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_observability_compute",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumInfrastructureObservabilityOperation::GetPerformanceTrends => {
                 let spec = &super::contract::OPERATION_GET_PERFORMANCE_TRENDS;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.get_performance_trends(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(
-                        self.handler.get_performance_trends(input, ctx)
-                    );
-                    onex_runtime::node::run_operation(
-                            "node_infrastructure_observability_compute",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(
+                    self.handler.get_performance_trends(input, ctx)
+                );
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_observability_compute",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumInfrastructureObservabilityOperation::ExportPrometheus => {
                 let spec = &super::contract::OPERATION_EXPORT_PROMETHEUS;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.export_prometheus(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(
-                        self.handler.export_prometheus(input, ctx)
-                    );
-                    onex_runtime::node::run_operation(
-                            "node_infrastructure_observability_compute",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.export_prometheus(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_observability_compute",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumInfrastructureObservabilityOperation::GetAlerts => {
                 let spec = &super::contract::OPERATION_GET_ALERTS;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.get_alerts(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.get_alerts(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_infrastructure_observability_compute",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.get_alerts(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_observability_compute",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumInfrastructureObservabilityOperation::ResolveAlert => {
                 let spec = &super::contract::OPERATION_RESOLVE_ALERT;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.resolve_alert(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.resolve_alert(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_infrastructure_observability_compute",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.resolve_alert(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_infrastructure_observability_compute",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
         }
     }

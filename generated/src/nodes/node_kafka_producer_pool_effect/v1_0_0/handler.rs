@@ -136,105 +136,111 @@ impl<H: KafkaProducerPoolHandler> onex_runtime::Node for NodeKafkaProducerPoolEf
         match operation {
             super::models::EnumKafkaProducerPoolOperation::SendMessage => {
                 let spec = &super::contract::OPERATION_SEND_MESSAGE;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.send_message(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.send_message(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_kafka_producer_pool_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.send_message(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_kafka_producer_pool_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumKafkaProducerPoolOperation::SendBatch => {
                 let spec = &super::contract::OPERATION_SEND_BATCH;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.send_batch(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.send_batch(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_kafka_producer_pool_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.send_batch(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_kafka_producer_pool_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumKafkaProducerPoolOperation::Flush => {
                 let spec = &super::contract::OPERATION_FLUSH;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.flush(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.flush(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_kafka_producer_pool_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.flush(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_kafka_producer_pool_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumKafkaProducerPoolOperation::GetPoolStats => {
                 let spec = &super::contract::OPERATION_GET_POOL_STATS;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.get_pool_stats(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.get_pool_stats(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_kafka_producer_pool_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.get_pool_stats(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_kafka_producer_pool_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumKafkaProducerPoolOperation::HealthCheck => {
                 let spec = &super::contract::OPERATION_HEALTH_CHECK;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.health_check(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.health_check(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_kafka_producer_pool_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.health_check(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_kafka_producer_pool_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumKafkaProducerPoolOperation::Close => {
                 let spec = &super::contract::OPERATION_CLOSE;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.close(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.close(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_kafka_producer_pool_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.close(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_kafka_producer_pool_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
         }
     }

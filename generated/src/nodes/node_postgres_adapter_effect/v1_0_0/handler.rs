@@ -114,37 +114,39 @@ impl<H: PostgresAdapterHandler> onex_runtime::Node for NodePostgresAdapterEffect
         match operation {
             super::models::EnumPostgresAdapterOperation::Query => {
                 let spec = &super::contract::OPERATION_QUERY;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.query(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.query(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_postgres_adapter_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.query(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_postgres_adapter_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumPostgresAdapterOperation::HealthCheck => {
                 let spec = &super::contract::OPERATION_HEALTH_CHECK;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.health_check(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.health_check(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_postgres_adapter_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.health_check(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_postgres_adapter_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
         }
     }

@@ -159,160 +159,165 @@ for NodePostgresConnectionManagerEffect<H> {
         match operation {
             super::models::EnumPostgresConnectionManagerOperation::ExecuteQuery => {
                 let spec = &super::contract::OPERATION_EXECUTE_QUERY;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.execute_query(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.execute_query(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_postgres_connection_manager_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.execute_query(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_postgres_connection_manager_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumPostgresConnectionManagerOperation::FetchOne => {
                 let spec = &super::contract::OPERATION_FETCH_ONE;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.fetch_one(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.fetch_one(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_postgres_connection_manager_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.fetch_one(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_postgres_connection_manager_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumPostgresConnectionManagerOperation::FetchValue => {
                 let spec = &super::contract::OPERATION_FETCH_VALUE;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.fetch_value(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.fetch_value(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_postgres_connection_manager_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.fetch_value(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_postgres_connection_manager_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumPostgresConnectionManagerOperation::Transaction => {
                 let spec = &super::contract::OPERATION_TRANSACTION;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.transaction(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.transaction(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_postgres_connection_manager_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.transaction(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_postgres_connection_manager_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumPostgresConnectionManagerOperation::CallFunction => {
                 let spec = &super::contract::OPERATION_CALL_FUNCTION;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.call_function(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.call_function(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_postgres_connection_manager_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.call_function(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_postgres_connection_manager_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumPostgresConnectionManagerOperation::HealthCheck => {
                 let spec = &super::contract::OPERATION_HEALTH_CHECK;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.health_check(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.health_check(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_postgres_connection_manager_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.health_check(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_postgres_connection_manager_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumPostgresConnectionManagerOperation::GetConnectionStats => {
                 let spec = &super::contract::OPERATION_GET_CONNECTION_STATS;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.get_connection_stats(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(
-                        self.handler.get_connection_stats(input, ctx)
-                    );
-                    onex_runtime::node::run_operation(
-                            "node_postgres_connection_manager_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.get_connection_stats(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_postgres_connection_manager_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumPostgresConnectionManagerOperation::GetQueryMetrics => {
                 let spec = &super::contract::OPERATION_GET_QUERY_METRICS;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.get_query_metrics(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(
-                        self.handler.get_query_metrics(input, ctx)
-                    );
-                    onex_runtime::node::run_operation(
-                            "node_postgres_connection_manager_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.get_query_metrics(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_postgres_connection_manager_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
             super::models::EnumPostgresConnectionManagerOperation::ClearMetrics => {
                 let spec = &super::contract::OPERATION_CLEAR_METRICS;
-                if H::times_itself(spec) {
-                    let ctx = ctx.narrowed(spec.timeout);
-                    self.handler.clear_metrics(input, &ctx).await
-                } else {
-                    let ctx = &ctx;
-                    let work = std::pin::pin!(self.handler.clear_metrics(input, ctx));
-                    onex_runtime::node::run_operation(
-                            "node_postgres_connection_manager_effect",
-                            spec,
-                            ctx,
-                            work,
-                        )
-                        .await
-                }
+                let handler_times_it = H::times_itself(spec);
+                let ctx = &onex_runtime::node::operation_context(
+                    ctx,
+                    spec,
+                    handler_times_it,
+                );
+                let work = std::pin::pin!(self.handler.clear_metrics(input, ctx));
+                onex_runtime::node::run_operation(
+                        "node_postgres_connection_manager_effect",
+                        spec,
+                        handler_times_it,
+                        ctx,
+                        work,
+                    )
+                    .await
             }
         }
     }
