@@ -7,7 +7,7 @@
 // from the container. Failures of an operation (bad input, SQL errors, checkout errors) are
 // answered with `success: false` and `error {code, message}`, as the contract models them;
 // only the contract timeout is an `Err` (OPERATION_TIMEOUT: from the node's timer, or for the
-// statement operations, which time themselves, from `past_deadline`). When an event publisher is
+// statement operations, which time themselves, from `conclude`). When an event publisher is
 // registered, statement operations publish `postgres.query.completed` /
 // `postgres.query.failed` with the query hash, never the SQL text or its parameters.
 
@@ -146,6 +146,32 @@ impl PostgresConnectionManager {
         }
     }
 
+    /// [`Self::settle`] for a statement operation, which times itself (see `times_itself`): a
+    /// failure the context's deadline caused is the node's `OPERATION_TIMEOUT`, as its timer
+    /// answers for the operations it times.
+    fn conclude(
+        &self,
+        input: &Input,
+        ctx: &Context,
+        operation: &'static OperationSpec,
+        started: Instant,
+        elapsed_ms: f64,
+        result: Result<Produced, OnexError>,
+    ) -> Result<Output, OnexError> {
+        if result.is_err() && ctx.expired() {
+            // The deadline was set a moment before `started`: whole milliseconds, rounded up,
+            // give back the limit the node narrowed it to (60,000 ms, not 59,999).
+            let left = ctx.deadline().map_or(operation.timeout, |d| d.saturating_duration_since(started));
+            let millis = u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
+            return Err(onex_runtime::node::timed_out(
+                NODE,
+                operation,
+                Duration::from_millis(millis).min(operation.timeout),
+            ));
+        }
+        Ok(self.settle(input, ctx, elapsed_ms, result))
+    }
+
     /// Metadata-only failure output (validation of operations that touch no statement).
     fn failed(&self, input: &Input, ctx: &Context, err: &OnexError) -> Output {
         let mut output = self.output(input, ctx);
@@ -194,27 +220,6 @@ fn options(input: &Input, ctx: &Context) -> Result<QueryOptions, OnexError> {
     Ok(QueryOptions { timeout, deadline: ctx.deadline(), record_metrics: input.record_metrics })
 }
 
-/// A statement operation's failure caused by the context's deadline: the node's
-/// `OPERATION_TIMEOUT`, the answer its timer gives for the operations it times (statement
-/// operations time themselves, see `times_itself`).
-fn past_deadline(
-    ctx: &Context,
-    operation: &'static OperationSpec,
-    started: Instant,
-    result: &Result<Produced, OnexError>,
-) -> Option<OnexError> {
-    match result {
-        Err(_) if ctx.expired() => {
-            // The deadline was set a moment before `started`: whole milliseconds, rounded up,
-            // give back the limit the node narrowed it to (60,000 ms, not 59,999).
-            let left = ctx.deadline().map_or(operation.timeout, |d| d.saturating_duration_since(started));
-            let millis = u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
-            Some(onex_runtime::node::timed_out(NODE, operation, Duration::from_millis(millis).min(operation.timeout)))
-        }
-        _ => None,
-    }
-}
-
 /// The request's correlation id, or the context's when the request has none.
 fn correlation_id(input: &Input, ctx: &Context) -> uuid::Uuid {
     input.correlation_id.unwrap_or_else(|| ctx.correlation_id())
@@ -254,10 +259,7 @@ impl PostgresConnectionManagerHandler for PostgresConnectionManager {
         .await;
         let elapsed_ms = millis_since(started);
         self.announce(&input, ctx, elapsed_ms, sql, &result).await;
-        if let Some(timeout) = past_deadline(ctx, &OPERATION_EXECUTE_QUERY, started, &result) {
-            return Err(timeout);
-        }
-        Ok(self.settle(&input, ctx, elapsed_ms, result))
+        self.conclude(&input, ctx, &OPERATION_EXECUTE_QUERY, started, elapsed_ms, result)
     }
 
     async fn fetch_one(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
@@ -277,10 +279,7 @@ impl PostgresConnectionManagerHandler for PostgresConnectionManager {
         .await;
         let elapsed_ms = millis_since(started);
         self.announce(&input, ctx, elapsed_ms, sql, &result).await;
-        if let Some(timeout) = past_deadline(ctx, &OPERATION_FETCH_ONE, started, &result) {
-            return Err(timeout);
-        }
-        Ok(self.settle(&input, ctx, elapsed_ms, result))
+        self.conclude(&input, ctx, &OPERATION_FETCH_ONE, started, elapsed_ms, result)
     }
 
     async fn fetch_value(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
@@ -295,10 +294,7 @@ impl PostgresConnectionManagerHandler for PostgresConnectionManager {
         .await;
         let elapsed_ms = millis_since(started);
         self.announce(&input, ctx, elapsed_ms, sql, &result).await;
-        if let Some(timeout) = past_deadline(ctx, &OPERATION_FETCH_VALUE, started, &result) {
-            return Err(timeout);
-        }
-        Ok(self.settle(&input, ctx, elapsed_ms, result))
+        self.conclude(&input, ctx, &OPERATION_FETCH_VALUE, started, elapsed_ms, result)
     }
 
     async fn transaction(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
@@ -352,10 +348,7 @@ impl PostgresConnectionManagerHandler for PostgresConnectionManager {
         .await;
         let elapsed_ms = millis_since(started);
         self.announce(&input, ctx, elapsed_ms, None, &result).await;
-        if let Some(timeout) = past_deadline(ctx, &OPERATION_CALL_FUNCTION, started, &result) {
-            return Err(timeout);
-        }
-        Ok(self.settle(&input, ctx, elapsed_ms, result))
+        self.conclude(&input, ctx, &OPERATION_CALL_FUNCTION, started, elapsed_ms, result)
     }
 
     async fn health_check(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
