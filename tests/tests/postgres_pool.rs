@@ -486,6 +486,35 @@ async fn a_call_deadline_ends_both_the_wait_for_a_connection_and_the_statement()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_statement_on_a_connection_gets_its_own_timeout() {
+    // One connection, so every statement reuses its timer (armed lazily, see `Conn::run`).
+    let db = TestDatabase::create("app").await;
+    let pg = manager(&db, |c| {
+        c.min_connections = 1;
+        c.max_connections = 1;
+    })
+    .await;
+    let within = |ms| QueryOptions { timeout: Some(Duration::from_millis(ms)), ..QueryOptions::default() };
+
+    // A short timeout, then a longer one: the second statement outlives the first one's timer.
+    pg.fetch_value_with("SELECT 1", &[], within(100)).await.unwrap();
+    pg.execute_query_with("SELECT pg_sleep(0.4)", &[], within(5_000)).await.unwrap();
+    // It also outlives a timer that already fired while the connection sat idle.
+    pg.fetch_value_with("SELECT 1", &[], within(50)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    pg.execute_query_with("SELECT pg_sleep(0.2)", &[], within(5_000)).await.unwrap();
+
+    // A long timeout, then a shorter one: the timer is pulled in.
+    let started = Instant::now();
+    let err = pg.execute_query_with("SELECT pg_sleep(30)", &[], within(300)).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(err.details()["timeout_ms"], 300, "{err}");
+    assert_eq!(pg.fetch_value("SELECT 2", &[]).await.unwrap(), Some(json!(2)));
+    pg.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_metrics_keep_the_last_thousand_with_a_stable_hash() {
     let db = TestDatabase::create("app").await;
     let pg = manager(&db, |_| {}).await;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Poll, ready};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -102,17 +102,29 @@ impl Conn {
         connector: &Connector,
     ) -> Result<Outcome, OnexError> {
         self.busy = true;
-        let mut deadline = self.deadline.take().unwrap_or_else(|| Box::pin(tokio::time::sleep(timeout)));
-        // Pushing a registered timer later is a lock-free update in tokio; a fresh timer per
-        // statement would take the timer wheel's lock twice (insert, remove).
-        deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
+        let due = tokio::time::Instant::now() + timeout;
+        let mut deadline = self.deadline.take().unwrap_or_else(|| Box::pin(tokio::time::sleep_until(due)));
+        // The timer is re-armed lazily, as network libraries do with socket deadlines: one
+        // armed earlier than `due` (the previous statement's) is left alone, and when it fires
+        // early it is pushed to `due` then. Statements of one connection mostly share a
+        // timeout, so it is re-armed about once per timeout instead of once per statement.
+        // Only a later one must be pulled in now.
+        if deadline.deadline() > due {
+            deadline.as_mut().reset(due);
+        }
         let outcome = {
             let mut work = std::pin::pin!(self.run_inner(sql, params, take));
             std::future::poll_fn(|cx| {
                 if let Poll::Ready(result) = work.as_mut().poll(cx) {
                     return Poll::Ready(Some(result));
                 }
-                deadline.as_mut().poll(cx).map(|()| None)
+                loop {
+                    ready!(deadline.as_mut().poll(cx));
+                    if deadline.deadline() >= due {
+                        return Poll::Ready(None);
+                    }
+                    deadline.as_mut().reset(due);
+                }
             })
             .await
         };
