@@ -8,7 +8,9 @@
 //! (default 3) per contender, interleaved, and reports the median round. Rounds of one
 //! contender spread by ±10 % on the 2-core machine (client and server share it); eleven
 //! rounds keep the median's error near ±3 %, where five left the ratios between contenders
-//! moving by ±10 % from run to run.
+//! moving by ±10 % from run to run. Beside the ratio of medians it prints the node's ratio to
+//! the best raw pool round by round (median and middle half), which cancels drift in the
+//! machine's load between rounds.
 //! Environment: ONEX_BENCH_PG_DATABASE (default onex_bench), ONEX_BENCH_CLIENTS (default
 //! 8,32,128), ONEX_BENCH_ONLY (comma-separated: node, pool-api, deadpool, bb8, pgbench), ONEX_BENCH_OUT (default
 //! <workspace>/target/bench/postgres.json), ONEX_TEST_PG_HOST / ONEX_TEST_PG_PORT.
@@ -397,6 +399,20 @@ async fn checkout_costs(database: &str) -> Vec<Checkout> {
     results
 }
 
+/// The node's throughput over the best raw pool's, round by round. Rounds interleave the
+/// contenders, so the two sides of one ratio ran seconds apart: drift in the machine's load over
+/// the minutes of a run cancels out, where it stays in a ratio of medians taken over all rounds.
+/// Empty unless every contender has every round.
+fn paired_ratios(node: &[f64], raw_pools: &[&[f64]]) -> Vec<f64> {
+    if raw_pools.is_empty() || raw_pools.iter().any(|rounds| rounds.len() != node.len()) {
+        return Vec::new();
+    }
+    node.iter()
+        .enumerate()
+        .map(|(round, tps)| tps / raw_pools.iter().map(|rounds| rounds[round]).fold(f64::MIN, f64::max))
+        .collect()
+}
+
 fn fmt(value: Option<f64>, decimals: usize) -> String {
     value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.decimals$}"))
 }
@@ -505,12 +521,32 @@ fn main() {
         let pgbench = tps("pgbench");
         let vs_raw = node.zip(best_raw).map(|(a, b)| a / b);
         let vs_pgbench = node.zip(pgbench).map(|(a, b)| a / b);
+        let rounds = |prefix: &str| {
+            points.iter().find(|p| p.clients == n && p.name.starts_with(prefix)).map(|p| p.tps_rounds.as_slice())
+        };
+        let per_round = rounds("onex node")
+            .map(|node| {
+                paired_ratios(node, &[rounds("deadpool"), rounds("bb8")].into_iter().flatten().collect::<Vec<_>>())
+            })
+            .unwrap_or_default();
+        let mut sorted = per_round.clone();
+        sorted.sort_by(f64::total_cmp);
+        let quartile = |q: usize| sorted.get((sorted.len().max(1) - 1) * q / 4).copied();
         println!(
-            "clients {n}: node / best raw pool = {}, node / pgbench prepared = {}",
+            "clients {n}: node / best raw pool = {} (per round: median {}, middle half {}..{}), node / pgbench prepared = {}",
             fmt(vs_raw, 3),
+            fmt(median(&per_round), 3),
+            fmt(quartile(1), 3),
+            fmt(quartile(3), 3),
             fmt(vs_pgbench, 3)
         );
-        ratios.push(json!({"clients": n, "node_vs_best_raw_pool": vs_raw, "node_vs_pgbench_prepared": vs_pgbench}));
+        ratios.push(json!({
+            "clients": n,
+            "node_vs_best_raw_pool": vs_raw,
+            "node_vs_best_raw_pool_per_round": per_round,
+            "node_vs_best_raw_pool_per_round_median": median(&per_round),
+            "node_vs_pgbench_prepared": vs_pgbench,
+        }));
     }
     let report = json!({
         "benchmark": "select by primary key (pgbench_accounts, scale 10)",
