@@ -511,8 +511,8 @@ fn main() {
     let mut ratios = Vec::new();
     println!();
     for &n in &clients {
-        let tps =
-            |prefix: &str| points.iter().find(|p| p.clients == n && p.name.starts_with(prefix)).and_then(|p| p.tps);
+        let point = |prefix: &str| points.iter().find(|p| p.clients == n && p.name.starts_with(prefix));
+        let tps = |prefix: &str| point(prefix).and_then(|p| p.tps);
         let node = tps("onex node");
         let best_raw = [tps("deadpool"), tps("bb8")]
             .into_iter()
@@ -521,9 +521,7 @@ fn main() {
         let pgbench = tps("pgbench");
         let vs_raw = node.zip(best_raw).map(|(a, b)| a / b);
         let vs_pgbench = node.zip(pgbench).map(|(a, b)| a / b);
-        let rounds = |prefix: &str| {
-            points.iter().find(|p| p.clients == n && p.name.starts_with(prefix)).map(|p| p.tps_rounds.as_slice())
-        };
+        let rounds = |prefix: &str| point(prefix).map(|p| p.tps_rounds.as_slice());
         let per_round = rounds("onex node")
             .map(|node| {
                 paired_ratios(node, &[rounds("deadpool"), rounds("bb8")].into_iter().flatten().collect::<Vec<_>>())

@@ -21,6 +21,12 @@ async fn manager(
     PostgresConnectionManager::connect(config).await.expect("connect")
 }
 
+/// A pool of exactly one connection, so consecutive calls share it.
+fn one_connection(config: &mut onex_runtime::models::postgres::PostgresConnectionConfig) {
+    config.min_connections = 1;
+    config.max_connections = 1;
+}
+
 async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !check() {
@@ -42,11 +48,7 @@ async fn starts_from_env_prewarms_and_sets_search_path_once_per_connection() {
     assert_eq!(pg.fetch_value("SELECT current_schema()", &[]).await.unwrap(), Some(json!("infra \"odd\" name")));
     // search_path was set by the connection's set-up, not per checkout: a session change
     // survives the next checkout of the same connection (pool of one).
-    let single = manager(&db, |c| {
-        c.min_connections = 1;
-        c.max_connections = 1;
-    })
-    .await;
+    let single = manager(&db, one_connection).await;
     single.execute_query("SET search_path TO public", &[]).await.unwrap();
     assert_eq!(single.fetch_value("SELECT current_schema()", &[]).await.unwrap(), Some(json!("public")));
     single.close();
@@ -192,11 +194,8 @@ async fn query_errors_carry_the_sqlstate_and_no_secret() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_commit_roll_back_on_error_and_on_drop() {
     let db = TestDatabase::create("app").await;
-    let pg = manager(&db, |c| {
-        c.min_connections = 1;
-        c.max_connections = 1; // the same connection serves every step below
-    })
-    .await;
+    // The same connection serves every step below.
+    let pg = manager(&db, one_connection).await;
     pg.execute_query("CREATE TABLE acc (id int PRIMARY KEY, v int)", &[]).await.unwrap();
 
     let mut tx = pg.begin(TransactionOptions::default()).await.unwrap();
@@ -399,11 +398,7 @@ async fn the_reaper_recycles_idle_and_worn_connections_and_keeps_the_minimum() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_are_prepared_once_per_connection() {
     let db = TestDatabase::create("app").await;
-    let pg = manager(&db, |c| {
-        c.min_connections = 1;
-        c.max_connections = 1;
-    })
-    .await;
+    let pg = manager(&db, one_connection).await;
     for i in 0..5 {
         pg.execute_query("SELECT $1::int + 1 AS next", &[json!(i)]).await.unwrap();
     }
@@ -456,8 +451,7 @@ async fn a_statement_past_its_timeout_is_cancelled_on_the_server() {
 async fn a_call_deadline_ends_both_the_wait_for_a_connection_and_the_statement() {
     let db = TestDatabase::create("app").await;
     let pg = manager(&db, |c| {
-        c.min_connections = 1;
-        c.max_connections = 1;
+        one_connection(c);
         c.wait_timeout_secs = 30.0;
     })
     .await;
@@ -489,11 +483,7 @@ async fn a_call_deadline_ends_both_the_wait_for_a_connection_and_the_statement()
 async fn each_statement_on_a_connection_gets_its_own_timeout() {
     // One connection, so every statement reuses its timer (armed lazily, see `Conn::run`).
     let db = TestDatabase::create("app").await;
-    let pg = manager(&db, |c| {
-        c.min_connections = 1;
-        c.max_connections = 1;
-    })
-    .await;
+    let pg = manager(&db, one_connection).await;
     let within = |ms| QueryOptions { timeout: Some(Duration::from_millis(ms)), ..QueryOptions::default() };
 
     // A short timeout, then a longer one: the second statement outlives the first one's timer.
@@ -601,13 +591,7 @@ async fn tls_modes_encrypt_and_verify_full_checks_the_host_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_dropped_mid_statement_stops_it_on_the_server_and_the_connection_is_not_reused() {
     let db = TestDatabase::create("app").await;
-    let pg = Arc::new(
-        manager(&db, |c| {
-            c.min_connections = 1;
-            c.max_connections = 1;
-        })
-        .await,
-    );
+    let pg = Arc::new(manager(&db, one_connection).await);
     let caller = {
         let pg = Arc::clone(&pg);
         tokio::spawn(async move { pg.execute_query("SELECT pg_sleep(30)", &[]).await })
