@@ -530,10 +530,11 @@ fn main() {
         let mut sorted = per_round.clone();
         sorted.sort_by(f64::total_cmp);
         let quartile = |q: usize| sorted.get((sorted.len().max(1) - 1) * q / 4).copied();
+        let per_round_median = median(&per_round);
         println!(
             "clients {n}: node / best raw pool = {} (per round: median {}, middle half {}..{}), node / pgbench prepared = {}",
             fmt(vs_raw, 3),
-            fmt(median(&per_round), 3),
+            fmt(per_round_median, 3),
             fmt(quartile(1), 3),
             fmt(quartile(3), 3),
             fmt(vs_pgbench, 3)
@@ -542,7 +543,7 @@ fn main() {
             "clients": n,
             "node_vs_best_raw_pool": vs_raw,
             "node_vs_best_raw_pool_per_round": per_round,
-            "node_vs_best_raw_pool_per_round_median": median(&per_round),
+            "node_vs_best_raw_pool_per_round_median": per_round_median,
             "node_vs_pgbench_prepared": vs_pgbench,
         }));
     }

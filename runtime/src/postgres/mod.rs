@@ -62,6 +62,12 @@ impl Default for QueryOptions {
     }
 }
 
+/// `limit` from `now`, cut short to end by `deadline` when that comes first: the wait for a
+/// connection and the statement each keep their own timeout under a call's deadline.
+fn cut_by(limit: Duration, deadline: Option<Instant>, now: Instant) -> Duration {
+    deadline.map_or(limit, |d| limit.min(d.saturating_duration_since(now)))
+}
+
 /// How a transaction starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TransactionOptions {
@@ -284,10 +290,7 @@ impl PostgresConnectionManager {
         take: Take,
     ) -> Result<Outcome, OnexError> {
         let started = Instant::now();
-        let mut timeout = options.timeout.unwrap_or(self.command_timeout);
-        if let Some(deadline) = options.deadline {
-            timeout = timeout.min(deadline.saturating_duration_since(started));
-        }
+        let timeout = cut_by(options.timeout.unwrap_or(self.command_timeout), options.deadline, started);
         let connector = &self.pool.shared().connector;
         let outcome = conn.run(sql, params, take, timeout, connector).await;
         let elapsed = started.elapsed();

@@ -141,9 +141,7 @@ impl Pool {
     async fn wait_for_permit(&self, deadline: Option<Instant>) -> Result<(), OnexError> {
         let shared = &self.shared;
         let started = Instant::now();
-        let limit = deadline.map_or(shared.limits.wait_timeout, |d| {
-            shared.limits.wait_timeout.min(d.saturating_duration_since(started))
-        });
+        let limit = super::cut_by(shared.limits.wait_timeout, deadline, started);
         let _waiting = WaitingGuard::enter(&shared.counters);
         match tokio::time::timeout(limit, shared.permits.acquire()).await {
             Ok(Ok(permit)) => {
