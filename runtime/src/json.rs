@@ -23,9 +23,16 @@ pub fn append_json(out: &mut Vec<u8>, value: &Value) -> Result<(), serde_json::E
 }
 
 /// Whether serde_json would escape any byte of `bytes`: control characters, `"` and `\`.
-/// Checked sixteen bytes at a time without early exit inside a block, so it vectorizes.
+/// Checked sixteen bytes at a time without early exit inside a block: blocks of a constant
+/// length are unrolled and vectorized (`chunks`, whose blocks have a variable length, compiled
+/// to a loop of about 2.5 instructions per byte).
 fn needs_escaping(bytes: &[u8]) -> bool {
-    bytes.chunks(16).any(|block| block.iter().fold(false, |hit, &b| hit | (b < 0x20) | (b == b'"') | (b == b'\\')))
+    fn escaped(b: u8) -> bool {
+        (b < 0x20) | (b == b'"') | (b == b'\\')
+    }
+    let mut blocks = bytes.chunks_exact(16);
+    let tail = blocks.remainder();
+    blocks.any(|block| block.iter().fold(false, |hit, &b| hit | escaped(b))) || tail.iter().any(|&b| escaped(b))
 }
 
 #[cfg(test)]
@@ -60,6 +67,18 @@ mod tests {
         ];
         for value in cases {
             assert_eq!(encoded(&value), serde_json::to_vec(&value).unwrap(), "{value}");
+        }
+    }
+
+    #[test]
+    fn an_escaped_byte_is_found_in_every_position_of_a_block_and_of_the_tail() {
+        for escaped in ['"', '\\', '\n', '\u{0}', '\u{1f}'] {
+            for at in 0..40 {
+                let mut text: Vec<char> = "a".repeat(40).chars().collect();
+                text[at] = escaped;
+                let value = Value::String(text.into_iter().collect());
+                assert_eq!(encoded(&value), serde_json::to_vec(&value).unwrap(), "{value}");
+            }
         }
     }
 }
