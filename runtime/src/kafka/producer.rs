@@ -392,7 +392,9 @@ impl ManagedProducer {
         if self.state.is_quarantined() {
             return true;
         }
-        if !self.state.suspect.swap(false, Ordering::AcqRel) {
+        // Looked at before it is cleared: a plain load on every message, the read-modify-write
+        // only after an error event.
+        if !self.state.suspect.load(Ordering::Acquire) || !self.state.suspect.swap(false, Ordering::AcqRel) {
             return false;
         }
         match self.producer.client().fatal_error() {
