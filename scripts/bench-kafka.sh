@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Kafka producer benchmark: raw rdkafka vs the pool vs the node, against the local tansu broker.
 # Starts the broker if needed (and stops it again if this script started it), builds the bench
-# binary in release mode and runs it once per C allocator: glibc's malloc ("system"), then
-# jemalloc (Debian's libjemalloc2, preloaded). librdkafka allocates per message and so does a
-# JSON request, so the allocator moves every contender; within one pass all share it.
+# binary in release mode and runs it once per C allocator: glibc's malloc as it comes
+# ("system"), glibc's malloc with a larger per-thread cache ("system-tcache":
+# GLIBC_TUNABLES=glibc.malloc.tcache_count=1000, the README's deployment alternative to jemalloc),
+# then jemalloc (Debian's libjemalloc2, preloaded). librdkafka allocates per message and so does
+# a JSON request, so the allocator moves every contender; within one pass all share it.
 # Writes target/bench/kafka.json (both passes; target/bench/kafka-<allocator>.json each) and
 # prints a markdown table per pass.
 #   KAFKA_BENCH_MESSAGES (1000000)  KAFKA_BENCH_LINGER_MS (pool default)  KAFKA_BENCH_ONLY (comma-separated contender names)
-#   KAFKA_BENCH_ROUNDS (5)  KAFKA_BENCH_ALLOCATORS (system,jemalloc)  KAFKA_BENCH_OUT (target/bench/kafka.json)
+#   KAFKA_BENCH_ROUNDS (5)  KAFKA_BENCH_ALLOCATORS (system,system-tcache,jemalloc)  KAFKA_BENCH_OUT (target/bench/kafka.json)
 #   --instructions: instead of throughput, count instructions per message under callgrind (raw
 #   rdkafka, the pool and the node, 100,000 messages each with and without idempotence, per
 #   allocator; several minutes); writes target/bench/kafka-instructions.json. Steady where
@@ -33,10 +35,10 @@ trap cleanup EXIT
 bin=$(scripts/bench-binary.sh kafka)
 jemalloc=$(ldconfig -p | awk '$1 == "libjemalloc.so.2" { print $NF; exit }')
 allocators=()
-IFS=, read -ra wanted <<<"${KAFKA_BENCH_ALLOCATORS:-system,jemalloc}"
+IFS=, read -ra wanted <<<"${KAFKA_BENCH_ALLOCATORS:-system,system-tcache,jemalloc}"
 for allocator in "${wanted[@]}"; do
     case "$allocator" in
-        system) allocators+=(system) ;;
+        system | system-tcache) allocators+=("$allocator") ;;
         jemalloc)
             if [[ -n $jemalloc ]]; then
                 allocators+=(jemalloc)
@@ -44,7 +46,7 @@ for allocator in "${wanted[@]}"; do
                 echo "bench-kafka.sh: libjemalloc.so.2 not found, skipping the jemalloc pass (apt-get install -y libjemalloc2)" >&2
             fi
             ;;
-        *) echo "bench-kafka.sh: unknown allocator '$allocator' in KAFKA_BENCH_ALLOCATORS (system, jemalloc)" >&2; exit 2 ;;
+        *) echo "bench-kafka.sh: unknown allocator '$allocator' in KAFKA_BENCH_ALLOCATORS (system, system-tcache, jemalloc)" >&2; exit 2 ;;
     esac
 done
 [[ ${#allocators[@]} -gt 0 ]] || { echo "bench-kafka.sh: no allocator to run" >&2; exit 2; }
@@ -53,11 +55,11 @@ done
 run_with() {
     local allocator=$1
     shift
-    if [[ $allocator == jemalloc ]]; then
-        LD_PRELOAD="$jemalloc${LD_PRELOAD:+:$LD_PRELOAD}" "$@"
-    else
-        "$@"
-    fi
+    case "$allocator" in
+        jemalloc) LD_PRELOAD="$jemalloc${LD_PRELOAD:+:$LD_PRELOAD}" "$@" ;;
+        system-tcache) GLIBC_TUNABLES="glibc.malloc.tcache_count=1000${GLIBC_TUNABLES:+:$GLIBC_TUNABLES}" "$@" ;;
+        *) "$@" ;;
+    esac
 }
 
 mkdir -p "$ROOT/target/bench"

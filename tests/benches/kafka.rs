@@ -12,9 +12,9 @@
 //!   JSON requests costs (three allocations per message, made a thousand at a time).
 //!
 //! 100-byte messages, acks=all, with and without idempotence. Run with
-//! `scripts/bench-kafka.sh`, which runs this binary once on glibc's malloc and once with
-//! jemalloc preloaded (each result records which); writes `target/bench/kafka.json` and prints
-//! a markdown table.
+//! `scripts/bench-kafka.sh`, which runs this binary once on glibc's malloc, once on glibc's
+//! malloc with a larger per-thread cache and once with jemalloc preloaded (each result records
+//! which); writes `target/bench/kafka.json` and prints a markdown table.
 //! Knobs: `KAFKA_BENCH_MESSAGES` (default 1000000), `KAFKA_BENCH_LINGER_MS` (pool default),
 //! `KAFKA_BENCH_ONLY` (comma-separated contender names), `KAFKA_BENCH_ROUNDS` (5),
 //! `KAFKA_BENCH_BATCH` (messages per node request, 1000),
@@ -52,7 +52,8 @@ const WARMUP: u32 = 2_000;
 #[derive(Debug, Serialize)]
 struct Outcome {
     name: String,
-    /// The C allocator of the process (`system` or `jemalloc`): see `scripts/bench-kafka.sh`.
+    /// The C allocator of the process (`system`, `system-tcache` or `jemalloc`): see
+    /// `scripts/bench-kafka.sh`.
     allocator: &'static str,
     settings: String,
     msgs_per_sec: f64,

@@ -35,12 +35,19 @@ pub fn context_switches() -> Option<u64> {
 }
 
 /// The C allocator this process runs on: `"jemalloc"` when a jemalloc library is mapped (the
-/// bench scripts preload Debian's `libjemalloc.so.2` for their second pass), else `"system"`
-/// (glibc's malloc). librdkafka and Rust's default allocator both call it, so it is a setting
-/// of every contender alike, recorded beside each result.
+/// bench scripts preload Debian's `libjemalloc.so.2`), else glibc's malloc: `"system-tcache"`
+/// when `GLIBC_TUNABLES` sets its per-thread cache's size (glibc reads it at start-up), else
+/// `"system"`. librdkafka and Rust's default allocator both call it, so it is a setting of
+/// every contender alike, recorded beside each result.
 pub fn allocator() -> &'static str {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    if maps.contains("libjemalloc") { "jemalloc" } else { "system" }
+    if maps.contains("libjemalloc") {
+        "jemalloc"
+    } else if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.tcache_count")) {
+        "system-tcache"
+    } else {
+        "system"
+    }
 }
 
 /// The `p` quantile (0..=1, nearest rank) of latencies sorted ascending in µs, in ms.
@@ -80,7 +87,13 @@ mod tests {
     #[test]
     fn allocator_is_glibc_unless_jemalloc_is_preloaded() {
         let preloaded = std::env::var("LD_PRELOAD").is_ok_and(|p| p.contains("jemalloc"));
-        assert_eq!(allocator(), if preloaded { "jemalloc" } else { "system" });
+        let tuned = std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.tcache_count"));
+        let expected = match (preloaded, tuned) {
+            (true, _) => "jemalloc",
+            (false, true) => "system-tcache",
+            (false, false) => "system",
+        };
+        assert_eq!(allocator(), expected);
     }
 
     #[test]
