@@ -6,7 +6,7 @@
 # GLIBC_TUNABLES=glibc.malloc.tcache_count=1000, the README's deployment alternative to jemalloc),
 # then jemalloc (Debian's libjemalloc2, preloaded). librdkafka allocates per message and so does
 # a JSON request, so the allocator moves every contender; within one pass all share it.
-# Writes target/bench/kafka.json (both passes; target/bench/kafka-<allocator>.json each) and
+# Writes target/bench/kafka.json (all passes; target/bench/kafka-<allocator>.json each) and
 # prints a markdown table per pass.
 #   KAFKA_BENCH_MESSAGES (1000000)  KAFKA_BENCH_LINGER_MS (pool default)  KAFKA_BENCH_ONLY (comma-separated contender names)
 #   KAFKA_BENCH_ROUNDS (5)  KAFKA_BENCH_ALLOCATORS (system,system-tcache,jemalloc)  KAFKA_BENCH_OUT (target/bench/kafka.json)
