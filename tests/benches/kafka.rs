@@ -37,7 +37,7 @@ use onex_generated::nodes::node_kafka_producer_pool_effect::v1_0_0::models::{
 use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool, ProduceRecord};
 use onex_runtime::models::kafka::KafkaProducerConfig;
 use onex_runtime::{Container, Context, Node};
-use onex_tests::bench::{allocator, context_switches, median, percentile_ms, process_cpu};
+use onex_tests::bench::{allocator, context_switches, median, paired_ratios, percentile_ms, process_cpu};
 use onex_tests::kafka::{TestTopic, bootstrap};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -373,9 +373,8 @@ fn main() {
             .zip(&samples)
             .map(|(&(_, idempotence), runs)| {
                 let raw = contenders.iter().position(|&c| c == ("raw-rdkafka", idempotence))?;
-                let ratios: Vec<f64> =
-                    runs.iter().zip(&samples[raw]).map(|(o, r)| o.msgs_per_sec / r.msgs_per_sec - 1.0).collect();
-                median(&ratios)
+                let rates = |runs: &[Outcome]| runs.iter().map(|o| o.msgs_per_sec).collect::<Vec<_>>();
+                median(&paired_ratios(&rates(runs), &[&rates(&samples[raw])])).map(|ratio| ratio - 1.0)
             })
             .collect();
         samples

@@ -29,7 +29,7 @@ use onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::node
 use onex_runtime::models::postgres::SslMode;
 use onex_runtime::postgres::PostgresConnectionManager;
 use onex_runtime::{Container, Context, Node};
-use onex_tests::bench::{median, percentile_ms, process_cpu};
+use onex_tests::bench::{median, paired_ratios, percentile_ms, process_cpu};
 use onex_tests::postgres::{host, port};
 use serde_json::{Value, json};
 
@@ -397,20 +397,6 @@ async fn checkout_costs(database: &str) -> Vec<Checkout> {
         checkout_ns: started.elapsed().as_nanos() as f64 / f64::from(CHECKOUTS),
     });
     results
-}
-
-/// The node's throughput over the best raw pool's, round by round. Rounds interleave the
-/// contenders, so the two sides of one ratio ran seconds apart: drift in the machine's load over
-/// the minutes of a run cancels out, where it stays in a ratio of medians taken over all rounds.
-/// Empty unless every contender has every round.
-fn paired_ratios(node: &[f64], raw_pools: &[&[f64]]) -> Vec<f64> {
-    if raw_pools.is_empty() || raw_pools.iter().any(|rounds| rounds.len() != node.len()) {
-        return Vec::new();
-    }
-    node.iter()
-        .enumerate()
-        .map(|(round, tps)| tps / raw_pools.iter().map(|rounds| rounds[round]).fold(f64::MIN, f64::max))
-        .collect()
 }
 
 fn fmt(value: Option<f64>, decimals: usize) -> String {

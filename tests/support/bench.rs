@@ -59,6 +59,21 @@ pub fn percentile_ms(sorted_us: &[u32], p: f64) -> Option<f64> {
     Some(f64::from(sorted_us[index]) / 1000.0)
 }
 
+/// A contender's rate over the best baseline's, round by round. Bench rounds interleave the
+/// contenders, so the two sides of one ratio ran seconds apart: drift in the machine's load over
+/// the minutes of a run cancels out, where it stays in a ratio of medians taken over all rounds.
+/// Empty unless every baseline has every round of the contender.
+pub fn paired_ratios(contender: &[f64], baselines: &[&[f64]]) -> Vec<f64> {
+    if baselines.is_empty() || baselines.iter().any(|rounds| rounds.len() != contender.len()) {
+        return Vec::new();
+    }
+    contender
+        .iter()
+        .enumerate()
+        .map(|(round, rate)| rate / baselines.iter().map(|rounds| rounds[round]).fold(f64::MIN, f64::max))
+        .collect()
+}
+
 /// The median of `values` (the upper one of an even count); `None` when empty.
 pub fn median(values: &[f64]) -> Option<f64> {
     let mut sorted: Vec<f64> = values.to_vec();
@@ -82,6 +97,13 @@ mod tests {
     fn median_takes_the_middle_value() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn paired_ratios_divide_each_round_by_that_round_s_best_baseline() {
+        assert_eq!(paired_ratios(&[10.0, 20.0], &[&[5.0, 40.0], &[8.0, 10.0]]), vec![1.25, 0.5]);
+        assert!(paired_ratios(&[10.0, 20.0], &[&[5.0]]).is_empty());
+        assert!(paired_ratios(&[10.0], &[]).is_empty());
     }
 
     #[test]
