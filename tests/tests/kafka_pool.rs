@@ -138,3 +138,70 @@ async fn health_check_probes_the_broker() {
     assert_eq!(health.status, HealthStatus::Unhealthy);
     assert!(!health.errors.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_keeps_its_key_value_partition_and_headers() {
+    use rdkafka::message::Headers;
+    let topic = TestTopic::create("fields", 3).await;
+    let pool = pool("fields");
+    let headers = onex_runtime::kafka::headers([("traceparent", "00-abc-01"), ("tenant", "t1"), ("tenant", "t2")]);
+    let with_all = pool.publish(ProduceRecord::new(&topic.name, b"value").key(b"key").partition(2), Some(headers));
+    let delivered = with_all.await.unwrap();
+    assert_eq!(delivered.partition, 2);
+    let tombstone = pool.publish(ProduceRecord::tombstone(&topic.name).key(b"gone").partition(1), None).await.unwrap();
+    assert_eq!(tombstone.partition, 1);
+    // Two topics on one producer: each send names its own.
+    let other = TestTopic::create("fields-other", 1).await;
+    pool.publish(ProduceRecord::new(&other.name, b"elsewhere"), None).await.unwrap();
+    assert_eq!(pool.stats().topics[&other.name].sent, 1);
+    assert_eq!(pool.stats().topics[&topic.name].sent, 2);
+
+    let name = topic.name.clone();
+    let messages = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("group.id", format!("reader-{name}"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut assignment = TopicPartitionList::new();
+        for p in 0..3 {
+            assignment.add_partition_offset(&name, p, Offset::Beginning).unwrap();
+        }
+        consumer.assign(&assignment).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut messages = Vec::new();
+        while messages.len() < 2 && Instant::now() < deadline {
+            if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+                messages.push(message.unwrap().detach());
+            }
+        }
+        messages
+    })
+    .await
+    .unwrap();
+    assert_eq!(messages.len(), 2);
+    let full = messages.iter().find(|m| m.partition() == 2).expect("the message sent to partition 2");
+    assert_eq!((full.key(), full.payload()), (Some(&b"key"[..]), Some(&b"value"[..])));
+    let read: Vec<(String, Vec<u8>)> = full
+        .headers()
+        .expect("headers")
+        .iter()
+        .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+        .collect();
+    let expected = [("traceparent", &b"00-abc-01"[..]), ("tenant", b"t1"), ("tenant", b"t2")];
+    assert_eq!(read, expected.map(|(k, v)| (k.to_owned(), v.to_vec())));
+    let gone = messages.iter().find(|m| m.partition() == 1).expect("the tombstone");
+    assert_eq!((gone.key(), gone.payload()), (Some(&b"gone"[..]), None));
+    pool.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_name_librdkafka_cannot_take_is_refused_without_losing_the_slot() {
+    let pool = pool("bad-topic");
+    let err = pool.publish(ProduceRecord::new("nul\0inside", b"x"), None).await.unwrap_err();
+    assert_eq!(err.code(), onex_runtime::ErrorCode::ValidationError, "{err}");
+    assert!(err.message().contains("NUL"), "{err}");
+    assert_eq!(pool.stats().queue_depth, 0);
+    pool.shutdown().await.unwrap();
+}

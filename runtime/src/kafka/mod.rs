@@ -8,6 +8,8 @@
 //! - Backpressure: each producer admits at most `max_in_flight_messages` unreported
 //!   messages; slots come back with delivery reports, and `QueueFull` waits for the next
 //!   delivery instead of sleeping.
+//! - Topics: each producer keeps a librdkafka handle per topic ([`topic`]), so a send names
+//!   its topic by handle rather than by a name librdkafka looks up under a lock.
 //! - Allocator: librdkafka allocates each message on the sending thread and frees it on its
 //!   own, which glibc's malloc serves slowly; a service producing hundreds of thousands of
 //!   messages a second should run on jemalloc (measured in the README's Performance section).
@@ -17,6 +19,7 @@ pub mod error;
 pub mod metrics;
 mod pool;
 mod producer;
+mod topic;
 
 pub use pool::{KafkaPoolSettings, KafkaProducerPool, ShutdownReport};
 pub use producer::{Delivered, DeliveryFuture, ProduceRecord, headers};

@@ -18,16 +18,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
+use rdkafka::bindings as rd;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
+use rdkafka::producer::{Producer, ProducerContext, PurgeConfig, ThreadedProducer};
+use rdkafka::util::IntoOpaque;
 use tokio::sync::Notify;
 
 use crate::error::{ErrorCode, OnexError};
 use crate::kafka::error::delivery_error;
 use crate::kafka::metrics::{CacheLine, PoolMetrics, TopicCounters};
+use crate::kafka::topic::{Topic, TopicCache};
 use crate::sanitize::sanitize_message;
 
 /// One message to produce. Borrowed, so producing copies the bytes once (into librdkafka).
@@ -345,8 +348,14 @@ impl DeliveryContext {
     }
 }
 
+/// librdkafka's `RD_KAFKA_PARTITION_UA` (a C macro, not in the bindings): the partitioner picks.
+const PARTITION_UNASSIGNED: i32 = -1;
+
 /// A librdkafka producer with bounded in-flight messages.
 pub(crate) struct ManagedProducer {
+    /// Emptied in `Drop` before `producer` goes: librdkafka wants topic handles released before
+    /// their client.
+    topics: TopicCache,
     producer: ThreadedProducer<DeliveryContext>,
     pub(crate) state: Arc<ProducerState>,
     max_in_flight: u32,
@@ -383,7 +392,14 @@ impl ManagedProducer {
         let producer = client.create_with_context(context).map_err(|e| {
             OnexError::new(ErrorCode::ConfigurationError, format!("cannot create Kafka producer {id}")).with_source(e)
         })?;
-        Ok(Self { producer, state, max_in_flight, message_timeout, closed: AtomicBool::new(false) })
+        Ok(Self {
+            topics: TopicCache::default(),
+            producer,
+            state,
+            max_in_flight,
+            message_timeout,
+            closed: AtomicBool::new(false),
+        })
     }
 
     /// Whether the producer hit a fatal error (librdkafka refuses all further work on it then).
@@ -436,36 +452,26 @@ impl ManagedProducer {
             return Err(self.quarantined_error());
         }
         let context = self.producer.context();
+        let topic = self.topics.get(self.producer.client().native_ptr(), record.topic, &context.metrics)?;
         self.admit(context).await;
         let enqueued_us = context.metrics.now_us();
         let pending = Arc::new(Pending {
             enqueued_us,
-            topic: context.metrics.topic(record.topic),
+            topic: Arc::clone(&topic.counters),
             bytes: record.payload.map_or(0, |p| p.len() as u64),
             reply: Reply::default(),
         });
         let receiver = want_report.then(|| DeliveryFuture { pending: Arc::clone(&pending) });
-        let mut base: BaseRecord<'_, [u8], [u8], Arc<Pending>> = BaseRecord::with_opaque_to(record.topic, pending);
-        if let Some(payload) = record.payload {
-            base = base.payload(payload);
-        }
-        if let Some(key) = record.key {
-            base = base.key(key);
-        }
-        if let Some(partition) = record.partition {
-            base = base.partition(partition);
-        }
-        if let Some(headers) = headers {
-            base = base.headers(headers);
-        }
         context.metrics.enqueued();
         context.ages.add(enqueued_us);
         // Fast path: no waiter registration (a mutex inside `Notify`) unless the queue is full,
         // so delivery reports only wake anyone while someone really waits.
-        let mut base = match self.producer.send(base) {
+        let (mut pending, mut headers) = match self.produce(&topic, &record, pending, headers) {
             Ok(()) => return Ok(receiver),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => returned,
-            Err((error, _returned)) => return Err(self.refuse(record.topic, enqueued_us, &error)),
+            Err((RDKafkaErrorCode::QueueFull, pending, headers)) => (pending, headers),
+            Err((code, ..)) => {
+                return Err(self.refuse(record.topic, enqueued_us, &KafkaError::MessageProduction(code)));
+            }
         };
         loop {
             context.metrics.queue_full();
@@ -475,25 +481,88 @@ impl ManagedProducer {
             space.as_mut().enable();
             // Retried after registering, so a delivery between the failed attempt and the wait
             // is not missed.
-            match self.producer.send(base) {
+            let outcome = self.produce(&topic, &record, pending, headers);
+            let code = match outcome {
                 Ok(()) => {
                     context.space_waiters.fetch_sub(1, Ordering::SeqCst);
                     return Ok(receiver);
                 }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    base = returned;
+                Err((RDKafkaErrorCode::QueueFull, returned, returned_headers)) => {
+                    (pending, headers) = (returned, returned_headers);
                     let waited = tokio::time::timeout(self.message_timeout, space).await;
                     context.space_waiters.fetch_sub(1, Ordering::SeqCst);
-                    if waited.is_err() {
-                        let error = KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull);
-                        return Err(self.refuse(record.topic, enqueued_us, &error));
+                    if waited.is_ok() {
+                        continue;
                     }
+                    RDKafkaErrorCode::QueueFull
                 }
-                Err((error, _returned)) => {
+                Err((code, ..)) => {
                     context.space_waiters.fetch_sub(1, Ordering::SeqCst);
-                    return Err(self.refuse(record.topic, enqueued_us, &error));
+                    code
                 }
-            }
+            };
+            return Err(self.refuse(record.topic, enqueued_us, &KafkaError::MessageProduction(code)));
+        }
+    }
+
+    /// Hands one message to librdkafka, which copies its key and value; on success librdkafka
+    /// owns `pending` (returned through the delivery report) and `headers`. On failure both
+    /// come back with the error, as rdkafka's `BaseProducer::send` does, which this replaces
+    /// only to name the topic by handle (see [`crate::kafka::topic`]).
+    fn produce(
+        &self,
+        topic: &Topic,
+        record: &ProduceRecord<'_>,
+        pending: Arc<Pending>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), (RDKafkaErrorCode, Arc<Pending>, Option<OwnedHeaders>)> {
+        fn bytes(field: Option<&[u8]>) -> (*mut std::ffi::c_void, usize) {
+            field.map_or((std::ptr::null_mut(), 0), |b| (b.as_ptr().cast_mut().cast(), b.len()))
+        }
+        let (value, value_len) = bytes(record.payload);
+        let (key, key_len) = bytes(record.key);
+        let opaque = pending.into_ptr();
+        // rdkafka keeps `OwnedHeaders::ptr` to itself; `as_borrowed` is that same native pointer
+        // cast to a reference (rdkafka 0.39, message.rs), so this recovers it. The test
+        // `kafka_pool::a_message_keeps_its_key_value_partition_and_headers` reads headers back.
+        let headers_ptr = headers.as_ref().map_or(std::ptr::null_mut(), |h| {
+            std::ptr::from_ref(h.as_borrowed()).cast_mut().cast::<rd::rd_kafka_headers_t>()
+        });
+        use rd::rd_kafka_vtype_t::*;
+        // SAFETY: the client and the topic handle are alive for the call (`self` owns both); the
+        // key and value are valid for their lengths and copied (`RD_KAFKA_MSG_F_COPY`); each
+        // variadic argument has the C type its tag announces, in the order rdkafka's own
+        // `BaseProducer::send` passes them.
+        let error = unsafe {
+            rd::rd_kafka_producev(
+                self.producer.client().native_ptr(),
+                RD_KAFKA_VTYPE_RKT,
+                topic.handle.as_ptr(),
+                RD_KAFKA_VTYPE_PARTITION,
+                record.partition.unwrap_or(PARTITION_UNASSIGNED),
+                RD_KAFKA_VTYPE_MSGFLAGS,
+                rd::RD_KAFKA_MSG_F_COPY,
+                RD_KAFKA_VTYPE_VALUE,
+                value,
+                value_len,
+                RD_KAFKA_VTYPE_KEY,
+                key,
+                key_len,
+                RD_KAFKA_VTYPE_OPAQUE,
+                opaque,
+                RD_KAFKA_VTYPE_HEADERS,
+                headers_ptr,
+                RD_KAFKA_VTYPE_END,
+            )
+        };
+        if error == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            // librdkafka now owns the headers (and frees them with the message).
+            std::mem::forget(headers);
+            Ok(())
+        } else {
+            // SAFETY: librdkafka refused the message, so the opaque is still ours, exactly once.
+            let pending = unsafe { Arc::<Pending>::from_ptr(opaque) };
+            Err((error.into(), pending, headers))
         }
     }
 
@@ -626,6 +695,7 @@ impl Drop for ManagedProducer {
         if left > 0 {
             tracing::error!(producer = %self.state.id, left, "producer dropped with undelivered messages");
         }
+        self.topics.clear();
     }
 }
 
