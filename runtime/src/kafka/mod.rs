@@ -14,6 +14,7 @@
 //!   own, which glibc's malloc serves slowly; a service producing hundreds of thousands of
 //!   messages a second should run on jemalloc (measured in the README's Performance section).
 
+mod batch;
 pub mod config;
 pub mod error;
 pub mod metrics;
@@ -21,6 +22,7 @@ mod pool;
 mod producer;
 mod topic;
 
+pub use batch::SendBatch;
 pub use pool::{KafkaPoolSettings, KafkaProducerPool, ShutdownReport};
 pub use producer::{Delivered, DeliveryFuture, ProduceRecord, headers};
 pub use rdkafka::message::OwnedHeaders;

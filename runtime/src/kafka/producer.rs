@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -28,6 +29,7 @@ use rdkafka::util::IntoOpaque;
 use tokio::sync::Notify;
 
 use crate::error::{ErrorCode, OnexError};
+use crate::kafka::batch::{BatchState, Slot, SlotRef};
 use crate::kafka::error::delivery_error;
 use crate::kafka::metrics::{CacheLine, PoolMetrics, TopicCounters};
 use crate::kafka::topic::{Topic, TopicCache};
@@ -98,7 +100,7 @@ pub struct DeliveryFuture {
 
 impl std::fmt::Debug for DeliveryFuture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeliveryFuture").field("enqueued_us", &self.pending.enqueued_us).finish_non_exhaustive()
+        f.debug_struct("DeliveryFuture").field("enqueued_us", &self.pending.sent.enqueued_us).finish_non_exhaustive()
     }
 }
 
@@ -116,18 +118,71 @@ impl Future for DeliveryFuture {
     }
 }
 
-/// Carried through librdkafka with each message and handed back in its delivery report; its
-/// [`DeliveryFuture`] (if anyone waits) holds the other reference.
+/// What the delivery report needs to know about a message's send.
+pub(crate) struct Sent {
+    /// On the pool clock ([`PoolMetrics::now_us`]).
+    pub(crate) enqueued_us: u64,
+    pub(crate) topic: Arc<TopicCounters>,
+    pub(crate) bytes: u64,
+}
+
+/// The record of a message sent alone; its [`DeliveryFuture`] (if anyone waits) holds the
+/// other reference.
+pub(crate) struct Pending {
+    sent: Sent,
+    reply: Reply,
+}
+
+/// Carried through librdkafka with each message and handed back in its delivery report.
 ///
 /// librdkafka hands every accepted message's opaque back exactly once, through the delivery
 /// report (also for messages purged when a producer is dropped), and a refused send returns it
-/// at once; so an outcome is always stored before librdkafka's reference goes.
-pub(crate) struct Pending {
-    /// On the pool clock ([`PoolMetrics::now_us`]).
-    enqueued_us: u64,
-    topic: Arc<TopicCounters>,
-    bytes: u64,
-    reply: Reply,
+/// at once; so every ticket is completed exactly once.
+pub(crate) enum Ticket {
+    /// A message sent alone.
+    Alone(Arc<Pending>),
+    /// A message of a [`SendBatch`](crate::kafka::SendBatch).
+    InBatch(SlotRef),
+}
+
+// Tickets travel as one pointer, tagged in its lowest bit (free: both targets are aligned).
+const _: () = assert!(std::mem::align_of::<Pending>() >= 2 && std::mem::align_of::<Slot>() >= 2);
+
+impl IntoOpaque for Ticket {
+    fn into_ptr(self) -> *mut std::ffi::c_void {
+        match self {
+            Ticket::Alone(pending) => Arc::into_raw(pending).cast_mut().cast(),
+            Ticket::InBatch(slot) => slot.into_raw().as_ptr().map_addr(|a| a | 1).cast(),
+        }
+    }
+
+    unsafe fn from_ptr(ptr: *mut std::ffi::c_void) -> Self {
+        if ptr.addr() & 1 == 0 {
+            // SAFETY: an untagged pointer came from `Arc::into_raw` above, taken back once.
+            Ticket::Alone(unsafe { Arc::from_raw(ptr.cast::<Pending>()) })
+        } else {
+            let slot = ptr.map_addr(|a| a & !1).cast::<Slot>();
+            // SAFETY: a tagged pointer came from `SlotRef::into_raw` above (never null), taken
+            // back once.
+            Ticket::InBatch(unsafe { SlotRef::from_raw(NonNull::new_unchecked(slot)) })
+        }
+    }
+}
+
+impl Ticket {
+    fn sent(&self) -> Option<&Sent> {
+        match self {
+            Ticket::Alone(pending) => Some(&pending.sent),
+            Ticket::InBatch(slot) => slot.sent(),
+        }
+    }
+
+    fn complete(self, outcome: Result<Delivered, OnexError>) {
+        match self {
+            Ticket::Alone(pending) => pending.reply.send(outcome),
+            Ticket::InBatch(slot) => slot.complete(outcome),
+        }
+    }
 }
 
 /// The outcome of one message, stored by the delivery report and taken by its future.
@@ -293,17 +348,24 @@ impl ClientContext for DeliveryContext {
 }
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = Arc<Pending>;
+    type DeliveryOpaque = Ticket;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, pending: Arc<Pending>) {
-        self.ages.remove(pending.enqueued_us);
+    fn delivery(&self, result: &DeliveryResult<'_>, ticket: Ticket) {
+        let sent = ticket.sent();
+        if let Some(sent) = sent {
+            self.ages.remove(sent.enqueued_us);
+        }
         let outcome = match result {
             Ok(message) => {
-                self.metrics.delivered(&pending.topic, pending.bytes, pending.enqueued_us);
+                if let Some(sent) = sent {
+                    self.metrics.delivered(&sent.topic, sent.bytes, sent.enqueued_us);
+                }
                 Ok(Delivered { partition: message.partition(), offset: message.offset() })
             }
             Err((error, message)) => {
-                self.metrics.failed(&pending.topic);
+                if let Some(sent) = sent {
+                    self.metrics.failed(&sent.topic);
+                }
                 Err(delivery_error(message.topic(), error))
             }
         };
@@ -311,7 +373,7 @@ impl ProducerContext for DeliveryContext {
         self.release();
         // Stored even when nobody waits (fire and forget, or a caller that stopped waiting):
         // the counters above already hold the outcome, and the record goes with the last Arc.
-        pending.reply.send(outcome);
+        ticket.complete(outcome);
     }
 }
 
@@ -442,6 +504,37 @@ impl ManagedProducer {
         headers: Option<OwnedHeaders>,
         want_report: bool,
     ) -> Result<Option<DeliveryFuture>, OnexError> {
+        let mut receiver = None;
+        self.enqueue_ticket(record, headers, |sent| {
+            let pending = Arc::new(Pending { sent, reply: Reply::default() });
+            if want_report {
+                receiver = Some(DeliveryFuture { pending: Arc::clone(&pending) });
+            }
+            Ok(Ticket::Alone(pending))
+        })
+        .await?;
+        Ok(receiver)
+    }
+
+    /// Enqueues `record` as message `index` of `batch`.
+    pub(crate) async fn enqueue_in(
+        &self,
+        batch: &Arc<BatchState>,
+        index: usize,
+        record: ProduceRecord<'_>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), OnexError> {
+        self.enqueue_ticket(record, headers, |sent| batch.ticket(index, sent).map(Ticket::InBatch)).await
+    }
+
+    /// Admits `record`, makes its ticket and hands both to librdkafka, waiting while the queue
+    /// is full. A refused message's ticket is completed with the error returned.
+    async fn enqueue_ticket(
+        &self,
+        record: ProduceRecord<'_>,
+        headers: Option<OwnedHeaders>,
+        ticket: impl FnOnce(Sent) -> Result<Ticket, OnexError>,
+    ) -> Result<(), OnexError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(OnexError::new(
                 ErrorCode::IntegrationServiceUnavailable,
@@ -453,25 +546,28 @@ impl ManagedProducer {
         }
         let context = self.producer.context();
         let topic = self.topics.get(self.producer.client().native_ptr(), record.topic, &context.metrics)?;
-        self.admit(context).await;
-        let enqueued_us = context.metrics.now_us();
-        let pending = Arc::new(Pending {
-            enqueued_us,
+        let sent = Sent {
+            enqueued_us: 0,
             topic: Arc::clone(&topic.counters),
             bytes: record.payload.map_or(0, |p| p.len() as u64),
-            reply: Reply::default(),
-        });
-        let receiver = want_report.then(|| DeliveryFuture { pending: Arc::clone(&pending) });
+        };
+        self.admit(context).await;
+        let enqueued_us = context.metrics.now_us();
+        let ticket = match ticket(Sent { enqueued_us, ..sent }) {
+            Ok(ticket) => ticket,
+            Err(e) => {
+                context.release();
+                return Err(e);
+            }
+        };
         context.metrics.enqueued();
         context.ages.add(enqueued_us);
         // Fast path: no waiter registration (a mutex inside `Notify`) unless the queue is full,
         // so delivery reports only wake anyone while someone really waits.
-        let (mut pending, mut headers) = match self.produce(&topic, &record, pending, headers) {
-            Ok(()) => return Ok(receiver),
-            Err((RDKafkaErrorCode::QueueFull, pending, headers)) => (pending, headers),
-            Err((code, ..)) => {
-                return Err(self.refuse(record.topic, enqueued_us, &KafkaError::MessageProduction(code)));
-            }
+        let (mut ticket, mut headers) = match self.produce(&topic, &record, ticket, headers) {
+            Ok(()) => return Ok(()),
+            Err((RDKafkaErrorCode::QueueFull, ticket, headers)) => (ticket, headers),
+            Err((code, ticket, _)) => return Err(self.refuse(ticket, record.topic, enqueued_us, code)),
         };
         loop {
             context.metrics.queue_full();
@@ -481,27 +577,24 @@ impl ManagedProducer {
             space.as_mut().enable();
             // Retried after registering, so a delivery between the failed attempt and the wait
             // is not missed.
-            let outcome = self.produce(&topic, &record, pending, headers);
-            let code = match outcome {
+            match self.produce(&topic, &record, ticket, headers) {
                 Ok(()) => {
                     context.space_waiters.fetch_sub(1, Ordering::SeqCst);
-                    return Ok(receiver);
+                    return Ok(());
                 }
                 Err((RDKafkaErrorCode::QueueFull, returned, returned_headers)) => {
-                    (pending, headers) = (returned, returned_headers);
+                    (ticket, headers) = (returned, returned_headers);
                     let waited = tokio::time::timeout(self.message_timeout, space).await;
                     context.space_waiters.fetch_sub(1, Ordering::SeqCst);
-                    if waited.is_ok() {
-                        continue;
+                    if waited.is_err() {
+                        return Err(self.refuse(ticket, record.topic, enqueued_us, RDKafkaErrorCode::QueueFull));
                     }
-                    RDKafkaErrorCode::QueueFull
                 }
-                Err((code, ..)) => {
+                Err((code, ticket, _)) => {
                     context.space_waiters.fetch_sub(1, Ordering::SeqCst);
-                    code
+                    return Err(self.refuse(ticket, record.topic, enqueued_us, code));
                 }
-            };
-            return Err(self.refuse(record.topic, enqueued_us, &KafkaError::MessageProduction(code)));
+            }
         }
     }
 
@@ -513,15 +606,15 @@ impl ManagedProducer {
         &self,
         topic: &Topic,
         record: &ProduceRecord<'_>,
-        pending: Arc<Pending>,
+        ticket: Ticket,
         headers: Option<OwnedHeaders>,
-    ) -> Result<(), (RDKafkaErrorCode, Arc<Pending>, Option<OwnedHeaders>)> {
+    ) -> Result<(), (RDKafkaErrorCode, Ticket, Option<OwnedHeaders>)> {
         fn bytes(field: Option<&[u8]>) -> (*mut std::ffi::c_void, usize) {
             field.map_or((std::ptr::null_mut(), 0), |b| (b.as_ptr().cast_mut().cast(), b.len()))
         }
         let (value, value_len) = bytes(record.payload);
         let (key, key_len) = bytes(record.key);
-        let opaque = pending.into_ptr();
+        let opaque = ticket.into_ptr();
         // rdkafka keeps `OwnedHeaders::ptr` to itself; `as_borrowed` is that same native pointer
         // cast to a reference (rdkafka 0.39, message.rs), so this recovers it. The test
         // `kafka_pool::a_message_keeps_its_key_value_partition_and_headers` reads headers back.
@@ -561,8 +654,8 @@ impl ManagedProducer {
             Ok(())
         } else {
             // SAFETY: librdkafka refused the message, so the opaque is still ours, exactly once.
-            let pending = unsafe { Arc::<Pending>::from_ptr(opaque) };
-            Err((error.into(), pending, headers))
+            let ticket = unsafe { Ticket::from_ptr(opaque) };
+            Err((error.into(), ticket, headers))
         }
     }
 
@@ -586,15 +679,19 @@ impl ManagedProducer {
         }
     }
 
-    /// Undoes the bookkeeping of a message librdkafka would not take.
-    fn refuse(&self, topic: &str, enqueued_us: u64, error: &KafkaError) -> OnexError {
+    /// Undoes the bookkeeping of a message librdkafka would not take, and completes its ticket
+    /// with the error.
+    fn refuse(&self, ticket: Ticket, topic: &str, enqueued_us: u64, code: RDKafkaErrorCode) -> OnexError {
         let context = self.producer.context();
         context.ages.remove(enqueued_us);
-        let metrics = &context.metrics;
-        // `failed` also takes the message out of the queue depth `enqueued` added it to.
-        metrics.failed(&metrics.topic(topic));
+        if let Some(sent) = ticket.sent() {
+            // `failed` also takes the message out of the queue depth `enqueued` added it to.
+            context.metrics.failed(&sent.topic);
+        }
         context.release();
-        delivery_error(topic, error)
+        let error = delivery_error(topic, &KafkaError::MessageProduction(code));
+        ticket.complete(Err(error.clone()));
+        error
     }
 
     fn quarantined_error(&self) -> OnexError {
@@ -730,7 +827,19 @@ mod tests {
     }
 
     fn pending() -> Arc<Pending> {
-        Arc::new(Pending { enqueued_us: 0, topic: Arc::default(), bytes: 0, reply: Reply::default() })
+        Arc::new(Pending { sent: Sent { enqueued_us: 0, topic: Arc::default(), bytes: 0 }, reply: Reply::default() })
+    }
+
+    #[test]
+    fn a_ticket_of_a_message_sent_alone_crosses_librdkafka() {
+        let pending = pending();
+        let ptr = Ticket::Alone(Arc::clone(&pending)).into_ptr();
+        assert_eq!(ptr.addr() & 1, 0, "untagged");
+        // SAFETY: `ptr` came from `into_ptr` just above and is taken back once.
+        let ticket = unsafe { Ticket::from_ptr(ptr) };
+        assert!(matches!(&ticket, Ticket::Alone(p) if Arc::ptr_eq(p, &pending)));
+        ticket.complete(Ok(Delivered { partition: 1, offset: 2 }));
+        assert_eq!(Arc::strong_count(&pending), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -114,3 +114,63 @@ async fn several_producers_per_config_share_the_load() {
     pool.send_with(&other, ProduceRecord::new("spread", b"y"), None).await.unwrap().await.unwrap();
     assert_eq!(pool.stats().total_producers, 4, "a second configuration gets its own producer, created lazily");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_reported_whole_and_bounded_like_single_sends() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("batch", 2, 1).unwrap();
+    mock.broker_round_trip_time(1, Duration::from_millis(20)).unwrap();
+    let pool = pool_on(&mock, KafkaPoolSettings::default());
+    let batch = pool.batch(200).unwrap();
+    let producer = pool.default_producer_for_test();
+    let mut peak = 0;
+    for i in 0..200u32 {
+        let payload = i.to_be_bytes();
+        batch.send(i as usize, ProduceRecord::new("batch", &payload), None).await.unwrap();
+        peak = peak.max(producer.in_flight());
+    }
+    assert!(peak <= 16, "in flight peaked at {peak}");
+    assert!(batch.wait(Duration::from_secs(10)).await, "every report within the limit");
+    let offsets: std::collections::HashSet<(i32, i64)> =
+        (0..200).map(|i| batch.outcome(i).expect("reported").map(|d| (d.partition, d.offset)).unwrap()).collect();
+    assert_eq!(offsets.len(), 200, "each message has its own offset");
+    assert!(batch.outcome(200).is_none(), "out of range");
+    let stats = pool.stats();
+    assert_eq!((stats.total_messages_sent, stats.queue_depth), (200, 0));
+    assert_eq!(stats.topics["batch"].bytes, 800);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refuses_a_reused_or_missing_index_without_losing_a_slot() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("reuse", 1, 1).unwrap();
+    let pool = pool_on(&mock, KafkaPoolSettings::default());
+    let batch = pool.batch(1).unwrap();
+    batch.send(0, ProduceRecord::new("reuse", b"a"), None).await.unwrap();
+    let again = batch.send(0, ProduceRecord::new("reuse", b"b"), None).await.unwrap_err();
+    assert!(again.message().contains("already sent"), "{again}");
+    let beyond = batch.send(1, ProduceRecord::new("reuse", b"c"), None).await.unwrap_err();
+    assert!(beyond.message().contains("out of range"), "{beyond}");
+    assert!(batch.wait(Duration::from_secs(10)).await);
+    assert!(batch.outcome(0).unwrap().is_ok());
+    let producer = pool.default_producer_for_test();
+    assert_eq!(producer.in_flight(), 0, "refused sends gave their slots back");
+    assert_eq!(pool.stats().total_messages_sent, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_dropped_before_its_reports_still_counts_them() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("dropped", 1, 1).unwrap();
+    mock.broker_round_trip_time(1, Duration::from_millis(100)).unwrap();
+    let pool = pool_on(&mock, KafkaPoolSettings::default());
+    let batch = pool.batch(10).unwrap();
+    for i in 0..10 {
+        batch.send(i, ProduceRecord::new("dropped", b"x"), None).await.unwrap();
+    }
+    assert!(!batch.wait(Duration::from_millis(1)).await, "reports cannot be back within 1 ms");
+    drop(batch);
+    pool.flush(Duration::from_secs(10)).await.unwrap();
+    let stats = pool.stats();
+    assert_eq!((stats.total_messages_sent, stats.queue_depth), (10, 0));
+}

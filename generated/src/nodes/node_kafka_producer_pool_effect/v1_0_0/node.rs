@@ -122,12 +122,6 @@ fn no_report(limit: Duration) -> OnexError {
     )
 }
 
-/// One message of a batch: its delivery report still awaited, or its outcome.
-enum Slot {
-    Waiting(DeliveryFuture),
-    Done(Result<Delivered, OnexError>),
-}
-
 async fn await_report(delivery: DeliveryFuture, limit: Duration) -> Result<Delivered, OnexError> {
     tokio::time::timeout(limit, delivery).await.unwrap_or_else(|_| Err(no_report(limit)))
 }
@@ -208,45 +202,49 @@ impl KafkaProducerPoolHandler for KafkaProducerPool {
             })?;
             partitions.push(partition);
         }
-        let pool = &self.dependencies.kafka_producer_pool;
-        // Enqueue everything first (in order), then wait for all reports under one deadline
-        // (one timer for the batch, not one per message). Values are encoded one at a time into
-        // one small buffer: no per-batch copy of every payload. Each message's key, value and
-        // headers are freed as soon as librdkafka has copied them; only its topic is kept, for
-        // its report, so a large batch does not hold its payloads until the last report.
-        let mut slots: Vec<(String, Slot)> = Vec::with_capacity(messages.len());
+        // Enqueue everything first (in order), then wait for all reports under one deadline:
+        // one timer and one wake-up for the batch, and no allocation per message (the pool's
+        // `SendBatch`). Values are encoded one at a time into one small buffer: no per-batch
+        // copy of every payload. Each message's key, value and headers are freed as soon as
+        // librdkafka has copied them; only its topic is kept, for its report, so a large batch
+        // does not hold its payloads until the last report.
+        // A pool that cannot take the batch (shut down, say) fails each message in the output,
+        // as a refused send does.
+        let batch = self.dependencies.kafka_producer_pool.batch(messages.len());
+        let mut topics: Vec<String> = Vec::with_capacity(messages.len());
+        let mut refused: Vec<(usize, OnexError)> = Vec::new();
         let mut buffer = Vec::new();
-        for (m, partition) in messages.into_iter().zip(partitions) {
+        for (i, (m, partition)) in messages.into_iter().zip(partitions).enumerate() {
             let encoded = encode(&m.topic, m.key.as_ref(), Some(&m.value), m.headers.as_ref(), partition, &mut buffer);
-            let slot = match encoded {
+            let sent = match encoded {
                 Ok(mut message) => {
                     let headers = message.headers.take();
-                    match pool.send(message.record(), headers).await {
-                        Ok(report) => Slot::Waiting(report),
-                        Err(e) => Slot::Done(Err(e)),
+                    match &batch {
+                        Ok(batch) => batch.send(i, message.record(), headers).await,
+                        Err(e) => Err(e.clone()),
                     }
                 }
-                Err(e) => Slot::Done(Err(e)),
+                Err(e) => Err(e),
             };
-            slots.push((m.topic, slot));
-        }
-        let waited = tokio::time::timeout(limit, async {
-            for (_, slot) in &mut slots {
-                if let Slot::Waiting(report) = slot {
-                    *slot = Slot::Done(report.await);
-                }
+            if let Err(e) = sent {
+                refused.push((i, e));
             }
-        })
-        .await;
-        if waited.is_err() {
+            topics.push(m.topic);
+        }
+        let reported = match &batch {
+            Ok(batch) => batch.wait(limit).await,
+            Err(_) => true,
+        };
+        if !reported {
             tracing::warn!("{NODE}.send_batch: delivery reports missing after {} ms", limit.as_millis());
         }
-        let mut deliveries = Vec::with_capacity(slots.len());
+        let mut deliveries = Vec::with_capacity(topics.len() - refused.len());
         let mut errors = Vec::new();
-        for (i, (topic, slot)) in slots.into_iter().enumerate() {
-            let outcome = match slot {
-                Slot::Done(outcome) => outcome,
-                Slot::Waiting(_) => Err(no_report(limit)),
+        let mut refused = refused.into_iter().peekable();
+        for (i, topic) in topics.into_iter().enumerate() {
+            let outcome = match refused.next_if(|(r, _)| *r == i) {
+                Some((_, e)) => Err(e),
+                None => batch.as_ref().ok().and_then(|b| b.outcome(i)).unwrap_or_else(|| Err(no_report(limit))),
             };
             match outcome {
                 Ok(d) => deliveries.push(ModelKafkaDeliveryReport {
