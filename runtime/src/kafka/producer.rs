@@ -546,14 +546,10 @@ impl ManagedProducer {
         }
         let context = self.producer.context();
         let topic = self.topics.get(self.producer.client().native_ptr(), record.topic, &context.metrics)?;
-        let sent = Sent {
-            enqueued_us: 0,
-            topic: Arc::clone(&topic.counters),
-            bytes: record.payload.map_or(0, |p| p.len() as u64),
-        };
+        let bytes = record.payload.map_or(0, |p| p.len() as u64);
         self.admit(context).await;
         let enqueued_us = context.metrics.now_us();
-        let ticket = match ticket(Sent { enqueued_us, ..sent }) {
+        let ticket = match ticket(Sent { enqueued_us, topic: Arc::clone(&topic.counters), bytes }) {
             Ok(ticket) => ticket,
             Err(e) => {
                 context.release();
@@ -599,7 +595,7 @@ impl ManagedProducer {
     }
 
     /// Hands one message to librdkafka, which copies its key and value; on success librdkafka
-    /// owns `pending` (returned through the delivery report) and `headers`. On failure both
+    /// owns the ticket (handed back in the delivery report) and the headers. On failure both
     /// come back with the error, as rdkafka's `BaseProducer::send` does, which this replaces
     /// only to name the topic by handle (see [`crate::kafka::topic`]).
     fn produce(
