@@ -264,9 +264,13 @@ pub fn producer_properties(config: &KafkaProducerConfig) -> Result<LibrdkafkaPro
     props.plain("message.max.bytes", config.max_request_size.to_string());
     props.plain("request.timeout.ms", config.request_timeout_ms.to_string());
     props.plain("message.timeout.ms", config.delivery_timeout_ms.to_string());
-    // librdkafka's queue must hold everything the in-flight semaphore lets through, so
-    // QueueFull can only come from the byte limit.
-    props.plain("queue.buffering.max.messages", config.max_in_flight_messages.max(1).to_string());
+    // librdkafka's queue must hold everything the in-flight bound lets through, so QueueFull
+    // can only come from the byte limit. Twice the bound: a reported message gives its
+    // in-flight slot back in the delivery callback, but leaves librdkafka's count only when
+    // librdkafka frees it after the callback, so up to one bound's worth of reported messages
+    // (the report batch being handed over) can still count while new ones are admitted.
+    let queue_messages = u64::from(config.max_in_flight_messages.max(1)) * 2;
+    props.plain("queue.buffering.max.messages", queue_messages.min(i32::MAX as u64).to_string());
     apply_security(&mut props, &config.security)?;
     Ok(props)
 }
@@ -410,6 +414,9 @@ mod tests {
         assert_eq!(props.get("message.timeout.ms"), Some("30000"));
         assert_eq!(props.get("security.protocol"), Some("plaintext"));
         assert_eq!(props.get("sasl.password"), None);
+        // Room for reported messages librdkafka has not freed yet, beside the in-flight bound.
+        let queue = (u64::from(config.max_in_flight_messages) * 2).to_string();
+        assert_eq!(props.get("queue.buffering.max.messages"), Some(queue.as_str()));
         let env = MapEnv::from_pairs([("REDPANDA_HOST", "broker"), ("REDPANDA_PORT", "19092")]);
         assert_eq!(producer_config_from_env(&env).unwrap().bootstrap_servers, "broker:19092");
     }

@@ -6,8 +6,11 @@
 //!   lazily, replaced after a fatal error, evicted when idle, flushed with a deadline on
 //!   shutdown; stats and health from real counters ([`metrics`]).
 //! - Backpressure: each producer admits at most `max_in_flight_messages` unreported
-//!   messages; slots come back with delivery reports, and `QueueFull` waits for the next
-//!   delivery instead of sleeping.
+//!   messages; slots come back with delivery reports, and `QueueFull` (librdkafka's byte
+//!   limit) waits for the next delivery, looking again every few milliseconds because
+//!   librdkafka frees a message's queue space only after its report.
+//! - Batches: [`SendBatch`] sends messages on one producer and awaits them together, with one
+//!   allocation and one wake-up per batch instead of per message (the node's `send_batch`).
 //! - Topics: each producer keeps a librdkafka handle per topic ([`topic`]), so a send names
 //!   its topic by handle rather than by a name librdkafka looks up under a lock.
 //! - Allocator: librdkafka allocates each message on the sending thread and frees it on its

@@ -410,6 +410,10 @@ impl DeliveryContext {
     }
 }
 
+/// How long a send that found librdkafka's queue full waits for a delivery report before it
+/// looks again (see `enqueue_ticket`).
+const QUEUE_FULL_RECHECK: Duration = Duration::from_millis(5);
+
 /// librdkafka's `RD_KAFKA_PARTITION_UA` (a C macro, not in the bindings): the partitioner picks.
 const PARTITION_UNASSIGNED: i32 = -1;
 
@@ -565,6 +569,7 @@ impl ManagedProducer {
             Err((RDKafkaErrorCode::QueueFull, ticket, headers)) => (ticket, headers),
             Err((code, ticket, _)) => return Err(self.refuse(ticket, record.topic, enqueued_us, code)),
         };
+        let deadline = Instant::now() + self.message_timeout;
         loop {
             context.metrics.queue_full();
             context.space_waiters.fetch_add(1, Ordering::SeqCst);
@@ -580,11 +585,16 @@ impl ManagedProducer {
                 }
                 Err((RDKafkaErrorCode::QueueFull, returned, returned_headers)) => {
                     (ticket, headers) = (returned, returned_headers);
-                    let waited = tokio::time::timeout(self.message_timeout, space).await;
-                    context.space_waiters.fetch_sub(1, Ordering::SeqCst);
-                    if waited.is_err() {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        context.space_waiters.fetch_sub(1, Ordering::SeqCst);
                         return Err(self.refuse(ticket, record.topic, enqueued_us, RDKafkaErrorCode::QueueFull));
                     }
+                    // Woken by the next delivery report. librdkafka frees a reported message's
+                    // queue space only after its report, so when the last report has already
+                    // come there is no next one to wait for: look again after a short while.
+                    let _ = tokio::time::timeout(left.min(QUEUE_FULL_RECHECK), space).await;
+                    context.space_waiters.fetch_sub(1, Ordering::SeqCst);
                 }
                 Err((code, ticket, _)) => {
                     context.space_waiters.fetch_sub(1, Ordering::SeqCst);
