@@ -11,7 +11,7 @@
 //!   librdkafka frees a message's queue space only after its report.
 //! - Batches: [`SendBatch`] sends messages on one producer and awaits them together, with one
 //!   allocation and one wake-up per batch instead of per message (the node's `send_batch`).
-//! - Topics: each producer keeps a librdkafka handle per topic ([`topic`]), so a send names
+//! - Topics: each producer keeps a librdkafka handle per topic (module `topic`), so a send names
 //!   its topic by handle rather than by a name librdkafka looks up under a lock.
 //! - Allocator: librdkafka allocates each message on the sending thread and frees it on its
 //!   own, which glibc's malloc serves slowly; a service producing hundreds of thousands of
