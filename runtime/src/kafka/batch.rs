@@ -48,13 +48,17 @@ pub(crate) struct BatchState {
 
 impl BatchState {
     fn new(len: usize) -> Arc<Self> {
-        Arc::new_cyclic(|batch| Self {
+        // The weak reference's pointer is where the state is being built: the address every
+        // `SlotRef` later turns back into its strong count.
+        let state = Arc::new_cyclic(|batch| Self {
             slots: (0..len)
                 .map(|_| Slot { batch: batch.as_ptr(), sent: OnceLock::new(), outcome: OnceLock::new() })
                 .collect(),
             unreported: AtomicUsize::new(0),
             waker: AtomicWaker::new(),
-        })
+        });
+        debug_assert!(state.slots.iter().all(|slot| std::ptr::eq(slot.batch, Arc::as_ptr(&state))));
+        state
     }
 
     /// Claims slot `index` for a send described by `sent`; the returned reference travels
