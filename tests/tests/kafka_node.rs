@@ -95,6 +95,15 @@ async fn the_node_sends_batches_reports_stats_and_closes() {
     let out = node.process(late, Context::new()).await.unwrap();
     assert!(!out.success, "sends after close must fail");
     assert_eq!(out.errors.unwrap()[0].code, ErrorCode::IntegrationServiceUnavailable);
+    let mut late_batch = input(Op::SendBatch);
+    late_batch.messages = Some(vec![ModelKafkaMessage::new(topic.name.clone(), serde_json::json!(2)); 3]);
+    let out = node.process(late_batch, Context::new()).await.unwrap();
+    assert!(!out.success, "a batch after close fails in its output");
+    assert_eq!((out.delivered, out.failed), (Some(0), Some(3)));
+    let errors = out.errors.unwrap();
+    assert!(errors.iter().enumerate().all(|(i, e)| e.index == Some(i as u64)
+        && e.code == ErrorCode::IntegrationServiceUnavailable
+        && e.topic.as_deref() == Some(topic.name.as_str())));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
