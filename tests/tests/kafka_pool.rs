@@ -20,9 +20,8 @@ fn pool(name: &str) -> KafkaProducerPool {
     KafkaProducerPool::new(KafkaPoolSettings { pool_name: name.into(), ..Default::default() }, config).unwrap()
 }
 
-/// Reads every message of `topic` (all `partitions`) from the beginning until `expected`
-/// arrived or 120 s passed, and returns the payloads' sequence numbers.
-fn read_back(topic: &str, partitions: i32, expected: usize) -> Vec<u32> {
+/// A consumer of every partition of `topic` (`partitions` of them) from the beginning.
+fn reader(topic: &str, partitions: i32) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("group.id", format!("reader-{topic}"))
@@ -34,6 +33,13 @@ fn read_back(topic: &str, partitions: i32, expected: usize) -> Vec<u32> {
         assignment.add_partition_offset(topic, p, Offset::Beginning).unwrap();
     }
     consumer.assign(&assignment).unwrap();
+    consumer
+}
+
+/// Reads every message of `topic` (all `partitions`) from the beginning until `expected`
+/// arrived or 120 s passed, and returns the payloads' sequence numbers.
+fn read_back(topic: &str, partitions: i32, expected: usize) -> Vec<u32> {
+    let consumer = reader(topic, partitions);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut seen = Vec::with_capacity(expected);
     while seen.len() < expected && Instant::now() < deadline {
@@ -158,17 +164,7 @@ async fn a_message_keeps_its_key_value_partition_and_headers() {
 
     let name = topic.name.clone();
     let messages = tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap())
-            .set("group.id", format!("reader-{name}"))
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let mut assignment = TopicPartitionList::new();
-        for p in 0..3 {
-            assignment.add_partition_offset(&name, p, Offset::Beginning).unwrap();
-        }
-        consumer.assign(&assignment).unwrap();
+        let consumer = reader(&name, 3);
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut messages = Vec::new();
         while messages.len() < 2 && Instant::now() < deadline {
