@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
 use rdkafka::bindings as rd;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -31,7 +32,7 @@ use tokio::sync::Notify;
 use crate::error::{ErrorCode, OnexError};
 use crate::kafka::batch::{BatchState, Slot, SlotRef};
 use crate::kafka::error::delivery_error;
-use crate::kafka::metrics::{CacheLine, PoolMetrics, TopicCounters};
+use crate::kafka::metrics::{PoolMetrics, TopicCounters};
 use crate::kafka::topic::{Topic, TopicCache};
 use crate::sanitize::sanitize_message;
 
@@ -303,10 +304,10 @@ struct Admissions {
 pub(crate) struct DeliveryContext {
     metrics: Arc<PoolMetrics>,
     /// Written by senders only.
-    admissions: CacheLine<Admissions>,
+    admissions: CachePadded<Admissions>,
     /// Slots returned by delivery reports (or refused sends), ever; written by the delivery
     /// thread. In flight = admitted − released, bounded by `max_in_flight`.
-    released: CacheLine<AtomicU64>,
+    released: CachePadded<AtomicU64>,
     state: Arc<ProducerState>,
     /// Senders waiting for a delivery (in-flight bound reached, or `QueueFull`); deliveries
     /// wake them.
@@ -380,18 +381,18 @@ impl ProducerContext for DeliveryContext {
 impl DeliveryContext {
     /// Messages admitted and not yet reported.
     fn in_flight(&self) -> u64 {
-        let released = self.released.0.load(Ordering::SeqCst);
-        self.admissions.0.admitted.load(Ordering::SeqCst).saturating_sub(released)
+        let released = self.released.load(Ordering::SeqCst);
+        self.admissions.admitted.load(Ordering::SeqCst).saturating_sub(released)
     }
 
     /// Takes an in-flight slot if fewer than `max` are taken.
     fn try_admit(&self, max: u64) -> bool {
-        let admissions = &self.admissions.0;
+        let admissions = &*self.admissions;
         let before = admissions.admitted.fetch_add(1, Ordering::SeqCst);
         if before.saturating_sub(admissions.released_seen.load(Ordering::Acquire)) < max {
             return true;
         }
-        let released = self.released.0.load(Ordering::SeqCst);
+        let released = self.released.load(Ordering::SeqCst);
         admissions.released_seen.fetch_max(released, Ordering::AcqRel);
         if before.saturating_sub(released) < max {
             return true;
@@ -403,7 +404,7 @@ impl DeliveryContext {
     /// Returns a slot and wakes senders waiting for one. SeqCst pairs with the waiters'
     /// register-then-recheck in `admit`, so either they see this release or it sees them.
     fn release(&self) {
-        self.released.0.fetch_add(1, Ordering::SeqCst);
+        self.released.fetch_add(1, Ordering::SeqCst);
         if self.space_waiters.load(Ordering::SeqCst) > 0 {
             self.space.notify_waiters();
         }
@@ -446,8 +447,8 @@ impl ManagedProducer {
         });
         let context = DeliveryContext {
             metrics,
-            admissions: CacheLine::default(),
-            released: CacheLine::default(),
+            admissions: CachePadded::default(),
+            released: CachePadded::default(),
             state: Arc::clone(&state),
             space_waiters: AtomicUsize::new(0),
             space: Notify::new(),
@@ -497,7 +498,7 @@ impl ManagedProducer {
 
     /// Messages ever admitted (a monotonic activity count).
     pub(crate) fn admitted(&self) -> u64 {
-        self.producer.context().admissions.0.admitted.load(Ordering::Relaxed)
+        self.producer.context().admissions.admitted.load(Ordering::Relaxed)
     }
 
     /// Enqueues `record`, waiting while `max_in_flight` messages are unreported. Returns the
