@@ -22,7 +22,6 @@ pub mod postgres;
 pub mod registry;
 pub mod sanitize;
 pub mod sensitive;
-pub mod short_key_hash;
 
 pub use container::Container;
 pub use context::{Context, TraceContext};

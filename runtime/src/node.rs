@@ -77,8 +77,9 @@ pub trait ReducerNode: Node {}
 /// An ORCHESTRATOR node: coordinates other nodes, emitting events and intents.
 pub trait OrchestratorNode: Node {}
 
-/// A boxed future, as [`DynNode`] returns.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed future, as [`DynNode`] returns; re-exported so that node code and tests name it
+/// through this crate.
+pub use futures::future::BoxFuture;
 
 /// A node with its types erased to JSON, for registries and hosts.
 pub trait DynNode: Send + Sync {

@@ -17,10 +17,10 @@ use std::ptr::NonNull;
 use std::sync::{Arc, RwLock};
 
 use rdkafka::bindings as rd;
+use rustc_hash::FxBuildHasher;
 
 use crate::error::{ErrorCode, OnexError};
 use crate::kafka::metrics::{PoolMetrics, TopicCounters};
-use crate::short_key_hash::BuildShortKeyHasher;
 
 /// An application reference to a librdkafka topic, released on drop.
 pub(crate) struct TopicHandle(NonNull<rd::rd_kafka_topic_t>);
@@ -55,7 +55,9 @@ pub(crate) struct Topic {
 /// One producer's topics by name.
 #[derive(Default)]
 pub(crate) struct TopicCache {
-    topics: RwLock<HashMap<Box<str>, Arc<Topic>, BuildShortKeyHasher>>,
+    /// FxHash: a send looks its topic up here, and topic names come from the deployment, so
+    /// SipHash's resistance to crafted collisions would buy nothing.
+    topics: RwLock<HashMap<Box<str>, Arc<Topic>, FxBuildHasher>>,
 }
 
 impl TopicCache {

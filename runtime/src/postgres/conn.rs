@@ -7,6 +7,7 @@ use std::task::{Poll, ready};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use rustc_hash::FxBuildHasher;
 use serde_json::Value;
 use tokio_postgres::{Client, Statement};
 
@@ -17,7 +18,6 @@ use super::rows::{column_to_json, rows_to_json};
 use super::stats::CloseReason;
 use crate::error::{ErrorCode, OnexError};
 use crate::models::postgres::{QueryResult, QueryType};
-use crate::short_key_hash::BuildShortKeyHasher;
 
 /// SQLSTATEs after which a cached statement must be prepared again: `0A000` (cached plan
 /// must not change result type, after DDL) and `26000` (prepared statement does not exist).
@@ -31,7 +31,10 @@ struct Cached {
 /// A connection and what the pool needs to know about it.
 pub(crate) struct Conn {
     client: Client,
-    statements: HashMap<String, Cached, BuildShortKeyHasher>,
+    /// Looked up once per query. FxHash is several times cheaper than SipHash on SQL text and
+    /// gives up only resistance to keys crafted to collide, harmless in a map bounded by
+    /// `cache_capacity`.
+    statements: HashMap<String, Cached, FxBuildHasher>,
     cache_capacity: usize,
     pub(crate) idle_since: Instant,
     pub(crate) queries: u64,

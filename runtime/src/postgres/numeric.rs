@@ -2,7 +2,7 @@
 //! (JSON numbers would round them through f64).
 //!
 //! Layout: ndigits i16, weight i16, sign u16, dscale u16, then ndigits base-10000 digits;
-//! the value is Σ digit[i] × 10000^(weight − i).
+//! the value is Σ digit\[i\] × 10000^(weight − i).
 
 const POSITIVE: u16 = 0x0000;
 const NEGATIVE: u16 = 0x4000;

@@ -1,0 +1,261 @@
+//! The accounting of one producer: in-flight slots, the ages of unreported messages, the
+//! error and fatal-error flags, and the librdkafka context whose callbacks keep them.
+//!
+//! Invariants:
+//! - the sending side and the delivery-report thread write disjoint cache lines: in-flight
+//!   and age accounting keep one monotonic counter per side (in flight = admitted − released),
+//!   so a message costs no cache-line transfer between them beyond librdkafka's own;
+//! - a slot is released exactly once per admitted message, by its delivery report or by the
+//!   refusal of its send, and before its ticket is completed, so whoever sees the outcome may
+//!   rely on the message no longer being in flight;
+//! - a release wakes waiting senders whenever any are registered (`SeqCst` on both sides), so
+//!   a sender that registered and then found no slot is never left waiting.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::ProducerContext;
+use tokio::sync::Notify;
+
+use super::ticket::{Delivered, Ticket};
+use crate::kafka::error::delivery_error;
+use crate::kafka::metrics::PoolMetrics;
+use crate::sanitize::sanitize_message;
+
+/// Lifecycle state of one producer, shared with its librdkafka callbacks.
+#[derive(Debug)]
+pub(crate) struct ProducerState {
+    pub(crate) id: String,
+    pub(super) quarantined: AtomicBool,
+    pub(super) fatal_reason: Mutex<Option<String>>,
+    pub(super) errors: AtomicU64,
+    /// Set by every librdkafka error event: the next check asks librdkafka whether the
+    /// error was fatal (so the send path does not ask on every message).
+    pub(super) suspect: AtomicBool,
+}
+
+impl ProducerState {
+    pub(crate) fn is_quarantined(&self) -> bool {
+        self.quarantined.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn fatal_reason(&self) -> Option<String> {
+        self.fatal_reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn error_count(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn quarantine(&self, reason: String) {
+        *self.fatal_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        self.quarantined.store(true, Ordering::Release);
+    }
+}
+
+/// Unreported messages counted by the quarter-second they were enqueued in, so the watchdog
+/// can tell whether any message is older than the message timeout without a per-message timer.
+/// Each bucket is two monotonic counters, one per side (sent, reported), so the sending side
+/// and the delivery thread never write the same line. Looks back [`UnreportedAges::HORIZON`];
+/// older buckets wrap around (harmless: the watchdog acts long before).
+pub(crate) struct UnreportedAges {
+    sent: Box<[AtomicU64]>,
+    reported: Box<[AtomicU64]>,
+}
+
+impl UnreportedAges {
+    const BUCKETS: usize = 512;
+    const BUCKET_US: u64 = 250_000;
+    /// How far back the buckets reach (128 s).
+    pub(crate) const HORIZON: Duration = Duration::from_micros(Self::BUCKET_US * Self::BUCKETS as u64);
+
+    pub(super) fn new() -> Self {
+        let buckets = || (0..Self::BUCKETS).map(|_| AtomicU64::new(0)).collect();
+        Self { sent: buckets(), reported: buckets() }
+    }
+
+    fn slot(at_us: u64) -> usize {
+        ((at_us / Self::BUCKET_US) % Self::BUCKETS as u64) as usize
+    }
+
+    /// A message enqueued at `at_us` (pool clock).
+    pub(super) fn add(&self, at_us: u64) {
+        self.sent[Self::slot(at_us)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The message enqueued at `at_us` was reported.
+    pub(super) fn remove(&self, at_us: u64) {
+        self.reported[Self::slot(at_us)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn unreported(&self, slot: usize) -> u64 {
+        // Reported first: a report is counted after its send, so this never reads a report
+        // without its send.
+        let reported = self.reported[slot].load(Ordering::Acquire);
+        self.sent[slot].load(Ordering::Acquire).wrapping_sub(reported)
+    }
+
+    /// Whether a message enqueued at least `age` before `now_us` (pool clock) is still
+    /// unreported.
+    pub(super) fn any_older_than(&self, now_us: u64, age: Duration) -> bool {
+        if age >= Self::HORIZON - Duration::from_micros(Self::BUCKET_US) {
+            return false;
+        }
+        let now_index = now_us / Self::BUCKET_US;
+        // A message in bucket i was enqueued before (i + 1) × BUCKET, so it is at least `age`
+        // old once (i + 1) × BUCKET + age ≤ now.
+        let age_buckets = (age.as_micros() as u64).div_ceil(Self::BUCKET_US) + 1;
+        let Some(newest) = now_index.checked_sub(age_buckets) else { return false };
+        let oldest = now_index.saturating_sub(Self::BUCKETS as u64 - 1);
+        (oldest..=newest).any(|i| self.unreported((i % Self::BUCKETS as u64) as usize) > 0)
+    }
+}
+
+/// The sending side's half of the in-flight accounting.
+#[derive(Debug, Default)]
+pub(super) struct Admissions {
+    /// Slots taken, ever (monotonic).
+    pub(super) admitted: AtomicU64,
+    /// The latest `released` count this side read. Never ahead of the real count, so judging
+    /// the bound against it is conservative, and it spares the send path a read of the line
+    /// the delivery thread keeps writing until the bound is near.
+    released_seen: AtomicU64,
+}
+
+/// The librdkafka context: turns delivery reports into counters, in-flight slots and replies.
+pub(crate) struct DeliveryContext {
+    pub(super) metrics: Arc<PoolMetrics>,
+    /// Written by senders only.
+    pub(super) admissions: CachePadded<Admissions>,
+    /// Slots returned by delivery reports (or refused sends), ever; written by the delivery
+    /// thread. In flight = admitted − released, bounded by `max_in_flight`.
+    pub(super) released: CachePadded<AtomicU64>,
+    pub(super) state: Arc<ProducerState>,
+    /// Senders waiting for a delivery (in-flight bound reached, or `QueueFull`); deliveries
+    /// wake them.
+    pub(super) space_waiters: AtomicUsize,
+    pub(super) space: Notify,
+    pub(super) ages: UnreportedAges,
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        let message = sanitize_message(message);
+        let id = &self.state.id;
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(producer = %id, facility, "librdkafka: {message}");
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(producer = %id, facility, "librdkafka: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(producer = %id, facility, "librdkafka: {message}");
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(producer = %id, facility, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let reason = sanitize_message(reason);
+        self.state.errors.fetch_add(1, Ordering::Relaxed);
+        self.state.suspect.store(true, Ordering::Release);
+        // A fatal error arrives with its underlying code; `ManagedProducer::is_quarantined`
+        // asks librdkafka whether the handle is fatally failed.
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown) => {
+                tracing::warn!(producer = %self.state.id, "all brokers down: {reason}");
+                self.metrics.set_brokers_down(true);
+            }
+            _ => tracing::warn!(producer = %self.state.id, "librdkafka error {error}: {reason}"),
+        }
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Ticket;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ticket: Ticket) {
+        let sent = ticket.sent();
+        if let Some(sent) = sent {
+            self.ages.remove(sent.enqueued_us);
+        }
+        let outcome = match result {
+            Ok(message) => {
+                if let Some(sent) = sent {
+                    self.metrics.delivered(&sent.topic, sent.bytes, sent.enqueued_us);
+                }
+                Ok(Delivered { partition: message.partition(), offset: message.offset() })
+            }
+            Err((error, message)) => {
+                if let Some(sent) = sent {
+                    self.metrics.failed(&sent.topic);
+                }
+                Err(delivery_error(message.topic(), error))
+            }
+        };
+        // Release first: whoever sees the reply may rely on the message no longer being in flight.
+        self.release();
+        // Stored even when nobody waits (fire and forget, or a caller that stopped waiting):
+        // the counters above already hold the outcome, and the record goes with the last Arc.
+        ticket.complete(outcome);
+    }
+}
+
+impl DeliveryContext {
+    /// Messages admitted and not yet reported.
+    pub(super) fn in_flight(&self) -> u64 {
+        let released = self.released.load(Ordering::SeqCst);
+        self.admissions.admitted.load(Ordering::SeqCst).saturating_sub(released)
+    }
+
+    /// Takes an in-flight slot if fewer than `max` are taken.
+    pub(super) fn try_admit(&self, max: u64) -> bool {
+        let admissions = &*self.admissions;
+        let before = admissions.admitted.fetch_add(1, Ordering::SeqCst);
+        if before.saturating_sub(admissions.released_seen.load(Ordering::Acquire)) < max {
+            return true;
+        }
+        let released = self.released.load(Ordering::SeqCst);
+        admissions.released_seen.fetch_max(released, Ordering::AcqRel);
+        if before.saturating_sub(released) < max {
+            return true;
+        }
+        admissions.admitted.fetch_sub(1, Ordering::SeqCst);
+        false
+    }
+
+    /// Returns a slot and wakes senders waiting for one. SeqCst pairs with the waiters'
+    /// register-then-recheck in `admit`, so either they see this release or it sees them.
+    pub(super) fn release(&self) {
+        self.released.fetch_add(1, Ordering::SeqCst);
+        if self.space_waiters.load(Ordering::SeqCst) > 0 {
+            self.space.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_tell_overdue_messages_apart() {
+        const S: u64 = 1_000_000;
+        let ages = UnreportedAges::new();
+        ages.add(0);
+        let timeout = Duration::from_secs(5);
+        assert!(!ages.any_older_than(4 * S, timeout));
+        assert!(ages.any_older_than(5_500_000, timeout));
+        ages.remove(0);
+        assert!(!ages.any_older_than(6 * S, timeout));
+        ages.add(10 * S);
+        assert!(!ages.any_older_than(12 * S, timeout));
+        assert!(ages.any_older_than(16 * S, timeout));
+        assert!(!ages.any_older_than(16 * S, UnreportedAges::HORIZON));
+    }
+}

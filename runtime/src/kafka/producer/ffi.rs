@@ -1,0 +1,103 @@
+//! The unsafe librdkafka calls of a producer, each with the reasoning that makes it sound.
+//!
+//! Invariants:
+//! - a call is made only through a live client and live topic handle (the [`ManagedProducer`]
+//!   owns both for the duration of the call);
+//! - `rd_kafka_producev` gets each variadic argument with the C type its tag announces, in the
+//!   order rdkafka's own `BaseProducer::send` passes them;
+//! - ownership of a message's ticket and headers passes to librdkafka only when it accepts the
+//!   message; a refused message's ticket is taken back exactly once and its headers returned.
+//! - the headers' native pointer is read through `OwnedHeaders::as_borrowed`, which is that
+//!   pointer only by rdkafka's private layout: the workspace pins rdkafka to the exact version
+//!   checked.
+
+use rdkafka::bindings as rd;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::Producer;
+use rdkafka::util::IntoOpaque;
+
+use super::ManagedProducer;
+use super::record::ProduceRecord;
+use super::ticket::Ticket;
+use crate::kafka::topic::Topic;
+
+/// librdkafka's `RD_KAFKA_PARTITION_UA` (a C macro, not in the bindings): the partitioner picks.
+const PARTITION_UNASSIGNED: i32 = -1;
+
+impl ManagedProducer {
+    /// Hands one message to librdkafka, which copies its key and value; on success librdkafka
+    /// owns the ticket (handed back in the delivery report) and the headers. On failure both
+    /// come back with the error, as rdkafka's `BaseProducer::send` does, which this replaces
+    /// only to name the topic by handle (see [`crate::kafka::topic`]).
+    pub(super) fn produce(
+        &self,
+        topic: &Topic,
+        record: &ProduceRecord<'_>,
+        ticket: Ticket,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), (RDKafkaErrorCode, Ticket, Option<OwnedHeaders>)> {
+        fn bytes(field: Option<&[u8]>) -> (*mut std::ffi::c_void, usize) {
+            field.map_or((std::ptr::null_mut(), 0), |b| (b.as_ptr().cast_mut().cast(), b.len()))
+        }
+        let (value, value_len) = bytes(record.payload);
+        let (key, key_len) = bytes(record.key);
+        let opaque = ticket.into_ptr();
+        // rdkafka keeps `OwnedHeaders::ptr` to itself; `as_borrowed` is that same native pointer
+        // cast to a reference (rdkafka 0.39, message.rs), so this recovers it. The test
+        // `kafka_pool::a_message_keeps_its_key_value_partition_and_headers` reads headers back.
+        let headers_ptr = headers.as_ref().map_or(std::ptr::null_mut(), |h| {
+            std::ptr::from_ref(h.as_borrowed()).cast_mut().cast::<rd::rd_kafka_headers_t>()
+        });
+        use rd::rd_kafka_vtype_t::*;
+        // SAFETY: the client and the topic handle are alive for the call (`self` owns both); the
+        // key and value are valid for their lengths and copied (`RD_KAFKA_MSG_F_COPY`); each
+        // variadic argument has the C type its tag announces, in the order rdkafka's own
+        // `BaseProducer::send` passes them.
+        let error = unsafe {
+            rd::rd_kafka_producev(
+                self.producer.client().native_ptr(),
+                RD_KAFKA_VTYPE_RKT,
+                topic.handle.as_ptr(),
+                RD_KAFKA_VTYPE_PARTITION,
+                record.partition.unwrap_or(PARTITION_UNASSIGNED),
+                RD_KAFKA_VTYPE_MSGFLAGS,
+                rd::RD_KAFKA_MSG_F_COPY,
+                RD_KAFKA_VTYPE_VALUE,
+                value,
+                value_len,
+                RD_KAFKA_VTYPE_KEY,
+                key,
+                key_len,
+                RD_KAFKA_VTYPE_OPAQUE,
+                opaque,
+                RD_KAFKA_VTYPE_HEADERS,
+                headers_ptr,
+                RD_KAFKA_VTYPE_END,
+            )
+        };
+        if error == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            // librdkafka now owns the headers (and frees them with the message).
+            std::mem::forget(headers);
+            Ok(())
+        } else {
+            // SAFETY: librdkafka refused the message, so the opaque is still ours, exactly once.
+            let ticket = unsafe { Ticket::from_ptr(opaque) };
+            Err((error.into(), ticket, headers))
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inject_fatal_error(&self) {
+        let reason = std::ffi::CString::new("injected by a test").expect("no NUL");
+        // SAFETY: the producer handle is alive for the duration of the call; librdkafka copies
+        // the reason.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                self.producer.client().native_ptr(),
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            );
+        }
+    }
+}
