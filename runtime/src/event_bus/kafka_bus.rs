@@ -22,7 +22,7 @@ use crate::node::BoxFuture;
 /// One event, encoded for Kafka.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodedEvent {
-    /// Topic (§12.20).
+    /// Topic.
     pub topic: String,
     /// Key: the correlation id, hyphenated.
     pub key: String,
@@ -98,7 +98,7 @@ impl KafkaEventBus {
         }
     }
 
-    /// Topic naming and retry policy from the environment (§12.20, §12.21).
+    /// Topic naming and retry policy from the environment.
     pub fn from_env(pool: Arc<KafkaProducerPool>, env: &dyn EnvSource) -> Result<Self, OnexError> {
         Ok(Self { retry: RetryPolicy::from_env(env)?, ..Self::new(pool, TopicNamer::from_env(env)?) })
     }

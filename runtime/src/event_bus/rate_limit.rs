@@ -1,4 +1,4 @@
-//! Per-caller rate limits (seed inventory §12.22): a token bucket per caller that starts full,
+//! Per-caller rate limits: a token bucket per caller that starts full,
 //! so a caller's first request always passes (the original started empty and dropped it).
 //! A caller that empties its bucket is refused for the rule's penalty period.
 

@@ -1,4 +1,4 @@
-//! Publish retries (seed inventory §12.21): up to `max_retries` more attempts after the first,
+//! Publish retries: up to `max_retries` more attempts after the first,
 //! waiting `base_delay × 2^n` before retry n (n from 0), for retriable errors only.
 
 use std::future::Future;

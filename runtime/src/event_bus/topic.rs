@@ -1,4 +1,4 @@
-//! Topic names (seed inventory §12.20):
+//! Topic names:
 //! `{OMNINODE_ENV:dev}.{OMNINODE_TENANT:omnibase}.{OMNINODE_CONTEXT:onex}.{class}.{name}.v1`.
 
 use crate::environment::EnvSource;

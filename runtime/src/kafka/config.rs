@@ -1,5 +1,5 @@
-//! Producer configuration: reading it from the environment (seed inventory §7), enforcing the
-//! security policy of the deployment environment (§12.23) and mapping it onto librdkafka
+//! Producer configuration: reading it from the environment, enforcing the
+//! security policy of the deployment environment and mapping it onto librdkafka
 //! properties.
 //!
 //! Secrets (SASL password, TLS key password) stay in [`Sensitive`] until the moment they are
@@ -59,7 +59,7 @@ impl SecurityProtocol {
     }
 }
 
-/// Reads the producer configuration of seed inventory §7 from `env`:
+/// Reads the producer configuration from `env`:
 ///
 /// - `REDPANDA_BOOTSTRAP_SERVERS`, else `REDPANDA_HOST:REDPANDA_PORT`
 ///   (default `omnibase-infra-redpanda:9092`);
@@ -147,7 +147,7 @@ fn secret(env: &dyn EnvSource, key: &str) -> Result<Option<Sensitive<String>>, O
     }
 }
 
-/// Enforces the transport policy of seed inventory §12.23:
+/// Enforces the transport policy of the deployment environment:
 ///
 /// - staging and production refuse PLAINTEXT and SASL_PLAINTEXT (`SECURITY_VIOLATION_ERROR`);
 /// - production also needs a CA bundle and a client certificate and key, i.e. mTLS

@@ -318,13 +318,13 @@ pub struct Traffic {
     pub topics: BTreeMap<String, KafkaTopicStats>,
 }
 
-/// `sent / (sent + failed) × 100`, or 100 when nothing was reported (§12.9).
+/// `sent / (sent + failed) × 100`, or 100 when nothing was reported.
 pub fn success_rate(sent: u64, failed: u64) -> f64 {
     let total = sent + failed;
     if total == 0 { 100.0 } else { sent as f64 / total as f64 * 100.0 }
 }
 
-/// Pool health (§12.9), judged on the *recent* error rate so that an outage shows at once and
+/// Pool health, judged on the *recent* error rate so that an outage shows at once and
 /// a recovered pool becomes healthy again; in addition a pool whose latest delivery failed, or
 /// whose brokers are all down, is unhealthy whatever its history.
 ///

@@ -165,7 +165,7 @@ impl KafkaProducerPool {
         })
     }
 
-    /// A pool configured from the environment (seed inventory §7, policy of §12.23).
+    /// A pool configured from the environment.
     pub fn from_env(env: &dyn EnvSource) -> Result<Self, OnexError> {
         Self::new(KafkaPoolSettings::from_env(env)?, producer_config_from_env(env)?)
     }
@@ -454,7 +454,7 @@ impl KafkaProducerPool {
         Ok(ShutdownReport { producers: count, undelivered })
     }
 
-    /// Statistics from the real counters (seed inventory §2, §8, §12.9).
+    /// Statistics from the real counters.
     pub fn stats(&self) -> KafkaProducerPoolStats {
         let producers = self.live_producers();
         let traffic = self.inner.metrics.traffic(self.inner.settings.health_window);

@@ -1,4 +1,4 @@
-//! Circuit-breaker shared models (seed inventory §3).
+//! Circuit-breaker shared models.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -29,7 +29,7 @@ pub enum CircuitAction {
     Rejected,
 }
 
-/// Breaker settings (ranges validated per seed inventory §3).
+/// Breaker settings; each field names its allowed range.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreakerConfig {

@@ -1,4 +1,4 @@
-//! Consul shared models (seed inventory §9).
+//! Consul shared models.
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! Kafka shared models (seed inventory §2 and §8).
+//! Kafka shared models.
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! Observability shared models (seed inventory §6 and §12.29–30).
+//! Observability shared models.
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! PostgreSQL shared models (seed inventory §1 and §8).
+//! PostgreSQL shared models.
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! Distributed-tracing shared models (seed inventory §4 and §12.24–27).
+//! Distributed-tracing shared models.
 
 use std::collections::BTreeMap;
 

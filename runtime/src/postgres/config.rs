@@ -1,4 +1,4 @@
-//! The pool configuration from `POSTGRES_*` variables (seed inventory §1, §12.1–2).
+//! The pool configuration from `POSTGRES_*` variables.
 //!
 //! Connection identity (host, port, database, user, schema) has no defaults: a missing one is
 //! a `CONFIGURATION_ERROR` naming the variable, because connecting to a guessed database is

@@ -1,4 +1,4 @@
-//! The four health probes of the original system (seed inventory §12.7).
+//! The four health probes of the original system.
 
 use std::time::{Duration, Instant};
 
