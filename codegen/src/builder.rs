@@ -34,6 +34,8 @@
 //! `node.rs` of each node lives in the scaffold directory (written once when missing); in
 //! `OUT_DIR`, `node.rs` is a one-line `include!` of it. Scaffolds come from the built-in
 //! `node.rs.jinja` unless [`Builder::templates_dir`] names a folder holding another one.
+// The example is a whole build.rs, `fn main` included, for users to copy as is.
+#![allow(clippy::needless_doctest_main)]
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
