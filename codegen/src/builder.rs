@@ -338,3 +338,77 @@ fn stamp(
     }
     Some(format!("{:016x}", hasher.finish()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MARKER: &str = "// From the project's own template.";
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("codegen-builder-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn build(dir: &Path) -> Result<Generated, BuildError> {
+        let contracts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/codegen/new_node/contracts");
+        Builder::new()
+            .contracts_dir(contracts)
+            .out_dir(dir.join("out"))
+            .scaffold_dir(dir.join("scaffolds"))
+            .templates_dir(dir.join("templates"))
+            .emit_rerun_if_changed(false)
+            .generate()
+    }
+
+    #[test]
+    fn scaffolds_land_in_the_scaffold_dir_by_node_and_version() {
+        let dir = scratch("layout");
+        std::fs::create_dir_all(dir.join("templates")).unwrap();
+        build(&dir).unwrap();
+        let scaffold = dir.join("scaffolds/node_sample_widget_effect/v1_0_0/node.rs");
+        assert!(scaffold.is_file());
+        assert!(!dir.join("scaffolds/nodes").exists());
+        let shim = std::fs::read_to_string(dir.join("out/nodes/node_sample_widget_effect/v1_0_0/node.rs")).unwrap();
+        assert!(shim.contains(&format!("include!({:?});", scaffold.display().to_string())), "{shim}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_templates_dir_overrides_the_scaffold_and_is_part_of_the_stamp() {
+        let dir = scratch("templates");
+        let templates = dir.join("templates");
+        std::fs::create_dir_all(&templates).unwrap();
+        let scaffold = dir.join("scaffolds/node_sample_widget_effect/v1_0_0/node.rs");
+
+        // An empty folder: the built-in template.
+        assert!(!build(&dir).unwrap().up_to_date);
+        assert!(!std::fs::read_to_string(&scaffold).unwrap().contains(MARKER));
+        assert!(build(&dir).unwrap().up_to_date);
+
+        // Adding a template reruns generation, which leaves the existing scaffold alone.
+        let template = templates.join("node.rs.jinja");
+        std::fs::write(&template, format!("{MARKER}\n{}", crate::templates::BUILTIN_NODE)).unwrap();
+        assert!(!build(&dir).unwrap().up_to_date);
+        assert!(!std::fs::read_to_string(&scaffold).unwrap().contains(MARKER));
+        assert!(build(&dir).unwrap().up_to_date);
+
+        // A missing scaffold is written from it.
+        std::fs::remove_file(&scaffold).unwrap();
+        assert!(!build(&dir).unwrap().up_to_date);
+        assert!(std::fs::read_to_string(&scaffold).unwrap().starts_with(MARKER));
+
+        // Editing the template reruns generation too.
+        std::fs::write(&template, format!("{MARKER}\n\n{}", crate::templates::BUILTIN_NODE)).unwrap();
+        assert!(!build(&dir).unwrap().up_to_date);
+
+        // A broken template is an error naming the file, even when nothing else changed.
+        std::fs::write(&template, "{% if %}\n").unwrap();
+        let err = build(&dir).unwrap_err();
+        let BuildError::Template(message) = &err else { panic!("expected a template error, got {err}") };
+        assert!(message.starts_with(&format!("template {}: syntax error", template.display())), "{message}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
