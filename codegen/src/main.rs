@@ -218,7 +218,7 @@ fn main() -> ExitCode {
             print!("{}", codegen::diagnostics::codes_table());
             ExitCode::SUCCESS
         }
-        Some(Command::Explain { code }) => explain(&code),
+        Some(Command::Explain { code }) => explain(&code, run.color),
         Some(Command::Generate { contracts, out, crate_name, runtime_path }) => {
             let options = codegen::package::PackageOptions { crate_name, runtime_path, standalone: true };
             generate_package(&contracts, &out, options, &run)
@@ -454,14 +454,14 @@ fn validate(root: &Path, paths: &[PathBuf], run: &Run) -> ExitCode {
     if counts.errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
-fn explain(code: &str) -> ExitCode {
+fn explain(code: &str, color: bool) -> ExitCode {
     match codegen::explain::parse_code(code) {
         Some(code) => {
             print!("{}", codegen::explain::explain(code));
             ExitCode::SUCCESS
         }
         None => {
-            eprintln!("error: `{code}` is not a diagnostic code; `cargo run -p codegen -- codes` lists them");
+            run_error(&format!("`{code}` is not a diagnostic code; `cargo run -p codegen -- codes` lists them"), color);
             ExitCode::from(2)
         }
     }
