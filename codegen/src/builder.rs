@@ -1,19 +1,41 @@
 //! [`Builder`]: the build-script API, in the spirit of prost-build's `Config`.
 //!
+//! A crate with its contracts in `contracts/nodes/<node>/<version>/contract.yaml` needs
+//! `codegen` under `[build-dependencies]` (and `onex-runtime`, `serde`, `serde_json`, `uuid`,
+//! `chrono` and `tokio` under `[dependencies]`, which the generated code uses), then two files:
+//!
 //! ```no_run
 //! // build.rs
-//! if let Err(e) = codegen::Builder::new().contracts_dir("contracts").scaffold_dir("src").generate() {
-//!     // The diagnostics were already printed as `cargo::error=` lines.
-//!     eprintln!("{e}");
-//!     std::process::exit(1);
+//! fn main() {
+//!     let result = codegen::Builder::new()
+//!         .contracts_dir("contracts") // every contract below it
+//!         .scaffold_dir("src/nodes") // src/nodes/<node>/<version>/node.rs: written once, then yours
+//!         .generate(); // into OUT_DIR
+//!     if let Err(e) = result {
+//!         // Each contract error was already printed as a `cargo::error=` line with file:line:column.
+//!         eprintln!("{e}");
+//!         std::process::exit(1);
+//!     }
 //! }
-//! // lib.rs: mod onex { include!(concat!(env!("OUT_DIR"), "/onex_nodes.rs")); }
+//! ```
+//!
+//! ```ignore
+//! // src/lib.rs
+//! pub mod onex {
+//!     include!(concat!(env!("OUT_DIR"), "/onex_nodes.rs"));
+//! }
+//!
+//! // `onex::registry()` lists every node; `onex::nodes::<node>::<version>` holds its models,
+//! // handler trait and node type, with the handler you write in src/nodes/<node>/<version>/node.rs.
 //! ```
 //!
 //! `OUT_DIR` receives the same files as the checked-in `generated/src` (so the two can be
 //! compared byte for byte) plus `onex_nodes.rs`, the file to `include!`. The human-owned
 //! `node.rs` of each node lives in the scaffold directory (written once when missing); in
-//! `OUT_DIR`, `node.rs` is a one-line `include!` of it.
+//! `OUT_DIR`, `node.rs` is a one-line `include!` of it. Scaffolds come from the built-in
+//! `node.rs.jinja` unless [`Builder::templates_dir`] names a folder holding another one.
+// The example is a whole build.rs, `fn main` included, for users to copy as is.
+#![allow(clippy::needless_doctest_main)]
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -26,6 +48,7 @@ pub struct Builder {
     contracts_dir: Option<PathBuf>,
     out_dir: Option<PathBuf>,
     scaffold_dir: Option<PathBuf>,
+    templates_dir: Option<PathBuf>,
     include_file: String,
     emit_rerun_if_changed: bool,
 }
@@ -58,6 +81,9 @@ pub enum BuildError {
     Contracts(Vec<Diagnostic>),
     /// `OUT_DIR` is not set and no `out_dir` was given, or similar misuse.
     Config(String),
+    /// A template of the templates directory cannot be read, parsed or rendered (the message
+    /// names the file).
+    Template(String),
     /// Writing the output failed.
     Io(std::io::Error),
 }
@@ -69,7 +95,7 @@ impl std::fmt::Display for BuildError {
                 let errors = diags.iter().filter(|d| d.is_error()).count();
                 write!(f, "{errors} contract error(s); see the cargo::error lines above")
             }
-            BuildError::Config(message) => f.write_str(message),
+            BuildError::Config(message) | BuildError::Template(message) => f.write_str(message),
             BuildError::Io(e) => write!(f, "cannot write generated code: {e}"),
         }
     }
@@ -78,7 +104,7 @@ impl std::fmt::Display for BuildError {
 impl std::error::Error for BuildError {}
 
 /// Bumped when the output of the generator changes, so cached `OUT_DIR`s regenerate.
-const STAMP_VERSION: &str = "codegen-out-1";
+const STAMP_VERSION: &str = "codegen-out-2";
 
 impl Builder {
     /// Defaults: contracts from `$CARGO_MANIFEST_DIR/contracts`, output to `$OUT_DIR`,
@@ -88,6 +114,7 @@ impl Builder {
             contracts_dir: None,
             out_dir: None,
             scaffold_dir: None,
+            templates_dir: None,
             include_file: "onex_nodes.rs".to_owned(),
             emit_rerun_if_changed: true,
         }
@@ -106,10 +133,19 @@ impl Builder {
         self
     }
 
-    /// Where the human-owned `node.rs` scaffolds live (`<dir>/nodes/<node>/<version>/node.rs`
-    /// layout below it); each is written once when missing and never overwritten.
+    /// The folder of the human-owned `node.rs` scaffolds: `<dir>/<node>/<version>/node.rs`
+    /// (relative paths are relative to `CARGO_MANIFEST_DIR`). Each is written once when missing
+    /// and never overwritten. Without it, scaffolds are written inside the output directory.
     pub fn scaffold_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.scaffold_dir = Some(dir.into());
+        self
+    }
+
+    /// A folder whose `node.rs.jinja`, when present, replaces the built-in scaffold template
+    /// (relative paths are relative to `CARGO_MANIFEST_DIR`); see [`crate::templates`] for the
+    /// variables it sees. Only scaffolds not written yet use it.
+    pub fn templates_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.templates_dir = Some(dir.into());
         self
     }
 
@@ -146,13 +182,24 @@ impl Builder {
             })?,
         };
         let scaffold_dir = self.scaffold_dir.as_deref().map(|d| self.resolve(d));
+        let templates_dir = self.templates_dir.as_deref().map(|d| self.resolve(d));
         if self.emit_rerun_if_changed {
             println!("cargo:rerun-if-changed={}", contracts_dir.display());
+            // The folder itself too: adding a template to it changes the output.
+            if let Some(dir) = &templates_dir {
+                println!("cargo:rerun-if-changed={}", dir.display());
+            }
+        }
+        let templates = crate::templates::Templates::load(templates_dir.as_deref()).map_err(BuildError::Template)?;
+        if self.emit_rerun_if_changed {
+            for p in templates.files() {
+                println!("cargo:rerun-if-changed={}", p.display());
+            }
         }
 
         // No-op fast path: same inputs as the last run and the outputs are still there.
         let paths = crate::read::discover(&contracts_dir).unwrap_or_default();
-        let stamp = stamp(&paths, scaffold_dir.as_deref(), &self.include_file);
+        let stamp = stamp(&paths, scaffold_dir.as_deref(), &templates, &self.include_file);
         let stamp_file = out_dir.join(".codegen-stamp");
         let include_path = out_dir.join(&self.include_file);
         // The stamp file holds the input fingerprint, then one line per scaffold file: a
@@ -196,9 +243,16 @@ impl Builder {
         let Some(mut output) = output else {
             return Err(BuildError::Contracts(loaded.diagnostics));
         };
+        templates.apply(&loaded.nodes, &mut output).map_err(BuildError::Template)?;
         // With a scaffold directory, OUT_DIR's node.rs forwards to the human-owned file.
-        let scaffold_root = scaffold_dir.clone().unwrap_or_else(|| out_dir.clone());
-        let scaffold_files: Vec<PathBuf> = output.scaffolds.keys().map(|rel| scaffold_root.join(rel)).collect();
+        let scaffold_files: Vec<PathBuf> = output
+            .scaffolds
+            .keys()
+            .map(|rel| match &scaffold_dir {
+                Some(dir) => dir.join(scaffold_rel(rel)),
+                None => out_dir.join(rel),
+            })
+            .collect();
         if self.emit_rerun_if_changed {
             for p in &scaffold_files {
                 println!("cargo:rerun-if-changed={}", p.display());
@@ -208,7 +262,7 @@ impl Builder {
             let scaffolds = std::mem::take(&mut output.scaffolds);
             let mut created = crate::Output::default();
             for (rel, text) in scaffolds {
-                let target = dir.join(&rel);
+                let target = dir.join(scaffold_rel(&rel));
                 output.generated.insert(
                     rel.clone(),
                     format!(
@@ -217,7 +271,7 @@ impl Builder {
                         target.display().to_string()
                     ),
                 );
-                created.scaffolds.insert(rel, text);
+                created.scaffolds.insert(scaffold_rel(&rel).to_owned(), text);
             }
             crate::write_tree(&created, dir, None).map_err(BuildError::Io)?;
         }
@@ -242,6 +296,12 @@ impl Builder {
     }
 }
 
+/// A scaffold's path below the scaffold directory: its path below `src/` without the leading
+/// `nodes/`, so `scaffold_dir("src/nodes")` holds `<node>/<version>/node.rs`.
+fn scaffold_rel(rel: &str) -> &str {
+    rel.strip_prefix("nodes/").unwrap_or(rel)
+}
+
 /// The file users `include!`: the module tree, by absolute path into `out_dir`.
 fn include_text(out_dir: &Path) -> String {
     let nodes = out_dir.join("nodes").join("mod.rs");
@@ -256,10 +316,15 @@ fn include_text(out_dir: &Path) -> String {
 }
 
 /// A fingerprint of every input, or `None` when an input cannot be read.
-fn stamp(paths: &[PathBuf], scaffold_dir: Option<&Path>, include_file: &str) -> Option<String> {
+fn stamp(
+    paths: &[PathBuf],
+    scaffold_dir: Option<&Path>,
+    templates: &crate::templates::Templates,
+    include_file: &str,
+) -> Option<String> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     STAMP_VERSION.hash(&mut hasher);
-    crate::emit::NODE_TEMPLATE.hash(&mut hasher);
+    templates.hash_into(&mut hasher);
     include_file.hash(&mut hasher);
     scaffold_dir.hash(&mut hasher);
     // A rebuilt generator (the build script binary) must regenerate even with the same inputs.
@@ -272,4 +337,78 @@ fn stamp(paths: &[PathBuf], scaffold_dir: Option<&Path>, include_file: &str) -> 
         std::fs::read(p).ok()?.hash(&mut hasher);
     }
     Some(format!("{:016x}", hasher.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MARKER: &str = "// From the project's own template.";
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("codegen-builder-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn build(dir: &Path) -> Result<Generated, BuildError> {
+        let contracts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/codegen/new_node/contracts");
+        Builder::new()
+            .contracts_dir(contracts)
+            .out_dir(dir.join("out"))
+            .scaffold_dir(dir.join("scaffolds"))
+            .templates_dir(dir.join("templates"))
+            .emit_rerun_if_changed(false)
+            .generate()
+    }
+
+    #[test]
+    fn scaffolds_land_in_the_scaffold_dir_by_node_and_version() {
+        let dir = scratch("layout");
+        std::fs::create_dir_all(dir.join("templates")).unwrap();
+        build(&dir).unwrap();
+        let scaffold = dir.join("scaffolds/node_sample_widget_effect/v1_0_0/node.rs");
+        assert!(scaffold.is_file());
+        assert!(!dir.join("scaffolds/nodes").exists());
+        let shim = std::fs::read_to_string(dir.join("out/nodes/node_sample_widget_effect/v1_0_0/node.rs")).unwrap();
+        assert!(shim.contains(&format!("include!({:?});", scaffold.display().to_string())), "{shim}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_templates_dir_overrides_the_scaffold_and_is_part_of_the_stamp() {
+        let dir = scratch("templates");
+        let templates = dir.join("templates");
+        std::fs::create_dir_all(&templates).unwrap();
+        let scaffold = dir.join("scaffolds/node_sample_widget_effect/v1_0_0/node.rs");
+
+        // An empty folder: the built-in template.
+        assert!(!build(&dir).unwrap().up_to_date);
+        assert!(!std::fs::read_to_string(&scaffold).unwrap().contains(MARKER));
+        assert!(build(&dir).unwrap().up_to_date);
+
+        // Adding a template reruns generation, which leaves the existing scaffold alone.
+        let template = templates.join("node.rs.jinja");
+        std::fs::write(&template, format!("{MARKER}\n{}", crate::templates::BUILTIN_NODE)).unwrap();
+        assert!(!build(&dir).unwrap().up_to_date);
+        assert!(!std::fs::read_to_string(&scaffold).unwrap().contains(MARKER));
+        assert!(build(&dir).unwrap().up_to_date);
+
+        // A missing scaffold is written from it.
+        std::fs::remove_file(&scaffold).unwrap();
+        assert!(!build(&dir).unwrap().up_to_date);
+        assert!(std::fs::read_to_string(&scaffold).unwrap().starts_with(MARKER));
+
+        // Editing the template reruns generation too.
+        std::fs::write(&template, format!("{MARKER}\n\n{}", crate::templates::BUILTIN_NODE)).unwrap();
+        assert!(!build(&dir).unwrap().up_to_date);
+
+        // A broken template is an error naming the file, even when nothing else changed.
+        std::fs::write(&template, "{% if %}\n").unwrap();
+        let err = build(&dir).unwrap_err();
+        let BuildError::Template(message) = &err else { panic!("expected a template error, got {err}") };
+        assert!(message.starts_with(&format!("template {}: syntax error", template.display())), "{message}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -797,7 +797,7 @@ fn render_nodes(nodes: &[NodeModel]) -> (Output, Vec<Diagnostic>) {
                 Err(message) => diags.push(fail(node, message)),
             }
         }
-        match scaffold(node) {
+        match scaffold(node, NODE_TEMPLATE) {
             Ok(text) => {
                 out.scaffolds.insert(format!("{dir}/node.rs"), text);
             }
@@ -915,11 +915,12 @@ fn crate_files(base: &str, nodes: &[NodeModel]) -> Result<BTreeMap<String, Strin
     Ok(files)
 }
 
-/// The scaffold `node.rs` for `node` (rendered from the template, checked by syn).
-pub fn scaffold(node: &NodeModel) -> Result<String, String> {
+/// The scaffold `node.rs` for `node`, rendered from `template` (the text of a
+/// `node.rs.jinja`) and checked by syn.
+pub fn scaffold(node: &NodeModel, template: &str) -> Result<String, String> {
     let mut env = minijinja::Environment::new();
     env.set_keep_trailing_newline(true);
-    env.add_template("node.rs", NODE_TEMPLATE).map_err(|e| format!("template node.rs.jinja: {e}"))?;
+    env.add_template("node.rs", template).map_err(|e| format!("template node.rs.jinja: {e}"))?;
     let mut imports = ["Dependencies".to_owned(), "Input".to_owned(), "Output".to_owned(), node.handler_trait.clone()];
     imports.sort();
     let operations: Vec<BTreeMap<&str, String>> = node

@@ -16,6 +16,7 @@ pub mod new_node;
 pub mod package;
 pub mod read;
 pub mod report;
+pub mod templates;
 pub mod validate;
 
 mod builder;

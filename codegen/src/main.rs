@@ -1,77 +1,231 @@
-//! `cargo run -p codegen [-- COMMAND]`: regenerate `generated/` from `contracts/`, or check,
-//! validate, create a contract, or list diagnostic codes. Arguments are parsed by hand to keep
-//! the dependency tree small.
+//! `cargo run -p codegen [-- COMMAND]`: regenerate `generated/` from `contracts/` (the command
+//! when none is given), or check it, validate contracts, create a contract, list and explain
+//! diagnostic codes, write a standalone package, or print the contract schema. `--help` after
+//! any command lists its options.
+//!
+//! The options `--root`, `--format`, `--map-type`, `--type-map`, `--templates` and `--color`
+//! mean the same for every command and may come before or after it.
+//!
+//! Exit codes: 0 success; 1 the contracts have errors, a template fails, `check` found
+//! `generated/` stale, or writing failed; 2 a usage error (an unknown command or option, a
+//! bad or missing value, an unknown diagnostic code).
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-const USAGE: &str = "\
-usage: cargo run -p codegen [-- [--root DIR] COMMAND]
+use clap::builder::styling::{AnsiColor, Style};
+use clap::{ColorChoice, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use codegen::report::Format;
+use codegen::templates::Templates;
 
-commands:
-  (none)                    regenerate generated/ from contracts/
-  check                     exit 1 with a diff when generated/ is stale
-  validate [PATHS...]       diagnostics only (default: contracts/)
-  new node_<name>_<kind>    write a new contract from templates/contract.yaml.jinja, then regenerate
-  codes                     print the table of diagnostic codes
-  explain CODE              print the long explanation of a diagnostic code (e.g. CG0023)
-  generate --contracts DIR --out DIR --crate NAME [--runtime-path PATH]
-                            write a standalone Cargo package generated from the contracts in DIR
-                            (any ONEX dialect; without --runtime-path it depends on onex-runtime by version)
-  schema                    print the editor JSON Schema of the contract dialect
+/// The help heading of the options every command accepts.
+const GLOBAL: &str = "Global options";
 
-options:
-  --root DIR                the workspace root (default: found from the current directory)
-  --format human|json       diagnostics as text with snippets (at most 50, then a count), or one JSON
-                            object per line with code, severity, file, line, column, path, message, hint
-  --map-type NAME=PATH      map an external (Python) type to a Rust type, e.g.
-                            --map-type ModelOnexEvent=onex_runtime::event::OnexEvent (repeatable)
-  --type-map FILE           a YAML file with `types: {NAME: rust::Path, ...}`";
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the contracts have errors, a template fails, `check` found generated/ stale, or writing failed
+  2  usage error: an unknown command or option, a bad or missing value, an unknown diagnostic code";
+
+/// Reads ONEX contract.yaml files, validates them and writes Rust models, node scaffolds and
+/// registries.
+///
+/// With no command, regenerates generated/ from contracts/. In this workspace run it as
+/// `cargo run -p codegen [-- COMMAND]`.
+#[derive(Debug, Parser)]
+#[command(name = "codegen", version, after_help = EXIT_CODES, max_term_width = 100)]
+struct Cli {
+    #[command(flatten)]
+    options: Options,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// The options every command accepts; each says which commands it affects.
+#[derive(Debug, clap::Args)]
+struct Options {
+    /// The workspace root, holding contracts/ and generated/ (regenerate, check, validate, new)
+    /// [default: the nearest ancestor of the current directory that has both]
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "DIR")]
+    root: Option<PathBuf>,
+
+    /// Diagnostics as text with source snippets (at most 50, then a count), or one JSON object
+    /// per line with code, severity, file, line, column, path, message, hint
+    #[arg(long, global = true, help_heading = GLOBAL, value_enum, value_name = "FORMAT", default_value_t = FormatArg::Human)]
+    format: FormatArg,
+
+    /// Map an external (Python) type to a Rust type, e.g.
+    /// `ModelOnexEvent=onex_runtime::event::OnexEvent` (repeatable; overrides --type-map)
+    #[arg(long = "map-type", global = true, help_heading = GLOBAL, value_name = "NAME=PATH", value_parser = parse_map_type)]
+    map_type: Vec<String>,
+
+    /// A YAML file with `types: {NAME: rust::Path, ...}` (repeatable)
+    #[arg(long = "type-map", global = true, help_heading = GLOBAL, value_name = "FILE")]
+    type_map: Vec<PathBuf>,
+
+    /// A folder whose node.rs.jinja and contract.yaml.jinja, where present, replace the
+    /// built-in templates (regenerate, check, generate, new)
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "DIR", value_parser = parse_dir)]
+    templates: Option<PathBuf>,
+
+    /// When to color help, errors and diagnostics; `auto` colors a terminal unless NO_COLOR
+    /// is set
+    #[arg(long, global = true, help_heading = GLOBAL, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FormatArg {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Regenerate generated/ from contracts/ (the default command)
+    #[command(visible_alias = "gen", after_help = EXIT_CODES)]
+    Regenerate,
+
+    /// Exit 1 with a unified diff when generated/ is stale
+    #[command(
+        after_help = "Exit codes:\n  0  generated/ is up to date\n  1  stale files (listed), or contract errors\n  2  usage error"
+    )]
+    Check,
+
+    /// Print the diagnostics of contracts; write nothing
+    #[command(
+        after_help = "Exit codes:\n  0  no errors (warnings and notes allowed)\n  1  at least one error\n  2  usage error"
+    )]
+    Validate {
+        /// Contract files or folders [default: contracts/]
+        #[arg(value_name = "PATHS")]
+        paths: Vec<PathBuf>,
+    },
+
+    /// Write a new contract from the contract template, then regenerate
+    #[command(after_help = EXIT_CODES)]
+    New {
+        /// The node's name: `node_<name>_<kind>` in lower snake case, where <kind> is effect,
+        /// compute, reducer or orchestrator
+        #[arg(value_name = "NODE_NAME")]
+        name: String,
+    },
+
+    /// Print the table of diagnostic codes
+    Codes,
+
+    /// Print the long explanation of a diagnostic code
+    #[command(after_help = "Exit codes:\n  0  explained\n  2  not a diagnostic code, or another usage error")]
+    Explain {
+        /// A diagnostic code, e.g. CG0023
+        code: String,
+    },
+
+    /// Write a standalone Cargo package generated from a folder of contracts (any ONEX dialect)
+    #[command(after_help = EXIT_CODES)]
+    Generate {
+        /// The folder holding the contracts
+        #[arg(long, value_name = "DIR")]
+        contracts: PathBuf,
+        /// The package folder to write (created when missing)
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The package name
+        #[arg(long = "crate", value_name = "NAME", value_parser = parse_crate_name)]
+        crate_name: String,
+        /// Depend on onex-runtime by this path (relative to the package folder) instead of by
+        /// version
+        #[arg(long, value_name = "PATH")]
+        runtime_path: Option<PathBuf>,
+    },
+
+    /// Print the editor JSON Schema of the contract dialect
+    Schema,
+}
+
+fn parse_map_type(arg: &str) -> Result<String, String> {
+    codegen::dialect::TypeMap::new().insert_arg(arg).map_err(|e| {
+        // Clap already names the option and the value.
+        e.strip_prefix(&format!("--map-type {arg}: ")).unwrap_or(&e).to_owned()
+    })?;
+    Ok(arg.to_owned())
+}
+
+fn parse_dir(arg: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(arg);
+    if path.is_dir() { Ok(path) } else { Err("not a directory".to_owned()) }
+}
+
+fn parse_crate_name(arg: &str) -> Result<String, String> {
+    codegen::package::check_crate_name(arg)?;
+    Ok(arg.to_owned())
+}
+
+/// The value of `--color` on the command line, read before parsing so that clap's own help
+/// and errors honour it; a bad value is left for clap to report.
+fn color_from_args(args: &[std::ffi::OsString]) -> ColorChoice {
+    let mut choice = ColorChoice::Auto;
+    let mut args = args.iter().skip(1).map(|a| a.to_string_lossy());
+    while let Some(arg) = args.next() {
+        let value = match arg.as_ref() {
+            "--" => break,
+            "--color" => args.next().map(|v| v.into_owned()),
+            other => other.strip_prefix("--color=").map(str::to_owned),
+        };
+        if let Some(parsed) = value.and_then(|v| ColorChoice::from_str(&v, false).ok()) {
+            choice = parsed;
+        }
+    }
+    choice
+}
+
+/// Whether diagnostics on stderr get colored severity labels: `auto` colors a terminal unless
+/// NO_COLOR is set to anything but the empty string.
+fn colors_stderr(choice: ColorChoice) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+        }
+    }
+}
 
 fn main() -> ExitCode {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let mut root: Option<PathBuf> = None;
-    if let Some(i) = args.iter().position(|a| a == "--root") {
-        if i + 1 >= args.len() {
-            eprintln!("error: --root needs a directory\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-        root = Some(PathBuf::from(args.remove(i + 1)));
-        args.remove(i);
-    }
-    let cli = match cli_options(&mut args) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let color = color_from_args(&args);
+    let matches = Cli::command().color(color).get_matches_from(&args);
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let run = match Run::new(&cli.options) {
+        Ok(run) => run,
         Err(e) => {
-            eprintln!("error: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
+            run_error(&e, colors_stderr(cli.options.color));
+            return ExitCode::FAILURE;
         }
     };
-    let _ = FORMAT.set(cli.format);
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let root = root.unwrap_or_else(find_root);
-    let command = args.first().map(String::as_str);
-    match command {
-        None => regenerate(&root),
-        Some("check") if args.len() == 1 => check(&root),
-        Some("validate") => validate(&root, &args[1..], &cli),
-        Some("generate") => generate_package(&args[1..], &cli),
-        Some("explain") if args.len() == 2 => explain(&args[1]),
-        Some("new") if args.len() == 2 => new(&root, &args[1]),
-        Some("schema") => {
-            print!("{}", codegen::CONTRACT_SCHEMA);
-            ExitCode::SUCCESS
-        }
-        Some("codes") => {
+    let root = || cli.options.root.clone().unwrap_or_else(find_root);
+    match cli.command {
+        None | Some(Command::Regenerate) => regenerate(&root(), &run),
+        Some(Command::Check) => check(&root(), &run),
+        Some(Command::Validate { paths }) => validate(&root(), &paths, &run),
+        Some(Command::New { name }) => new(&root(), &name, &run),
+        Some(Command::Codes) => {
             print!("{}", codegen::diagnostics::codes_table());
             ExitCode::SUCCESS
         }
-        Some(other) => {
-            eprintln!("error: unexpected arguments starting at `{other}`\n\n{USAGE}");
-            ExitCode::from(2)
+        Some(Command::Explain { code }) => explain(&code, run.color),
+        Some(Command::Generate { contracts, out, crate_name, runtime_path }) => {
+            let options = codegen::package::PackageOptions { crate_name, runtime_path, standalone: true };
+            generate_package(&contracts, &out, options, &run)
+        }
+        Some(Command::Schema) => {
+            print!("{}", codegen::CONTRACT_SCHEMA);
+            ExitCode::SUCCESS
         }
     }
 }
@@ -89,81 +243,122 @@ fn find_root() -> PathBuf {
     built_in.parent().unwrap_or(built_in).to_path_buf()
 }
 
-/// `--format`, set once from the command line.
-static FORMAT: std::sync::OnceLock<codegen::report::Format> = std::sync::OnceLock::new();
-
-/// Options shared by the commands.
-struct Cli {
-    format: codegen::report::Format,
+/// What the options resolve to, shared by the commands.
+struct Run {
+    format: Format,
     dialect: codegen::dialect::Options,
-    /// Problems in the type map file.
+    /// Problems in the type map files.
     type_map_diagnostics: Vec<codegen::diagnostics::Diagnostic>,
+    templates: Templates,
+    /// Whether stderr gets colored severity labels.
+    color: bool,
 }
 
-/// Removes `--format`, `--map-type` and `--type-map` (each `--x VALUE` or `--x=VALUE`) from `args`.
-fn cli_options(args: &mut Vec<String>) -> Result<Cli, String> {
-    let mut cli = Cli {
-        format: codegen::report::Format::Human,
-        dialect: codegen::dialect::Options { load_subcontracts: true, ..Default::default() },
-        type_map_diagnostics: Vec::new(),
-    };
-    let mut i = 0;
-    while i < args.len() {
-        let (flag, inline) = match args[i].split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-            _ => (args[i].clone(), None),
+impl Run {
+    /// Reads the type map files and the templates. Type map problems are diagnostics reported
+    /// with the contracts'; a template that cannot be read or parsed is an error.
+    fn new(options: &Options) -> Result<Run, String> {
+        let mut run = Run {
+            format: match options.format {
+                FormatArg::Human => Format::Human,
+                FormatArg::Json => Format::Json,
+            },
+            dialect: codegen::dialect::Options { load_subcontracts: true, ..Default::default() },
+            type_map_diagnostics: Vec::new(),
+            templates: Templates::load(options.templates.as_deref())?,
+            color: colors_stderr(options.color),
         };
-        if !["--format", "--map-type", "--type-map"].contains(&flag.as_str()) {
-            i += 1;
-            continue;
+        for file in &options.type_map {
+            run.dialect.type_map.load_file(file, &mut run.type_map_diagnostics);
         }
-        let value = match inline {
-            Some(v) => {
-                args.remove(i);
-                v
-            }
-            None if i + 1 < args.len() => {
-                args.remove(i);
-                args.remove(i)
-            }
-            None => return Err(format!("{flag} needs a value")),
-        };
-        match flag.as_str() {
-            "--format" => {
-                cli.format = codegen::report::Format::parse(&value)
-                    .ok_or_else(|| format!("--format must be `human` or `json`, not `{value}`"))?
-            }
-            "--map-type" => cli.dialect.type_map.insert_arg(&value)?,
-            _ => cli.dialect.type_map.load_file(Path::new(&value), &mut cli.type_map_diagnostics),
+        for arg in &options.map_type {
+            run.dialect.type_map.insert_arg(arg)?;
+        }
+        Ok(run)
+    }
+
+    /// Prints the diagnostics of `loaded` (human on stderr, JSON on stdout) and, when there
+    /// are errors, a count saying nothing was written.
+    fn report(&self, loaded: &codegen::Loaded) {
+        if self.format == Format::Json {
+            print!("{}", codegen::report::json_lines(&loaded.diagnostics));
+        } else if !loaded.diagnostics.is_empty() {
+            let text = codegen::report::human(&loaded.diagnostics, &loaded.sources, codegen::report::HUMAN_CAP);
+            eprint!("{}", paint(&text, self.color));
+        }
+        let errors = loaded.diagnostics.iter().filter(|d| d.is_error()).count();
+        let warnings = loaded.diagnostics.len() - errors;
+        if errors > 0 {
+            let line = format!("error: {errors} error(s), {warnings} warning(s); nothing was written");
+            eprintln!("{}", paint(&line, self.color));
         }
     }
-    Ok(cli)
+
+    /// Loads and renders the contracts under `contracts` with the type map and the templates,
+    /// reporting every diagnostic; `None` when anything is an error.
+    fn generate(&self, contracts: &Path) -> Option<(codegen::Loaded, codegen::Output)> {
+        let (mut loaded, output) = codegen::generate_with(contracts, &self.dialect);
+        if !self.type_map_diagnostics.is_empty() {
+            loaded.diagnostics.extend(self.type_map_diagnostics.iter().cloned());
+            codegen::diagnostics::sort(&mut loaded.diagnostics);
+        }
+        self.report(&loaded);
+        let mut output = output?;
+        if loaded.has_errors() {
+            return None;
+        }
+        if let Err(e) = self.templates.apply(&loaded.nodes, &mut output) {
+            run_error(&e, self.color);
+            return None;
+        }
+        Some((loaded, output))
+    }
 }
 
-fn report(loaded: &codegen::Loaded) {
-    let format = FORMAT.get().copied().unwrap_or_default();
-    if format == codegen::report::Format::Json {
-        print!("{}", codegen::report::json_lines(&loaded.diagnostics));
-    } else if !loaded.diagnostics.is_empty() {
-        eprint!("{}", codegen::report::human(&loaded.diagnostics, &loaded.sources, codegen::report::HUMAN_CAP));
+/// Colors the severity label at the start of each line of rendered diagnostics (`error[..]`,
+/// `warning[..]`, `note[..]`, `note:`, `help:`, `error:`); other lines are source snippets and
+/// locations, left as they are.
+fn paint(text: &str, color: bool) -> String {
+    if !color {
+        return text.to_owned();
     }
-    let errors = loaded.diagnostics.iter().filter(|d| d.is_error()).count();
-    let warnings = loaded.diagnostics.len() - errors;
-    if errors > 0 {
-        eprintln!("error: {errors} error(s), {warnings} warning(s); nothing was written");
+    let labels = [
+        ("error", AnsiColor::BrightRed),
+        ("warning", AnsiColor::BrightYellow),
+        ("note", AnsiColor::BrightGreen),
+        ("help", AnsiColor::BrightCyan),
+    ];
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.split_inclusive('\n') {
+        let painted = labels.iter().find_map(|&(label, color)| {
+            let rest = line.strip_prefix(label)?;
+            let end = if rest.starts_with('[') { label.len() + rest.find(']')? + 1 } else { label.len() };
+            line[end..].starts_with(':').then_some((end, color))
+        });
+        match painted {
+            Some((end, color)) => {
+                let style = Style::new().bold().fg_color(Some(color.into()));
+                out.push_str(&format!("{style}{}{style:#}{}", &line[..end], &line[end..]));
+            }
+            None => out.push_str(line),
+        }
     }
+    out
 }
 
-fn regenerate(root: &Path) -> ExitCode {
+/// Prints a one-line error on stderr.
+fn run_error(message: &str, color: bool) {
+    eprintln!("{}", paint(&format!("error: {message}"), color));
+}
+
+fn regenerate(root: &Path, run: &Run) -> ExitCode {
     let started = Instant::now();
-    let (loaded, output) = codegen::generate(&root.join("contracts"));
-    report(&loaded);
-    let Some(output) = output else { return ExitCode::FAILURE };
+    let Some((loaded, output)) = run.generate(&root.join("contracts")) else { return ExitCode::FAILURE };
     let src = root.join("generated").join("src");
     let written = match codegen::write_tree(&output, &src, None) {
         Ok(written) => written,
         Err(e) => {
-            eprintln!("error[CG0017]: cannot write {}: {e}", src.display());
+            eprintln!("{}", paint(&format!("error[CG0017]: cannot write {}: {e}", src.display()), run.color));
             return ExitCode::FAILURE;
         }
     };
@@ -199,14 +394,12 @@ fn regenerate(root: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn check(root: &Path) -> ExitCode {
-    let (loaded, output) = codegen::generate(&root.join("contracts"));
-    report(&loaded);
-    let Some(output) = output else { return ExitCode::FAILURE };
+fn check(root: &Path, run: &Run) -> ExitCode {
+    let Some((loaded, output)) = run.generate(&root.join("contracts")) else { return ExitCode::FAILURE };
     let report = match codegen::check_tree(&output, &root.join("generated").join("src")) {
         Ok(report) => report,
         Err(e) => {
-            eprintln!("error[CG0017]: cannot read generated/: {e}");
+            eprintln!("{}", paint(&format!("error[CG0017]: cannot read generated/: {e}"), run.color));
             return ExitCode::FAILURE;
         }
     };
@@ -228,21 +421,21 @@ fn check(root: &Path) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn validate(root: &Path, paths: &[String], cli: &Cli) -> ExitCode {
+fn validate(root: &Path, paths: &[PathBuf], run: &Run) -> ExitCode {
     // Canonical paths, so a PATH inside contracts/ is shown relative to it however it was typed.
     let canonical = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
     let contracts = canonical(root.join("contracts"));
     let only: Vec<PathBuf> = paths
         .iter()
         .map(|p| {
-            let full = canonical(PathBuf::from(p));
-            if full.starts_with(&contracts) { full } else { PathBuf::from(p) }
+            let full = canonical(p.clone());
+            if full.starts_with(&contracts) { full } else { p.clone() }
         })
         .collect();
-    let mut loaded = codegen::load_with(&contracts, if only.is_empty() { None } else { Some(&only) }, &cli.dialect);
-    loaded.diagnostics.extend(cli.type_map_diagnostics.iter().cloned());
+    let mut loaded = codegen::load_with(&contracts, if only.is_empty() { None } else { Some(&only) }, &run.dialect);
+    loaded.diagnostics.extend(run.type_map_diagnostics.iter().cloned());
     codegen::diagnostics::sort(&mut loaded.diagnostics);
-    report(&loaded);
+    run.report(&loaded);
     let counts = codegen::report::counts(&loaded.diagnostics);
     let summary = format!(
         "validated {} file(s): {} node contract(s) valid, {} other file(s) skipped, {} error(s), {} warning(s), {} note(s)",
@@ -253,7 +446,7 @@ fn validate(root: &Path, paths: &[String], cli: &Cli) -> ExitCode {
         counts.warnings,
         counts.notes
     );
-    if cli.format == codegen::report::Format::Json {
+    if run.format == Format::Json {
         eprintln!("{summary}")
     } else {
         println!("{summary}")
@@ -261,69 +454,28 @@ fn validate(root: &Path, paths: &[String], cli: &Cli) -> ExitCode {
     if counts.errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
-fn explain(code: &str) -> ExitCode {
+fn explain(code: &str, color: bool) -> ExitCode {
     match codegen::explain::parse_code(code) {
         Some(code) => {
             print!("{}", codegen::explain::explain(code));
             ExitCode::SUCCESS
         }
         None => {
-            eprintln!("error: `{code}` is not a diagnostic code; `cargo run -p codegen -- codes` lists them");
+            run_error(&format!("`{code}` is not a diagnostic code; `cargo run -p codegen -- codes` lists them"), color);
             ExitCode::from(2)
         }
     }
 }
 
-/// `generate --contracts DIR --out DIR --crate NAME [--runtime-path PATH]`.
-fn generate_package(args: &[String], cli: &Cli) -> ExitCode {
-    let mut contracts = None;
-    let mut out = None;
-    let mut crate_name = None;
-    let mut runtime_path = None;
-    let mut rest = args.iter();
-    while let Some(flag) = rest.next() {
-        let slot = match flag.as_str() {
-            "--contracts" => &mut contracts,
-            "--out" => &mut out,
-            "--crate" => &mut crate_name,
-            "--runtime-path" => &mut runtime_path,
-            other => {
-                eprintln!("error: unexpected argument `{other}` to generate\n\n{USAGE}");
-                return ExitCode::from(2);
-            }
-        };
-        let Some(value) = rest.next() else {
-            eprintln!("error: {flag} needs a value\n\n{USAGE}");
-            return ExitCode::from(2);
-        };
-        *slot = Some(value.clone());
-    }
-    let (Some(contracts), Some(out), Some(crate_name)) = (contracts, out, crate_name) else {
-        eprintln!("error: generate needs --contracts DIR --out DIR --crate NAME\n\n{USAGE}");
-        return ExitCode::from(2);
-    };
-    if let Err(e) = codegen::package::check_crate_name(&crate_name) {
-        eprintln!("error: --crate {e}");
-        return ExitCode::from(2);
-    }
+fn generate_package(contracts: &Path, out: &Path, options: codegen::package::PackageOptions, run: &Run) -> ExitCode {
     let started = Instant::now();
-    let (mut loaded, output) = codegen::generate_with(Path::new(&contracts), &cli.dialect);
-    loaded.diagnostics.extend(cli.type_map_diagnostics.iter().cloned());
-    report(&loaded);
-    let Some(output) = output else { return ExitCode::FAILURE };
-    if loaded.has_errors() {
-        return ExitCode::FAILURE;
-    }
-    let options = codegen::package::PackageOptions {
-        crate_name,
-        runtime_path: runtime_path.map(PathBuf::from),
-        standalone: true,
-    };
-    match codegen::package::write_package(&output, Path::new(&out), &options) {
+    let Some((loaded, output)) = run.generate(contracts) else { return ExitCode::FAILURE };
+    match codegen::package::write_package(&output, out, &options) {
         Ok(written) => {
             println!(
-                "generated package `{}` in {out}: {} node(s), {} file(s) written, {} unchanged, {} scaffold(s) created, {} other file(s) skipped in {:.1} ms",
+                "generated package `{}` in {}: {} node(s), {} file(s) written, {} unchanged, {} scaffold(s) created, {} other file(s) skipped in {:.1} ms",
                 options.crate_name,
+                out.display(),
                 loaded.nodes.len(),
                 written.written.len(),
                 written.unchanged,
@@ -334,20 +486,54 @@ fn generate_package(args: &[String], cli: &Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error[CG0017]: cannot write the package to {out}: {e}");
+            eprintln!(
+                "{}",
+                paint(&format!("error[CG0017]: cannot write the package to {}: {e}", out.display()), run.color)
+            );
             ExitCode::FAILURE
         }
     }
 }
 
-fn new(root: &Path, name: &str) -> ExitCode {
+fn new(root: &Path, name: &str, run: &Run) -> ExitCode {
     let contracts = root.join("contracts");
-    match codegen::new_node::create(&contracts, name) {
+    match codegen::new_node::create_with(&contracts, name, &run.templates) {
         Ok(path) => println!("created {}", path.display()),
         Err(e) => {
-            eprintln!("error[CG0007]: {e}");
+            eprintln!("{}", paint(&format!("error[CG0007]: {e}"), run.color));
             return ExitCode::FAILURE;
         }
     }
-    regenerate(root)
+    regenerate(root, run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn color_is_read_before_parsing() {
+        let args = |list: &[&str]| list.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert_eq!(color_from_args(&args(&["codegen", "--color", "never", "check"])), ColorChoice::Never);
+        assert_eq!(color_from_args(&args(&["codegen", "check", "--color=always"])), ColorChoice::Always);
+        assert_eq!(color_from_args(&args(&["codegen", "--color", "bogus"])), ColorChoice::Auto);
+        assert_eq!(color_from_args(&args(&["codegen", "--", "--color=always"])), ColorChoice::Auto);
+    }
+
+    #[test]
+    fn paint_colors_only_severity_labels() {
+        let text = "error[CG0011]: bad\n --> a.yaml:1:2\n3 | error: in a snippet\nhelp: do this\nerrors: not a label\n";
+        assert_eq!(paint(text, false), text);
+        let painted = paint(text, true);
+        assert!(painted.starts_with("\u{1b}["), "{painted:?}");
+        assert!(painted.contains("error[CG0011]\u{1b}[0m: bad\n"), "{painted:?}");
+        assert!(painted.contains("\n3 | error: in a snippet\n"), "{painted:?}");
+        assert!(painted.contains("help\u{1b}[0m: do this\n"), "{painted:?}");
+        assert!(painted.ends_with("\nerrors: not a label\n"), "{painted:?}");
+    }
 }

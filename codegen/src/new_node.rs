@@ -1,12 +1,14 @@
-//! `codegen new node_<name>_<kind>`: a new contract from `templates/contract.yaml.jinja`.
+//! `codegen new node_<name>_<kind>`: a new contract from the contract template
+//! (`contract.yaml.jinja`, see [`crate::templates`]).
 
 use std::path::{Path, PathBuf};
 
 use crate::model::to_pascal_case;
+use crate::templates::{Template, Templates};
 use crate::validate::is_snake_case;
 
-/// The contract template (embedded; the file lives in `templates/`).
-pub const CONTRACT_TEMPLATE: &str = include_str!("../../templates/contract.yaml.jinja");
+/// The built-in contract template.
+pub const CONTRACT_TEMPLATE: &str = crate::templates::BUILTIN_CONTRACT;
 
 /// The kind a node name ends with, upper case.
 fn kind_of(name: &str) -> Option<&'static str> {
@@ -16,8 +18,14 @@ fn kind_of(name: &str) -> Option<&'static str> {
         .map(|(_, kind)| kind)
 }
 
-/// The text of a new contract for `node_name`, or why the name is not acceptable.
+/// The text of a new contract for `node_name` from the built-in template, or why the name is
+/// not acceptable.
 pub fn render(node_name: &str) -> Result<String, String> {
+    render_with(node_name, &Templates::builtin().contract)
+}
+
+/// [`render`] with another contract template.
+pub fn render_with(node_name: &str, template: &Template) -> Result<String, String> {
     let kind = kind_of(node_name);
     if !node_name.starts_with("node_") || !is_snake_case(node_name) || kind.is_none() {
         return Err(format!(
@@ -30,19 +38,12 @@ pub fn render(node_name: &str) -> Result<String, String> {
     let core = node_name.trim_start_matches("node_").trim_end_matches(suffix.as_str());
     let pascal = to_pascal_case(core);
     let title = core.split('_').collect::<Vec<_>>().join(" ");
-    let mut env = minijinja::Environment::new();
-    env.set_keep_trailing_newline(true);
-    env.add_template("contract.yaml", CONTRACT_TEMPLATE).map_err(|e| format!("template contract.yaml.jinja: {e}"))?;
-    env.get_template("contract.yaml")
-        .and_then(|t| {
-            t.render(minijinja::context! {
-                node_name => node_name,
-                kind => kind,
-                pascal => pascal,
-                title => title,
-            })
-        })
-        .map_err(|e| format!("template contract.yaml.jinja: {e}"))
+    template.render(minijinja::context! {
+        node_name => node_name,
+        kind => kind,
+        pascal => pascal,
+        title => title,
+    })
 }
 
 /// Where `new` writes the contract for `node_name` under `contracts_dir`.
@@ -50,9 +51,14 @@ pub fn contract_path(contracts_dir: &Path, node_name: &str) -> PathBuf {
     contracts_dir.join("nodes").join(node_name).join("v1_0_0").join("contract.yaml")
 }
 
-/// Writes the new contract; refuses to overwrite an existing one.
+/// Writes the new contract from the built-in template; refuses to overwrite an existing one.
 pub fn create(contracts_dir: &Path, node_name: &str) -> Result<PathBuf, String> {
-    let text = render(node_name)?;
+    create_with(contracts_dir, node_name, &Templates::builtin())
+}
+
+/// [`create`] with the contract template of `templates`.
+pub fn create_with(contracts_dir: &Path, node_name: &str, templates: &Templates) -> Result<PathBuf, String> {
+    let text = render_with(node_name, &templates.contract)?;
     let path = contract_path(contracts_dir, node_name);
     if path.exists() {
         return Err(format!("{} already exists; `new` never overwrites a contract", path.display()));

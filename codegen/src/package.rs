@@ -15,7 +15,7 @@ pub const RUNTIME_VERSION: &str = "0.1.0";
 /// How the package is laid out.
 #[derive(Debug, Clone)]
 pub struct PackageOptions {
-    /// The package name (`[a-zA-Z][a-zA-Z0-9_-]*`).
+    /// The package name (see [`check_crate_name`]).
     pub crate_name: String,
     /// The runtime crate's folder, written into `Cargo.toml` as given (relative paths are
     /// relative to the package folder); `None` depends on the runtime by version.
@@ -25,16 +25,100 @@ pub struct PackageOptions {
     pub standalone: bool,
 }
 
-/// Checks a package name as Cargo would accept it.
+/// The longest package name accepted (crates.io's limit).
+pub const MAX_CRATE_NAME_LEN: usize = 64;
+
+/// Names a package cannot take: the built-in crates (a dependency of that name would shadow
+/// them) and Rust keywords (the library could not be named in a `use`). Compared after `-`
+/// becomes `_`, as in the library's name.
+const RESERVED: &[&str] = &[
+    "test",
+    "core",
+    "std",
+    "alloc",
+    "proc_macro",
+    "as",
+    "async",
+    "await",
+    "break",
+    "const",
+    "continue",
+    "crate",
+    "dyn",
+    "else",
+    "enum",
+    "extern",
+    "false",
+    "fn",
+    "for",
+    "gen",
+    "if",
+    "impl",
+    "in",
+    "let",
+    "loop",
+    "match",
+    "mod",
+    "move",
+    "mut",
+    "pub",
+    "ref",
+    "return",
+    "self",
+    "static",
+    "struct",
+    "super",
+    "trait",
+    "true",
+    "try",
+    "type",
+    "unsafe",
+    "use",
+    "where",
+    "while",
+    "abstract",
+    "become",
+    "box",
+    "do",
+    "final",
+    "macro",
+    "override",
+    "priv",
+    "typeof",
+    "unsized",
+    "virtual",
+    "yield",
+];
+
+/// Checks a package name as Cargo and crates.io accept it: not empty, at most
+/// [`MAX_CRATE_NAME_LEN`] characters, an ASCII letter first, then ASCII letters, digits, `_`
+/// and `-`, and not a built-in crate's name or a keyword. The error names the rule broken.
 pub fn check_crate_name(name: &str) -> Result<(), String> {
-    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        && name.len() <= 64;
-    if valid {
-        Ok(())
-    } else {
-        Err(format!("`{name}` is not a valid crate name (letters, digits, `_`, `-`; a letter first)"))
+    let Some(first) = name.chars().next() else {
+        return Err("the crate name is empty".to_owned());
+    };
+    let len = name.chars().count();
+    if len > MAX_CRATE_NAME_LEN {
+        return Err(format!("`{name}` is {len} characters long; a crate name has at most {MAX_CRATE_NAME_LEN}"));
     }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if let Some((i, c)) = name.chars().enumerate().find(|&(_, c)| !allowed(c)) {
+        return Err(format!(
+            "`{name}` has {c:?} (U+{:04X}) at position {}; a crate name holds only ASCII letters, digits, `_` and `-`",
+            u32::from(c),
+            i + 1
+        ));
+    }
+    if !first.is_ascii_alphabetic() {
+        return Err(format!("`{name}` starts with {first:?}; a crate name starts with an ASCII letter"));
+    }
+    let normalized = name.replace('-', "_");
+    if RESERVED.contains(&normalized.as_str()) {
+        return Err(format!(
+            "`{name}` is reserved: it is the name of a built-in crate or a Rust keyword; pick another name"
+        ));
+    }
+    Ok(())
 }
 
 /// The `Cargo.toml` of the package.
@@ -88,9 +172,49 @@ mod tests {
 
     #[test]
     fn crate_names() {
-        assert!(check_crate_name("my-nodes_2").is_ok());
-        for bad in ["", "2x", "a b", "a/b", "é"] {
-            assert!(check_crate_name(bad).is_err(), "{bad}");
+        for good in ["my-nodes_2", "x", "Tracing-Nodes", "tests", "std2", &"a".repeat(MAX_CRATE_NAME_LEN)] {
+            assert_eq!(check_crate_name(good), Ok(()), "{good}");
+        }
+    }
+
+    #[test]
+    fn each_broken_rule_is_named() {
+        assert_eq!(check_crate_name(""), Err("the crate name is empty".to_owned()));
+
+        let long = "a".repeat(70);
+        assert_eq!(
+            check_crate_name(&long),
+            Err(format!("`{long}` is 70 characters long; a crate name has at most 64"))
+        );
+        // Counted in characters, not bytes: 40 two-byte characters are not too long.
+        let err = check_crate_name(&"é".repeat(40)).unwrap_err();
+        assert!(err.contains("at position 1;"), "{err}");
+
+        for (name, shown, position) in [
+            ("a b", "' ' (U+0020)", 2),
+            ("a/b", "'/' (U+002F)", 2),
+            ("nodé", "'é' (U+00E9)", 4),
+            ("é", "'é' (U+00E9)", 1),
+        ] {
+            let err = check_crate_name(name).unwrap_err();
+            assert_eq!(
+                err,
+                format!(
+                    "`{name}` has {shown} at position {position}; a crate name holds only ASCII letters, digits, `_` and `-`"
+                )
+            );
+        }
+
+        for (name, first) in [("2x", "'2'"), ("_x", "'_'"), ("-x", "'-'")] {
+            assert_eq!(
+                check_crate_name(name),
+                Err(format!("`{name}` starts with {first}; a crate name starts with an ASCII letter"))
+            );
+        }
+
+        for name in ["test", "core", "std", "alloc", "proc-macro", "proc_macro", "fn", "self", "async"] {
+            let err = check_crate_name(name).unwrap_err();
+            assert!(err.starts_with(&format!("`{name}` is reserved")), "{err}");
         }
     }
 

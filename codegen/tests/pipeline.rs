@@ -131,16 +131,16 @@ fn scaffolds_are_never_overwritten() {
             .unwrap()
     };
     build();
-    let scaffold = scaffolds.join("nodes/node_consul_effect/v1_0_0/node.rs");
+    let scaffold = scaffolds.join("node_consul_effect/v1_0_0/node.rs");
     std::fs::write(&scaffold, "// edited\n").unwrap();
     std::fs::remove_file(out.join(".codegen-stamp")).unwrap();
     assert!(!build().up_to_date);
     assert_eq!(std::fs::read_to_string(&scaffold).unwrap(), "// edited\n");
     assert!(build().up_to_date, "a second run with the same inputs is a no-op");
     // A deleted scaffold is recreated, and only that one.
-    std::fs::remove_file(scaffolds.join("nodes/node_postgres_adapter_effect/v1_0_0/node.rs")).unwrap();
+    std::fs::remove_file(scaffolds.join("node_postgres_adapter_effect/v1_0_0/node.rs")).unwrap();
     assert!(!build().up_to_date);
-    assert!(scaffolds.join("nodes/node_postgres_adapter_effect/v1_0_0/node.rs").exists());
+    assert!(scaffolds.join("node_postgres_adapter_effect/v1_0_0/node.rs").exists());
     assert_eq!(std::fs::read_to_string(&scaffold).unwrap(), "// edited\n");
 }
 

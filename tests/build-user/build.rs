@@ -2,7 +2,8 @@
 //!
 //! Three contract sets: the project's `contracts/` (compared byte for byte with the checked-in
 //! `generated/src` by `tests/build_rs_output.rs`), the contract `codegen new` writes, and the
-//! keyword-property fixture. Scaffolds live under `scaffolds/<set>/`, written once when missing.
+//! keyword-property fixture. Each scaffold lives at `scaffolds/<set>/<node>/<version>/node.rs`,
+//! written once when missing.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
