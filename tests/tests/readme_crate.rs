@@ -44,20 +44,23 @@ fn cargo(crate_dir: &Path, args: &[&str]) {
             command.env_remove(key);
         }
     }
-    let status = command
+    // Captured, so the inner build's own test summary never reads as this suite's.
+    let output = command
         .args(args)
         .arg("--offline")
         .current_dir(crate_dir)
         .env("CARGO_TARGET_DIR", repo_root().join("target").join("readme-crate"))
         // Debug info only makes this build slower; it changes nothing the test looks at.
         .env("CARGO_PROFILE_DEV_DEBUG", "false")
-        .status()
+        .output()
         .expect("cargo runs");
     assert!(
-        status.success(),
-        "`cargo {}` failed in the crate made from the README ({})",
+        output.status.success(),
+        "`cargo {}` failed in the crate made from the README ({}):\n{}{}",
         args.join(" "),
-        crate_dir.display()
+        crate_dir.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
     );
 }
 
