@@ -1,0 +1,186 @@
+//! Stage 4: Rust source for every node. Items are built as `quote!` tokens, checked by
+//! `syn::parse2` and printed by `prettyplease`, one item at a time so a blank line separates
+//! items. Scaffolds come from a minijinja template (they are human-owned, rustfmt-formatted
+//! code). Nothing here touches the disk: see [`crate::write_tree`].
+
+mod contract;
+mod handler;
+mod models;
+mod registry;
+mod scaffold;
+mod tokens;
+
+use std::collections::BTreeMap;
+
+use quote::quote;
+
+use crate::diagnostics::{Code, Diagnostic, Pos};
+use crate::model::NodeModel;
+pub use scaffold::scaffold;
+use tokens::{ident, inner_doc, render_file, skipped_mod, version_text};
+
+/// The files of one run: paths relative to the crate's `src/`, `/`-separated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    /// Always regenerated (`@generated`).
+    pub generated: BTreeMap<String, String>,
+    /// Written only when missing (`node.rs`), then owned by people.
+    pub scaffolds: BTreeMap<String, String>,
+}
+
+/// The scaffold template (also in `templates/`, embedded so build scripts read no template file).
+pub const NODE_TEMPLATE: &str = include_str!("../../../templates/node.rs.jinja");
+
+/// Where a node's files go, relative to `src/`: `nodes/<node>/v<M>_<m>_<p>`.
+pub fn node_dir(node: &NodeModel) -> String {
+    format!("nodes/{}/{}", node.contract.name.value, node.contract.version_module())
+}
+
+fn node_mod_file(node: &NodeModel) -> Result<String, String> {
+    let c = &node.contract;
+    let source = c.source.display.as_str();
+    let summary = c.description.value.trim().lines().next().unwrap_or_default().to_owned();
+    let inner = inner_doc(&format!("`{}` v{}: {summary}", c.name.value, version_text(node)));
+    // One `pub use` per item: a brace list would be wrapped differently by prettyplease and
+    // rustfmt, and rustfmt sees this file.
+    let mut uses = [node.handler_trait.clone(), node.node_type.clone(), "Dependencies".to_owned()];
+    uses.sort();
+    let scaffold = ident(&node.scaffold_type)?;
+    let mut items = vec![
+        skipped_mod("contract"),
+        skipped_mod("handler"),
+        skipped_mod("models"),
+        quote! { pub mod node; },
+        skipped_mod("registry"),
+        quote! { pub use contract::CONTRACT; },
+    ];
+    for name in &uses {
+        let name = ident(name)?;
+        items.push(quote!(pub use handler::#name;));
+    }
+    items.push(quote!(pub use node::#scaffold;));
+    items.push(quote! { pub use registry::REGISTRATION; });
+    render_file(source, inner, items)
+}
+
+fn render_nodes(nodes: &[NodeModel]) -> (Output, Vec<Diagnostic>) {
+    let mut out = Output::default();
+    let mut diags = Vec::new();
+    let fail = |node: &NodeModel, message: String| {
+        Diagnostic::error(Code::UnsupportedSchema, &node.contract.source.display, Pos::new(1, 1), "", message)
+            .with_hint("this is a generator bug or a rust_type that does not print; please report it with the contract")
+    };
+    for node in nodes {
+        let dir = node_dir(node);
+        let files = [
+            ("mod.rs", node_mod_file(node)),
+            ("models.rs", models::models_file(node)),
+            ("contract.rs", contract::contract_file(node)),
+            ("handler.rs", handler::handler_file(node)),
+            ("registry.rs", registry::registry_file(node)),
+        ];
+        for (file, text) in files {
+            match text {
+                Ok(text) => {
+                    out.generated.insert(format!("{dir}/{file}"), text);
+                }
+                Err(message) => diags.push(fail(node, message)),
+            }
+        }
+        match scaffold(node, NODE_TEMPLATE) {
+            Ok(text) => {
+                out.scaffolds.insert(format!("{dir}/node.rs"), text);
+            }
+            Err(message) => diags.push(fail(node, message)),
+        }
+    }
+    (out, diags)
+}
+
+/// Renders every file of a run. `base` is the contracts folder's display name (`contracts`).
+pub fn render(base: &str, nodes: &[NodeModel]) -> Result<Output, Vec<Diagnostic>> {
+    // Nodes are independent: render them on all cores. Results land in BTreeMaps and the
+    // diagnostics are sorted, so the output never depends on scheduling.
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 8);
+    let chunk = nodes.len().div_ceil(threads).max(1);
+    let parts: Vec<(Output, Vec<Diagnostic>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = nodes.chunks(chunk).map(|part| scope.spawn(move || render_nodes(part))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    let d = Diagnostic::error(
+                        Code::UnsupportedSchema,
+                        base,
+                        Pos::new(1, 1),
+                        "",
+                        "internal: a render thread panicked",
+                    )
+                    .with_hint("please report this with the contracts");
+                    (Output::default(), vec![d])
+                })
+            })
+            .collect()
+    });
+    let mut out = Output::default();
+    let mut diags = Vec::new();
+    for (part, part_diags) in parts {
+        out.generated.extend(part.generated);
+        out.scaffolds.extend(part.scaffolds);
+        diags.extend(part_diags);
+    }
+    crate::diagnostics::sort(&mut diags);
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    match crate_files(base, nodes) {
+        Ok(files) => out.generated.extend(files),
+        Err(message) => {
+            return Err(vec![Diagnostic::error(Code::UnsupportedSchema, base, Pos::new(1, 1), "", message)]);
+        }
+    }
+    Ok(out)
+}
+
+fn crate_files(base: &str, nodes: &[NodeModel]) -> Result<BTreeMap<String, String>, String> {
+    let mut files = BTreeMap::new();
+    let source = format!("{base}/");
+    let lib_inner = quote! {
+        //! ONEX nodes generated from the contracts under `contracts/`.
+        //!
+        //! Everything here is written by `cargo run -p codegen` except the `node.rs` files,
+        //! which implement each node's handler trait and are owned by people.
+        #![deny(warnings)]
+    };
+    files.insert(
+        "lib.rs".to_owned(),
+        render_file(
+            &source,
+            lib_inner,
+            vec![quote! { pub mod nodes; }, skipped_mod("registry"), quote! { pub use registry::registry; }],
+        )?,
+    );
+    // nodes/mod.rs and nodes/<node>/mod.rs.
+    let mut by_name: BTreeMap<&str, Vec<&NodeModel>> = BTreeMap::new();
+    for node in nodes {
+        by_name.entry(node.contract.name.value.as_str()).or_default().push(node);
+    }
+    let node_mods = by_name.keys().map(|n| ident(n).map(|i| quote!(pub mod #i;))).collect::<Result<Vec<_>, _>>()?;
+    files.insert(
+        "nodes/mod.rs".to_owned(),
+        render_file(&source, inner_doc("One module per node contract, one submodule per version."), node_mods)?,
+    );
+    for (name, versions) in &by_name {
+        let mut mods: Vec<String> = versions.iter().map(|v| v.contract.version_module()).collect();
+        mods.sort();
+        mods.dedup();
+        let items = mods.iter().map(|m| ident(m).map(|i| quote!(pub mod #i;))).collect::<Result<Vec<_>, _>>()?;
+        let node_source = format!("{base}/nodes/{name}/");
+        files.insert(
+            format!("nodes/{name}/mod.rs"),
+            render_file(&node_source, inner_doc(&format!("`{name}`, one module per contract version.")), items)?,
+        );
+    }
+    files.insert("registry.rs".to_owned(), registry::crate_registry_file(&source, nodes)?);
+    Ok(files)
+}

@@ -1,0 +1,313 @@
+//! `models.rs`: the input, the output and every type of the contract's `definitions`.
+
+use proc_macro2::{Literal, TokenStream};
+use quote::quote;
+
+use super::tokens::{doc_attrs, ident, inner_doc, render_file, version_text};
+use crate::model::{DefaultValue, Doc, Field, NodeModel, RustType, TaggedVariant, TypeDef};
+
+fn rust_type(ty: &RustType) -> Result<TokenStream, String> {
+    Ok(match ty {
+        RustType::String => quote!(String),
+        RustType::SensitiveString => quote!(onex_runtime::Sensitive<String>),
+        RustType::I64 => quote!(i64),
+        RustType::I32 => quote!(i32),
+        RustType::U64 => quote!(u64),
+        RustType::F64 => quote!(f64),
+        RustType::Bool => quote!(bool),
+        RustType::Uuid => quote!(uuid::Uuid),
+        RustType::DateTime => quote!(chrono::DateTime<chrono::Utc>),
+        RustType::Json => quote!(serde_json::Value),
+        RustType::JsonMap => quote!(serde_json::Map<String, serde_json::Value>),
+        RustType::Vec(inner) => {
+            let inner = rust_type(inner)?;
+            quote!(Vec<#inner>)
+        }
+        RustType::Map(inner) => {
+            let inner = rust_type(inner)?;
+            quote!(std::collections::BTreeMap<String, #inner>)
+        }
+        RustType::Named(name) => {
+            let name = ident(name)?;
+            quote!(#name)
+        }
+        RustType::External(path) => {
+            let ty: syn::Type = syn::parse_str(path).map_err(|e| format!("rust_type `{path}`: {e}"))?;
+            quote!(#ty)
+        }
+    })
+}
+
+fn default_expr(value: &DefaultValue, ty: &RustType) -> Result<TokenStream, String> {
+    Ok(match value {
+        DefaultValue::Str(s) if *ty == RustType::SensitiveString => quote!(onex_runtime::Sensitive::new(#s.to_owned())),
+        DefaultValue::Str(s) => quote!(#s.to_owned()),
+        DefaultValue::Int(i) => match ty {
+            RustType::I32 => {
+                let v =
+                    Literal::i32_unsuffixed(i32::try_from(*i).map_err(|_| format!("default {i} does not fit i32"))?);
+                quote!(#v)
+            }
+            RustType::U64 => {
+                let v =
+                    Literal::u64_unsuffixed(u64::try_from(*i).map_err(|_| format!("default {i} does not fit u64"))?);
+                quote!(#v)
+            }
+            _ => {
+                let v = Literal::i64_unsuffixed(*i);
+                quote!(#v)
+            }
+        },
+        DefaultValue::Float(f) if f.is_finite() => {
+            let v = Literal::f64_unsuffixed(*f);
+            quote!(#v)
+        }
+        DefaultValue::Float(f) => return Err(format!("default {f} is not a finite number")),
+        DefaultValue::Bool(b) => quote!(#b),
+        DefaultValue::Variant(e, v) => {
+            let (e, v) = (ident(e)?, ident(v)?);
+            quote!(#e::#v)
+        }
+        DefaultValue::ExternalVariant { path, variant, .. } => {
+            let path: syn::Path = syn::parse_str(path).map_err(|e| format!("rust_type `{path}`: {e}"))?;
+            let variant = ident(variant)?;
+            quote!(#path::#variant)
+        }
+        DefaultValue::List(items) => {
+            let inner = match ty {
+                RustType::Vec(inner) => inner.as_ref().clone(),
+                _ => RustType::Json,
+            };
+            let items = items.iter().map(|i| default_expr(i, &inner)).collect::<Result<Vec<_>, _>>()?;
+            quote!(vec![#(#items),*])
+        }
+        DefaultValue::Json(json) => {
+            let text = serde_json::to_string(json).map_err(|e| e.to_string())?;
+            let tokens: TokenStream = text.parse().map_err(|e| format!("default {text}: {e}"))?;
+            quote!(serde_json::json!(#tokens))
+        }
+    })
+}
+
+fn field_tokens(
+    struct_name: &str,
+    field: &Field,
+    source: &str,
+    defaults: &mut Vec<TokenStream>,
+    checks: &mut Vec<TokenStream>,
+) -> Result<TokenStream, String> {
+    let name = ident(&field.ident)?;
+    let doc = doc_attrs(&field.doc, source, &format!("`{}`.", field.wire));
+    let ty = rust_type(&field.ty)?;
+    let ty = if field.boxed { quote!(Box<#ty>) } else { ty };
+    let wire = &field.wire;
+    let rename = field.rename.then(|| quote!(#[serde(rename = #wire)]));
+    if let Some(default) = &field.default {
+        let fn_name = default_fn_name(struct_name, field);
+        let fn_ident = ident(&fn_name)?;
+        let expr = default_expr(default, &field.ty)?;
+        let expr = if field.boxed { quote!(Box::new(#expr)) } else { expr };
+        if let DefaultValue::ExternalVariant { wire, .. } = default {
+            checks.push(quote! {
+                assert_eq!(serde_json::to_value(super::#fn_ident()).ok(), Some(serde_json::Value::from(#wire)));
+            });
+        }
+        defaults.push(quote! {
+            fn #fn_ident() -> #ty {
+                #expr
+            }
+        });
+        return Ok(quote! {
+            #doc
+            #rename
+            #[serde(default = #fn_name)]
+            pub #name: #ty
+        });
+    }
+    if field.optional {
+        return Ok(quote! {
+            #doc
+            #rename
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub #name: Option<#ty>
+        });
+    }
+    Ok(quote! { #doc #rename pub #name: #ty })
+}
+
+/// A tagged union: the tag property names the arm on the wire, and each arm's struct (which
+/// leaves the tag out) holds the rest of the object.
+fn tagged_tokens(
+    name: &str,
+    doc: &Doc,
+    tag: &str,
+    variants: &[TaggedVariant],
+    source: &str,
+) -> Result<TokenStream, String> {
+    let ident_name = ident(name)?;
+    let doc = doc_attrs(doc, source, &format!("`{name}`: one of its arms, told apart by `{tag}`."));
+    let idents = variants.iter().map(|v| ident(&v.ident)).collect::<Result<Vec<_>, _>>()?;
+    let types = variants.iter().map(|v| ident(&v.ty)).collect::<Result<Vec<_>, _>>()?;
+    let wires: Vec<&str> = variants.iter().map(|v| v.wire.as_str()).collect();
+    let docs: Vec<String> = variants.iter().map(|v| format!(" `{tag}: {}`", v.wire)).collect();
+    Ok(quote! {
+        #doc
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(tag = #tag)]
+        pub enum #ident_name {
+            #( #[doc = #docs] #[serde(rename = #wires)] #idents(#types), )*
+        }
+    })
+}
+
+/// The function that fills `field` of `struct_name` with its contract default.
+fn default_fn_name(struct_name: &str, field: &Field) -> String {
+    format!(
+        "default_{}_{}",
+        crate::model::to_snake_case(struct_name),
+        crate::model::unraw(&field.ident).trim_end_matches('_')
+    )
+}
+
+/// `new` taking the required fields (in contract order): optional fields start absent and
+/// defaulted ones at their defaults, so callers write `Model { x: Some(..), ..Model::new(a) }`
+/// instead of listing every field. A struct without required fields also gets `Default`.
+fn constructor_tokens(struct_name: &str, fields: &[Field]) -> Result<TokenStream, String> {
+    let ident_name = ident(struct_name)?;
+    let mut params = Vec::new();
+    let mut inits = Vec::new();
+    for field in fields {
+        let name = ident(&field.ident)?;
+        if field.default.is_some() {
+            let fill = ident(&default_fn_name(struct_name, field))?;
+            inits.push(quote!(#name: #fill()));
+        } else if field.optional {
+            inits.push(quote!(#name: None));
+        } else {
+            let ty = rust_type(&field.ty)?;
+            params.push(quote!(#name: #ty));
+            inits.push(if field.boxed { quote!(#name: Box::new(#name)) } else { quote!(#name) });
+        }
+    }
+    let many = (params.len() > 7).then(|| quote!(#[allow(clippy::too_many_arguments)]));
+    let default = params.is_empty().then(|| {
+        quote! {
+            impl Default for #ident_name {
+                fn default() -> Self {
+                    Self::new()
+                }
+            }
+        }
+    });
+    Ok(quote! {
+        impl #ident_name {
+            /// A value with the required fields given; optional fields absent, defaulted fields
+            /// at their contract defaults.
+            #many
+            pub fn new(#(#params),*) -> Self {
+                Self { #(#inits),* }
+            }
+        }
+        #default
+    })
+}
+
+pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
+    let source = node.contract.source.display.as_str();
+    let c = &node.contract;
+    let inner = inner_doc(&format!(
+        "Models of `{}` v{}: the input, the output and every type in its `definitions`.",
+        c.name.value,
+        version_text(node)
+    ));
+    let mut items = Vec::new();
+    let mut checks = Vec::new();
+    for ty in &node.types {
+        match ty {
+            TypeDef::Struct { name, doc, fields } => {
+                let ident_name = ident(name)?;
+                let doc = doc_attrs(doc, source, &format!("`{name}`."));
+                let mut defaults = Vec::new();
+                let constructor = constructor_tokens(name, fields)?;
+                let fields = fields
+                    .iter()
+                    .map(|f| field_tokens(name, f, source, &mut defaults, &mut checks))
+                    .collect::<Result<Vec<_>, _>>()?;
+                items.push(quote! {
+                    #doc
+                    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+                    pub struct #ident_name {
+                        #(#fields,)*
+                    }
+                });
+                items.push(constructor);
+                items.extend(defaults);
+            }
+            TypeDef::Enum { name, doc, variants } => {
+                let ident_name = ident(name)?;
+                let doc = doc_attrs(doc, source, &format!("`{name}`."));
+                let idents = variants.iter().map(|v| ident(&v.ident)).collect::<Result<Vec<_>, _>>()?;
+                let wires: Vec<&str> = variants.iter().map(|v| v.wire.as_str()).collect();
+                let variant_docs: Vec<String> = wires.iter().map(|w| format!(" `{w}`")).collect();
+                let renames = variants.iter().map(|v| {
+                    let wire = &v.wire;
+                    (v.ident != v.wire).then(|| quote!(#[serde(rename = #wire)]))
+                });
+                let count = Literal::usize_unsuffixed(variants.len());
+                items.push(quote! {
+                    #doc
+                    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+                    pub enum #ident_name {
+                        #( #[doc = #variant_docs] #renames #idents, )*
+                    }
+                });
+                items.push(quote! {
+                    impl #ident_name {
+                        /// Every value, in contract order.
+                        pub const ALL: [Self; #count] = [#(Self::#idents),*];
+
+                        /// The value as written in the contract and on the wire.
+                        pub const fn as_str(self) -> &'static str {
+                            match self {
+                                #( Self::#idents => #wires, )*
+                            }
+                        }
+                    }
+                });
+                items.push(quote! {
+                    impl std::fmt::Display for #ident_name {
+                        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                            f.write_str(self.as_str())
+                        }
+                    }
+                });
+            }
+            TypeDef::Tagged { name, doc, tag, variants } => {
+                items.push(tagged_tokens(name, doc, tag, variants, source)?)
+            }
+            TypeDef::Alias { name, doc, ty } => {
+                let ident_name = ident(name)?;
+                let doc = doc_attrs(doc, source, &format!("`{name}`."));
+                let ty = rust_type(ty)?;
+                items.push(quote! {
+                    #doc
+                    pub type #ident_name = #ty;
+                });
+            }
+        }
+    }
+    if !checks.is_empty() {
+        items.push(quote! {
+            #[cfg(test)]
+            mod tests {
+                /// Defaults of shared enums are written as variants; this checks that each one
+                /// serializes to the string the contract wrote.
+                #[test]
+                fn shared_enum_defaults_match_the_contract() {
+                    #(#checks)*
+                }
+            }
+        });
+    }
+    render_file(source, inner, items)
+}
