@@ -3,7 +3,7 @@
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
 
-use super::tokens::{ident, inner_doc, plain_doc, render_file, version_text};
+use super::tokens::{ident, inner_doc, plain_doc, render_unformatted_file, version_text};
 use crate::model::NodeModel;
 use crate::validate::DependencyKind;
 
@@ -29,7 +29,7 @@ pub(super) fn contract_file(node: &NodeModel) -> Result<String, String> {
     let mut op_idents = Vec::new();
     for op in &node.operations {
         let name = ident(&op.const_name)?;
-        let doc = plain_doc(&format!("The `{}` operation (`{source}:{}`).", op.wire, op.line));
+        let doc = plain_doc(&format!("The `{}` operation.", op.wire));
         let wire = &op.wire;
         let description = &op.description;
         let timeout = duration(op.timeout_seconds);
@@ -99,7 +99,7 @@ pub(super) fn contract_file(node: &NodeModel) -> Result<String, String> {
     let description = c.description.value.trim();
     let input = &node.input_type;
     let output = &node.output_type;
-    let doc = plain_doc(&format!("The contract of `{name}` v{} (`{source}:1`).", version_text(node)));
+    let doc = plain_doc(&format!("The contract of `{name}` v{}.", version_text(node)));
     items.push(quote! {
         #doc
         pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
@@ -115,5 +115,5 @@ pub(super) fn contract_file(node: &NodeModel) -> Result<String, String> {
             io_operations: &[#(#ios),*],
         };
     });
-    render_file(source, inner, items)
+    render_unformatted_file(source, inner, items)
 }

@@ -4,8 +4,8 @@
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 
-use super::tokens::{doc_attrs, ident, inner_doc, plain_doc, render_file, version_text};
-use crate::model::{Doc, NodeModel};
+use super::tokens::{doc_attrs, ident, inner_doc, plain_doc, render_unformatted_file, version_text};
+use crate::model::NodeModel;
 
 pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
     let c = &node.contract;
@@ -43,7 +43,7 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
         let field = ident(&dep.ident)?;
         let ty: syn::Type =
             syn::parse_str(&dep.rust_type).map_err(|e| format!("rust_type `{}`: {e}", dep.rust_type))?;
-        let doc = doc_attrs(&dep.doc, source, &format!("`{}` ({}).", dep.ident, dep.rust_type));
+        let doc = doc_attrs(&dep.doc, &format!("`{}` ({}).", dep.ident, dep.rust_type));
         let wire = crate::model::unraw(&dep.ident);
         if dep.required {
             fields.push(quote!(#doc pub #field: Arc<#ty>));
@@ -84,7 +84,7 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
         .iter()
         .map(|op| {
             let method = ident(&op.method)?;
-            let doc = plain_doc(&format!("{} (`{source}:{}`)", op.description.trim(), op.line));
+            let doc = plain_doc(&op.description);
             Ok(quote! {
                 #doc
                 fn #method(&self, input: Input, ctx: &Context) -> impl Future<Output = Result<Output, OnexError>> + Send;
@@ -92,7 +92,7 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
         })
         .collect::<Result<Vec<_>, String>>()?;
     let trait_doc = plain_doc(&format!(
-        "The operations of `{name}`, one async method each. `super::node::{}` implements it (`{source}:1`).",
+        "The operations of `{name}`, one async method each. `super::node::{}` implements it.",
         node.scaffold_type
     ));
     items.push(quote! {
@@ -116,8 +116,7 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
     });
 
     // The node type.
-    let node_doc =
-        doc_attrs(&Doc { text: Some(c.description.value.clone()), line: c.description.pos.line }, source, "");
+    let node_doc = plain_doc(&c.description.value);
     items.push(quote! {
         #node_doc
         pub struct #node_type<H = super::node::#scaffold> {
@@ -188,7 +187,7 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
     items.push(quote! {
         impl<H: #handler> onex_runtime::#kind_trait for #node_type<H> {}
     });
-    render_file(source, inner, items)
+    render_unformatted_file(source, inner, items)
 }
 
 /// Runs one operation in the generated `process`: the runtime decides between the node's timer

@@ -17,7 +17,7 @@ use quote::quote;
 use crate::diagnostics::{Code, Diagnostic, Pos};
 use crate::model::NodeModel;
 pub use scaffold::scaffold;
-use tokens::{ident, inner_doc, render_file, skipped_mod, version_text};
+use tokens::{ident, inner_doc, mod_items, render_file, version_cmp, version_text};
 
 /// The files of one run: paths relative to the crate's `src/`, `/`-separated.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,25 +41,22 @@ fn node_mod_file(node: &NodeModel) -> Result<String, String> {
     let source = c.source.display.as_str();
     let summary = c.description.value.trim().lines().next().unwrap_or_default().to_owned();
     let inner = inner_doc(&format!("`{}` v{}: {summary}", c.name.value, version_text(node)));
-    // One `pub use` per item: a brace list would be wrapped differently by prettyplease and
-    // rustfmt, and rustfmt sees this file.
-    let mut uses = [node.handler_trait.clone(), node.node_type.clone(), "Dependencies".to_owned()];
-    uses.sort();
+    // rustfmt formats this file (`node.rs` below it is people's code): one `pub use` per item,
+    // since a brace list would be wrapped differently by prettyplease and rustfmt, in the order
+    // rustfmt sorts them.
+    let mut uses = [node.handler_trait.as_str(), node.node_type.as_str(), "Dependencies"];
+    uses.sort_by(|a, b| version_cmp(a, b));
+    let uses = uses.iter().map(|n| ident(n)).collect::<Result<Vec<_>, _>>()?;
     let scaffold = ident(&node.scaffold_type)?;
-    let mut items = vec![
-        skipped_mod("contract"),
-        skipped_mod("handler"),
-        skipped_mod("models"),
-        quote! { pub mod node; },
-        skipped_mod("registry"),
-        quote! { pub use contract::CONTRACT; },
+    let items = vec![
+        mod_items(&["contract", "handler", "models", "node", "registry"])?,
+        quote! {
+            pub use contract::CONTRACT;
+            #( pub use handler::#uses; )*
+            pub use node::#scaffold;
+            pub use registry::REGISTRATION;
+        },
     ];
-    for name in &uses {
-        let name = ident(name)?;
-        items.push(quote!(pub use handler::#name;));
-    }
-    items.push(quote!(pub use node::#scaffold;));
-    items.push(quote! { pub use registry::REGISTRATION; });
     render_file(source, inner, items)
 }
 
@@ -150,14 +147,13 @@ fn crate_files(base: &str, nodes: &[NodeModel]) -> Result<BTreeMap<String, Strin
         //!
         //! Everything here is written by `cargo run -p codegen` except the `node.rs` files,
         //! which implement each node's handler trait and are owned by people.
-        #![deny(warnings)]
     };
     files.insert(
         "lib.rs".to_owned(),
         render_file(
             &source,
             lib_inner,
-            vec![quote! { pub mod nodes; }, skipped_mod("registry"), quote! { pub use registry::registry; }],
+            vec![mod_items(&["nodes", "registry"])?, quote! { pub use registry::registry; }],
         )?,
     );
     // nodes/mod.rs and nodes/<node>/mod.rs.
@@ -165,16 +161,16 @@ fn crate_files(base: &str, nodes: &[NodeModel]) -> Result<BTreeMap<String, Strin
     for node in nodes {
         by_name.entry(node.contract.name.value.as_str()).or_default().push(node);
     }
-    let node_mods = by_name.keys().map(|n| ident(n).map(|i| quote!(pub mod #i;))).collect::<Result<Vec<_>, _>>()?;
+    let node_mods = mod_items(&by_name.keys().copied().collect::<Vec<_>>())?;
     files.insert(
         "nodes/mod.rs".to_owned(),
-        render_file(&source, inner_doc("One module per node contract, one submodule per version."), node_mods)?,
+        render_file(&source, inner_doc("One module per node contract, one submodule per version."), vec![node_mods])?,
     );
     for (name, versions) in &by_name {
         let mut mods: Vec<String> = versions.iter().map(|v| v.contract.version_module()).collect();
         mods.sort();
         mods.dedup();
-        let items = mods.iter().map(|m| ident(m).map(|i| quote!(pub mod #i;))).collect::<Result<Vec<_>, _>>()?;
+        let items = vec![mod_items(&mods.iter().map(String::as_str).collect::<Vec<_>>())?];
         let node_source = format!("{base}/nodes/{name}/");
         files.insert(
             format!("nodes/{name}/mod.rs"),

@@ -3,7 +3,7 @@
 use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
-use super::tokens::{doc_attrs, ident, inner_doc, render_file, version_text};
+use super::tokens::{doc_attrs, ident, inner_doc, render_unformatted_file, version_text};
 use crate::model::{DefaultValue, Doc, Field, NodeModel, RustType, TaggedVariant, TypeDef};
 
 fn rust_type(ty: &RustType) -> Result<TokenStream, String> {
@@ -92,12 +92,11 @@ fn default_expr(value: &DefaultValue, ty: &RustType) -> Result<TokenStream, Stri
 fn field_tokens(
     struct_name: &str,
     field: &Field,
-    source: &str,
     defaults: &mut Vec<TokenStream>,
     checks: &mut Vec<TokenStream>,
 ) -> Result<TokenStream, String> {
     let name = ident(&field.ident)?;
-    let doc = doc_attrs(&field.doc, source, &format!("`{}`.", field.wire));
+    let doc = doc_attrs(&field.doc, &format!("`{}`.", field.wire));
     let ty = rust_type(&field.ty)?;
     let ty = if field.boxed { quote!(Box<#ty>) } else { ty };
     let wire = &field.wire;
@@ -137,15 +136,9 @@ fn field_tokens(
 
 /// A tagged union: the tag property names the arm on the wire, and each arm's struct (which
 /// leaves the tag out) holds the rest of the object.
-fn tagged_tokens(
-    name: &str,
-    doc: &Doc,
-    tag: &str,
-    variants: &[TaggedVariant],
-    source: &str,
-) -> Result<TokenStream, String> {
+fn tagged_tokens(name: &str, doc: &Doc, tag: &str, variants: &[TaggedVariant]) -> Result<TokenStream, String> {
     let ident_name = ident(name)?;
-    let doc = doc_attrs(doc, source, &format!("`{name}`: one of its arms, told apart by `{tag}`."));
+    let doc = doc_attrs(doc, &format!("`{name}`: one of its arms, told apart by `{tag}`."));
     let idents = variants.iter().map(|v| ident(&v.ident)).collect::<Result<Vec<_>, _>>()?;
     let types = variants.iter().map(|v| ident(&v.ty)).collect::<Result<Vec<_>, _>>()?;
     let wires: Vec<&str> = variants.iter().map(|v| v.wire.as_str()).collect();
@@ -226,12 +219,12 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
         match ty {
             TypeDef::Struct { name, doc, fields } => {
                 let ident_name = ident(name)?;
-                let doc = doc_attrs(doc, source, &format!("`{name}`."));
+                let doc = doc_attrs(doc, &format!("`{name}`."));
                 let mut defaults = Vec::new();
                 let constructor = constructor_tokens(name, fields)?;
                 let fields = fields
                     .iter()
-                    .map(|f| field_tokens(name, f, source, &mut defaults, &mut checks))
+                    .map(|f| field_tokens(name, f, &mut defaults, &mut checks))
                     .collect::<Result<Vec<_>, _>>()?;
                 items.push(quote! {
                     #doc
@@ -245,7 +238,7 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
             }
             TypeDef::Enum { name, doc, variants } => {
                 let ident_name = ident(name)?;
-                let doc = doc_attrs(doc, source, &format!("`{name}`."));
+                let doc = doc_attrs(doc, &format!("`{name}`."));
                 let idents = variants.iter().map(|v| ident(&v.ident)).collect::<Result<Vec<_>, _>>()?;
                 let wires: Vec<&str> = variants.iter().map(|v| v.wire.as_str()).collect();
                 let variant_docs: Vec<String> = wires.iter().map(|w| format!(" `{w}`")).collect();
@@ -282,12 +275,10 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
                     }
                 });
             }
-            TypeDef::Tagged { name, doc, tag, variants } => {
-                items.push(tagged_tokens(name, doc, tag, variants, source)?)
-            }
+            TypeDef::Tagged { name, doc, tag, variants } => items.push(tagged_tokens(name, doc, tag, variants)?),
             TypeDef::Alias { name, doc, ty } => {
                 let ident_name = ident(name)?;
-                let doc = doc_attrs(doc, source, &format!("`{name}`."));
+                let doc = doc_attrs(doc, &format!("`{name}`."));
                 let ty = rust_type(ty)?;
                 items.push(quote! {
                     #doc
@@ -309,5 +300,5 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
             }
         });
     }
-    render_file(source, inner, items)
+    render_unformatted_file(source, inner, items)
 }

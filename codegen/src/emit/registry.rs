@@ -2,7 +2,7 @@
 
 use quote::quote;
 
-use super::tokens::{ident, inner_doc, plain_doc, render_file, version_text};
+use super::tokens::{ident, inner_doc, plain_doc, render_unformatted_file, version_text};
 use crate::model::NodeModel;
 
 pub(super) fn registry_file(node: &NodeModel) -> Result<String, String> {
@@ -27,7 +27,7 @@ pub(super) fn registry_file(node: &NodeModel) -> Result<String, String> {
             };
         },
     ];
-    render_file(source, inner, items)
+    render_unformatted_file(source, inner, items)
 }
 
 /// The crate's `registry.rs`: one `registry()` listing every node of the run.
@@ -40,7 +40,7 @@ pub(super) fn crate_registry_file(source: &str, nodes: &[NodeModel]) -> Result<S
             Ok(quote!(super::nodes::#name::#version::REGISTRATION))
         })
         .collect::<Result<Vec<_>, String>>()?;
-    render_file(
+    render_unformatted_file(
         source,
         inner_doc("The registry of every node in this crate, by name and version."),
         vec![quote! {

@@ -1,7 +1,7 @@
 //! The pieces every generated file is made of: identifiers, doc attributes and printing.
 
 use proc_macro2::{Ident, Span, TokenStream};
-use quote::{format_ident, quote};
+use quote::quote;
 
 use crate::model::{Doc, NodeModel};
 
@@ -38,12 +38,11 @@ pub(super) fn doc_lines(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// `#[doc]` attributes: the description, then the contract line it comes from.
-pub(super) fn doc_attrs(doc: &Doc, source: &str, fallback: &str) -> TokenStream {
-    let mut lines = doc_lines(doc.text.as_deref().unwrap_or(fallback));
-    lines.push(String::new());
-    lines.push(format!(" Contract: `{source}:{}`", doc.line));
-    quote! { #( #[doc = #lines] )* }
+/// `#[doc]` attributes: the contract's description, or `fallback` when it has none. No contract
+/// locations: the file header names the contract, and a line number would change every doc
+/// below an edit that did not change their meaning.
+pub(super) fn doc_attrs(doc: &Doc, fallback: &str) -> TokenStream {
+    plain_doc(doc.text.as_deref().unwrap_or(fallback))
 }
 
 pub(super) fn plain_doc(text: &str) -> TokenStream {
@@ -77,9 +76,95 @@ pub(super) fn version_text(node: &NodeModel) -> String {
     format!("{a}.{b}.{c}")
 }
 
-/// `#[rustfmt::skip] pub mod <name>;`: rustfmt leaves prettyplease's output alone, so
-/// `cargo fmt --check` and the generator never fight over these files.
-pub(super) fn skipped_mod(name: &str) -> TokenStream {
-    let name = format_ident!("{name}");
-    quote! { #[rustfmt::skip] pub mod #name; }
+/// [`render_file`] for a file rustfmt must leave alone: prettyplease and rustfmt wrap lines
+/// differently, and `cargo fmt --check` must pass on checked-in output. The attribute goes in
+/// the file itself, not on its `mod` item, so the `mod.rs` files list their modules plainly;
+/// those files and the scaffolds next to them stay formatted by rustfmt. (`rustfmt::skip` as
+/// an inner attribute needs a nightly feature; under `cfg_attr(rustfmt, …)` rustc ignores it.)
+pub(super) fn render_unformatted_file(
+    source: &str,
+    inner: TokenStream,
+    items: Vec<TokenStream>,
+) -> Result<String, String> {
+    render_file(source, quote! { #inner #![cfg_attr(rustfmt, rustfmt::skip)] }, items)
+}
+
+/// `pub mod` of each name, in the order given (rustfmt keeps consecutive `mod` declarations in
+/// byte order, which callers sort by).
+pub(super) fn mod_items(names: &[&str]) -> Result<TokenStream, String> {
+    let names = names.iter().map(|n| ident(n)).collect::<Result<Vec<_>, _>>()?;
+    Ok(quote! { #( pub mod #names; )* })
+}
+
+/// The order rustfmt (style edition 2024) gives consecutive `use` items, "version sorting":
+/// names split into chunks (each `_` alone, digit runs, other runs); `_` comes before any other
+/// chunk, two digit runs compare by value (`x8` before `x16`), other pairs as text, a name
+/// that runs out of chunks first comes first, and at the end the name whose first differing
+/// digit run had more leading zeros comes first.
+pub(super) fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    fn chunks(s: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut rest = s;
+        while let Some(first) = rest.chars().next() {
+            let end = if first == '_' {
+                1
+            } else if first.is_ascii_digit() {
+                rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())
+            } else {
+                rest.find(|c: char| c == '_' || c.is_ascii_digit()).unwrap_or(rest.len())
+            };
+            out.push(&rest[..end]);
+            rest = &rest[end..];
+        }
+        out
+    }
+    let is_number = |chunk: &str| chunk.starts_with(|c: char| c.is_ascii_digit());
+    let (ca, cb) = (chunks(a), chunks(b));
+    let mut zeros = Ordering::Equal;
+    for (x, y) in ca.iter().zip(&cb) {
+        let order = match (*x == "_", *y == "_") {
+            (true, true) => Ordering::Equal,
+            (true, false) => Ordering::Less,
+            (false, true) => Ordering::Greater,
+            (false, false) if is_number(x) && is_number(y) => {
+                let (tx, ty) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
+                let by_value = tx.len().cmp(&ty.len()).then_with(|| tx.cmp(ty));
+                if by_value == Ordering::Equal && zeros == Ordering::Equal {
+                    zeros = y.len().cmp(&x.len());
+                }
+                by_value
+            }
+            (false, false) => x.cmp(y),
+        };
+        if order != Ordering::Equal {
+            return order;
+        }
+    }
+    ca.len().cmp(&cb.len()).then(zeros)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_cmp;
+
+    #[test]
+    fn version_order_is_the_order_rustfmt_gives_use_items() {
+        // rustfmt 1.9 (style edition 2024) sorted these `use a::…;` lines this way.
+        let sorted = ["X_9", "X09", "X9", "X009a", "X9b", "X10", "Xa", "x1"];
+        let mut shuffled = sorted;
+        shuffled.reverse();
+        shuffled.sort_by(|a, b| version_cmp(a, b));
+        assert_eq!(shuffled, sorted);
+        let mut names = ["NodeAEffect", "node", "Node2Effect", "Dependencies", "Node_Effect", "NODE"];
+        names.sort_by(|a, b| version_cmp(a, b));
+        assert_eq!(names, ["Dependencies", "NODE", "Node_Effect", "Node2Effect", "NodeAEffect", "node"]);
+        // The style guide's examples.
+        let mut numbers = ["5", "50", "500", "5_000", "5_005", "5_050", "5_500", "50_000", "50_005"];
+        numbers.sort_by(|a, b| version_cmp(a, b));
+        assert_eq!(numbers, ["5", "5_000", "5_005", "5_050", "5_500", "50", "50_000", "50_005", "500"]);
+        let mut zeros = ["v010", "v10", "v09", "aaaaa", "aaa_a"];
+        zeros.sort_by(|a, b| version_cmp(a, b));
+        assert_eq!(zeros, ["aaa_a", "aaaaa", "v09", "v010", "v10"]);
+    }
 }
