@@ -89,9 +89,160 @@ fn default_expr(value: &DefaultValue, ty: &RustType) -> Result<TokenStream, Stri
     })
 }
 
+/// serde's `rename_all` rules, in the order a tie between two of them is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Case {
+    Snake,
+    Camel,
+    ScreamingSnake,
+    Kebab,
+    ScreamingKebab,
+    Lower,
+    Upper,
+    Pascal,
+}
+
+impl Case {
+    const ALL: [Case; 8] = [
+        Case::Snake,
+        Case::Camel,
+        Case::ScreamingSnake,
+        Case::Kebab,
+        Case::ScreamingKebab,
+        Case::Lower,
+        Case::Upper,
+        Case::Pascal,
+    ];
+
+    /// The rule as `#[serde(rename_all = "…")]` spells it.
+    fn name(self) -> &'static str {
+        match self {
+            Case::Snake => "snake_case",
+            Case::Camel => "camelCase",
+            Case::ScreamingSnake => "SCREAMING_SNAKE_CASE",
+            Case::Kebab => "kebab-case",
+            Case::ScreamingKebab => "SCREAMING-KEBAB-CASE",
+            Case::Lower => "lowercase",
+            Case::Upper => "UPPERCASE",
+            Case::Pascal => "PascalCase",
+        }
+    }
+
+    /// The wire name serde gives a PascalCase variant under this rule (serde_derive's
+    /// `RenameRule::apply_to_variant`).
+    fn variant(self, ident: &str) -> String {
+        let snake = || {
+            let mut out = String::new();
+            for (i, c) in ident.char_indices() {
+                if i > 0 && c.is_uppercase() {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_lowercase());
+            }
+            out
+        };
+        match self {
+            Case::Pascal => ident.to_owned(),
+            Case::Lower => ident.to_ascii_lowercase(),
+            Case::Upper => ident.to_ascii_uppercase(),
+            Case::Camel => {
+                let mut chars = ident.chars();
+                chars.next().map(|c| c.to_ascii_lowercase().to_string() + chars.as_str()).unwrap_or_default()
+            }
+            Case::Snake => snake(),
+            Case::ScreamingSnake => snake().to_ascii_uppercase(),
+            Case::Kebab => snake().replace('_', "-"),
+            Case::ScreamingKebab => snake().to_ascii_uppercase().replace('_', "-"),
+        }
+    }
+
+    /// The wire name serde gives a snake_case field under this rule (serde_derive's
+    /// `RenameRule::apply_to_field`).
+    fn field(self, ident: &str) -> String {
+        let pascal = || {
+            let mut out = String::new();
+            let mut capitalize = true;
+            for c in ident.chars() {
+                if c == '_' {
+                    capitalize = true;
+                } else if capitalize {
+                    out.push(c.to_ascii_uppercase());
+                    capitalize = false;
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        };
+        match self {
+            Case::Lower | Case::Snake => ident.to_owned(),
+            Case::Upper | Case::ScreamingSnake => ident.to_ascii_uppercase(),
+            Case::Pascal => pascal(),
+            Case::Camel => {
+                let pascal = pascal();
+                let mut chars = pascal.chars();
+                chars.next().map(|c| c.to_ascii_lowercase().to_string() + chars.as_str()).unwrap_or_default()
+            }
+            Case::Kebab => ident.replace('_', "-"),
+            Case::ScreamingKebab => ident.to_ascii_uppercase().replace('_', "-"),
+        }
+    }
+}
+
+/// How a type's names reach the wire: an optional `rename_all` rule, then a `rename` for each
+/// name the rule (or serde's default, the identifier) gets wrong.
+struct Renames {
+    rule: Option<Case>,
+    apply: fn(Case, &str) -> String,
+}
+
+impl Renames {
+    /// The rule that leaves the fewest names to rename one by one, if it saves attributes
+    /// (itself counting as one). `names` are (identifier, wire name) pairs.
+    fn choose<'a>(names: impl Iterator<Item = (&'a str, &'a str)> + Clone, apply: fn(Case, &str) -> String) -> Self {
+        let misses = |rule: Option<Case>| {
+            names.clone().filter(|(ident, wire)| Self::needs_rename(rule, apply, ident, wire)).count()
+        };
+        let mut best = (misses(None), None);
+        for rule in Case::ALL {
+            let cost = 1 + misses(Some(rule));
+            if cost < best.0 {
+                best = (cost, Some(rule));
+            }
+        }
+        Renames { rule: best.1, apply }
+    }
+
+    /// Whether a name needs its own `rename` under `rule`: when the rule (or, without one, the
+    /// identifier) does not give its wire name, and always for an identifier escaped with a
+    /// trailing `_` (`self_` for `self`), which no reader should have to work out through a rule.
+    fn needs_rename(rule: Option<Case>, apply: fn(Case, &str) -> String, ident: &str, wire: &str) -> bool {
+        let ident = crate::model::unraw(ident);
+        let serde_name = match rule {
+            Some(rule) => apply(rule, ident),
+            None => ident.to_owned(),
+        };
+        serde_name != wire || ident.strip_suffix('_') == Some(wire)
+    }
+
+    /// `#[serde(rename_all = "…")]` for the type, when a rule was chosen.
+    fn rename_all(&self) -> Option<TokenStream> {
+        self.rule.map(|rule| {
+            let name = rule.name();
+            quote!(#[serde(rename_all = #name)])
+        })
+    }
+
+    /// `#[serde(rename = "…")]` for one name, when the rule does not give its wire name.
+    fn rename(&self, ident: &str, wire: &str) -> Option<TokenStream> {
+        Self::needs_rename(self.rule, self.apply, ident, wire).then(|| quote!(#[serde(rename = #wire)]))
+    }
+}
+
 fn field_tokens(
     struct_name: &str,
     field: &Field,
+    renames: &Renames,
     defaults: &mut Vec<TokenStream>,
     checks: &mut Vec<TokenStream>,
 ) -> Result<TokenStream, String> {
@@ -99,8 +250,7 @@ fn field_tokens(
     let doc = doc_attrs(&field.doc, &format!("`{}`.", field.wire));
     let ty = rust_type(&field.ty)?;
     let ty = if field.boxed { quote!(Box<#ty>) } else { ty };
-    let wire = &field.wire;
-    let rename = field.rename.then(|| quote!(#[serde(rename = #wire)]));
+    let rename = renames.rename(&field.ident, &field.wire);
     if let Some(default) = &field.default {
         let fn_name = default_fn_name(struct_name, field);
         let fn_ident = ident(&fn_name)?;
@@ -136,19 +286,28 @@ fn field_tokens(
 
 /// A tagged union: the tag property names the arm on the wire, and each arm's struct (which
 /// leaves the tag out) holds the rest of the object.
-fn tagged_tokens(name: &str, doc: &Doc, tag: &str, variants: &[TaggedVariant]) -> Result<TokenStream, String> {
+fn tagged_tokens(
+    name: &str,
+    doc: &Doc,
+    tag: &str,
+    variants: &[TaggedVariant],
+    serde: &TokenStream,
+) -> Result<TokenStream, String> {
     let ident_name = ident(name)?;
     let doc = doc_attrs(doc, &format!("`{name}`: one of its arms, told apart by `{tag}`."));
     let idents = variants.iter().map(|v| ident(&v.ident)).collect::<Result<Vec<_>, _>>()?;
     let types = variants.iter().map(|v| ident(&v.ty)).collect::<Result<Vec<_>, _>>()?;
-    let wires: Vec<&str> = variants.iter().map(|v| v.wire.as_str()).collect();
     let docs: Vec<String> = variants.iter().map(|v| format!(" `{tag}: {}`", v.wire)).collect();
+    let renames_of = Renames::choose(variants.iter().map(|v| (v.ident.as_str(), v.wire.as_str())), Case::variant);
+    let rename_all = renames_of.rename_all();
+    let renames = variants.iter().map(|v| renames_of.rename(&v.ident, &v.wire));
     Ok(quote! {
         #doc
-        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[derive(Debug, Clone, PartialEq, #serde)]
         #[serde(tag = #tag)]
+        #rename_all
         pub enum #ident_name {
-            #( #[doc = #docs] #[serde(rename = #wires)] #idents(#types), )*
+            #( #[doc = #docs] #renames #idents(#types), )*
         }
     })
 }
@@ -214,6 +373,19 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
         version_text(node)
     ));
     let mut items = Vec::new();
+    // Imported, the derive list fits on one line; a contract type named like either trait
+    // would clash with the import, and then the derives name serde's paths.
+    let clash = node.types.iter().any(|t| matches!(t.name(), "Serialize" | "Deserialize"));
+    let serde = if clash {
+        quote!(serde::Serialize, serde::Deserialize)
+    } else {
+        if node.types.iter().any(|t| !matches!(t, TypeDef::Alias { .. })) {
+            items.push(quote!(
+                use serde::{Deserialize, Serialize};
+            ));
+        }
+        quote!(Serialize, Deserialize)
+    };
     let mut checks = Vec::new();
     for ty in &node.types {
         match ty {
@@ -222,13 +394,16 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
                 let doc = doc_attrs(doc, &format!("`{name}`."));
                 let mut defaults = Vec::new();
                 let constructor = constructor_tokens(name, fields)?;
+                let renames = Renames::choose(fields.iter().map(|f| (f.ident.as_str(), f.wire.as_str())), Case::field);
+                let rename_all = renames.rename_all();
                 let fields = fields
                     .iter()
-                    .map(|f| field_tokens(name, f, &mut defaults, &mut checks))
+                    .map(|f| field_tokens(name, f, &renames, &mut defaults, &mut checks))
                     .collect::<Result<Vec<_>, _>>()?;
                 items.push(quote! {
                     #doc
-                    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+                    #[derive(Debug, Clone, PartialEq, #serde)]
+                    #rename_all
                     pub struct #ident_name {
                         #(#fields,)*
                     }
@@ -242,14 +417,15 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
                 let idents = variants.iter().map(|v| ident(&v.ident)).collect::<Result<Vec<_>, _>>()?;
                 let wires: Vec<&str> = variants.iter().map(|v| v.wire.as_str()).collect();
                 let variant_docs: Vec<String> = wires.iter().map(|w| format!(" `{w}`")).collect();
-                let renames = variants.iter().map(|v| {
-                    let wire = &v.wire;
-                    (v.ident != v.wire).then(|| quote!(#[serde(rename = #wire)]))
-                });
+                let renames_of =
+                    Renames::choose(variants.iter().map(|v| (v.ident.as_str(), v.wire.as_str())), Case::variant);
+                let rename_all = renames_of.rename_all();
+                let renames = variants.iter().map(|v| renames_of.rename(&v.ident, &v.wire));
                 let count = Literal::usize_unsuffixed(variants.len());
                 items.push(quote! {
                     #doc
-                    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+                    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, #serde)]
+                    #rename_all
                     pub enum #ident_name {
                         #( #[doc = #variant_docs] #renames #idents, )*
                     }
@@ -275,7 +451,9 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
                     }
                 });
             }
-            TypeDef::Tagged { name, doc, tag, variants } => items.push(tagged_tokens(name, doc, tag, variants)?),
+            TypeDef::Tagged { name, doc, tag, variants } => {
+                items.push(tagged_tokens(name, doc, tag, variants, &serde)?)
+            }
             TypeDef::Alias { name, doc, ty } => {
                 let ident_name = ident(name)?;
                 let doc = doc_attrs(doc, &format!("`{name}`."));
@@ -301,4 +479,38 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
         });
     }
     render_unformatted_file(source, inner, items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Case, Renames};
+
+    #[test]
+    fn rules_name_things_as_serde_does() {
+        assert_eq!(Case::Snake.variant("HealthCheck"), "health_check");
+        assert_eq!(Case::ScreamingKebab.variant("HealthCheck"), "HEALTH-CHECK");
+        assert_eq!(Case::Camel.variant("HealthCheck"), "healthCheck");
+        assert_eq!(Case::Camel.field("camel_case_x"), "camelCaseX");
+        assert_eq!(Case::Pascal.field("camel_case"), "CamelCase");
+        assert_eq!(Case::ScreamingKebab.field("a_b"), "A-B");
+    }
+
+    fn attrs(names: &[(&str, &str)], apply: fn(Case, &str) -> String) -> (Option<&'static str>, Vec<String>) {
+        let renames = Renames::choose(names.iter().copied(), apply);
+        let own = names.iter().filter(|(i, w)| renames.rename(i, w).is_some()).map(|(_, w)| w.to_string()).collect();
+        (renames.rule.map(Case::name), own)
+    }
+
+    #[test]
+    fn a_rule_is_used_when_it_saves_renames_and_exceptions_keep_theirs() {
+        let variants = [("Query", "query"), ("HealthCheck", "health_check"), ("SelfValue", "Self")];
+        assert_eq!(attrs(&variants, Case::variant), (Some("snake_case"), vec!["Self".to_owned()]));
+        // One rename either way: no rule.
+        assert_eq!(attrs(&[("Query", "query")], Case::variant), (None, vec!["query".to_owned()]));
+        let fields = [("user_id", "userId"), ("r#type", "type"), ("max_len", "maxLen")];
+        assert_eq!(attrs(&fields, Case::field), (Some("camelCase"), vec![]));
+        // An escaped keyword keeps its own rename even where a rule would give its wire name.
+        let fields = [("self_", "self"), ("camel_case", "camelCase")];
+        assert_eq!(attrs(&fields, Case::field), (None, vec!["self".to_owned(), "camelCase".to_owned()]));
+    }
 }

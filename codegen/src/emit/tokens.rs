@@ -66,9 +66,34 @@ pub(super) fn render_file(source: &str, inner: TokenStream, items: Vec<TokenStre
     for item in items {
         let file: syn::File = syn::parse2(item.clone()).map_err(|e| format!("internal: bad item: {e}\n{item}"))?;
         out.push('\n');
-        out.push_str(&prettyplease::unparse(&file));
+        out.push_str(&one_line_derives(&prettyplease::unparse(&file)));
     }
     Ok(out)
+}
+
+/// Puts each `#[derive(…)]` that prettyplease broke into one name a line back on one line:
+/// a derive list is read as one thing, and a line per trait makes it the longest part of a
+/// model. (prettyplease has no setting for it; this file is not rustfmt's to format.)
+fn one_line_derives(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let indent = &line[..line.len() - line.trim_start().len()];
+        if line.trim_start() != "#[derive(" {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        let mut names = Vec::new();
+        for next in lines.by_ref() {
+            if next.trim() == ")]" {
+                break;
+            }
+            names.push(next.trim().trim_end_matches(','));
+        }
+        out.push_str(&format!("{indent}#[derive({})]\n", names.join(", ")));
+    }
+    out
 }
 
 pub(super) fn version_text(node: &NodeModel) -> String {

@@ -2,40 +2,25 @@
 //! Models of `node_consul_effect` v1.0.0: the input, the output and every type in its `definitions`.
 #![cfg_attr(rustfmt, rustfmt::skip)]
 
+use serde::{Deserialize, Serialize};
+
 /// The operations of the Consul node.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EnumConsulOperation {
     /// `kv_get`
-    #[serde(rename = "kv_get")]
     KvGet,
     /// `kv_put`
-    #[serde(rename = "kv_put")]
     KvPut,
     /// `kv_delete`
-    #[serde(rename = "kv_delete")]
     KvDelete,
     /// `service_register`
-    #[serde(rename = "service_register")]
     ServiceRegister,
     /// `service_deregister`
-    #[serde(rename = "service_deregister")]
     ServiceDeregister,
     /// `service_list`
-    #[serde(rename = "service_list")]
     ServiceList,
     /// `health_check`
-    #[serde(rename = "health_check")]
     HealthCheck,
 }
 
@@ -71,27 +56,14 @@ impl std::fmt::Display for EnumConsulOperation {
 }
 
 /// Outcome of a Consul operation.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EnumConsulOperationStatus {
     /// `success`
-    #[serde(rename = "success")]
     Success,
     /// `not_found`
-    #[serde(rename = "not_found")]
     NotFound,
     /// `failed`
-    #[serde(rename = "failed")]
     Failed,
 }
 
@@ -115,7 +87,7 @@ impl std::fmt::Display for EnumConsulOperationStatus {
 }
 
 /// A request to the Consul node.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConsulInput {
     /// The operation to run.
     pub operation_type: EnumConsulOperation,
@@ -164,7 +136,7 @@ fn default_model_consul_input_recurse() -> bool {
 }
 
 /// The result of one Consul operation.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConsulOutput {
     /// Whether the operation succeeded; a missing key or unknown service is not a success.
     pub success: bool,
@@ -235,7 +207,7 @@ impl ModelConsulOutput {
 }
 
 /// A failed operation, with a sanitized message that never contains ACL tokens.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConsulError {
     /// Stable error code (NOT_FOUND, INTEGRATION_SERVICE_UNAVAILABLE when Consul is unreachable, VALIDATION_ERROR for a bad request).
     pub code: onex_runtime::error::ErrorCode,

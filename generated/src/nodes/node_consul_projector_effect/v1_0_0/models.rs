@@ -2,31 +2,19 @@
 //! Models of `node_consul_projector_effect` v1.0.0: the input, the output and every type in its `definitions`.
 #![cfg_attr(rustfmt, rustfmt::skip)]
 
+use serde::{Deserialize, Serialize};
+
 /// The projections the Consul projector builds.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EnumConsulProjectorOperation {
     /// `project_service_state`
-    #[serde(rename = "project_service_state")]
     ProjectServiceState,
     /// `project_health_state`
-    #[serde(rename = "project_health_state")]
     ProjectHealthState,
     /// `project_kv_state`
-    #[serde(rename = "project_kv_state")]
     ProjectKvState,
     /// `project_topology`
-    #[serde(rename = "project_topology")]
     ProjectTopology,
 }
 
@@ -56,27 +44,14 @@ impl std::fmt::Display for EnumConsulProjectorOperation {
 }
 
 /// Consul health check states.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EnumConsulCheckStatus {
     /// `passing`
-    #[serde(rename = "passing")]
     Passing,
     /// `warning`
-    #[serde(rename = "warning")]
     Warning,
     /// `critical`
-    #[serde(rename = "critical")]
     Critical,
 }
 
@@ -100,7 +75,7 @@ impl std::fmt::Display for EnumConsulCheckStatus {
 }
 
 /// A request to the Consul projector.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConsulProjectorInput {
     /// The projection to build.
     pub operation_type: EnumConsulProjectorOperation,
@@ -157,7 +132,7 @@ fn default_model_consul_projector_input_cache_ttl_seconds() -> u64 {
 }
 
 /// The result of one projection.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConsulProjectorOutput {
     /// Whether the projection was built; when false, error says why.
     pub success: bool,
@@ -216,7 +191,7 @@ impl ModelConsulProjectorOutput {
 }
 
 /// Check counts per status and the health of every selected service.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConsulHealthProjection {
     /// Checks passing.
     pub passing: u64,
@@ -251,7 +226,7 @@ impl ModelConsulHealthProjection {
 }
 
 /// The keys under the selected prefixes.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConsulKvProjection {
     /// Number of keys found.
     pub total_keys: u64,
@@ -278,7 +253,7 @@ impl ModelConsulKvProjection {
 }
 
 /// One projected key.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConsulKvEntry {
     /// The key.
     pub key: String,
@@ -302,7 +277,7 @@ impl ModelConsulKvEntry {
 }
 
 /// Services and their declared dependencies as a graph.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConsulTopologyProjection {
     /// One node per service, with its instance count and worst check status.
     pub nodes: Vec<onex_runtime::models::consul::ConsulServiceHealth>,
@@ -325,7 +300,7 @@ impl ModelConsulTopologyProjection {
 }
 
 /// A declared dependency between two services.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConsulTopologyEdge {
     /// The dependent service.
     pub source: String,
@@ -348,7 +323,7 @@ impl ModelConsulTopologyEdge {
 }
 
 /// A failed projection, with a sanitized message.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConsulProjectorError {
     /// Stable error code (INTEGRATION_SERVICE_UNAVAILABLE when Consul is unreachable).
     pub code: onex_runtime::error::ErrorCode,

@@ -2,40 +2,25 @@
 //! Models of `node_distributed_tracing_compute` v1.0.0: the input, the output and every type in its `definitions`.
 #![cfg_attr(rustfmt, rustfmt::skip)]
 
+use serde::{Deserialize, Serialize};
+
 /// The operations of the distributed tracing node.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EnumDistributedTracingOperation {
     /// `initialize_tracing`
-    #[serde(rename = "initialize_tracing")]
     InitializeTracing,
     /// `trace_operation`
-    #[serde(rename = "trace_operation")]
     TraceOperation,
     /// `inject_context`
-    #[serde(rename = "inject_context")]
     InjectContext,
     /// `extract_context`
-    #[serde(rename = "extract_context")]
     ExtractContext,
     /// `trace_database`
-    #[serde(rename = "trace_database")]
     TraceDatabase,
     /// `trace_kafka`
-    #[serde(rename = "trace_kafka")]
     TraceKafka,
     /// `shutdown_tracing`
-    #[serde(rename = "shutdown_tracing")]
     ShutdownTracing,
 }
 
@@ -71,7 +56,7 @@ impl std::fmt::Display for EnumDistributedTracingOperation {
 }
 
 /// A request to the distributed tracing node.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelDistributedTracingInput {
     /// The operation to run.
     pub operation_type: EnumDistributedTracingOperation,
@@ -136,7 +121,7 @@ fn default_model_distributed_tracing_input_producing() -> bool {
 }
 
 /// The result of one tracing operation.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelDistributedTracingOutput {
     /// Whether the operation succeeded; when false, error says why.
     pub success: bool,
@@ -207,7 +192,7 @@ impl ModelDistributedTracingOutput {
 }
 
 /// The tracing set-up in effect, without secrets.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelTracingStatus {
     /// OTLP gRPC endpoint spans are exported to.
     pub otlp_endpoint: String,
@@ -250,7 +235,7 @@ impl ModelTracingStatus {
 }
 
 /// A failed operation, with a sanitized message.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelTracingError {
     /// Stable error code (CONFIGURATION_ERROR for an endpoint that is not http or https with a host).
     pub code: onex_runtime::error::ErrorCode,

@@ -2,34 +2,21 @@
 //! Models of `node_event_bus_circuit_breaker_compute` v1.0.0: the input, the output and every type in its `definitions`.
 #![cfg_attr(rustfmt, rustfmt::skip)]
 
+use serde::{Deserialize, Serialize};
+
 /// The operations of the circuit breaker node.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EnumEventBusCircuitBreakerOperation {
     /// `publish_event`
-    #[serde(rename = "publish_event")]
     PublishEvent,
     /// `get_state`
-    #[serde(rename = "get_state")]
     GetState,
     /// `get_metrics`
-    #[serde(rename = "get_metrics")]
     GetMetrics,
     /// `reset_circuit`
-    #[serde(rename = "reset_circuit")]
     ResetCircuit,
     /// `get_health_status`
-    #[serde(rename = "get_health_status")]
     GetHealthStatus,
 }
 
@@ -61,7 +48,7 @@ impl std::fmt::Display for EnumEventBusCircuitBreakerOperation {
 }
 
 /// A request to the event bus circuit breaker.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelEventBusCircuitBreakerInput {
     /// The operation to run.
     pub operation_type: EnumEventBusCircuitBreakerOperation,
@@ -86,7 +73,7 @@ impl ModelEventBusCircuitBreakerInput {
 }
 
 /// The result of one circuit breaker operation.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelEventBusCircuitBreakerOutput {
     /// Whether the operation succeeded; a queued or dropped event is a success with published false.
     pub success: bool,
@@ -139,7 +126,7 @@ impl ModelEventBusCircuitBreakerOutput {
 }
 
 /// Operation-specific figures of the circuit breaker.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelCircuitBreakerResult {
     /// True only when the publisher acknowledged the event (publish_event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -190,7 +177,7 @@ impl Default for ModelCircuitBreakerResult {
 }
 
 /// A failed operation, with a sanitized message.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelCircuitBreakerError {
     /// Stable error code (INTEGRATION_SERVICE_UNAVAILABLE when the circuit is open and graceful degradation is off).
     pub code: onex_runtime::error::ErrorCode,

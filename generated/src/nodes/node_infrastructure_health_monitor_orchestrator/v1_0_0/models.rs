@@ -2,34 +2,21 @@
 //! Models of `node_infrastructure_health_monitor_orchestrator` v1.0.0: the input, the output and every type in its `definitions`.
 #![cfg_attr(rustfmt, rustfmt::skip)]
 
+use serde::{Deserialize, Serialize};
+
 /// The operations of the health monitor node.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EnumInfrastructureHealthMonitorOperation {
     /// `comprehensive_health_check`
-    #[serde(rename = "comprehensive_health_check")]
     ComprehensiveHealthCheck,
     /// `get_health_trends`
-    #[serde(rename = "get_health_trends")]
     GetHealthTrends,
     /// `start_monitoring`
-    #[serde(rename = "start_monitoring")]
     StartMonitoring,
     /// `stop_monitoring`
-    #[serde(rename = "stop_monitoring")]
     StopMonitoring,
     /// `get_prometheus_metrics`
-    #[serde(rename = "get_prometheus_metrics")]
     GetPrometheusMetrics,
 }
 
@@ -61,7 +48,7 @@ impl std::fmt::Display for EnumInfrastructureHealthMonitorOperation {
 }
 
 /// A request to the infrastructure health monitor.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfrastructureHealthMonitorInput {
     /// The operation to run.
     pub operation_type: EnumInfrastructureHealthMonitorOperation,
@@ -102,7 +89,7 @@ fn default_model_infrastructure_health_monitor_input_monitoring_interval_seconds
 }
 
 /// The result of one health monitor operation.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfrastructureHealthMonitorOutput {
     /// Whether the operation ran; an unhealthy infrastructure is still a successful check.
     pub success: bool,
@@ -177,7 +164,7 @@ impl ModelInfrastructureHealthMonitorOutput {
 }
 
 /// Infrastructure-wide figures of one check.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfrastructureHealthTotals {
     /// Open PostgreSQL connections.
     pub postgres_connections: u64,
@@ -220,7 +207,7 @@ impl ModelInfrastructureHealthTotals {
 }
 
 /// Summary of the kept results of a time period.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfrastructureHealthTrends {
     /// The period summarized.
     pub period_hours: u64,
@@ -260,7 +247,7 @@ impl ModelInfrastructureHealthTrends {
 }
 
 /// One kept health result.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfrastructureHealthSample {
     /// When the check ran.
     pub checked_at: chrono::DateTime<chrono::Utc>,
@@ -287,7 +274,7 @@ impl ModelInfrastructureHealthSample {
 }
 
 /// A failed operation, with a sanitized message.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfrastructureHealthMonitorError {
     /// Stable error code.
     pub code: onex_runtime::error::ErrorCode,

@@ -2,40 +2,25 @@
 //! Models of `node_infrastructure_observability_compute` v1.0.0: the input, the output and every type in its `definitions`.
 #![cfg_attr(rustfmt, rustfmt::skip)]
 
+use serde::{Deserialize, Serialize};
+
 /// The operations of the observability node.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EnumInfrastructureObservabilityOperation {
     /// `record_metric`
-    #[serde(rename = "record_metric")]
     RecordMetric,
     /// `get_current_metrics`
-    #[serde(rename = "get_current_metrics")]
     GetCurrentMetrics,
     /// `get_health_summary`
-    #[serde(rename = "get_health_summary")]
     GetHealthSummary,
     /// `get_performance_trends`
-    #[serde(rename = "get_performance_trends")]
     GetPerformanceTrends,
     /// `export_prometheus`
-    #[serde(rename = "export_prometheus")]
     ExportPrometheus,
     /// `get_alerts`
-    #[serde(rename = "get_alerts")]
     GetAlerts,
     /// `resolve_alert`
-    #[serde(rename = "resolve_alert")]
     ResolveAlert,
 }
 
@@ -71,7 +56,7 @@ impl std::fmt::Display for EnumInfrastructureObservabilityOperation {
 }
 
 /// A request to the infrastructure observability node.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfrastructureObservabilityInput {
     /// The operation to run.
     pub operation_type: EnumInfrastructureObservabilityOperation,
@@ -138,7 +123,7 @@ fn default_model_infrastructure_observability_input_time_period_hours() -> u64 {
 }
 
 /// The result of one observability operation.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfrastructureObservabilityOutput {
     /// Whether the operation succeeded; when false, error says why.
     pub success: bool,
@@ -201,7 +186,7 @@ impl ModelInfrastructureObservabilityOutput {
 }
 
 /// Health score = 0.4 circuit + 0.3 latency + 0.3 error score; 90 or more is healthy, 70 or more degraded.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelObservabilityHealthSummary {
     /// The weighted score, 0 to 100.
     pub health_score: f64,
@@ -252,7 +237,7 @@ impl ModelObservabilityHealthSummary {
 }
 
 /// Latency and error-rate figures of a time period.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelObservabilityPerformanceTrends {
     /// The period summarized.
     pub period_hours: u64,
@@ -288,7 +273,7 @@ impl ModelObservabilityPerformanceTrends {
 }
 
 /// A failed operation, with a sanitized message.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelObservabilityError {
     /// Stable error code (NOT_FOUND for an unknown alert id, VALIDATION_ERROR for a bad metric).
     pub code: onex_runtime::error::ErrorCode,

@@ -2,37 +2,23 @@
 //! Models of `node_kafka_producer_pool_effect` v1.0.0: the input, the output and every type in its `definitions`.
 #![cfg_attr(rustfmt, rustfmt::skip)]
 
+use serde::{Deserialize, Serialize};
+
 /// The operations of the producer pool node.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EnumKafkaProducerPoolOperation {
     /// `send_message`
-    #[serde(rename = "send_message")]
     SendMessage,
     /// `send_batch`
-    #[serde(rename = "send_batch")]
     SendBatch,
     /// `flush`
-    #[serde(rename = "flush")]
     Flush,
     /// `get_pool_stats`
-    #[serde(rename = "get_pool_stats")]
     GetPoolStats,
     /// `health_check`
-    #[serde(rename = "health_check")]
     HealthCheck,
     /// `close`
-    #[serde(rename = "close")]
     Close,
 }
 
@@ -66,7 +52,7 @@ impl std::fmt::Display for EnumKafkaProducerPoolOperation {
 }
 
 /// A request to the Kafka producer pool.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelKafkaProducerPoolInput {
     /// The operation to run.
     pub operation_type: EnumKafkaProducerPoolOperation,
@@ -115,7 +101,7 @@ impl ModelKafkaProducerPoolInput {
 }
 
 /// One message of a batch.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelKafkaMessage {
     /// Destination topic.
     pub topic: String,
@@ -147,7 +133,7 @@ impl ModelKafkaMessage {
 }
 
 /// The result of one producer pool operation.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelKafkaProducerPoolOutput {
     /// Whether the operation succeeded; a batch succeeds only when every message was delivered.
     pub success: bool,
@@ -210,7 +196,7 @@ impl ModelKafkaProducerPoolOutput {
 }
 
 /// Where one acknowledged message of a batch was written.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelKafkaDeliveryReport {
     /// Position of the message in the request's messages.
     pub index: u64,
@@ -236,7 +222,7 @@ impl ModelKafkaDeliveryReport {
 }
 
 /// One failure, with a sanitized message that never contains credentials.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelKafkaProducerError {
     /// Stable error code (INTEGRATION_SERVICE_ERROR for broker errors, INTEGRATION_SERVICE_UNAVAILABLE when the pool is full or closed).
     pub code: onex_runtime::error::ErrorCode,

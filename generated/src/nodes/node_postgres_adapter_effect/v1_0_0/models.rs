@@ -2,25 +2,15 @@
 //! Models of `node_postgres_adapter_effect` v1.0.0: the input, the output and every type in its `definitions`.
 #![cfg_attr(rustfmt, rustfmt::skip)]
 
+use serde::{Deserialize, Serialize};
+
 /// The operations of the PostgreSQL adapter.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EnumPostgresAdapterOperation {
     /// `query`
-    #[serde(rename = "query")]
     Query,
     /// `health_check`
-    #[serde(rename = "health_check")]
     HealthCheck,
 }
 
@@ -43,7 +33,7 @@ impl std::fmt::Display for EnumPostgresAdapterOperation {
 }
 
 /// A request envelope to the PostgreSQL adapter.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelPostgresAdapterInput {
     /// The operation to run.
     pub operation_type: EnumPostgresAdapterOperation,
@@ -72,7 +62,7 @@ impl ModelPostgresAdapterInput {
 }
 
 /// One statement with its parameters.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelPostgresAdapterQueryRequest {
     /// SQL text with placeholders $1..$n; at most 50000 chars by default (25000 production, 100000 development).
     pub query: String,
@@ -113,7 +103,7 @@ fn default_model_postgres_adapter_query_request_query_type() -> onex_runtime::mo
 }
 
 /// A response envelope from the PostgreSQL adapter.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelPostgresAdapterOutput {
     /// Whether the operation succeeded; when false, error_code and error_message say why.
     pub success: bool,

@@ -2,46 +2,29 @@
 //! Models of `node_postgres_connection_manager_effect` v1.0.0: the input, the output and every type in its `definitions`.
 #![cfg_attr(rustfmt, rustfmt::skip)]
 
+use serde::{Deserialize, Serialize};
+
 /// The operations of the connection manager node.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EnumPostgresConnectionManagerOperation {
     /// `execute_query`
-    #[serde(rename = "execute_query")]
     ExecuteQuery,
     /// `fetch_one`
-    #[serde(rename = "fetch_one")]
     FetchOne,
     /// `fetch_value`
-    #[serde(rename = "fetch_value")]
     FetchValue,
     /// `transaction`
-    #[serde(rename = "transaction")]
     Transaction,
     /// `call_function`
-    #[serde(rename = "call_function")]
     CallFunction,
     /// `health_check`
-    #[serde(rename = "health_check")]
     HealthCheck,
     /// `get_connection_stats`
-    #[serde(rename = "get_connection_stats")]
     GetConnectionStats,
     /// `get_query_metrics`
-    #[serde(rename = "get_query_metrics")]
     GetQueryMetrics,
     /// `clear_metrics`
-    #[serde(rename = "clear_metrics")]
     ClearMetrics,
 }
 
@@ -81,7 +64,7 @@ impl std::fmt::Display for EnumPostgresConnectionManagerOperation {
 }
 
 /// A request to the PostgreSQL connection manager.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelPostgresConnectionManagerInput {
     /// The operation to run.
     pub operation_type: EnumPostgresConnectionManagerOperation,
@@ -170,7 +153,7 @@ fn default_model_postgres_connection_manager_input_limit() -> u64 {
 }
 
 /// One statement of a transaction.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelPostgresStatement {
     /// SQL text with positional placeholders $1..$n.
     pub query: String,
@@ -188,7 +171,7 @@ impl ModelPostgresStatement {
 }
 
 /// The result of one connection manager operation.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelPostgresConnectionManagerOutput {
     /// Whether the operation succeeded; when false, error says why.
     pub success: bool,
@@ -267,7 +250,7 @@ impl ModelPostgresConnectionManagerOutput {
 }
 
 /// A failed operation, with a sanitized message that never contains credentials or DSNs.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelPostgresOperationError {
     /// Stable error code (DATABASE_QUERY_ERROR for statement errors, DATABASE_OPERATION_ERROR for checkout errors).
     pub code: onex_runtime::error::ErrorCode,
