@@ -4,7 +4,7 @@
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 
-use super::tokens::{doc_attrs, ident, inner_doc, plain_doc, render_unformatted_file, version_text};
+use super::tokens::{doc_attrs, ident, inner_doc, plain_doc, render_unformatted_file, version_cmp, version_text};
 use crate::model::NodeModel;
 
 pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
@@ -21,8 +21,6 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
     let node_type = ident(&node.node_type)?;
     let scaffold = ident(&node.scaffold_type)?;
     let mut items = vec![
-        quote! { use std::future::Future; },
-        quote! { use onex_runtime::{Container, Context, OnexError}; },
         quote! {
             /// The node's input (`input_model`).
             pub type Input = super::models::#input;
@@ -32,9 +30,6 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
             pub type Output = super::models::#output;
         },
     ];
-    if !node.dependencies.is_empty() {
-        items.insert(1, quote! { use std::sync::Arc; });
-    }
 
     // Dependencies.
     let mut fields = Vec::new();
@@ -106,7 +101,7 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
             /// without a timer of its own (a timer costs each request a registration in tokio's
             /// timer wheel); the handler answers `onex_runtime::node::timed_out` when the deadline
             /// ended the work. By default the node times every operation.
-            fn times_itself(operation: &onex_runtime::OperationSpec) -> bool {
+            fn times_itself(operation: &OperationSpec) -> bool {
                 let _ = operation;
                 false
             }
@@ -139,8 +134,24 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
             pub fn handler(&self) -> &H {
                 &self.handler
             }
+
+            /// Runs one operation through `method` of the handler: under the contract timeout,
+            /// or under the handler's own timing when it `times_itself`.
+            async fn run(
+                &self,
+                spec: &'static OperationSpec,
+                input: Input,
+                ctx: Context,
+                method: impl AsyncFnOnce(&H, Input, &Context) -> Result<Output, OnexError>,
+            ) -> Result<Output, OnexError> {
+                let handler = &self.handler;
+                let times_itself = H::times_itself(spec);
+                dispatch(CONTRACT.name, spec, times_itself, handler, input, ctx, method).await
+            }
         }
     });
+    let kind_trait = format_ident!("{}Node", c.kind.pascal());
+    let mut models_use = None;
     let dispatch = match &node.operation_enum {
         Some(enum_name) => {
             let enum_ident = ident(enum_name)?;
@@ -149,33 +160,47 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
                 .iter()
                 .map(|op| {
                     let variant = ident(op.variant.as_deref().unwrap_or_default())?;
-                    let method = ident(&op.method)?;
-                    let spec = ident(&op.const_name)?;
-                    let run = run_tokens(name, &method, &spec);
-                    Ok(quote! {
-                        super::models::#enum_ident::#variant => { #run }
-                    })
+                    let run = run_tokens(&ident(&op.method)?, &ident(&op.const_name)?);
+                    Ok(quote!(Operation::#variant => #run,))
                 })
                 .collect::<Result<Vec<_>, String>>()?;
+            models_use = Some(quote!(use super::models::#enum_ident as Operation;));
             quote! {
-                let operation = input.operation_type;
-                match operation {
+                match input.operation_type {
                     #(#arms)*
                 }
             }
         }
         None => {
             let op = node.operations.first().ok_or("internal: a node without operations")?;
-            run_tokens(name, &ident(&op.method)?, &ident(&op.const_name)?)
+            run_tokens(&ident(&op.method)?, &ident(&op.const_name)?)
         }
     };
+    let mut specs: Vec<&str> = node.operations.iter().map(|op| op.const_name.as_str()).collect();
+    specs.push("CONTRACT");
+    specs.sort_by(|a, b| version_cmp(a, b));
+    let specs = specs.into_iter().map(ident).collect::<Result<Vec<_>, _>>()?;
+    let arc = (!node.dependencies.is_empty()).then(|| {
+        quote!(
+            use std::sync::Arc;
+        )
+    });
+    let uses = [
+        quote! { use std::future::Future; #arc },
+        quote! {
+            use onex_runtime::node::dispatch;
+            use onex_runtime::{Container, Context, #kind_trait, Node, NodeContract, OnexError, OperationSpec};
+        },
+        quote! { use super::contract::{#(#specs),*}; #models_use },
+    ];
+    items.splice(0..0, uses);
     items.push(quote! {
-        impl<H: #handler> onex_runtime::Node for #node_type<H> {
+        impl<H: #handler> Node for #node_type<H> {
             type Input = Input;
             type Output = Output;
 
-            fn contract(&self) -> &'static onex_runtime::NodeContract {
-                &super::contract::CONTRACT
+            fn contract(&self) -> &'static NodeContract {
+                &CONTRACT
             }
 
             async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
@@ -183,21 +208,13 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
             }
         }
     });
-    let kind_trait = format_ident!("{}Node", c.kind.pascal());
     items.push(quote! {
-        impl<H: #handler> onex_runtime::#kind_trait for #node_type<H> {}
+        impl<H: #handler> #kind_trait for #node_type<H> {}
     });
     render_unformatted_file(source, inner, items)
 }
 
-/// Runs one operation in the generated `process`: the runtime decides between the node's timer
-/// and a handler that times the operation itself.
-fn run_tokens(node: &str, method: &Ident, spec: &Ident) -> TokenStream {
-    quote! {
-        let spec = &super::contract::#spec;
-        let handler_times_it = H::times_itself(spec);
-        let ctx = &onex_runtime::node::operation_context(ctx, spec, handler_times_it);
-        let work = std::pin::pin!(self.handler.#method(input, ctx));
-        onex_runtime::node::run_operation(#node, spec, handler_times_it, ctx, work).await
-    }
+/// One arm of the generated `process`: the operation's spec and the handler method for it.
+fn run_tokens(method: &Ident, spec: &Ident) -> TokenStream {
+    quote!(self.run(&#spec, input, ctx, H::#method).await)
 }

@@ -3,10 +3,19 @@
 #![cfg_attr(rustfmt, rustfmt::skip)]
 
 use std::future::Future;
-
 use std::sync::Arc;
 
-use onex_runtime::{Container, Context, OnexError};
+use onex_runtime::node::dispatch;
+use onex_runtime::{
+    Container, Context, EffectNode, Node, NodeContract, OnexError, OperationSpec,
+};
+
+use super::contract::{
+    CONTRACT, OPERATION_HEALTH_CHECK, OPERATION_KV_DELETE, OPERATION_KV_GET,
+    OPERATION_KV_PUT, OPERATION_SERVICE_DEREGISTER, OPERATION_SERVICE_LIST,
+    OPERATION_SERVICE_REGISTER,
+};
+use super::models::EnumConsulOperation as Operation;
 
 /// The node's input (`input_model`).
 pub type Input = super::models::ModelConsulInput;
@@ -47,7 +56,7 @@ pub trait ConsulHandler: Sized + Send + Sync + 'static {
     /// without a timer of its own (a timer costs each request a registration in tokio's
     /// timer wheel); the handler answers `onex_runtime::node::timed_out` when the deadline
     /// ended the work. By default the node times every operation.
-    fn times_itself(operation: &onex_runtime::OperationSpec) -> bool {
+    fn times_itself(operation: &OperationSpec) -> bool {
         let _ = operation;
         false
     }
@@ -115,145 +124,55 @@ impl<H: ConsulHandler> NodeConsulEffect<H> {
     pub fn handler(&self) -> &H {
         &self.handler
     }
+    /// Runs one operation through `method` of the handler: under the contract timeout,
+    /// or under the handler's own timing when it `times_itself`.
+    async fn run(
+        &self,
+        spec: &'static OperationSpec,
+        input: Input,
+        ctx: Context,
+        method: impl AsyncFnOnce(&H, Input, &Context) -> Result<Output, OnexError>,
+    ) -> Result<Output, OnexError> {
+        let handler = &self.handler;
+        let times_itself = H::times_itself(spec);
+        dispatch(CONTRACT.name, spec, times_itself, handler, input, ctx, method).await
+    }
 }
 
-impl<H: ConsulHandler> onex_runtime::Node for NodeConsulEffect<H> {
+impl<H: ConsulHandler> Node for NodeConsulEffect<H> {
     type Input = Input;
     type Output = Output;
-    fn contract(&self) -> &'static onex_runtime::NodeContract {
-        &super::contract::CONTRACT
+    fn contract(&self) -> &'static NodeContract {
+        &CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        let operation = input.operation_type;
-        match operation {
-            super::models::EnumConsulOperation::KvGet => {
-                let spec = &super::contract::OPERATION_KV_GET;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.kv_get(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_consul_effect",
-                        spec,
-                        handler_times_it,
+        match input.operation_type {
+            Operation::KvGet => self.run(&OPERATION_KV_GET, input, ctx, H::kv_get).await,
+            Operation::KvPut => self.run(&OPERATION_KV_PUT, input, ctx, H::kv_put).await,
+            Operation::KvDelete => {
+                self.run(&OPERATION_KV_DELETE, input, ctx, H::kv_delete).await
+            }
+            Operation::ServiceRegister => {
+                self.run(&OPERATION_SERVICE_REGISTER, input, ctx, H::service_register)
+                    .await
+            }
+            Operation::ServiceDeregister => {
+                self.run(
+                        &OPERATION_SERVICE_DEREGISTER,
+                        input,
                         ctx,
-                        work,
+                        H::service_deregister,
                     )
                     .await
             }
-            super::models::EnumConsulOperation::KvPut => {
-                let spec = &super::contract::OPERATION_KV_PUT;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.kv_put(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_consul_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
+            Operation::ServiceList => {
+                self.run(&OPERATION_SERVICE_LIST, input, ctx, H::service_list).await
             }
-            super::models::EnumConsulOperation::KvDelete => {
-                let spec = &super::contract::OPERATION_KV_DELETE;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.kv_delete(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_consul_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
-            }
-            super::models::EnumConsulOperation::ServiceRegister => {
-                let spec = &super::contract::OPERATION_SERVICE_REGISTER;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.service_register(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_consul_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
-            }
-            super::models::EnumConsulOperation::ServiceDeregister => {
-                let spec = &super::contract::OPERATION_SERVICE_DEREGISTER;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.service_deregister(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_consul_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
-            }
-            super::models::EnumConsulOperation::ServiceList => {
-                let spec = &super::contract::OPERATION_SERVICE_LIST;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.service_list(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_consul_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
-            }
-            super::models::EnumConsulOperation::HealthCheck => {
-                let spec = &super::contract::OPERATION_HEALTH_CHECK;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.health_check(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_consul_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
+            Operation::HealthCheck => {
+                self.run(&OPERATION_HEALTH_CHECK, input, ctx, H::health_check).await
             }
         }
     }
 }
 
-impl<H: ConsulHandler> onex_runtime::EffectNode for NodeConsulEffect<H> {}
+impl<H: ConsulHandler> EffectNode for NodeConsulEffect<H> {}

@@ -3,10 +3,18 @@
 #![cfg_attr(rustfmt, rustfmt::skip)]
 
 use std::future::Future;
-
 use std::sync::Arc;
 
-use onex_runtime::{Container, Context, OnexError};
+use onex_runtime::node::dispatch;
+use onex_runtime::{
+    Container, Context, EffectNode, Node, NodeContract, OnexError, OperationSpec,
+};
+
+use super::contract::{
+    CONTRACT, OPERATION_PROJECT_HEALTH_STATE, OPERATION_PROJECT_KV_STATE,
+    OPERATION_PROJECT_SERVICE_STATE, OPERATION_PROJECT_TOPOLOGY,
+};
+use super::models::EnumConsulProjectorOperation as Operation;
 
 /// The node's input (`input_model`).
 pub type Input = super::models::ModelConsulProjectorInput;
@@ -47,7 +55,7 @@ pub trait ConsulProjectorHandler: Sized + Send + Sync + 'static {
     /// without a timer of its own (a timer costs each request a registration in tokio's
     /// timer wheel); the handler answers `onex_runtime::node::timed_out` when the deadline
     /// ended the work. By default the node times every operation.
-    fn times_itself(operation: &onex_runtime::OperationSpec) -> bool {
+    fn times_itself(operation: &OperationSpec) -> bool {
         let _ = operation;
         false
     }
@@ -97,94 +105,57 @@ impl<H: ConsulProjectorHandler> NodeConsulProjectorEffect<H> {
     pub fn handler(&self) -> &H {
         &self.handler
     }
+    /// Runs one operation through `method` of the handler: under the contract timeout,
+    /// or under the handler's own timing when it `times_itself`.
+    async fn run(
+        &self,
+        spec: &'static OperationSpec,
+        input: Input,
+        ctx: Context,
+        method: impl AsyncFnOnce(&H, Input, &Context) -> Result<Output, OnexError>,
+    ) -> Result<Output, OnexError> {
+        let handler = &self.handler;
+        let times_itself = H::times_itself(spec);
+        dispatch(CONTRACT.name, spec, times_itself, handler, input, ctx, method).await
+    }
 }
 
-impl<H: ConsulProjectorHandler> onex_runtime::Node for NodeConsulProjectorEffect<H> {
+impl<H: ConsulProjectorHandler> Node for NodeConsulProjectorEffect<H> {
     type Input = Input;
     type Output = Output;
-    fn contract(&self) -> &'static onex_runtime::NodeContract {
-        &super::contract::CONTRACT
+    fn contract(&self) -> &'static NodeContract {
+        &CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        let operation = input.operation_type;
-        match operation {
-            super::models::EnumConsulProjectorOperation::ProjectServiceState => {
-                let spec = &super::contract::OPERATION_PROJECT_SERVICE_STATE;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(
-                    self.handler.project_service_state(input, ctx)
-                );
-                onex_runtime::node::run_operation(
-                        "node_consul_projector_effect",
-                        spec,
-                        handler_times_it,
+        match input.operation_type {
+            Operation::ProjectServiceState => {
+                self.run(
+                        &OPERATION_PROJECT_SERVICE_STATE,
+                        input,
                         ctx,
-                        work,
+                        H::project_service_state,
                     )
                     .await
             }
-            super::models::EnumConsulProjectorOperation::ProjectHealthState => {
-                let spec = &super::contract::OPERATION_PROJECT_HEALTH_STATE;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.project_health_state(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_consul_projector_effect",
-                        spec,
-                        handler_times_it,
+            Operation::ProjectHealthState => {
+                self.run(
+                        &OPERATION_PROJECT_HEALTH_STATE,
+                        input,
                         ctx,
-                        work,
+                        H::project_health_state,
                     )
                     .await
             }
-            super::models::EnumConsulProjectorOperation::ProjectKvState => {
-                let spec = &super::contract::OPERATION_PROJECT_KV_STATE;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.project_kv_state(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_consul_projector_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
+            Operation::ProjectKvState => {
+                self.run(&OPERATION_PROJECT_KV_STATE, input, ctx, H::project_kv_state)
                     .await
             }
-            super::models::EnumConsulProjectorOperation::ProjectTopology => {
-                let spec = &super::contract::OPERATION_PROJECT_TOPOLOGY;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.project_topology(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_consul_projector_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
+            Operation::ProjectTopology => {
+                self.run(&OPERATION_PROJECT_TOPOLOGY, input, ctx, H::project_topology)
                     .await
             }
         }
     }
 }
 
-impl<H: ConsulProjectorHandler> onex_runtime::EffectNode
-for NodeConsulProjectorEffect<H> {}
+impl<H: ConsulProjectorHandler> EffectNode for NodeConsulProjectorEffect<H> {}

@@ -3,10 +3,19 @@
 #![cfg_attr(rustfmt, rustfmt::skip)]
 
 use std::future::Future;
-
 use std::sync::Arc;
 
-use onex_runtime::{Container, Context, OnexError};
+use onex_runtime::node::dispatch;
+use onex_runtime::{
+    Container, Context, ComputeNode, Node, NodeContract, OnexError, OperationSpec,
+};
+
+use super::contract::{
+    CONTRACT, OPERATION_EXTRACT_CONTEXT, OPERATION_INITIALIZE_TRACING,
+    OPERATION_INJECT_CONTEXT, OPERATION_SHUTDOWN_TRACING, OPERATION_TRACE_DATABASE,
+    OPERATION_TRACE_KAFKA, OPERATION_TRACE_OPERATION,
+};
+use super::models::EnumDistributedTracingOperation as Operation;
 
 /// The node's input (`input_model`).
 pub type Input = super::models::ModelDistributedTracingInput;
@@ -47,7 +56,7 @@ pub trait DistributedTracingHandler: Sized + Send + Sync + 'static {
     /// without a timer of its own (a timer costs each request a registration in tokio's
     /// timer wheel); the handler answers `onex_runtime::node::timed_out` when the deadline
     /// ended the work. By default the node times every operation.
-    fn times_itself(operation: &onex_runtime::OperationSpec) -> bool {
+    fn times_itself(operation: &OperationSpec) -> bool {
         let _ = operation;
         false
     }
@@ -115,147 +124,61 @@ impl<H: DistributedTracingHandler> NodeDistributedTracingCompute<H> {
     pub fn handler(&self) -> &H {
         &self.handler
     }
+    /// Runs one operation through `method` of the handler: under the contract timeout,
+    /// or under the handler's own timing when it `times_itself`.
+    async fn run(
+        &self,
+        spec: &'static OperationSpec,
+        input: Input,
+        ctx: Context,
+        method: impl AsyncFnOnce(&H, Input, &Context) -> Result<Output, OnexError>,
+    ) -> Result<Output, OnexError> {
+        let handler = &self.handler;
+        let times_itself = H::times_itself(spec);
+        dispatch(CONTRACT.name, spec, times_itself, handler, input, ctx, method).await
+    }
 }
 
-impl<H: DistributedTracingHandler> onex_runtime::Node
-for NodeDistributedTracingCompute<H> {
+impl<H: DistributedTracingHandler> Node for NodeDistributedTracingCompute<H> {
     type Input = Input;
     type Output = Output;
-    fn contract(&self) -> &'static onex_runtime::NodeContract {
-        &super::contract::CONTRACT
+    fn contract(&self) -> &'static NodeContract {
+        &CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        let operation = input.operation_type;
-        match operation {
-            super::models::EnumDistributedTracingOperation::InitializeTracing => {
-                let spec = &super::contract::OPERATION_INITIALIZE_TRACING;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.initialize_tracing(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_distributed_tracing_compute",
-                        spec,
-                        handler_times_it,
+        match input.operation_type {
+            Operation::InitializeTracing => {
+                self.run(
+                        &OPERATION_INITIALIZE_TRACING,
+                        input,
                         ctx,
-                        work,
+                        H::initialize_tracing,
                     )
                     .await
             }
-            super::models::EnumDistributedTracingOperation::TraceOperation => {
-                let spec = &super::contract::OPERATION_TRACE_OPERATION;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.trace_operation(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_distributed_tracing_compute",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
+            Operation::TraceOperation => {
+                self.run(&OPERATION_TRACE_OPERATION, input, ctx, H::trace_operation)
                     .await
             }
-            super::models::EnumDistributedTracingOperation::InjectContext => {
-                let spec = &super::contract::OPERATION_INJECT_CONTEXT;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.inject_context(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_distributed_tracing_compute",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
+            Operation::InjectContext => {
+                self.run(&OPERATION_INJECT_CONTEXT, input, ctx, H::inject_context).await
+            }
+            Operation::ExtractContext => {
+                self.run(&OPERATION_EXTRACT_CONTEXT, input, ctx, H::extract_context)
                     .await
             }
-            super::models::EnumDistributedTracingOperation::ExtractContext => {
-                let spec = &super::contract::OPERATION_EXTRACT_CONTEXT;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.extract_context(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_distributed_tracing_compute",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
+            Operation::TraceDatabase => {
+                self.run(&OPERATION_TRACE_DATABASE, input, ctx, H::trace_database).await
             }
-            super::models::EnumDistributedTracingOperation::TraceDatabase => {
-                let spec = &super::contract::OPERATION_TRACE_DATABASE;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.trace_database(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_distributed_tracing_compute",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
+            Operation::TraceKafka => {
+                self.run(&OPERATION_TRACE_KAFKA, input, ctx, H::trace_kafka).await
             }
-            super::models::EnumDistributedTracingOperation::TraceKafka => {
-                let spec = &super::contract::OPERATION_TRACE_KAFKA;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.trace_kafka(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_distributed_tracing_compute",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
-            }
-            super::models::EnumDistributedTracingOperation::ShutdownTracing => {
-                let spec = &super::contract::OPERATION_SHUTDOWN_TRACING;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.shutdown_tracing(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_distributed_tracing_compute",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
+            Operation::ShutdownTracing => {
+                self.run(&OPERATION_SHUTDOWN_TRACING, input, ctx, H::shutdown_tracing)
                     .await
             }
         }
     }
 }
 
-impl<H: DistributedTracingHandler> onex_runtime::ComputeNode
-for NodeDistributedTracingCompute<H> {}
+impl<H: DistributedTracingHandler> ComputeNode for NodeDistributedTracingCompute<H> {}

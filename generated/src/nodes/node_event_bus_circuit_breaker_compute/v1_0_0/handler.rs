@@ -3,10 +3,18 @@
 #![cfg_attr(rustfmt, rustfmt::skip)]
 
 use std::future::Future;
-
 use std::sync::Arc;
 
-use onex_runtime::{Container, Context, OnexError};
+use onex_runtime::node::dispatch;
+use onex_runtime::{
+    Container, Context, ComputeNode, Node, NodeContract, OnexError, OperationSpec,
+};
+
+use super::contract::{
+    CONTRACT, OPERATION_GET_HEALTH_STATUS, OPERATION_GET_METRICS, OPERATION_GET_STATE,
+    OPERATION_PUBLISH_EVENT, OPERATION_RESET_CIRCUIT,
+};
+use super::models::EnumEventBusCircuitBreakerOperation as Operation;
 
 /// The node's input (`input_model`).
 pub type Input = super::models::ModelEventBusCircuitBreakerInput;
@@ -47,7 +55,7 @@ pub trait EventBusCircuitBreakerHandler: Sized + Send + Sync + 'static {
     /// without a timer of its own (a timer costs each request a registration in tokio's
     /// timer wheel); the handler answers `onex_runtime::node::timed_out` when the deadline
     /// ended the work. By default the node times every operation.
-    fn times_itself(operation: &onex_runtime::OperationSpec) -> bool {
+    fn times_itself(operation: &OperationSpec) -> bool {
         let _ = operation;
         false
     }
@@ -103,111 +111,48 @@ impl<H: EventBusCircuitBreakerHandler> NodeEventBusCircuitBreakerCompute<H> {
     pub fn handler(&self) -> &H {
         &self.handler
     }
+    /// Runs one operation through `method` of the handler: under the contract timeout,
+    /// or under the handler's own timing when it `times_itself`.
+    async fn run(
+        &self,
+        spec: &'static OperationSpec,
+        input: Input,
+        ctx: Context,
+        method: impl AsyncFnOnce(&H, Input, &Context) -> Result<Output, OnexError>,
+    ) -> Result<Output, OnexError> {
+        let handler = &self.handler;
+        let times_itself = H::times_itself(spec);
+        dispatch(CONTRACT.name, spec, times_itself, handler, input, ctx, method).await
+    }
 }
 
-impl<H: EventBusCircuitBreakerHandler> onex_runtime::Node
-for NodeEventBusCircuitBreakerCompute<H> {
+impl<H: EventBusCircuitBreakerHandler> Node for NodeEventBusCircuitBreakerCompute<H> {
     type Input = Input;
     type Output = Output;
-    fn contract(&self) -> &'static onex_runtime::NodeContract {
-        &super::contract::CONTRACT
+    fn contract(&self) -> &'static NodeContract {
+        &CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        let operation = input.operation_type;
-        match operation {
-            super::models::EnumEventBusCircuitBreakerOperation::PublishEvent => {
-                let spec = &super::contract::OPERATION_PUBLISH_EVENT;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.publish_event(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_event_bus_circuit_breaker_compute",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
+        match input.operation_type {
+            Operation::PublishEvent => {
+                self.run(&OPERATION_PUBLISH_EVENT, input, ctx, H::publish_event).await
             }
-            super::models::EnumEventBusCircuitBreakerOperation::GetState => {
-                let spec = &super::contract::OPERATION_GET_STATE;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.get_state(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_event_bus_circuit_breaker_compute",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
+            Operation::GetState => {
+                self.run(&OPERATION_GET_STATE, input, ctx, H::get_state).await
             }
-            super::models::EnumEventBusCircuitBreakerOperation::GetMetrics => {
-                let spec = &super::contract::OPERATION_GET_METRICS;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.get_metrics(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_event_bus_circuit_breaker_compute",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
+            Operation::GetMetrics => {
+                self.run(&OPERATION_GET_METRICS, input, ctx, H::get_metrics).await
             }
-            super::models::EnumEventBusCircuitBreakerOperation::ResetCircuit => {
-                let spec = &super::contract::OPERATION_RESET_CIRCUIT;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.reset_circuit(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_event_bus_circuit_breaker_compute",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
+            Operation::ResetCircuit => {
+                self.run(&OPERATION_RESET_CIRCUIT, input, ctx, H::reset_circuit).await
             }
-            super::models::EnumEventBusCircuitBreakerOperation::GetHealthStatus => {
-                let spec = &super::contract::OPERATION_GET_HEALTH_STATUS;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.get_health_status(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_event_bus_circuit_breaker_compute",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
+            Operation::GetHealthStatus => {
+                self.run(&OPERATION_GET_HEALTH_STATUS, input, ctx, H::get_health_status)
                     .await
             }
         }
     }
 }
 
-impl<H: EventBusCircuitBreakerHandler> onex_runtime::ComputeNode
+impl<H: EventBusCircuitBreakerHandler> ComputeNode
 for NodeEventBusCircuitBreakerCompute<H> {}

@@ -3,10 +3,19 @@
 #![cfg_attr(rustfmt, rustfmt::skip)]
 
 use std::future::Future;
-
 use std::sync::Arc;
 
-use onex_runtime::{Container, Context, OnexError};
+use onex_runtime::node::dispatch;
+use onex_runtime::{
+    Container, Context, OrchestratorNode, Node, NodeContract, OnexError, OperationSpec,
+};
+
+use super::contract::{
+    CONTRACT, OPERATION_COMPREHENSIVE_HEALTH_CHECK, OPERATION_GET_HEALTH_TRENDS,
+    OPERATION_GET_PROMETHEUS_METRICS, OPERATION_START_MONITORING,
+    OPERATION_STOP_MONITORING,
+};
+use super::models::EnumInfrastructureHealthMonitorOperation as Operation;
 
 /// The node's input (`input_model`).
 pub type Input = super::models::ModelInfrastructureHealthMonitorInput;
@@ -57,7 +66,7 @@ pub trait InfrastructureHealthMonitorHandler: Sized + Send + Sync + 'static {
     /// without a timer of its own (a timer costs each request a registration in tokio's
     /// timer wheel); the handler answers `onex_runtime::node::timed_out` when the deadline
     /// ended the work. By default the node times every operation.
-    fn times_itself(operation: &onex_runtime::OperationSpec) -> bool {
+    fn times_itself(operation: &OperationSpec) -> bool {
         let _ = operation;
         false
     }
@@ -117,109 +126,57 @@ impl<
     pub fn handler(&self) -> &H {
         &self.handler
     }
+    /// Runs one operation through `method` of the handler: under the contract timeout,
+    /// or under the handler's own timing when it `times_itself`.
+    async fn run(
+        &self,
+        spec: &'static OperationSpec,
+        input: Input,
+        ctx: Context,
+        method: impl AsyncFnOnce(&H, Input, &Context) -> Result<Output, OnexError>,
+    ) -> Result<Output, OnexError> {
+        let handler = &self.handler;
+        let times_itself = H::times_itself(spec);
+        dispatch(CONTRACT.name, spec, times_itself, handler, input, ctx, method).await
+    }
 }
 
-impl<H: InfrastructureHealthMonitorHandler> onex_runtime::Node
+impl<H: InfrastructureHealthMonitorHandler> Node
 for NodeInfrastructureHealthMonitorOrchestrator<H> {
     type Input = Input;
     type Output = Output;
-    fn contract(&self) -> &'static onex_runtime::NodeContract {
-        &super::contract::CONTRACT
+    fn contract(&self) -> &'static NodeContract {
+        &CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        let operation = input.operation_type;
-        match operation {
-            super::models::EnumInfrastructureHealthMonitorOperation::ComprehensiveHealthCheck => {
-                let spec = &super::contract::OPERATION_COMPREHENSIVE_HEALTH_CHECK;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(
-                    self.handler.comprehensive_health_check(input, ctx)
-                );
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_health_monitor_orchestrator",
-                        spec,
-                        handler_times_it,
+        match input.operation_type {
+            Operation::ComprehensiveHealthCheck => {
+                self.run(
+                        &OPERATION_COMPREHENSIVE_HEALTH_CHECK,
+                        input,
                         ctx,
-                        work,
+                        H::comprehensive_health_check,
                     )
                     .await
             }
-            super::models::EnumInfrastructureHealthMonitorOperation::GetHealthTrends => {
-                let spec = &super::contract::OPERATION_GET_HEALTH_TRENDS;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.get_health_trends(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_health_monitor_orchestrator",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
+            Operation::GetHealthTrends => {
+                self.run(&OPERATION_GET_HEALTH_TRENDS, input, ctx, H::get_health_trends)
                     .await
             }
-            super::models::EnumInfrastructureHealthMonitorOperation::StartMonitoring => {
-                let spec = &super::contract::OPERATION_START_MONITORING;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.start_monitoring(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_health_monitor_orchestrator",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
+            Operation::StartMonitoring => {
+                self.run(&OPERATION_START_MONITORING, input, ctx, H::start_monitoring)
                     .await
             }
-            super::models::EnumInfrastructureHealthMonitorOperation::StopMonitoring => {
-                let spec = &super::contract::OPERATION_STOP_MONITORING;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.stop_monitoring(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_health_monitor_orchestrator",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
+            Operation::StopMonitoring => {
+                self.run(&OPERATION_STOP_MONITORING, input, ctx, H::stop_monitoring)
                     .await
             }
-            super::models::EnumInfrastructureHealthMonitorOperation::GetPrometheusMetrics => {
-                let spec = &super::contract::OPERATION_GET_PROMETHEUS_METRICS;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(
-                    self.handler.get_prometheus_metrics(input, ctx)
-                );
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_health_monitor_orchestrator",
-                        spec,
-                        handler_times_it,
+            Operation::GetPrometheusMetrics => {
+                self.run(
+                        &OPERATION_GET_PROMETHEUS_METRICS,
+                        input,
                         ctx,
-                        work,
+                        H::get_prometheus_metrics,
                     )
                     .await
             }
@@ -227,5 +184,5 @@ for NodeInfrastructureHealthMonitorOrchestrator<H> {
     }
 }
 
-impl<H: InfrastructureHealthMonitorHandler> onex_runtime::OrchestratorNode
+impl<H: InfrastructureHealthMonitorHandler> OrchestratorNode
 for NodeInfrastructureHealthMonitorOrchestrator<H> {}

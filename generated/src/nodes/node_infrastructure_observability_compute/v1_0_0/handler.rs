@@ -4,7 +4,17 @@
 
 use std::future::Future;
 
-use onex_runtime::{Container, Context, OnexError};
+use onex_runtime::node::dispatch;
+use onex_runtime::{
+    Container, Context, ComputeNode, Node, NodeContract, OnexError, OperationSpec,
+};
+
+use super::contract::{
+    CONTRACT, OPERATION_EXPORT_PROMETHEUS, OPERATION_GET_ALERTS,
+    OPERATION_GET_CURRENT_METRICS, OPERATION_GET_HEALTH_SUMMARY,
+    OPERATION_GET_PERFORMANCE_TRENDS, OPERATION_RECORD_METRIC, OPERATION_RESOLVE_ALERT,
+};
+use super::models::EnumInfrastructureObservabilityOperation as Operation;
 
 /// The node's input (`input_model`).
 pub type Input = super::models::ModelInfrastructureObservabilityInput;
@@ -39,7 +49,7 @@ pub trait InfrastructureObservabilityHandler: Sized + Send + Sync + 'static {
     /// without a timer of its own (a timer costs each request a registration in tokio's
     /// timer wheel); the handler answers `onex_runtime::node::timed_out` when the deadline
     /// ended the work. By default the node times every operation.
-    fn times_itself(operation: &onex_runtime::OperationSpec) -> bool {
+    fn times_itself(operation: &OperationSpec) -> bool {
         let _ = operation;
         false
     }
@@ -109,149 +119,73 @@ impl<H: InfrastructureObservabilityHandler> NodeInfrastructureObservabilityCompu
     pub fn handler(&self) -> &H {
         &self.handler
     }
+    /// Runs one operation through `method` of the handler: under the contract timeout,
+    /// or under the handler's own timing when it `times_itself`.
+    async fn run(
+        &self,
+        spec: &'static OperationSpec,
+        input: Input,
+        ctx: Context,
+        method: impl AsyncFnOnce(&H, Input, &Context) -> Result<Output, OnexError>,
+    ) -> Result<Output, OnexError> {
+        let handler = &self.handler;
+        let times_itself = H::times_itself(spec);
+        dispatch(CONTRACT.name, spec, times_itself, handler, input, ctx, method).await
+    }
 }
 
-impl<H: InfrastructureObservabilityHandler> onex_runtime::Node
+impl<H: InfrastructureObservabilityHandler> Node
 for NodeInfrastructureObservabilityCompute<H> {
     type Input = Input;
     type Output = Output;
-    fn contract(&self) -> &'static onex_runtime::NodeContract {
-        &super::contract::CONTRACT
+    fn contract(&self) -> &'static NodeContract {
+        &CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        let operation = input.operation_type;
-        match operation {
-            super::models::EnumInfrastructureObservabilityOperation::RecordMetric => {
-                let spec = &super::contract::OPERATION_RECORD_METRIC;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.record_metric(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_observability_compute",
-                        spec,
-                        handler_times_it,
+        match input.operation_type {
+            Operation::RecordMetric => {
+                self.run(&OPERATION_RECORD_METRIC, input, ctx, H::record_metric).await
+            }
+            Operation::GetCurrentMetrics => {
+                self.run(
+                        &OPERATION_GET_CURRENT_METRICS,
+                        input,
                         ctx,
-                        work,
+                        H::get_current_metrics,
                     )
                     .await
             }
-            super::models::EnumInfrastructureObservabilityOperation::GetCurrentMetrics => {
-                let spec = &super::contract::OPERATION_GET_CURRENT_METRICS;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.get_current_metrics(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_observability_compute",
-                        spec,
-                        handler_times_it,
+            Operation::GetHealthSummary => {
+                self.run(
+                        &OPERATION_GET_HEALTH_SUMMARY,
+                        input,
                         ctx,
-                        work,
+                        H::get_health_summary,
                     )
                     .await
             }
-            super::models::EnumInfrastructureObservabilityOperation::GetHealthSummary => {
-                let spec = &super::contract::OPERATION_GET_HEALTH_SUMMARY;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.get_health_summary(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_observability_compute",
-                        spec,
-                        handler_times_it,
+            Operation::GetPerformanceTrends => {
+                self.run(
+                        &OPERATION_GET_PERFORMANCE_TRENDS,
+                        input,
                         ctx,
-                        work,
+                        H::get_performance_trends,
                     )
                     .await
             }
-            super::models::EnumInfrastructureObservabilityOperation::GetPerformanceTrends => {
-                let spec = &super::contract::OPERATION_GET_PERFORMANCE_TRENDS;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(
-                    self.handler.get_performance_trends(input, ctx)
-                );
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_observability_compute",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
+            Operation::ExportPrometheus => {
+                self.run(&OPERATION_EXPORT_PROMETHEUS, input, ctx, H::export_prometheus)
                     .await
             }
-            super::models::EnumInfrastructureObservabilityOperation::ExportPrometheus => {
-                let spec = &super::contract::OPERATION_EXPORT_PROMETHEUS;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.export_prometheus(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_observability_compute",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
+            Operation::GetAlerts => {
+                self.run(&OPERATION_GET_ALERTS, input, ctx, H::get_alerts).await
             }
-            super::models::EnumInfrastructureObservabilityOperation::GetAlerts => {
-                let spec = &super::contract::OPERATION_GET_ALERTS;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.get_alerts(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_observability_compute",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
-            }
-            super::models::EnumInfrastructureObservabilityOperation::ResolveAlert => {
-                let spec = &super::contract::OPERATION_RESOLVE_ALERT;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.resolve_alert(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_infrastructure_observability_compute",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
+            Operation::ResolveAlert => {
+                self.run(&OPERATION_RESOLVE_ALERT, input, ctx, H::resolve_alert).await
             }
         }
     }
 }
 
-impl<H: InfrastructureObservabilityHandler> onex_runtime::ComputeNode
+impl<H: InfrastructureObservabilityHandler> ComputeNode
 for NodeInfrastructureObservabilityCompute<H> {}

@@ -3,10 +3,18 @@
 #![cfg_attr(rustfmt, rustfmt::skip)]
 
 use std::future::Future;
-
 use std::sync::Arc;
 
-use onex_runtime::{Container, Context, OnexError};
+use onex_runtime::node::dispatch;
+use onex_runtime::{
+    Container, Context, EffectNode, Node, NodeContract, OnexError, OperationSpec,
+};
+
+use super::contract::{
+    CONTRACT, OPERATION_CLOSE, OPERATION_FLUSH, OPERATION_GET_POOL_STATS,
+    OPERATION_HEALTH_CHECK, OPERATION_SEND_BATCH, OPERATION_SEND_MESSAGE,
+};
+use super::models::EnumKafkaProducerPoolOperation as Operation;
 
 /// The node's input (`input_model`).
 pub type Input = super::models::ModelKafkaProducerPoolInput;
@@ -56,7 +64,7 @@ pub trait KafkaProducerPoolHandler: Sized + Send + Sync + 'static {
     /// without a timer of its own (a timer costs each request a registration in tokio's
     /// timer wheel); the handler answers `onex_runtime::node::timed_out` when the deadline
     /// ended the work. By default the node times every operation.
-    fn times_itself(operation: &onex_runtime::OperationSpec) -> bool {
+    fn times_itself(operation: &OperationSpec) -> bool {
         let _ = operation;
         false
     }
@@ -118,128 +126,45 @@ impl<H: KafkaProducerPoolHandler> NodeKafkaProducerPoolEffect<H> {
     pub fn handler(&self) -> &H {
         &self.handler
     }
+    /// Runs one operation through `method` of the handler: under the contract timeout,
+    /// or under the handler's own timing when it `times_itself`.
+    async fn run(
+        &self,
+        spec: &'static OperationSpec,
+        input: Input,
+        ctx: Context,
+        method: impl AsyncFnOnce(&H, Input, &Context) -> Result<Output, OnexError>,
+    ) -> Result<Output, OnexError> {
+        let handler = &self.handler;
+        let times_itself = H::times_itself(spec);
+        dispatch(CONTRACT.name, spec, times_itself, handler, input, ctx, method).await
+    }
 }
 
-impl<H: KafkaProducerPoolHandler> onex_runtime::Node for NodeKafkaProducerPoolEffect<H> {
+impl<H: KafkaProducerPoolHandler> Node for NodeKafkaProducerPoolEffect<H> {
     type Input = Input;
     type Output = Output;
-    fn contract(&self) -> &'static onex_runtime::NodeContract {
-        &super::contract::CONTRACT
+    fn contract(&self) -> &'static NodeContract {
+        &CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        let operation = input.operation_type;
-        match operation {
-            super::models::EnumKafkaProducerPoolOperation::SendMessage => {
-                let spec = &super::contract::OPERATION_SEND_MESSAGE;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.send_message(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_kafka_producer_pool_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
+        match input.operation_type {
+            Operation::SendMessage => {
+                self.run(&OPERATION_SEND_MESSAGE, input, ctx, H::send_message).await
             }
-            super::models::EnumKafkaProducerPoolOperation::SendBatch => {
-                let spec = &super::contract::OPERATION_SEND_BATCH;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.send_batch(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_kafka_producer_pool_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
+            Operation::SendBatch => {
+                self.run(&OPERATION_SEND_BATCH, input, ctx, H::send_batch).await
             }
-            super::models::EnumKafkaProducerPoolOperation::Flush => {
-                let spec = &super::contract::OPERATION_FLUSH;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.flush(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_kafka_producer_pool_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
+            Operation::Flush => self.run(&OPERATION_FLUSH, input, ctx, H::flush).await,
+            Operation::GetPoolStats => {
+                self.run(&OPERATION_GET_POOL_STATS, input, ctx, H::get_pool_stats).await
             }
-            super::models::EnumKafkaProducerPoolOperation::GetPoolStats => {
-                let spec = &super::contract::OPERATION_GET_POOL_STATS;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.get_pool_stats(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_kafka_producer_pool_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
+            Operation::HealthCheck => {
+                self.run(&OPERATION_HEALTH_CHECK, input, ctx, H::health_check).await
             }
-            super::models::EnumKafkaProducerPoolOperation::HealthCheck => {
-                let spec = &super::contract::OPERATION_HEALTH_CHECK;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.health_check(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_kafka_producer_pool_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
-            }
-            super::models::EnumKafkaProducerPoolOperation::Close => {
-                let spec = &super::contract::OPERATION_CLOSE;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.close(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_kafka_producer_pool_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
-            }
+            Operation::Close => self.run(&OPERATION_CLOSE, input, ctx, H::close).await,
         }
     }
 }
 
-impl<H: KafkaProducerPoolHandler> onex_runtime::EffectNode
-for NodeKafkaProducerPoolEffect<H> {}
+impl<H: KafkaProducerPoolHandler> EffectNode for NodeKafkaProducerPoolEffect<H> {}

@@ -3,10 +3,15 @@
 #![cfg_attr(rustfmt, rustfmt::skip)]
 
 use std::future::Future;
-
 use std::sync::Arc;
 
-use onex_runtime::{Container, Context, OnexError};
+use onex_runtime::node::dispatch;
+use onex_runtime::{
+    Container, Context, EffectNode, Node, NodeContract, OnexError, OperationSpec,
+};
+
+use super::contract::{CONTRACT, OPERATION_HEALTH_CHECK, OPERATION_QUERY};
+use super::models::EnumPostgresAdapterOperation as Operation;
 
 /// The node's input (`input_model`).
 pub type Input = super::models::ModelPostgresAdapterInput;
@@ -58,7 +63,7 @@ pub trait PostgresAdapterHandler: Sized + Send + Sync + 'static {
     /// without a timer of its own (a timer costs each request a registration in tokio's
     /// timer wheel); the handler answers `onex_runtime::node::timed_out` when the deadline
     /// ended the work. By default the node times every operation.
-    fn times_itself(operation: &onex_runtime::OperationSpec) -> bool {
+    fn times_itself(operation: &OperationSpec) -> bool {
         let _ = operation;
         false
     }
@@ -96,56 +101,35 @@ impl<H: PostgresAdapterHandler> NodePostgresAdapterEffect<H> {
     pub fn handler(&self) -> &H {
         &self.handler
     }
+    /// Runs one operation through `method` of the handler: under the contract timeout,
+    /// or under the handler's own timing when it `times_itself`.
+    async fn run(
+        &self,
+        spec: &'static OperationSpec,
+        input: Input,
+        ctx: Context,
+        method: impl AsyncFnOnce(&H, Input, &Context) -> Result<Output, OnexError>,
+    ) -> Result<Output, OnexError> {
+        let handler = &self.handler;
+        let times_itself = H::times_itself(spec);
+        dispatch(CONTRACT.name, spec, times_itself, handler, input, ctx, method).await
+    }
 }
 
-impl<H: PostgresAdapterHandler> onex_runtime::Node for NodePostgresAdapterEffect<H> {
+impl<H: PostgresAdapterHandler> Node for NodePostgresAdapterEffect<H> {
     type Input = Input;
     type Output = Output;
-    fn contract(&self) -> &'static onex_runtime::NodeContract {
-        &super::contract::CONTRACT
+    fn contract(&self) -> &'static NodeContract {
+        &CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        let operation = input.operation_type;
-        match operation {
-            super::models::EnumPostgresAdapterOperation::Query => {
-                let spec = &super::contract::OPERATION_QUERY;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.query(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_adapter_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
-            }
-            super::models::EnumPostgresAdapterOperation::HealthCheck => {
-                let spec = &super::contract::OPERATION_HEALTH_CHECK;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.health_check(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_adapter_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
+        match input.operation_type {
+            Operation::Query => self.run(&OPERATION_QUERY, input, ctx, H::query).await,
+            Operation::HealthCheck => {
+                self.run(&OPERATION_HEALTH_CHECK, input, ctx, H::health_check).await
             }
         }
     }
 }
 
-impl<H: PostgresAdapterHandler> onex_runtime::EffectNode
-for NodePostgresAdapterEffect<H> {}
+impl<H: PostgresAdapterHandler> EffectNode for NodePostgresAdapterEffect<H> {}

@@ -3,10 +3,19 @@
 #![cfg_attr(rustfmt, rustfmt::skip)]
 
 use std::future::Future;
-
 use std::sync::Arc;
 
-use onex_runtime::{Container, Context, OnexError};
+use onex_runtime::node::dispatch;
+use onex_runtime::{
+    Container, Context, EffectNode, Node, NodeContract, OnexError, OperationSpec,
+};
+
+use super::contract::{
+    CONTRACT, OPERATION_CALL_FUNCTION, OPERATION_CLEAR_METRICS, OPERATION_EXECUTE_QUERY,
+    OPERATION_FETCH_ONE, OPERATION_FETCH_VALUE, OPERATION_GET_CONNECTION_STATS,
+    OPERATION_GET_QUERY_METRICS, OPERATION_HEALTH_CHECK, OPERATION_TRANSACTION,
+};
+use super::models::EnumPostgresConnectionManagerOperation as Operation;
 
 /// The node's input (`input_model`).
 pub type Input = super::models::ModelPostgresConnectionManagerInput;
@@ -58,7 +67,7 @@ pub trait PostgresConnectionManagerHandler: Sized + Send + Sync + 'static {
     /// without a timer of its own (a timer costs each request a registration in tokio's
     /// timer wheel); the handler answers `onex_runtime::node::timed_out` when the deadline
     /// ended the work. By default the node times every operation.
-    fn times_itself(operation: &onex_runtime::OperationSpec) -> bool {
+    fn times_itself(operation: &OperationSpec) -> bool {
         let _ = operation;
         false
     }
@@ -140,183 +149,67 @@ impl<H: PostgresConnectionManagerHandler> NodePostgresConnectionManagerEffect<H>
     pub fn handler(&self) -> &H {
         &self.handler
     }
+    /// Runs one operation through `method` of the handler: under the contract timeout,
+    /// or under the handler's own timing when it `times_itself`.
+    async fn run(
+        &self,
+        spec: &'static OperationSpec,
+        input: Input,
+        ctx: Context,
+        method: impl AsyncFnOnce(&H, Input, &Context) -> Result<Output, OnexError>,
+    ) -> Result<Output, OnexError> {
+        let handler = &self.handler;
+        let times_itself = H::times_itself(spec);
+        dispatch(CONTRACT.name, spec, times_itself, handler, input, ctx, method).await
+    }
 }
 
-impl<H: PostgresConnectionManagerHandler> onex_runtime::Node
+impl<H: PostgresConnectionManagerHandler> Node
 for NodePostgresConnectionManagerEffect<H> {
     type Input = Input;
     type Output = Output;
-    fn contract(&self) -> &'static onex_runtime::NodeContract {
-        &super::contract::CONTRACT
+    fn contract(&self) -> &'static NodeContract {
+        &CONTRACT
     }
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        let operation = input.operation_type;
-        match operation {
-            super::models::EnumPostgresConnectionManagerOperation::ExecuteQuery => {
-                let spec = &super::contract::OPERATION_EXECUTE_QUERY;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.execute_query(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_connection_manager_effect",
-                        spec,
-                        handler_times_it,
+        match input.operation_type {
+            Operation::ExecuteQuery => {
+                self.run(&OPERATION_EXECUTE_QUERY, input, ctx, H::execute_query).await
+            }
+            Operation::FetchOne => {
+                self.run(&OPERATION_FETCH_ONE, input, ctx, H::fetch_one).await
+            }
+            Operation::FetchValue => {
+                self.run(&OPERATION_FETCH_VALUE, input, ctx, H::fetch_value).await
+            }
+            Operation::Transaction => {
+                self.run(&OPERATION_TRANSACTION, input, ctx, H::transaction).await
+            }
+            Operation::CallFunction => {
+                self.run(&OPERATION_CALL_FUNCTION, input, ctx, H::call_function).await
+            }
+            Operation::HealthCheck => {
+                self.run(&OPERATION_HEALTH_CHECK, input, ctx, H::health_check).await
+            }
+            Operation::GetConnectionStats => {
+                self.run(
+                        &OPERATION_GET_CONNECTION_STATS,
+                        input,
                         ctx,
-                        work,
+                        H::get_connection_stats,
                     )
                     .await
             }
-            super::models::EnumPostgresConnectionManagerOperation::FetchOne => {
-                let spec = &super::contract::OPERATION_FETCH_ONE;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.fetch_one(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_connection_manager_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
+            Operation::GetQueryMetrics => {
+                self.run(&OPERATION_GET_QUERY_METRICS, input, ctx, H::get_query_metrics)
                     .await
             }
-            super::models::EnumPostgresConnectionManagerOperation::FetchValue => {
-                let spec = &super::contract::OPERATION_FETCH_VALUE;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.fetch_value(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_connection_manager_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
-            }
-            super::models::EnumPostgresConnectionManagerOperation::Transaction => {
-                let spec = &super::contract::OPERATION_TRANSACTION;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.transaction(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_connection_manager_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
-            }
-            super::models::EnumPostgresConnectionManagerOperation::CallFunction => {
-                let spec = &super::contract::OPERATION_CALL_FUNCTION;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.call_function(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_connection_manager_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
-            }
-            super::models::EnumPostgresConnectionManagerOperation::HealthCheck => {
-                let spec = &super::contract::OPERATION_HEALTH_CHECK;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.health_check(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_connection_manager_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
-            }
-            super::models::EnumPostgresConnectionManagerOperation::GetConnectionStats => {
-                let spec = &super::contract::OPERATION_GET_CONNECTION_STATS;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.get_connection_stats(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_connection_manager_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
-            }
-            super::models::EnumPostgresConnectionManagerOperation::GetQueryMetrics => {
-                let spec = &super::contract::OPERATION_GET_QUERY_METRICS;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.get_query_metrics(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_connection_manager_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
-            }
-            super::models::EnumPostgresConnectionManagerOperation::ClearMetrics => {
-                let spec = &super::contract::OPERATION_CLEAR_METRICS;
-                let handler_times_it = H::times_itself(spec);
-                let ctx = &onex_runtime::node::operation_context(
-                    ctx,
-                    spec,
-                    handler_times_it,
-                );
-                let work = std::pin::pin!(self.handler.clear_metrics(input, ctx));
-                onex_runtime::node::run_operation(
-                        "node_postgres_connection_manager_effect",
-                        spec,
-                        handler_times_it,
-                        ctx,
-                        work,
-                    )
-                    .await
+            Operation::ClearMetrics => {
+                self.run(&OPERATION_CLEAR_METRICS, input, ctx, H::clear_metrics).await
             }
         }
     }
 }
 
-impl<H: PostgresConnectionManagerHandler> onex_runtime::EffectNode
+impl<H: PostgresConnectionManagerHandler> EffectNode
 for NodePostgresConnectionManagerEffect<H> {}
