@@ -1,7 +1,11 @@
 //! Stage 4: Rust source for every node. Items are built as `quote!` tokens, checked by
-//! `syn::parse2` and printed by `prettyplease`, one item at a time so a blank line separates
-//! items. Scaffolds come from a minijinja template (they are human-owned, rustfmt-formatted
-//! code). Nothing here touches the disk: see [`crate::write_tree`].
+//! `syn::parse2` and printed by `prettyplease`, one item (or one group of `use` or `mod` lines)
+//! at a time so a blank line separates them. Scaffolds come from a minijinja template (they
+//! are human-owned, rustfmt-formatted code). Nothing here touches the disk: see
+//! [`crate::write_tree`].
+//!
+//! One module per generated file of a node (`models`, `contract`, `handler`, `registry`,
+//! `scaffold`); `tokens` holds what they share; this module assembles the crate's files.
 
 mod contract;
 mod handler;
