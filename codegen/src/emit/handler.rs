@@ -185,11 +185,15 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
             use std::sync::Arc;
         )
     });
+    let kind_name = kind_trait.to_string();
+    let mut runtime_names = ["Container", "Context", &kind_name, "Node", "NodeContract", "OnexError", "OperationSpec"];
+    runtime_names.sort_by(|a, b| version_cmp(a, b));
+    let runtime_names = runtime_names.into_iter().map(ident).collect::<Result<Vec<_>, _>>()?;
     let uses = [
         quote! { use std::future::Future; #arc },
         quote! {
             use onex_runtime::node::dispatch;
-            use onex_runtime::{Container, Context, #kind_trait, Node, NodeContract, OnexError, OperationSpec};
+            use onex_runtime::{#(#runtime_names),*};
         },
         quote! { use super::contract::{#(#specs),*}; #models_use },
     ];

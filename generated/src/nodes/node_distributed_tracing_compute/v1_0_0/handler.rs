@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use onex_runtime::node::dispatch;
 use onex_runtime::{
-    Container, Context, ComputeNode, Node, NodeContract, OnexError, OperationSpec,
+    ComputeNode, Container, Context, Node, NodeContract, OnexError, OperationSpec,
 };
 
 use super::contract::{

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use onex_runtime::node::dispatch;
 use onex_runtime::{
-    Container, Context, OrchestratorNode, Node, NodeContract, OnexError, OperationSpec,
+    Container, Context, Node, NodeContract, OnexError, OperationSpec, OrchestratorNode,
 };
 
 use super::contract::{
