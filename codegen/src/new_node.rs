@@ -7,9 +7,6 @@ use crate::model::to_pascal_case;
 use crate::templates::{Template, Templates};
 use crate::validate::is_snake_case;
 
-/// The built-in contract template.
-pub const CONTRACT_TEMPLATE: &str = crate::templates::BUILTIN_CONTRACT;
-
 /// The kind a node name ends with, upper case.
 fn kind_of(name: &str) -> Option<&'static str> {
     [("_effect", "EFFECT"), ("_compute", "COMPUTE"), ("_reducer", "REDUCER"), ("_orchestrator", "ORCHESTRATOR")]

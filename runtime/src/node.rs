@@ -177,6 +177,28 @@ pub fn timed_out(node: &'static str, operation: &'static OperationSpec, limit: s
         .with_detail("timeout_ms", millis)
 }
 
+/// Runs one operation of `node` for a request: `method` of `handler` on `input`, under the
+/// context [`operation_context`] gives and timed by [`run_operation`] unless the handler times
+/// the operation itself (`handler_times_it`). Generated nodes call it once per request with the
+/// handler trait's method (`H::query`); the handler's future stays pinned inside this one.
+pub async fn dispatch<H, I, T, M>(
+    node: &'static str,
+    operation: &'static OperationSpec,
+    handler_times_it: bool,
+    handler: &H,
+    input: I,
+    ctx: Context,
+    method: M,
+) -> Result<T, OnexError>
+where
+    H: ?Sized,
+    M: AsyncFnOnce(&H, I, &Context) -> Result<T, OnexError>,
+{
+    let ctx = operation_context(ctx, operation, handler_times_it);
+    let work = std::pin::pin!(method(handler, input, &ctx));
+    run_operation(node, operation, handler_times_it, &ctx, work).await
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

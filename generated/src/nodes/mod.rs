@@ -2,19 +2,11 @@
 //! One module per node contract, one submodule per version.
 
 pub mod node_consul_effect;
-
 pub mod node_consul_projector_effect;
-
 pub mod node_distributed_tracing_compute;
-
 pub mod node_event_bus_circuit_breaker_compute;
-
 pub mod node_infrastructure_health_monitor_orchestrator;
-
 pub mod node_infrastructure_observability_compute;
-
 pub mod node_kafka_producer_pool_effect;
-
 pub mod node_postgres_adapter_effect;
-
 pub mod node_postgres_connection_manager_effect;

@@ -1,0 +1,224 @@
+//! `handler.rs`: the node's dependencies, its handler trait and the node type that
+//! dispatches each request to the handler.
+
+use proc_macro2::{Ident, TokenStream};
+use quote::{format_ident, quote};
+
+use super::tokens::{doc_attrs, ident, inner_doc, plain_doc, render_unformatted_file, version_cmp, version_text};
+use crate::model::NodeModel;
+
+pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
+    let c = &node.contract;
+    let source = c.source.display.as_str();
+    let name = &c.name.value;
+    let inner = inner_doc(&format!(
+        "The handler trait of `{name}` v{}, its dependencies and the node type that dispatches to it.",
+        version_text(node)
+    ));
+    let input = ident(&node.input_type)?;
+    let output = ident(&node.output_type)?;
+    let handler = ident(&node.handler_trait)?;
+    let node_type = ident(&node.node_type)?;
+    let scaffold = ident(&node.scaffold_type)?;
+    let mut items = vec![
+        quote! {
+            /// The node's input (`input_model`).
+            pub type Input = super::models::#input;
+        },
+        quote! {
+            /// The node's output (`output_model`).
+            pub type Output = super::models::#output;
+        },
+    ];
+
+    // Dependencies.
+    let mut fields = Vec::new();
+    let mut resolves = Vec::new();
+    for dep in &node.dependencies {
+        let field = ident(&dep.ident)?;
+        let ty: syn::Type =
+            syn::parse_str(&dep.rust_type).map_err(|e| format!("rust_type `{}`: {e}", dep.rust_type))?;
+        let doc = doc_attrs(&dep.doc, &format!("`{}` ({}).", dep.ident, dep.rust_type));
+        let wire = crate::model::unraw(&dep.ident);
+        if dep.required {
+            fields.push(quote!(#doc pub #field: Arc<#ty>));
+            resolves.push(quote!(#field: container.resolve::<#ty>().map_err(|e| OnexError::missing_dependency(#name, #wire, &e))?));
+        } else {
+            fields.push(quote!(#doc pub #field: Option<Arc<#ty>>));
+            resolves.push(quote!(#field: container.try_resolve::<#ty>()));
+        }
+    }
+    let container_param =
+        if node.dependencies.is_empty() { format_ident!("_container") } else { format_ident!("container") };
+    items.push(quote! {
+        /// The contract's `protocol` and `service` dependencies, resolved from the container.
+        #[derive(Clone)]
+        pub struct Dependencies {
+            #(#fields,)*
+        }
+    });
+    items.push(quote! {
+        impl Dependencies {
+            /// Resolves every dependency from the container; a missing required one is an
+            /// error that names it.
+            pub fn resolve(#container_param: &Container) -> Result<Self, OnexError> {
+                Ok(Self { #(#resolves,)* })
+            }
+        }
+    });
+    items.push(quote! {
+        impl std::fmt::Debug for Dependencies {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct("Dependencies").finish_non_exhaustive()
+            }
+        }
+    });
+    // The handler trait.
+    let methods = node
+        .operations
+        .iter()
+        .map(|op| {
+            let method = ident(&op.method)?;
+            let doc = plain_doc(&op.description);
+            Ok(quote! {
+                #doc
+                fn #method(&self, input: Input, ctx: &Context) -> impl Future<Output = Result<Output, OnexError>> + Send;
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let trait_doc = plain_doc(&format!(
+        "The operations of `{name}`, one async method each. `super::node::{}` implements it.",
+        node.scaffold_type
+    ));
+    items.push(quote! {
+        #trait_doc
+        pub trait #handler: Sized + Send + Sync + 'static {
+            /// Builds the handler; `Dependencies::resolve(container)` gives the contract's dependencies.
+            fn new(container: &Container) -> Result<Self, OnexError>;
+
+            /// Whether the handler bounds `operation` by the context's deadline itself. For such an
+            /// operation the node narrows the deadline to the contract timeout and runs the handler
+            /// without a timer of its own (a timer costs each request a registration in tokio's
+            /// timer wheel); the handler answers `onex_runtime::node::timed_out` when the deadline
+            /// ended the work. By default the node times every operation.
+            fn times_itself(operation: &OperationSpec) -> bool {
+                let _ = operation;
+                false
+            }
+
+            #(#methods)*
+        }
+    });
+
+    // The node type.
+    let node_doc = plain_doc(&c.description.value);
+    items.push(quote! {
+        #node_doc
+        pub struct #node_type<H = super::node::#scaffold> {
+            handler: H,
+        }
+    });
+    items.push(quote! {
+        impl<H: #handler> #node_type<H> {
+            /// Builds the node: the handler resolves its dependencies from `container`.
+            pub fn new(container: &Container) -> Result<Self, OnexError> {
+                Ok(Self { handler: H::new(container)? })
+            }
+
+            /// A node around an existing handler (tests, custom wiring).
+            pub fn with_handler(handler: H) -> Self {
+                Self { handler }
+            }
+
+            /// The handler.
+            pub fn handler(&self) -> &H {
+                &self.handler
+            }
+
+            /// Runs one operation through `method` of the handler: under the contract timeout,
+            /// or under the handler's own timing when it `times_itself`.
+            async fn run(
+                &self,
+                spec: &'static OperationSpec,
+                input: Input,
+                ctx: Context,
+                method: impl AsyncFnOnce(&H, Input, &Context) -> Result<Output, OnexError>,
+            ) -> Result<Output, OnexError> {
+                let handler = &self.handler;
+                let times_itself = H::times_itself(spec);
+                dispatch(CONTRACT.name, spec, times_itself, handler, input, ctx, method).await
+            }
+        }
+    });
+    let kind_trait = format_ident!("{}Node", c.kind.pascal());
+    let mut models_use = None;
+    let dispatch = match &node.operation_enum {
+        Some(enum_name) => {
+            let enum_ident = ident(enum_name)?;
+            let arms = node
+                .operations
+                .iter()
+                .map(|op| {
+                    let variant = ident(op.variant.as_deref().unwrap_or_default())?;
+                    let run = run_tokens(&ident(&op.method)?, &ident(&op.const_name)?);
+                    Ok(quote!(Operation::#variant => #run,))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            models_use = Some(quote!(use super::models::#enum_ident as Operation;));
+            quote! {
+                match input.operation_type {
+                    #(#arms)*
+                }
+            }
+        }
+        None => {
+            let op = node.operations.first().ok_or("internal: a node without operations")?;
+            run_tokens(&ident(&op.method)?, &ident(&op.const_name)?)
+        }
+    };
+    let mut specs: Vec<&str> = node.operations.iter().map(|op| op.const_name.as_str()).collect();
+    specs.push("CONTRACT");
+    specs.sort_by(|a, b| version_cmp(a, b));
+    let specs = specs.into_iter().map(ident).collect::<Result<Vec<_>, _>>()?;
+    let arc = (!node.dependencies.is_empty()).then(|| {
+        quote!(
+            use std::sync::Arc;
+        )
+    });
+    let kind_name = kind_trait.to_string();
+    let mut runtime_names = ["Container", "Context", &kind_name, "Node", "NodeContract", "OnexError", "OperationSpec"];
+    runtime_names.sort_by(|a, b| version_cmp(a, b));
+    let runtime_names = runtime_names.into_iter().map(ident).collect::<Result<Vec<_>, _>>()?;
+    let uses = [
+        quote! { use std::future::Future; #arc },
+        quote! {
+            use onex_runtime::node::dispatch;
+            use onex_runtime::{#(#runtime_names),*};
+        },
+        quote! { use super::contract::{#(#specs),*}; #models_use },
+    ];
+    items.splice(0..0, uses);
+    items.push(quote! {
+        impl<H: #handler> Node for #node_type<H> {
+            type Input = Input;
+            type Output = Output;
+
+            fn contract(&self) -> &'static NodeContract {
+                &CONTRACT
+            }
+
+            async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
+                #dispatch
+            }
+        }
+    });
+    items.push(quote! {
+        impl<H: #handler> #kind_trait for #node_type<H> {}
+    });
+    render_unformatted_file(source, inner, items)
+}
+
+/// One arm of the generated `process`: the operation's spec and the handler method for it.
+fn run_tokens(method: &Ident, spec: &Ident) -> TokenStream {
+    quote!(self.run(&#spec, input, ctx, H::#method).await)
+}

@@ -1,0 +1,516 @@
+//! `models.rs`: the input, the output and every type of the contract's `definitions`.
+
+use proc_macro2::{Literal, TokenStream};
+use quote::quote;
+
+use super::tokens::{doc_attrs, ident, inner_doc, render_unformatted_file, version_text};
+use crate::model::{DefaultValue, Doc, Field, NodeModel, RustType, TaggedVariant, TypeDef};
+
+fn rust_type(ty: &RustType) -> Result<TokenStream, String> {
+    Ok(match ty {
+        RustType::String => quote!(String),
+        RustType::SensitiveString => quote!(onex_runtime::Sensitive<String>),
+        RustType::I64 => quote!(i64),
+        RustType::I32 => quote!(i32),
+        RustType::U64 => quote!(u64),
+        RustType::F64 => quote!(f64),
+        RustType::Bool => quote!(bool),
+        RustType::Uuid => quote!(uuid::Uuid),
+        RustType::DateTime => quote!(chrono::DateTime<chrono::Utc>),
+        RustType::Json => quote!(serde_json::Value),
+        RustType::JsonMap => quote!(serde_json::Map<String, serde_json::Value>),
+        RustType::Vec(inner) => {
+            let inner = rust_type(inner)?;
+            quote!(Vec<#inner>)
+        }
+        RustType::Map(inner) => {
+            let inner = rust_type(inner)?;
+            quote!(std::collections::BTreeMap<String, #inner>)
+        }
+        RustType::Named(name) => {
+            let name = ident(name)?;
+            quote!(#name)
+        }
+        RustType::External(path) => {
+            let ty: syn::Type = syn::parse_str(path).map_err(|e| format!("rust_type `{path}`: {e}"))?;
+            quote!(#ty)
+        }
+    })
+}
+
+fn default_expr(value: &DefaultValue, ty: &RustType) -> Result<TokenStream, String> {
+    Ok(match value {
+        DefaultValue::Str(s) if *ty == RustType::SensitiveString => quote!(onex_runtime::Sensitive::new(#s.to_owned())),
+        DefaultValue::Str(s) => quote!(#s.to_owned()),
+        DefaultValue::Int(i) => match ty {
+            RustType::I32 => {
+                let v =
+                    Literal::i32_unsuffixed(i32::try_from(*i).map_err(|_| format!("default {i} does not fit i32"))?);
+                quote!(#v)
+            }
+            RustType::U64 => {
+                let v =
+                    Literal::u64_unsuffixed(u64::try_from(*i).map_err(|_| format!("default {i} does not fit u64"))?);
+                quote!(#v)
+            }
+            _ => {
+                let v = Literal::i64_unsuffixed(*i);
+                quote!(#v)
+            }
+        },
+        DefaultValue::Float(f) if f.is_finite() => {
+            let v = Literal::f64_unsuffixed(*f);
+            quote!(#v)
+        }
+        DefaultValue::Float(f) => return Err(format!("default {f} is not a finite number")),
+        DefaultValue::Bool(b) => quote!(#b),
+        DefaultValue::Variant(e, v) => {
+            let (e, v) = (ident(e)?, ident(v)?);
+            quote!(#e::#v)
+        }
+        DefaultValue::ExternalVariant { path, variant, .. } => {
+            let path: syn::Path = syn::parse_str(path).map_err(|e| format!("rust_type `{path}`: {e}"))?;
+            let variant = ident(variant)?;
+            quote!(#path::#variant)
+        }
+        DefaultValue::List(items) => {
+            let inner = match ty {
+                RustType::Vec(inner) => inner.as_ref().clone(),
+                _ => RustType::Json,
+            };
+            let items = items.iter().map(|i| default_expr(i, &inner)).collect::<Result<Vec<_>, _>>()?;
+            quote!(vec![#(#items),*])
+        }
+        DefaultValue::Json(json) => {
+            let text = serde_json::to_string(json).map_err(|e| e.to_string())?;
+            let tokens: TokenStream = text.parse().map_err(|e| format!("default {text}: {e}"))?;
+            quote!(serde_json::json!(#tokens))
+        }
+    })
+}
+
+/// serde's `rename_all` rules, in the order a tie between two of them is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Case {
+    Snake,
+    Camel,
+    ScreamingSnake,
+    Kebab,
+    ScreamingKebab,
+    Lower,
+    Upper,
+    Pascal,
+}
+
+impl Case {
+    const ALL: [Case; 8] = [
+        Case::Snake,
+        Case::Camel,
+        Case::ScreamingSnake,
+        Case::Kebab,
+        Case::ScreamingKebab,
+        Case::Lower,
+        Case::Upper,
+        Case::Pascal,
+    ];
+
+    /// The rule as `#[serde(rename_all = "…")]` spells it.
+    fn name(self) -> &'static str {
+        match self {
+            Case::Snake => "snake_case",
+            Case::Camel => "camelCase",
+            Case::ScreamingSnake => "SCREAMING_SNAKE_CASE",
+            Case::Kebab => "kebab-case",
+            Case::ScreamingKebab => "SCREAMING-KEBAB-CASE",
+            Case::Lower => "lowercase",
+            Case::Upper => "UPPERCASE",
+            Case::Pascal => "PascalCase",
+        }
+    }
+
+    /// The wire name serde gives a PascalCase variant under this rule (serde_derive's
+    /// `RenameRule::apply_to_variant`).
+    fn variant(self, ident: &str) -> String {
+        let snake = || {
+            let mut out = String::new();
+            for (i, c) in ident.char_indices() {
+                if i > 0 && c.is_uppercase() {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_lowercase());
+            }
+            out
+        };
+        match self {
+            Case::Pascal => ident.to_owned(),
+            Case::Lower => ident.to_ascii_lowercase(),
+            Case::Upper => ident.to_ascii_uppercase(),
+            Case::Camel => {
+                let mut chars = ident.chars();
+                chars.next().map(|c| c.to_ascii_lowercase().to_string() + chars.as_str()).unwrap_or_default()
+            }
+            Case::Snake => snake(),
+            Case::ScreamingSnake => snake().to_ascii_uppercase(),
+            Case::Kebab => snake().replace('_', "-"),
+            Case::ScreamingKebab => snake().to_ascii_uppercase().replace('_', "-"),
+        }
+    }
+
+    /// The wire name serde gives a snake_case field under this rule (serde_derive's
+    /// `RenameRule::apply_to_field`).
+    fn field(self, ident: &str) -> String {
+        let pascal = || {
+            let mut out = String::new();
+            let mut capitalize = true;
+            for c in ident.chars() {
+                if c == '_' {
+                    capitalize = true;
+                } else if capitalize {
+                    out.push(c.to_ascii_uppercase());
+                    capitalize = false;
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        };
+        match self {
+            Case::Lower | Case::Snake => ident.to_owned(),
+            Case::Upper | Case::ScreamingSnake => ident.to_ascii_uppercase(),
+            Case::Pascal => pascal(),
+            Case::Camel => {
+                let pascal = pascal();
+                let mut chars = pascal.chars();
+                chars.next().map(|c| c.to_ascii_lowercase().to_string() + chars.as_str()).unwrap_or_default()
+            }
+            Case::Kebab => ident.replace('_', "-"),
+            Case::ScreamingKebab => ident.to_ascii_uppercase().replace('_', "-"),
+        }
+    }
+}
+
+/// How a type's names reach the wire: an optional `rename_all` rule, then a `rename` for each
+/// name the rule (or serde's default, the identifier) gets wrong.
+struct Renames {
+    rule: Option<Case>,
+    apply: fn(Case, &str) -> String,
+}
+
+impl Renames {
+    /// The rule that leaves the fewest names to rename one by one, if it saves attributes
+    /// (itself counting as one). `names` are (identifier, wire name) pairs.
+    fn choose<'a>(names: impl Iterator<Item = (&'a str, &'a str)> + Clone, apply: fn(Case, &str) -> String) -> Self {
+        let misses = |rule: Option<Case>| {
+            names.clone().filter(|(ident, wire)| Self::needs_rename(rule, apply, ident, wire)).count()
+        };
+        let mut best = (misses(None), None);
+        for rule in Case::ALL {
+            let cost = 1 + misses(Some(rule));
+            if cost < best.0 {
+                best = (cost, Some(rule));
+            }
+        }
+        Renames { rule: best.1, apply }
+    }
+
+    /// Whether a name needs its own `rename` under `rule`: when the rule (or, without one, the
+    /// identifier) does not give its wire name, and always for an identifier escaped with a
+    /// trailing `_` (`self_` for `self`), which no reader should have to work out through a rule.
+    fn needs_rename(rule: Option<Case>, apply: fn(Case, &str) -> String, ident: &str, wire: &str) -> bool {
+        let ident = crate::model::unraw(ident);
+        let serde_name = match rule {
+            Some(rule) => apply(rule, ident),
+            None => ident.to_owned(),
+        };
+        serde_name != wire || ident.strip_suffix('_') == Some(wire)
+    }
+
+    /// `#[serde(rename_all = "…")]` for the type, when a rule was chosen.
+    fn rename_all(&self) -> Option<TokenStream> {
+        self.rule.map(|rule| {
+            let name = rule.name();
+            quote!(#[serde(rename_all = #name)])
+        })
+    }
+
+    /// `#[serde(rename = "…")]` for one name, when the rule does not give its wire name.
+    fn rename(&self, ident: &str, wire: &str) -> Option<TokenStream> {
+        Self::needs_rename(self.rule, self.apply, ident, wire).then(|| quote!(#[serde(rename = #wire)]))
+    }
+}
+
+fn field_tokens(
+    struct_name: &str,
+    field: &Field,
+    renames: &Renames,
+    defaults: &mut Vec<TokenStream>,
+    checks: &mut Vec<TokenStream>,
+) -> Result<TokenStream, String> {
+    let name = ident(&field.ident)?;
+    let doc = doc_attrs(&field.doc, &format!("`{}`.", field.wire));
+    let ty = rust_type(&field.ty)?;
+    let ty = if field.boxed { quote!(Box<#ty>) } else { ty };
+    let rename = renames.rename(&field.ident, &field.wire);
+    if let Some(default) = &field.default {
+        let fn_name = default_fn_name(struct_name, field);
+        let fn_ident = ident(&fn_name)?;
+        let expr = default_expr(default, &field.ty)?;
+        let expr = if field.boxed { quote!(Box::new(#expr)) } else { expr };
+        if let DefaultValue::ExternalVariant { wire, .. } = default {
+            checks.push(quote! {
+                assert_eq!(serde_json::to_value(super::#fn_ident()).ok(), Some(serde_json::Value::from(#wire)));
+            });
+        }
+        defaults.push(quote! {
+            fn #fn_ident() -> #ty {
+                #expr
+            }
+        });
+        return Ok(quote! {
+            #doc
+            #rename
+            #[serde(default = #fn_name)]
+            pub #name: #ty
+        });
+    }
+    if field.optional {
+        return Ok(quote! {
+            #doc
+            #rename
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub #name: Option<#ty>
+        });
+    }
+    Ok(quote! { #doc #rename pub #name: #ty })
+}
+
+/// A tagged union: the tag property names the arm on the wire, and each arm's struct (which
+/// leaves the tag out) holds the rest of the object.
+fn tagged_tokens(
+    name: &str,
+    doc: &Doc,
+    tag: &str,
+    variants: &[TaggedVariant],
+    serde: &TokenStream,
+) -> Result<TokenStream, String> {
+    let ident_name = ident(name)?;
+    let doc = doc_attrs(doc, &format!("`{name}`: one of its arms, told apart by `{tag}`."));
+    let idents = variants.iter().map(|v| ident(&v.ident)).collect::<Result<Vec<_>, _>>()?;
+    let types = variants.iter().map(|v| ident(&v.ty)).collect::<Result<Vec<_>, _>>()?;
+    let docs: Vec<String> = variants.iter().map(|v| format!(" `{tag}: {}`", v.wire)).collect();
+    let renames_of = Renames::choose(variants.iter().map(|v| (v.ident.as_str(), v.wire.as_str())), Case::variant);
+    let rename_all = renames_of.rename_all();
+    let renames = variants.iter().map(|v| renames_of.rename(&v.ident, &v.wire));
+    Ok(quote! {
+        #doc
+        #[derive(Debug, Clone, PartialEq, #serde)]
+        #[serde(tag = #tag)]
+        #rename_all
+        pub enum #ident_name {
+            #( #[doc = #docs] #renames #idents(#types), )*
+        }
+    })
+}
+
+/// The function that fills `field` of `struct_name` with its contract default.
+fn default_fn_name(struct_name: &str, field: &Field) -> String {
+    format!(
+        "default_{}_{}",
+        crate::model::to_snake_case(struct_name),
+        crate::model::unraw(&field.ident).trim_end_matches('_')
+    )
+}
+
+/// `new` taking the required fields (in contract order): optional fields start absent and
+/// defaulted ones at their defaults, so callers write `Model { x: Some(..), ..Model::new(a) }`
+/// instead of listing every field. A struct without required fields also gets `Default`.
+fn constructor_tokens(struct_name: &str, fields: &[Field]) -> Result<TokenStream, String> {
+    let ident_name = ident(struct_name)?;
+    let mut params = Vec::new();
+    let mut inits = Vec::new();
+    for field in fields {
+        let name = ident(&field.ident)?;
+        if field.default.is_some() {
+            let fill = ident(&default_fn_name(struct_name, field))?;
+            inits.push(quote!(#name: #fill()));
+        } else if field.optional {
+            inits.push(quote!(#name: None));
+        } else {
+            let ty = rust_type(&field.ty)?;
+            params.push(quote!(#name: #ty));
+            inits.push(if field.boxed { quote!(#name: Box::new(#name)) } else { quote!(#name) });
+        }
+    }
+    let many = (params.len() > 7).then(|| quote!(#[allow(clippy::too_many_arguments)]));
+    let default = params.is_empty().then(|| {
+        quote! {
+            impl Default for #ident_name {
+                fn default() -> Self {
+                    Self::new()
+                }
+            }
+        }
+    });
+    Ok(quote! {
+        impl #ident_name {
+            /// A value with the required fields given; optional fields absent, defaulted fields
+            /// at their contract defaults.
+            #many
+            pub fn new(#(#params),*) -> Self {
+                Self { #(#inits),* }
+            }
+        }
+        #default
+    })
+}
+
+pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
+    let source = node.contract.source.display.as_str();
+    let c = &node.contract;
+    let inner = inner_doc(&format!(
+        "Models of `{}` v{}: the input, the output and every type in its `definitions`.",
+        c.name.value,
+        version_text(node)
+    ));
+    let mut items = Vec::new();
+    // Imported, the derive list fits on one line; a contract type named like either trait
+    // would clash with the import, and then the derives name serde's paths.
+    let clash = node.types.iter().any(|t| matches!(t.name(), "Serialize" | "Deserialize"));
+    let serde = if clash {
+        quote!(serde::Serialize, serde::Deserialize)
+    } else {
+        if node.types.iter().any(|t| !matches!(t, TypeDef::Alias { .. })) {
+            items.push(quote!(
+                use serde::{Deserialize, Serialize};
+            ));
+        }
+        quote!(Serialize, Deserialize)
+    };
+    let mut checks = Vec::new();
+    for ty in &node.types {
+        match ty {
+            TypeDef::Struct { name, doc, fields } => {
+                let ident_name = ident(name)?;
+                let doc = doc_attrs(doc, &format!("`{name}`."));
+                let mut defaults = Vec::new();
+                let constructor = constructor_tokens(name, fields)?;
+                let renames = Renames::choose(fields.iter().map(|f| (f.ident.as_str(), f.wire.as_str())), Case::field);
+                let rename_all = renames.rename_all();
+                let fields = fields
+                    .iter()
+                    .map(|f| field_tokens(name, f, &renames, &mut defaults, &mut checks))
+                    .collect::<Result<Vec<_>, _>>()?;
+                items.push(quote! {
+                    #doc
+                    #[derive(Debug, Clone, PartialEq, #serde)]
+                    #rename_all
+                    pub struct #ident_name {
+                        #(#fields,)*
+                    }
+                });
+                items.push(constructor);
+                items.extend(defaults);
+            }
+            TypeDef::Enum { name, doc, variants } => {
+                let ident_name = ident(name)?;
+                let doc = doc_attrs(doc, &format!("`{name}`."));
+                let idents = variants.iter().map(|v| ident(&v.ident)).collect::<Result<Vec<_>, _>>()?;
+                let wires: Vec<&str> = variants.iter().map(|v| v.wire.as_str()).collect();
+                let variant_docs: Vec<String> = wires.iter().map(|w| format!(" `{w}`")).collect();
+                let renames_of =
+                    Renames::choose(variants.iter().map(|v| (v.ident.as_str(), v.wire.as_str())), Case::variant);
+                let rename_all = renames_of.rename_all();
+                let renames = variants.iter().map(|v| renames_of.rename(&v.ident, &v.wire));
+                let count = Literal::usize_unsuffixed(variants.len());
+                items.push(quote! {
+                    #doc
+                    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, #serde)]
+                    #rename_all
+                    pub enum #ident_name {
+                        #( #[doc = #variant_docs] #renames #idents, )*
+                    }
+                });
+                items.push(quote! {
+                    impl #ident_name {
+                        /// Every value, in contract order.
+                        pub const ALL: [Self; #count] = [#(Self::#idents),*];
+
+                        /// The value as written in the contract and on the wire.
+                        pub const fn as_str(self) -> &'static str {
+                            match self {
+                                #( Self::#idents => #wires, )*
+                            }
+                        }
+                    }
+                });
+                items.push(quote! {
+                    impl std::fmt::Display for #ident_name {
+                        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                            f.write_str(self.as_str())
+                        }
+                    }
+                });
+            }
+            TypeDef::Tagged { name, doc, tag, variants } => {
+                items.push(tagged_tokens(name, doc, tag, variants, &serde)?)
+            }
+            TypeDef::Alias { name, doc, ty } => {
+                let ident_name = ident(name)?;
+                let doc = doc_attrs(doc, &format!("`{name}`."));
+                let ty = rust_type(ty)?;
+                items.push(quote! {
+                    #doc
+                    pub type #ident_name = #ty;
+                });
+            }
+        }
+    }
+    if !checks.is_empty() {
+        items.push(quote! {
+            #[cfg(test)]
+            mod tests {
+                /// Defaults of shared enums are written as variants; this checks that each one
+                /// serializes to the string the contract wrote.
+                #[test]
+                fn shared_enum_defaults_match_the_contract() {
+                    #(#checks)*
+                }
+            }
+        });
+    }
+    render_unformatted_file(source, inner, items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Case, Renames};
+
+    #[test]
+    fn rules_name_things_as_serde_does() {
+        assert_eq!(Case::Snake.variant("HealthCheck"), "health_check");
+        assert_eq!(Case::ScreamingKebab.variant("HealthCheck"), "HEALTH-CHECK");
+        assert_eq!(Case::Camel.variant("HealthCheck"), "healthCheck");
+        assert_eq!(Case::Camel.field("camel_case_x"), "camelCaseX");
+        assert_eq!(Case::Pascal.field("camel_case"), "CamelCase");
+        assert_eq!(Case::ScreamingKebab.field("a_b"), "A-B");
+    }
+
+    fn attrs(names: &[(&str, &str)], apply: fn(Case, &str) -> String) -> (Option<&'static str>, Vec<String>) {
+        let renames = Renames::choose(names.iter().copied(), apply);
+        let own = names.iter().filter(|(i, w)| renames.rename(i, w).is_some()).map(|(_, w)| w.to_string()).collect();
+        (renames.rule.map(Case::name), own)
+    }
+
+    #[test]
+    fn a_rule_is_used_when_it_saves_renames_and_exceptions_keep_theirs() {
+        let variants = [("Query", "query"), ("HealthCheck", "health_check"), ("SelfValue", "Self")];
+        assert_eq!(attrs(&variants, Case::variant), (Some("snake_case"), vec!["Self".to_owned()]));
+        // One rename either way: no rule.
+        assert_eq!(attrs(&[("Query", "query")], Case::variant), (None, vec!["query".to_owned()]));
+        let fields = [("user_id", "userId"), ("r#type", "type"), ("max_len", "maxLen")];
+        assert_eq!(attrs(&fields, Case::field), (Some("camelCase"), vec![]));
+        // An escaped keyword keeps its own rename even where a rule would give its wire name.
+        let fields = [("self_", "self"), ("camel_case", "camelCase")];
+        assert_eq!(attrs(&fields, Case::field), (None, vec!["self".to_owned(), "camelCase".to_owned()]));
+    }
+}
