@@ -254,8 +254,8 @@ fn tagged_tokens(
 fn default_fn_name(struct_name: &str, field: &Field) -> String {
     format!(
         "default_{}_{}",
-        crate::model::to_snake_case(struct_name),
-        crate::model::unraw(&field.ident).trim_end_matches('_')
+        crate::naming::to_snake_case(struct_name),
+        crate::naming::unraw(&field.ident).trim_end_matches('_')
     )
 }
 
@@ -555,7 +555,7 @@ fn handler_file(node: &NodeModel) -> Result<String, String> {
         let ty: syn::Type =
             syn::parse_str(&dep.rust_type).map_err(|e| format!("rust_type `{}`: {e}", dep.rust_type))?;
         let doc = doc_attrs(&dep.doc, source, &format!("`{}` ({}).", dep.ident, dep.rust_type));
-        let wire = crate::model::unraw(&dep.ident);
+        let wire = crate::naming::unraw(&dep.ident);
         if dep.required {
             fields.push(quote!(#doc pub #field: Arc<#ty>));
             resolves.push(quote!(#field: container.resolve::<#ty>().map_err(|e| OnexError::missing_dependency(#name, #wire, &e))?));

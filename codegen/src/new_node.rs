@@ -2,8 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::model::to_pascal_case;
-use crate::validate::is_snake_case;
+use crate::naming::{is_snake_case, to_pascal_case};
 
 /// The contract template (embedded; the file lives in `templates/`).
 pub const CONTRACT_TEMPLATE: &str = include_str!("../../templates/contract.yaml.jinja");
