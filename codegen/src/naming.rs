@@ -118,8 +118,8 @@ pub fn variant_ident(wire: &str) -> String {
     ident
 }
 
-/// The Rust type for a definition of a foreign contract: PascalCase, starting with a letter,
-/// and not a [`PRELUDE_NAMES`] name (`Model` prefix for the last two).
+/// The Rust type for a definition of a foreign contract: PascalCase; a name that would start
+/// with a digit or shadow one of [`PRELUDE_NAMES`] gets a `Model` prefix.
 pub fn foreign_type_name(name: &str) -> String {
     let mut name = name.to_owned();
     if !is_pascal_case(&name) {
@@ -147,7 +147,7 @@ pub fn foreign_dependency_name(name: &str) -> String {
     }
 }
 
-/// `base` if `taken` rejects it not, else the first free `base_2`, `base_3`, ….
+/// `base` if it is not taken, else the first of `base_2`, `base_3`, … that is not.
 pub fn first_free(base: &str, taken: impl Fn(&str) -> bool) -> String {
     if !taken(base) {
         return base.to_owned();
@@ -158,11 +158,10 @@ pub fn first_free(base: &str, taken: impl Fn(&str) -> bool) -> String {
         .unwrap_or_else(|| format!("{base}_copy"))
 }
 
-/// The first of `node_<core>_2_<kind>`, `node_<core>_3_<kind>`, … that `taken` rejects not,
-/// for a node name that another contract already uses.
+/// The first of `node_<core>_2_<kind>`, `node_<core>_3_<kind>`, … that is not taken, for a
+/// node name that another contract already uses.
 pub fn unique_node_name(name: &str, kind_suffix: &str, taken: impl Fn(&str) -> bool) -> String {
-    let core = name.strip_prefix("node_").unwrap_or(name);
-    let core = core.strip_suffix(&format!("_{kind_suffix}")).unwrap_or(core);
+    let core = node_core(name, kind_suffix);
     (2u32..)
         .map(|n| format!("node_{core}_{n}_{kind_suffix}"))
         .find(|candidate| !taken(candidate))

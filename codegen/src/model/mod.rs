@@ -1,6 +1,7 @@
-//! Stage 3: the type space of one run. Resolves `$ref`s, names every Rust item (through
-//! [`crate::naming`], collisions reported with both locations) and decides each Rust type
-//! ([`types`]), and names the node's operations ([`operations`]).
+//! Stage 3: the type space of one contract. Resolves `$ref`s, names every Rust item (through
+//! [`crate::naming`], collisions reported with both locations), decides each Rust type (the
+//! `types` submodule) and names the node's operations (the `operations` submodule, by the rule
+//! of [`crate::operations`]).
 //!
 //! Each contract becomes its own Rust module, so names only have to be unique within one
 //! contract; the crate-level registry refers to nodes by module path. The model reads the
