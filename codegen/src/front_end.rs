@@ -132,3 +132,67 @@ impl<'o> FrontEnd<'o> {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OURS: &str = "contract_version: {major: 1, minor: 0, patch: 0}\nnode_name: node_x_compute\n\
+                        node_type: COMPUTE\ndescription: d\ninput_model: In\noutput_model: In\n\
+                        definitions:\n  In:\n    type: object\n";
+    const FOREIGN: &str = "contract_version: \"1.0.0\"\nnode_name: x\nnode_type: COMPUTE_GENERIC\n\
+                           description: d\ninput_model: In\noutput_model: In\ndefinitions:\n  In:\n    type: object\n";
+
+    fn node_name(outcome: &FileOutcome) -> Option<&str> {
+        match outcome {
+            FileOutcome::Model { model, .. } => Some(&model.contract.name.value),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_second_contract_of_our_dialect_with_the_same_name_is_an_error() {
+        let options = Options::default();
+        let mut front_end = FrontEnd::new(&options);
+        let mut diags = Vec::new();
+        let path = "contracts/nodes/node_x_compute/v1_0_0/contract.yaml";
+        let first = front_end.file(SourceFile::in_memory(path, OURS), &mut diags);
+        assert_eq!(node_name(&first), Some("node_x_compute"), "{diags:?}");
+        assert!(diags.is_empty(), "{diags:?}");
+        let second = front_end.file(SourceFile::in_memory(path, OURS), &mut diags);
+        assert!(matches!(second, FileOutcome::Invalid { .. }), "{second:?}");
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(diags[0].code, Code::DuplicateName);
+        assert_eq!(diags[0].related.len(), 1, "{diags:?}");
+    }
+
+    #[test]
+    fn a_foreign_contract_reusing_a_name_gets_the_next_free_one() {
+        let options = Options::default();
+        let mut front_end = FrontEnd::new(&options);
+        let mut diags = Vec::new();
+        let names: Vec<Option<String>> = (0..3)
+            .map(|i| {
+                let source = SourceFile::in_memory(&format!("c{i}/contract.yaml"), FOREIGN);
+                node_name(&front_end.file(source, &mut diags)).map(str::to_owned)
+            })
+            .collect();
+        let expected = ["node_x_compute", "node_x_2_compute", "node_x_3_compute"];
+        assert_eq!(names, expected.map(|n| Some(n.to_owned())), "{diags:?}");
+        let reused: Vec<_> = diags.iter().filter(|d| d.code == Code::Renamed && !d.related.is_empty()).collect();
+        assert_eq!(reused.len(), 2, "{diags:?}");
+        assert!(reused[1].message.ends_with("this one becomes `node_x_3_compute`"), "{}", reused[1].message);
+        assert!(!diags.iter().any(Diagnostic::is_error), "{diags:?}");
+    }
+
+    #[test]
+    fn a_new_front_end_forgets_the_names_of_another_run() {
+        let options = Options::default();
+        let path = "contracts/nodes/node_x_compute/v1_0_0/contract.yaml";
+        for _ in 0..2 {
+            let mut diags = Vec::new();
+            let outcome = FrontEnd::new(&options).file(SourceFile::in_memory(path, OURS), &mut diags);
+            assert_eq!(node_name(&outcome), Some("node_x_compute"), "{diags:?}");
+        }
+    }
+}

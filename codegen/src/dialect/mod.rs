@@ -348,7 +348,6 @@ impl Normalizer<'_> {
         for (pointer, key, value) in flat {
             let written =
                 if refs::is_import_record(&value) { refs::import_class(&value, &key.name) } else { key.name.clone() };
-            // `Result`, `Option`, … would shadow the prelude in the generated module.
             let name = naming::foreign_type_name(&written);
             if name != key.name {
                 self.warn(
