@@ -1,8 +1,8 @@
 //! The front end: one contract file through every stage before emission (parse, detect its
 //! family and dialect, normalize, validate, check its node name against the rest of the run,
-//! build the model). [`crate::load_with`] drives it over the files it discovers, for the CLI and
-//! the [`crate::Builder`]; the fuzz target, the property tests and the benchmarks call the same
-//! [`FrontEnd::file`], so every caller reads a file the same way.
+//! build the model). [`crate::load_with`] drives it over the files it discovers, for the CLI, the
+//! [`crate::Builder`] and the benchmarks; the fuzz target and the property tests call the same
+//! [`FrontEnd::file`] on text in memory, so every caller reads a file the same way.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -64,8 +64,9 @@ impl<'o> FrontEnd<'o> {
 
     /// Reads `source` through every stage; every problem goes to `diags`.
     pub fn file(&mut self, source: SourceFile, diags: &mut Vec<Diagnostic>) -> FileOutcome {
-        let invalid = || FileOutcome::Invalid { subcontracts: Vec::new() };
-        let Some(tree) = read::parse(&source.display, &source.text, diags) else { return invalid() };
+        let Some(tree) = read::parse(&source.display, &source.text, diags) else {
+            return FileOutcome::Invalid { subcontracts: Vec::new() };
+        };
         let normalized = match dialect::normalize(&source, tree, self.options, diags) {
             dialect::Outcome::Skipped(family) => return FileOutcome::Skipped(family),
             dialect::Outcome::Node(normalized) => *normalized,
