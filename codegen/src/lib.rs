@@ -1,18 +1,24 @@
 //! The ONEX contract → Rust code generator.
 //!
-//! Four stages, one module each: [`read`] (discovery and a positioned YAML tree),
-//! [`validate`] (typed contract, every problem as a located [`diagnostics::Diagnostic`]),
-//! [`model`] (naming and Rust types for one run) and [`emit`] (source text). This module ties
-//! them together and owns the disk: writing only changed files, never overwriting a scaffold,
-//! and comparing against a checked-in tree for `check`. [`Builder`] is the build-script API.
+//! The stages, one module each: [`read`] (discovery and a positioned YAML tree), [`dialect`]
+//! (what a file is; contracts of other ONEX dialects rewritten into ours), [`validate`] (typed
+//! contract, every problem as a located [`diagnostics::Diagnostic`]), [`model`] (Rust types and
+//! operations for one contract) and [`emit`] (source text). [`front_end`] runs one file through
+//! every stage before emission; [`naming`] and [`operations`] hold the rules several stages
+//! share. This module drives the front end over a contracts folder and owns the disk: writing
+//! only changed files, never overwriting a scaffold, and comparing against a checked-in tree for
+//! `check`. [`Builder`] is the build-script API.
 #![warn(missing_docs)]
 
 pub mod diagnostics;
 pub mod dialect;
 pub mod emit;
 pub mod explain;
+pub mod front_end;
 pub mod model;
+pub mod naming;
 pub mod new_node;
+pub mod operations;
 pub mod package;
 pub mod read;
 pub mod report;
@@ -27,6 +33,7 @@ use std::path::{Path, PathBuf};
 pub use builder::{BuildError, Builder, Generated};
 use diagnostics::{Code, Diagnostic, Pos};
 pub use emit::Output;
+use front_end::{FileOutcome, FrontEnd};
 use model::NodeModel;
 
 /// The editor JSON Schema of our contract dialect (`schema/contract.schema.json`), printed by
@@ -115,9 +122,7 @@ pub fn load_with(contracts_dir: &Path, only: Option<&[PathBuf]>, options: &diale
                 .with_hint("contracts live at <contracts>/nodes/node_<name>_<kind>/v1_0_0/contract.yaml; `cargo run -p codegen -- new node_x_effect` creates one"),
         );
     }
-    // (node name, version) → where it was first defined.
-    type NodeKey = (String, (u32, u32, u32));
-    let mut seen: BTreeMap<NodeKey, (String, Pos)> = BTreeMap::new();
+    let mut front_end = FrontEnd::new(options);
     // Subcontract files met on their own (display, path), and those contracts list.
     let mut subcontract_files: Vec<(String, PathBuf)> = Vec::new();
     let mut listed: BTreeSet<PathBuf> = BTreeSet::new();
@@ -130,68 +135,22 @@ pub fn load_with(contracts_dir: &Path, only: Option<&[PathBuf]>, options: &diale
             }
         };
         loaded.files_read.push(path.clone());
-        loaded.sources.insert(source.display.clone(), source.text.clone());
-        let Some(tree) = read::parse(&source.display, &source.text, &mut loaded.diagnostics) else { continue };
-        let normalized = match dialect::normalize(&source, tree, options, &mut loaded.diagnostics) {
-            dialect::Outcome::Skipped(family) => {
+        let display = source.display.clone();
+        loaded.sources.insert(display.clone(), source.text.clone());
+        match front_end.file(source, &mut loaded.diagnostics) {
+            FileOutcome::Skipped(family) => {
                 if family == dialect::Family::Subcontract {
-                    subcontract_files.push((source.display.clone(), path.clone()));
+                    subcontract_files.push((display.clone(), path));
                 }
-                loaded.skipped.push(source.display.clone());
-                continue;
+                loaded.skipped.push(display);
             }
-            dialect::Outcome::Node(normalized) => *normalized,
-        };
-        loaded.files_read.extend(normalized.subcontracts.iter().cloned());
-        listed.extend(normalized.subcontracts.iter().filter_map(|p| p.canonicalize().ok()));
-        let foreign = normalized.dialect.is_foreign();
-        let contract = if foreign {
-            validate::validate_foreign(source, &normalized.root, &mut loaded.diagnostics)
-        } else {
-            validate::validate(source, &normalized.root, &mut loaded.diagnostics)
-        };
-        let Some(mut contract) = contract else { continue };
-        let mut key = (contract.name.value.clone(), contract.version.value);
-        if let (true, Some((first_file, first_pos))) = (foreign, seen.get(&key)) {
-            // Foreign contracts reuse names (two `postgres_adapter`s, drifted copies): the later
-            // file, in path order, gets the next free `_2`, `_3`, … name.
-            let renamed = dialect::unique_node_name(&contract.name.value, contract.kind.suffix(), |candidate| {
-                seen.contains_key(&(candidate.to_owned(), key.1))
-            });
-            loaded.diagnostics.push(
-                Diagnostic::warning(
-                    Code::Renamed,
-                    &contract.source.display,
-                    contract.name.pos,
-                    "node_name",
-                    format!(
-                        "`{}` v{}.{}.{} is also defined by another contract; this one becomes `{renamed}`",
-                        key.0, key.1.0, key.1.1, key.1.2
-                    ),
-                )
-                .with_related(first_file, *first_pos, "first defined here")
-                .with_hint("give each contract its own node_name to silence this"),
-            );
-            contract.name.value = renamed;
-            key.0 = contract.name.value.clone();
-        }
-        if let Some((first_file, first_pos)) = seen.get(&key) {
-            loaded.diagnostics.push(
-                Diagnostic::error(
-                    Code::DuplicateName,
-                    &contract.source.display,
-                    contract.name.pos,
-                    "node_name",
-                    format!("`{}` v{}.{}.{} is defined twice", key.0, key.1.0, key.1.1, key.1.2),
-                )
-                .with_related(first_file, *first_pos, "first defined here")
-                .with_hint("each node version has exactly one contract"),
-            );
-            continue;
-        }
-        seen.insert(key, (contract.source.display.clone(), contract.name.pos));
-        if let Some(node) = model::build(contract, &mut loaded.diagnostics) {
-            loaded.nodes.push(node);
+            outcome => {
+                loaded.files_read.extend(outcome.subcontracts().iter().cloned());
+                listed.extend(outcome.subcontracts().iter().filter_map(|p| p.canonicalize().ok()));
+                if let FileOutcome::Model { model, .. } = outcome {
+                    loaded.nodes.push(*model);
+                }
+            }
         }
     }
     // A subcontract is read through its contract's `subcontracts[].path`; one that no contract

@@ -3,9 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::model::to_pascal_case;
+use crate::naming::{is_snake_case, to_pascal_case};
 use crate::templates::{Template, Templates};
-use crate::validate::is_snake_case;
 
 /// The kind a node name ends with, upper case.
 fn kind_of(name: &str) -> Option<&'static str> {

@@ -31,6 +31,19 @@ pub struct SourceFile {
     pub text: String,
 }
 
+impl SourceFile {
+    /// A source made from text in memory (fuzzing, property tests): `display` stands in for the
+    /// path on disk, and its `/`-separated parts for the components.
+    pub fn in_memory(display: &str, text: &str) -> Self {
+        SourceFile {
+            abs_path: PathBuf::from(display),
+            display: display.to_owned(),
+            components: display.split('/').map(str::to_owned).collect(),
+            text: text.to_owned(),
+        }
+    }
+}
+
 /// A mapping key with its position.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Key {

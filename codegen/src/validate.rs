@@ -6,6 +6,7 @@
 //! read later by adding code, not by relaxing checks.
 
 use crate::diagnostics::{Code, Diagnostic, Pos};
+use crate::naming::{is_pascal_case, is_snake_case, to_pascal_case, to_snake_case};
 use crate::read::{Key, Node, SourceFile, Value};
 
 /// A value with the position it was read from.
@@ -340,20 +341,6 @@ pub fn join(parent: &str, key: &str) -> String {
     if parent.is_empty() { key.to_owned() } else { format!("{parent}.{key}") }
 }
 
-/// Whether `name` is lower snake case (`[a-z][a-z0-9]*(_[a-z0-9]+)*`).
-pub fn is_snake_case(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some('a'..='z'))
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && !name.contains("__")
-        && !name.ends_with('_')
-}
-
-/// Whether `name` is PascalCase (`[A-Z][A-Za-z0-9]*`).
-pub fn is_pascal_case(name: &str) -> bool {
-    name.chars().next().is_some_and(|c| c.is_ascii_uppercase()) && name.chars().all(|c| c.is_ascii_alphanumeric())
-}
-
 /// Validates one parsed contract. Returns `None` when too much is missing to build a contract;
 /// every problem is in `diags` either way.
 pub fn validate(source: SourceFile, root: &Node, diags: &mut Vec<Diagnostic>) -> Option<Contract> {
@@ -510,7 +497,7 @@ fn check_node_name(c: &mut Checker<'_>, name: &Spanned<String>, kind: Option<Kin
 }
 
 fn suggest_node_name(name: &str, kind: Option<Kind>) -> String {
-    let snake = crate::model::to_snake_case(name);
+    let snake = to_snake_case(name);
     let mut core = snake.strip_prefix("node_").unwrap_or(&snake).to_owned();
     for k in [Kind::Effect, Kind::Compute, Kind::Reducer, Kind::Orchestrator] {
         if let Some(stripped) = core.strip_suffix(&format!("_{}", k.suffix())) {
@@ -604,7 +591,7 @@ fn read_dependencies(c: &mut Checker<'_>, root: &Node) -> Vec<Dependency> {
                 name.pos,
                 &join(&path, "name"),
                 format!("dependency name `{}` is not lower snake case", name.value),
-                format!("rename it to `{}`", crate::model::to_snake_case(&name.value)),
+                format!("rename it to `{}`", to_snake_case(&name.value)),
             );
             continue;
         }
@@ -699,7 +686,7 @@ fn read_definitions(c: &mut Checker<'_>, node: &Node, deps: &[Dependency]) -> Ve
                 key.pos,
                 &path,
                 format!("type name `{}` is not PascalCase", key.name),
-                format!("rename it to `{}` (and every `$ref` to it)", crate::model::to_pascal_case(&key.name)),
+                format!("rename it to `{}` (and every `$ref` to it)", to_pascal_case(&key.name)),
             );
         }
         let schema = read_schema(c, value, &path, &names, deps);

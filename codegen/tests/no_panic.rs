@@ -1,8 +1,12 @@
 //! The generator never panics on bad input: mutated versions of our real contracts go through
-//! every stage (read, validate, model, emit) and come out as output or diagnostics.
+//! every stage (the production front end — read, dialect detection and normalization,
+//! validation, model — then emit) and come out as output or diagnostics.
 
 use std::path::{Path, PathBuf};
 
+use codegen::diagnostics::Diagnostic;
+use codegen::dialect::Options;
+use codegen::front_end::{FileOutcome, FrontEnd};
 use codegen::read::SourceFile;
 use proptest::prelude::*;
 
@@ -18,28 +22,47 @@ fn contracts() -> Vec<(PathBuf, String)> {
         .collect()
 }
 
-/// Runs every stage on `text` as if it were the contract at `path`.
-fn pipeline(path: &Path, text: &str) -> usize {
+/// What every stage made of one file.
+struct Run {
+    outcome: FileOutcome,
+    /// The emitted files, or the emitter's errors (`None` when no model reached the emitter).
+    emitted: Option<Result<codegen::Output, Vec<Diagnostic>>>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// Runs every stage on `text` as if it were the contract at `path` (whose folders the
+/// layout checks of our dialect read).
+fn pipeline(path: &Path, text: &str) -> Run {
     let source = SourceFile {
         abs_path: path.to_path_buf(),
         display: "contracts/nodes/x/v1_0_0/contract.yaml".into(),
         components: vec!["nodes".into(), "x".into(), "v1_0_0".into(), "contract.yaml".into()],
         text: text.to_owned(),
     };
-    let mut diags = Vec::new();
-    let Some(tree) = codegen::read::parse(&source.display, text, &mut diags) else { return diags.len() };
-    let Some(contract) = codegen::validate::validate(source, &tree, &mut diags) else { return diags.len() };
-    let Some(node) = codegen::model::build(contract, &mut diags) else { return diags.len() };
-    match codegen::emit::render("contracts", std::slice::from_ref(&node)) {
-        Ok(out) => out.generated.len(),
-        Err(errors) => errors.len(),
-    }
+    let options = Options::default();
+    let mut diagnostics = Vec::new();
+    let outcome = FrontEnd::new(&options).file(source, &mut diagnostics);
+    let emitted = match &outcome {
+        FileOutcome::Model { model, .. } => Some(codegen::emit::render("contracts", std::slice::from_ref(&**model))),
+        _ => None,
+    };
+    Run { outcome, emitted, diagnostics }
 }
 
 #[test]
 fn real_contracts_pass_every_stage() {
-    for (path, text) in contracts() {
-        assert!(pipeline(&path, &text) > 0);
+    let all = contracts();
+    assert!(!all.is_empty(), "no contract found");
+    for (path, text) in all {
+        let run = pipeline(&path, &text);
+        let errors: Vec<&Diagnostic> = run.diagnostics.iter().filter(|d| d.is_error()).collect();
+        assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
+        assert!(matches!(run.outcome, FileOutcome::Model { .. }), "{}: no model ({:?})", path.display(), run.outcome);
+        match run.emitted {
+            Some(Ok(out)) => assert!(!out.generated.is_empty(), "{}: nothing emitted", path.display()),
+            Some(Err(errors)) => panic!("{}: the emitter failed: {errors:#?}", path.display()),
+            None => unreachable!("a model always reaches the emitter"),
+        }
     }
 }
 

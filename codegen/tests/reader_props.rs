@@ -8,8 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
-use codegen::dialect::pipeline::{front_end, memory_source};
 use codegen::dialect::{Options, TypeMap};
+use codegen::front_end::FrontEnd;
+use codegen::read::SourceFile;
 use proptest::prelude::*;
 
 fn seeds() -> &'static [(String, String)] {
@@ -35,12 +36,12 @@ fn seeds() -> &'static [(String, String)] {
 
 /// Runs `text` through every stage and checks each diagnostic's location.
 fn check(text: &str) -> Result<(), TestCaseError> {
-    let source = memory_source("mutated/contract.yaml", text);
+    let source = SourceFile::in_memory("mutated/contract.yaml", text);
     let mut diags = Vec::new();
     let mut type_map = TypeMap::new();
     type_map.insert("ModelOnexEvent", "onex_runtime::event::OnexEvent").unwrap();
     let options = Options { type_map, load_subcontracts: false };
-    let _ = front_end(source, &options, &mut diags);
+    let _ = FrontEnd::new(&options).file(source, &mut diags);
     let lines = text.split('\n').count() as u32;
     for d in &diags {
         prop_assert_eq!(d.file.as_str(), "mutated/contract.yaml", "{:?}", d);
@@ -157,9 +158,9 @@ fn seeds_are_read_cleanly() {
     // folder checks of our own dialect depend on where a file lies, which memory input fakes.)
     use codegen::diagnostics::Code;
     for (name, text) in seeds() {
-        let source = memory_source("seed/contract.yaml", text);
+        let source = SourceFile::in_memory("seed/contract.yaml", text);
         let mut diags = Vec::new();
-        let _ = front_end(source, &Options::default(), &mut diags);
+        let _ = FrontEnd::new(&Options::default()).file(source, &mut diags);
         let errors: Vec<_> = diags
             .iter()
             .filter(|d| d.is_error() && !matches!(d.code, Code::FolderNameMismatch | Code::FolderVersionMismatch))

@@ -12,10 +12,10 @@ fuzz_target!(|data: &[u8]| {
     if text.len() > codegen::read::MAX_FILE_BYTES {
         return;
     }
-    let source = codegen::dialect::pipeline::memory_source("fuzz/contract.yaml", &text);
+    let source = codegen::read::SourceFile::in_memory("fuzz/contract.yaml", &text);
     let options = codegen::dialect::Options::default();
     let mut diags = Vec::new();
-    let _ = codegen::dialect::pipeline::front_end(source, &options, &mut diags);
+    let _ = codegen::front_end::FrontEnd::new(&options).file(source, &mut diags);
     for d in &diags {
         assert!(d.pos.line >= 1 && d.pos.col >= 1, "unlocated diagnostic: {d:?}");
         assert!(!d.file.is_empty(), "diagnostic without a file: {d:?}");

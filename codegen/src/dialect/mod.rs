@@ -8,7 +8,6 @@
 //! reported with its location; unknown keys stay in the tree and are never errors.
 
 pub mod family;
-pub mod pipeline;
 pub mod refs;
 pub mod schema;
 pub mod tree;
@@ -18,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use crate::diagnostics::{Code, Diagnostic, Pos};
+use crate::naming;
 use crate::read::{Key, Node, SourceFile, Value};
 
 pub use family::Family;
@@ -74,11 +74,6 @@ pub enum Outcome {
     /// Another family of file; skipped with a note.
     Skipped(Family),
 }
-
-/// Type names that would shadow an item of the Rust prelude the generated code uses; a
-/// definition with one of these names becomes `Model<Name>`.
-pub const PRELUDE_NAMES: [&str; 11] =
-    ["Box", "Err", "None", "Ok", "Option", "Result", "Self", "Some", "Sized", "String", "Vec"];
 
 /// The four kinds, upper case.
 const KINDS: [&str; 4] = ["EFFECT", "COMPUTE", "REDUCER", "ORCHESTRATOR"];
@@ -244,7 +239,7 @@ impl Normalizer<'_> {
                 (name, root.pos)
             }
         };
-        let converted = convert_node_name(&name, kind);
+        let converted = naming::convert_node_name(&name, kind);
         if converted != name {
             self.warn(
                 Code::Renamed,
@@ -291,16 +286,7 @@ impl Normalizer<'_> {
             let Some(name_node) = item.get("name") else { continue };
             let Some(name) = name_node.as_str().map(str::to_owned) else { continue };
             let name_pos = name_node.pos;
-            let mut converted = crate::model::to_snake_case(&name);
-            if converted.is_empty() || converted.starts_with(|c: char| c.is_ascii_digit()) {
-                converted = format!("dependency_{converted}");
-            }
-            let base = converted.clone();
-            let mut n = 2;
-            while names.contains(&converted) {
-                converted = format!("{base}_{n}");
-                n += 1;
-            }
+            let converted = naming::first_free(&naming::foreign_dependency_name(&name), |n| names.contains(n));
             if converted != name {
                 renames.push((name_pos, format!("dependencies[{i}].name"), name.clone(), converted.clone()));
                 tree::set(item, "name", tree::string(&converted, name_pos), name_pos);
@@ -360,20 +346,9 @@ impl Normalizer<'_> {
         let mut named: Vec<(String, Key, Node)> = Vec::new();
         let mut seen: BTreeMap<String, Pos> = BTreeMap::new();
         for (pointer, key, value) in flat {
-            let mut name =
+            let written =
                 if refs::is_import_record(&value) { refs::import_class(&value, &key.name) } else { key.name.clone() };
-            if !crate::validate::is_pascal_case(&name) {
-                let converted = crate::model::to_pascal_case(&name);
-                name = if converted.starts_with(|c: char| c.is_ascii_alphabetic()) {
-                    converted
-                } else {
-                    format!("Model{converted}")
-                };
-            }
-            if PRELUDE_NAMES.contains(&name.as_str()) {
-                // `Result`, `Option`, … would shadow the prelude in the generated module.
-                name = format!("Model{name}");
-            }
+            let name = naming::foreign_type_name(&written);
             if name != key.name {
                 self.warn(
                     Code::Renamed,
@@ -521,7 +496,7 @@ impl Normalizer<'_> {
                 _ => {
                     let fallback = format!(
                         "{}{}",
-                        crate::model::to_pascal_case(tree::str_of(root, "node_name").unwrap_or("node")),
+                        naming::to_pascal_case(tree::str_of(root, "node_name").unwrap_or("node")),
                         if key == "input_model" { "Input" } else { "Output" }
                     );
                     if state.is_none() {
@@ -571,7 +546,7 @@ impl Normalizer<'_> {
     /// description}` entries for the node's operations. Entries that configure no operation
     /// are reported once; an EFFECT node without usable entries gets one per operation.
     fn io_operations(&mut self, root: &mut Node, kind: Option<&str>) {
-        let operations = operations_of(root);
+        let operations = crate::operations::in_tree(root);
         let original = root.get("io_operations").cloned();
         let list_pos = original.as_ref().map_or(root.pos, |n| n.pos);
         let mut out: Vec<Node> = Vec::new();
@@ -715,29 +690,6 @@ fn parse_semver(text: &str) -> Option<(i64, i64, i64)> {
     parts.next().is_none().then_some(version)
 }
 
-/// The first of `node_<core>_2_<kind>`, `node_<core>_3_<kind>`, … that `taken` rejects not,
-/// for a node name that another contract already uses.
-pub fn unique_node_name(name: &str, kind_suffix: &str, taken: impl Fn(&str) -> bool) -> String {
-    let core = name.strip_prefix("node_").unwrap_or(name);
-    let core = core.strip_suffix(&format!("_{kind_suffix}")).unwrap_or(core);
-    (2u32..)
-        .map(|n| format!("node_{core}_{n}_{kind_suffix}"))
-        .find(|candidate| !taken(candidate))
-        .unwrap_or_else(|| format!("{name}_copy"))
-}
-
-/// `name` as `node_<name>_<kind>` in lower snake case.
-pub fn convert_node_name(name: &str, kind: Option<&str>) -> String {
-    let snake = crate::model::to_snake_case(name);
-    let core = snake.strip_prefix("node_").unwrap_or(&snake).to_owned();
-    let Some(kind) = kind.map(str::to_ascii_lowercase) else { return format!("node_{core}") };
-    let suffix = format!("_{kind}");
-    let core = core.strip_suffix(&suffix).unwrap_or(&core).to_owned();
-    let core = if core.is_empty() || core == kind { "unnamed".to_owned() } else { core };
-    let core = if core.starts_with(|c: char| c.is_ascii_digit()) { format!("n{core}") } else { core };
-    format!("node_{core}_{kind}")
-}
-
 /// `Name: {type: object, description: …}` with no properties, named like a dependency class
 /// or described as an external dependency: a stand-in for an imported class.
 fn is_external_stub(value: &Node, name: &str, dependency_classes: &BTreeMap<String, Option<String>>) -> bool {
@@ -748,33 +700,6 @@ fn is_external_stub(value: &Node, name: &str, dependency_classes: &BTreeMap<Stri
     let described_external =
         tree::str_of(value, "description").is_some_and(|d| d.to_ascii_lowercase().contains("external dependency"));
     only_stub_keys && object && (dependency_classes.contains_key(name) || described_external)
-}
-
-/// The node's operations, as validate/model will see them: the values of the input model's
-/// required `operation_type` string enum (inline or through `$ref`), else `process`.
-pub fn operations_of(root: &Node) -> Vec<String> {
-    let single = vec!["process".to_owned()];
-    let Some(defs) = root.get("definitions") else { return single };
-    let Some(input) = root.get("input_model").and_then(Node::as_str).and_then(|m| defs.get(m)) else { return single };
-    let Some(op) = input.get("properties").and_then(|p| p.get("operation_type")) else { return single };
-    let required = input
-        .get("required")
-        .and_then(Node::as_seq)
-        .is_some_and(|r| r.iter().any(|i| i.as_str() == Some("operation_type")));
-    let flag = op.get("required").and_then(|f| if let Value::Bool(b) = f.value { Some(b) } else { None });
-    if !flag.unwrap_or(required) || tree::has(op, "default") {
-        return single;
-    }
-    let schema = match op.get("$ref").and_then(Node::as_str).and_then(|r| r.strip_prefix("#/definitions/")) {
-        Some(name) => defs.get(name),
-        None => Some(op),
-    };
-    let values: Vec<String> = schema
-        .and_then(|s| s.get("enum"))
-        .and_then(Node::as_seq)
-        .map(|items| items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default();
-    if values.is_empty() { single } else { values }
 }
 
 /// The operation an io_operations name configures: the same name, or the only operation it

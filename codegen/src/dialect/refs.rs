@@ -202,13 +202,8 @@ impl Resolver<'_> {
         if let Some(existing) = self.externals.get(class) {
             return Target::External(existing.dependency.clone());
         }
-        let base = format!("external_{}", crate::model::to_snake_case(class));
-        let mut dependency = base.clone();
-        let mut n = 2;
-        while self.dependency_names.contains(&dependency) {
-            dependency = format!("{base}_{n}");
-            n += 1;
-        }
+        let base = format!("external_{}", crate::naming::to_snake_case(class));
+        let dependency = crate::naming::first_free(&base, |n| self.dependency_names.contains(n));
         self.dependency_names.insert(dependency.clone());
         let (rust_type, is_mapped) = match mapped {
             Some(rust_type) => (rust_type, true),

@@ -5,7 +5,7 @@ use super::*;
 use crate::diagnostics::Severity;
 
 fn run_with(text: &str, type_map: TypeMap) -> (Node, Dialect, Vec<Diagnostic>) {
-    let source = pipeline::memory_source("c/contract.yaml", text);
+    let source = SourceFile::in_memory("c/contract.yaml", text);
     let mut diags = Vec::new();
     let root = crate::read::parse(&source.display, text, &mut diags).expect("test YAML parses");
     let options = Options { type_map, load_subcontracts: false };
@@ -322,16 +322,6 @@ fn missing_models_are_any_json_with_a_warning() {
 }
 
 #[test]
-fn node_names() {
-    assert_eq!(convert_node_name("consul_adapter", Some("EFFECT")), "node_consul_adapter_effect");
-    assert_eq!(convert_node_name("node_x_effect", Some("EFFECT")), "node_x_effect");
-    assert_eq!(convert_node_name("NodeHTTPGate", Some("COMPUTE")), "node_http_gate_compute");
-    assert_eq!(convert_node_name("effect", Some("EFFECT")), "node_unnamed_effect");
-    assert_eq!(convert_node_name("3d", Some("EFFECT")), "node_n3d_effect");
-    assert_eq!(convert_node_name("x", None), "node_x");
-}
-
-#[test]
 fn semver() {
     assert_eq!(parse_semver("1.2.3"), Some((1, 2, 3)));
     assert_eq!(parse_semver("v0.1.0"), Some((0, 1, 0)));
@@ -342,18 +332,11 @@ fn semver() {
 
 #[test]
 fn non_node_files_are_skipped_with_a_note() {
-    let source = pipeline::memory_source("t/OMN-1.yaml", "ticket_id: OMN-1\n");
+    let source = SourceFile::in_memory("t/OMN-1.yaml", "ticket_id: OMN-1\n");
     let mut diags = Vec::new();
     let root = crate::read::parse("t/OMN-1.yaml", &source.text, &mut diags).unwrap();
     let outcome = normalize(&source, root, &Options::default(), &mut diags);
     assert!(matches!(outcome, Outcome::Skipped(Family::Ticket)));
     assert_eq!(diags[0].severity, Severity::Note);
     assert_eq!(diags[0].code, Code::NotANodeContract);
-}
-
-#[test]
-fn unique_node_names() {
-    let taken = ["node_pg_2_effect".to_owned()];
-    assert_eq!(unique_node_name("node_pg_effect", "effect", |c| taken.iter().any(|t| t == c)), "node_pg_3_effect");
-    assert_eq!(unique_node_name("node_pg_effect", "effect", |_| false), "node_pg_2_effect");
 }

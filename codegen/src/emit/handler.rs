@@ -39,7 +39,7 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
         let ty: syn::Type =
             syn::parse_str(&dep.rust_type).map_err(|e| format!("rust_type `{}`: {e}", dep.rust_type))?;
         let doc = doc_attrs(&dep.doc, &format!("`{}` ({}).", dep.ident, dep.rust_type));
-        let wire = crate::model::unraw(&dep.ident);
+        let wire = crate::naming::unraw(&dep.ident);
         if dep.required {
             fields.push(quote!(#doc pub #field: Arc<#ty>));
             resolves.push(quote!(#field: container.resolve::<#ty>().map_err(|e| OnexError::missing_dependency(#name, #wire, &e))?));

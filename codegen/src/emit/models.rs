@@ -5,6 +5,7 @@ use quote::quote;
 
 use super::tokens::{doc_attrs, ident, inner_doc, render_unformatted_file, version_text};
 use crate::model::{DefaultValue, Doc, Field, NodeModel, RustType, TaggedVariant, TypeDef};
+use crate::naming::SerdeRule;
 
 fn rust_type(ty: &RustType) -> Result<TokenStream, String> {
     Ok(match ty {
@@ -89,122 +90,25 @@ fn default_expr(value: &DefaultValue, ty: &RustType) -> Result<TokenStream, Stri
     })
 }
 
-/// serde's `rename_all` rules, in the order a tie between two of them is broken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Case {
-    Snake,
-    Camel,
-    ScreamingSnake,
-    Kebab,
-    ScreamingKebab,
-    Lower,
-    Upper,
-    Pascal,
-}
-
-impl Case {
-    const ALL: [Case; 8] = [
-        Case::Snake,
-        Case::Camel,
-        Case::ScreamingSnake,
-        Case::Kebab,
-        Case::ScreamingKebab,
-        Case::Lower,
-        Case::Upper,
-        Case::Pascal,
-    ];
-
-    /// The rule as `#[serde(rename_all = "…")]` spells it.
-    fn name(self) -> &'static str {
-        match self {
-            Case::Snake => "snake_case",
-            Case::Camel => "camelCase",
-            Case::ScreamingSnake => "SCREAMING_SNAKE_CASE",
-            Case::Kebab => "kebab-case",
-            Case::ScreamingKebab => "SCREAMING-KEBAB-CASE",
-            Case::Lower => "lowercase",
-            Case::Upper => "UPPERCASE",
-            Case::Pascal => "PascalCase",
-        }
-    }
-
-    /// The wire name serde gives a PascalCase variant under this rule (serde_derive's
-    /// `RenameRule::apply_to_variant`).
-    fn variant(self, ident: &str) -> String {
-        let snake = || {
-            let mut out = String::new();
-            for (i, c) in ident.char_indices() {
-                if i > 0 && c.is_uppercase() {
-                    out.push('_');
-                }
-                out.push(c.to_ascii_lowercase());
-            }
-            out
-        };
-        match self {
-            Case::Pascal => ident.to_owned(),
-            Case::Lower => ident.to_ascii_lowercase(),
-            Case::Upper => ident.to_ascii_uppercase(),
-            Case::Camel => {
-                let mut chars = ident.chars();
-                chars.next().map(|c| c.to_ascii_lowercase().to_string() + chars.as_str()).unwrap_or_default()
-            }
-            Case::Snake => snake(),
-            Case::ScreamingSnake => snake().to_ascii_uppercase(),
-            Case::Kebab => snake().replace('_', "-"),
-            Case::ScreamingKebab => snake().to_ascii_uppercase().replace('_', "-"),
-        }
-    }
-
-    /// The wire name serde gives a snake_case field under this rule (serde_derive's
-    /// `RenameRule::apply_to_field`).
-    fn field(self, ident: &str) -> String {
-        let pascal = || {
-            let mut out = String::new();
-            let mut capitalize = true;
-            for c in ident.chars() {
-                if c == '_' {
-                    capitalize = true;
-                } else if capitalize {
-                    out.push(c.to_ascii_uppercase());
-                    capitalize = false;
-                } else {
-                    out.push(c);
-                }
-            }
-            out
-        };
-        match self {
-            Case::Lower | Case::Snake => ident.to_owned(),
-            Case::Upper | Case::ScreamingSnake => ident.to_ascii_uppercase(),
-            Case::Pascal => pascal(),
-            Case::Camel => {
-                let pascal = pascal();
-                let mut chars = pascal.chars();
-                chars.next().map(|c| c.to_ascii_lowercase().to_string() + chars.as_str()).unwrap_or_default()
-            }
-            Case::Kebab => ident.replace('_', "-"),
-            Case::ScreamingKebab => ident.to_ascii_uppercase().replace('_', "-"),
-        }
-    }
-}
-
 /// How a type's names reach the wire: an optional `rename_all` rule, then a `rename` for each
 /// name the rule (or serde's default, the identifier) gets wrong.
 struct Renames {
-    rule: Option<Case>,
-    apply: fn(Case, &str) -> String,
+    rule: Option<SerdeRule>,
+    apply: fn(SerdeRule, &str) -> String,
 }
 
 impl Renames {
     /// The rule that leaves the fewest names to rename one by one, if it saves attributes
     /// (itself counting as one). `names` are (identifier, wire name) pairs.
-    fn choose<'a>(names: impl Iterator<Item = (&'a str, &'a str)> + Clone, apply: fn(Case, &str) -> String) -> Self {
-        let misses = |rule: Option<Case>| {
+    fn choose<'a>(
+        names: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+        apply: fn(SerdeRule, &str) -> String,
+    ) -> Self {
+        let misses = |rule: Option<SerdeRule>| {
             names.clone().filter(|(ident, wire)| Self::needs_rename(rule, apply, ident, wire)).count()
         };
         let mut best = (misses(None), None);
-        for rule in Case::ALL {
+        for rule in SerdeRule::ALL {
             let cost = 1 + misses(Some(rule));
             if cost < best.0 {
                 best = (cost, Some(rule));
@@ -216,8 +120,8 @@ impl Renames {
     /// Whether a name needs its own `rename` under `rule`: when the rule (or, without one, the
     /// identifier) does not give its wire name, and always for an identifier escaped with a
     /// trailing `_` (`self_` for `self`), which no reader should have to work out through a rule.
-    fn needs_rename(rule: Option<Case>, apply: fn(Case, &str) -> String, ident: &str, wire: &str) -> bool {
-        let ident = crate::model::unraw(ident);
+    fn needs_rename(rule: Option<SerdeRule>, apply: fn(SerdeRule, &str) -> String, ident: &str, wire: &str) -> bool {
+        let ident = crate::naming::unraw(ident);
         let serde_name = match rule {
             Some(rule) => apply(rule, ident),
             None => ident.to_owned(),
@@ -298,7 +202,7 @@ fn tagged_tokens(
     let idents = variants.iter().map(|v| ident(&v.ident)).collect::<Result<Vec<_>, _>>()?;
     let types = variants.iter().map(|v| ident(&v.ty)).collect::<Result<Vec<_>, _>>()?;
     let docs: Vec<String> = variants.iter().map(|v| format!(" `{tag}: {}`", v.wire)).collect();
-    let renames_of = Renames::choose(variants.iter().map(|v| (v.ident.as_str(), v.wire.as_str())), Case::variant);
+    let renames_of = Renames::choose(variants.iter().map(|v| (v.ident.as_str(), v.wire.as_str())), SerdeRule::variant);
     let rename_all = renames_of.rename_all();
     let renames = variants.iter().map(|v| renames_of.rename(&v.ident, &v.wire));
     Ok(quote! {
@@ -316,8 +220,8 @@ fn tagged_tokens(
 fn default_fn_name(struct_name: &str, field: &Field) -> String {
     format!(
         "default_{}_{}",
-        crate::model::to_snake_case(struct_name),
-        crate::model::unraw(&field.ident).trim_end_matches('_')
+        crate::naming::to_snake_case(struct_name),
+        crate::naming::unraw(&field.ident).trim_end_matches('_')
     )
 }
 
@@ -394,7 +298,8 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
                 let doc = doc_attrs(doc, &format!("`{name}`."));
                 let mut defaults = Vec::new();
                 let constructor = constructor_tokens(name, fields)?;
-                let renames = Renames::choose(fields.iter().map(|f| (f.ident.as_str(), f.wire.as_str())), Case::field);
+                let renames =
+                    Renames::choose(fields.iter().map(|f| (f.ident.as_str(), f.wire.as_str())), SerdeRule::field);
                 let rename_all = renames.rename_all();
                 let fields = fields
                     .iter()
@@ -418,7 +323,7 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
                 let wires: Vec<&str> = variants.iter().map(|v| v.wire.as_str()).collect();
                 let variant_docs: Vec<String> = wires.iter().map(|w| format!(" `{w}`")).collect();
                 let renames_of =
-                    Renames::choose(variants.iter().map(|v| (v.ident.as_str(), v.wire.as_str())), Case::variant);
+                    Renames::choose(variants.iter().map(|v| (v.ident.as_str(), v.wire.as_str())), SerdeRule::variant);
                 let rename_all = renames_of.rename_all();
                 let renames = variants.iter().map(|v| renames_of.rename(&v.ident, &v.wire));
                 let count = Literal::usize_unsuffixed(variants.len());
@@ -483,34 +388,25 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Case, Renames};
+    use super::Renames;
+    use crate::naming::SerdeRule;
 
-    #[test]
-    fn rules_name_things_as_serde_does() {
-        assert_eq!(Case::Snake.variant("HealthCheck"), "health_check");
-        assert_eq!(Case::ScreamingKebab.variant("HealthCheck"), "HEALTH-CHECK");
-        assert_eq!(Case::Camel.variant("HealthCheck"), "healthCheck");
-        assert_eq!(Case::Camel.field("camel_case_x"), "camelCaseX");
-        assert_eq!(Case::Pascal.field("camel_case"), "CamelCase");
-        assert_eq!(Case::ScreamingKebab.field("a_b"), "A-B");
-    }
-
-    fn attrs(names: &[(&str, &str)], apply: fn(Case, &str) -> String) -> (Option<&'static str>, Vec<String>) {
+    fn attrs(names: &[(&str, &str)], apply: fn(SerdeRule, &str) -> String) -> (Option<&'static str>, Vec<String>) {
         let renames = Renames::choose(names.iter().copied(), apply);
         let own = names.iter().filter(|(i, w)| renames.rename(i, w).is_some()).map(|(_, w)| w.to_string()).collect();
-        (renames.rule.map(Case::name), own)
+        (renames.rule.map(SerdeRule::name), own)
     }
 
     #[test]
     fn a_rule_is_used_when_it_saves_renames_and_exceptions_keep_theirs() {
         let variants = [("Query", "query"), ("HealthCheck", "health_check"), ("SelfValue", "Self")];
-        assert_eq!(attrs(&variants, Case::variant), (Some("snake_case"), vec!["Self".to_owned()]));
+        assert_eq!(attrs(&variants, SerdeRule::variant), (Some("snake_case"), vec!["Self".to_owned()]));
         // One rename either way: no rule.
-        assert_eq!(attrs(&[("Query", "query")], Case::variant), (None, vec!["query".to_owned()]));
+        assert_eq!(attrs(&[("Query", "query")], SerdeRule::variant), (None, vec!["query".to_owned()]));
         let fields = [("user_id", "userId"), ("r#type", "type"), ("max_len", "maxLen")];
-        assert_eq!(attrs(&fields, Case::field), (Some("camelCase"), vec![]));
+        assert_eq!(attrs(&fields, SerdeRule::field), (Some("camelCase"), vec![]));
         // An escaped keyword keeps its own rename even where a rule would give its wire name.
         let fields = [("self_", "self"), ("camel_case", "camelCase")];
-        assert_eq!(attrs(&fields, Case::field), (None, vec!["self".to_owned(), "camelCase".to_owned()]));
+        assert_eq!(attrs(&fields, SerdeRule::field), (None, vec!["self".to_owned(), "camelCase".to_owned()]));
     }
 }

@@ -1,0 +1,424 @@
+//! Schema → Rust types: names every type of one contract's models module (inline types after
+//! their parent as `<Parent><Property>`), reports names that collide or shadow the prelude,
+//! checks defaults against their types and boxes the fields that close a cycle of structs.
+
+use std::collections::BTreeMap;
+
+use super::{DefaultValue, Doc, Field, RustType, TaggedVariant, TypeDef, Variant};
+use crate::diagnostics::{Code, Diagnostic, Pos};
+use crate::naming::{PRELUDE_NAMES, field_ident, to_pascal_case, unraw, variant_ident};
+use crate::read::{Node, Value};
+use crate::validate::{Contract, RefTarget, Schema, SchemaKind};
+
+/// The types of `contract`'s models module, in contract order; every problem goes to `diags`.
+pub(super) fn build(contract: &Contract, diags: &mut Vec<Diagnostic>) -> Vec<TypeDef> {
+    let mut b = Builder {
+        contract,
+        file: &contract.source.display,
+        diags,
+        types: Vec::new(),
+        names: BTreeMap::new(),
+        def_names: BTreeMap::new(),
+        pending_defaults: Vec::new(),
+        tag_fields: BTreeMap::new(),
+    };
+    for def in &contract.definitions {
+        if let SchemaKind::Tagged { tag, arms } = &def.schema.kind {
+            for arm in arms {
+                b.tag_fields.insert(to_pascal_case(&arm.value), tag.clone());
+            }
+        }
+    }
+    for def in &contract.definitions {
+        b.def_names.insert(def.name.value.clone(), to_pascal_case(&def.name.value));
+    }
+    for def in &contract.definitions {
+        let name = to_pascal_case(&def.name.value);
+        let what = format!("definition `{}`", def.name.value);
+        let mut schema = def.schema.clone();
+        schema.pos = def.name.pos;
+        let _ = b.add_named(&name, &schema, what);
+    }
+    for (type_index, field_index, node, path) in std::mem::take(&mut b.pending_defaults) {
+        let ty = match b.types.get(type_index) {
+            Some(TypeDef::Struct { fields, .. }) => fields.get(field_index).map(|f| f.ty.clone()),
+            _ => None,
+        };
+        let Some(ty) = ty else { continue };
+        match b.default_for(&ty, &node) {
+            Ok(value) => {
+                if let Some(TypeDef::Struct { fields, .. }) = b.types.get_mut(type_index) {
+                    if let Some(field) = fields.get_mut(field_index) {
+                        field.default = Some(value);
+                    }
+                }
+            }
+            Err(message) => {
+                b.diags.push(
+                    Diagnostic::error(Code::InvalidDefault, b.file, node.pos, &format!("{path}.default"), message)
+                        .with_hint("write a default of the property's type, or remove it"),
+                );
+            }
+        }
+    }
+    let mut types = b.types;
+    box_cycles(&mut types);
+    types
+}
+
+struct Builder<'a> {
+    contract: &'a Contract,
+    file: &'a str,
+    diags: &'a mut Vec<Diagnostic>,
+    types: Vec<TypeDef>,
+    /// Rust type name → (where, what) of its first definition.
+    names: BTreeMap<String, (Pos, String)>,
+    /// Definition key → Rust name.
+    def_names: BTreeMap<String, String>,
+    /// Raw defaults to check once every enum is known: (type index, field index, node, path).
+    pending_defaults: Vec<(usize, usize, Node, String)>,
+    /// Rust name of a tagged union's arm → its tag property, which the arm's struct leaves out.
+    tag_fields: BTreeMap<String, String>,
+}
+
+impl Builder<'_> {
+    fn claim(&mut self, name: &str, pos: Pos, what: String, path: &str) -> bool {
+        if PRELUDE_NAMES.contains(&name) {
+            self.diags.push(
+                Diagnostic::error(
+                    Code::NameCollision,
+                    self.file,
+                    pos,
+                    path,
+                    format!("{what} is named `{name}`, which would shadow Rust's own `{name}`"),
+                )
+                .with_hint(format!("rename it, e.g. `Model{name}`")),
+            );
+            return false;
+        }
+        if let Some((first_pos, first_what)) = self.names.get(name) {
+            let (first_pos, first_what) = (*first_pos, first_what.clone());
+            self.diags.push(
+                Diagnostic::error(
+                    Code::NameCollision,
+                    self.file,
+                    pos,
+                    path,
+                    format!("{what} and {first_what} both become the Rust type `{name}`"),
+                )
+                .with_related(self.file, first_pos, format!("{first_what} is here"))
+                .with_hint("rename one of them (inline types are named <Parent><Property>)"),
+            );
+            return false;
+        }
+        self.names.insert(name.to_owned(), (pos, what));
+        true
+    }
+
+    fn doc(schema: &Schema) -> Doc {
+        Doc { text: schema.description.clone(), line: schema.pos.line }
+    }
+
+    /// Adds the named type for `schema` and returns its name.
+    fn add_named(&mut self, name: &str, schema: &Schema, what: String) -> Option<String> {
+        if !self.claim(name, schema.pos, what, &schema.path) {
+            return None;
+        }
+        let doc = Self::doc(schema);
+        match &schema.kind {
+            SchemaKind::Object { properties, required } => {
+                let index = self.types.len();
+                self.types.push(TypeDef::Struct { name: name.to_owned(), doc, fields: Vec::new() });
+                let mut fields: Vec<Field> = Vec::new();
+                let mut idents: BTreeMap<String, Pos> = BTreeMap::new();
+                for prop in properties {
+                    if self.tag_fields.get(name) == Some(&prop.name.value) {
+                        continue;
+                    }
+                    let ident = field_ident(&prop.name.value);
+                    if let Some(first) = idents.get(unraw(&ident)) {
+                        self.diags.push(
+                            Diagnostic::error(
+                                Code::NameCollision,
+                                self.file,
+                                prop.name.pos,
+                                &prop.schema.path,
+                                format!(
+                                    "property `{}` of `{name}` becomes the field `{ident}`, which another property already is",
+                                    prop.name.value
+                                ),
+                            )
+                            .with_related(self.file, *first, "the other property is here")
+                            .with_hint("rename one of the two properties"),
+                        );
+                        continue;
+                    }
+                    idents.insert(unraw(&ident).to_owned(), prop.name.pos);
+                    let inline_name = format!("{name}{}", to_pascal_case(&prop.name.value));
+                    let Some(ty) = self.type_of(&prop.schema, &inline_name) else { continue };
+                    let in_required = required.iter().any(|r| r.value == prop.name.value);
+                    let required = prop.schema.required_flag.unwrap_or(in_required);
+                    if let Some(default) = &prop.schema.default {
+                        self.pending_defaults.push((index, fields.len(), default.clone(), prop.schema.path.clone()));
+                    }
+                    let optional = !required && prop.schema.default.is_none();
+                    fields.push(Field {
+                        rename: unraw(&ident) != prop.name.value,
+                        ident,
+                        wire: prop.name.value.clone(),
+                        ty,
+                        optional,
+                        default: None,
+                        boxed: prop.schema.boxed,
+                        doc: Doc { text: prop.schema.description.clone(), line: prop.name.pos.line },
+                    });
+                }
+                if let Some(TypeDef::Struct { fields: slot, .. }) = self.types.get_mut(index) {
+                    *slot = fields;
+                }
+            }
+            SchemaKind::StringEnum(values) => {
+                let mut variants: Vec<Variant> = Vec::new();
+                let mut seen: BTreeMap<String, Pos> = BTreeMap::new();
+                for value in values {
+                    let ident = variant_ident(&value.value);
+                    if let Some(first) = seen.get(&ident) {
+                        self.diags.push(
+                            Diagnostic::error(
+                                Code::NameCollision,
+                                self.file,
+                                value.pos,
+                                &schema.path,
+                                format!(
+                                    "enum values of `{name}` collide: `{}` becomes the variant `{ident}` twice",
+                                    value.value
+                                ),
+                            )
+                            .with_related(self.file, *first, "the other value is here")
+                            .with_hint("make the values differ by more than case or punctuation"),
+                        );
+                        continue;
+                    }
+                    seen.insert(ident.clone(), value.pos);
+                    variants.push(Variant { ident, wire: value.value.clone() });
+                }
+                self.types.push(TypeDef::Enum { name: name.to_owned(), doc, variants });
+            }
+            SchemaKind::Tagged { tag, arms } => {
+                let mut variants: Vec<TaggedVariant> = Vec::new();
+                for arm in arms {
+                    let Some(ty) = self.def_names.get(&arm.value).cloned() else { continue };
+                    let wire = tag_value(self.contract, &arm.value, tag);
+                    let Some(wire) = wire else {
+                        self.diags.push(
+                            Diagnostic::error(
+                                Code::UnsupportedSchema,
+                                self.file,
+                                arm.pos,
+                                &schema.path,
+                                format!("arm `{}` of `{name}` has no single-value enum property `{tag}`", arm.value),
+                            )
+                            .with_hint(format!(
+                                "give `{}` the property `{tag}: {{type: string, enum: [<value>]}}`",
+                                arm.value
+                            )),
+                        );
+                        continue;
+                    };
+                    let ident = variant_ident(&wire);
+                    if let Some(first) = variants.iter().find(|v| v.ident == ident) {
+                        let first_wire = first.wire.clone();
+                        self.diags.push(
+                            Diagnostic::error(
+                                Code::NameCollision,
+                                self.file,
+                                arm.pos,
+                                &schema.path,
+                                format!("arms of `{name}` with `{tag}` `{first_wire}` and `{wire}` both become the variant `{ident}`"),
+                            )
+                            .with_hint("make the tag values differ by more than case or punctuation"),
+                        );
+                        continue;
+                    }
+                    variants.push(TaggedVariant { ident, wire, ty });
+                }
+                self.types.push(TypeDef::Tagged { name: name.to_owned(), doc, tag: tag.clone(), variants });
+            }
+            _ => {
+                let index = self.types.len();
+                self.types.push(TypeDef::Alias { name: name.to_owned(), doc, ty: RustType::Json });
+                let ty = self.type_of(schema, &format!("{name}Item"))?;
+                if let Some(TypeDef::Alias { ty: slot, .. }) = self.types.get_mut(index) {
+                    *slot = ty;
+                }
+            }
+        }
+        Some(name.to_owned())
+    }
+
+    /// The Rust type for a property/item schema; inline objects and enums become named types.
+    fn type_of(&mut self, schema: &Schema, inline_name: &str) -> Option<RustType> {
+        Some(match &schema.kind {
+            SchemaKind::Ref(target) => match &target.value {
+                RefTarget::Definition(def) => RustType::Named(self.def_names.get(def)?.clone()),
+                RefTarget::Dependency(dep) => {
+                    let dep = self.contract.dependencies.iter().find(|d| &d.name.value == dep)?;
+                    RustType::External(dep.rust_type.as_ref()?.value.clone())
+                }
+            },
+            SchemaKind::Object { .. } | SchemaKind::StringEnum(_) | SchemaKind::Tagged { .. } => {
+                let what = format!("the inline type at `{}`", schema.path);
+                RustType::Named(self.add_named(inline_name, schema, what)?)
+            }
+            SchemaKind::Map(value) => RustType::Map(Box::new(self.type_of(value, &format!("{inline_name}Value"))?)),
+            SchemaKind::FreeObject => RustType::JsonMap,
+            SchemaKind::String { format } => match format.as_deref() {
+                _ if schema.sensitive => RustType::SensitiveString,
+                Some("uuid") => RustType::Uuid,
+                Some("date-time") => RustType::DateTime,
+                _ => RustType::String,
+            },
+            SchemaKind::Integer { format, minimum } => match (format.as_deref(), minimum) {
+                (Some("int32"), _) => RustType::I32,
+                (_, Some(m)) if *m >= 0.0 => RustType::U64,
+                _ => RustType::I64,
+            },
+            SchemaKind::Number => RustType::F64,
+            SchemaKind::Boolean => RustType::Bool,
+            SchemaKind::Array(items) => RustType::Vec(Box::new(self.type_of(items, &format!("{inline_name}Item"))?)),
+            SchemaKind::Any => RustType::Json,
+        })
+    }
+
+    fn enum_variants(&self, name: &str) -> Option<&[Variant]> {
+        self.types.iter().find_map(|t| match t {
+            TypeDef::Enum { name: n, variants, .. } if n == name => Some(variants.as_slice()),
+            _ => None,
+        })
+    }
+
+    fn alias_target(&self, name: &str) -> Option<&RustType> {
+        self.types.iter().find_map(|t| match t {
+            TypeDef::Alias { name: n, ty, .. } if n == name => Some(ty),
+            _ => None,
+        })
+    }
+
+    fn default_for(&self, ty: &RustType, node: &Node) -> Result<DefaultValue, String> {
+        let mismatch = || format!("a default of {} does not fit the type {}", node.type_name(), describe(ty));
+        Ok(match (ty, &node.value) {
+            (RustType::String | RustType::SensitiveString, Value::Str(s)) => DefaultValue::Str(s.clone()),
+            (RustType::I64, Value::Int(i)) => DefaultValue::Int(*i),
+            (RustType::I32, Value::Int(i)) if i32::try_from(*i).is_ok() => DefaultValue::Int(*i),
+            (RustType::U64, Value::Int(i)) if *i >= 0 => DefaultValue::Int(*i),
+            (RustType::F64, Value::Int(i)) => DefaultValue::Float(*i as f64),
+            (RustType::F64, Value::Float(f)) if f.is_finite() => DefaultValue::Float(*f),
+            (RustType::Bool, Value::Bool(b)) => DefaultValue::Bool(*b),
+            (RustType::Json, _) => DefaultValue::Json(node.to_json()),
+            (RustType::Vec(inner), Value::Seq(items)) => {
+                DefaultValue::List(items.iter().map(|i| self.default_for(inner, i)).collect::<Result<_, _>>()?)
+            }
+            (RustType::Named(name), Value::Str(s)) if self.enum_variants(name).is_some() => {
+                let variants = self.enum_variants(name).unwrap_or_default();
+                match variants.iter().find(|v| &v.wire == s) {
+                    Some(v) => DefaultValue::Variant(name.clone(), v.ident.clone()),
+                    None => {
+                        let wires: Vec<&str> = variants.iter().map(|v| v.wire.as_str()).collect();
+                        return Err(format!("default `{s}` is not one of {name}'s values: {}", wires.join(", ")));
+                    }
+                }
+            }
+            (RustType::External(path), Value::Str(s)) => {
+                DefaultValue::ExternalVariant { path: path.clone(), variant: variant_ident(s), wire: s.clone() }
+            }
+            (RustType::Named(name), _) if self.alias_target(name).is_some() => {
+                let target = self.alias_target(name).cloned().unwrap_or(RustType::Json);
+                self.default_for(&target, node)?
+            }
+            _ => return Err(mismatch()),
+        })
+    }
+}
+
+/// The struct or alias a field stores inline (not behind `Vec` or a map, which already
+/// allocate), resolving aliases.
+fn inline_target<'t>(types: &'t [TypeDef], ty: &'t RustType) -> Option<&'t str> {
+    match ty {
+        RustType::Named(name) => match types.iter().find(|t| t.name() == name) {
+            Some(TypeDef::Alias { ty, .. }) => inline_target(types, ty),
+            Some(TypeDef::Struct { name, .. }) => Some(name),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Boxes every field through which a struct contains itself (directly or through other
+/// structs), so recursive schemas compile. Deterministic: types and fields are visited in order.
+fn box_cycles(types: &mut [TypeDef]) {
+    let reaches = |types: &[TypeDef], from: &str, to: &str| -> bool {
+        let mut stack = vec![from.to_owned()];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(current) = stack.pop() {
+            if current == to {
+                return true;
+            }
+            if !seen.insert(current.clone()) {
+                continue;
+            }
+            if let Some(TypeDef::Struct { fields, .. }) = types.iter().find(|t| t.name() == current) {
+                stack.extend(
+                    fields.iter().filter(|f| !f.boxed).filter_map(|f| inline_target(types, &f.ty)).map(str::to_owned),
+                );
+            }
+        }
+        false
+    };
+    for index in 0..types.len() {
+        let TypeDef::Struct { name, fields, .. } = &types[index] else { continue };
+        let name = name.clone();
+        for field_index in 0..fields.len() {
+            let target = match &types[index] {
+                TypeDef::Struct { fields, .. } => inline_target(types, &fields[field_index].ty).map(str::to_owned),
+                _ => None,
+            };
+            if let Some(target) = target {
+                if reaches(types, &target, &name) {
+                    if let TypeDef::Struct { fields, .. } = &mut types[index] {
+                        fields[field_index].boxed = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn describe(ty: &RustType) -> String {
+    match ty {
+        RustType::String => "string".into(),
+        RustType::SensitiveString => "sensitive string".into(),
+        RustType::I64 | RustType::I32 => "integer".into(),
+        RustType::U64 => "non-negative integer".into(),
+        RustType::F64 => "number".into(),
+        RustType::Bool => "boolean".into(),
+        RustType::Uuid => "uuid".into(),
+        RustType::DateTime => "date-time".into(),
+        RustType::Json => "JSON value".into(),
+        RustType::JsonMap => "object".into(),
+        RustType::Vec(inner) => format!("list of {}", describe(inner)),
+        RustType::Map(inner) => format!("map of {}", describe(inner)),
+        RustType::Named(n) => n.clone(),
+        RustType::External(p) => p.clone(),
+    }
+}
+
+/// The value of the single-value enum property `tag` of the object definition `def`.
+fn tag_value(contract: &Contract, def: &str, tag: &str) -> Option<String> {
+    let schema = &contract.definitions.iter().find(|d| d.name.value == def)?.schema;
+    let SchemaKind::Object { properties, .. } = &schema.kind else { return None };
+    let prop = properties.iter().find(|p| p.name.value == tag)?;
+    match &prop.schema.kind {
+        SchemaKind::StringEnum(values) if values.len() == 1 => Some(values[0].value.clone()),
+        _ => None,
+    }
+}
