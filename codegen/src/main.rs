@@ -234,10 +234,10 @@ fn main() -> ExitCode {
 /// workspace this binary was built in.
 fn find_root() -> PathBuf {
     let looks_like_root = |p: &Path| p.join("contracts").is_dir() && p.join("generated").is_dir();
-    if let Ok(cwd) = std::env::current_dir() {
-        if let Some(found) = cwd.ancestors().find(|p| looks_like_root(p)) {
-            return found.to_path_buf();
-        }
+    if let Ok(cwd) = std::env::current_dir()
+        && let Some(found) = cwd.ancestors().find(|p| looks_like_root(p))
+    {
+        return found.to_path_buf();
     }
     let built_in = Path::new(env!("CARGO_MANIFEST_DIR"));
     built_in.parent().unwrap_or(built_in).to_path_buf()

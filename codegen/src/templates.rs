@@ -78,10 +78,10 @@ impl Template {
 /// leaves out the line for some errors).
 fn describe(e: &minijinja::Error) -> String {
     let mut text = e.to_string();
-    if let Some(line) = e.line() {
-        if !text.contains(&format!(":{line})")) {
-            text.push_str(&format!(" (line {line})"));
-        }
+    if let Some(line) = e.line()
+        && !text.contains(&format!(":{line})"))
+    {
+        text.push_str(&format!(" (line {line})"));
     }
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {

@@ -483,16 +483,16 @@ fn check_node_name(c: &mut Checker<'_>, name: &Spanned<String>, kind: Option<Kin
         );
         return;
     }
-    if let (Some(kind), Some(suffix)) = (kind, suffix) {
-        if kind != suffix {
-            c.error(
-                Code::KindMismatch,
-                name.pos,
-                "node_name",
-                format!("node_name `{}` ends in `_{}` but node_type is {}", name.value, suffix.suffix(), kind.upper()),
-                format!("make them agree: `node_type: {}` or a name ending in `_{}`", suffix.upper(), kind.suffix()),
-            );
-        }
+    if let (Some(kind), Some(suffix)) = (kind, suffix)
+        && kind != suffix
+    {
+        c.error(
+            Code::KindMismatch,
+            name.pos,
+            "node_name",
+            format!("node_name `{}` ends in `_{}` but node_type is {}", name.value, suffix.suffix(), kind.upper()),
+            format!("make them agree: `node_type: {}` or a name ending in `_{}`", suffix.upper(), kind.suffix()),
+        );
     }
 }
 
@@ -573,16 +573,16 @@ fn read_dependencies(c: &mut Checker<'_>, root: &Node) -> Vec<Dependency> {
         let rust_type = item.get("rust_type").and_then(|n| c.string(n, &join(&path, "rust_type"), "`a::b::Type`"));
         let required = c.optional_bool(item, &path, "required").unwrap_or(true);
         let description = c.optional_string(item, &path, "description");
-        if let Some(rt) = &rust_type {
-            if syn::parse_str::<syn::Type>(&rt.value).is_err() {
-                c.error(
-                    Code::InvalidRustType,
-                    rt.pos,
-                    &join(&path, "rust_type"),
-                    format!("rust_type `{}` is not a Rust type", rt.value),
-                    "write a Rust path such as `onex_runtime::postgres::PostgresConnectionManager` or `dyn a::Trait`",
-                );
-            }
+        if let Some(rt) = &rust_type
+            && syn::parse_str::<syn::Type>(&rt.value).is_err()
+        {
+            c.error(
+                Code::InvalidRustType,
+                rt.pos,
+                &join(&path, "rust_type"),
+                format!("rust_type `{}` is not a Rust type", rt.value),
+                "write a Rust path such as `onex_runtime::postgres::PostgresConnectionManager` or `dyn a::Trait`",
+            );
         }
         let (Some(name), Some(kind)) = (name, kind) else { continue };
         if !is_snake_case(&name.value) {
@@ -739,10 +739,10 @@ fn read_schema(c: &mut Checker<'_>, node: &Node, path: &str, defs: &[&str], deps
         return schema;
     }
     if let Some(reference) = node.get("$ref") {
-        if let Some(target) = c.string(reference, &join(path, "$ref"), "`\"#/definitions/ModelX\"`") {
-            if let Some(resolved) = resolve_ref(c, &target, &join(path, "$ref"), defs, deps) {
-                schema.kind = SchemaKind::Ref(Spanned { value: resolved, pos: target.pos });
-            }
+        if let Some(target) = c.string(reference, &join(path, "$ref"), "`\"#/definitions/ModelX\"`")
+            && let Some(resolved) = resolve_ref(c, &target, &join(path, "$ref"), defs, deps)
+        {
+            schema.kind = SchemaKind::Ref(Spanned { value: resolved, pos: target.pos });
         }
         return schema;
     }

@@ -198,15 +198,13 @@ impl Normalizer<'_> {
                 }
             }
         }
-        if !tree::has(root, "contract_version") {
-            if let Some((key, value)) = ["version", "node_version"]
+        if !tree::has(root, "contract_version")
+            && let Some((key, value)) = ["version", "node_version"]
                 .iter()
                 .find_map(|k| root.entry(k).map(|(key, value)| (key.clone(), value.clone())))
-            {
-                if value.as_map().is_some() {
-                    tree::set(root, "contract_version", value, key.pos);
-                }
-            }
+            && value.as_map().is_some()
+        {
+            tree::set(root, "contract_version", value, key.pos);
         }
     }
 

@@ -170,12 +170,12 @@ impl Resolver<'_> {
         if self.definitions.contains(name) && self.type_map.lookup(name, module).is_none() {
             return Target::Local(name.to_owned());
         }
-        if let Some(record) = self.original.get("shared_models").and_then(|s| s.get(name)) {
-            if is_import_record(record) {
-                let class = import_class(record, name);
-                let module = record.get("module").and_then(Node::as_str).map(str::to_owned);
-                return self.import_or_local(&class, module.as_deref(), pos, diags);
-            }
+        if let Some(record) = self.original.get("shared_models").and_then(|s| s.get(name))
+            && is_import_record(record)
+        {
+            let class = import_class(record, name);
+            let module = record.get("module").and_then(Node::as_str).map(str::to_owned);
+            return self.import_or_local(&class, module.as_deref(), pos, diags);
         }
         self.import(name, module, pos, diags)
     }

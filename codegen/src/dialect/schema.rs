@@ -170,21 +170,21 @@ fn rewrite_pydantic_type(node: &mut Node, path: &str, r: &mut Resolver<'_>, diag
 /// `key_type`/`value_type` → `additionalProperties`; `item_type` → `items`.
 fn rewrite_map_and_list_shorthands(node: &mut Node, path: &str, r: &mut Resolver<'_>, diags: &mut Vec<Diagnostic>) {
     tree::remove(node, "key_type");
-    if let Some((key, value)) = tree::remove(node, "value_type") {
-        if !tree::has(node, "additionalProperties") {
-            let schema = shorthand_schema(&value);
-            tree::set(node, "additionalProperties", schema, key.pos);
-            if let Some(slot) = tree::get_mut(node, "additionalProperties") {
-                normalize(slot, &join(path, "additionalProperties"), r, diags);
-            }
+    if let Some((key, value)) = tree::remove(node, "value_type")
+        && !tree::has(node, "additionalProperties")
+    {
+        let schema = shorthand_schema(&value);
+        tree::set(node, "additionalProperties", schema, key.pos);
+        if let Some(slot) = tree::get_mut(node, "additionalProperties") {
+            normalize(slot, &join(path, "additionalProperties"), r, diags);
         }
     }
-    if let Some((key, value)) = tree::remove(node, "item_type") {
-        if !tree::has(node, "items") {
-            tree::set(node, "items", shorthand_schema(&value), key.pos);
-            if let Some(slot) = tree::get_mut(node, "items") {
-                normalize(slot, &join(path, "items"), r, diags);
-            }
+    if let Some((key, value)) = tree::remove(node, "item_type")
+        && !tree::has(node, "items")
+    {
+        tree::set(node, "items", shorthand_schema(&value), key.pos);
+        if let Some(slot) = tree::get_mut(node, "items") {
+            normalize(slot, &join(path, "items"), r, diags);
         }
     }
 }
@@ -202,21 +202,21 @@ fn shorthand_schema(value: &Node) -> Node {
 /// A nullable property leaves its parent's `required` list: in Rust it is an `Option`.
 fn normalize_children(node: &mut Node, path: &str, r: &mut Resolver<'_>, diags: &mut Vec<Diagnostic>) {
     let mut nullable = Vec::new();
-    if let Some(properties) = tree::get_mut(node, "properties") {
-        if let Value::Map(entries) = &mut properties.value {
-            for (key, prop) in entries.iter_mut() {
-                let is_nullable = matches!(prop.get("nullable"), Some(Node { value: Value::Bool(true), .. }));
-                if is_nullable {
-                    nullable.push(key.name.clone());
-                }
-                normalize(prop, &join(&join(path, "properties"), &key.name), r, diags);
+    if let Some(properties) = tree::get_mut(node, "properties")
+        && let Value::Map(entries) = &mut properties.value
+    {
+        for (key, prop) in entries.iter_mut() {
+            let is_nullable = matches!(prop.get("nullable"), Some(Node { value: Value::Bool(true), .. }));
+            if is_nullable {
+                nullable.push(key.name.clone());
             }
+            normalize(prop, &join(&join(path, "properties"), &key.name), r, diags);
         }
     }
-    if !nullable.is_empty() {
-        if let Some(Node { value: Value::Seq(items), .. }) = tree::get_mut(node, "required") {
-            items.retain(|item| item.as_str().is_none_or(|name| !nullable.iter().any(|n| n == name)));
-        }
+    if !nullable.is_empty()
+        && let Some(Node { value: Value::Seq(items), .. }) = tree::get_mut(node, "required")
+    {
+        items.retain(|item| item.as_str().is_none_or(|name| !nullable.iter().any(|n| n == name)));
     }
     if let Some(items) = tree::get_mut(node, "items") {
         normalize(items, &join(path, "items"), r, diags);

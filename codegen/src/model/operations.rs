@@ -162,11 +162,11 @@ fn find_enum_value_line(contract: &Contract, wire: &str) -> Option<u32> {
     let input = contract.definitions.iter().find(|d| d.name.value == contract.input_model.value)?;
     if let SchemaKind::Object { properties, .. } = &input.schema.kind {
         let op = properties.iter().find(|p| p.name.value == PROPERTY)?;
-        if let SchemaKind::Ref(target) = &op.schema.kind {
-            if let RefTarget::Definition(name) = &target.value {
-                let def = contract.definitions.iter().find(|d| &d.name.value == name)?;
-                return search(&def.schema, wire);
-            }
+        if let SchemaKind::Ref(target) = &op.schema.kind
+            && let RefTarget::Definition(name) = &target.value
+        {
+            let def = contract.definitions.iter().find(|d| &d.name.value == name)?;
+            return search(&def.schema, wire);
         }
         return search(&op.schema, wire);
     }

@@ -47,10 +47,10 @@ pub(super) fn build(contract: &Contract, diags: &mut Vec<Diagnostic>) -> Vec<Typ
         let Some(ty) = ty else { continue };
         match b.default_for(&ty, &node) {
             Ok(value) => {
-                if let Some(TypeDef::Struct { fields, .. }) = b.types.get_mut(type_index) {
-                    if let Some(field) = fields.get_mut(field_index) {
-                        field.default = Some(value);
-                    }
+                if let Some(TypeDef::Struct { fields, .. }) = b.types.get_mut(type_index)
+                    && let Some(field) = fields.get_mut(field_index)
+                {
+                    field.default = Some(value);
                 }
             }
             Err(message) => {
@@ -382,12 +382,11 @@ fn box_cycles(types: &mut [TypeDef]) {
                 TypeDef::Struct { fields, .. } => inline_target(types, &fields[field_index].ty).map(str::to_owned),
                 _ => None,
             };
-            if let Some(target) = target {
-                if reaches(types, &target, &name) {
-                    if let TypeDef::Struct { fields, .. } = &mut types[index] {
-                        fields[field_index].boxed = true;
-                    }
-                }
+            if let Some(target) = target
+                && reaches(types, &target, &name)
+                && let TypeDef::Struct { fields, .. } = &mut types[index]
+            {
+                fields[field_index].boxed = true;
             }
         }
     }

@@ -62,7 +62,7 @@ pub(crate) fn encode(text: &str, out: &mut Vec<u8>) -> Result<(), NotANumber> {
     let mut padded: Vec<u8> = vec![0; lead_pad as usize];
     padded.extend_from_slice(&digits);
     let total_points = point + lead_pad;
-    while padded.len() % 4 != 0 || (padded.len() as i64) < total_points {
+    while !padded.len().is_multiple_of(4) || (padded.len() as i64) < total_points {
         padded.push(0);
     }
     let mut groups: Vec<i16> =
