@@ -77,7 +77,14 @@ fn a_crate_built_from_the_readme_alone_generates_and_runs_its_node() {
     let node_rs = paths.iter().find(|p| p.ends_with("node.rs")).expect("the README shows an implemented node.rs");
 
     // Outside the workspace: cargo must not find this repository's Cargo.toml above the crate.
-    let crate_dir = std::env::temp_dir().join("onex-readme-crate");
+    // One crate per checkout, so two checkouts testing at once do not share it.
+    let checkout_id = {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        root.hash(&mut hasher);
+        hasher.finish()
+    };
+    let crate_dir = std::env::temp_dir().join(format!("onex-readme-crate-{checkout_id:016x}"));
     let _ = std::fs::remove_dir_all(&crate_dir);
     let checkout = root.canonicalize().expect("the checkout exists").display().to_string();
     for (path, text) in &blocks {
