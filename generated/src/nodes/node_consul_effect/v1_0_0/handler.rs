@@ -126,16 +126,17 @@ impl<H: ConsulHandler> NodeConsulEffect<H> {
     }
     /// Runs one operation through `method` of the handler: under the contract timeout,
     /// or under the handler's own timing when it `times_itself`.
-    async fn run(
+    /// A plain function returning `dispatch`'s future, not an `async fn`: another state
+    /// machine around it would move the input and the context once more per request.
+    fn run(
         &self,
         spec: &'static OperationSpec,
         input: Input,
         ctx: Context,
         method: impl AsyncFnOnce(&H, Input, &Context) -> Result<Output, OnexError>,
-    ) -> Result<Output, OnexError> {
-        let handler = &self.handler;
+    ) -> impl Future<Output = Result<Output, OnexError>> {
         let times_itself = H::times_itself(spec);
-        dispatch(CONTRACT.name, spec, times_itself, handler, input, ctx, method).await
+        dispatch(CONTRACT.name, spec, times_itself, &self.handler, input, ctx, method)
     }
 }
 
