@@ -18,6 +18,7 @@ pub mod json;
 pub mod kafka;
 pub mod models;
 pub mod node;
+pub mod outbox;
 pub mod postgres;
 pub mod registry;
 pub mod sanitize;
