@@ -154,6 +154,7 @@ async fn enqueued_events_are_relayed_in_order_and_marked_published() {
     assert_eq!(outbox.depth().await.unwrap(), 0);
     assert_eq!(scalar(&db, "SELECT count(*) FROM obx.onex_outbox WHERE published_at IS NOT NULL").await, 10);
     assert_eq!(outbox.relay_once(&recorder, 4).await.unwrap().claimed, 0, "nothing is published twice");
+    assert_eq!(outbox.relay_once(&recorder, 0).await.unwrap_err().code(), ErrorCode::ValidationError);
 
     // Enqueue is idempotent per event id, also after the event went out.
     assert_eq!(outbox.enqueue(&events[0], "closed").await.unwrap(), Enqueued::Duplicate);
@@ -265,6 +266,35 @@ async fn order_per_key_is_kept_when_a_row_fails_or_is_held_elsewhere() {
     outbox.drain(&recorder, 10).await.unwrap();
     let tail: Vec<u64> = recorder.published().iter().skip(5).map(seq).collect();
     assert_eq!(tail, vec![11, 10, 12]);
+    outbox.manager().close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_no_longer_decodes_is_dead_lettered_instead_of_blocking_its_key() {
+    let (db, outbox) = setup(OutboxConfig::default()).await;
+    let key = Uuid::new_v4();
+    enqueue_all(&outbox, &[event(key, 0)]).await;
+    let client = db.client().await;
+    client
+        .execute(
+            "INSERT INTO obx.onex_outbox (event_id, correlation_id, event_type, payload) \
+             VALUES (gen_random_uuid(), $1, 'test.bad', '{\"not\": \"an event\"}')",
+            &[&key],
+        )
+        .await
+        .unwrap();
+    let after = event(key, 2);
+    enqueue_all(&outbox, std::slice::from_ref(&after)).await;
+
+    let recorder = Recorder::default();
+    let report = outbox.relay_once(&recorder, 10).await.unwrap();
+    assert_eq!((report.claimed, report.published, report.dead_lettered), (3, 2, 1), "{report:?}");
+    assert_eq!(recorder.published().iter().map(seq).collect::<Vec<_>>(), vec![0, 2]);
+    let row = client.query_one("SELECT event, reason, circuit_state FROM obx.onex_dead_letter", &[]).await.unwrap();
+    assert_eq!(row.get::<_, Value>(0), json!({"not": "an event"}));
+    assert!(row.get::<_, String>(1).starts_with("stored payload is not an event"));
+    assert_eq!(row.get::<_, String>(2), "unknown");
+    assert_eq!(outbox.stats().await.unwrap(), OutboxStats { depth: 0, dead_letters: 1 });
     outbox.manager().close();
 }
 

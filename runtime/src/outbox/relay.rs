@@ -27,6 +27,7 @@ use super::Outbox;
 use crate::error::{ErrorCode, OnexError};
 use crate::event::OnexEvent;
 use crate::event_bus::EventPublisher;
+use crate::models::postgres::IsolationLevel;
 use crate::postgres::TransactionOptions;
 
 /// What one relay pass did.
@@ -114,7 +115,11 @@ impl Outbox {
             return Err(OnexError::validation("the relay batch size must be greater than 0"));
         }
         let limit = i64::try_from(batch).unwrap_or(i64::MAX);
-        let mut tx = self.manager.begin(TransactionOptions::default()).await?;
+        // READ COMMITTED, whatever the server default: each statement must see what other
+        // relays committed up to its start (the held-elsewhere check), and a row another
+        // relay marked meanwhile must be skipped, not a serialization failure.
+        let options = TransactionOptions { isolation: IsolationLevel::ReadCommitted, ..TransactionOptions::default() };
+        let mut tx = self.manager.begin(options).await?;
         let rows = tx.execute_query(CLAIM, &[json!(limit)]).await?.rows;
         let mut report = RelayReport { claimed: rows.len(), ..RelayReport::default() };
         if rows.is_empty() {
