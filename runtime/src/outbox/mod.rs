@@ -11,7 +11,9 @@
 //! - Capacity: when [`OutboxConfig::max_depth`] unpublished rows wait, an enqueued event goes
 //!   to `onex_dead_letter` instead (reason [`CAPACITY_EXCEEDED`], the caller's circuit
 //!   state, retry count 0), in the same statement. The limit is soft under concurrency:
-//!   enqueuers that count at the same moment may each add one row past it.
+//!   enqueuers that count at the same moment (or in transactions not yet committed) may
+//!   each add one row past it; serializing them would make every transactional enqueue
+//!   wait for the others to commit.
 //! - Enqueue is idempotent per `event_id`: an event already in the outbox is not stored
 //!   again ([`Enqueued::Duplicate`]).
 //! - Order: the relay publishes rows of one correlation id (the Kafka key) in `id` order,
@@ -139,18 +141,31 @@ pub struct Outbox {
 
 /// Stores the event unless the outbox is full (then dead-letters it) or already holds it.
 /// `$1` event_id, `$2` correlation_id, `$3` event_type, `$4` payload, `$5` max depth,
-/// `$6` circuit state, `$7` [`CAPACITY_EXCEEDED`]. One statement, so it is atomic even outside a transaction.
+/// `$6` circuit state, `$7` [`CAPACITY_EXCEEDED`]. One statement, so it is atomic even
+/// outside a transaction.
+///
+/// Counting the unpublished rows costs time in proportion to the depth, on every enqueue.
+/// So the count runs only when the cheap bound `max(id) - min(unpublished id) + 1` (two
+/// index probes; every unpublished row lies in that id range) reaches the limit, and even
+/// then stops at the limit. Uncorrelated subqueries in a `CASE` branch are evaluated only
+/// when that branch is taken.
 const ENQUEUE: &str = "\
-WITH depth AS (SELECT count(*) AS n FROM onex_outbox WHERE published_at IS NULL),
+WITH capacity AS (SELECT CASE
+    WHEN coalesce((SELECT max(id) FROM onex_outbox)
+                  - (SELECT min(id) FROM onex_outbox WHERE published_at IS NULL) + 1, 0) < $5::bigint
+        THEN false
+    ELSE (SELECT count(*) FROM (SELECT 1 FROM onex_outbox WHERE published_at IS NULL LIMIT $5::bigint) AS waiting)
+        >= $5::bigint
+    END AS full_up),
 queued AS (
     INSERT INTO onex_outbox (event_id, correlation_id, event_type, payload)
-    SELECT $1::uuid, $2::uuid, $3::text, $4::jsonb FROM depth WHERE n < $5::bigint
+    SELECT $1::uuid, $2::uuid, $3::text, $4::jsonb FROM capacity WHERE NOT full_up
     ON CONFLICT (event_id) DO NOTHING
     RETURNING id),
 dead AS (
     INSERT INTO onex_dead_letter (event, reason, circuit_state, retry_count)
-    SELECT $4::jsonb, $7::text, $6::text, 0 FROM depth
-    WHERE n >= $5::bigint AND NOT EXISTS (SELECT 1 FROM onex_outbox WHERE event_id = $1::uuid)
+    SELECT $4::jsonb, $7::text, $6::text, 0 FROM capacity
+    WHERE full_up AND NOT EXISTS (SELECT 1 FROM onex_outbox WHERE event_id = $1::uuid)
     RETURNING id)
 SELECT (SELECT id FROM queued) AS queued_id, (SELECT id FROM dead) AS dead_id";
 
