@@ -36,6 +36,7 @@ pub struct PurgeReport {
 
 /// The periodic maintenance task. Dropping it stops the task.
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the maintenance task"]
 pub struct MaintenanceHandle {
     stop: watch::Sender<bool>,
     passes: watch::Receiver<u64>,
