@@ -12,10 +12,12 @@
 //!   `backoff_multiplier` per consecutive reopen (capped at `max_recovery_timeout_secs`) and
 //!   lengthened by a random 0–`jitter_percent` percent. By default there is neither growth
 //!   nor jitter: the wait is exactly `recovery_timeout_secs`.
-//! - **Half open**: at most `success_threshold` trial calls are admitted; that many successes
+//! - **Half open**: `success_threshold` trial calls are admitted and later calls rejected (a
+//!   trial whose error is ignored, or that is abandoned, frees its slot); that many successes
 //!   close the circuit (a close is counted), and any counted failure reopens it (an open is
 //!   counted, and the failure is counted as a failed call with its time as the last failure,
-//!   which the original system forgot).
+//!   which the original system forgot). Slowness alone does not judge a trial; a trial past
+//!   `timeout_secs` is a failure.
 //! - **Forced open** and **disabled** are set by an operator ([`CircuitBreaker::force_open`],
 //!   [`CircuitBreaker::disable`]) and left only by [`CircuitBreaker::reset`]: forced open
 //!   rejects everything; disabled passes everything and records nothing.
@@ -47,10 +49,12 @@
 //!   transition stores a new word with the next epoch. A permit remembers the epoch it was
 //!   taken in, and its outcome drives the state machine only if the epoch is still current:
 //!   a call that started before a transition cannot, say, count as a half-open trial.
-//! - The closed path takes no lock: taking a permit is one atomic load; reporting it is a few
-//!   relaxed increments (metrics, window) and a compare-exchange on the run of failures only
-//!   when that run changes. Concurrent calls through a closed breaker never wait for one
-//!   another.
+//! - The closed path takes no lock: taking a permit is one atomic load and a clock read;
+//!   reporting it is a clock read, about five relaxed atomic updates (counters, last-success
+//!   time, moving-average latency, window slot) and loads of the state and of the run of
+//!   failures, which is written only when it changes. Concurrent calls through a closed
+//!   breaker never wait for one another: the compare-exchange loops (latency, run of
+//!   failures) are lock-free, one retries only because another call made progress.
 //! - Per-state counters (the run of failures, the half-open trials) carry the low 40 bits of
 //!   the epoch they count for and are updated by compare-exchange, so an update aimed at a
 //!   past epoch fails instead of polluting the new state.
@@ -687,7 +691,9 @@ impl CircuitBreaker {
     /// Records the outcome of a permit; see [`Permit`].
     fn complete(&self, permit: &Permit<'_>, outcome: Outcome) {
         let Some(start) = permit.start else { return };
-        let elapsed = start.elapsed();
+        // One clock read serves the latency, the timeout and the window's second.
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(start);
         let timed_out = outcome == Outcome::TimedOut || elapsed > self.settings.timeout;
         let failure = timed_out || outcome == Outcome::Failure;
         let ignored = !failure && outcome == Outcome::Ignored;
@@ -727,7 +733,8 @@ impl CircuitBreaker {
         }
         match permit.state {
             CircuitBreakerState::Closed if !ignored => {
-                self.window.record(self.now_secs(), failure, slow);
+                let now_secs = now.saturating_duration_since(self.base).as_secs();
+                self.window.record(now_secs, failure, slow);
                 if failure {
                     let run = self.bump_consecutive(permit.epoch);
                     if run >= self.settings.failure_threshold {
@@ -743,7 +750,7 @@ impl CircuitBreaker {
                     self.clear_consecutive(permit.epoch);
                 }
                 if failure || slow {
-                    self.judge_window(word);
+                    self.judge_window(word, now_secs);
                 }
             }
             CircuitBreakerState::HalfOpen if ignored => self.release_trial(permit.epoch),
@@ -758,8 +765,8 @@ impl CircuitBreaker {
     }
 
     /// Opens the circuit of closed state `word` if a rate of the window reached its threshold.
-    fn judge_window(&self, word: u64) {
-        let totals = self.window.totals(self.now_secs());
+    fn judge_window(&self, word: u64, now_secs: u64) {
+        let totals = self.window.totals(now_secs);
         if totals.calls < self.settings.minimum_calls {
             return;
         }

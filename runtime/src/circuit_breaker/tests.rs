@@ -469,6 +469,19 @@ async fn metrics_convert_to_the_shared_model() {
     assert_eq!(model.last_success, m.last_success);
 }
 
+#[test]
+fn the_closed_path_never_takes_the_transition_lock() {
+    let b = breaker(config());
+    // Were the closed path to lock, these calls would deadlock on the held mutex.
+    let _held = b.transitions.lock().unwrap();
+    for _ in 0..4 {
+        assert!(b.try_acquire().unwrap().failure(&service_down()));
+    }
+    b.try_acquire().unwrap().success();
+    assert!(!b.try_acquire().unwrap().failure(&OnexError::validation("bad")));
+    assert_eq!(b.metrics().total_calls, 6);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_calls_through_a_closed_breaker_are_counted_exactly() {
     const TASKS: usize = 8;
