@@ -50,9 +50,9 @@
 //!   taken in, and its outcome drives the state machine only if the epoch is still current:
 //!   a call that started before a transition cannot, say, count as a half-open trial.
 //! - The closed path takes no lock: taking a permit is one atomic load and a clock read;
-//!   reporting it is a clock read, about five relaxed atomic updates (counters, last-success
-//!   time, moving-average latency, window slot) and loads of the state and of the run of
-//!   failures, which is written only when it changes. Concurrent calls through a closed
+//!   reporting it is a clock read, about six relaxed atomic updates (counters, last-success
+//!   time, moving-average latency, window cursor and slot) and loads of the state and of the
+//!   run of failures, which is written only when it changes. Concurrent calls through a closed
 //!   breaker never wait for one another: the compare-exchange loops (latency, run of
 //!   failures) are lock-free, one retries only because another call made progress.
 //! - Per-state counters (the run of failures, the half-open trials) carry the low 40 bits of

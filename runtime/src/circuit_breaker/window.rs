@@ -1,13 +1,16 @@
 //! The sliding window of the failure-rate and slow-call-rate policies.
 //!
-//! Recording never locks. The count-based window is a ring of one-byte outcomes plus running
-//! totals; the time-based window is a ring of one-second buckets whose counters carry the
-//! second they belong to, so a stale bucket is recycled by the compare-exchange that claims it
-//! for the new second rather than by a separate reset another thread could race with.
-//! Totals read while other calls record may be off by those calls, which a rate threshold
-//! tolerates; they never go negative and failures never exceed calls.
+//! Recording never locks. The count-based window is a ring of one-byte outcomes: recording is
+//! one increment of the cursor and one store, and its totals are a scan of the ring (at most
+//! 1000 bytes, read only when a failure or slow call is judged or metrics are taken), so no
+//! running total can drift from the slots when a clear races a recording. The time-based
+//! window is a ring of one-second buckets whose counters carry the second they belong to, so
+//! a stale bucket is recycled by the compare-exchange that claims it for the new second
+//! rather than by a separate reset another thread could race with. Totals read while other
+//! calls record may miss those calls, which a rate threshold tolerates; failures and slow
+//! calls never exceed calls.
 
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 
 use crate::models::circuit_breaker::SlidingWindowType;
 
@@ -36,9 +39,6 @@ impl Window {
             SlidingWindowType::CountBased => Self::Count(CountWindow {
                 slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
                 cursor: AtomicU64::new(0),
-                calls: AtomicI64::new(0),
-                failures: AtomicI64::new(0),
-                slow: AtomicI64::new(0),
             }),
             SlidingWindowType::TimeBased => {
                 Self::Time(TimeWindow { buckets: (0..size).map(|_| Bucket::default()).collect() })
@@ -70,9 +70,6 @@ impl Window {
                     slot.store(0, Relaxed);
                 }
                 w.cursor.store(0, Relaxed);
-                w.calls.store(0, Relaxed);
-                w.failures.store(0, Relaxed);
-                w.slow.store(0, Relaxed);
             }
             Self::Time(w) => {
                 for bucket in &w.buckets {
@@ -88,31 +85,24 @@ impl Window {
 pub(super) struct CountWindow {
     slots: Box<[AtomicU8]>,
     cursor: AtomicU64,
-    calls: AtomicI64,
-    failures: AtomicI64,
-    slow: AtomicI64,
 }
 
 impl CountWindow {
     fn record(&self, failure: bool, slow: bool) {
         let code = CALL | if failure { FAILURE } else { 0 } | if slow { SLOW } else { 0 };
         let index = (self.cursor.fetch_add(1, Relaxed) % self.slots.len() as u64) as usize;
-        let old = self.slots[index].swap(code, Relaxed);
-        // The totals follow the slot's change; a full window of unchanged outcomes (the
-        // common case) changes nothing and costs no further atomic operation.
-        for (total, bit) in [(&self.calls, CALL), (&self.failures, FAILURE), (&self.slow, SLOW)] {
-            let delta = i64::from(code & bit != 0) - i64::from(old & bit != 0);
-            if delta != 0 {
-                total.fetch_add(delta, Relaxed);
-            }
-        }
+        self.slots[index].store(code, Relaxed);
     }
 
     fn totals(&self) -> Totals {
-        let len = self.slots.len() as i64;
-        let read = |total: &AtomicI64| total.load(Relaxed).clamp(0, len) as u64;
-        let calls = read(&self.calls);
-        Totals { calls, failures: read(&self.failures).min(calls), slow: read(&self.slow).min(calls) }
+        let mut totals = Totals::default();
+        for slot in &self.slots {
+            let code = slot.load(Relaxed);
+            totals.calls += u64::from(code & CALL);
+            totals.failures += u64::from(code & FAILURE != 0);
+            totals.slow += u64::from(code & SLOW != 0);
+        }
+        totals
     }
 }
 
