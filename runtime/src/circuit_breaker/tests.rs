@@ -530,6 +530,66 @@ async fn concurrent_calls_through_a_closed_breaker_are_counted_exactly() {
     assert!((m.window_failure_rate - 10.0).abs() <= 10.0, "{}", m.window_failure_rate);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_failures_open_the_circuit_exactly_once() {
+    const TASKS: usize = 8;
+    const CALLS: usize = 200;
+    let b = Arc::new(breaker(config()));
+    let mut rx = b.subscribe();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let b = Arc::clone(&b);
+            tokio::spawn(async move {
+                for _ in 0..CALLS {
+                    let _ = fail(&b).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(drain(&mut rx), [(Closed, Open, TransitionReason::ConsecutiveFailures { failures: 5 })]);
+    let m = b.metrics();
+    assert_eq!(m.circuit_opens, 1);
+    assert_eq!(m.total_calls, (TASKS * CALLS) as u64);
+    assert_eq!(m.failed_calls + m.rejected_calls, m.total_calls);
+    assert!(m.failed_calls >= 5 && m.failed_calls <= 5 + TASKS as u64, "{}", m.failed_calls);
+}
+
+#[test]
+fn racing_callers_after_the_wait_make_one_transition_and_only_the_allowed_trials() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+    let b = runtime.block_on(async {
+        let b = breaker(config());
+        open_it(&b).await;
+        tokio::time::advance(Duration::from_secs(60)).await;
+        b
+    });
+    let mut rx = b.subscribe();
+    let handle = runtime.handle();
+    // Threads entered into the paused runtime share its clock, so all see the wait as over.
+    let permits: Vec<Permit<'_>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    let _clock = handle.enter();
+                    (0..100).filter_map(|_| b.try_acquire().ok()).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(permits.len(), 3, "success_threshold trials");
+    assert_eq!(drain(&mut rx), [(Open, HalfOpen, TransitionReason::RecoveryTimeoutElapsed)]);
+    let _clock = handle.enter();
+    for permit in permits {
+        permit.success();
+    }
+    assert_eq!(b.state(), Closed);
+    assert_eq!(b.metrics().rejected_calls, 800 - 3);
+}
+
 mod config {
     use super::*;
 
