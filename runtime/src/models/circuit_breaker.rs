@@ -378,3 +378,17 @@ pub struct DeadLetterEntry {
     /// Republish attempts so far.
     pub retry_count: u32,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_are_the_serialized_forms() {
+        use CircuitBreakerState::*;
+        for state in [Closed, Open, HalfOpen, ForcedOpen, Disabled] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+            assert_eq!(state.to_string(), state.as_str());
+        }
+    }
+}
