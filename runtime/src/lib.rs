@@ -7,6 +7,7 @@
 //! shared [`models`] that contracts reference by Rust path.
 #![warn(missing_docs)]
 
+pub mod circuit_breaker;
 pub mod container;
 pub mod context;
 pub mod contract;
