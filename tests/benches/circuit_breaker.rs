@@ -6,16 +6,19 @@
 //!    reports its own time). On 1 thread and on 2 OS threads, each driving its own loop on a
 //!    current-thread runtime against one shared breaker: the 2-thread figure is the time per
 //!    call seen by one of the callers, so contention on the shared state shows as a larger
-//!    figure than on 1 thread.
+//!    figure than on 1 thread. Each figure comes from the wall clock and from the calling
+//!    threads' CPU time: on a busy machine the wall figure also counts waits for a core.
 //! 2. **Publish throughput**: `KafkaEventBus::publish` of prebuilt events, many in flight
 //!    (`buffer_unordered`), alone (`bus-publish`) and wrapped in `breaker.call`
 //!    (`breaker-publish`), against the test broker; events/s and, per round, the ratio of the
 //!    two.
 //! 3. **Outbox relay**: `Outbox::relay_once` passes (what `drain` loops over) publishing
 //!    queued events through the bus, with the pool's default `linger.ms` (`outbox-relay`) and
-//!    with `linger.ms` 0 (`outbox-relay-linger0`). The events are enqueued first, untimed, into
-//!    a fresh database; each relay contender drains until the outbox is empty or its time
-//!    budget runs out, and reports events published per second of draining.
+//!    with `linger.ms` 0 (`outbox-relay-linger0`), and through a publisher that acknowledges
+//!    at once without sending (`outbox-relay-no-broker`: the relay's database work alone).
+//!    The events are enqueued first, untimed, into a fresh database (and topped up between
+//!    rounds); each relay contender drains until the outbox is empty or its time budget runs
+//!    out, and reports events published per second of draining.
 //!
 //! Every bus here runs without its per-caller rate limit (by default 1,000 events a minute per
 //! source), which would otherwise be the only thing measured.
@@ -51,6 +54,7 @@ use onex_runtime::event_bus::{EventPublisher, KafkaEventBus, TopicNamer};
 use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool};
 use onex_runtime::models::circuit_breaker::CircuitBreakerConfig;
 use onex_runtime::models::kafka::KafkaProducerConfig;
+use onex_runtime::node::BoxFuture;
 use onex_runtime::outbox::{self, Enqueued, Outbox, OutboxConfig};
 use onex_runtime::postgres::PostgresConnectionManager;
 use onex_tests::bench::{median, thread_cpu};
@@ -401,14 +405,43 @@ async fn fill(outbox: &Outbox, count: usize) {
     eprintln!("enqueued {count} events in {:.1} s (untimed)", started.elapsed().as_secs_f64());
 }
 
+/// Acknowledges every event at once without sending it: a relay through it measures the
+/// relay's database work alone (claim, order check, decode, mark, commit).
+struct Discard;
+
+impl EventPublisher for Discard {
+    fn publish(&self, event: OnexEvent) -> BoxFuture<'_, Result<(), OnexError>> {
+        black_box(event);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Where a relay contender publishes.
+#[derive(Clone, Copy)]
+enum RelayTo {
+    /// The bus on the test broker, with this `linger.ms` (`None`: the pool's default).
+    Bus(Option<u32>),
+    Discard,
+}
+
 /// Relay passes until the outbox is empty or `budget` has passed: events published per second.
-async fn relay_round(outbox: &Outbox, linger_ms: Option<u32>, batch: usize, budget: Duration) -> (f64, usize) {
-    let (bus, _topic) = fresh_bus(linger_ms).await;
-    bus.publish_batch(events(WARMUP_EVENTS)).await.expect("warm-up");
+async fn relay_round(outbox: &Outbox, to: RelayTo, batch: usize, budget: Duration) -> (f64, usize) {
+    let bus = match to {
+        RelayTo::Bus(linger_ms) => {
+            let (bus, topic) = fresh_bus(linger_ms).await;
+            bus.publish_batch(events(WARMUP_EVENTS)).await.expect("warm-up");
+            Some((bus, topic))
+        }
+        RelayTo::Discard => None,
+    };
+    let publisher: &dyn EventPublisher = match &bus {
+        Some((bus, _)) => bus,
+        None => &Discard,
+    };
     let started = Instant::now();
     let mut published = 0;
     while started.elapsed() < budget {
-        let pass = outbox.relay_once(&bus, batch).await.expect("relay pass");
+        let pass = outbox.relay_once(publisher, batch).await.expect("relay pass");
         assert_eq!(pass.failed, 0, "{:?}", pass.last_error);
         published += pass.published;
         if pass.claimed == 0 {
@@ -416,7 +449,9 @@ async fn relay_round(outbox: &Outbox, linger_ms: Option<u32>, batch: usize, budg
         }
     }
     let rate = published as f64 / started.elapsed().as_secs_f64();
-    bus.pool().shutdown().await.expect("pool shutdown");
+    if let Some((bus, _topic)) = bus {
+        bus.pool().shutdown().await.expect("pool shutdown");
+    }
     (rate, published)
 }
 
@@ -431,9 +466,13 @@ async fn relay(rounds: usize, count: usize, batch: usize, budget: Duration) -> V
         ..OutboxConfig::default()
     };
     let outbox = Outbox::new(pg, outbox_config).expect("outbox");
-    let contenders: [(&'static str, Option<u32>); 2] = [("outbox-relay", None), ("outbox-relay-linger0", Some(0))];
-    let mut samples = [Vec::new(), Vec::new()];
-    let mut drained = [0usize; 2];
+    let contenders: [(&'static str, RelayTo); 3] = [
+        ("outbox-relay", RelayTo::Bus(None)),
+        ("outbox-relay-linger0", RelayTo::Bus(Some(0))),
+        ("outbox-relay-no-broker", RelayTo::Discard),
+    ];
+    let mut samples = vec![Vec::new(); contenders.len()];
+    let mut drained = vec![0usize; contenders.len()];
     for round in 0..rounds {
         for k in 0..contenders.len() {
             let slot = (round + k) % contenders.len();
@@ -442,9 +481,9 @@ async fn relay(rounds: usize, count: usize, batch: usize, budget: Duration) -> V
             if depth < count {
                 fill(&outbox, count - depth).await;
             }
-            let (name, linger) = contenders[slot];
-            let (rate, published) = relay_round(&outbox, linger, batch, budget).await;
-            eprintln!("round {round} {name:<21} {rate:>10.0} events/s ({published} published)");
+            let (name, to) = contenders[slot];
+            let (rate, published) = relay_round(&outbox, to, batch, budget).await;
+            eprintln!("round {round} {name:<22} {rate:>10.0} events/s ({published} published)");
             samples[slot].push(rate);
             drained[slot] = drained[slot].max(published);
         }
@@ -452,15 +491,22 @@ async fn relay(rounds: usize, count: usize, batch: usize, budget: Duration) -> V
     contenders
         .iter()
         .zip(samples.iter().zip(drained))
-        .map(|(&(contender, linger), (runs, published))| Record::Throughput {
-            contender,
-            events_per_sec: median(runs).unwrap_or(f64::NAN),
-            ratio_to_bus: None,
-            settings: format!(
-                "queued={count} batch={batch} budget_s={} most_published_in_a_round={published} linger.ms={} rounds={rounds} (median)",
-                budget.as_secs(),
-                linger.unwrap_or(KafkaProducerConfig::DEFAULT_LINGER_MS)
-            ),
+        .map(|(&(contender, to), (runs, published))| {
+            let publisher = match to {
+                RelayTo::Bus(linger) => {
+                    format!("bus linger.ms={}", linger.unwrap_or(KafkaProducerConfig::DEFAULT_LINGER_MS))
+                }
+                RelayTo::Discard => "none (acknowledged at once)".to_owned(),
+            };
+            Record::Throughput {
+                contender,
+                events_per_sec: median(runs).unwrap_or(f64::NAN),
+                ratio_to_bus: None,
+                settings: format!(
+                    "queued={count} batch={batch} budget_s={} most_published_in_a_round={published} publisher={publisher} rounds={rounds} (median)",
+                    budget.as_secs()
+                ),
+            }
         })
         .collect()
 }
