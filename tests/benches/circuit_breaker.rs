@@ -11,7 +11,8 @@
 //! 2. **Publish throughput**: `KafkaEventBus::publish` of prebuilt events, many in flight
 //!    (`buffer_unordered`), alone (`bus-publish`) and wrapped in `breaker.call`
 //!    (`breaker-publish`), against the test broker; events/s and, per round, the ratio of the
-//!    two.
+//!    two. `permit-publish` takes a permit and records the outcome without `call`'s timeout,
+//!    whose timer is registered for every publish (each is pending when first polled).
 //! 3. **Outbox relay**: `Outbox::relay_once` passes (what `drain` loops over) publishing
 //!    queued events through the bus, with the pool's default `linger.ms` (`outbox-relay`) and
 //!    with `linger.ms` 0 (`outbox-relay-linger0`), and through a publisher that acknowledges
@@ -89,7 +90,7 @@ enum Record {
     Throughput {
         contender: &'static str,
         events_per_sec: f64,
-        /// `breaker-publish` only: median of per-round `breaker-publish / bus-publish`.
+        /// Publishes through the breaker only: median of per-round `rate / bus-publish`.
         #[serde(skip_serializing_if = "Option::is_none")]
         ratio_to_bus: Option<f64>,
         settings: String,
@@ -332,6 +333,21 @@ fn events(count: usize) -> Vec<OnexEvent> {
 enum Publish {
     Bus,
     Breaker,
+    /// `try_acquire` + `Permit::record` around the publish: the breaker without `call`'s
+    /// timeout, whose timer is registered here (the publish is pending when first polled).
+    Permit,
+}
+
+impl Publish {
+    const ALL: [Publish; 3] = [Publish::Bus, Publish::Breaker, Publish::Permit];
+
+    fn name(self) -> &'static str {
+        match self {
+            Publish::Bus => "bus-publish",
+            Publish::Breaker => "breaker-publish",
+            Publish::Permit => "permit-publish",
+        }
+    }
 }
 
 async fn publish_round(how: Publish, count: usize, in_flight: usize) -> f64 {
@@ -347,6 +363,12 @@ async fn publish_round(how: Publish, count: usize, in_flight: usize) -> f64 {
                 match how {
                     Publish::Bus => bus.publish(event).await,
                     Publish::Breaker => breaker.call(bus.publish(event)).await.map_err(|e| e.into_error()),
+                    Publish::Permit => {
+                        let permit = breaker.try_acquire().map_err(|rejected| rejected.to_error())?;
+                        let result = bus.publish(event).await;
+                        permit.record(&result);
+                        result
+                    }
                 }
             }
         })
@@ -361,33 +383,29 @@ async fn publish_round(how: Publish, count: usize, in_flight: usize) -> f64 {
 }
 
 async fn publish(rounds: usize, count: usize, in_flight: usize) -> Vec<Record> {
-    let order = [Publish::Bus, Publish::Breaker];
-    let mut samples = [Vec::new(), Vec::new()];
+    let mut samples = vec![Vec::new(); Publish::ALL.len()];
     for round in 0..rounds {
-        for k in 0..order.len() {
-            let slot = (round + k) % order.len();
-            let rate = publish_round(order[slot], count, in_flight).await;
-            let name = if slot == 0 { "bus-publish" } else { "breaker-publish" };
-            eprintln!("round {round} {name:<16} {rate:>10.0} events/s");
+        for k in 0..Publish::ALL.len() {
+            let slot = (round + k) % Publish::ALL.len();
+            let rate = publish_round(Publish::ALL[slot], count, in_flight).await;
+            eprintln!("round {round} {:<16} {rate:>10.0} events/s", Publish::ALL[slot].name());
             samples[slot].push(rate);
         }
     }
-    let ratios: Vec<f64> = samples[1].iter().zip(&samples[0]).map(|(breaker, bus)| breaker / bus).collect();
     let settings = format!("events={count} in_flight={in_flight} partitions={PARTITIONS} rounds={rounds} (median)");
-    vec![
-        Record::Throughput {
-            contender: "bus-publish",
-            events_per_sec: median(&samples[0]).unwrap_or(f64::NAN),
-            ratio_to_bus: None,
-            settings: settings.clone(),
-        },
-        Record::Throughput {
-            contender: "breaker-publish",
-            events_per_sec: median(&samples[1]).unwrap_or(f64::NAN),
-            ratio_to_bus: median(&ratios),
-            settings,
-        },
-    ]
+    Publish::ALL
+        .iter()
+        .zip(&samples)
+        .map(|(how, runs)| {
+            let ratios: Vec<f64> = runs.iter().zip(&samples[0]).map(|(rate, bus)| rate / bus).collect();
+            Record::Throughput {
+                contender: how.name(),
+                events_per_sec: median(runs).unwrap_or(f64::NAN),
+                ratio_to_bus: (*how != Publish::Bus).then(|| median(&ratios)).flatten(),
+                settings: settings.clone(),
+            }
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
