@@ -245,7 +245,9 @@ impl GuardedPublisher {
         // Kept only when it could be queued: the clone costs one copy of the payload per publish.
         let keep = shared.outbox.is_some() && shared.breaker.config().graceful_degradation;
         let fallback = keep.then(|| event.clone());
-        let refused = match shared.breaker.call(shared.inner.publish(event)).await {
+        // `publish` is called inside the future, which the breaker polls only once it admitted
+        // the call: a publisher may start work when called, before its future is awaited.
+        let refused = match shared.breaker.call(async { shared.inner.publish(event).await }).await {
             Ok(()) => return Ok(CircuitAction::Published),
             Err(CallError::Failed { error, counted: false, .. }) => return Err(error),
             Err(refused) => refused,
