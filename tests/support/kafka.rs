@@ -115,3 +115,46 @@ impl Drop for BrokerOutage {
         }
     }
 }
+
+/// Reads the ONEX events of every partition of `topic` (`partitions` of them) from the
+/// beginning until `expected` arrived or `within` passed, then one more second for extras
+/// (duplicates), with a plain consumer (no group commits). Blocking: call it from
+/// `spawn_blocking` in async tests.
+pub fn read_events(
+    topic: &str,
+    partitions: i32,
+    expected: usize,
+    within: Duration,
+) -> Vec<onex_runtime::event::OnexEvent> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", format!("reader-{}", Uuid::new_v4().simple()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment.add_partition_offset(topic, p, Offset::Beginning).expect("partition offset");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut seen = Vec::with_capacity(expected);
+    let deadline = std::time::Instant::now() + within;
+    let mut grace: Option<std::time::Instant> = None;
+    loop {
+        let now = std::time::Instant::now();
+        if grace.is_none() && (seen.len() >= expected || now >= deadline) {
+            grace = Some(now + Duration::from_secs(1));
+        }
+        if grace.is_some_and(|g| now >= g) {
+            return seen;
+        }
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.expect("consumed message");
+            let payload = message.payload().expect("an event has a value");
+            seen.push(serde_json::from_slice(payload).expect("the value is an ONEX event"));
+        }
+    }
+}
