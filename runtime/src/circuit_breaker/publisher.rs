@@ -46,6 +46,11 @@
 //! acknowledgement and the commit republishes an event with its original `event_id`.
 //! Events published directly while the relay still drains may overtake queued ones.
 //!
+//! The same task runs the outbox maintenance ([`Outbox::run_maintenance`]) at start and
+//! every [`crate::outbox::DEFAULT_MAINTENANCE_INTERVAL`] (300 s): dead letters older than
+//! their TTL (24 h) or beyond the cap (500, oldest first) and published rows past their
+//! retention are deleted.
+//!
 //! Dropping the publisher (or [`GuardedPublisher::close`]) stops the relay; a pass cut
 //! short rolls back and its rows go out later.
 
@@ -374,6 +379,19 @@ impl Drop for GuardedPublisher {
     }
 }
 
+/// One outbox maintenance pass: dead letters past their TTL or beyond the cap, published
+/// rows past their retention.
+async fn purge(shared: &Shared) {
+    let outcome = match shared.outbox().await {
+        Ok(Some(outbox)) => outbox.run_maintenance().await,
+        Ok(None) => return,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = outcome {
+        tracing::warn!(target: "onex::circuit_breaker", error = %e, "outbox maintenance failed");
+    }
+}
+
 fn relays_in(state: CircuitBreakerState) -> bool {
     matches!(state, CircuitBreakerState::Closed | CircuitBreakerState::Disabled)
 }
@@ -385,6 +403,8 @@ async fn run_relay(
 ) {
     // Drain at start: what a previous process queued goes out without waiting for a transition.
     let mut retry_at = Some(tokio::time::Instant::now());
+    let mut maintenance = tokio::time::interval(crate::outbox::DEFAULT_MAINTENANCE_INTERVAL);
+    maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let wake = async move {
             match retry_at {
@@ -394,7 +414,18 @@ async fn run_relay(
         };
         let drain_now = tokio::select! {
             _ = stopped.changed() => return,
-            () = wake => relays_in(shared.breaker.state()),
+            _ = maintenance.tick() => {
+                purge(&shared).await;
+                false
+            }
+            () = wake => {
+                let relaying = relays_in(shared.breaker.state());
+                if !relaying {
+                    // Due while the circuit is open: the next close triggers the drain.
+                    retry_at = None;
+                }
+                relaying
+            }
             () = shared.queued_while_closed.notified() => {
                 retry_at.get_or_insert_with(|| tokio::time::Instant::now() + shared.relay_retry);
                 false
@@ -407,10 +438,6 @@ async fn run_relay(
             },
         };
         if !drain_now {
-            if retry_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
-                // Due but the circuit is open: the next close triggers the drain.
-                retry_at = None;
-            }
             continue;
         }
         let started = std::time::Instant::now();
@@ -432,5 +459,90 @@ async fn run_relay(
                 retry_at = Some(tokio::time::Instant::now() + shared.relay_retry);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::models::circuit_breaker::CircuitBreakerConfig;
+
+    /// Counts calls to `publish` (not polls) and answers with `result`.
+    struct Fixed {
+        calls: AtomicUsize,
+        result: Result<(), OnexError>,
+    }
+
+    impl EventPublisher for Fixed {
+        fn publish(&self, _event: OnexEvent) -> BoxFuture<'_, Result<(), OnexError>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let result = self.result.clone();
+            Box::pin(async move { result })
+        }
+    }
+
+    fn guarded(result: Result<(), OnexError>, degrade: bool) -> (GuardedPublisher, Arc<Fixed>) {
+        let inner = Arc::new(Fixed { calls: AtomicUsize::new(0), result });
+        let config = CircuitBreakerConfig {
+            graceful_degradation: degrade,
+            ..CircuitBreakerConfig::for_environment(crate::environment::Environment::Production)
+        };
+        let breaker = Arc::new(CircuitBreaker::new(config).unwrap());
+        (GuardedPublisher::new(inner.clone(), breaker, None), inner)
+    }
+
+    fn event() -> OnexEvent {
+        OnexEvent::new("test.guarded", "unit", Uuid::new_v4(), json!({}))
+    }
+
+    #[tokio::test]
+    async fn a_closed_circuit_publishes() {
+        let (guarded, inner) = guarded(Ok(()), true);
+        assert_eq!(guarded.publish_with_action(event()).await.unwrap(), CircuitAction::Published);
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(guarded.metrics().await.breaker.successful_calls, 1);
+    }
+
+    #[tokio::test]
+    async fn without_an_outbox_degradation_refuses_instead_of_keeping_in_memory() {
+        let (guarded, inner) = guarded(Ok(()), true);
+        guarded.breaker().force_open();
+        let err = guarded.publish(event()).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::IntegrationServiceUnavailable);
+        assert_eq!(err.details().get("circuit_state"), Some(&json!("forced_open")));
+        assert_eq!(err.details().get("queued_events"), Some(&json!(0)));
+        assert_eq!(err.details().get("outbox"), Some(&json!("none")));
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 0, "a refused call never reaches the publisher");
+    }
+
+    #[tokio::test]
+    async fn a_counted_failure_without_degradation_keeps_its_cause() {
+        let (guarded, _) = guarded(Err(OnexError::new(ErrorCode::IntegrationServiceError, "down")), false);
+        let err = guarded.publish(event()).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::IntegrationServiceUnavailable);
+        assert_eq!(err.details().get("cause_code"), Some(&json!("INTEGRATION_SERVICE_ERROR")));
+        assert_eq!(err.details().get("circuit_state"), Some(&json!("closed")));
+        assert!(err.details().get("outbox").is_none());
+    }
+
+    #[tokio::test]
+    async fn the_callers_own_fault_comes_back_unchanged() {
+        let (guarded, _) = guarded(Err(OnexError::validation("bad event")), true);
+        let err = guarded.publish(event()).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ValidationError);
+        assert_eq!(guarded.metrics().await.breaker.failed_calls, 0);
+    }
+
+    #[tokio::test]
+    async fn start_without_an_outbox_runs_no_relay() {
+        let (guarded, _) = guarded(Ok(()), true);
+        guarded.start().unwrap();
+        assert!(!guarded.is_relaying());
+        guarded.close().await;
     }
 }
