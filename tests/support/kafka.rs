@@ -116,16 +116,23 @@ impl Drop for BrokerOutage {
     }
 }
 
-/// Reads the ONEX events of every partition of `topic` (`partitions` of them) from the
-/// beginning until `expected` arrived or `within` passed, then one more second for extras
-/// (duplicates), with a plain consumer (no group commits). Blocking: call it from
-/// `spawn_blocking` in async tests.
-pub fn read_events(
-    topic: &str,
-    partitions: i32,
-    expected: usize,
-    within: Duration,
-) -> Vec<onex_runtime::event::OnexEvent> {
+/// Creates `name` unless it exists (a producer may have auto-created it first).
+pub async fn ensure_topic(name: &str, partitions: i32) {
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin().create_topics([&topic], &options).await.expect("CreateTopics request");
+    for result in results {
+        match result {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => panic!("cannot create topic {topic}: {code:?}"),
+        }
+    }
+}
+
+/// Reads the ONEX events of every partition of `topic` from the beginning until `expected`
+/// arrived or `within` passed, then one more second for extras (duplicates), with a plain
+/// consumer (no group commits). Blocking: call it from `spawn_blocking` in async tests.
+pub fn read_events(topic: &str, expected: usize, within: Duration) -> Vec<onex_runtime::event::OnexEvent> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Message, Offset, TopicPartitionList};
 
@@ -135,8 +142,12 @@ pub fn read_events(
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("topic metadata");
+    let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len());
+    assert!(partitions > 0, "topic {topic} has no partitions");
     let mut assignment = TopicPartitionList::new();
     for p in 0..partitions {
+        let p = i32::try_from(p).expect("partition index");
         assignment.add_partition_offset(topic, p, Offset::Beginning).expect("partition offset");
     }
     consumer.assign(&assignment).expect("assign");

@@ -57,7 +57,8 @@ async fn broker_outage_cycles_the_circuit_and_loses_no_event() {
     let producer = KafkaProducerConfig { delivery_timeout_ms: 3_000, ..KafkaProducerConfig::new(bootstrap()) };
     let pool = Arc::new(KafkaProducerPool::new(KafkaPoolSettings::default(), producer).unwrap());
     let retry = RetryPolicy { max_retries: 0, ..RetryPolicy::default() };
-    let bus = Arc::new(KafkaEventBus::new(pool, namer).with_retry_policy(retry));
+    // No rate limit: every event shares one correlation id, the limiter's key.
+    let bus = Arc::new(KafkaEventBus::new(pool, namer).with_retry_policy(retry).with_rate_limit(None));
 
     let db = TestDatabase::create("cbk").await;
     let pg = Arc::new(PostgresConnectionManager::connect(db.config()).await.unwrap());
@@ -140,9 +141,8 @@ async fn broker_outage_cycles_the_circuit_and_loses_no_event() {
     // Every event accepted since the outage is on the topic, with its id, queued ones in order.
     let expected = accepted.len();
     let topic_name = topic.clone();
-    let read = tokio::task::spawn_blocking(move || read_events(&topic_name, 1, expected, Duration::from_secs(60)))
-        .await
-        .unwrap();
+    let read =
+        tokio::task::spawn_blocking(move || read_events(&topic_name, expected, Duration::from_secs(60))).await.unwrap();
     let mut counts: HashMap<Uuid, usize> = HashMap::new();
     for e in &read {
         *counts.entry(e.event_id).or_default() += 1;

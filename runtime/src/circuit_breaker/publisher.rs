@@ -36,8 +36,8 @@
 //! - at start, so a process restarted after a crash sends what its predecessor queued;
 //! - on every transition to closed or disabled ([`CircuitBreaker::subscribe`]);
 //! - after an event was queued while the circuit was closed (a single failure does not
-//!   open it), and again after a drain that stopped on failures or could not reach the
-//!   database, each time `relay_retry` later (default `recovery_timeout_secs`), as long as
+//!   open it), and again after a drain in which a publish failed or that could not reach
+//!   the database, each time `relay_retry` later (default `recovery_timeout_secs`), as long as
 //!   the circuit is closed or disabled.
 //!
 //! The relay publishes straight through the inner publisher, not through the breaker: its
@@ -442,7 +442,9 @@ async fn run_relay(
         }
         let started = std::time::Instant::now();
         match shared.drain().await {
-            Ok(report) if !report.stopped => {
+            // A failed publish leaves its row, and every later row of its key, for later
+            // (per-key order), even when the pass did not stop: retry then too.
+            Ok(report) if report.failed == 0 => {
                 if report.published > 0 {
                     tracing::info!(target: "onex::circuit_breaker", published = report.published,
                         elapsed_ms = started.elapsed().as_millis() as u64, "outbox drained");
@@ -451,7 +453,7 @@ async fn run_relay(
             }
             Ok(report) => {
                 tracing::warn!(target: "onex::circuit_breaker", published = report.published, failed = report.failed,
-                    error = ?report.last_error.as_ref().map(ToString::to_string), "outbox relay stopped on failures; will retry");
+                    error = ?report.last_error.as_ref().map(ToString::to_string), "outbox relay publishes failed; will retry");
                 retry_at = Some(tokio::time::Instant::now() + shared.relay_retry);
             }
             Err(e) => {
