@@ -57,7 +57,7 @@ async fn broker_outage_cycles_the_circuit_and_loses_no_event() {
     let producer = KafkaProducerConfig { delivery_timeout_ms: 3_000, ..KafkaProducerConfig::new(bootstrap()) };
     let pool = Arc::new(KafkaProducerPool::new(KafkaPoolSettings::default(), producer).unwrap());
     let retry = RetryPolicy { max_retries: 0, ..RetryPolicy::default() };
-    // No rate limit: every event shares one correlation id, the limiter's key.
+    // No rate limit: it is keyed by the event source, one for all these events.
     let bus = Arc::new(KafkaEventBus::new(pool, namer).with_retry_policy(retry).with_rate_limit(None));
 
     let db = TestDatabase::create("cbk").await;
