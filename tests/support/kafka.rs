@@ -115,3 +115,57 @@ impl Drop for BrokerOutage {
         }
     }
 }
+
+/// Creates `name` unless it exists (a producer may have auto-created it first).
+pub async fn ensure_topic(name: &str, partitions: i32) {
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin().create_topics([&topic], &options).await.expect("CreateTopics request");
+    for result in results {
+        match result {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => panic!("cannot create topic {topic}: {code:?}"),
+        }
+    }
+}
+
+/// Reads the ONEX events of every partition of `topic` from the beginning until `expected`
+/// arrived or `within` passed, then one more second for extras (duplicates), with a plain
+/// consumer (no group commits). Blocking: call it from `spawn_blocking` in async tests.
+pub fn read_events(topic: &str, expected: usize, within: Duration) -> Vec<onex_runtime::event::OnexEvent> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", format!("reader-{}", Uuid::new_v4().simple()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("topic metadata");
+    let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len());
+    assert!(partitions > 0, "topic {topic} has no partitions");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        let p = i32::try_from(p).expect("partition index");
+        assignment.add_partition_offset(topic, p, Offset::Beginning).expect("partition offset");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut seen = Vec::with_capacity(expected);
+    let deadline = std::time::Instant::now() + within;
+    let mut grace: Option<std::time::Instant> = None;
+    loop {
+        let now = std::time::Instant::now();
+        if grace.is_none() && (seen.len() >= expected || now >= deadline) {
+            grace = Some(now + Duration::from_secs(1));
+        }
+        if grace.is_some_and(|g| now >= g) {
+            return seen;
+        }
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.expect("consumed message");
+            let payload = message.payload().expect("an event has a value");
+            seen.push(serde_json::from_slice(payload).expect("the value is an ONEX event"));
+        }
+    }
+}

@@ -65,6 +65,7 @@
 //! - Metrics counters are plain relaxed atomics: each is exact once the calls are reported;
 //!   a snapshot taken during calls may mix before and after a call.
 
+mod publisher;
 mod window;
 
 use std::collections::hash_map::RandomState;
@@ -82,6 +83,8 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use self::window::Window;
+
+pub use self::publisher::{GuardedMetrics, GuardedPublisher};
 use crate::error::{ErrorCode, OnexError};
 use crate::models::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerMetrics, CircuitBreakerState};
 

@@ -62,6 +62,13 @@ pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
             required: false,
         },
         onex_runtime::DependencySpec {
+            name: "postgres_connection_manager",
+            kind: onex_runtime::DependencyKind::Service,
+            class_name: "PostgresConnectionManager",
+            rust_type: Some("onex_runtime::postgres::PostgresConnectionManager"),
+            required: false,
+        },
+        onex_runtime::DependencySpec {
             name: "model_onex_event",
             kind: onex_runtime::DependencyKind::Model,
             class_name: "ModelOnexEvent",

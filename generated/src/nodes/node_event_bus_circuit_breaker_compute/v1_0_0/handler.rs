@@ -27,6 +27,10 @@ pub type Output = super::models::ModelEventBusCircuitBreakerOutput;
 pub struct Dependencies {
     /// The publisher the breaker guards; without one, publish_event fails with CONFIGURATION_ERROR instead of pretending to publish.
     pub protocol_event_bus: Option<Arc<dyn onex_runtime::event_bus::EventPublisher>>,
+    /// The database of the durable outbox that keeps events the breaker cannot publish; without it such events are refused with INTEGRATION_SERVICE_UNAVAILABLE instead of being held in memory.
+    pub postgres_connection_manager: Option<
+        Arc<onex_runtime::postgres::PostgresConnectionManager>,
+    >,
 }
 
 impl Dependencies {
@@ -36,6 +40,8 @@ impl Dependencies {
         Ok(Self {
             protocol_event_bus: container
                 .try_resolve::<dyn onex_runtime::event_bus::EventPublisher>(),
+            postgres_connection_manager: container
+                .try_resolve::<onex_runtime::postgres::PostgresConnectionManager>(),
         })
     }
 }

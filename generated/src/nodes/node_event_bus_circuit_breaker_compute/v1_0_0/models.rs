@@ -143,9 +143,12 @@ pub struct ModelCircuitBreakerResult {
     /// Entries currently in the dead-letter queue (at most 500, purged after 24 h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_size: Option<u64>,
-    /// Queued events republished by this operation after the circuit closed.
+    /// Queued events the relay republished since the last reset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub republished_events: Option<u64>,
+    /// Exponential moving average of publish latency in milliseconds (new sample weight 0.1); absent before the first publish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_latency_ms: Option<f64>,
     /// The environment profile in effect (production, staging or development).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
@@ -165,6 +168,7 @@ impl ModelCircuitBreakerResult {
             queued_events: None,
             dead_letter_size: None,
             republished_events: None,
+            average_latency_ms: None,
             environment: None,
             config: None,
         }
