@@ -50,11 +50,18 @@
 //!   taken in, and its outcome drives the state machine only if the epoch is still current:
 //!   a call that started before a transition cannot, say, count as a half-open trial.
 //! - The closed path takes no lock: taking a permit is one atomic load and a clock read;
-//!   reporting it is a clock read, about six relaxed atomic updates (counters, last-success
-//!   time, moving-average latency, window cursor and slot) and loads of the state and of the
-//!   run of failures, which is written only when it changes. Concurrent calls through a closed
-//!   breaker never wait for one another: the compare-exchange loops (latency, run of
-//!   failures) are lock-free, one retries only because another call made progress.
+//!   reporting it is a clock read, about five relaxed atomic updates (outcome counter,
+//!   last-success time, moving-average latency, window cursor and slot) and loads of the state
+//!   and of the run of failures, which is written only when it changes. Concurrent calls
+//!   through a closed breaker never wait for one another: the compare-exchange loops (latency,
+//!   run of failures) are lock-free, one retries only because another call made progress.
+//! - A call reads the clock twice, and [`CircuitBreaker::call`] no more than a bare permit:
+//!   its deadline is the permit's start plus `timeout_secs`, and the report's reading serves
+//!   the latency, the timeout, the window's second and the last-success or last-failure time.
+//!   Those times are kept as offsets on the breaker's monotonic clock and turned into UTC only
+//!   when metrics are read, from the UTC time taken together with the clock's zero at
+//!   construction; so they follow the monotonic clock, not later adjustments of the system
+//!   clock. `total_calls` is not a counter of its own but the sum of the outcome counters.
 //! - Per-state counters (the run of failures, the half-open trials) carry the low 40 bits of
 //!   the epoch they count for and are updated by compare-exchange, so an update aimed at a
 //!   past epoch fails instead of polluting the new state.
@@ -72,7 +79,7 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -106,6 +113,8 @@ const COUNT_MASK: u64 = (1 << COUNT_SHIFT) - 1;
 const TRIAL_SHIFT: u32 = 12;
 const HALF_MASK: u64 = (1 << TRIAL_SHIFT) - 1;
 
+/// No last success or failure yet (an offset of 584 years).
+const NEVER: u64 = u64::MAX;
 /// No latency sample yet (a NaN bit pattern no average produces).
 const NO_LATENCY: u64 = u64::MAX;
 /// Weight of a new sample in the moving-average latency.
@@ -326,7 +335,6 @@ struct Settings {
 
 #[derive(Default)]
 struct Counters {
-    total: AtomicU64,
     successful: AtomicU64,
     failed: AtomicU64,
     ignored: AtomicU64,
@@ -335,9 +343,9 @@ struct Counters {
     timed_out: AtomicU64,
     opens: AtomicU64,
     closes: AtomicU64,
-    /// Milliseconds since the Unix epoch; `i64::MIN` = never.
-    last_failure_ms: AtomicI64,
-    last_success_ms: AtomicI64,
+    /// Nanoseconds since the breaker's `base`; [`NEVER`] = never.
+    last_failure: AtomicU64,
+    last_success: AtomicU64,
     /// `f64` bits of the average latency in seconds, or [`NO_LATENCY`].
     latency_bits: AtomicU64,
 }
@@ -351,7 +359,6 @@ impl Counters {
 
     fn clear(&self) {
         for counter in [
-            &self.total,
             &self.successful,
             &self.failed,
             &self.ignored,
@@ -363,8 +370,8 @@ impl Counters {
         ] {
             counter.store(0, Ordering::Relaxed);
         }
-        self.last_failure_ms.store(i64::MIN, Ordering::Relaxed);
-        self.last_success_ms.store(i64::MIN, Ordering::Relaxed);
+        self.last_failure.store(NEVER, Ordering::Relaxed);
+        self.last_success.store(NEVER, Ordering::Relaxed);
         self.latency_bits.store(NO_LATENCY, Ordering::Relaxed);
     }
 }
@@ -384,6 +391,8 @@ pub struct CircuitBreaker {
     classifier: ErrorClassifier,
     /// The zero of the monotonic offsets below (tokio's clock, so paused-time tests drive it).
     base: Instant,
+    /// The UTC time at `base`: turns offsets from it into wall times.
+    base_utc: DateTime<Utc>,
     /// `epoch << 8 | state`.
     state: CachePadded<AtomicU64>,
     /// Nanoseconds since `base` at which the open wait ends.
@@ -432,8 +441,14 @@ fn duration_nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
-fn millis_to_time(ms: i64) -> Option<DateTime<Utc>> {
-    if ms == i64::MIN { None } else { DateTime::from_timestamp_millis(ms) }
+/// The wall time `nanos` after `base_utc`, to the millisecond (as the original system kept
+/// it), or `None` for [`NEVER`].
+fn offset_to_time(base_utc: DateTime<Utc>, nanos: u64) -> Option<DateTime<Utc>> {
+    if nanos == NEVER {
+        return None;
+    }
+    let at = base_utc.checked_add_signed(chrono::TimeDelta::from_std(Duration::from_nanos(nanos)).ok()?)?;
+    DateTime::from_timestamp_millis(at.timestamp_millis())
 }
 
 fn percent(part: u64, whole: u64) -> f64 {
@@ -466,6 +481,7 @@ impl CircuitBreaker {
             config,
             classifier: Arc::new(default_classifier),
             base: Instant::now(),
+            base_utc: Utc::now(),
             state: CachePadded::new(AtomicU64::new(encode(CircuitBreakerState::Closed))),
             open_until: AtomicU64::new(0),
             consecutive: CachePadded::new(AtomicU64::new(tag_of(0))),
@@ -543,7 +559,14 @@ impl CircuitBreaker {
         F: Future<Output = Result<T, OnexError>>,
     {
         let permit = self.try_acquire().map_err(CallError::Rejected)?;
-        match tokio::time::timeout(self.settings.timeout, call).await {
+        // The deadline comes from the permit's own clock reading (`timeout` would read the
+        // clock again); a disabled breaker's permit has none.
+        let start = permit.start.unwrap_or_else(Instant::now);
+        let result = match start.checked_add(self.settings.timeout) {
+            Some(deadline) => tokio::time::timeout_at(deadline, call).await,
+            None => tokio::time::timeout(self.settings.timeout, call).await,
+        };
+        match result {
             Ok(Ok(value)) => {
                 permit.success();
                 Ok(value)
@@ -583,23 +606,26 @@ impl CircuitBreaker {
     pub fn metrics(&self) -> BreakerMetrics {
         let c = &*self.counters;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let total = load(&c.total);
         let successful = load(&c.successful);
+        let failed = load(&c.failed);
+        let ignored = load(&c.ignored);
+        let rejected = load(&c.rejected);
+        let total = successful + failed + ignored + rejected;
         let window = self.window.totals(self.now_secs());
         let latency = load(&c.latency_bits);
         BreakerMetrics {
             state: self.state(),
             total_calls: total,
             successful_calls: successful,
-            failed_calls: load(&c.failed),
-            ignored_calls: load(&c.ignored),
-            rejected_calls: load(&c.rejected),
+            failed_calls: failed,
+            ignored_calls: ignored,
+            rejected_calls: rejected,
             slow_calls: load(&c.slow),
             timed_out_calls: load(&c.timed_out),
             circuit_opens: load(&c.opens),
             circuit_closes: load(&c.closes),
-            last_failure: millis_to_time(c.last_failure_ms.load(Ordering::Relaxed)),
-            last_success: millis_to_time(c.last_success_ms.load(Ordering::Relaxed)),
+            last_failure: offset_to_time(self.base_utc, load(&c.last_failure)),
+            last_success: offset_to_time(self.base_utc, load(&c.last_success)),
             success_rate: percent(successful, total),
             average_latency: (latency != NO_LATENCY).then(|| Duration::from_secs_f64(f64::from_bits(latency))),
             window_calls: window.calls,
@@ -628,7 +654,6 @@ impl CircuitBreaker {
     }
 
     fn reject(&self, state: CircuitBreakerState, retry_after: Option<Duration>) -> Rejected {
-        self.counters.total.fetch_add(1, Ordering::Relaxed);
         self.counters.rejected.fetch_add(1, Ordering::Relaxed);
         Rejected { state, retry_after }
     }
@@ -694,24 +719,27 @@ impl CircuitBreaker {
     /// Records the outcome of a permit; see [`Permit`].
     fn complete(&self, permit: &Permit<'_>, outcome: Outcome) {
         let Some(start) = permit.start else { return };
-        // One clock read serves the latency, the timeout and the window's second.
+        // One clock read serves the latency, the timeout, the window's second and the time of
+        // the last success or failure.
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(start);
+        let since_base = now.saturating_duration_since(self.base);
+        // Below NEVER, which means no time at all.
+        let at = duration_nanos(since_base).min(NEVER - 1);
         let timed_out = outcome == Outcome::TimedOut || elapsed > self.settings.timeout;
         let failure = timed_out || outcome == Outcome::Failure;
         let ignored = !failure && outcome == Outcome::Ignored;
         let slow = elapsed >= self.settings.slow_threshold;
 
         let c = &*self.counters;
-        c.total.fetch_add(1, Ordering::Relaxed);
         if failure {
             c.failed.fetch_add(1, Ordering::Relaxed);
-            c.last_failure_ms.store(Utc::now().timestamp_millis(), Ordering::Relaxed);
+            c.last_failure.store(at, Ordering::Relaxed);
         } else if ignored {
             c.ignored.fetch_add(1, Ordering::Relaxed);
         } else {
             c.successful.fetch_add(1, Ordering::Relaxed);
-            c.last_success_ms.store(Utc::now().timestamp_millis(), Ordering::Relaxed);
+            c.last_success.store(at, Ordering::Relaxed);
         }
         if slow {
             c.slow.fetch_add(1, Ordering::Relaxed);
@@ -736,7 +764,7 @@ impl CircuitBreaker {
         }
         match permit.state {
             CircuitBreakerState::Closed if !ignored => {
-                let now_secs = now.saturating_duration_since(self.base).as_secs();
+                let now_secs = since_base.as_secs();
                 self.window.record(now_secs, failure, slow);
                 if failure {
                     let run = self.bump_consecutive(permit.epoch);

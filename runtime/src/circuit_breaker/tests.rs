@@ -740,3 +740,30 @@ mod config {
         assert_eq!(round, c);
     }
 }
+
+#[tokio::test]
+async fn last_success_and_failure_are_wall_times_to_the_millisecond() {
+    let b = breaker(config());
+    let before = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
+    succeed(&b).await.unwrap();
+    let _ = fail(&b).await;
+    let after = Utc::now();
+    let m = b.metrics();
+    for at in [m.last_success.unwrap(), m.last_failure.unwrap()] {
+        assert!(before <= at && at <= after, "{before} <= {at} <= {after}");
+        assert_eq!(at.timestamp_subsec_nanos() % 1_000_000, 0, "{at}");
+    }
+    assert!(m.last_success <= m.last_failure);
+}
+
+#[tokio::test(start_paused = true)]
+async fn last_success_follows_the_breakers_clock() {
+    let b = breaker(config());
+    succeed(&b).await.unwrap();
+    let first = b.metrics().last_success.unwrap();
+    tokio::time::advance(Duration::from_secs(90)).await;
+    succeed(&b).await.unwrap();
+    let second = b.metrics().last_success.unwrap();
+    assert_eq!((second - first).num_seconds(), 90);
+    assert_eq!(b.metrics().last_failure, None);
+}
