@@ -559,3 +559,164 @@ async fn relay_throughput_to_a_no_op_publisher() {
     );
     outbox.manager().close();
 }
+
+/// Acknowledges after a delay picked per event (a hash of its id, up to `spread`), so acks
+/// complete in an order unrelated to the order of the publishes. Records the order in
+/// which publishes started, and notes two publishes of one key in flight at once.
+struct Shuffler {
+    spread: Duration,
+    started: Mutex<Vec<OnexEvent>>,
+    keys_in_flight: Mutex<HashSet<Uuid>>,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+    key_overlaps: AtomicUsize,
+    fail_key: Option<Uuid>,
+}
+
+impl Shuffler {
+    fn new(spread: Duration, fail_key: Option<Uuid>) -> Self {
+        Self {
+            spread,
+            started: Mutex::default(),
+            keys_in_flight: Mutex::default(),
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: AtomicUsize::new(0),
+            key_overlaps: AtomicUsize::new(0),
+            fail_key,
+        }
+    }
+}
+
+impl EventPublisher for Shuffler {
+    fn publish(&self, event: OnexEvent) -> BoxFuture<'_, Result<(), OnexError>> {
+        Box::pin(async move {
+            let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+            self.most_in_flight.fetch_max(now, SeqCst);
+            if !self.keys_in_flight.lock().unwrap().insert(event.correlation_id) {
+                self.key_overlaps.fetch_add(1, SeqCst);
+            }
+            self.started.lock().unwrap().push(event.clone());
+            let hash = event.event_id.as_u128() % 1_000;
+            let micros = u64::try_from(hash).unwrap() * u64::try_from(self.spread.as_micros()).unwrap() / 1_000;
+            tokio::time::sleep(Duration::from_micros(micros)).await;
+            self.keys_in_flight.lock().unwrap().remove(&event.correlation_id);
+            self.in_flight.fetch_sub(1, SeqCst);
+            if self.fail_key == Some(event.correlation_id) {
+                return Err(OnexError::new(ErrorCode::IntegrationServiceUnavailable, "broker refused the key (test)"));
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_per_key_is_kept_when_acknowledgements_complete_out_of_order() {
+    let (db, outbox) = setup(OutboxConfig::default()).await;
+    let keys: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
+    let events: Vec<OnexEvent> = (0..120).map(|i| event(keys[i % keys.len()], i)).collect();
+    enqueue_all(&outbox, &events).await;
+
+    let shuffler = Shuffler::new(Duration::from_millis(4), None);
+    let report = outbox.drain(&shuffler, 50).await.unwrap();
+    assert_eq!((report.published, report.failed, report.stopped), (120, 0, false), "{report:?}");
+    let started = shuffler.started.lock().unwrap().clone();
+    assert_eq!(started.len(), 120, "every event once");
+    assert_ordered_per_key(&started);
+    assert_eq!(shuffler.key_overlaps.load(SeqCst), 0, "never two rows of one key in flight");
+    assert!(shuffler.most_in_flight.load(SeqCst) > 1, "publishes overlapped");
+    let mut ids: Vec<Uuid> = started.iter().map(|e| e.event_id).collect();
+    let mut expected: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    ids.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "event ids kept");
+    assert_eq!(scalar(&db, "SELECT count(*) FROM obx.onex_outbox WHERE published_at IS NULL").await, 0);
+    outbox.manager().close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_key_does_not_block_the_other_keys() {
+    let (db, outbox) = setup(OutboxConfig::default()).await;
+    let bad = Uuid::new_v4();
+    let keys: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
+    // The failing key's rows come first, so they are the oldest of the batch.
+    let mut events: Vec<OnexEvent> = (0..3).map(|i| event(bad, i)).collect();
+    events.extend((3..63).map(|i| event(keys[i % keys.len()], i)));
+    enqueue_all(&outbox, &events).await;
+
+    let shuffler = Shuffler::new(Duration::from_millis(2), Some(bad));
+    let report = outbox.relay_once(&shuffler, 100).await.unwrap();
+    assert_eq!(
+        (report.claimed, report.published, report.failed, report.deferred, report.stopped),
+        (63, 60, 1, 2, false),
+        "{report:?}"
+    );
+    let started = shuffler.started.lock().unwrap().clone();
+    assert_eq!(started.iter().filter(|e| e.correlation_id == bad).count(), 1, "the key stops at its failure");
+    assert_ordered_per_key(&started);
+    let client = db.client().await;
+    let rows =
+        client.query("SELECT attempts FROM obx.onex_outbox WHERE published_at IS NULL ORDER BY id", &[]).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(), vec![1, 0, 0]);
+    outbox.manager().close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_throughput_with_slow_acknowledgements() {
+    /// Acknowledges each event 5 ms after it was given, like a broker with `linger.ms` 5.
+    /// With `one_at_a_time`, publishes queue behind each other, as the relay used to send them.
+    struct Slow {
+        one_at_a_time: Option<tokio::sync::Mutex<()>>,
+    }
+    impl EventPublisher for Slow {
+        fn publish(&self, _event: OnexEvent) -> BoxFuture<'_, Result<(), OnexError>> {
+            Box::pin(async move {
+                let _turn = match &self.one_at_a_time {
+                    Some(lock) => Some(lock.lock().await),
+                    None => None,
+                };
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                Ok(())
+            })
+        }
+    }
+    let (db, outbox) = setup(OutboxConfig::default()).await;
+    let load = |rows: i64| {
+        let db = &db;
+        async move {
+            db.client()
+                .await
+                .execute(
+                    "INSERT INTO obx.onex_outbox (event_id, correlation_id, event_type, payload)
+                     SELECT e, c, 'test.bulk', jsonb_build_object('event_id', e, 'event_type', 'test.bulk',
+                            'correlation_id', c, 'timestamp', now(), 'source', 'bench',
+                            'payload', jsonb_build_object('seq', i))
+                     FROM (SELECT i, gen_random_uuid() AS e,
+                                  ('00000000-0000-0000-0000-' || lpad((i % 1000)::text, 12, '0'))::uuid AS c
+                           FROM generate_series(1, $1::bigint) AS i) s",
+                    &[&rows],
+                )
+                .await
+                .unwrap();
+        }
+    };
+    for (label, rows, publisher) in [
+        ("one at a time (the relay before)", 300, Slow { one_at_a_time: Some(tokio::sync::Mutex::new(())) }),
+        ("concurrent", 10_000, Slow { one_at_a_time: None }),
+    ] {
+        load(rows).await;
+        let started = Instant::now();
+        let report = outbox.drain(&publisher, 500).await.unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(report.published, usize::try_from(rows).unwrap());
+        println!(
+            "relay with 5 ms acknowledgements, {label}: {} events in {:.2} s = {:.0} events/s \
+             (batch 500, 1,000 keys, {} passes, {} build)",
+            report.published,
+            elapsed.as_secs_f64(),
+            report.published as f64 / elapsed.as_secs_f64(),
+            report.passes,
+            if cfg!(debug_assertions) { "debug" } else { "release" }
+        );
+    }
+    outbox.manager().close();
+}

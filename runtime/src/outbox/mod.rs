@@ -33,8 +33,11 @@
 //! - Published rows are kept (marked, not deleted) for [`OutboxConfig::published_retention`]
 //!   as a record of what went out, then deleted by maintenance; depth counts only
 //!   unpublished rows.
-//! - The relay stops a pass after [`OutboxConfig::max_consecutive_failures`] publishes fail
-//!   in a row (the broker is likely down) and leaves the rows for a later pass.
+//! - The relay publishes rows of different keys concurrently (one row per key in flight at
+//!   a time). It stops a pass after [`OutboxConfig::max_consecutive_failures`] publishes fail
+//!   in a row, in the order they complete (the broker is likely down), and leaves the rows
+//!   for a later pass; after a failure it starts no new publish while as many are in
+//!   flight as failures it still tolerates.
 //!
 //! The schema comes from [`migrations::migrate`]; call it once at start (it is idempotent).
 
@@ -72,7 +75,9 @@ pub struct OutboxConfig {
     pub dead_letter_cap: u64,
     /// Published rows older than this are deleted by maintenance (default 24 h).
     pub published_retention: Duration,
-    /// A relay pass stops after this many publishes fail in a row (default 3).
+    /// A relay pass stops after this many publishes fail in a row, in the order they
+    /// complete (default 3). It is also how many publishes a pass starts with before the
+    /// first acknowledgement opens its window to the whole batch.
     pub max_consecutive_failures: u32,
 }
 

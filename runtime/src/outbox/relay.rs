@@ -9,17 +9,32 @@
 //!   exists outside this pass's claim (held by another pass, or claimed-then-released after a
 //!   failure) and no older row of that id failed earlier in this pass. Skipped rows are
 //!   `deferred`: left for a later pass, unchanged.
-//! - Rows are published one after the other in `id` order; an acknowledged row is marked
-//!   `published_at = now()` before the commit, a failed one gets `attempts + 1` and
-//!   `last_error`. After [`super::OutboxConfig::max_consecutive_failures`] failures in a
-//!   row the pass stops, commits what it has and leaves the rest.
+//! - Publishes run concurrently, but a key's rows never overlap: the oldest claimed row of
+//!   every key is ready at once, and a key's next row becomes ready only when the one before
+//!   it was acknowledged. Ready rows are sent oldest (`id`) first, at most `window` at a time.
+//!   The window starts at the probe size, `min(max_consecutive_failures, batch)`, opens to
+//!   `batch` on an acknowledgement, and after a failure shrinks to the failures still
+//!   tolerated (no new publish starts while that many are in flight), so a pass that starts
+//!   against a broker that is down makes no more attempts than it tolerates. Publishes
+//!   already in flight when the broker goes down are not recalled; they fail and are counted.
+//!   [`Outbox::drain`] carries the window from one pass to the next; each
+//!   [`Outbox::relay_once`] starts with the probe.
+//! - An acknowledged row is marked `published_at = now()` before the commit; a failed one
+//!   gets `attempts + 1` and `last_error`, and the later rows of its key in this pass are
+//!   `deferred`. Failures are consecutive when no acknowledgement completes between them, in
+//!   the order publishes complete. After [`super::OutboxConfig::max_consecutive_failures`]
+//!   of them the pass sends nothing more, waits for the publishes still in flight (marking
+//!   the ones acknowledged, so they are not sent again), commits and leaves the rest.
 //! - A row whose stored payload no longer decodes as an event cannot ever be published and
 //!   would block its key forever: the pass moves it to the dead-letter table (circuit state
-//!   `unknown`), in the same transaction.
+//!   `unknown`), in the same transaction, before it publishes anything.
 //! - Dropping a pass (cancellation) rolls its transaction back: rows it published stay
 //!   unpublished and go out again later, with the same `event_id` (at least once).
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+
+use futures::{FutureExt, StreamExt, stream::FuturesUnordered};
 
 use serde_json::{Map, Value, json};
 
@@ -111,6 +126,15 @@ impl Outbox {
     where
         P: EventPublisher + ?Sized,
     {
+        self.relay_pass(publisher, batch, &mut 0).await
+    }
+
+    /// A pass whose publish window starts at `window` (raised to the probe size), and is
+    /// left in `window` for the next pass.
+    async fn relay_pass<P>(&self, publisher: &P, batch: usize, window: &mut usize) -> Result<RelayReport, OnexError>
+    where
+        P: EventPublisher + ?Sized,
+    {
         if batch == 0 {
             return Err(OnexError::validation("the relay batch size must be greater than 0"));
         }
@@ -144,41 +168,86 @@ impl Outbox {
             })
             .collect();
 
-        let mut failed_keys = HashSet::new();
-        let mut acked = Vec::with_capacity(rows.len());
-        let mut consecutive = 0;
+        // Per key, its claimed rows in `id` order, cut at the first row held back by an older
+        // row another pass holds. A row that does not decode is dead-lettered here, before
+        // any publish: it publishes nothing, so it cannot break the order of its key.
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut chains: Vec<VecDeque<(i64, OnexEvent)>> = Vec::new();
+        let mut cut: HashSet<usize> = HashSet::new();
         for row in rows {
-            if failed_keys.contains(&row.key) || held.get(&row.key).is_some_and(|first| *first < row.id) {
+            let chain = *index.entry(row.key.clone()).or_insert_with(|| {
+                chains.push(VecDeque::new());
+                chains.len() - 1
+            });
+            if cut.contains(&chain) || held.get(&row.key).is_some_and(|first| *first < row.id) {
+                cut.insert(chain);
                 report.deferred += 1;
                 continue;
             }
-            let event: OnexEvent = match serde_json::from_value(row.payload) {
-                Ok(event) => event,
+            match serde_json::from_value::<OnexEvent>(row.payload) {
+                Ok(event) => chains[chain].push_back((row.id, event)),
                 Err(e) => {
                     let reason = format!("stored payload is not an event: {e}");
                     tracing::error!(target: "onex::outbox", id = row.id, %reason, "dead-lettering an outbox row");
                     tx.execute_query(UNDECODABLE, &[json!(row.id), json!(reason)]).await?;
                     report.dead_lettered += 1;
-                    continue;
                 }
-            };
-            match publisher.publish(event).await {
+            }
+        }
+
+        // The oldest unpublished row of every key is ready; a key's next row becomes ready
+        // when the one before it is acknowledged. Ready rows go out oldest first, up to
+        // `window` at a time.
+        let mut ready: BinaryHeap<Reverse<(i64, usize)>> = BinaryHeap::new();
+        let mut events: HashMap<i64, OnexEvent> = HashMap::new();
+        for (chain, rows) in chains.iter_mut().enumerate() {
+            if let Some((id, event)) = rows.pop_front() {
+                ready.push(Reverse((id, chain)));
+                events.insert(id, event);
+            }
+        }
+        let probe = usize::try_from(self.config.max_consecutive_failures).unwrap_or(usize::MAX).min(batch);
+        let mut open = (*window).clamp(probe, batch);
+        let mut in_flight = FuturesUnordered::new();
+        let mut acked = Vec::with_capacity(report.claimed);
+        let mut failures: Vec<(i64, String)> = Vec::new();
+        let mut consecutive = 0;
+        loop {
+            while !report.stopped && in_flight.len() < open {
+                let Some(Reverse((id, chain))) = ready.pop() else { break };
+                let Some(event) = events.remove(&id) else { continue };
+                in_flight.push(publisher.publish(event).map(move |result| (id, chain, result)));
+            }
+            let Some((id, chain, result)) = in_flight.next().await else { break };
+            match result {
                 Ok(()) => {
-                    acked.push(row.id);
+                    acked.push(id);
                     consecutive = 0;
+                    open = batch;
+                    if let Some((next, event)) = chains[chain].pop_front() {
+                        ready.push(Reverse((next, chain)));
+                        events.insert(next, event);
+                    }
                 }
                 Err(e) => {
-                    tx.execute_query(MARK_FAILED, &[json!(row.id), json!(e.to_string())]).await?;
-                    failed_keys.insert(row.key);
+                    failures.push((id, e.to_string()));
+                    report.deferred += chains[chain].len();
+                    chains[chain].clear();
                     report.failed += 1;
                     report.last_error = Some(e);
                     consecutive += 1;
-                    if consecutive >= self.config.max_consecutive_failures {
-                        report.stopped = true;
-                        break;
+                    // No more in flight than failures still tolerated: if they all fail
+                    // too, the pass stops without having sent anything past the limit.
+                    match self.config.max_consecutive_failures.checked_sub(consecutive) {
+                        Some(left) if left > 0 => open = usize::try_from(left).unwrap_or(usize::MAX).min(probe),
+                        _ => report.stopped = true,
                     }
                 }
             }
+        }
+        *window = open;
+        for (id, error) in failures {
+            tx.execute_query(MARK_FAILED, &[json!(id), json!(error)]).await?;
         }
         if !acked.is_empty() {
             tx.execute_query(MARK_PUBLISHED, &[json!(acked)]).await?;
@@ -199,8 +268,9 @@ impl Outbox {
         P: EventPublisher + ?Sized,
     {
         let mut total = DrainReport::default();
+        let mut window = 0;
         loop {
-            let pass = self.relay_once(publisher, batch).await?;
+            let pass = self.relay_pass(publisher, batch, &mut window).await?;
             total.passes += 1;
             total.published += pass.published;
             total.failed += pass.failed;
