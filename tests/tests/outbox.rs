@@ -50,6 +50,25 @@ async fn scalar(db: &TestDatabase, sql: &str) -> i64 {
     db.client().await.query_one(sql, &[]).await.expect(sql).get(0)
 }
 
+/// Inserts `rows` rows shaped as enqueue stores them, spread over `keys` correlation ids, to
+/// time the relay alone.
+async fn bulk_load(db: &TestDatabase, rows: i64, keys: i64) {
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO obx.onex_outbox (event_id, correlation_id, event_type, payload)
+             SELECT e, c, 'test.bulk', jsonb_build_object('event_id', e, 'event_type', 'test.bulk',
+                    'correlation_id', c, 'timestamp', now(), 'source', 'bench',
+                    'payload', jsonb_build_object('seq', i))
+             FROM (SELECT i, gen_random_uuid() AS e,
+                          ('00000000-0000-0000-0000-' || lpad((i % $2)::text, 12, '0'))::uuid AS c
+                   FROM generate_series(1, $1::bigint) AS i) s",
+            &[&rows, &keys],
+        )
+        .await
+        .unwrap();
+}
+
 /// A publisher that records what it was given, can fail on demand, can be slow, and notes
 /// when one event is being published twice at the same moment.
 #[derive(Default)]
@@ -518,20 +537,7 @@ async fn relay_throughput_to_a_no_op_publisher() {
     }
     const ROWS: i64 = 10_000;
     let (db, outbox) = setup(OutboxConfig::default()).await;
-    // Bulk-load rows shaped as enqueue stores them, to time the relay alone.
-    db.client()
-        .await
-        .execute(
-            "INSERT INTO obx.onex_outbox (event_id, correlation_id, event_type, payload)
-             SELECT e, c, 'test.bulk', jsonb_build_object('event_id', e, 'event_type', 'test.bulk',
-                    'correlation_id', c, 'timestamp', now(), 'source', 'bench', 'payload', jsonb_build_object('seq', i))
-             FROM (SELECT i, gen_random_uuid() AS e,
-                          ('00000000-0000-0000-0000-' || lpad((i % 64)::text, 12, '0'))::uuid AS c
-                   FROM generate_series(1, $1::bigint) AS i) s",
-            &[&ROWS],
-        )
-        .await
-        .unwrap();
+    bulk_load(&db, ROWS, 64).await;
     assert_eq!(outbox.depth().await.unwrap(), 10_000);
     // Enqueue cost at this depth (the capacity check is part of it).
     let started = Instant::now();
@@ -680,30 +686,11 @@ async fn relay_throughput_with_slow_acknowledgements() {
         }
     }
     let (db, outbox) = setup(OutboxConfig::default()).await;
-    let load = |rows: i64| {
-        let db = &db;
-        async move {
-            db.client()
-                .await
-                .execute(
-                    "INSERT INTO obx.onex_outbox (event_id, correlation_id, event_type, payload)
-                     SELECT e, c, 'test.bulk', jsonb_build_object('event_id', e, 'event_type', 'test.bulk',
-                            'correlation_id', c, 'timestamp', now(), 'source', 'bench',
-                            'payload', jsonb_build_object('seq', i))
-                     FROM (SELECT i, gen_random_uuid() AS e,
-                                  ('00000000-0000-0000-0000-' || lpad((i % 1000)::text, 12, '0'))::uuid AS c
-                           FROM generate_series(1, $1::bigint) AS i) s",
-                    &[&rows],
-                )
-                .await
-                .unwrap();
-        }
-    };
     for (label, rows, publisher) in [
         ("one at a time (the relay before)", 300, Slow { one_at_a_time: Some(tokio::sync::Mutex::new(())) }),
         ("concurrent", 10_000, Slow { one_at_a_time: None }),
     ] {
-        load(rows).await;
+        bulk_load(&db, rows, 1_000).await;
         let started = Instant::now();
         let report = outbox.drain(&publisher, 500).await.unwrap();
         let elapsed = started.elapsed();
