@@ -511,7 +511,7 @@ impl CircuitBreaker {
 
     /// Closed or half open: the guarded service is (being) used.
     pub fn is_healthy(&self) -> bool {
-        matches!(self.state(), CircuitBreakerState::Closed | CircuitBreakerState::HalfOpen)
+        self.state().is_healthy()
     }
 
     /// A receiver of every later [`Transition`].

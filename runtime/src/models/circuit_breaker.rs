@@ -29,6 +29,11 @@ pub enum CircuitBreakerState {
 }
 
 impl CircuitBreakerState {
+    /// Whether a breaker in this state counts as healthy: closed or half open (recovering).
+    pub const fn is_healthy(self) -> bool {
+        matches!(self, Self::Closed | Self::HalfOpen)
+    }
+
     /// `closed`, `open`, `half_open`, `forced_open` or `disabled` (the serialized form).
     pub const fn as_str(self) -> &'static str {
         match self {

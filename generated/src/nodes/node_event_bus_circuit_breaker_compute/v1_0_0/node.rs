@@ -24,7 +24,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use onex_runtime::circuit_breaker::{CircuitBreaker, GuardedMetrics, GuardedPublisher};
 use onex_runtime::environment::{Environment, ProcessEnv};
-use onex_runtime::models::circuit_breaker::{CircuitAction, CircuitBreakerConfig, CircuitBreakerState};
+use onex_runtime::models::circuit_breaker::{CircuitAction, CircuitBreakerConfig};
 use onex_runtime::outbox::{Outbox, OutboxConfig};
 use onex_runtime::{Container, Context, ErrorCode, OnexError};
 
@@ -90,7 +90,7 @@ impl EventBusCircuitBreaker {
         let mut out = self.output(input, ctx);
         out.metrics = Some(metrics.to_model());
         out.result = Some(ModelCircuitBreakerResult {
-            is_healthy: Some(is_healthy(out.state)),
+            is_healthy: Some(out.state.is_healthy()),
             success_rate: Some(metrics.breaker.success_rate),
             queued_events: Some(metrics.queued_events),
             dead_letter_size: Some(metrics.dead_letter_events),
@@ -100,10 +100,6 @@ impl EventBusCircuitBreaker {
         });
         Ok(out)
     }
-}
-
-fn is_healthy(state: CircuitBreakerState) -> bool {
-    matches!(state, CircuitBreakerState::Closed | CircuitBreakerState::HalfOpen)
 }
 
 impl EventBusCircuitBreakerHandler for EventBusCircuitBreaker {
@@ -178,7 +174,7 @@ impl EventBusCircuitBreakerHandler for EventBusCircuitBreaker {
     async fn get_state(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
         let mut out = self.output(&input, ctx);
         out.result = Some(ModelCircuitBreakerResult {
-            is_healthy: Some(is_healthy(out.state)),
+            is_healthy: Some(out.state.is_healthy()),
             ..ModelCircuitBreakerResult::new()
         });
         Ok(out)
