@@ -10,6 +10,7 @@
 //! `check`. [`Builder`] is the build-script API.
 #![warn(missing_docs)]
 
+pub mod behaviour;
 pub mod diagnostics;
 pub mod dialect;
 pub mod emit;

@@ -5,6 +5,7 @@
 //! not know are kept in the tree and ignored here, never errors, so other dialects can be
 //! read later by adding code, not by relaxing checks.
 
+use crate::behaviour::Behaviour;
 use crate::diagnostics::{Code, Diagnostic, Pos};
 use crate::naming::{is_pascal_case, is_snake_case, to_pascal_case, to_snake_case};
 use crate::read::{Key, Node, SourceFile, Value};
@@ -234,6 +235,8 @@ pub struct Contract {
     pub io_operations: Vec<IoOperation>,
     /// `definitions`, in source order.
     pub definitions: Vec<Definition>,
+    /// Routing, state machine, workflow and topics ([`crate::behaviour`]).
+    pub behaviour: Behaviour,
 }
 
 impl Contract {
@@ -415,6 +418,8 @@ fn validate_layout(
         }
     }
 
+    let behaviour = crate::behaviour::read(&file, root, c.diags);
+
     let errors_after = c.diags.iter().filter(|d| d.is_error()).count();
     if errors_after > errors_before {
         return None;
@@ -431,6 +436,7 @@ fn validate_layout(
         dependencies,
         io_operations,
         definitions,
+        behaviour,
     })
 }
 

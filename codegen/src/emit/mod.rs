@@ -12,7 +12,10 @@ mod handler;
 mod models;
 mod registry;
 mod scaffold;
+mod state_machine;
 mod tokens;
+mod topics;
+mod workflow;
 
 use std::collections::BTreeMap;
 
@@ -49,8 +52,11 @@ fn node_mod_file(node: &NodeModel) -> Result<String, String> {
     uses.sort_by(|a, b| version_cmp(a, b));
     let uses = uses.iter().map(|n| ident(n)).collect::<Result<Vec<_>, _>>()?;
     let scaffold = ident(&node.scaffold_type)?;
+    let mut modules = vec!["contract", "handler", "models", "node", "registry"];
+    modules.extend(behaviour_files(node).into_iter().map(|(file, _)| file.trim_end_matches(".rs")));
+    modules.sort_by(|a, b| version_cmp(a, b));
     let items = vec![
-        mod_items(&["contract", "handler", "models", "node", "registry"])?,
+        mod_items(&modules)?,
         quote! {
             pub use contract::CONTRACT;
             #( pub use handler::#uses; )*
@@ -59,6 +65,22 @@ fn node_mod_file(node: &NodeModel) -> Result<String, String> {
         },
     ];
     render_file(source, inner, items)
+}
+
+/// The files of the behaviour sections the node's contract has ([`crate::behaviour`]).
+fn behaviour_files(node: &NodeModel) -> Vec<(&'static str, Result<String, String>)> {
+    let b = &node.contract.behaviour;
+    let mut files = Vec::new();
+    if let Some(section) = &b.state_machine {
+        files.push(("state_machine.rs", state_machine::file(node, section)));
+    }
+    if let Some(section) = &b.topics {
+        files.push(("topics.rs", topics::file(node, section)));
+    }
+    if let Some(section) = &b.workflow {
+        files.push(("workflow.rs", workflow::file(node, section)));
+    }
+    files
 }
 
 fn render_nodes(nodes: &[NodeModel]) -> (Output, Vec<Diagnostic>) {
@@ -77,7 +99,7 @@ fn render_nodes(nodes: &[NodeModel]) -> (Output, Vec<Diagnostic>) {
             ("handler.rs", handler::handler_file(node)),
             ("registry.rs", registry::registry_file(node)),
         ];
-        for (file, text) in files {
+        for (file, text) in files.into_iter().chain(behaviour_files(node)) {
             match text {
                 Ok(text) => {
                     out.generated.insert(format!("{dir}/{file}"), text);
