@@ -49,12 +49,17 @@
 //!   transition stores a new word with the next epoch. A permit remembers the epoch it was
 //!   taken in, and its outcome drives the state machine only if the epoch is still current:
 //!   a call that started before a transition cannot, say, count as a half-open trial.
-//! - The closed path takes no lock: taking a permit is one atomic load and a clock read;
-//!   reporting it is a clock read, about five relaxed atomic updates (outcome counter,
-//!   last-success time, moving-average latency, window cursor and slot) and loads of the state
-//!   and of the run of failures, which is written only when it changes. Concurrent calls
-//!   through a closed breaker never wait for one another: the compare-exchange loops (latency,
-//!   run of failures) are lock-free, one retries only because another call made progress.
+//! - The closed path takes no lock and writes no cache line another thread writes: taking a
+//!   permit is one atomic load and a clock read; reporting it is a clock read, relaxed
+//!   updates of the calling thread's stripe ([`stripes`]: outcome counter, last-success time,
+//!   moving-average latency, window slot) and loads of the state and of the run of failures,
+//!   which is written only when it changes. Concurrent calls through a closed breaker never
+//!   wait for one another: the compare-exchange loops (latency, run of failures) are
+//!   lock-free, one retries only because another call made progress. Readers (metrics, the
+//!   window's totals) add the stripes up; the average latency is the mean of the stripes'
+//!   moving averages.
+//! - [`CircuitBreaker::call`] registers a timer only for a call that is still pending after
+//!   its first poll ([`deadline`]).
 //! - A call reads the clock twice, and [`CircuitBreaker::call`] no more than a bare permit:
 //!   its deadline is the permit's start plus `timeout_secs`, and the report's reading serves
 //!   the latency, the timeout, the window's second and the last-success or last-failure time.
@@ -72,7 +77,9 @@
 //! - Metrics counters are plain relaxed atomics: each is exact once the calls are reported;
 //!   a snapshot taken during calls may mix before and after a call.
 
+mod deadline;
 mod publisher;
+mod stripes;
 mod window;
 
 use std::collections::hash_map::RandomState;
@@ -89,6 +96,8 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
+use self::deadline::Deadline;
+use self::stripes::Striped;
 use self::window::Window;
 
 pub use self::publisher::{GuardedMetrics, GuardedPublisher};
@@ -117,6 +126,8 @@ const HALF_MASK: u64 = (1 << TRIAL_SHIFT) - 1;
 const NEVER: u64 = u64::MAX;
 /// No latency sample yet (a NaN bit pattern no average produces).
 const NO_LATENCY: u64 = u64::MAX;
+/// A deadline that never comes (about 30 years; tokio's clock caps what it can wait for).
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 /// Weight of a new sample in the moving-average latency.
 const LATENCY_ALPHA: f64 = 0.1;
 
@@ -291,7 +302,8 @@ pub struct BreakerMetrics {
     pub last_success: Option<DateTime<Utc>>,
     /// `successful_calls / max(total_calls, 1) × 100`.
     pub success_rate: f64,
-    /// Exponential moving average of call latency (new sample weight 0.1).
+    /// Exponential moving average of call latency (new sample weight 0.1), kept per calling
+    /// thread and averaged over the threads that made calls.
     pub average_latency: Option<Duration>,
     /// Calls in the sliding window.
     pub window_calls: u64,
@@ -333,6 +345,8 @@ struct Settings {
     jitter_percent: u32,
 }
 
+/// One stripe of the counters ([`stripes`]): every call writes its thread's stripe; readers
+/// add the stripes up (times: the latest; latency: the mean of the stripes' averages).
 #[derive(Default)]
 struct Counters {
     successful: AtomicU64,
@@ -346,7 +360,8 @@ struct Counters {
     /// Nanoseconds since the breaker's `base`; [`NEVER`] = never.
     last_failure: AtomicU64,
     last_success: AtomicU64,
-    /// `f64` bits of the average latency in seconds, or [`NO_LATENCY`].
+    /// `f64` bits of the average latency in seconds of this stripe's calls, or
+    /// [`NO_LATENCY`].
     latency_bits: AtomicU64,
 }
 
@@ -402,7 +417,7 @@ pub struct CircuitBreaker {
     /// `tag << 24 | trials admitted << 12 | trial successes` in half open.
     half_open: AtomicU64,
     window: Window,
-    counters: CachePadded<Counters>,
+    counters: Striped<Counters>,
     transitions: Mutex<TransitionState>,
     events: broadcast::Sender<Transition>,
 }
@@ -486,7 +501,7 @@ impl CircuitBreaker {
             open_until: AtomicU64::new(0),
             consecutive: CachePadded::new(AtomicU64::new(tag_of(0))),
             half_open: AtomicU64::new(tag_of(0)),
-            counters: CachePadded::new(Counters::new()),
+            counters: Striped::new(Counters::new),
             transitions: Mutex::new(TransitionState { reopens: 0, rng: seed }),
             events: broadcast::channel(EVENT_CAPACITY).0,
         })
@@ -562,20 +577,18 @@ impl CircuitBreaker {
         // The deadline comes from the permit's own clock reading (`timeout` would read the
         // clock again); a disabled breaker's permit has none.
         let start = permit.start.unwrap_or_else(Instant::now);
-        let result = match start.checked_add(self.settings.timeout) {
-            Some(deadline) => tokio::time::timeout_at(deadline, call).await,
-            None => tokio::time::timeout(self.settings.timeout, call).await,
-        };
-        match result {
-            Ok(Ok(value)) => {
+        // Far enough to never fire when the timeout overflows the clock.
+        let deadline = start.checked_add(self.settings.timeout).unwrap_or_else(|| start + FAR_FUTURE);
+        match Deadline::new(call, deadline).await {
+            Some(Ok(value)) => {
                 permit.success();
                 Ok(value)
             }
-            Ok(Err(error)) => {
+            Some(Err(error)) => {
                 let counted = permit.failure(&error);
                 Err(CallError::Failed { error, counted, state: self.state() })
             }
-            Err(_) => {
+            None => {
                 permit.finish(Outcome::TimedOut);
                 let error = OnexError::new(
                     ErrorCode::OperationTimeout,
@@ -604,15 +617,27 @@ impl CircuitBreaker {
 
     /// A snapshot of the counters.
     pub fn metrics(&self) -> BreakerMetrics {
-        let c = &*self.counters;
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let successful = load(&c.successful);
-        let failed = load(&c.failed);
-        let ignored = load(&c.ignored);
-        let rejected = load(&c.rejected);
+        let sum = |counter: fn(&Counters) -> &AtomicU64| -> u64 {
+            self.counters.iter().map(|c| counter(c).load(Ordering::Relaxed)).sum()
+        };
+        let latest = |time: fn(&Counters) -> &AtomicU64| -> u64 {
+            self.counters.iter().map(|c| time(c).load(Ordering::Relaxed)).filter(|&t| t != NEVER).max().unwrap_or(NEVER)
+        };
+        let successful = sum(|c| &c.successful);
+        let failed = sum(|c| &c.failed);
+        let ignored = sum(|c| &c.ignored);
+        let rejected = sum(|c| &c.rejected);
         let total = successful + failed + ignored + rejected;
-        let window = self.window.totals(self.now_secs());
-        let latency = load(&c.latency_bits);
+        let window = self.window.totals(self.now_nanos());
+        let latencies: Vec<f64> = self
+            .counters
+            .iter()
+            .map(|c| c.latency_bits.load(Ordering::Relaxed))
+            .filter(|&bits| bits != NO_LATENCY)
+            .map(f64::from_bits)
+            .collect();
+        let average_latency = (!latencies.is_empty())
+            .then(|| Duration::from_secs_f64(latencies.iter().sum::<f64>() / latencies.len() as f64));
         BreakerMetrics {
             state: self.state(),
             total_calls: total,
@@ -620,14 +645,14 @@ impl CircuitBreaker {
             failed_calls: failed,
             ignored_calls: ignored,
             rejected_calls: rejected,
-            slow_calls: load(&c.slow),
-            timed_out_calls: load(&c.timed_out),
-            circuit_opens: load(&c.opens),
-            circuit_closes: load(&c.closes),
-            last_failure: offset_to_time(self.base_utc, load(&c.last_failure)),
-            last_success: offset_to_time(self.base_utc, load(&c.last_success)),
+            slow_calls: sum(|c| &c.slow),
+            timed_out_calls: sum(|c| &c.timed_out),
+            circuit_opens: sum(|c| &c.opens),
+            circuit_closes: sum(|c| &c.closes),
+            last_failure: offset_to_time(self.base_utc, latest(|c| &c.last_failure)),
+            last_success: offset_to_time(self.base_utc, latest(|c| &c.last_success)),
             success_rate: percent(successful, total),
-            average_latency: (latency != NO_LATENCY).then(|| Duration::from_secs_f64(f64::from_bits(latency))),
+            average_latency,
             window_calls: window.calls,
             window_failure_rate: if window.calls == 0 { 0.0 } else { percent(window.failures, window.calls) },
             window_slow_call_rate: if window.calls == 0 { 0.0 } else { percent(window.slow, window.calls) },
@@ -649,12 +674,8 @@ impl CircuitBreaker {
         duration_nanos(self.base.elapsed())
     }
 
-    fn now_secs(&self) -> u64 {
-        self.base.elapsed().as_secs()
-    }
-
     fn reject(&self, state: CircuitBreakerState, retry_after: Option<Duration>) -> Rejected {
-        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        self.counters.local().rejected.fetch_add(1, Ordering::Relaxed);
         Rejected { state, retry_after }
     }
 
@@ -731,7 +752,7 @@ impl CircuitBreaker {
         let ignored = !failure && outcome == Outcome::Ignored;
         let slow = elapsed >= self.settings.slow_threshold;
 
-        let c = &*self.counters;
+        let c = self.counters.local();
         if failure {
             c.failed.fetch_add(1, Ordering::Relaxed);
             c.last_failure.store(at, Ordering::Relaxed);
@@ -764,8 +785,7 @@ impl CircuitBreaker {
         }
         match permit.state {
             CircuitBreakerState::Closed if !ignored => {
-                let now_secs = since_base.as_secs();
-                self.window.record(now_secs, failure, slow);
+                self.window.record(at, failure, slow);
                 if failure {
                     let run = self.bump_consecutive(permit.epoch);
                     if run >= self.settings.failure_threshold {
@@ -781,7 +801,7 @@ impl CircuitBreaker {
                     self.clear_consecutive(permit.epoch);
                 }
                 if failure || slow {
-                    self.judge_window(word, now_secs);
+                    self.judge_window(word, at);
                 }
             }
             CircuitBreakerState::HalfOpen if ignored => self.release_trial(permit.epoch),
@@ -796,8 +816,8 @@ impl CircuitBreaker {
     }
 
     /// Opens the circuit of closed state `word` if a rate of the window reached its threshold.
-    fn judge_window(&self, word: u64, now_secs: u64) {
-        let totals = self.window.totals(now_secs);
+    fn judge_window(&self, word: u64, now_nanos: u64) {
+        let totals = self.window.totals(now_nanos);
         if totals.calls < self.settings.minimum_calls {
             return;
         }
@@ -827,7 +847,7 @@ impl CircuitBreaker {
         let mut guard = self.transitions.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.state.load(Ordering::Acquire);
         if reason == TransitionReason::Reset {
-            self.counters.clear();
+            self.counters.iter().for_each(Counters::clear);
             guard.reopens = 0;
         }
         self.apply(&mut guard, current, to, reason);
@@ -845,7 +865,7 @@ impl CircuitBreaker {
                 }
                 let wait = self.open_wait(guard);
                 self.open_until.store(self.now_nanos().saturating_add(duration_nanos(wait)), Ordering::Relaxed);
-                self.counters.opens.fetch_add(1, Ordering::Relaxed);
+                self.counters.local().opens.fetch_add(1, Ordering::Relaxed);
             }
             CircuitBreakerState::HalfOpen => self.half_open.store(tag_of(epoch), Ordering::Relaxed),
             CircuitBreakerState::Closed => {
@@ -853,7 +873,7 @@ impl CircuitBreaker {
                 self.window.clear();
                 guard.reopens = 0;
                 if reason == TransitionReason::TrialCallsSucceeded {
-                    self.counters.closes.fetch_add(1, Ordering::Relaxed);
+                    self.counters.local().closes.fetch_add(1, Ordering::Relaxed);
                 }
             }
             CircuitBreakerState::ForcedOpen | CircuitBreakerState::Disabled => {}
