@@ -68,6 +68,25 @@ async fn a_fatal_error_quarantines_and_replaces_the_producer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_producer_is_quarantined_and_replaced() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("fenced", 1, 1).unwrap();
+    let pool = pool_on(&mock, KafkaPoolSettings::default());
+    pool.publish(ProduceRecord::new("fenced", b"before"), None).await.unwrap();
+    let first = pool.default_producer_for_test();
+    mock.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED]);
+    let err = pool.publish(ProduceRecord::new("fenced", b"refused"), None).await.unwrap_err();
+    assert!(err.message().contains("ProducerFenced"), "{err}");
+    assert!(first.is_quarantined(), "a fenced producer is not used again");
+    pool.publish(ProduceRecord::new("fenced", b"after"), None).await.unwrap();
+    let second = pool.default_producer_for_test();
+    assert_ne!(first.state.id, second.state.id);
+    assert_eq!(pool.stats().failed_producers, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_producers_are_evicted_and_recreated_lazily() {
     let mock = MockCluster::new(1).unwrap();
     mock.create_topic("idle", 1, 1).unwrap();

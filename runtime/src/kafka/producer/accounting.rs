@@ -195,6 +195,7 @@ impl ProducerContext for DeliveryContext {
                 if let Some(sent) = sent {
                     self.metrics.failed(&sent.topic);
                 }
+                self.quarantine_if_identity_lost(error);
                 Err(delivery_error(message.topic(), error))
             }
         };
@@ -207,6 +208,24 @@ impl ProducerContext for DeliveryContext {
 }
 
 impl DeliveryContext {
+    /// Quarantines the producer when the broker no longer accepts its idempotent identity
+    /// (fenced by a newer producer with the same id, or its epoch refused). librdkafka keeps
+    /// such a non-transactional producer open and fails every later message the same way,
+    /// so only a new producer, which asks for a new identity, can deliver again. Seen with a
+    /// broker that restarted without its producer state and handed the old id to another
+    /// producer.
+    fn quarantine_if_identity_lost(&self, error: &KafkaError) {
+        let code = error.rdkafka_error_code();
+        if !matches!(code, Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch))
+            || self.state.is_quarantined()
+        {
+            return;
+        }
+        let reason = format!("{code:?}: the broker refused the producer's idempotent identity");
+        tracing::error!(producer = %self.state.id, "{reason}; quarantining");
+        self.state.quarantine(reason);
+    }
+
     /// Messages admitted and not yet reported.
     pub(super) fn in_flight(&self) -> u64 {
         let released = self.released.load(Ordering::SeqCst);
