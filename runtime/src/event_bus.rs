@@ -27,6 +27,21 @@ pub trait EventPublisher: Send + Sync {
     /// Publishes one event and resolves once the broker has acknowledged it.
     fn publish(&self, event: OnexEvent) -> BoxFuture<'_, Result<(), OnexError>>;
 
+    /// Admits `event` now (takes its caller's rate-limit tokens, for instance) for a publish
+    /// through [`EventPublisher::publish_admitted`], now or later: an event is admitted once,
+    /// whether it goes out at once or is kept in an outbox and republished after an outage,
+    /// so a relay draining a backlog is not throttled as if its events were new. The default
+    /// admits everything.
+    fn admit(&self, _event: &OnexEvent) -> Result<(), OnexError> {
+        Ok(())
+    }
+
+    /// Publishes an event [`EventPublisher::admit`] already admitted: `publish` without the
+    /// admission. The default is `publish`, right for publishers whose `admit` admits all.
+    fn publish_admitted(&self, event: OnexEvent) -> BoxFuture<'_, Result<(), OnexError>> {
+        self.publish(event)
+    }
+
     /// Publishes several events and resolves once all are acknowledged; fails if any failed.
     /// The default publishes them one after the other; implementations override it to
     /// publish concurrently.

@@ -5,6 +5,23 @@
 //! Breaker settings: 3 failures, 6 s recovery (the smallest the rules allow with 3 failures:
 //! at least 5 s and twice the failures), 2 successes, 5 s timeout (the smallest allowed),
 //! queue 10.
+//!
+//! The original system's tests, assertion by assertion, and where each is kept:
+//!
+//! | original assertion | test |
+//! |---|---|
+//! | the default configuration is 5 / 60 / 3 / 30 / 1000 | `the_default_configuration_is_5_60_3_30_1000` |
+//! | one failure returns false and queues the event | `a_failure_queues_the_event_and_three_open_the_circuit` |
+//! | three failures open the breaker; then the publisher is not called | the same |
+//! | a 10 s publish counts as a failure | `a_publish_past_the_timeout_counts_as_a_failure` |
+//! | after the recovery timeout the breaker is half open and the call publishes | `half_open_admits_a_trial_and_one_failure_reopens` |
+//! | two successes close it; one failure reopens it | the same, and `the_full_cycle_republishes_the_queue_in_order_on_close` |
+//! | overflow goes to the dead-letter queue with event, timestamp, reason, circuit_state = open, retry_count | `overflow_goes_to_the_dead_letter_table` |
+//! | fail-fast mode raises INTEGRATION_SERVICE_UNAVAILABLE | `without_degradation_a_refused_publish_is_integration_service_unavailable` |
+//! | 50 concurrent publishes are all counted; the success rate is exact to 0.01 | `concurrent_publishes_are_all_counted_and_the_success_rate_is_exact` |
+//! | integration: the full cycle closed → open → half open → closed | `circuit_breaker_broker_restart.rs` (real broker stopped and started) |
+//! | integration: of 150 events while open at most 100 are queued, the rest dead-lettered | `kafka_event_bus.rs`: `an_outage_of_150_events_keeps_100_and_dead_letters_the_rest` |
+//! | integration: 100 concurrent publishes finish within 30 s | `kafka_event_bus.rs`: `a_hundred_concurrent_publishes_through_the_breaker_all_go_out` |
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};

@@ -147,3 +147,130 @@ async fn the_bus_is_resolved_through_the_container_as_an_event_publisher() {
     assert_eq!(bus.stats().published, 1);
     assert_eq!(bus.pool().stats().total_messages_sent, 1);
 }
+
+/// A guarded publisher on a bus of its own topic (`user.guarded`), its outbox on a database of
+/// its own holding at most `max_depth` events.
+struct Guarded {
+    bus: Arc<KafkaEventBus>,
+    topic: String,
+    breaker: Arc<onex_runtime::circuit_breaker::CircuitBreaker>,
+    outbox: onex_runtime::outbox::Outbox,
+    guarded: onex_runtime::circuit_breaker::GuardedPublisher,
+    _db: onex_tests::postgres::TestDatabase,
+}
+
+async fn guarded(rule: Option<onex_runtime::event_bus::RateLimitRule>, max_depth: u64) -> Guarded {
+    use onex_runtime::circuit_breaker::{CircuitBreaker, GuardedPublisher};
+    use onex_runtime::environment::Environment;
+    use onex_runtime::models::circuit_breaker::CircuitBreakerConfig;
+    use onex_runtime::outbox::{Outbox, OutboxConfig};
+    use onex_runtime::postgres::PostgresConnectionManager;
+    use onex_tests::postgres::TestDatabase;
+
+    let pool = KafkaProducerPool::new(KafkaPoolSettings::default(), KafkaProducerConfig::new(bootstrap())).unwrap();
+    let tenant = format!("t{}", Uuid::new_v4().simple());
+    let namer = TopicNamer::new("dev", &tenant, "onex").unwrap();
+    let topic = namer.topic_for("user.guarded").unwrap();
+    create_topic(&topic, 1).await;
+    let bus = Arc::new(KafkaEventBus::new(Arc::new(pool), namer).with_rate_limit(rule));
+    let db = TestDatabase::create("gpb").await;
+    let pg = Arc::new(PostgresConnectionManager::connect(db.config()).await.unwrap());
+    let outbox = Outbox::new(pg, OutboxConfig { max_depth, ..OutboxConfig::default() }).unwrap();
+    let breaker =
+        Arc::new(CircuitBreaker::new(CircuitBreakerConfig::for_environment(Environment::Production)).unwrap());
+    let guarded = GuardedPublisher::new(bus.clone(), breaker.clone(), Some(outbox.clone()));
+    Guarded { bus, topic, breaker, outbox, guarded, _db: db }
+}
+
+/// The ids of the events read back from `topic` (at least `expected` of them, or all that
+/// arrived within a minute).
+async fn ids_on(topic: &str, expected: usize) -> BTreeSet<Uuid> {
+    let topic = topic.to_owned();
+    let read =
+        tokio::task::spawn_blocking(move || onex_tests::kafka::read_events(&topic, expected, Duration::from_secs(60)))
+            .await
+            .unwrap();
+    read.iter().map(|e| e.event_id).collect()
+}
+
+/// The rate limit admits an event once: while the circuit is open, events within the limit
+/// go to the outbox and one beyond it is refused (not stored); after the close the relay
+/// republishes the whole backlog through the same bus although the caller's tokens are spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_admits_an_event_once_and_does_not_throttle_the_relay() {
+    use onex_runtime::event_bus::RateLimitRule;
+    use onex_runtime::models::circuit_breaker::CircuitAction;
+
+    const BURST: u32 = 5;
+    let rule = RateLimitRule { per_minute: 1, burst: BURST, penalty: Duration::from_secs(600) };
+    let g = guarded(Some(rule), 1_000).await;
+
+    g.breaker.force_open();
+    let events: Vec<OnexEvent> = (0..BURST).map(|n| event("user.guarded", n)).collect();
+    for e in &events {
+        assert_eq!(g.guarded.publish_with_action(e.clone()).await.unwrap(), CircuitAction::Queued);
+    }
+    let refused = g.guarded.publish_with_action(event("user.guarded", 99)).await.unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::IntegrationServiceUnavailable, "{refused}");
+    assert_eq!(refused.details().get("reason").and_then(|v| v.as_str()), Some("rate_limited"), "{refused}");
+    assert_eq!(g.outbox.depth().await.unwrap(), u64::from(BURST), "a refused event is not stored");
+
+    g.breaker.reset();
+    let report = g.guarded.drain_now().await.unwrap();
+    assert_eq!((report.published, report.failed), (BURST as usize, 0), "{report:?}");
+    assert_eq!(g.outbox.depth().await.unwrap(), 0);
+    assert!(g.bus.publish(event("user.guarded", 100)).await.is_err(), "the caller is still limited");
+    assert_eq!(ids_on(&g.topic, BURST as usize).await, events.iter().map(|e| e.event_id).collect());
+    g.guarded.close().await;
+}
+
+/// The original integration test's overflow (150 events while open, a queue of 100): at most
+/// 100 are kept, the rest are dead-lettered, and the kept ones reach the broker after the close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_of_150_events_keeps_100_and_dead_letters_the_rest() {
+    use onex_runtime::models::circuit_breaker::CircuitAction;
+
+    let g = guarded(None, 100).await;
+    g.breaker.force_open();
+    let mut queued = BTreeSet::new();
+    let mut dropped = 0;
+    for n in 0..150 {
+        let e = event("user.guarded", n);
+        match g.guarded.publish_with_action(e.clone()).await.unwrap() {
+            CircuitAction::Queued => {
+                queued.insert(e.event_id);
+            }
+            CircuitAction::Dropped => dropped += 1,
+            other => panic!("{other:?} while the circuit is forced open"),
+        }
+    }
+    assert_eq!((queued.len(), dropped), (100, 50));
+    let stats = g.outbox.stats().await.unwrap();
+    assert_eq!((stats.depth, stats.dead_letters), (100, 50));
+
+    g.breaker.reset();
+    let report = g.guarded.drain_now().await.unwrap();
+    assert_eq!((report.published, report.failed), (100, 0), "{report:?}");
+    assert_eq!(ids_on(&g.topic, 100).await, queued);
+    g.guarded.close().await;
+}
+
+/// The original integration test's load: 100 concurrent publishes through the breaker to the
+/// real broker all go out, within a generous ceiling of 30 s (the time is printed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_publishes_through_the_breaker_all_go_out() {
+    use onex_runtime::models::circuit_breaker::CircuitAction;
+
+    let g = guarded(None, 1_000).await;
+    let events: Vec<OnexEvent> = (0..100).map(|n| event("user.guarded", n)).collect();
+    let start = Instant::now();
+    let actions = futures::future::join_all(events.iter().map(|e| g.guarded.publish_with_action(e.clone()))).await;
+    let took = start.elapsed();
+    eprintln!("100 concurrent publishes through the breaker took {took:?}");
+    assert!(actions.iter().all(|a| matches!(a, Ok(CircuitAction::Published))), "{actions:?}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    let metrics = g.guarded.metrics().await;
+    assert_eq!((metrics.breaker.total_calls, metrics.breaker.successful_calls), (100, 100));
+    assert_eq!(ids_on(&g.topic, 100).await, events.iter().map(|e| e.event_id).collect());
+    g.guarded.close().await;
+}

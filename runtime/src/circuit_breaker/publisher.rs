@@ -3,6 +3,10 @@
 //!
 //! # What happens to one event
 //!
+//! - First the inner publisher admits it ([`EventPublisher::admit`]: the bus's per-caller
+//!   rate limit). A refusal comes back at once and nothing is stored. An event is admitted
+//!   once: the relay republishes queued events with [`EventPublisher::publish_admitted`], so a
+//!   backlog drains at the broker's pace, not at the rate limit's.
 //! - Closed, half open or disabled: the event is published through the breaker (which
 //!   enforces `timeout_secs` and judges the outcome). Acknowledged: [`CircuitAction::Published`].
 //! - Refused by the breaker (open, forced open, half open with every trial slot taken) or
@@ -246,13 +250,19 @@ impl GuardedPublisher {
     /// Publishes `event` (see the module documentation) and says what became of it:
     /// published, queued or dead-lettered (dropped). Every other outcome is an error.
     pub async fn publish_with_action(&self, event: OnexEvent) -> Result<CircuitAction, OnexError> {
+        self.shared.inner.admit(&event)?;
+        self.publish_admitted_with_action(event).await
+    }
+
+    /// [`GuardedPublisher::publish_with_action`] of an event the inner publisher admitted.
+    async fn publish_admitted_with_action(&self, event: OnexEvent) -> Result<CircuitAction, OnexError> {
         let shared = &*self.shared;
         // Kept only when it could be queued: the clone costs one copy of the payload per publish.
         let keep = shared.outbox.is_some() && shared.breaker.config().graceful_degradation;
         let fallback = keep.then(|| event.clone());
         // `publish` is called inside the future, which the breaker polls only once it admitted
         // the call: a publisher may start work when called, before its future is awaited.
-        let refused = match shared.breaker.call(async { shared.inner.publish(event).await }).await {
+        let refused = match shared.breaker.call(async { shared.inner.publish_admitted(event).await }).await {
             Ok(()) => return Ok(CircuitAction::Published),
             Err(CallError::Failed { error, counted: false, .. }) => return Err(error),
             Err(refused) => refused,
@@ -367,6 +377,14 @@ impl EventPublisher for GuardedPublisher {
     /// `Ok` when the event was published, queued or dead-lettered (it is durable either way).
     fn publish(&self, event: OnexEvent) -> BoxFuture<'_, Result<(), OnexError>> {
         Box::pin(async move { self.publish_with_action(event).await.map(drop) })
+    }
+
+    fn admit(&self, event: &OnexEvent) -> Result<(), OnexError> {
+        self.shared.inner.admit(event)
+    }
+
+    fn publish_admitted(&self, event: OnexEvent) -> BoxFuture<'_, Result<(), OnexError>> {
+        Box::pin(async move { self.publish_admitted_with_action(event).await.map(drop) })
     }
 }
 

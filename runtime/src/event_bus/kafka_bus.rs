@@ -160,7 +160,7 @@ impl KafkaEventBus {
         Ok(EncodedEvent { topic, key: event.correlation_id.to_string(), value, headers })
     }
 
-    fn admit(&self, caller: &str, cost: u32) -> Result<(), OnexError> {
+    fn take_tokens(&self, caller: &str, cost: u32) -> Result<(), OnexError> {
         let Some(limiter) = &self.limiter else { return Ok(()) };
         limiter.check(caller, cost, Instant::now()).inspect_err(|_| {
             self.counters.rate_limited.fetch_add(u64::from(cost), Ordering::Relaxed);
@@ -170,7 +170,12 @@ impl KafkaEventBus {
     /// Publishes one event and waits for the broker's acknowledgement, retrying retriable
     /// failures with exponential backoff. The caller for the rate limit is `event.source`.
     pub async fn publish_event(&self, event: &OnexEvent) -> Result<Delivered, OnexError> {
-        self.admit(&event.source, 1)?;
+        self.take_tokens(&event.source, 1)?;
+        self.deliver_event(event).await
+    }
+
+    /// [`KafkaEventBus::publish_event`] without the rate limit (the event was admitted).
+    async fn deliver_event(&self, event: &OnexEvent) -> Result<Delivered, OnexError> {
         let encoded = self.encode(event)?;
         let outcome = retry(&self.retry, self.sleeper.as_ref(), |_| async {
             self.pool.publish(encoded.record(), Some(encoded.owned_headers())).await
@@ -195,7 +200,7 @@ impl KafkaEventBus {
             *per_caller.entry(event.source.as_str()).or_default() += 1;
         }
         for (caller, cost) in per_caller {
-            self.admit(caller, cost)?;
+            self.take_tokens(caller, cost)?;
         }
         let encoded: Vec<EncodedEvent> = events.iter().map(|e| self.encode(e)).collect::<Result<_, _>>()?;
         let mut results: Vec<Option<Result<Delivered, OnexError>>> = vec![None; encoded.len()];
@@ -283,6 +288,15 @@ impl KafkaEventBus {
 impl EventPublisher for KafkaEventBus {
     fn publish(&self, event: OnexEvent) -> BoxFuture<'_, Result<(), OnexError>> {
         Box::pin(async move { self.publish_event(&event).await.map(|_| ()) })
+    }
+
+    /// Takes one token of the rate limit of `event.source`.
+    fn admit(&self, event: &OnexEvent) -> Result<(), OnexError> {
+        self.take_tokens(&event.source, 1)
+    }
+
+    fn publish_admitted(&self, event: OnexEvent) -> BoxFuture<'_, Result<(), OnexError>> {
+        Box::pin(async move { self.deliver_event(&event).await.map(|_| ()) })
     }
 
     fn publish_batch(&self, events: Vec<OnexEvent>) -> BoxFuture<'_, Result<(), OnexError>> {

@@ -216,7 +216,7 @@ impl Outbox {
             while !report.stopped && in_flight.len() < open {
                 let Some(Reverse((id, chain))) = ready.pop() else { break };
                 let Some(event) = events.remove(&id) else { continue };
-                in_flight.push(publisher.publish(event).map(move |result| (id, chain, result)));
+                in_flight.push(publisher.publish_admitted(event).map(move |result| (id, chain, result)));
             }
             let Some((id, chain, result)) = in_flight.next().await else { break };
             match result {
