@@ -77,7 +77,7 @@ async fn broker_outage_cycles_the_circuit_and_loses_no_event() {
     let breaker = Arc::new(CircuitBreaker::new(config).unwrap());
     let mut transitions = breaker.subscribe();
     let outbox = Outbox::new(pg.clone(), OutboxConfig { max_depth: 10_000, ..OutboxConfig::default() }).unwrap();
-    let guarded = GuardedPublisher::new(bus, breaker.clone(), Some(outbox.clone()));
+    let guarded = GuardedPublisher::new(bus.clone(), breaker.clone(), Some(outbox.clone()));
     guarded.start().unwrap();
 
     let key = Uuid::new_v4();
@@ -124,7 +124,13 @@ async fn broker_outage_cycles_the_circuit_and_loses_no_event() {
         if breaker.state() == CircuitBreakerState::Closed {
             break restarted.elapsed();
         }
-        assert!(restarted.elapsed() < CEILING, "circuit not closed within {CEILING:?}; seen {seen:?}");
+        assert!(
+            restarted.elapsed() < CEILING,
+            "circuit not closed within {CEILING:?}; seen {seen:?}; bus {:?}; pool {:?}; health {:?}",
+            bus.stats(),
+            bus.pool().stats(),
+            bus.pool().health()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     transition_to(&mut transitions, CircuitBreakerState::Closed, &mut seen).await;
