@@ -85,8 +85,8 @@ pub struct IoSettings {
 pub struct Route {
     /// The operation's name (the first key).
     pub operation: String,
-    /// What the handler method's name is made of: the operation, or an `event_model` class
-    /// without its `Model` prefix.
+    /// What the handler method's name is made of: the operation, an `event_model` class
+    /// without its `Model` prefix, or a topic without its `onex.` prefix.
     pub method_base: String,
     /// Every key that selects the route, the operation first.
     pub accepts: Vec<String>,
@@ -344,7 +344,8 @@ impl Reader<'_> {
             }
             Strategy::TopicMatch => {
                 if let Some((topic, pos)) = text("topic") {
-                    keys.push((topic.clone(), pos, topic));
+                    let base = topic.strip_prefix("onex.").unwrap_or(&topic).to_owned();
+                    keys.push((topic, pos, base));
                 }
             }
         }

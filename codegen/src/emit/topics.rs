@@ -5,7 +5,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::tokens::{ident, inner_doc, plain_doc, render_file, version_text};
+use super::tokens::{ident, inner_doc, plain_doc, render_unformatted_file, version_text};
 use crate::behaviour::topics::{Form, Topic, Topics, const_name};
 use crate::model::NodeModel;
 
@@ -50,7 +50,8 @@ pub(super) fn file(node: &NodeModel, section: &Topics) -> Result<String, String>
         /// The consumer group the contract names (`consumer_group`), if any.
         pub const CONSUMER_GROUP: Option<&str> = #group;
     });
-    render_file(&c.source.display, inner, items)
+    // prettyplease and rustfmt wrap the lists differently: rustfmt leaves the file alone.
+    render_unformatted_file(&c.source.display, inner, items)
 }
 
 fn describe(topic: &Topic) -> String {
@@ -65,7 +66,9 @@ fn describe(topic: &Topic) -> String {
             format!("{what} of `{producer}`: `{event}`, version {version}.")
         }
         Form::LegacyDlq { of, version } => format!("The legacy dead-letter topic of {of}, version {version}."),
-        Form::LegacyUnversioned => "A legacy unversioned topic (`onex.<domain>.<name>`).".to_owned(),
+        Form::LegacyUnversioned => {
+            "A legacy unversioned topic: a domain and a name, no kind and no version.".to_owned()
+        }
     };
     match &topic.description {
         Some(d) if !d.is_empty() => format!("{form} {d}"),
