@@ -1,7 +1,7 @@
 //! Golden diagnostics of `handler_routing`: one minimal contract per case under
 //! `codegen/tests/routing/<case>/contract.yaml` and the exact output in `expected.txt` beside it:
 //! every diagnostic but the unmapped-model warnings the minimal contracts share (CG0023), then
-//! the generated `handler.rs` of an accepted contract.
+//! the generated `contract.rs` (timeouts) and `handler.rs` of an accepted contract.
 //!
 //! Set `UPDATE_GOLDENS=1` to rewrite the expected files after an intended change, then review
 //! the diff.
@@ -12,7 +12,7 @@ mod common;
 use common::compare_golden;
 
 const SECTION: &str = "routing";
-const EMITTED: &str = "handler.rs";
+const EMITTED: &[&str] = &["contract.rs", "handler.rs"];
 
 fn cases() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(SECTION);
@@ -36,7 +36,7 @@ fn render_case(case: &Path) -> String {
         out.push('\n');
     }
     for (path, text) in output.map(|o| o.generated).unwrap_or_default() {
-        if path.ends_with(EMITTED) {
+        if EMITTED.iter().any(|e| path.ends_with(e)) {
             out.push_str(&format!("== {path}\n{text}"));
         }
     }

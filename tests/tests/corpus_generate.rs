@@ -127,6 +127,20 @@ fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
     let with_topics: Vec<_> = loaded.nodes.iter().filter_map(|n| n.contract.behaviour.topics.as_ref()).collect();
     let topics: usize = with_topics.iter().map(|t| t.distinct().len()).sum();
     let topic_errors = loaded.diagnostics.iter().filter(|d| d.code.as_str() == "CG0052").count();
+    // Nothing is silently dropped: a modelled contract with either section has it read.
+    for node in &loaded.nodes {
+        let file = &node.contract.source.display;
+        let mut ignored = Vec::new();
+        let Some(root) = codegen::read::parse(file, &loaded.sources[file], &mut ignored) else { continue };
+        let behaviour = &node.contract.behaviour;
+        assert!(
+            root.get("handler_routing").is_none() || behaviour.routing.is_some(),
+            "{file}: handler_routing was not read"
+        );
+        let lists = ["subscribe_topics", "publish_topics", "dlq_topics"];
+        let has_topics = root.get("event_bus").is_some_and(|b| lists.iter().any(|l| b.get(l).is_some()));
+        assert!(!has_topics || behaviour.topics.is_some(), "{file}: event_bus topics were not read");
+    }
     println!(
         "corpus: {} contracts route {operations} operations ({strategies:?}); {} have topic constants ({topics} topics accepted, {topic_errors} rejected)",
         routed.len(),
