@@ -6,7 +6,7 @@ use quote::{format_ident, quote};
 
 use super::tokens::{doc_attrs, ident, inner_doc, plain_doc, render_unformatted_file, version_cmp, version_text};
 use crate::behaviour::routing::Routing;
-use crate::model::NodeModel;
+use crate::model::{NodeModel, RustType, TypeDef};
 
 pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
     let c = &node.contract;
@@ -167,8 +167,19 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
                     Ok(quote!(#wire => #run,))
                 })
                 .collect::<Result<Vec<_>, String>>()?;
+            // A JSON input is read as it is; a typed one is serialized to find its key.
+            let input_is_json = node.types.iter().any(|t| {
+                let TypeDef::Alias { name, ty, .. } = t else { return false };
+                let json = match ty {
+                    RustType::Json => true,
+                    RustType::External(path) => path == "serde_json::Value",
+                    _ => false,
+                };
+                json && *name == node.input_type
+            });
+            let select = if input_is_json { format_ident!("select_json") } else { format_ident!("select") };
             quote! {
-                match ROUTING.select(CONTRACT.name, &input, &ctx)? {
+                match ROUTING.#select(CONTRACT.name, &input, &ctx)? {
                     #(#arms)*
                     other => Err(routing::no_method(CONTRACT.name, other)),
                 }

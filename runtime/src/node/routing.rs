@@ -89,19 +89,29 @@ pub struct Routing {
 impl Routing {
     /// The operation for a request with `input` under `ctx`: the route its key selects, else the
     /// fallback, else a `VALIDATION_ERROR` of `node` naming the accepted keys.
+    ///
+    /// A typed input is serialized to JSON to find its key (not for `topic_match`); a node whose
+    /// input is JSON already calls [`Routing::select_json`].
     pub fn select<I: Serialize>(&self, node: &str, input: &I, ctx: &Context) -> Result<&'static str, OnexError> {
-        let request;
+        if self.strategy == RoutingStrategy::TopicMatch {
+            return self.select_json(node, &serde_json::Value::Null, ctx);
+        }
+        let request = serde_json::to_value(input).map_err(|e| {
+            OnexError::new(ErrorCode::InternalError, format!("{node}: cannot read the request to route it: {e}"))
+        })?;
+        self.select_json(node, &request, ctx)
+    }
+
+    /// [`Routing::select`] for a request that is JSON already.
+    pub fn select_json(
+        &self,
+        node: &str,
+        request: &serde_json::Value,
+        ctx: &Context,
+    ) -> Result<&'static str, OnexError> {
         let key = match self.strategy {
             RoutingStrategy::TopicMatch => ctx.topic(),
-            strategy => {
-                request = serde_json::to_value(input).map_err(|e| {
-                    OnexError::new(
-                        ErrorCode::InternalError,
-                        format!("{node}: cannot read the request to route it: {e}"),
-                    )
-                })?;
-                key_of(strategy, &request)
-            }
+            strategy => key_of(strategy, request),
         };
         self.route(key).ok_or_else(|| self.unmatched(node, key))
     }
