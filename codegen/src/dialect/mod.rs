@@ -612,7 +612,11 @@ impl Normalizer<'_> {
                     unused.iter().map(|u| format!("`{u}`")).collect::<Vec<_>>().join(", "),
                     operations.join(", ")
                 ),
-                "name an operation_type value of the input model in `operation_type`",
+                if root.get("handler_routing").is_some() {
+                    "name a routed operation (a route's key, or its last `.`-separated part)"
+                } else {
+                    "name an operation_type value of the input model in `operation_type`"
+                },
             );
         }
         if kind == Some("EFFECT") {
