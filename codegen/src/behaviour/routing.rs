@@ -493,3 +493,64 @@ fn io_settings(entry: &Node) -> IoSettings {
         output_fields: strings(entry.get("output_fields")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routing(section: &str) -> (Option<Routing>, Vec<Diagnostic>) {
+        let mut diags = Vec::new();
+        let root = crate::read::parse("c.yaml", section, &mut diags).expect("test YAML parses");
+        (read("c.yaml", &root, &mut diags), diags)
+    }
+
+    #[test]
+    fn the_corpus_forms_of_an_entry() {
+        // `supported_operations` repeating `operation`, a handler_type named by default_handler
+        // (node_registration_storage_effect), a string handler path.
+        let (r, diags) = routing(
+            "handler_routing:\n  routing_strategy: operation_match\n  default_handler: postgresql\n  handlers:\n    \
+             - {operation: a.x, supported_operations: [a.x], handler_type: postgresql, handler: {name: HandlerPg}}\n    \
+             - {operation: b, handler: 'pkg.handlers.handler_b:HandlerB'}\n",
+        );
+        assert!(diags.is_empty(), "{diags:?}");
+        let r = r.unwrap();
+        assert_eq!(r.operations(), ["a.x", "b"]);
+        assert_eq!(r.routes[0].accepts, ["a.x"]);
+        assert_eq!(r.routes[1].handler, "HandlerB");
+        assert_eq!(r.fallback, Some(Fallback::Route("a.x".to_owned())));
+    }
+
+    #[test]
+    fn a_payload_route_accepts_every_tag_and_is_named_by_the_first() {
+        let (r, diags) = routing(
+            "handler_routing:\n  routing_strategy: payload_type_match\n  handlers:\n    \
+             - {event_model: pkg.models.ModelNodeHeartbeat, event_type: platform.node-heartbeat, handler: {name: H}}\n    \
+             - {operation: register_node, handler: {name: G}}\n",
+        );
+        assert!(diags.is_empty(), "{diags:?}");
+        let r = r.unwrap();
+        assert_eq!(r.routes[0].operation, "ModelNodeHeartbeat");
+        assert_eq!(r.routes[0].method_base, "NodeHeartbeat");
+        assert_eq!(r.routes[0].accepts, ["ModelNodeHeartbeat", "platform.node-heartbeat"]);
+        assert_eq!(r.routes[1].accepts, ["register_node"]);
+    }
+
+    #[test]
+    fn a_default_class_of_no_route_gets_its_own_operation() {
+        let (r, _) = routing(
+            "handler_routing:\n  routing_strategy: topic_match\n  default_handler: pkg.mod.HandlerOther\n  handlers:\n    \
+             - {topic: onex.evt.a.b.v1, handler: {name: H}}\n",
+        );
+        let r = r.unwrap();
+        assert_eq!(r.operations(), ["onex.evt.a.b.v1", FALLBACK]);
+        assert_eq!(r.routes[0].method_base, "evt.a.b.v1");
+        assert!(matches!(&r.fallback, Some(Fallback::Own { handler, .. }) if handler == "HandlerOther"));
+    }
+
+    #[test]
+    fn no_section_routes_nothing() {
+        assert_eq!(routing("node_type: COMPUTE\n").0, None);
+        assert_eq!(routing("handler_routing: ~\n").0, None);
+    }
+}
