@@ -69,11 +69,19 @@ pub enum Code {
     Renamed,
     /// CG0025: a construct of another dialect is read approximately or not used.
     DialectApproximation,
+    /// CG0050: `handler_routing` cannot route (strategy, handler list, entry key, default handler).
+    InvalidRouting,
+    /// CG0051: two routes of `handler_routing` accept the same key.
+    DuplicateRoute,
+    /// CG0052: an `event_bus` topic breaks the topic grammar.
+    InvalidTopic,
+    /// CG0053: `event_bus` or one of its topic lists has the wrong shape.
+    InvalidEventBus,
 }
 
 impl Code {
     /// Every code, in order, for the table in the docs and the tests.
-    pub const ALL: [Code; 25] = [
+    pub const ALL: [Code; 29] = [
         Code::YamlSyntax,
         Code::YamlLimit,
         Code::DuplicateKey,
@@ -99,6 +107,10 @@ impl Code {
         Code::UnmappedExternalType,
         Code::Renamed,
         Code::DialectApproximation,
+        Code::InvalidRouting,
+        Code::DuplicateRoute,
+        Code::InvalidTopic,
+        Code::InvalidEventBus,
     ];
 
     /// `CG0001`…
@@ -129,7 +141,16 @@ impl Code {
             Code::UnmappedExternalType => "CG0023",
             Code::Renamed => "CG0024",
             Code::DialectApproximation => "CG0025",
+            Code::InvalidRouting => "CG0050",
+            Code::DuplicateRoute => "CG0051",
+            Code::InvalidTopic => "CG0052",
+            Code::InvalidEventBus => "CG0053",
         }
+    }
+
+    /// The code's number (`CG0050` → 50).
+    pub fn number(self) -> u32 {
+        self.as_str()[2..].parse().unwrap_or_default()
     }
 
     /// One line on what the code means.
@@ -160,6 +181,10 @@ impl Code {
             Code::UnmappedExternalType => "an external type has no Rust mapping and becomes serde_json::Value",
             Code::Renamed => "a name was converted or renamed to valid, unique Rust",
             Code::DialectApproximation => "a construct of another dialect is read approximately or not used",
+            Code::InvalidRouting => "handler_routing cannot route requests",
+            Code::DuplicateRoute => "two routes of handler_routing accept the same key",
+            Code::InvalidTopic => "an event_bus topic breaks the topic grammar",
+            Code::InvalidEventBus => "event_bus or one of its topic lists has the wrong shape",
         }
     }
 }
@@ -347,8 +372,11 @@ mod tests {
 
     #[test]
     fn codes_are_unique_and_in_order() {
-        for (i, code) in Code::ALL.iter().enumerate() {
-            assert_eq!(code.as_str(), format!("CG{:04}", i + 1));
+        // Numbers are reserved in ranges per area, so the list has gaps but never goes back.
+        let numbers: Vec<u32> = Code::ALL.iter().map(|c| c.number()).collect();
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+        for code in Code::ALL {
+            assert_eq!(code.as_str(), format!("CG{:04}", code.number()));
         }
     }
 

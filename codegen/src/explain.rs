@@ -7,8 +7,8 @@ use crate::diagnostics::Code;
 /// The code named `text` (`CG0004`, `cg4`, `4`), if there is one.
 pub fn parse_code(text: &str) -> Option<Code> {
     let digits = text.trim().trim_start_matches(['C', 'c']).trim_start_matches(['G', 'g']);
-    let number: usize = digits.parse().ok()?;
-    Code::ALL.get(number.checked_sub(1)?).copied()
+    let number: u32 = digits.parse().ok()?;
+    Code::ALL.into_iter().find(|c| c.number() == number)
 }
 
 /// The long explanation of `code`: a title line, what it means, an example and the fix.
@@ -167,6 +167,43 @@ pub fn explain(code: Code) -> String {
              applied), a `oneOf` without a shared single-value enum discriminator (read as any JSON value), a \
              missing `input_model`/`output_model` (any JSON value), a subcontract path that is not a \
              subcontract.\n\nFix: follow the hint, or accept the approximation."
+        }
+        Code::InvalidRouting => {
+            "`handler_routing` says which handler method takes a request, and this one cannot be turned into a \
+             dispatch: `routing_strategy` is missing or not one of `operation_match` (by the request's \
+             `operation`), `payload_type_match` (by the payload's type tag: `payload_type`, `event_type` or the \
+             `event_model` class) or `topic_match` (by the topic the request came from); `handlers` is not a \
+             non-empty list of mappings; an entry has no key for the strategy (`operation` or \
+             `supported_operations`; `payload_type`, `event_type`, `event_model` or `operation`; `topic`); or \
+             `default_handler` names no handler of the list and is not a class path.\n\nExample:\n    \
+             handler_routing:\n      routing_strategy: operation_match\n      handlers:\n        - handler: \
+             {name: HandlerSend}\n\nFix: give the entry the key its strategy matches on: `- {operation: send, \
+             handler: {name: HandlerSend}}`."
+        }
+        Code::DuplicateRoute => {
+            "Two entries of `handler_routing.handlers` accept the same operation, type tag or topic, so a request \
+             with that key would have two handlers; the generated dispatch would pick one silently. Both places \
+             are named.\n\nExample:\n    handlers:\n      - {operation: send, handler: {name: A}}\n      - \
+             {operation: send, handler: {name: B}}\n\nFix: keep one entry per key, or give the second its own \
+             key."
+        }
+        Code::InvalidTopic => {
+            "An `event_bus` topic is neither in the topic grammar \
+             `onex.<evt|cmd|intent|dlq>.<producer>.<event>.v<N>` (producer: `[a-z0-9-]+`; event: one or more \
+             `[a-z0-9_-]+` segments joined by dots; N: a positive integer without leading zeros) nor in one of \
+             the two legacy forms: `onex.dlq.<intents|events|commands>.v<N>` and the unversioned \
+             `onex.<domain>.<name>` (exactly three segments, domain not a kind; the runtime's \
+             `onex.runtime.subscriptions`). A topic is \
+             typed once, as a constant of the node's `topics.rs`, so a wrong one would reach every publisher \
+             and subscriber.\n\nExample:\n    event_bus:\n      subscribe_topics: [onex.Events.registration]\n\n\
+             Fix: write the topic in the grammar: `onex.evt.registration.node-registered.v1`."
+        }
+        Code::InvalidEventBus => {
+            "`event_bus` must be a mapping whose `subscribe_topics`, `publish_topics` and `dlq_topics` (each \
+             optional) are lists; each item is a topic string or a mapping `{topic: …, topic_config: {…}}`. \
+             Anything else cannot become a topic constant. A topic listed twice in one list is reported too, \
+             since each topic gets one constant.\n\nExample:\n    event_bus:\n      publish_topics: \
+             onex.evt.x.done.v1\n\nFix: make it a list: `publish_topics: [onex.evt.x.done.v1]`."
         }
     };
     format!("{}: {}\n\n{}\n", code.as_str(), code.summary(), body)

@@ -1,6 +1,8 @@
-//! Which operations a node has. The rule: the values of the input model's `operation_type`
-//! property, when that property is a required string enum (inline or through `$ref`) without a
-//! default; a node whose input has no `operation_type` has the one operation `process`.
+//! Which operations a node has. The rule: the operations `handler_routing` routes to, when the
+//! contract has that section ([`crate::behaviour::routing`]); otherwise the values of the input
+//! model's `operation_type` property, when that property is a required string enum (inline or
+//! through `$ref`) without a default; a node whose input has neither has the one operation
+//! `process`.
 //!
 //! Two stages apply it: dialect normalization, on the raw tree, to match a foreign contract's
 //! `io_operations` entries to operations ([`in_tree`]), and the model, on the built types, to
@@ -53,6 +55,9 @@ pub fn decide<V>(operation_type: Option<OperationType<V>>) -> Operations<V> {
 /// The operations of a node contract in our dialect's tree, before validation: where the
 /// contract breaks the rule (which validation reports later), the node has [`SINGLE`].
 pub fn in_tree(root: &Node) -> Vec<String> {
+    if let Some(routed) = crate::behaviour::routing::operations_in_tree(root) {
+        return routed;
+    }
     let single = || vec![SINGLE.to_owned()];
     let Some(defs) = root.get("definitions") else { return single() };
     let Some(input) = root.get("input_model").and_then(Node::as_str).and_then(|m| defs.get(m)) else {
@@ -122,5 +127,7 @@ mod tests {
         assert_eq!(ops(defaulted), ["process"]);
         let not_enum = "    required: [operation_type]\n    properties:\n      operation_type: {type: string}\n";
         assert_eq!(ops(not_enum), ["process"]);
+        let routed = "handler_routing:\n  routing_strategy: operation_match\n  handlers:\n    - {operation: a.b, handler: {name: H}}\n    - {supported_operations: [c, d], handler: {name: H}}\n";
+        assert_eq!(ops(&format!("{inline}{routed}")), ["a.b", "c", "d"], "routing wins over operation_type");
     }
 }

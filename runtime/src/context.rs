@@ -14,12 +14,13 @@ pub struct Context {
     correlation_id: Uuid,
     deadline: Option<Instant>,
     trace: Option<TraceContext>,
+    topic: Option<std::sync::Arc<str>>,
 }
 
 impl Context {
     /// A fresh context with a generated correlation id, no deadline and no trace.
     pub fn new() -> Self {
-        Self { correlation_id: Uuid::new_v4(), deadline: None, trace: None }
+        Self { correlation_id: Uuid::new_v4(), deadline: None, trace: None, topic: None }
     }
 
     /// A context for a request that carried `correlation_id`; generates one when absent.
@@ -89,6 +90,17 @@ impl Context {
     /// The trace context, if the request carried one.
     pub fn trace(&self) -> Option<&TraceContext> {
         self.trace.as_ref()
+    }
+
+    /// Records the topic the request was consumed from; nodes routed by `topic_match` dispatch on it.
+    pub fn with_topic(mut self, topic: impl Into<std::sync::Arc<str>>) -> Self {
+        self.topic = Some(topic.into());
+        self
+    }
+
+    /// The topic the request was consumed from, when it came from the event bus.
+    pub fn topic(&self) -> Option<&str> {
+        self.topic.as_deref()
     }
 }
 

@@ -6,6 +6,8 @@
 //! by the contract's `node_type`. [`DynNode`] erases the types for registries and hosts
 //! that route JSON (from Kafka, HTTP) to nodes by name.
 
+pub mod routing;
+
 use std::future::Future;
 use std::pin::Pin;
 

@@ -117,6 +117,35 @@ fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
         failed.len(),
         rejected.len()
     );
+    // What the behaviour stage made of handler_routing and event_bus.
+    let routed: Vec<_> = loaded.nodes.iter().filter_map(|n| n.contract.behaviour.routing.as_ref()).collect();
+    let mut strategies = std::collections::BTreeMap::new();
+    for routing in &routed {
+        *strategies.entry(routing.strategy.as_str()).or_insert(0) += 1;
+    }
+    let operations: usize = routed.iter().map(|r| r.operations().len()).sum();
+    let with_topics: Vec<_> = loaded.nodes.iter().filter_map(|n| n.contract.behaviour.topics.as_ref()).collect();
+    let topics: usize = with_topics.iter().map(|t| t.distinct().len()).sum();
+    let topic_errors = loaded.diagnostics.iter().filter(|d| d.code.as_str() == "CG0052").count();
+    // Nothing is silently dropped: a modelled contract with either section has it read.
+    for node in &loaded.nodes {
+        let file = &node.contract.source.display;
+        let mut ignored = Vec::new();
+        let Some(root) = codegen::read::parse(file, &loaded.sources[file], &mut ignored) else { continue };
+        let behaviour = &node.contract.behaviour;
+        assert!(
+            root.get("handler_routing").is_none() || behaviour.routing.is_some(),
+            "{file}: handler_routing was not read"
+        );
+        let lists = ["subscribe_topics", "publish_topics", "dlq_topics"];
+        let has_topics = root.get("event_bus").is_some_and(|b| lists.iter().any(|l| b.get(l).is_some()));
+        assert!(!has_topics || behaviour.topics.is_some(), "{file}: event_bus topics were not read");
+    }
+    println!(
+        "corpus: {} contracts route {operations} operations ({strategies:?}); {} have topic constants ({topics} topics accepted, {topic_errors} rejected)",
+        routed.len(),
+        with_topics.len()
+    );
     assert_eq!(compiled + failed.len() + rejected.len(), total);
     assert!(failed.is_empty(), "generated code that does not compile is a generator bug:\n{stderr}");
     assert!(compiled * 100 >= total * 95, "only {compiled} of {total} node contracts compile");

@@ -594,6 +594,12 @@ impl Normalizer<'_> {
             if let Some(description @ Node { value: Value::Str(_), .. }) = item.get("description") {
                 tree::set(&mut entry, "description", description.clone(), description.pos);
             }
+            // Settings a routed operation carries (crate::behaviour::routing).
+            for key in ["idempotent", "input_fields", "output_fields"] {
+                if let Some(value) = item.get(key) {
+                    tree::set(&mut entry, key, value.clone(), value.pos);
+                }
+            }
             out.push(entry);
         }
         if !unused.is_empty() {
@@ -606,7 +612,11 @@ impl Normalizer<'_> {
                     unused.iter().map(|u| format!("`{u}`")).collect::<Vec<_>>().join(", "),
                     operations.join(", ")
                 ),
-                "name an operation_type value of the input model in `operation_type`",
+                if root.get("handler_routing").is_some() {
+                    "name a routed operation (a route's key, or its last `.`-separated part)"
+                } else {
+                    "name an operation_type value of the input model in `operation_type`"
+                },
             );
         }
         if kind == Some("EFFECT") {
@@ -700,11 +710,16 @@ fn is_external_stub(value: &Node, name: &str, dependency_classes: &BTreeMap<Stri
     only_stub_keys && object && (dependency_classes.contains_key(name) || described_external)
 }
 
-/// The operation an io_operations name configures: the same name, or the only operation it
-/// contains as a whole `_`-separated part (`kafka_message_produce` → `produce`).
+/// The operation an io_operations name configures: the same name, the only operation whose
+/// last `.`-separated part it is (`upsert_contract` → `postgres.upsert_contract`), or the only
+/// operation it contains as a whole `_`-separated part (`kafka_message_produce` → `produce`).
 fn match_operation(text: &str, operations: &[String]) -> Option<String> {
     if operations.iter().any(|o| o == text) {
         return Some(text.to_owned());
+    }
+    let mut dotted = operations.iter().filter(|o| o.rsplit_once('.').is_some_and(|(_, last)| last == text));
+    if let (Some(only), None) = (dotted.next(), dotted.next()) {
+        return Some(only.clone());
     }
     let padded = format!("_{text}_");
     let mut found = operations.iter().filter(|o| padded.contains(&format!("_{o}_")));

@@ -5,7 +5,8 @@ use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 
 use super::tokens::{doc_attrs, ident, inner_doc, plain_doc, render_unformatted_file, version_cmp, version_text};
-use crate::model::NodeModel;
+use crate::behaviour::routing::Routing;
+use crate::model::{NodeModel, RustType, TypeDef};
 
 pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
     let c = &node.contract;
@@ -153,8 +154,38 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
     });
     let kind_trait = format_ident!("{}Node", c.kind.pascal());
     let mut models_use = None;
-    let dispatch = match &node.operation_enum {
-        Some(enum_name) => {
+    let routing = c.behaviour.routing.as_ref();
+    let dispatch = match (routing, &node.operation_enum) {
+        (Some(routing), _) => {
+            items.push(routing_static(node, routing)?);
+            let arms = node
+                .operations
+                .iter()
+                .map(|op| {
+                    let wire = &op.wire;
+                    let run = run_tokens(&ident(&op.method)?, &ident(&op.const_name)?);
+                    Ok(quote!(#wire => #run,))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            // A JSON input is read as it is; a typed one is serialized to find its key.
+            let input_is_json = node.types.iter().any(|t| {
+                let TypeDef::Alias { name, ty, .. } = t else { return false };
+                let json = match ty {
+                    RustType::Json => true,
+                    RustType::External(path) => path == "serde_json::Value",
+                    _ => false,
+                };
+                json && *name == node.input_type
+            });
+            let select = if input_is_json { format_ident!("select_json") } else { format_ident!("select") };
+            quote! {
+                match ROUTING.#select(CONTRACT.name, &input, &ctx)? {
+                    #(#arms)*
+                    other => Err(routing::no_method(CONTRACT.name, other)),
+                }
+            }
+        }
+        (None, Some(enum_name)) => {
             let enum_ident = ident(enum_name)?;
             let arms = node
                 .operations
@@ -172,7 +203,7 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
                 }
             }
         }
-        None => {
+        (None, None) => {
             let op = node.operations.first().ok_or("internal: a node without operations")?;
             run_tokens(&ident(&op.method)?, &ident(&op.const_name)?)
         }
@@ -192,9 +223,16 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
     let runtime_names = runtime_names.into_iter().map(ident).collect::<Result<Vec<_>, _>>()?;
     let uses = [
         quote! { use std::future::Future; #arc },
-        quote! {
-            use onex_runtime::node::dispatch;
-            use onex_runtime::{#(#runtime_names),*};
+        match routing {
+            Some(_) => quote! {
+                use onex_runtime::node::dispatch;
+                use onex_runtime::node::routing::{self, RouteSpec, Routing, RoutingStrategy};
+                use onex_runtime::{#(#runtime_names),*};
+            },
+            None => quote! {
+                use onex_runtime::node::dispatch;
+                use onex_runtime::{#(#runtime_names),*};
+            },
         },
         quote! { use super::contract::{#(#specs),*}; #models_use },
     ];
@@ -222,4 +260,55 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
 /// One arm of the generated `process`: the operation's spec and the handler method for it.
 fn run_tokens(method: &Ident, spec: &Ident) -> TokenStream {
     quote!(self.run(&#spec, input, ctx, H::#method).await)
+}
+
+/// `ROUTING`: the contract's `handler_routing` as the runtime reads it, with each route's
+/// `io_operations` settings.
+fn routing_static(node: &NodeModel, routing: &Routing) -> Result<TokenStream, String> {
+    let strategy = format_ident!("{}", routing.strategy.runtime_variant());
+    let routes = routing.routes.iter().map(|r| {
+        let operation = &r.operation;
+        let accepts = &r.accepts;
+        let handler = &r.handler;
+        let idempotent = match r.io.idempotent {
+            Some(b) => quote!(Some(#b)),
+            None => quote!(None),
+        };
+        let input_fields = &r.io.input_fields;
+        let output_fields = &r.io.output_fields;
+        quote! {
+            RouteSpec {
+                operation: #operation,
+                accepts: &[#(#accepts),*],
+                handler: #handler,
+                idempotent: #idempotent,
+                input_fields: &[#(#input_fields),*],
+                output_fields: &[#(#output_fields),*],
+            }
+        }
+    });
+    let fallback = match &routing.fallback {
+        Some(f) => {
+            let op = f.operation();
+            quote!(Some(#op))
+        }
+        None => quote!(None),
+    };
+    let doc = plain_doc(&format!(
+        "How `{}` routes a request: `{}`, to one operation per route; {}.",
+        node.contract.name.value,
+        routing.strategy.as_str(),
+        match &routing.fallback {
+            Some(f) => format!("a request that matches none goes to `{}`", f.operation()),
+            None => "a request that matches none is a `VALIDATION_ERROR` naming the accepted keys".to_owned(),
+        }
+    ));
+    Ok(quote! {
+        #doc
+        pub static ROUTING: Routing = Routing {
+            strategy: RoutingStrategy::#strategy,
+            routes: &[#(#routes),*],
+            fallback: #fallback,
+        };
+    })
 }

@@ -1,9 +1,11 @@
 //! The node's operations as the generated code names them (handler method, enum variant,
 //! `OPERATION_*` const, timeout, description, the line to cite), decided by the rule of
-//! [`crate::operations`] on the input model's built type; an `operation_type` that breaks the
-//! rule, and `io_operations` entries that configure no operation, are reported here.
+//! [`crate::operations`]: the routes of `handler_routing`, else the input model's built
+//! `operation_type`; an `operation_type` that breaks the rule, two operations with one method
+//! name, and `io_operations` entries that configure no operation, are reported here.
 
 use super::{DEFAULT_TIMEOUT_SECONDS, Operation, RustType, TypeDef, Variant};
+use crate::behaviour::routing::{FALLBACK, Fallback, Routing};
 use crate::diagnostics::{Code, Diagnostic, Pos};
 use crate::naming::{field_ident, operation_const, to_pascal_case, unraw};
 use crate::operations::{OperationType, Operations, PROPERTY, SINGLE, decide};
@@ -41,6 +43,11 @@ pub(super) fn build(
             _ => None,
         })
     };
+    if let Some(routing) = &contract.behaviour.routing {
+        let ops = routed(contract, routing, &timeout_for, &description_for, diags);
+        report_unconfigured(contract, &ops, diags);
+        return (None, ops);
+    }
     let rule = decide(field.map(|f| OperationType {
         required: !f.optional,
         has_default: f.default.is_some(),
@@ -115,6 +122,89 @@ pub(super) fn build(
         }
         Operations::NotAnEnum => invalid_operation_type(diags, file, pos, &input),
     }
+    report_unconfigured(contract, &ops, diags);
+    (enum_type, ops)
+}
+
+/// One operation per route (and the default handler's own [`FALLBACK`]); two that get one
+/// method name, or a method name the handler trait already has, are reported with both places.
+fn routed(
+    contract: &Contract,
+    routing: &Routing,
+    timeout_for: &dyn Fn(&str) -> f64,
+    description_for: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Operation> {
+    let file = contract.source.display.as_str();
+    let configured =
+        |wire: &str| contract.io_operations.iter().any(|o| o.operation.value == wire && o.timeout_seconds.is_some());
+    let timeout = |wire: &str| match routing.max_timeout_seconds {
+        Some(max) if !configured(wire) => max,
+        _ => timeout_for(wire),
+    };
+    let mut ops: Vec<Operation> = Vec::new();
+    let mut places: Vec<Pos> = Vec::new();
+    let mut candidates: Vec<(String, String, String, Pos)> = routing
+        .routes
+        .iter()
+        .map(|r| {
+            let description = description_for(&r.operation)
+                .or_else(|| r.description.clone())
+                .unwrap_or_else(|| format!("The `{}` route, handled by `{}`.", r.operation, r.handler));
+            (r.operation.clone(), field_ident(&r.method_base), description, r.pos)
+        })
+        .collect();
+    if let Some(Fallback::Own { handler, pos }) = &routing.fallback {
+        let description = format!("The default handler `{handler}`: requests that match no route.");
+        candidates.push((FALLBACK.to_owned(), FALLBACK.to_owned(), description, *pos));
+    }
+    for (wire, method, description, pos) in candidates {
+        if matches!(unraw(&method), "new" | "times_itself") {
+            diags.push(
+                Diagnostic::error(
+                    Code::NameCollision,
+                    file,
+                    pos,
+                    "handler_routing",
+                    format!(
+                        "route `{wire}` would be the handler method `{method}`, which the handler trait already has"
+                    ),
+                )
+                .with_hint("rename the route's key"),
+            );
+            continue;
+        }
+        if let Some(i) = ops.iter().position(|o| o.method == method) {
+            diags.push(
+                Diagnostic::error(
+                    Code::NameCollision,
+                    file,
+                    pos,
+                    "handler_routing",
+                    format!("routes `{}` and `{wire}` both become the handler method `{method}`", ops[i].wire),
+                )
+                .with_related(file, places[i], "the first route is here")
+                .with_hint("rename one of the routes' keys"),
+            );
+            continue;
+        }
+        ops.push(Operation {
+            const_name: operation_const(unraw(&method)),
+            timeout_seconds: timeout(&wire),
+            wire,
+            method,
+            variant: None,
+            description,
+            line: pos.line,
+        });
+        places.push(pos);
+    }
+    ops
+}
+
+/// `io_operations` entries that configure no operation of the node.
+fn report_unconfigured(contract: &Contract, ops: &[Operation], diags: &mut Vec<Diagnostic>) {
+    let file = contract.source.display.as_str();
     for io in &contract.io_operations {
         if !ops.iter().any(|o| o.wire == io.operation.value) {
             let known: Vec<&str> = ops.iter().map(|o| o.wire.as_str()).collect();
@@ -133,7 +223,6 @@ pub(super) fn build(
             );
         }
     }
-    (enum_type, ops)
 }
 
 fn invalid_operation_type(diags: &mut Vec<Diagnostic>, file: &str, pos: Pos, input: &str) {
