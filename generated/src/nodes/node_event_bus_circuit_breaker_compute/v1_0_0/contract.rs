@@ -42,7 +42,7 @@ pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
     name: "node_event_bus_circuit_breaker_compute",
     version: onex_runtime::SemVer::new(1, 0, 0),
     kind: onex_runtime::NodeKind::Compute,
-    description: "Guards event publishing with a circuit breaker (closed, open, half open) that queues events while the circuit is open, dead-letters the overflow and republishes the queue when it closes.",
+    description: "Guards event publishing with a circuit breaker (closed, open, half open; forced open and disabled by an operator) that keeps the events it cannot publish in a durable PostgreSQL outbox, dead-letters the overflow and republishes the outbox when the circuit closes.",
     source: "contracts/nodes/node_event_bus_circuit_breaker_compute/v1_0_0/contract.yaml",
     input_model: "ModelEventBusCircuitBreakerInput",
     output_model: "ModelEventBusCircuitBreakerOutput",

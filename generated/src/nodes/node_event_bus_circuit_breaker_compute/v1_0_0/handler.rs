@@ -97,7 +97,7 @@ pub trait EventBusCircuitBreakerHandler: Sized + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Output, OnexError>> + Send;
 }
 
-/// Guards event publishing with a circuit breaker (closed, open, half open) that queues events while the circuit is open, dead-letters the overflow and republishes the queue when it closes.
+/// Guards event publishing with a circuit breaker (closed, open, half open; forced open and disabled by an operator) that keeps the events it cannot publish in a durable PostgreSQL outbox, dead-letters the overflow and republishes the outbox when the circuit closes.
 pub struct NodeEventBusCircuitBreakerCompute<H = super::node::EventBusCircuitBreaker> {
     handler: H,
 }
