@@ -14,18 +14,13 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+# The rest runs with the broker up (this script again, inside `broker.sh run`).
+if [[ -z "${ONEX_BROKER_RUN:-}" ]]; then
+    ONEX_BROKER_RUN=1 exec scripts/broker.sh run "$0" "$@"
+fi
 
 cargo bench -p onex-tests --bench circuit_breaker --no-run
 
 "$root/scripts/postgres.sh" ensure
-started_here=0
-if ! scripts/broker.sh status >/dev/null 2>&1; then
-    scripts/broker.sh start
-    started_here=1
-fi
-cleanup() {
-    if [[ $started_here == 1 ]]; then scripts/broker.sh stop; fi
-}
-trap cleanup EXIT
 
 cargo bench -p onex-tests --bench circuit_breaker

@@ -22,15 +22,10 @@ case "$mode" in
 esac
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-started_here=0
-if ! scripts/broker.sh status >/dev/null 2>&1; then
-    scripts/broker.sh start
-    started_here=1
+# The rest runs with the broker up (this script again, inside `broker.sh run`).
+if [[ -z "${ONEX_BROKER_RUN:-}" ]]; then
+    ONEX_BROKER_RUN=1 exec scripts/broker.sh run "$0" "$@"
 fi
-cleanup() {
-    if [[ $started_here == 1 ]]; then scripts/broker.sh stop; fi
-}
-trap cleanup EXIT
 
 bin=$(scripts/bench-binary.sh kafka)
 jemalloc=$(ldconfig -p | awk '$1 == "libjemalloc.so.2" { print $NF; exit }')

