@@ -69,11 +69,21 @@ pub enum Code {
     Renamed,
     /// CG0025: a construct of another dialect is read approximately or not used.
     DialectApproximation,
+    /// CG0040: workflow steps depend on each other in a cycle.
+    WorkflowCycle,
+    /// CG0041: a workflow step depends on a step that does not exist.
+    WorkflowUnknownStep,
+    /// CG0042: two workflow steps have the same id.
+    WorkflowDuplicateStep,
+    /// CG0043: a workflow coordination rule is unknown, out of range or contradicts another.
+    WorkflowRule,
+    /// CG0044: a workflow has no steps.
+    WorkflowNoSteps,
 }
 
 impl Code {
     /// Every code, in order, for the table in the docs and the tests.
-    pub const ALL: [Code; 25] = [
+    pub const ALL: [Code; 30] = [
         Code::YamlSyntax,
         Code::YamlLimit,
         Code::DuplicateKey,
@@ -99,6 +109,11 @@ impl Code {
         Code::UnmappedExternalType,
         Code::Renamed,
         Code::DialectApproximation,
+        Code::WorkflowCycle,
+        Code::WorkflowUnknownStep,
+        Code::WorkflowDuplicateStep,
+        Code::WorkflowRule,
+        Code::WorkflowNoSteps,
     ];
 
     /// `CG0001`…
@@ -129,6 +144,11 @@ impl Code {
             Code::UnmappedExternalType => "CG0023",
             Code::Renamed => "CG0024",
             Code::DialectApproximation => "CG0025",
+            Code::WorkflowCycle => "CG0040",
+            Code::WorkflowUnknownStep => "CG0041",
+            Code::WorkflowDuplicateStep => "CG0042",
+            Code::WorkflowRule => "CG0043",
+            Code::WorkflowNoSteps => "CG0044",
         }
     }
 
@@ -160,6 +180,11 @@ impl Code {
             Code::UnmappedExternalType => "an external type has no Rust mapping and becomes serde_json::Value",
             Code::Renamed => "a name was converted or renamed to valid, unique Rust",
             Code::DialectApproximation => "a construct of another dialect is read approximately or not used",
+            Code::WorkflowCycle => "workflow steps depend on each other in a cycle",
+            Code::WorkflowUnknownStep => "a workflow step depends on a step that does not exist",
+            Code::WorkflowDuplicateStep => "two workflow steps have the same id",
+            Code::WorkflowRule => "a workflow coordination rule is unknown, out of range or contradicts another",
+            Code::WorkflowNoSteps => "a workflow has no steps",
         }
     }
 }
@@ -347,8 +372,12 @@ mod tests {
 
     #[test]
     fn codes_are_unique_and_in_order() {
-        for (i, code) in Code::ALL.iter().enumerate() {
-            assert_eq!(code.as_str(), format!("CG{:04}", i + 1));
+        // Ranges of numbers are reserved per feature, so the codes may have gaps.
+        for pair in Code::ALL.windows(2) {
+            assert!(pair[0].as_str() < pair[1].as_str(), "{} before {}", pair[0], pair[1]);
+        }
+        for code in Code::ALL {
+            assert!(code.as_str().len() == 6 && code.as_str().starts_with("CG"), "{code}");
         }
     }
 
