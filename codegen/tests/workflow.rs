@@ -94,3 +94,16 @@ fn goldens_are_deterministic() {
         assert_eq!(render_case(&case).0, render_case(&case).0);
     }
 }
+
+#[test]
+fn the_diamond_graph_is_checked_in_for_the_runtime_test() {
+    // runtime/tests/workflow_generated.rs `include!`s this (minus the inner doc comment and
+    // attributes, which include! does not allow) and runs the generated graph.
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workflow/accepted_parallel_diamond");
+    let (loaded, output) = codegen::generate_with(&case.join("contracts"), &Default::default());
+    let output = output.unwrap_or_else(|| panic!("{}", loaded.render_diagnostics()));
+    let file = &output.generated["nodes/node_pipeline_orchestrator/v1_0_0/workflow.rs"];
+    let body: String =
+        file.lines().filter(|l| !l.starts_with("//!") && !l.starts_with("#![")).map(|l| format!("{l}\n")).collect();
+    compare_golden(&case.join("workflow.rs.in"), &body);
+}
