@@ -130,6 +130,7 @@ struct Reader<'a> {
 struct Edge {
     on: usize,
     pos: Pos,
+    path: String,
 }
 
 impl Reader<'_> {
@@ -435,7 +436,7 @@ impl Reader<'_> {
         let mut edges: Vec<Vec<Edge>> = (0..steps.len()).map(|_| Vec::new()).collect();
         let mut resolve =
             |me: &mut Self, step: usize, dep: &Spanned<String>, path: &str| match index.get(dep.value.as_str()) {
-                Some(&on) if !edges[step].iter().any(|e| e.on == on) => edges[step].push(Edge { on, pos: dep.pos }),
+                Some(&on) if !edges[step].iter().any(|e| e.on == on) => edges[step].push(Edge { on, pos: dep.pos, path: path.to_owned() }),
                 Some(_) => {}
                 None => me.unknown(&steps, dep, path),
             };
@@ -745,13 +746,16 @@ impl Reader<'_> {
                     ),
                 })
                 .collect();
-            let step_path = format!("{}[{}]", join(graph_path, "nodes"), cycle[0]);
+            let path = edges[cycle[0]]
+                .iter()
+                .find(|e| e.on == successor(0))
+                .map_or_else(|| join(graph_path, "nodes"), |e| e.path.clone());
             let what =
                 if cycle.len() == 1 { "a step depends on itself" } else { "steps depend on each other in a cycle" };
             self.error(
                 Code::WorkflowCycle,
                 pos,
-                &join(&step_path, "depends_on"),
+                &path,
                 format!("{what}: {arrows} (each depends on the next)"),
                 &format!(
                     "remove one of these dependencies (e.g. `{}` on `{}`) so that some step can start first",
