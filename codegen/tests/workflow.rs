@@ -107,3 +107,94 @@ fn the_diamond_graph_is_checked_in_for_the_runtime_test() {
         file.lines().filter(|l| !l.starts_with("//!") && !l.starts_with("#![")).map(|l| format!("{l}\n")).collect();
     compare_golden(&case.join("workflow.rs.in"), &body);
 }
+
+/// Whether the graph `deps` (step → the steps it depends on) has a cycle, by depth-first search.
+fn has_cycle(deps: &[Vec<usize>]) -> bool {
+    fn visit(step: usize, deps: &[Vec<usize>], state: &mut [u8]) -> bool {
+        match state[step] {
+            1 => return true,
+            2 => return false,
+            _ => {}
+        }
+        state[step] = 1;
+        let cyclic = deps[step].iter().any(|&d| visit(d, deps, state));
+        state[step] = 2;
+        cyclic
+    }
+    let mut state = vec![0u8; deps.len()];
+    (0..deps.len()).any(|s| visit(s, deps, &mut state))
+}
+
+proptest::proptest! {
+    /// Any graph of up to 12 steps either reads into layers that keep every invariant, or has
+    /// a cycle and is refused with CG0040 naming one.
+    #[test]
+    fn layers_keep_their_invariants_or_the_cycle_is_named(
+        deps in proptest::collection::vec(proptest::collection::vec(0usize..12, 0..4), 1..12)
+    ) {
+        let n = deps.len();
+        let deps: Vec<Vec<usize>> = deps
+            .into_iter()
+            .map(|d| {
+                let mut d: Vec<usize> = d.into_iter().map(|x| x % n).collect();
+                d.dedup();
+                d
+            })
+            .collect();
+        let mut yaml = String::from("workflow_coordination:\n  workflow_definition:\n    execution_graph:\n      nodes:\n");
+        for (i, d) in deps.iter().enumerate() {
+            let names: Vec<String> = d.iter().map(|x| format!("s{x}")).collect();
+            yaml.push_str(&format!("        - node_id: s{i}\n          depends_on: [{}]\n", names.join(", ")));
+        }
+        let mut diags = Vec::new();
+        let root = codegen::read::parse("p.yaml", &yaml, &mut diags).unwrap();
+        let workflow = codegen::behaviour::workflow::read("p.yaml", &root, &mut diags);
+        match workflow {
+            Some(w) => {
+                proptest::prop_assert!(!has_cycle(&deps));
+                proptest::prop_assert!(diags.is_empty(), "{diags:?}");
+                let mut layer_of = vec![usize::MAX; n];
+                for (l, layer) in w.layers.iter().enumerate() {
+                    proptest::prop_assert!(layer.windows(2).all(|p| p[0] < p[1]), "contract order in a layer");
+                    for &s in layer {
+                        proptest::prop_assert_eq!(layer_of[s], usize::MAX, "listed once");
+                        layer_of[s] = l;
+                    }
+                }
+                for (s, d) in deps.iter().enumerate() {
+                    proptest::prop_assert!(layer_of[s] != usize::MAX, "every step in a layer");
+                    let deepest = d.iter().map(|&x| layer_of[x]).max();
+                    // Each step sits in the first layer after all its dependencies.
+                    proptest::prop_assert_eq!(layer_of[s], deepest.map_or(0, |l| l + 1));
+                    let mut read: Vec<usize> = w.steps[s].depends_on.clone();
+                    let mut want = d.clone();
+                    read.sort();
+                    want.sort();
+                    want.dedup();
+                    proptest::prop_assert_eq!(read, want);
+                }
+            }
+            None => {
+                proptest::prop_assert!(has_cycle(&deps), "refused without a cycle: {diags:?}");
+                let cycle = diags.iter().find(|d| d.code == Code::WorkflowCycle);
+                proptest::prop_assert!(cycle.is_some(), "{diags:?}");
+                let message = &cycle.unwrap().message;
+                // `a → b → … → a`: the named steps really depend on each other in that order.
+                let names: Vec<usize> = message
+                    .split(": ")
+                    .nth(1)
+                    .unwrap()
+                    .split(" (")
+                    .next()
+                    .unwrap()
+                    .split(" → ")
+                    .map(|s| s.trim_start_matches('s').parse().unwrap())
+                    .collect();
+                proptest::prop_assert_eq!(names.first(), names.last());
+                for pair in names.windows(2) {
+                    proptest::prop_assert!(deps[pair[0]].contains(&pair[1]), "{message}");
+                }
+            }
+        }
+    }
+}

@@ -436,7 +436,9 @@ impl Reader<'_> {
         let mut edges: Vec<Vec<Edge>> = (0..steps.len()).map(|_| Vec::new()).collect();
         let mut resolve =
             |me: &mut Self, step: usize, dep: &Spanned<String>, path: &str| match index.get(dep.value.as_str()) {
-                Some(&on) if !edges[step].iter().any(|e| e.on == on) => edges[step].push(Edge { on, pos: dep.pos, path: path.to_owned() }),
+                Some(&on) if !edges[step].iter().any(|e| e.on == on) => {
+                    edges[step].push(Edge { on, pos: dep.pos, path: path.to_owned() })
+                }
                 Some(_) => {}
                 None => me.unknown(&steps, dep, path),
             };
