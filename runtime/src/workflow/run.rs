@@ -50,6 +50,7 @@ where
                 && status[index].is_none()
                 && graph.steps[index].depends_on.iter().all(|&d| matches!(status[d], Some(StepStatus::Succeeded)));
             if ready {
+                tracing::debug!(target: "onex::workflow", workflow = graph.name, step = graph.steps[index].id, "step started");
                 started[index] = Some(Instant::now());
                 in_flight.push(attempt(graph, index, &step, &attempts[index]));
             }
@@ -66,6 +67,7 @@ where
         let (index, result, took) = match ended {
             Ok(ended) => ended,
             Err(reason) => {
+                tracing::info!(target: "onex::workflow", workflow = graph.name, reason = ?reason, "workflow run stopped");
                 stopped = Some(reason);
                 break;
             }
@@ -74,6 +76,14 @@ where
         match result {
             Ok(()) => status[index] = Some(StepStatus::Succeeded),
             Err(error) => {
+                tracing::warn!(
+                    target: "onex::workflow",
+                    workflow = graph.name,
+                    step = graph.steps[index].id,
+                    code = %error.code(),
+                    attempts = attempts[index].load(Relaxed),
+                    "workflow step failed"
+                );
                 status[index] = Some(StepStatus::Failed(error));
                 skip_dependents(graph, &order, &mut status);
                 if graph.on_failure == OnFailure::FailFast {
