@@ -198,3 +198,36 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn real_2026_workflows_read_with_their_coordination_rules() {
+    // Copies of corpus contracts kept as dialect fixtures (see their case.txt).
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/dialects");
+    let options = codegen::dialect::Options { load_subcontracts: true, ..Default::default() };
+    let (loaded, _) = codegen::generate_with(&fixtures.join("n22_drifted_copies/contracts"), &options);
+    let runtime = loaded
+        .nodes
+        .iter()
+        .find(|n| n.contract.source.display.ends_with("node_runtime_orchestrator/contract.yaml"))
+        .expect("the runtime orchestrator");
+    let w = runtime.contract.behaviour.workflow.as_ref().expect("its workflow");
+    assert_eq!(w.name.as_deref(), Some("runtime_lifecycle"));
+    let ids: Vec<&str> = w.steps.iter().map(|s| s.id.value.as_str()).collect();
+    assert_eq!(ids, ["contract_loader", "contract_registry", "node_graph", "event_bus_wiring"]);
+    assert_eq!(w.layers, vec![vec![0], vec![1], vec![2], vec![3]]);
+    // `execution_mode` only in workflow_metadata; `max_parallel_steps: 1`.
+    assert_eq!((w.mode, w.max_concurrency), (ExecutionMode::Sequential, 1));
+    // fail_fast, yet 3 retries with a 2 s pause doubling each time; 30 s per step, 120 s in all.
+    assert_eq!(w.on_failure, OnFailure::FailFast);
+    assert_eq!((w.max_retries, w.retry_backoff_ms, w.retry_backoff_multiplier), (3, 2000, 2.0));
+    assert!(w.steps.iter().all(|s| s.timeout_ms == Some(30_000)));
+    assert_eq!(w.timeout_ms, Some(120_000));
+    assert_eq!(w.steps[0].target.as_deref(), Some("NodeContractLoaderEffect"));
+
+    let (loaded, _) = codegen::generate_with(&fixtures.join("n25_nested_node_type/contracts"), &options);
+    let chain = loaded.nodes.iter().find_map(|n| n.contract.behaviour.workflow.as_ref()).expect("the chain workflow");
+    // Two independent chains: retrieve → replay and verify → store.
+    assert_eq!(chain.layers, vec![vec![0, 2], vec![1, 3]]);
+    assert_eq!((chain.mode, chain.max_concurrency, chain.max_retries), (ExecutionMode::Sequential, 1, 0));
+    assert_eq!(chain.steps[2].kind, Some(codegen::validate::Kind::Reducer));
+}
