@@ -182,6 +182,7 @@ async fn continue_independent_skips_only_the_dependents_of_a_failure() {
     assert_eq!(report.step("d").unwrap().attempts, 0);
     assert_eq!(report.step("d").unwrap().duration, None);
     assert_eq!(report.first_failure().map(|(id, _)| id), Some("b"));
+    assert_eq!(report.stopped, None, "continue-independent runs out of work");
 }
 
 #[tokio::test]
@@ -238,6 +239,7 @@ async fn fail_fast_drops_the_steps_in_flight_and_starts_nothing_new() {
     assert!(report.steps[2].duration.is_some());
     assert_eq!(report.steps[3].attempts, 0);
     assert!(e_dropped.load(SeqCst), "the step in flight was dropped");
+    assert_eq!(report.stopped, Some(CancelReason::FailFast(0)));
     assert_eq!(calls.load(SeqCst), 2, "only a and e were ever started");
 }
 
@@ -279,6 +281,7 @@ async fn cancelling_the_token_stops_the_run_and_starts_nothing_new() {
         assert!(matches!(s.status, StepStatus::Cancelled(CancelReason::Token)), "{s:?}");
     }
     assert_eq!(calls.load(SeqCst), 2, "the third step never started");
+    assert_eq!(report.stopped, Some(CancelReason::Token));
     assert_eq!(drops.load(SeqCst), 2, "both steps in flight were dropped");
     assert_eq!(report.steps.iter().filter(|s| s.attempts == 0).count(), 1);
 
@@ -383,6 +386,7 @@ async fn the_workflow_timeout_cancels_what_is_left() {
     assert!(matches!(report.steps[1].status, StepStatus::Cancelled(CancelReason::Timeout)));
     assert!(matches!(report.steps[2].status, StepStatus::Cancelled(CancelReason::Timeout)));
     assert_eq!(report.duration, Duration::from_secs(60));
+    assert_eq!(report.stopped, Some(CancelReason::Timeout));
 }
 
 #[tokio::test]

@@ -53,6 +53,8 @@ pub struct Report {
     pub steps: Vec<StepReport>,
     /// How long the run took.
     pub duration: Duration,
+    /// Why the run stopped before running out of work (`None`: every step ran or was skipped).
+    pub stopped: Option<CancelReason>,
 }
 
 impl Report {

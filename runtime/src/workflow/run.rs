@@ -111,7 +111,7 @@ where
             StepReport { id: spec.id, status, attempts: attempts[index].load(Relaxed), duration }
         })
         .collect();
-    Ok(Report { workflow: graph.name, steps, duration: now - run_started })
+    Ok(Report { workflow: graph.name, steps, duration: now - run_started, stopped })
 }
 
 /// Runs step `index` until it succeeds or has used its retries. Returns the index, the last
