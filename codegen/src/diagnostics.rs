@@ -69,6 +69,16 @@ pub enum Code {
     Renamed,
     /// CG0025: a construct of another dialect is read approximately or not used.
     DialectApproximation,
+    /// CG0040: workflow steps depend on each other in a cycle.
+    WorkflowCycle,
+    /// CG0041: a workflow step depends on a step that does not exist.
+    WorkflowUnknownStep,
+    /// CG0042: two workflow steps have the same id.
+    WorkflowDuplicateStep,
+    /// CG0043: a workflow coordination rule is unknown, out of range or contradicts another.
+    WorkflowRule,
+    /// CG0044: a workflow has no steps.
+    WorkflowNoSteps,
     /// CG0050: `handler_routing` cannot route (strategy, handler list, entry key, default handler).
     InvalidRouting,
     /// CG0051: two routes of `handler_routing` accept the same key.
@@ -81,7 +91,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in order, for the table in the docs and the tests.
-    pub const ALL: [Code; 29] = [
+    pub const ALL: [Code; 34] = [
         Code::YamlSyntax,
         Code::YamlLimit,
         Code::DuplicateKey,
@@ -107,6 +117,11 @@ impl Code {
         Code::UnmappedExternalType,
         Code::Renamed,
         Code::DialectApproximation,
+        Code::WorkflowCycle,
+        Code::WorkflowUnknownStep,
+        Code::WorkflowDuplicateStep,
+        Code::WorkflowRule,
+        Code::WorkflowNoSteps,
         Code::InvalidRouting,
         Code::DuplicateRoute,
         Code::InvalidTopic,
@@ -141,6 +156,11 @@ impl Code {
             Code::UnmappedExternalType => "CG0023",
             Code::Renamed => "CG0024",
             Code::DialectApproximation => "CG0025",
+            Code::WorkflowCycle => "CG0040",
+            Code::WorkflowUnknownStep => "CG0041",
+            Code::WorkflowDuplicateStep => "CG0042",
+            Code::WorkflowRule => "CG0043",
+            Code::WorkflowNoSteps => "CG0044",
             Code::InvalidRouting => "CG0050",
             Code::DuplicateRoute => "CG0051",
             Code::InvalidTopic => "CG0052",
@@ -181,6 +201,11 @@ impl Code {
             Code::UnmappedExternalType => "an external type has no Rust mapping and becomes serde_json::Value",
             Code::Renamed => "a name was converted or renamed to valid, unique Rust",
             Code::DialectApproximation => "a construct of another dialect is read approximately or not used",
+            Code::WorkflowCycle => "workflow steps depend on each other in a cycle",
+            Code::WorkflowUnknownStep => "a workflow step depends on a step that does not exist",
+            Code::WorkflowDuplicateStep => "two workflow steps have the same id",
+            Code::WorkflowRule => "a workflow coordination rule is unknown, out of range or contradicts another",
+            Code::WorkflowNoSteps => "a workflow has no steps",
             Code::InvalidRouting => "handler_routing cannot route requests",
             Code::DuplicateRoute => "two routes of handler_routing accept the same key",
             Code::InvalidTopic => "an event_bus topic breaks the topic grammar",

@@ -168,6 +168,37 @@ pub fn explain(code: Code) -> String {
              missing `input_model`/`output_model` (any JSON value), a subcontract path that is not a \
              subcontract.\n\nFix: follow the hint, or accept the approximation."
         }
+        Code::WorkflowCycle => {
+            "The steps of `workflow_coordination` (the entries of `execution_graph.nodes`) depend on each other \
+             in a circle, through `depends_on` or `execution_graph.edges`, so none of them can ever start. The \
+             message lists the cycle in dependency order (`a → b → a`: a depends on b, b depends on a).\n\n\
+             Example:\n    - node_id: a\n      depends_on: [b]\n    - node_id: b\n      depends_on: [a]\n\n\
+             Fix: remove one dependency of the cycle; a step that needs a later step's output is usually two steps."
+        }
+        Code::WorkflowUnknownStep => {
+            "A `depends_on` entry (or an edge's `from_node`/`to_node`) names a step id that no entry of \
+             `execution_graph.nodes` has. Step ids are compared exactly.\n\nExample:\n    - node_id: score\n      \
+             depends_on: [probe]   # no step is called probe\n\nFix: use the `node_id` of an existing step, or add \
+             the missing step."
+        }
+        Code::WorkflowDuplicateStep => {
+            "Two entries of `execution_graph.nodes` have the same `node_id`, so a dependency on that id would be \
+             ambiguous and the generated `Step` enum would have two equal variants.\n\nFix: rename one of them \
+             (and the `depends_on` entries meant for it)."
+        }
+        Code::WorkflowRule => {
+            "A value of `coordination_rules` (or a step's `node_type`/`timeout_ms`) cannot be used: an unknown \
+             `execution_mode` (known: sequential, parallel) or `failure_recovery_strategy` (known: fail_fast, \
+             retry, continue), a limit out of range, or two settings that contradict each other, such as \
+             `execution_mode: parallel` with `parallel_execution_allowed: false`, `sequential` with \
+             `max_parallel_steps` above 1, or `fail_fast` with `allow_partial_completion: true`.\n\nFix: use one \
+             of the known values, or drop one of the two contradicting settings."
+        }
+        Code::WorkflowNoSteps => {
+            "`workflow_coordination` is present but `execution_graph.nodes` is empty: a workflow needs at least \
+             one step.\n\nFix: list the steps under `workflow_definition.execution_graph.nodes`, or remove the \
+             section."
+        }
         Code::InvalidRouting => {
             "`handler_routing` says which handler method takes a request, and this one cannot be turned into a \
              dispatch: `routing_strategy` is missing or not one of `operation_match` (by the request's \
@@ -230,6 +261,7 @@ mod tests {
         assert_eq!(parse_code("CG0004"), Some(Code::MissingKey));
         assert_eq!(parse_code("cg4"), Some(Code::MissingKey));
         assert_eq!(parse_code("1"), Some(Code::YamlSyntax));
+        assert_eq!(parse_code("CG0040"), Some(Code::WorkflowCycle));
         assert_eq!(parse_code("CG0000"), None);
         assert_eq!(parse_code("CG9999"), None);
         assert_eq!(parse_code("nope"), None);

@@ -73,6 +73,35 @@ fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
         codegen::package::write_package(&output, &root.join(&name), &options).unwrap();
         members.push(name);
     }
+    // Every corpus contract with a `workflow_coordination` that became a node has a typed step
+    // graph (`workflow.rs`), and the accepted workflow golden compiles too.
+    let with_workflow: BTreeSet<&String> = loaded
+        .sources
+        .iter()
+        .filter(|(file, text)| {
+            node_files.contains(*file) && text.lines().any(|l| l.starts_with("workflow_coordination:"))
+        })
+        .map(|(file, _)| file)
+        .collect();
+    let workflows = loaded.nodes.iter().filter(|n| n.contract.behaviour.workflow.is_some()).count();
+    for node in &loaded.nodes {
+        let file = &node.contract.source.display;
+        assert_eq!(
+            node.contract.behaviour.workflow.is_some(),
+            with_workflow.contains(file),
+            "{file}: a workflow_coordination section and a step graph go together"
+        );
+    }
+    let workflow_case = workspace().join("codegen/tests/workflow/accepted_parallel_diamond/contracts");
+    let (workflow_loaded, workflow_output) = codegen::generate_with(&workflow_case, &options);
+    let workflow_output = workflow_output.unwrap_or_else(|| panic!("{}", workflow_loaded.render_diagnostics()));
+    let workflow_options = codegen::package::PackageOptions {
+        crate_name: "workflow-diamond".to_owned(),
+        runtime_path: Some(workspace().join("runtime")),
+        standalone: false,
+    };
+    codegen::package::write_package(&workflow_output, &root.join("workflow-diamond"), &workflow_options).unwrap();
+
     // The naming fixture (every Rust keyword and prelude name as a name) must compile too.
     let naming_contracts = workspace().join("tests/fixtures/dialects/_naming/contracts");
     let (naming, naming_output) = codegen::generate_with(&naming_contracts, &options);
@@ -85,7 +114,7 @@ fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
     codegen::package::write_package(&naming_output, &root.join("naming-keywords"), &naming_options).unwrap();
     let list = members
         .iter()
-        .chain(std::iter::once(&"naming-keywords".to_owned()))
+        .chain([&"naming-keywords".to_owned(), &"workflow-diamond".to_owned()])
         .map(|m| format!("\"{m}\""))
         .collect::<Vec<_>>()
         .join(", ");
@@ -110,6 +139,24 @@ fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
         .collect();
     assert!(out.status.success() || !failed.is_empty(), "cargo check failed before compiling any package:\n{stderr}");
     assert!(!failed.contains("naming-keywords"), "the keyword/prelude-name fixture does not compile:\n{stderr}");
+    assert!(!failed.contains("workflow-diamond"), "the workflow golden does not compile:\n{stderr}");
+    let workflow_failed: Vec<&&str> = failed
+        .iter()
+        .filter(|f| {
+            loaded.nodes.iter().any(|n| {
+                n.contract.behaviour.workflow.is_some()
+                    && format!("corpus-{}-{}", n.contract.name.value, n.contract.version_module()).replace('_', "-")
+                        == **f
+            })
+        })
+        .collect();
+    println!(
+        "corpus: {} contracts have workflow_coordination; {workflows} became typed step graphs, {} of which fail cargo check",
+        with_workflow.len(),
+        workflow_failed.len()
+    );
+    assert!(workflow_failed.is_empty(), "generated workflows that do not compile: {workflow_failed:?}");
+    assert_eq!(workflows, with_workflow.len(), "every corpus workflow becomes a typed step graph");
     let compiled = members.len() - failed.len();
     let total = node_files.len();
     println!(
