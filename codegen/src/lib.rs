@@ -23,6 +23,7 @@ pub mod operations;
 pub mod package;
 pub mod read;
 pub mod report;
+pub mod stamp;
 pub mod templates;
 pub mod validate;
 

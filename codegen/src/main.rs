@@ -139,6 +139,10 @@ enum Command {
         /// version
         #[arg(long, value_name = "PATH")]
         runtime_path: Option<PathBuf>,
+        /// Regenerate even when nothing changed since the last run (the package's
+        /// `.codegen-stamp` says what was read and written)
+        #[arg(long)]
+        force: bool,
     },
 
     /// Print the editor JSON Schema of the contract dialect
@@ -219,9 +223,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Explain { code }) => explain(&code, run.color),
-        Some(Command::Generate { contracts, out, crate_name, runtime_path }) => {
+        Some(Command::Generate { contracts, out, crate_name, runtime_path, force }) => {
             let options = codegen::package::PackageOptions { crate_name, runtime_path, standalone: true };
-            generate_package(&contracts, &out, options, &run)
+            generate_package(&contracts, &out, options, force, &run)
         }
         Some(Command::Schema) => {
             print!("{}", codegen::CONTRACT_SCHEMA);
@@ -467,10 +471,30 @@ fn explain(code: &str, color: bool) -> ExitCode {
     }
 }
 
-fn generate_package(contracts: &Path, out: &Path, options: codegen::package::PackageOptions, run: &Run) -> ExitCode {
+fn generate_package(
+    contracts: &Path,
+    out: &Path,
+    options: codegen::package::PackageOptions,
+    force: bool,
+    run: &Run,
+) -> ExitCode {
+    use codegen::package::{Freshness, freshness};
     let started = Instant::now();
+    let ms = |started: Instant| started.elapsed().as_secs_f64() * 1000.0;
+    let stamp = match freshness(contracts, out, &options, &run.dialect, &run.templates, force) {
+        Freshness::UpToDate => {
+            println!(
+                "package `{}` in {} is up to date: no contract, option or generated file changed since the last run ({:.1} ms; --force regenerates)",
+                options.crate_name,
+                out.display(),
+                ms(started)
+            );
+            return ExitCode::SUCCESS;
+        }
+        Freshness::Stale(stamp) => stamp,
+    };
     let Some((loaded, output)) = run.generate(contracts) else { return ExitCode::FAILURE };
-    match codegen::package::write_package(&output, out, &options) {
+    match codegen::package::write_stamped_package(&output, out, &options, stamp, &loaded.files_read) {
         Ok(written) => {
             println!(
                 "generated package `{}` in {}: {} node(s), {} file(s) written, {} unchanged, {} scaffold(s) created, {} other file(s) skipped in {:.1} ms",
@@ -481,7 +505,7 @@ fn generate_package(contracts: &Path, out: &Path, options: codegen::package::Pac
                 written.unchanged,
                 written.scaffolds_created.len(),
                 loaded.skipped.len(),
-                started.elapsed().as_secs_f64() * 1000.0
+                ms(started)
             );
             ExitCode::SUCCESS
         }
