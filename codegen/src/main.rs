@@ -480,8 +480,11 @@ fn generate_package(
 ) -> ExitCode {
     use codegen::package::{Freshness, freshness};
     let started = Instant::now();
+    let mut timings = Timings::new();
     let ms = |started: Instant| started.elapsed().as_secs_f64() * 1000.0;
-    let stamp = match freshness(contracts, out, &options, &run.dialect, &run.templates, force) {
+    let freshness = freshness(contracts, out, &options, &run.dialect, &run.templates, force);
+    timings.stage("stamp check");
+    let stamp = match freshness {
         Freshness::UpToDate => {
             println!(
                 "package `{}` in {} is up to date: no contract, option or generated file changed since the last run ({:.1} ms; --force regenerates)",
@@ -489,13 +492,16 @@ fn generate_package(
                 out.display(),
                 ms(started)
             );
+            timings.report();
             return ExitCode::SUCCESS;
         }
         Freshness::Stale(stamp) => stamp,
     };
     let Some((loaded, output)) = run.generate(contracts) else { return ExitCode::FAILURE };
+    timings.stage("read, validate, render");
     match codegen::package::write_stamped_package(&output, out, &options, stamp, &loaded.files_read) {
         Ok(written) => {
+            timings.stage("write");
             println!(
                 "generated package `{}` in {}: {} node(s), {} file(s) written, {} unchanged, {} scaffold(s) created, {} other file(s) skipped in {:.1} ms",
                 options.crate_name,
@@ -507,6 +513,9 @@ fn generate_package(
                 loaded.skipped.len(),
                 ms(started)
             );
+            drop((loaded, output));
+            timings.stage("free");
+            timings.report();
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -516,6 +525,43 @@ fn generate_package(
             );
             ExitCode::FAILURE
         }
+    }
+}
+
+/// With `CODEGEN_TIMINGS` set in the environment, `generate` prints one line on stderr with the
+/// time of each stage and the process's peak memory, for the corpus benchmark and profiling.
+struct Timings {
+    on: bool,
+    last: Instant,
+    stages: Vec<(&'static str, f64)>,
+}
+
+impl Timings {
+    fn new() -> Self {
+        Self { on: std::env::var_os("CODEGEN_TIMINGS").is_some(), last: Instant::now(), stages: Vec::new() }
+    }
+
+    /// Ends the stage called `name`.
+    fn stage(&mut self, name: &'static str) {
+        if self.on {
+            let now = Instant::now();
+            self.stages.push((name, (now - self.last).as_secs_f64() * 1000.0));
+            self.last = now;
+        }
+    }
+
+    fn report(&self) {
+        if !self.on {
+            return;
+        }
+        let stages: Vec<String> = self.stages.iter().map(|(name, ms)| format!("{name} {ms:.2} ms")).collect();
+        // Linux: the resident set's high-water mark. Elsewhere it is left out.
+        let peak = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        });
+        let peak = peak.map_or_else(|| "n/a".to_owned(), |kb| format!("{kb} KB"));
+        eprintln!("timings: {}; peak memory {peak}", stages.join(", "));
     }
 }
 
