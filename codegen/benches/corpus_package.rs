@@ -115,6 +115,10 @@ fn cli_figure(runs: usize, mut f: impl FnMut() -> CliRun) -> CliFigure {
     CliFigure { wall: summary(wall), cpu: summary(cpu), peak_kb, stdout }
 }
 
+fn args(owned: &[String]) -> Vec<&str> {
+    owned.iter().map(String::as_str).collect()
+}
+
 fn time<T>(f: impl FnOnce() -> T) -> (f64, T) {
     let started = Instant::now();
     let value = f();
@@ -127,16 +131,24 @@ fn main() {
     let scratch = workspace().join("target/codegen-corpus-bench");
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).unwrap();
-    let package = scratch.join("pkg");
-    let (corpus_arg, package_arg) = (corpus.to_str().unwrap(), package.to_str().unwrap());
-    let generate = ["generate", "--contracts", corpus_arg, "--out", package_arg, "--crate", "onex-corpus"];
+    let corpus_arg = corpus.to_str().unwrap();
+    let generate_into = |dir: &Path| {
+        let dir = dir.to_str().unwrap().to_owned();
+        ["generate", "--contracts", corpus_arg, "--out", &dir, "--crate", "onex-corpus"].map(str::to_owned)
+    };
 
-    // The command line. Each full run starts from a missing folder; removing it is not timed.
-    let full = cli_figure(runs, || {
-        let _ = std::fs::remove_dir_all(&package);
-        cli(&generate)
-    });
+    // The command line. Each full run writes a folder never used before: creating files right
+    // after deleting as many (ext4 mounted with `discard`) measures the file system, not us.
+    let mut fresh = 0;
+    let mut next_fresh = || {
+        fresh += 1;
+        scratch.join(format!("fresh-{fresh}"))
+    };
+    let full = cli_figure(runs, || cli(&args(&generate_into(&next_fresh()))));
     assert!(full.stdout.contains("generated package"), "{}", full.stdout);
+    let package = scratch.join(format!("fresh-{runs}"));
+    let generate = generate_into(&package);
+    let generate = args(&generate);
     let forced_args = [&generate[..], &["--force"]].concat();
     let forced = cli_figure(runs, || cli(&forced_args));
     assert!(forced.stdout.contains(" 0 file(s) written"), "{}", forced.stdout);
@@ -150,7 +162,6 @@ fn main() {
         codegen::package::PackageOptions { crate_name: "onex-corpus".into(), runtime_path: None, standalone: true };
     let templates = codegen::templates::Templates::builtin();
     let base = corpus.file_name().unwrap().to_string_lossy().into_owned();
-    let in_process = scratch.join("in-process");
     let (mut load, mut render, mut write, mut check) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut nodes = 0;
     for _ in 0..runs {
@@ -160,7 +171,7 @@ fn main() {
         assert!(!loaded.has_errors(), "{}", loaded.render_diagnostics());
         let (ms, output) = time(|| codegen::emit::render(&base, &loaded.nodes).expect("the corpus renders"));
         render.push(ms);
-        let _ = std::fs::remove_dir_all(&in_process);
+        let in_process = next_fresh();
         let (ms, ()) = time(|| {
             let stamp = match codegen::package::freshness(
                 &corpus,
