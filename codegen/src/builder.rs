@@ -356,6 +356,23 @@ mod tests {
     }
 
     #[test]
+    fn an_edited_or_deleted_generated_file_is_written_again() {
+        let dir = scratch("outputs");
+        std::fs::create_dir_all(dir.join("templates")).unwrap();
+        assert!(!build(&dir).unwrap().up_to_date);
+        assert!(build(&dir).unwrap().up_to_date);
+        let registry = dir.join("out/registry.rs");
+        let original = std::fs::read_to_string(&registry).unwrap();
+        std::fs::write(&registry, "// edited\n").unwrap();
+        assert!(!build(&dir).unwrap().up_to_date);
+        assert_eq!(std::fs::read_to_string(&registry).unwrap(), original);
+        std::fs::remove_file(dir.join("out/onex_nodes.rs")).unwrap();
+        assert!(!build(&dir).unwrap().up_to_date);
+        assert!(build(&dir).unwrap().up_to_date);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_templates_dir_overrides_the_scaffold_and_is_part_of_the_stamp() {
         let dir = scratch("templates");
         let templates = dir.join("templates");
