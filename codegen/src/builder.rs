@@ -37,10 +37,10 @@
 // The example is a whole build.rs, `fn main` included, for users to copy as is.
 #![allow(clippy::needless_doctest_main)]
 
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use crate::diagnostics::Diagnostic;
+use crate::stamp::{Settings, Stamp};
 
 /// Configures and runs generation from a build script.
 #[derive(Debug, Clone)]
@@ -102,9 +102,6 @@ impl std::fmt::Display for BuildError {
 }
 
 impl std::error::Error for BuildError {}
-
-/// Bumped when the output of the generator changes, so cached `OUT_DIR`s regenerate.
-const STAMP_VERSION: &str = "codegen-out-2";
 
 impl Builder {
     /// Defaults: contracts from `$CARGO_MANIFEST_DIR/contracts`, output to `$OUT_DIR`,
@@ -197,32 +194,35 @@ impl Builder {
             }
         }
 
-        // No-op fast path: same inputs as the last run and the outputs are still there.
-        let paths = crate::read::discover(&contracts_dir).unwrap_or_default();
-        let stamp = stamp(&paths, scaffold_dir.as_deref(), &templates, &self.include_file);
-        let stamp_file = out_dir.join(".codegen-stamp");
+        // No-op fast path: same inputs as the last run and its outputs untouched ([`Stamp`]).
+        let settings = Settings::new()
+            .with("build-script")
+            .with(&contracts_dir)
+            .with(&scaffold_dir)
+            .with(&self.include_file)
+            .with_templates(&templates);
+        let found = crate::read::discover(&contracts_dir).unwrap_or_default();
         let include_path = out_dir.join(&self.include_file);
-        // The stamp file holds the input fingerprint, then one line per scaffold file: a
-        // deleted scaffold must be recreated even when the contracts did not change.
-        if let Some(stamp) = &stamp {
-            let previous = std::fs::read_to_string(&stamp_file).unwrap_or_default();
-            let mut lines = previous.lines();
-            let scaffolds: Vec<PathBuf> = lines.clone().skip(1).map(PathBuf::from).collect();
-            if include_path.exists() && lines.next() == Some(stamp.as_str()) && scaffolds.iter().all(|p| p.exists()) {
-                if self.emit_rerun_if_changed {
-                    for p in paths.iter().chain(&scaffolds) {
-                        println!("cargo:rerun-if-changed={}", p.display());
-                    }
+        if let Some(previous) = Stamp::load(&out_dir).filter(|s| s.is_current(&settings, &found, &out_dir)) {
+            if self.emit_rerun_if_changed {
+                for p in previous.inputs() {
+                    println!("cargo:rerun-if-changed={}", p.display());
                 }
-                return Ok(Generated {
-                    out_dir,
-                    include_file: include_path,
-                    files_read: paths,
-                    warnings: Vec::new(),
-                    up_to_date: true,
-                });
+                for p in previous.scaffolds() {
+                    println!("cargo:rerun-if-changed={}", out_dir.join(p).display());
+                }
             }
+            return Ok(Generated {
+                out_dir,
+                include_file: include_path,
+                files_read: previous.inputs().map(Path::to_path_buf).collect(),
+                warnings: Vec::new(),
+                up_to_date: true,
+            });
         }
+        // Hashed before generating: a contract edited during the run is seen as changed next
+        // time. An unreadable one leaves no stamp (the run reports it).
+        let stamp = Stamp::new(&settings, &found).ok();
 
         let (loaded, output) = crate::generate(&contracts_dir);
         if self.emit_rerun_if_changed {
@@ -277,14 +277,17 @@ impl Builder {
         }
         output.generated.insert(self.include_file.clone(), include_text(&out_dir));
         std::fs::create_dir_all(&out_dir).map_err(BuildError::Io)?;
+        Stamp::remove(&out_dir).map_err(BuildError::Io)?;
         crate::write_tree(&output, &out_dir, None).map_err(BuildError::Io)?;
-        if let Some(stamp) = stamp {
-            let mut text = stamp;
-            for p in &scaffold_files {
-                text.push('\n');
-                text.push_str(&p.display().to_string());
+        if let Some(mut stamp) = stamp {
+            stamp.add_inputs(&loaded.files_read).map_err(BuildError::Io)?;
+            for (rel, text) in &output.generated {
+                stamp.add_generated(rel, text.as_bytes());
             }
-            std::fs::write(&stamp_file, text).map_err(BuildError::Io)?;
+            for p in scaffold_files {
+                stamp.add_scaffold(p);
+            }
+            stamp.save(&out_dir).map_err(BuildError::Io)?;
         }
         Ok(Generated {
             out_dir,
@@ -313,30 +316,6 @@ fn include_text(out_dir: &Path) -> String {
         nodes.display().to_string(),
         registry.display().to_string()
     )
-}
-
-/// A fingerprint of every input, or `None` when an input cannot be read.
-fn stamp(
-    paths: &[PathBuf],
-    scaffold_dir: Option<&Path>,
-    templates: &crate::templates::Templates,
-    include_file: &str,
-) -> Option<String> {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    STAMP_VERSION.hash(&mut hasher);
-    templates.hash_into(&mut hasher);
-    include_file.hash(&mut hasher);
-    scaffold_dir.hash(&mut hasher);
-    // A rebuilt generator (the build script binary) must regenerate even with the same inputs.
-    if let Some(meta) = std::env::current_exe().ok().and_then(|exe| std::fs::metadata(exe).ok()) {
-        meta.len().hash(&mut hasher);
-        meta.modified().ok().hash(&mut hasher);
-    }
-    for p in paths {
-        p.hash(&mut hasher);
-        std::fs::read(p).ok()?.hash(&mut hasher);
-    }
-    Some(format!("{:016x}", hasher.finish()))
 }
 
 #[cfg(test)]
@@ -373,6 +352,23 @@ mod tests {
         assert!(!dir.join("scaffolds/nodes").exists());
         let shim = std::fs::read_to_string(dir.join("out/nodes/node_sample_widget_effect/v1_0_0/node.rs")).unwrap();
         assert!(shim.contains(&format!("include!({:?});", scaffold.display().to_string())), "{shim}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_edited_or_deleted_generated_file_is_written_again() {
+        let dir = scratch("outputs");
+        std::fs::create_dir_all(dir.join("templates")).unwrap();
+        assert!(!build(&dir).unwrap().up_to_date);
+        assert!(build(&dir).unwrap().up_to_date);
+        let registry = dir.join("out/registry.rs");
+        let original = std::fs::read_to_string(&registry).unwrap();
+        std::fs::write(&registry, "// edited\n").unwrap();
+        assert!(!build(&dir).unwrap().up_to_date);
+        assert_eq!(std::fs::read_to_string(&registry).unwrap(), original);
+        std::fs::remove_file(dir.join("out/onex_nodes.rs")).unwrap();
+        assert!(!build(&dir).unwrap().up_to_date);
+        assert!(build(&dir).unwrap().up_to_date);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

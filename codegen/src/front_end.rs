@@ -64,7 +64,14 @@ impl<'o> FrontEnd<'o> {
 
     /// Reads `source` through every stage; every problem goes to `diags`.
     pub fn file(&mut self, source: SourceFile, diags: &mut Vec<Diagnostic>) -> FileOutcome {
-        let Some(tree) = read::parse(&source.display, &source.text, diags) else {
+        let tree = read::parse(&source.display, &source.text, diags);
+        self.parsed(source, tree, diags)
+    }
+
+    /// [`FrontEnd::file`] after the parse: `tree` is what [`read::parse`] made of `source`
+    /// (its diagnostics already in `diags`), so a caller can parse the next file meanwhile.
+    pub fn parsed(&mut self, source: SourceFile, tree: Option<read::Node>, diags: &mut Vec<Diagnostic>) -> FileOutcome {
+        let Some(tree) = tree else {
             return FileOutcome::Invalid { subcontracts: Vec::new() };
         };
         let normalized = match dialect::normalize(&source, tree, self.options, diags) {

@@ -23,6 +23,7 @@ pub mod operations;
 pub mod package;
 pub mod read;
 pub mod report;
+pub mod stamp;
 pub mod templates;
 pub mod validate;
 
@@ -127,33 +128,35 @@ pub fn load_with(contracts_dir: &Path, only: Option<&[PathBuf]>, options: &diale
     // Subcontract files met on their own (display, path), and those contracts list.
     let mut subcontract_files: Vec<(String, PathBuf)> = Vec::new();
     let mut listed: BTreeSet<PathBuf> = BTreeSet::new();
-    for path in paths {
-        let source = match read::read_source(contracts_dir, &path) {
-            Ok(source) => source,
-            Err(d) => {
-                loaded.diagnostics.push(*d);
-                continue;
-            }
-        };
-        loaded.files_read.push(path.clone());
-        let display = source.display.clone();
-        loaded.sources.insert(display.clone(), source.text.clone());
-        match front_end.file(source, &mut loaded.diagnostics) {
-            FileOutcome::Skipped(family) => {
-                if family == dialect::Family::Subcontract {
-                    subcontract_files.push((display.clone(), path));
-                }
-                loaded.skipped.push(display);
-            }
-            outcome => {
-                loaded.files_read.extend(outcome.subcontracts().iter().cloned());
-                listed.extend(outcome.subcontracts().iter().filter_map(|p| p.canonicalize().ok()));
-                if let FileOutcome::Model { model, .. } = outcome {
-                    loaded.nodes.push(*model);
+    // Reading and parsing a file needs nothing from the files before it: a second thread does
+    // it a few files ahead, in order, while this one runs the rest of the front end (whose
+    // node-name checks depend on the order).
+    std::thread::scope(|scope| {
+        let (parsed_tx, parsed_rx) = std::sync::mpsc::sync_channel(8);
+        scope.spawn(move || {
+            for path in paths {
+                let mut diags = Vec::new();
+                let parsed = read::read_source(contracts_dir, &path).map(|source| {
+                    let tree = read::parse(&source.display, &source.text, &mut diags);
+                    (source, tree)
+                });
+                if parsed_tx.send((path, parsed, diags)).is_err() {
+                    break;
                 }
             }
+        });
+        for (path, parsed, parse_diags) in parsed_rx {
+            let (source, tree) = match parsed {
+                Ok(parsed) => parsed,
+                Err(d) => {
+                    loaded.diagnostics.push(*d);
+                    continue;
+                }
+            };
+            loaded.diagnostics.extend(parse_diags);
+            load_parsed(&mut front_end, &mut loaded, path, source, tree, &mut subcontract_files, &mut listed);
         }
-    }
+    });
     // A subcontract is read through its contract's `subcontracts[].path`; one that no contract
     // of this run lists is an orphan, which the note says.
     for (display, path) in subcontract_files {
@@ -169,6 +172,36 @@ pub fn load_with(contracts_dir: &Path, only: Option<&[PathBuf]>, options: &diale
     model::sort_nodes(&mut loaded.nodes);
     diagnostics::sort(&mut loaded.diagnostics);
     loaded
+}
+
+/// The front end after the parse for one file read from `path`, recording what it was.
+fn load_parsed(
+    front_end: &mut FrontEnd<'_>,
+    loaded: &mut Loaded,
+    path: PathBuf,
+    source: read::SourceFile,
+    tree: Option<read::Node>,
+    subcontract_files: &mut Vec<(String, PathBuf)>,
+    listed: &mut BTreeSet<PathBuf>,
+) {
+    loaded.files_read.push(path.clone());
+    let display = source.display.clone();
+    loaded.sources.insert(display.clone(), source.text.clone());
+    match front_end.parsed(source, tree, &mut loaded.diagnostics) {
+        FileOutcome::Skipped(family) => {
+            if family == dialect::Family::Subcontract {
+                subcontract_files.push((display.clone(), path));
+            }
+            loaded.skipped.push(display);
+        }
+        outcome => {
+            loaded.files_read.extend(outcome.subcontracts().iter().cloned());
+            listed.extend(outcome.subcontracts().iter().filter_map(|p| p.canonicalize().ok()));
+            if let FileOutcome::Model { model, .. } = outcome {
+                loaded.nodes.push(*model);
+            }
+        }
+    }
 }
 
 /// Loads and renders: the files for `generated/src`, or every diagnostic.
@@ -216,10 +249,7 @@ pub fn write_tree(out: &Output, src_dir: &Path, scaffold_dir: Option<&Path>) -> 
             report.unchanged += 1;
             continue;
         }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&path, text)?;
+        write_file(&path, text.as_bytes())?;
         report.written.push(rel.clone());
     }
     let scaffold_root = scaffold_dir.unwrap_or(src_dir);
@@ -228,10 +258,7 @@ pub fn write_tree(out: &Output, src_dir: &Path, scaffold_dir: Option<&Path>) -> 
         if path.exists() {
             continue;
         }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&path, text)?;
+        write_file(&path, text.as_bytes())?;
         report.scaffolds_created.push(rel.clone());
     }
     for rel in stale_generated_files(out, src_dir)? {
@@ -239,6 +266,20 @@ pub fn write_tree(out: &Output, src_dir: &Path, scaffold_dir: Option<&Path>) -> 
         report.removed.push(rel);
     }
     Ok(report)
+}
+
+/// Writes `path`, creating its folder only when the write finds it missing: the folder
+/// usually exists, and creating it first costs two system calls per file.
+fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    match std::fs::write(path, bytes) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(path, bytes)
+        }
+        result => result,
+    }
 }
 
 /// `@generated` files under `src_dir` that `out` no longer produces.

@@ -4,16 +4,21 @@
 //! The package depends on the runtime by path when `--runtime-path` is given, else by
 //! version (as it would from a registry). Generated files are written only when their bytes
 //! change and scaffolds only when missing, exactly as in this repository's `generated/`.
+//!
+//! The package keeps a [`crate::stamp`] of what its last run read and wrote: when no contract,
+//! subcontract, option, template, generated file or generator build changed, [`freshness`]
+//! says so without parsing anything and the run does nothing.
 
 use std::path::{Path, PathBuf};
 
+use crate::stamp::{Settings, Stamp};
 use crate::{Output, WriteReport};
 
 /// The runtime crate version a package depends on when no path is given.
 pub const RUNTIME_VERSION: &str = "0.1.0";
 
 /// How the package is laid out.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Hash)]
 pub struct PackageOptions {
     /// The package name (see [`check_crate_name`]).
     pub crate_name: String,
@@ -154,16 +159,93 @@ fn toml_string(text: &str) -> String {
     serde_json::Value::String(text.to_owned()).to_string()
 }
 
-/// Writes `Cargo.toml` and `src/` (generated files and missing scaffolds) under `dir`.
+/// Whether a package needs generating.
+#[derive(Debug)]
+pub enum Freshness {
+    /// The last run's stamp matches: nothing to do.
+    UpToDate,
+    /// Something changed (or the run is forced). The stamp to save after writing, with the
+    /// contracts hashed as they were before the run; `None` when a contract cannot be read
+    /// (the run reports it) and no stamp will be saved.
+    Stale(Option<Stamp>),
+}
+
+/// Everything besides the contract files that shapes the package: the contracts folder (its
+/// name is in every generated header), the layout, the type map and the templates.
+fn settings(
+    contracts_dir: &Path,
+    options: &PackageOptions,
+    dialect: &crate::dialect::Options,
+    templates: &crate::templates::Templates,
+) -> Settings {
+    Settings::new()
+        .with("package")
+        .with(contracts_dir)
+        .with(std::fs::canonicalize(contracts_dir).ok())
+        .with(options)
+        .with(dialect.load_subcontracts)
+        // A BTreeMap inside: its Debug text is deterministic.
+        .with(format!("{:?}", dialect.type_map))
+        .with_templates(templates)
+}
+
+/// Compares the package in `dir` with its stamp (unless `force`), reading the contract files
+/// under `contracts_dir` and the generated files, but parsing nothing.
+pub fn freshness(
+    contracts_dir: &Path,
+    dir: &Path,
+    options: &PackageOptions,
+    dialect: &crate::dialect::Options,
+    templates: &crate::templates::Templates,
+    force: bool,
+) -> Freshness {
+    let settings = settings(contracts_dir, options, dialect, templates);
+    // A folder that cannot be listed finds nothing, which no stamp matches; the run reports it.
+    let found = crate::read::discover(contracts_dir).unwrap_or_default();
+    if !force && Stamp::load(dir).is_some_and(|stamp| stamp.is_current(&settings, &found, dir)) {
+        return Freshness::UpToDate;
+    }
+    Freshness::Stale(Stamp::new(&settings, &found).ok())
+}
+
+/// Writes `Cargo.toml` and `src/` (generated files and missing scaffolds) under `dir`, and no
+/// stamp (any stamp already there is removed).
 pub fn write_package(out: &Output, dir: &Path, options: &PackageOptions) -> std::io::Result<WriteReport> {
+    write_stamped_package(out, dir, options, None, &[])
+}
+
+/// [`write_package`], then with a `stamp` (from [`freshness`]) records `files_read` (the run's
+/// contracts and subcontracts) and every file of the package in it and saves it once
+/// everything is written.
+pub fn write_stamped_package(
+    out: &Output,
+    dir: &Path,
+    options: &PackageOptions,
+    stamp: Option<Stamp>,
+    files_read: &[PathBuf],
+) -> std::io::Result<WriteReport> {
     check_crate_name(&options.crate_name).map_err(std::io::Error::other)?;
     std::fs::create_dir_all(dir)?;
+    // A run that fails halfway leaves no stamp, so the next run starts over.
+    Stamp::remove(dir)?;
     let manifest_path = dir.join("Cargo.toml");
     let manifest = manifest(options);
     if std::fs::read_to_string(&manifest_path).ok().as_deref() != Some(manifest.as_str()) {
-        std::fs::write(&manifest_path, manifest)?;
+        std::fs::write(&manifest_path, &manifest)?;
     }
-    crate::write_tree(out, &dir.join("src"), None)
+    let report = crate::write_tree(out, &dir.join("src"), None)?;
+    if let Some(mut stamp) = stamp {
+        stamp.add_inputs(files_read)?;
+        stamp.add_generated("Cargo.toml", manifest.as_bytes());
+        for (rel, text) in &out.generated {
+            stamp.add_generated(format!("src/{rel}"), text.as_bytes());
+        }
+        for rel in out.scaffolds.keys() {
+            stamp.add_scaffold(format!("src/{rel}"));
+        }
+        stamp.save(dir)?;
+    }
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -298,9 +298,14 @@ pub fn parse(file: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Node
                 Node { value, pos }
             }
         };
-        // Attach the completed node to its parent.
+        // Attach the completed node to its parent. The key path is only needed (and only built)
+        // for a duplicate key's warning.
         let here = match stack.last() {
-            Some(Frame::Map { pending_key: Some(_), .. }) => path_of(&stack),
+            Some(Frame::Map { entries, pending_key: Some(key), .. })
+                if entries.iter().any(|(k, _)| k.name == key.name) =>
+            {
+                path_of(&stack)
+            }
             _ => String::new(),
         };
         match stack.last_mut() {

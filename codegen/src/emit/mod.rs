@@ -83,9 +83,7 @@ fn behaviour_files(node: &NodeModel) -> Vec<(&'static str, Result<String, String
     files
 }
 
-fn render_nodes(nodes: &[NodeModel]) -> (Output, Vec<Diagnostic>) {
-    let mut out = Output::default();
-    let mut diags = Vec::new();
+fn render_nodes(nodes: &[NodeModel], (out, diags): &mut (Output, Vec<Diagnostic>)) {
     let fail = |node: &NodeModel, message: String| {
         Diagnostic::error(Code::UnsupportedSchema, &node.contract.source.display, Pos::new(1, 1), "", message)
             .with_hint("this is a generator bug or a rust_type that does not print; please report it with the contract")
@@ -114,17 +112,29 @@ fn render_nodes(nodes: &[NodeModel]) -> (Output, Vec<Diagnostic>) {
             Err(message) => diags.push(fail(node, message)),
         }
     }
-    (out, diags)
 }
 
 /// Renders every file of a run. `base` is the contracts folder's display name (`contracts`).
 pub fn render(base: &str, nodes: &[NodeModel]) -> Result<Output, Vec<Diagnostic>> {
     // Nodes are independent: render them on all cores. Results land in BTreeMaps and the
-    // diagnostics are sorted, so the output never depends on scheduling.
-    let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 8);
-    let chunk = nodes.len().div_ceil(threads).max(1);
+    // diagnostics are sorted, so the output never depends on scheduling. Each thread takes the
+    // next node when it is done with one: nodes differ in cost, so equal shares would leave
+    // one core idle while another still has work.
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 8).min(nodes.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let parts: Vec<(Output, Vec<Diagnostic>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = nodes.chunks(chunk).map(|part| scope.spawn(move || render_nodes(part))).collect();
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut part = (Output::default(), Vec::new());
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(node) = nodes.get(i) else { break part };
+                        render_nodes(std::slice::from_ref(node), &mut part);
+                    }
+                })
+            })
+            .collect();
         handles
             .into_iter()
             .map(|h| {
