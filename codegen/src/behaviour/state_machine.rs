@@ -477,14 +477,16 @@ impl Reader<'_> {
         let mut out = Vec::new();
         for (i, item) in self.seq(node, path, "conditions").iter().enumerate() {
             let item_path = format!("{path}.conditions[{i}]");
-            let (text, text_pos, required) = match &item.value {
-                Value::Str(s) => (s.clone(), item.pos, true),
+            let (text, text_pos, required, name) = match &item.value {
+                Value::Str(s) => (s.clone(), item.pos, true, None),
                 Value::Map(_) => {
                     let expression = self.string(item, &item_path, "expression", "\"field equals value\"");
-                    let name = self.string(item, &item_path, "condition_name", "has_results");
+                    let name = self.string(item, &item_path, "condition_name", "has_results").map(|n| n.value);
                     let required = self.bool(item, &item_path, "required").unwrap_or(true);
-                    match expression.or(name) {
-                        Some(text) => (text.value, text.pos, required),
+                    let text =
+                        expression.or_else(|| name.as_ref().map(|n| Spanned { value: n.clone(), pos: item.pos }));
+                    match text {
+                        Some(text) => (text.value, text.pos, required, name),
                         None => {
                             self.error(
                                 Code::MissingKey,
@@ -508,7 +510,7 @@ impl Reader<'_> {
                     let index = match guards.iter().position(|g| g.text == text) {
                         Some(index) => index,
                         None => {
-                            let method = first_free(&guard_method(&text), |m| {
+                            let method = first_free(&guard_method(name.as_deref().unwrap_or(&text)), |m| {
                                 guards.iter().any(|g| g.method == m) || actions.iter().any(|a| a.method == m)
                             });
                             guards.push(Guard { text: text.clone(), method });

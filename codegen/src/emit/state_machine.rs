@@ -492,6 +492,7 @@ fn transition_fn(m: &StateMachine, helpers: &mut Helpers) -> Result<TokenStream,
     let mut arms = Vec::new();
     let mut uses_data = false;
     let mut uses_actions = false;
+    let mut negates = false;
     let mut covered = 0usize;
     for ((from, trigger), rows) in &groups {
         let pattern_state = match from {
@@ -527,18 +528,19 @@ fn transition_fn(m: &StateMachine, helpers: &mut Helpers) -> Result<TokenStream,
             }
             if refused.is_none() && last_has_conditions {
                 // The first conditional row names the condition that refused it, for the error.
-                let mut chain = quote!(return Ok(State::#to));
-                for (expr, text) in conditions.iter().rev() {
-                    chain = quote!(if !(#expr) { #text } else { #chain });
-                }
-                body.push(quote!(let refused = #chain;));
+                let tests = conditions.iter().map(|(expr, text)| quote!(if !(#expr) { #text }));
+                body.push(quote!(let refused = #(#tests)else* else { return Ok(State::#to); };));
+                negates = true;
                 refused = Some(quote!(refused));
             } else {
-                let all = conditions
-                    .iter()
-                    .map(|(e, _)| quote!((#e)))
-                    .reduce(|a, b| quote!(#a && #b))
-                    .unwrap_or_else(|| quote!(true));
+                let all = match conditions.as_slice() {
+                    [(single, _)] => single.clone(),
+                    several => several
+                        .iter()
+                        .map(|(e, _)| quote!((#e)))
+                        .reduce(|a, b| quote!(#a && #b))
+                        .unwrap_or_else(|| quote!(true)),
+                };
                 body.push(quote!(if #all { return Ok(State::#to); }));
             }
         }
@@ -551,6 +553,9 @@ fn transition_fn(m: &StateMachine, helpers: &mut Helpers) -> Result<TokenStream,
     if covered < m.states.len() * m.triggers.len() || m.triggers.is_empty() {
         arms.push(quote!(_ => Err(TransitionError::NoTransition { state, trigger })));
     }
+    // The refusal tests read as the contract's conditions (`!(check)`), not as clippy's
+    // simplification of them.
+    let allow = negates.then(|| quote!(#[allow(clippy::nonminimal_bool)]));
     let data = if uses_data { quote!(data) } else { quote!(_data) };
     let actions = if uses_actions { quote!(actions) } else { quote!(_actions) };
     Ok(quote! {
@@ -558,6 +563,7 @@ fn transition_fn(m: &StateMachine, helpers: &mut Helpers) -> Result<TokenStream,
         /// contract order, and the first whose conditions hold for `data` is taken; a transition
         /// from `*` applies to states without one of their own. Guard conditions are asked of
         /// `actions`; nothing else runs (see [`run_exit_actions`] and [`run_entry_actions`]).
+        #allow
         pub fn transition<A: StateMachineActions + ?Sized>(
             state: State,
             trigger: Trigger,
@@ -582,14 +588,20 @@ fn action_runner(m: &StateMachine, entry: bool) -> Result<TokenStream, String> {
         }
         let s = state_ident(m, i)?;
         let calls = list.iter().map(|a| ident(&m.actions[*a].method)).collect::<Result<Vec<_>, _>>()?;
-        arms.push(quote!(State::#s => { #(actions.#calls(data)?;)* }));
+        arms.push((s, quote!(#(actions.#calls(data)?;)*)));
     }
     let doc = plain_doc(&format!("Runs the `{key}` of `state` in contract order; the first error stops them."));
     let body = if arms.is_empty() {
         quote! { let _ = (state, data, actions); }
     } else {
-        let rest = (arms.len() < m.states.len()).then(|| quote!(_ => {}));
-        quote! { match state { #(#arms)* #rest } }
+        match arms.as_slice() {
+            [(only, calls)] if m.states.len() > 1 => quote! { if state == State::#only { #calls } },
+            _ => {
+                let arms = arms.iter().map(|(s, calls)| quote!(State::#s => { #calls }));
+                let rest = (arms.len() < m.states.len()).then(|| quote!(_ => {}));
+                quote! { match state { #(#arms)* #rest } }
+            }
+        }
     };
     Ok(quote! {
         #doc
@@ -601,13 +613,23 @@ fn action_runner(m: &StateMachine, entry: bool) -> Result<TokenStream, String> {
 }
 
 /// Data under which every required check of `t` holds (guards are accepted by the test's
-/// actions), as JSON text.
+/// actions), as JSON text. Checks on one field get a value that satisfies all of them, when
+/// one of their own witnesses does.
 fn witness(t: &Transition) -> String {
-    let mut root = serde_json::Map::new();
+    let mut by_field: Vec<(&[String], Vec<&Test>)> = Vec::new();
     for c in t.conditions.iter().filter(|c| c.required) {
         if let ConditionTest::Check(check) = &c.test {
-            set_field(&mut root, &check.field, condition::witness(&check.test));
+            match by_field.iter_mut().find(|(field, _)| *field == check.field.as_slice()) {
+                Some((_, tests)) => tests.push(&check.test),
+                None => by_field.push((&check.field, vec![&check.test])),
+            }
         }
+    }
+    let mut root = serde_json::Map::new();
+    for (field, tests) in by_field {
+        let value =
+            condition::witness_of_all(&tests).unwrap_or_else(|| tests.last().and_then(|t| condition::witness(t)));
+        set_field(&mut root, field, value);
     }
     serde_json::Value::Object(root).to_string()
 }

@@ -141,6 +141,60 @@ pub fn witness(test: &Test) -> Option<serde_json::Value> {
     }
 }
 
+/// Whether `test` holds for a field whose value is `value` (`None`: absent). The same rules as
+/// the checks the generator writes, so the generator can pick data for its tests.
+pub fn holds(test: &Test, value: Option<&serde_json::Value>) -> bool {
+    use serde_json::Value;
+    let equals = |v: &Value, expected: &str| match v {
+        Value::String(s) => s == expected,
+        Value::Number(n) => n.as_f64().zip(expected.parse::<f64>().ok()).is_some_and(|(a, b)| a == b),
+        Value::Bool(b) => expected.eq_ignore_ascii_case(if *b { "true" } else { "false" }),
+        _ => false,
+    };
+    let number = |v: &Value| match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    let length = |v: &Value| match v {
+        Value::String(s) => Some(s.chars().count()),
+        Value::Array(items) => Some(items.len()),
+        Value::Object(entries) => Some(entries.len()),
+        _ => None,
+    };
+    match test {
+        Test::Exists => value.is_some(),
+        Test::NotExists => value.is_none(),
+        Test::Present => value.is_some_and(|v| !v.is_null()),
+        Test::Absent => value.is_none_or(Value::is_null),
+        Test::Equals(e) => value.is_some_and(|v| equals(v, e)),
+        Test::NotEquals(e) => value.is_none_or(|v| !equals(v, e)),
+        Test::In(list) => value.is_some_and(|v| list.iter().any(|e| equals(v, e))),
+        Test::NotIn(list) => value.is_none_or(|v| !list.iter().any(|e| equals(v, e))),
+        Test::Compare(op, bound) => value.and_then(number).is_some_and(|x| match op {
+            Compare::Greater => x > *bound,
+            Compare::Less => x < *bound,
+            Compare::GreaterOrEqual => x >= *bound,
+            Compare::LessOrEqual => x <= *bound,
+        }),
+        Test::MinLength(n) => value.and_then(length).is_some_and(|l| l >= *n),
+        Test::MaxLength(n) => value.and_then(length).is_some_and(|l| l <= *n),
+        Test::Contains(part) => value.is_some_and(|v| match v {
+            Value::String(s) => s.contains(part.as_str()),
+            Value::Array(items) => items.iter().any(|item| item.as_str() == Some(part)),
+            _ => false,
+        }),
+    }
+}
+
+/// A value of a field that satisfies all of `tests` (`None` in the outer option: there is
+/// none among the candidates; `Some(None)`: leave the field out).
+pub fn witness_of_all(tests: &[&Test]) -> Option<Option<serde_json::Value>> {
+    let mut candidates: Vec<Option<serde_json::Value>> = tests.iter().map(|t| witness(t)).collect();
+    candidates.push(None);
+    candidates.into_iter().find(|candidate| tests.iter().all(|t| holds(t, candidate.as_ref())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +235,29 @@ mod tests {
 
     #[test]
     fn witnesses_satisfy_their_tests() {
+        for text in [
+            "a exists",
+            "a not_exists",
+            "a is_present",
+            "a is_absent",
+            "a equals x",
+            "a != 3",
+            "a > 3",
+            "a < -2",
+            "a >= 1.5",
+            "a <= 0",
+            "a min_length 3",
+            "a max_length 2",
+            "a in x,y",
+            "a not_in x,y",
+            "a contains z",
+        ] {
+            let test = parse(text).unwrap().test;
+            assert!(holds(&test, witness(&test).as_ref()), "{text}");
+        }
+        let (min, max) = (Test::MinLength(1), Test::MaxLength(5));
+        assert_eq!(witness_of_all(&[&min, &max]), Some(Some(serde_json::json!("x"))));
+        assert_eq!(witness_of_all(&[&Test::Exists, &Test::NotExists]), None);
         assert_eq!(witness(&Test::Compare(Compare::Greater, 3.0)), Some(serde_json::json!(4.0)));
         assert_eq!(witness(&Test::MinLength(2)), Some(serde_json::json!("xx")));
         assert_eq!(witness(&Test::NotExists), None);
