@@ -678,3 +678,92 @@ fn action_index(actions: &mut Vec<Action>, wire: &str) -> usize {
     actions.push(Action { wire: wire.to_owned(), method });
     actions.len() - 1
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_text(text: &str) -> (Option<StateMachine>, Vec<Diagnostic>) {
+        let mut diags = Vec::new();
+        let root = crate::read::parse("c.yaml", text, &mut diags).unwrap();
+        let machine = read("c.yaml", &root, &mut diags);
+        (machine, diags)
+    }
+
+    fn codes(diags: &[Diagnostic]) -> Vec<&str> {
+        diags.iter().map(|d| d.code.as_str()).collect()
+    }
+
+    #[test]
+    fn no_section_is_none_without_diagnostics() {
+        assert_eq!(read_text("node_name: x\n"), (None, Vec::new()));
+    }
+
+    #[test]
+    fn reads_states_triggers_transitions_and_actions_in_order() {
+        let (m, diags) = read_text(
+            "state_transitions:\n  state_machine_name: fsm\n  initial_state: a\n  terminal_states: [c]\n  states:\n    \
+             - state_name: a\n      entry_actions: [log-it]\n      exit_actions: [log_it, save]\n      required_data: [id]\n    \
+             - b\n    - state_name: c\n  transitions:\n    \
+             - {from_state: a, to_state: b, trigger: go, conditions: [\"n > 2\", {expression: \"x magic\", condition_name: Magic}, {expression: \"y exists\", required: false}]}\n    \
+             - {from_state: a, to_state: c, trigger: go}\n    \
+             - {from_state: \"*\", to_state: c, trigger: stop-now, actions: [{action_name: tidy}, cleanup]}\n",
+        );
+        let m = m.unwrap();
+        assert_eq!(codes(&diags), ["CG0035"]);
+        assert_eq!(m.name.as_deref(), Some("fsm"));
+        assert_eq!(m.states.iter().map(|s| s.variant.as_str()).collect::<Vec<_>>(), ["A", "B", "C"]);
+        assert_eq!(m.states.iter().map(|s| s.terminal).collect::<Vec<_>>(), [false, false, true]);
+        assert_eq!(m.states[0].required_data, ["id"]);
+        // `log-it` and `log_it` are two actions; the second gets a free method name.
+        let methods: Vec<&str> = m.actions.iter().map(|a| a.method.as_str()).collect();
+        assert_eq!(methods, ["log_it", "log_it_2", "save"]);
+        assert_eq!(m.states[0].entry_actions, [0]);
+        assert_eq!(m.states[0].exit_actions, [1, 2]);
+        assert_eq!(m.triggers.iter().map(|t| t.variant.as_str()).collect::<Vec<_>>(), ["Go", "StopNow"]);
+        assert_eq!(m.transitions[2].from, Source::Any);
+        assert_eq!(m.transitions[2].actions, ["tidy", "cleanup"]);
+        let conditions = &m.transitions[0].conditions;
+        assert!(matches!(conditions[0].test, ConditionTest::Check(_)));
+        assert_eq!(conditions[1].test, ConditionTest::Guard(0));
+        assert_eq!(m.guards[0].method, "guard_magic", "named from condition_name");
+        assert!(!conditions[2].required);
+    }
+
+    #[test]
+    fn errors_make_no_state_machine() {
+        let (m, diags) = read_text("state_machine: [a]\n");
+        assert_eq!((m, codes(&diags)), (None, vec!["CG0005"]));
+        let (m, diags) = read_text(
+            "state_machine:\n  initial_state: a\n  states: [a, a, b]\n  transitions: [{from_state: a, to_state: b}]\n",
+        );
+        assert!(m.is_none());
+        assert_eq!(codes(&diags), ["CG0016", "CG0004"]);
+        let (m, diags) = read_text("state_machine:\n  initial_state: a\n  states: [a, cmd-x, cmd_x]\n");
+        assert!(m.is_none());
+        assert_eq!(codes(&diags), ["CG0012"]);
+    }
+
+    #[test]
+    fn a_fallback_after_a_conditional_transition_is_no_ambiguity() {
+        let (m, diags) = read_text(
+            "state_machine:\n  initial_state: a\n  states: [a, b, c]\n  transitions:\n    \
+             - {from_state: a, to_state: b, trigger: go, conditions: [\"n > 1\"]}\n    \
+             - {from_state: a, to_state: c, trigger: go, conditions: [\"n > 0\"]}\n    \
+             - {from_state: a, to_state: a, trigger: go}\n",
+        );
+        assert!(m.is_some(), "{diags:?}");
+        assert!(diags.is_empty(), "{diags:?}");
+    }
+
+    #[test]
+    fn reachability_follows_wildcards() {
+        let (m, diags) = read_text(
+            "state_machine:\n  initial_state: a\n  states: [a, b, c]\n  transitions:\n    \
+             - {from_state: \"*\", to_state: b, trigger: go}\n",
+        );
+        assert!(m.is_some());
+        assert_eq!(codes(&diags), ["CG0033"]);
+        assert!(diags[0].message.contains("`c`"), "{}", diags[0].message);
+    }
+}
