@@ -6,6 +6,9 @@
 //! with a target directory that persists between runs, so only the first run pays for the
 //! runtime's dependencies. The corpus is `../shared/corpus` next to the repository (override
 //! with `ONEX_CORPUS`); without it the checked-in fixtures `tests/fixtures/dialects` stand in.
+//!
+//! Every generated `state_machine.rs` is also compiled into one more package that depends only on
+//! serde, whose `cargo test` runs the tests generated into each state machine (issue 19).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -86,7 +89,10 @@ fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
     // Every generated state machine again in one small package that depends only on serde,
     // so its generated tests run without building the runtime.
     let machines = write_state_machine_package(&root, &loaded.nodes, &members);
-    let mut extra = vec!["naming-keywords".to_owned()];
+    // The state-machine golden with every condition form, actions and a guard: its scaffold
+    // implements `StateMachineActions` with all three kinds of method.
+    write_state_machine_golden_package(&root.join(STATE_MACHINE_GOLDEN));
+    let mut extra = vec!["naming-keywords".to_owned(), STATE_MACHINE_GOLDEN.to_owned()];
     if !machines.is_empty() {
         extra.push(STATE_MACHINES.to_owned());
     }
@@ -112,6 +118,7 @@ fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
         .collect();
     assert!(out.status.success() || !failed.is_empty(), "cargo check failed before compiling any package:\n{stderr}");
     assert!(!failed.contains("naming-keywords"), "the keyword/prelude-name fixture does not compile:\n{stderr}");
+    assert!(!failed.contains(STATE_MACHINE_GOLDEN), "the state-machine golden does not compile:\n{stderr}");
     let compiled = members.len() - failed.len();
     let total = node_files.len();
     println!(
@@ -123,6 +130,28 @@ fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
     assert!(failed.is_empty(), "generated code that does not compile is a generator bug:\n{stderr}");
     assert!(compiled * 100 >= total * 95, "only {compiled} of {total} node contracts compile");
     run_state_machine_tests(&root, &target, &loaded.nodes, &machines);
+}
+
+/// The package generated from `codegen/tests/state_machine/valid_every_form/contract.yaml`.
+const STATE_MACHINE_GOLDEN: &str = "state-machine-golden";
+
+fn write_state_machine_golden_package(dir: &Path) {
+    let file = workspace().join("codegen/tests/state_machine/valid_every_form/contract.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut source = codegen::read::SourceFile::in_memory("state_machine/valid_every_form/contract.yaml", &text);
+    // The folders our dialect expects, so only the contract itself is checked.
+    source.abs_path = PathBuf::from("nodes/node_order_reducer/v1_0_0/contract.yaml");
+    let options = codegen::dialect::Options::default();
+    let mut diags = Vec::new();
+    let outcome = codegen::front_end::FrontEnd::new(&options).file(source, &mut diags);
+    let codegen::front_end::FileOutcome::Model { model, .. } = outcome else { panic!("{diags:?}") };
+    let output = codegen::emit::render("state_machine", std::slice::from_ref(&*model)).unwrap();
+    let options = codegen::package::PackageOptions {
+        crate_name: STATE_MACHINE_GOLDEN.to_owned(),
+        runtime_path: Some(workspace().join("runtime")),
+        standalone: false,
+    };
+    codegen::package::write_package(&output, dir, &options).unwrap();
 }
 
 /// The package holding every generated `state_machine.rs`.
