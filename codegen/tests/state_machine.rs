@@ -5,7 +5,8 @@
 //! from `head2026/src/omnibase_infra/nodes/node_validation_adjudicator/contract.yaml`.
 //!
 //! Set `UPDATE_GOLDENS=1` to rewrite the expected files after an intended change, then review
-//! the diff. The emitted files are also compiled and their generated tests run.
+//! the diff. The emitted files are also compiled and their generated tests run, with the
+//! hand-written tests of `by_hand.rs` against the `valid_every_form` one.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -122,6 +123,9 @@ fn emitted_state_machines_pass_their_generated_tests() {
             modules += 1;
         }
     }
+    let by_hand = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/state_machine/by_hand.rs");
+    lib.push_str(&format!("#[cfg(test)]\n#[path = {:?}]\nmod by_hand;\n", by_hand.display().to_string()));
+    let by_hand_tests = std::fs::read_to_string(&by_hand).unwrap().matches("#[test]").count();
     std::fs::write(root.join("src/lib.rs"), lib).unwrap();
     std::fs::write(
         root.join("Cargo.toml"),
@@ -145,5 +149,5 @@ fn emitted_state_machines_pass_their_generated_tests() {
         .filter_map(|l| l.strip_prefix("test result: ok. "))
         .filter_map(|l| l.split(' ').next()?.parse::<usize>().ok())
         .sum();
-    assert_eq!(passed, 3 * modules, "three generated tests per state machine:\n{stdout}");
+    assert_eq!(passed, 3 * modules + by_hand_tests, "three generated tests per state machine:\n{stdout}");
 }
