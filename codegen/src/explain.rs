@@ -242,6 +242,8 @@ mod tests {
         assert_eq!(parse_code("cg4"), Some(Code::MissingKey));
         assert_eq!(parse_code("1"), Some(Code::YamlSyntax));
         assert_eq!(parse_code("CG0000"), None);
+        assert_eq!(parse_code("CG0030"), Some(Code::StateMachineUnknownState));
+        assert_eq!(parse_code("cg35"), Some(Code::StateMachineGuard));
         assert_eq!(parse_code("CG9999"), None);
         assert_eq!(parse_code("nope"), None);
     }
