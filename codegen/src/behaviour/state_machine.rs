@@ -139,6 +139,10 @@ pub struct Action {
 /// Reads `state_machine` from `root`, if present. `None` also when it has errors (reported).
 pub fn read(file: &str, root: &Node, diags: &mut Vec<Diagnostic>) -> Option<StateMachine> {
     let (key, section) = ["state_machine", "state_transitions"].iter().find_map(|k| root.entry(k))?;
+    // `state_machine:` with nothing after it says there is none.
+    if section.value == Value::Null {
+        return None;
+    }
     let mut r = Reader { file, diags, errors: 0 };
     let machine = r.section(&key.name, section);
     if r.errors > 0 { None } else { machine }
@@ -697,6 +701,7 @@ mod tests {
     #[test]
     fn no_section_is_none_without_diagnostics() {
         assert_eq!(read_text("node_name: x\n"), (None, Vec::new()));
+        assert_eq!(read_text("state_machine:\n"), (None, Vec::new()));
     }
 
     #[test]
