@@ -69,6 +69,18 @@ pub enum Code {
     Renamed,
     /// CG0025: a construct of another dialect is read approximately or not used.
     DialectApproximation,
+    /// CG0030: a `state_machine` transition or list names a state that is not declared.
+    StateMachineUnknownState,
+    /// CG0031: a `state_machine` has no `initial_state`, or it names no declared state.
+    StateMachineInitialState,
+    /// CG0032: two transitions leave one state on one trigger with nothing to choose between them.
+    StateMachineAmbiguousTransition,
+    /// CG0033: a state cannot be reached from the initial state.
+    StateMachineUnreachableState,
+    /// CG0034: a terminal state has outgoing transitions.
+    StateMachineTerminalTransition,
+    /// CG0035: a transition condition is not understood and becomes a guard method.
+    StateMachineGuard,
     /// CG0040: workflow steps depend on each other in a cycle.
     WorkflowCycle,
     /// CG0041: a workflow step depends on a step that does not exist.
@@ -91,7 +103,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in order, for the table in the docs and the tests.
-    pub const ALL: [Code; 34] = [
+    pub const ALL: [Code; 40] = [
         Code::YamlSyntax,
         Code::YamlLimit,
         Code::DuplicateKey,
@@ -117,6 +129,12 @@ impl Code {
         Code::UnmappedExternalType,
         Code::Renamed,
         Code::DialectApproximation,
+        Code::StateMachineUnknownState,
+        Code::StateMachineInitialState,
+        Code::StateMachineAmbiguousTransition,
+        Code::StateMachineUnreachableState,
+        Code::StateMachineTerminalTransition,
+        Code::StateMachineGuard,
         Code::WorkflowCycle,
         Code::WorkflowUnknownStep,
         Code::WorkflowDuplicateStep,
@@ -156,6 +174,12 @@ impl Code {
             Code::UnmappedExternalType => "CG0023",
             Code::Renamed => "CG0024",
             Code::DialectApproximation => "CG0025",
+            Code::StateMachineUnknownState => "CG0030",
+            Code::StateMachineInitialState => "CG0031",
+            Code::StateMachineAmbiguousTransition => "CG0032",
+            Code::StateMachineUnreachableState => "CG0033",
+            Code::StateMachineTerminalTransition => "CG0034",
+            Code::StateMachineGuard => "CG0035",
             Code::WorkflowCycle => "CG0040",
             Code::WorkflowUnknownStep => "CG0041",
             Code::WorkflowDuplicateStep => "CG0042",
@@ -201,6 +225,12 @@ impl Code {
             Code::UnmappedExternalType => "an external type has no Rust mapping and becomes serde_json::Value",
             Code::Renamed => "a name was converted or renamed to valid, unique Rust",
             Code::DialectApproximation => "a construct of another dialect is read approximately or not used",
+            Code::StateMachineUnknownState => "a state machine names a state it does not declare",
+            Code::StateMachineInitialState => "a state machine has no initial state, or an unknown one",
+            Code::StateMachineAmbiguousTransition => "two transitions on one state and trigger cannot be told apart",
+            Code::StateMachineUnreachableState => "a state cannot be reached from the initial state",
+            Code::StateMachineTerminalTransition => "a terminal state has outgoing transitions",
+            Code::StateMachineGuard => "a transition condition is not understood and becomes a guard method",
             Code::WorkflowCycle => "workflow steps depend on each other in a cycle",
             Code::WorkflowUnknownStep => "a workflow step depends on a step that does not exist",
             Code::WorkflowDuplicateStep => "two workflow steps have the same id",

@@ -168,6 +168,54 @@ pub fn explain(code: Code) -> String {
              missing `input_model`/`output_model` (any JSON value), a subcontract path that is not a \
              subcontract.\n\nFix: follow the hint, or accept the approximation."
         }
+        Code::StateMachineUnknownState => {
+            "A `state_machine` refers to a state it does not declare under `states`: the `from_state` or \
+             `to_state` of a transition, or an entry of `terminal_states`. The generated `State` enum has one \
+             variant per declared state, so a transition to an undeclared state could not be written, and a \
+             misspelt name would silently make a transition that never fires.\n\nExample:\n    states:\n      - \
+             state_name: pending\n    transitions:\n      - {from_state: pending, to_state: done, trigger: finish}\n\n\
+             Fix: declare the state under `states`, or correct the name (the hint lists the declared ones). \
+             `from_state: \"*\"` means every state."
+        }
+        Code::StateMachineInitialState => {
+            "A `state_machine` must say where it starts: `initial_state` names one of the declared `states`. It \
+             becomes `State::INITIAL`, and the unreachable-state check starts from it.\n\nFix: add \
+             `initial_state: <state_name>` to the section, or correct the name (the hint lists the declared \
+             states)."
+        }
+        Code::StateMachineAmbiguousTransition => {
+            "Two transitions leave the same state on the same trigger, and the generated transition function \
+             could not choose between them: the earlier one has no condition (so the later one would never be \
+             taken), or both have the same conditions. Transitions on one state and trigger are tried in \
+             contract order and the first whose conditions all hold is taken; only a later transition with no \
+             condition (a fallback) or different conditions makes sense.\n\nExample:\n    - {from_state: a, \
+             to_state: b, trigger: go}\n    - {from_state: a, to_state: c, trigger: go}\n\nFix: give the \
+             transitions different triggers, or add `conditions` to the earlier one that tell them apart."
+        }
+        Code::StateMachineUnreachableState => {
+            "No chain of transitions leads from `initial_state` to this state, so the state machine can never \
+             be in it. This is usually a missing transition or a misspelt `to_state`. The state is still \
+             generated, so code that names it keeps compiling.\n\nFix: add a transition into the state, or \
+             remove the state."
+        }
+        Code::StateMachineTerminalTransition => {
+            "A state marked terminal (`is_terminal: true` or listed in `terminal_states`) has transitions \
+             leaving it. `State::is_terminal` says the state machine is done there, so either the flag or the \
+             transitions are wrong. The transitions are still generated.\n\nFix: remove the terminal flag if the \
+             state can be left (a reset), or remove the transitions."
+        }
+        Code::StateMachineGuard => {
+            "A transition condition is not one the generator can turn into a check. The understood forms are \
+             `{expression: \"<field> <operator> <value>\"}` with the operators equals, not_equals, ==, !=, \
+             greater_than, less_than, greater_than_or_equal, less_than_or_equal, >, <, >=, <=, min_length, \
+             max_length, in, not_in, contains, exists, not_exists (`_` as value where none is needed), and \
+             `<field> is_present` / `<field> is_absent`; `<field>` may be a dotted path into the data. Anything \
+             else (other operators, free text, regular expressions) becomes a guard method of the \
+             `StateMachineActions` trait that the node's `node.rs` implements; the transition is taken only \
+             when the method returns true. Nothing is dropped.\n\nExample:\n    conditions:\n      - \
+             expression: \"score above_policy_threshold\"\n\nFix: rewrite the condition in an understood form, \
+             or implement the guard method the message names."
+        }
         Code::WorkflowCycle => {
             "The steps of `workflow_coordination` (the entries of `execution_graph.nodes`) depend on each other \
              in a circle, through `depends_on` or `execution_graph.edges`, so none of them can ever start. The \
@@ -263,6 +311,8 @@ mod tests {
         assert_eq!(parse_code("1"), Some(Code::YamlSyntax));
         assert_eq!(parse_code("CG0040"), Some(Code::WorkflowCycle));
         assert_eq!(parse_code("CG0000"), None);
+        assert_eq!(parse_code("CG0030"), Some(Code::StateMachineUnknownState));
+        assert_eq!(parse_code("cg35"), Some(Code::StateMachineGuard));
         assert_eq!(parse_code("CG9999"), None);
         assert_eq!(parse_code("nope"), None);
     }

@@ -191,6 +191,14 @@ pub fn operation_const(wire: &str) -> String {
     format!("OPERATION_{}", to_snake_case(wire).to_ascii_uppercase())
 }
 
+/// The method name of a state-machine condition the generator cannot evaluate: `guard_` and
+/// the condition's text (its name when it has one) in snake case. Not yet unique: see
+/// [`first_free`].
+pub fn guard_method(text: &str) -> String {
+    let words = to_snake_case(text);
+    if words.is_empty() { "guard".to_owned() } else { format!("guard_{words}") }
+}
+
 /// serde's `rename_all` rules and the wire names they give, as serde_derive computes them, so the
 /// emitter can tell when one rule on a type replaces a `rename` on each of its names. Listed in
 /// the order a tie between two of them is broken.

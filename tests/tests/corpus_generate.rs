@@ -6,6 +6,9 @@
 //! with a target directory that persists between runs, so only the first run pays for the
 //! runtime's dependencies. The corpus is `../shared/corpus` next to the repository (override
 //! with `ONEX_CORPUS`); without it the checked-in fixtures `tests/fixtures/dialects` stand in.
+//!
+//! Every generated `state_machine.rs` is also compiled into one more package that depends only on
+//! serde, whose `cargo test` runs the tests generated into each state machine (issue 19).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -112,12 +115,17 @@ fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
         standalone: false,
     };
     codegen::package::write_package(&naming_output, &root.join("naming-keywords"), &naming_options).unwrap();
-    let list = members
-        .iter()
-        .chain([&"naming-keywords".to_owned(), &"workflow-diamond".to_owned()])
-        .map(|m| format!("\"{m}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    // Every generated state machine again in one small package that depends only on serde,
+    // so its generated tests run without building the runtime.
+    let machines = write_state_machine_package(&root, &loaded.nodes, &members);
+    // The state-machine golden with every condition form, actions and a guard: its scaffold
+    // implements `StateMachineActions` with all three kinds of method.
+    write_state_machine_golden_package(&root.join(STATE_MACHINE_GOLDEN));
+    let mut extra = vec!["naming-keywords".to_owned(), "workflow-diamond".to_owned(), STATE_MACHINE_GOLDEN.to_owned()];
+    if !machines.is_empty() {
+        extra.push(STATE_MACHINES.to_owned());
+    }
+    let list = members.iter().chain(&extra).map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", ");
     std::fs::write(root.join("Cargo.toml"), format!("[workspace]\nresolver = \"3\"\nmembers = [{list}]\n")).unwrap();
     // The repository's lock file pins the same dependency versions, so `--offline` works.
     std::fs::copy(workspace().join("Cargo.lock"), root.join("Cargo.lock")).unwrap();
@@ -157,6 +165,7 @@ fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
     );
     assert!(workflow_failed.is_empty(), "generated workflows that do not compile: {workflow_failed:?}");
     assert_eq!(workflows, with_workflow.len(), "every corpus workflow becomes a typed step graph");
+    assert!(!failed.contains(STATE_MACHINE_GOLDEN), "the state-machine golden does not compile:\n{stderr}");
     let compiled = members.len() - failed.len();
     let total = node_files.len();
     println!(
@@ -196,4 +205,107 @@ fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
     assert_eq!(compiled + failed.len() + rejected.len(), total);
     assert!(failed.is_empty(), "generated code that does not compile is a generator bug:\n{stderr}");
     assert!(compiled * 100 >= total * 95, "only {compiled} of {total} node contracts compile");
+    run_state_machine_tests(&root, &target, &loaded.nodes, &machines);
+}
+
+/// The package generated from `codegen/tests/state_machine/valid_every_form/contract.yaml`.
+const STATE_MACHINE_GOLDEN: &str = "state-machine-golden";
+
+fn write_state_machine_golden_package(dir: &Path) {
+    let file = workspace().join("codegen/tests/state_machine/valid_every_form/contract.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut source = codegen::read::SourceFile::in_memory("state_machine/valid_every_form/contract.yaml", &text);
+    // The folders our dialect expects, so only the contract itself is checked.
+    source.abs_path = PathBuf::from("nodes/node_order_reducer/v1_0_0/contract.yaml");
+    let options = codegen::dialect::Options::default();
+    let mut diags = Vec::new();
+    let outcome = codegen::front_end::FrontEnd::new(&options).file(source, &mut diags);
+    let codegen::front_end::FileOutcome::Model { model, .. } = outcome else { panic!("{diags:?}") };
+    let output = codegen::emit::render("state_machine", std::slice::from_ref(&*model)).unwrap();
+    let options = codegen::package::PackageOptions {
+        crate_name: STATE_MACHINE_GOLDEN.to_owned(),
+        runtime_path: Some(workspace().join("runtime")),
+        standalone: false,
+    };
+    codegen::package::write_package(&output, dir, &options).unwrap();
+}
+
+/// The package holding every generated `state_machine.rs`.
+const STATE_MACHINES: &str = "corpus-state-machines";
+
+/// Writes [`STATE_MACHINES`]: one module per node with a state machine, the generated file
+/// itself by `#[path]`. Returns the modules' names.
+fn write_state_machine_package(root: &Path, nodes: &[codegen::model::NodeModel], members: &[String]) -> Vec<String> {
+    let mut modules = Vec::new();
+    let mut lib = String::from(
+        "//! The generated state machines of the corpus, with their generated tests.\n#![deny(warnings)]\n",
+    );
+    for (node, member) in nodes.iter().zip(members) {
+        if node.contract.behaviour.state_machine.is_none() {
+            continue;
+        }
+        let file = root.join(member).join("src").join(codegen::emit::node_dir(node)).join("state_machine.rs");
+        assert!(file.is_file(), "{member}: no {}", file.display());
+        let module = member.replace('-', "_");
+        lib.push_str(&format!("#[path = {:?}]\npub mod {module};\n", file.display().to_string()));
+        modules.push(module);
+    }
+    if modules.is_empty() {
+        return modules;
+    }
+    let dir = root.join(STATE_MACHINES);
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"{STATE_MACHINES}\"\nversion = \"0.0.0\"\nedition = \"2024\"\npublish = false\n\n\
+             [dependencies]\nserde = {{ version = \"1\", features = [\"derive\"] }}\nserde_json = \"1\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("src/lib.rs"), lib).unwrap();
+    modules
+}
+
+/// Runs the tests generated into every state machine and reports what became code.
+fn run_state_machine_tests(root: &Path, target: &Path, nodes: &[codegen::model::NodeModel], modules: &[String]) {
+    let machines: Vec<_> = nodes.iter().filter_map(|n| n.contract.behaviour.state_machine.as_ref()).collect();
+    let conditions: Vec<_> = machines.iter().flat_map(|m| m.transitions.iter().flat_map(|t| &t.conditions)).collect();
+    let checked = conditions
+        .iter()
+        .filter(|c| matches!(c.test, codegen::behaviour::state_machine::ConditionTest::Check(_)))
+        .count();
+    let guards: usize = machines.iter().map(|m| m.guards.len()).sum();
+    let transitions: usize = machines.iter().map(|m| m.transitions.len()).sum();
+    if modules.is_empty() {
+        println!("corpus: no state machine");
+        return;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = Command::new(cargo)
+        .args(["test", "--offline", "--quiet", "-p", STATE_MACHINES])
+        .current_dir(root)
+        .env("CARGO_TARGET_DIR", target)
+        .env_remove("RUSTFLAGS")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the generated state-machine tests fail:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passed: usize = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("test result: ok. "))
+        .filter_map(|l| l.split(' ').next()?.parse::<usize>().ok())
+        .sum();
+    // Three tests per state machine: declared transitions taken, undeclared pairs refused, names.
+    assert_eq!(passed, 3 * modules.len(), "expected three generated tests per state machine:\n{stdout}");
+    println!(
+        "corpus: {} state machines became code ({transitions} transitions); {} conditions: {checked} checked by generated code, {} by {guards} guard methods; {passed} generated tests passed",
+        modules.len(),
+        conditions.len(),
+        conditions.len() - checked,
+    );
 }

@@ -19,6 +19,7 @@ pub fn scaffold(node: &NodeModel, template: &str) -> Result<String, String> {
         .map(|op| BTreeMap::from([("method", op.method.clone()), ("wire", op.wire.clone())]))
         .collect();
     let c = &node.contract;
+    let state_machine = c.behaviour.state_machine.as_ref().map(super::state_machine::scaffold_context);
     let summary = c.description.value.trim().lines().next().unwrap_or_default().to_owned();
     let text = env
         .get_template("node.rs")
@@ -32,6 +33,7 @@ pub fn scaffold(node: &NodeModel, template: &str) -> Result<String, String> {
                 scaffold => node.scaffold_type,
                 imports => imports.join(", "),
                 operations => operations,
+                state_machine => state_machine,
             })
         })
         .map_err(|e| format!("template node.rs.jinja: {e}"))?;
