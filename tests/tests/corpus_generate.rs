@@ -115,13 +115,38 @@ fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
         standalone: false,
     };
     codegen::package::write_package(&naming_output, &root.join("naming-keywords"), &naming_options).unwrap();
+    // What `codegen new` writes for each kind (a REDUCER with a state machine, an ORCHESTRATOR
+    // with a workflow) generates and compiles as it comes.
+    let new_contracts = root.join("new-templates-contracts");
+    for name in
+        ["node_new_sink_effect", "node_new_score_compute", "node_new_tally_reducer", "node_new_flow_orchestrator"]
+    {
+        codegen::new_node::create(&new_contracts, name).unwrap();
+    }
+    let (new_loaded, new_output) = codegen::generate_with(&new_contracts, &options);
+    let new_output = new_output.unwrap_or_else(|| panic!("{}", new_loaded.render_diagnostics()));
+    assert!(new_loaded.diagnostics.is_empty(), "{}", new_loaded.render_diagnostics());
+    for file in ["node_new_tally_reducer/v1_0_0/state_machine.rs", "node_new_flow_orchestrator/v1_0_0/workflow.rs"] {
+        assert!(new_output.generated.contains_key(&format!("nodes/{file}")), "`codegen new` gives no {file}");
+    }
+    let new_options = codegen::package::PackageOptions {
+        crate_name: "new-templates".to_owned(),
+        runtime_path: Some(workspace().join("runtime")),
+        standalone: false,
+    };
+    codegen::package::write_package(&new_output, &root.join("new-templates"), &new_options).unwrap();
     // Every generated state machine again in one small package that depends only on serde,
     // so its generated tests run without building the runtime.
     let machines = write_state_machine_package(&root, &loaded.nodes, &members);
     // The state-machine golden with every condition form, actions and a guard: its scaffold
     // implements `StateMachineActions` with all three kinds of method.
     write_state_machine_golden_package(&root.join(STATE_MACHINE_GOLDEN));
-    let mut extra = vec!["naming-keywords".to_owned(), "workflow-diamond".to_owned(), STATE_MACHINE_GOLDEN.to_owned()];
+    let mut extra = vec![
+        "naming-keywords".to_owned(),
+        "workflow-diamond".to_owned(),
+        "new-templates".to_owned(),
+        STATE_MACHINE_GOLDEN.to_owned(),
+    ];
     if !machines.is_empty() {
         extra.push(STATE_MACHINES.to_owned());
     }
@@ -148,6 +173,7 @@ fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
     assert!(out.status.success() || !failed.is_empty(), "cargo check failed before compiling any package:\n{stderr}");
     assert!(!failed.contains("naming-keywords"), "the keyword/prelude-name fixture does not compile:\n{stderr}");
     assert!(!failed.contains("workflow-diamond"), "the workflow golden does not compile:\n{stderr}");
+    assert!(!failed.contains("new-templates"), "what `codegen new` writes does not compile:\n{stderr}");
     let workflow_failed: Vec<&&str> = failed
         .iter()
         .filter(|f| {
