@@ -15,18 +15,7 @@ use codegen::front_end::{FileOutcome, FrontEnd};
 use codegen::read::SourceFile;
 
 mod common;
-use common::{compare_golden, workspace};
-
-fn cases() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/state_machine");
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("contract.yaml").is_file())
-        .collect();
-    cases.sort();
-    cases
-}
+use common::{compare_golden, golden_cases, workspace};
 
 /// The case's diagnostics, rendered, and its `state_machine.rs` when one is generated.
 fn run_case(case: &Path) -> (String, Option<String>) {
@@ -62,7 +51,7 @@ fn run_case(case: &Path) -> (String, Option<String>) {
 
 #[test]
 fn cases_match_their_goldens() {
-    let cases = cases();
+    let cases = golden_cases("state_machine");
     assert!(cases.len() >= 8, "only {} cases", cases.len());
     for case in &cases {
         let (diagnostics, emitted) = run_case(case);
@@ -115,7 +104,7 @@ fn emitted_state_machines_pass_their_generated_tests() {
     std::fs::create_dir_all(root.join("src")).unwrap();
     let mut lib = String::from("#![deny(warnings)]\n");
     let mut modules = 0;
-    for case in cases() {
+    for case in golden_cases("state_machine") {
         let file = case.join("expected.rs");
         if file.is_file() {
             let module = case.file_name().unwrap().to_string_lossy().into_owned();

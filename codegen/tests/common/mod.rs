@@ -41,3 +41,36 @@ pub fn compare_golden(expected_path: &Path, actual: &str) {
         panic!("{} differs from the output:\n{diff}", expected_path.display());
     }
 }
+
+/// The golden cases of `codegen/tests/<section>/`: every folder holding a `contract.yaml`, sorted.
+pub fn golden_cases(section: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(section);
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("contract.yaml").is_file())
+        .collect();
+    cases.sort();
+    cases
+}
+
+/// What a golden case of a behaviour section shows: every diagnostic but the unmapped-model
+/// warnings the minimal contracts share (CG0023), each located and with a hint, then the
+/// generated files whose names end with one of `emitted`.
+pub fn render_golden_case(case: &Path, emitted: &[&str]) -> String {
+    let (loaded, output) = codegen::generate_with(case, &codegen::dialect::Options::default());
+    let shown: Vec<_> = loaded.diagnostics.iter().filter(|d| d.code.as_str() != "CG0023").collect();
+    let mut out = format!("== diagnostics: {}\n", shown.len());
+    for d in shown {
+        assert!(d.pos.line >= 1 && d.pos.col >= 1, "{}: unlocated {d:?}", case.display());
+        assert!(d.hint.is_some(), "{}: every diagnostic says what to do: {d:?}", case.display());
+        out.push_str(&d.render(loaded.sources.get(&d.file).map(String::as_str)));
+        out.push('\n');
+    }
+    for (path, text) in output.map(|o| o.generated).unwrap_or_default() {
+        if emitted.iter().any(|e| path.ends_with(e)) {
+            out.push_str(&format!("== {path}\n{text}"));
+        }
+    }
+    out
+}
