@@ -6,10 +6,11 @@
 # the bench binary in release mode first so compiling does not overlap the measurements, and
 # runs it once. Writes target/bench/circuit_breaker.json and prints markdown tables.
 # Environment (see tests/benches/circuit_breaker.rs):
-#   CB_BENCH_ROUNDS (7)  CB_BENCH_IO_ROUNDS (3)  CB_BENCH_CALLS (3000000)  CB_BENCH_EVENTS (100000)
+#   CB_BENCH_ROUNDS (7)  CB_BENCH_PUBLISH_ROUNDS (9)  CB_BENCH_IO_ROUNDS (3)  CB_BENCH_CALLS (3000000)
+#   CB_BENCH_EVENTS (100000)
 #   CB_BENCH_IN_FLIGHT (10000)  CB_BENCH_RELAY_EVENTS (100000)  CB_BENCH_RELAY_BATCH (1000)
 #   CB_BENCH_RELAY_SECONDS (30)  CB_BENCH_ONLY (overhead,publish,relay)  CB_BENCH_OUT
-# A quick run: CB_BENCH_ROUNDS=3 CB_BENCH_IO_ROUNDS=1 CB_BENCH_CALLS=200000 CB_BENCH_EVENTS=10000
+# A quick run: CB_BENCH_ROUNDS=3 CB_BENCH_PUBLISH_ROUNDS=1 CB_BENCH_IO_ROUNDS=1 CB_BENCH_CALLS=200000 CB_BENCH_EVENTS=10000
 #   CB_BENCH_RELAY_EVENTS=5000 CB_BENCH_RELAY_SECONDS=5 scripts/bench-circuit-breaker.sh
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -34,8 +34,9 @@
 //! calls succeeding. Run with `scripts/bench-circuit-breaker.sh` (starts PostgreSQL and the
 //! broker); writes `target/bench/circuit_breaker.json`.
 //!
-//! Knobs: `CB_BENCH_ROUNDS` (7, section 1; sections 2 and 3 take `CB_BENCH_IO_ROUNDS`, 3),
-//! `CB_BENCH_CALLS` (calls per thread per round, 3000000), `CB_BENCH_EVENTS` (events per
+//! Knobs: `CB_BENCH_ROUNDS` (7, section 1), `CB_BENCH_PUBLISH_ROUNDS` (9, section 2: single
+//! rounds move by ±20 %, so fewer rounds cannot tell a 5 % difference), `CB_BENCH_IO_ROUNDS`
+//! (3, section 3), `CB_BENCH_CALLS` (calls per thread per round, 3000000), `CB_BENCH_EVENTS` (events per
 //! publish round, 100000), `CB_BENCH_IN_FLIGHT` (10000), `CB_BENCH_RELAY_EVENTS` (events
 //! enqueued for the relay, 100000), `CB_BENCH_RELAY_BATCH` (rows per relay pass, 1000),
 //! `CB_BENCH_RELAY_SECONDS` (time budget per relay contender, 30), `CB_BENCH_ONLY`
@@ -534,6 +535,7 @@ async fn relay(rounds: usize, count: usize, batch: usize, budget: Duration) -> V
 fn main() {
     let rounds = env_usize("CB_BENCH_ROUNDS", 7).max(1);
     let io_rounds = env_usize("CB_BENCH_IO_ROUNDS", 3).max(1);
+    let publish_rounds = env_usize("CB_BENCH_PUBLISH_ROUNDS", 9).max(1);
     let calls = env_usize("CB_BENCH_CALLS", 3_000_000).max(100);
     let events = env_usize("CB_BENCH_EVENTS", 100_000).max(1);
     let in_flight = env_usize("CB_BENCH_IN_FLIGHT", 10_000).max(1);
@@ -556,7 +558,7 @@ fn main() {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         runtime.block_on(async {
             if wanted("publish") {
-                records.extend(publish(io_rounds, events, in_flight).await);
+                records.extend(publish(publish_rounds, events, in_flight).await);
             }
             if wanted("relay") {
                 records.extend(relay(io_rounds, relay_events, relay_batch, relay_budget).await);
