@@ -51,7 +51,7 @@
 //!   a call that started before a transition cannot, say, count as a half-open trial.
 //! - The closed path takes no lock and writes no cache line another thread writes: taking a
 //!   permit is one atomic load and a clock read; reporting it is a clock read, relaxed
-//!   updates of the calling thread's stripe ([`stripes`]: outcome counter, last-success time,
+//!   updates of the calling thread's stripe (module `stripes`: outcome counter, last-success time,
 //!   moving-average latency, window slot) and loads of the state and of the run of failures,
 //!   which is written only when it changes. Concurrent calls through a closed breaker never
 //!   wait for one another: the compare-exchange loops (latency, run of failures) are
@@ -59,7 +59,7 @@
 //!   window's totals) add the stripes up; the average latency is the mean of the stripes'
 //!   moving averages.
 //! - [`CircuitBreaker::call`] registers a timer only for a call that is still pending after
-//!   its first poll ([`deadline`]).
+//!   its first poll (module `deadline`).
 //! - A call reads the clock twice, and [`CircuitBreaker::call`] no more than a bare permit:
 //!   its deadline is the permit's start plus `timeout_secs`, and the report's reading serves
 //!   the latency, the timeout, the window's second and the last-success or last-failure time.
