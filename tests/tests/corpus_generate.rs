@@ -326,8 +326,27 @@ fn run_state_machine_tests(root: &Path, target: &Path, nodes: &[codegen::model::
         .filter_map(|l| l.strip_prefix("test result: ok. "))
         .filter_map(|l| l.split(' ').next()?.parse::<usize>().ok())
         .sum();
-    // Three tests per state machine: declared transitions taken, undeclared pairs refused, names.
-    assert_eq!(passed, 3 * modules.len(), "expected three generated tests per state machine:\n{stdout}");
+    // Three tests per state machine: declared transitions taken, undeclared pairs refused, names;
+    // a fourth where a transition leads to a state that requires data none of its conditions
+    // reads (entering without it is refused).
+    let missing_data_tests = machines
+        .iter()
+        .filter(|m| {
+            m.transitions.iter().any(|t| {
+                m.states[t.to].required_data.iter().any(|field| {
+                    !t.conditions.iter().any(|c| {
+                        matches!(&c.test, codegen::behaviour::state_machine::ConditionTest::Check(check)
+                            if check.field.first() == Some(field))
+                    })
+                })
+            })
+        })
+        .count();
+    assert_eq!(
+        passed,
+        3 * modules.len() + missing_data_tests,
+        "expected three generated tests per state machine, four with required data:\n{stdout}"
+    );
     println!(
         "corpus: {} state machines became code ({transitions} transitions); {} conditions: {checked} checked by generated code, {} by {guards} guard methods; {passed} generated tests passed",
         modules.len(),

@@ -35,7 +35,7 @@ pub(super) fn file(node: &NodeModel, m: &StateMachine) -> Result<String, String>
         state_impl(m)?,
         trigger_enum(m, machine)?,
         display_impls(),
-        error_type(),
+        error_type(checks_data(m)),
         transition_table(m)?,
         actions_trait(m, machine)?,
         transition_fn,
@@ -187,7 +187,35 @@ fn display_impls() -> TokenStream {
     }
 }
 
-fn error_type() -> TokenStream {
+/// Whether some state requires data, which [`transition`] then checks on entering it.
+fn checks_data(m: &StateMachine) -> bool {
+    m.states.iter().any(|s| !s.required_data.is_empty())
+}
+
+fn error_type(checks_data: bool) -> TokenStream {
+    let missing_variant = checks_data.then(|| {
+        quote! {
+            /// The transition leads to `to`, but the data lacks `field`, which `to` requires.
+            MissingData {
+                /// The state the trigger came in.
+                state: State,
+                /// The trigger.
+                trigger: Trigger,
+                /// The state the transition leads to.
+                to: State,
+                /// The first of `to`'s required fields the data lacks (or has as null).
+                field: &'static str,
+            },
+        }
+    });
+    let missing_display = checks_data.then(|| {
+        quote! {
+            TransitionError::MissingData { state, trigger, to, field } => write!(
+                f,
+                "trigger `{trigger}` in state `{state}` leads to `{to}`, which requires `{field}`: the data lacks it"
+            ),
+        }
+    });
     quote! {
         /// Why [`transition`] refused a trigger.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,6 +236,7 @@ fn error_type() -> TokenStream {
                 /// The condition (of the first such transition) that does not hold, as written.
                 condition: &'static str,
             },
+            #missing_variant
         }
 
         impl std::fmt::Display for TransitionError {
@@ -220,6 +249,7 @@ fn error_type() -> TokenStream {
                         f,
                         "trigger `{trigger}` in state `{state}` is refused: condition `{condition}` does not hold"
                     ),
+                    #missing_display
                 }
             }
         }
@@ -564,13 +594,45 @@ fn transition_fn(m: &StateMachine, helpers: &mut Helpers) -> Result<TokenStream,
     let allow = negates.then(|| quote!(#[allow(clippy::nonminimal_bool)]));
     let data = if uses_data { quote!(data) } else { quote!(_data) };
     let actions = if uses_actions { quote!(actions) } else { quote!(_actions) };
+    if !checks_data(m) {
+        return Ok(quote! {
+            /// The state after `trigger` in `state`. Transitions on one state and trigger are tried in
+            /// contract order, and the first whose conditions hold for `data` is taken; a transition
+            /// from `*` applies to states without one of their own. Guard conditions are asked of
+            /// `actions`; nothing else runs (see [`run_exit_actions`] and [`run_entry_actions`]).
+            #allow
+            pub fn transition<A: StateMachineActions + ?Sized>(
+                state: State,
+                trigger: Trigger,
+                #data: &Value,
+                #actions: &A,
+            ) -> Result<State, TransitionError> {
+                #body
+            }
+        });
+    }
     Ok(quote! {
         /// The state after `trigger` in `state`. Transitions on one state and trigger are tried in
         /// contract order, and the first whose conditions hold for `data` is taken; a transition
-        /// from `*` applies to states without one of their own. Guard conditions are asked of
+        /// from `*` applies to states without one of their own. The state it leads to must find
+        /// its required data in `data` ([`State::required_data`]). Guard conditions are asked of
         /// `actions`; nothing else runs (see [`run_exit_actions`] and [`run_entry_actions`]).
-        #allow
         pub fn transition<A: StateMachineActions + ?Sized>(
+            state: State,
+            trigger: Trigger,
+            data: &Value,
+            actions: &A,
+        ) -> Result<State, TransitionError> {
+            let to = next_state(state, trigger, data, actions)?;
+            match to.missing_data(data).first() {
+                None => Ok(to),
+                Some(&field) => Err(TransitionError::MissingData { state, trigger, to, field }),
+            }
+        }
+
+        /// [`transition`] before the required data of the state it leads to is checked.
+        #allow
+        fn next_state<A: StateMachineActions + ?Sized>(
             state: State,
             trigger: Trigger,
             #data: &Value,
@@ -617,9 +679,10 @@ fn action_runner(m: &StateMachine, entry: bool) -> Result<TokenStream, String> {
 }
 
 /// Data under which every required check of `t` holds (guards are accepted by the test's
-/// actions), as JSON text. Checks on one field get a value that satisfies all of them, when
-/// one of their own witnesses does.
-fn witness(t: &Transition) -> String {
+/// actions) and the `required` fields of the state it leads to are present, as JSON text.
+/// Checks on one field get a value that satisfies all of them, when one of their own
+/// witnesses does.
+fn witness(t: &Transition, required: &[String]) -> String {
     let mut by_field: Vec<(&[String], Vec<&Test>)> = Vec::new();
     for c in t.conditions.iter().filter(|c| c.required) {
         if let ConditionTest::Check(check) = &c.test {
@@ -634,6 +697,9 @@ fn witness(t: &Transition) -> String {
         let value =
             condition::witness_of_all(&tests).unwrap_or_else(|| tests.last().and_then(|t| condition::witness(t)));
         set_field(&mut root, field, value);
+    }
+    for field in required {
+        root.entry(field.clone()).or_insert_with(|| serde_json::Value::from("present"));
     }
     serde_json::Value::Object(root).to_string()
 }
@@ -690,7 +756,7 @@ fn tests(m: &StateMachine) -> Result<TokenStream, String> {
         }
     };
     let witnesses = m.transitions.iter().map(|t| {
-        let data = witness(t);
+        let data = witness(t, &m.states[t.to].required_data);
         let guards = t
             .conditions
             .iter()
@@ -699,6 +765,47 @@ fn tests(m: &StateMachine) -> Result<TokenStream, String> {
         quote!((#data, &[#(#guards),*]))
     });
     let count = Literal::usize_unsuffixed(m.transitions.len());
+    // Rows whose target requires a field none of their conditions reads: without that field
+    // the transition must be refused with `MissingData`.
+    let without_required: Vec<TokenStream> = m
+        .transitions
+        .iter()
+        .enumerate()
+        .filter_map(|(row, t)| {
+            let read = |field: &String| {
+                t.conditions
+                    .iter()
+                    .any(|c| matches!(&c.test, ConditionTest::Check(check) if check.field.first() == Some(field)))
+            };
+            let field = m.states[t.to].required_data.iter().find(|f| !read(f))?;
+            let required: Vec<String> = m.states[t.to].required_data.iter().filter(|f| *f != field).cloned().collect();
+            let data = witness(t, &required);
+            let row = Literal::usize_unsuffixed(row);
+            Some(quote!((#row, #data, #field)))
+        })
+        .collect();
+    let missing_data_test = (!without_required.is_empty()).then(|| {
+        let rows = Literal::usize_unsuffixed(without_required.len());
+        let guards_of_row = if has_guards { quote!(Guards(WITNESSES[row].1)) } else { quote!(Guards) };
+        quote! {
+            /// Rows whose target state requires a field none of their conditions reads: the row,
+            /// its witness data without that field, and the field.
+            const WITHOUT_REQUIRED: [(usize, &str, &str); #rows] = [#(#without_required),*];
+
+            #[test]
+            fn entering_a_state_without_its_required_data_is_refused() {
+                for (row, data, field) in WITHOUT_REQUIRED {
+                    let spec = &TRANSITIONS[row];
+                    let data: Value = serde_json::from_str(data).unwrap();
+                    for state in sources(spec) {
+                        let refused = transition(state, spec.trigger, &data, &#guards_of_row);
+                        let expected = TransitionError::MissingData { state, trigger: spec.trigger, to: spec.to, field };
+                        assert_eq!(refused, Err(expected));
+                    }
+                }
+            }
+        }
+    });
     let (guards_pat, guards_of, guards_none) = if has_guards {
         (quote!(guards), quote!(Guards(guards)), quote!(Guards(&[])))
     } else {
@@ -752,6 +859,8 @@ fn tests(m: &StateMachine) -> Result<TokenStream, String> {
                     }
                 }
             }
+
+            #missing_data_test
 
             #[test]
             fn every_undeclared_pair_is_refused() {

@@ -81,7 +81,7 @@ fn a_refused_transition_falls_through_to_the_next_on_the_same_trigger() {
     let data = json!({"items": []});
     assert_eq!(transition(State::Paid, Trigger::Ship, &data, &Recorder::new(true)), Ok(State::ShippedLate));
     // Without conditions, the second payment transition is the fallback of the first.
-    let paid = json!({"amount": 3, "currency": "EUR", "payment": {"method": null}});
+    let paid = json!({"amount": 3, "currency": "EUR", "payment": {"method": null}, "order_id": "o-1"});
     assert_eq!(transition(State::Placed, Trigger::PaymentReceived, &paid, &Recorder::new(false)), Ok(State::Paid));
     let unpaid = json!({"amount": "0", "currency": "EUR", "payment": {"method": "card"}});
     assert_eq!(transition(State::Placed, Trigger::PaymentReceived, &unpaid, &Recorder::new(false)), Ok(State::Review));
@@ -89,7 +89,12 @@ fn a_refused_transition_falls_through_to_the_next_on_the_same_trigger() {
 
 #[test]
 fn numbers_compare_by_value_and_equality_reads_numbers_and_strings() {
-    let approve = |data: Value| transition(State::Review, Trigger::Approve, &data, &Recorder::new(false));
+    let approve = |mut data: Value| {
+        // `paid` requires both.
+        data["order_id"] = json!("o-1");
+        data["amount"] = json!(3);
+        transition(State::Review, Trigger::Approve, &data, &Recorder::new(false))
+    };
     assert_eq!(approve(json!({"approved_by": "ann", "priority": -1, "risk": 0.5, "attempt": 1.0})), Ok(State::Paid));
     assert_eq!(approve(json!({"approved_by": "ann", "priority": "2", "risk": "0.1", "attempt": "1"})), Ok(State::Paid));
     let refused = approve(json!({"approved_by": null, "priority": 0, "risk": 0, "attempt": 1}));
@@ -138,4 +143,23 @@ fn states_know_their_flags_and_data() {
     assert_eq!(serde_json::from_str::<Trigger>("\"payment_received\"").unwrap(), Trigger::PaymentReceived);
     let unchecked = TRANSITIONS[0].unchecked_conditions;
     assert_eq!(unchecked, ["note max_length 200"]);
+}
+
+#[test]
+fn entering_a_state_needs_its_required_data() {
+    let approval = json!({"approved_by": "ann", "priority": 0, "risk": 0.1, "attempt": 1, "amount": 3});
+    assert_eq!(
+        transition(State::Review, Trigger::Approve, &approval, &Recorder::new(false)),
+        Err(TransitionError::MissingData {
+            state: State::Review,
+            trigger: Trigger::Approve,
+            to: State::Paid,
+            field: "order_id"
+        })
+    );
+    let mut complete = approval.clone();
+    complete["order_id"] = json!(null);
+    assert!(transition(State::Review, Trigger::Approve, &complete, &Recorder::new(false)).is_err(), "null is missing");
+    complete["order_id"] = json!("o-1");
+    assert_eq!(transition(State::Review, Trigger::Approve, &complete, &Recorder::new(false)), Ok(State::Paid));
 }

@@ -119,6 +119,17 @@ pub enum TransitionError {
         /// The condition (of the first such transition) that does not hold, as written.
         condition: &'static str,
     },
+    /// The transition leads to `to`, but the data lacks `field`, which `to` requires.
+    MissingData {
+        /// The state the trigger came in.
+        state: State,
+        /// The trigger.
+        trigger: Trigger,
+        /// The state the transition leads to.
+        to: State,
+        /// The first of `to`'s required fields the data lacks (or has as null).
+        field: &'static str,
+    },
 }
 impl std::fmt::Display for TransitionError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -130,6 +141,12 @@ impl std::fmt::Display for TransitionError {
                 write!(
                     f,
                     "trigger `{trigger}` in state `{state}` is refused: condition `{condition}` does not hold"
+                )
+            }
+            TransitionError::MissingData { state, trigger, to, field } => {
+                write!(
+                    f,
+                    "trigger `{trigger}` in state `{state}` leads to `{to}`, which requires `{field}`: the data lacks it"
                 )
             }
         }
@@ -194,10 +211,31 @@ pub trait StateMachineActions {
 
 /// The state after `trigger` in `state`. Transitions on one state and trigger are tried in
 /// contract order, and the first whose conditions hold for `data` is taken; a transition
-/// from `*` applies to states without one of their own. Guard conditions are asked of
+/// from `*` applies to states without one of their own. The state it leads to must find
+/// its required data in `data` ([`State::required_data`]). Guard conditions are asked of
 /// `actions`; nothing else runs (see [`run_exit_actions`] and [`run_entry_actions`]).
-#[allow(clippy::nonminimal_bool)]
 pub fn transition<A: StateMachineActions + ?Sized>(
+    state: State,
+    trigger: Trigger,
+    data: &Value,
+    actions: &A,
+) -> Result<State, TransitionError> {
+    let to = next_state(state, trigger, data, actions)?;
+    match to.missing_data(data).first() {
+        None => Ok(to),
+        Some(&field) => {
+            Err(TransitionError::MissingData {
+                state,
+                trigger,
+                to,
+                field,
+            })
+        }
+    }
+}
+/// [`transition`] before the required data of the state it leads to is checked.
+#[allow(clippy::nonminimal_bool)]
+fn next_state<A: StateMachineActions + ?Sized>(
     state: State,
     trigger: Trigger,
     data: &Value,
@@ -278,8 +316,11 @@ mod tests {
     }
     /// For each row of `TRANSITIONS`: data and guards under which its conditions hold.
     const WITNESSES: [(&str, &[&str]); 3] = [
-        ("{\"check_results\":true}", &[]),
-        ("{}", &[]),
+        (
+            "{\"candidate_id\":\"present\",\"check_results\":true,\"plan_id\":\"present\"}",
+            &[],
+        ),
+        ("{\"candidate_id\":\"present\",\"plan_id\":\"present\"}", &[]),
         ("{}", &[]),
     ];
     /// The states a row applies to.
@@ -305,6 +346,29 @@ mod tests {
             for state in sources(row) {
                 let taken = transition(state, row.trigger, &data, &Guards);
                 assert_eq!(taken, Ok(row.to), "{state} on {}", row.trigger);
+            }
+        }
+    }
+    /// Rows whose target state requires a field none of their conditions reads: the row,
+    /// its witness data without that field, and the field.
+    const WITHOUT_REQUIRED: [(usize, &str, &str); 2] = [
+        (0, "{\"check_results\":true,\"plan_id\":\"present\"}", "candidate_id"),
+        (1, "{\"plan_id\":\"present\"}", "candidate_id"),
+    ];
+    #[test]
+    fn entering_a_state_without_its_required_data_is_refused() {
+        for (row, data, field) in WITHOUT_REQUIRED {
+            let spec = &TRANSITIONS[row];
+            let data: Value = serde_json::from_str(data).unwrap();
+            for state in sources(spec) {
+                let refused = transition(state, spec.trigger, &data, &Guards);
+                let expected = TransitionError::MissingData {
+                    state,
+                    trigger: spec.trigger,
+                    to: spec.to,
+                    field,
+                };
+                assert_eq!(refused, Err(expected));
             }
         }
     }
