@@ -24,6 +24,7 @@ pub mod postgres;
 pub mod registry;
 pub mod sanitize;
 pub mod sensitive;
+pub mod telemetry;
 pub mod workflow;
 
 pub use container::Container;
