@@ -1,8 +1,20 @@
-//! Distributed-tracing shared models.
+//! Distributed-tracing shared models, and the tracing settings read from the environment.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use crate::environment::{self, EnvSource, Environment};
+use crate::error::OnexError;
+use crate::sensitive::Sensitive;
+
+/// Where spans go when `OTEL_EXPORTER_OTLP_ENDPOINT` is not set (an OTLP/gRPC collector on
+/// this machine).
+pub const DEFAULT_OTLP_ENDPOINT: &str = "http://localhost:4317";
+/// `service.name` of every span.
+pub const SERVICE_NAME: &str = "omnibase_infrastructure";
+/// `service.version` of every span.
+pub const SERVICE_VERSION: &str = "1.0.0";
 
 /// Span kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -20,11 +32,26 @@ pub enum SpanKind {
     Consumer,
 }
 
+/// How spans travel to the collector (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OtlpProtocol {
+    /// `grpc`, the default.
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// `http/protobuf`.
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
 /// Tracing settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceConfiguration {
     /// OTLP endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub otlp_endpoint: String,
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`: `grpc` (default) or `http/protobuf`.
+    #[serde(default)]
+    pub otlp_protocol: OtlpProtocol,
     /// Headers sent to it (`OTEL_EXPORTER_OTLP_HEADERS`, "k=v,…"); values may be secrets.
     #[serde(default)]
     pub otlp_headers: BTreeMap<String, crate::sensitive::Sensitive<String>>,
@@ -36,4 +63,204 @@ pub struct TraceConfiguration {
     pub service_version: String,
     /// `deployment.environment`.
     pub environment: String,
+}
+
+impl TraceConfiguration {
+    /// The sampling ratio of `environment` when `OTEL_TRACE_SAMPLE_RATE` is not set:
+    /// production 0.1, staging 0.5, development 1.0.
+    pub const fn default_sample_rate(environment: Environment) -> f64 {
+        match environment {
+            Environment::Production => 0.1,
+            Environment::Staging => 0.5,
+            Environment::Development => 1.0,
+        }
+    }
+
+    /// The settings of `environment` from `OTEL_EXPORTER_OTLP_ENDPOINT` (an `http://` or
+    /// `https://` URL with a host), `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_EXPORTER_OTLP_HEADERS`
+    /// (`key=value` pairs separated by commas, values percent-encoded) and
+    /// `OTEL_TRACE_SAMPLE_RATE` (a number, clamped to [0, 1]). A value that does not parse is a
+    /// `CONFIGURATION_ERROR` naming the variable and what is expected; a header's value is never
+    /// repeated in it (headers carry credentials).
+    pub fn from_env(env: &dyn EnvSource, environment: Environment) -> Result<Self, OnexError> {
+        let set = |key: &str| env.var(key).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let otlp_endpoint = match set("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            Some(url) => check_endpoint(&url)?,
+            None => DEFAULT_OTLP_ENDPOINT.to_owned(),
+        };
+        let otlp_protocol = match set("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
+            None | Some("grpc") => OtlpProtocol::Grpc,
+            Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
+            Some(other) => {
+                return Err(config_error(
+                    "OTEL_EXPORTER_OTLP_PROTOCOL",
+                    format!("is `{other}`; use grpc or http/protobuf"),
+                ));
+            }
+        };
+        let otlp_headers = match set("OTEL_EXPORTER_OTLP_HEADERS") {
+            Some(text) => parse_headers(&text)?,
+            None => BTreeMap::new(),
+        };
+        let rate: f64 = environment::parse_or(env, "OTEL_TRACE_SAMPLE_RATE", Self::default_sample_rate(environment))?;
+        if rate.is_nan() {
+            return Err(config_error("OTEL_TRACE_SAMPLE_RATE", "is NaN; use a number from 0 to 1".to_owned()));
+        }
+        Ok(Self {
+            otlp_endpoint,
+            otlp_protocol,
+            otlp_headers,
+            sample_rate: rate.clamp(0.0, 1.0),
+            service_name: SERVICE_NAME.to_owned(),
+            service_version: SERVICE_VERSION.to_owned(),
+            environment: environment.as_str().to_owned(),
+        })
+    }
+}
+
+fn config_error(variable: &str, problem: String) -> OnexError {
+    OnexError::configuration(format!("environment variable {variable} {problem}")).with_detail("variable", variable)
+}
+
+/// `url` if it is `http(s)://host[:port][/path]`.
+fn check_endpoint(url: &str) -> Result<String, OnexError> {
+    const KEY: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    let expected = "use a URL such as http://localhost:4317";
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| config_error(KEY, format!("must start with http:// or https://; {expected}")))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // Credentials in the URL would end up in logs; they belong in OTEL_EXPORTER_OTLP_HEADERS.
+    if authority.contains('@') {
+        return Err(config_error(KEY, "must not hold credentials; put them in OTEL_EXPORTER_OTLP_HEADERS".to_owned()));
+    }
+    // An IPv6 host is bracketed: `[::1]` or `[::1]:4317`.
+    let (host, port) = match authority.rsplit_once(':') {
+        _ if authority.starts_with('[') && authority.ends_with(']') => (authority, None),
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    };
+    if host.is_empty() || host.chars().any(char::is_whitespace) {
+        return Err(config_error(KEY, format!("has no host; {expected}")));
+    }
+    if let Some(port) = port
+        && port.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return Err(config_error(KEY, format!("has an invalid port `{port}`; {expected}")));
+    }
+    Ok(url.to_owned())
+}
+
+/// `k=v,k2=v2` with percent-encoded values.
+fn parse_headers(text: &str) -> Result<BTreeMap<String, Sensitive<String>>, OnexError> {
+    const KEY: &str = "OTEL_EXPORTER_OTLP_HEADERS";
+    let mut headers = BTreeMap::new();
+    for (n, pair) in text.split(',').enumerate().filter(|(_, p)| !p.trim().is_empty()) {
+        let Some((name, value)) = pair.split_once('=') else {
+            return Err(config_error(KEY, format!("entry {} has no `=`; use key=value,key2=value2", n + 1)));
+        };
+        let name = name.trim();
+        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if name.is_empty() || !name.chars().all(token) {
+            return Err(config_error(KEY, format!("entry {} has an invalid header name", n + 1)));
+        }
+        let value = percent_decode(value.trim())
+            .ok_or_else(|| config_error(KEY, format!("the value of `{name}` is not valid percent-encoded UTF-8")))?;
+        headers.insert(name.to_ascii_lowercase(), Sensitive::new(value));
+    }
+    Ok(headers)
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::environment::MapEnv;
+    use crate::error::ErrorCode;
+
+    fn env(pairs: &[(&str, &str)]) -> MapEnv {
+        MapEnv(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
+    }
+
+    #[test]
+    fn defaults_follow_the_environment() {
+        let prod = TraceConfiguration::from_env(&env(&[]), Environment::Production).unwrap();
+        assert_eq!(prod.otlp_endpoint, DEFAULT_OTLP_ENDPOINT);
+        assert_eq!(prod.otlp_protocol, OtlpProtocol::Grpc);
+        assert_eq!((prod.sample_rate, prod.environment.as_str()), (0.1, "production"));
+        assert_eq!((prod.service_name.as_str(), prod.service_version.as_str()), (SERVICE_NAME, SERVICE_VERSION));
+        let staging = TraceConfiguration::from_env(&env(&[]), Environment::Staging).unwrap();
+        assert_eq!(staging.sample_rate, 0.5);
+        let dev = TraceConfiguration::from_env(&env(&[]), Environment::Development).unwrap();
+        assert_eq!(dev.sample_rate, 1.0);
+    }
+
+    #[test]
+    fn the_sample_rate_is_overridden_and_clamped() {
+        let rate = |v: &str| {
+            TraceConfiguration::from_env(&env(&[("OTEL_TRACE_SAMPLE_RATE", v)]), Environment::Production)
+                .map(|c| c.sample_rate)
+        };
+        assert_eq!(rate("0.25").unwrap(), 0.25);
+        assert_eq!(rate("7").unwrap(), 1.0);
+        assert_eq!(rate("-1").unwrap(), 0.0);
+        for bad in ["often", "NaN"] {
+            let err = rate(bad).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::ConfigurationError);
+            assert!(err.message().contains("OTEL_TRACE_SAMPLE_RATE"), "{err}");
+        }
+    }
+
+    #[test]
+    fn endpoints_and_protocols_are_checked() {
+        let endpoint = |v: &str| {
+            TraceConfiguration::from_env(&env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", v)]), Environment::Development)
+                .map(|c| c.otlp_endpoint)
+        };
+        assert_eq!(endpoint("https://otel.example:4318/v1/traces").unwrap(), "https://otel.example:4318/v1/traces");
+        assert_eq!(endpoint("http://[::1]:4317").unwrap(), "http://[::1]:4317");
+        assert_eq!(endpoint("http://[::1]").unwrap(), "http://[::1]");
+        for bad in ["localhost:4317", "http://", "http://host:0", "http://host:port", "https://user:pw@host:4317"] {
+            let err = endpoint(bad).unwrap_err();
+            assert!(err.message().contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{bad}: {err}");
+            assert!(!err.message().contains("pw@"), "{err}");
+        }
+        let protocol = |v: &str| {
+            TraceConfiguration::from_env(&env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", v)]), Environment::Development)
+                .map(|c| c.otlp_protocol)
+        };
+        assert_eq!(protocol("http/protobuf").unwrap(), OtlpProtocol::HttpProtobuf);
+        assert!(protocol("http/json").unwrap_err().message().contains("grpc or http/protobuf"));
+    }
+
+    #[test]
+    fn headers_are_parsed_decoded_and_never_shown() {
+        let parse = |v: &str| parse_headers(v);
+        let headers = parse("Authorization=Bearer%20s3cr3t, x-tenant = acme ,").unwrap();
+        assert_eq!(headers["authorization"].expose(), "Bearer s3cr3t");
+        assert_eq!(headers["x-tenant"].expose(), "acme");
+        assert!(!format!("{headers:?}").contains("s3cr3t"));
+        for bad in ["novalue", "=v", "bad name=v", "k=%zz", "k=%ff%fe"] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.message().contains("OTEL_EXPORTER_OTLP_HEADERS"), "{bad}: {err}");
+            assert!(!err.message().contains("zz") && !err.message().contains("ff"), "{err}");
+        }
+    }
 }
