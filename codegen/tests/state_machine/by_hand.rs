@@ -8,7 +8,8 @@ use std::cell::RefCell;
 use serde_json::{Value, json};
 
 use super::valid_every_form::{
-    State, StateMachineActions, TRANSITIONS, TransitionError, Trigger, run_entry_actions, run_exit_actions, transition,
+    State, StateMachineActions, StepError, TRANSITIONS, TransitionError, Trigger, run_entry_actions, run_exit_actions,
+    step, transition,
 };
 
 /// Records the actions it runs; the warehouse guard answers `capacity`.
@@ -162,4 +163,28 @@ fn entering_a_state_needs_its_required_data() {
     assert!(transition(State::Review, Trigger::Approve, &complete, &Recorder::new(false)).is_err(), "null is missing");
     complete["order_id"] = json!("o-1");
     assert_eq!(transition(State::Review, Trigger::Approve, &complete, &Recorder::new(false)), Ok(State::Paid));
+}
+
+#[test]
+fn a_step_runs_the_exit_actions_then_the_entry_actions() {
+    let paid = json!({"amount": 3, "currency": "EUR", "payment": {"method": "card"}, "order_id": "o-1"});
+    let actions = Recorder::new(false);
+    // `paid`'s entry actions: `send_receipt` fails (the mail server is down), after `reserve_stock`
+    // (exit of `placed`) ran.
+    assert_eq!(
+        step(State::Placed, Trigger::PaymentReceived, &paid, &actions),
+        Err(StepError::Entry { to: State::Paid, error: "mail server down".to_owned() })
+    );
+    assert_eq!(*actions.ran.borrow(), ["reserve_stock", "send_receipt"]);
+    // A refused trigger runs nothing.
+    let actions = Recorder::new(false);
+    assert_eq!(
+        step(State::Delivered, Trigger::PaymentReceived, &paid, &actions),
+        Err(StepError::Refused(TransitionError::NoTransition { state: State::Delivered, trigger: Trigger::PaymentReceived }))
+    );
+    assert!(actions.ran.borrow().is_empty());
+    // `shipped` has `notify-warehouse` as entry action and `paid` no exit action.
+    let actions = Recorder::new(true);
+    assert_eq!(step(State::Paid, Trigger::Ship, &ship_data(), &actions), Ok(State::Shipped));
+    assert_eq!(*actions.ran.borrow(), ["notify_warehouse"]);
 }

@@ -295,6 +295,49 @@ pub fn run_exit_actions<A: StateMachineActions + ?Sized>(
     Ok(())
 }
 
+/// Why [`step`] did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepError<E> {
+    /// [`transition`] refused the trigger; no action ran.
+    Refused(TransitionError),
+    /// An exit action of the state being left failed; the state is unchanged.
+    Exit(E),
+    /// An entry action of `to` failed, after every exit action of the state left ran.
+    Entry {
+        /// The state being entered.
+        to: State,
+        /// The action's error.
+        error: E,
+    },
+}
+impl<E: std::fmt::Display> std::fmt::Display for StepError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepError::Refused(refused) => refused.fmt(f),
+            StepError::Exit(error) => write!(f, "an exit action failed: {error}"),
+            StepError::Entry { to, error } => {
+                write!(f, "an entry action of `{to}` failed: {error}")
+            }
+        }
+    }
+}
+impl<E: std::fmt::Debug + std::fmt::Display> std::error::Error for StepError<E> {}
+/// Moves from `state` on `trigger`: [`transition`] decides the next state, then the exit
+/// actions of `state` and the entry actions of the next state run in contract order (also
+/// when the transition leads back to `state`). A refused trigger runs no action.
+pub fn step<A: StateMachineActions + ?Sized>(
+    state: State,
+    trigger: Trigger,
+    data: &Value,
+    actions: &A,
+) -> Result<State, StepError<A::Error>> {
+    let to = transition(state, trigger, data, actions).map_err(StepError::Refused)?;
+    run_exit_actions(state, data, actions).map_err(StepError::Exit)?;
+    run_entry_actions(to, data, actions)
+        .map_err(|error| StepError::Entry { to, error })?;
+    Ok(to)
+}
+
 /// The value at `path` in `data`, when every key on the way is there.
 fn field<'a>(data: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter().try_fold(data, |value, key| value.get(key))
