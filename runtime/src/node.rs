@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use crate::context::Context;
 use crate::contract::{NodeContract, OperationSpec};
 use crate::error::{ErrorCode, OnexError};
+use crate::telemetry::{self, Tracing};
 
 /// The four ONEX node kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -183,11 +184,19 @@ pub fn timed_out(node: &'static str, operation: &'static OperationSpec, limit: s
 /// context [`operation_context`] gives and timed by [`run_operation`] unless the handler times
 /// the operation itself (`handler_times_it`). Generated nodes call it once per request with the
 /// handler trait's method (`H::query`); the handler's future stays pinned inside this one.
+///
+/// With `tracing` enabled the operation runs in a span named `{node}.{operation}`, a child of
+/// the OpenTelemetry context current when it is called or, without one, of the request's
+/// [`Context::trace`]; the handler's context carries the new span as its trace, and spans the
+/// handler's work starts (statements, messages) are its children. An error answer is recorded
+/// on the span with ERROR status.
+#[allow(clippy::too_many_arguments)]
 pub async fn dispatch<H, I, T, M>(
     node: &'static str,
     operation: &'static OperationSpec,
     handler_times_it: bool,
     handler: &H,
+    tracing: &Tracing,
     input: I,
     ctx: Context,
     method: M,
@@ -197,8 +206,46 @@ where
     M: AsyncFnOnce(&H, I, &Context) -> Result<T, OnexError>,
 {
     let ctx = operation_context(ctx, operation, handler_times_it);
+    if !tracing.is_enabled() {
+        let work = std::pin::pin!(method(handler, input, &ctx));
+        return run_operation(node, operation, handler_times_it, &ctx, work).await;
+    }
+    let (ctx, otel) = operation_span(tracing, node, operation, ctx);
     let work = std::pin::pin!(method(handler, input, &ctx));
-    run_operation(node, operation, handler_times_it, &ctx, work).await
+    let result = telemetry::in_span(otel.clone(), run_operation(node, operation, handler_times_it, &ctx, work)).await;
+    if let Err(error) = &result {
+        telemetry::span::record_error_on(&otel, error);
+    }
+    result
+}
+
+/// Starts the span of one operation and gives the request context that carries it.
+fn operation_span(
+    tracing: &Tracing,
+    node: &'static str,
+    operation: &'static OperationSpec,
+    ctx: Context,
+) -> (Context, telemetry::OtelContext) {
+    use opentelemetry::trace::TraceContextExt as _;
+    let current = telemetry::OtelContext::current();
+    let parent = match ctx.trace() {
+        Some(trace) if !current.has_active_span() => telemetry::carrier::remote_context(trace),
+        _ => current,
+    };
+    let mut span = tracing.span_in(format!("{node}.{}", operation.name), telemetry::SpanKind::Internal, &parent);
+    if span.is_recording() {
+        span.set_attributes([
+            telemetry::KeyValue::new("onex.node", node),
+            telemetry::KeyValue::new("onex.operation", operation.name),
+            telemetry::KeyValue::new("correlation_id", ctx.correlation_id().to_string()),
+            telemetry::KeyValue::new("environment", tracing.environment().unwrap_or_default().to_owned()),
+        ]);
+    }
+    let ctx = match span.trace_context() {
+        Some(trace) => ctx.with_trace(trace),
+        None => ctx,
+    };
+    (ctx, span.into_context(&parent))
 }
 
 #[cfg(test)]

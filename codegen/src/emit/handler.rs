@@ -117,18 +117,26 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
         #node_doc
         pub struct #node_type<H = super::node::#scaffold> {
             handler: H,
+            tracing: Tracing,
         }
     });
     items.push(quote! {
         impl<H: #handler> #node_type<H> {
-            /// Builds the node: the handler resolves its dependencies from `container`.
+            /// Builds the node: the handler resolves its dependencies from `container`, and the
+            /// node records a span per operation with the container's `Tracing`, if any.
             pub fn new(container: &Container) -> Result<Self, OnexError> {
-                Ok(Self { handler: H::new(container)? })
+                Ok(Self { handler: H::new(container)?, tracing: Tracing::from_container(container) })
             }
 
-            /// A node around an existing handler (tests, custom wiring).
+            /// A node around an existing handler (tests, custom wiring), recording no spans.
             pub fn with_handler(handler: H) -> Self {
-                Self { handler }
+                Self { handler, tracing: Tracing::disabled() }
+            }
+
+            /// The node, recording a span per operation with `tracing`.
+            pub fn with_tracing(mut self, tracing: Tracing) -> Self {
+                self.tracing = tracing;
+                self
             }
 
             /// The handler.
@@ -136,8 +144,8 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
                 &self.handler
             }
 
-            /// Runs one operation through `method` of the handler: under the contract timeout,
-            /// or under the handler's own timing when it `times_itself`.
+            /// Runs one operation through `method` of the handler, in a span of its own: under
+            /// the contract timeout, or under the handler's own timing when it `times_itself`.
             /// A plain function returning `dispatch`'s future, not an `async fn`: another state
             /// machine around it would move the input and the context once more per request.
             fn run(
@@ -148,7 +156,7 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
                 method: impl AsyncFnOnce(&H, Input, &Context) -> Result<Output, OnexError>,
             ) -> impl Future<Output = Result<Output, OnexError>> {
                 let times_itself = H::times_itself(spec);
-                dispatch(CONTRACT.name, spec, times_itself, &self.handler, input, ctx, method)
+                dispatch(CONTRACT.name, spec, times_itself, &self.handler, &self.tracing, input, ctx, method)
             }
         }
     });
@@ -227,10 +235,12 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
             Some(_) => quote! {
                 use onex_runtime::node::dispatch;
                 use onex_runtime::node::routing::{self, RouteSpec, Routing, RoutingStrategy};
+                use onex_runtime::telemetry::Tracing;
                 use onex_runtime::{#(#runtime_names),*};
             },
             None => quote! {
                 use onex_runtime::node::dispatch;
+                use onex_runtime::telemetry::Tracing;
                 use onex_runtime::{#(#runtime_names),*};
             },
         },

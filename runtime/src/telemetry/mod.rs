@@ -1,5 +1,34 @@
 //! Telemetry: what the runtime shows of its work in traces.
 //!
+//! - [`Tracing`] ([`pipeline`]): the process's tracer, built once from a
+//!   [`TraceConfiguration`](crate::models::tracing::TraceConfiguration): OTLP export over gRPC
+//!   or HTTP/protobuf, parent-based sampling, a bounded export queue that drops and counts
+//!   rather than blocks ([`export`]), shutdown that flushes within 5 s.
+//! - [`Span`] ([`span`]): a span of the runtime's own work (a node operation, a statement, a
+//!   message sent or consumed), recorded only when sampled.
+//! - [`carrier`]: trace context in Kafka headers and in the event envelope.
 //! - [`sql`]: SQL statements as a span shows them, literals replaced by `?`.
+//!
+//! Work runs "in" a span by carrying an OpenTelemetry context with it ([`in_span`]); spans
+//! started inside (by the PostgreSQL pool, the producer, `tracing` macros in a handler)
+//! become its children.
 
+pub mod carrier;
+pub mod export;
+pub mod pipeline;
+pub mod span;
 pub mod sql;
+
+pub use export::{ExportStats, QueueLimits};
+pub use opentelemetry::Context as OtelContext;
+pub use opentelemetry::KeyValue;
+pub use opentelemetry::trace::SpanKind;
+pub use pipeline::{SHUTDOWN_TIMEOUT, Tracing};
+pub use span::Span;
+
+/// Runs `work` with `cx` as the current OpenTelemetry context on every poll, so spans it
+/// starts are children of the span in `cx`.
+pub fn in_span<F: std::future::Future>(cx: OtelContext, work: F) -> opentelemetry::context::WithContext<F> {
+    use opentelemetry::context::FutureExt as _;
+    work.with_context(cx)
+}

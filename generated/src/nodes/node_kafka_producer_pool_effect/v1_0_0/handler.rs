@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use onex_runtime::node::dispatch;
+use onex_runtime::telemetry::Tracing;
 use onex_runtime::{
     Container, Context, EffectNode, Node, NodeContract, OnexError, OperationSpec,
 };
@@ -109,25 +110,36 @@ pub trait KafkaProducerPoolHandler: Sized + Send + Sync + 'static {
 /// Publishes messages to Kafka through a bounded pool of 2 to 10 producers, waiting for broker acknowledgement, and reports pool statistics and health.
 pub struct NodeKafkaProducerPoolEffect<H = super::node::KafkaProducerPool> {
     handler: H,
+    tracing: Tracing,
 }
 
 impl<H: KafkaProducerPoolHandler> NodeKafkaProducerPoolEffect<H> {
-    /// Builds the node: the handler resolves its dependencies from `container`.
+    /// Builds the node: the handler resolves its dependencies from `container`, and the
+    /// node records a span per operation with the container's `Tracing`, if any.
     pub fn new(container: &Container) -> Result<Self, OnexError> {
         Ok(Self {
             handler: H::new(container)?,
+            tracing: Tracing::from_container(container),
         })
     }
-    /// A node around an existing handler (tests, custom wiring).
+    /// A node around an existing handler (tests, custom wiring), recording no spans.
     pub fn with_handler(handler: H) -> Self {
-        Self { handler }
+        Self {
+            handler,
+            tracing: Tracing::disabled(),
+        }
+    }
+    /// The node, recording a span per operation with `tracing`.
+    pub fn with_tracing(mut self, tracing: Tracing) -> Self {
+        self.tracing = tracing;
+        self
     }
     /// The handler.
     pub fn handler(&self) -> &H {
         &self.handler
     }
-    /// Runs one operation through `method` of the handler: under the contract timeout,
-    /// or under the handler's own timing when it `times_itself`.
+    /// Runs one operation through `method` of the handler, in a span of its own: under
+    /// the contract timeout, or under the handler's own timing when it `times_itself`.
     /// A plain function returning `dispatch`'s future, not an `async fn`: another state
     /// machine around it would move the input and the context once more per request.
     fn run(
@@ -138,7 +150,16 @@ impl<H: KafkaProducerPoolHandler> NodeKafkaProducerPoolEffect<H> {
         method: impl AsyncFnOnce(&H, Input, &Context) -> Result<Output, OnexError>,
     ) -> impl Future<Output = Result<Output, OnexError>> {
         let times_itself = H::times_itself(spec);
-        dispatch(CONTRACT.name, spec, times_itself, &self.handler, input, ctx, method)
+        dispatch(
+            CONTRACT.name,
+            spec,
+            times_itself,
+            &self.handler,
+            &self.tracing,
+            input,
+            ctx,
+            method,
+        )
     }
 }
 

@@ -1,0 +1,127 @@
+//! Where a trace context travels between processes: Kafka message headers and the event
+//! envelope's `metadata.trace_context`, both as W3C `traceparent` / `tracestate`.
+//!
+//! A consumer prefers the headers (the producer's span wrote them when it sent the message)
+//! and falls back to the envelope (an event built by a process that sent no headers, or
+//! relayed from an outbox).
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use opentelemetry::Context as OtelContext;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use rdkafka::message::{BorrowedHeaders, Header, Headers as _, OwnedHeaders};
+
+use super::Tracing;
+use crate::context::TraceContext;
+use crate::event::EventMetadata;
+
+/// Writes W3C headers into Kafka headers being built (rdkafka's headers only grow).
+pub struct KafkaHeaderInjector<'a>(pub &'a mut OwnedHeaders);
+
+impl Injector for KafkaHeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        let headers = std::mem::replace(self.0, OwnedHeaders::new_with_capacity(0));
+        *self.0 = headers.insert(Header { key, value: Some(value.as_bytes()) });
+    }
+}
+
+/// Reads W3C headers from a consumed message. With several headers of one name, the first
+/// wins, as W3C asks of `traceparent`.
+pub struct KafkaHeaderExtractor<'a>(pub &'a BorrowedHeaders);
+
+impl Extractor for KafkaHeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|header| header.key == key).and_then(|header| std::str::from_utf8(header.value?).ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|header| header.key).collect()
+    }
+}
+
+/// Reads the envelope's `metadata.trace_context` map.
+pub struct EnvelopeExtractor<'a>(pub &'a BTreeMap<String, String>);
+
+impl Extractor for EnvelopeExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}
+
+/// Writes W3C headers into the envelope's `metadata.trace_context` map.
+pub struct EnvelopeInjector<'a>(pub &'a mut BTreeMap<String, String>);
+
+impl Injector for EnvelopeInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_owned(), value);
+    }
+}
+
+/// Writes the span context of `cx` into Kafka headers.
+pub fn inject_kafka_headers(cx: &OtelContext, headers: &mut OwnedHeaders) {
+    if cx.span().span_context().is_valid() {
+        TraceContextPropagator::new().inject_context(cx, &mut KafkaHeaderInjector(headers));
+    }
+}
+
+/// The remote parent a consumed message names: its headers' `traceparent` when valid,
+/// otherwise the envelope's. `None` when neither carries one.
+pub fn extract_parent(
+    headers: Option<&BorrowedHeaders>,
+    envelope: Option<&BTreeMap<String, String>>,
+) -> Option<OtelContext> {
+    let propagator = TraceContextPropagator::new();
+    let from_headers = headers.map(|headers| propagator.extract(&KafkaHeaderExtractor(headers)));
+    if let Some(cx) = from_headers.filter(has_remote_span) {
+        return Some(cx);
+    }
+    envelope.map(|map| propagator.extract(&EnvelopeExtractor(map))).filter(has_remote_span)
+}
+
+fn has_remote_span(cx: &OtelContext) -> bool {
+    cx.span().span_context().is_valid()
+}
+
+/// Stamps `metadata` with the trace context of `cx` (when it has a valid span): the W3C
+/// carrier in `trace_context`, plus `trace_timestamp`, `trace_service` and
+/// `trace_environment` from `tracing`. An event that already carries a context keeps it.
+pub fn stamp_envelope(metadata: &mut EventMetadata, cx: &OtelContext, tracing: &Tracing) {
+    if !metadata.trace_context.is_empty() || !cx.span().span_context().is_valid() {
+        return;
+    }
+    TraceContextPropagator::new().inject_context(cx, &mut EnvelopeInjector(&mut metadata.trace_context));
+    metadata.trace_timestamp = Some(Utc::now());
+    metadata.trace_service = tracing.service_name().map(str::to_owned);
+    metadata.trace_environment = tracing.environment().map(str::to_owned);
+}
+
+/// An OpenTelemetry context whose active span is the remote span `trace` names.
+pub fn remote_context(trace: &TraceContext) -> OtelContext {
+    let state = trace.trace_state.as_deref().and_then(|s| s.parse::<TraceState>().ok()).unwrap_or_default();
+    let span = SpanContext::new(
+        TraceId::from_bytes(trace.trace_id),
+        SpanId::from_bytes(trace.span_id),
+        TraceFlags::new(trace.flags),
+        true,
+        state,
+    );
+    OtelContext::new().with_remote_span_context(span)
+}
+
+/// A span context as this crate's [`TraceContext`].
+pub fn trace_context_of(span: &SpanContext) -> TraceContext {
+    let state = span.trace_state().header();
+    TraceContext {
+        trace_id: span.trace_id().to_bytes(),
+        span_id: span.span_id().to_bytes(),
+        flags: span.trace_flags().to_u8(),
+        trace_state: (!state.is_empty()).then_some(state),
+    }
+}

@@ -1,0 +1,316 @@
+//! The span export queue: a bounded queue between the threads that end spans and one export
+//! thread that owns the exporter.
+//!
+//! Invariants:
+//! - Ending a span never blocks and never allocates beyond the span itself: `on_end` is one
+//!   `try_send`. A full queue (collector down or slow) drops the span and counts it.
+//! - The exporter runs only on the export thread, inside that thread's own single-threaded
+//!   tokio runtime. Nothing here needs the caller's runtime, so ending a span from a plain
+//!   thread, a `block_on` or a runtime that is shutting down works the same (the SDK's own
+//!   batch processor panics with "no reactor running" when a gRPC exporter is driven from a
+//!   thread without one).
+//! - One export at a time, each bounded by `export_timeout`; a failed export drops its batch
+//!   and counts it (the OTLP exporters retry inside that bound themselves).
+//! - `flush` and `shutdown` are answered by the export thread after it exported what was queued
+//!   before them; `shutdown` is bounded by its deadline even when the collector hangs, and no
+//!   span ended after it is exported.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use opentelemetry::Context;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+
+/// Limits of the export queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Spans waiting for export; the next one is dropped and counted.
+    pub max_queued: usize,
+    /// Spans per export call.
+    pub max_batch: usize,
+    /// How long a span waits for a batch to fill before it is exported anyway.
+    pub schedule_delay: Duration,
+    /// Upper bound of one export call, retries included.
+    pub export_timeout: Duration,
+}
+
+impl Default for QueueLimits {
+    /// 2048 queued, batches of 512, exported at least every 500 ms, 10 s per export: the
+    /// OpenTelemetry SDK's batch defaults, with a shorter delay so traces show up promptly.
+    fn default() -> Self {
+        Self {
+            max_queued: 2048,
+            max_batch: 512,
+            schedule_delay: Duration::from_millis(500),
+            export_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the export queue has done, counted since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ExportStats {
+    /// Spans handed to the exporter that it accepted.
+    pub exported: u64,
+    /// Spans dropped because the queue was full.
+    pub dropped_queue_full: u64,
+    /// Spans dropped because their export failed or timed out.
+    pub dropped_export_failed: u64,
+    /// Export calls that failed or timed out.
+    pub failed_exports: u64,
+    /// Spans waiting in the queue now.
+    pub queued: u64,
+}
+
+impl ExportStats {
+    /// Every span that was recorded and will never reach the collector.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_queue_full + self.dropped_export_failed
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    exported: AtomicU64,
+    dropped_queue_full: AtomicU64,
+    dropped_export_failed: AtomicU64,
+    failed_exports: AtomicU64,
+}
+
+enum Control {
+    Flush(Sender<OTelSdkResult>),
+    Shutdown { deadline: Instant, done: Sender<OTelSdkResult> },
+}
+
+/// A [`SpanProcessor`] that queues ended spans for the export thread.
+pub(crate) struct QueueProcessor {
+    spans: Sender<SpanData>,
+    control: Sender<Control>,
+    counters: Arc<Counters>,
+    closed: AtomicBool,
+    limits: QueueLimits,
+}
+
+impl fmt::Debug for QueueProcessor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueProcessor").field("limits", &self.limits).field("stats", &self.stats()).finish()
+    }
+}
+
+/// Builds the exporter on the export thread (inside its runtime, which the gRPC exporter
+/// needs) and reports whether that worked.
+pub(crate) type MakeExporter<E> = Box<dyn FnOnce() -> Result<E, String> + Send>;
+
+impl QueueProcessor {
+    /// Starts the export thread with the exporter `make` builds there, and waits until it is
+    /// built: a bad endpoint is an error here, at start-up, not a log line later.
+    pub(crate) fn start<E: SpanExporter + 'static>(make: MakeExporter<E>, limits: QueueLimits) -> Result<Self, String> {
+        let (spans, span_rx) = crossbeam_channel::bounded(limits.max_queued.max(1));
+        let (control, control_rx) = crossbeam_channel::unbounded();
+        let (ready, ready_rx) = crossbeam_channel::bounded(1);
+        let counters = Arc::new(Counters::default());
+        let worker = Worker { spans: span_rx, control: control_rx, counters: counters.clone(), limits };
+        thread::Builder::new()
+            .name("onex-span-export".into())
+            .spawn(move || worker.run(make, ready))
+            .map_err(|e| format!("cannot start the span export thread: {e}"))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Self { spans, control, counters, closed: AtomicBool::new(false), limits }),
+            Ok(Err(problem)) => Err(problem),
+            Err(_) => Err("the span export thread stopped while building the exporter".into()),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> ExportStats {
+        ExportStats {
+            exported: self.counters.exported.load(Ordering::Relaxed),
+            dropped_queue_full: self.counters.dropped_queue_full.load(Ordering::Relaxed),
+            dropped_export_failed: self.counters.dropped_export_failed.load(Ordering::Relaxed),
+            failed_exports: self.counters.failed_exports.load(Ordering::Relaxed),
+            queued: self.spans.len() as u64,
+        }
+    }
+
+    fn ask(&self, make: impl FnOnce(Sender<OTelSdkResult>) -> Control, wait: Duration) -> OTelSdkResult {
+        let (done, answer) = crossbeam_channel::bounded(1);
+        self.control.send(make(done)).map_err(|_| OTelSdkError::AlreadyShutdown)?;
+        match answer.recv_timeout(wait) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => Err(OTelSdkError::Timeout(wait)),
+            Err(RecvTimeoutError::Disconnected) => Err(OTelSdkError::AlreadyShutdown),
+        }
+    }
+}
+
+impl SpanProcessor for QueueProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        match self.spans.try_send(span) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        self.ask(Control::Flush, self.limits.export_timeout * 2)
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        let deadline = Instant::now() + timeout;
+        // A little longer than the worker's own deadline, so its answer (rather than this
+        // timer) says what happened.
+        self.ask(|done| Control::Shutdown { deadline, done }, timeout + Duration::from_millis(250))
+    }
+}
+
+struct Worker {
+    spans: Receiver<SpanData>,
+    control: Receiver<Control>,
+    counters: Arc<Counters>,
+    limits: QueueLimits,
+}
+
+impl Worker {
+    fn run<E: SpanExporter>(self, make: MakeExporter<E>, ready: Sender<Result<(), String>>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                let _ = ready.send(Err(format!("cannot start the span export runtime: {e}")));
+                return;
+            }
+        };
+        let exporter = {
+            let _entered = runtime.enter();
+            make()
+        };
+        let exporter = match exporter {
+            Ok(exporter) => {
+                let _ = ready.send(Ok(()));
+                exporter
+            }
+            Err(problem) => {
+                let _ = ready.send(Err(problem));
+                return;
+            }
+        };
+        let mut batch = Vec::with_capacity(self.limits.max_batch);
+        let mut oldest: Option<Instant> = None;
+        loop {
+            let wait =
+                oldest.map_or(self.limits.schedule_delay, |t| self.limits.schedule_delay.saturating_sub(t.elapsed()));
+            crossbeam_channel::select! {
+                recv(self.spans) -> span => {
+                    let Ok(span) = span else { return };
+                    batch.push(span);
+                    oldest.get_or_insert_with(Instant::now);
+                    if batch.len() >= self.limits.max_batch {
+                        // A failed export is counted in the stats; the next batch tries again.
+                        let _ = self.export(&runtime, &exporter, &mut batch, None);
+                        oldest = None;
+                    }
+                }
+                recv(self.control) -> message => {
+                    match message {
+                        Ok(Control::Flush(done)) => {
+                            let result = self.drain(&runtime, &exporter, &mut batch, None);
+                            oldest = None;
+                            let _ = done.send(result);
+                        }
+                        Ok(Control::Shutdown { deadline, done }) => {
+                            let mut result = self.drain(&runtime, &exporter, &mut batch, Some(deadline));
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            if let Err(e) = exporter.shutdown_with_timeout(left) {
+                                result = result.and(Err(e));
+                            }
+                            let _ = done.send(result);
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+                default(wait) => {
+                    if !batch.is_empty() {
+                        // A failed export is counted in the stats; the next batch tries again.
+                        let _ = self.export(&runtime, &exporter, &mut batch, None);
+                    }
+                    oldest = None;
+                }
+            }
+        }
+    }
+
+    /// Exports everything queued now, batch by batch.
+    fn drain<E: SpanExporter>(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        exporter: &E,
+        batch: &mut Vec<SpanData>,
+        deadline: Option<Instant>,
+    ) -> OTelSdkResult {
+        let mut result = Ok(());
+        loop {
+            while batch.len() < self.limits.max_batch {
+                match self.spans.try_recv() {
+                    Ok(span) => batch.push(span),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                return result;
+            }
+            if let Err(e) = self.export(runtime, exporter, batch, deadline) {
+                result = Err(e);
+            }
+        }
+    }
+
+    fn export<E: SpanExporter>(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        exporter: &E,
+        batch: &mut Vec<SpanData>,
+        deadline: Option<Instant>,
+    ) -> OTelSdkResult {
+        let spans = std::mem::replace(batch, Vec::with_capacity(self.limits.max_batch));
+        let count = spans.len() as u64;
+        let limit = match deadline {
+            Some(deadline) => deadline.saturating_duration_since(Instant::now()).min(self.limits.export_timeout),
+            None => self.limits.export_timeout,
+        };
+        let outcome = if limit.is_zero() {
+            Err(OTelSdkError::Timeout(limit))
+        } else {
+            runtime
+                .block_on(tokio::time::timeout(limit, exporter.export(spans)))
+                .unwrap_or(Err(OTelSdkError::Timeout(limit)))
+        };
+        match &outcome {
+            Ok(()) => {
+                self.counters.exported.fetch_add(count, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.counters.failed_exports.fetch_add(1, Ordering::Relaxed);
+                self.counters.dropped_export_failed.fetch_add(count, Ordering::Relaxed);
+            }
+        }
+        outcome
+    }
+}

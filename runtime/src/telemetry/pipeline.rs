@@ -1,0 +1,269 @@
+//! [`Tracing`]: the process's tracer, its sampler and its export queue, built once from a
+//! [`TraceConfiguration`] and handed to every service that records spans.
+//!
+//! There is no global tracer: a service records spans through the `Tracing` it was given
+//! (`Tracing::disabled()` records nothing and costs a branch). [`Tracing::install`] also
+//! registers the W3C propagator and the tracer provider with OpenTelemetry's globals, so
+//! libraries that only know the globals join the same traces.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanExporter};
+
+use super::export::{ExportStats, MakeExporter, QueueLimits, QueueProcessor};
+use crate::error::OnexError;
+use crate::models::tracing::{OtlpProtocol, TraceConfiguration};
+
+/// How long [`Tracing::shutdown`] may take to flush what was recorded.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The instrumentation scope every runtime span carries.
+const SCOPE: &str = "onex-runtime";
+
+/// The process's tracing: cheap to clone, shared by every service that records spans.
+#[derive(Clone, Default)]
+pub struct Tracing {
+    inner: Option<Arc<Inner>>,
+}
+
+struct Inner {
+    provider: SdkTracerProvider,
+    tracer: SdkTracer,
+    queue: Arc<QueueStats>,
+    service_name: String,
+    environment: String,
+    sample_rate: f64,
+}
+
+/// Reads the export queue's counters; the provider owns the queue itself.
+struct QueueStats(std::sync::Weak<QueueProcessor>);
+
+impl fmt::Debug for Tracing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            None => f.write_str("Tracing(disabled)"),
+            Some(inner) => f
+                .debug_struct("Tracing")
+                .field("service_name", &inner.service_name)
+                .field("environment", &inner.environment)
+                .field("sample_rate", &inner.sample_rate)
+                .field("export", &self.stats())
+                .finish(),
+        }
+    }
+}
+
+impl Tracing {
+    /// Records nothing.
+    pub fn disabled() -> Self {
+        Self::default()
+    }
+
+    /// Tracing as `config` says: OTLP export over gRPC or HTTP/protobuf to its endpoint with its
+    /// headers, the service's resource attributes, parent-based sampling at its rate, and the
+    /// default [`QueueLimits`]. Registers the W3C trace-context propagator and the provider
+    /// with OpenTelemetry's globals. The exporter is built before this returns: a malformed
+    /// endpoint or header is a `CONFIGURATION_ERROR` here (an unreachable collector is not:
+    /// spans then wait in the queue, and are dropped and counted when it is full).
+    pub fn install(config: &TraceConfiguration) -> Result<Self, OnexError> {
+        let tracing = Self::with_limits(config, QueueLimits::default())?;
+        if let Some(inner) = &tracing.inner {
+            opentelemetry::global::set_text_map_propagator(
+                opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+            );
+            opentelemetry::global::set_tracer_provider(inner.provider.clone());
+        }
+        Ok(tracing)
+    }
+
+    /// Tracing as `config` says with explicit queue limits, without touching the globals.
+    pub fn with_limits(config: &TraceConfiguration, limits: QueueLimits) -> Result<Self, OnexError> {
+        let exporter = otlp_exporter(config, limits.export_timeout);
+        Self::with_exporter(config, exporter, limits)
+    }
+
+    /// Tracing that hands finished spans to `make_exporter`'s exporter, which is built on the
+    /// export thread; `config` gives the resource and the sample rate.
+    pub fn with_exporter<E: SpanExporter + 'static>(
+        config: &TraceConfiguration,
+        make_exporter: impl FnOnce() -> Result<E, String> + Send + 'static,
+        limits: QueueLimits,
+    ) -> Result<Self, OnexError> {
+        let make: MakeExporter<E> = Box::new(make_exporter);
+        let processor = QueueProcessor::start(make, limits)
+            .map_err(|problem| OnexError::configuration(format!("cannot export spans: {problem}")))?;
+        let processor = Arc::new(processor);
+        let queue = Arc::new(QueueStats(Arc::downgrade(&processor)));
+        let rate = config.sample_rate.clamp(0.0, 1.0);
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(SharedProcessor(processor))
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(rate))))
+            .with_resource(resource(config))
+            .build();
+        let tracer = provider.tracer(SCOPE);
+        Ok(Self {
+            inner: Some(Arc::new(Inner {
+                provider,
+                tracer,
+                queue,
+                service_name: config.service_name.clone(),
+                environment: config.environment.clone(),
+                sample_rate: rate,
+            })),
+        })
+    }
+
+    /// The `Tracing` registered in `container`, or [`Tracing::disabled`].
+    pub fn from_container(container: &crate::Container) -> Self {
+        container.try_resolve::<Tracing>().map_or_else(Self::disabled, |tracing| (*tracing).clone())
+    }
+
+    /// Whether spans are recorded at all.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// The tracer, when enabled.
+    pub fn tracer(&self) -> Option<&SdkTracer> {
+        self.inner.as_ref().map(|inner| &inner.tracer)
+    }
+
+    /// `service.name` of the resource, when enabled.
+    pub fn service_name(&self) -> Option<&str> {
+        self.inner.as_ref().map(|inner| inner.service_name.as_str())
+    }
+
+    /// `deployment.environment` of the resource, when enabled.
+    pub fn environment(&self) -> Option<&str> {
+        self.inner.as_ref().map(|inner| inner.environment.as_str())
+    }
+
+    /// The sampling ratio applied to root spans, when enabled.
+    pub fn sample_rate(&self) -> Option<f64> {
+        self.inner.as_ref().map(|inner| inner.sample_rate)
+    }
+
+    /// What the export queue has done; all zero when disabled.
+    pub fn stats(&self) -> ExportStats {
+        self.inner.as_ref().and_then(|inner| inner.queue.0.upgrade()).map(|queue| queue.stats()).unwrap_or_default()
+    }
+
+    /// A `tracing` layer that records `tracing` spans as OpenTelemetry spans of this tracer, so
+    /// that spans a handler opens with `tracing::info_span!` join the runtime's traces.
+    pub fn layer<S>(&self) -> Option<tracing_opentelemetry::OpenTelemetryLayer<S, SdkTracer>>
+    where
+        S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    {
+        self.tracer().map(|tracer| tracing_opentelemetry::layer().with_tracer(tracer.clone()))
+    }
+
+    /// Exports everything recorded so far and waits for the collector's answer.
+    pub fn flush(&self) -> Result<(), OnexError> {
+        match &self.inner {
+            None => Ok(()),
+            Some(inner) => inner.provider.force_flush().map_err(|e| {
+                OnexError::new(crate::ErrorCode::IntegrationServiceUnavailable, format!("span flush failed: {e}"))
+            }),
+        }
+    }
+
+    /// Exports what was recorded, within [`SHUTDOWN_TIMEOUT`], and stops: spans ended after
+    /// this are not exported. A second call is a no-op.
+    pub fn shutdown(&self) -> Result<(), OnexError> {
+        let Some(inner) = &self.inner else { return Ok(()) };
+        match inner.provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT) {
+            Ok(()) | Err(opentelemetry_sdk::error::OTelSdkError::AlreadyShutdown) => Ok(()),
+            Err(e) => Err(OnexError::new(
+                crate::ErrorCode::IntegrationServiceUnavailable,
+                format!("span export did not finish within {} s: {e}", SHUTDOWN_TIMEOUT.as_secs()),
+            )),
+        }
+    }
+}
+
+/// Lets the provider own the processor while [`Tracing::stats`] reads its counters.
+#[derive(Debug)]
+struct SharedProcessor(Arc<QueueProcessor>);
+
+impl opentelemetry_sdk::trace::SpanProcessor for SharedProcessor {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &opentelemetry::Context) {
+        self.0.on_start(span, cx);
+    }
+    fn on_end(&self, span: opentelemetry_sdk::trace::SpanData) {
+        self.0.on_end(span);
+    }
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.force_flush()
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+}
+
+/// The resource of every span: `service.name`, `service.version`, `deployment.environment`
+/// (and its current name, `deployment.environment.name`).
+fn resource(config: &TraceConfiguration) -> Resource {
+    Resource::builder_empty()
+        .with_attributes([
+            KeyValue::new("service.name", config.service_name.clone()),
+            KeyValue::new("service.version", config.service_version.clone()),
+            KeyValue::new("deployment.environment", config.environment.clone()),
+            KeyValue::new("deployment.environment.name", config.environment.clone()),
+        ])
+        .build()
+}
+
+/// The OTLP exporter `config` names, built later on the export thread.
+fn otlp_exporter(
+    config: &TraceConfiguration,
+    timeout: Duration,
+) -> impl FnOnce() -> Result<opentelemetry_otlp::SpanExporter, String> + Send + 'static {
+    let endpoint = config.otlp_endpoint.clone();
+    let protocol = config.otlp_protocol;
+    let headers: Vec<(String, String)> =
+        config.otlp_headers.iter().map(|(k, v)| (k.clone(), v.expose().clone())).collect();
+    move || {
+        let built = match protocol {
+            OtlpProtocol::Grpc => {
+                let mut metadata = tonic::metadata::MetadataMap::new();
+                for (key, value) in &headers {
+                    let key = tonic::metadata::MetadataKey::from_bytes(key.to_ascii_lowercase().as_bytes())
+                        .map_err(|_| format!("OTEL_EXPORTER_OTLP_HEADERS: '{key}' is not a valid header name"))?;
+                    let value = value.parse().map_err(|_| {
+                        format!("OTEL_EXPORTER_OTLP_HEADERS: the value of '{key}' is not a valid header value")
+                    })?;
+                    metadata.insert(key, value);
+                }
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint.clone())
+                    .with_timeout(timeout)
+                    .with_metadata(metadata)
+                    .build()
+            }
+            OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(http_traces_url(&endpoint))
+                .with_timeout(timeout)
+                .with_headers(headers.iter().cloned().collect())
+                .build(),
+        };
+        built.map_err(|e| format!("the OTLP exporter for '{endpoint}' cannot be built: {e}"))
+    }
+}
+
+/// OTLP/HTTP sends traces to `<endpoint>/v1/traces` when the endpoint names no signal path.
+fn http_traces_url(endpoint: &str) -> String {
+    if endpoint.trim_end_matches('/').ends_with("/v1/traces") {
+        endpoint.to_owned()
+    } else {
+        format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+    }
+}
