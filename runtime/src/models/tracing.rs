@@ -137,7 +137,10 @@ impl TraceConfiguration {
         }
         for (name, value) in &self.otlp_headers {
             if name.is_empty() || !name.chars().all(is_token_char) {
-                return Err(invalid("otlp_headers", "has an invalid header name; use letters, digits and -".to_owned()));
+                return Err(invalid(
+                    "otlp_headers",
+                    "has an invalid header name; use letters, digits and -".to_owned(),
+                ));
             }
             if !value.expose().chars().all(|c| c == ' ' || c == '\t' || c.is_ascii_graphic()) {
                 return Err(invalid(
@@ -339,9 +342,11 @@ mod tests {
             c.otlp_headers.insert("authorization".into(), Sensitive::new("Bearer s3cr3t\n".into()));
         });
         assert!(header.contains("authorization") && !header.contains("s3cr3t"), "{header}");
-        assert!(problem(&|c| {
-            c.otlp_headers.insert("bad name".into(), Sensitive::new("v".into()));
-        })
-        .contains("invalid header name"));
+        assert!(
+            problem(&|c| {
+                c.otlp_headers.insert("bad name".into(), Sensitive::new("v".into()));
+            })
+            .contains("invalid header name")
+        );
     }
 }
