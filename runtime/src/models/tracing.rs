@@ -79,13 +79,17 @@ impl TraceConfiguration {
     /// The settings of `environment` from `OTEL_EXPORTER_OTLP_ENDPOINT` (an `http://` or
     /// `https://` URL with a host), `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_EXPORTER_OTLP_HEADERS`
     /// (`key=value` pairs separated by commas, values percent-encoded) and
-    /// `OTEL_TRACE_SAMPLE_RATE` (a number, clamped to [0, 1]). A value that does not parse is a
-    /// `CONFIGURATION_ERROR` naming the variable and what is expected; a header's value is never
-    /// repeated in it (headers carry credentials).
+    /// `OTEL_TRACE_SAMPLE_RATE` (a number, clamped to [0, 1]); `OTEL_SERVICE_NAME` and
+    /// `OTEL_SERVICE_VERSION` replace [`SERVICE_NAME`] and [`SERVICE_VERSION`] when set. A value
+    /// that does not parse is a `CONFIGURATION_ERROR` naming the variable and what is expected;
+    /// a header's value is never repeated in it (headers carry credentials).
     pub fn from_env(env: &dyn EnvSource, environment: Environment) -> Result<Self, OnexError> {
         let set = |key: &str| env.var(key).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let otlp_endpoint = match set("OTEL_EXPORTER_OTLP_ENDPOINT") {
-            Some(url) => check_endpoint(&url)?,
+            Some(url) => match endpoint_problem(&url) {
+                Some(problem) => return Err(config_error("OTEL_EXPORTER_OTLP_ENDPOINT", problem)),
+                None => url,
+            },
             None => DEFAULT_OTLP_ENDPOINT.to_owned(),
         };
         let otlp_protocol = match set("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
@@ -111,29 +115,70 @@ impl TraceConfiguration {
             otlp_protocol,
             otlp_headers,
             sample_rate: rate.clamp(0.0, 1.0),
-            service_name: SERVICE_NAME.to_owned(),
-            service_version: SERVICE_VERSION.to_owned(),
+            service_name: set("OTEL_SERVICE_NAME").unwrap_or_else(|| SERVICE_NAME.to_owned()),
+            service_version: set("OTEL_SERVICE_VERSION").unwrap_or_else(|| SERVICE_VERSION.to_owned()),
             environment: environment.as_str().to_owned(),
         })
     }
+
+    /// Checks settings that did not come from [`TraceConfiguration::from_env`] (a request, a
+    /// file) by the same rules: the endpoint is an `http://` or `https://` URL with a host and
+    /// without credentials, header names are HTTP tokens and values printable ASCII, the sample
+    /// rate is a number in [0, 1], and the service name is not blank. A problem is a
+    /// `CONFIGURATION_ERROR` naming the field (`configuration.otlp_endpoint`, …) and what is
+    /// expected; it never repeats a header's value.
+    pub fn validate(&self) -> Result<(), OnexError> {
+        let invalid = |field: &str, problem: String| {
+            let field = format!("configuration.{field}");
+            OnexError::configuration(format!("{field} {problem}")).with_detail("field", field)
+        };
+        if let Some(problem) = endpoint_problem(self.otlp_endpoint.trim()) {
+            return Err(invalid("otlp_endpoint", problem));
+        }
+        for (name, value) in &self.otlp_headers {
+            if name.is_empty() || !name.chars().all(is_token_char) {
+                return Err(invalid(
+                    "otlp_headers",
+                    "has an invalid header name; use letters, digits and -".to_owned(),
+                ));
+            }
+            if !value.expose().chars().all(|c| c == ' ' || c == '\t' || c.is_ascii_graphic()) {
+                return Err(invalid(
+                    "otlp_headers",
+                    format!("has a value for `{name}` that is not printable ASCII (percent-encode it)"),
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.sample_rate) {
+            return Err(invalid("sample_rate", "must be a number from 0 to 1".to_owned()));
+        }
+        if self.service_name.trim().is_empty() {
+            return Err(invalid("service_name", "is blank; name the service the spans come from".to_owned()));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `c` may appear in an HTTP header name.
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
 fn config_error(variable: &str, problem: String) -> OnexError {
     OnexError::configuration(format!("environment variable {variable} {problem}")).with_detail("variable", variable)
 }
 
-/// `url` if it is `http(s)://host[:port][/path]`.
-fn check_endpoint(url: &str) -> Result<String, OnexError> {
-    const KEY: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// What is wrong with `url` as an OTLP endpoint, if anything: it must be
+/// `http(s)://host[:port][/path]`.
+fn endpoint_problem(url: &str) -> Option<String> {
     let expected = "use a URL such as http://localhost:4317";
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or_else(|| config_error(KEY, format!("must start with http:// or https://; {expected}")))?;
+    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
+        return Some(format!("must start with http:// or https://; {expected}"));
+    };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     // Credentials in the URL would end up in logs; they belong in OTEL_EXPORTER_OTLP_HEADERS.
     if authority.contains('@') {
-        return Err(config_error(KEY, "must not hold credentials; put them in OTEL_EXPORTER_OTLP_HEADERS".to_owned()));
+        return Some("must not hold credentials; put them in OTEL_EXPORTER_OTLP_HEADERS".to_owned());
     }
     // An IPv6 host is bracketed: `[::1]` or `[::1]:4317`.
     let (host, port) = match authority.rsplit_once(':') {
@@ -142,14 +187,14 @@ fn check_endpoint(url: &str) -> Result<String, OnexError> {
         None => (authority, None),
     };
     if host.is_empty() || host.chars().any(char::is_whitespace) {
-        return Err(config_error(KEY, format!("has no host; {expected}")));
+        return Some(format!("has no host; {expected}"));
     }
     if let Some(port) = port
         && port.parse::<u16>().map_or(true, |p| p == 0)
     {
-        return Err(config_error(KEY, format!("has an invalid port `{port}`; {expected}")));
+        return Some(format!("has an invalid port `{port}`; {expected}"));
     }
-    Ok(url.to_owned())
+    None
 }
 
 /// `k=v,k2=v2` with percent-encoded values.
@@ -161,8 +206,7 @@ fn parse_headers(text: &str) -> Result<BTreeMap<String, Sensitive<String>>, Onex
             return Err(config_error(KEY, format!("entry {} has no `=`; use key=value,key2=value2", n + 1)));
         };
         let name = name.trim();
-        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-        if name.is_empty() || !name.chars().all(token) {
+        if name.is_empty() || !name.chars().all(is_token_char) {
             return Err(config_error(KEY, format!("entry {} has an invalid header name", n + 1)));
         }
         let value = percent_decode(value.trim())
@@ -262,5 +306,47 @@ mod tests {
             assert!(err.message().contains("OTEL_EXPORTER_OTLP_HEADERS"), "{bad}: {err}");
             assert!(!err.message().contains("zz") && !err.message().contains("ff"), "{err}");
         }
+    }
+
+    #[test]
+    fn the_service_identity_comes_from_otel_service_name_and_version() {
+        let config = TraceConfiguration::from_env(
+            &env(&[("OTEL_SERVICE_NAME", " billing "), ("OTEL_SERVICE_VERSION", "2.3.4")]),
+            Environment::Staging,
+        )
+        .unwrap();
+        assert_eq!((config.service_name.as_str(), config.service_version.as_str()), ("billing", "2.3.4"));
+        let blank = TraceConfiguration::from_env(&env(&[("OTEL_SERVICE_NAME", "  ")]), Environment::Staging).unwrap();
+        assert_eq!(blank.service_name, SERVICE_NAME);
+    }
+
+    #[test]
+    fn a_configuration_from_elsewhere_is_checked_by_the_same_rules() {
+        let good = TraceConfiguration::from_env(&env(&[]), Environment::Development).unwrap();
+        good.validate().unwrap();
+        let problem = |change: &dyn Fn(&mut TraceConfiguration)| {
+            let mut config = good.clone();
+            change(&mut config);
+            let err = config.validate().unwrap_err();
+            assert_eq!(err.code(), ErrorCode::ConfigurationError);
+            err.message().to_owned()
+        };
+        assert!(problem(&|c| c.otlp_endpoint = "collector:4317".into()).starts_with("configuration.otlp_endpoint"));
+        assert!(problem(&|c| c.otlp_endpoint = "https://".into()).contains("has no host"));
+        let credentials = problem(&|c| c.otlp_endpoint = "https://me:hunter2@otel.example".into());
+        assert!(!credentials.contains("hunter2"), "{credentials}");
+        assert!(problem(&|c| c.sample_rate = f64::NAN).starts_with("configuration.sample_rate"));
+        assert!(problem(&|c| c.sample_rate = 1.5).starts_with("configuration.sample_rate"));
+        assert!(problem(&|c| c.service_name = " ".into()).starts_with("configuration.service_name"));
+        let header = problem(&|c| {
+            c.otlp_headers.insert("authorization".into(), Sensitive::new("Bearer s3cr3t\n".into()));
+        });
+        assert!(header.contains("authorization") && !header.contains("s3cr3t"), "{header}");
+        assert!(
+            problem(&|c| {
+                c.otlp_headers.insert("bad name".into(), Sensitive::new("v".into()));
+            })
+            .contains("invalid header name")
+        );
     }
 }

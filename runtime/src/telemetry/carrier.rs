@@ -77,16 +77,22 @@ pub fn extract_parent(
     headers: Option<&BorrowedHeaders>,
     envelope: Option<&BTreeMap<String, String>>,
 ) -> Option<OtelContext> {
+    // Extracted into an empty context, not the current one: `extract` falls back to the
+    // current context when the carrier holds no valid traceparent, and a span active on this
+    // thread would then pass for the message's remote parent.
     let propagator = TraceContextPropagator::new();
-    let from_headers = headers.map(|headers| propagator.extract(&KafkaHeaderExtractor(headers)));
+    let empty = OtelContext::new();
+    let from_headers = headers.map(|headers| propagator.extract_with_context(&empty, &KafkaHeaderExtractor(headers)));
     if let Some(cx) = from_headers.filter(has_remote_span) {
         return Some(cx);
     }
-    envelope.map(|map| propagator.extract(&EnvelopeExtractor(map))).filter(has_remote_span)
+    envelope.map(|map| propagator.extract_with_context(&empty, &EnvelopeExtractor(map))).filter(has_remote_span)
 }
 
 fn has_remote_span(cx: &OtelContext) -> bool {
-    cx.span().span_context().is_valid()
+    let span = cx.span();
+    let span = span.span_context();
+    span.is_valid() && span.is_remote()
 }
 
 /// Stamps `metadata` with the trace context of `cx` (when it has a valid span): the W3C
@@ -123,5 +129,23 @@ pub fn trace_context_of(span: &SpanContext) -> TraceContext {
         span_id: span.span_id().to_bytes(),
         flags: span.trace_flags().to_u8(),
         trace_state: (!state.is_empty()).then_some(state),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_carrier_without_a_valid_traceparent_names_no_parent_even_inside_a_span() {
+        let active = remote_context(&TraceContext { trace_id: [7; 16], span_id: [9; 8], flags: 1, trace_state: None });
+        let _current = active.attach();
+        let bad: BTreeMap<String, String> = [("traceparent".to_owned(), "00-zz-zz-01".to_owned())].into();
+        assert!(extract_parent(None, Some(&bad)).is_none());
+        assert!(extract_parent(None, Some(&BTreeMap::new())).is_none());
+        let good: BTreeMap<String, String> =
+            [("traceparent".to_owned(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned())].into();
+        let parent = extract_parent(None, Some(&good)).unwrap();
+        assert_eq!(parent.span().span_context().trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
     }
 }

@@ -298,8 +298,10 @@ impl Worker {
         let outcome = if limit.is_zero() {
             Err(OTelSdkError::Timeout(limit))
         } else {
+            // Both the timer and the export are made inside the runtime: `timeout` registers
+            // its timer when called, and panics ("no reactor running") outside one.
             runtime
-                .block_on(tokio::time::timeout(limit, exporter.export(spans)))
+                .block_on(async { tokio::time::timeout(limit, exporter.export(spans)).await })
                 .unwrap_or(Err(OTelSdkError::Timeout(limit)))
         };
         match &outcome {

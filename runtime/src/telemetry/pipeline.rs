@@ -37,8 +37,13 @@ struct Inner {
     tracer: SdkTracer,
     queue: Arc<QueueStats>,
     service_name: String,
+    service_version: String,
     environment: String,
     sample_rate: f64,
+    /// Where spans go and the names (never the values) of the headers sent there, for status
+    /// reports.
+    otlp_endpoint: String,
+    otlp_header_names: Vec<String>,
 }
 
 /// Reads the export queue's counters; the provider owns the queue itself.
@@ -113,8 +118,11 @@ impl Tracing {
                 tracer,
                 queue,
                 service_name: config.service_name.clone(),
+                service_version: config.service_version.clone(),
                 environment: config.environment.clone(),
                 sample_rate: rate,
+                otlp_endpoint: config.otlp_endpoint.clone(),
+                otlp_header_names: config.otlp_headers.keys().cloned().collect(),
             })),
         })
     }
@@ -137,6 +145,23 @@ impl Tracing {
     /// `service.name` of the resource, when enabled.
     pub fn service_name(&self) -> Option<&str> {
         self.inner.as_ref().map(|inner| inner.service_name.as_str())
+    }
+
+    /// `service.version` of the resource, when enabled.
+    pub fn service_version(&self) -> Option<&str> {
+        self.inner.as_ref().map(|inner| inner.service_version.as_str())
+    }
+
+    /// The OTLP endpoint of the configuration, when enabled (a tracing built
+    /// [`with_exporter`](Self::with_exporter) reports it without sending there).
+    pub fn otlp_endpoint(&self) -> Option<&str> {
+        self.inner.as_ref().map(|inner| inner.otlp_endpoint.as_str())
+    }
+
+    /// The names of the OTLP headers of the configuration; their values are secrets and are not
+    /// kept here. Empty when disabled.
+    pub fn otlp_header_names(&self) -> &[String] {
+        self.inner.as_ref().map_or(&[], |inner| inner.otlp_header_names.as_slice())
     }
 
     /// `deployment.environment` of the resource, when enabled.

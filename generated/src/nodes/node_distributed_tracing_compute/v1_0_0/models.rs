@@ -131,7 +131,7 @@ pub struct ModelDistributedTracingOutput {
     pub correlation_id: uuid::Uuid,
     /// When the response was produced (UTC).
     pub timestamp: chrono::DateTime<chrono::Utc>,
-    /// Whether spans are being exported after the operation.
+    /// Whether the node records and exports spans after the operation (false before initialize_tracing when the container has no tracing, after shutdown_tracing, and when OTEL_SDK_DISABLED is true).
     pub tracing_enabled: bool,
     /// Trace id of the recorded or extracted span, 32 lowercase hex chars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,7 +154,7 @@ pub struct ModelDistributedTracingOutput {
     /// The event with metadata.trace_context, trace_timestamp, trace_service and trace_environment filled (inject_context).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<onex_runtime::event::OnexEvent>,
-    /// The tracing set-up in effect (initialize_tracing, shutdown_tracing).
+    /// The tracing set-up the node uses and its export counters; on every answer once the node has one (from the container or initialize_tracing), absent before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ModelTracingStatus>,
     /// Why the operation failed; present exactly when success is false.
@@ -210,17 +210,33 @@ pub struct ModelTracingStatus {
     /// Whether shutdown_tracing flushed every pending span within 5 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spans_flushed: Option<bool>,
+    /// Spans the exporter accepted since the tracing started.
+    pub spans_exported: u64,
+    /// Spans recorded that will never reach the collector (spans_dropped_queue_full plus spans_dropped_export_failed).
+    pub spans_dropped: u64,
+    /// Spans dropped because the export queue was full (collector down or slow).
+    pub spans_dropped_queue_full: u64,
+    /// Spans dropped because their export failed or timed out.
+    pub spans_dropped_export_failed: u64,
+    /// Spans waiting in the export queue now.
+    pub spans_queued: u64,
 }
 
 impl ModelTracingStatus {
     /// A value with the required fields given; optional fields absent, defaulted fields
     /// at their contract defaults.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         otlp_endpoint: String,
         sample_rate: f64,
         service_name: String,
         service_version: String,
         environment: String,
+        spans_exported: u64,
+        spans_dropped: u64,
+        spans_dropped_queue_full: u64,
+        spans_dropped_export_failed: u64,
+        spans_queued: u64,
     ) -> Self {
         Self {
             otlp_endpoint,
@@ -230,6 +246,11 @@ impl ModelTracingStatus {
             service_version,
             environment,
             spans_flushed: None,
+            spans_exported,
+            spans_dropped,
+            spans_dropped_queue_full,
+            spans_dropped_export_failed,
+            spans_queued,
         }
     }
 }
@@ -237,7 +258,7 @@ impl ModelTracingStatus {
 /// A failed operation, with a sanitized message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelTracingError {
-    /// Stable error code (CONFIGURATION_ERROR for an endpoint that is not http or https with a host).
+    /// Stable error code (INTEGRATION_SERVICE_UNAVAILABLE when shutdown_tracing could not flush within 5 s).
     pub code: onex_runtime::error::ErrorCode,
     /// What failed, sanitized.
     pub message: String,
