@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use opentelemetry::Context;
+use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
 
@@ -108,8 +109,14 @@ pub(crate) type MakeExporter<E> = Box<dyn FnOnce() -> Result<E, String> + Send>;
 
 impl QueueProcessor {
     /// Starts the export thread with the exporter `make` builds there, and waits until it is
-    /// built: a bad endpoint is an error here, at start-up, not a log line later.
-    pub(crate) fn start<E: SpanExporter + 'static>(make: MakeExporter<E>, limits: QueueLimits) -> Result<Self, String> {
+    /// built: a bad endpoint is an error here, at start-up, not a log line later. The exporter
+    /// is given `resource` before its first export (the OTLP exporters send it with every
+    /// batch; the provider's own `set_resource` call cannot reach an exporter on another thread).
+    pub(crate) fn start<E: SpanExporter + 'static>(
+        make: MakeExporter<E>,
+        resource: Resource,
+        limits: QueueLimits,
+    ) -> Result<Self, String> {
         let (spans, span_rx) = crossbeam_channel::bounded(limits.max_queued.max(1));
         let (control, control_rx) = crossbeam_channel::unbounded();
         let (ready, ready_rx) = crossbeam_channel::bounded(1);
@@ -117,7 +124,7 @@ impl QueueProcessor {
         let worker = Worker { spans: span_rx, control: control_rx, counters: counters.clone(), limits };
         thread::Builder::new()
             .name("onex-span-export".into())
-            .spawn(move || worker.run(make, ready))
+            .spawn(move || worker.run(make, resource, ready))
             .map_err(|e| format!("cannot start the span export thread: {e}"))?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Self { spans, control, counters, closed: AtomicBool::new(false), limits }),
@@ -189,7 +196,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn run<E: SpanExporter>(self, make: MakeExporter<E>, ready: Sender<Result<(), String>>) {
+    fn run<E: SpanExporter>(self, make: MakeExporter<E>, resource: Resource, ready: Sender<Result<(), String>>) {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(runtime) => runtime,
             Err(e) => {
@@ -197,12 +204,13 @@ impl Worker {
                 return;
             }
         };
-        let exporter = {
-            let _entered = runtime.enter();
-            make()
-        };
+        // The whole worker runs inside its runtime's context: building the exporter, creating
+        // export futures and timers, and the exporter's own shutdown all look for a reactor.
+        let _entered = runtime.enter();
+        let exporter = make();
         let exporter = match exporter {
-            Ok(exporter) => {
+            Ok(mut exporter) => {
+                exporter.set_resource(&resource);
                 let _ = ready.send(Ok(()));
                 exporter
             }
@@ -299,7 +307,7 @@ impl Worker {
             Err(OTelSdkError::Timeout(limit))
         } else {
             runtime
-                .block_on(tokio::time::timeout(limit, exporter.export(spans)))
+                .block_on(async { tokio::time::timeout(limit, exporter.export(spans)).await })
                 .unwrap_or(Err(OTelSdkError::Timeout(limit)))
         };
         match &outcome {

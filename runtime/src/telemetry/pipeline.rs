@@ -96,7 +96,7 @@ impl Tracing {
         limits: QueueLimits,
     ) -> Result<Self, OnexError> {
         let make: MakeExporter<E> = Box::new(make_exporter);
-        let processor = QueueProcessor::start(make, limits)
+        let processor = QueueProcessor::start(make, resource(config), limits)
             .map_err(|problem| OnexError::configuration(format!("cannot export spans: {problem}")))?;
         let processor = Arc::new(processor);
         let queue = Arc::new(QueueStats(Arc::downgrade(&processor)));
@@ -204,6 +204,8 @@ impl opentelemetry_sdk::trace::SpanProcessor for SharedProcessor {
     fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
         self.0.shutdown_with_timeout(timeout)
     }
+    // `set_resource` is left as the no-op default: the exporter got the same resource when the
+    // queue started (see `QueueProcessor::start`).
 }
 
 /// The resource of every span: `service.name`, `service.version`, `deployment.environment`
