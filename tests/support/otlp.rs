@@ -17,7 +17,8 @@
 //! - [`OtlpReceiver::wait_for`] wakes on every request, not on a timer.
 //! - [`OtlpReceiver::stop`] closes the listener and every connection it accepted: the port
 //!   refuses connections afterwards, as a collector that went down does.
-//!   [`OtlpReceiver::restart`] binds the same port again, in the same mode.
+//!   [`OtlpReceiver::restart`] binds the same port again, in the same mode
+//!   ([`OtlpReceiver::restart_as`]: in another one).
 //!
 //! ```ignore
 //! let receiver = OtlpReceiver::start_grpc().await;
@@ -295,7 +296,13 @@ impl OtlpReceiver {
 
     /// Serves again on the same port, in the same mode (a collector that came back).
     pub async fn restart(&mut self) {
+        self.restart_as(self.mode).await;
+    }
+
+    /// Serves again on the same port in `mode` (a hung collector replaced by a working one).
+    pub async fn restart_as(&mut self, mode: Mode) {
         self.stop().await;
+        self.mode = mode;
         // The old listener is closed; the port can still be briefly held by a socket in
         // TIME_WAIT, which SO_REUSEADDR (set by tokio on Unix) lets us bind over. Another process
         // could take the port in between; retry a little before giving up.
