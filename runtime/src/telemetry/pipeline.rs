@@ -27,6 +27,10 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 const SCOPE: &str = "onex-runtime";
 
 /// The process's tracing: cheap to clone, shared by every service that records spans.
+///
+/// Dropping the last clone shuts it down as [`Tracing::shutdown`] does, which may block for
+/// up to [`SHUTDOWN_TIMEOUT`] when the collector hangs; call `shutdown` where blocking is
+/// acceptable (outside async code, or in `spawn_blocking`).
 #[derive(Clone, Default)]
 pub struct Tracing {
     inner: Option<Arc<Inner>>,
@@ -180,12 +184,17 @@ impl Tracing {
     /// Exports what was recorded, within [`SHUTDOWN_TIMEOUT`], and stops: spans ended after
     /// this are not exported. A second call is a no-op.
     pub fn shutdown(&self) -> Result<(), OnexError> {
+        self.shutdown_within(SHUTDOWN_TIMEOUT)
+    }
+
+    /// [`Tracing::shutdown`] with another bound (tests use short ones).
+    pub(crate) fn shutdown_within(&self, timeout: Duration) -> Result<(), OnexError> {
         let Some(inner) = &self.inner else { return Ok(()) };
-        match inner.provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT) {
+        match inner.provider.shutdown_with_timeout(timeout) {
             Ok(()) | Err(opentelemetry_sdk::error::OTelSdkError::AlreadyShutdown) => Ok(()),
             Err(e) => Err(OnexError::new(
                 crate::ErrorCode::IntegrationServiceUnavailable,
-                format!("span export did not finish within {} s: {e}", SHUTDOWN_TIMEOUT.as_secs()),
+                format!("span export did not finish within {timeout:?}: {e}"),
             )),
         }
     }
