@@ -292,6 +292,14 @@ async fn workload_survives_a_dead_collector(mut receiver: OtlpReceiver, comes_ba
     );
     assert!(stats.dropped() > 0, "{stats:?}");
     assert_eq!(stats.exported, 0, "{stats:?}");
+    // What is still queued is tried, fails within the export timeout, and is counted.
+    let flushing = tracing.clone();
+    let flushed = tokio::task::spawn_blocking(move || flushing.flush()).await.expect("flush task");
+    let stats = tracing.stats();
+    println!("collector {label}, after a flush: {flushed:?}; {stats:?}");
+    assert!(flushed.is_err(), "a flush to a collector that is {label} reported success");
+    assert!(stats.failed_exports > 0 && stats.dropped_export_failed > 0, "{stats:?}");
+    assert_eq!((stats.exported, stats.queued), (0, 0), "{stats:?}");
 
     receiver.restart_as(comes_back_as).await;
     let span = export_until_received(&tracing, &receiver, "after-the-collector-came-back").await;
