@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use onex_runtime::ErrorCode;
 use onex_runtime::telemetry::{self, KeyValue, QueueLimits, SpanKind, Tracing};
 use onex_tests::otlp::{OtlpReceiver, ReceivedSpan};
 
@@ -548,4 +549,64 @@ fn an_https_endpoint_is_refused_at_start_up_because_the_exporter_has_no_tls() {
         assert_eq!(error.code(), onex_runtime::ErrorCode::ConfigurationError);
         assert!(error.message().contains("OTEL_EXPORTER_OTLP_ENDPOINT") && error.message().contains("TLS"), "{error}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors and carriers, as the collector sees them
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_recorded_on_a_span_arrives_as_error_status_with_an_exception_event() {
+    let receiver = OtlpReceiver::start_http().await;
+    let tracing = Tracing::with_limits(&receiver.trace_configuration(1.0), QueueLimits::default()).expect("tracing");
+    let error = onex_runtime::OnexError::new(ErrorCode::IntegrationServiceUnavailable, "database unreachable");
+    let mut span = tracing.span_in("failing-operation", SpanKind::Client, &telemetry::OtelContext::new());
+    span.record_result::<()>(&Err(error.clone()));
+    span.end();
+    // The same through a context, as code that only holds the context records it.
+    let cx = tracing
+        .span_in("failing-in-context", SpanKind::Internal, &telemetry::OtelContext::new())
+        .into_context(&telemetry::OtelContext::new());
+    telemetry::span::record_error_on(&cx, &error);
+    drop(cx);
+    flush(&tracing).await;
+    let spans = receiver.wait_for(|spans| spans.len() >= 2, WAIT).await.expect("both spans");
+    for name in ["failing-operation", "failing-in-context"] {
+        let span = by_name(&spans, name);
+        assert_eq!((span.status_code, span.status_message.as_str()), ("error", "database unreachable"), "{name}");
+        assert_eq!(span.attribute_str("error.type"), Some(ErrorCode::IntegrationServiceUnavailable.as_str()));
+        let [event] = span.events.as_slice() else { panic!("{name}: {:?}", span.events) };
+        assert_eq!(event.name, "exception");
+        assert_eq!(event.attributes["exception.type"], ErrorCode::IntegrationServiceUnavailable.as_str());
+        assert_eq!(event.attributes["exception.message"], "database unreachable");
+    }
+    shutdown(&tracing).await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_carried_in_an_event_envelope_continues_at_the_consumer() {
+    use onex_runtime::event::EventMetadata;
+    let receiver = OtlpReceiver::start_grpc().await;
+    let producer = Tracing::with_limits(&receiver.trace_configuration(1.0), QueueLimits::default()).expect("tracing");
+    // The consumer's own rate is 0: only the producer's sampled flag makes its span recorded.
+    let consumer = Tracing::with_limits(&receiver.trace_configuration(0.0), QueueLimits::default()).expect("tracing");
+    let send = producer.span_in("publish", SpanKind::Producer, &telemetry::OtelContext::new());
+    let send_cx = send.into_context(&telemetry::OtelContext::new());
+    let mut metadata = EventMetadata::default();
+    telemetry::carrier::stamp_envelope(&mut metadata, &send_cx, &producer);
+    drop(send_cx);
+    assert_eq!(metadata.trace_service.as_deref(), Some("onex-test"));
+    assert_eq!(metadata.trace_environment.as_deref(), Some("test"));
+    let parent = telemetry::carrier::extract_parent(None, Some(&metadata.trace_context)).expect("a parent");
+    let receive = consumer.span_in("consume", SpanKind::Consumer, &parent);
+    assert!(receive.is_recording(), "the producer's sampled flag did not travel");
+    receive.end();
+    flush(&producer).await;
+    flush(&consumer).await;
+    let spans = receiver.wait_for(|spans| spans.len() >= 2, WAIT).await.expect("both spans");
+    let (publish, consume) = (by_name(&spans, "publish"), by_name(&spans, "consume"));
+    assert_eq!(consume.trace_id, publish.trace_id);
+    assert_eq!(consume.parent_span_id.as_deref(), Some(publish.span_id.as_str()));
+    shutdown(&producer).await.expect("shutdown");
+    shutdown(&consumer).await.expect("shutdown");
 }
