@@ -38,6 +38,21 @@ pub struct Delivered {
 #[must_use = "a delivery future does nothing unless awaited; use `enqueue` to fire and forget"]
 pub struct DeliveryFuture {
     pub(super) pending: Arc<Pending>,
+    /// The message's span when it is recorded (see `crate::kafka::trace`): it takes the
+    /// outcome and ends with it. Boxed, so that without tracing the future stays small.
+    span: Option<Box<crate::telemetry::Span>>,
+}
+
+impl DeliveryFuture {
+    pub(super) fn new(pending: Arc<Pending>) -> Self {
+        Self { pending, span: None }
+    }
+
+    /// This future, recording its outcome on `span` (which then ends).
+    pub(crate) fn with_span(mut self, span: Option<Box<crate::telemetry::Span>>) -> Self {
+        self.span = span;
+        self
+    }
 }
 
 impl std::fmt::Debug for DeliveryFuture {
@@ -50,11 +65,18 @@ impl Future for DeliveryFuture {
     type Output = Result<Delivered, OnexError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let reply = &self.pending.reply;
+        let this = self.get_mut();
+        let reply = &this.pending.reply;
         // Registered before looking, so a report stored in between still wakes this task.
         reply.waker.register(cx.waker());
-        match reply.outcome.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            Some(outcome) => Poll::Ready(outcome),
+        let outcome = reply.outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match outcome {
+            Some(outcome) => {
+                if let Some(mut span) = this.span.take() {
+                    crate::kafka::trace::record_delivery(&mut span, &outcome);
+                }
+                Poll::Ready(outcome)
+            }
             None => Poll::Pending,
         }
     }
@@ -170,7 +192,7 @@ mod tests {
         let rounds = async {
             for _ in 0..1_000 {
                 let pending = pending();
-                let mut future = DeliveryFuture { pending: Arc::clone(&pending) };
+                let mut future = DeliveryFuture::new(Arc::clone(&pending));
                 assert!(futures::poll!(&mut future).is_pending());
                 let report = tokio::spawn(async move { pending.reply.send(Ok(Delivered { partition: 2, offset: 7 })) });
                 assert_eq!(future.await.unwrap(), Delivered { partition: 2, offset: 7 });
@@ -183,7 +205,7 @@ mod tests {
     #[tokio::test]
     async fn a_report_stored_before_the_first_poll_is_ready_at_once() {
         let pending = pending();
-        let future = DeliveryFuture { pending: Arc::clone(&pending) };
+        let future = DeliveryFuture::new(Arc::clone(&pending));
         pending.reply.send(Err(OnexError::new(ErrorCode::IntegrationServiceError, "refused")));
         drop(pending);
         let outcome = futures::poll!(future);
