@@ -1,4 +1,5 @@
 //! Shared helpers for the integration tests.
 pub mod bench;
 pub mod kafka;
+pub mod otlp;
 pub mod postgres;

@@ -9,10 +9,14 @@
 //!   thread, a `block_on` or a runtime that is shutting down works the same (the SDK's own
 //!   batch processor panics with "no reactor running" when a gRPC exporter is driven from a
 //!   thread without one).
+//! - A batch is exported when it is full or when its oldest span has waited `schedule_delay`,
+//!   even while spans keep arriving.
 //! - One export at a time, each bounded by `export_timeout`; a failed export drops its batch
-//!   and counts it (the OTLP exporters retry inside that bound themselves).
+//!   and counts it (the OTLP exporters retry inside that bound themselves). An exporter that
+//!   panics loses its batch, counted the same way, not the export thread.
 //! - `flush` and `shutdown` are answered by the export thread after it exported what was queued
-//!   before them; `shutdown` is bounded by its deadline even when the collector hangs, and no
+//!   before them. `shutdown` is bounded by its deadline even when the collector hangs: an export
+//!   in flight is cut at the deadline, what is still queued then is counted as dropped, and no
 //!   span ended after it is exported.
 
 use std::fmt;
@@ -23,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use opentelemetry::Context;
+use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
 
@@ -93,6 +98,8 @@ pub(crate) struct QueueProcessor {
     control: Sender<Control>,
     counters: Arc<Counters>,
     closed: AtomicBool,
+    /// The shutdown deadline, once shutdown began: cuts an export in flight.
+    shutdown_deadline: tokio::sync::watch::Sender<Option<Instant>>,
     limits: QueueLimits,
 }
 
@@ -108,19 +115,34 @@ pub(crate) type MakeExporter<E> = Box<dyn FnOnce() -> Result<E, String> + Send>;
 
 impl QueueProcessor {
     /// Starts the export thread with the exporter `make` builds there, and waits until it is
-    /// built: a bad endpoint is an error here, at start-up, not a log line later.
-    pub(crate) fn start<E: SpanExporter + 'static>(make: MakeExporter<E>, limits: QueueLimits) -> Result<Self, String> {
+    /// built: a bad endpoint is an error here, at start-up, not a log line later. The exporter
+    /// is given `resource` before its first export (the OTLP exporters send it with every
+    /// batch; the provider's own `set_resource` call cannot reach an exporter on another thread).
+    pub(crate) fn start<E: SpanExporter + 'static>(
+        make: MakeExporter<E>,
+        resource: Resource,
+        limits: QueueLimits,
+    ) -> Result<Self, String> {
         let (spans, span_rx) = crossbeam_channel::bounded(limits.max_queued.max(1));
         let (control, control_rx) = crossbeam_channel::unbounded();
         let (ready, ready_rx) = crossbeam_channel::bounded(1);
         let counters = Arc::new(Counters::default());
-        let worker = Worker { spans: span_rx, control: control_rx, counters: counters.clone(), limits };
+        let (shutdown_deadline, deadline_rx) = tokio::sync::watch::channel(None);
+        let worker = Worker {
+            spans: span_rx,
+            control: control_rx,
+            counters: counters.clone(),
+            shutdown_deadline: deadline_rx,
+            limits,
+        };
         thread::Builder::new()
             .name("onex-span-export".into())
-            .spawn(move || worker.run(make, ready))
+            .spawn(move || worker.run(make, resource, ready))
             .map_err(|e| format!("cannot start the span export thread: {e}"))?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Self { spans, control, counters, closed: AtomicBool::new(false), limits }),
+            Ok(Ok(())) => {
+                Ok(Self { spans, control, counters, closed: AtomicBool::new(false), shutdown_deadline, limits })
+            }
             Ok(Err(problem)) => Err(problem),
             Err(_) => Err("the span export thread stopped while building the exporter".into()),
         }
@@ -159,7 +181,11 @@ impl SpanProcessor for QueueProcessor {
             Err(TrySendError::Full(_)) => {
                 self.counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
             }
-            Err(TrySendError::Disconnected(_)) => {}
+            // The export thread is gone (it cannot be, short of a bug): the span is lost, and
+            // counted so the loss shows.
+            Err(TrySendError::Disconnected(_)) => {
+                self.counters.dropped_export_failed.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -167,7 +193,11 @@ impl SpanProcessor for QueueProcessor {
         if self.closed.load(Ordering::Relaxed) {
             return Err(OTelSdkError::AlreadyShutdown);
         }
-        self.ask(Control::Flush, self.limits.export_timeout * 2)
+        // The export thread exports every queued batch (and the one it is building), each
+        // bounded by `export_timeout`: wait for all of them, not for one.
+        let batches = self.spans.len().div_ceil(self.limits.max_batch.max(1)) + 2;
+        let wait = self.limits.export_timeout.saturating_mul(u32::try_from(batches).unwrap_or(u32::MAX));
+        self.ask(Control::Flush, wait.saturating_add(Duration::from_millis(250)))
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
@@ -175,6 +205,7 @@ impl SpanProcessor for QueueProcessor {
             return Err(OTelSdkError::AlreadyShutdown);
         }
         let deadline = Instant::now() + timeout;
+        self.shutdown_deadline.send_replace(Some(deadline));
         // A little longer than the worker's own deadline, so its answer (rather than this
         // timer) says what happened.
         self.ask(|done| Control::Shutdown { deadline, done }, timeout + Duration::from_millis(250))
@@ -185,11 +216,12 @@ struct Worker {
     spans: Receiver<SpanData>,
     control: Receiver<Control>,
     counters: Arc<Counters>,
+    shutdown_deadline: tokio::sync::watch::Receiver<Option<Instant>>,
     limits: QueueLimits,
 }
 
 impl Worker {
-    fn run<E: SpanExporter>(self, make: MakeExporter<E>, ready: Sender<Result<(), String>>) {
+    fn run<E: SpanExporter>(self, make: MakeExporter<E>, resource: Resource, ready: Sender<Result<(), String>>) {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(runtime) => runtime,
             Err(e) => {
@@ -197,12 +229,13 @@ impl Worker {
                 return;
             }
         };
-        let exporter = {
-            let _entered = runtime.enter();
-            make()
-        };
+        // The whole worker runs inside its runtime's context: building the exporter, creating
+        // export futures and timers, and the exporter's own shutdown all look for a reactor.
+        let _entered = runtime.enter();
+        let exporter = make();
         let exporter = match exporter {
-            Ok(exporter) => {
+            Ok(mut exporter) => {
+                exporter.set_resource(&resource);
                 let _ = ready.send(Ok(()));
                 exporter
             }
@@ -220,8 +253,8 @@ impl Worker {
                 recv(self.spans) -> span => {
                     let Ok(span) = span else { return };
                     batch.push(span);
-                    oldest.get_or_insert_with(Instant::now);
-                    if batch.len() >= self.limits.max_batch {
+                    let waited = oldest.get_or_insert_with(Instant::now).elapsed();
+                    if batch.len() >= self.limits.max_batch || waited >= self.limits.schedule_delay {
                         // A failed export is counted in the stats; the next batch tries again.
                         let _ = self.export(&runtime, &exporter, &mut batch, None);
                         oldest = None;
@@ -295,13 +328,30 @@ impl Worker {
             Some(deadline) => deadline.saturating_duration_since(Instant::now()).min(self.limits.export_timeout),
             None => self.limits.export_timeout,
         };
-        let outcome = if limit.is_zero() {
-            Err(OTelSdkError::Timeout(limit))
-        } else {
-            runtime
-                .block_on(tokio::time::timeout(limit, exporter.export(spans)))
-                .unwrap_or(Err(OTelSdkError::Timeout(limit)))
+        if limit.is_zero() {
+            // Past the shutdown deadline: not an export call, only spans that will never leave.
+            self.counters.dropped_export_failed.fetch_add(count, Ordering::Relaxed);
+            return Err(OTelSdkError::InternalFailure(format!("{count} spans not exported by the shutdown deadline")));
+        }
+        let mut shutdown_deadline = self.shutdown_deadline.clone();
+        let export = async {
+            let cut_at_shutdown = async {
+                let deadline = shutdown_deadline.wait_for(Option::is_some).await.ok().and_then(|d| *d);
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                    // The processor is gone; nothing will ask for a shutdown.
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                outcome = tokio::time::timeout(limit, exporter.export(spans)) => {
+                    outcome.unwrap_or(Err(OTelSdkError::Timeout(limit)))
+                }
+                () = cut_at_shutdown => Err(OTelSdkError::Timeout(limit)),
+            }
         };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(export)))
+            .unwrap_or_else(|_| Err(OTelSdkError::InternalFailure("the span exporter panicked".into())));
         match &outcome {
             Ok(()) => {
                 self.counters.exported.fetch_add(count, Ordering::Relaxed);
@@ -312,5 +362,105 @@ impl Worker {
             }
         }
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    use opentelemetry::trace::SpanKind;
+
+    use super::*;
+    use crate::models::tracing::{OtlpProtocol, TraceConfiguration};
+    use crate::telemetry::Tracing;
+
+    fn config() -> TraceConfiguration {
+        TraceConfiguration {
+            otlp_endpoint: "http://127.0.0.1:4317".into(),
+            otlp_protocol: OtlpProtocol::Grpc,
+            otlp_headers: Default::default(),
+            sample_rate: 1.0,
+            service_name: "export-test".into(),
+            service_version: "0".into(),
+            environment: "test".into(),
+        }
+    }
+
+    /// Panics on its first export, then counts what it is given.
+    #[derive(Debug, Default)]
+    struct PanicsOnce {
+        calls: Arc<AtomicUsize>,
+        accepted: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl SpanExporter for PanicsOnce {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("exporter bug");
+            }
+            self.accepted.lock().unwrap().extend(batch.into_iter().map(|span| span.name.into_owned()));
+            Ok(())
+        }
+    }
+
+    /// Never answers, like a collector that accepted the connection and hung; says when an
+    /// export started.
+    #[derive(Debug)]
+    struct Hangs {
+        started: Sender<()>,
+    }
+
+    impl SpanExporter for Hangs {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            let _ = self.started.send(());
+            std::future::pending().await
+        }
+    }
+
+    fn end(tracing: &Tracing, name: &'static str) {
+        tracing.span_in(name, SpanKind::Internal, &Context::new()).end();
+    }
+
+    #[test]
+    fn an_exporter_that_panics_loses_its_batch_but_not_the_export_thread() {
+        let exporter = PanicsOnce::default();
+        let accepted = exporter.accepted.clone();
+        let tracing = Tracing::with_exporter(&config(), move || Ok(exporter), QueueLimits::default()).unwrap();
+        end(&tracing, "lost");
+        assert!(tracing.flush().is_err(), "a panicked export reported success");
+        end(&tracing, "kept-1");
+        end(&tracing, "kept-2");
+        tracing.flush().expect("the export thread survived the panic");
+        assert_eq!(*accepted.lock().unwrap(), ["kept-1", "kept-2"]);
+        let stats = tracing.stats();
+        assert_eq!((stats.exported, stats.dropped_export_failed, stats.failed_exports), (2, 1, 1), "{stats:?}");
+        tracing.shutdown().unwrap();
+    }
+
+    #[test]
+    fn shutdown_cuts_an_export_that_hangs_at_its_deadline_and_counts_what_was_left() {
+        let (started, export_started) = crossbeam_channel::unbounded();
+        // An export may take a minute; the shutdown bound is what must hold.
+        let limits = QueueLimits { max_batch: 2, export_timeout: Duration::from_secs(60), ..QueueLimits::default() };
+        let tracing = Tracing::with_exporter(&config(), move || Ok(Hangs { started }), limits).unwrap();
+        for _ in 0..7 {
+            end(&tracing, "stuck");
+        }
+        export_started.recv_timeout(Duration::from_secs(10)).expect("the first batch went to the exporter");
+        let bound = Duration::from_millis(300);
+        let began = Instant::now();
+        let outcome = tracing.shutdown_within(bound);
+        let took = began.elapsed();
+        println!("shutdown against a hung exporter: {took:?}, {outcome:?}, {:?}", tracing.stats());
+        assert!(outcome.is_err(), "nothing was exported, yet shutdown reports success");
+        assert!(took < Duration::from_secs(5), "shutdown took {took:?} for a bound of {bound:?}");
+        // The export thread answered (the processor's own timer would leave spans queued and
+        // uncounted): every span is accounted for as dropped.
+        let stats = tracing.stats();
+        assert_eq!((stats.exported, stats.dropped(), stats.queued), (0, 7, 0), "{stats:?}");
+        end(&tracing, "after-shutdown");
+        assert_eq!(tracing.stats().dropped(), 7, "a span ended after shutdown was queued or counted");
     }
 }

@@ -27,6 +27,10 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 const SCOPE: &str = "onex-runtime";
 
 /// The process's tracing: cheap to clone, shared by every service that records spans.
+///
+/// Dropping the last clone shuts it down as [`Tracing::shutdown`] does, which may block for
+/// up to [`SHUTDOWN_TIMEOUT`] when the collector hangs; call `shutdown` where blocking is
+/// acceptable (outside async code, or in `spawn_blocking`).
 #[derive(Clone, Default)]
 pub struct Tracing {
     inner: Option<Arc<Inner>>,
@@ -84,6 +88,10 @@ impl Tracing {
 
     /// Tracing as `config` says with explicit queue limits, without touching the globals.
     pub fn with_limits(config: &TraceConfiguration, limits: QueueLimits) -> Result<Self, OnexError> {
+        // A configuration built in code (not through `TraceConfiguration::from_env`) is checked
+        // as strictly, and the error names the variable the setting stands for.
+        check_endpoint(&config.otlp_endpoint)?;
+        check_headers(config)?;
         let exporter = otlp_exporter(config, limits.export_timeout);
         Self::with_exporter(config, exporter, limits)
     }
@@ -96,7 +104,7 @@ impl Tracing {
         limits: QueueLimits,
     ) -> Result<Self, OnexError> {
         let make: MakeExporter<E> = Box::new(make_exporter);
-        let processor = QueueProcessor::start(make, limits)
+        let processor = QueueProcessor::start(make, resource(config), limits)
             .map_err(|problem| OnexError::configuration(format!("cannot export spans: {problem}")))?;
         let processor = Arc::new(processor);
         let queue = Arc::new(QueueStats(Arc::downgrade(&processor)));
@@ -176,12 +184,17 @@ impl Tracing {
     /// Exports what was recorded, within [`SHUTDOWN_TIMEOUT`], and stops: spans ended after
     /// this are not exported. A second call is a no-op.
     pub fn shutdown(&self) -> Result<(), OnexError> {
+        self.shutdown_within(SHUTDOWN_TIMEOUT)
+    }
+
+    /// [`Tracing::shutdown`] with another bound (tests use short ones).
+    pub(crate) fn shutdown_within(&self, timeout: Duration) -> Result<(), OnexError> {
         let Some(inner) = &self.inner else { return Ok(()) };
-        match inner.provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT) {
+        match inner.provider.shutdown_with_timeout(timeout) {
             Ok(()) | Err(opentelemetry_sdk::error::OTelSdkError::AlreadyShutdown) => Ok(()),
             Err(e) => Err(OnexError::new(
                 crate::ErrorCode::IntegrationServiceUnavailable,
-                format!("span export did not finish within {} s: {e}", SHUTDOWN_TIMEOUT.as_secs()),
+                format!("span export did not finish within {timeout:?}: {e}"),
             )),
         }
     }
@@ -204,6 +217,8 @@ impl opentelemetry_sdk::trace::SpanProcessor for SharedProcessor {
     fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
         self.0.shutdown_with_timeout(timeout)
     }
+    // `set_resource` is left as the no-op default: the exporter got the same resource when the
+    // queue started (see `QueueProcessor::start`).
 }
 
 /// The resource of every span: `service.name`, `service.version`, `deployment.environment`
@@ -255,8 +270,85 @@ fn otlp_exporter(
                 .with_headers(headers.iter().cloned().collect())
                 .build(),
         };
-        built.map_err(|e| format!("the OTLP exporter for '{endpoint}' cannot be built: {e}"))
+        // The exporter's error may repeat the endpoint, never a header value.
+        built.map_err(|e| format!("OTEL_EXPORTER_OTLP_ENDPOINT: the OTLP exporter cannot be built: {e}"))
     }
+}
+
+fn setting_error(variable: &str, problem: impl fmt::Display) -> OnexError {
+    OnexError::configuration(format!("environment variable {variable} {problem}")).with_detail("variable", variable)
+}
+
+/// `endpoint` is `http(s)://host[:port][/path]`, without credentials, spaces or control
+/// characters. The endpoint is not repeated in the error: it is the operator's own value, and
+/// a mistyped one may hold a credential.
+fn check_endpoint(endpoint: &str) -> Result<(), OnexError> {
+    const KEY: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    const EXPECTED: &str = "use a URL such as http://localhost:4317";
+    let bad = |problem: &str| Err(setting_error(KEY, format!("{problem}; {EXPECTED}")));
+    let Some(rest) = endpoint.strip_prefix("http://").or_else(|| endpoint.strip_prefix("https://")) else {
+        return bad("must start with http:// or https://");
+    };
+    // The OTLP exporter is built without TLS: over gRPC it refuses https when built, over
+    // HTTP every export would fail. Refuse it here for both, saying why.
+    if endpoint.starts_with("https://") {
+        return Err(setting_error(
+            KEY,
+            "uses https, but this build exports spans without TLS; use http:// (a collector on this host \
+             or its network), or build the OTLP exporter with a TLS feature",
+        ));
+    }
+    if endpoint.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("must not contain spaces or control characters");
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return bad("must not hold credentials (put them in OTEL_EXPORTER_OTLP_HEADERS)");
+    }
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        match bracketed.split_once(']') {
+            Some((host, "")) => (host, None),
+            Some((host, port)) => match port.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return bad("has text after its IPv6 host"),
+            },
+            None => return bad("has an unclosed IPv6 host"),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return bad("has no host");
+    }
+    if let Some(port) = port
+        && port.parse::<u16>().map_or(true, |port| port == 0)
+    {
+        return bad("has an invalid port");
+    }
+    Ok(())
+}
+
+/// Every header name is an HTTP token and every value printable ASCII (what both gRPC
+/// metadata and HTTP/1.1 accept). Errors name the header, never its value.
+fn check_headers(config: &TraceConfiguration) -> Result<(), OnexError> {
+    const KEY: &str = "OTEL_EXPORTER_OTLP_HEADERS";
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    for (name, value) in &config.otlp_headers {
+        if name.is_empty() || !name.chars().all(token) {
+            // The name is not shown: a malformed entry may have a secret in the name position.
+            return Err(setting_error(KEY, "has an invalid header name (letters, digits and !#$%&'*+-.^_`|~ only)"));
+        }
+        if !value.expose().chars().all(|c| c == '\t' || (' '..='~').contains(&c)) {
+            return Err(setting_error(
+                KEY,
+                format!("has a value for `{name}` with characters a header cannot carry (control or non-ASCII)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// OTLP/HTTP sends traces to `<endpoint>/v1/traces` when the endpoint names no signal path.

@@ -285,6 +285,97 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_statement_of_exactly_the_limit_is_kept_whole_and_one_more_character_is_cut() {
+        let exact = format!("SELECT {}", "a".repeat(MAX_SANITIZED_CHARS - "SELECT ".len()));
+        assert_eq!(s(&exact), exact);
+        let over = format!("{exact}b");
+        let cut = s(&over);
+        assert_eq!(cut.chars().count(), MAX_SANITIZED_CHARS);
+        assert_eq!(cut, format!("{}...", &exact[..MAX_SANITIZED_CHARS - 3]));
+    }
+
+    #[test]
+    fn the_size_limit_counts_characters_not_bytes() {
+        // 10 000 two-byte characters: 20 000 bytes, still within the limit, so it is read.
+        let wide = format!("SELECT '{}'", "é".repeat(MAX_STATEMENT_CHARS - "SELECT ''".len()));
+        assert_eq!(wide.chars().count(), MAX_STATEMENT_CHARS);
+        assert_eq!(s(&wide), "SELECT ?");
+        let wider = format!("{wide} ");
+        assert_eq!(s(&wider), format!("-- QUERY TOO LARGE ({} chars) --", MAX_STATEMENT_CHARS + 1));
+    }
+
+    #[test]
+    fn a_semicolon_inside_a_literal_or_comment_does_not_end_the_statement() {
+        assert_eq!(
+            s("SELECT 'a;b', $$c;d$$ /* ; */ FROM t -- ;\n WHERE x = 1; DELETE FROM t"),
+            "SELECT ?, ? FROM t WHERE x = ?"
+        );
+        assert_eq!(s("SELECT \"semi;colon\" FROM t; SELECT 'leak'"), "SELECT \"semi;colon\" FROM t");
+        assert_eq!(s("; SELECT 'leak'"), "");
+    }
+
+    #[test]
+    fn comments_alone_and_a_comment_at_the_end_leave_nothing_of_themselves() {
+        assert_eq!(s("-- only a comment"), "");
+        assert_eq!(s("/* secret */"), "");
+        assert_eq!(s("SELECT a FROM t -- token=abc"), "SELECT a FROM t");
+        assert_eq!(s("SELECT a/* x */FROM t"), "SELECT a FROM t");
+    }
+
+    #[test]
+    fn dollar_quotes_need_their_own_tag_to_close() {
+        assert_eq!(s("SELECT $a$ text $b$ still text $a$, 1"), "SELECT ?, ?");
+        assert_eq!(s("SELECT $tag$ 'not a quote $tag$ FROM t"), "SELECT ? FROM t");
+        let err = sanitize_sql("SELECT $a$ secret $b$").unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+        // `$1` is a parameter, not a tag; a lone `$` is kept as an operator.
+        assert_eq!(s("SELECT $1, a $ b"), "SELECT $1, a $ b");
+    }
+
+    #[test]
+    fn hex_and_signed_numbers_become_placeholders_but_identifiers_with_digits_stay() {
+        assert_eq!(s("SELECT 0x1F, -7, +3.5e+2 FROM t2 WHERE c3 = 0XABC"), "SELECT ?, -?, +? FROM t2 WHERE c3 = ?");
+    }
+
+    #[test]
+    fn a_one_megabyte_statement_is_counted_quickly_without_being_read() {
+        for input in ["SELECT '".to_owned() + &"x".repeat(1 << 20), "/*".repeat(1 << 19), "é".repeat(1 << 19)] {
+            let started = std::time::Instant::now();
+            let out = sanitize_sql(&input).unwrap();
+            let took = started.elapsed();
+            println!("{} bytes sanitized in {took:?}", input.len());
+            assert_eq!(out, format!("-- QUERY TOO LARGE ({} chars) --", input.chars().count()));
+            assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+        }
+    }
+
+    #[test]
+    fn the_worst_statements_within_the_limit_are_sanitized_in_bounded_time() {
+        // Shapes that make a scanner look far ahead: nested comment openers, many dollar tags,
+        // many quotes and a long run of escapes, each just under the size limit.
+        let n = MAX_STATEMENT_CHARS / 4;
+        let cases = [
+            "/*".repeat(n),
+            "$a$".repeat(n),
+            "''".repeat(n * 2),
+            format!("SELECT E'{}'", "\\'".repeat(n)),
+            "-".repeat(MAX_STATEMENT_CHARS),
+            "1".repeat(MAX_STATEMENT_CHARS),
+        ];
+        for statement in &cases {
+            assert!(statement.chars().count() <= MAX_STATEMENT_CHARS);
+            let started = std::time::Instant::now();
+            let out = sanitize_sql(statement);
+            let took = started.elapsed();
+            println!("{}...: {took:?} -> {:?}", &statement[..12], out.as_ref().map(String::len));
+            assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+            if let Ok(out) = out {
+                assert!(out.chars().count() <= MAX_SANITIZED_CHARS);
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn never_panics_and_stays_within_the_limit(statement in any::<String>()) {
