@@ -194,3 +194,40 @@ async fn an_event_queued_in_the_outbox_keeps_the_trace_context_of_its_enqueue() 
     assert_eq!(carried_stored.metadata.trace_service, None, "a context the event had is kept as it was");
     pg.close();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_event_continues_the_trace_it_was_enqueued_in() {
+    use onex_runtime::event_bus::{KafkaEventBus, TopicNamer};
+    use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool};
+    use onex_runtime::models::kafka::KafkaProducerConfig;
+
+    let db = TestDatabase::create("obx").await;
+    let capture = SpanCapture::new();
+    let tracing = capture.tracing("outbox-test").unwrap();
+    let pg = Arc::new(traced_manager(&db, &tracing).await);
+    outbox::migrate(&pg).await.unwrap();
+    let outbox = Outbox::new(Arc::clone(&pg), OutboxConfig::default()).unwrap();
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let namer = TopicNamer::default();
+    mock.create_topic(&namer.topic_for("test.traced").unwrap(), 1, 1).unwrap();
+    let pool = KafkaProducerPool::new(KafkaPoolSettings::default(), KafkaProducerConfig::new(mock.bootstrap_servers()))
+        .unwrap()
+        .with_tracing(tracing.clone());
+    let bus = KafkaEventBus::new(Arc::new(pool), namer);
+
+    // Queued while the broker was out of reach, inside a request.
+    let (cx, request_id) = request(&tracing, Uuid::new_v4());
+    let queued = OnexEvent::new("test.traced", "outbox-test", Uuid::new_v4(), json!({}));
+    in_span(cx.clone(), outbox.enqueue(&queued, "open")).await.unwrap();
+    let trace_id = cx.span().span_context().trace_id();
+    drop(cx);
+
+    // Relayed later, by a task that runs in no request.
+    let report = outbox.relay_once(&bus, 10).await.unwrap();
+    assert_eq!(report.published, 1, "{report:?}");
+    tracing.flush().unwrap();
+    let publish = only(&capture, "kafka.publish");
+    assert_eq!(publish.parent_span_id, request_id, "the relayed send hangs off the request that queued it");
+    assert_eq!(publish.span_context.trace_id(), trace_id);
+    pg.close();
+}
