@@ -279,8 +279,7 @@ async fn consume(
 /// The CONSUMER span of one message, as the context its handler runs in (see the module
 /// documentation); the span ends when the last clone of the context is dropped.
 fn consumer_span(options: &SubscriptionOptions, message: &BorrowedMessage<'_>, event: &OnexEvent) -> OtelContext {
-    let parent = carrier::extract_parent(message.headers(), Some(&event.metadata.trace_context))
-        .unwrap_or_default();
+    let parent = carrier::extract_parent(message.headers(), Some(&event.metadata.trace_context)).unwrap_or_default();
     let mut span = options.tracing.span_in("kafka.process", SpanKind::Consumer, &parent);
     if span.is_recording() {
         span.set_attributes([
