@@ -291,3 +291,28 @@ async fn without_tracing_nothing_is_added_and_the_handler_sees_the_envelope_trac
     assert_eq!(seen[1].trace.as_ref().map(TraceContext::traceparent), Some(upstream.to_owned()));
     assert_eq!(seen[1].correlation_id, carried.correlation_id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_events_is_one_publish_span_per_event() {
+    let mock = mock();
+    let capture = SpanCapture::new();
+    let tracing = capture.tracing("bus-test").unwrap();
+    let bus = KafkaEventBus::new(Arc::new(pool(&mock)), TopicNamer::default()).with_tracing(tracing.clone());
+    let request = tracing.span_in("request", SpanKind::Server, &OtelContext::new()).into_context(&OtelContext::new());
+    let request_id = request.span().span_context().span_id();
+    let events = [event(), event()];
+    let delivered = in_span(request.clone(), bus.publish_events(&events)).await.unwrap();
+    drop(request);
+    tracing.flush().unwrap();
+    let spans = capture.named("kafka.publish");
+    assert_eq!(spans.len(), 2, "{:#?}", capture.spans());
+    for (event, landed) in events.iter().zip(&delivered) {
+        let span = spans
+            .iter()
+            .find(|s| attribute(s, "onex.event.id") == Some(event.event_id.to_string()))
+            .expect("a span per event");
+        assert_eq!(span.parent_span_id, request_id);
+        assert_eq!(attribute(span, "messaging.kafka.offset"), Some(landed.offset.to_string()));
+    }
+    assert_ne!(spans[0].span_context.span_id(), spans[1].span_context.span_id());
+}
