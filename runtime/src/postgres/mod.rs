@@ -46,7 +46,7 @@ use crate::models::postgres::{
 use conn::{Outcome, Take};
 use metrics::{QueryLog, Record, StatementInfo};
 use pool::{Limits, Pool, PooledConn};
-use trace::{Observed, StatementTracing};
+use trace::StatementTracing;
 
 use crate::telemetry::Tracing;
 
@@ -207,27 +207,23 @@ impl PostgresConnectionManager {
         params: &[Value],
         options: QueryOptions,
     ) -> Result<QueryResult, OnexError> {
-        Observed::new(self.tracing.span("postgres.query", sql), self.query_untraced(sql, params, options)).await
-    }
-
-    async fn query_untraced(
-        &self,
-        sql: &str,
-        params: &[Value],
-        options: QueryOptions,
-    ) -> Result<QueryResult, OnexError> {
-        let mut conn = self.pool.get_by(options.deadline).await?;
-        self.run_on(&mut conn, sql, params, options, Take::AllRows).await.map(|o| o.result)
+        let mut span = self.tracing.span("postgres.query", sql);
+        let mut conn = self.pool.get_by(options.deadline).await.inspect_err(|e| span.failed(e))?;
+        self.run_on(&mut conn, sql, params, options, Take::AllRows)
+            .await
+            .inspect_err(|e| span.failed(e))
+            .map(|o| o.result)
     }
 
     /// The first row, if any.
     pub async fn fetch_one(&self, sql: &str, params: &[Value]) -> Result<Option<Map<String, Value>>, OnexError> {
-        let work = async {
-            let mut conn = self.pool.get().await?;
-            let outcome = self.run_on(&mut conn, sql, params, QueryOptions::default(), Take::FirstRow).await?;
-            Ok(outcome.result.rows.into_iter().next())
-        };
-        Observed::new(self.tracing.span("postgres.fetch_one", sql), work).await
+        let mut span = self.tracing.span("postgres.fetch_one", sql);
+        let mut conn = self.pool.get().await.inspect_err(|e| span.failed(e))?;
+        let outcome = self
+            .run_on(&mut conn, sql, params, QueryOptions::default(), Take::FirstRow)
+            .await
+            .inspect_err(|e| span.failed(e))?;
+        Ok(outcome.result.rows.into_iter().next())
     }
 
     /// The first column of the first row, if any.
@@ -242,24 +238,20 @@ impl PostgresConnectionManager {
         params: &[Value],
         options: QueryOptions,
     ) -> Result<Option<Value>, OnexError> {
-        let work = async {
-            let mut conn = self.pool.get_by(options.deadline).await?;
-            Ok(self.run_on(&mut conn, sql, params, options, Take::FirstValue).await?.value)
-        };
-        Observed::new(self.tracing.span("postgres.fetch_value", sql), work).await
+        let mut span = self.tracing.span("postgres.fetch_value", sql);
+        let mut conn = self.pool.get_by(options.deadline).await.inspect_err(|e| span.failed(e))?;
+        Ok(self.run_on(&mut conn, sql, params, options, Take::FirstValue).await.inspect_err(|e| span.failed(e))?.value)
     }
 
     /// Starts a transaction. Commit it with [`Transaction::commit`]; dropping it (or an error
     /// in `commit`) rolls it back before the connection is reused.
     pub async fn begin(&self, options: TransactionOptions) -> Result<Transaction<'_>, OnexError> {
         let begin = options.begin_statement();
-        let work = async {
-            let mut conn = self.pool.get().await?;
-            conn.in_transaction = true;
-            conn.control(&begin, self.command_timeout).await?;
-            Ok(Transaction::new(self, conn))
-        };
-        Observed::new(self.tracing.span("postgres.begin", &begin), work).await
+        let mut span = self.tracing.span("postgres.begin", &begin);
+        let mut conn = self.pool.get().await.inspect_err(|e| span.failed(e))?;
+        conn.in_transaction = true;
+        conn.control(&begin, self.command_timeout).await.inspect_err(|e| span.failed(e))?;
+        Ok(Transaction::new(self, conn))
     }
 
     /// Calls `schema.function($1, …)` with `args` (the schema defaults to the configured
@@ -291,7 +283,12 @@ impl PostgresConnectionManager {
             ident::quote_ident(function),
             placeholders.join(", ")
         );
-        Observed::new(self.tracing.span("postgres.call_function", &sql), self.query_untraced(&sql, args, options)).await
+        let mut span = self.tracing.span("postgres.call_function", &sql);
+        let mut conn = self.pool.get_by(options.deadline).await.inspect_err(|e| span.failed(e))?;
+        self.run_on(&mut conn, &sql, args, options, Take::AllRows)
+            .await
+            .inspect_err(|e| span.failed(e))
+            .map(|o| o.result)
     }
 
     /// Runs the four probes (version, current_schema, pg_stat_activity, schema exists):

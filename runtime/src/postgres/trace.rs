@@ -17,10 +17,7 @@
 //! - a statement the sanitizer cannot read (an unterminated literal, say) never fails the
 //!   call: its text is shown as [`UNSANITIZABLE`], never as written.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
 
 use crate::error::OnexError;
 use crate::models::postgres::PostgresConnectionConfig;
@@ -57,14 +54,21 @@ impl StatementTracing {
         &self.tracing
     }
 
-    /// The span of one call running `sql`, or `None` when it would not be recorded.
-    pub(crate) fn span(&self, name: &'static str, sql: &str) -> Option<Box<Span>> {
+    /// The span of one call running `sql` (empty when it would not be recorded).
+    #[inline]
+    pub(crate) fn span(&self, name: &'static str, sql: &str) -> StatementSpan {
         if !self.tracing.is_enabled() {
-            return None;
+            return StatementSpan(None);
         }
+        self.start(name, sql)
+    }
+
+    /// Inlined into every call site, `span` is only its branch; this is the traced path.
+    #[inline(never)]
+    fn start(&self, name: &'static str, sql: &str) -> StatementSpan {
         let mut span = self.tracing.span(name, SpanKind::Client);
         if !span.is_recording() {
-            return None;
+            return StatementSpan(None);
         }
         span.set_attributes(self.fixed.iter().cloned());
         let text = sanitize_sql(sql).unwrap_or_else(|_| UNSANITIZABLE.to_owned());
@@ -76,42 +80,22 @@ impl StatementTracing {
         if let Some(id) = CorrelationId::current() {
             span.set_attribute(KeyValue::new("correlation_id", id.to_string()));
         }
-        Some(Box::new(span))
+        StatementSpan(Some(Box::new(span)))
     }
 }
 
-pin_project_lite::pin_project! {
-    /// `work` under `span`: the span records the outcome and ends when `work` completes (or
-    /// is dropped, for a cancelled call).
-    pub(crate) struct Observed<F> {
-        #[pin]
-        work: F,
-        span: Option<Box<Span>>,
-    }
-}
+/// The span of one call while it runs; it ends when dropped (the call returned, or was
+/// cancelled). Empty, and one pointer wide, when the call is not traced.
+pub(crate) struct StatementSpan(Option<Box<Span>>);
 
-impl<F> Observed<F> {
-    pub(crate) fn new(span: Option<Box<Span>>, work: F) -> Self {
-        Self { work, span }
-    }
-}
-
-impl<F, T> Future for Observed<F>
-where
-    F: Future<Output = Result<T, OnexError>>,
-{
-    type Output = Result<T, OnexError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let outcome = ready!(this.work.poll(cx));
-        if let (Some(span), Err(error)) = (this.span.as_mut(), &outcome) {
-            span.record_error(error);
-            if let Some(state) = error.details().get("sqlstate").and_then(serde_json::Value::as_str) {
-                span.set_attribute(KeyValue::new("db.response.status_code", state.to_owned()));
-            }
+impl StatementSpan {
+    /// Records that the call failed with `error` (ERROR status, `error.type`, and the
+    /// SQLSTATE as `db.response.status_code` when the server gave one).
+    pub(crate) fn failed(&mut self, error: &OnexError) {
+        let Some(span) = &mut self.0 else { return };
+        span.record_error(error);
+        if let Some(state) = error.details().get("sqlstate").and_then(serde_json::Value::as_str) {
+            span.set_attribute(KeyValue::new("db.response.status_code", state.to_owned()));
         }
-        *this.span = None;
-        Poll::Ready(outcome)
     }
 }

@@ -4,7 +4,6 @@ use serde_json::{Map, Value};
 
 use super::conn::Take;
 use super::pool::PooledConn;
-use super::trace::Observed;
 use super::{PostgresConnectionManager, QueryOptions};
 use crate::error::{ErrorCode, OnexError};
 use crate::models::postgres::QueryResult;
@@ -46,8 +45,8 @@ impl<'m> Transaction<'m> {
         params: &[Value],
         options: QueryOptions,
     ) -> Result<QueryResult, OnexError> {
-        let span = self.manager.tracing.span("postgres.query", sql);
-        Observed::new(span, self.run(sql, params, options, Take::AllRows)).await.map(|o| o.result)
+        let mut span = self.manager.tracing.span("postgres.query", sql);
+        self.run(sql, params, options, Take::AllRows).await.inspect_err(|e| span.failed(e)).map(|o| o.result)
     }
 
     async fn run(
@@ -64,23 +63,26 @@ impl<'m> Transaction<'m> {
 
     /// The first row, if any.
     pub async fn fetch_one(&mut self, sql: &str, params: &[Value]) -> Result<Option<Map<String, Value>>, OnexError> {
-        let span = self.manager.tracing.span("postgres.fetch_one", sql);
-        let outcome = Observed::new(span, self.run(sql, params, QueryOptions::default(), Take::FirstRow)).await?;
+        let mut span = self.manager.tracing.span("postgres.fetch_one", sql);
+        let outcome =
+            self.run(sql, params, QueryOptions::default(), Take::FirstRow).await.inspect_err(|e| span.failed(e))?;
         Ok(outcome.result.rows.into_iter().next())
     }
 
     /// The first column of the first row, if any.
     pub async fn fetch_value(&mut self, sql: &str, params: &[Value]) -> Result<Option<Value>, OnexError> {
-        let span = self.manager.tracing.span("postgres.fetch_value", sql);
-        Ok(Observed::new(span, self.run(sql, params, QueryOptions::default(), Take::FirstValue)).await?.value)
+        let mut span = self.manager.tracing.span("postgres.fetch_value", sql);
+        let outcome =
+            self.run(sql, params, QueryOptions::default(), Take::FirstValue).await.inspect_err(|e| span.failed(e))?;
+        Ok(outcome.value)
     }
 
     /// Commits. After a failed statement nothing can be committed: the transaction is rolled
     /// back and this returns a `DATABASE_QUERY_ERROR` saying so (PostgreSQL itself would
     /// answer `COMMIT` with a silent `ROLLBACK`). On any error the transaction is rolled back.
     pub async fn commit(self) -> Result<(), OnexError> {
-        let span = self.manager.tracing.span("postgres.commit", "COMMIT");
-        Observed::new(span, self.commit_untraced()).await
+        let mut span = self.manager.tracing.span("postgres.commit", "COMMIT");
+        self.commit_untraced().await.inspect_err(|e| span.failed(e))
     }
 
     async fn commit_untraced(mut self) -> Result<(), OnexError> {
@@ -99,8 +101,8 @@ impl<'m> Transaction<'m> {
 
     /// Rolls back now.
     pub async fn rollback(mut self) -> Result<(), OnexError> {
-        let span = self.manager.tracing.span("postgres.rollback", "ROLLBACK");
-        Observed::new(span, self.conn.control("ROLLBACK", self.manager.command_timeout)).await?;
+        let mut span = self.manager.tracing.span("postgres.rollback", "ROLLBACK");
+        self.conn.control("ROLLBACK", self.manager.command_timeout).await.inspect_err(|e| span.failed(e))?;
         self.conn.in_transaction = false;
         Ok(())
     }
