@@ -66,19 +66,33 @@ impl Future for DeliveryFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let reply = &this.pending.reply;
+        // Without a span, exactly the untraced poll: one branch more.
+        if this.span.is_some() { this.poll_traced(cx) } else { this.poll_outcome(cx) }
+    }
+}
+
+impl DeliveryFuture {
+    #[inline]
+    fn poll_outcome(&self, cx: &mut TaskContext<'_>) -> Poll<Result<Delivered, OnexError>> {
+        let reply = &self.pending.reply;
         // Registered before looking, so a report stored in between still wakes this task.
         reply.waker.register(cx.waker());
-        let outcome = reply.outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match outcome {
-            Some(outcome) => {
-                if let Some(mut span) = this.span.take() {
-                    crate::kafka::trace::record_delivery(&mut span, &outcome);
-                }
-                Poll::Ready(outcome)
-            }
+        match reply.outcome.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(outcome) => Poll::Ready(outcome),
             None => Poll::Pending,
         }
+    }
+
+    /// [`Self::poll_outcome`], recording the outcome on the span, which then ends.
+    #[inline(never)]
+    fn poll_traced(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<Delivered, OnexError>> {
+        let outcome = self.poll_outcome(cx);
+        if let Poll::Ready(outcome) = &outcome
+            && let Some(mut span) = self.span.take()
+        {
+            crate::kafka::trace::record_delivery(&mut span, outcome);
+        }
+        outcome
     }
 }
 
