@@ -204,18 +204,26 @@ impl KafkaProducerPool {
     pub async fn send(
         &self,
         record: ProduceRecord<'_>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<DeliveryFuture, OnexError> {
+        if self.tracing.is_enabled() {
+            // Boxed: the untraced send's future keeps its size, and its path is the one below
+            // plus this branch (a traced message allocates its span anyway).
+            return Box::pin(self.send_traced(record, headers)).await;
+        }
+        // The body of `send_untraced`, inline: awaiting it would move its future once more.
+        let producer = self.default_producer()?;
+        let report = producer.enqueue(record, headers, true).await?;
+        report.ok_or_else(|| OnexError::new(ErrorCode::InternalError, "delivery report receiver missing"))
+    }
+
+    async fn send_traced(
+        &self,
+        record: ProduceRecord<'_>,
         mut headers: Option<OwnedHeaders>,
     ) -> Result<DeliveryFuture, OnexError> {
-        // The body of `send_untraced`, inline: awaiting it would move its future once more.
-        let mut span =
-            if self.tracing.is_enabled() { trace::send_span(&self.tracing, &record, &mut headers) } else { None };
-        let producer = self.default_producer().inspect_err(|e| trace::refused(&mut span, e))?;
-        let report = producer.enqueue(record, headers, true).await.inspect_err(|e| trace::refused(&mut span, e))?;
-        let report = report.ok_or_else(|| OnexError::new(ErrorCode::InternalError, "delivery report receiver missing"));
-        match span {
-            None => report,
-            Some(_) => finish_send(span, report),
-        }
+        let span = trace::send_span(&self.tracing, &record, &mut headers);
+        finish_send(span, self.send_untraced(record, headers).await)
     }
 
     /// [`KafkaProducerPool::send`] without a span of its own (the caller's span covers the

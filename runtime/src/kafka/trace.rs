@@ -78,13 +78,6 @@ pub(crate) fn record_delivery(span: &mut Span, outcome: &Result<Delivered, OnexE
     }
 }
 
-/// Records that the message was refused (never handed to librdkafka) on `span`, if any.
-pub(crate) fn refused(span: &mut Option<Box<Span>>, error: &OnexError) {
-    if let Some(span) = span {
-        span.record_error(error);
-    }
-}
-
 /// The context that names `span` as the parent of whatever receives the message.
 pub(crate) fn context_of(span: &Span) -> Option<OtelContext> {
     span.span_context().filter(|cx| cx.is_valid()).map(|cx| OtelContext::new().with_remote_span_context(cx.clone()))
