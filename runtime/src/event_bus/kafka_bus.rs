@@ -192,7 +192,8 @@ impl KafkaEventBus {
 
     /// Encodes `event` for sending; with tracing, under its `kafka.publish` span (returned
     /// when recorded), whose context the envelope (unless it has one) and the headers carry.
-    fn prepare(&self, event: &OnexEvent) -> Result<(Option<Span>, EncodedEvent), OnexError> {
+    /// The span is boxed so that, without tracing, publish futures keep their size.
+    fn prepare(&self, event: &OnexEvent) -> Result<(Option<Box<Span>>, EncodedEvent), OnexError> {
         if !self.tracing.is_enabled() {
             return Ok((None, self.encode(event)?));
         }
@@ -232,7 +233,7 @@ impl KafkaEventBus {
             KeyValue::new("onex.event.id", event.event_id.to_string()),
             KeyValue::new("correlation_id", event.correlation_id.to_string()),
         ]);
-        Ok((Some(span), encoded))
+        Ok((Some(Box::new(span)), encoded))
     }
 
     fn take_tokens(&self, caller: &str, cost: u32) -> Result<(), OnexError> {
