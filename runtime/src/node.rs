@@ -245,7 +245,8 @@ fn operation_span(
         Some(trace) => ctx.with_trace(trace),
         None => ctx,
     };
-    (ctx, span.into_context(&parent))
+    let correlation = telemetry::CorrelationId(ctx.correlation_id());
+    (ctx, span.into_context(&parent).with_value(correlation))
 }
 
 #[cfg(test)]

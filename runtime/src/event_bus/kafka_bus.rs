@@ -1,5 +1,17 @@
 //! The Kafka-backed event bus: envelope encoding, topic naming, per-caller rate limits and
 //! retries on top of the [`KafkaProducerPool`].
+//!
+//! Tracing: with a [`Tracing`] (the pool's by default, or [`KafkaEventBus::with_tracing`]),
+//! each event is sent under exactly one PRODUCER span, `kafka.publish` (retries are attempts
+//! inside it; a batch of events is one span per event), with the messaging conventions'
+//! attributes. Its parent is the caller's current OpenTelemetry context, or, when the caller
+//! has none (the outbox relay, say), the context the envelope already carries, so a relayed
+//! event continues the trace it was first published in. The span's context is written into
+//! the envelope's `metadata.trace_context` (with `trace_timestamp`, `trace_service` and
+//! `trace_environment`) unless the envelope carries one already, and always into the
+//! message's `traceparent`/`tracestate` headers, so a consumer's span is its child. The bus
+//! sends through the pool without the pool's own `kafka.send` span: one message, one
+//! PRODUCER span. Without tracing, nothing of this runs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,15 +19,18 @@ use std::time::Instant;
 
 use rdkafka::message::OwnedHeaders;
 
+use crate::telemetry::{KeyValue, OtelContext, Span, Tracing, carrier};
+
 use crate::environment::EnvSource;
 use crate::error::{ErrorCode, OnexError};
 use crate::event::OnexEvent;
 use crate::event_bus::EventPublisher;
 use crate::event_bus::rate_limit::{RateLimitRule, RateLimiter};
 use crate::event_bus::retry::{RetryPolicy, Sleeper, TokioSleeper, retry};
-use crate::event_bus::subscriber::{self, EventHandler, Subscription, SubscriptionOptions};
+use crate::event_bus::subscriber::{self, ContextEventHandler, EventHandler, Subscription, SubscriptionOptions};
 use crate::event_bus::topic::TopicNamer;
 use crate::kafka::error::onex_error_is_retriable;
+use crate::kafka::trace;
 use crate::kafka::{Delivered, KafkaProducerPool, ProduceRecord, headers};
 use crate::node::BoxFuture;
 
@@ -72,6 +87,7 @@ pub struct KafkaEventBus {
     sleeper: Arc<dyn Sleeper>,
     limiter: Option<RateLimiter>,
     counters: BusCounters,
+    tracing: Tracing,
 }
 
 impl std::fmt::Debug for KafkaEventBus {
@@ -89,13 +105,27 @@ impl KafkaEventBus {
     /// A bus on `pool` with the default retry policy and the `event_publish` rate limit.
     pub fn new(pool: Arc<KafkaProducerPool>, namer: TopicNamer) -> Self {
         Self {
-            pool,
             namer,
             retry: RetryPolicy::default(),
             sleeper: Arc::new(TokioSleeper),
             limiter: Some(RateLimiter::new(RateLimitRule::EVENT_PUBLISH)),
             counters: BusCounters::default(),
+            tracing: pool.tracing().clone(),
+            pool,
         }
+    }
+
+    /// Records a PRODUCER span per event (and gives subscriptions that name no tracing of
+    /// their own a CONSUMER span per message) with `tracing`; see the module documentation.
+    /// The default is the pool's.
+    pub fn with_tracing(mut self, tracing: Tracing) -> Self {
+        self.tracing = tracing;
+        self
+    }
+
+    /// The tracing the bus records its spans with.
+    pub fn tracing(&self) -> &Tracing {
+        &self.tracing
     }
 
     /// Topic naming and retry policy from the environment.
@@ -160,6 +190,52 @@ impl KafkaEventBus {
         Ok(EncodedEvent { topic, key: event.correlation_id.to_string(), value, headers })
     }
 
+    /// Encodes `event` for sending; with tracing, under its `kafka.publish` span (returned
+    /// when recorded), whose context the envelope (unless it has one) and the headers carry.
+    /// The span is boxed so that, without tracing, publish futures keep their size.
+    fn prepare(&self, event: &OnexEvent) -> Result<(Option<Box<Span>>, EncodedEvent), OnexError> {
+        if !self.tracing.is_enabled() {
+            return Ok((None, self.encode(event)?));
+        }
+        let topic = self.namer.topic_for(&event.event_type)?;
+        let parent = OtelContext::map_current(|current| {
+            use opentelemetry::trace::TraceContextExt as _;
+            if current.has_active_span() {
+                return current.clone();
+            }
+            carrier::extract_parent(None, Some(&event.metadata.trace_context)).unwrap_or_else(|| current.clone())
+        });
+        let mut span = trace::producer_span(&self.tracing, "kafka.publish", "publish", Some(&topic), &parent);
+        let Some(cx) = trace::context_of(&span) else { return Ok((None, self.encode(event)?)) };
+        let mut encoded = if event.metadata.trace_context.is_empty() {
+            let mut stamped = event.clone();
+            carrier::stamp_envelope(&mut stamped.metadata, &cx, &self.tracing);
+            self.encode(&stamped)?
+        } else {
+            self.encode(event)?
+        };
+        // The headers name this span even when the envelope keeps an older context.
+        let mut carried = std::collections::BTreeMap::new();
+        opentelemetry::propagation::TextMapPropagator::inject_context(
+            &opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+            &cx,
+            &mut carrier::EnvelopeInjector(&mut carried),
+        );
+        encoded.headers.retain(|(key, _)| !carried.contains_key(key));
+        encoded.headers.splice(0..0, carried);
+        if !span.is_recording() {
+            return Ok((None, encoded));
+        }
+        span.set_attributes([
+            KeyValue::new("messaging.kafka.message.key", encoded.key.clone()),
+            KeyValue::new("messaging.message.body.size", i64::try_from(encoded.value.len()).unwrap_or(i64::MAX)),
+            KeyValue::new("onex.event.type", event.event_type.clone()),
+            KeyValue::new("onex.event.id", event.event_id.to_string()),
+            KeyValue::new("correlation_id", event.correlation_id.to_string()),
+        ]);
+        Ok((Some(Box::new(span)), encoded))
+    }
+
     fn take_tokens(&self, caller: &str, cost: u32) -> Result<(), OnexError> {
         let Some(limiter) = &self.limiter else { return Ok(()) };
         limiter.check(caller, cost, Instant::now()).inspect_err(|_| {
@@ -176,11 +252,15 @@ impl KafkaEventBus {
 
     /// [`KafkaEventBus::publish_event`] without the rate limit (the event was admitted).
     async fn deliver_event(&self, event: &OnexEvent) -> Result<Delivered, OnexError> {
-        let encoded = self.encode(event)?;
+        let (mut span, encoded) = self.prepare(event)?;
         let outcome = retry(&self.retry, self.sleeper.as_ref(), |_| async {
-            self.pool.publish(encoded.record(), Some(encoded.owned_headers())).await
+            self.pool.send_untraced(encoded.record(), Some(encoded.owned_headers())).await?.await
         })
         .await;
+        if let Some(span) = &mut span {
+            span.set_attribute(KeyValue::new("onex.publish.attempts", i64::from(outcome.attempts)));
+            trace::record_delivery(span, &outcome.result);
+        }
         self.counters.retries.fetch_add(u64::from(outcome.attempts - 1), Ordering::Relaxed);
         match &outcome.result {
             Ok(_) => self.counters.published.fetch_add(1, Ordering::Relaxed),
@@ -202,7 +282,15 @@ impl KafkaEventBus {
         for (caller, cost) in per_caller {
             self.take_tokens(caller, cost)?;
         }
-        let encoded: Vec<EncodedEvent> = events.iter().map(|e| self.encode(e)).collect::<Result<_, _>>()?;
+        let mut spans = Vec::new();
+        let mut encoded = Vec::with_capacity(events.len());
+        for event in events {
+            let (span, event) = self.prepare(event)?;
+            if self.tracing.is_enabled() {
+                spans.push(span);
+            }
+            encoded.push(event);
+        }
         let mut results: Vec<Option<Result<Delivered, OnexError>>> = vec![None; encoded.len()];
         let mut pending: Vec<usize> = (0..encoded.len()).collect();
         let mut round = 0;
@@ -211,7 +299,7 @@ impl KafkaEventBus {
             for &i in &pending {
                 let e = &encoded[i];
                 futures.push(async move {
-                    match self.pool.send(e.record(), Some(e.owned_headers())).await {
+                    match self.pool.send_untraced(e.record(), Some(e.owned_headers())).await {
                         Ok(delivery) => delivery.await,
                         Err(err) => Err(err),
                     }
@@ -240,6 +328,9 @@ impl KafkaEventBus {
         let mut failed_ids = Vec::new();
         let mut first_error = None;
         for (i, result) in results.into_iter().enumerate() {
+            if let (Some(Some(span)), Some(outcome)) = (spans.get_mut(i), &result) {
+                trace::record_delivery(span, outcome);
+            }
             match result {
                 Some(Ok(d)) => delivered.push(d),
                 Some(Err(e)) => {
@@ -264,13 +355,29 @@ impl KafkaEventBus {
 
     /// Consumes `topics` in consumer group `options.group_id` on the pool's default cluster,
     /// calling `handler` for each event; offsets are committed only after it succeeds.
+    /// Subscriptions whose options name no tracing record their spans with the bus's.
     pub fn subscribe(
         &self,
         topics: &[&str],
         options: SubscriptionOptions,
         handler: EventHandler,
     ) -> Result<Subscription, OnexError> {
-        subscriber::subscribe(self.pool.default_config(), topics, options, handler)
+        subscriber::subscribe(self.pool.default_config(), topics, self.traced(options), handler)
+    }
+
+    /// [`KafkaEventBus::subscribe`] with a handler that receives each event's request
+    /// [`crate::Context`], whose trace is the consumer span.
+    pub fn subscribe_with_context(
+        &self,
+        topics: &[&str],
+        options: SubscriptionOptions,
+        handler: ContextEventHandler,
+    ) -> Result<Subscription, OnexError> {
+        subscriber::subscribe_with_context(self.pool.default_config(), topics, self.traced(options), handler)
+    }
+
+    fn traced(&self, options: SubscriptionOptions) -> SubscriptionOptions {
+        if options.tracing.is_enabled() { options } else { options.with_tracing(self.tracing.clone()) }
     }
 
     /// [`KafkaEventBus::subscribe`] to the topic of `event_type`.

@@ -2,6 +2,18 @@
 //! only after its handler succeeded, and stored offsets are committed in the background and
 //! once more on [`Subscription::stop`]. A handler that keeps failing stops the subscription
 //! *without* storing the offset, so the group redelivers that message.
+//!
+//! Tracing: with a [`Tracing`] in [`SubscriptionOptions::tracing`], each consumed event is one
+//! CONSUMER span, `kafka.process`, whose parent is the producer's span named by the message's
+//! `traceparent` header or, when the headers carry none, by the envelope's
+//! `metadata.trace_context` (a message without either starts a new trace). It carries the
+//! messaging conventions' attributes (`messaging.system`, `messaging.operation.type` =
+//! `process`, `messaging.destination.name`, `messaging.destination.partition.id`,
+//! `messaging.kafka.offset`, `messaging.consumer.group.name`) and covers every handler
+//! attempt; the handler runs inside it, so spans the handler's work starts are its children,
+//! and a handler that gives up records its error on it. A handler given a [`Context`]
+//! ([`subscribe_with_context`]) finds the span as [`Context::trace`], so a node it calls
+//! continues the trace. Without tracing the context's trace is the envelope's, if any.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +27,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::context::{Context, TraceContext};
 use crate::error::{ErrorCode, OnexError};
 use crate::event::OnexEvent;
 use crate::event_bus::retry::RetryPolicy;
@@ -22,9 +35,15 @@ use crate::kafka::config::consumer_properties;
 use crate::models::kafka::KafkaProducerConfig;
 use crate::node::BoxFuture;
 use crate::sanitize::sanitize_message;
+use crate::telemetry::{self, CorrelationId, KeyValue, OtelContext, SpanKind, Tracing, carrier};
 
 /// Handles one event. An `Err` is retried (with backoff) before the subscription gives up.
 pub type EventHandler = Arc<dyn Fn(OnexEvent) -> BoxFuture<'static, Result<(), OnexError>> + Send + Sync>;
+
+/// Handles one event with the request context it arrived in: its correlation id, and as
+/// [`Context::trace`] the consumer span (or, without tracing, the envelope's trace context).
+pub type ContextEventHandler =
+    Arc<dyn Fn(Context, OnexEvent) -> BoxFuture<'static, Result<(), OnexError>> + Send + Sync>;
 
 /// How a subscription consumes.
 #[derive(Debug, Clone)]
@@ -35,6 +54,9 @@ pub struct SubscriptionOptions {
     pub max_handler_attempts: u32,
     /// Backoff between handler attempts.
     pub handler_backoff: RetryPolicy,
+    /// Spans of the consumed messages (see the module documentation); disabled by default.
+    /// [`crate::event_bus::KafkaEventBus::subscribe`] fills in the bus's when this is disabled.
+    pub tracing: Tracing,
 }
 
 impl SubscriptionOptions {
@@ -44,7 +66,14 @@ impl SubscriptionOptions {
             group_id: group_id.into(),
             max_handler_attempts: 5,
             handler_backoff: RetryPolicy { max_retries: 4, ..RetryPolicy::default() },
+            tracing: Tracing::disabled(),
         }
+    }
+
+    /// These options, recording a CONSUMER span per message with `tracing`.
+    pub fn with_tracing(mut self, tracing: Tracing) -> Self {
+        self.tracing = tracing;
+        self
     }
 }
 
@@ -139,6 +168,16 @@ pub fn subscribe(
     options: SubscriptionOptions,
     handler: EventHandler,
 ) -> Result<Subscription, OnexError> {
+    subscribe_with_context(config, topics, options, Arc::new(move |_, event| handler(event)))
+}
+
+/// [`subscribe`] with a handler that receives each event's request [`Context`].
+pub fn subscribe_with_context(
+    config: &KafkaProducerConfig,
+    topics: &[&str],
+    options: SubscriptionOptions,
+    handler: ContextEventHandler,
+) -> Result<Subscription, OnexError> {
     if topics.is_empty() {
         return Err(OnexError::validation("subscribe needs at least one topic"));
     }
@@ -162,7 +201,7 @@ pub fn subscribe(
 async fn consume(
     consumer: StreamConsumer<LoggingContext>,
     options: SubscriptionOptions,
-    handler: EventHandler,
+    handler: ContextEventHandler,
     mut stopped: watch::Receiver<bool>,
     counters: Arc<SubscriptionCounters>,
 ) -> Result<(), OnexError> {
@@ -192,7 +231,24 @@ async fn consume(
         };
         match decode(&message) {
             Ok(event) => {
-                if let Err(e) = handle_with_retries(&handler, event, &options, &counters, &mut stopped).await {
+                let handled = if options.tracing.is_enabled() {
+                    let cx = consumer_span(&options, &message, &event);
+                    let ctx = request_context(&event, trace_of(&cx));
+                    let handled = telemetry::in_span(
+                        cx.clone(),
+                        handle_with_retries(&handler, ctx, event, &options, &counters, &mut stopped),
+                    )
+                    .await;
+                    if let Err(e) = &handled {
+                        telemetry::span::record_error_on(&cx, e);
+                    }
+                    handled
+                } else {
+                    let trace = envelope_trace(&event);
+                    let ctx = request_context(&event, trace);
+                    handle_with_retries(&handler, ctx, event, &options, &counters, &mut stopped).await
+                };
+                if let Err(e) = handled {
                     outcome = Err(e);
                     break;
                 }
@@ -220,8 +276,60 @@ async fn consume(
     outcome
 }
 
+/// The CONSUMER span of one message, as the context its handler runs in (see the module
+/// documentation); the span ends when the last clone of the context is dropped.
+fn consumer_span(options: &SubscriptionOptions, message: &BorrowedMessage<'_>, event: &OnexEvent) -> OtelContext {
+    let parent = carrier::extract_parent(message.headers(), Some(&event.metadata.trace_context)).unwrap_or_default();
+    let mut span = options.tracing.span_in("kafka.process", SpanKind::Consumer, &parent);
+    if span.is_recording() {
+        span.set_attributes([
+            KeyValue::new("messaging.system", "kafka"),
+            KeyValue::new("messaging.operation.type", "process"),
+            KeyValue::new("messaging.operation.name", "process"),
+            KeyValue::new("messaging.destination.name", message.topic().to_owned()),
+            KeyValue::new("messaging.destination.partition.id", message.partition().to_string()),
+            KeyValue::new("messaging.kafka.offset", message.offset()),
+            KeyValue::new("messaging.consumer.group.name", options.group_id.clone()),
+            KeyValue::new("messaging.message.body.size", message.payload_len() as i64),
+            KeyValue::new("onex.event.type", event.event_type.clone()),
+            KeyValue::new("onex.event.id", event.event_id.to_string()),
+            KeyValue::new("correlation_id", event.correlation_id.to_string()),
+        ]);
+        if let Some(key) = message.key().and_then(|key| std::str::from_utf8(key).ok()) {
+            span.set_attribute(KeyValue::new("messaging.kafka.message.key", key.to_owned()));
+        }
+    }
+    span.into_context(&parent).with_value(CorrelationId(event.correlation_id))
+}
+
+/// The trace context of the active span of `cx`, if valid.
+fn trace_of(cx: &OtelContext) -> Option<TraceContext> {
+    use opentelemetry::trace::TraceContextExt as _;
+    let span = cx.span();
+    let span = span.span_context();
+    span.is_valid().then(|| carrier::trace_context_of(span))
+}
+
+/// The envelope's own trace context (its `traceparent`), if it carries a valid one.
+fn envelope_trace(event: &OnexEvent) -> Option<TraceContext> {
+    let mut trace = TraceContext::parse_traceparent(event.metadata.trace_context.get("traceparent")?).ok()?;
+    trace.trace_state = event.metadata.trace_context.get("tracestate").cloned();
+    Some(trace)
+}
+
+/// The request context a handler receives for `event`.
+fn request_context(event: &OnexEvent, trace: Option<TraceContext>) -> Context {
+    // A nil correlation id would correlate unrelated requests: such an event gets a new one.
+    let ctx = Context::for_request(Some(event.correlation_id)).unwrap_or_default();
+    match trace {
+        Some(trace) => ctx.with_trace(trace),
+        None => ctx,
+    }
+}
+
 async fn handle_with_retries(
-    handler: &EventHandler,
+    handler: &ContextEventHandler,
+    ctx: Context,
     event: OnexEvent,
     options: &SubscriptionOptions,
     counters: &SubscriptionCounters,
@@ -229,7 +337,7 @@ async fn handle_with_retries(
 ) -> Result<(), OnexError> {
     let mut attempt = 0;
     loop {
-        match handler(event.clone()).await {
+        match handler(ctx.clone(), event.clone()).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 counters.handler_failures.fetch_add(1, Ordering::Relaxed);

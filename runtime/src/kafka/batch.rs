@@ -14,7 +14,7 @@
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -23,6 +23,8 @@ use futures::task::AtomicWaker;
 use crate::error::{ErrorCode, OnexError};
 use crate::kafka::OwnedHeaders;
 use crate::kafka::producer::{Delivered, ManagedProducer, ProduceRecord, Sent};
+use crate::kafka::trace;
+use crate::telemetry::{KeyValue, OtelContext, Span, Tracing};
 
 /// One message's place in a batch.
 pub(crate) struct Slot {
@@ -139,6 +141,16 @@ impl Drop for SlotRef {
 pub struct SendBatch {
     producer: Arc<ManagedProducer>,
     state: Arc<BatchState>,
+    /// The batch's span, when traced (boxed: batches without tracing stay small).
+    trace: Option<Box<BatchTrace>>,
+}
+
+/// One PRODUCER span for a whole batch: every message's headers carry its context, and it
+/// ends when [`SendBatch::wait`] returns (or the batch is dropped) with how many were sent and
+/// how many failed.
+struct BatchTrace {
+    cx: OtelContext,
+    span: Mutex<Option<Span>>,
 }
 
 impl std::fmt::Debug for SendBatch {
@@ -152,7 +164,43 @@ impl std::fmt::Debug for SendBatch {
 
 impl SendBatch {
     pub(crate) fn new(producer: Arc<ManagedProducer>, len: usize) -> Self {
-        Self { producer, state: BatchState::new(len) }
+        Self { producer, state: BatchState::new(len), trace: None }
+    }
+
+    /// This batch under a `kafka.send_batch` span, a child of the current context.
+    pub(crate) fn traced(mut self, tracing: &Tracing) -> Self {
+        let mut span = OtelContext::map_current(|parent| {
+            trace::producer_span(tracing, "kafka.send_batch", "send_batch", None, parent)
+        });
+        let Some(cx) = trace::context_of(&span) else { return self };
+        if span.is_recording() {
+            span.set_attribute(KeyValue::new("onex.batch.capacity", i64::try_from(self.len()).unwrap_or(i64::MAX)));
+        }
+        let span = span.is_recording().then_some(span);
+        self.trace = Some(Box::new(BatchTrace { cx, span: Mutex::new(span) }));
+        self
+    }
+
+    /// Ends the batch's span with what became of the messages sent.
+    fn end_span(&self, all_reported: bool) {
+        let Some(trace) = &self.trace else { return };
+        let Some(mut span) = trace.span.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        let sent = self.state.slots.iter().filter(|slot| slot.sent.get().is_some()).count();
+        let failures = || self.state.slots.iter().filter_map(|slot| slot.outcome.get()?.as_ref().err());
+        let failed = failures().count();
+        span.set_attribute(KeyValue::new("messaging.batch.message_count", i64::try_from(sent).unwrap_or(i64::MAX)));
+        if !all_reported {
+            let missing = self.state.unreported.load(Ordering::Acquire);
+            span.record_error(&OnexError::new(
+                ErrorCode::OperationTimeout,
+                format!("{missing} of {sent} delivery reports were missing when the batch stopped waiting"),
+            ));
+        } else if let Some(first) = failures().next() {
+            span.record_error(&OnexError::new(
+                first.code(),
+                format!("{failed} of {sent} messages failed; first: {}", first.message()),
+            ));
+        }
     }
 
     /// Messages the batch has room for.
@@ -172,8 +220,11 @@ impl SendBatch {
         &self,
         index: usize,
         record: ProduceRecord<'_>,
-        headers: Option<OwnedHeaders>,
+        mut headers: Option<OwnedHeaders>,
     ) -> Result<(), OnexError> {
+        if let Some(trace) = &self.trace {
+            trace::carry(&trace.cx, &mut headers);
+        }
         self.producer.enqueue_in(&self.state, index, record, headers).await
     }
 
@@ -186,7 +237,9 @@ impl SendBatch {
             state.waker.register(cx.waker());
             if state.unreported.load(Ordering::Acquire) == 0 { Poll::Ready(()) } else { Poll::Pending }
         });
-        tokio::time::timeout(limit, all_reported).await.is_ok()
+        let reported = tokio::time::timeout(limit, all_reported).await.is_ok();
+        self.end_span(reported);
+        reported
     }
 
     /// The outcome of message `index`: `None` while unreported (or never sent).

@@ -13,6 +13,9 @@
 //!   allocation and one wake-up per batch instead of per message (the node's `send_batch`).
 //! - Topics: each producer keeps a librdkafka handle per topic (module `topic`), so a send names
 //!   its topic by handle rather than by a name librdkafka looks up under a lock.
+//! - Spans (module `trace`): with a [`crate::telemetry::Tracing`] given to
+//!   [`KafkaProducerPool::with_tracing`], every message is a PRODUCER span whose context the
+//!   message's headers carry; without one (the default) nothing of it runs.
 //! - Allocator: librdkafka allocates each message on the sending thread and frees it on its
 //!   own, which glibc's malloc serves slowly; a service producing hundreds of thousands of
 //!   messages a second should run on jemalloc (measured in the README's Performance section).
@@ -24,6 +27,7 @@ pub mod metrics;
 mod pool;
 mod producer;
 mod topic;
+pub(crate) mod trace;
 
 pub use batch::SendBatch;
 pub use pool::{KafkaPoolSettings, KafkaProducerPool, ShutdownReport};
@@ -32,3 +36,5 @@ pub use rdkafka::message::OwnedHeaders;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trace_tests;

@@ -21,8 +21,10 @@ use crate::kafka::batch::SendBatch;
 use crate::kafka::config::{LibrdkafkaProperties, producer_config_from_env, producer_properties};
 use crate::kafka::metrics::{PoolMetrics, pool_health};
 use crate::kafka::producer::{Delivered, DeliveryFuture, ManagedProducer, ProduceRecord};
+use crate::kafka::trace;
 use crate::models::health::{ComponentHealth, HealthStatus};
 use crate::models::kafka::{KafkaProducerConfig, KafkaProducerPoolStats};
+use crate::telemetry::Tracing;
 
 /// Pool-level settings (the per-producer ones live in [`KafkaProducerConfig`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +135,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct KafkaProducerPool {
     inner: Arc<Inner>,
+    /// Spans of the messages sent through this handle (see `crate::kafka::trace`).
+    tracing: Tracing,
 }
 
 /// What [`KafkaProducerPool::shutdown`] achieved.
@@ -162,7 +166,21 @@ impl KafkaProducerPool {
                 produced_ids: AtomicU64::new(0),
                 closed: std::sync::atomic::AtomicBool::new(false),
             }),
+            tracing: Tracing::disabled(),
         })
+    }
+
+    /// Records a PRODUCER span per message with `tracing`, its context carried in the
+    /// message's headers (see the module documentation of `crate::kafka::trace`); the default
+    /// is [`Tracing::disabled`]. Applies to this handle and the clones made from it after.
+    pub fn with_tracing(mut self, tracing: Tracing) -> Self {
+        self.tracing = tracing;
+        self
+    }
+
+    /// The tracing the pool records its spans with.
+    pub fn tracing(&self) -> &Tracing {
+        &self.tracing
     }
 
     /// A pool configured from the environment.
@@ -188,6 +206,33 @@ impl KafkaProducerPool {
         record: ProduceRecord<'_>,
         headers: Option<OwnedHeaders>,
     ) -> Result<DeliveryFuture, OnexError> {
+        if self.tracing.is_enabled() {
+            // Boxed: the untraced send's future keeps its size, and its path is the one below
+            // plus this branch (a traced message allocates its span anyway).
+            return Box::pin(self.send_traced(record, headers)).await;
+        }
+        // The body of `send_untraced`, inline: awaiting it would move its future once more.
+        let producer = self.default_producer()?;
+        let report = producer.enqueue(record, headers, true).await?;
+        report.ok_or_else(|| OnexError::new(ErrorCode::InternalError, "delivery report receiver missing"))
+    }
+
+    async fn send_traced(
+        &self,
+        record: ProduceRecord<'_>,
+        mut headers: Option<OwnedHeaders>,
+    ) -> Result<DeliveryFuture, OnexError> {
+        let span = trace::send_span(&self.tracing, &record, &mut headers);
+        finish_send(span, self.send_untraced(record, headers).await)
+    }
+
+    /// [`KafkaProducerPool::send`] without a span of its own (the caller's span covers the
+    /// message and its headers carry that span's context).
+    pub(crate) async fn send_untraced(
+        &self,
+        record: ProduceRecord<'_>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<DeliveryFuture, OnexError> {
         let producer = self.default_producer()?;
         let report = producer.enqueue(record, headers, true).await?;
         report.ok_or_else(|| OnexError::new(ErrorCode::InternalError, "delivery report receiver missing"))
@@ -195,16 +240,27 @@ impl KafkaProducerPool {
 
     /// Enqueues a message without a delivery future (fire and forget: the outcome lands in
     /// the stats; [`KafkaProducerPool::flush`] waits for it).
-    pub async fn enqueue(&self, record: ProduceRecord<'_>, headers: Option<OwnedHeaders>) -> Result<(), OnexError> {
-        let producer = self.default_producer()?;
-        producer.enqueue(record, headers, false).await.map(|_| ())
+    pub async fn enqueue(&self, record: ProduceRecord<'_>, mut headers: Option<OwnedHeaders>) -> Result<(), OnexError> {
+        // The span (when traced) covers the hand-off only: no delivery report reaches here.
+        let span =
+            if self.tracing.is_enabled() { trace::send_span(&self.tracing, &record, &mut headers) } else { None };
+        let producer = self.default_producer();
+        let enqueued = match producer {
+            Ok(producer) => producer.enqueue(record, headers, false).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let (Some(mut span), Err(e)) = (span, &enqueued) {
+            span.record_error(e);
+        }
+        enqueued
     }
 
     /// A batch of up to `len` messages for the default configuration, sent on one producer and
     /// awaited together: cheaper per message than [`KafkaProducerPool::send`] (no allocation
     /// and no wake-up per message), for callers that wait for a whole batch anyway.
     pub fn batch(&self, len: usize) -> Result<SendBatch, OnexError> {
-        Ok(SendBatch::new(self.default_producer()?, len))
+        let batch = SendBatch::new(self.default_producer()?, len);
+        Ok(if self.tracing.is_enabled() { batch.traced(&self.tracing) } else { batch })
     }
 
     /// Sends one message and waits for the broker's acknowledgement.
@@ -222,11 +278,16 @@ impl KafkaProducerPool {
         &self,
         config: &KafkaProducerConfig,
         record: ProduceRecord<'_>,
-        headers: Option<OwnedHeaders>,
+        mut headers: Option<OwnedHeaders>,
     ) -> Result<DeliveryFuture, OnexError> {
-        let producer = self.producer_for(config)?;
-        let report = producer.enqueue(record, headers, true).await?;
-        report.ok_or_else(|| OnexError::new(ErrorCode::InternalError, "delivery report receiver missing"))
+        let span =
+            if self.tracing.is_enabled() { trace::send_span(&self.tracing, &record, &mut headers) } else { None };
+        let sent = async {
+            let producer = self.producer_for(config)?;
+            let report = producer.enqueue(record, headers, true).await?;
+            report.ok_or_else(|| OnexError::new(ErrorCode::InternalError, "delivery report receiver missing"))
+        };
+        finish_send(span, sent.await)
     }
 
     fn default_producer(&self) -> Result<Arc<ManagedProducer>, OnexError> {
@@ -384,7 +445,7 @@ impl KafkaProducerPool {
             loop {
                 ticker.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
-                let pool = KafkaProducerPool { inner };
+                let pool = KafkaProducerPool { inner, tracing: Tracing::disabled() };
                 if pool.inner.closed.load(Ordering::Acquire) {
                     return;
                 }
@@ -587,6 +648,21 @@ impl std::fmt::Debug for KafkaProducerPool {
             .field("bootstrap_servers", &self.inner.default_config.bootstrap_servers)
             .field("producers", &self.live_producers().len())
             .finish()
+    }
+}
+
+/// Hands the message's span (if recorded) to its delivery future, or records the refusal.
+fn finish_send(
+    span: Option<Box<crate::telemetry::Span>>,
+    sent: Result<DeliveryFuture, OnexError>,
+) -> Result<DeliveryFuture, OnexError> {
+    match (span, sent) {
+        (None, sent) => sent,
+        (Some(span), Ok(delivery)) => Ok(delivery.with_span(Some(span))),
+        (Some(mut span), Err(e)) => {
+            span.record_error(&e);
+            Err(e)
+        }
     }
 }
 

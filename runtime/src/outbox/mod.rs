@@ -38,6 +38,10 @@
 //!   in a row, in the order they complete (the broker is likely down), and leaves the rows
 //!   for a later pass; after a failure it starts no new publish while as many are in
 //!   flight as failures it still tolerates.
+//! - Trace context: with the manager's tracing enabled, an event enqueued without a trace
+//!   context is stored with the one current at enqueue (the caller's span, in
+//!   `metadata.trace_context`), so the relay's later publish continues the caller's trace
+//!   instead of starting one of its own. An event that carries a context keeps it.
 //!
 //! The schema comes from [`migrations::migrate`]; call it once at start (it is idempotent).
 
@@ -253,7 +257,16 @@ impl Outbox {
     }
 
     fn enqueue_params(&self, event: &OnexEvent, circuit_state: &str) -> Result<[Value; 7], OnexError> {
-        let payload = encode(event, self.config.max_event_bytes)?;
+        let tracing = self.manager.tracing();
+        let payload = if tracing.is_enabled() && event.metadata.trace_context.is_empty() {
+            let mut stamped = event.clone();
+            crate::telemetry::OtelContext::map_current(|cx| {
+                crate::telemetry::carrier::stamp_envelope(&mut stamped.metadata, cx, tracing);
+            });
+            encode(&stamped, self.config.max_event_bytes)?
+        } else {
+            encode(event, self.config.max_event_bytes)?
+        };
         let max_depth = i64::try_from(self.config.max_depth).unwrap_or(i64::MAX);
         Ok([
             json!(event.event_id.to_string()),

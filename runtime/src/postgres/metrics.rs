@@ -60,7 +60,7 @@ pub fn classify(sql: &str) -> QueryType {
     }
 }
 
-fn first_keyword(sql: &str) -> &str {
+pub(crate) fn first_keyword(sql: &str) -> &str {
     let mut rest = sql;
     loop {
         rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(');

@@ -9,6 +9,11 @@
 //! - [`PostgresConnectionManager`]: statements with JSON parameters and JSON rows,
 //!   transactions, function calls, health, stats and query metrics.
 //!
+//! - Spans (module `trace`): with a [`Tracing`] given to
+//!   [`PostgresConnectionManager::with_tracing`], every call is one CLIENT span `postgres.{call}`
+//!   with the database conventions' attributes and the statement sanitized; without one (the
+//!   default) a call costs one branch more.
+//!
 //! Errors: statement failures are `DATABASE_QUERY_ERROR` (SQLSTATE in `details.sqlstate`),
 //! checkout failures `DATABASE_OPERATION_ERROR`, connect failures and lost connections
 //! `DATABASE_CONNECTION_FAILED`, bad parameters `VALIDATION_ERROR`. Messages never carry the
@@ -26,6 +31,7 @@ mod params;
 mod pool;
 mod rows;
 mod stats;
+mod trace;
 mod transaction;
 
 use std::time::{Duration, Instant};
@@ -40,8 +46,12 @@ use crate::models::postgres::{
 use conn::{Outcome, Take};
 use metrics::{QueryLog, Record, StatementInfo};
 use pool::{Limits, Pool, PooledConn};
+use trace::StatementTracing;
+
+use crate::telemetry::Tracing;
 
 pub use stats::WAIT_BUCKETS_MS;
+pub use trace::UNSANITIZABLE;
 pub use transaction::Transaction;
 
 /// Per-call options of a statement.
@@ -104,6 +114,7 @@ pub struct PostgresConnectionManager {
     config: PostgresConnectionConfig,
     log: QueryLog,
     command_timeout: Duration,
+    tracing: StatementTracing,
 }
 
 impl std::fmt::Debug for PostgresConnectionManager {
@@ -129,8 +140,13 @@ impl PostgresConnectionManager {
         config::validate(&config)?;
         let connector = connect::Connector::new(&config)?;
         let pool = Pool::start(Limits::from_config(&config), connector).await?;
-        let manager =
-            Self { pool, command_timeout: config::secs(config.command_timeout_secs), config, log: QueryLog::default() };
+        let manager = Self {
+            pool,
+            command_timeout: config::secs(config.command_timeout_secs),
+            config,
+            log: QueryLog::default(),
+            tracing: StatementTracing::default(),
+        };
         if let Err(e) = manager.verify_schema().await {
             manager.close();
             return Err(e);
@@ -156,6 +172,18 @@ impl PostgresConnectionManager {
         }
     }
 
+    /// Records a span per call with `tracing` (see the module documentation); the default is
+    /// [`Tracing::disabled`].
+    pub fn with_tracing(mut self, tracing: Tracing) -> Self {
+        self.tracing = StatementTracing::new(tracing, &self.config);
+        self
+    }
+
+    /// The tracing the manager records its spans with.
+    pub fn tracing(&self) -> &Tracing {
+        self.tracing.tracing()
+    }
+
     /// The configuration (the password inside is [`crate::Sensitive`]).
     pub fn config(&self) -> &PostgresConnectionConfig {
         &self.config
@@ -179,14 +207,22 @@ impl PostgresConnectionManager {
         params: &[Value],
         options: QueryOptions,
     ) -> Result<QueryResult, OnexError> {
-        let mut conn = self.pool.get_by(options.deadline).await?;
-        self.run_on(&mut conn, sql, params, options, Take::AllRows).await.map(|o| o.result)
+        let mut span = self.tracing.span("postgres.query", sql);
+        let mut conn = self.pool.get_by(options.deadline).await.inspect_err(|e| span.failed(e))?;
+        self.run_on(&mut conn, sql, params, options, Take::AllRows)
+            .await
+            .inspect_err(|e| span.failed(e))
+            .map(|o| o.result)
     }
 
     /// The first row, if any.
     pub async fn fetch_one(&self, sql: &str, params: &[Value]) -> Result<Option<Map<String, Value>>, OnexError> {
-        let mut conn = self.pool.get().await?;
-        let outcome = self.run_on(&mut conn, sql, params, QueryOptions::default(), Take::FirstRow).await?;
+        let mut span = self.tracing.span("postgres.fetch_one", sql);
+        let mut conn = self.pool.get().await.inspect_err(|e| span.failed(e))?;
+        let outcome = self
+            .run_on(&mut conn, sql, params, QueryOptions::default(), Take::FirstRow)
+            .await
+            .inspect_err(|e| span.failed(e))?;
         Ok(outcome.result.rows.into_iter().next())
     }
 
@@ -202,16 +238,19 @@ impl PostgresConnectionManager {
         params: &[Value],
         options: QueryOptions,
     ) -> Result<Option<Value>, OnexError> {
-        let mut conn = self.pool.get_by(options.deadline).await?;
-        Ok(self.run_on(&mut conn, sql, params, options, Take::FirstValue).await?.value)
+        let mut span = self.tracing.span("postgres.fetch_value", sql);
+        let mut conn = self.pool.get_by(options.deadline).await.inspect_err(|e| span.failed(e))?;
+        Ok(self.run_on(&mut conn, sql, params, options, Take::FirstValue).await.inspect_err(|e| span.failed(e))?.value)
     }
 
     /// Starts a transaction. Commit it with [`Transaction::commit`]; dropping it (or an error
     /// in `commit`) rolls it back before the connection is reused.
     pub async fn begin(&self, options: TransactionOptions) -> Result<Transaction<'_>, OnexError> {
-        let mut conn = self.pool.get().await?;
+        let begin = options.begin_statement();
+        let mut span = self.tracing.span("postgres.begin", &begin);
+        let mut conn = self.pool.get().await.inspect_err(|e| span.failed(e))?;
         conn.in_transaction = true;
-        conn.control(&options.begin_statement(), self.command_timeout).await?;
+        conn.control(&begin, self.command_timeout).await.inspect_err(|e| span.failed(e))?;
         Ok(Transaction::new(self, conn))
     }
 
@@ -244,7 +283,12 @@ impl PostgresConnectionManager {
             ident::quote_ident(function),
             placeholders.join(", ")
         );
-        self.execute_query_with(&sql, args, options).await
+        let mut span = self.tracing.span("postgres.call_function", &sql);
+        let mut conn = self.pool.get_by(options.deadline).await.inspect_err(|e| span.failed(e))?;
+        self.run_on(&mut conn, &sql, args, options, Take::AllRows)
+            .await
+            .inspect_err(|e| span.failed(e))
+            .map(|o| o.result)
     }
 
     /// Runs the four probes (version, current_schema, pg_stat_activity, schema exists):

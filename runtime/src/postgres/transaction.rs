@@ -45,7 +45,8 @@ impl<'m> Transaction<'m> {
         params: &[Value],
         options: QueryOptions,
     ) -> Result<QueryResult, OnexError> {
-        self.run(sql, params, options, Take::AllRows).await.map(|o| o.result)
+        let mut span = self.manager.tracing.span("postgres.query", sql);
+        self.run(sql, params, options, Take::AllRows).await.inspect_err(|e| span.failed(e)).map(|o| o.result)
     }
 
     async fn run(
@@ -62,18 +63,29 @@ impl<'m> Transaction<'m> {
 
     /// The first row, if any.
     pub async fn fetch_one(&mut self, sql: &str, params: &[Value]) -> Result<Option<Map<String, Value>>, OnexError> {
-        Ok(self.run(sql, params, QueryOptions::default(), Take::FirstRow).await?.result.rows.into_iter().next())
+        let mut span = self.manager.tracing.span("postgres.fetch_one", sql);
+        let outcome =
+            self.run(sql, params, QueryOptions::default(), Take::FirstRow).await.inspect_err(|e| span.failed(e))?;
+        Ok(outcome.result.rows.into_iter().next())
     }
 
     /// The first column of the first row, if any.
     pub async fn fetch_value(&mut self, sql: &str, params: &[Value]) -> Result<Option<Value>, OnexError> {
-        Ok(self.run(sql, params, QueryOptions::default(), Take::FirstValue).await?.value)
+        let mut span = self.manager.tracing.span("postgres.fetch_value", sql);
+        let outcome =
+            self.run(sql, params, QueryOptions::default(), Take::FirstValue).await.inspect_err(|e| span.failed(e))?;
+        Ok(outcome.value)
     }
 
     /// Commits. After a failed statement nothing can be committed: the transaction is rolled
     /// back and this returns a `DATABASE_QUERY_ERROR` saying so (PostgreSQL itself would
     /// answer `COMMIT` with a silent `ROLLBACK`). On any error the transaction is rolled back.
-    pub async fn commit(mut self) -> Result<(), OnexError> {
+    pub async fn commit(self) -> Result<(), OnexError> {
+        let mut span = self.manager.tracing.span("postgres.commit", "COMMIT");
+        self.commit_untraced().await.inspect_err(|e| span.failed(e))
+    }
+
+    async fn commit_untraced(mut self) -> Result<(), OnexError> {
         if self.failed {
             self.conn.control("ROLLBACK", self.manager.command_timeout).await?;
             self.conn.in_transaction = false;
@@ -89,7 +101,8 @@ impl<'m> Transaction<'m> {
 
     /// Rolls back now.
     pub async fn rollback(mut self) -> Result<(), OnexError> {
-        self.conn.control("ROLLBACK", self.manager.command_timeout).await?;
+        let mut span = self.manager.tracing.span("postgres.rollback", "ROLLBACK");
+        self.conn.control("ROLLBACK", self.manager.command_timeout).await.inspect_err(|e| span.failed(e))?;
         self.conn.in_transaction = false;
         Ok(())
     }

@@ -8,11 +8,13 @@
 //!   message sent or consumed), recorded only when sampled.
 //! - [`carrier`]: trace context in Kafka headers and in the event envelope.
 //! - [`sql`]: SQL statements as a span shows them, literals replaced by `?`.
+//! - [`capture`]: an in-memory exporter for tests.
 //!
 //! Work runs "in" a span by carrying an OpenTelemetry context with it ([`in_span`]); spans
 //! started inside (by the PostgreSQL pool, the producer, `tracing` macros in a handler)
 //! become its children.
 
+pub mod capture;
 pub mod carrier;
 pub mod export;
 pub mod pipeline;
@@ -25,6 +27,19 @@ pub use opentelemetry::KeyValue;
 pub use opentelemetry::trace::SpanKind;
 pub use pipeline::{SHUTDOWN_TIMEOUT, Tracing};
 pub use span::Span;
+
+/// The correlation id of the request an OpenTelemetry context belongs to, kept in the context
+/// (`cx.with_value(CorrelationId(id))`) so that spans started deeper down (a statement, a
+/// message) can name the request without every API taking it as a parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CorrelationId(pub uuid::Uuid);
+
+impl CorrelationId {
+    /// The correlation id in the current OpenTelemetry context, if any.
+    pub fn current() -> Option<uuid::Uuid> {
+        OtelContext::map_current(|cx| cx.get::<CorrelationId>().map(|id| id.0))
+    }
+}
 
 /// Runs `work` with `cx` as the current OpenTelemetry context on every poll, so spans it
 /// starts are children of the span in `cx`.

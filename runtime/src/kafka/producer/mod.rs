@@ -142,7 +142,7 @@ impl ManagedProducer {
         self.enqueue_ticket(record, headers, |sent| {
             let pending = Arc::new(Pending { sent, reply: Reply::default() });
             if want_report {
-                receiver = Some(DeliveryFuture { pending: Arc::clone(&pending) });
+                receiver = Some(DeliveryFuture::new(Arc::clone(&pending)));
             }
             Ok(Ticket::Alone(pending))
         })

@@ -38,6 +38,21 @@ pub struct Delivered {
 #[must_use = "a delivery future does nothing unless awaited; use `enqueue` to fire and forget"]
 pub struct DeliveryFuture {
     pub(super) pending: Arc<Pending>,
+    /// The message's span when it is recorded (see `crate::kafka::trace`): it takes the
+    /// outcome and ends with it. Boxed, so that without tracing the future stays small.
+    span: Option<Box<crate::telemetry::Span>>,
+}
+
+impl DeliveryFuture {
+    pub(super) fn new(pending: Arc<Pending>) -> Self {
+        Self { pending, span: None }
+    }
+
+    /// This future, recording its outcome on `span` (which then ends).
+    pub(crate) fn with_span(mut self, span: Option<Box<crate::telemetry::Span>>) -> Self {
+        self.span = span;
+        self
+    }
 }
 
 impl std::fmt::Debug for DeliveryFuture {
@@ -50,6 +65,15 @@ impl Future for DeliveryFuture {
     type Output = Result<Delivered, OnexError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        // Without a span, exactly the untraced poll: one branch more.
+        if this.span.is_some() { this.poll_traced(cx) } else { this.poll_outcome(cx) }
+    }
+}
+
+impl DeliveryFuture {
+    #[inline]
+    fn poll_outcome(&self, cx: &mut TaskContext<'_>) -> Poll<Result<Delivered, OnexError>> {
         let reply = &self.pending.reply;
         // Registered before looking, so a report stored in between still wakes this task.
         reply.waker.register(cx.waker());
@@ -57,6 +81,18 @@ impl Future for DeliveryFuture {
             Some(outcome) => Poll::Ready(outcome),
             None => Poll::Pending,
         }
+    }
+
+    /// [`Self::poll_outcome`], recording the outcome on the span, which then ends.
+    #[inline(never)]
+    fn poll_traced(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<Delivered, OnexError>> {
+        let outcome = self.poll_outcome(cx);
+        if let Poll::Ready(outcome) = &outcome
+            && let Some(mut span) = self.span.take()
+        {
+            crate::kafka::trace::record_delivery(&mut span, outcome);
+        }
+        outcome
     }
 }
 
@@ -170,7 +206,7 @@ mod tests {
         let rounds = async {
             for _ in 0..1_000 {
                 let pending = pending();
-                let mut future = DeliveryFuture { pending: Arc::clone(&pending) };
+                let mut future = DeliveryFuture::new(Arc::clone(&pending));
                 assert!(futures::poll!(&mut future).is_pending());
                 let report = tokio::spawn(async move { pending.reply.send(Ok(Delivered { partition: 2, offset: 7 })) });
                 assert_eq!(future.await.unwrap(), Delivered { partition: 2, offset: 7 });
@@ -183,7 +219,7 @@ mod tests {
     #[tokio::test]
     async fn a_report_stored_before_the_first_poll_is_ready_at_once() {
         let pending = pending();
-        let future = DeliveryFuture { pending: Arc::clone(&pending) };
+        let future = DeliveryFuture::new(Arc::clone(&pending));
         pending.reply.send(Err(OnexError::new(ErrorCode::IntegrationServiceError, "refused")));
         drop(pending);
         let outcome = futures::poll!(future);
