@@ -9,7 +9,10 @@
 //!   is built (its owned strings allocated) inside the measured window, as a caller would;
 //! - `node-prebuilt`: the same requests, all built before the window opens: the node's own
 //!   cost without the caller's. The difference between the two is what building the contract's
-//!   JSON requests costs (three allocations per message, made a thousand at a time).
+//!   JSON requests costs (three allocations per message, made a thousand at a time);
+//! - `pool-traced-1.0`, `pool-traced-0.1`: `pool` with tracing on, a PRODUCER span per message
+//!   (sampling 1.0 and 0.1) exported over OTLP/gRPC to a receiver in a child process on
+//!   loopback. What tracing costs is each one's rate over `pool`'s in the same round.
 //!
 //! 100-byte messages, acks=all, with and without idempotence. Run with
 //! `scripts/bench-kafka.sh`, which runs this binary once on glibc's malloc, once on glibc's
@@ -36,9 +39,13 @@ use onex_generated::nodes::node_kafka_producer_pool_effect::v1_0_0::models::{
 };
 use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool, ProduceRecord};
 use onex_runtime::models::kafka::KafkaProducerConfig;
+use onex_runtime::models::tracing::OtlpProtocol;
+use onex_runtime::telemetry::{QueueLimits, Tracing};
 use onex_runtime::{Container, Context, Node};
 use onex_tests::bench::{allocator, context_switches, median, paired_ratios, percentile_ms, process_cpu};
 use onex_tests::kafka::{TestTopic, bootstrap};
+use onex_tests::otlp::{Mode, trace_configuration};
+use onex_tests::otlp_child::{ReceiverProcess, serve_if_child};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
@@ -68,6 +75,13 @@ struct Outcome {
     context_switches_per_1k_msgs: Option<f64>,
     p50_ms: f64,
     p99_ms: f64,
+    /// Traced contenders: the median over rounds of this contender's rate divided by the
+    /// untraced pool's in the same round.
+    vs_untraced_pool_per_round: Option<f64>,
+    /// Traced contenders: spans accepted by the receiver in this round.
+    spans_exported: Option<u64>,
+    /// Traced contenders: spans dropped (export queue full, or export failed) in this round.
+    spans_dropped: Option<u64>,
 }
 
 struct Latencies(Vec<u32>);
@@ -116,6 +130,9 @@ impl Window {
             context_switches_per_1k_msgs: switches.map(|s| s as f64 * 1000.0 / messages),
             p50_ms: latencies.quantile_ms(0.50),
             p99_ms: latencies.quantile_ms(0.99),
+            vs_untraced_pool_per_round: None,
+            spans_exported: None,
+            spans_dropped: None,
         }
     }
 }
@@ -202,10 +219,10 @@ fn pool_for(run: &Run, idempotence: bool, producers: usize) -> KafkaProducerPool
     KafkaProducerPool::new(settings, config).expect("pool")
 }
 
-async fn pool(run: &Run, idempotence: bool, producers: usize) -> Outcome {
+async fn pool(run: &Run, idempotence: bool, producers: usize, tracing: Option<Tracing>) -> Outcome {
     let topic_guard = fresh_topic("pool").await;
     let topic = topic_guard.name.as_str();
-    let pool = pool_for(run, idempotence, producers);
+    let pool = pool_for(run, idempotence, producers).with_tracing(tracing.clone().unwrap_or_default());
     let body = payload();
     let mut warm = Vec::with_capacity(WARMUP as usize);
     for i in 0..WARMUP {
@@ -232,9 +249,20 @@ async fn pool(run: &Run, idempotence: bool, producers: usize) -> Outcome {
         result.expect("delivery");
         latencies.push(latency);
     }
-    let name = if producers == 1 { "pool".into() } else { format!("pool-{producers}") };
-    let outcome =
+    let name = match (&tracing, producers) {
+        (Some(tracing), _) => format!("pool-traced-{:.1}", tracing.sample_rate().unwrap_or_default()),
+        (None, 1) => "pool".into(),
+        (None, n) => format!("pool-{n}"),
+    };
+    let mut outcome =
         window.close(run, name, settings(run, idempotence, &format!(" producers={producers}")), &mut latencies);
+    if let Some(tracing) = tracing {
+        // After the window: the final export is not measured.
+        let _ = tracing.shutdown();
+        let spans = tracing.stats();
+        outcome.spans_exported = Some(spans.exported);
+        outcome.spans_dropped = Some(spans.dropped());
+    }
     let stats = pool.stats();
     assert_eq!(stats.total_messages_failed, 0);
     pool.shutdown().await.expect("shutdown");
@@ -318,9 +346,26 @@ fn env_u32(key: &str, default: u32) -> u32 {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-const CONTENDERS: [&str; 6] = ["raw-rdkafka", "pool", "pool-2", "pool-4", "node-send-batch", "node-prebuilt"];
+const CONTENDERS: [&str; 8] = [
+    "raw-rdkafka",
+    "pool",
+    "pool-2",
+    "pool-4",
+    "node-send-batch",
+    "node-prebuilt",
+    "pool-traced-1.0",
+    "pool-traced-0.1",
+];
+
+/// Tracing at `rate` that exports to the receiver at `endpoint`.
+fn tracing_to(endpoint: Option<&str>, rate: f64) -> Tracing {
+    let endpoint = endpoint.expect("traced contenders have a receiver");
+    Tracing::with_limits(&trace_configuration(endpoint, OtlpProtocol::Grpc, rate), QueueLimits::default())
+        .expect("tracing")
+}
 
 fn main() {
+    serve_if_child();
     let run = Run {
         messages: env_u32("KAFKA_BENCH_MESSAGES", 1_000_000),
         allocator: allocator(),
@@ -339,6 +384,11 @@ fn main() {
         .filter(|(name, _)| only.is_empty() || only.iter().any(|o| o == name))
         .collect();
     assert!(!contenders.is_empty(), "KAFKA_BENCH_ONLY names none of {CONTENDERS:?}");
+    let receiver = contenders
+        .iter()
+        .any(|(name, _)| name.starts_with("pool-traced"))
+        .then(|| ReceiverProcess::start(Mode::Grpc).expect("start the OTLP receiver process"));
+    let otlp = receiver.as_ref().map(|r| r.endpoint().to_owned());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let rounds = env_u32("KAFKA_BENCH_ROUNDS", 5).max(1) as usize;
     let outcomes: Vec<Outcome> = runtime.block_on(async {
@@ -352,9 +402,11 @@ fn main() {
                 let (name, idempotence) = contenders[slot];
                 let outcome = match name {
                     "raw-rdkafka" => raw_rdkafka(&run, idempotence).await,
-                    "pool" => pool(&run, idempotence, 1).await,
-                    "pool-2" => pool(&run, idempotence, 2).await,
-                    "pool-4" => pool(&run, idempotence, 4).await,
+                    "pool" => pool(&run, idempotence, 1, None).await,
+                    "pool-2" => pool(&run, idempotence, 2, None).await,
+                    "pool-4" => pool(&run, idempotence, 4, None).await,
+                    "pool-traced-1.0" => pool(&run, idempotence, 1, Some(tracing_to(otlp.as_deref(), 1.0))).await,
+                    "pool-traced-0.1" => pool(&run, idempotence, 1, Some(tracing_to(otlp.as_deref(), 0.1))).await,
                     "node-prebuilt" => node(&run, idempotence, Requests::Prebuilt).await,
                     _ => node(&run, idempotence, Requests::OnDemand).await,
                 };
@@ -377,15 +429,28 @@ fn main() {
                 median(&paired_ratios(&rates(runs), &[&rates(&samples[raw])])).map(|ratio| ratio - 1.0)
             })
             .collect();
+        let vs_pool: Vec<Option<f64>> = contenders
+            .iter()
+            .zip(&samples)
+            .map(|(&(name, idempotence), runs)| {
+                if !name.starts_with("pool-traced") {
+                    return None;
+                }
+                let untraced = contenders.iter().position(|&c| c == ("pool", idempotence))?;
+                let rates = |runs: &[Outcome]| runs.iter().map(|o| o.msgs_per_sec).collect::<Vec<_>>();
+                median(&paired_ratios(&rates(runs), &[&rates(&samples[untraced])]))
+            })
+            .collect();
         samples
             .into_iter()
-            .zip(per_round)
-            .map(|(mut runs, vs_raw_per_round)| {
+            .zip(per_round.into_iter().zip(vs_pool))
+            .map(|(mut runs, (vs_raw_per_round, vs_untraced_pool_per_round))| {
                 runs.sort_by(|a, b| a.msgs_per_sec.total_cmp(&b.msgs_per_sec));
                 let n = runs.len();
                 let mut middle = runs.swap_remove(n / 2);
                 middle.settings.push_str(&format!(" rounds={n} (median)"));
                 middle.vs_raw_per_round = vs_raw_per_round;
+                middle.vs_untraced_pool_per_round = vs_untraced_pool_per_round;
                 middle
             })
             .collect()
@@ -416,6 +481,19 @@ fn main() {
             "| {} | {} | {:.0} | {} | {} | {} | {} | {:.2} | {:.2} |",
             o.name, idempotence, o.msgs_per_sec, relative, per_round, cpu, switches, o.p50_ms, o.p99_ms
         );
+    }
+    for o in outcomes.iter().filter(|o| o.vs_untraced_pool_per_round.is_some()) {
+        println!(
+            "{} (idempotence={}): {:.3} x the untraced pool, per round (median); spans exported {}, dropped {}",
+            o.name,
+            o.settings.contains("idempotence=true"),
+            o.vs_untraced_pool_per_round.unwrap_or(f64::NAN),
+            o.spans_exported.unwrap_or(0),
+            o.spans_dropped.unwrap_or(0)
+        );
+    }
+    if let Some(spans) = receiver.and_then(ReceiverProcess::stop) {
+        println!("the OTLP receiver received {spans} spans");
     }
     println!("\nwritten to {}", path.canonicalize().unwrap_or(path).display());
 }

@@ -1,7 +1,9 @@
 //! Select-by-primary-key throughput, side by side on one server: the connection manager
 //! node, the connection manager's pool API, raw deadpool-postgres, raw bb8-postgres and
 //! `pgbench -S -M prepared`, at 8, 32 and 128 concurrent clients; plus uncontended
-//! checkout cost (get + drop) of each pool.
+//! checkout cost (get + drop) of each pool. The node runs twice more with tracing on (its
+//! operation span and the pool's statement span, sampling 1.0 and 0.1, exported over
+//! OTLP/gRPC to a receiver in a child process on loopback), to show what tracing costs.
 //!
 //! Needs a database initialised with `pgbench -i -s 10` (scripts/bench-postgres.sh does it
 //! all). Each point runs ONEX_BENCH_ROUNDS rounds (default 11) of ONEX_BENCH_SECONDS
@@ -12,7 +14,8 @@
 //! the best raw pool round by round (median and middle half), which cancels drift in the
 //! machine's load between rounds.
 //! Environment: ONEX_BENCH_PG_DATABASE (default onex_bench), ONEX_BENCH_CLIENTS (default
-//! 8,32,128), ONEX_BENCH_ONLY (comma-separated: node, pool-api, deadpool, bb8, pgbench), ONEX_BENCH_OUT (default
+//! 8,32,128), ONEX_BENCH_ONLY (comma-separated: node, node-traced-1.0, node-traced-0.1, pool-api, deadpool, bb8,
+//! pgbench), ONEX_BENCH_OUT (default
 //! <workspace>/target/bench/postgres.json), ONEX_TEST_PG_HOST / ONEX_TEST_PG_PORT.
 
 use std::path::PathBuf;
@@ -27,9 +30,13 @@ use onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::mode
 };
 use onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::node::PostgresConnectionManager as Handler;
 use onex_runtime::models::postgres::SslMode;
+use onex_runtime::models::tracing::OtlpProtocol;
 use onex_runtime::postgres::PostgresConnectionManager;
+use onex_runtime::telemetry::{ExportStats, QueueLimits, Tracing};
 use onex_runtime::{Container, Context, Node};
 use onex_tests::bench::{median, paired_ratios, percentile_ms, process_cpu};
+use onex_tests::otlp::{Mode, trace_configuration};
+use onex_tests::otlp_child::{ReceiverProcess, serve_if_child};
 use onex_tests::postgres::{host, port};
 use serde_json::{Value, json};
 
@@ -51,6 +58,10 @@ struct Point {
     p99_ms: Option<f64>,
     /// Median over the rounds of this process's CPU time per operation (not for pgbench).
     client_cpu_us_per_op: Option<f64>,
+    /// Traced contenders: spans the receiver accepted, summed over the rounds.
+    spans_exported: Option<u64>,
+    /// Traced contenders: spans dropped (queue full or export failed), summed over the rounds.
+    spans_dropped: Option<u64>,
     note: Option<String>,
 }
 
@@ -82,6 +93,8 @@ struct Window {
     latencies: Vec<u32>,
     /// Client-side CPU per operation (this process: pool, driver, node), in µs.
     cpu_us_per_op: Option<f64>,
+    /// What the span export did in this window (traced contenders).
+    spans: Option<ExportStats>,
 }
 
 /// Runs `clients` tasks, each calling `op` in a loop for `seconds` after a warm-up; returns
@@ -127,7 +140,12 @@ where
         all.extend(task.await.expect("bench task panicked"));
     }
     let ops = all.len().max(1) as f64;
-    Window { tps: all.len() as f64 / elapsed, cpu_us_per_op: cpu.map(|c| c.as_secs_f64() * 1e6 / ops), latencies: all }
+    Window {
+        tps: all.len() as f64 / elapsed,
+        cpu_us_per_op: cpu.map(|c| c.as_secs_f64() * 1e6 / ops),
+        latencies: all,
+        spans: None,
+    }
 }
 
 fn pg_config(database: &str) -> tokio_postgres::Config {
@@ -155,14 +173,17 @@ fn node_input(aid: i64) -> ModelPostgresConnectionManagerInput {
     }
 }
 
-/// The connection manager node over a fresh manager with `size` connections.
+/// The connection manager node over a fresh manager with `size` connections; both record
+/// spans with `tracing`.
 async fn node_with_manager(
     database: &str,
     size: usize,
+    tracing: &Tracing,
 ) -> (Arc<NodePostgresConnectionManagerEffect<Handler>>, Arc<PostgresConnectionManager>) {
-    let pg = Arc::new(manager(database, size).await);
+    let pg = Arc::new(manager(database, size).await.with_tracing(tracing.clone()));
     let mut container = Container::new();
     container.register(Arc::clone(&pg));
+    container.register(Arc::new(tracing.clone()));
     let node = Arc::new(NodePostgresConnectionManagerEffect::<Handler>::new(&container).expect("node"));
     (node, pg)
 }
@@ -226,6 +247,10 @@ fn run_pgbench(database: &str, clients: usize, seconds: f64) -> (Option<f64>, Ve
 #[derive(Debug, Clone, Copy)]
 enum Contender {
     Node,
+    /// The node with tracing at sampling 1.0.
+    NodeTracedAll,
+    /// The node with tracing at sampling 0.1.
+    NodeTracedTenth,
     PoolApi,
     Deadpool,
     Bb8,
@@ -233,12 +258,22 @@ enum Contender {
 }
 
 impl Contender {
-    const ALL: [Self; 5] = [Self::Node, Self::PoolApi, Self::Deadpool, Self::Bb8, Self::Pgbench];
+    const ALL: [Self; 7] = [
+        Self::Node,
+        Self::NodeTracedAll,
+        Self::NodeTracedTenth,
+        Self::PoolApi,
+        Self::Deadpool,
+        Self::Bb8,
+        Self::Pgbench,
+    ];
 
     /// The short name `ONEX_BENCH_ONLY` selects by.
     fn key(self) -> &'static str {
         match self {
             Self::Node => "node",
+            Self::NodeTracedAll => "node-traced-1.0",
+            Self::NodeTracedTenth => "node-traced-0.1",
             Self::PoolApi => "pool-api",
             Self::Deadpool => "deadpool",
             Self::Bb8 => "bb8",
@@ -249,6 +284,8 @@ impl Contender {
     fn name(self) -> &'static str {
         match self {
             Self::Node => "onex node (fetch_value)",
+            Self::NodeTracedAll => "traced node, sampling 1.0",
+            Self::NodeTracedTenth => "traced node, sampling 0.1",
             Self::PoolApi => "onex pool API (fetch_value)",
             Self::Deadpool => "deadpool-postgres (prepare_cached)",
             Self::Bb8 => "bb8-postgres (query_typed)",
@@ -256,17 +293,41 @@ impl Contender {
         }
     }
 
+    /// The sampling rate of a traced contender.
+    fn sample_rate(self) -> Option<f64> {
+        match self {
+            Self::NodeTracedAll => Some(1.0),
+            Self::NodeTracedTenth => Some(0.1),
+            _ => None,
+        }
+    }
+
     /// One round: builds the contender's pool with `size` connections opened up front,
     /// drives it, and closes it again (the server allows 100 connections, so pools of the
-    /// contenders cannot all stay open at once).
-    async fn run(self, database: &str, clients: usize, size: usize, seconds: f64) -> (Option<Window>, Option<String>) {
+    /// contenders cannot all stay open at once). Traced contenders export to `otlp`.
+    async fn run(
+        self,
+        database: &str,
+        clients: usize,
+        size: usize,
+        seconds: f64,
+        otlp: Option<&str>,
+    ) -> (Option<Window>, Option<String>) {
         let window = match self {
             Self::Pgbench => {
                 let (tps, latencies, note) = run_pgbench(database, clients, seconds);
-                return (tps.map(|tps| Window { tps, latencies, cpu_us_per_op: None }), note);
+                return (tps.map(|tps| Window { tps, latencies, cpu_us_per_op: None, spans: None }), note);
             }
-            Self::Node => {
-                let (node, pg) = node_with_manager(database, size).await;
+            Self::Node | Self::NodeTracedAll | Self::NodeTracedTenth => {
+                let tracing = match (self.sample_rate(), otlp) {
+                    (None, _) => Tracing::disabled(),
+                    (Some(rate), Some(endpoint)) => {
+                        let config = trace_configuration(endpoint, OtlpProtocol::Grpc, rate);
+                        Tracing::with_limits(&config, QueueLimits::default()).expect("tracing")
+                    }
+                    (Some(_), None) => return (None, Some("no OTLP receiver".into())),
+                };
+                let (node, pg) = node_with_manager(database, size, &tracing).await;
                 let op = move |aid| {
                     let node = Arc::clone(&node);
                     async move {
@@ -274,8 +335,13 @@ impl Contender {
                         assert!(out.success && out.value.is_some(), "{:?}", out.error);
                     }
                 };
-                let result = drive(clients, seconds, op).await;
+                let mut result = drive(clients, seconds, op).await;
                 pg.close();
+                if tracing.is_enabled() {
+                    // Shut down after the window: what it exports then is not measured.
+                    let _ = tracing.shutdown();
+                    result.spans = Some(tracing.stats());
+                }
                 result
             }
             Self::PoolApi => {
@@ -404,6 +470,7 @@ fn fmt(value: Option<f64>, decimals: usize) -> String {
 }
 
 fn main() {
+    serve_if_child();
     // `cargo bench` passes `--bench`; this binary takes no arguments of its own.
     let database = env_or("ONEX_BENCH_PG_DATABASE", "onex_bench");
     let seconds: f64 = env_or("ONEX_BENCH_SECONDS", "3").parse().expect("ONEX_BENCH_SECONDS is a number");
@@ -415,6 +482,16 @@ fn main() {
     let out = std::env::var("ONEX_BENCH_OUT").map(PathBuf::from).unwrap_or_else(|_| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join("bench").join("postgres.json")
     });
+    let only = env_or("ONEX_BENCH_ONLY", "");
+    let contenders: Vec<Contender> = Contender::ALL
+        .into_iter()
+        .filter(|c| only.is_empty() || only.split(',').any(|o| o.trim() == c.key()))
+        .collect();
+    let receiver = contenders
+        .iter()
+        .any(|c| c.sample_rate().is_some())
+        .then(|| ReceiverProcess::start(Mode::Grpc).expect("start the OTLP receiver process"));
+    let otlp = receiver.as_ref().map(|r| r.endpoint().to_owned());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut points = Vec::new();
     let checkout = runtime.block_on(async {
@@ -422,11 +499,7 @@ fn main() {
             // Every pool gets as many connections as clients (pgbench's model), capped at the
             // connection manager's default maximum of 50.
             let size = n.min(50);
-            let only = env_or("ONEX_BENCH_ONLY", "");
-            let contenders: Vec<Contender> = Contender::ALL
-                .into_iter()
-                .filter(|c| only.is_empty() || only.split(',').any(|o| o.trim() == c.key()))
-                .collect();
+            let mut spans: Vec<Vec<ExportStats>> = vec![Vec::new(); contenders.len()];
             let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
             let mut latencies: Vec<Vec<u32>> = vec![Vec::new(); contenders.len()];
             let mut notes: Vec<Option<String>> = vec![None; contenders.len()];
@@ -436,8 +509,9 @@ fn main() {
             for round in 0..rounds_per_point {
                 for k in 0..contenders.len() {
                     let i = (round + k) % contenders.len();
-                    let (window, note) = contenders[i].run(&database, n, size, seconds).await;
+                    let (window, note) = contenders[i].run(&database, n, size, seconds, otlp.as_deref()).await;
                     if let Some(window) = window {
+                        spans[i].extend(window.spans);
                         rounds[i].push(window.tps);
                         latencies[i].extend(window.latencies);
                         cpu[i].extend(window.cpu_us_per_op);
@@ -456,17 +530,23 @@ fn main() {
                     p50_ms: percentile_ms(&latencies[i], 0.50),
                     p99_ms: percentile_ms(&latencies[i], 0.99),
                     client_cpu_us_per_op: median(&cpu[i]),
+                    spans_exported: (!spans[i].is_empty()).then(|| spans[i].iter().map(|s| s.exported).sum()),
+                    spans_dropped: (!spans[i].is_empty()).then(|| spans[i].iter().map(ExportStats::dropped).sum()),
                     note: notes[i].clone(),
                 };
                 eprintln!(
-                    "{:>36} c={:<4} tps={:>9} rounds={:?} p50={} p99={} cpu/op={}us",
+                    "{:>36} c={:<4} tps={:>9} rounds={:?} p50={} p99={} cpu/op={}us{}",
                     point.name,
                     n,
                     fmt(point.tps, 0),
                     point.tps_rounds.iter().map(|t| t.round()).collect::<Vec<_>>(),
                     fmt(point.p50_ms, 3),
                     fmt(point.p99_ms, 3),
-                    fmt(point.client_cpu_us_per_op, 1)
+                    fmt(point.client_cpu_us_per_op, 1),
+                    point
+                        .spans_exported
+                        .map(|e| format!(" spans exported={e} dropped={}", point.spans_dropped.unwrap_or(0)))
+                        .unwrap_or_default()
                 );
                 points.push(point);
             }
@@ -517,6 +597,26 @@ fn main() {
         sorted.sort_by(f64::total_cmp);
         let quartile = |q: usize| sorted.get((sorted.len().max(1) - 1) * q / 4).copied();
         let per_round_median = median(&per_round);
+        // Tracing's cost: each traced contender against the untraced node, round by round
+        // (rounds of one index ran back to back, so they shared the machine's load).
+        let traced: Vec<Value> = [("traced node, sampling 1.0", 1.0), ("traced node, sampling 0.1", 0.1)]
+            .into_iter()
+            .filter_map(|(name, rate)| {
+                let traced = rounds(name)?;
+                let per_round = paired_ratios(traced, &[rounds("onex node")?]);
+                let ratio = tps(name).zip(node).map(|(a, b)| a / b);
+                println!(
+                    "clients {n}: {name} / untraced node = {} (per round: median {})",
+                    fmt(ratio, 3),
+                    fmt(median(&per_round), 3)
+                );
+                Some(json!({
+                    "sample_rate": rate,
+                    "traced_vs_untraced_node": ratio,
+                    "traced_vs_untraced_node_per_round_median": median(&per_round),
+                }))
+            })
+            .collect();
         println!(
             "clients {n}: node / best raw pool = {} (per round: median {}, middle half {}..{}), node / pgbench prepared = {}",
             fmt(vs_raw, 3),
@@ -531,6 +631,7 @@ fn main() {
             "node_vs_best_raw_pool_per_round": per_round,
             "node_vs_best_raw_pool_per_round_median": per_round_median,
             "node_vs_pgbench_prepared": vs_pgbench,
+            "tracing": traced,
         }));
     }
     let report = json!({
@@ -542,6 +643,9 @@ fn main() {
         "checkout": checkout,
         "ratios": ratios,
     });
+    if let Some(spans) = receiver.and_then(ReceiverProcess::stop) {
+        println!("the OTLP receiver received {spans} spans");
+    }
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).expect("create the output directory");
     }

@@ -2,4 +2,5 @@
 pub mod bench;
 pub mod kafka;
 pub mod otlp;
+pub mod otlp_child;
 pub mod postgres;

@@ -111,7 +111,11 @@ pub struct ReceivedEvent {
 
 /// What every protocol handler shares: the spans and requests received so far.
 struct Shared {
+    /// Whether spans are kept ([`OtlpReceiver::start_counting`] only counts them).
+    keep: bool,
     spans: Mutex<Vec<ReceivedSpan>>,
+    /// Spans received, kept or not.
+    span_count: AtomicU64,
     /// The request headers (gRPC metadata) of every export request, in order.
     headers: Mutex<Vec<BTreeMap<String, String>>>,
     requests: AtomicU64,
@@ -121,7 +125,15 @@ struct Shared {
 
 impl Shared {
     fn record(&self, request: ExportTraceServiceRequest, headers: BTreeMap<String, String>) {
+        if !self.keep {
+            let spans: usize = request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+            self.span_count.fetch_add(spans as u64, Ordering::SeqCst);
+            let count = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
+            self.changed.send_replace(count);
+            return;
+        }
         let flattened = flatten(request);
+        self.span_count.fetch_add(flattened.len() as u64, Ordering::SeqCst);
         self.spans.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).extend(flattened);
         self.headers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(headers);
         let count = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
@@ -170,13 +182,25 @@ impl OtlpReceiver {
         Self::start(Mode::Blackhole).await
     }
 
+    /// A receiver in `mode` that counts spans and requests without keeping them, for
+    /// workloads too long to hold every span (benchmarks): [`Self::spans`] stays empty.
+    pub async fn start_counting(mode: Mode) -> Self {
+        Self::start_with(mode, false).await
+    }
+
     /// A receiver in `mode` on a free loopback port.
     pub async fn start(mode: Mode) -> Self {
+        Self::start_with(mode, true).await
+    }
+
+    async fn start_with(mode: Mode, keep: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port for the OTLP receiver");
         let addr = listener.local_addr().expect("the OTLP receiver's address");
         let (changed, _) = watch::channel(0);
         let shared = Arc::new(Shared {
+            keep,
             spans: Mutex::new(Vec::new()),
+            span_count: AtomicU64::new(0),
             headers: Mutex::new(Vec::new()),
             requests: AtomicU64::new(0),
             changed,
@@ -217,6 +241,11 @@ impl OtlpReceiver {
     /// Every span received so far, in arrival order.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.shared.spans.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// How many spans were received, kept or not.
+    pub fn span_count(&self) -> u64 {
+        self.shared.span_count.load(Ordering::SeqCst)
     }
 
     /// How many export requests were received (answered or not yet).
