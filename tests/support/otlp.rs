@@ -377,6 +377,8 @@ pub fn trace_configuration(endpoint: &str, protocol: OtlpProtocol, sample_rate: 
         service_name: "onex-test".to_owned(),
         service_version: "0.0.0-test".to_owned(),
         environment: "test".to_owned(),
+        instrument_database: true,
+        instrument_kafka: true,
     }
 }
 

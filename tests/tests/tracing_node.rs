@@ -117,6 +117,8 @@ fn configuration(endpoint: &str) -> TraceConfiguration {
         service_name: "checkout-service".to_owned(),
         service_version: "3.1.0".to_owned(),
         environment: "staging".to_owned(),
+        instrument_database: true,
+        instrument_kafka: true,
     }
 }
 

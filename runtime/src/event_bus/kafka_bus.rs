@@ -119,7 +119,7 @@ impl KafkaEventBus {
     /// their own a CONSUMER span per message) with `tracing`; see the module documentation.
     /// The default is the pool's.
     pub fn with_tracing(mut self, tracing: Tracing) -> Self {
-        self.tracing = tracing;
+        self.tracing = tracing.for_kafka();
         self
     }
 

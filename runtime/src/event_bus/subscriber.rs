@@ -70,9 +70,10 @@ impl SubscriptionOptions {
         }
     }
 
-    /// These options, recording a CONSUMER span per message with `tracing`.
+    /// These options, recording a CONSUMER span per message with `tracing` (unless it switched
+    /// Kafka spans off).
     pub fn with_tracing(mut self, tracing: Tracing) -> Self {
-        self.tracing = tracing;
+        self.tracing = tracing.for_kafka();
         self
     }
 }

@@ -172,9 +172,10 @@ impl KafkaProducerPool {
 
     /// Records a PRODUCER span per message with `tracing`, its context carried in the
     /// message's headers (see the module documentation of `crate::kafka::trace`); the default
-    /// is [`Tracing::disabled`]. Applies to this handle and the clones made from it after.
+    /// is [`Tracing::disabled`], and so is a `tracing` that switched Kafka spans off. Applies to
+    /// this handle and the clones made from it after.
     pub fn with_tracing(mut self, tracing: Tracing) -> Self {
-        self.tracing = tracing;
+        self.tracing = tracing.for_kafka();
         self
     }
 

@@ -63,6 +63,17 @@ pub struct TraceConfiguration {
     pub service_version: String,
     /// `deployment.environment`.
     pub environment: String,
+    /// Spans of the PostgreSQL pool's statements (`OTEL_ENABLE_DB_INSTRUMENTATION`).
+    #[serde(default = "enabled")]
+    pub instrument_database: bool,
+    /// Spans of Kafka sends and consumption, and the trace context they carry in message
+    /// headers and event envelopes (`OTEL_ENABLE_KAFKA_INSTRUMENTATION`).
+    #[serde(default = "enabled")]
+    pub instrument_kafka: bool,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 impl TraceConfiguration {
@@ -80,7 +91,9 @@ impl TraceConfiguration {
     /// `https://` URL with a host), `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_EXPORTER_OTLP_HEADERS`
     /// (`key=value` pairs separated by commas, values percent-encoded) and
     /// `OTEL_TRACE_SAMPLE_RATE` (a number, clamped to [0, 1]); `OTEL_SERVICE_NAME` and
-    /// `OTEL_SERVICE_VERSION` replace [`SERVICE_NAME`] and [`SERVICE_VERSION`] when set. A value
+    /// `OTEL_SERVICE_VERSION` replace [`SERVICE_NAME`] and [`SERVICE_VERSION`] when set;
+    /// `OTEL_ENABLE_DB_INSTRUMENTATION` and `OTEL_ENABLE_KAFKA_INSTRUMENTATION` (`true` or
+    /// `false`, default `true`) switch the PostgreSQL and Kafka spans. A value
     /// that does not parse is a `CONFIGURATION_ERROR` naming the variable and what is expected;
     /// a header's value is never repeated in it (headers carry credentials).
     pub fn from_env(env: &dyn EnvSource, environment: Environment) -> Result<Self, OnexError> {
@@ -118,6 +131,8 @@ impl TraceConfiguration {
             service_name: set("OTEL_SERVICE_NAME").unwrap_or_else(|| SERVICE_NAME.to_owned()),
             service_version: set("OTEL_SERVICE_VERSION").unwrap_or_else(|| SERVICE_VERSION.to_owned()),
             environment: environment.as_str().to_owned(),
+            instrument_database: environment::flag_or(env, "OTEL_ENABLE_DB_INSTRUMENTATION", true)?,
+            instrument_kafka: environment::flag_or(env, "OTEL_ENABLE_KAFKA_INSTRUMENTATION", true)?,
         })
     }
 
@@ -254,6 +269,24 @@ mod tests {
         assert_eq!(staging.sample_rate, 0.5);
         let dev = TraceConfiguration::from_env(&env(&[]), Environment::Development).unwrap();
         assert_eq!(dev.sample_rate, 1.0);
+        assert!(dev.instrument_database && dev.instrument_kafka);
+    }
+
+    #[test]
+    fn database_and_kafka_spans_are_switched_by_their_variables() {
+        let off = env(&[("OTEL_ENABLE_DB_INSTRUMENTATION", "false"), ("OTEL_ENABLE_KAFKA_INSTRUMENTATION", "0")]);
+        let config = TraceConfiguration::from_env(&off, Environment::Development).unwrap();
+        assert!(!config.instrument_database && !config.instrument_kafka);
+        let bad = env(&[("OTEL_ENABLE_KAFKA_INSTRUMENTATION", "maybe")]);
+        let err = TraceConfiguration::from_env(&bad, Environment::Development).unwrap_err();
+        assert!(err.message().contains("OTEL_ENABLE_KAFKA_INSTRUMENTATION"), "{}", err.message());
+        // Settings written before the switches existed keep both on.
+        let old: TraceConfiguration = serde_json::from_value(serde_json::json!({
+            "otlp_endpoint": DEFAULT_OTLP_ENDPOINT, "sample_rate": 1.0, "service_name": "s",
+            "service_version": "1", "environment": "development"
+        }))
+        .unwrap();
+        assert!(old.instrument_database && old.instrument_kafka);
     }
 
     #[test]

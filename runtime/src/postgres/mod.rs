@@ -172,10 +172,10 @@ impl PostgresConnectionManager {
         }
     }
 
-    /// Records a span per call with `tracing` (see the module documentation); the default is
-    /// [`Tracing::disabled`].
+    /// Records a span per call with `tracing` (see the module documentation), unless it switched
+    /// database spans off; the default is [`Tracing::disabled`].
     pub fn with_tracing(mut self, tracing: Tracing) -> Self {
-        self.tracing = StatementTracing::new(tracing, &self.config);
+        self.tracing = StatementTracing::new(tracing.for_database(), &self.config);
         self
     }
 

@@ -44,6 +44,8 @@ impl SpanCapture {
             service_name: service_name.into(),
             service_version: "0.0.0-test".into(),
             environment: "test".into(),
+            instrument_database: true,
+            instrument_kafka: true,
         };
         let exporter = self.clone();
         Tracing::with_exporter(&config, move || Ok(exporter), QueueLimits::default())

@@ -385,6 +385,8 @@ mod tests {
             service_name: "export-test".into(),
             service_version: "0".into(),
             environment: "test".into(),
+            instrument_database: true,
+            instrument_kafka: true,
         }
     }
 

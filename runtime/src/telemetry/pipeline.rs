@@ -48,6 +48,10 @@ struct Inner {
     /// reports.
     otlp_endpoint: String,
     otlp_header_names: Vec<String>,
+    /// Whether the PostgreSQL pool and the Kafka services record spans (see
+    /// [`Tracing::for_database`], [`Tracing::for_kafka`]).
+    instrument_database: bool,
+    instrument_kafka: bool,
 }
 
 /// Reads the export queue's counters; the provider owns the queue itself.
@@ -131,6 +135,8 @@ impl Tracing {
                 sample_rate: rate,
                 otlp_endpoint: config.otlp_endpoint.clone(),
                 otlp_header_names: config.otlp_headers.keys().cloned().collect(),
+                instrument_database: config.instrument_database,
+                instrument_kafka: config.instrument_kafka,
             })),
         })
     }
@@ -138,6 +144,25 @@ impl Tracing {
     /// The `Tracing` registered in `container`, or [`Tracing::disabled`].
     pub fn from_container(container: &crate::Container) -> Self {
         container.try_resolve::<Tracing>().map_or_else(Self::disabled, |tracing| (*tracing).clone())
+    }
+
+    /// This tracing for the PostgreSQL pool: disabled when the configuration switched database
+    /// spans off (`OTEL_ENABLE_DB_INSTRUMENTATION=false`).
+    pub fn for_database(&self) -> Self {
+        match &self.inner {
+            Some(inner) if inner.instrument_database => self.clone(),
+            _ => Self::disabled(),
+        }
+    }
+
+    /// This tracing for the producer pool, the event bus and subscriptions: disabled when the
+    /// configuration switched Kafka spans off (`OTEL_ENABLE_KAFKA_INSTRUMENTATION=false`); then
+    /// no trace context travels through Kafka either.
+    pub fn for_kafka(&self) -> Self {
+        match &self.inner {
+            Some(inner) if inner.instrument_kafka => self.clone(),
+            _ => Self::disabled(),
+        }
     }
 
     /// Whether spans are recorded at all.
@@ -382,5 +407,40 @@ fn http_traces_url(endpoint: &str) -> String {
         endpoint.to_owned()
     } else {
         format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::capture::SpanCapture;
+
+    fn tracing(instrument_database: bool, instrument_kafka: bool) -> Tracing {
+        let config = TraceConfiguration {
+            otlp_endpoint: "http://127.0.0.1:4317".into(),
+            otlp_protocol: OtlpProtocol::Grpc,
+            otlp_headers: Default::default(),
+            sample_rate: 1.0,
+            service_name: "switch-test".into(),
+            service_version: "0".into(),
+            environment: "test".into(),
+            instrument_database,
+            instrument_kafka,
+        };
+        let capture = SpanCapture::new();
+        Tracing::with_exporter(&config, move || Ok(capture), QueueLimits::default()).unwrap()
+    }
+
+    #[test]
+    fn database_and_kafka_services_get_no_tracing_when_their_spans_are_switched_off() {
+        let on = tracing(true, true);
+        assert!(on.for_database().is_enabled() && on.for_kafka().is_enabled());
+        let no_database = tracing(false, true);
+        assert!(!no_database.for_database().is_enabled() && no_database.for_kafka().is_enabled());
+        let no_kafka = tracing(true, false);
+        assert!(no_kafka.for_database().is_enabled() && !no_kafka.for_kafka().is_enabled());
+        assert!(!Tracing::disabled().for_database().is_enabled());
+        // The node spans stay on either way.
+        assert!(no_database.is_enabled() && no_kafka.is_enabled());
     }
 }
