@@ -106,8 +106,11 @@ pub(crate) fn send_span(
 ) -> Option<Box<Span>> {
     let mut span =
         OtelContext::map_current(|parent| producer_span(tracing, "kafka.send", "send", Some(record.topic), parent));
-    if let Some(cx) = context_of(&span) {
-        carry(&cx, headers);
+    if let Some(cx) = span.span_context().filter(|cx| cx.is_valid())
+        && !has_traceparent(headers.as_ref())
+    {
+        let built = headers.take().unwrap_or_else(|| OwnedHeaders::new_with_capacity(2));
+        *headers = Some(carrier::inject_span_headers(cx, built));
     }
     if !span.is_recording() {
         return None;

@@ -14,10 +14,15 @@
 //! Invariants:
 //! - with tracing disabled, or in a trace the sampler dropped, a call costs one branch: no
 //!   attribute is built, the statement is not sanitized, nothing is allocated;
+//! - a statement is sanitized once: its text is kept for the next spans that run it (up to
+//!   512 distinct statements);
 //! - a statement the sanitizer cannot read (an unterminated literal, say) never fails the
 //!   call: its text is shown as [`UNSANITIZABLE`], never as written.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rustc_hash::FxBuildHasher;
 
 use crate::error::OnexError;
 use crate::models::postgres::PostgresConnectionConfig;
@@ -27,11 +32,27 @@ use crate::telemetry::{CorrelationId, KeyValue, Span, SpanKind, Tracing};
 /// What `db.query.text` shows for a statement the sanitizer cannot read.
 pub const UNSANITIZABLE: &str = "-- UNSANITIZABLE --";
 
+/// How many distinct statements keep their sanitized text; past that the cache starts over.
+/// A service runs a fixed set of statements (parameters are bound, not spliced in), so a few
+/// hundred cover it; a workload of ad-hoc statements pays the sanitizer per span, as without
+/// a cache.
+const SANITIZED_CACHE_ENTRIES: usize = 512;
+
 /// The manager's tracing and the attributes every one of its spans carries.
 #[derive(Clone, Default)]
 pub(crate) struct StatementTracing {
     tracing: Tracing,
     fixed: Arc<[KeyValue]>,
+    /// `db.query.text` and `db.operation.name` by statement: sanitizing costs about ten
+    /// thousand instructions a statement (callgrind), as much as the rest of a traced call.
+    shown: Arc<Mutex<HashMap<Box<str>, Shown, FxBuildHasher>>>,
+}
+
+/// How a statement shows in its spans.
+#[derive(Clone)]
+struct Shown {
+    text: opentelemetry::StringValue,
+    operation: Option<opentelemetry::StringValue>,
 }
 
 impl StatementTracing {
@@ -47,7 +68,26 @@ impl StatementTracing {
         } else {
             Arc::new([])
         };
-        Self { tracing, fixed }
+        Self { tracing, fixed, shown: Arc::default() }
+    }
+
+    /// The sanitized text and operation of `sql`, from the cache when it was seen before.
+    fn shown(&self, sql: &str) -> Shown {
+        let mut cache = self.shown.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(shown) = cache.get(sql) {
+            return shown.clone();
+        }
+        let text = sanitize_sql(sql).unwrap_or_else(|_| UNSANITIZABLE.to_owned());
+        let operation = super::metrics::first_keyword(sql);
+        let shown = Shown {
+            text: Arc::<str>::from(text).into(),
+            operation: (!operation.is_empty()).then(|| Arc::<str>::from(operation.to_ascii_uppercase()).into()),
+        };
+        if cache.len() >= SANITIZED_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(sql.into(), shown.clone());
+        shown
     }
 
     pub(crate) fn tracing(&self) -> &Tracing {
@@ -66,16 +106,15 @@ impl StatementTracing {
     /// Inlined into every call site, `span` is only its branch; this is the traced path.
     #[inline(never)]
     fn start(&self, name: &'static str, sql: &str) -> StatementSpan {
-        let mut span = self.tracing.span(name, SpanKind::Client);
+        let mut span = self.tracing.leaf_span(name, SpanKind::Client);
         if !span.is_recording() {
             return StatementSpan(None);
         }
         span.set_attributes(self.fixed.iter().cloned());
-        let text = sanitize_sql(sql).unwrap_or_else(|_| UNSANITIZABLE.to_owned());
-        span.set_attribute(KeyValue::new("db.query.text", text));
-        let operation = super::metrics::first_keyword(sql);
-        if !operation.is_empty() {
-            span.set_attribute(KeyValue::new("db.operation.name", operation.to_ascii_uppercase()));
+        let shown = self.shown(sql);
+        span.set_attribute(KeyValue::new("db.query.text", shown.text));
+        if let Some(operation) = shown.operation {
+            span.set_attribute(KeyValue::new("db.operation.name", operation));
         }
         if let Some(id) = CorrelationId::current() {
             span.set_attribute(KeyValue::new("correlation_id", id.to_string()));

@@ -71,6 +71,29 @@ pub fn inject_kafka_headers(cx: &OtelContext, headers: &mut OwnedHeaders) {
     }
 }
 
+/// Writes `span` as W3C headers (`traceparent`, and `tracestate` when it has one) into Kafka
+/// headers being built. The per-message path of the producer: it formats the 55 bytes of
+/// `traceparent` in place, without the context and strings the generic propagator builds.
+pub fn inject_span_headers(span: &SpanContext, headers: OwnedHeaders) -> OwnedHeaders {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut value = [0u8; 55];
+    value[..3].copy_from_slice(b"00-");
+    let hex = |bytes: &[u8], out: &mut [u8]| {
+        for (i, byte) in bytes.iter().enumerate() {
+            out[2 * i] = HEX[usize::from(byte >> 4)];
+            out[2 * i + 1] = HEX[usize::from(byte & 0xf)];
+        }
+    };
+    hex(&span.trace_id().to_bytes(), &mut value[3..35]);
+    value[35] = b'-';
+    hex(&span.span_id().to_bytes(), &mut value[36..52]);
+    value[52] = b'-';
+    hex(&[span.trace_flags().to_u8() & 1], &mut value[53..55]);
+    let headers = headers.insert(Header { key: "traceparent", value: Some(&value[..]) });
+    let state = span.trace_state().header();
+    if state.is_empty() { headers } else { headers.insert(Header { key: "tracestate", value: Some(state.as_bytes()) }) }
+}
+
 /// The remote parent a consumed message names: its headers' `traceparent` when valid,
 /// otherwise the envelope's. `None` when neither carries one.
 pub fn extract_parent(
@@ -147,5 +170,31 @@ mod tests {
             [("traceparent".to_owned(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned())].into();
         let parent = extract_parent(None, Some(&good)).unwrap();
         assert_eq!(parent.span().span_context().trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    #[test]
+    fn span_headers_are_what_the_w3c_propagator_writes() {
+        for (flags, state) in [(1, None), (0, None), (1, Some("vendor=value,other=x"))] {
+            let trace = TraceContext {
+                trace_id: [
+                    0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36,
+                ],
+                span_id: [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7],
+                flags,
+                trace_state: state.map(str::to_owned),
+            };
+            let cx = remote_context(&trace);
+            let mut by_propagator = OwnedHeaders::new();
+            inject_kafka_headers(&cx, &mut by_propagator);
+            let direct = inject_span_headers(&cx.span().span_context().clone(), OwnedHeaders::new());
+            let pairs = |headers: &OwnedHeaders| {
+                headers.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect::<Vec<_>>()
+            };
+            // The propagator also writes an empty `tracestate`; a missing one means the same.
+            let mut expected = pairs(&by_propagator);
+            expected.retain(|(key, value)| key != "tracestate" || value.as_ref().is_some_and(|v| !v.is_empty()));
+            assert_eq!(pairs(&direct), expected);
+            assert_eq!(direct.get(0).value, Some(trace.traceparent().as_bytes()));
+        }
     }
 }
