@@ -221,7 +221,8 @@ impl Tracing {
         self.tracer().map(|tracer| tracing_opentelemetry::layer().with_tracer(tracer.clone()))
     }
 
-    /// Exports everything recorded so far and waits for the collector's answer.
+    /// Exports everything recorded so far and waits for the collector's answer; an error when any span
+    /// ended since the previous flush was dropped (queue full, or its export failed).
     pub fn flush(&self) -> Result<(), OnexError> {
         match &self.inner {
             None => Ok(()),
