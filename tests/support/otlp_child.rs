@@ -2,7 +2,7 @@
 //! to the process being measured, as with a collector beside a real service.
 //!
 //! The bench binary runs itself again as the receiver: [`serve_if_child`] at the top of its
-//! `main` turns the child into a counting [`OtlpReceiver`](crate::otlp::OtlpReceiver) that
+//! `main` turns the child into a counting [`OtlpReceiver`] that
 //! prints its endpoint, serves until its stdin closes, and prints how many spans it received.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
