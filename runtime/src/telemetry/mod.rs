@@ -17,6 +17,7 @@
 pub mod capture;
 pub mod carrier;
 pub mod export;
+mod grpc;
 pub mod pipeline;
 pub mod span;
 pub mod sql;

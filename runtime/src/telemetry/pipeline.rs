@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanExporter};
 
 use super::export::{ExportStats, MakeExporter, QueueLimits, QueueProcessor};
+use super::grpc::OtlpExporter;
 use crate::error::OnexError;
 use crate::models::tracing::{OtlpProtocol, TraceConfiguration};
 
@@ -289,7 +290,7 @@ fn resource(config: &TraceConfiguration) -> Resource {
 fn otlp_exporter(
     config: &TraceConfiguration,
     timeout: Duration,
-) -> impl FnOnce() -> Result<opentelemetry_otlp::SpanExporter, String> + Send + 'static {
+) -> impl FnOnce() -> Result<OtlpExporter, String> + Send + 'static {
     let endpoint = config.otlp_endpoint.clone();
     let protocol = config.otlp_protocol;
     let headers: Vec<(String, String)> =
@@ -306,12 +307,9 @@ fn otlp_exporter(
                     })?;
                     metadata.insert(key, value);
                 }
-                opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint.clone())
-                    .with_timeout(timeout)
-                    .with_metadata(metadata)
-                    .build()
+                return super::grpc::GrpcExporter::new(&endpoint, metadata, timeout)
+                    .map(OtlpExporter::Grpc)
+                    .map_err(|problem| format!("OTEL_EXPORTER_OTLP_ENDPOINT {problem}"));
             }
             OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
@@ -319,7 +317,8 @@ fn otlp_exporter(
                 .with_endpoint(http_traces_url(&endpoint))
                 .with_timeout(timeout)
                 .with_headers(headers.iter().cloned().collect())
-                .build(),
+                .build()
+                .map(OtlpExporter::Http),
         };
         // The exporter's error may repeat the endpoint, never a header value.
         built.map_err(|e| format!("OTEL_EXPORTER_OTLP_ENDPOINT: the OTLP exporter cannot be built: {e}"))
