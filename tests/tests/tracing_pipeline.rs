@@ -539,8 +539,8 @@ async fn a_tracing_span_opened_in_a_runtime_span_becomes_its_child() {
 
 #[test]
 fn an_https_endpoint_is_refused_at_start_up_because_the_exporter_has_no_tls() {
-    // The OTLP exporter is built without a TLS feature: gRPC refuses https itself, and
-    // OTLP/HTTP would fail on every export. Both are refused at start-up, saying why.
+    // Neither the gRPC client nor the OTLP/HTTP exporter is built with a TLS feature, so every
+    // export to https would fail. Both are refused at start-up, saying why.
     use onex_runtime::models::tracing::OtlpProtocol;
     for protocol in [OtlpProtocol::Grpc, OtlpProtocol::HttpProtobuf] {
         let config = onex_tests::otlp::trace_configuration("https://collector.example:4318", protocol, 1.0);

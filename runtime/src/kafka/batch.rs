@@ -223,7 +223,8 @@ impl SendBatch {
         mut headers: Option<OwnedHeaders>,
     ) -> Result<(), OnexError> {
         if let Some(trace) = &self.trace {
-            trace::carry(&trace.cx, &mut headers);
+            use opentelemetry::trace::TraceContextExt as _;
+            trace::carry(trace.cx.span().span_context(), &mut headers);
         }
         self.producer.enqueue_in(&self.state, index, record, headers).await
     }

@@ -21,7 +21,7 @@
 //! is not recorded (sampled out) still propagates its context, so that downstream services
 //! make the same sampling decision, but sets no attribute and is not kept.
 
-use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry::trace::{SpanContext, TraceContextExt as _};
 use rdkafka::message::{Headers as _, OwnedHeaders};
 
 use crate::error::OnexError;
@@ -88,13 +88,14 @@ pub(crate) fn has_traceparent(headers: Option<&OwnedHeaders>) -> bool {
     headers.is_some_and(|headers| headers.iter().any(|header| header.key == "traceparent"))
 }
 
-/// Writes the context `cx` names into `headers` (creating them), unless they already carry a
-/// `traceparent`.
-pub(crate) fn carry(cx: &OtelContext, headers: &mut Option<OwnedHeaders>) {
-    if has_traceparent(headers.as_ref()) {
+/// Writes `span` into `headers` (creating them) as W3C headers, unless they already carry a
+/// `traceparent` (the caller then propagates a context of its own).
+pub(crate) fn carry(span: &SpanContext, headers: &mut Option<OwnedHeaders>) {
+    if !span.is_valid() || has_traceparent(headers.as_ref()) {
         return;
     }
-    carrier::inject_kafka_headers(cx, headers.get_or_insert_with(|| OwnedHeaders::new_with_capacity(2)));
+    let built = headers.take().unwrap_or_else(|| OwnedHeaders::new_with_capacity(2));
+    *headers = Some(carrier::inject_span_headers(span, built));
 }
 
 /// The span of one message the pool sends (see the module documentation), its context
@@ -106,11 +107,8 @@ pub(crate) fn send_span(
 ) -> Option<Box<Span>> {
     let mut span =
         OtelContext::map_current(|parent| producer_span(tracing, "kafka.send", "send", Some(record.topic), parent));
-    if let Some(cx) = span.span_context().filter(|cx| cx.is_valid())
-        && !has_traceparent(headers.as_ref())
-    {
-        let built = headers.take().unwrap_or_else(|| OwnedHeaders::new_with_capacity(2));
-        *headers = Some(carrier::inject_span_headers(cx, built));
+    if let Some(cx) = span.span_context() {
+        carry(cx, headers);
     }
     if !span.is_recording() {
         return None;

@@ -151,17 +151,8 @@ impl TraceConfiguration {
             return Err(invalid("otlp_endpoint", problem));
         }
         for (name, value) in &self.otlp_headers {
-            if name.is_empty() || !name.chars().all(is_token_char) {
-                return Err(invalid(
-                    "otlp_headers",
-                    "has an invalid header name; use letters, digits and -".to_owned(),
-                ));
-            }
-            if !value.expose().chars().all(|c| c == ' ' || c == '\t' || c.is_ascii_graphic()) {
-                return Err(invalid(
-                    "otlp_headers",
-                    format!("has a value for `{name}` that is not printable ASCII (percent-encode it)"),
-                ));
+            if let Some(problem) = header_problem(name, value.expose()) {
+                return Err(invalid("otlp_headers", problem));
             }
         }
         if !(0.0..=1.0).contains(&self.sample_rate) {
@@ -184,30 +175,61 @@ fn config_error(variable: &str, problem: String) -> OnexError {
 }
 
 /// What is wrong with `url` as an OTLP endpoint, if anything: it must be
-/// `http(s)://host[:port][/path]`.
-fn endpoint_problem(url: &str) -> Option<String> {
-    let expected = "use a URL such as http://localhost:4317";
+/// `http(s)://host[:port][/path]`, without credentials, spaces or control characters. The one
+/// rule for settings from the environment, from a request ([`TraceConfiguration::validate`])
+/// and at start-up (`crate::telemetry::Tracing`). The message never repeats the URL: a
+/// mistyped one may hold a credential.
+pub(crate) fn endpoint_problem(url: &str) -> Option<String> {
+    let bad = |problem: &str| Some(format!("{problem}; use a URL such as http://localhost:4317"));
     let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
-        return Some(format!("must start with http:// or https://; {expected}"));
+        return bad("must start with http:// or https://");
     };
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("must not contain spaces or control characters");
+    }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     // Credentials in the URL would end up in logs; they belong in OTEL_EXPORTER_OTLP_HEADERS.
     if authority.contains('@') {
-        return Some("must not hold credentials; put them in OTEL_EXPORTER_OTLP_HEADERS".to_owned());
+        return bad("must not hold credentials (put them in OTEL_EXPORTER_OTLP_HEADERS)");
     }
     // An IPv6 host is bracketed: `[::1]` or `[::1]:4317`.
-    let (host, port) = match authority.rsplit_once(':') {
-        _ if authority.starts_with('[') && authority.ends_with(']') => (authority, None),
-        Some((host, port)) => (host, Some(port)),
-        None => (authority, None),
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        match bracketed.split_once(']') {
+            Some((host, "")) => (host, None),
+            Some((host, port)) => match port.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return bad("has text after its IPv6 host"),
+            },
+            None => return bad("has an unclosed IPv6 host"),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
     };
-    if host.is_empty() || host.chars().any(char::is_whitespace) {
-        return Some(format!("has no host; {expected}"));
+    if host.is_empty() {
+        return bad("has no host");
     }
     if let Some(port) = port
-        && port.parse::<u16>().map_or(true, |p| p == 0)
+        && port.parse::<u16>().map_or(true, |port| port == 0)
     {
-        return Some(format!("has an invalid port `{port}`; {expected}"));
+        return bad("has an invalid port");
+    }
+    None
+}
+
+/// What is wrong with an OTLP header, if anything: its name must be an HTTP token and its value
+/// printable ASCII (what both gRPC metadata and HTTP/1.1 carry). The message names neither the
+/// value nor a malformed name (a secret may sit in the name position of a bad entry).
+pub(crate) fn header_problem(name: &str, value: &str) -> Option<String> {
+    if name.is_empty() || !name.chars().all(is_token_char) {
+        return Some("has an invalid header name (letters, digits and !#$%&'*+-.^_`|~ only)".to_owned());
+    }
+    if !value.chars().all(|c| c == '\t' || (' '..='~').contains(&c)) {
+        return Some(format!(
+            "has a value for `{name}` with characters a header cannot carry (control or non-ASCII); percent-encode it"
+        ));
     }
     None
 }
@@ -226,6 +248,9 @@ fn parse_headers(text: &str) -> Result<BTreeMap<String, Sensitive<String>>, Onex
         }
         let value = percent_decode(value.trim())
             .ok_or_else(|| config_error(KEY, format!("the value of `{name}` is not valid percent-encoded UTF-8")))?;
+        if let Some(problem) = header_problem(name, &value) {
+            return Err(config_error(KEY, problem));
+        }
         headers.insert(name.to_ascii_lowercase(), Sensitive::new(value));
     }
     Ok(headers)

@@ -64,10 +64,12 @@ impl Injector for EnvelopeInjector<'_> {
     }
 }
 
-/// Writes the span context of `cx` into Kafka headers.
+/// Writes the span context of `cx` into Kafka headers (see [`inject_span_headers`]).
 pub fn inject_kafka_headers(cx: &OtelContext, headers: &mut OwnedHeaders) {
-    if cx.span().span_context().is_valid() {
-        TraceContextPropagator::new().inject_context(cx, &mut KafkaHeaderInjector(headers));
+    let span = cx.span();
+    if span.span_context().is_valid() {
+        let built = std::mem::replace(headers, OwnedHeaders::new_with_capacity(0));
+        *headers = inject_span_headers(span.span_context(), built);
     }
 }
 
@@ -185,7 +187,7 @@ mod tests {
             };
             let cx = remote_context(&trace);
             let mut by_propagator = OwnedHeaders::new();
-            inject_kafka_headers(&cx, &mut by_propagator);
+            TraceContextPropagator::new().inject_context(&cx, &mut KafkaHeaderInjector(&mut by_propagator));
             let direct = inject_span_headers(&cx.span().span_context().clone(), OwnedHeaders::new());
             let pairs = |headers: &OwnedHeaders| {
                 headers.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect::<Vec<_>>()

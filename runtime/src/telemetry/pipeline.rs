@@ -19,7 +19,7 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanExport
 use super::export::{ExportStats, MakeExporter, QueueLimits, QueueProcessor};
 use super::grpc::OtlpExporter;
 use crate::error::OnexError;
-use crate::models::tracing::{OtlpProtocol, TraceConfiguration};
+use crate::models::tracing::{OtlpProtocol, TraceConfiguration, endpoint_problem, header_problem};
 
 /// How long [`Tracing::shutdown`] may take to flush what was recorded.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -100,8 +100,7 @@ impl Tracing {
     pub fn with_limits(config: &TraceConfiguration, limits: QueueLimits) -> Result<Self, OnexError> {
         // A configuration built in code (not through `TraceConfiguration::from_env`) is checked
         // as strictly, and the error names the variable the setting stands for.
-        check_endpoint(&config.otlp_endpoint)?;
-        check_headers(config)?;
+        check_settings(config)?;
         let exporter = otlp_exporter(config, limits.export_timeout);
         Self::with_exporter(config, exporter, limits)
     }
@@ -329,73 +328,25 @@ fn setting_error(variable: &str, problem: impl fmt::Display) -> OnexError {
     OnexError::configuration(format!("environment variable {variable} {problem}")).with_detail("variable", variable)
 }
 
-/// `endpoint` is `http(s)://host[:port][/path]`, without credentials, spaces or control
-/// characters. The endpoint is not repeated in the error: it is the operator's own value, and
-/// a mistyped one may hold a credential.
-fn check_endpoint(endpoint: &str) -> Result<(), OnexError> {
-    const KEY: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
-    const EXPECTED: &str = "use a URL such as http://localhost:4317";
-    let bad = |problem: &str| Err(setting_error(KEY, format!("{problem}; {EXPECTED}")));
-    let Some(rest) = endpoint.strip_prefix("http://").or_else(|| endpoint.strip_prefix("https://")) else {
-        return bad("must start with http:// or https://");
-    };
-    // The OTLP exporter is built without TLS: over gRPC it refuses https when built, over
-    // HTTP every export would fail. Refuse it here for both, saying why.
-    if endpoint.starts_with("https://") {
+/// The endpoint and headers by the rules every tracing setting follows (see
+/// `TraceConfiguration::validate`), with errors naming the variables they stand for, plus
+/// what this build cannot do: export over TLS (no TLS feature is compiled into the gRPC
+/// client or the HTTP exporter, so every export to https would fail; refused here, saying why).
+fn check_settings(config: &TraceConfiguration) -> Result<(), OnexError> {
+    const ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    if let Some(problem) = endpoint_problem(&config.otlp_endpoint) {
+        return Err(setting_error(ENDPOINT, problem));
+    }
+    if config.otlp_endpoint.starts_with("https://") {
         return Err(setting_error(
-            KEY,
+            ENDPOINT,
             "uses https, but this build exports spans without TLS; use http:// (a collector on this host \
              or its network), or build the OTLP exporter with a TLS feature",
         ));
     }
-    if endpoint.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return bad("must not contain spaces or control characters");
-    }
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if authority.contains('@') {
-        return bad("must not hold credentials (put them in OTEL_EXPORTER_OTLP_HEADERS)");
-    }
-    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-        match bracketed.split_once(']') {
-            Some((host, "")) => (host, None),
-            Some((host, port)) => match port.strip_prefix(':') {
-                Some(port) => (host, Some(port)),
-                None => return bad("has text after its IPv6 host"),
-            },
-            None => return bad("has an unclosed IPv6 host"),
-        }
-    } else {
-        match authority.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        }
-    };
-    if host.is_empty() {
-        return bad("has no host");
-    }
-    if let Some(port) = port
-        && port.parse::<u16>().map_or(true, |port| port == 0)
-    {
-        return bad("has an invalid port");
-    }
-    Ok(())
-}
-
-/// Every header name is an HTTP token and every value printable ASCII (what both gRPC
-/// metadata and HTTP/1.1 accept). Errors name the header, never its value.
-fn check_headers(config: &TraceConfiguration) -> Result<(), OnexError> {
-    const KEY: &str = "OTEL_EXPORTER_OTLP_HEADERS";
-    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     for (name, value) in &config.otlp_headers {
-        if name.is_empty() || !name.chars().all(token) {
-            // The name is not shown: a malformed entry may have a secret in the name position.
-            return Err(setting_error(KEY, "has an invalid header name (letters, digits and !#$%&'*+-.^_`|~ only)"));
-        }
-        if !value.expose().chars().all(|c| c == '\t' || (' '..='~').contains(&c)) {
-            return Err(setting_error(
-                KEY,
-                format!("has a value for `{name}` with characters a header cannot carry (control or non-ASCII)"),
-            ));
+        if let Some(problem) = header_problem(name, value.expose()) {
+            return Err(setting_error("OTEL_EXPORTER_OTLP_HEADERS", problem));
         }
     }
     Ok(())
