@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{ErrorCode, OnexError};
+use crate::health::HealthProbe;
 
 type Entry = (&'static str, Box<dyn Any + Send + Sync>);
 
@@ -19,6 +20,7 @@ type Entry = (&'static str, Box<dyn Any + Send + Sync>);
 pub struct Container {
     by_type: HashMap<TypeId, Entry>,
     by_name: BTreeMap<String, Entry>,
+    probes: Vec<Arc<dyn HealthProbe>>,
 }
 
 impl Container {
@@ -64,6 +66,18 @@ impl Container {
             }),
             None => Err(self.missing(&format!("'{name}'"))),
         }
+    }
+
+    /// Adds a health probe of the user's own; the health checker built from this container
+    /// runs it beside the probes of the services it finds.
+    pub fn register_probe(&mut self, probe: Arc<dyn HealthProbe>) -> &mut Self {
+        self.probes.push(probe);
+        self
+    }
+
+    /// The probes registered with [`Container::register_probe`], in registration order.
+    pub fn probes(&self) -> &[Arc<dyn HealthProbe>] {
+        &self.probes
     }
 
     /// Type names and service names registered, sorted.

@@ -1,0 +1,187 @@
+//! A histogram with explicit buckets that records without a lock.
+//!
+//! prometheus-client's own histogram takes a mutex for every sample; this one keeps one atomic
+//! counter per bucket and the sum as the bits of an `f64`, so a sample is a bucket search and
+//! two atomic additions.
+//!
+//! Invariants:
+//! - `bounds` is sorted, finite and free of duplicates ([`Histogram::new`] refuses anything
+//!   else); `counts` has one slot per bound plus the `+Inf` slot.
+//! - A slot counts the samples of its own bucket only (not cumulative); the exposition adds them
+//!   up. The count of the histogram is the sum of the slots, so count and buckets always agree.
+//! - The sum is read separately from the slots: a scrape racing a sample may see the sample in
+//!   one and not yet in the other. Prometheus takes each scrape as a snapshot of counters that
+//!   only grow, which this stays.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::{MetricType, TypedMetric};
+
+use crate::error::OnexError;
+
+/// Bucket bounds, in seconds, for the latency of a call to a local service (a statement, a
+/// delivery, a node operation): from 0.5 ms to 10 s.
+pub const LATENCY_SECONDS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Bucket bounds, in seconds, for waiting on a pool: from 0.1 ms to 30 s.
+pub const WAIT_SECONDS: &[f64] = &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0];
+
+/// A lock-free histogram with explicit buckets; clones share the same counts.
+#[derive(Clone)]
+pub struct Histogram {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    bounds: Box<[f64]>,
+    /// One slot per bound, then `+Inf`.
+    counts: Box<[AtomicU64]>,
+    /// `f64::to_bits` of the sum of the samples.
+    sum: AtomicU64,
+}
+
+impl Histogram {
+    /// A histogram over `bounds`, the upper bounds of its buckets (`+Inf` is added).
+    ///
+    /// Fails when the bounds are empty, not finite, or not strictly increasing.
+    pub fn new(bounds: &[f64]) -> Result<Self, OnexError> {
+        if bounds.is_empty() {
+            return Err(OnexError::validation("a histogram needs at least one bucket bound"));
+        }
+        if let Some(bad) = bounds.iter().find(|b| !b.is_finite()) {
+            return Err(OnexError::validation(format!("histogram bucket bound {bad} is not a finite number")));
+        }
+        if let Some(pair) = bounds.windows(2).find(|pair| pair[0] >= pair[1]) {
+            return Err(OnexError::validation(format!(
+                "histogram bucket bounds must increase: {} is followed by {}",
+                pair[0], pair[1]
+            )));
+        }
+        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        Ok(Self { inner: Arc::new(Inner { bounds: bounds.into(), counts, sum: AtomicU64::new(0f64.to_bits()) }) })
+    }
+
+    /// A histogram over [`LATENCY_SECONDS`].
+    pub fn latency() -> Self {
+        Self::new(LATENCY_SECONDS).expect("LATENCY_SECONDS are valid bounds")
+    }
+
+    /// A histogram over [`WAIT_SECONDS`].
+    pub fn wait() -> Self {
+        Self::new(WAIT_SECONDS).expect("WAIT_SECONDS are valid bounds")
+    }
+
+    /// Records one sample. A NaN counts in `+Inf` and leaves the sum alone.
+    #[inline]
+    pub fn observe(&self, value: f64) {
+        let inner = &*self.inner;
+        // Few buckets: a linear scan beats a binary search on them.
+        let slot = inner.bounds.iter().position(|bound| value <= *bound).unwrap_or(inner.bounds.len());
+        inner.counts[slot].fetch_add(1, Ordering::Relaxed);
+        if value.is_nan() {
+            return;
+        }
+        let mut current = inner.sum.load(Ordering::Relaxed);
+        loop {
+            let next = (f64::from_bits(current) + value).to_bits();
+            match inner.sum.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Records a duration in seconds.
+    #[inline]
+    pub fn observe_duration(&self, duration: Duration) {
+        self.observe(duration.as_secs_f64());
+    }
+
+    /// Samples recorded so far.
+    pub fn count(&self) -> u64 {
+        self.inner.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The sum of the samples recorded so far.
+    pub fn sum(&self) -> f64 {
+        f64::from_bits(self.inner.sum.load(Ordering::Relaxed))
+    }
+
+    /// `(upper bound, cumulative count)` per bucket, ending with `+Inf`, and the total count.
+    pub fn cumulative(&self) -> (Vec<(f64, u64)>, u64) {
+        let inner = &*self.inner;
+        let mut running = 0;
+        let mut buckets = Vec::with_capacity(inner.counts.len());
+        for (slot, count) in inner.counts.iter().enumerate() {
+            running += count.load(Ordering::Relaxed);
+            buckets.push((inner.bounds.get(slot).copied().unwrap_or(f64::INFINITY), running));
+        }
+        (buckets, running)
+    }
+}
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Histogram").field("count", &self.count()).field("sum", &self.sum()).finish()
+    }
+}
+
+impl TypedMetric for Histogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let (buckets, count) = self.cumulative();
+        encoder.encode_histogram::<NoLabelSet>(self.sum(), count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_lands_in_the_first_bucket_whose_bound_holds_it() {
+        let h = Histogram::new(&[1.0, 2.0]).unwrap();
+        for v in [0.5, 1.0, 1.5, 2.0, 3.0, f64::NAN] {
+            h.observe(v);
+        }
+        let (buckets, count) = h.cumulative();
+        assert_eq!(buckets, vec![(1.0, 2), (2.0, 4), (f64::INFINITY, 6)]);
+        assert_eq!(count, 6);
+        assert_eq!(h.sum(), 8.0);
+    }
+
+    #[test]
+    fn bounds_that_do_not_increase_are_refused_with_the_pair_named() {
+        let err = Histogram::new(&[1.0, 1.0]).unwrap_err();
+        assert!(err.message().contains("1 is followed by 1"), "{err}");
+        assert!(Histogram::new(&[]).is_err());
+        assert!(Histogram::new(&[f64::INFINITY]).is_err());
+    }
+
+    #[test]
+    fn concurrent_samples_are_all_counted_and_summed() {
+        let h = Histogram::latency();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..10_000 {
+                        h.observe(0.002);
+                    }
+                });
+            }
+        });
+        assert_eq!(h.count(), 40_000);
+        assert!((h.sum() - 80.0).abs() < 1e-6, "{}", h.sum());
+    }
+}
