@@ -16,12 +16,16 @@
 //!   a `CONFIGURATION_ERROR` naming it, so an exposition never repeats a family.
 //! - The hot path never takes the registry's lock: it is held only while registering and while
 //!   encoding a scrape.
+//! - Series that several instances of one service share (every circuit breaker, every node)
+//!   live in one value per registry, made on first use by [`MetricsRegistry::shared`]; each
+//!   instance then adds its own label values to those families.
 
 mod histogram;
 
+use std::any::{Any, TypeId};
 use std::borrow::Cow;
-use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 pub use histogram::{Histogram, LATENCY_SECONDS, WAIT_SECONDS};
 pub use prometheus_client::collector::Collector;
@@ -41,6 +45,7 @@ pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; versio
 pub struct MetricsRegistry {
     environment: String,
     state: Mutex<State>,
+    shared: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
 }
 
 struct State {
@@ -54,7 +59,11 @@ impl MetricsRegistry {
         let environment = environment.into();
         let registry =
             Registry::with_labels([(Cow::Borrowed("environment"), Cow::Owned(environment.clone()))].into_iter());
-        Self { environment, state: Mutex::new(State { registry, names: BTreeSet::new() }) }
+        Self {
+            environment,
+            state: Mutex::new(State { registry, names: BTreeSet::new() }),
+            shared: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The environment label of every series.
@@ -78,6 +87,22 @@ impl MetricsRegistry {
         state.claim(names)?;
         state.registry.register_collector(Box::new(collector));
         Ok(())
+    }
+
+    /// The registry's one `T`, made by `init` (which registers its families) on first use.
+    /// Services of which a process may have several (circuit breakers, nodes) keep their
+    /// shared families this way and add their own label values to them.
+    pub fn shared<T: Any + Send + Sync>(
+        &self,
+        init: impl FnOnce(&Self) -> Result<T, OnexError>,
+    ) -> Result<Arc<T>, OnexError> {
+        let mut shared = self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(existing) = shared.get(&TypeId::of::<T>()) {
+            return Ok(Arc::clone(existing).downcast::<T>().expect("the map is keyed by the value's type"));
+        }
+        let value = Arc::new(init(self)?);
+        shared.insert(TypeId::of::<T>(), Arc::clone(&value) as Arc<dyn Any + Send + Sync>);
+        Ok(value)
     }
 
     /// Whether the family `name` is registered.
@@ -167,5 +192,22 @@ mod tests {
         }
         assert!(registry.register_collector(&["onex_y", "onex_x"], Nothing).is_err());
         assert!(!registry.is_registered("onex_y"), "a refused collector claimed a name");
+    }
+
+    #[test]
+    fn a_shared_value_is_made_once_per_registry() {
+        let registry = MetricsRegistry::new("dev");
+        let make = |r: &MetricsRegistry| {
+            let family = Family::<Vec<(String, String)>, Counter>::default();
+            r.register("onex_calls", "Calls.", family.clone())?;
+            Ok(family)
+        };
+        let first = registry.shared(make).unwrap();
+        let second = registry.shared(make).unwrap();
+        first.get_or_create(&vec![("node".to_owned(), "a".to_owned())]).inc();
+        second.get_or_create(&vec![("node".to_owned(), "b".to_owned())]).inc();
+        let text = registry.encode().unwrap();
+        assert_eq!(text.matches("# TYPE onex_calls counter").count(), 1, "{text}");
+        assert!(text.contains("onex_calls_total{environment=\"dev\",node=\"b\"} 1"), "{text}");
     }
 }
