@@ -4,3 +4,4 @@ pub mod kafka;
 pub mod otlp;
 pub mod otlp_child;
 pub mod postgres;
+pub mod prometheus;
