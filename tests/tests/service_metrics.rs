@@ -4,13 +4,23 @@
 //! Each test does known work through a service registered in a `MetricsRegistry` and reads
 //! the exposition text back: the values must be exactly that work.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use onex_runtime::ErrorCode;
+use onex_runtime::event::OnexEvent;
+use onex_runtime::event_bus::{KafkaEventBus, RetryPolicy, TopicNamer};
+use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool, ProduceRecord};
 use onex_runtime::metrics::MetricsRegistry;
+use onex_runtime::models::kafka::KafkaProducerConfig;
 use onex_runtime::postgres::PostgresConnectionManager;
+use onex_tests::kafka::{bootstrap, create_topic};
 use onex_tests::postgres::TestDatabase;
 use serde_json::json;
+use uuid::Uuid;
+
+/// A port in this test's range with nothing listening: a broker that is down.
+const DEAD_BROKER: &str = "127.0.0.1:19119";
 
 /// The value of the sample `series` (name and labels exactly as exposed) in `text`.
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -34,6 +44,25 @@ async fn scrape_until(registry: &MetricsRegistry, what: &str, limit: Duration, c
         assert!(started.elapsed() < limit, "timed out waiting for {what}; last scrape:\n{text}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+fn event(event_type: &str, n: u64) -> OnexEvent {
+    OnexEvent::new(event_type, "service_metrics_test", Uuid::new_v4(), json!({ "n": n }))
+}
+
+/// A producer pool and an event bus on it, both registered in `registry`, with a topic of its
+/// own for `event_type`.
+async fn kafka_with_metrics(
+    registry: &MetricsRegistry,
+    config: KafkaProducerConfig,
+    event_type: &str,
+) -> (Arc<KafkaProducerPool>, KafkaEventBus, String) {
+    let pool = KafkaProducerPool::new(KafkaPoolSettings::default(), config).unwrap().with_metrics(registry).unwrap();
+    let pool = Arc::new(pool);
+    let namer = TopicNamer::new("dev", &format!("t{}", Uuid::new_v4().simple()), "onex").unwrap();
+    let topic = namer.topic_for(event_type).unwrap();
+    let bus = KafkaEventBus::new(Arc::clone(&pool), namer).with_rate_limit(None).with_metrics(registry).unwrap();
+    (pool, bus, topic)
 }
 
 async fn pool_with_metrics(db: &TestDatabase, registry: &MetricsRegistry, max: u32) -> PostgresConnectionManager {
@@ -135,4 +164,83 @@ async fn a_second_pool_on_one_registry_is_a_configuration_error() {
     assert!(err.message().contains("onex_postgres_"), "{err}");
     println!("second registration: {err}");
     first.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_producer_and_bus_series_count_exactly_the_messages_sent() {
+    let registry = MetricsRegistry::new("test");
+    let (pool, bus, topic) = kafka_with_metrics(&registry, KafkaProducerConfig::new(bootstrap()), "metrics.sent").await;
+    create_topic(&topic, 2).await;
+    const DIRECT: u64 = 40;
+    const EVENTS: u64 = 12;
+    let mut deliveries = Vec::new();
+    for i in 0..DIRECT {
+        deliveries.push(pool.send(ProduceRecord::new(&topic, &i.to_be_bytes()), None).await.unwrap());
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap();
+    }
+    for n in 0..EVENTS {
+        bus.publish_event(&event("metrics.sent", n)).await.unwrap();
+    }
+    let text = registry.encode().unwrap();
+    let env = "environment=\"test\"";
+    assert_eq!(
+        value(&text, &format!("onex_kafka_messages_total{{{env},outcome=\"delivered\"}}")),
+        (DIRECT + EVENTS) as f64
+    );
+    assert_eq!(value(&text, &format!("onex_kafka_messages_total{{{env},outcome=\"failed\"}}")), 0.0);
+    assert_eq!(value(&text, &format!("onex_kafka_delivery_duration_seconds_count{{{env}}}")), (DIRECT + EVENTS) as f64);
+    assert_eq!(
+        value(&text, &format!("onex_kafka_delivery_duration_seconds_bucket{{{env},le=\"+Inf\"}}")),
+        (DIRECT + EVENTS) as f64
+    );
+    assert_eq!(value(&text, &format!("onex_kafka_in_flight{{{env}}}")), 0.0);
+    assert_eq!(value(&text, &format!("onex_kafka_producers{{{env}}}")), 1.0);
+    assert_eq!(value(&text, &format!("onex_event_bus_events_total{{{env},outcome=\"published\"}}")), EVENTS as f64);
+    assert_eq!(value(&text, &format!("onex_event_bus_events_total{{{env},outcome=\"failed\"}}")), 0.0);
+    assert_eq!(value(&text, &format!("onex_event_bus_retries_total{{{env}}}")), 0.0);
+    // The histogram's sum is the pool's own mean latency times the count.
+    let sum = value(&text, &format!("onex_kafka_delivery_duration_seconds_sum{{{env}}}"));
+    let mean_ms = pool.stats().average_delivery_ms;
+    assert!((sum * 1000.0 / (DIRECT + EVENTS) as f64 - mean_ms).abs() < 1e-6, "sum {sum} s, mean {mean_ms} ms");
+    pool.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_broker_never_acknowledges_counts_as_failed_and_its_retries_too() {
+    let registry = MetricsRegistry::new("test");
+    let mut config = KafkaProducerConfig::new(DEAD_BROKER);
+    config.delivery_timeout_ms = 500;
+    config.request_timeout_ms = 400;
+    let (pool, bus, _topic) = kafka_with_metrics(&registry, config, "metrics.lost").await;
+    let retry =
+        RetryPolicy { max_retries: 2, base_delay: Duration::from_millis(1), max_delay: Duration::from_millis(1) };
+    let bus = bus.with_retry_policy(retry);
+    let started = Instant::now();
+    let err = bus.publish_event(&event("metrics.lost", 1)).await.unwrap_err();
+    println!("publish to a dead broker failed after {:?}: {err}", started.elapsed());
+    let text = registry.encode().unwrap();
+    let env = "environment=\"test\"";
+    assert_eq!(value(&text, &format!("onex_kafka_messages_total{{{env},outcome=\"failed\"}}")), 3.0, "{err}");
+    assert_eq!(value(&text, &format!("onex_kafka_messages_total{{{env},outcome=\"delivered\"}}")), 0.0);
+    assert_eq!(value(&text, &format!("onex_kafka_delivery_duration_seconds_count{{{env}}}")), 0.0);
+    assert_eq!(value(&text, &format!("onex_event_bus_events_total{{{env},outcome=\"failed\"}}")), 1.0);
+    assert_eq!(value(&text, &format!("onex_event_bus_events_total{{{env},outcome=\"published\"}}")), 0.0);
+    assert_eq!(value(&text, &format!("onex_event_bus_retries_total{{{env}}}")), 2.0);
+    assert_eq!(value(&text, &format!("onex_kafka_in_flight{{{env}}}")), 0.0);
+    let _ = pool.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_second_producer_pool_or_bus_on_one_registry_is_a_configuration_error() {
+    let registry = MetricsRegistry::new("test");
+    let (_pool, _bus, _topic) = kafka_with_metrics(&registry, KafkaProducerConfig::new(bootstrap()), "metrics.x").await;
+    let pool = KafkaProducerPool::new(KafkaPoolSettings::default(), KafkaProducerConfig::new(bootstrap())).unwrap();
+    let err = pool.clone().with_metrics(&registry).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ConfigurationError);
+    assert!(err.message().contains("onex_kafka_"), "{err}");
+    let err = KafkaEventBus::new(Arc::new(pool), TopicNamer::default()).with_metrics(&registry).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ConfigurationError);
+    assert!(err.message().contains("onex_event_bus_"), "{err}");
 }
