@@ -6,6 +6,7 @@
 //! by the contract's `node_type`. [`DynNode`] erases the types for registries and hosts
 //! that route JSON (from Kafka, HTTP) to nodes by name.
 
+mod instruments;
 pub mod routing;
 
 use std::future::Future;
@@ -18,6 +19,8 @@ use crate::context::Context;
 use crate::contract::{NodeContract, OperationSpec};
 use crate::error::{ErrorCode, OnexError};
 use crate::telemetry::{self, Tracing};
+
+pub use instruments::{NodeInstruments, OperationInstruments};
 
 /// The four ONEX node kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -185,18 +188,20 @@ pub fn timed_out(node: &'static str, operation: &'static OperationSpec, limit: s
 /// the operation itself (`handler_times_it`). Generated nodes call it once per request with the
 /// handler trait's method (`H::query`); the handler's future stays pinned inside this one.
 ///
-/// With `tracing` enabled the operation runs in a span named `{node}.{operation}`, a child of
-/// the OpenTelemetry context current when it is called or, without one, of the request's
+/// `instruments` say what else is recorded (see [`NodeInstruments`]). With their tracing
+/// enabled the operation runs in a span named `{node}.{operation}`, a child of the
+/// OpenTelemetry context current when it is called or, without one, of the request's
 /// [`Context::trace`]; the handler's context carries the new span as its trace, and spans the
 /// handler's work starts (statements, messages) are its children. An error answer is recorded
-/// on the span with ERROR status.
+/// on the span with ERROR status. With the operation's series, the operation is counted in
+/// flight while it runs, and its answer counted by outcome and timed.
 #[allow(clippy::too_many_arguments)]
 pub async fn dispatch<H, I, T, M>(
     node: &'static str,
     operation: &'static OperationSpec,
     handler_times_it: bool,
     handler: &H,
-    tracing: &Tracing,
+    instruments: OperationInstruments<'_>,
     input: I,
     ctx: Context,
     method: M,
@@ -206,15 +211,23 @@ where
     M: AsyncFnOnce(&H, I, &Context) -> Result<T, OnexError>,
 {
     let ctx = operation_context(ctx, operation, handler_times_it);
-    if !tracing.is_enabled() {
+    let timer = instruments.start(operation.name);
+    let tracing = instruments.tracing;
+    let result = if !tracing.is_enabled() {
         let work = std::pin::pin!(method(handler, input, &ctx));
-        return run_operation(node, operation, handler_times_it, &ctx, work).await;
-    }
-    let (ctx, otel) = operation_span(tracing, node, operation, ctx);
-    let work = std::pin::pin!(method(handler, input, &ctx));
-    let result = telemetry::in_span(otel.clone(), run_operation(node, operation, handler_times_it, &ctx, work)).await;
-    if let Err(error) = &result {
-        telemetry::span::record_error_on(&otel, error);
+        run_operation(node, operation, handler_times_it, &ctx, work).await
+    } else {
+        let (ctx, otel) = operation_span(tracing, node, operation, ctx);
+        let work = std::pin::pin!(method(handler, input, &ctx));
+        let result =
+            telemetry::in_span(otel.clone(), run_operation(node, operation, handler_times_it, &ctx, work)).await;
+        if let Err(error) = &result {
+            telemetry::span::record_error_on(&otel, error);
+        }
+        result
+    };
+    if let Some(timer) = timer {
+        timer.finish(result.is_ok());
     }
     result
 }

@@ -1,7 +1,7 @@
 //! `handler.rs`: the node's dependencies, its handler trait and the node type that
 //! dispatches each request to the handler.
 
-use proc_macro2::{Ident, TokenStream};
+use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 
 use super::tokens::{doc_attrs, ident, inner_doc, plain_doc, render_unformatted_file, version_cmp, version_text};
@@ -117,26 +117,41 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
         #node_doc
         pub struct #node_type<H = super::node::#scaffold> {
             handler: H,
-            tracing: Tracing,
+            instruments: NodeInstruments,
         }
     });
     items.push(quote! {
         impl<H: #handler> #node_type<H> {
             /// Builds the node: the handler resolves its dependencies from `container`, and the
-            /// node records a span per operation with the container's `Tracing`, if any.
+            /// node records a span per operation with the container's `Tracing`, if any, and
+            /// its operations' series in the container's `MetricsRegistry`, if any.
             pub fn new(container: &Container) -> Result<Self, OnexError> {
-                Ok(Self { handler: H::new(container)?, tracing: Tracing::from_container(container) })
+                let instruments = NodeInstruments::from_container(container, &CONTRACT)?;
+                Ok(Self { handler: H::new(container)?, instruments })
             }
 
-            /// A node around an existing handler (tests, custom wiring), recording no spans.
+            /// A node around an existing handler (tests, custom wiring), recording no spans
+            /// and no series.
             pub fn with_handler(handler: H) -> Self {
-                Self { handler, tracing: Tracing::disabled() }
+                Self { handler, instruments: NodeInstruments::disabled(&CONTRACT) }
             }
 
             /// The node, recording a span per operation with `tracing`.
             pub fn with_tracing(mut self, tracing: Tracing) -> Self {
-                self.tracing = tracing;
+                self.instruments = self.instruments.with_tracing(tracing);
                 self
+            }
+
+            /// The node, recording its operations' series in `registry`; fails when the
+            /// registry holds another family under a node family's name.
+            pub fn with_metrics(mut self, registry: &MetricsRegistry) -> Result<Self, OnexError> {
+                self.instruments = self.instruments.with_metrics(registry)?;
+                Ok(self)
+            }
+
+            /// What the node records per operation.
+            pub fn instruments(&self) -> &NodeInstruments {
+                &self.instruments
             }
 
             /// The handler.
@@ -144,19 +159,22 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
                 &self.handler
             }
 
-            /// Runs one operation through `method` of the handler, in a span of its own: under
+            /// Runs one operation through `method` of the handler, in a span of its own and
+            /// with its series (`slot` is its position in the contract's operations): under
             /// the contract timeout, or under the handler's own timing when it `times_itself`.
             /// A plain function returning `dispatch`'s future, not an `async fn`: another state
             /// machine around it would move the input and the context once more per request.
             fn run(
                 &self,
+                slot: usize,
                 spec: &'static OperationSpec,
                 input: Input,
                 ctx: Context,
                 method: impl AsyncFnOnce(&H, Input, &Context) -> Result<Output, OnexError>,
             ) -> impl Future<Output = Result<Output, OnexError>> {
                 let times_itself = H::times_itself(spec);
-                dispatch(CONTRACT.name, spec, times_itself, &self.handler, &self.tracing, input, ctx, method)
+                let instruments = self.instruments.operation(slot);
+                dispatch(CONTRACT.name, spec, times_itself, &self.handler, instruments, input, ctx, method)
             }
         }
     });
@@ -169,9 +187,10 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
             let arms = node
                 .operations
                 .iter()
-                .map(|op| {
+                .enumerate()
+                .map(|(slot, op)| {
                     let wire = &op.wire;
-                    let run = run_tokens(&ident(&op.method)?, &ident(&op.const_name)?);
+                    let run = run_tokens(slot, &ident(&op.method)?, &ident(&op.const_name)?);
                     Ok(quote!(#wire => #run,))
                 })
                 .collect::<Result<Vec<_>, String>>()?;
@@ -198,9 +217,10 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
             let arms = node
                 .operations
                 .iter()
-                .map(|op| {
+                .enumerate()
+                .map(|(slot, op)| {
                     let variant = ident(op.variant.as_deref().unwrap_or_default())?;
-                    let run = run_tokens(&ident(&op.method)?, &ident(&op.const_name)?);
+                    let run = run_tokens(slot, &ident(&op.method)?, &ident(&op.const_name)?);
                     Ok(quote!(Operation::#variant => #run,))
                 })
                 .collect::<Result<Vec<_>, String>>()?;
@@ -213,7 +233,7 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
         }
         (None, None) => {
             let op = node.operations.first().ok_or("internal: a node without operations")?;
-            run_tokens(&ident(&op.method)?, &ident(&op.const_name)?)
+            run_tokens(0, &ident(&op.method)?, &ident(&op.const_name)?)
         }
     };
     let mut specs: Vec<&str> = node.operations.iter().map(|op| op.const_name.as_str()).collect();
@@ -233,13 +253,15 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
         quote! { use std::future::Future; #arc },
         match routing {
             Some(_) => quote! {
-                use onex_runtime::node::dispatch;
+                use onex_runtime::metrics::MetricsRegistry;
                 use onex_runtime::node::routing::{self, RouteSpec, Routing, RoutingStrategy};
+                use onex_runtime::node::{NodeInstruments, dispatch};
                 use onex_runtime::telemetry::Tracing;
                 use onex_runtime::{#(#runtime_names),*};
             },
             None => quote! {
-                use onex_runtime::node::dispatch;
+                use onex_runtime::metrics::MetricsRegistry;
+                use onex_runtime::node::{NodeInstruments, dispatch};
                 use onex_runtime::telemetry::Tracing;
                 use onex_runtime::{#(#runtime_names),*};
             },
@@ -267,9 +289,11 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
     render_unformatted_file(source, inner, items)
 }
 
-/// One arm of the generated `process`: the operation's spec and the handler method for it.
-fn run_tokens(method: &Ident, spec: &Ident) -> TokenStream {
-    quote!(self.run(&#spec, input, ctx, H::#method).await)
+/// One arm of the generated `process`: the operation's slot (its position in the contract's
+/// operations, where its series are), its spec and the handler method for it.
+fn run_tokens(slot: usize, method: &Ident, spec: &Ident) -> TokenStream {
+    let slot = Literal::usize_unsuffixed(slot);
+    quote!(self.run(#slot, &#spec, input, ctx, H::#method).await)
 }
 
 /// `ROUTING`: the contract's `handler_routing` as the runtime reads it, with each route's

@@ -5,7 +5,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use onex_runtime::node::dispatch;
+use onex_runtime::metrics::MetricsRegistry;
+use onex_runtime::node::{NodeInstruments, dispatch};
 use onex_runtime::telemetry::Tracing;
 use onex_runtime::{
     ComputeNode, Container, Context, Node, NodeContract, OnexError, OperationSpec,
@@ -101,52 +102,71 @@ pub trait EventBusCircuitBreakerHandler: Sized + Send + Sync + 'static {
 /// Guards event publishing with a circuit breaker (closed, open, half open; forced open and disabled by an operator) that keeps the events it cannot publish in a durable PostgreSQL outbox, dead-letters the overflow and republishes the outbox when the circuit closes.
 pub struct NodeEventBusCircuitBreakerCompute<H = super::node::EventBusCircuitBreaker> {
     handler: H,
-    tracing: Tracing,
+    instruments: NodeInstruments,
 }
 
 impl<H: EventBusCircuitBreakerHandler> NodeEventBusCircuitBreakerCompute<H> {
     /// Builds the node: the handler resolves its dependencies from `container`, and the
-    /// node records a span per operation with the container's `Tracing`, if any.
+    /// node records a span per operation with the container's `Tracing`, if any, and
+    /// its operations' series in the container's `MetricsRegistry`, if any.
     pub fn new(container: &Container) -> Result<Self, OnexError> {
+        let instruments = NodeInstruments::from_container(container, &CONTRACT)?;
         Ok(Self {
             handler: H::new(container)?,
-            tracing: Tracing::from_container(container),
+            instruments,
         })
     }
-    /// A node around an existing handler (tests, custom wiring), recording no spans.
+    /// A node around an existing handler (tests, custom wiring), recording no spans
+    /// and no series.
     pub fn with_handler(handler: H) -> Self {
         Self {
             handler,
-            tracing: Tracing::disabled(),
+            instruments: NodeInstruments::disabled(&CONTRACT),
         }
     }
     /// The node, recording a span per operation with `tracing`.
     pub fn with_tracing(mut self, tracing: Tracing) -> Self {
-        self.tracing = tracing;
+        self.instruments = self.instruments.with_tracing(tracing);
         self
+    }
+    /// The node, recording its operations' series in `registry`; fails when the
+    /// registry holds another family under a node family's name.
+    pub fn with_metrics(
+        mut self,
+        registry: &MetricsRegistry,
+    ) -> Result<Self, OnexError> {
+        self.instruments = self.instruments.with_metrics(registry)?;
+        Ok(self)
+    }
+    /// What the node records per operation.
+    pub fn instruments(&self) -> &NodeInstruments {
+        &self.instruments
     }
     /// The handler.
     pub fn handler(&self) -> &H {
         &self.handler
     }
-    /// Runs one operation through `method` of the handler, in a span of its own: under
+    /// Runs one operation through `method` of the handler, in a span of its own and
+    /// with its series (`slot` is its position in the contract's operations): under
     /// the contract timeout, or under the handler's own timing when it `times_itself`.
     /// A plain function returning `dispatch`'s future, not an `async fn`: another state
     /// machine around it would move the input and the context once more per request.
     fn run(
         &self,
+        slot: usize,
         spec: &'static OperationSpec,
         input: Input,
         ctx: Context,
         method: impl AsyncFnOnce(&H, Input, &Context) -> Result<Output, OnexError>,
     ) -> impl Future<Output = Result<Output, OnexError>> {
         let times_itself = H::times_itself(spec);
+        let instruments = self.instruments.operation(slot);
         dispatch(
             CONTRACT.name,
             spec,
             times_itself,
             &self.handler,
-            &self.tracing,
+            instruments,
             input,
             ctx,
             method,
@@ -163,19 +183,25 @@ impl<H: EventBusCircuitBreakerHandler> Node for NodeEventBusCircuitBreakerComput
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
         match input.operation_type {
             Operation::PublishEvent => {
-                self.run(&OPERATION_PUBLISH_EVENT, input, ctx, H::publish_event).await
+                self.run(0, &OPERATION_PUBLISH_EVENT, input, ctx, H::publish_event).await
             }
             Operation::GetState => {
-                self.run(&OPERATION_GET_STATE, input, ctx, H::get_state).await
+                self.run(1, &OPERATION_GET_STATE, input, ctx, H::get_state).await
             }
             Operation::GetMetrics => {
-                self.run(&OPERATION_GET_METRICS, input, ctx, H::get_metrics).await
+                self.run(2, &OPERATION_GET_METRICS, input, ctx, H::get_metrics).await
             }
             Operation::ResetCircuit => {
-                self.run(&OPERATION_RESET_CIRCUIT, input, ctx, H::reset_circuit).await
+                self.run(3, &OPERATION_RESET_CIRCUIT, input, ctx, H::reset_circuit).await
             }
             Operation::GetHealthStatus => {
-                self.run(&OPERATION_GET_HEALTH_STATUS, input, ctx, H::get_health_status)
+                self.run(
+                        4,
+                        &OPERATION_GET_HEALTH_STATUS,
+                        input,
+                        ctx,
+                        H::get_health_status,
+                    )
                     .await
             }
         }

@@ -4,7 +4,8 @@
 
 use std::future::Future;
 
-use onex_runtime::node::dispatch;
+use onex_runtime::metrics::MetricsRegistry;
+use onex_runtime::node::{NodeInstruments, dispatch};
 use onex_runtime::telemetry::Tracing;
 use onex_runtime::{
     ComputeNode, Container, Context, Node, NodeContract, OnexError, OperationSpec,
@@ -103,52 +104,71 @@ pub struct NodeInfrastructureObservabilityCompute<
     H = super::node::InfrastructureObservability,
 > {
     handler: H,
-    tracing: Tracing,
+    instruments: NodeInstruments,
 }
 
 impl<H: InfrastructureObservabilityHandler> NodeInfrastructureObservabilityCompute<H> {
     /// Builds the node: the handler resolves its dependencies from `container`, and the
-    /// node records a span per operation with the container's `Tracing`, if any.
+    /// node records a span per operation with the container's `Tracing`, if any, and
+    /// its operations' series in the container's `MetricsRegistry`, if any.
     pub fn new(container: &Container) -> Result<Self, OnexError> {
+        let instruments = NodeInstruments::from_container(container, &CONTRACT)?;
         Ok(Self {
             handler: H::new(container)?,
-            tracing: Tracing::from_container(container),
+            instruments,
         })
     }
-    /// A node around an existing handler (tests, custom wiring), recording no spans.
+    /// A node around an existing handler (tests, custom wiring), recording no spans
+    /// and no series.
     pub fn with_handler(handler: H) -> Self {
         Self {
             handler,
-            tracing: Tracing::disabled(),
+            instruments: NodeInstruments::disabled(&CONTRACT),
         }
     }
     /// The node, recording a span per operation with `tracing`.
     pub fn with_tracing(mut self, tracing: Tracing) -> Self {
-        self.tracing = tracing;
+        self.instruments = self.instruments.with_tracing(tracing);
         self
+    }
+    /// The node, recording its operations' series in `registry`; fails when the
+    /// registry holds another family under a node family's name.
+    pub fn with_metrics(
+        mut self,
+        registry: &MetricsRegistry,
+    ) -> Result<Self, OnexError> {
+        self.instruments = self.instruments.with_metrics(registry)?;
+        Ok(self)
+    }
+    /// What the node records per operation.
+    pub fn instruments(&self) -> &NodeInstruments {
+        &self.instruments
     }
     /// The handler.
     pub fn handler(&self) -> &H {
         &self.handler
     }
-    /// Runs one operation through `method` of the handler, in a span of its own: under
+    /// Runs one operation through `method` of the handler, in a span of its own and
+    /// with its series (`slot` is its position in the contract's operations): under
     /// the contract timeout, or under the handler's own timing when it `times_itself`.
     /// A plain function returning `dispatch`'s future, not an `async fn`: another state
     /// machine around it would move the input and the context once more per request.
     fn run(
         &self,
+        slot: usize,
         spec: &'static OperationSpec,
         input: Input,
         ctx: Context,
         method: impl AsyncFnOnce(&H, Input, &Context) -> Result<Output, OnexError>,
     ) -> impl Future<Output = Result<Output, OnexError>> {
         let times_itself = H::times_itself(spec);
+        let instruments = self.instruments.operation(slot);
         dispatch(
             CONTRACT.name,
             spec,
             times_itself,
             &self.handler,
-            &self.tracing,
+            instruments,
             input,
             ctx,
             method,
@@ -166,10 +186,11 @@ for NodeInfrastructureObservabilityCompute<H> {
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
         match input.operation_type {
             Operation::RecordMetric => {
-                self.run(&OPERATION_RECORD_METRIC, input, ctx, H::record_metric).await
+                self.run(0, &OPERATION_RECORD_METRIC, input, ctx, H::record_metric).await
             }
             Operation::GetCurrentMetrics => {
                 self.run(
+                        1,
                         &OPERATION_GET_CURRENT_METRICS,
                         input,
                         ctx,
@@ -179,6 +200,7 @@ for NodeInfrastructureObservabilityCompute<H> {
             }
             Operation::GetHealthSummary => {
                 self.run(
+                        2,
                         &OPERATION_GET_HEALTH_SUMMARY,
                         input,
                         ctx,
@@ -188,6 +210,7 @@ for NodeInfrastructureObservabilityCompute<H> {
             }
             Operation::GetPerformanceTrends => {
                 self.run(
+                        3,
                         &OPERATION_GET_PERFORMANCE_TRENDS,
                         input,
                         ctx,
@@ -196,14 +219,20 @@ for NodeInfrastructureObservabilityCompute<H> {
                     .await
             }
             Operation::ExportPrometheus => {
-                self.run(&OPERATION_EXPORT_PROMETHEUS, input, ctx, H::export_prometheus)
+                self.run(
+                        4,
+                        &OPERATION_EXPORT_PROMETHEUS,
+                        input,
+                        ctx,
+                        H::export_prometheus,
+                    )
                     .await
             }
             Operation::GetAlerts => {
-                self.run(&OPERATION_GET_ALERTS, input, ctx, H::get_alerts).await
+                self.run(5, &OPERATION_GET_ALERTS, input, ctx, H::get_alerts).await
             }
             Operation::ResolveAlert => {
-                self.run(&OPERATION_RESOLVE_ALERT, input, ctx, H::resolve_alert).await
+                self.run(6, &OPERATION_RESOLVE_ALERT, input, ctx, H::resolve_alert).await
             }
         }
     }

@@ -5,7 +5,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use onex_runtime::node::dispatch;
+use onex_runtime::metrics::MetricsRegistry;
+use onex_runtime::node::{NodeInstruments, dispatch};
 use onex_runtime::telemetry::Tracing;
 use onex_runtime::{
     Container, Context, EffectNode, Node, NodeContract, OnexError, OperationSpec,
@@ -133,52 +134,71 @@ pub struct NodePostgresConnectionManagerEffect<
     H = super::node::PostgresConnectionManager,
 > {
     handler: H,
-    tracing: Tracing,
+    instruments: NodeInstruments,
 }
 
 impl<H: PostgresConnectionManagerHandler> NodePostgresConnectionManagerEffect<H> {
     /// Builds the node: the handler resolves its dependencies from `container`, and the
-    /// node records a span per operation with the container's `Tracing`, if any.
+    /// node records a span per operation with the container's `Tracing`, if any, and
+    /// its operations' series in the container's `MetricsRegistry`, if any.
     pub fn new(container: &Container) -> Result<Self, OnexError> {
+        let instruments = NodeInstruments::from_container(container, &CONTRACT)?;
         Ok(Self {
             handler: H::new(container)?,
-            tracing: Tracing::from_container(container),
+            instruments,
         })
     }
-    /// A node around an existing handler (tests, custom wiring), recording no spans.
+    /// A node around an existing handler (tests, custom wiring), recording no spans
+    /// and no series.
     pub fn with_handler(handler: H) -> Self {
         Self {
             handler,
-            tracing: Tracing::disabled(),
+            instruments: NodeInstruments::disabled(&CONTRACT),
         }
     }
     /// The node, recording a span per operation with `tracing`.
     pub fn with_tracing(mut self, tracing: Tracing) -> Self {
-        self.tracing = tracing;
+        self.instruments = self.instruments.with_tracing(tracing);
         self
+    }
+    /// The node, recording its operations' series in `registry`; fails when the
+    /// registry holds another family under a node family's name.
+    pub fn with_metrics(
+        mut self,
+        registry: &MetricsRegistry,
+    ) -> Result<Self, OnexError> {
+        self.instruments = self.instruments.with_metrics(registry)?;
+        Ok(self)
+    }
+    /// What the node records per operation.
+    pub fn instruments(&self) -> &NodeInstruments {
+        &self.instruments
     }
     /// The handler.
     pub fn handler(&self) -> &H {
         &self.handler
     }
-    /// Runs one operation through `method` of the handler, in a span of its own: under
+    /// Runs one operation through `method` of the handler, in a span of its own and
+    /// with its series (`slot` is its position in the contract's operations): under
     /// the contract timeout, or under the handler's own timing when it `times_itself`.
     /// A plain function returning `dispatch`'s future, not an `async fn`: another state
     /// machine around it would move the input and the context once more per request.
     fn run(
         &self,
+        slot: usize,
         spec: &'static OperationSpec,
         input: Input,
         ctx: Context,
         method: impl AsyncFnOnce(&H, Input, &Context) -> Result<Output, OnexError>,
     ) -> impl Future<Output = Result<Output, OnexError>> {
         let times_itself = H::times_itself(spec);
+        let instruments = self.instruments.operation(slot);
         dispatch(
             CONTRACT.name,
             spec,
             times_itself,
             &self.handler,
-            &self.tracing,
+            instruments,
             input,
             ctx,
             method,
@@ -196,25 +216,26 @@ for NodePostgresConnectionManagerEffect<H> {
     async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
         match input.operation_type {
             Operation::ExecuteQuery => {
-                self.run(&OPERATION_EXECUTE_QUERY, input, ctx, H::execute_query).await
+                self.run(0, &OPERATION_EXECUTE_QUERY, input, ctx, H::execute_query).await
             }
             Operation::FetchOne => {
-                self.run(&OPERATION_FETCH_ONE, input, ctx, H::fetch_one).await
+                self.run(1, &OPERATION_FETCH_ONE, input, ctx, H::fetch_one).await
             }
             Operation::FetchValue => {
-                self.run(&OPERATION_FETCH_VALUE, input, ctx, H::fetch_value).await
+                self.run(2, &OPERATION_FETCH_VALUE, input, ctx, H::fetch_value).await
             }
             Operation::Transaction => {
-                self.run(&OPERATION_TRANSACTION, input, ctx, H::transaction).await
+                self.run(3, &OPERATION_TRANSACTION, input, ctx, H::transaction).await
             }
             Operation::CallFunction => {
-                self.run(&OPERATION_CALL_FUNCTION, input, ctx, H::call_function).await
+                self.run(4, &OPERATION_CALL_FUNCTION, input, ctx, H::call_function).await
             }
             Operation::HealthCheck => {
-                self.run(&OPERATION_HEALTH_CHECK, input, ctx, H::health_check).await
+                self.run(5, &OPERATION_HEALTH_CHECK, input, ctx, H::health_check).await
             }
             Operation::GetConnectionStats => {
                 self.run(
+                        6,
                         &OPERATION_GET_CONNECTION_STATS,
                         input,
                         ctx,
@@ -223,11 +244,17 @@ for NodePostgresConnectionManagerEffect<H> {
                     .await
             }
             Operation::GetQueryMetrics => {
-                self.run(&OPERATION_GET_QUERY_METRICS, input, ctx, H::get_query_metrics)
+                self.run(
+                        7,
+                        &OPERATION_GET_QUERY_METRICS,
+                        input,
+                        ctx,
+                        H::get_query_metrics,
+                    )
                     .await
             }
             Operation::ClearMetrics => {
-                self.run(&OPERATION_CLEAR_METRICS, input, ctx, H::clear_metrics).await
+                self.run(8, &OPERATION_CLEAR_METRICS, input, ctx, H::clear_metrics).await
             }
         }
     }
