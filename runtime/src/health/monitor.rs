@@ -573,15 +573,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The [`HealthMonitor`] registered in `container`, else a new one made from it
-/// ([`HealthMonitor::from_container`]).
-pub fn resolve_or_create(container: &Container, environment: Environment) -> Result<Arc<HealthMonitor>, OnexError> {
-    match container.try_resolve::<HealthMonitor>() {
-        Some(monitor) => Ok(monitor),
-        None => HealthMonitor::from_container(container, environment).map(Arc::new),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
