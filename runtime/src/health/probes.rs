@@ -165,10 +165,11 @@ impl HealthProbe for PostgresProbe {
     fn timed_out(&self, limit: Duration) -> Probed {
         let stats = self.manager.connection_stats();
         let mut probed = Probed::failing(HealthStatus::Unhealthy, timeout_reason(limit));
-        if stats.waiting > 0 {
+        // The probe's own wait has ended by now: `waiting` counts the other callers.
+        if stats.max_size > 0 && stats.in_use >= stats.max_size {
             probed.errors.push(format!(
-                "{} callers wait for a connection; {} of at most {} are in use",
-                stats.waiting, stats.in_use, stats.max_size
+                "the pool is exhausted: all {} connections are in use and {} other callers wait",
+                stats.max_size, stats.waiting
             ));
         }
         probed.metrics = pool_figures(&stats);
