@@ -12,6 +12,19 @@
 //!
 //! Probes must be asynchronous: a probe that blocks its thread cannot be interrupted by its
 //! timeout.
+//!
+//! - [`probes`]: the probes of the runtime's services (PostgreSQL, the Kafka producer pool,
+//!   the event bus, the circuit breaker) and [`HealthChecker::from_container`].
+//! - [`assess`]: the per-environment thresholds and the rule that makes one status of it all.
+//! - [`monitor`]: [`HealthMonitor`], which checks on demand or periodically, keeps the last
+//!   100 results for trends and exposes the `omnibase_*` series.
+
+pub mod assess;
+pub mod monitor;
+pub mod probes;
+
+pub use monitor::HealthMonitor;
+pub use probes::{CircuitBreakerProbe, EventBusProbe, KafkaPoolProbe, PostgresProbe, Services};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,6 +100,18 @@ pub trait HealthProbe: Send + Sync {
 
     /// Checks the component.
     fn check(&self) -> BoxFuture<'_, Probed>;
+
+    /// The result when [`HealthProbe::check`] did not answer within `limit`: unhealthy with
+    /// the reason "timed out after N ms". A probe overrides it to add what it can tell
+    /// without waiting (a pool's waiters, say), so a timeout still explains itself.
+    fn timed_out(&self, limit: Duration) -> Probed {
+        Probed::failing(HealthStatus::Unhealthy, timeout_reason(limit))
+    }
+}
+
+/// "timed out after N ms": the reason of a probe that did not answer within `limit`.
+pub fn timeout_reason(limit: Duration) -> String {
+    format!("timed out after {} ms", limit.as_millis())
 }
 
 /// The health of the process: the aggregate and every component.
@@ -130,6 +155,11 @@ impl HealthChecker {
     /// The probes' names, in registration order.
     pub fn probe_names(&self) -> Vec<&str> {
         self.probes.iter().map(|probe| probe.name()).collect()
+    }
+
+    /// The probes' criticalities, in registration order (the order of a report's components).
+    pub fn criticalities(&self) -> Vec<Criticality> {
+        self.probes.iter().map(|probe| probe.criticality()).collect()
     }
 
     /// Alive: the process answers. No dependency is touched.
@@ -186,7 +216,7 @@ pub async fn run_probe(probe: &dyn HealthProbe) -> ComponentHealth {
     let limit = probe.timeout();
     let probed = match tokio::time::timeout(limit, probe.check()).await {
         Ok(probed) => probed,
-        Err(_) => Probed::failing(HealthStatus::Unhealthy, format!("timed out after {} ms", limit.as_millis())),
+        Err(_) => probe.timed_out(limit),
     };
     ComponentHealth {
         component: probe.name().to_owned(),

@@ -27,13 +27,13 @@ pub type Output = super::models::ModelInfrastructureHealthMonitorOutput;
 /// The contract's `protocol` and `service` dependencies, resolved from the container.
 #[derive(Clone)]
 pub struct Dependencies {
-    /// Checked for database health; when absent PostgreSQL is reported unhealthy and so is the whole infrastructure.
+    /// Checked for database health when registered; it is critical, so PostgreSQL down makes the infrastructure unhealthy.
     pub postgres_connection_manager: Option<
         Arc<onex_runtime::postgres::PostgresConnectionManager>,
     >,
-    /// Checked for Kafka health; when absent Kafka is reported unhealthy.
+    /// Checked for Kafka health when registered (else the event bus's pool is); Kafka or its broker down makes the infrastructure degraded, not unhealthy.
     pub kafka_producer_pool: Option<Arc<onex_runtime::kafka::KafkaProducerPool>>,
-    /// Publishes a health status change event when one is registered.
+    /// Publishes an infrastructure.health.changed event whenever the overall status changes, when one is registered.
     pub protocol_event_bus: Option<Arc<dyn onex_runtime::event_bus::EventPublisher>>,
 }
 

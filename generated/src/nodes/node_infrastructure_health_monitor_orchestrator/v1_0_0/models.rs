@@ -60,7 +60,7 @@ pub struct ModelInfrastructureHealthMonitorInput {
         default = "default_model_infrastructure_health_monitor_input_time_period_hours"
     )]
     pub time_period_hours: u64,
-    /// Seconds between two checks of start_monitoring (the monitor backs off 5 s after a failed check).
+    /// Seconds between two checks of start_monitoring; after a check whose result is unhealthy the next one runs 5 s later.
     #[serde(
         default = "default_model_infrastructure_health_monitor_input_monitoring_interval_seconds"
     )]
@@ -99,13 +99,13 @@ pub struct ModelInfrastructureHealthMonitorOutput {
     pub correlation_id: uuid::Uuid,
     /// When the response was produced (UTC).
     pub timestamp: chrono::DateTime<chrono::Utc>,
-    /// Healthy when every component is healthy and the error rate is within threshold, degraded when PostgreSQL and one other component are healthy, else unhealthy.
+    /// Unhealthy when PostgreSQL is unhealthy; degraded when another component (Kafka, the event bus, the circuit breaker, a registered probe) is not healthy or a figure is above its environment threshold (error rate, response time, pool utilization, circuit-breaker failure rate, queued events); else healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overall_status: Option<onex_runtime::models::health::HealthStatus>,
-    /// The health of postgres, kafka and circuit_breaker.
+    /// The health of each checked service (postgres, kafka, event_bus, circuit_breaker) and registered probe, then the thresholds component, whose errors name every threshold exceeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub components: Option<Vec<onex_runtime::models::health::ComponentHealth>>,
-    /// Failures / max(operations + failures, 1) x 100 across the components.
+    /// Failures / max(operations + failures, 1) x 100 across the components, counted since the monitor's previous check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_rate_percent: Option<f64>,
     /// Error rate above which the status is not healthy (1 production, 2 staging, 5 development).
@@ -172,15 +172,15 @@ pub struct ModelInfrastructureHealthTotals {
     pub kafka_producers: u64,
     /// Messages acknowledged by Kafka since start.
     pub messages_processed: u64,
-    /// Events queued by the circuit breaker.
+    /// Events waiting in the circuit breaker's outbox.
     pub events_queued: u64,
-    /// Duration of the PostgreSQL health probes.
+    /// Round trip of the PostgreSQL health probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_response_time_ms: Option<f64>,
     /// Kafka throughput since start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka_messages_per_second: Option<f64>,
-    /// Successful / total published events x 100.
+    /// Successful / total calls through the circuit breaker x 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker_success_rate: Option<f64>,
 }

@@ -1,0 +1,156 @@
+//! PostgreSQL stopped and started again under a running health monitor and the observability
+//! server: readiness turns 503 within the probe timeout while liveness stays 200; once the
+//! server is back, readiness turns 200 again and the monitor's latest result is healthy again
+//! within one monitoring interval.
+//!
+//! This binary stops the shared test server, so it holds exactly one test; a drop guard
+//! starts the server again even when an assertion fails.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use onex_runtime::Container;
+use onex_runtime::environment::Environment;
+use onex_runtime::health::HealthMonitor;
+use onex_runtime::health::probes::SERVICE_PROBE_TIMEOUT;
+use onex_runtime::http::{ObservabilityServer, ObservabilityServerConfig};
+use onex_runtime::metrics::MetricsRegistry;
+use onex_runtime::models::health::{HealthAssessment, HealthStatus};
+use onex_runtime::postgres::PostgresConnectionManager;
+use onex_tests::postgres::TestDatabase;
+use tokio::sync::watch;
+
+/// Short, so the shared server is down for a few seconds only; the rule (the next check 5 s
+/// after an unhealthy one, never later than the interval) is the same at any interval.
+const INTERVAL: Duration = Duration::from_secs(3);
+
+/// The cluster version (`ls /etc/postgresql`).
+fn cluster_version() -> String {
+    let mut versions: Vec<String> = std::fs::read_dir("/etc/postgresql")
+        .expect("/etc/postgresql lists the clusters")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    versions.sort();
+    versions.pop().expect("one PostgreSQL cluster")
+}
+
+fn pg_ctlcluster(action: &str) -> std::process::ExitStatus {
+    Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &cluster_version(), "main", action])
+        .status()
+        .unwrap_or_else(|e| panic!("pg_ctlcluster {action}: {e}"))
+}
+
+/// Starts the server again when dropped, whatever happened in the test.
+struct ServerGuard;
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        // `start` on a running cluster exits non-zero, which is fine here.
+        let _ = pg_ctlcluster("start");
+    }
+}
+
+async fn cluster(action: &'static str) {
+    let status = tokio::task::spawn_blocking(move || pg_ctlcluster(action)).await.unwrap();
+    assert!(status.success(), "pg_ctlcluster {action}: {status}");
+}
+
+/// A minimal HTTP/1.0 GET: status, and how long the answer took.
+async fn get(address: SocketAddr, path: &str) -> (u16, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    (raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0), started.elapsed())
+}
+
+/// Waits (up to `within`) for a result of the monitor with `status`.
+async fn result_with(
+    results: &mut watch::Receiver<Option<Arc<HealthAssessment>>>,
+    status: HealthStatus,
+    within: Duration,
+) -> Arc<HealthAssessment> {
+    let wanted = |r: &Option<Arc<HealthAssessment>>| r.as_ref().is_some_and(|r| r.overall_status == status);
+    let found = match tokio::time::timeout(within, results.wait_for(wanted)).await {
+        Ok(Ok(result)) => result.clone(),
+        Ok(Err(_)) => panic!("the monitor is gone"),
+        Err(_) => None,
+    };
+    found.unwrap_or_else(|| panic!("no {status:?} result within {within:?}; latest: {:?}", results.borrow().clone()))
+}
+
+#[test]
+fn postgres_stopped_is_unready_at_once_and_healthy_again_within_an_interval_of_its_return() {
+    let _server = ServerGuard;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let db = TestDatabase::create("app").await;
+        // Dropped before `db`, so the server is up again when the database is dropped.
+        let _server_before_db_drop = ServerGuard;
+        let mut config = db.config();
+        config.min_connections = 2;
+        config.max_connections = 4;
+        config.wait_timeout_secs = 2.0;
+        config.create_timeout_secs = 2.0;
+        config.maintenance_interval_secs = 0.2;
+        let pg = Arc::new(PostgresConnectionManager::connect(config).await.unwrap());
+        let mut container = Container::new();
+        container.register(Arc::clone(&pg));
+        container.register(Arc::new(MetricsRegistry::new("dev")));
+        let monitor = HealthMonitor::from_container(&container, Environment::Development).unwrap();
+        let metrics = container.resolve::<MetricsRegistry>().unwrap();
+        let address = "127.0.0.1:0".parse().unwrap();
+        let server = ObservabilityServer::start(ObservabilityServerConfig { address }, metrics, monitor.checker())
+            .await
+            .unwrap();
+        let address = server.local_addr();
+        assert_eq!(get(address, "/health/ready").await.0, 200);
+        let mut results = monitor.subscribe();
+        monitor.start_monitoring(INTERVAL).unwrap();
+        result_with(&mut results, HealthStatus::Healthy, Duration::from_secs(5)).await;
+
+        cluster("stop").await;
+        let stopped = Instant::now();
+        let (ready, took) = get(address, "/health/ready").await;
+        let (live, _) = get(address, "/health/live").await;
+        eprintln!("PostgreSQL stopped: /health/ready {ready} in {took:?}, /health/live {live}");
+        assert_eq!(ready, 503);
+        assert!(took <= SERVICE_PROBE_TIMEOUT + Duration::from_millis(500), "503 within the probe timeout: {took:?}");
+        assert_eq!(live, 200);
+        let unhealthy = result_with(&mut results, HealthStatus::Unhealthy, INTERVAL + Duration::from_secs(3)).await;
+        eprintln!(
+            "monitor unhealthy {:?} after the stop: {:?}",
+            stopped.elapsed(),
+            unhealthy.components.iter().find(|c| c.component == "postgres").map(|c| &c.errors)
+        );
+
+        cluster("start").await;
+        let back = Instant::now();
+        let deadline = back + Duration::from_secs(10);
+        let ready_after = loop {
+            let (ready, _) = get(address, "/health/ready").await;
+            if ready == 200 {
+                break back.elapsed();
+            }
+            assert!(Instant::now() < deadline, "not ready 10 s after PostgreSQL returned");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let healthy = result_with(&mut results, HealthStatus::Healthy, INTERVAL + Duration::from_secs(3)).await;
+        let healthy_after = back.elapsed();
+        eprintln!(
+            "PostgreSQL back: ready after {ready_after:?}, monitor healthy after {healthy_after:?} \
+             (interval {INTERVAL:?}); figures {:?}",
+            healthy.figures
+        );
+        assert!(ready_after <= Duration::from_secs(2), "ready {ready_after:?} after the server returned");
+        assert!(healthy_after <= INTERVAL + Duration::from_secs(1), "healthy {healthy_after:?} after the return");
+        assert_eq!(get(address, "/health/live").await.0, 200);
+        assert!(monitor.stop_monitoring().await);
+        server.shutdown().await;
+    });
+}
