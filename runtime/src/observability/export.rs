@@ -250,7 +250,7 @@ pub(crate) fn family(
                 return Err(invalid(
                     "metric_type",
                     format!(
-                        "metric '{name}' is recorded as a {}; it cannot also be a {kind} (a family has one type)",
+                        "metric_type {kind} does not match: metric '{name}' is recorded as a {} (a family has one type)",
                         live.kind
                     ),
                 ));
@@ -290,7 +290,8 @@ fn check_clashes(registry: &MetricsRegistry, name: &str, kind: MetricType, own: 
             return Err(invalid(
                 "metric_name",
                 format!(
-                    "metric '{name}' would write the sample '{sample}', which repeats the registered family '{sample}'"
+                    "metric_name '{name}' would write the sample '{sample}', which repeats the registered family \
+                     '{sample}'"
                 ),
             ));
         }
@@ -302,7 +303,7 @@ fn check_clashes(registry: &MetricsRegistry, name: &str, kind: MetricType, own: 
             return Err(invalid(
                 "metric_name",
                 format!(
-                    "metric '{name}' could repeat a sample of the registered family '{base}' (which writes \
+                    "metric_name '{name}' could repeat a sample of the registered family '{base}' (which writes \
                      '{base}{suffix}' when it is a {}); record under another name",
                     if matches!(suffix, "_total" | "_created") { "counter" } else { "histogram" }
                 ),
@@ -316,8 +317,8 @@ fn registered_by_a_service(name: &str) -> OnexError {
     invalid(
         "metric_name",
         format!(
-            "metric '{name}' is a family a service registered in the metrics registry; its series are that \
-             service's own: record under another name"
+            "metric_name '{name}' is a family a service registered in the metrics registry; its series are \
+             that service's own: record under another name"
         ),
     )
 }

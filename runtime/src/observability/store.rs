@@ -133,7 +133,8 @@ impl MetricStore {
                 return Err(invalid(
                     "metric_type",
                     format!(
-                        "metric '{family_name}' is recorded as a {}; it cannot also be a {kind} (a family has one type)",
+                        "metric_type {kind} does not match: metric '{family_name}' is recorded as a {} (a family has \
+                         one type)",
                         family.kind()
                     ),
                 ));
@@ -146,7 +147,8 @@ impl MetricStore {
             invalid(
                 "metric_labels",
                 format!(
-                    "the store holds {MAX_SERIES} series, its limit: a new label set of '{family_name}' is refused"
+                    "metric_labels: the store holds {MAX_SERIES} series, its limit; a new label set of \
+                     '{family_name}' is refused"
                 ),
             )
         })?;
@@ -281,23 +283,23 @@ fn check_meaning(family: &str, value: f64, kind: MetricType, labels: &Labels) ->
     match family {
         EVENT_LATENCY_METRIC if kind != MetricType::Histogram => Err(invalid(
             "metric_type",
-            format!("{EVENT_LATENCY_METRIC} is the histogram of event latencies; record it as a histogram"),
+            format!("metric_type must be histogram: {EVENT_LATENCY_METRIC} is the histogram of event latencies"),
         )),
         ERROR_RATE_METRIC if kind != MetricType::Gauge => Err(invalid(
             "metric_type",
-            format!("{ERROR_RATE_METRIC} is the gauge of a service's error rate; record it as a gauge"),
+            format!("metric_type must be gauge: {ERROR_RATE_METRIC} is the gauge of a service's error rate"),
         )),
         ERROR_RATE_METRIC => {
             let service = labels.get("service").map(|s| s.trim()).filter(|s| !s.is_empty()).ok_or_else(|| {
                 invalid(
                     "metric_labels.service",
-                    format!("{ERROR_RATE_METRIC} needs the label `service`, the service it rates"),
+                    format!("metric_labels.service is required: {ERROR_RATE_METRIC} rates one service"),
                 )
             })?;
             if !(0.0..=1.0).contains(&value) {
                 return Err(invalid(
                     "metric_value",
-                    format!("{ERROR_RATE_METRIC} is a fraction in [0, 1]; {value} is outside it"),
+                    format!("metric_value {value} is outside [0, 1]: {ERROR_RATE_METRIC} is a fraction"),
                 ));
             }
             Ok(Some(service.to_owned()))
