@@ -38,7 +38,7 @@ impl std::fmt::Display for MetricType {
 /// One sample.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricPoint {
-    /// Metric name.
+    /// Metric name as exported: a counter's ends with `_total`.
     pub name: String,
     /// Value.
     pub value: f64,
