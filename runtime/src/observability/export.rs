@@ -168,17 +168,7 @@ impl Family {
             let mut sample = metric.encode_family(&labels)?;
             match &one.histogram {
                 Some(histogram) => {
-                    let (cumulative, count) = histogram.cumulative();
-                    // The encoder adds the bucket counts up itself: it takes each bucket's own.
-                    let mut below = 0;
-                    let buckets: Vec<(f64, u64)> = cumulative
-                        .into_iter()
-                        .map(|(bound, running)| {
-                            let own = running - below;
-                            below = running;
-                            (bound, own)
-                        })
-                        .collect();
+                    let (buckets, count) = histogram.buckets();
                     sample.encode_histogram::<NoLabelSet>(histogram.sum(), count, &buckets, None)?;
                 }
                 None if self.kind == MetricType::Counter => {
