@@ -22,6 +22,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod models;
 pub mod node;
+pub mod observability;
 pub mod outbox;
 pub mod postgres;
 pub mod registry;

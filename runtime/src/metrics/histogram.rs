@@ -7,8 +7,9 @@
 //! Invariants:
 //! - `bounds` is sorted, finite and free of duplicates ([`Histogram::new`] refuses anything
 //!   else); `counts` has one slot per bound plus the `+Inf` slot.
-//! - A slot counts the samples of its own bucket only (not cumulative); the exposition adds them
-//!   up. The count of the histogram is the sum of the slots, so count and buckets always agree.
+//! - A slot counts the samples of its own bucket only (not cumulative); prometheus-client's
+//!   encoders add them up, so [`Histogram::buckets`] hands them over as they are. The count of
+//!   the histogram is the sum of the slots, so count and buckets always agree.
 //! - The sum is read separately from the slots: a scrape racing a sample may see the sample in
 //!   one and not yet in the other. Prometheus takes each scrape as a snapshot of counters that
 //!   only grow, which this stays.
@@ -111,16 +112,30 @@ impl Histogram {
         f64::from_bits(self.inner.sum.load(Ordering::Relaxed))
     }
 
-    /// `(upper bound, cumulative count)` per bucket, ending with `+Inf`, and the total count.
-    pub fn cumulative(&self) -> (Vec<(f64, u64)>, u64) {
+    /// `(upper bound, samples in that bucket alone)` per bucket, ending with `+Inf`, and the
+    /// total count. This is the form prometheus-client's `encode_histogram` takes.
+    pub fn buckets(&self) -> (Vec<(f64, u64)>, u64) {
         let inner = &*self.inner;
-        let mut running = 0;
+        let mut total = 0;
         let mut buckets = Vec::with_capacity(inner.counts.len());
         for (slot, count) in inner.counts.iter().enumerate() {
-            running += count.load(Ordering::Relaxed);
-            buckets.push((inner.bounds.get(slot).copied().unwrap_or(f64::INFINITY), running));
+            let count = count.load(Ordering::Relaxed);
+            total += count;
+            buckets.push((inner.bounds.get(slot).copied().unwrap_or(f64::INFINITY), count));
         }
-        (buckets, running)
+        (buckets, total)
+    }
+
+    /// `(upper bound, samples at or below it)` per bucket, ending with `+Inf`, and the total
+    /// count: the buckets as the exposition shows them.
+    pub fn cumulative(&self) -> (Vec<(f64, u64)>, u64) {
+        let (mut buckets, total) = self.buckets();
+        let mut running = 0;
+        for (_, count) in &mut buckets {
+            running += *count;
+            *count = running;
+        }
+        (buckets, total)
     }
 }
 
@@ -136,7 +151,7 @@ impl TypedMetric for Histogram {
 
 impl EncodeMetric for Histogram {
     fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let (buckets, count) = self.cumulative();
+        let (buckets, count) = self.buckets();
         encoder.encode_histogram::<NoLabelSet>(self.sum(), count, &buckets, None)
     }
 

@@ -169,10 +169,13 @@ mod tests {
         registry.register("onex_thing_seconds", "How long a thing took.", histogram.clone()).unwrap();
         counter.inc_by(3);
         histogram.observe(0.05);
+        histogram.observe(0.07);
+        histogram.observe(0.5);
         let text = registry.encode().unwrap();
         assert!(text.contains("onex_things_total{environment=\"staging\"} 3\n"), "{text}");
-        assert!(text.contains("onex_thing_seconds_bucket{environment=\"staging\",le=\"0.1\"} 1\n"), "{text}");
-        assert!(text.contains("onex_thing_seconds_count{environment=\"staging\"} 1\n"), "{text}");
+        assert!(text.contains("onex_thing_seconds_bucket{environment=\"staging\",le=\"0.1\"} 2\n"), "{text}");
+        assert!(text.contains("onex_thing_seconds_bucket{environment=\"staging\",le=\"+Inf\"} 3\n"), "{text}");
+        assert!(text.contains("onex_thing_seconds_count{environment=\"staging\"} 3\n"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 

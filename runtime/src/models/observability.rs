@@ -9,18 +9,36 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MetricType {
-    /// Monotonic.
+    /// A running total that only grows (a lower value is a reset of its source); each
+    /// sample is the total, not an increment.
     Counter,
-    /// Goes up and down.
+    /// A value that goes up and down.
     Gauge,
-    /// Distribution.
+    /// A distribution: each sample is one observation.
     Histogram,
+}
+
+impl MetricType {
+    /// `counter`, `gauge` or `histogram` (the serialized form).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Gauge => "gauge",
+            Self::Histogram => "histogram",
+        }
+    }
+}
+
+impl std::fmt::Display for MetricType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One sample.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricPoint {
-    /// Metric name.
+    /// Metric name as exported: a counter's ends with `_total`.
     pub name: String,
     /// Value.
     pub value: f64,
@@ -47,10 +65,31 @@ pub enum AlertSeverity {
     Critical,
 }
 
-/// An alert, de-duplicated by name until resolved.
+impl AlertSeverity {
+    /// `low`, `medium`, `high` or `critical` (the serialized form).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+impl std::fmt::Display for AlertSeverity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An alert, de-duplicated by name until resolved: while one of a name is unresolved, raising
+/// that name again updates it (message, details, `last_seen_at`, `occurrences`) instead of
+/// adding another.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
-    /// `{name}_{epoch seconds}`.
+    /// `{name}_{epoch seconds}_{sequence}`: unique even when an alert of the same name is
+    /// raised, resolved and raised again within a second.
     pub id: String,
     /// Alert name.
     pub name: String,
@@ -63,9 +102,18 @@ pub struct Alert {
     pub details: serde_json::Map<String, serde_json::Value>,
     /// Raised at.
     pub created_at: DateTime<Utc>,
+    /// The last time its condition was seen (the last raise).
+    pub last_seen_at: DateTime<Utc>,
+    /// How many times it was raised while unresolved (1 for a new alert).
+    #[serde(default = "one")]
+    pub occurrences: u64,
     /// Resolved?
     pub resolved: bool,
     /// Resolved at.
     #[serde(default)]
     pub resolved_at: Option<DateTime<Utc>>,
+}
+
+fn one() -> u64 {
+    1
 }

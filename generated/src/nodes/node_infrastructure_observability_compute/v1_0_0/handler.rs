@@ -3,6 +3,7 @@
 #![cfg_attr(rustfmt, rustfmt::skip)]
 
 use std::future::Future;
+use std::sync::Arc;
 
 use onex_runtime::metrics::MetricsRegistry;
 use onex_runtime::node::{NodeInstruments, dispatch};
@@ -26,13 +27,27 @@ pub type Output = super::models::ModelInfrastructureObservabilityOutput;
 
 /// The contract's `protocol` and `service` dependencies, resolved from the container.
 #[derive(Clone)]
-pub struct Dependencies {}
+pub struct Dependencies {
+    /// The process's metrics registry; recorded series are written to it and export_prometheus returns its whole exposition. When absent the node keeps a registry of its own.
+    pub metrics_registry: Option<Arc<onex_runtime::metrics::MetricsRegistry>>,
+    /// Watched by the collector as the breaker `default` (its opening raises a critical alert; its state is the circuit part of the health score).
+    pub circuit_breaker: Option<Arc<onex_runtime::circuit_breaker::CircuitBreaker>>,
+    /// The event bus's guarded publisher; its breaker and outbox queue are watched as `event_bus` (breaker open, queue over 80 %, more than 10 dead letters).
+    pub guarded_publisher: Option<Arc<onex_runtime::circuit_breaker::GuardedPublisher>>,
+}
 
 impl Dependencies {
     /// Resolves every dependency from the container; a missing required one is an
     /// error that names it.
-    pub fn resolve(_container: &Container) -> Result<Self, OnexError> {
-        Ok(Self {})
+    pub fn resolve(container: &Container) -> Result<Self, OnexError> {
+        Ok(Self {
+            metrics_registry: container
+                .try_resolve::<onex_runtime::metrics::MetricsRegistry>(),
+            circuit_breaker: container
+                .try_resolve::<onex_runtime::circuit_breaker::CircuitBreaker>(),
+            guarded_publisher: container
+                .try_resolve::<onex_runtime::circuit_breaker::GuardedPublisher>(),
+        })
     }
 }
 
@@ -99,7 +114,7 @@ pub trait InfrastructureObservabilityHandler: Sized + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Output, OnexError>> + Send;
 }
 
-/// Collects infrastructure metrics for 24 h, raises and resolves de-duplicated alerts, computes a weighted health score and latency percentiles, and exports the samples in Prometheus text format.
+/// Records infrastructure metrics (kept 24 h) and exports them through the process's metrics registry, one sample per series; raises alerts from the circuit breakers, error rates, event latency and queues, de-duplicated by name until resolved by id; computes a weighted health score and latency percentiles.
 pub struct NodeInfrastructureObservabilityCompute<
     H = super::node::InfrastructureObservability,
 > {

@@ -63,16 +63,16 @@ pub struct ModelInfrastructureObservabilityInput {
     /// Id tying this request to its events and logs; generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<uuid::Uuid>,
-    /// Name of the metric to record; required by record_metric.
+    /// Name of the metric to record (a Prometheus metric name, not one a service registered); required by record_metric. event_publishing_latency_seconds (a histogram) and service_error_rate (a gauge with the label service, a fraction) also feed the latency percentiles and the error rates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric_name: Option<String>,
-    /// Value of the sample to record; required by record_metric.
+    /// Value of the sample to record, finite (a counter's running total or a histogram's observation is not negative); required by record_metric.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric_value: Option<f64>,
     /// Type of the metric to record.
     #[serde(default = "default_model_infrastructure_observability_input_metric_type")]
     pub metric_type: onex_runtime::models::observability::MetricType,
-    /// Labels of the sample to record.
+    /// Labels of the sample to record (Prometheus label names; environment, le and quantile are set by the exposition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric_labels: Option<std::collections::BTreeMap<String, String>>,
     /// Id of the alert to resolve; required by resolve_alert.
@@ -125,7 +125,7 @@ fn default_model_infrastructure_observability_input_time_period_hours() -> u64 {
 /// The result of one observability operation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfrastructureObservabilityOutput {
-    /// Whether the operation succeeded; when false, error says why.
+    /// True; a request that cannot be served is answered with an error instead (VALIDATION_ERROR naming the field, NOT_FOUND for an unknown alert id).
     pub success: bool,
     /// The operation that ran.
     pub operation_type: EnumInfrastructureObservabilityOperation,
@@ -133,7 +133,7 @@ pub struct ModelInfrastructureObservabilityOutput {
     pub correlation_id: uuid::Uuid,
     /// When the response was produced (UTC).
     pub timestamp: chrono::DateTime<chrono::Utc>,
-    /// The latest sample of every series (get_current_metrics), or the recorded sample (record_metric).
+    /// The latest sample of every series (get_current_metrics), or the recorded sample (record_metric); a counter's name ends with _total, as exported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Vec<onex_runtime::models::observability::MetricPoint>>,
     /// The weighted health score and its parts (get_health_summary).
@@ -142,7 +142,7 @@ pub struct ModelInfrastructureObservabilityOutput {
     /// Latency and error-rate figures of the period (get_performance_trends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trends: Option<ModelObservabilityPerformanceTrends>,
-    /// Every series in Prometheus text format, one sample per series (export_prometheus).
+    /// The metrics registry's whole exposition in OpenMetrics text, one sample per series, ending with '# EOF' (export_prometheus).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus_text: Option<String>,
     /// Matching alerts, newest first (get_alerts), or the resolved alert (resolve_alert).
@@ -154,9 +154,6 @@ pub struct ModelInfrastructureObservabilityOutput {
     /// Unresolved alerts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts_count: Option<u64>,
-    /// Why the operation failed; present exactly when success is false.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ModelObservabilityError>,
 }
 
 impl ModelInfrastructureObservabilityOutput {
@@ -180,22 +177,21 @@ impl ModelInfrastructureObservabilityOutput {
             alerts: None,
             metrics_count: None,
             alerts_count: None,
-            error: None,
         }
     }
 }
 
-/// Health score = 0.4 circuit + 0.3 latency + 0.3 error score; 90 or more is healthy, 70 or more degraded.
+/// Health score = 0.4 circuit + 0.3 latency + 0.3 error score; 90 or more is healthy, 70 or more degraded, less unhealthy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelObservabilityHealthSummary {
     /// The weighted score, 0 to 100.
     pub health_score: f64,
     /// The status the score maps to.
     pub status: onex_runtime::models::health::HealthStatus,
-    /// Score of the circuit state, 100 when closed and 0 when open.
+    /// Score of the circuit state, 100 closed (or disabled), 50 half open, 0 open or forced open; the lowest of the watched breakers, 100 without any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_score: Option<f64>,
-    /// max(0, 100 - event latency in seconds x 100).
+    /// max(0, 100 - event latency in seconds x 100), the latency being the mean of the latest 100 event latencies (0 without any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_score: Option<f64>,
     /// max(0, 100 - error rate x 1000), the error rate being a fraction.
@@ -207,7 +203,7 @@ pub struct ModelObservabilityHealthSummary {
     /// 99th percentile of the last 1000 event latencies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p99_latency_ms: Option<f64>,
-    /// Current error rate as a fraction in \[0, 1\].
+    /// The error rate the score uses, a fraction in \[0, 1\]; the highest latest rate of any service (0 without any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_rate: Option<f64>,
     /// Unresolved alerts.
@@ -239,7 +235,7 @@ impl ModelObservabilityHealthSummary {
 /// Latency and error-rate figures of a time period.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelObservabilityPerformanceTrends {
-    /// The period summarized.
+    /// The period summarized (the request, capped at the retention).
     pub period_hours: u64,
     /// Latency samples inside the period.
     pub latency_samples: u64,
@@ -252,7 +248,7 @@ pub struct ModelObservabilityPerformanceTrends {
     /// 99th percentile latency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p99_latency_ms: Option<f64>,
-    /// Mean error rate per service, as a fraction in \[0, 1\].
+    /// Mean error rate per service inside the period, as a fraction in \[0, 1\].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_rates: Option<std::collections::BTreeMap<String, f64>>,
 }
@@ -269,23 +265,6 @@ impl ModelObservabilityPerformanceTrends {
             p99_latency_ms: None,
             error_rates: None,
         }
-    }
-}
-
-/// A failed operation, with a sanitized message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelObservabilityError {
-    /// Stable error code (NOT_FOUND for an unknown alert id, VALIDATION_ERROR for a bad metric).
-    pub code: onex_runtime::error::ErrorCode,
-    /// What failed, sanitized.
-    pub message: String,
-}
-
-impl ModelObservabilityError {
-    /// A value with the required fields given; optional fields absent, defaulted fields
-    /// at their contract defaults.
-    pub fn new(code: onex_runtime::error::ErrorCode, message: String) -> Self {
-        Self { code, message }
     }
 }
 
