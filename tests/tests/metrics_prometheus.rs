@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use onex_runtime::circuit_breaker::{CallError, CircuitBreaker};
 use onex_runtime::environment::Environment;
 use onex_runtime::event::OnexEvent;
 use onex_runtime::event_bus::{EventPublisher, KafkaEventBus, TopicNamer};
@@ -17,8 +18,11 @@ use onex_runtime::health::{HealthChecker, HealthMonitor, Services};
 use onex_runtime::http::{ObservabilityServer, ObservabilityServerConfig};
 use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool};
 use onex_runtime::metrics::{Counter, Family, Gauge, Histogram, MetricsRegistry};
+use onex_runtime::models::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerState};
 use onex_runtime::models::kafka::KafkaProducerConfig;
+use onex_runtime::outbox::{self, Outbox, OutboxConfig};
 use onex_runtime::postgres::PostgresConnectionManager;
+use onex_runtime::telemetry::capture::SpanCapture;
 use onex_runtime::{Container, Context, ErrorCode};
 use onex_tests::kafka::{bootstrap, broker_script, create_topic};
 use onex_tests::postgres::TestDatabase;
@@ -157,29 +161,43 @@ fn ensure_broker() {
     }
 }
 
+/// A development breaker that opens at the third failure in a row.
+fn breaker_config() -> CircuitBreakerConfig {
+    let mut config = CircuitBreakerConfig::for_environment(Environment::Development);
+    config.failure_threshold = FAILED as u32;
+    config
+}
+
+/// Statements that succeed, statements that fail (through the breaker, which they open),
+/// messages published (through the breaker), calls the open breaker refuses, events left in
+/// the outbox, node operations answered.
+const OK: u64 = 20;
+const FAILED: u64 = 3;
+const MESSAGES: u64 = 30;
+const REJECTED: u64 = 2;
+const QUEUED: u64 = 4;
+const CALLS: u64 = 4;
+const NODE: &str = "node_event_bus_circuit_breaker_compute";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prometheus_reads_the_statements_messages_node_operations_and_health_of_the_process() {
+async fn prometheus_reads_what_every_service_of_the_process_did() {
     ensure_broker();
     let registry = Arc::new(MetricsRegistry::new("test"));
+    let capture = SpanCapture::new();
+    let tracing = capture.tracing("metrics-prometheus").unwrap().with_metrics(&registry).expect("the span series");
 
-    // PostgreSQL: OK statements that succeed and FAILED that fail.
-    const OK: u64 = 20;
-    const FAILED: u64 = 3;
     let db = TestDatabase::create("metrics").await;
     let pg = PostgresConnectionManager::connect(db.config()).await.expect("connect");
-    let pg = Arc::new(pg.with_metrics(&registry).expect("the pool's series"));
+    let pg = Arc::new(pg.with_metrics(&registry).expect("the pool's series").with_tracing(tracing.clone()));
     // The schema check at connect is counted too: the totals start from it.
     let at_start = pg.connection_stats();
-    for i in 0..OK {
-        assert_eq!(pg.fetch_value("SELECT $1::bigint", &[json!(i)]).await.unwrap(), Some(json!(i)));
-    }
-    for _ in 0..FAILED {
-        let err = pg.execute_query("SELECT * FROM no_such_table", &[]).await.unwrap_err();
-        assert_eq!(err.code(), ErrorCode::DatabaseQueryError);
-    }
+    outbox::migrate(&pg).await.expect("outbox tables");
+    let migration = pg.connection_stats().total_queries - at_start.total_queries;
+    let outbox = Outbox::new(Arc::clone(&pg), OutboxConfig::default())
+        .unwrap()
+        .with_metrics(&registry)
+        .expect("the outbox's series");
 
-    // Kafka: MESSAGES events through the bus, each acknowledged before publish returns.
-    const MESSAGES: u64 = 30;
     let pool = KafkaProducerPool::new(KafkaPoolSettings::default(), KafkaProducerConfig::new(bootstrap()))
         .expect("producer pool")
         .with_metrics(&registry)
@@ -193,15 +211,33 @@ async fn prometheus_reads_the_statements_messages_node_operations_and_health_of_
         .with_metrics(&registry)
         .expect("the bus's series");
     let bus = Arc::new(bus);
+    let breaker = CircuitBreaker::new(breaker_config()).unwrap().with_metrics(&registry, "infra").expect("breaker");
+    let breaker = Arc::new(breaker);
+    let event = |n: u64| OnexEvent::new(event_type, "metrics-prometheus-test", Uuid::new_v4(), json!({ "n": n }));
+
+    for i in 0..OK {
+        assert_eq!(pg.fetch_value("SELECT $1::bigint", &[json!(i)]).await.unwrap(), Some(json!(i)));
+    }
     for n in 0..MESSAGES {
-        bus.publish(OnexEvent::new(event_type, "metrics-prometheus-test", Uuid::new_v4(), json!({ "n": n })))
-            .await
-            .expect("publish");
+        breaker.call(bus.publish(event(n))).await.expect("publish");
+    }
+    for n in 0..QUEUED {
+        outbox.enqueue(&event(100 + n), "open").await.expect("enqueue");
+    }
+    for _ in 0..FAILED {
+        match breaker.call(pg.execute_query("SELECT * FROM no_such_table", &[])).await {
+            Err(CallError::Failed { error, counted: true, .. }) => {
+                assert_eq!(error.code(), ErrorCode::DatabaseQueryError, "{error}");
+            }
+            other => panic!("expected a counted failure, got {other:?}"),
+        }
+    }
+    assert_eq!(breaker.state(), CircuitBreakerState::Open, "the third failure opens the breaker");
+    for _ in 0..REJECTED {
+        let err = breaker.call(pg.fetch_value("SELECT 1", &[])).await.unwrap_err();
+        assert!(matches!(err, CallError::Rejected(_)), "{err:?}");
     }
 
-    // A generated node: CALLS answered `get_state` operations.
-    const CALLS: u64 = 4;
-    const NODE: &str = "node_event_bus_circuit_breaker_compute";
     let mut container = Container::new();
     container.register(Arc::clone(&registry));
     let node = onex_generated::registry().build(NODE, None, &container).expect("the node builds");
@@ -209,23 +245,24 @@ async fn prometheus_reads_the_statements_messages_node_operations_and_health_of_
         node.process_json(json!({"operation_type": "get_state"}), Context::new()).await.expect("get_state");
     }
 
-    // The health monitor over those services, checked once.
+    // The pool counted exactly that work (the monitor's probe adds statements of its own).
+    let before_check = pg.connection_stats();
+    assert_eq!(before_check.total_queries - at_start.total_queries, migration + OK + QUEUED + FAILED);
+    assert_eq!(before_check.failed_queries - at_start.failed_queries, FAILED);
     let services = Services {
         postgres: Some(Arc::clone(&pg)),
         kafka: Some(Arc::clone(&pool)),
         event_bus: Some(Arc::clone(&bus)),
-        breaker: None,
+        breaker: Some(Arc::clone(&breaker)),
         publisher: None,
     };
-    // The pool counted exactly that work (the monitor's probe adds statements of its own).
-    let before_check = pg.connection_stats();
-    assert_eq!(before_check.total_queries - at_start.total_queries, OK + FAILED);
-    assert_eq!(before_check.failed_queries - at_start.failed_queries, FAILED);
     let checker = Arc::new(HealthChecker::from_services(&services, &Container::new()));
     let monitor = HealthMonitor::new(Arc::clone(&checker), services, Environment::Development);
     monitor.register_metrics(&registry).expect("the monitor's series");
     let assessment = monitor.check().await;
     eprintln!("health check: {:?}, figures {:?}", assessment.overall_status, assessment.figures);
+    tracing.flush().expect("flush the spans");
+    let exported = capture.spans().len();
 
     let (server, prometheus) = scraped_with(&registry, checker).await;
     let env = "environment=\"test\"";
@@ -233,24 +270,22 @@ async fn prometheus_reads_the_statements_messages_node_operations_and_health_of_
         let (_, took) = prometheus.wait_for(&series, VALUE_WITHIN, |v| v == expected).await;
         eprintln!("{series} = {expected} after {took:?}");
     };
+
     let stats = pg.connection_stats();
     let probe = stats.total_queries - before_check.total_queries;
     eprintln!("the monitor's PostgreSQL probe ran {probe} statements");
-    expect(
-        format!("onex_postgres_queries_total{{{env},outcome=\"ok\"}}"),
-        (stats.total_queries - stats.failed_queries) as f64,
-    )
-    .await;
+    let ok = (stats.total_queries - stats.failed_queries) as f64;
+    expect(format!("onex_postgres_queries_total{{{env},outcome=\"ok\"}}"), ok).await;
     expect(format!("onex_postgres_queries_total{{{env},outcome=\"error\"}}"), stats.failed_queries as f64).await;
-    // From `with_metrics` on: the statements above and the probe's.
-    let statements = (OK + FAILED + probe) as f64;
+    // From `with_metrics` on: everything but the schema check at connect.
+    let statements = (migration + OK + QUEUED + FAILED + probe) as f64;
     expect(format!("onex_postgres_query_duration_seconds_count{{{env}}}"), statements).await;
     expect(format!("onex_postgres_query_duration_seconds_bucket{{{env},le=\"+Inf\"}}"), statements).await;
     expect(format!("onex_postgres_in_flight{{{env}}}"), 0.0).await;
     expect(format!("onex_postgres_waiting{{{env}}}"), 0.0).await;
     expect(format!("onex_postgres_connections{{{env},state=\"in_use\"}}"), 0.0).await;
-    expect(format!("onex_postgres_connections{{{env},state=\"idle\"}}"), f64::from(pg.connection_stats().idle)).await;
-    expect(format!("onex_postgres_acquire_wait_seconds_count{{{env}}}"), pg.connection_stats().checkouts as f64).await;
+    expect(format!("onex_postgres_connections{{{env},state=\"idle\"}}"), f64::from(stats.idle)).await;
+    expect(format!("onex_postgres_acquire_wait_seconds_count{{{env}}}"), stats.checkouts as f64).await;
 
     expect(format!("onex_kafka_messages_total{{{env},outcome=\"delivered\"}}"), MESSAGES as f64).await;
     expect(format!("onex_kafka_messages_total{{{env},outcome=\"failed\"}}"), 0.0).await;
@@ -260,6 +295,20 @@ async fn prometheus_reads_the_statements_messages_node_operations_and_health_of_
     expect(format!("onex_event_bus_events_total{{{env},outcome=\"published\"}}"), MESSAGES as f64).await;
     expect(format!("onex_event_bus_events_total{{{env},outcome=\"failed\"}}"), 0.0).await;
     expect(format!("onex_event_bus_retries_total{{{env}}}"), 0.0).await;
+
+    let infra = format!("{env},breaker=\"infra\"");
+    expect(format!("onex_circuit_breaker_state{{{infra}}}"), 1.0).await;
+    expect(format!("onex_circuit_breaker_transitions_total{{{infra},to=\"open\"}}"), 1.0).await;
+    expect(format!("onex_circuit_breaker_transitions_total{{{infra},to=\"half_open\"}}"), 0.0).await;
+    expect(format!("onex_circuit_breaker_transitions_total{{{infra},to=\"closed\"}}"), 0.0).await;
+    expect(format!("onex_circuit_breaker_calls_total{{{infra},outcome=\"success\"}}"), MESSAGES as f64).await;
+    expect(format!("onex_circuit_breaker_calls_total{{{infra},outcome=\"failure\"}}"), FAILED as f64).await;
+    expect(format!("onex_circuit_breaker_calls_total{{{infra},outcome=\"rejected\"}}"), REJECTED as f64).await;
+    expect(format!("onex_circuit_breaker_calls_total{{{infra},outcome=\"ignored\"}}"), 0.0).await;
+    expect(format!("onex_outbox_depth{{{env}}}"), QUEUED as f64).await;
+    assert!(exported as u64 >= OK + FAILED, "{exported} spans exported");
+    expect(format!("onex_tracing_spans_exported_total{{{env}}}"), exported as f64).await;
+    expect(format!("onex_tracing_spans_dropped_total{{{env}}}"), 0.0).await;
 
     let node_labels = format!("{env},node=\"{NODE}\",operation=\"get_state\"");
     expect(format!("onex_node_operations_total{{{node_labels},outcome=\"ok\"}}"), CALLS as f64).await;
@@ -271,7 +320,7 @@ async fn prometheus_reads_the_statements_messages_node_operations_and_health_of_
     expect(format!("omnibase_infrastructure_health{{{env}}}"), assessment.overall_status.gauge()).await;
     expect(format!("omnibase_error_rate_percent{{{env}}}"), assessment.figures.error_rate_percent).await;
     expect(format!("omnibase_response_time_ms{{{env}}}"), assessment.figures.response_time_ms).await;
-    expect(format!("omnibase_events_queued{{{env}}}"), 0.0).await;
+    expect(format!("omnibase_events_queued{{{env}}}"), assessment.figures.queued_events as f64).await;
     expect(format!("omnibase_messages_processed_total{{{env}}}"), MESSAGES as f64).await;
     expect(format!("omnibase_kafka_producers{{{env}}}"), f64::from(pool.stats().total_producers)).await;
     expect(format!("omnibase_postgres_connections{{{env}}}"), f64::from(stats.size)).await;
@@ -293,5 +342,6 @@ async fn prometheus_reads_the_statements_messages_node_operations_and_health_of_
     server.shutdown().await;
     drop(monitor);
     pool.shutdown().await.expect("pool shutdown");
+    tracing.shutdown().expect("tracing shutdown");
     pg.close();
 }
