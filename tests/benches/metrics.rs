@@ -19,12 +19,15 @@
 //!    values, spread log-uniformly from 0.2 ms to 2 s. Each figure comes from the wall clock
 //!    and from the recording threads' CPU time (`CLOCK_THREAD_CPUTIME_ID`): on a busy 2-core
 //!    machine the 2-thread wall figure also counts waits for a core.
-//! 2. **Scraping**: a registry holding every series the runtime registers, with label values
-//!    as a running process has them (see [`full_registry`]), encoded while
-//!    `METRICS_BENCH_LOAD_THREADS` threads record samples into its hot series without pause;
-//!    p50/p99/max of `MetricsRegistry::encode` (wall, and the encoding thread's CPU time) and
-//!    of an HTTP GET of `/metrics` through `ObservabilityServer` on a kept-alive connection
-//!    (wall, as Prometheus sees it); each also with no recorder running.
+//! 2. **Scraping**: a registry holding every series the runtime registers, each registered by
+//!    its service's own `with_metrics` (PostgreSQL pool, Kafka producer pool, event bus,
+//!    outbox, tracing, three circuit breakers, every operation of the nine generated nodes,
+//!    the health monitor; see [`full_registry`]), after some work through each; encoded while
+//!    `METRICS_BENCH_LOAD_THREADS` threads call a node and a breaker without pause (each call
+//!    records into their series); p50/p99/max of `MetricsRegistry::encode` (wall, and the
+//!    encoding thread's CPU time) and of an HTTP GET of `/metrics` through
+//!    `ObservabilityServer` on a kept-alive connection (wall, as Prometheus sees it); each
+//!    also with no load thread and with one. Needs PostgreSQL and the test broker.
 //!
 //! Rounds interleave the contenders in a rotating order, so load from elsewhere on the
 //! machine hits them alike; each recording figure is the median over rounds, each scrape
@@ -34,9 +37,8 @@
 //!
 //! Knobs: `METRICS_BENCH_ROUNDS` (7), `METRICS_BENCH_SAMPLES` (samples per thread per round,
 //! 20000000), `METRICS_BENCH_SCRAPES` (per scrape contender and round, 300),
-//! `METRICS_BENCH_LOAD_THREADS` (2), `METRICS_BENCH_NODES` (9) and `METRICS_BENCH_OPERATIONS`
-//! (operations per node, 3) for the registry's size, `METRICS_BENCH_ONLY` (comma-separated
-//! sections: `record`, `scrape`), `METRICS_BENCH_OUT`.
+//! `METRICS_BENCH_LOAD_THREADS` (2), `METRICS_BENCH_ONLY` (comma-separated sections: `record`,
+//! `scrape`), `METRICS_BENCH_OUT`, `METRICS_BENCH_PRINT` (set: print the scraped exposition).
 
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -45,10 +47,24 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use onex_runtime::health::HealthChecker;
+use onex_runtime::circuit_breaker::CircuitBreaker;
+use onex_runtime::environment::Environment;
+use onex_runtime::event::OnexEvent;
+use onex_runtime::event_bus::{EventPublisher, KafkaEventBus, TopicNamer};
+use onex_runtime::health::{HealthChecker, HealthMonitor, Services};
 use onex_runtime::http::{ObservabilityServer, ObservabilityServerConfig};
-use onex_runtime::metrics::{Counter, Family, Gauge, Histogram, LATENCY_SECONDS, MetricsRegistry, WAIT_SECONDS};
+use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool};
+use onex_runtime::metrics::{Counter, Family, Histogram, LATENCY_SECONDS, MetricsRegistry};
+use onex_runtime::models::circuit_breaker::CircuitBreakerConfig;
+use onex_runtime::models::kafka::KafkaProducerConfig;
+use onex_runtime::node::NodeInstruments;
+use onex_runtime::outbox::{Outbox, OutboxConfig};
+use onex_runtime::postgres::PostgresConnectionManager;
+use onex_runtime::telemetry::Tracing;
+use onex_runtime::{Container, Context, DynNode};
 use onex_tests::bench::median;
+use onex_tests::kafka::{bootstrap, create_topic};
+use onex_tests::postgres::TestDatabase;
 use serde::Serialize;
 
 type Labels = Vec<(String, String)>;
@@ -90,8 +106,9 @@ enum Record {
         cpu_p50_us: Option<f64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         cpu_p99_us: Option<f64>,
-        /// Samples the load threads recorded per second while this contender scraped.
-        load_samples_per_sec: f64,
+        /// Calls (node operations and breaker calls, each recording into its series) the load
+        /// threads made per second while this contender scraped.
+        load_calls_per_sec: f64,
         bytes: usize,
         families: usize,
         sample_lines: usize,
@@ -351,211 +368,153 @@ fn record(rounds: usize, samples: usize) -> Vec<Record> {
 // ---------------------------------------------------------------------------------------
 // 2. Scraping
 
-/// The nine nodes of the project's contracts, the label values of the node series.
-const NODES: [&str; 9] = [
-    "node_consul_effect",
-    "node_consul_projector_effect",
-    "node_distributed_tracing_compute",
-    "node_event_bus_circuit_breaker_compute",
-    "node_infrastructure_health_monitor_orchestrator",
-    "node_infrastructure_observability_compute",
-    "node_kafka_producer_pool_effect",
-    "node_postgres_adapter_effect",
-    "node_postgres_connection_manager_effect",
-];
-const OPERATIONS: [&str; 6] =
-    ["execute_query", "health_check", "publish_event", "get_metrics", "record_metric", "query"];
+/// Breakers of the scraped process (a label value each).
 const BREAKERS: [&str; 3] = ["event_bus", "postgres", "consul"];
+/// The node the load threads call (needs nothing from the container).
+const LOAD_NODE: &str = "node_event_bus_circuit_breaker_compute";
+const EVENT_TYPE: &str = "bench.metrics.published";
 
-/// The series a load thread records into: what a busy process touches on every call.
-#[derive(Clone)]
-struct Hot {
-    histograms: Vec<Histogram>,
-    counters: Vec<Counter>,
-    gauges: Vec<Gauge>,
+/// The services of the scraped process: kept alive while it is scraped (the collectors
+/// hold them weakly).
+struct Process {
+    registry: Arc<MetricsRegistry>,
+    pg: Arc<PostgresConnectionManager>,
+    pool: Arc<KafkaProducerPool>,
+    breakers: Vec<Arc<CircuitBreaker>>,
+    node: Arc<dyn DynNode>,
+    _bus: Arc<KafkaEventBus>,
+    _outbox: Outbox,
+    _nodes: Vec<NodeInstruments>,
+    _monitor: HealthMonitor,
+    _tracing: Tracing,
+    _db: TestDatabase,
 }
 
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
-}
-
-fn outcome_counter(registry: &MetricsRegistry, name: &str, help: &str, outcomes: &[&str]) -> Vec<Counter> {
-    let family = Family::<Labels, Counter>::default();
-    registry.register(name, help, family.clone()).expect("register");
-    outcomes.iter().map(|o| family.get_or_create(&labels(&[("outcome", o)])).clone()).collect()
-}
-
-fn histogram(registry: &MetricsRegistry, name: &str, help: &str, bounds: &[f64]) -> Histogram {
-    let h = Histogram::new(bounds).expect("bounds");
-    registry.register(name, help, h.clone()).expect("register");
-    h
-}
-
-fn gauge(registry: &MetricsRegistry, name: &str, help: &str) -> Gauge {
-    let g = Gauge::default();
-    registry.register(name, help, g.clone()).expect("register");
-    g
-}
-
-/// A registry with every series the runtime's services register, under the names and labels
-/// they use (PostgreSQL pool, Kafka producer pool, event bus, `BREAKERS` circuit breakers,
-/// outbox, tracing, `nodes` × `operations` node operations, the seven health-monitor series),
-/// every label value present with counts in it, and the handles a busy process records into.
-fn full_registry(nodes: usize, operations: usize) -> (Arc<MetricsRegistry>, Hot) {
+/// A registry holding every series the runtime registers, each through the real
+/// `with_metrics` of its service: the PostgreSQL pool (on a database of its own), the Kafka
+/// producer pool and event bus (on the test broker), the outbox, tracing, `BREAKERS`
+/// circuit breakers, every operation of every generated node, and the health monitor after
+/// one check. Then some work through each, so the counts are not all zero.
+async fn full_registry() -> Process {
     let registry = Arc::new(MetricsRegistry::new("production"));
-    let r = &*registry;
-    let mut hot = Hot { histograms: Vec::new(), counters: Vec::new(), gauges: Vec::new() };
+    let tracing = Tracing::disabled().with_metrics(&registry).expect("tracing series");
+    let db = TestDatabase::create("metricsbench").await;
+    let pg = PostgresConnectionManager::connect(db.config()).await.expect("connect to PostgreSQL");
+    let pg = Arc::new(pg.with_metrics(&registry).expect("pool series"));
+    let outbox = Outbox::new(Arc::clone(&pg), OutboxConfig::default())
+        .expect("outbox")
+        .with_metrics(&registry)
+        .expect("outbox series");
+    let pool = KafkaProducerPool::new(KafkaPoolSettings::default(), KafkaProducerConfig::new(bootstrap()))
+        .expect("producer pool")
+        .with_metrics(&registry)
+        .expect("producer series");
+    let pool = Arc::new(pool);
+    let namer = TopicNamer::new("dev", &format!("t{}", uuid::Uuid::new_v4().simple()), "onex").expect("namer");
+    create_topic(&namer.topic_for(EVENT_TYPE).expect("topic"), 1).await;
+    let bus =
+        KafkaEventBus::new(Arc::clone(&pool), namer).with_rate_limit(None).with_metrics(&registry).expect("bus series");
+    let bus = Arc::new(bus);
+    let breakers: Vec<Arc<CircuitBreaker>> = BREAKERS
+        .iter()
+        .map(|name| {
+            let config = CircuitBreakerConfig::for_environment(Environment::Production);
+            let breaker = CircuitBreaker::new(config).expect("breaker").with_metrics(&registry, name);
+            Arc::new(breaker.expect("breaker series"))
+        })
+        .collect();
+    let generated = onex_generated::registry();
+    let nodes: Vec<NodeInstruments> = generated
+        .entries()
+        .iter()
+        .map(|entry| NodeInstruments::disabled(entry.contract).with_metrics(&registry).expect("node series"))
+        .collect();
+    let mut container = Container::new();
+    container.register(Arc::clone(&registry));
+    let node: Arc<dyn DynNode> = Arc::from(generated.build(LOAD_NODE, None, &container).expect("the load node"));
 
-    // PostgreSQL pool.
-    hot.counters.extend(outcome_counter(r, "onex_postgres_queries", "Statements run, by outcome", &["ok", "error"]));
-    hot.histograms.push(histogram(r, "onex_postgres_query_duration_seconds", "Statement latency", LATENCY_SECONDS));
-    hot.histograms.push(histogram(r, "onex_postgres_acquire_wait_seconds", "Wait for a connection", WAIT_SECONDS));
-    let connections = Family::<Labels, Gauge>::default();
-    r.register("onex_postgres_connections", "Pool connections, by state", connections.clone()).expect("register");
-    for state in ["idle", "in_use"] {
-        hot.gauges.push(connections.get_or_create(&labels(&[("state", state)])).clone());
+    // Work through every service: statements (some failing), messages through a breaker,
+    // node operations.
+    for i in 0..200 {
+        pg.fetch_value("SELECT $1::bigint", &[serde_json::json!(i)]).await.expect("statement");
     }
-    hot.gauges.push(gauge(r, "onex_postgres_waiting", "Callers waiting for a connection"));
-    hot.gauges.push(gauge(r, "onex_postgres_in_flight", "Statements running"));
-
-    // Kafka producer pool and event bus.
-    hot.counters.extend(outcome_counter(
-        r,
-        "onex_kafka_messages",
-        "Messages sent, by outcome",
-        &["delivered", "failed"],
-    ));
-    hot.histograms.push(histogram(
-        r,
-        "onex_kafka_delivery_duration_seconds",
-        "Send to acknowledgement",
-        LATENCY_SECONDS,
-    ));
-    hot.gauges.push(gauge(r, "onex_kafka_in_flight", "Messages awaiting acknowledgement"));
-    gauge(r, "onex_kafka_producers", "Producers in the pool").set(4);
-    hot.counters.extend(outcome_counter(r, "onex_event_bus_events", "Events, by outcome", &["published", "failed"]));
-    let retries = Counter::default();
-    r.register("onex_event_bus_retries", "Publish retries", retries.clone()).expect("register");
-    hot.counters.push(retries);
-
-    // Circuit breakers.
-    let state = Family::<Labels, Gauge>::default();
-    let transitions = Family::<Labels, Counter>::default();
-    let calls = Family::<Labels, Counter>::default();
-    r.register("onex_circuit_breaker_state", "0 closed, 1 open, 2 half open", state.clone()).expect("register");
-    r.register("onex_circuit_breaker_transitions", "State changes, by new state", transitions.clone())
-        .expect("register");
-    r.register("onex_circuit_breaker_calls", "Calls, by outcome", calls.clone()).expect("register");
-    for breaker in BREAKERS {
-        state.get_or_create(&labels(&[("breaker", breaker)])).set(0);
-        for to in ["open", "half_open", "closed"] {
-            transitions.get_or_create(&labels(&[("breaker", breaker), ("to", to)])).inc();
-        }
-        for outcome in ["success", "failure", "rejected", "ignored"] {
-            hot.counters.push(calls.get_or_create(&labels(&[("breaker", breaker), ("outcome", outcome)])).clone());
-        }
+    for _ in 0..5 {
+        pg.execute_query("SELECT * FROM no_such_table", &[]).await.expect_err("a failing statement");
     }
-
-    // Outbox and tracing.
-    hot.gauges.push(gauge(r, "onex_outbox_depth", "Events waiting in the outbox"));
-    for name in ["onex_tracing_spans_exported", "onex_tracing_spans_dropped"] {
-        let c = Counter::default();
-        r.register(name, "Spans", c.clone()).expect("register");
-        hot.counters.push(c);
+    for n in 0..200 {
+        let event = OnexEvent::new(EVENT_TYPE, "bench-metrics", uuid::Uuid::new_v4(), serde_json::json!({ "n": n }));
+        breakers[0].call(bus.publish(event)).await.expect("publish");
     }
-
-    // Node operations.
-    let ops = Family::<Labels, Counter>::default();
-    let in_flight = Family::<Labels, Gauge>::default();
-    let durations = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(Histogram::latency);
-    r.register("onex_node_operations", "Node operations, by outcome", ops.clone()).expect("register");
-    r.register("onex_node_operations_in_flight", "Node operations running", in_flight.clone()).expect("register");
-    r.register("onex_node_operation_duration_seconds", "Node operation latency", durations.clone()).expect("register");
-    for n in 0..nodes {
-        let node = NODES[n % NODES.len()];
-        let node = if n < NODES.len() { node.to_owned() } else { format!("{node}_{n}") };
-        for o in 0..operations {
-            let operation = OPERATIONS[o % OPERATIONS.len()];
-            let pair = [("node", node.as_str()), ("operation", operation)];
-            hot.histograms.push(durations.get_or_create(&labels(&pair)).clone());
-            hot.gauges.push(in_flight.get_or_create(&labels(&pair)).clone());
-            for outcome in ["ok", "error"] {
-                let mut with_outcome = labels(&pair);
-                with_outcome.push(("outcome".to_owned(), outcome.to_owned()));
-                hot.counters.push(ops.get_or_create(&with_outcome).clone());
-            }
-        }
+    for _ in 0..100 {
+        node.process_json(serde_json::json!({"operation_type": "get_state"}), Context::new()).await.expect("get_state");
     }
-
-    // Health monitor.
-    for name in [
-        "omnibase_infrastructure_health",
-        "omnibase_postgres_connections",
-        "omnibase_kafka_producers",
-        "omnibase_error_rate_percent",
-        "omnibase_events_queued",
-        "omnibase_response_time_ms",
-    ] {
-        gauge(r, name, "Health monitor").set(1);
+    let services = Services {
+        postgres: Some(Arc::clone(&pg)),
+        kafka: Some(Arc::clone(&pool)),
+        event_bus: Some(Arc::clone(&bus)),
+        breaker: Some(Arc::clone(&breakers[0])),
+        publisher: None,
+    };
+    let checker = Arc::new(HealthChecker::from_services(&services, &Container::new()));
+    let monitor = HealthMonitor::new(checker, services, Environment::Production);
+    monitor.register_metrics(&registry).expect("health series");
+    monitor.check().await;
+    Process {
+        registry,
+        pg,
+        pool,
+        breakers,
+        node,
+        _bus: bus,
+        _outbox: outbox,
+        _nodes: nodes,
+        _monitor: monitor,
+        _tracing: tracing,
+        _db: db,
     }
-    let processed = Counter::default();
-    r.register("omnibase_messages_processed", "Messages processed", processed.clone()).expect("register");
-    hot.counters.push(processed);
-
-    // Counts in every series, as after a while of running.
-    let values = sample_values();
-    for (i, h) in hot.histograms.iter().enumerate() {
-        for v in values.iter().skip(i % 7).step_by(3) {
-            h.observe(*v);
-        }
-    }
-    for (i, c) in hot.counters.iter().enumerate() {
-        c.inc_by(1_000 + i as u64 * 37);
-    }
-    (registry, hot)
 }
 
-/// Load threads recording into `hot` without pause until dropped; counts their samples.
+/// Load threads, each calling the node and a breaker without pause on a runtime of its own
+/// (every call records into the node's counter, in-flight gauge and latency histogram, and
+/// the breaker's counters), until finished; counts their calls.
 struct Load {
     stop: Arc<AtomicBool>,
-    samples: Arc<AtomicU64>,
+    calls: Arc<AtomicU64>,
     threads: Vec<std::thread::JoinHandle<()>>,
     started: Instant,
 }
 
 impl Load {
-    fn start(hot: &Hot, threads: usize) -> Self {
+    fn start(process: &Process, threads: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let samples = Arc::new(AtomicU64::new(0));
-        let values = Arc::new(sample_values());
+        let calls = Arc::new(AtomicU64::new(0));
         let threads = (0..threads)
             .map(|t| {
-                let (hot, stop, samples, values) =
-                    (hot.clone(), Arc::clone(&stop), Arc::clone(&samples), Arc::clone(&values));
+                let node = Arc::clone(&process.node);
+                let breaker = Arc::clone(&process.breakers[t % process.breakers.len()]);
+                let (stop, calls) = (Arc::clone(&stop), Arc::clone(&calls));
                 std::thread::spawn(move || {
-                    // Each thread walks the hot series from its own offset: a call records a
-                    // latency, counts an outcome and moves an in-flight gauge.
-                    let mut i = t * 7;
-                    let mut done = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        for _ in 0..256 {
-                            hot.histograms[i % hot.histograms.len()].observe(values[i & (VALUES - 1)]);
-                            hot.counters[i % hot.counters.len()].inc();
-                            let gauge = &hot.gauges[i % hot.gauges.len()];
-                            gauge.inc();
-                            gauge.dec();
-                            i = i.wrapping_add(1);
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    let done = runtime.block_on(async {
+                        let mut done = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            for _ in 0..64 {
+                                let input = serde_json::json!({"operation_type": "get_state"});
+                                node.process_json(input, Context::new()).await.expect("get_state");
+                                breaker.call(async { Ok(()) }).await.expect("a closed breaker admits");
+                            }
+                            done += 64 * 2;
                         }
-                        done += 256 * 4;
-                    }
-                    samples.fetch_add(done, Ordering::Relaxed);
+                        done
+                    });
+                    calls.fetch_add(done, Ordering::Relaxed);
                 })
             })
             .collect();
-        Self { stop, samples, threads, started: Instant::now() }
+        Self { stop, calls, threads, started: Instant::now() }
     }
 
-    /// Stops the threads; samples recorded per second.
+    /// Stops the threads; calls made per second.
     fn finish(self) -> f64 {
         self.stop.store(true, Ordering::Relaxed);
         let count = self.threads.len();
@@ -565,7 +524,7 @@ impl Load {
         if count == 0 {
             return 0.0;
         }
-        self.samples.load(Ordering::Relaxed) as f64 / self.started.elapsed().as_secs_f64()
+        self.calls.load(Ordering::Relaxed) as f64 / self.started.elapsed().as_secs_f64()
     }
 }
 
@@ -623,15 +582,21 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
     values.get(((values.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN)
 }
 
-fn scrape(rounds: usize, scrapes: usize, load_threads: usize, nodes: usize, operations: usize) -> Vec<Record> {
-    let (registry, hot) = full_registry(nodes, operations);
+fn scrape(rounds: usize, scrapes: usize, load_threads: usize) -> Vec<Record> {
+    // The services' own tasks and the HTTP server run on one worker; the load threads and
+    // the scraping thread are threads of their own.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let process = runtime.block_on(full_registry());
+    let registry = Arc::clone(&process.registry);
     let text = registry.encode().expect("encode");
     let bytes = text.len();
     let families = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
     let sample_lines = text.lines().filter(|l| !l.starts_with('#')).count();
     eprintln!("registry: {families} families, {sample_lines} sample lines, {bytes} bytes");
+    if std::env::var_os("METRICS_BENCH_PRINT").is_some() {
+        eprintln!("{text}");
+    }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let server = runtime.block_on(async {
         let config = ObservabilityServerConfig { address: "127.0.0.1:0".parse().unwrap() };
         ObservabilityServer::start(config, Arc::clone(&registry), Arc::new(HealthChecker::new()))
@@ -645,8 +610,12 @@ fn scrape(rounds: usize, scrapes: usize, load_threads: usize, nodes: usize, oper
     }
 
     // (what, load threads): the wall and CPU µs of every scrape, and the load's rate per round.
-    let contenders =
-        [(Scrape::Encode, 0), (Scrape::Encode, load_threads), (Scrape::Http, 0), (Scrape::Http, load_threads)];
+    // No load, and the load named; with 2 or more load threads also one, which leaves the
+    // scrape a core of its own on a 2-core machine.
+    let mut levels = vec![0, 1.min(load_threads), load_threads];
+    levels.dedup();
+    let contenders: Vec<(Scrape, usize)> =
+        [Scrape::Encode, Scrape::Http].into_iter().flat_map(|what| levels.iter().map(move |&n| (what, n))).collect();
     let mut wall: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
@@ -654,7 +623,7 @@ fn scrape(rounds: usize, scrapes: usize, load_threads: usize, nodes: usize, oper
         for k in 0..contenders.len() {
             let slot = (round + k) % contenders.len();
             let (what, threads) = contenders[slot];
-            let load = Load::start(&hot, threads);
+            let load = Load::start(&process, threads);
             // Let the load threads get going before the first timed scrape.
             std::thread::sleep(Duration::from_millis(20));
             for _ in 0..scrapes {
@@ -672,16 +641,20 @@ fn scrape(rounds: usize, scrapes: usize, load_threads: usize, nodes: usize, oper
             rates[slot].push(rate);
             let mut last: Vec<f64> = wall[slot][wall[slot].len() - scrapes..].to_vec();
             eprintln!(
-                "round {round} {:<6} load_threads={threads} p50 {:>7.1} µs p99 {:>7.1} µs ({:.1} M samples/s recorded)",
+                "round {round} {:<6} load_threads={threads} p50 {:>7.1} µs p99 {:>7.1} µs ({:.0} calls/s)",
                 if what == Scrape::Encode { "encode" } else { "http" },
                 percentile(&mut last, 0.5),
                 percentile(&mut last, 0.99),
-                rate / 1e6
+                rate
             );
         }
     }
     drop(scraper);
-    runtime.block_on(server.shutdown());
+    runtime.block_on(async {
+        server.shutdown().await;
+        process.pool.shutdown().await.expect("pool shutdown");
+        process.pg.close();
+    });
 
     contenders
         .iter()
@@ -701,14 +674,15 @@ fn scrape(rounds: usize, scrapes: usize, load_threads: usize, nodes: usize, oper
                 max_us: percentile(&mut wall[slot], 1.0),
                 cpu_p50_us: cpu_counts.then(|| percentile(cpu, 0.5)),
                 cpu_p99_us: cpu_counts.then(|| percentile(cpu, 0.99)),
-                load_samples_per_sec: median(&rates[slot]).unwrap_or(0.0),
+                load_calls_per_sec: median(&rates[slot]).unwrap_or(0.0),
                 bytes,
                 families,
                 sample_lines,
                 scrapes: wall[slot].len(),
                 settings: format!(
-                    "nodes={nodes} operations={operations} breakers={} rounds={rounds} scrapes_per_round={scrapes}",
-                    BREAKERS.len()
+                    "breakers={} nodes={} rounds={rounds} scrapes_per_round={scrapes}",
+                    BREAKERS.len(),
+                    onex_generated::registry().entries().len()
                 ),
             }
         })
@@ -722,8 +696,6 @@ fn main() {
     let samples = env_usize("METRICS_BENCH_SAMPLES", 20_000_000).max(100);
     let scrapes = env_usize("METRICS_BENCH_SCRAPES", 300).max(1);
     let load_threads = env_usize("METRICS_BENCH_LOAD_THREADS", 2);
-    let nodes = env_usize("METRICS_BENCH_NODES", NODES.len()).max(1);
-    let operations = env_usize("METRICS_BENCH_OPERATIONS", 3).max(1);
     let only: Vec<String> = std::env::var("METRICS_BENCH_ONLY")
         .unwrap_or_default()
         .split(',')
@@ -737,7 +709,7 @@ fn main() {
         records.extend(record(rounds, samples));
     }
     if wanted("scrape") {
-        records.extend(scrape(rounds, scrapes, load_threads, nodes, operations));
+        records.extend(scrape(rounds, scrapes, load_threads));
     }
 
     let path = std::env::var_os("METRICS_BENCH_OUT")
@@ -779,7 +751,7 @@ fn main() {
             max_us,
             cpu_p50_us,
             cpu_p99_us,
-            load_samples_per_sec,
+            load_calls_per_sec,
             bytes,
             families,
             sample_lines,
@@ -791,7 +763,7 @@ fn main() {
                 println!(
                     "\nscrape of {families} families, {sample_lines} sample lines, {bytes} bytes; {scrapes} scrapes per row"
                 );
-                println!("| scrape | load threads | p50 µs | p99 µs | max µs | CPU p50 / p99 µs | load M samples/s |");
+                println!("| scrape | load threads | p50 µs | p99 µs | max µs | CPU p50 / p99 µs | load calls/ms |");
                 println!("|---|---:|---:|---:|---:|---:|---:|");
                 first = false;
             }
@@ -801,7 +773,7 @@ fn main() {
             };
             println!(
                 "| {contender} | {load_threads} | {p50_us:.1} | {p99_us:.1} | {max_us:.1} | {cpu} | {:.1} |",
-                load_samples_per_sec / 1e6
+                load_calls_per_sec / 1e3
             );
         }
     }
