@@ -3,11 +3,13 @@
 //! - [`EventPublisher`]: the protocol nodes depend on (register a double in tests).
 //! - [`KafkaEventBus`]: the Kafka implementation on the producer pool — topic names per
 //!   [`topic`], per-caller [`rate_limit`]s, [`retry`] with exponential backoff, and
-//!   at-least-once [`subscriber`]s through consumer groups.
+//!   at-least-once [`subscriber`]s through consumer groups; its counters as Prometheus
+//!   [`series`] through [`KafkaEventBus::with_metrics`].
 
 pub mod kafka_bus;
 pub mod rate_limit;
 pub mod retry;
+pub mod series;
 pub mod subscriber;
 pub mod topic;
 

@@ -33,7 +33,9 @@
 //! always counts.
 //!
 //! Every state change is published as a [`Transition`] on a broadcast channel
-//! ([`CircuitBreaker::subscribe`]).
+//! ([`CircuitBreaker::subscribe`]). With a [`MetricsRegistry`] given to
+//! [`CircuitBreaker::with_metrics`], the state, the transitions and the calls are Prometheus
+//! [`series`], read from the counters below at scrape time.
 //!
 //! # Use
 //!
@@ -79,6 +81,7 @@
 
 mod deadline;
 mod publisher;
+pub mod series;
 mod stripes;
 mod window;
 
@@ -102,6 +105,7 @@ use self::window::Window;
 
 pub use self::publisher::{GuardedMetrics, GuardedPublisher};
 use crate::error::{ErrorCode, OnexError};
+use crate::metrics::MetricsRegistry;
 use crate::models::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerMetrics, CircuitBreakerState};
 
 /// Decides whether an error counts as a failure of the guarded service (`true`) or is
@@ -294,6 +298,8 @@ pub struct BreakerMetrics {
     pub timed_out_calls: u64,
     /// Times the circuit opened (from closed or half open; not forced).
     pub circuit_opens: u64,
+    /// Times the open wait ended and the circuit went half open.
+    pub circuit_half_opens: u64,
     /// Times it closed after half-open trials.
     pub circuit_closes: u64,
     /// The last counted failure.
@@ -356,6 +362,8 @@ struct Counters {
     slow: AtomicU64,
     timed_out: AtomicU64,
     opens: AtomicU64,
+    /// Times the open wait ended and the circuit went half open.
+    half_opens: AtomicU64,
     closes: AtomicU64,
     /// Nanoseconds since the breaker's `base`; [`NEVER`] = never.
     last_failure: AtomicU64,
@@ -381,6 +389,7 @@ impl Counters {
             &self.slow,
             &self.timed_out,
             &self.opens,
+            &self.half_opens,
             &self.closes,
         ] {
             counter.store(0, Ordering::Relaxed);
@@ -408,8 +417,9 @@ pub struct CircuitBreaker {
     base: Instant,
     /// The UTC time at `base`: turns offsets from it into wall times.
     base_utc: DateTime<Utc>,
-    /// `epoch << 8 | state`.
-    state: CachePadded<AtomicU64>,
+    /// `epoch << 8 | state`. Shared with the metrics collector (module `series`), which
+    /// reads it at scrape time.
+    state: Arc<CachePadded<AtomicU64>>,
     /// Nanoseconds since `base` at which the open wait ends.
     open_until: AtomicU64,
     /// `tag << 24 | consecutive counted failures` in closed.
@@ -417,6 +427,7 @@ pub struct CircuitBreaker {
     /// `tag << 24 | trials admitted << 12 | trial successes` in half open.
     half_open: AtomicU64,
     window: Window,
+    /// Shared with the metrics collector, like `state`.
     counters: Striped<Counters>,
     transitions: Mutex<TransitionState>,
     events: broadcast::Sender<Transition>,
@@ -497,7 +508,7 @@ impl CircuitBreaker {
             classifier: Arc::new(default_classifier),
             base: Instant::now(),
             base_utc: Utc::now(),
-            state: CachePadded::new(AtomicU64::new(encode(CircuitBreakerState::Closed))),
+            state: Arc::new(CachePadded::new(AtomicU64::new(encode(CircuitBreakerState::Closed)))),
             open_until: AtomicU64::new(0),
             consecutive: CachePadded::new(AtomicU64::new(tag_of(0))),
             half_open: AtomicU64::new(tag_of(0)),
@@ -512,6 +523,17 @@ impl CircuitBreaker {
     pub fn with_classifier(mut self, classify: impl Fn(&OnexError) -> bool + Send + Sync + 'static) -> Self {
         self.classifier = Arc::new(classify);
         self
+    }
+
+    /// Shows the breaker in `registry`'s circuit-breaker series (see [`series`]) with the
+    /// label `breaker="{name}"`; a process's breakers share the families, each under its own
+    /// name. The figures are the breaker's own, read at scrape time: calls cost nothing more.
+    /// An empty name, one longer than 128 bytes or with control characters is a
+    /// `VALIDATION_ERROR` (field `name`); a name another live breaker has in this registry,
+    /// or a breaker already registered there, is a `CONFIGURATION_ERROR`.
+    pub fn with_metrics(self, registry: &MetricsRegistry, name: &str) -> Result<Self, OnexError> {
+        series::register(registry, name, &self.state, &self.counters)?;
+        Ok(self)
     }
 
     /// The configuration in effect.
@@ -648,6 +670,7 @@ impl CircuitBreaker {
             slow_calls: sum(|c| &c.slow),
             timed_out_calls: sum(|c| &c.timed_out),
             circuit_opens: sum(|c| &c.opens),
+            circuit_half_opens: sum(|c| &c.half_opens),
             circuit_closes: sum(|c| &c.closes),
             last_failure: offset_to_time(self.base_utc, latest(|c| &c.last_failure)),
             last_success: offset_to_time(self.base_utc, latest(|c| &c.last_success)),
@@ -867,7 +890,10 @@ impl CircuitBreaker {
                 self.open_until.store(self.now_nanos().saturating_add(duration_nanos(wait)), Ordering::Relaxed);
                 self.counters.local().opens.fetch_add(1, Ordering::Relaxed);
             }
-            CircuitBreakerState::HalfOpen => self.half_open.store(tag_of(epoch), Ordering::Relaxed),
+            CircuitBreakerState::HalfOpen => {
+                self.half_open.store(tag_of(epoch), Ordering::Relaxed);
+                self.counters.local().half_opens.fetch_add(1, Ordering::Relaxed);
+            }
             CircuitBreakerState::Closed => {
                 self.consecutive.store(tag_of(epoch), Ordering::Relaxed);
                 self.window.clear();

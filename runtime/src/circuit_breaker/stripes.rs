@@ -8,6 +8,7 @@
 //! a stripe, which costs speed, never correctness: stripes hold atomics.
 
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
@@ -21,9 +22,10 @@ thread_local! {
     static THREAD: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
 }
 
-/// One `T` per stripe, each on its own cache line.
+/// One `T` per stripe, each on its own cache line. Clones share the stripes (a reader such as
+/// the metrics collector keeps one); reaching a stripe costs what it would in a `Box`.
 pub(super) struct Striped<T> {
-    stripes: Box<[CachePadded<T>]>,
+    stripes: Arc<[CachePadded<T>]>,
     /// `stripes.len() - 1` (the length is a power of two).
     mask: usize,
 }
@@ -37,7 +39,7 @@ impl<T> Striped<T> {
     /// `count` stripes (rounded up to a power of two, at least 1).
     pub(super) fn with_count(count: usize, mut make: impl FnMut() -> T) -> Self {
         let count = count.clamp(1, MAX_STRIPES).next_power_of_two();
-        let stripes: Box<[CachePadded<T>]> = (0..count).map(|_| CachePadded::new(make())).collect();
+        let stripes: Arc<[CachePadded<T>]> = (0..count).map(|_| CachePadded::new(make())).collect();
         Self { stripes, mask: count - 1 }
     }
 
@@ -51,6 +53,12 @@ impl<T> Striped<T> {
     /// Every stripe.
     pub(super) fn iter(&self) -> impl Iterator<Item = &T> {
         self.stripes.iter().map(|s| &**s)
+    }
+}
+
+impl<T> Clone for Striped<T> {
+    fn clone(&self) -> Self {
+        Self { stripes: Arc::clone(&self.stripes), mask: self.mask }
     }
 }
 

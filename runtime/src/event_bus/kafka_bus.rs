@@ -32,6 +32,7 @@ use crate::event_bus::topic::TopicNamer;
 use crate::kafka::error::onex_error_is_retriable;
 use crate::kafka::trace;
 use crate::kafka::{Delivered, KafkaProducerPool, ProduceRecord, headers};
+use crate::metrics::MetricsRegistry;
 use crate::node::BoxFuture;
 
 /// One event, encoded for Kafka.
@@ -59,10 +60,10 @@ impl EncodedEvent {
 
 /// Bus counters.
 #[derive(Debug, Default)]
-struct BusCounters {
-    published: AtomicU64,
-    failed: AtomicU64,
-    retries: AtomicU64,
+pub(crate) struct BusCounters {
+    pub(crate) published: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) retries: AtomicU64,
     rate_limited: AtomicU64,
 }
 
@@ -86,7 +87,8 @@ pub struct KafkaEventBus {
     retry: RetryPolicy,
     sleeper: Arc<dyn Sleeper>,
     limiter: Option<RateLimiter>,
-    counters: BusCounters,
+    /// Shared with the metrics collector, which reads them at scrape time.
+    pub(in crate::event_bus) counters: Arc<BusCounters>,
     tracing: Tracing,
 }
 
@@ -109,7 +111,7 @@ impl KafkaEventBus {
             retry: RetryPolicy::default(),
             sleeper: Arc::new(TokioSleeper),
             limiter: Some(RateLimiter::new(RateLimitRule::EVENT_PUBLISH)),
-            counters: BusCounters::default(),
+            counters: Arc::default(),
             tracing: pool.tracing().clone(),
             pool,
         }
@@ -126,6 +128,17 @@ impl KafkaEventBus {
     /// The tracing the bus records its spans with.
     pub fn tracing(&self) -> &Tracing {
         &self.tracing
+    }
+
+    /// Registers the bus's series (see [`crate::event_bus::series`]) in `registry`: its own
+    /// counters ([`KafkaEventBus::stats`]), read at scrape time, so publishing costs nothing
+    /// more. The pool's series are the pool's to register
+    /// ([`KafkaProducerPool::with_metrics`]). A registry holds one bus's series: a second bus
+    /// (or a second call) on the same registry is a `CONFIGURATION_ERROR` naming the family
+    /// already there.
+    pub fn with_metrics(self, registry: &MetricsRegistry) -> Result<Self, OnexError> {
+        crate::event_bus::series::register(registry, Arc::downgrade(&self.counters))?;
+        Ok(self)
     }
 
     /// Topic naming and retry policy from the environment.

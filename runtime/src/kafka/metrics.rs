@@ -41,10 +41,20 @@ impl TopicCounters {
 }
 
 /// Log-spaced latency buckets from 50 µs to about 100 s: each bucket's upper bound is
-/// 2^(1/4) times the previous one, so a percentile read from them is within 19 %.
+/// 2^(1/4) times the previous one, so a percentile read from them is within 19 %. Every
+/// fourth bound is exactly 50 µs × 2^k, so the buckets add up to a Prometheus histogram with
+/// doubling bounds ([`LatencyHistogram::prometheus_buckets`]).
 const BUCKETS: usize = 84;
 const FIRST_BOUND_US: f64 = 50.0;
-const GROWTH: f64 = 1.189_207_115; // 2^(1/4)
+/// 2^(i/4) for i in 0..4.
+const QUARTER_STEPS: [f64; 4] = [1.0, 1.189_207_115_002_721, std::f64::consts::SQRT_2, 1.681_792_830_507_429];
+/// Buckets of one doubling.
+const STEPS_PER_DOUBLING: usize = QUARTER_STEPS.len();
+
+/// The upper bound of bucket `index`, in microseconds.
+fn bound_us(index: usize) -> f64 {
+    FIRST_BOUND_US * 2f64.powi((index / STEPS_PER_DOUBLING) as i32) * QUARTER_STEPS[index % STEPS_PER_DOUBLING]
+}
 
 /// A lock-free delivery-latency histogram.
 #[derive(Debug)]
@@ -74,14 +84,38 @@ impl LatencyHistogram {
     /// The first bucket whose upper bound is at least `us` (a binary search over the bounds:
     /// this runs once per delivery report).
     fn bucket(us: u64) -> usize {
-        static UPPER_BOUNDS_US: LazyLock<[f64; BUCKETS]> =
-            LazyLock::new(|| std::array::from_fn(|i| FIRST_BOUND_US * GROWTH.powi(i as i32)));
+        static UPPER_BOUNDS_US: LazyLock<[f64; BUCKETS]> = LazyLock::new(|| std::array::from_fn(bound_us));
         let us = us as f64;
         UPPER_BOUNDS_US.partition_point(|&bound| bound < us).min(BUCKETS - 1)
     }
 
     fn upper_bound_ms(index: usize) -> f64 {
-        FIRST_BOUND_US * GROWTH.powi(index as i32) / 1000.0
+        bound_us(index) / 1000.0
+    }
+
+    /// The latencies as a Prometheus histogram over the doubling bounds 50 µs × 2^k, in
+    /// seconds (50 µs to about 52 s, then `+Inf`): `(upper bound, count of that bucket alone)`
+    /// per bucket (the form the OpenMetrics encoder adds up), the count, and the sum in
+    /// seconds. Each bucket is the sum of the recording buckets below its bound, so it is
+    /// exact: nothing is re-bucketed.
+    pub fn prometheus_buckets(&self) -> (Vec<(f64, u64)>, u64, f64) {
+        // The last bound that is a whole doubling; the recording buckets above it, including
+        // the last one that holds everything larger, make up `+Inf`.
+        let last = (BUCKETS - 1) / STEPS_PER_DOUBLING * STEPS_PER_DOUBLING;
+        let mut buckets = Vec::with_capacity(last / STEPS_PER_DOUBLING + 2);
+        let mut own = 0;
+        let mut count = 0;
+        for (index, slot) in self.counts.iter().enumerate() {
+            let n = slot.load(Ordering::Relaxed);
+            own += n;
+            count += n;
+            if index <= last && index % STEPS_PER_DOUBLING == 0 {
+                buckets.push((bound_us(index) / 1e6, own));
+                own = 0;
+            }
+        }
+        buckets.push((f64::INFINITY, own));
+        (buckets, count, self.total_us.load(Ordering::Relaxed) as f64 / 1e6)
     }
 
     /// Number of recorded latencies.
@@ -228,6 +262,11 @@ impl PoolMetrics {
         self.failed.load(Ordering::Relaxed)
     }
 
+    /// The delivery latencies.
+    pub fn latency(&self) -> &LatencyHistogram {
+        &self.latency
+    }
+
     /// Messages enqueued and not yet reported.
     pub fn queue_depth(&self) -> u64 {
         // Reports are read first: a report is always counted after its enqueue, so the
@@ -359,6 +398,37 @@ mod tests {
             assert!(LatencyHistogram::upper_bound_ms(index) * 1000.0 >= us as f64 * 0.999_999, "{us}");
             assert!(index == 0 || LatencyHistogram::upper_bound_ms(index - 1) * 1000.0 < us as f64, "{us}");
         }
+    }
+
+    #[test]
+    fn every_fourth_bound_is_an_exact_doubling() {
+        for k in 0..BUCKETS / STEPS_PER_DOUBLING {
+            assert_eq!(bound_us(k * STEPS_PER_DOUBLING), 50.0 * f64::from(1u32 << k));
+        }
+        for index in 1..BUCKETS {
+            let ratio = bound_us(index) / bound_us(index - 1);
+            assert!((ratio - 2f64.powf(0.25)).abs() < 1e-12, "{index}: {ratio}");
+        }
+    }
+
+    #[test]
+    fn prometheus_buckets_add_the_recording_buckets_up_exactly() {
+        let h = LatencyHistogram::default();
+        // 50 µs is the first bound, 51 µs the next bucket; 100 µs is the second doubling
+        // bound; 200 s is past the last one.
+        for us in [10, 50, 51, 100, 101, 200_000_000] {
+            h.record_us(us);
+        }
+        let (buckets, count, sum) = h.prometheus_buckets();
+        assert_eq!(count, 6);
+        assert!((sum - 200.000_312).abs() < 1e-9, "{sum}");
+        assert_eq!(buckets.len(), 22, "21 doubling bounds and +Inf");
+        assert_eq!(buckets[0], (0.00005, 2));
+        assert_eq!(buckets[1], (0.0001, 2));
+        assert_eq!(buckets[2], (0.0002, 1));
+        assert_eq!(buckets[20].0, 52.4288);
+        assert_eq!(buckets[21], (f64::INFINITY, 1));
+        assert_eq!(buckets.iter().map(|b| b.1).sum::<u64>(), count);
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //!   allocation and one wake-up per batch instead of per message (the node's `send_batch`).
 //! - Topics: each producer keeps a librdkafka handle per topic (module `topic`), so a send names
 //!   its topic by handle rather than by a name librdkafka looks up under a lock.
+//! - Metrics ([`series`]): with a [`crate::metrics::MetricsRegistry`] given to
+//!   [`KafkaProducerPool::with_metrics`], the pool's `onex_kafka_*` series, read from the
+//!   counters above at scrape time.
 //! - Spans (module `trace`): with a [`crate::telemetry::Tracing`] given to
 //!   [`KafkaProducerPool::with_tracing`], every message is a PRODUCER span whose context the
 //!   message's headers carry; without one (the default) nothing of it runs.
@@ -26,6 +29,7 @@ pub mod error;
 pub mod metrics;
 mod pool;
 mod producer;
+pub mod series;
 mod topic;
 pub(crate) mod trace;
 

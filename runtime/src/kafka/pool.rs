@@ -21,7 +21,8 @@ use crate::kafka::batch::SendBatch;
 use crate::kafka::config::{LibrdkafkaProperties, producer_config_from_env, producer_properties};
 use crate::kafka::metrics::{PoolMetrics, pool_health};
 use crate::kafka::producer::{Delivered, DeliveryFuture, ManagedProducer, ProduceRecord};
-use crate::kafka::trace;
+use crate::kafka::{series, trace};
+use crate::metrics::MetricsRegistry;
 use crate::models::health::{ComponentHealth, HealthStatus};
 use crate::models::kafka::{KafkaProducerConfig, KafkaProducerPoolStats};
 use crate::telemetry::Tracing;
@@ -117,7 +118,7 @@ struct Group {
     last_use: Mutex<(u64, u64)>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     settings: KafkaPoolSettings,
     default_config: KafkaProducerConfig,
     metrics: Arc<PoolMetrics>,
@@ -128,6 +129,23 @@ struct Inner {
     quarantined: Mutex<Vec<Arc<ManagedProducer>>>,
     produced_ids: AtomicU64,
     closed: std::sync::atomic::AtomicBool,
+}
+
+impl Inner {
+    /// The pool's counters.
+    pub(crate) fn metrics(&self) -> &PoolMetrics {
+        &self.metrics
+    }
+
+    /// Producers held now (the count of [`KafkaProducerPool::stats`]'s `total_producers`).
+    pub(crate) fn producer_count(&self) -> usize {
+        let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        groups
+            .values()
+            .flatten()
+            .map(|g| g.slots.iter().filter(|s| s.read().unwrap_or_else(|p| p.into_inner()).is_some()).count())
+            .sum()
+    }
 }
 
 /// The Kafka producer pool service that `node_kafka_producer_pool_effect` resolves from the
@@ -182,6 +200,16 @@ impl KafkaProducerPool {
     /// The tracing the pool records its spans with.
     pub fn tracing(&self) -> &Tracing {
         &self.tracing
+    }
+
+    /// Registers the pool's series (see [`crate::kafka::series`]) in `registry`: its own
+    /// counters, read at scrape time, so sending costs nothing more. Applies to the pool
+    /// (every clone of this handle). A registry holds one pool's series: a second pool (or a
+    /// second call) on the same registry is a `CONFIGURATION_ERROR` naming the family
+    /// already there.
+    pub fn with_metrics(self, registry: &MetricsRegistry) -> Result<Self, OnexError> {
+        series::register(registry, Arc::downgrade(&self.inner))?;
+        Ok(self)
     }
 
     /// A pool configured from the environment.

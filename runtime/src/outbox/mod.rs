@@ -43,6 +43,16 @@
 //!   `metadata.trace_context`), so the relay's later publish continues the caller's trace
 //!   instead of starting one of its own. An event that carries a context keeps it.
 //!
+//! - Depth gauge: every outbox keeps `onex_outbox_depth`, the unpublished rows as this
+//!   process last knew them, and [`Outbox::with_metrics`] shows it in a registry. It is set
+//!   exactly by each count ([`Outbox::stats`], [`Outbox::depth`]) and by each relay pass that
+//!   claimed fewer rows than its batch (that claim saw every unpublished row no other relay
+//!   held, so what it left is the depth: its failed and deferred rows). In between, an event
+//!   stored by [`Outbox::enqueue`] adds one, and a relay pass that claimed a full batch
+//!   subtracts what it published or dead-lettered (never going below the rows it left).
+//!   Rows stored by [`Outbox::enqueue_in`] (whose transaction may still roll back) or by other
+//!   processes show at the next exact point. Reading it costs nothing: no statement runs.
+//!
 //! The schema comes from [`migrations::migrate`]; call it once at start (it is idempotent).
 
 pub mod maintenance;
@@ -56,6 +66,7 @@ use serde_json::{Value, json};
 
 use crate::error::{ErrorCode, OnexError};
 use crate::event::OnexEvent;
+use crate::metrics::{Gauge, MetricsRegistry};
 use crate::postgres::{PostgresConnectionManager, Transaction};
 
 pub use maintenance::{DEFAULT_MAINTENANCE_INTERVAL, MaintenanceHandle, PurgeReport};
@@ -64,6 +75,9 @@ pub use relay::{DrainReport, RelayReport};
 
 /// The dead-letter reason of an event refused because the outbox was full.
 pub const CAPACITY_EXCEEDED: &str = "Queue capacity exceeded";
+
+/// The family of the depth gauge (see the module documentation).
+pub const DEPTH_SERIES: &str = "onex_outbox_depth";
 
 /// Limits and intervals of an [`Outbox`].
 #[derive(Debug, Clone, PartialEq)]
@@ -141,11 +155,14 @@ pub struct OutboxStats {
     pub dead_letters: u64,
 }
 
-/// The outbox on one PostgreSQL pool. Cheap to clone; clones share the pool.
+/// The outbox on one PostgreSQL pool. Cheap to clone; clones share the pool and the depth
+/// gauge.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     manager: Arc<PostgresConnectionManager>,
     config: OutboxConfig,
+    /// Unpublished rows as last known (see the module documentation).
+    depth: Gauge,
 }
 
 /// Stores the event unless the outbox is full (then dead-letters it) or already holds it.
@@ -185,7 +202,34 @@ impl Outbox {
     /// An outbox on `manager`'s database. Run [`migrate`] once before using it.
     pub fn new(manager: Arc<PostgresConnectionManager>, config: OutboxConfig) -> Result<Self, OnexError> {
         config.validate()?;
-        Ok(Self { manager, config })
+        Ok(Self { manager, config, depth: Gauge::default() })
+    }
+
+    /// Shows the depth gauge as `onex_outbox_depth` in `registry` (see the module
+    /// documentation for what it counts and when it changes). A registry holds one outbox's
+    /// gauge: a second outbox (or a second call) on the same registry is a
+    /// `CONFIGURATION_ERROR`.
+    pub fn with_metrics(self, registry: &MetricsRegistry) -> Result<Self, OnexError> {
+        registry
+            .register(
+                DEPTH_SERIES,
+                "Unpublished outbox rows, as last counted or seen by a relay pass of this process",
+                self.depth.clone(),
+            )
+            .map_err(|e| {
+                OnexError::configuration(format!(
+                    "an outbox's depth cannot be registered: {} (one outbox per registry)",
+                    e.message()
+                ))
+                .with_detail("metric", DEPTH_SERIES)
+            })?;
+        Ok(self)
+    }
+
+    /// The depth gauge's value: unpublished rows as last known, without a statement (see the
+    /// module documentation); [`Outbox::depth`] counts them.
+    pub fn known_depth(&self) -> u64 {
+        u64::try_from(self.depth.get()).unwrap_or(0)
     }
 
     /// The configuration.
@@ -203,7 +247,11 @@ impl Outbox {
     pub async fn enqueue(&self, event: &OnexEvent, circuit_state: &str) -> Result<Enqueued, OnexError> {
         let params = self.enqueue_params(event, circuit_state)?;
         let row = self.manager.fetch_one(ENQUEUE, &params).await?;
-        Ok(enqueued(row.as_ref()))
+        let outcome = enqueued(row.as_ref());
+        if let Enqueued::Queued { .. } = outcome {
+            self.depth.inc();
+        }
+        Ok(outcome)
     }
 
     /// Stores `event` inside the caller's transaction: it becomes visible to the relay when
@@ -248,7 +296,9 @@ impl Outbox {
             )
             .await?;
         let count = |name: &str| row.as_ref().and_then(|r| r.get(name)).and_then(Value::as_u64).unwrap_or(0);
-        Ok(OutboxStats { depth: count("depth"), dead_letters: count("dead_letters") })
+        let stats = OutboxStats { depth: count("depth"), dead_letters: count("dead_letters") };
+        self.depth.set(i64::try_from(stats.depth).unwrap_or(i64::MAX));
+        Ok(stats)
     }
 
     /// Unpublished rows.

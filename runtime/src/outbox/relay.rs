@@ -33,6 +33,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
 
 use futures::{FutureExt, StreamExt, stream::FuturesUnordered};
 
@@ -98,6 +99,16 @@ const UNDECODABLE: &str = "WITH gone AS (DELETE FROM onex_outbox WHERE id = $1 R
      INSERT INTO onex_dead_letter (event, reason, circuit_state, retry_count) \
      SELECT payload, $2::text, 'unknown', attempts FROM gone";
 
+/// The depth known after a pass that claimed `claimed` rows of a `batch` and published or
+/// dead-lettered `done` of them, when `known` was known before. A claim of less than the
+/// batch saw every unpublished row no other relay held: what it left is the depth. A full
+/// claim may have left more behind: the known depth less what went, but never less than
+/// what the pass itself left.
+fn depth_after_pass(known: i64, claimed: usize, done: usize, batch: usize) -> i64 {
+    let left = i64::try_from(claimed.saturating_sub(done)).unwrap_or(i64::MAX);
+    if claimed < batch { left } else { known.saturating_sub(i64::try_from(done).unwrap_or(i64::MAX)).max(left) }
+}
+
 struct Claimed {
     id: i64,
     key: String,
@@ -148,6 +159,7 @@ impl Outbox {
         let mut report = RelayReport { claimed: rows.len(), ..RelayReport::default() };
         if rows.is_empty() {
             tx.commit().await?;
+            self.relayed(&report, batch);
             return Ok(report);
         }
         let rows = rows.into_iter().map(Claimed::from_row).collect::<Result<Vec<_>, _>>()?;
@@ -254,10 +266,20 @@ impl Outbox {
         }
         report.published = acked.len();
         tx.commit().await?;
+        self.relayed(&report, batch);
         if let Some(e) = report.last_error.as_ref().filter(|_| report.stopped) {
             tracing::warn!(target: "onex::outbox", error = %e, failed = report.failed, "relay pass stopped after consecutive publish failures");
         }
         Ok(report)
+    }
+
+    /// Updates the depth gauge after a committed pass (see the module documentation of
+    /// [`super`]).
+    fn relayed(&self, report: &RelayReport, batch: usize) {
+        let done = report.published + report.dead_lettered;
+        let _ = self.depth.inner().fetch_update(Ordering::Relaxed, Ordering::Relaxed, |known| {
+            Some(depth_after_pass(known, report.claimed, done, batch))
+        });
     }
 
     /// Runs [`Self::relay_once`] until a pass makes no progress (the outbox is empty, or
@@ -283,5 +305,22 @@ impl Outbox {
                 return Ok(total);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::depth_after_pass;
+
+    #[test]
+    fn a_pass_that_saw_every_row_sets_the_depth_and_a_full_one_subtracts() {
+        // 3 of 4 claimed rows published, 1 failed; the claim was short of the batch of 10.
+        assert_eq!(depth_after_pass(0, 4, 3, 10), 1);
+        assert_eq!(depth_after_pass(50, 4, 3, 10), 1);
+        assert_eq!(depth_after_pass(0, 0, 0, 10), 0);
+        // A full batch: the known 250 less the 10 that went...
+        assert_eq!(depth_after_pass(250, 10, 10, 10), 240);
+        // ...but never below what the pass left (the known depth was stale).
+        assert_eq!(depth_after_pass(3, 10, 6, 10), 4);
     }
 }

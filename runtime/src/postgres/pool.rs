@@ -103,6 +103,11 @@ impl Pool {
         &self.shared
     }
 
+    /// The pool without keeping it open (a metrics collector must not outlive it).
+    pub(crate) fn downgrade(&self) -> Weak<Shared> {
+        Arc::downgrade(&self.shared)
+    }
+
     /// Checks a connection out, waiting at most the wait timeout for a free slot.
     pub(crate) async fn get(&self) -> Result<PooledConn, OnexError> {
         self.get_by(None).await
@@ -170,8 +175,7 @@ impl Pool {
     /// The live figures.
     pub(crate) fn stats(&self) -> ConnectionStats {
         let shared = &self.shared;
-        let idle = u32::try_from(shared.lock_idle().len()).unwrap_or(u32::MAX);
-        shared.counters.snapshot(idle, shared.limits.min, shared.limits.max)
+        shared.counters.snapshot(shared.idle_count(), shared.limits.min, shared.limits.max)
     }
 
     /// Whether [`Pool::close`] ran.
@@ -196,6 +200,11 @@ impl Drop for Shared {
 }
 
 impl Shared {
+    /// Connections on the idle stack now.
+    pub(crate) fn idle_count(&self) -> u32 {
+        u32::try_from(self.lock_idle().len()).unwrap_or(u32::MAX)
+    }
+
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
         self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

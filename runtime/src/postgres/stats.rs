@@ -9,6 +9,10 @@ use crate::models::postgres::{ConnectionStats, HistogramBucket};
 /// Upper bounds of the wait-time histogram buckets, in milliseconds (+∞ follows).
 pub const WAIT_BUCKETS_MS: [f64; 10] = [0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 50.0, 100.0, 1000.0, 5000.0];
 
+/// [`WAIT_BUCKETS_MS`] in seconds, as the Prometheus histogram names them (written out: the
+/// quotients computed in floating point would print as `1.0000000000000001e-5`).
+pub(crate) const WAIT_BUCKETS_SECONDS: [f64; 10] = [0.00001, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 1.0, 5.0];
+
 /// Why a connection was closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CloseReason {
@@ -76,6 +80,9 @@ pub(crate) struct PoolCounters {
     pub waited_checkouts: AtomicU64,
     pub wait_timeouts: AtomicU64,
     wait_buckets: [AtomicU64; WAIT_BUCKETS_MS.len() + 1],
+    /// Nanoseconds waited by the checkouts that waited: the sum of the wait histogram (an
+    /// immediate checkout waits nothing and adds nothing).
+    wait_nanos: AtomicU64,
     pub created: AtomicU64,
     closed: [AtomicU64; CloseReason::ALL.len()],
     pub failed_connections: AtomicU64,
@@ -95,6 +102,7 @@ impl PoolCounters {
     pub(crate) fn record_waited_checkout(&self, wait: Duration) {
         self.checkouts.fetch_add(1, Relaxed);
         self.waited_checkouts.fetch_add(1, Relaxed);
+        self.wait_nanos.fetch_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX), Relaxed);
         let ms = wait.as_secs_f64() * 1000.0;
         let bucket = WAIT_BUCKETS_MS.iter().position(|le| ms <= *le).unwrap_or(WAIT_BUCKETS_MS.len());
         self.wait_buckets[bucket].fetch_add(1, Relaxed);
@@ -111,6 +119,28 @@ impl PoolCounters {
             self.failed_queries.fetch_add(1, Relaxed);
         }
         self.total_query_nanos.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// The wait histogram: `(upper bound in seconds, count of that bucket alone)` per bucket
+    /// ending with `+Inf` (the form the OpenMetrics encoder adds up), the count, and the sum
+    /// of the waits in seconds.
+    pub(crate) fn wait_histogram(&self) -> (Vec<(f64, u64)>, u64, f64) {
+        let buckets: Vec<(f64, u64)> = self
+            .wait_buckets
+            .iter()
+            .enumerate()
+            .map(|(i, count)| (WAIT_BUCKETS_SECONDS.get(i).copied().unwrap_or(f64::INFINITY), count.load(Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|b| b.1).sum();
+        let sum = Duration::from_nanos(self.wait_nanos.load(Relaxed)).as_secs_f64();
+        (buckets, count, sum)
+    }
+
+    /// Statements run: `(all, failed)`. `failed` is read first: it is raised after `all`, so
+    /// it never exceeds the `all` read after it.
+    pub(crate) fn queries(&self) -> (u64, u64) {
+        let failed = self.failed_queries.load(Relaxed);
+        (self.total_queries.load(Relaxed), failed)
     }
 
     /// The current figures; each counter is read once, so the set is consistent per field
@@ -174,5 +204,17 @@ mod tests {
         assert_eq!(stats.connections_closed["max_queries"], 1);
         assert!(CloseReason::ALL.iter().enumerate().all(|(i, r)| r.index() == i));
         assert_eq!((stats.size, stats.checkouts, stats.waited_checkouts), (2, 3, 2));
+        let (buckets, count, sum) = counters.wait_histogram();
+        assert_eq!(count, 3);
+        assert_eq!(buckets.iter().map(|b| b.1).collect::<Vec<_>>(), vec![1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(buckets[4].0, 0.005);
+        assert!((sum - 10.003).abs() < 1e-9, "{sum}");
+    }
+
+    #[test]
+    fn bucket_bounds_in_seconds_are_the_milliseconds_ones() {
+        for (s, ms) in WAIT_BUCKETS_SECONDS.iter().zip(WAIT_BUCKETS_MS) {
+            assert!((s * 1000.0 - ms).abs() < 1e-12, "{s} s against {ms} ms");
+        }
     }
 }

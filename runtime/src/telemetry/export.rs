@@ -83,12 +83,25 @@ impl ExportStats {
     }
 }
 
+/// The queue's counters; the metrics collector (module `series`) reads them too.
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     exported: AtomicU64,
     dropped_queue_full: AtomicU64,
     dropped_export_failed: AtomicU64,
     failed_exports: AtomicU64,
+}
+
+impl Counters {
+    /// Spans the exporter accepted.
+    pub(crate) fn exported(&self) -> u64 {
+        self.exported.load(Ordering::Relaxed)
+    }
+
+    /// Spans that will never reach the collector: [`ExportStats::dropped`].
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped_queue_full.load(Ordering::Relaxed) + self.dropped_export_failed.load(Ordering::Relaxed)
+    }
 }
 
 enum Control {
@@ -175,6 +188,11 @@ impl QueueProcessor {
             failed_exports: self.counters.failed_exports.load(Ordering::Relaxed),
             queued: self.spans.len() as u64,
         }
+    }
+
+    /// The counters, shared: they stay readable after the queue stops.
+    pub(crate) fn counters(&self) -> Arc<Counters> {
+        Arc::clone(&self.counters)
     }
 
     fn ask(&self, make: impl FnOnce(Sender<OTelSdkResult>) -> Control, wait: Duration) -> OTelSdkResult {

@@ -9,6 +9,8 @@
 //! - [`carrier`]: trace context in Kafka headers and in the event envelope.
 //! - [`sql`]: SQL statements as a span shows them, literals replaced by `?`.
 //! - [`capture`]: an in-memory exporter for tests.
+//! - [`series`]: the export queue's counters as Prometheus series
+//!   ([`Tracing::with_metrics`]).
 //!
 //! Work runs "in" a span by carrying an OpenTelemetry context with it ([`in_span`]); spans
 //! started inside (by the PostgreSQL pool, the producer, `tracing` macros in a handler)
@@ -19,6 +21,7 @@ pub mod carrier;
 pub mod export;
 mod grpc;
 pub mod pipeline;
+pub mod series;
 pub mod span;
 pub mod sql;
 

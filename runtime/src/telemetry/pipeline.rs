@@ -207,6 +207,16 @@ impl Tracing {
         self.inner.as_ref().map(|inner| inner.sample_rate)
     }
 
+    /// Registers the export queue's series (see [`super::series`]) in `registry`: spans
+    /// exported and dropped, the counters of [`Tracing::stats`] read at scrape time. A
+    /// disabled tracing registers them too, at 0. A registry holds one tracing's series: a
+    /// second call on the same registry is a `CONFIGURATION_ERROR`.
+    pub fn with_metrics(self, registry: &crate::metrics::MetricsRegistry) -> Result<Self, OnexError> {
+        let counters = self.inner.as_ref().and_then(|inner| inner.queue.0.upgrade()).map(|queue| queue.counters());
+        super::series::register(registry, counters)?;
+        Ok(self)
+    }
+
     /// What the export queue has done; all zero when disabled.
     pub fn stats(&self) -> ExportStats {
         self.inner.as_ref().and_then(|inner| inner.queue.0.upgrade()).map(|queue| queue.stats()).unwrap_or_default()
