@@ -587,9 +587,16 @@ impl KafkaProducerPool {
     /// Health from the counters plus a metadata round trip to the brokers (bounded by
     /// `shutdown_timeout`, at most 5 s): unreachable brokers make the pool unhealthy.
     pub async fn health_check(&self) -> ComponentHealth {
+        self.health_check_within(self.inner.settings.shutdown_timeout.min(Duration::from_secs(5))).await
+    }
+
+    /// [`KafkaProducerPool::health_check`] with the metadata round trip bounded by `limit`, so
+    /// a caller with a deadline of its own (a health probe) does not leave a blocking thread
+    /// waiting on the brokers after it has given up.
+    pub async fn health_check_within(&self, limit: Duration) -> ComponentHealth {
         let started = Instant::now();
         let mut errors = Vec::new();
-        let probe_timeout = self.inner.settings.shutdown_timeout.min(Duration::from_secs(5));
+        let probe_timeout = limit;
         match self.default_producer() {
             Ok(producer) => {
                 let probe = tokio::task::spawn_blocking(move || producer.probe_blocking(probe_timeout)).await;

@@ -72,11 +72,12 @@ impl MetricsRegistry {
     }
 
     /// Registers `metric` as the family `name` (a counter's name without `_total`, which the
-    /// exposition adds). Fails when `name` is already registered.
+    /// exposition adds). Fails when `name` is already registered. `help` is a sentence; its
+    /// closing full stop is optional (prometheus-client adds one).
     pub fn register(&self, name: &str, help: &str, metric: impl Metric) -> Result<(), OnexError> {
         let mut state = self.lock();
         state.claim(&[name])?;
-        state.registry.register(name, help, metric);
+        state.registry.register(name, help.strip_suffix('.').unwrap_or(help), metric);
         Ok(())
     }
 
@@ -177,6 +178,7 @@ mod tests {
         assert!(text.contains("onex_thing_seconds_bucket{environment=\"staging\",le=\"+Inf\"} 3\n"), "{text}");
         assert!(text.contains("onex_thing_seconds_count{environment=\"staging\"} 3\n"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(text.contains("# HELP onex_things Things done.\n"), "{text}");
     }
 
     #[test]

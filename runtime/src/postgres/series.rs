@@ -33,8 +33,7 @@ use prometheus_client::encoding::NoLabelSet;
 use super::pool::{Pool, Shared};
 use crate::error::OnexError;
 use crate::metrics::{
-    Collector, ConstCounter, ConstGauge, DescriptorEncoder, EncodeMetric, Gauge, Histogram, MetricEncoder, MetricType,
-    MetricsRegistry,
+    Collector, ConstCounter, ConstGauge, DescriptorEncoder, EncodeMetric, Gauge, Histogram, MetricType, MetricsRegistry,
 };
 
 /// Statements run, by outcome (a counter: the exposition adds `_total`).
@@ -101,22 +100,6 @@ pub(crate) fn register(registry: &MetricsRegistry, pool: &Pool) -> Result<Live, 
     Ok(live)
 }
 
-/// Writes `histogram`. The encoder adds the buckets up itself, so it is given each bucket's
-/// own count.
-fn encode_histogram(histogram: &Histogram, mut metric: MetricEncoder<'_>) -> fmt::Result {
-    let (cumulative, count) = histogram.cumulative();
-    let mut below = 0;
-    let own: Vec<(f64, u64)> = cumulative
-        .into_iter()
-        .map(|(bound, running)| {
-            let own = running - below;
-            below = running;
-            (bound, own)
-        })
-        .collect();
-    metric.encode_histogram::<NoLabelSet>(histogram.sum(), count, &own, None)
-}
-
 struct PoolCollector {
     pool: Weak<Shared>,
     live: Live,
@@ -143,15 +126,12 @@ impl Collector for PoolCollector {
             ConstCounter::new(all.saturating_sub(failed)).encode(family.encode_family(&[("outcome", "ok")])?)?;
             ConstCounter::new(failed).encode(family.encode_family(&[("outcome", "error")])?)?;
         }
-        encode_histogram(
-            &self.live.duration,
-            encoder.encode_descriptor(
-                QUERY_DURATION,
-                "How long PostgreSQL statements ran on their connection, in seconds.",
-                None,
-                MetricType::Histogram,
-            )?,
-        )?;
+        self.live.duration.encode(encoder.encode_descriptor(
+            QUERY_DURATION,
+            "How long PostgreSQL statements ran on their connection, in seconds.",
+            None,
+            MetricType::Histogram,
+        )?)?;
         {
             let (buckets, count, sum) = counters.wait_histogram();
             let mut metric = encoder.encode_descriptor(
