@@ -158,16 +158,46 @@ pub fn run_operation<'w, T, W>(
 where
     W: Future<Output = Result<T, OnexError>>,
 {
+    let timing =
+        if handler_times_it { Timing::Handler } else { Timing::node(ctx, operation, tokio::time::Instant::now()) };
+    run_timed(node, operation, timing, work)
+}
+
+/// Who bounds an operation by its deadline.
+enum Timing {
+    /// The handler, under the narrowed deadline of its context.
+    Handler,
+    /// The node, with a timer until `deadline`, `limit` after the operation started (no timer
+    /// when that instant is past what the clock can hold).
+    Node { limit: std::time::Duration, deadline: Option<tokio::time::Instant> },
+}
+
+impl Timing {
+    fn node(ctx: &Context, operation: &OperationSpec, started: tokio::time::Instant) -> Self {
+        let limit = ctx.budget(operation.timeout);
+        Self::Node { limit, deadline: started.checked_add(limit) }
+    }
+}
+
+/// [`run_operation`] with the deadline already known.
+fn run_timed<'w, T, W>(
+    node: &'static str,
+    operation: &'static OperationSpec,
+    timing: Timing,
+    work: Pin<&'w mut W>,
+) -> impl Future<Output = Result<T, OnexError>> + 'w
+where
+    W: Future<Output = Result<T, OnexError>>,
+{
     use futures::FutureExt as _;
     use futures::future::Either;
-    if handler_times_it {
+    let Timing::Node { limit, deadline: Some(deadline) } = timing else {
         return Either::Left(work);
-    }
-    let limit = ctx.budget(operation.timeout);
+    };
     // A combinator, not an `async move` block: the block would hold the timeout future twice
     // (as its capture and as the awaited value).
     Either::Right(
-        tokio::time::timeout(limit, work)
+        tokio::time::timeout_at(deadline, work)
             .map(move |outcome| outcome.unwrap_or_else(|_| Err(timed_out(node, operation, limit)))),
     )
 }
@@ -194,7 +224,10 @@ pub fn timed_out(node: &'static str, operation: &'static OperationSpec, limit: s
 /// [`Context::trace`]; the handler's context carries the new span as its trace, and spans the
 /// handler's work starts (statements, messages) are its children. An error answer is recorded
 /// on the span with ERROR status. With the operation's series, the operation is counted in
-/// flight while it runs, and its answer counted by outcome and timed.
+/// flight while it runs, and its answer counted by outcome and timed from this call on.
+///
+/// The clock is read once to start the operation, for its deadline and its series alike: a
+/// read costs about as much as the series' atomics together (~27 ns on the project's machine).
 #[allow(clippy::too_many_arguments)]
 pub async fn dispatch<H, I, T, M>(
     node: &'static str,
@@ -210,17 +243,25 @@ where
     H: ?Sized,
     M: AsyncFnOnce(&H, I, &Context) -> Result<T, OnexError>,
 {
-    let ctx = operation_context(ctx, operation, handler_times_it);
-    let timer = instruments.start(operation.name);
+    // The handler's deadline is on the process clock, the node's timer on tokio's (the same
+    // clock unless a test paused tokio's).
+    let (ctx, timing, started) = if handler_times_it {
+        let now = std::time::Instant::now();
+        (narrowed_at(ctx, operation, now), Timing::Handler, now)
+    } else {
+        let now = tokio::time::Instant::now();
+        let timing = Timing::node(&ctx, operation, now);
+        (ctx, timing, now.into_std())
+    };
+    let timer = instruments.start(operation.name, started);
     let tracing = instruments.tracing;
     let result = if !tracing.is_enabled() {
         let work = std::pin::pin!(method(handler, input, &ctx));
-        run_operation(node, operation, handler_times_it, &ctx, work).await
+        run_timed(node, operation, timing, work).await
     } else {
         let (ctx, otel) = operation_span(tracing, node, operation, ctx);
         let work = std::pin::pin!(method(handler, input, &ctx));
-        let result =
-            telemetry::in_span(otel.clone(), run_operation(node, operation, handler_times_it, &ctx, work)).await;
+        let result = telemetry::in_span(otel.clone(), run_timed(node, operation, timing, work)).await;
         if let Err(error) = &result {
             telemetry::span::record_error_on(&otel, error);
         }
@@ -230,6 +271,13 @@ where
         timer.finish(result.is_ok());
     }
     result
+}
+
+/// [`Context::narrowed`] to the operation's timeout from `now`.
+fn narrowed_at(ctx: Context, operation: &OperationSpec, now: std::time::Instant) -> Context {
+    let until = now + operation.timeout;
+    let deadline = ctx.deadline().map_or(until, |deadline| deadline.min(until));
+    ctx.with_deadline(deadline)
 }
 
 /// Starts the span of one operation and gives the request context that carries it.
@@ -290,6 +338,18 @@ mod tests {
     use super::*;
 
     static SLOW: OperationSpec = OperationSpec { name: "slow", description: "", timeout: Duration::from_millis(20) };
+    static TIMED: NodeContract = NodeContract {
+        name: "n",
+        version: crate::contract::SemVer::new(1, 0, 0),
+        kind: NodeKind::Compute,
+        description: "",
+        source: "",
+        input_model: "u64",
+        output_model: "Option<Duration>",
+        operations: &[SLOW],
+        dependencies: &[],
+        io_operations: &[],
+    };
 
     #[tokio::test]
     async fn an_operation_past_its_timeout_answers_operation_timeout() {
@@ -311,6 +371,36 @@ mod tests {
         assert!(limit <= 5, "the 20 ms contract timeout was not capped: {limit} ms");
         let quick = std::pin::pin!(async { Ok::<_, OnexError>(7) });
         assert_eq!(run_operation("n", &SLOW, false, &Context::new(), quick).await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn dispatch_times_out_what_the_node_times_and_narrows_the_deadline_of_what_the_handler_times() {
+        let instruments = NodeInstruments::disabled(&TIMED);
+        let sleep_then_remaining = async |_: &(), millis: u64, ctx: &Context| {
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+            Ok::<_, OnexError>(ctx.remaining())
+        };
+        let err =
+            dispatch("n", &SLOW, false, &(), instruments.operation(0), 5_000, Context::new(), sleep_then_remaining)
+                .await
+                .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::OperationTimeout);
+        assert_eq!(err.details()["timeout_ms"], 20);
+        let short = Context::new().with_timeout(Duration::from_millis(5));
+        let err = dispatch("n", &SLOW, false, &(), instruments.operation(0), 5_000, short, sleep_then_remaining)
+            .await
+            .unwrap_err();
+        assert!(err.details()["timeout_ms"].as_u64().unwrap() <= 5, "{err}");
+        // The handler times it: no timer, however long it takes, and its deadline is narrowed.
+        let remaining =
+            dispatch("n", &SLOW, true, &(), instruments.operation(0), 0, Context::new(), sleep_then_remaining)
+                .await
+                .unwrap()
+                .expect("a narrowed deadline");
+        assert!(remaining <= SLOW.timeout, "{remaining:?}");
+        let late =
+            dispatch("n", &SLOW, true, &(), instruments.operation(0), 60, Context::new(), sleep_then_remaining).await;
+        assert_eq!(late.unwrap(), Some(Duration::ZERO));
     }
 
     #[tokio::test]
