@@ -7,6 +7,7 @@
 //! query API with a generous deadline: Prometheus applies a new target about 5 s after it
 //! starts, then scrapes every second.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,8 @@ use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool};
 use onex_runtime::metrics::{Counter, Family, Gauge, Histogram, MetricsRegistry};
 use onex_runtime::models::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerState};
 use onex_runtime::models::kafka::KafkaProducerConfig;
+use onex_runtime::models::observability::MetricType;
+use onex_runtime::observability::{Observability, ObservabilityConfig};
 use onex_runtime::outbox::{self, Outbox, OutboxConfig};
 use onex_runtime::postgres::PostgresConnectionManager;
 use onex_runtime::telemetry::capture::SpanCapture;
@@ -170,7 +173,7 @@ fn breaker_config() -> CircuitBreakerConfig {
 
 /// Statements that succeed, statements that fail (through the breaker, which they open),
 /// messages published (through the breaker), calls the open breaker refuses, events left in
-/// the outbox, node operations answered.
+/// the outbox, node operations answered. The observability store records a few samples too.
 const OK: u64 = 20;
 const FAILED: u64 = 3;
 const MESSAGES: u64 = 30;
@@ -243,6 +246,18 @@ async fn prometheus_reads_what_every_service_of_the_process_did() {
     let node = onex_generated::registry().build(NODE, None, &container).expect("the node builds");
     for _ in 0..CALLS {
         node.process_json(json!({"operation_type": "get_state"}), Context::new()).await.expect("get_state");
+    }
+
+    // The observability store's recorded series: the latest value of a counter and a gauge,
+    // every observation of a histogram.
+    let observability = Observability::new(Arc::clone(&registry), &ObservabilityConfig::default()).unwrap();
+    let region = BTreeMap::from([("region".to_owned(), "eu".to_owned())]);
+    observability.record_metric("orders_processed", 12.0, MetricType::Counter, region.clone()).unwrap();
+    observability.record_metric("orders_processed", 17.0, MetricType::Counter, region).unwrap();
+    observability.record_metric("queue_length", 5.0, MetricType::Gauge, BTreeMap::new()).unwrap();
+    observability.record_metric("queue_length", 9.0, MetricType::Gauge, BTreeMap::new()).unwrap();
+    for seconds in [0.002, 0.04, 0.3] {
+        observability.record_metric("job_duration_seconds", seconds, MetricType::Histogram, BTreeMap::new()).unwrap();
     }
 
     // The pool counted exactly that work (the monitor's probe adds statements of its own).
@@ -325,6 +340,12 @@ async fn prometheus_reads_what_every_service_of_the_process_did() {
     expect(format!("omnibase_kafka_producers{{{env}}}"), f64::from(pool.stats().total_producers)).await;
     expect(format!("omnibase_postgres_connections{{{env}}}"), f64::from(stats.size)).await;
 
+    expect(format!("orders_processed_total{{{env},region=\"eu\"}}"), 17.0).await;
+    expect(format!("queue_length{{{env}}}"), 9.0).await;
+    expect(format!("job_duration_seconds_count{{{env}}}"), 3.0).await;
+    expect(format!("job_duration_seconds_bucket{{{env},le=\"0.05\"}}"), 2.0).await;
+    expect(format!("job_duration_seconds_bucket{{{env},le=\"+Inf\"}}"), 3.0).await;
+
     // Every family once, every sample scraped without error.
     let text = registry.encode().unwrap();
     let families: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
@@ -341,6 +362,7 @@ async fn prometheus_reads_what_every_service_of_the_process_did() {
 
     server.shutdown().await;
     drop(monitor);
+    drop(observability);
     pool.shutdown().await.expect("pool shutdown");
     tracing.shutdown().expect("tracing shutdown");
     pg.close();
