@@ -227,7 +227,8 @@ pub fn timed_out(node: &'static str, operation: &'static OperationSpec, limit: s
 /// flight while it runs, and its answer counted by outcome and timed from this call on.
 ///
 /// The clock is read once to start the operation, for its deadline and its series alike: a
-/// read costs about as much as the series' atomics together (~27 ns on the project's machine).
+/// read costs twice what the series' atomics cost together (~27 ns against ~13 ns on the
+/// project's machine).
 #[allow(clippy::too_many_arguments)]
 pub async fn dispatch<H, I, T, M>(
     node: &'static str,
@@ -243,6 +244,7 @@ where
     H: ?Sized,
     M: AsyncFnOnce(&H, I, &Context) -> Result<T, OnexError>,
 {
+    use futures::FutureExt as _;
     // The handler's deadline is on the process clock, the node's timer on tokio's (the same
     // clock unless a test paused tokio's).
     let (ctx, timing, started) = if handler_times_it {
@@ -253,22 +255,32 @@ where
         let timing = Timing::node(&ctx, operation, now);
         (ctx, timing, now.into_std())
     };
+    // Recorded as the answer passes, so the untraced answer goes straight to the caller: kept in
+    // a local first, it was copied once more per request (callgrind: ~30 instructions). Without
+    // series the answer is awaited as it comes: no wrapper, one branch.
     let timer = instruments.start(operation.name, started);
     let tracing = instruments.tracing;
-    let result = if !tracing.is_enabled() {
+    if !tracing.is_enabled() {
         let work = std::pin::pin!(method(handler, input, &ctx));
-        run_timed(node, operation, timing, work).await
-    } else {
-        let (ctx, otel) = operation_span(tracing, node, operation, ctx);
-        let work = std::pin::pin!(method(handler, input, &ctx));
-        let result = telemetry::in_span(otel.clone(), run_timed(node, operation, timing, work)).await;
-        if let Err(error) = &result {
-            telemetry::span::record_error_on(&otel, error);
+        // Each arm builds its future in place: built before the match and moved into an arm, the
+        // timer's future was copied once more (callgrind: ~45 instructions).
+        return match timer {
+            None => run_timed(node, operation, timing, work).await,
+            Some(timer) => {
+                run_timed(node, operation, timing, work).inspect(move |result| timer.finish(result.is_ok())).await
+            }
+        };
+    }
+    let record = move |result: &Result<T, OnexError>| {
+        if let Some(timer) = timer {
+            timer.finish(result.is_ok());
         }
-        result
     };
-    if let Some(timer) = timer {
-        timer.finish(result.is_ok());
+    let (ctx, otel) = operation_span(tracing, node, operation, ctx);
+    let work = std::pin::pin!(method(handler, input, &ctx));
+    let result = telemetry::in_span(otel.clone(), run_timed(node, operation, timing, work)).inspect(record).await;
+    if let Err(error) = &result {
+        telemetry::span::record_error_on(&otel, error);
     }
     result
 }
