@@ -433,8 +433,9 @@ mod tests {
             with - without
         );
         assert_eq!(metered.metrics.as_ref().unwrap()[0].ok.get(), u64::from(CALLS) * (2 * ROUNDS as u64));
-        // A ceiling far above the target (50 ns), so a busy machine does not fail it.
-        assert!(sample < 1_000.0, "one sample took {sample} ns");
+        // A ceiling far above the target (50 ns), so that neither a busy machine nor callgrind
+        // (~1.2 µs a sample) fails it.
+        assert!(sample < 5_000.0, "one sample took {sample} ns");
     }
 
     /// Calls per round of the measurement.
