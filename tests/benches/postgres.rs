@@ -14,7 +14,7 @@
 //! the best raw pool round by round (median and middle half), which cancels drift in the
 //! machine's load between rounds.
 //! Environment: ONEX_BENCH_PG_DATABASE (default onex_bench), ONEX_BENCH_CLIENTS (default
-//! 8,32,128), ONEX_BENCH_ONLY (comma-separated: node, node-traced-1.0, node-traced-0.1, pool-api, deadpool, bb8,
+//! 8,32,128), ONEX_BENCH_ONLY (comma-separated: node, node-metrics, node-traced-1.0, node-traced-0.1, pool-api, deadpool, bb8,
 //! pgbench), ONEX_BENCH_OUT (default
 //! <workspace>/target/bench/postgres.json), ONEX_TEST_PG_HOST / ONEX_TEST_PG_PORT.
 
@@ -174,17 +174,26 @@ fn node_input(aid: i64) -> ModelPostgresConnectionManagerInput {
 }
 
 /// The connection manager node over a fresh manager with `size` connections; both record
-/// spans with `tracing`.
+/// spans with `tracing`, and with `metered` both register their series in a registry of
+/// their own.
 async fn node_with_manager(
     database: &str,
     size: usize,
     tracing: &Tracing,
+    metered: bool,
 ) -> (Arc<NodePostgresConnectionManagerEffect<Handler>>, Arc<PostgresConnectionManager>) {
-    let pg = Arc::new(manager(database, size).await.with_tracing(tracing.clone()));
+    let mut pg = manager(database, size).await.with_tracing(tracing.clone());
     let mut container = Container::new();
+    if metered {
+        let registry = Arc::new(onex_runtime::metrics::MetricsRegistry::new("bench"));
+        pg = pg.with_metrics(&registry).expect("the pool's series");
+        container.register(registry);
+    }
+    let pg = Arc::new(pg);
     container.register(Arc::clone(&pg));
     container.register(Arc::new(tracing.clone()));
     let node = Arc::new(NodePostgresConnectionManagerEffect::<Handler>::new(&container).expect("node"));
+    assert_eq!(node.instruments().has_metrics(), metered);
     (node, pg)
 }
 
@@ -244,9 +253,11 @@ fn run_pgbench(database: &str, clients: usize, seconds: f64) -> (Option<f64>, Ve
     (if note.is_none() { tps } else { None }, latencies, note)
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Contender {
     Node,
+    /// The node and its pool recording their Prometheus series.
+    NodeMetered,
     /// The node with tracing at sampling 1.0.
     NodeTracedAll,
     /// The node with tracing at sampling 0.1.
@@ -258,8 +269,9 @@ enum Contender {
 }
 
 impl Contender {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::Node,
+        Self::NodeMetered,
         Self::NodeTracedAll,
         Self::NodeTracedTenth,
         Self::PoolApi,
@@ -272,6 +284,7 @@ impl Contender {
     fn key(self) -> &'static str {
         match self {
             Self::Node => "node",
+            Self::NodeMetered => "node-metrics",
             Self::NodeTracedAll => "node-traced-1.0",
             Self::NodeTracedTenth => "node-traced-0.1",
             Self::PoolApi => "pool-api",
@@ -284,6 +297,7 @@ impl Contender {
     fn name(self) -> &'static str {
         match self {
             Self::Node => "onex node (fetch_value)",
+            Self::NodeMetered => "node with Prometheus series",
             Self::NodeTracedAll => "traced node, sampling 1.0",
             Self::NodeTracedTenth => "traced node, sampling 0.1",
             Self::PoolApi => "onex pool API (fetch_value)",
@@ -318,7 +332,7 @@ impl Contender {
                 let (tps, latencies, note) = run_pgbench(database, clients, seconds);
                 return (tps.map(|tps| Window { tps, latencies, cpu_us_per_op: None, spans: None }), note);
             }
-            Self::Node | Self::NodeTracedAll | Self::NodeTracedTenth => {
+            Self::Node | Self::NodeMetered | Self::NodeTracedAll | Self::NodeTracedTenth => {
                 let tracing = match (self.sample_rate(), otlp) {
                     (None, _) => Tracing::disabled(),
                     (Some(rate), Some(endpoint)) => {
@@ -327,7 +341,7 @@ impl Contender {
                     }
                     (Some(_), None) => return (None, Some("no OTLP receiver".into())),
                 };
-                let (node, pg) = node_with_manager(database, size, &tracing).await;
+                let (node, pg) = node_with_manager(database, size, &tracing, self == Self::NodeMetered).await;
                 let op = move |aid| {
                     let node = Arc::clone(&node);
                     async move {
