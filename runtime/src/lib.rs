@@ -28,6 +28,7 @@ pub mod postgres;
 pub mod registry;
 pub mod sanitize;
 pub mod sensitive;
+mod stripes;
 pub mod telemetry;
 pub mod workflow;
 

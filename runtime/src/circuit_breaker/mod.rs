@@ -82,7 +82,6 @@
 mod deadline;
 mod publisher;
 pub mod series;
-mod stripes;
 mod window;
 
 use std::collections::hash_map::RandomState;
@@ -100,8 +99,8 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use self::deadline::Deadline;
-use self::stripes::Striped;
 use self::window::Window;
+use crate::stripes::Striped;
 
 pub use self::publisher::{GuardedMetrics, GuardedPublisher};
 use crate::error::{ErrorCode, OnexError};

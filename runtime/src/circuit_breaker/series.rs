@@ -30,13 +30,13 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use crossbeam_utils::CachePadded;
 
-use super::stripes::Striped;
 use super::{Counters, decode};
 use crate::error::{ErrorCode, OnexError};
 use crate::metrics::{
     Collector, ConstCounter, ConstGauge, DescriptorEncoder, EncodeMetric, MetricType, MetricsRegistry,
 };
 use crate::models::circuit_breaker::CircuitBreakerState;
+use crate::stripes::Striped;
 
 /// The state, as a number.
 pub const STATE: &str = "onex_circuit_breaker_state";

@@ -1,6 +1,6 @@
 //! The sliding window of the failure-rate and slow-call-rate policies.
 //!
-//! Recording never locks and touches only the calling thread's stripe ([`super::stripes`]),
+//! Recording never locks and touches only the calling thread's stripe ([`crate::stripes`]),
 //! so concurrent calls do not contend for the window. Totals combine the stripes; they are
 //! read only when a failure or slow call is judged or metrics are taken.
 //!
@@ -20,8 +20,8 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use super::stripes::Striped;
 use crate::models::circuit_breaker::SlidingWindowType;
+use crate::stripes::Striped;
 
 const FAILURE: u64 = 1;
 const SLOW: u64 = 2;

@@ -27,7 +27,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-pub use histogram::{Histogram, LATENCY_SECONDS, WAIT_SECONDS};
+pub use histogram::{Histogram, LATENCY_SECONDS, MAX_BOUNDS, WAIT_SECONDS};
 pub use prometheus_client::collector::Collector;
 pub use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
 pub use prometheus_client::metrics::MetricType;

@@ -1,7 +1,7 @@
-//! Per-thread copies of what every call writes, so concurrent calls through one breaker do
-//! not fight over the same cache lines (the technique of Java's `LongAdder`).
+//! Per-thread copies of what every call writes, so concurrent calls through one breaker or into
+//! one histogram do not fight over the same cache lines (the technique of Java's `LongAdder`).
 //!
-//! A thread is given a number the first time it calls any breaker and writes the stripe of
+//! A thread is given a number the first time it writes any striped value and writes the stripe of
 //! that number (modulo the stripe count); readers combine every stripe. There are twice as
 //! many stripes as cores (rounded up to a power of two, at most [`MAX_STRIPES`]), so a few
 //! threads of a runtime rarely share one; when more threads than stripes call, some share
@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
 
-/// Upper bound of the stripe count (memory per breaker grows with it).
-pub(super) const MAX_STRIPES: usize = 64;
+/// Upper bound of the stripe count (memory per striped value grows with it).
+pub(crate) const MAX_STRIPES: usize = 64;
 
 static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
 
@@ -24,7 +24,7 @@ thread_local! {
 
 /// One `T` per stripe, each on its own cache line. Clones share the stripes (a reader such as
 /// the metrics collector keeps one); reaching a stripe costs what it would in a `Box`.
-pub(super) struct Striped<T> {
+pub(crate) struct Striped<T> {
     stripes: Arc<[CachePadded<T>]>,
     /// `stripes.len() - 1` (the length is a power of two).
     mask: usize,
@@ -32,26 +32,26 @@ pub(super) struct Striped<T> {
 
 impl<T> Striped<T> {
     /// Stripes made by `make`, as many as [`stripe_count`] says.
-    pub(super) fn new(make: impl FnMut() -> T) -> Self {
+    pub(crate) fn new(make: impl FnMut() -> T) -> Self {
         Self::with_count(stripe_count(), make)
     }
 
     /// `count` stripes (rounded up to a power of two, at least 1).
-    pub(super) fn with_count(count: usize, mut make: impl FnMut() -> T) -> Self {
+    pub(crate) fn with_count(count: usize, mut make: impl FnMut() -> T) -> Self {
         let count = count.clamp(1, MAX_STRIPES).next_power_of_two();
         let stripes: Arc<[CachePadded<T>]> = (0..count).map(|_| CachePadded::new(make())).collect();
         Self { stripes, mask: count - 1 }
     }
 
     /// The calling thread's stripe.
-    pub(super) fn local(&self) -> &T {
+    pub(crate) fn local(&self) -> &T {
         // A thread being destroyed has no thread-locals left: it shares stripe 0.
         let thread = THREAD.try_with(|t| *t).unwrap_or(0);
         &self.stripes[thread & self.mask]
     }
 
     /// Every stripe.
-    pub(super) fn iter(&self) -> impl Iterator<Item = &T> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
         self.stripes.iter().map(|s| &**s)
     }
 }
