@@ -25,6 +25,7 @@ mod histogram;
 use std::any::{Any, TypeId};
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use histogram::{Histogram, LATENCY_SECONDS, MAX_BOUNDS, WAIT_SECONDS};
@@ -46,6 +47,9 @@ pub struct MetricsRegistry {
     environment: String,
     state: Mutex<State>,
     shared: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    /// The length of the last exposition: the next one starts with room for it, instead of
+    /// growing (and copying) its string from empty several times.
+    last_len: AtomicUsize,
 }
 
 struct State {
@@ -63,6 +67,7 @@ impl MetricsRegistry {
             environment,
             state: Mutex::new(State { registry, names: BTreeSet::new() }),
             shared: Mutex::new(HashMap::new()),
+            last_len: AtomicUsize::new(0),
         }
     }
 
@@ -120,8 +125,10 @@ impl MetricsRegistry {
 
     /// The OpenMetrics text of every series, ending with `# EOF`.
     pub fn encode(&self) -> Result<String, OnexError> {
-        let mut out = String::with_capacity(16 * 1024);
+        let hint = self.last_len.load(Ordering::Relaxed);
+        let mut out = String::with_capacity(if hint == 0 { 16 * 1024 } else { hint + hint / 8 });
         self.encode_into(&mut out)?;
+        self.last_len.store(out.len(), Ordering::Relaxed);
         Ok(out)
     }
 
