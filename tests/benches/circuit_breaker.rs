@@ -59,7 +59,7 @@ use onex_runtime::models::kafka::KafkaProducerConfig;
 use onex_runtime::node::BoxFuture;
 use onex_runtime::outbox::{self, Enqueued, Outbox, OutboxConfig};
 use onex_runtime::postgres::PostgresConnectionManager;
-use onex_tests::bench::{median, thread_cpu};
+use onex_tests::bench::{Only, env_usize, median, thread_cpu};
 use onex_tests::kafka::{TestTopic, bootstrap, create_topic};
 use onex_tests::postgres::TestDatabase;
 use serde::Serialize;
@@ -96,10 +96,6 @@ enum Record {
         ratio_to_bus: Option<f64>,
         settings: String,
     },
-}
-
-fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
 }
 
 fn breaker_config() -> CircuitBreakerConfig {
@@ -542,13 +538,8 @@ fn main() {
     let relay_events = env_usize("CB_BENCH_RELAY_EVENTS", 100_000).max(1);
     let relay_batch = env_usize("CB_BENCH_RELAY_BATCH", 1_000).max(1);
     let relay_budget = Duration::from_secs(env_usize("CB_BENCH_RELAY_SECONDS", 30).max(1) as u64);
-    let only: Vec<String> = std::env::var("CB_BENCH_ONLY")
-        .unwrap_or_default()
-        .split(',')
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect();
-    let wanted = |section: &str| only.is_empty() || only.iter().any(|o| o == section);
+    let only = Only::from_env("CB_BENCH_ONLY");
+    let wanted = |section: &str| only.wants(section);
 
     let mut records = Vec::new();
     if wanted("overhead") {

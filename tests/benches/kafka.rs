@@ -42,7 +42,7 @@ use onex_runtime::models::kafka::KafkaProducerConfig;
 use onex_runtime::models::tracing::OtlpProtocol;
 use onex_runtime::telemetry::{QueueLimits, Tracing};
 use onex_runtime::{Container, Context, Node};
-use onex_tests::bench::{allocator, context_switches, median, paired_ratios, percentile_ms, process_cpu};
+use onex_tests::bench::{Only, allocator, context_switches, median, paired_ratios, percentile_ms, process_cpu};
 use onex_tests::kafka::{TestTopic, bootstrap};
 use onex_tests::otlp::{Mode, trace_configuration};
 use onex_tests::otlp_child::{ReceiverProcess, serve_if_child};
@@ -372,16 +372,11 @@ fn main() {
         batch: (env_u32("KAFKA_BENCH_BATCH", 1_000) as usize).clamp(1, WINDOW),
         linger_ms: env_u32("KAFKA_BENCH_LINGER_MS", KafkaProducerConfig::DEFAULT_LINGER_MS),
     };
-    let only: Vec<String> = std::env::var("KAFKA_BENCH_ONLY")
-        .unwrap_or_default()
-        .split(',')
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .collect();
+    let only = Only::from_env("KAFKA_BENCH_ONLY");
     let contenders: Vec<(&str, bool)> = [false, true]
         .into_iter()
         .flat_map(|idempotence| CONTENDERS.into_iter().map(move |name| (name, idempotence)))
-        .filter(|(name, _)| only.is_empty() || only.iter().any(|o| o == name))
+        .filter(|(name, _)| only.wants(name))
         .collect();
     assert!(!contenders.is_empty(), "KAFKA_BENCH_ONLY names none of {CONTENDERS:?}");
     let receiver = contenders

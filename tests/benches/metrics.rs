@@ -62,7 +62,7 @@ use onex_runtime::outbox::{Outbox, OutboxConfig};
 use onex_runtime::postgres::PostgresConnectionManager;
 use onex_runtime::telemetry::Tracing;
 use onex_runtime::{Container, Context, DynNode};
-use onex_tests::bench::median;
+use onex_tests::bench::{Only, env_usize, median};
 use onex_tests::kafka::{bootstrap, create_topic};
 use onex_tests::postgres::TestDatabase;
 use serde::Serialize;
@@ -119,10 +119,6 @@ enum Record {
         scrapes: usize,
         settings: String,
     },
-}
-
-fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
 }
 
 /// CPU time the calling thread has used, in ns (`CLOCK_THREAD_CPUTIME_ID`: precise to the
@@ -703,13 +699,8 @@ fn main() {
     let samples = env_usize("METRICS_BENCH_SAMPLES", 20_000_000).max(100);
     let scrapes = env_usize("METRICS_BENCH_SCRAPES", 300).max(1);
     let load_threads = env_usize("METRICS_BENCH_LOAD_THREADS", 2);
-    let only: Vec<String> = std::env::var("METRICS_BENCH_ONLY")
-        .unwrap_or_default()
-        .split(',')
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect();
-    let wanted = |section: &str| only.is_empty() || only.iter().any(|o| o == section);
+    let only = Only::from_env("METRICS_BENCH_ONLY");
+    let wanted = |section: &str| only.wants(section);
 
     let mut records = Vec::new();
     if wanted("record") {

@@ -159,3 +159,32 @@ mod tests {
         assert!(process_cpu().unwrap() > before);
     }
 }
+
+/// The number in the environment variable `key`, or `default` when it is unset or not a number.
+pub fn env_usize(key: &str, default: usize) -> usize {
+    std::env::var(key).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+}
+
+/// The names a bench's `*_ONLY` variable selects (sections or contenders, comma-separated);
+/// none selected means all.
+#[derive(Debug, Clone, Default)]
+pub struct Only(Vec<String>);
+
+impl Only {
+    /// The selection in the environment variable `key`.
+    pub fn from_env(key: &str) -> Self {
+        Self(
+            std::env::var(key)
+                .unwrap_or_default()
+                .split(',')
+                .map(|name| name.trim().to_owned())
+                .filter(|name| !name.is_empty())
+                .collect(),
+        )
+    }
+
+    /// Whether `name` is to run.
+    pub fn wants(&self, name: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|o| o == name)
+    }
+}

@@ -130,3 +130,39 @@ impl Drop for TestDatabase {
         }
     }
 }
+
+/// The version of the local cluster (`ls /etc/postgresql`; the newest when there are several).
+fn cluster_version() -> String {
+    let mut versions: Vec<String> = std::fs::read_dir("/etc/postgresql")
+        .expect("/etc/postgresql lists the clusters")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    versions.sort();
+    versions.pop().expect("one PostgreSQL cluster")
+}
+
+/// Runs `pg_ctlcluster {version} main {action}` (`stop`, `start`, `restart`) on the shared test
+/// server. Only a test binary of its own may stop it (cargo runs test binaries one after
+/// another), and it holds a [`ServerGuard`] while it does.
+pub fn pg_ctlcluster(action: &str) -> std::process::ExitStatus {
+    std::process::Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &cluster_version(), "main", action])
+        .status()
+        .unwrap_or_else(|e| panic!("pg_ctlcluster {action}: {e}"))
+}
+
+/// [`pg_ctlcluster`] from async code, asserting that it succeeded.
+pub async fn control_cluster(action: &'static str) {
+    let status = tokio::task::spawn_blocking(move || pg_ctlcluster(action)).await.expect("pg_ctlcluster task");
+    assert!(status.success(), "pg_ctlcluster {action}: {status}");
+}
+
+/// Starts the shared server again when dropped, whatever happened in the test.
+pub struct ServerGuard;
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        // `start` on a running cluster exits non-zero, which is fine here.
+        let _ = pg_ctlcluster("start");
+    }
+}

@@ -7,7 +7,6 @@
 //! starts the server again even when an assertion fails.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,44 +18,12 @@ use onex_runtime::http::{ObservabilityServer, ObservabilityServerConfig};
 use onex_runtime::metrics::MetricsRegistry;
 use onex_runtime::models::health::{HealthAssessment, HealthStatus};
 use onex_runtime::postgres::PostgresConnectionManager;
-use onex_tests::postgres::TestDatabase;
+use onex_tests::postgres::{ServerGuard, TestDatabase, control_cluster};
 use tokio::sync::watch;
 
 /// Short, so the shared server is down for a few seconds only; the rule (the next check 5 s
 /// after an unhealthy one, never later than the interval) is the same at any interval.
 const INTERVAL: Duration = Duration::from_secs(3);
-
-/// The cluster version (`ls /etc/postgresql`).
-fn cluster_version() -> String {
-    let mut versions: Vec<String> = std::fs::read_dir("/etc/postgresql")
-        .expect("/etc/postgresql lists the clusters")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect();
-    versions.sort();
-    versions.pop().expect("one PostgreSQL cluster")
-}
-
-fn pg_ctlcluster(action: &str) -> std::process::ExitStatus {
-    Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", &cluster_version(), "main", action])
-        .status()
-        .unwrap_or_else(|e| panic!("pg_ctlcluster {action}: {e}"))
-}
-
-/// Starts the server again when dropped, whatever happened in the test.
-struct ServerGuard;
-
-impl Drop for ServerGuard {
-    fn drop(&mut self) {
-        // `start` on a running cluster exits non-zero, which is fine here.
-        let _ = pg_ctlcluster("start");
-    }
-}
-
-async fn cluster(action: &'static str) {
-    let status = tokio::task::spawn_blocking(move || pg_ctlcluster(action)).await.unwrap();
-    assert!(status.success(), "pg_ctlcluster {action}: {status}");
-}
 
 /// A minimal HTTP/1.0 GET: status, and how long the answer took.
 async fn get(address: SocketAddr, path: &str) -> (u16, Duration) {
@@ -114,7 +81,7 @@ fn postgres_stopped_is_unready_at_once_and_healthy_again_within_an_interval_of_i
         monitor.start_monitoring(INTERVAL).unwrap();
         result_with(&mut results, HealthStatus::Healthy, Duration::from_secs(5)).await;
 
-        cluster("stop").await;
+        control_cluster("stop").await;
         let stopped = Instant::now();
         let (ready, took) = get(address, "/health/ready").await;
         let (live, _) = get(address, "/health/live").await;
@@ -129,7 +96,7 @@ fn postgres_stopped_is_unready_at_once_and_healthy_again_within_an_interval_of_i
             unhealthy.components.iter().find(|c| c.component == "postgres").map(|c| &c.errors)
         );
 
-        cluster("start").await;
+        control_cluster("start").await;
         let back = Instant::now();
         let deadline = back + Duration::from_secs(10);
         let ready_after = loop {

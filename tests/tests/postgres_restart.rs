@@ -4,7 +4,6 @@
 //! starts the server again even when an assertion fails. `cargo test` runs test binaries
 //! one after another, so the other binaries never see the server down.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -12,36 +11,9 @@ use std::time::{Duration, Instant};
 use onex_runtime::ErrorCode;
 use onex_runtime::models::health::HealthStatus;
 use onex_runtime::postgres::PostgresConnectionManager;
-use onex_tests::postgres::TestDatabase;
+use onex_tests::postgres::{ServerGuard, TestDatabase, control_cluster};
 use serde_json::json;
 use tokio::sync::Mutex;
-
-/// The cluster version (`ls /etc/postgresql`).
-fn cluster_version() -> String {
-    let mut versions: Vec<String> = std::fs::read_dir("/etc/postgresql")
-        .expect("/etc/postgresql lists the clusters")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect();
-    versions.sort();
-    versions.pop().expect("one PostgreSQL cluster")
-}
-
-fn pg_ctlcluster(action: &str) -> std::process::ExitStatus {
-    Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", &cluster_version(), "main", action])
-        .status()
-        .unwrap_or_else(|e| panic!("pg_ctlcluster {action}: {e}"))
-}
-
-/// Starts the server again when dropped, whatever happened in the test.
-struct ServerGuard;
-
-impl Drop for ServerGuard {
-    fn drop(&mut self) {
-        // `start` on a running cluster exits non-zero, which is fine here.
-        let _ = pg_ctlcluster("start");
-    }
-}
 
 #[derive(Default)]
 struct Load {
@@ -108,8 +80,7 @@ fn restart_under_load_surfaces_errors_then_serves_within_a_second() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = load.ok.load(Relaxed);
         assert!(before > 0, "load runs before the restart");
-        let status = tokio::task::spawn_blocking(|| pg_ctlcluster("restart")).await.unwrap();
-        assert!(status.success(), "pg_ctlcluster restart: {status}");
+        control_cluster("restart").await;
         let server_back = Instant::now();
         tokio::time::sleep(Duration::from_millis(1500)).await;
         stop.store(true, Relaxed);
@@ -136,8 +107,7 @@ fn restart_under_load_surfaces_errors_then_serves_within_a_second() {
 
         // Phase 2: health turns unhealthy while the server is down, healthy once it is back.
         assert_eq!(pg.health_check().await.status, HealthStatus::Healthy);
-        let status = tokio::task::spawn_blocking(|| pg_ctlcluster("stop")).await.unwrap();
-        assert!(status.success(), "pg_ctlcluster stop: {status}");
+        control_cluster("stop").await;
         let started = Instant::now();
         let health = pg.health_check().await;
         assert_eq!(health.status, HealthStatus::Unhealthy, "{health:?}");
@@ -145,8 +115,7 @@ fn restart_under_load_surfaces_errors_then_serves_within_a_second() {
         assert!(started.elapsed() < Duration::from_secs(3), "health answers quickly while the server is down");
         let err = pg.execute_query("SELECT 1", &[]).await.unwrap_err();
         assert_eq!(err.code(), ErrorCode::DatabaseConnectionFailed, "{err}");
-        let status = tokio::task::spawn_blocking(|| pg_ctlcluster("start")).await.unwrap();
-        assert!(status.success(), "pg_ctlcluster start: {status}");
+        control_cluster("start").await;
         let server_back = Instant::now();
         loop {
             if pg.health_check().await.status == HealthStatus::Healthy {
