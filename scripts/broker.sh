@@ -32,12 +32,9 @@ port_open() {
     (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
 }
 
-running_pid() {
-    [[ -f "$PID_FILE" ]] || return 1
-    local pid
-    pid="$(cat "$PID_FILE")"
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
-}
+NAME=tansu
+# shellcheck source=lib/daemon.sh
+source "$ROOT/scripts/lib/daemon.sh"
 
 install() {
     if [[ -x "$BIN" ]]; then
@@ -75,43 +72,13 @@ start() {
         --advertised-listener-url "tcp://$BOOTSTRAP" \
         --storage-engine memory://tansu/ >"$LOG_FILE" 2>&1 &
     echo $! >"$PID_FILE"
-    local waited=0
-    until port_open; do
-        if ! kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then
-            log "tansu exited during startup; last log lines:"
-            tail -n 20 "$LOG_FILE" >&2
-            rm -f "$PID_FILE"
-            return 1
-        fi
-        if ((waited >= START_TIMEOUT_S * 10)); then
-            log "tansu did not listen on $BOOTSTRAP within ${START_TIMEOUT_S}s"
-            return 1
-        fi
-        sleep 0.1
-        waited=$((waited + 1))
-    done
+    daemon_wait port_open "$START_TIMEOUT_S"
     log "ready (pid $(cat "$PID_FILE"))"
 }
 
 stop() {
-    local pid
-    if ! pid="$(running_pid)"; then
-        rm -f "$PID_FILE"
-        log "not running"
-        return 0
-    fi
     # tansu shuts down on SIGINT (Ctrl-C); it ignores SIGTERM.
-    kill -INT "$pid"
-    for _ in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "tansu (pid $pid) did not stop within 5s of SIGINT; sending SIGKILL"
-        kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$PID_FILE"
-    log "stopped"
+    daemon_stop INT 5
 }
 
 status() {

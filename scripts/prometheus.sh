@@ -27,12 +27,9 @@ START_TIMEOUT_S=30
 
 log() { echo "prometheus.sh: $*" >&2; }
 
-running_pid() {
-    [[ -f "$PID_FILE" ]] || return 1
-    local pid
-    pid="$(cat "$PID_FILE")"
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
-}
+NAME=prometheus
+# shellcheck source=lib/daemon.sh
+source "$ROOT/scripts/lib/daemon.sh"
 
 install() {
     if [[ -x "$BIN_DIR/prometheus" && -x "$BIN_DIR/promtool" ]]; then
@@ -93,42 +90,12 @@ EOF
         --storage.tsdb.path="$PROM_DIR/data" \
         --web.listen-address="$LISTEN" >"$LOG_FILE" 2>&1 &
     echo $! >"$PID_FILE"
-    local waited=0
-    until ready; do
-        if ! kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then
-            log "prometheus exited during startup; last log lines:"
-            tail -n 20 "$LOG_FILE" >&2
-            rm -f "$PID_FILE"
-            return 1
-        fi
-        if ((waited >= START_TIMEOUT_S * 10)); then
-            log "prometheus was not ready on $LISTEN within ${START_TIMEOUT_S}s"
-            return 1
-        fi
-        sleep 0.1
-        waited=$((waited + 1))
-    done
+    daemon_wait ready "$START_TIMEOUT_S"
     log "ready (pid $(cat "$PID_FILE")): http://$LISTEN/"
 }
 
 stop() {
-    local pid
-    if ! pid="$(running_pid)"; then
-        rm -f "$PID_FILE"
-        log "not running"
-        return 0
-    fi
-    kill -TERM "$pid"
-    for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "prometheus (pid $pid) did not stop within 10s of SIGTERM; sending SIGKILL"
-        kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$PID_FILE"
-    log "stopped"
+    daemon_stop TERM 10
 }
 
 status() {
