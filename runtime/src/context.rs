@@ -50,8 +50,13 @@ impl Context {
     /// Narrows the deadline to `limit` from now, keeping an earlier one. Generated nodes do
     /// this before running an operation whose handler bounds it by the deadline itself
     /// (`times_itself`), in place of a timer of their own.
-    pub fn narrowed(mut self, limit: Duration) -> Self {
-        let until = Instant::now() + limit;
+    pub fn narrowed(self, limit: Duration) -> Self {
+        self.narrowed_from(limit, Instant::now())
+    }
+
+    /// [`Context::narrowed`] from `now`, for a caller that has read the clock already.
+    pub fn narrowed_from(mut self, limit: Duration, now: Instant) -> Self {
+        let until = now + limit;
         self.deadline = Some(self.deadline.map_or(until, |d| d.min(until)));
         self
     }

@@ -129,40 +129,6 @@ impl<N: Node> DynNode for N {
     }
 }
 
-/// The context an operation's handler receives: when the handler times the operation itself
-/// (`times_itself` in the generated handler trait), the deadline narrowed to the operation's
-/// contract timeout; otherwise as the request gave it, and [`run_operation`] times it.
-pub fn operation_context(ctx: Context, operation: &OperationSpec, handler_times_it: bool) -> Context {
-    if handler_times_it { ctx.narrowed(operation.timeout) } else { ctx }
-}
-
-/// Runs one operation of `node` under the operation's contract timeout, capped by the time left
-/// before the request's deadline. Generated nodes call it for every operation, so every node
-/// answers a slow handler the same way: `OPERATION_TIMEOUT` naming the node, the operation and
-/// the limit. When the handler times the operation itself (`handler_times_it`, with `ctx` from
-/// [`operation_context`]) the work runs without a timer: a timer costs each request a
-/// registration in tokio's timer wheel (callgrind: ~600 of 16,700 instructions per PostgreSQL
-/// node request), and the handler then answers [`timed_out`] itself.
-///
-/// Takes the work pinned where the caller keeps it (`std::pin::pin!` in the generated
-/// `process`): a handler future is kilobytes, and moved by value through the timeout, the
-/// map and the caller's await it was copied several times per request (callgrind: pinning
-/// saved 813 of 17,190 instructions per PostgreSQL node request).
-pub fn run_operation<'w, T, W>(
-    node: &'static str,
-    operation: &'static OperationSpec,
-    handler_times_it: bool,
-    ctx: &Context,
-    work: Pin<&'w mut W>,
-) -> impl Future<Output = Result<T, OnexError>> + 'w
-where
-    W: Future<Output = Result<T, OnexError>>,
-{
-    let timing =
-        if handler_times_it { Timing::Handler } else { Timing::node(ctx, operation, tokio::time::Instant::now()) };
-    run_timed(node, operation, timing, work)
-}
-
 /// Who bounds an operation by its deadline.
 enum Timing {
     /// The handler, under the narrowed deadline of its context.
@@ -179,7 +145,16 @@ impl Timing {
     }
 }
 
-/// [`run_operation`] with the deadline already known.
+/// Runs one operation of `node` as `timing` says: under the operation's contract timeout,
+/// capped by the time left before the request's deadline, so every node answers a slow handler
+/// the same way (`OPERATION_TIMEOUT` naming the node, the operation and the limit); or, when
+/// the handler times the operation itself, without a timer: a timer costs each request a
+/// registration in tokio's timer wheel (callgrind: ~600 of 16,700 instructions per PostgreSQL
+/// node request), and the handler then answers [`timed_out`] itself.
+///
+/// Takes the work pinned where the caller keeps it: a handler future is kilobytes, and moved by
+/// value through the timeout, the map and the caller's await it was copied several times per
+/// request (callgrind: pinning saved 813 of 17,190 instructions per PostgreSQL node request).
 fn run_timed<'w, T, W>(
     node: &'static str,
     operation: &'static OperationSpec,
@@ -203,7 +178,7 @@ where
 }
 
 /// The answer to an operation that outlived `limit`: `OPERATION_TIMEOUT` naming the node, the
-/// operation and the limit. [`run_operation`] gives it for the operations it times; a handler
+/// operation and the limit. [`dispatch`] gives it for the operations the node times; a handler
 /// that times an operation itself (`times_itself`) gives it when the deadline ended the work.
 pub fn timed_out(node: &'static str, operation: &'static OperationSpec, limit: std::time::Duration) -> OnexError {
     let millis = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
@@ -214,9 +189,11 @@ pub fn timed_out(node: &'static str, operation: &'static OperationSpec, limit: s
 }
 
 /// Runs one operation of `node` for a request: `method` of `handler` on `input`, under the
-/// context [`operation_context`] gives and timed by [`run_operation`] unless the handler times
-/// the operation itself (`handler_times_it`). Generated nodes call it once per request with the
-/// handler trait's method (`H::query`); the handler's future stays pinned inside this one.
+/// operation's contract timeout (capped by the request's deadline) unless the handler times the
+/// operation itself (`handler_times_it`, `times_itself` in the generated handler trait): then
+/// the handler's context has its deadline narrowed to that timeout and no timer runs. Generated
+/// nodes call it once per request with the handler trait's method (`H::query`); the handler's
+/// future stays pinned inside this one.
 ///
 /// `instruments` say what else is recorded (see [`NodeInstruments`]). With their tracing
 /// enabled the operation runs in a span named `{node}.{operation}`, a child of the
@@ -248,7 +225,7 @@ where
     // clock unless a test paused tokio's).
     let (ctx, timing, started) = if handler_times_it {
         let now = std::time::Instant::now();
-        (narrowed_at(ctx, operation, now), Timing::Handler, now)
+        (ctx.narrowed_from(operation.timeout, now), Timing::Handler, now)
     } else {
         let now = tokio::time::Instant::now();
         let timing = Timing::node(&ctx, operation, now);
@@ -276,13 +253,6 @@ where
         timer.finish(result.is_ok());
     }
     result
-}
-
-/// [`Context::narrowed`] to the operation's timeout from `now`.
-fn narrowed_at(ctx: Context, operation: &OperationSpec, now: std::time::Instant) -> Context {
-    let until = now + operation.timeout;
-    let deadline = ctx.deadline().map_or(until, |deadline| deadline.min(until));
-    ctx.with_deadline(deadline)
 }
 
 /// Starts the span of one operation and gives the request context that carries it.
@@ -356,13 +326,17 @@ mod tests {
         io_operations: &[],
     };
 
+    fn node_timing(ctx: &Context) -> Timing {
+        Timing::node(ctx, &SLOW, tokio::time::Instant::now())
+    }
+
     #[tokio::test]
     async fn an_operation_past_its_timeout_answers_operation_timeout() {
         let slow = std::pin::pin!(async {
             tokio::time::sleep(Duration::from_secs(5)).await;
             Ok::<_, OnexError>(())
         });
-        let err = run_operation("node_x_compute", &SLOW, false, &Context::new(), slow).await.unwrap_err();
+        let err = run_timed("node_x_compute", &SLOW, node_timing(&Context::new()), slow).await.unwrap_err();
         assert_eq!(err.code(), ErrorCode::OperationTimeout);
         assert_eq!(err.message(), "node_x_compute.slow did not finish within 20 ms");
     }
@@ -371,11 +345,11 @@ mod tests {
     async fn the_request_deadline_caps_the_contract_timeout() {
         let ctx = Context::new().with_timeout(Duration::from_millis(5));
         let never = std::pin::pin!(std::future::pending::<Result<(), OnexError>>());
-        let err = run_operation("n", &SLOW, false, &ctx, never).await.unwrap_err();
+        let err = run_timed("n", &SLOW, node_timing(&ctx), never).await.unwrap_err();
         let limit = err.details()["timeout_ms"].as_u64().unwrap();
         assert!(limit <= 5, "the 20 ms contract timeout was not capped: {limit} ms");
         let quick = std::pin::pin!(async { Ok::<_, OnexError>(7) });
-        assert_eq!(run_operation("n", &SLOW, false, &Context::new(), quick).await.unwrap(), 7);
+        assert_eq!(run_timed("n", &SLOW, node_timing(&Context::new()), quick).await.unwrap(), 7);
     }
 
     #[tokio::test]
@@ -410,14 +384,13 @@ mod tests {
 
     #[tokio::test]
     async fn an_operation_the_handler_times_gets_the_narrowed_deadline_and_no_timer() {
-        let ctx = operation_context(Context::new(), &SLOW, true);
+        let ctx = Context::new().narrowed_from(SLOW.timeout, std::time::Instant::now());
         assert!(ctx.remaining().unwrap() <= SLOW.timeout);
-        assert!(operation_context(Context::new(), &SLOW, false).deadline().is_none());
         // Past the 20 ms contract timeout, and still answered: the node started no timer.
         let slow = std::pin::pin!(async {
             tokio::time::sleep(Duration::from_millis(60)).await;
             Ok::<_, OnexError>(7)
         });
-        assert_eq!(run_operation("n", &SLOW, true, &ctx, slow).await.unwrap(), 7);
+        assert_eq!(run_timed("n", &SLOW, Timing::Handler, slow).await.unwrap(), 7);
     }
 }
