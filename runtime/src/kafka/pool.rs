@@ -137,14 +137,14 @@ impl Inner {
         &self.metrics
     }
 
-    /// Producers held now (the count of [`KafkaProducerPool::stats`]'s `total_producers`).
-    pub(crate) fn producer_count(&self) -> usize {
+    /// The producers held now (their count is [`KafkaProducerPool::stats`]'s `total_producers`).
+    pub(crate) fn live_producers(&self) -> Vec<Arc<ManagedProducer>> {
         let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
         groups
             .values()
             .flatten()
-            .map(|g| g.slots.iter().filter(|s| s.read().unwrap_or_else(|p| p.into_inner()).is_some()).count())
-            .sum()
+            .flat_map(|g| g.slots.iter().filter_map(|s| s.read().unwrap_or_else(|p| p.into_inner()).clone()))
+            .collect()
     }
 }
 
@@ -487,12 +487,7 @@ impl KafkaProducerPool {
     }
 
     fn live_producers(&self) -> Vec<Arc<ManagedProducer>> {
-        let groups = self.inner.groups.lock().unwrap_or_else(|p| p.into_inner());
-        groups
-            .values()
-            .flatten()
-            .flat_map(|g| g.slots.iter().filter_map(|s| s.read().unwrap_or_else(|p| p.into_inner()).clone()))
-            .collect()
+        self.inner.live_producers()
     }
 
     /// Waits until every message enqueued so far is reported, or `timeout` passes. Returns

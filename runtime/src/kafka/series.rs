@@ -95,12 +95,8 @@ impl Collector for PoolCollector {
                 MetricType::Gauge,
             )?,
         )?;
-        ConstGauge::new(i64::try_from(pool.producer_count()).unwrap_or(i64::MAX)).encode(encoder.encode_descriptor(
-            PRODUCERS,
-            "Kafka producers the pool holds.",
-            None,
-            MetricType::Gauge,
-        )?)
+        ConstGauge::new(i64::try_from(pool.live_producers().len()).unwrap_or(i64::MAX))
+            .encode(encoder.encode_descriptor(PRODUCERS, "Kafka producers the pool holds.", None, MetricType::Gauge)?)
     }
 }
 
