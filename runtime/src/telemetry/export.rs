@@ -337,8 +337,7 @@ impl Worker {
 
     /// Spans dropped so far, for whatever reason.
     fn dropped(&self) -> u64 {
-        self.counters.dropped_queue_full.load(Ordering::Relaxed)
-            + self.counters.dropped_export_failed.load(Ordering::Relaxed)
+        self.counters.dropped()
     }
 
     /// Exports everything queued now, batch by batch.
