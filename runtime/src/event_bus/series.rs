@@ -29,13 +29,9 @@ pub const FAMILIES: [&str; 2] = [EVENTS, RETRIES];
 /// Registers the bus's families in `registry`; fails (registering none) when the registry
 /// already has them.
 pub(crate) fn register(registry: &MetricsRegistry, counters: Weak<BusCounters>) -> Result<(), OnexError> {
-    registry.register_collector(&FAMILIES, BusCollector { counters }).map_err(|e| {
-        OnexError::configuration(format!(
-            "an event bus's series cannot be registered: {} (one bus per registry)",
-            e.message()
-        ))
-        .with_detail("metric", e.details().get("metric").cloned().unwrap_or_default())
-    })
+    registry
+        .register_collector(&FAMILIES, BusCollector { counters })
+        .map_err(|e| crate::metrics::refused("an event bus", "bus", &e))
 }
 
 #[derive(Debug)]

@@ -44,13 +44,9 @@ pub const FAMILIES: [&str; 4] = [MESSAGES, DELIVERY_DURATION, IN_FLIGHT, PRODUCE
 /// Registers the pool's families in `registry`; fails (registering none) when the registry
 /// already has them.
 pub(crate) fn register(registry: &MetricsRegistry, pool: Weak<Inner>) -> Result<(), OnexError> {
-    registry.register_collector(&FAMILIES, PoolCollector { pool }).map_err(|e| {
-        OnexError::configuration(format!(
-            "a Kafka producer pool's series cannot be registered: {} (one pool per registry)",
-            e.message()
-        ))
-        .with_detail("metric", e.details().get("metric").cloned().unwrap_or_default())
-    })
+    registry
+        .register_collector(&FAMILIES, PoolCollector { pool })
+        .map_err(|e| crate::metrics::refused("a Kafka producer pool", "pool", &e))
 }
 
 struct PoolCollector {

@@ -138,6 +138,18 @@ impl MetricsRegistry {
     }
 }
 
+/// What a service answers when `registry` refused its series (`error`, from
+/// [`MetricsRegistry::register`] or [`MetricsRegistry::register_collector`]): a
+/// `CONFIGURATION_ERROR` naming the service (`owner`, "a Kafka producer pool"), the family
+/// already taken, and that a registry holds one `kind` ("pool").
+pub(crate) fn refused(owner: &str, kind: &str, error: &OnexError) -> OnexError {
+    OnexError::new(
+        ErrorCode::ConfigurationError,
+        format!("{owner}'s series cannot be registered: {} (one {kind} per registry)", error.message()),
+    )
+    .with_detail("metric", error.details().get("metric").cloned().unwrap_or_default())
+}
+
 impl State {
     fn claim(&mut self, names: &[&str]) -> Result<(), OnexError> {
         if let Some(taken) = names.iter().find(|name| self.names.contains(**name)) {

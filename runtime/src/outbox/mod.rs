@@ -216,13 +216,7 @@ impl Outbox {
                 "Unpublished outbox rows, as last counted or seen by a relay pass of this process",
                 self.depth.clone(),
             )
-            .map_err(|e| {
-                OnexError::configuration(format!(
-                    "an outbox's depth cannot be registered: {} (one outbox per registry)",
-                    e.message()
-                ))
-                .with_detail("metric", DEPTH_SERIES)
-            })?;
+            .map_err(|e| crate::metrics::refused("an outbox", "outbox", &e))?;
         Ok(self)
     }
 

@@ -90,13 +90,9 @@ impl Drop for Running<'_> {
 pub(crate) fn register(registry: &MetricsRegistry, pool: &Pool) -> Result<Live, OnexError> {
     let live = Live { duration: Histogram::latency(), in_flight: Gauge::default() };
     let collector = PoolCollector { pool: pool.downgrade(), live: live.clone() };
-    registry.register_collector(&FAMILIES, collector).map_err(|e| {
-        OnexError::configuration(format!(
-            "a PostgreSQL connection manager's series cannot be registered: {} (one manager per registry)",
-            e.message()
-        ))
-        .with_detail("metric", e.details().get("metric").cloned().unwrap_or_default())
-    })?;
+    registry
+        .register_collector(&FAMILIES, collector)
+        .map_err(|e| crate::metrics::refused("a PostgreSQL connection manager", "manager", &e))?;
     Ok(live)
 }
 

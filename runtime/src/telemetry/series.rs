@@ -28,13 +28,9 @@ pub const FAMILIES: [&str; 2] = [SPANS_EXPORTED, SPANS_DROPPED];
 /// Registers the families in `registry`, reading `counters` (`None`: tracing is disabled);
 /// fails (registering none) when the registry already has them.
 pub(crate) fn register(registry: &MetricsRegistry, counters: Option<Arc<Counters>>) -> Result<(), OnexError> {
-    registry.register_collector(&FAMILIES, ExportCollector { counters }).map_err(|e| {
-        OnexError::configuration(format!(
-            "the span export queue's series cannot be registered: {} (one tracing per registry)",
-            e.message()
-        ))
-        .with_detail("metric", e.details().get("metric").cloned().unwrap_or_default())
-    })
+    registry
+        .register_collector(&FAMILIES, ExportCollector { counters })
+        .map_err(|e| crate::metrics::refused("the span export queue", "tracing", &e))
 }
 
 struct ExportCollector {
