@@ -52,9 +52,9 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::HealthChecker;
 use super::assess;
 use super::probes::{SERVICE_PROBE_TIMEOUT, Services, utilization_percent};
-use super::{Criticality, HealthChecker};
 use crate::Container;
 use crate::environment::Environment;
 use crate::error::OnexError;
@@ -102,7 +102,6 @@ pub struct HealthMonitor {
 
 struct Inner {
     checker: Arc<HealthChecker>,
-    criticalities: Vec<Criticality>,
     services: Services,
     environment: Environment,
     thresholds: HealthThresholds,
@@ -149,10 +148,8 @@ impl HealthMonitor {
 
     /// A monitor running `checker`'s probes and reading the counters of `services`.
     pub fn new(checker: Arc<HealthChecker>, services: Services, environment: Environment) -> Self {
-        let criticalities = checker.criticalities();
         let inner = Inner {
             checker,
-            criticalities,
             services,
             environment,
             thresholds: HealthThresholds::for_environment(environment),
@@ -420,7 +417,7 @@ impl Inner {
             thresholds.metrics.insert("queued_events_error".into(), reason.into());
         }
         let overall_status =
-            assess::overall_status(self.criticalities.iter().copied().zip(&report.components), &thresholds);
+            assess::overall_status(self.checker.criticalities().into_iter().zip(&report.components), &thresholds);
         let totals = HealthTotals {
             postgres_connections: pool_after.as_ref().map_or(0, |s| u64::from(s.size)),
             kafka_producers: kafka.as_ref().map_or(0, |s| u64::from(s.total_producers)),
@@ -580,7 +577,7 @@ mod tests {
     use futures::future::BoxFuture;
 
     use super::*;
-    use crate::health::{HealthProbe, Probed};
+    use crate::health::{Criticality, HealthProbe, Probed};
 
     /// A probe whose answer the test sets.
     struct Switch {
