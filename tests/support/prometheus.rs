@@ -16,7 +16,6 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use crate::kafka::repo_root;
@@ -26,9 +25,6 @@ use crate::kafka::repo_root;
 const PORTS: std::ops::RangeInclusive<u16> = 19130..=19138;
 /// How long a server may take to answer `/-/ready` after it was spawned.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long one HTTP request to the server may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The directory holding `prometheus` and `promtool`, installed by `scripts/prometheus.sh
 /// install` on first use when missing.
 pub fn bin_dir() -> PathBuf {
@@ -206,7 +202,7 @@ impl PrometheusServer {
 
     /// A GET of the API path `path_and_query`: the JSON body when its status is `success`.
     async fn api(&self, path_and_query: &str) -> Result<Value, String> {
-        let (status, body) = http_get(self.address, path_and_query).await?;
+        let (status, body) = crate::http::get(self.address, path_and_query).await?;
         let json: Value =
             serde_json::from_str(&body).map_err(|e| format!("HTTP {status}, body is not JSON ({e}): {body}"))?;
         if json["status"] != "success" {
@@ -231,7 +227,7 @@ async fn wait_ready(child: &mut Child, address: SocketAddr) -> Result<(), String
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             return Err(format!("exited with {status}"));
         }
-        if let Ok((200, _)) = http_get(address, "/-/ready").await {
+        if let Ok((200, _)) = crate::http::get(address, "/-/ready").await {
             return Ok(());
         }
         if started.elapsed() > READY_TIMEOUT {
@@ -239,30 +235,6 @@ async fn wait_ready(child: &mut Child, address: SocketAddr) -> Result<(), String
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// One GET over HTTP/1.0 (the server closes the connection after the response): status and
-/// body.
-async fn http_get(address: SocketAddr, path_and_query: &str) -> Result<(u16, String), String> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(address).await?;
-        stream.write_all(format!("GET {path_and_query} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        Ok::<_, std::io::Error>(raw)
-    };
-    let raw = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-        .await
-        .map_err(|_| format!("GET {path_and_query}: no answer within {REQUEST_TIMEOUT:?}"))?
-        .map_err(|e| format!("GET {path_and_query}: {e}"))?;
-    let raw = String::from_utf8_lossy(&raw);
-    let (head, body) = raw.split_once("\r\n\r\n").ok_or_else(|| format!("GET {path_and_query}: no header end"))?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("GET {path_and_query}: bad status line in {head:?}"))?;
-    Ok((status, body.to_owned()))
 }
 
 /// `text` as a URL query value: unreserved characters as they are, everything else as

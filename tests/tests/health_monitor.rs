@@ -81,18 +81,11 @@ async fn serve(checker: Arc<HealthChecker>) -> ObservabilityServer {
     ObservabilityServer::start(config, Arc::new(MetricsRegistry::new("dev")), checker).await.unwrap()
 }
 
-/// A minimal HTTP/1.0 GET: status, body, and how long the answer took.
+/// A GET of `path`: status, body, and how long the answer took.
 async fn get(address: SocketAddr, path: &str) -> (u16, String, Duration) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let started = Instant::now();
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await.unwrap();
-    let took = started.elapsed();
-    let status = raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body, took)
+    let (status, body) = onex_tests::http::get(address, path).await.expect("GET");
+    (status, body, started.elapsed())
 }
 
 fn component<'a>(components: &'a [ComponentHealth], name: &str) -> &'a ComponentHealth {

@@ -25,15 +25,11 @@ use tokio::sync::watch;
 /// after an unhealthy one, never later than the interval) is the same at any interval.
 const INTERVAL: Duration = Duration::from_secs(3);
 
-/// A minimal HTTP/1.0 GET: status, and how long the answer took.
+/// A GET of `path`: status, and how long the answer took.
 async fn get(address: SocketAddr, path: &str) -> (u16, Duration) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let started = Instant::now();
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await.unwrap();
-    (raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0), started.elapsed())
+    let (status, _) = onex_tests::http::get(address, path).await.expect("GET");
+    (status, started.elapsed())
 }
 
 /// Waits (up to `within`) for a result of the monitor with `status`.

@@ -16,7 +16,6 @@ use onex_runtime::http::{ObservabilityServer, ObservabilityServerConfig};
 use onex_runtime::metrics::MetricsRegistry;
 use onex_runtime::{Container, Context, DynNode, ErrorCode, Node};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use uuid::Uuid;
 
 const NODE: &str = "node_event_bus_circuit_breaker_compute";
@@ -26,14 +25,11 @@ async fn call(node: &dyn DynNode, input: Value) -> Result<Value, onex_runtime::O
     node.process_json(input, Context::new()).await
 }
 
-/// The body of `GET /metrics`, over a plain HTTP/1.1 connection.
+/// The body of `GET /metrics`.
 async fn scrape(server: &ObservabilityServer) -> String {
-    let mut stream = tokio::net::TcpStream::connect(server.local_addr()).await.expect("connect");
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await.expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("response");
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response.split_once("\r\n\r\n").expect("a header and a body").1.to_owned()
+    let (status, body) = onex_tests::http::get(server.local_addr(), "/metrics").await.expect("GET /metrics");
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 /// The value of the sample of `name` whose labels are exactly `environment="test"`, the
