@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod circuit_breaker;
+pub mod consul;
 pub mod container;
 pub mod context;
 pub mod contract;
