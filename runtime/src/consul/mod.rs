@@ -1,11 +1,15 @@
 //! Consul: a client for its HTTP API (KV store, service registration, catalog, health).
 //!
 //! - [`types`]: the API's JSON as Consul sends and accepts it.
+//! - [`health`]: a service's health from its checks (the worst status wins).
 //!
 //! An unreachable Consul is an error (`INTEGRATION_SERVICE_UNAVAILABLE`), never a stand-in
 //! answer: the original system switched to a mock whenever Consul was down, which hid outages.
 
+pub mod health;
 pub mod types;
+
+pub use health::{overall_health, service_health, worst_status};
 
 pub use types::{
     AgentService, AgentServiceRegistration, CatalogNode, CatalogServices, CheckStatus, HealthCheck, Indexed, KvPair,
