@@ -307,6 +307,16 @@ impl ConsulClient {
         }
     }
 
+    /// Every instance of every service in the catalog, with its checks: the catalog's service
+    /// names, then each service's health, read concurrently (the pool bounds how many at once).
+    /// A service deregistered between the two reads has no instances and is left out.
+    pub async fn catalog_instances(&self) -> Result<Vec<ServiceEntry>, OnexError> {
+        let services = self.catalog_services(QueryOptions::default()).await?.value;
+        let reads = services.keys().map(|name| self.health_service(name, QueryOptions::default()));
+        let answers = futures::future::try_join_all(reads).await?;
+        Ok(answers.into_iter().flat_map(|answer| answer.value).collect())
+    }
+
     /// Sends one request under the pool's bound and the request's time limit.
     async fn send(
         &self,

@@ -28,7 +28,9 @@ pub type Output = super::models::ModelConsulOutput;
 /// The contract's `protocol` and `service` dependencies, resolved from the container.
 #[derive(Clone)]
 pub struct Dependencies {
-    /// Publishes registration and KV change events when one is registered.
+    /// The Consul HTTP client every operation runs on (CONSUL_HOST, CONSUL_PORT, CONSUL_DATACENTER); an unreachable Consul is INTEGRATION_SERVICE_UNAVAILABLE, never a mock.
+    pub consul_client: Arc<onex_runtime::consul::ConsulClient>,
+    /// Publishes consul.service.registered, consul.service.deregistered and consul.kv.changed events when one is registered.
     pub protocol_event_bus: Option<Arc<dyn onex_runtime::event_bus::EventPublisher>>,
 }
 
@@ -37,6 +39,13 @@ impl Dependencies {
     /// error that names it.
     pub fn resolve(container: &Container) -> Result<Self, OnexError> {
         Ok(Self {
+            consul_client: container
+                .resolve::<onex_runtime::consul::ConsulClient>()
+                .map_err(|e| OnexError::missing_dependency(
+                    "node_consul_effect",
+                    "consul_client",
+                    &e,
+                ))?,
             protocol_event_bus: container
                 .try_resolve::<dyn onex_runtime::event_bus::EventPublisher>(),
         })
