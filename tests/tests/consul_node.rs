@@ -77,6 +77,11 @@ async fn every_operation_through_the_generated_registry() {
     assert_eq!(out["value"], "postgres://db:5432", "{out}");
     assert!(out["modify_index"].as_u64().unwrap() > 0, "{out}");
 
+    // An empty value is a value: the key exists and reads back empty.
+    call(node, json!({"operation_type": "kv_put", "key": "app/config/flag", "value": ""})).await;
+    let out = call(node, json!({"operation_type": "kv_get", "key": "app/config/flag"})).await;
+    assert_eq!((out["success"].clone(), out["value"].clone()), (json!(true), json!("")), "{out}");
+
     let out = call(node, json!({"operation_type": "kv_delete", "key": "app/config/", "recurse": true})).await;
     assert_eq!(out["success"], true, "{out}");
     assert_eq!(fixture.key("app/config/cache"), None);
@@ -114,14 +119,15 @@ async fn every_operation_through_the_generated_registry() {
             "consul.kv.changed",
             "consul.kv.changed",
             "consul.kv.changed",
+            "consul.kv.changed",
             "consul.service.registered",
             "consul.service.registered",
             "consul.service.deregistered",
         ],
         "one event per successful write, none for reads or failures"
     );
-    assert_eq!(events[2].1, json!({"operation": "delete", "key": "app/config/", "recurse": true, "datacenter": "dc1"}));
-    assert_eq!(events[3].1["service_id"], "web-1");
+    assert_eq!(events[3].1, json!({"operation": "delete", "key": "app/config/", "recurse": true, "datacenter": "dc1"}));
+    assert_eq!(events[4].1["service_id"], "web-1");
     for (_, payload) in &events {
         assert!(!payload.to_string().contains("postgres://"), "a KV value never travels in an event: {payload}");
     }
