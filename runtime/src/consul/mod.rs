@@ -7,6 +7,7 @@
 //! answer: the original system switched to a mock whenever Consul was down, which hid outages.
 
 pub mod health;
+pub mod projection;
 pub mod types;
 
 pub use health::{overall_health, service_health, worst_status};
