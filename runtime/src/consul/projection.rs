@@ -55,6 +55,105 @@ pub const DEPENDENCIES_META_KEY: &str = "dependencies";
 /// The `Kind` of a Connect sidecar proxy instance.
 const CONNECT_PROXY_KIND: &str = "connect-proxy";
 
+/// The most services or prefixes one request may name: each costs a read from Consul.
+pub const MAX_SELECTED: usize = 1000;
+
+/// One projection over one part of Consul: what a request asks for, and the cache's key.
+/// Built by its constructors, which check the request and normalize it (sorted, each name
+/// once, nested KV prefixes folded into the outer one), so equal requests share a projection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Selection {
+    /// [`service_state`] of the target services (every service when `None`).
+    Services {
+        /// The services named, or every service.
+        targets: Option<BTreeSet<String>>,
+    },
+    /// [`health_state`] of the target services, showing the given states.
+    Health {
+        /// The services named, or every service.
+        targets: Option<BTreeSet<String>>,
+        /// The states shown, or every state.
+        states: Option<BTreeSet<CheckState>>,
+    },
+    /// [`kv_state`] under the prefixes (the whole store when `None`).
+    Kv {
+        /// The prefixes read, none inside another; `None` for the whole store.
+        prefixes: Option<BTreeSet<String>>,
+        /// Whether values are projected.
+        include_values: bool,
+    },
+    /// [`topology`] from the target services (every service when `None`).
+    Topology {
+        /// The services the graph starts from, or every service.
+        targets: Option<BTreeSet<String>>,
+        /// The most hops followed (at least 1).
+        depth: u64,
+    },
+}
+
+impl Selection {
+    /// The service state of `targets` (`target_services`).
+    pub fn services(targets: Option<Vec<String>>) -> Result<Self, OnexError> {
+        Ok(Self::Services { targets: names("target_services", targets)? })
+    }
+
+    /// The health state of `targets`, showing `states` (`health_states`).
+    pub fn health(targets: Option<Vec<String>>, states: Option<Vec<CheckState>>) -> Result<Self, OnexError> {
+        let states = match states {
+            Some(states) if states.is_empty() => {
+                return Err(OnexError::validation("health_states, when given, names at least one state")
+                    .with_detail("field", "health_states"));
+            }
+            states => states.map(BTreeSet::from_iter),
+        };
+        Ok(Self::Health { targets: names("target_services", targets)?, states })
+    }
+
+    /// The keys under `prefixes` (`key_prefixes`; `""` is the whole store).
+    pub fn kv(prefixes: Option<Vec<String>>, include_values: bool) -> Result<Self, OnexError> {
+        let prefixes = match prefixes {
+            None => None,
+            Some(list) => {
+                if list.is_empty() || list.len() > MAX_SELECTED {
+                    return Err(OnexError::validation(format!(
+                        "key_prefixes, when given, names 1 to {MAX_SELECTED} prefixes, got {}",
+                        list.len()
+                    ))
+                    .with_detail("field", "key_prefixes"));
+                }
+                let covering = covering_prefixes(list.iter().map(String::as_str));
+                if covering.iter().any(String::is_empty) { None } else { Some(covering.into_iter().collect()) }
+            }
+        };
+        Ok(Self::Kv { prefixes, include_values })
+    }
+
+    /// The dependency graph from `targets`, at most `depth` hops deep.
+    pub fn topology(targets: Option<Vec<String>>, depth: u64) -> Result<Self, OnexError> {
+        if depth == 0 {
+            return Err(OnexError::validation("depth must be at least 1").with_detail("field", "depth"));
+        }
+        Ok(Self::Topology { targets: names("target_services", targets)?, depth })
+    }
+}
+
+/// A list of service names, checked: absent means every service; given, it names 1 to
+/// [`MAX_SELECTED`] services, none blank.
+fn names(field: &str, list: Option<Vec<String>>) -> Result<Option<BTreeSet<String>>, OnexError> {
+    let Some(list) = list else { return Ok(None) };
+    if list.is_empty() || list.len() > MAX_SELECTED {
+        return Err(OnexError::validation(format!(
+            "{field}, when given, names 1 to {MAX_SELECTED} services, got {}",
+            list.len()
+        ))
+        .with_detail("field", field));
+    }
+    if list.iter().any(|name| name.trim().is_empty()) {
+        return Err(OnexError::validation(format!("{field} holds a blank service name")).with_detail("field", field));
+    }
+    Ok(Some(list.into_iter().collect()))
+}
+
 /// The instances of each selected service, as `/v1/health/service/:name` answered them:
 /// every service of the catalog, or the services the caller named (an empty list for one
 /// that has no instance).
@@ -679,6 +778,35 @@ mod tests {
         assert_eq!(lone.nodes, vec![health("cache", HealthStatus::Healthy, 1)]);
         assert!(lone.edges.is_empty());
         assert_eq!(lone.depth, 0);
+    }
+
+    #[test]
+    fn equal_requests_make_equal_selections() {
+        let a = Selection::services(Some(vec!["web".into(), "db".into(), "web".into()])).unwrap();
+        let b = Selection::services(Some(vec!["db".into(), "web".into()])).unwrap();
+        assert_eq!(a, b);
+        let nested = Selection::kv(Some(vec!["app/db/".into(), "app/".into()]), false).unwrap();
+        assert_eq!(nested, Selection::kv(Some(vec!["app/".into()]), false).unwrap());
+        assert_eq!(
+            Selection::kv(Some(vec!["app/".into(), String::new()]), true).unwrap(),
+            Selection::kv(None, true).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_selection_that_names_nothing_or_a_blank_is_a_validation_error() {
+        let cases = [
+            Selection::services(Some(vec![])).unwrap_err(),
+            Selection::services(Some(vec![" ".into()])).unwrap_err(),
+            Selection::health(None, Some(vec![])).unwrap_err(),
+            Selection::kv(Some(vec![]), false).unwrap_err(),
+            Selection::topology(None, 0).unwrap_err(),
+            Selection::topology(Some(vec!["x".into(); MAX_SELECTED + 1]), 1).unwrap_err(),
+        ];
+        for err in cases {
+            assert_eq!(err.code(), ErrorCode::ValidationError, "{}", err.message());
+            assert!(err.details().contains_key("field"));
+        }
     }
 
     #[test]

@@ -18,9 +18,12 @@
 //!   is under way and wanting a fresh one reads again after it, one at a time: an outage
 //!   costs one failed read per wave of requests, not one per request.
 //! - **Bounds.** At most `capacity` projections: past it the least recently used one that no
-//!   request is reading goes, with its watchers when nothing else depends on them. A
-//!   projection nobody asked for during `idle` is dropped when a watcher next wakes, so
-//!   forgotten projections do not keep queries open on Consul forever.
+//!   request is reading goes, with its watchers when nothing else depends on them. At most
+//!   `max_watched` sources are watched (each watcher holds a connection to Consul): a
+//!   projection whose reads would take more is not kept for later requests (a projection is
+//!   only cached while a change would drop it); it is still shared with the requests that
+//!   waited for its read. A projection nobody asked for during `idle` is dropped when a watcher
+//!   next wakes, so forgotten projections do not keep queries open on Consul forever.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -79,6 +82,8 @@ pub struct Projected<V> {
 pub struct CacheLimits {
     /// Most projections kept.
     pub capacity: usize,
+    /// Most sources watched at once: the most blocking queries held open on Consul.
+    pub max_watched: usize,
     /// A projection not asked for during this long is dropped.
     pub idle: Duration,
     /// Least time between two blocking queries of a watcher when the previous one ended without
@@ -87,9 +92,10 @@ pub struct CacheLimits {
 }
 
 impl Default for CacheLimits {
-    /// 256 projections, dropped after 15 minutes unused; a watcher polls at most once a second.
+    /// 256 projections over at most 64 watched sources, dropped after 15 minutes unused; a
+    /// watcher polls at most once a second.
     fn default() -> Self {
-        Self { capacity: 256, idle: Duration::from_secs(15 * 60), min_poll: Duration::from_secs(1) }
+        Self { capacity: 256, max_watched: 64, idle: Duration::from_secs(15 * 60), min_poll: Duration::from_secs(1) }
     }
 }
 
@@ -134,6 +140,9 @@ struct Ready<V> {
     projected_at: DateTime<Utc>,
     read_at: Instant,
     sources: Vec<(Source, u64)>,
+    /// Whether watchers hold its sources; an unwatched projection serves only the requests
+    /// that arrived before its read started.
+    watched: bool,
 }
 
 struct Watch<K> {
@@ -179,7 +188,8 @@ where
         match result {
             Ok(built) => {
                 let value = Arc::new(built.value);
-                let ready = Ready { value: Arc::clone(&value), projected_at, read_at, sources: built.sources };
+                let ready =
+                    Ready { value: Arc::clone(&value), projected_at, read_at, sources: built.sources, watched: false };
                 state.store(&key, ready, &self.shared);
                 Ok(Projected { value, projected_at, from_cache: false })
             }
@@ -250,7 +260,8 @@ where
         entry.used = Instant::now();
         if let Some(ready) = &entry.ready {
             let read_since_arrival = ready.read_at >= arrival;
-            if read_since_arrival || (!max_age.is_zero() && ready.read_at.elapsed() <= max_age) {
+            let young = ready.watched && !max_age.is_zero() && ready.read_at.elapsed() <= max_age;
+            if read_since_arrival || young {
                 return Some(Ok(Projected {
                     value: Arc::clone(&ready.value),
                     projected_at: ready.projected_at,
@@ -290,7 +301,25 @@ where
         })
     }
 
-    fn store(&mut self, key: &K, ready: Ready<V>, shared: &Arc<Shared<K, V>>) {
+    fn store(&mut self, key: &K, mut ready: Ready<V>, shared: &Arc<Shared<K, V>>) {
+        let unwatched: HashSet<&Source> = ready
+            .sources
+            .iter()
+            .map(|(source, _)| source)
+            .filter(|source| !self.watches.contains_key(*source))
+            .collect();
+        if self.watches.len() + unwatched.len() > shared.limits.max_watched {
+            tracing::debug!(
+                target: "onex::consul",
+                sources = ready.sources.len(),
+                watched = self.watches.len(),
+                "too many sources to watch; the projection is not cached"
+            );
+            self.drop_ready(key);
+            self.entry(key, shared.limits.capacity).ready = Some(ready);
+            return;
+        }
+        ready.watched = true;
         let old = self.entry(key, shared.limits.capacity).ready.take();
         for (source, index) in &ready.sources {
             let watch = self.watches.entry(source.clone()).or_insert_with(|| Watch {
@@ -300,7 +329,7 @@ where
             watch.dependents.insert(key.clone());
         }
         // A source read again keeps its watcher; only the ones this read no longer needs go.
-        for (source, _) in old.iter().flat_map(|old| &old.sources) {
+        for (source, _) in old.iter().filter(|old| old.watched).flat_map(|old| &old.sources) {
             if !ready.sources.iter().any(|(read, _)| read == source) {
                 self.unwatch(key, source);
             }
@@ -331,6 +360,9 @@ where
     /// Forgets the projection under `key` and stops the watchers nothing else depends on.
     fn drop_ready(&mut self, key: &K) {
         let Some(ready) = self.entries.get_mut(key).and_then(|entry| entry.ready.take()) else { return };
+        if !ready.watched {
+            return;
+        }
         for (source, _) in &ready.sources {
             self.unwatch(key, source);
         }
@@ -667,6 +699,25 @@ mod tests {
         assert_eq!(cache.len(), 2);
         assert!(cache.contains(&"a") && cache.contains(&"c") && !cache.contains(&"b"));
         assert_eq!(cache.watched_sources(), 2, "b's watcher went with it");
+    }
+
+    #[tokio::test]
+    async fn a_projection_over_more_sources_than_can_be_watched_is_not_kept_for_later_requests() {
+        let fake = Arc::new(FakeConsul::default());
+        let cache = ProjectionCache::new(
+            Arc::new(Arc::clone(&fake)) as Arc<dyn Watcher>,
+            CacheLimits { max_watched: 2, ..CacheLimits::default() },
+        );
+        let reads = Arc::new(AtomicUsize::new(0));
+        let two = [Source::Catalog, Source::Health("web".into())];
+        let three = [Source::Catalog, Source::Health("web".into()), Source::Health("db".into())];
+        cache.get("two", MINUTE, Instant::now(), read(&fake, &reads, &two)).await.unwrap();
+        let first = cache.get("three", MINUTE, Instant::now(), read(&fake, &reads, &three)).await.unwrap();
+        let second = cache.get("three", MINUTE, Instant::now(), read(&fake, &reads, &three)).await.unwrap();
+        assert!(!first.from_cache && !second.from_cache, "an unwatched projection could go stale unseen");
+        assert_eq!(*second.value, 3);
+        assert_eq!(cache.watched_sources(), 2);
+        assert!(cache.get("two", MINUTE, Instant::now(), read(&fake, &reads, &two)).await.unwrap().from_cache);
     }
 
     #[tokio::test]
