@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests.
 pub mod bench;
+pub mod consul;
 pub mod http;
 pub mod kafka;
 pub mod otlp;

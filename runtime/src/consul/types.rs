@@ -1,11 +1,24 @@
 //! The Consul HTTP API's JSON, as Consul sends and accepts it (field names in Consul's
 //! PascalCase). Shapes follow Consul's API documentation for the endpoints the client uses:
 //! `/v1/kv`, `/v1/agent/service/register`, `/v1/catalog/services`, `/v1/health/service`.
-//! Unknown fields are ignored, so newer Consul versions that add fields still parse.
+//! Unknown fields are ignored, so newer Consul versions that add fields still parse, and a list
+//! or map Consul sends as `null` (Go's nil slice or map: `"Tags": null`) reads as empty.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use base64::Engine as _;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::{ErrorCode, OnexError};
+
+/// Reads `null` as the type's default: Consul marshals a Go nil slice or map as `null`.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
 
 /// One KV entry (`GET /v1/kv/:key`, with `?recurse` for a prefix).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +44,21 @@ pub struct KvPair {
     /// The session holding a lock on the key, if any.
     #[serde(default)]
     pub session: Option<String>,
+}
+
+impl KvPair {
+    /// The value, decoded from base64; `None` when the key has no value. Malformed base64 is
+    /// an `INTEGRATION_SERVICE_ERROR`: Consul always sends valid base64.
+    pub fn decoded_value(&self) -> Result<Option<Vec<u8>>, OnexError> {
+        let Some(value) = &self.value else { return Ok(None) };
+        base64::engine::general_purpose::STANDARD.decode(value).map(Some).map_err(|e| {
+            OnexError::new(
+                ErrorCode::IntegrationServiceError,
+                format!("the value of Consul key '{}' is not valid base64: {e}", self.key),
+            )
+            .with_detail("key", self.key.clone())
+        })
+    }
 }
 
 /// A service registration for the local agent (`PUT /v1/agent/service/register`).
@@ -68,7 +96,7 @@ pub struct ServiceEntry {
     /// The instance.
     pub service: AgentService,
     /// The node's and the instance's checks.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub checks: Vec<HealthCheck>,
 }
 
@@ -99,10 +127,10 @@ pub struct AgentService {
     /// The service name.
     pub service: String,
     /// Tags.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub tags: Vec<String>,
     /// Metadata (string keys and values).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub meta: BTreeMap<String, String>,
     /// Address; empty when the node's address applies.
     #[serde(default)]
@@ -126,7 +154,7 @@ pub struct ServiceProxy {
     #[serde(default)]
     pub destination_service_name: String,
     /// The services it calls.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub upstreams: Vec<Upstream>,
 }
 
@@ -216,6 +244,25 @@ mod tests {
         let status: CheckStatus = serde_json::from_str("\"maintenance\"").unwrap();
         assert_eq!(status, CheckStatus::Unknown);
         assert_eq!(status.severity(), CheckStatus::Critical.severity());
+    }
+
+    #[test]
+    fn null_lists_and_maps_read_as_empty() {
+        let service: AgentService =
+            serde_json::from_str(r#"{"ID":"web","Service":"web","Tags":null,"Meta":null,"Proxy":{"Upstreams":null}}"#)
+                .unwrap();
+        assert!(service.tags.is_empty() && service.meta.is_empty());
+        assert_eq!(service.proxy.unwrap().upstreams, vec![]);
+    }
+
+    #[test]
+    fn a_kv_value_decodes_from_base64_and_bad_base64_is_an_integration_error() {
+        let mut pair: KvPair = serde_json::from_str(r#"{"Key":"zip","Value":"dGVzdA=="}"#).unwrap();
+        assert_eq!(pair.decoded_value().unwrap(), Some(b"test".to_vec()));
+        pair.value = None;
+        assert_eq!(pair.decoded_value().unwrap(), None);
+        pair.value = Some("not base64!".into());
+        assert_eq!(pair.decoded_value().unwrap_err().code(), ErrorCode::IntegrationServiceError);
     }
 
     #[test]
