@@ -37,9 +37,12 @@
 //!   on a service that has no instance is kept, its node reported with 0 instances, unhealthy.
 
 pub mod cache;
+pub mod projector;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
 use super::health::{overall_health, worst_status};
@@ -333,7 +336,7 @@ pub fn kv_state(
         let value = if include_values {
             decode(pair)?.map(|bytes| match String::from_utf8(bytes) {
                 Ok(text) => KvValue::Text(text),
-                Err(not_text) => KvValue::Base64(base64_encode(not_text.as_bytes())),
+                Err(not_text) => KvValue::Base64(STANDARD.encode(not_text.as_bytes())),
             })
         } else {
             None
@@ -341,24 +344,6 @@ pub fn kv_state(
         entries.push(KvEntry { key: key.clone(), value, modify_index: pair.modify_index });
     }
     Ok(KvProjection { total_keys: entries.len() as u64, prefixes, entries })
-}
-
-/// Standard base64 with padding (RFC 4648 §4), for values that are not text.
-fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// How a dependency was declared.
@@ -636,7 +621,7 @@ mod tests {
     fn pair(key: &str, value: Option<&[u8]>, modify_index: u64) -> KvPair {
         KvPair {
             key: key.into(),
-            value: value.map(base64_encode),
+            value: value.map(|bytes| STANDARD.encode(bytes)),
             flags: 0,
             create_index: 1,
             modify_index,
@@ -693,21 +678,6 @@ mod tests {
         assert_eq!(covering_prefixes(["config/db/", "app/", "config/", "app/"]), vec!["app/", "config/"]);
         assert_eq!(covering_prefixes(["config/", ""]), vec![""]);
         assert_eq!(covering_prefixes(["app", "apple/"]), vec!["app"]);
-    }
-
-    #[test]
-    fn base64_matches_the_rfc_4648_test_vectors() {
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64_encode(plain.as_bytes()), encoded);
-        }
     }
 
     /// web → api (proxy upstream), api → db and cache (meta), db → backup (meta), plus a
