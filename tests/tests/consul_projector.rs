@@ -393,7 +393,7 @@ async fn a_failed_fresh_read_is_not_covered_by_an_older_projection() {
 
 #[tokio::test]
 async fn concurrent_identical_requests_share_one_read() {
-    let Setup { fixture, node, .. } = setup().await;
+    let Setup { fixture, node, bus } = setup().await;
     // Slow answers, so that the requests overlap the read.
     fixture.inject(Failure::Delay(Duration::from_millis(200)));
     let node = Arc::new(node);
@@ -408,6 +408,7 @@ async fn concurrent_identical_requests_share_one_read() {
     }
     assert_eq!(reads(&fixture, "/v1/catalog/services"), 1, "20 requests, one read");
     assert_eq!(reads(&fixture, "/v1/health/service/"), 4);
+    assert_eq!(bus.0.lock().unwrap().len(), 1, "one read, one event");
 }
 
 #[tokio::test]

@@ -3,7 +3,11 @@
 //!
 //! The projections here are pure functions over Consul's answers ([`ServiceSnapshot`] for
 //! `/v1/catalog/services` and `/v1/health/service/:name`, [`KvPair`]s for `/v1/kv/?recurse`);
-//! [`cache`] keeps built projections and drops them when Consul's data changes.
+//! [`projector::Projector`] reads them through the client for a [`Selection`], and [`cache`]
+//! keeps built projections until Consul's data changes: each remembers the `X-Consul-Index` of
+//! its reads, and watchers holding blocking queries on those reads drop it as soon as Consul
+//! answers with another index. A request accepts a cached projection up to its own age limit
+//! (zero forces a read); a failed read is an error, never an older projection served instead.
 //!
 //! Rules the projections follow:
 //!

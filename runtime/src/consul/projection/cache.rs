@@ -75,6 +75,9 @@ pub struct Projected<V> {
     /// Whether it was read before the request arrived (a cache hit); a read shared with a
     /// concurrent request that started after this one arrived is not.
     pub from_cache: bool,
+    /// Whether this request's read built it (exactly one request per read, where the other
+    /// requests sharing the read have it `false`).
+    pub read_here: bool,
 }
 
 /// How the cache is bounded.
@@ -191,7 +194,7 @@ where
                 let ready =
                     Ready { value: Arc::clone(&value), projected_at, read_at, sources: built.sources, watched: false };
                 state.store(&key, ready, &self.shared);
-                Ok(Projected { value, projected_at, from_cache: false })
+                Ok(Projected { value, projected_at, from_cache: false, read_here: true })
             }
             Err(err) => {
                 state.fail(&key, read_at, err.clone());
@@ -266,6 +269,7 @@ where
                     value: Arc::clone(&ready.value),
                     projected_at: ready.projected_at,
                     from_cache: !read_since_arrival,
+                    read_here: false,
                 }));
             }
         }
@@ -637,11 +641,14 @@ mod tests {
         })
         .await;
         release.notify_one();
+        let mut readers = 0;
         for request in requests {
             let projected = request.await.unwrap().unwrap();
             assert_eq!(*projected.value, 1);
             assert!(!projected.from_cache, "the shared read started after every request arrived");
+            readers += usize::from(projected.read_here);
         }
+        assert_eq!(readers, 1);
         assert_eq!(reads.load(Ordering::SeqCst), 1);
 
         let failures = Arc::new(AtomicUsize::new(0));

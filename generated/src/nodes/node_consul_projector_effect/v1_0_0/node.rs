@@ -9,9 +9,10 @@
 // the input into a `Selection`, the projection into the output models, and any failure into
 // `success: false` with the error's code (the client's `INTEGRATION_SERVICE_UNAVAILABLE` when
 // Consul cannot be reached, a `VALIDATION_ERROR` for a request that selects nothing); only
-// the contract timeout is an `Err`. A projection read from Consul (not one from the cache) is
-// announced as `consul.projection.completed` when an event publisher is registered, with its
-// size and never its content (KV values may be secrets).
+// the contract timeout is an `Err`. Each read from Consul (not a cache hit, and once for the
+// requests that shared the read) is announced as `consul.projection.completed` when an event
+// publisher is registered, with the projection's size and never its content (KV values may be
+// secrets).
 
 use std::time::{Duration, Instant};
 
@@ -59,7 +60,7 @@ impl ConsulProjector {
             Err(err) => Err(err),
         };
         if let Ok(projected) = &result
-            && !projected.from_cache
+            && projected.read_here
         {
             let payload = summary(input.operation_type, projected.projected_at, &projected.value);
             Box::pin(self.publish(correlation_id, payload, ctx)).await;
