@@ -12,6 +12,7 @@
 pub mod client;
 pub mod config;
 pub mod health;
+pub mod projection;
 pub mod types;
 
 pub use client::{ConsulClient, QueryOptions};

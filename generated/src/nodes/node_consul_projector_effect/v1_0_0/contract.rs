@@ -47,6 +47,13 @@ pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
     ],
     dependencies: &[
         onex_runtime::DependencySpec {
+            name: "consul_client",
+            kind: onex_runtime::DependencyKind::Service,
+            class_name: "ConsulClient",
+            rust_type: Some("onex_runtime::consul::ConsulClient"),
+            required: true,
+        },
+        onex_runtime::DependencySpec {
             name: "protocol_event_bus",
             kind: onex_runtime::DependencyKind::Protocol,
             class_name: "ProtocolEventBus",

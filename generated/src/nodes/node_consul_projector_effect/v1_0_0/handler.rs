@@ -27,7 +27,9 @@ pub type Output = super::models::ModelConsulProjectorOutput;
 /// The contract's `protocol` and `service` dependencies, resolved from the container.
 #[derive(Clone)]
 pub struct Dependencies {
-    /// Publishes each fresh projection as an event when one is registered.
+    /// The Consul HTTP client every projection reads through (the projector's watchers get a client of their own from its configuration).
+    pub consul_client: Arc<onex_runtime::consul::ConsulClient>,
+    /// Publishes consul.projection.completed (the projection's size, never its values) for each projection read from Consul, when one is registered.
     pub protocol_event_bus: Option<Arc<dyn onex_runtime::event_bus::EventPublisher>>,
 }
 
@@ -36,6 +38,13 @@ impl Dependencies {
     /// error that names it.
     pub fn resolve(container: &Container) -> Result<Self, OnexError> {
         Ok(Self {
+            consul_client: container
+                .resolve::<onex_runtime::consul::ConsulClient>()
+                .map_err(|e| OnexError::missing_dependency(
+                    "node_consul_projector_effect",
+                    "consul_client",
+                    &e,
+                ))?,
             protocol_event_bus: container
                 .try_resolve::<dyn onex_runtime::event_bus::EventPublisher>(),
         })

@@ -97,7 +97,7 @@ pub struct ModelConsulProjectorInput {
     /// How many dependency hops project_topology follows from the target services.
     #[serde(default = "default_model_consul_projector_input_depth")]
     pub depth: u64,
-    /// Oldest cached projection accepted, in seconds; 0 forces a fresh read from Consul.
+    /// Oldest cached projection accepted, in seconds; 0 forces a fresh read from Consul. A change in Consul drops the cached projections it affects at once, whatever their age.
     #[serde(default = "default_model_consul_projector_input_cache_ttl_seconds")]
     pub cache_ttl_seconds: u64,
 }
@@ -145,7 +145,7 @@ pub struct ModelConsulProjectorOutput {
     /// When the projection was read from Consul; older than timestamp when served from cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub projected_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// Whether the projection came from the cache.
+    /// Whether the projection was read from Consul before this request arrived (a cache hit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_cache: Option<bool>,
     /// Every selected service with its instance count and worst check status, sorted by name (project_service_state).
@@ -257,9 +257,12 @@ impl ModelConsulKvProjection {
 pub struct ModelConsulKvEntry {
     /// The key.
     pub key: String,
-    /// Its value, when include_values is set.
+    /// Its value, when include_values is set and the key has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// How value is written; present with value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_encoding: Option<EnumConsulKvValueEncoding>,
     /// Consul modify index.
     pub modify_index: u64,
 }
@@ -271,8 +274,37 @@ impl ModelConsulKvEntry {
         Self {
             key,
             value: None,
+            value_encoding: None,
             modify_index,
         }
+    }
+}
+
+/// How a projected KV value is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnumConsulKvValueEncoding {
+    /// `text`
+    Text,
+    /// `base64`
+    Base64,
+}
+
+impl EnumConsulKvValueEncoding {
+    /// Every value, in contract order.
+    pub const ALL: [Self; 2] = [Self::Text, Self::Base64];
+    /// The value as written in the contract and on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Base64 => "base64",
+        }
+    }
+}
+
+impl std::fmt::Display for EnumConsulKvValueEncoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -306,7 +338,7 @@ pub struct ModelConsulTopologyEdge {
     pub source: String,
     /// The service it depends on.
     pub target: String,
-    /// How the dependency was declared (service meta or upstream of a Connect proxy).
+    /// How the dependency was declared, connect_upstream (an upstream of the service's Connect proxy) or service_meta (the service's "dependencies" meta, a comma-separated list of names).
     pub relationship: String,
 }
 
