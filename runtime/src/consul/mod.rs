@@ -5,6 +5,8 @@
 //!   queries), bounded and with finite timeouts.
 //! - [`types`]: the API's JSON as Consul sends and accepts it.
 //! - [`health`]: a service's health from its checks (the worst status wins).
+//! - [`projection`]: read models of live Consul state (services, health, KV, topology), and
+//!   a cache that blocking queries keep fresh.
 //!
 //! An unreachable Consul is an error (`INTEGRATION_SERVICE_UNAVAILABLE`), never a stand-in
 //! answer: the original system switched to a mock whenever Consul was down, which hid outages.
@@ -17,7 +19,6 @@ pub mod types;
 
 pub use client::{ConsulClient, QueryOptions};
 pub use config::ConsulConfig;
-
 pub use health::{overall_health, service_health, worst_status};
 
 pub use types::{
