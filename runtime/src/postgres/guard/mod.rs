@@ -18,10 +18,13 @@
 //! sanitization on.
 //!
 //! The guard sits in front of every statement, so it is built for that: the statement is
-//! walked once, byte by byte, for the injection patterns and the complexity score together;
-//! sizes are taken from byte lengths first (a character is at least one byte, so only text
-//! longer in bytes than a limit has its characters counted); a parameter of a few bytes is
-//! never measured; nothing is allocated unless a check fails.
+//! walked once, splitting it into words and the gaps between them with a byte-class table, and
+//! that walk feeds the injection matcher and the complexity score (both of which look at words,
+//! not at every byte) and computes the statement's hash (the pool's
+//! [`query_hash`](super::metrics::query_hash), for the adapter's events); sizes are taken from
+//! byte lengths first (a character is at least one byte, so only text longer in bytes than a
+//! limit has its characters counted); a parameter of a few bytes is never measured; nothing is
+//! allocated unless a check fails.
 
 pub mod complexity;
 mod injection;
@@ -34,7 +37,7 @@ use serde_json::Value;
 
 pub use self::complexity::ComplexityWeights;
 use self::complexity::{Scorer, is_word_byte};
-use self::injection::Matcher;
+use self::injection::{Matcher, is_space};
 pub use self::limits::GuardConfig;
 use crate::environment::{EnvSource, Environment};
 use crate::error::{ErrorCode, OnexError};
@@ -55,6 +58,52 @@ pub struct Checked {
     pub timeout: Option<Duration>,
     /// Its complexity score.
     pub complexity_score: u32,
+    /// Its hash, the same as [`query_hash`](super::metrics::query_hash) gives.
+    pub query_hash: u64,
+}
+
+/// What the walk over a statement found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Scan {
+    blank: bool,
+    complexity_score: u32,
+    injection: Option<&'static str>,
+    query_hash: u64,
+}
+
+/// Byte classes of the walk.
+const WORD: u8 = 1;
+const SPACE: u8 = 2;
+
+/// The class of every byte: one load tells a word byte, a space and anything else apart.
+static CLASSES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = if is_word_byte(b) {
+            WORD
+        } else if is_space(b) {
+            SPACE
+        } else {
+            0
+        };
+        byte += 1;
+    }
+    table
+};
+
+/// FNV-1a 64, as [`query_hash`](super::metrics::query_hash) computes it.
+struct Fnv(u64);
+
+impl Fnv {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    #[inline]
+    fn feed(&mut self, byte: u8) {
+        self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(Self::PRIME);
+    }
 }
 
 /// Checks statements against a [`GuardConfig`]. Cheap to share; holds no state between calls.
@@ -124,7 +173,7 @@ impl QueryGuard {
                 .with_detail("limit", config.max_timeout.as_secs()));
             }
         };
-        let (blank, complexity_score, injection) = self.scan(sql.as_bytes());
+        let Scan { blank, complexity_score, injection, query_hash } = self.scan(sql);
         if blank {
             return Err(OnexError::validation("query must not be blank").with_detail("field", "query"));
         }
@@ -148,32 +197,83 @@ impl QueryGuard {
             .with_detail("complexity_score", complexity_score)
             .with_detail("limit", config.max_complexity_score));
         }
-        Ok(Checked { timeout, complexity_score })
+        Ok(Checked { timeout, complexity_score, query_hash })
     }
 
-    /// The single walk over the statement: whether it is blank, its complexity score, and the
-    /// injection pattern it matches (with detection on).
-    fn scan(&self, text: &[u8]) -> (bool, u32, Option<&'static str>) {
+    /// The single walk over the statement: whether it is blank, its complexity score, the
+    /// injection pattern it matches (with detection on) and its hash.
+    ///
+    /// The hash collapses every run of whitespace to one space and drops leading and trailing
+    /// whitespace, as `query_hash` does with `split_whitespace`; that agrees on ASCII text,
+    /// and text with other bytes (whose whitespace `split_whitespace` also knows) is hashed by
+    /// `query_hash` itself.
+    fn scan(&self, sql: &str) -> Scan {
+        let text = sql.as_bytes();
         let mut scorer = Scorer::new(self.config.weights);
-        let mut matcher = Matcher::new();
+        let mut matcher = Matcher::default();
         let detect = self.config.detect_injection;
-        let mut blank = true;
-        // Where the word under the cursor ends; a position before it is inside that word.
-        let mut word_end = 0;
-        for at in 0..text.len() {
-            let byte = text[at];
+        let mut hash = Fnv(Fnv::OFFSET);
+        let mut ascii = true;
+        // A non-space byte was seen: the statement is not blank, and a space before the next
+        // one is hashed.
+        let mut seen = false;
+        let mut at = 0;
+        while at < text.len() {
+            let gap = at;
+            let mut spaces_only = true;
+            let mut semicolon = false;
+            let mut space_before = false;
+            while at < text.len() {
+                let byte = text[at];
+                let class = CLASSES[usize::from(byte)];
+                if class == WORD {
+                    break;
+                }
+                if class == SPACE {
+                    space_before = true;
+                } else {
+                    spaces_only = false;
+                    if space_before && seen {
+                        hash.feed(b' ');
+                    }
+                    space_before = false;
+                    seen = true;
+                    hash.feed(byte);
+                    match byte {
+                        b';' => semicolon = true,
+                        b'~' => scorer.tilde(),
+                        _ => {}
+                    }
+                }
+                at += 1;
+            }
             if detect {
-                matcher.step(text, at);
+                matcher.gap(at > gap && spaces_only, semicolon);
             }
-            if at >= word_end && is_word_byte(byte) {
-                word_end = at + 1 + text[at + 1..].iter().take_while(|b| is_word_byte(**b)).count();
-                scorer.word(text, at, word_end);
-            } else if byte == b'~' {
-                scorer.tilde();
+            if at == text.len() {
+                break;
             }
-            blank &= byte.is_ascii_whitespace();
+            if space_before && seen {
+                hash.feed(b' ');
+            }
+            seen = true;
+            let word = at;
+            while at < text.len() && CLASSES[usize::from(text[at])] == WORD {
+                ascii &= text[at] < 0x80;
+                hash.feed(text[at]);
+                at += 1;
+            }
+            scorer.word(text, word, at);
+            if detect {
+                matcher.word(&text[word..at]);
+            }
         }
-        (blank, scorer.finish(), matcher.matched().map(|p| p.source))
+        Scan {
+            blank: !seen,
+            complexity_score: scorer.finish(),
+            injection: matcher.matched().map(|p| p.source),
+            query_hash: if ascii { hash.0 } else { super::metrics::query_hash(sql) },
+        }
     }
 }
 
@@ -239,7 +339,15 @@ mod tests {
         let checked = guard(Environment::Production)
             .check("SELECT abalance FROM pgbench_accounts WHERE aid = $1", &[json!(7)], Some(2.5))
             .unwrap();
-        assert_eq!(checked, Checked { timeout: Some(Duration::from_millis(2500)), complexity_score: 0 });
+        let sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
+        assert_eq!(
+            checked,
+            Checked {
+                timeout: Some(Duration::from_millis(2500)),
+                complexity_score: 0,
+                query_hash: super::super::metrics::query_hash(sql)
+            }
+        );
     }
 
     #[test]
@@ -316,13 +424,21 @@ mod tests {
     proptest! {
         /// The single walk finds what the injection matcher and the scorer find on their own.
         #[test]
-        fn the_single_walk_agrees_with_the_separate_checks(text in "[ a-zA-Z;~'%()\n_$é]{0,120}") {
+        fn the_single_walk_agrees_with_the_separate_checks(text in "[ a-zA-Z;~'%()\n\t\x0b_$é\u{a0}]{0,120}") {
             let config = GuardConfig::for_environment(Environment::Development);
             let guard = QueryGuard::new(config.clone()).unwrap();
-            let (blank, score, pattern) = guard.scan(text.as_bytes());
-            prop_assert_eq!(blank, text.trim().is_empty());
-            prop_assert_eq!(score, complexity::score(&text, config.weights));
-            prop_assert_eq!(pattern, injection::find(&text).map(|p| p.source));
+            let scan = guard.scan(&text);
+            // Blank means ASCII whitespace only: other whitespace is text the server will judge.
+            prop_assert_eq!(scan.blank, text.bytes().all(is_space));
+            prop_assert_eq!(scan.complexity_score, complexity::score(&text, config.weights));
+            prop_assert_eq!(scan.injection, injection::find(&text).map(|p| p.source));
+            prop_assert_eq!(scan.query_hash, super::super::metrics::query_hash(&text));
+        }
+
+        #[test]
+        fn the_hash_is_the_pools_for_any_text(text in "\\PC{0,80}") {
+            let guard = QueryGuard::new(GuardConfig::for_environment(Environment::Development)).unwrap();
+            prop_assert_eq!(guard.scan(&text).query_hash, super::super::metrics::query_hash(&text));
         }
     }
 }
