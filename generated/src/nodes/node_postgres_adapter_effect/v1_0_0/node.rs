@@ -179,19 +179,31 @@ impl PostgresAdapter {
         &self.dependencies.postgres_connection_manager
     }
 
-    /// Guard, breaker, statement.
-    async fn run_query(&self, request: Option<&QueryRequest>, ctx: &Context) -> Result<QueryResult, OnexError> {
+    /// Guard, breaker, statement; with the statement's hash once the guard computed it.
+    async fn run_query(
+        &self,
+        request: Option<&QueryRequest>,
+        ctx: &Context,
+    ) -> (Option<u64>, Result<QueryResult, OnexError>) {
         let Some(request) = request else {
-            return Err(
-                OnexError::validation("query_request is required by query").with_detail("field", "query_request")
-            );
+            let error =
+                OnexError::validation("query_request is required by query").with_detail("field", "query_request");
+            return (None, Err(error));
         };
         let params = request.parameters.as_deref().unwrap_or_default();
-        let checked = self.guard.check(&request.query, params, request.timeout_seconds)?;
+        let checked = match self.guard.check(&request.query, params, request.timeout_seconds) {
+            Ok(checked) => checked,
+            // A refused statement is hashed here, off the path of the statements that run.
+            Err(e) => return (Some(query_hash(&request.query)), Err(e)),
+        };
+        let hash = Some(checked.query_hash);
         if ctx.expired() {
-            return Err(OnexError::new(ErrorCode::OperationTimeout, "the request's deadline has passed"));
+            return (hash, Err(OnexError::new(ErrorCode::OperationTimeout, "the request's deadline has passed")));
         }
-        let permit = self.breaker.try_acquire().map_err(breaker_refusal)?;
+        let permit = match self.breaker.try_acquire() {
+            Ok(permit) => permit,
+            Err(rejected) => return (hash, Err(breaker_refusal(rejected))),
+        };
         let options = QueryOptions {
             timeout: Some(checked.timeout.unwrap_or(self.default_timeout)),
             deadline: ctx.deadline(),
@@ -199,7 +211,7 @@ impl PostgresAdapter {
         };
         let result = self.pool().execute_query_with(&request.query, params, options).await;
         permit.record(&result);
-        result
+        (hash, result)
     }
 
     /// The output's form of `error`: a deadline that passed is OPERATION_TIMEOUT; any text is
@@ -231,17 +243,8 @@ impl PostgresAdapter {
         if self.guard.config().sanitize_errors { sanitize_error_message(text) } else { sanitize_message(text) }
     }
 
-    /// Publishes one event when a publisher is registered. The failure of the publish, or its
-    /// missing acknowledgement at the deadline, comes back sanitized.
-    async fn announce(
-        &self,
-        event_type: &'static str,
-        correlation_id: uuid::Uuid,
-        payload: Value,
-        ctx: &Context,
-        reports_failure: bool,
-    ) -> Result<(), Failure> {
-        let Some(bus) = &self.dependencies.protocol_event_bus else { return Ok(()) };
+    /// The event of an operation, carrying the request's trace context.
+    fn event(event_type: &'static str, correlation_id: uuid::Uuid, payload: Value, ctx: &Context) -> OnexEvent {
         let mut event = OnexEvent::new(event_type, NODE, correlation_id, payload);
         if let Some(trace) = ctx.trace() {
             event.metadata.trace_context.insert("traceparent".into(), trace.traceparent());
@@ -251,12 +254,26 @@ impl PostgresAdapter {
             event.metadata.trace_timestamp = Some(Utc::now());
             event.metadata.trace_service = Some(NODE.into());
         }
+        event
+    }
+
+    /// Publishes `event` (of `event_type`) to `bus`. The failure of the publish, or its
+    /// missing acknowledgement at the deadline, comes back sanitized. The event of a failure
+    /// whose deadline has passed goes out in the background instead, while the answer leaves
+    /// now.
+    async fn publish(
+        &self,
+        bus: &Arc<dyn EventPublisher>,
+        event_type: &'static str,
+        event: OnexEvent,
+        ctx: &Context,
+        reports_failure: bool,
+    ) -> Result<(), Failure> {
         if reports_failure && ctx.expired() {
-            // The request already failed at its deadline (most likely because of it): its
-            // event still goes out, in the background, while the answer leaves now.
             publish_late(Arc::clone(bus), event);
             return Ok(());
         }
+        let correlation_id = event.correlation_id;
         let failure = match within(bus.publish(event), ctx.deadline()).await {
             Some(Ok(())) => return Ok(()),
             Some(Err(e)) => {
@@ -379,15 +396,24 @@ fn millis_since(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0
 }
 
-/// `payload` of a `postgres.query.completed` event.
-fn completed_payload(hash: Option<u64>, result: &QueryResult, elapsed_ms: f64, state: CircuitBreakerState) -> Value {
+/// The hash as 16 lower-case hex digits, the form the pool's query metrics show.
+fn hex(hash: u64) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(16);
+    for shift in (0..16).rev() {
+        text.push(char::from(DIGITS[((hash >> (shift * 4)) & 0xf) as usize]));
+    }
+    text
+}
+
+/// `payload` of a `postgres.query.completed` event: the figures of a statement that ran (the
+/// event type says which operation, and the breaker admitted it).
+fn completed_payload(hash: Option<u64>, result: &QueryResult, elapsed_ms: f64) -> Value {
     let mut payload = Map::new();
     payload.insert("database_type".into(), DATABASE_TYPE.into());
-    payload.insert("operation".into(), Operation::Query.as_str().into());
-    payload.insert("query_hash".into(), hash.map(|h| format!("{h:016x}")).into());
+    payload.insert("query_hash".into(), hash.map(hex).into());
     payload.insert("row_count".into(), result.row_count.into());
     payload.insert("execution_time_ms".into(), elapsed_ms.into());
-    payload.insert("circuit_breaker_state".into(), state.as_str().into());
     Value::Object(payload)
 }
 
@@ -395,8 +421,7 @@ fn completed_payload(hash: Option<u64>, result: &QueryResult, elapsed_ms: f64, s
 fn failed_payload(hash: Option<u64>, failure: &Failure, elapsed_ms: f64, state: CircuitBreakerState) -> Value {
     let mut payload = Map::new();
     payload.insert("database_type".into(), DATABASE_TYPE.into());
-    payload.insert("operation".into(), Operation::Query.as_str().into());
-    payload.insert("query_hash".into(), hash.map(|h| format!("{h:016x}")).into());
+    payload.insert("query_hash".into(), hash.map(hex).into());
     payload.insert("error_code".into(), failure.code.as_str().into());
     payload.insert("error_message".into(), failure.message.clone().into());
     payload.insert("execution_time_ms".into(), elapsed_ms.into());
@@ -414,7 +439,6 @@ fn health_payload(
 ) -> Value {
     let mut payload = Map::new();
     payload.insert("database_type".into(), DATABASE_TYPE.into());
-    payload.insert("operation".into(), Operation::HealthCheck.as_str().into());
     let status = match health.map(|h| h.status) {
         Some(HealthStatus::Healthy) => "healthy",
         Some(HealthStatus::Degraded) => "degraded",
@@ -464,24 +488,26 @@ impl PostgresAdapterHandler for PostgresAdapter {
     async fn query(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
         let started = Instant::now();
         let Input { operation_type, correlation_id: requested, query_request, context } = input;
-        let (id, result) = match correlation_id(requested, ctx) {
-            Ok(id) => (id, self.run_query(query_request.as_ref(), ctx).await),
-            Err(e) => (ctx.correlation_id(), Err(e)),
+        let (id, hash, result) = match correlation_id(requested, ctx) {
+            Ok(id) => {
+                let (hash, result) = self.run_query(query_request.as_ref(), ctx).await;
+                (id, hash, result)
+            }
+            Err(e) => (ctx.correlation_id(), None, Err(e)),
         };
         // The failure in the output's form, and whether the database failed (a warning) or
         // the request was refused (not one).
         let result = result.map_err(|e| (self.failure(&e, ctx, operation_type), counts_against_database(&e)));
         let state = self.breaker.state();
         let mut published = Ok(());
-        if self.dependencies.protocol_event_bus.is_some() {
-            let hash = query_request.as_ref().map(|r| query_hash(&r.query));
+        if let Some(bus) = &self.dependencies.protocol_event_bus {
             let elapsed_ms = millis_since(started);
             let (event_type, payload) = match &result {
-                Ok(rows) => (QUERY_COMPLETED, completed_payload(hash, rows, elapsed_ms, state)),
+                Ok(rows) => (QUERY_COMPLETED, completed_payload(hash, rows, elapsed_ms)),
                 Err((failure, _)) => (QUERY_FAILED, failed_payload(hash, failure, elapsed_ms, state)),
             };
-            // Boxed: publishing's state would otherwise enlarge every request's future.
-            published = Box::pin(self.announce(event_type, id, payload, ctx, result.is_err())).await;
+            let event = Self::event(event_type, id, payload, ctx);
+            published = self.publish(bus, event_type, event, ctx, result.is_err()).await;
         }
         let mut output = Output::new(true, operation_type, id, Utc::now(), millis_since(started));
         match (result, published) {
@@ -539,7 +565,13 @@ impl PostgresAdapterHandler for PostgresAdapter {
         }
         let state = self.breaker.state();
         let payload = health_payload(health.as_ref(), ratio, failure.as_ref(), millis_since(started), state);
-        let published = Box::pin(self.announce(HEALTH_RESPONSE, id, payload, ctx, failure.is_some())).await;
+        let published = match &self.dependencies.protocol_event_bus {
+            Some(bus) => {
+                let event = Self::event(HEALTH_RESPONSE, id, payload, ctx);
+                self.publish(bus, HEALTH_RESPONSE, event, ctx, failure.is_some()).await
+            }
+            None => Ok(()),
+        };
         let mut output = Output::new(true, operation_type, id, Utc::now(), millis_since(started));
         if let Some(failure) = failure {
             output.success = false;
