@@ -13,8 +13,8 @@
 //!
 //! Keywords are whole words, matched case-insensitively, over the raw text: words inside
 //! string literals and comments count too, which errs on the strict side (a literal belongs
-//! in a parameter anyway). The score is computed in the guard's single walk over the text
-//! (see [`Scorer::word`] and [`Scorer::tilde`]); nothing is allocated.
+//! in a parameter anyway). The score is computed in the guard's single walk over the text,
+//! which hands every word and every `~` to the scorer; nothing is allocated.
 
 use crate::environment::Environment;
 
@@ -125,7 +125,7 @@ impl Scorer {
                 self.selects += 1;
                 if self.selects > 1 { w.extra_select } else { 0 }
             }
-            8 | 9 | 10 if AGGREGATES.iter().any(|a| is(a)) => self.called(text, end, w.aggregate),
+            8..=10 if AGGREGATES.iter().any(|a| is(a)) => self.called(text, end, w.aggregate),
             9 if is(b"recursive") => w.aggregate,
             15 if is(b"generate_series") => w.aggregate,
             _ => 0,
