@@ -626,6 +626,53 @@ async fn a_dropped_database_opens_the_breaker_and_fails_the_health_check() {
     pool.close();
 }
 
+/// More than 10 % failed checkouts and connects (of all the pool's attempts) degrade the
+/// database; enough successful checkouts afterwards bring it back to healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_a_tenth_of_failed_connection_attempts_is_degraded() {
+    let db = TestDatabase::create("app").await;
+    let mut config = db.config();
+    config.min_connections = 1;
+    config.max_connections = 1;
+    config.wait_timeout_secs = 0.2;
+    let pool = Arc::new(PostgresConnectionManager::connect(config).await.unwrap());
+    let bus = Arc::new(RecordingBus::default());
+    let container = container(&pool, Some(bus.clone()));
+    let node = NodePostgresAdapterEffect::with_handler(PostgresAdapter::with_env(&container, &env(&[])).unwrap());
+
+    // With the only connection held, two requests wait in vain: two failed attempts.
+    let held = pool.acquire().await.unwrap();
+    for _ in 0..2 {
+        let out = run(&node, query("SELECT 1", vec![])).await;
+        assert_eq!(out.error_code, Some(ErrorCode::DatabaseOperationError), "{:?}", out.error_message);
+    }
+    drop(held);
+    let stats = pool.connection_stats();
+    let ratio = stats.failed_connections as f64 / (stats.checkouts + stats.failed_connections) as f64;
+    eprintln!(
+        "failed {} of {} attempts: {:.1} %",
+        stats.failed_connections,
+        stats.checkouts + stats.failed_connections,
+        ratio * 100.0
+    );
+    assert!(ratio > 0.10, "the set-up fails more than a tenth: {ratio}");
+    let out = run(&node, Input::new(Operation::HealthCheck)).await;
+    assert!(out.success, "degraded is still an answer: {:?}", out.error_message);
+    let health = out.health.unwrap();
+    assert_eq!(health.status, HealthStatus::Degraded, "{:?}", health.errors);
+    assert!(health.errors.iter().any(|e| e.contains("checkouts and connects failed")), "{:?}", health.errors);
+    let event = bus.events().pop().unwrap();
+    assert_eq!(event.payload["status"], "degraded");
+    assert!(event.payload["failed_connection_ratio"].as_f64().unwrap() > 0.10, "{}", event.payload);
+
+    // Enough successful checkouts dilute the two failures below a tenth.
+    for _ in 0..30 {
+        ok(&node, "SELECT 1", vec![]).await;
+    }
+    let out = run(&node, Input::new(Operation::HealthCheck)).await;
+    assert_eq!(out.health.unwrap().status, HealthStatus::Healthy);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_publishes_one_event_with_the_database_type_and_no_sql() {
     let db = TestDatabase::create("app").await;
