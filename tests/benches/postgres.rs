@@ -4,6 +4,12 @@
 //! checkout cost (get + drop) of each pool. The node runs twice more with tracing on (its
 //! operation span and the pool's statement span, sampling 1.0 and 0.1, exported over
 //! OTLP/gRPC to a receiver in a child process on loopback), to show what tracing costs.
+//! The PostgreSQL adapter node (`adapter`) runs the same select through its query guard
+//! (production profile), its database circuit breaker and one `postgres.query.completed` event
+//! per statement, published to an in-process publisher that encodes the event as the Kafka bus
+//! does (topic, key, JSON value, headers) and acknowledges at once: the adapter's own cost
+//! beside the connection manager node. `adapter-quiet` is the adapter without an event
+//! publisher (staging profile), which splits the event's cost from the guard's and breaker's.
 //!
 //! Needs a database initialised with `pgbench -i -s 10` (scripts/bench-postgres.sh does it
 //! all). Each point runs ONEX_BENCH_ROUNDS rounds (default 11) of ONEX_BENCH_SECONDS
@@ -14,26 +20,35 @@
 //! the best raw pool round by round (median and middle half), which cancels drift in the
 //! machine's load between rounds.
 //! Environment: ONEX_BENCH_PG_DATABASE (default onex_bench), ONEX_BENCH_CLIENTS (default
-//! 8,32,128), ONEX_BENCH_ONLY (comma-separated: node, node-metrics, node-traced-1.0, node-traced-0.1, pool-api, deadpool, bb8,
-//! pgbench), ONEX_BENCH_OUT (default
+//! 8,32,128), ONEX_BENCH_ONLY (comma-separated: node, node-metrics, node-traced-1.0, node-traced-0.1, adapter, adapter-quiet, pool-api,
+//! deadpool, bb8, pgbench), ONEX_BENCH_OUT (default
 //! <workspace>/target/bench/postgres.json), ONEX_TEST_PG_HOST / ONEX_TEST_PG_PORT.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use onex_generated::nodes::node_postgres_adapter_effect::v1_0_0::handler::NodePostgresAdapterEffect;
+use onex_generated::nodes::node_postgres_adapter_effect::v1_0_0::models::{
+    EnumPostgresAdapterOperation, ModelPostgresAdapterInput, ModelPostgresAdapterQueryRequest,
+};
+use onex_generated::nodes::node_postgres_adapter_effect::v1_0_0::node::PostgresAdapter;
 use onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::handler::NodePostgresConnectionManagerEffect;
 use onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::models::{
     EnumPostgresConnectionManagerOperation, ModelPostgresConnectionManagerInput,
 };
 use onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::node::PostgresConnectionManager as Handler;
+use onex_runtime::environment::MapEnv;
+use onex_runtime::event::OnexEvent;
+use onex_runtime::event_bus::{EncodedEvent, EventPublisher, TopicNamer};
 use onex_runtime::models::postgres::SslMode;
 use onex_runtime::models::tracing::OtlpProtocol;
+use onex_runtime::node::BoxFuture;
 use onex_runtime::postgres::PostgresConnectionManager;
 use onex_runtime::telemetry::{ExportStats, QueueLimits, Tracing};
-use onex_runtime::{Container, Context, Node};
+use onex_runtime::{Container, Context, Node, OnexError};
 use onex_tests::bench::{median, paired_ratios, percentile_ms, process_cpu};
 use onex_tests::otlp::{Mode, trace_configuration};
 use onex_tests::otlp_child::{ReceiverProcess, serve_if_child};
@@ -197,6 +212,66 @@ async fn node_with_manager(
     (node, pg)
 }
 
+/// An event publisher that does what the Kafka bus does before the broker (topic from the
+/// event type, key, JSON value, headers: `KafkaEventBus::encode`) and acknowledges at once.
+struct EncodingPublisher {
+    namer: TopicNamer,
+    published: AtomicU64,
+}
+
+impl EventPublisher for EncodingPublisher {
+    fn publish(&self, event: OnexEvent) -> BoxFuture<'_, Result<(), OnexError>> {
+        let encoded = self.namer.topic_for(&event.event_type).and_then(|topic| {
+            let value = serde_json::to_vec(&event)
+                .map_err(|e| OnexError::new(onex_runtime::ErrorCode::InternalError, e.to_string()))?;
+            let headers = vec![
+                ("onex-event-type".to_owned(), event.event_type.clone()),
+                ("onex-event-id".to_owned(), event.event_id.to_string()),
+            ];
+            Ok(EncodedEvent { topic, key: event.correlation_id.to_string(), value, headers })
+        });
+        let result = encoded.map(|encoded| {
+            std::hint::black_box(encoded);
+            self.published.fetch_add(1, Relaxed);
+        });
+        Box::pin(std::future::ready(result))
+    }
+}
+
+fn adapter_input(aid: i64) -> ModelPostgresAdapterInput {
+    ModelPostgresAdapterInput {
+        query_request: Some(ModelPostgresAdapterQueryRequest {
+            parameters: Some(vec![json!(aid)]),
+            ..ModelPostgresAdapterQueryRequest::new(SELECT.to_owned())
+        }),
+        ..ModelPostgresAdapterInput::new(EnumPostgresAdapterOperation::Query)
+    }
+}
+
+/// The adapter node over a fresh manager with `size` connections: with events, in the
+/// production profile, publishing to an [`EncodingPublisher`]; without, in the staging
+/// profile (production requires a publisher).
+async fn adapter_with_manager(
+    database: &str,
+    size: usize,
+    events: bool,
+) -> (Arc<NodePostgresAdapterEffect<PostgresAdapter>>, Arc<PostgresConnectionManager>, Arc<EncodingPublisher>) {
+    let pg = Arc::new(manager(database, size).await);
+    let publisher = Arc::new(EncodingPublisher {
+        namer: TopicNamer::new("dev", "omnibase", "onex").expect("topic namer"),
+        published: AtomicU64::new(0),
+    });
+    let mut container = Container::new();
+    container.register(Arc::clone(&pg));
+    if events {
+        container.register::<dyn EventPublisher>(publisher.clone());
+    }
+    let profile = if events { "production" } else { "staging" };
+    let env = MapEnv::from_pairs([("DEPLOYMENT_ENVIRONMENT", profile)]);
+    let handler = PostgresAdapter::with_env(&container, &env).expect("adapter");
+    (Arc::new(NodePostgresAdapterEffect::with_handler(handler)), pg, publisher)
+}
+
 fn deadpool(database: &str, size: usize) -> deadpool_postgres::Pool {
     let manager = deadpool_postgres::Manager::from_config(
         pg_config(database),
@@ -262,6 +337,10 @@ enum Contender {
     NodeTracedAll,
     /// The node with tracing at sampling 0.1.
     NodeTracedTenth,
+    /// The PostgreSQL adapter node: guard, breaker, an event per statement.
+    Adapter,
+    /// The adapter without an event publisher.
+    AdapterQuiet,
     PoolApi,
     Deadpool,
     Bb8,
@@ -269,11 +348,13 @@ enum Contender {
 }
 
 impl Contender {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 10] = [
         Self::Node,
         Self::NodeMetered,
         Self::NodeTracedAll,
         Self::NodeTracedTenth,
+        Self::Adapter,
+        Self::AdapterQuiet,
         Self::PoolApi,
         Self::Deadpool,
         Self::Bb8,
@@ -287,6 +368,8 @@ impl Contender {
             Self::NodeMetered => "node-metrics",
             Self::NodeTracedAll => "node-traced-1.0",
             Self::NodeTracedTenth => "node-traced-0.1",
+            Self::Adapter => "adapter",
+            Self::AdapterQuiet => "adapter-quiet",
             Self::PoolApi => "pool-api",
             Self::Deadpool => "deadpool",
             Self::Bb8 => "bb8",
@@ -300,6 +383,8 @@ impl Contender {
             Self::NodeMetered => "node with Prometheus series",
             Self::NodeTracedAll => "traced node, sampling 1.0",
             Self::NodeTracedTenth => "traced node, sampling 0.1",
+            Self::Adapter => "adapter node (query, guard, breaker, event)",
+            Self::AdapterQuiet => "adapter node without events",
             Self::PoolApi => "onex pool API (fetch_value)",
             Self::Deadpool => "deadpool-postgres (prepare_cached)",
             Self::Bb8 => "bb8-postgres (query_typed)",
@@ -356,6 +441,25 @@ impl Contender {
                     let _ = tracing.shutdown();
                     result.spans = Some(tracing.stats());
                 }
+                result
+            }
+            Self::Adapter | Self::AdapterQuiet => {
+                let events = self == Self::Adapter;
+                let (node, pg, publisher) = adapter_with_manager(database, size, events).await;
+                let op = move |aid| {
+                    let node = Arc::clone(&node);
+                    async move {
+                        let out = node.process(adapter_input(aid), Context::new()).await.expect("adapter call");
+                        assert!(
+                            out.success && out.query_result.is_some_and(|r| r.row_count == 1),
+                            "{:?}",
+                            out.error_message
+                        );
+                    }
+                };
+                let result = drive(clients, seconds, op).await;
+                pg.close();
+                assert_eq!(publisher.published.load(Relaxed) > 0, events, "the adapter published its events");
                 result
             }
             Self::PoolApi => {
@@ -479,6 +583,11 @@ async fn checkout_costs(database: &str) -> Vec<Checkout> {
     results
 }
 
+/// The throughput rounds of the contender named `prefix…` at `clients`.
+fn rounds_of<'a>(points: &'a [Point], clients: usize, prefix: &str) -> Option<&'a [f64]> {
+    points.iter().find(|p| p.clients == clients && p.name.starts_with(prefix)).map(|p| p.tps_rounds.as_slice())
+}
+
 fn fmt(value: Option<f64>, decimals: usize) -> String {
     value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.decimals$}"))
 }
@@ -599,6 +708,32 @@ fn main() {
             .flatten()
             .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
         let pgbench = tps("pgbench");
+        // The adapter against the node it wraps the same pool for, as a ratio of medians and
+        // round by round.
+        let adapter = tps("adapter node (query").zip(node).map(|(a, b)| a / b);
+        let adapter_per_round = rounds_of(&points, n, "adapter node (query")
+            .zip(rounds_of(&points, n, "onex node"))
+            .map(|(a, b)| paired_ratios(a, &[b]))
+            .unwrap_or_default();
+        if adapter.is_some() {
+            println!(
+                "clients {n}: adapter / node = {} (per round: median {})",
+                fmt(adapter, 3),
+                fmt(median(&adapter_per_round), 3)
+            );
+        }
+        let quiet = tps("adapter node without").zip(node).map(|(a, b)| a / b);
+        let quiet_per_round = rounds_of(&points, n, "adapter node without")
+            .zip(rounds_of(&points, n, "onex node"))
+            .map(|(a, b)| paired_ratios(a, &[b]))
+            .unwrap_or_default();
+        if quiet.is_some() {
+            println!(
+                "clients {n}: adapter without events / node = {} (per round: median {})",
+                fmt(quiet, 3),
+                fmt(median(&quiet_per_round), 3)
+            );
+        }
         let vs_raw = node.zip(best_raw).map(|(a, b)| a / b);
         let vs_pgbench = node.zip(pgbench).map(|(a, b)| a / b);
         let rounds = |prefix: &str| point(prefix).map(|p| p.tps_rounds.as_slice());
@@ -645,6 +780,10 @@ fn main() {
             "node_vs_best_raw_pool_per_round": per_round,
             "node_vs_best_raw_pool_per_round_median": per_round_median,
             "node_vs_pgbench_prepared": vs_pgbench,
+            "adapter_vs_node": adapter,
+            "adapter_vs_node_per_round_median": median(&adapter_per_round),
+            "adapter_without_events_vs_node": quiet,
+            "adapter_without_events_vs_node_per_round_median": median(&quiet_per_round),
             "tracing": traced,
         }));
     }

@@ -8,6 +8,9 @@
 //!   connection.
 //! - [`PostgresConnectionManager`]: statements with JSON parameters and JSON rows,
 //!   transactions, function calls, health, stats and query metrics.
+//! - [`guard`]: the checks `node_postgres_adapter_effect` runs before a statement reaches the
+//!   pool (size, parameter and timeout limits per deployment environment, injection patterns,
+//!   complexity score), in one walk over the statement.
 //!
 //! - Metrics ([`series`]): with a [`MetricsRegistry`] given to
 //!   [`PostgresConnectionManager::with_metrics`], the pool's `onex_postgres_*` series: its own
@@ -27,6 +30,7 @@
 pub mod config;
 mod conn;
 mod connect;
+pub mod guard;
 mod health;
 pub mod ident;
 pub mod metrics;

@@ -28,7 +28,7 @@ pub struct Dependencies {
     pub postgres_connection_manager: Arc<
         onex_runtime::postgres::PostgresConnectionManager,
     >,
-    /// Publishes query_completed, query_failed and health_check_response events when registered; a failed publish fails the operation.
+    /// Publishes postgres.query.completed, postgres.query.failed and postgres.health.response events; a failed publish fails the operation. Optional outside production (the adapter then publishes nothing); in production the adapter refuses to start without it.
     pub protocol_event_bus: Option<Arc<dyn onex_runtime::event_bus::EventPublisher>>,
 }
 

@@ -126,7 +126,7 @@ pub struct ModelPostgresAdapterOutput {
     pub query_result: Option<onex_runtime::models::postgres::QueryResult>,
     /// Database health (health_check).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health: Option<onex_runtime::models::postgres::PostgresHealth>,
+    pub health: Option<Box<onex_runtime::models::postgres::PostgresHealth>>,
     /// State of the database circuit breaker after the operation (opens after 5 failures, 60 s open, at most 3 half-open calls).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker_state: Option<
