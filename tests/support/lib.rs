@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests.
 pub mod bench;
 pub mod consul;
+pub mod events;
 pub mod http;
 pub mod kafka;
 pub mod otlp;

@@ -2,35 +2,18 @@
 //! API fixture (tests/support/consul.rs) on loopback.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use onex_runtime::consul::{AgentService, CatalogNode, CheckStatus, ConsulClient, HealthCheck, ServiceEntry};
-use onex_runtime::event::OnexEvent;
 use onex_runtime::event_bus::EventPublisher;
-use onex_runtime::node::BoxFuture;
-use onex_runtime::{Container, Context, DynNode, ErrorCode, OnexError};
+use onex_runtime::{Container, Context, DynNode, ErrorCode};
 use onex_tests::consul::{AGENT_NODE, ConsulFixture, Failure, REQUEST_TIMEOUT};
+use onex_tests::events::RecordingBus;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 const NODE: &str = "node_consul_effect";
-
-#[derive(Default)]
-struct RecordingBus(Mutex<Vec<OnexEvent>>);
-
-impl RecordingBus {
-    fn events(&self) -> Vec<OnexEvent> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-impl EventPublisher for RecordingBus {
-    fn publish(&self, event: OnexEvent) -> BoxFuture<'_, Result<(), OnexError>> {
-        self.0.lock().unwrap().push(event);
-        Box::pin(async { Ok(()) })
-    }
-}
 
 fn node_for(client: ConsulClient) -> (Box<dyn DynNode>, Arc<RecordingBus>) {
     let bus = Arc::new(RecordingBus::default());

@@ -3,7 +3,7 @@
 //! Consul is seen before the TTL runs out, and a failing Consul is an error, never made-up data.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use onex_generated::nodes::node_consul_projector_effect::v1_0_0::handler::NodeConsulProjectorEffect;
@@ -11,25 +11,14 @@ use onex_generated::nodes::node_consul_projector_effect::v1_0_0::node::PROJECTIO
 use onex_runtime::consul::{
     AgentService, CatalogNode, CheckStatus, ConsulClient, HealthCheck, ServiceEntry, ServiceProxy, Upstream,
 };
-use onex_runtime::event::OnexEvent;
 use onex_runtime::event_bus::EventPublisher;
-use onex_runtime::node::BoxFuture;
-use onex_runtime::{Container, Context, Node, OnexError};
+use onex_runtime::{Container, Context, Node};
 use onex_tests::consul::{ConsulFixture, Failure};
+use onex_tests::events::RecordingBus;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 const NODE: &str = "node_consul_projector_effect";
-
-#[derive(Default)]
-struct RecordingBus(Mutex<Vec<OnexEvent>>);
-
-impl EventPublisher for RecordingBus {
-    fn publish(&self, event: OnexEvent) -> BoxFuture<'_, Result<(), OnexError>> {
-        self.0.lock().unwrap().push(event);
-        Box::pin(async { Ok(()) })
-    }
-}
 
 fn check(node: &str, id: &str, service_id: &str, status: CheckStatus) -> HealthCheck {
     HealthCheck {
@@ -412,7 +401,7 @@ async fn concurrent_identical_requests_share_one_read() {
     }
     assert_eq!(reads(&fixture, "/v1/catalog/services"), 1, "20 requests, one read");
     assert_eq!(reads(&fixture, "/v1/health/service/"), 4);
-    assert_eq!(bus.0.lock().unwrap().len(), 1, "one read, one event");
+    assert_eq!(bus.len(), 1, "one read, one event");
 }
 
 #[tokio::test]
@@ -434,7 +423,7 @@ async fn a_projection_read_from_consul_is_announced_without_its_content() {
     let input = json!({"operation_type": "project_kv_state", "include_values": true, "correlation_id": id});
     call(&node, input.clone()).await;
     call(&node, input).await;
-    let events = bus.0.lock().unwrap().clone();
+    let events = bus.events();
     assert_eq!(events.len(), 1, "only the read from Consul is announced, not the cache hit");
     let event = &events[0];
     assert_eq!(event.event_type, PROJECTION_EVENT);

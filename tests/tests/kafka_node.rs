@@ -1,33 +1,22 @@
 //! `node_kafka_producer_pool_effect` on the pool from the container, against the real broker.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use onex_generated::nodes::node_kafka_producer_pool_effect::v1_0_0::NodeKafkaProducerPoolEffect;
 use onex_generated::nodes::node_kafka_producer_pool_effect::v1_0_0::models::{
     EnumKafkaProducerPoolOperation as Op, ModelKafkaMessage, ModelKafkaProducerPoolInput,
 };
-use onex_runtime::event::OnexEvent;
 use onex_runtime::event_bus::EventPublisher;
 use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool};
 use onex_runtime::models::health::HealthStatus;
 use onex_runtime::models::kafka::KafkaProducerConfig;
-use onex_runtime::node::BoxFuture;
-use onex_runtime::{Container, Context, ErrorCode, Node, OnexError};
+use onex_runtime::{Container, Context, ErrorCode, Node};
+use onex_tests::events::RecordingBus;
 use onex_tests::kafka::{TestTopic, bootstrap};
 
 fn input(operation: Op) -> ModelKafkaProducerPoolInput {
     ModelKafkaProducerPoolInput::new(operation)
-}
-
-#[derive(Default)]
-struct RecordingBus(Mutex<Vec<OnexEvent>>);
-
-impl EventPublisher for RecordingBus {
-    fn publish(&self, event: OnexEvent) -> BoxFuture<'_, Result<(), OnexError>> {
-        self.0.lock().unwrap().push(event);
-        Box::pin(async { Ok(()) })
-    }
 }
 
 fn node(config: KafkaProducerConfig, bus: Option<Arc<RecordingBus>>) -> NodeKafkaProducerPoolEffect {
@@ -142,7 +131,7 @@ async fn health_changes_are_published_on_the_registered_bus() {
     assert!(node.process(ok.clone(), Context::new()).await.unwrap().success);
     let first = node.process(input(Op::HealthCheck), Context::new()).await.unwrap();
     assert_eq!(first.health_status, Some(HealthStatus::Healthy));
-    assert!(bus.0.lock().unwrap().is_empty(), "the first check has nothing to compare with");
+    assert!(bus.is_empty(), "the first check has nothing to compare with");
 
     let mut too_big = ok.clone();
     too_big.value = Some(serde_json::json!("x".repeat(2_000_000)));
@@ -152,7 +141,7 @@ async fn health_changes_are_published_on_the_registered_bus() {
     assert!(!failing.errors.unwrap_or_default().is_empty());
     let _ = node.process(input(Op::HealthCheck), Context::new()).await.unwrap();
     {
-        let events = bus.0.lock().unwrap();
+        let events = bus.events();
         assert_eq!(events.len(), 1, "one change, one event: {events:?}");
         assert_eq!(events[0].event_type, "kafka.pool.health_changed");
         assert_eq!(events[0].payload["status"], "unhealthy");

@@ -25,6 +25,7 @@ use onex_runtime::models::kafka::KafkaProducerConfig;
 use onex_runtime::node::BoxFuture;
 use onex_runtime::postgres::PostgresConnectionManager;
 use onex_runtime::{Container, Context, ErrorCode, Node, OnexError};
+use onex_tests::events::RecordingBus;
 use onex_tests::postgres::{TestDatabase, admin_client};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -34,22 +35,6 @@ const NODE: &str = "node_postgres_adapter_effect";
 type Adapter = NodePostgresAdapterEffect<PostgresAdapter>;
 
 /// Records every event it is given and acknowledges it at once.
-#[derive(Default)]
-struct RecordingBus(Mutex<Vec<OnexEvent>>);
-
-impl RecordingBus {
-    fn events(&self) -> Vec<OnexEvent> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-impl EventPublisher for RecordingBus {
-    fn publish(&self, event: OnexEvent) -> BoxFuture<'_, Result<(), OnexError>> {
-        self.0.lock().unwrap().push(event);
-        Box::pin(async { Ok(()) })
-    }
-}
-
 /// Refuses every event, with a broker error that quotes its credentials.
 struct FailingBus;
 

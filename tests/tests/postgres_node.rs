@@ -1,7 +1,7 @@
 //! `node_postgres_connection_manager_effect` built through the container and the generated
 //! registry, on the real server.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::handler::NodePostgresConnectionManagerEffect;
@@ -11,24 +11,14 @@ use onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::mode
 };
 use onex_runtime::event::OnexEvent;
 use onex_runtime::event_bus::EventPublisher;
-use onex_runtime::node::BoxFuture;
 use onex_runtime::postgres::PostgresConnectionManager;
 use onex_runtime::{Container, Context, DynNode, ErrorCode, Node, OnexError, TraceContext};
+use onex_tests::events::RecordingBus;
 use onex_tests::postgres::TestDatabase;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 const NODE: &str = "node_postgres_connection_manager_effect";
-
-#[derive(Default)]
-struct RecordingBus(Mutex<Vec<OnexEvent>>);
-
-impl EventPublisher for RecordingBus {
-    fn publish(&self, event: OnexEvent) -> BoxFuture<'_, Result<(), OnexError>> {
-        self.0.lock().unwrap().push(event);
-        Box::pin(async { Ok(()) })
-    }
-}
 
 /// The output is moved by value about seven times per request (handler, the operation timer's
 /// map, the caller's awaits); glibc copies up to 256 bytes in a few instructions and larger
@@ -127,7 +117,7 @@ async fn every_operation_through_the_generated_registry() {
     let out = call(node, json!({"operation_type": "get_query_metrics"})).await;
     assert_eq!(out["query_metrics"], json!([]));
 
-    let events = bus.0.lock().unwrap();
+    let events = bus.events();
     assert!(events.iter().any(|e| e.event_type == "postgres.query.completed"));
     let failed: Vec<&OnexEvent> = events.iter().filter(|e| e.event_type == "postgres.query.failed").collect();
     assert_eq!(failed.len(), 1);
@@ -158,7 +148,7 @@ async fn failures_are_answered_with_codes_and_correlation_is_echoed() {
     assert_eq!(error.code, ErrorCode::DatabaseQueryError);
     assert!(error.message.contains("42P01"), "{}", error.message);
     {
-        let events = bus.0.lock().unwrap();
+        let events = bus.events();
         let event = events.last().unwrap();
         assert_eq!(event.correlation_id, id);
         assert_eq!(event.metadata.trace_context["traceparent"], trace.traceparent());
