@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{ErrorCode, OnexError};
+use crate::event::OnexEvent;
 
 /// Carried through one request. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -97,6 +98,20 @@ impl Context {
         self.trace.as_ref()
     }
 
+    /// Writes the request's trace context, if it has one, into the metadata of an event a node
+    /// publishes while serving it (the W3C `traceparent` and `tracestate`, when and by which
+    /// `service` it was stamped), so whoever consumes the event continues the request's trace.
+    pub fn stamp_event(&self, event: &mut OnexEvent, service: &str) {
+        let Some(trace) = &self.trace else { return };
+        let metadata = &mut event.metadata;
+        metadata.trace_context.insert("traceparent".into(), trace.traceparent());
+        if let Some(state) = &trace.trace_state {
+            metadata.trace_context.insert("tracestate".into(), state.clone());
+        }
+        metadata.trace_timestamp = Some(chrono::Utc::now());
+        metadata.trace_service = Some(service.into());
+    }
+
     /// Records the topic the request was consumed from; nodes routed by `topic_match` dispatch on it.
     pub fn with_topic(mut self, topic: impl Into<std::sync::Arc<str>>) -> Self {
         self.topic = Some(topic.into());
@@ -185,6 +200,24 @@ fn unhex(text: &str, out: &mut [u8]) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_published_in_a_traced_request_carries_its_trace_and_others_carry_none() {
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut trace = TraceContext::parse_traceparent(header).unwrap();
+        trace.trace_state = Some("vendor=1".into());
+        let mut event = OnexEvent::new("node.done", "node_x", Uuid::new_v4(), serde_json::json!({}));
+        Context::new().with_trace(trace).stamp_event(&mut event, "node_x");
+        let metadata = &event.metadata;
+        assert_eq!(metadata.trace_context.get("traceparent").map(String::as_str), Some(header));
+        assert_eq!(metadata.trace_context.get("tracestate").map(String::as_str), Some("vendor=1"));
+        assert_eq!(metadata.trace_service.as_deref(), Some("node_x"));
+        assert!(metadata.trace_timestamp.is_some());
+
+        let mut untraced = OnexEvent::new("node.done", "node_x", Uuid::new_v4(), serde_json::json!({}));
+        Context::new().stamp_event(&mut untraced, "node_x");
+        assert!(untraced.metadata.trace_context.is_empty() && untraced.metadata.trace_timestamp.is_none());
+    }
 
     #[test]
     fn narrowing_keeps_the_earlier_deadline() {

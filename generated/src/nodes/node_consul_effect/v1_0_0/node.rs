@@ -81,14 +81,7 @@ impl Consul {
         let Some(bus) = &self.dependencies.protocol_event_bus else { return };
         payload["datacenter"] = json!(self.client().config().datacenter);
         let mut event = OnexEvent::new(event_type, NODE, correlation_id(input, ctx), payload);
-        if let Some(trace) = ctx.trace() {
-            event.metadata.trace_context.insert("traceparent".into(), trace.traceparent());
-            if let Some(state) = &trace.trace_state {
-                event.metadata.trace_context.insert("tracestate".into(), state.clone());
-            }
-            event.metadata.trace_timestamp = Some(Utc::now());
-            event.metadata.trace_service = Some(NODE.into());
-        }
+        ctx.stamp_event(&mut event, NODE);
         if let Err(e) = bus.publish(event).await {
             tracing::warn!(target: "onex::consul", error = %e, event_type, "publishing the Consul event failed");
         }

@@ -85,14 +85,7 @@ impl ConsulProjector {
     async fn publish(&self, correlation_id: uuid::Uuid, payload: Value, ctx: &Context) {
         let Some(bus) = &self.dependencies.protocol_event_bus else { return };
         let mut event = OnexEvent::new(PROJECTION_EVENT, NODE, correlation_id, payload);
-        if let Some(trace) = ctx.trace() {
-            event.metadata.trace_context.insert("traceparent".into(), trace.traceparent());
-            if let Some(state) = &trace.trace_state {
-                event.metadata.trace_context.insert("tracestate".into(), state.clone());
-            }
-            event.metadata.trace_timestamp = Some(Utc::now());
-            event.metadata.trace_service = Some(NODE.into());
-        }
+        ctx.stamp_event(&mut event, NODE);
         if let Err(e) = bus.publish(event).await {
             tracing::warn!(target: "onex::consul", error = %e, "publishing the projection event failed");
         }

@@ -133,14 +133,7 @@ impl PostgresConnectionManager {
     async fn publish(&self, event_type: &str, correlation_id: uuid::Uuid, payload: Value, ctx: &Context) {
         let Some(bus) = &self.dependencies.protocol_event_bus else { return };
         let mut event = OnexEvent::new(event_type, NODE, correlation_id, payload);
-        if let Some(trace) = ctx.trace() {
-            event.metadata.trace_context.insert("traceparent".into(), trace.traceparent());
-            if let Some(state) = &trace.trace_state {
-                event.metadata.trace_context.insert("tracestate".into(), state.clone());
-            }
-            event.metadata.trace_timestamp = Some(Utc::now());
-            event.metadata.trace_service = Some(NODE.into());
-        }
+        ctx.stamp_event(&mut event, NODE);
         if let Err(e) = bus.publish(event).await {
             tracing::warn!(target: "onex::postgres", error = %e, event_type, "publishing the query event failed");
         }
