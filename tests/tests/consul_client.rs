@@ -143,22 +143,8 @@ async fn register_list_health_deregister_and_then_the_service_is_unknown() {
     fixture.set_check_status("web-2", CheckStatus::Warning);
     // An instance on another node whose node check fails: unhealthy although its own passes.
     fixture.add_instance(ServiceEntry {
-        node: CatalogNode {
-            id: String::new(),
-            node: "node-b".into(),
-            address: "10.0.0.9".into(),
-            datacenter: "dc1".into(),
-        },
-        service: AgentService {
-            id: "cache-1".into(),
-            service: "cache".into(),
-            tags: vec![],
-            meta: BTreeMap::new(),
-            address: String::new(),
-            port: 6379,
-            kind: String::new(),
-            proxy: None,
-        },
+        node: CatalogNode::new("node-b", "10.0.0.9", "dc1"),
+        service: AgentService::new("cache-1", "cache", 6379),
         checks: vec![
             HealthCheck {
                 node: "node-b".into(),

@@ -1,7 +1,6 @@
 //! `node_consul_effect` built through the container and the generated registry, on the Consul
 //! API fixture (tests/support/consul.rs) on loopback.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -142,22 +141,8 @@ async fn health_check_reports_the_worst_status_per_service_node_checks_included(
         service_name: service.into(),
     };
     fixture.add_instance(ServiceEntry {
-        node: CatalogNode {
-            id: String::new(),
-            node: "node-b".into(),
-            address: "10.0.0.9".into(),
-            datacenter: "dc1".into(),
-        },
-        service: AgentService {
-            id: "cache-1".into(),
-            service: "cache".into(),
-            tags: vec![],
-            meta: BTreeMap::new(),
-            address: String::new(),
-            port: 6379,
-            kind: String::new(),
-            proxy: None,
-        },
+        node: CatalogNode::new("node-b", "10.0.0.9", "dc1"),
+        service: AgentService::new("cache-1", "cache", 6379),
         checks: vec![
             check("serfHealth", "", CheckStatus::Critical),
             check("service:cache-1", "cache", CheckStatus::Passing),

@@ -2,7 +2,6 @@
 //! is built from the state seeded there, the cache answers without asking Consul, a change in
 //! Consul is seen before the TTL runs out, and a failing Consul is an error, never made-up data.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,22 +33,8 @@ fn check(node: &str, id: &str, service_id: &str, status: CheckStatus) -> HealthC
 
 fn instance(service: &str, id: &str, node: &str, node_status: CheckStatus, status: CheckStatus) -> ServiceEntry {
     ServiceEntry {
-        node: CatalogNode {
-            id: String::new(),
-            node: node.into(),
-            address: format!("10.0.0.{}", node.len()),
-            datacenter: "dc1".into(),
-        },
-        service: AgentService {
-            id: id.into(),
-            service: service.into(),
-            tags: vec![],
-            meta: BTreeMap::new(),
-            address: String::new(),
-            port: 8080,
-            kind: String::new(),
-            proxy: None,
-        },
+        node: CatalogNode::new(node, format!("10.0.0.{}", node.len()), "dc1"),
+        service: AgentService::new(id, service, 8080),
         checks: vec![check(node, "serfHealth", "", node_status), check(node, &format!("{id}-check"), id, status)],
     }
 }

@@ -57,22 +57,8 @@ mod tests {
 
     fn entry(service: &str, statuses: &[CheckStatus]) -> ServiceEntry {
         ServiceEntry {
-            node: CatalogNode {
-                id: String::new(),
-                node: "node-1".into(),
-                address: "10.0.0.1".into(),
-                datacenter: "dc1".into(),
-            },
-            service: AgentService {
-                id: format!("{service}-1"),
-                service: service.into(),
-                tags: vec![],
-                meta: BTreeMap::new(),
-                address: String::new(),
-                port: 80,
-                kind: String::new(),
-                proxy: None,
-            },
+            node: CatalogNode::new("node-1", "10.0.0.1", "dc1"),
+            service: AgentService::new(format!("{service}-1"), service, 80),
             checks: statuses
                 .iter()
                 .enumerate()

@@ -495,22 +495,8 @@ mod tests {
 
     fn instance(service: &str, id: &str, node: &str, checks: Vec<HealthCheck>) -> ServiceEntry {
         ServiceEntry {
-            node: CatalogNode {
-                id: String::new(),
-                node: node.into(),
-                address: "10.0.0.1".into(),
-                datacenter: "dc1".into(),
-            },
-            service: AgentService {
-                id: id.into(),
-                service: service.into(),
-                tags: vec![],
-                meta: BTreeMap::new(),
-                address: String::new(),
-                port: 8080,
-                kind: String::new(),
-                proxy: None,
-            },
+            node: CatalogNode::new(node, "10.0.0.1", "dc1"),
+            service: AgentService::new(id, service, 8080),
             checks,
         }
     }

@@ -100,6 +100,13 @@ pub struct ServiceEntry {
     pub checks: Vec<HealthCheck>,
 }
 
+impl ServiceEntry {
+    /// `service` on `node`, without checks.
+    pub fn new(node: CatalogNode, service: AgentService) -> Self {
+        Self { node, service, checks: Vec::new() }
+    }
+}
+
 /// A node of the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -115,6 +122,13 @@ pub struct CatalogNode {
     /// The node's datacenter.
     #[serde(default)]
     pub datacenter: String,
+}
+
+impl CatalogNode {
+    /// The node `node` at `address` in `datacenter` (its id left empty).
+    pub fn new(node: impl Into<String>, address: impl Into<String>, datacenter: impl Into<String>) -> Self {
+        Self { id: String::new(), node: node.into(), address: address.into(), datacenter: datacenter.into() }
+    }
 }
 
 /// A service instance as the agent and the catalog describe it.
@@ -144,6 +158,23 @@ pub struct AgentService {
     /// The proxy configuration of a Connect proxy: where its upstreams are.
     #[serde(default)]
     pub proxy: Option<ServiceProxy>,
+}
+
+impl AgentService {
+    /// Instance `id` of `service` on `port`: no tags or meta, the node's address, a typical
+    /// service (not a proxy or gateway).
+    pub fn new(id: impl Into<String>, service: impl Into<String>, port: u16) -> Self {
+        Self {
+            id: id.into(),
+            service: service.into(),
+            tags: Vec::new(),
+            meta: BTreeMap::new(),
+            address: String::new(),
+            port,
+            kind: String::new(),
+            proxy: None,
+        }
+    }
 }
 
 /// The part of a Connect proxy's configuration that names its service and upstreams.
