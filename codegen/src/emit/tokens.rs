@@ -1,5 +1,7 @@
 //! The pieces every generated file is made of: identifiers, doc attributes and printing.
 
+use std::sync::OnceLock;
+
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
 
@@ -55,20 +57,148 @@ pub(super) fn inner_doc(text: &str) -> TokenStream {
     quote! { #( #![doc = #lines] )* }
 }
 
+/// One item of a generated file: tokens for prettyplease, or text it printed already
+/// ([`SharedItem`], [`SharedMembers`]).
+pub(super) enum Item {
+    Tokens(TokenStream),
+    Text(String),
+}
+
+impl From<TokenStream> for Item {
+    fn from(tokens: TokenStream) -> Self {
+        Item::Tokens(tokens)
+    }
+}
+
 /// Prints `inner` (inner attributes) and `items`, each item on its own with a blank line
 /// between; prefixes the `@generated` header.
-pub(super) fn render_file(source: &str, inner: TokenStream, items: Vec<TokenStream>) -> Result<String, String> {
+pub(super) fn render_file(
+    source: &str,
+    inner: TokenStream,
+    items: impl IntoIterator<Item = impl Into<Item>>,
+) -> Result<String, String> {
     let mut out = header(source);
     if !inner.is_empty() {
         let file: syn::File = syn::parse2(inner).map_err(|e| format!("internal: bad file attributes: {e}"))?;
         out.push_str(&prettyplease::unparse(&file));
     }
     for item in items {
-        let file: syn::File = syn::parse2(item.clone()).map_err(|e| format!("internal: bad item: {e}\n{item}"))?;
         out.push('\n');
-        out.push_str(&one_line_derives(&prettyplease::unparse(&file)));
+        match item.into() {
+            Item::Tokens(tokens) => out.push_str(&print_item(tokens)?),
+            Item::Text(text) => out.push_str(&text),
+        }
     }
     Ok(out)
+}
+
+/// One item (or a group of `use` or `mod` lines) as prettyplease prints it.
+fn print_item(item: TokenStream) -> Result<String, String> {
+    // Cloning a token stream only counts a reference up; the copy is for the error message.
+    let file: syn::File = syn::parse2(item.clone()).map_err(|e| format!("internal: bad item: {e}\n{item}"))?;
+    Ok(one_line_derives(&prettyplease::unparse(&file)))
+}
+
+/// An item that names nothing of a node, so it prints to the same text in every file:
+/// printed once per run (a `static`), not once per node.
+pub(super) struct SharedItem {
+    tokens: fn() -> TokenStream,
+    text: OnceLock<Result<String, String>>,
+}
+
+impl SharedItem {
+    pub(super) const fn new(tokens: fn() -> TokenStream) -> Self {
+        Self { tokens, text: OnceLock::new() }
+    }
+
+    pub(super) fn item(&self) -> Result<Item, String> {
+        let text = self.text.get_or_init(|| print_item((self.tokens)()));
+        text.clone().map(Item::Text)
+    }
+}
+
+/// Which kind of block [`SharedMembers`] belong in (a trait's `fn` may have no body).
+#[derive(Clone, Copy)]
+pub(super) enum Block {
+    Impl,
+    Trait,
+}
+
+/// Where [`SharedMembers`] go in their block: before the node's own members or after them.
+#[derive(Clone, Copy)]
+pub(super) enum Place {
+    First,
+    Last,
+}
+
+/// Members of an `impl` or `trait` block that name nothing of a node, so they print to the
+/// same text in every file: printed once per run (a `static`), and each node's item is printed
+/// without them and gets their text spliced in.
+///
+/// Splicing gives exactly what printing the whole item gives: prettyplease ends the block's
+/// header and every member with a forced line break, so a member's layout depends only on its
+/// own tokens and the block's indentation, and the header's only on the header, as long as
+/// the block it printed is not empty (an empty block prints `{}` on the header's line: then
+/// the whole item is printed instead). The unit tests print each use both ways.
+pub(super) struct SharedMembers {
+    block: Block,
+    members: fn() -> TokenStream,
+    /// The members' lines, as printed inside a block at the top level of a file.
+    text: OnceLock<Result<String, String>>,
+}
+
+impl SharedMembers {
+    pub(super) const fn new(block: Block, members: fn() -> TokenStream) -> Self {
+        Self { block, members, text: OnceLock::new() }
+    }
+
+    fn text(&self) -> Result<&str, String> {
+        let text = self.text.get_or_init(|| {
+            let members = (self.members)();
+            let printed = print_item(match self.block {
+                Block::Impl => quote! { impl Shared { #members } },
+                Block::Trait => quote! { trait Shared { #members } },
+            })?;
+            let inside = printed.split_once('\n').and_then(|(_, rest)| rest.strip_suffix("}\n"));
+            inside.map(str::to_owned).ok_or_else(|| format!("internal: shared members printed as\n{printed}"))
+        });
+        text.as_deref().map_err(Clone::clone)
+    }
+
+    /// `item(members)` with these members at `place`: `item` builds the whole item from the
+    /// members' tokens, putting them at `place` of its block.
+    pub(super) fn item(&self, place: Place, item: impl Fn(TokenStream) -> TokenStream) -> Result<Item, String> {
+        let own = print_item(item(TokenStream::new()))?;
+        let Some(opened) = block_start(&own) else {
+            return print_item(item((self.members)())).map(Item::Text);
+        };
+        let at = match place {
+            Place::First => opened,
+            Place::Last => own.len() - "}\n".len(),
+        };
+        let shared = self.text()?;
+        let mut text = String::with_capacity(own.len() + shared.len());
+        text.push_str(&own[..at]);
+        text.push_str(shared);
+        text.push_str(&own[at..]);
+        Ok(Item::Text(text))
+    }
+}
+
+/// Where the members of the printed item `text` start: after the line that opens its block,
+/// the first one at the left margin, not an attribute or a doc comment, that ends in `{`
+/// (headers are at the left margin, their continuation lines indented or, for `for Type`, at
+/// the margin too). `None` when the block is printed empty (`{}`).
+fn block_start(text: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        offset += line.len();
+        let starts_item = !line.starts_with([' ', '#', '/']);
+        if starts_item && line.ends_with("{\n") {
+            return text.ends_with("\n}\n").then_some(offset);
+        }
+    }
+    None
 }
 
 /// Puts each `#[derive(…)]` that prettyplease broke into one name a line back on one line:
@@ -109,7 +239,7 @@ pub(super) fn version_text(node: &NodeModel) -> String {
 pub(super) fn render_unformatted_file(
     source: &str,
     inner: TokenStream,
-    items: Vec<TokenStream>,
+    items: impl IntoIterator<Item = impl Into<Item>>,
 ) -> Result<String, String> {
     render_file(source, quote! { #inner #![cfg_attr(rustfmt, rustfmt::skip)] }, items)
 }
@@ -171,7 +301,81 @@ pub(super) fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 
 #[cfg(test)]
 mod tests {
-    use super::version_cmp;
+    use proc_macro2::TokenStream;
+    use quote::quote;
+
+    use super::{Block, Item, Place, SharedMembers, ident, print_item, version_cmp};
+
+    static TRAIT_MEMBERS: SharedMembers = SharedMembers::new(Block::Trait, || {
+        quote! {
+            /// Made once.
+            fn new(container: &Container) -> Result<Self, OnexError>;
+            fn times_itself(operation: &OperationSpec) -> bool {
+                let _ = operation;
+                false
+            }
+        }
+    });
+
+    static IMPL_MEMBERS: SharedMembers = SharedMembers::new(Block::Impl, || {
+        quote! {
+            type Input = Input;
+            pub fn with_metrics(mut self, registry: &MetricsRegistry) -> Result<Self, OnexError> {
+                self.instruments = self.instruments.with_metrics(registry)?;
+                Ok(self)
+            }
+        }
+    });
+
+    #[test]
+    fn shared_members_spliced_in_print_as_the_whole_item_does() {
+        // Short names, and names long enough that prettyplease wraps the headers.
+        let mut wrapped_headers = 0;
+        for name in ["Consul", &"VeryLongNodeName".repeat(4), &"Wrapped".repeat(14)] {
+            let handler = ident(&format!("{name}Handler")).unwrap();
+            let node = ident(&format!("Node{name}")).unwrap();
+            for methods in [0, 1, 3] {
+                let names: Vec<_> =
+                    (0..methods).map(|i| ident(&format!("operation_{i}_{}", name.to_lowercase())).unwrap()).collect();
+                let signatures = names.iter().map(|method| {
+                    quote!(fn #method(&self, input: Input, ctx: &Context) -> impl Future<Output = Result<Output, OnexError>> + Send;)
+                });
+                let signatures: Vec<_> = signatures.collect();
+                let bodies = names.iter().map(|method| quote!(fn #method(&self) -> usize { self.run(0, &#node) }));
+                let bodies: Vec<_> = bodies.collect();
+                let handler_trait = |shared: TokenStream| {
+                    quote! {
+                        /// The operations.
+                        pub trait #handler: Sized + Send + Sync + 'static { #shared #(#signatures)* }
+                    }
+                };
+                let node_impl = |shared: TokenStream| {
+                    quote! {
+                        impl<H: #handler> Node for #node<H> { #(#bodies)* #shared }
+                    }
+                };
+                let spliced = |shared: &SharedMembers, place, item: &dyn Fn(TokenStream) -> TokenStream| match shared
+                    .item(place, item)
+                    .unwrap()
+                {
+                    Item::Text(text) => text,
+                    Item::Tokens(_) => unreachable!("shared members come back printed"),
+                };
+                let whole = |shared: &SharedMembers, item: &dyn Fn(TokenStream) -> TokenStream| {
+                    print_item(item((shared.members)())).unwrap()
+                };
+                for (shared, place, item) in [
+                    (&TRAIT_MEMBERS, Place::First, &handler_trait as &dyn Fn(_) -> _),
+                    (&IMPL_MEMBERS, Place::Last, &node_impl),
+                ] {
+                    let whole = whole(shared, item);
+                    assert_eq!(spliced(shared, place, item), whole);
+                    wrapped_headers += whole.lines().filter(|l| *l == "{" || l.starts_with("for ")).count();
+                }
+            }
+        }
+        assert!(wrapped_headers >= 2, "the long names wrap a trait and an impl header");
+    }
 
     #[test]
     fn version_order_is_the_order_rustfmt_gives_use_items() {
