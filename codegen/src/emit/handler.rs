@@ -54,24 +54,13 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
             resolves.push(quote!(#field: container.try_resolve::<#ty>()));
         }
     }
-    let container_param =
-        if node.dependencies.is_empty() { format_ident!("_container") } else { format_ident!("container") };
-    items.push(Item::from(quote! {
-        /// The contract's `protocol` and `service` dependencies, resolved from the container.
-        #[derive(Clone)]
-        pub struct Dependencies {
-            #(#fields,)*
-        }
-    }));
-    items.push(Item::from(quote! {
-        impl Dependencies {
-            /// Resolves every dependency from the container; a missing required one is an
-            /// error that names it.
-            pub fn resolve(#container_param: &Container) -> Result<Self, OnexError> {
-                Ok(Self { #(#resolves,)* })
-            }
-        }
-    }));
+    if node.dependencies.is_empty() {
+        items.push(NO_DEPENDENCIES.item()?);
+        items.push(RESOLVE_NO_DEPENDENCIES.item()?);
+    } else {
+        items.push(dependencies_struct(&fields).into());
+        items.push(dependencies_impl(&format_ident!("container"), &resolves).into());
+    }
     items.push(DEPENDENCIES_DEBUG.item()?);
     // The handler trait.
     let methods = node
@@ -196,7 +185,10 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
     runtime_names.sort_by(|a, b| version_cmp(a, b));
     let runtime_names = runtime_names.into_iter().map(ident).collect::<Result<Vec<_>, _>>()?;
     let uses = [
-        quote! { use std::future::Future; #arc },
+        match arc {
+            None => FUTURE_USE.item()?,
+            Some(arc) => quote! { use std::future::Future; #arc }.into(),
+        },
         match routing {
             Some(_) => quote! {
                 use onex_runtime::metrics::MetricsRegistry;
@@ -211,10 +203,11 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
                 use onex_runtime::telemetry::Tracing;
                 use onex_runtime::{#(#runtime_names),*};
             },
-        },
-        quote! { use super::contract::{#(#specs),*}; #models_use },
+        }
+        .into(),
+        quote! { use super::contract::{#(#specs),*}; #models_use }.into(),
     ];
-    items.splice(0..0, uses.map(Item::from));
+    items.splice(0..0, uses);
     items.push(NODE_TRAIT_MEMBERS.item(Place::First, |shared| {
         quote! {
             impl<H: #handler> Node for #node_type<H> {
@@ -228,6 +221,30 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
     })?);
     items.push(quote! { impl<H: #handler> #kind_trait for #node_type<H> {} }.into());
     render_unformatted_file(source, inner, items)
+}
+
+/// `Dependencies`, with a field per dependency.
+fn dependencies_struct(fields: &[TokenStream]) -> TokenStream {
+    quote! {
+        /// The contract's `protocol` and `service` dependencies, resolved from the container.
+        #[derive(Clone)]
+        pub struct Dependencies {
+            #(#fields,)*
+        }
+    }
+}
+
+/// `Dependencies::resolve`, resolving each field from the container.
+fn dependencies_impl(container_param: &Ident, resolves: &[TokenStream]) -> TokenStream {
+    quote! {
+        impl Dependencies {
+            /// Resolves every dependency from the container; a missing required one is an
+            /// error that names it.
+            pub fn resolve(#container_param: &Container) -> Result<Self, OnexError> {
+                Ok(Self { #(#resolves,)* })
+            }
+        }
+    }
 }
 
 /// One arm of the generated `process`: the operation's slot (its position in the contract's
@@ -289,6 +306,11 @@ fn routing_static(node: &NodeModel, routing: &Routing) -> Result<TokenStream, St
 }
 
 // What every node's `handler.rs` has word for word, printed once per run ([`SharedMembers`]).
+
+/// The items of a node without dependencies.
+static NO_DEPENDENCIES: SharedItem = SharedItem::new(|| dependencies_struct(&[]));
+static RESOLVE_NO_DEPENDENCIES: SharedItem = SharedItem::new(|| dependencies_impl(&format_ident!("_container"), &[]));
+static FUTURE_USE: SharedItem = SharedItem::new(|| quote! { use std::future::Future; });
 
 static DEPENDENCIES_DEBUG: SharedItem = SharedItem::new(|| {
     quote! {
