@@ -5,7 +5,7 @@ use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 
 use super::tokens::{
-    Block, Item, Place, SharedItem, SharedMembers, doc_attrs, ident, inner_doc, plain_doc, render_unformatted_file,
+    Block, Item, SharedItem, SharedMembers, doc_attrs, ident, inner_doc, plain_doc, render_unformatted_file,
     version_cmp, version_text,
 };
 use crate::behaviour::routing::Routing;
@@ -79,7 +79,7 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
         "The operations of `{name}`, one async method each. `super::node::{}` implements it.",
         node.scaffold_type
     ));
-    items.push(HANDLER_MEMBERS.item(Place::First, |shared| {
+    items.push(HANDLER_MEMBERS.item(|shared| {
         quote! {
             #trait_doc
             pub trait #handler: Sized + Send + Sync + 'static {
@@ -98,17 +98,9 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
             instruments: NodeInstruments,
         }
     }));
-    items.push(NODE_MEMBERS.item(Place::Last, |shared| {
+    items.push(NODE_MEMBERS.item(|shared| {
         quote! {
             impl<H: #handler> #node_type<H> {
-                /// Builds the node: the handler resolves its dependencies from `container`, and the
-                /// node records a span per operation with the container's `Tracing`, if any, and
-                /// its operations' series in the container's `MetricsRegistry`, if any.
-                pub fn new(container: &Container) -> Result<Self, OnexError> {
-                    let instruments = NodeInstruments::from_container(container, &CONTRACT)?;
-                    Ok(Self { handler: H::new(container)?, instruments })
-                }
-
                 #shared
             }
         }
@@ -208,7 +200,7 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
         quote! { use super::contract::{#(#specs),*}; #models_use }.into(),
     ];
     items.splice(0..0, uses);
-    items.push(NODE_TRAIT_MEMBERS.item(Place::First, |shared| {
+    items.push(NODE_TRAIT_MEMBERS.item(|shared| {
         quote! {
             impl<H: #handler> Node for #node_type<H> {
                 #shared
@@ -340,10 +332,17 @@ static HANDLER_MEMBERS: SharedMembers = SharedMembers::new(Block::Trait, || {
     }
 });
 
-/// The node type's methods after `new` (which stays in the node's item so its block is never
-/// empty).
+/// The node type's methods.
 static NODE_MEMBERS: SharedMembers = SharedMembers::new(Block::Impl, || {
     quote! {
+        /// Builds the node: the handler resolves its dependencies from `container`, and the
+        /// node records a span per operation with the container's `Tracing`, if any, and
+        /// its operations' series in the container's `MetricsRegistry`, if any.
+        pub fn new(container: &Container) -> Result<Self, OnexError> {
+            let instruments = NodeInstruments::from_container(container, &CONTRACT)?;
+            Ok(Self { handler: H::new(container)?, instruments })
+        }
+
         /// A node around an existing handler (tests, custom wiring), recording no spans
         /// and no series.
         pub fn with_handler(handler: H) -> Self {

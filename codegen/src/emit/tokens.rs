@@ -124,22 +124,16 @@ pub(super) enum Block {
     Trait,
 }
 
-/// Where [`SharedMembers`] go in their block: before the node's own members or after them.
-#[derive(Clone, Copy)]
-pub(super) enum Place {
-    First,
-    Last,
-}
-
 /// Members of an `impl` or `trait` block that name nothing of a node, so they print to the
 /// same text in every file: printed once per run (a `static`), and each node's item is printed
-/// without them and gets their text spliced in.
+/// without them and gets their text spliced in at the start of its block.
 ///
 /// Splicing gives exactly what printing the whole item gives: prettyplease ends the block's
 /// header and every member with a forced line break, so a member's layout depends only on its
-/// own tokens and the block's indentation, and the header's only on the header, as long as
-/// the block it printed is not empty (an empty block prints `{}` on the header's line: then
-/// the whole item is printed instead). The unit tests print each use both ways.
+/// own tokens and the block's indentation, and the header's only on the header. An item whose
+/// own block is empty prints `{}` on the header's line; when that line did not need breaking,
+/// the header ending in `{` does not either, and otherwise the whole item is printed. The unit
+/// tests print items both ways.
 pub(super) struct SharedMembers {
     block: Block,
     members: fn() -> TokenStream,
@@ -165,22 +159,26 @@ impl SharedMembers {
         text.as_deref().map_err(Clone::clone)
     }
 
-    /// `item(members)` with these members at `place`: `item` builds the whole item from the
-    /// members' tokens, putting them at `place` of its block.
-    pub(super) fn item(&self, place: Place, item: impl Fn(TokenStream) -> TokenStream) -> Result<Item, String> {
+    /// `item(members)`: `item` builds the whole item from the members' tokens, putting them
+    /// first in its block.
+    pub(super) fn item(&self, item: impl Fn(TokenStream) -> TokenStream) -> Result<Item, String> {
         let own = print_item(item(TokenStream::new()))?;
-        let Some(opened) = block_start(&own) else {
-            return print_item(item((self.members)())).map(Item::Text);
-        };
-        let at = match place {
-            Place::First => opened,
-            Place::Last => own.len() - "}\n".len(),
-        };
         let shared = self.text()?;
         let mut text = String::with_capacity(own.len() + shared.len());
-        text.push_str(&own[..at]);
-        text.push_str(shared);
-        text.push_str(&own[at..]);
+        if let Some(opened) = block_start(&own) {
+            text.push_str(&own[..opened]);
+            text.push_str(shared);
+            text.push_str(&own[opened..]);
+        } else if let Some(header) = one_line_empty_block(&own) {
+            // The block holds only these members. Its header fit on one line ending in `{}`,
+            // so it fits ending in `{`, one column shorter, and prettyplease breaks it nowhere.
+            text.push_str(header);
+            text.push_str("{\n");
+            text.push_str(shared);
+            text.push_str("}\n");
+        } else {
+            return print_item(item((self.members)())).map(Item::Text);
+        }
         Ok(Item::Text(text))
     }
 }
@@ -193,12 +191,27 @@ fn block_start(text: &str) -> Option<usize> {
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
         offset += line.len();
-        let starts_item = !line.starts_with([' ', '#', '/']);
-        if starts_item && line.ends_with("{\n") {
+        if starts_item(line) && line.ends_with("{\n") {
             return text.ends_with("\n}\n").then_some(offset);
         }
     }
     None
+}
+
+/// For an item printed with an empty block on its header's one line (`impl A for B {}`), the
+/// text before the `{}`: its attributes and doc comments, and the header.
+fn one_line_empty_block(text: &str) -> Option<&str> {
+    let header = text.strip_suffix("{}\n")?;
+    let last_line = header.rsplit('\n').next()?;
+    let before = &header[..header.len() - last_line.len()];
+    let only_attributes = before.split_inclusive('\n').all(|line| !starts_item(line));
+    (starts_item(last_line) && only_attributes).then_some(header)
+}
+
+/// Whether `line` starts an item's header: at the left margin, not an attribute or a doc
+/// comment.
+fn starts_item(line: &str) -> bool {
+    !line.starts_with([' ', '#', '/'])
 }
 
 /// Puts each `#[derive(…)]` that prettyplease broke into one name a line back on one line:
@@ -304,7 +317,7 @@ mod tests {
     use proc_macro2::TokenStream;
     use quote::quote;
 
-    use super::{Block, Item, Place, SharedMembers, ident, print_item, version_cmp};
+    use super::{Block, Item, SharedMembers, ident, print_item, version_cmp};
 
     static TRAIT_MEMBERS: SharedMembers = SharedMembers::new(Block::Trait, || {
         quote! {
@@ -329,7 +342,8 @@ mod tests {
 
     #[test]
     fn shared_members_spliced_in_print_as_the_whole_item_does() {
-        // Short names, and names long enough that prettyplease wraps the headers.
+        // Short names, and names long enough that prettyplease wraps the headers; blocks with
+        // no member of the node's own (printed `{}` on the header's line), one and three.
         let mut wrapped_headers = 0;
         for name in ["Consul", &"VeryLongNodeName".repeat(4), &"Wrapped".repeat(14)] {
             let handler = ident(&format!("{name}Handler")).unwrap();
@@ -351,11 +365,11 @@ mod tests {
                 };
                 let node_impl = |shared: TokenStream| {
                     quote! {
-                        impl<H: #handler> Node for #node<H> { #(#bodies)* #shared }
+                        impl<H: #handler> Node for #node<H> { #shared #(#bodies)* }
                     }
                 };
-                let spliced = |shared: &SharedMembers, place, item: &dyn Fn(TokenStream) -> TokenStream| match shared
-                    .item(place, item)
+                let spliced = |shared: &SharedMembers, item: &dyn Fn(TokenStream) -> TokenStream| match shared
+                    .item(item)
                     .unwrap()
                 {
                     Item::Text(text) => text,
@@ -364,12 +378,10 @@ mod tests {
                 let whole = |shared: &SharedMembers, item: &dyn Fn(TokenStream) -> TokenStream| {
                     print_item(item((shared.members)())).unwrap()
                 };
-                for (shared, place, item) in [
-                    (&TRAIT_MEMBERS, Place::First, &handler_trait as &dyn Fn(_) -> _),
-                    (&IMPL_MEMBERS, Place::Last, &node_impl),
-                ] {
+                for (shared, item) in [(&TRAIT_MEMBERS, &handler_trait as &dyn Fn(_) -> _), (&IMPL_MEMBERS, &node_impl)]
+                {
                     let whole = whole(shared, item);
-                    assert_eq!(spliced(shared, place, item), whole);
+                    assert_eq!(spliced(shared, item), whole);
                     wrapped_headers += whole.lines().filter(|l| *l == "{" || l.starts_with("for ")).count();
                 }
             }
