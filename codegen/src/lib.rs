@@ -128,24 +128,32 @@ pub fn load_with(contracts_dir: &Path, only: Option<&[PathBuf]>, options: &diale
     // Subcontract files met on their own (display, path), and those contracts list.
     let mut subcontract_files: Vec<(String, PathBuf)> = Vec::new();
     let mut listed: BTreeSet<PathBuf> = BTreeSet::new();
-    // Reading and parsing a file needs nothing from the files before it: a second thread does
-    // it a few files ahead, in order, while this one runs the rest of the front end (whose
-    // node-name checks depend on the order).
+    // Reading and parsing a file needs nothing from the files before it: one thread per core
+    // does it, a few files ahead, each taking every n-th file, while this one runs the rest of
+    // the front end in file order (its node-name checks depend on the order).
+    let readers = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 4).min(paths.len().max(1));
     std::thread::scope(|scope| {
-        let (parsed_tx, parsed_rx) = std::sync::mpsc::sync_channel(8);
-        scope.spawn(move || {
-            for path in paths {
-                let mut diags = Vec::new();
-                let parsed = read::read_source(contracts_dir, &path).map(|source| {
-                    let tree = read::parse(&source.display, &source.text, &mut diags);
-                    (source, tree)
+        let parsed: Vec<_> = (0..readers)
+            .map(|reader| {
+                let (parsed_tx, parsed_rx) = std::sync::mpsc::sync_channel(4);
+                let paths = &paths;
+                scope.spawn(move || {
+                    for path in paths.iter().skip(reader).step_by(readers) {
+                        let mut diags = Vec::new();
+                        let parsed = read::read_source(contracts_dir, path).map(|source| {
+                            let tree = read::parse(&source.display, &source.text, &mut diags);
+                            (source, tree)
+                        });
+                        if parsed_tx.send((path.clone(), parsed, diags)).is_err() {
+                            break;
+                        }
+                    }
                 });
-                if parsed_tx.send((path, parsed, diags)).is_err() {
-                    break;
-                }
-            }
-        });
-        for (path, parsed, parse_diags) in parsed_rx {
+                parsed_rx
+            })
+            .collect();
+        // File i comes from reader i % readers, whose channel closes after its last file.
+        for (path, parsed, parse_diags) in (0..).map_while(|i| parsed[i % readers].recv().ok()) {
             let (source, tree) = match parsed {
                 Ok(parsed) => parsed,
                 Err(d) => {
