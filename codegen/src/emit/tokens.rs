@@ -47,6 +47,13 @@ pub(super) fn doc_attrs(doc: &Doc, fallback: &str) -> TokenStream {
     plain_doc(doc.text.as_deref().unwrap_or(fallback))
 }
 
+/// [`plain_doc`] as prettyplease prints it: `///` and the line, for every line. (It prints a
+/// doc attribute otherwise only when its text holds a line break or starts with `/`, and it
+/// trims trailing spaces: [`doc_lines`] gives neither, and no trailing space.)
+pub(super) fn doc_comment(text: &str) -> String {
+    doc_lines(text).iter().map(|line| format!("///{line}\n")).collect()
+}
+
 pub(super) fn plain_doc(text: &str) -> TokenStream {
     let lines = doc_lines(text);
     quote! { #( #[doc = #lines] )* }
@@ -112,8 +119,17 @@ impl SharedItem {
     }
 
     pub(super) fn item(&self) -> Result<Item, String> {
-        let text = self.text.get_or_init(|| print_item((self.tokens)()));
-        text.clone().map(Item::Text)
+        self.text().map(|text| Item::Text(text.to_owned()))
+    }
+
+    /// The item under the doc comment `doc` ([`plain_doc`]): prettyplease ends each doc line
+    /// with a forced line break, so the item prints the same under any doc comment.
+    pub(super) fn item_with_doc(&self, doc: &str) -> Result<Item, String> {
+        Ok(Item::Text(doc_comment(doc) + self.text()?))
+    }
+
+    fn text(&self) -> Result<&str, String> {
+        self.text.get_or_init(|| print_item((self.tokens)())).as_deref().map_err(Clone::clone)
     }
 }
 
@@ -317,7 +333,7 @@ mod tests {
     use proc_macro2::TokenStream;
     use quote::quote;
 
-    use super::{Block, Item, SharedMembers, ident, print_item, version_cmp};
+    use super::{Block, Item, SharedMembers, doc_comment, ident, plain_doc, print_item, version_cmp};
 
     static TRAIT_MEMBERS: SharedMembers = SharedMembers::new(Block::Trait, || {
         quote! {
@@ -387,6 +403,21 @@ mod tests {
             }
         }
         assert!(wrapped_headers >= 2, "the long names wrap a trait and an impl header");
+    }
+
+    #[test]
+    fn doc_comments_are_written_as_prettyplease_prints_them() {
+        let texts = [
+            "One line.",
+            "  Indented, with trailing spaces   \n\n  /// a slash\n/leading slash\n<html> [link] `code`",
+            "Quotes \" and \\ backslashes, \t tabs\t, \r returns\r\nand unicode: é ✓",
+            "",
+        ];
+        for text in texts {
+            let doc = plain_doc(text);
+            let printed = print_item(quote! { #doc pub const X: u8 = 0; }).unwrap();
+            assert_eq!(printed, doc_comment(text) + "pub const X: u8 = 0;\n", "{text:?}");
+        }
     }
 
     #[test]
