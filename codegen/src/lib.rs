@@ -251,12 +251,15 @@ pub struct WriteReport {
 /// contract produces any more.
 pub fn write_tree(out: &Output, src_dir: &Path, scaffold_dir: Option<&Path>) -> std::io::Result<WriteReport> {
     let mut report = WriteReport::default();
+    // Into a folder that is not there yet, nothing is up to date and nothing is stale: the
+    // reads that would find out only cost a failed open per file.
+    let fresh = !src_dir.exists();
     let scaffold_root = scaffold_dir.unwrap_or(src_dir);
     let generated = out.generated.iter().map(|(rel, text)| (rel, text, src_dir.join(rel), File::Generated));
     let scaffolds = out.scaffolds.iter().map(|(rel, text)| (rel, text, scaffold_root.join(rel), File::Scaffold));
     let files: Vec<_> = generated.chain(scaffolds).collect();
     let done = in_parallel(&files, |(_, text, path, kind)| match kind {
-        File::Generated if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) => Ok(false),
+        File::Generated if !fresh && std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) => Ok(false),
         File::Scaffold if path.exists() => Ok(false),
         _ => write_file(path, text.as_bytes()).map(|()| true),
     });
@@ -268,7 +271,8 @@ pub fn write_tree(out: &Output, src_dir: &Path, scaffold_dir: Option<&Path>) -> 
             (File::Scaffold, false) => {}
         }
     }
-    for rel in stale_generated_files(out, src_dir)? {
+    let stale = if fresh { Vec::new() } else { stale_generated_files(out, src_dir)? };
+    for rel in stale {
         std::fs::remove_file(src_dir.join(&rel))?;
         report.removed.push(rel);
     }
