@@ -128,24 +128,32 @@ pub fn load_with(contracts_dir: &Path, only: Option<&[PathBuf]>, options: &diale
     // Subcontract files met on their own (display, path), and those contracts list.
     let mut subcontract_files: Vec<(String, PathBuf)> = Vec::new();
     let mut listed: BTreeSet<PathBuf> = BTreeSet::new();
-    // Reading and parsing a file needs nothing from the files before it: a second thread does
-    // it a few files ahead, in order, while this one runs the rest of the front end (whose
-    // node-name checks depend on the order).
+    // Reading and parsing a file needs nothing from the files before it: one thread per core
+    // does it, a few files ahead, each taking every n-th file, while this one runs the rest of
+    // the front end in file order (its node-name checks depend on the order).
+    let readers = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 4).min(paths.len().max(1));
     std::thread::scope(|scope| {
-        let (parsed_tx, parsed_rx) = std::sync::mpsc::sync_channel(8);
-        scope.spawn(move || {
-            for path in paths {
-                let mut diags = Vec::new();
-                let parsed = read::read_source(contracts_dir, &path).map(|source| {
-                    let tree = read::parse(&source.display, &source.text, &mut diags);
-                    (source, tree)
+        let parsed: Vec<_> = (0..readers)
+            .map(|reader| {
+                let (parsed_tx, parsed_rx) = std::sync::mpsc::sync_channel(4);
+                let paths = &paths;
+                scope.spawn(move || {
+                    for path in paths.iter().skip(reader).step_by(readers) {
+                        let mut diags = Vec::new();
+                        let parsed = read::read_source(contracts_dir, path).map(|source| {
+                            let tree = read::parse(&source.display, &source.text, &mut diags);
+                            (source, tree)
+                        });
+                        if parsed_tx.send((path.clone(), parsed, diags)).is_err() {
+                            break;
+                        }
+                    }
                 });
-                if parsed_tx.send((path, parsed, diags)).is_err() {
-                    break;
-                }
-            }
-        });
-        for (path, parsed, parse_diags) in parsed_rx {
+                parsed_rx
+            })
+            .collect();
+        // File i comes from reader i % readers, whose channel closes after its last file.
+        for (path, parsed, parse_diags) in (0..).map_while(|i| parsed[i % readers].recv().ok()) {
             let (source, tree) = match parsed {
                 Ok(parsed) => parsed,
                 Err(d) => {
@@ -243,29 +251,60 @@ pub struct WriteReport {
 /// contract produces any more.
 pub fn write_tree(out: &Output, src_dir: &Path, scaffold_dir: Option<&Path>) -> std::io::Result<WriteReport> {
     let mut report = WriteReport::default();
-    for (rel, text) in &out.generated {
-        let path = src_dir.join(rel);
-        if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
-            report.unchanged += 1;
-            continue;
-        }
-        write_file(&path, text.as_bytes())?;
-        report.written.push(rel.clone());
-    }
+    // Into a folder that is not there yet, nothing is up to date and nothing is stale: the
+    // reads that would find out only cost a failed open per file.
+    let fresh = !src_dir.exists();
     let scaffold_root = scaffold_dir.unwrap_or(src_dir);
-    for (rel, text) in &out.scaffolds {
-        let path = scaffold_root.join(rel);
-        if path.exists() {
-            continue;
+    let generated = out.generated.iter().map(|(rel, text)| (rel, text, src_dir.join(rel), File::Generated));
+    let scaffolds = out.scaffolds.iter().map(|(rel, text)| (rel, text, scaffold_root.join(rel), File::Scaffold));
+    let files: Vec<_> = generated.chain(scaffolds).collect();
+    let done = in_parallel(&files, |(_, text, path, kind)| match kind {
+        File::Generated if !fresh && std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) => Ok(false),
+        File::Scaffold if path.exists() => Ok(false),
+        _ => write_file(path, text.as_bytes()).map(|()| true),
+    });
+    for ((rel, _, _, kind), written) in files.iter().zip(done) {
+        match (kind, written?) {
+            (File::Generated, true) => report.written.push((*rel).clone()),
+            (File::Generated, false) => report.unchanged += 1,
+            (File::Scaffold, true) => report.scaffolds_created.push((*rel).clone()),
+            (File::Scaffold, false) => {}
         }
-        write_file(&path, text.as_bytes())?;
-        report.scaffolds_created.push(rel.clone());
     }
-    for rel in stale_generated_files(out, src_dir)? {
+    let stale = if fresh { Vec::new() } else { stale_generated_files(out, src_dir)? };
+    for rel in stale {
         std::fs::remove_file(src_dir.join(&rel))?;
         report.removed.push(rel);
     }
     Ok(report)
+}
+
+/// What [`write_tree`] does with a file: write a generated one when its bytes changed, a
+/// scaffold only when missing.
+#[derive(Clone, Copy)]
+enum File {
+    Generated,
+    Scaffold,
+}
+
+/// `f` of each item, on all cores, in the items' order. Writing a package is mostly the
+/// kernel creating files, which runs on as many cores as there are threads asking.
+fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 8);
+    if threads == 1 || items.len() < 2 {
+        return items.iter().map(f).collect();
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let chunks: Vec<_> = items
+            .chunks(items.len().div_ceil(threads))
+            .map(|chunk| scope.spawn(move || chunk.iter().map(f).collect::<Vec<_>>()))
+            .collect();
+        chunks
+            .into_iter()
+            .flat_map(|chunk| chunk.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
 }
 
 /// Writes `path`, creating its folder only when the write finds it missing: the folder

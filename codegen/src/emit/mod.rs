@@ -122,7 +122,7 @@ pub fn render(base: &str, nodes: &[NodeModel]) -> Result<Output, Vec<Diagnostic>
     // one core idle while another still has work.
     let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 8).min(nodes.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let parts: Vec<(Output, Vec<Diagnostic>)> = std::thread::scope(|scope| {
+    let (parts, crate_files): (Vec<(Output, Vec<Diagnostic>)>, _) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
@@ -135,7 +135,10 @@ pub fn render(base: &str, nodes: &[NodeModel]) -> Result<Output, Vec<Diagnostic>
                 })
             })
             .collect();
-        handles
+        // The crate's own files need only the node list: this thread prints them while the
+        // others render the nodes, rather than after.
+        let crate_files = crate_files(base, nodes);
+        let parts = handles
             .into_iter()
             .map(|h| {
                 h.join().unwrap_or_else(|_| {
@@ -150,7 +153,8 @@ pub fn render(base: &str, nodes: &[NodeModel]) -> Result<Output, Vec<Diagnostic>
                     (Output::default(), vec![d])
                 })
             })
-            .collect()
+            .collect();
+        (parts, crate_files)
     });
     let mut out = Output::default();
     let mut diags = Vec::new();
@@ -163,7 +167,7 @@ pub fn render(base: &str, nodes: &[NodeModel]) -> Result<Output, Vec<Diagnostic>
     if !diags.is_empty() {
         return Err(diags);
     }
-    match crate_files(base, nodes) {
+    match crate_files {
         Ok(files) => out.generated.extend(files),
         Err(message) => {
             return Err(vec![Diagnostic::error(Code::UnsupportedSchema, base, Pos::new(1, 1), "", message)]);

@@ -2,7 +2,7 @@
 
 use quote::quote;
 
-use super::tokens::{ident, inner_doc, plain_doc, render_unformatted_file, version_text};
+use super::tokens::{Item, SharedItem, ident, inner_doc, render_unformatted_file, version_text};
 use crate::model::NodeModel;
 
 pub(super) fn registry_file(node: &NodeModel) -> Result<String, String> {
@@ -12,23 +12,28 @@ pub(super) fn registry_file(node: &NodeModel) -> Result<String, String> {
     let node_type = ident(&node.node_type)?;
     let scaffold = ident(&node.scaffold_type)?;
     let inner = inner_doc(&format!("The registration of `{name}` v{}.", version_text(node)));
-    let doc = plain_doc(&format!("`{name}` v{}, built with its scaffold handler.", version_text(node)));
-    let items = vec![
+    let doc = format!("`{name}` v{}, built with its scaffold handler.", version_text(node));
+    let items: Vec<Item> = vec![
         quote! {
             fn construct(container: &onex_runtime::Container) -> Result<Box<dyn onex_runtime::DynNode>, onex_runtime::OnexError> {
                 Ok(Box::new(super::handler::#node_type::<super::node::#scaffold>::new(container)?))
             }
-        },
-        quote! {
-            #doc
-            pub const REGISTRATION: onex_runtime::NodeRegistration = onex_runtime::NodeRegistration {
-                contract: &super::contract::CONTRACT,
-                construct,
-            };
-        },
+        }
+        .into(),
+        REGISTRATION.item_with_doc(&doc)?,
     ];
     render_unformatted_file(source, inner, items)
 }
+
+/// `REGISTRATION`, which names nothing of the node but in its doc comment.
+static REGISTRATION: SharedItem = SharedItem::new(|| {
+    quote! {
+        pub const REGISTRATION: onex_runtime::NodeRegistration = onex_runtime::NodeRegistration {
+            contract: &super::contract::CONTRACT,
+            construct,
+        };
+    }
+});
 
 /// The crate's `registry.rs`: one `registry()` listing every node of the run.
 pub(super) fn crate_registry_file(source: &str, nodes: &[NodeModel]) -> Result<String, String> {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
-use super::tokens::{ident, inner_doc, plain_doc, render_unformatted_file, version_text};
+use super::tokens::{Item, SharedItem, ident, inner_doc, plain_doc, render_unformatted_file, version_text};
 use crate::behaviour::state_machine::condition::{self, Test};
 use crate::behaviour::state_machine::{Check, ConditionTest, Source, StateMachine, Transition};
 use crate::model::NodeModel;
@@ -26,25 +26,23 @@ pub(super) fn file(node: &NodeModel, m: &StateMachine) -> Result<String, String>
     ));
     let mut helpers = Helpers::default();
     let transition_fn = transition_fn(m, &mut helpers)?;
-    let mut items = vec![
-        quote! {
-            use serde::{Deserialize, Serialize};
-            use serde_json::Value;
-        },
-        state_enum(m, machine)?,
-        state_impl(m)?,
-        trigger_enum(m, machine)?,
-        display_impls(),
-        error_type(checks_data(m)),
-        transition_table(m)?,
-        actions_trait(m, machine)?,
-        transition_fn,
+    let error_type = if checks_data(m) { &ERROR_TYPE_CHECKING_DATA } else { &ERROR_TYPE };
+    let mut items: Vec<Item> = vec![
+        USES.item()?,
+        state_enum(m, machine)?.into(),
+        state_impl(m)?.into(),
+        trigger_enum(m, machine)?.into(),
+        DISPLAY_IMPLS.item()?,
+        error_type.item()?,
+        transition_table(m)?.into(),
+        actions_trait(m, machine)?.into(),
+        transition_fn.into(),
     ];
-    items.push(action_runner(m, true)?);
-    items.push(action_runner(m, false)?);
-    items.push(step_fn());
-    items.extend(helpers.items());
-    items.push(tests(m)?);
+    items.push(action_runner(m, true)?.into());
+    items.push(action_runner(m, false)?.into());
+    items.push(STEP_FN.item()?);
+    items.extend(helpers.items().into_iter().map(Item::from));
+    items.push(tests(m)?.into());
     render_unformatted_file(&c.source.display, inner, items)
 }
 
@@ -172,7 +170,16 @@ fn trigger_enum(m: &StateMachine, machine: &str) -> Result<TokenStream, String> 
     })
 }
 
-fn display_impls() -> TokenStream {
+// Items that name nothing of a machine, printed once per run ([`SharedItem`]).
+
+static USES: SharedItem = SharedItem::new(|| {
+    quote! {
+        use serde::{Deserialize, Serialize};
+        use serde_json::Value;
+    }
+});
+
+static DISPLAY_IMPLS: SharedItem = SharedItem::new(|| {
     quote! {
         impl std::fmt::Display for State {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -186,12 +193,15 @@ fn display_impls() -> TokenStream {
             }
         }
     }
-}
+});
 
 /// Whether some state requires data, which [`transition`] then checks on entering it.
 fn checks_data(m: &StateMachine) -> bool {
     m.states.iter().any(|s| !s.required_data.is_empty())
 }
+
+static ERROR_TYPE: SharedItem = SharedItem::new(|| error_type(false));
+static ERROR_TYPE_CHECKING_DATA: SharedItem = SharedItem::new(|| error_type(true));
 
 fn error_type(checks_data: bool) -> TokenStream {
     let missing_variant = checks_data.then(|| {
@@ -645,7 +655,7 @@ fn transition_fn(m: &StateMachine, helpers: &mut Helpers) -> Result<TokenStream,
 }
 
 /// `step`: a transition with its exit and entry actions, and its error type.
-fn step_fn() -> TokenStream {
+static STEP_FN: SharedItem = SharedItem::new(|| {
     quote! {
         /// Why [`step`] did not complete.
         #[derive(Debug, Clone, PartialEq, Eq)]
@@ -690,7 +700,7 @@ fn step_fn() -> TokenStream {
             Ok(to)
         }
     }
-}
+});
 
 fn action_runner(m: &StateMachine, entry: bool) -> Result<TokenStream, String> {
     let (name, key) = if entry { ("run_entry_actions", "entry_actions") } else { ("run_exit_actions", "exit_actions") };

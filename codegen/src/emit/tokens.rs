@@ -1,5 +1,7 @@
 //! The pieces every generated file is made of: identifiers, doc attributes and printing.
 
+use std::sync::OnceLock;
+
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
 
@@ -45,6 +47,13 @@ pub(super) fn doc_attrs(doc: &Doc, fallback: &str) -> TokenStream {
     plain_doc(doc.text.as_deref().unwrap_or(fallback))
 }
 
+/// [`plain_doc`] as prettyplease prints it: `///` and the line, for every line. (It prints a
+/// doc attribute otherwise only when its text holds a line break or starts with `/`, and it
+/// trims trailing spaces: [`doc_lines`] gives neither, and no trailing space.)
+pub(super) fn doc_comment(text: &str) -> String {
+    doc_lines(text).iter().map(|line| format!("///{line}\n")).collect()
+}
+
 pub(super) fn plain_doc(text: &str) -> TokenStream {
     let lines = doc_lines(text);
     quote! { #( #[doc = #lines] )* }
@@ -55,20 +64,170 @@ pub(super) fn inner_doc(text: &str) -> TokenStream {
     quote! { #( #![doc = #lines] )* }
 }
 
+/// One item of a generated file: tokens for prettyplease, or text it printed already
+/// ([`SharedItem`], [`SharedMembers`]).
+pub(super) enum Item {
+    Tokens(TokenStream),
+    Text(String),
+}
+
+impl From<TokenStream> for Item {
+    fn from(tokens: TokenStream) -> Self {
+        Item::Tokens(tokens)
+    }
+}
+
 /// Prints `inner` (inner attributes) and `items`, each item on its own with a blank line
 /// between; prefixes the `@generated` header.
-pub(super) fn render_file(source: &str, inner: TokenStream, items: Vec<TokenStream>) -> Result<String, String> {
+pub(super) fn render_file(
+    source: &str,
+    inner: TokenStream,
+    items: impl IntoIterator<Item = impl Into<Item>>,
+) -> Result<String, String> {
     let mut out = header(source);
     if !inner.is_empty() {
         let file: syn::File = syn::parse2(inner).map_err(|e| format!("internal: bad file attributes: {e}"))?;
         out.push_str(&prettyplease::unparse(&file));
     }
     for item in items {
-        let file: syn::File = syn::parse2(item.clone()).map_err(|e| format!("internal: bad item: {e}\n{item}"))?;
         out.push('\n');
-        out.push_str(&one_line_derives(&prettyplease::unparse(&file)));
+        match item.into() {
+            Item::Tokens(tokens) => out.push_str(&print_item(tokens)?),
+            Item::Text(text) => out.push_str(&text),
+        }
     }
     Ok(out)
+}
+
+/// One item (or a group of `use` or `mod` lines) as prettyplease prints it.
+fn print_item(item: TokenStream) -> Result<String, String> {
+    // Cloning a token stream only counts a reference up; the copy is for the error message.
+    let file: syn::File = syn::parse2(item.clone()).map_err(|e| format!("internal: bad item: {e}\n{item}"))?;
+    Ok(one_line_derives(&prettyplease::unparse(&file)))
+}
+
+/// An item that names nothing of a node, so it prints to the same text in every file:
+/// printed once per run (a `static`), not once per node.
+pub(super) struct SharedItem {
+    tokens: fn() -> TokenStream,
+    text: OnceLock<Result<String, String>>,
+}
+
+impl SharedItem {
+    pub(super) const fn new(tokens: fn() -> TokenStream) -> Self {
+        Self { tokens, text: OnceLock::new() }
+    }
+
+    pub(super) fn item(&self) -> Result<Item, String> {
+        self.text().map(|text| Item::Text(text.to_owned()))
+    }
+
+    /// The item under the doc comment `doc` ([`plain_doc`]): prettyplease ends each doc line
+    /// with a forced line break, so the item prints the same under any doc comment.
+    pub(super) fn item_with_doc(&self, doc: &str) -> Result<Item, String> {
+        Ok(Item::Text(doc_comment(doc) + self.text()?))
+    }
+
+    fn text(&self) -> Result<&str, String> {
+        self.text.get_or_init(|| print_item((self.tokens)())).as_deref().map_err(Clone::clone)
+    }
+}
+
+/// Which kind of block [`SharedMembers`] belong in (a trait's `fn` may have no body).
+#[derive(Clone, Copy)]
+pub(super) enum Block {
+    Impl,
+    Trait,
+}
+
+/// Members of an `impl` or `trait` block that name nothing of a node, so they print to the
+/// same text in every file: printed once per run (a `static`), and each node's item is printed
+/// without them and gets their text spliced in at the start of its block.
+///
+/// Splicing gives exactly what printing the whole item gives: prettyplease ends the block's
+/// header and every member with a forced line break, so a member's layout depends only on its
+/// own tokens and the block's indentation, and the header's only on the header. An item whose
+/// own block is empty prints `{}` on the header's line; when that line did not need breaking,
+/// the header ending in `{` does not either, and otherwise the whole item is printed. The unit
+/// tests print items both ways.
+pub(super) struct SharedMembers {
+    block: Block,
+    members: fn() -> TokenStream,
+    /// The members' lines, as printed inside a block at the top level of a file.
+    text: OnceLock<Result<String, String>>,
+}
+
+impl SharedMembers {
+    pub(super) const fn new(block: Block, members: fn() -> TokenStream) -> Self {
+        Self { block, members, text: OnceLock::new() }
+    }
+
+    fn text(&self) -> Result<&str, String> {
+        let text = self.text.get_or_init(|| {
+            let members = (self.members)();
+            let printed = print_item(match self.block {
+                Block::Impl => quote! { impl Shared { #members } },
+                Block::Trait => quote! { trait Shared { #members } },
+            })?;
+            let inside = printed.split_once('\n').and_then(|(_, rest)| rest.strip_suffix("}\n"));
+            inside.map(str::to_owned).ok_or_else(|| format!("internal: shared members printed as\n{printed}"))
+        });
+        text.as_deref().map_err(Clone::clone)
+    }
+
+    /// `item(members)`: `item` builds the whole item from the members' tokens, putting them
+    /// first in its block.
+    pub(super) fn item(&self, item: impl Fn(TokenStream) -> TokenStream) -> Result<Item, String> {
+        let own = print_item(item(TokenStream::new()))?;
+        let shared = self.text()?;
+        let mut text = String::with_capacity(own.len() + shared.len());
+        if let Some(opened) = block_start(&own) {
+            text.push_str(&own[..opened]);
+            text.push_str(shared);
+            text.push_str(&own[opened..]);
+        } else if let Some(header) = one_line_empty_block(&own) {
+            // The block holds only these members. Its header fit on one line ending in `{}`,
+            // so it fits ending in `{`, one column shorter, and prettyplease breaks it nowhere.
+            text.push_str(header);
+            text.push_str("{\n");
+            text.push_str(shared);
+            text.push_str("}\n");
+        } else {
+            return print_item(item((self.members)())).map(Item::Text);
+        }
+        Ok(Item::Text(text))
+    }
+}
+
+/// Where the members of the printed item `text` start: after the line that opens its block,
+/// the first one at the left margin, not an attribute or a doc comment, that ends in `{`
+/// (headers are at the left margin, their continuation lines indented or, for `for Type`, at
+/// the margin too). `None` when the block is printed empty (`{}`).
+fn block_start(text: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        offset += line.len();
+        if starts_item(line) && line.ends_with("{\n") {
+            return text.ends_with("\n}\n").then_some(offset);
+        }
+    }
+    None
+}
+
+/// For an item printed with an empty block on its header's one line (`impl A for B {}`), the
+/// text before the `{}`: its attributes and doc comments, and the header.
+fn one_line_empty_block(text: &str) -> Option<&str> {
+    let header = text.strip_suffix("{}\n")?;
+    let last_line = header.rsplit('\n').next()?;
+    let before = &header[..header.len() - last_line.len()];
+    let only_attributes = before.split_inclusive('\n').all(|line| !starts_item(line));
+    (starts_item(last_line) && only_attributes).then_some(header)
+}
+
+/// Whether `line` starts an item's header: at the left margin, not an attribute or a doc
+/// comment.
+fn starts_item(line: &str) -> bool {
+    !line.starts_with([' ', '#', '/'])
 }
 
 /// Puts each `#[derive(…)]` that prettyplease broke into one name a line back on one line:
@@ -109,7 +268,7 @@ pub(super) fn version_text(node: &NodeModel) -> String {
 pub(super) fn render_unformatted_file(
     source: &str,
     inner: TokenStream,
-    items: Vec<TokenStream>,
+    items: impl IntoIterator<Item = impl Into<Item>>,
 ) -> Result<String, String> {
     render_file(source, quote! { #inner #![cfg_attr(rustfmt, rustfmt::skip)] }, items)
 }
@@ -171,7 +330,95 @@ pub(super) fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 
 #[cfg(test)]
 mod tests {
-    use super::version_cmp;
+    use proc_macro2::TokenStream;
+    use quote::quote;
+
+    use super::{Block, Item, SharedMembers, doc_comment, ident, plain_doc, print_item, version_cmp};
+
+    static TRAIT_MEMBERS: SharedMembers = SharedMembers::new(Block::Trait, || {
+        quote! {
+            /// Made once.
+            fn new(container: &Container) -> Result<Self, OnexError>;
+            fn times_itself(operation: &OperationSpec) -> bool {
+                let _ = operation;
+                false
+            }
+        }
+    });
+
+    static IMPL_MEMBERS: SharedMembers = SharedMembers::new(Block::Impl, || {
+        quote! {
+            type Input = Input;
+            pub fn with_metrics(mut self, registry: &MetricsRegistry) -> Result<Self, OnexError> {
+                self.instruments = self.instruments.with_metrics(registry)?;
+                Ok(self)
+            }
+        }
+    });
+
+    #[test]
+    fn shared_members_spliced_in_print_as_the_whole_item_does() {
+        // Short names, and names long enough that prettyplease wraps the headers; blocks with
+        // no member of the node's own (printed `{}` on the header's line), one and three.
+        let mut wrapped_headers = 0;
+        for name in ["Consul", &"VeryLongNodeName".repeat(4), &"Wrapped".repeat(14)] {
+            let handler = ident(&format!("{name}Handler")).unwrap();
+            let node = ident(&format!("Node{name}")).unwrap();
+            for methods in [0, 1, 3] {
+                let names: Vec<_> =
+                    (0..methods).map(|i| ident(&format!("operation_{i}_{}", name.to_lowercase())).unwrap()).collect();
+                let signatures = names.iter().map(|method| {
+                    quote!(fn #method(&self, input: Input, ctx: &Context) -> impl Future<Output = Result<Output, OnexError>> + Send;)
+                });
+                let signatures: Vec<_> = signatures.collect();
+                let bodies = names.iter().map(|method| quote!(fn #method(&self) -> usize { self.run(0, &#node) }));
+                let bodies: Vec<_> = bodies.collect();
+                let handler_trait = |shared: TokenStream| {
+                    quote! {
+                        /// The operations.
+                        pub trait #handler: Sized + Send + Sync + 'static { #shared #(#signatures)* }
+                    }
+                };
+                let node_impl = |shared: TokenStream| {
+                    quote! {
+                        impl<H: #handler> Node for #node<H> { #shared #(#bodies)* }
+                    }
+                };
+                let spliced = |shared: &SharedMembers, item: &dyn Fn(TokenStream) -> TokenStream| match shared
+                    .item(item)
+                    .unwrap()
+                {
+                    Item::Text(text) => text,
+                    Item::Tokens(_) => unreachable!("shared members come back printed"),
+                };
+                let whole = |shared: &SharedMembers, item: &dyn Fn(TokenStream) -> TokenStream| {
+                    print_item(item((shared.members)())).unwrap()
+                };
+                for (shared, item) in [(&TRAIT_MEMBERS, &handler_trait as &dyn Fn(_) -> _), (&IMPL_MEMBERS, &node_impl)]
+                {
+                    let whole = whole(shared, item);
+                    assert_eq!(spliced(shared, item), whole);
+                    wrapped_headers += whole.lines().filter(|l| *l == "{" || l.starts_with("for ")).count();
+                }
+            }
+        }
+        assert!(wrapped_headers >= 2, "the long names wrap a trait and an impl header");
+    }
+
+    #[test]
+    fn doc_comments_are_written_as_prettyplease_prints_them() {
+        let texts = [
+            "One line.",
+            "  Indented, with trailing spaces   \n\n  /// a slash\n/leading slash\n<html> [link] `code`",
+            "Quotes \" and \\ backslashes, \t tabs\t, \r returns\r\nand unicode: é ✓",
+            "",
+        ];
+        for text in texts {
+            let doc = plain_doc(text);
+            let printed = print_item(quote! { #doc pub const X: u8 = 0; }).unwrap();
+            assert_eq!(printed, doc_comment(text) + "pub const X: u8 = 0;\n", "{text:?}");
+        }
+    }
 
     #[test]
     fn version_order_is_the_order_rustfmt_gives_use_items() {

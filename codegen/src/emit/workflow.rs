@@ -5,7 +5,7 @@
 use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
-use super::tokens::{ident, inner_doc, plain_doc, render_unformatted_file, version_text};
+use super::tokens::{Item, SharedItem, ident, inner_doc, plain_doc, render_unformatted_file, version_text};
 use crate::behaviour::workflow::{ExecutionMode, OnFailure, Workflow};
 use crate::model::NodeModel;
 use crate::validate::Kind;
@@ -111,14 +111,15 @@ pub(super) fn file(node: &NodeModel, section: &Workflow) -> Result<String, Strin
     let multiplier = Literal::f64_unsuffixed(section.retry_backoff_multiplier);
     let timeout = optional_millis(section.timeout_ms);
 
-    let items = vec![
+    let items: Vec<Item> = vec![
         quote! {
             /// The workflow's steps, in contract order.
             #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
             pub enum Step {
                 #( #docs #variants, )*
             }
-        },
+        }
+        .into(),
         quote! {
             impl Step {
                 /// Every step, in contract order: `Step::ALL[step.index()] == step`.
@@ -151,12 +152,14 @@ pub(super) fn file(node: &NodeModel, section: &Workflow) -> Result<String, Strin
                     }
                 }
             }
-        },
+        }
+        .into(),
         quote! {
             /// The steps in topological layers: every dependency of a step is in an earlier layer;
             /// within a layer, contract order.
             pub const LAYERS: &[&[Step]] = &[#(#layers),*];
-        },
+        }
+        .into(),
         quote! {
             /// The workflow as the runtime's executor takes it (steps by index, see [`Step::index`]).
             pub const GRAPH: onex_runtime::workflow::Graph = onex_runtime::workflow::Graph {
@@ -173,21 +176,27 @@ pub(super) fn file(node: &NodeModel, section: &Workflow) -> Result<String, Strin
                 },
                 timeout: #timeout,
             };
-        },
-        quote! {
-            /// Runs the workflow: `run_step` is called for each step once its dependencies have
-            /// succeeded (and again for each retry), under the contract's coordination rules.
-            pub async fn run<F, Fut>(
-                run_step: F,
-                cancel: &onex_runtime::workflow::CancelToken,
-            ) -> Result<onex_runtime::workflow::Report, onex_runtime::OnexError>
-            where
-                F: Fn(Step) -> Fut,
-                Fut: std::future::Future<Output = Result<(), onex_runtime::OnexError>>,
-            {
-                onex_runtime::workflow::run(&GRAPH, |index| run_step(Step::ALL[index]), cancel).await
-            }
-        },
+        }
+        .into(),
+        RUN_FN.item()?,
     ];
     render_unformatted_file(source, inner, items)
 }
+
+/// `run`, which names nothing of a workflow: printed once per run ([`SharedItem`]).
+static RUN_FN: SharedItem = SharedItem::new(|| {
+    quote! {
+        /// Runs the workflow: `run_step` is called for each step once its dependencies have
+        /// succeeded (and again for each retry), under the contract's coordination rules.
+        pub async fn run<F, Fut>(
+            run_step: F,
+            cancel: &onex_runtime::workflow::CancelToken,
+        ) -> Result<onex_runtime::workflow::Report, onex_runtime::OnexError>
+        where
+            F: Fn(Step) -> Fut,
+            Fut: std::future::Future<Output = Result<(), onex_runtime::OnexError>>,
+        {
+            onex_runtime::workflow::run(&GRAPH, |index| run_step(Step::ALL[index]), cancel).await
+        }
+    }
+});
