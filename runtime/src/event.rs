@@ -73,14 +73,14 @@ impl OnexEvent {
 /// stack buffer and handed to the serializer in one `serialize_str`: chrono's goes through
 /// `collect_str`, which makes one escaped write per character, a large share of an event's
 /// encoding.
-mod rfc3339 {
+pub(crate) mod rfc3339 {
     use chrono::{DateTime, Datelike, Timelike, Utc};
     use serde::{Serialize, Serializer};
 
     /// `YYYY-MM-DDTHH:MM:SS` + `.` + 9 digits + `Z`.
-    const MAX_LEN: usize = 30;
+    pub(crate) const MAX_LEN: usize = 30;
 
-    pub(super) fn serialize<S: Serializer>(timestamp: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(timestamp: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
         let mut buf = [0u8; MAX_LEN];
         match format(timestamp, &mut buf) {
             Some(text) => serializer.serialize_str(text),
@@ -90,9 +90,14 @@ mod rfc3339 {
     }
 
     /// The text chrono's `Serialize` produces, or `None` for a year outside 0..=9999.
-    pub(super) fn format<'b>(timestamp: &DateTime<Utc>, buf: &'b mut [u8; MAX_LEN]) -> Option<&'b str> {
-        let year = u32::try_from(timestamp.year()).ok().filter(|y| *y <= 9999)?;
-        let (mut second, mut nano) = (timestamp.second(), timestamp.nanosecond());
+    pub(crate) fn format<'b>(timestamp: &DateTime<Utc>, buf: &'b mut [u8; MAX_LEN]) -> Option<&'b str> {
+        let naive = timestamp.naive_utc();
+        let date = naive.date();
+        let year = u32::try_from(date.year()).ok().filter(|y| *y <= 9999)?;
+        let time = naive.time();
+        let seconds = time.num_seconds_from_midnight();
+        let (hour, minute, mut second) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+        let mut nano = time.nanosecond();
         // chrono keeps a leap second as nanoseconds past 1e9, and writes it as second 60.
         if nano >= 1_000_000_000 {
             second += 1;
@@ -105,13 +110,13 @@ mod rfc3339 {
         two(buf, 0, year / 100);
         two(buf, 2, year % 100);
         buf[4] = b'-';
-        two(buf, 5, timestamp.month());
+        two(buf, 5, date.month());
         buf[7] = b'-';
-        two(buf, 8, timestamp.day());
+        two(buf, 8, date.day());
         buf[10] = b'T';
-        two(buf, 11, timestamp.hour());
+        two(buf, 11, hour);
         buf[13] = b':';
-        two(buf, 14, timestamp.minute());
+        two(buf, 14, minute);
         buf[16] = b':';
         two(buf, 17, second);
         let mut len = 19;

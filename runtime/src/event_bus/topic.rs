@@ -63,16 +63,24 @@ impl TopicNamer {
         }
         const CLASS: &str = "evt.";
         const VERSION: &str = ".v1";
-        let mut topic = String::with_capacity(
+        let mut topic = Vec::with_capacity(
             self.env.len() + self.tenant.len() + self.context.len() + 3 + CLASS.len() + bytes.len() + VERSION.len(),
         );
         for segment in [&self.env, &self.tenant, &self.context] {
-            topic.push_str(segment);
-            topic.push('.');
+            topic.extend_from_slice(segment.as_bytes());
+            topic.push(b'.');
         }
-        topic.push_str(CLASS);
-        topic.extend(event_type.chars().map(|c| if c == '.' || c == '_' { '-' } else { c }));
-        topic.push_str(VERSION);
+        topic.extend_from_slice(CLASS.as_bytes());
+        let name = topic.len();
+        topic.extend_from_slice(bytes);
+        for b in &mut topic[name..] {
+            if matches!(b, b'.' | b'_') {
+                *b = b'-';
+            }
+        }
+        topic.extend_from_slice(VERSION.as_bytes());
+        // Valid segments and the event type's ASCII bytes: always UTF-8.
+        let topic = String::from_utf8(topic).ok()?;
         Some(topic)
     }
 
