@@ -24,11 +24,11 @@ use crate::telemetry::{KeyValue, OtelContext, Span, Tracing, carrier};
 use crate::environment::EnvSource;
 use crate::error::{ErrorCode, OnexError};
 use crate::event::OnexEvent;
+use crate::event::rfc3339;
 use crate::event_bus::EventPublisher;
 use crate::event_bus::rate_limit::{RateLimitRule, RateLimiter};
 use crate::event_bus::retry::{RetryPolicy, Sleeper, TokioSleeper, retry};
 use crate::event_bus::subscriber::{self, ContextEventHandler, EventHandler, Subscription, SubscriptionOptions};
-use crate::event::rfc3339;
 use crate::event_bus::topic::TopicNamer;
 use crate::kafka::error::onex_error_is_retriable;
 use crate::kafka::trace;
@@ -49,26 +49,26 @@ pub struct EncodedEvent {
     pub headers: Vec<(String, String)>,
 }
 
-/// `id` hyphenated and lower-case, as `to_string` writes it, without the formatting machinery.
-fn hyphenated(id: uuid::Uuid) -> String {
-    id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned()
-}
-
 /// Writes `event` as `serde_json::to_vec` does (a test holds them equal), but the parts that
 /// never need escaping — the field names, both UUIDs and the timestamp — are copied as they
 /// are: serde_json checks every byte of every string for escapes, which was most of the
 /// envelope's cost. The strings that may need it (type, source) and the payload and metadata
 /// go through serde_json. The destructuring fails to compile when a field is added, so the
-/// envelope cannot silently lose one.
-fn write_envelope(out: &mut Vec<u8>, event: &OnexEvent) -> serde_json::Result<()> {
-    let OnexEvent { event_id, event_type, correlation_id, timestamp, source, payload, metadata } = event;
-    let mut id = uuid::Uuid::encode_buffer();
+/// envelope cannot silently lose one. `event_id` and `correlation_id` are the event's UUIDs,
+/// hyphenated and lower-case, as its `Serialize` writes them.
+fn write_envelope(
+    out: &mut Vec<u8>,
+    event: &OnexEvent,
+    event_id: &str,
+    correlation_id: &str,
+) -> serde_json::Result<()> {
+    let OnexEvent { event_id: _, event_type, correlation_id: _, timestamp, source, payload, metadata } = event;
     out.extend_from_slice(b"{\"event_id\":\"");
-    out.extend_from_slice(event_id.hyphenated().encode_lower(&mut id).as_bytes());
+    out.extend_from_slice(event_id.as_bytes());
     out.extend_from_slice(b"\",\"event_type\":");
     serde_json::to_writer(&mut *out, event_type)?;
     out.extend_from_slice(b",\"correlation_id\":\"");
-    out.extend_from_slice(correlation_id.hyphenated().encode_lower(&mut id).as_bytes());
+    out.extend_from_slice(correlation_id.as_bytes());
     out.extend_from_slice(b"\",\"timestamp\":");
     let mut text = [0u8; rfc3339::MAX_LEN];
     match rfc3339::format(timestamp, &mut text) {
@@ -100,8 +100,12 @@ impl EncodedEvent {
     /// and `onex-event-id`. Public so an in-process publisher can encode exactly as the bus does.
     pub fn new(namer: &TopicNamer, event: &OnexEvent) -> Result<Self, OnexError> {
         let topic = namer.topic_for(&event.event_type)?;
+        // Each UUID is written once and copied to the envelope, the key and the header.
+        let (mut event_id, mut correlation_id) = (uuid::Uuid::encode_buffer(), uuid::Uuid::encode_buffer());
+        let event_id = &*event.event_id.hyphenated().encode_lower(&mut event_id);
+        let correlation_id = &*event.correlation_id.hyphenated().encode_lower(&mut correlation_id);
         let mut value = Vec::with_capacity(ENVELOPE_CAPACITY);
-        write_envelope(&mut value, event).map_err(|e| {
+        write_envelope(&mut value, event, event_id, correlation_id).map_err(|e| {
             OnexError::new(ErrorCode::InternalError, format!("cannot encode event {}: {e}", event.event_id))
         })?;
         let trace_context = &event.metadata.trace_context;
@@ -113,8 +117,8 @@ impl EncodedEvent {
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
         headers.push(("onex-event-type".into(), event.event_type.clone()));
-        headers.push(("onex-event-id".into(), hyphenated(event.event_id)));
-        Ok(Self { topic, key: hyphenated(event.correlation_id), value, headers })
+        headers.push(("onex-event-id".into(), event_id.to_owned()));
+        Ok(Self { topic, key: correlation_id.to_owned(), value, headers })
     }
 
     fn owned_headers(&self) -> OwnedHeaders {
@@ -518,7 +522,8 @@ mod tests {
                 metadata,
             };
             let mut written = Vec::new();
-            write_envelope(&mut written, &event).unwrap();
+            let (event_id, correlation_id) = (event.event_id.to_string(), event.correlation_id.to_string());
+            write_envelope(&mut written, &event, &event_id, &correlation_id).unwrap();
             prop_assert_eq!(String::from_utf8(written).unwrap(), serde_json::to_string(&event).unwrap());
         }
     }
