@@ -122,9 +122,9 @@ pub(crate) mod rfc3339 {
         let mut len = 19;
         let (digits, mut fraction) = if nano == 0 {
             (0, 0)
-        } else if nano % 1_000_000 == 0 {
+        } else if nano.is_multiple_of(1_000_000) {
             (3, nano / 1_000_000)
-        } else if nano % 1_000 == 0 {
+        } else if nano.is_multiple_of(1_000) {
             (6, nano / 1_000)
         } else {
             (9, nano)
