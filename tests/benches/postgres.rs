@@ -213,7 +213,8 @@ async fn node_with_manager(
 }
 
 /// An event publisher that does what the Kafka bus does before the broker (topic from the
-/// event type, key, JSON value, headers: `KafkaEventBus::encode`) and acknowledges at once.
+/// event type, key, JSON value, headers: `EncodedEvent::new`, which `KafkaEventBus::encode`
+/// calls) and acknowledges at once.
 struct EncodingPublisher {
     namer: TopicNamer,
     published: AtomicU64,
@@ -221,15 +222,7 @@ struct EncodingPublisher {
 
 impl EventPublisher for EncodingPublisher {
     fn publish(&self, event: OnexEvent) -> BoxFuture<'_, Result<(), OnexError>> {
-        let encoded = self.namer.topic_for(&event.event_type).and_then(|topic| {
-            let value = serde_json::to_vec(&event)
-                .map_err(|e| OnexError::new(onex_runtime::ErrorCode::InternalError, e.to_string()))?;
-            let headers = vec![
-                ("onex-event-type".to_owned(), event.event_type.clone()),
-                ("onex-event-id".to_owned(), event.event_id.to_string()),
-            ];
-            Ok(EncodedEvent { topic, key: event.correlation_id.to_string(), value, headers })
-        });
+        let encoded = EncodedEvent::new(&self.namer, &event);
         let result = encoded.map(|encoded| {
             std::hint::black_box(encoded);
             self.published.fetch_add(1, Relaxed);

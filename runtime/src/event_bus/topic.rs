@@ -41,12 +41,54 @@ impl TopicNamer {
     /// - `postgres.health.response` (or `…health_check_response`) → `…qrs.postgres-health-response.v1`;
     /// - any other type → `…evt.{type with dots replaced by dashes}.v1`.
     pub fn topic_for(&self, event_type: &str) -> Result<String, OnexError> {
+        if let Some(topic) = self.canonical_topic_for(event_type) {
+            return Ok(topic);
+        }
+        self.normalized_topic_for(event_type)
+    }
+
+    /// The fast path of [`topic_for`](Self::topic_for), run for every published event: an
+    /// event type already in canonical form (lower-case ASCII letters, digits, `.`, `_`, `-`,
+    /// starting with a letter or digit, at most 100 bytes, not one of the query-response names)
+    /// needs no trimming, lower-casing or checking, so its topic is written in one allocation
+    /// of the exact size. `None` sends every other type through the general path.
+    fn canonical_topic_for(&self, event_type: &str) -> Option<String> {
+        let bytes = event_type.as_bytes();
+        let canonical = matches!(bytes.first(), Some(b'a'..=b'z' | b'0'..=b'9'))
+            && bytes.len() <= 100
+            && bytes.iter().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+            && !is_query_response(event_type);
+        if !canonical {
+            return None;
+        }
+        const CLASS: &str = "evt.";
+        const VERSION: &str = ".v1";
+        let mut topic = Vec::with_capacity(
+            self.env.len() + self.tenant.len() + self.context.len() + 3 + CLASS.len() + bytes.len() + VERSION.len(),
+        );
+        for segment in [&self.env, &self.tenant, &self.context] {
+            topic.extend_from_slice(segment.as_bytes());
+            topic.push(b'.');
+        }
+        topic.extend_from_slice(CLASS.as_bytes());
+        let name = topic.len();
+        topic.extend_from_slice(bytes);
+        for b in &mut topic[name..] {
+            if matches!(b, b'.' | b'_') {
+                *b = b'-';
+            }
+        }
+        topic.extend_from_slice(VERSION.as_bytes());
+        // Valid segments and the event type's ASCII bytes: always UTF-8.
+        let topic = String::from_utf8(topic).ok()?;
+        Some(topic)
+    }
+
+    /// The general path of [`topic_for`](Self::topic_for): trims, lower-cases and checks.
+    fn normalized_topic_for(&self, event_type: &str) -> Result<String, OnexError> {
         let normalized = event_type.trim().to_ascii_lowercase();
         let (class, name) = match normalized.as_str() {
-            "postgres.health.response"
-            | "postgres.health_check_response"
-            | "postgres.health_check.response"
-            | "postgres_health_response" => ("qrs", "postgres-health-response".to_owned()),
+            query_response if is_query_response(query_response) => ("qrs", "postgres-health-response".to_owned()),
             other => ("evt", other.replace(['.', '_'], "-")),
         };
         check_segment("event_type", &name).map_err(|_| {
@@ -61,6 +103,17 @@ impl TopicNamer {
     pub fn topic(&self, class: &str, name: &str) -> String {
         format!("{}.{}.{}.{class}.{name}.v1", self.env, self.tenant, self.context)
     }
+}
+
+/// The lower-cased event types published on the query-response topic.
+fn is_query_response(normalized: &str) -> bool {
+    matches!(
+        normalized,
+        "postgres.health.response"
+            | "postgres.health_check_response"
+            | "postgres.health_check.response"
+            | "postgres_health_response"
+    )
 }
 
 fn check_segment(name: &str, value: &str) -> Result<(), OnexError> {
@@ -102,6 +155,31 @@ mod tests {
         ]);
         let namer = TopicNamer::from_env(&env).unwrap();
         assert_eq!(namer.topic_for("a.b").unwrap(), "prod.acme.billing.evt.a-b.v1");
+    }
+
+    #[test]
+    fn query_response_types_keep_their_topic_in_any_case() {
+        let namer = TopicNamer::default();
+        for event_type in ["postgres.health_check_response", "postgres_health_response", " Postgres.Health.Response "] {
+            assert_eq!(namer.topic_for(event_type).unwrap(), "dev.omnibase.onex.qrs.postgres-health-response.v1");
+        }
+    }
+
+    proptest::proptest! {
+        /// The fast path is an optimisation only: whatever it answers, the general path answers the same.
+        #[test]
+        fn the_fast_path_names_the_same_topic_as_the_general_path(
+            event_type in "[a-zA-Z0-9._ /-]{0,12}|[a-z0-9._-]{1,110}|postgres[._]health[._](check[._])?response",
+        ) {
+            let namer = TopicNamer::new("prod", "acme", "billing").unwrap();
+            if let Some(fast) = namer.canonical_topic_for(&event_type) {
+                proptest::prop_assert_eq!(Some(fast), namer.normalized_topic_for(&event_type).ok());
+            }
+            proptest::prop_assert_eq!(
+                namer.topic_for(&event_type).ok(),
+                namer.normalized_topic_for(&event_type).ok()
+            );
+        }
     }
 
     #[test]
