@@ -246,14 +246,7 @@ impl PostgresAdapter {
     /// The event of an operation, carrying the request's trace context.
     fn event(event_type: &'static str, correlation_id: uuid::Uuid, payload: Value, ctx: &Context) -> OnexEvent {
         let mut event = OnexEvent::new(event_type, NODE, correlation_id, payload);
-        if let Some(trace) = ctx.trace() {
-            event.metadata.trace_context.insert("traceparent".into(), trace.traceparent());
-            if let Some(state) = &trace.trace_state {
-                event.metadata.trace_context.insert("tracestate".into(), state.clone());
-            }
-            event.metadata.trace_timestamp = Some(Utc::now());
-            event.metadata.trace_service = Some(NODE.into());
-        }
+        ctx.stamp_event(&mut event, NODE);
         event
     }
 
