@@ -181,3 +181,34 @@ async fn raw_pool_reports_injected_failures_in_stats() {
     assert_eq!(stats.topics["raw"].failed, 1);
     assert_eq!(stats.success_rate, 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_producer_never_granted_a_producer_id_is_replaced() {
+    let mock = mock_with_topic("stalled");
+    // A broker that answers every producer-id request with a retriable error, as tansu does
+    // for an epoch bump (UNKNOWN_SERVER_ERROR, code -1): librdkafka would ask again forever.
+    let refusals = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN; 10_000];
+    mock.request_errors(RDKafkaApiKey::InitProducerId, &refusals);
+    let config =
+        KafkaProducerConfig { delivery_timeout_ms: 2_000, ..KafkaProducerConfig::new(mock.bootstrap_servers()) };
+    let settings = KafkaPoolSettings { identity_stall_limit: Duration::from_secs(2), ..Default::default() };
+    let pool = KafkaProducerPool::new(settings, config).unwrap();
+
+    let err = pool.publish(ProduceRecord::new("stalled", b"x"), None).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::OperationTimeout, "{err}");
+    let started = std::time::Instant::now();
+    let reason = loop {
+        let health = pool.health_check().await;
+        if let Some(reason) = health.errors.iter().find(|e| e.contains("waited")) {
+            break reason.clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no stall reported: {health:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("stall reported {:?} after the first failure: {reason}", started.elapsed());
+    assert!(reason.contains("producer id"), "{reason}");
+
+    mock.clear_request_errors(RDKafkaApiKey::InitProducerId);
+    let delivered = pool.publish(ProduceRecord::new("stalled", b"y"), None).await.expect("the replacement delivers");
+    assert!(delivered.offset >= 0);
+}

@@ -43,6 +43,9 @@ pub struct KafkaPoolSettings {
     pub shutdown_timeout: Duration,
     /// Health judges the error rate over this recent window, not since start.
     pub health_window: Duration,
+    /// An idempotent producer that waits this long for a producer id from a broker it can
+    /// reach is replaced: librdkafka would wait forever when the broker never grants one.
+    pub identity_stall_limit: Duration,
 }
 
 impl Default for KafkaPoolSettings {
@@ -54,6 +57,7 @@ impl Default for KafkaPoolSettings {
             idle_timeout: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(30),
             health_window: Duration::from_secs(60),
+            identity_stall_limit: Duration::from_secs(30),
         }
     }
 }
@@ -61,7 +65,7 @@ impl Default for KafkaPoolSettings {
 impl KafkaPoolSettings {
     /// Reads `KAFKA_POOL_NAME`, `KAFKA_POOL_PRODUCERS_PER_CONFIG`, `KAFKA_POOL_MAX_CONFIGS`,
     /// `KAFKA_POOL_IDLE_TIMEOUT_SECONDS`, `KAFKA_POOL_SHUTDOWN_TIMEOUT_SECONDS`,
-    /// `KAFKA_POOL_HEALTH_WINDOW_SECONDS`.
+    /// `KAFKA_POOL_HEALTH_WINDOW_SECONDS`, `KAFKA_POOL_IDENTITY_STALL_SECONDS`.
     pub fn from_env(env: &dyn EnvSource) -> Result<Self, OnexError> {
         let d = Self::default();
         let settings = Self {
@@ -87,6 +91,11 @@ impl KafkaPoolSettings {
                 "KAFKA_POOL_HEALTH_WINDOW_SECONDS",
                 d.health_window.as_secs(),
             )?),
+            identity_stall_limit: Duration::from_secs(environment::parse_or(
+                env,
+                "KAFKA_POOL_IDENTITY_STALL_SECONDS",
+                d.identity_stall_limit.as_secs(),
+            )?),
         };
         settings.validate()?;
         Ok(settings)
@@ -101,6 +110,9 @@ impl KafkaPoolSettings {
         }
         if self.max_configs == 0 {
             return Err(OnexError::configuration("max_configs must be at least 1"));
+        }
+        if self.identity_stall_limit < Duration::from_secs(1) {
+            return Err(OnexError::configuration("identity_stall_limit must be at least 1 s"));
         }
         Ok(())
     }
@@ -405,6 +417,7 @@ impl KafkaProducerPool {
             &group.client,
             group.config.max_in_flight_messages,
             Duration::from_millis(u64::from(group.config.delivery_timeout_ms)),
+            self.inner.settings.identity_stall_limit,
             Arc::clone(&self.inner.metrics),
         )?);
         ManagedProducer::spawn_watchdog(&producer);

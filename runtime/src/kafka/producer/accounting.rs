@@ -23,6 +23,7 @@ use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::ProducerContext;
 use tokio::sync::Notify;
 
+use super::identity::IdentityWatch;
 use super::ticket::{Delivered, Ticket};
 use crate::kafka::error::delivery_error;
 use crate::kafka::metrics::PoolMetrics;
@@ -142,6 +143,8 @@ pub(crate) struct DeliveryContext {
     pub(super) space_waiters: AtomicUsize,
     pub(super) space: Notify,
     pub(super) ages: UnreportedAges,
+    /// Set for idempotent producers (the only ones that wait for a producer id).
+    pub(super) identity: Option<IdentityWatch>,
 }
 
 impl ClientContext for DeliveryContext {
@@ -157,6 +160,16 @@ impl ClientContext for DeliveryContext {
                 tracing::info!(producer = %id, facility, "librdkafka: {message}");
             }
             RDKafkaLogLevel::Debug => tracing::debug!(producer = %id, facility, "librdkafka: {message}"),
+        }
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        let Some(identity) = &self.identity else { return };
+        if let Some(reason) = identity.observe(statistics, std::time::Instant::now())
+            && !self.state.is_quarantined()
+        {
+            tracing::error!(producer = %self.state.id, "{reason}; quarantining");
+            self.state.quarantine(reason);
         }
     }
 

@@ -17,6 +17,7 @@
 
 mod accounting;
 mod ffi;
+mod identity;
 mod record;
 mod ticket;
 
@@ -32,6 +33,7 @@ use rdkafka::producer::{Producer, PurgeConfig, ThreadedProducer};
 use tokio::sync::Notify;
 
 use self::accounting::{DeliveryContext, ProducerState, UnreportedAges};
+use self::identity::IdentityWatch;
 pub use self::record::{ProduceRecord, headers};
 pub use self::ticket::{Delivered, DeliveryFuture};
 use self::ticket::{Pending, Reply};
@@ -65,8 +67,10 @@ impl ManagedProducer {
         client: &rdkafka::ClientConfig,
         max_in_flight: u32,
         message_timeout: Duration,
+        identity_stall_limit: Duration,
         metrics: Arc<PoolMetrics>,
     ) -> Result<Self, OnexError> {
+        let idempotent = client.get("enable.idempotence") == Some("true");
         let state = Arc::new(ProducerState {
             id: id.clone(),
             quarantined: AtomicBool::new(false),
@@ -82,9 +86,13 @@ impl ManagedProducer {
             space_waiters: AtomicUsize::new(0),
             space: Notify::new(),
             ages: UnreportedAges::new(),
+            identity: idempotent.then(|| IdentityWatch::new(identity_stall_limit)),
         };
         let mut client = client.clone();
         client.set("client.id", client.get("client.id").map_or(id.clone(), str::to_owned));
+        if idempotent {
+            client.set("statistics.interval.ms", identity::STATISTICS_INTERVAL.as_millis().to_string());
+        }
         let producer = client.create_with_context(context).map_err(|e| {
             OnexError::new(ErrorCode::ConfigurationError, format!("cannot create Kafka producer {id}")).with_source(e)
         })?;
