@@ -1,0 +1,219 @@
+//! The consume loop: fetches requests in the consumer group, starts an answering task for
+//! each (one at a time per key, at most `max_in_flight` held), and stores a partition's offset
+//! once every request before it is answered and acknowledged. Stored offsets are committed in
+//! the background, on a rebalance and at shutdown, so delivery is at least once: a host that
+//! dies loses nothing, and the requests it had not committed are answered again elsewhere.
+//!
+//! The loop alone owns the bookkeeping ([`Offsets`], [`KeyQueues`]); answering tasks report
+//! back over a channel.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use onex_runtime::OnexError;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+use crate::answer::{Answering, Fetched, ServedNode, answer};
+use crate::progress::{KeyQueues, Offsets, Partition};
+
+/// Notes the partitions a rebalance takes away, for the loop to forget.
+#[derive(Default)]
+pub struct HostContext {
+    revoked: Mutex<Vec<(String, i32)>>,
+}
+
+impl ClientContext for HostContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        if (level as i32) <= (rdkafka::config::RDKafkaLogLevel::Warning as i32) {
+            tracing::warn!(facility, "librdkafka: {}", onex_runtime::sanitize::sanitize_message(message));
+        }
+    }
+}
+
+impl ConsumerContext for HostContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+            revoked.extend(list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
+        }
+    }
+}
+
+/// A fetched request on its way to (or waiting for) an answering task.
+struct Job {
+    node: usize,
+    partition: Partition,
+    epoch: u64,
+    message: Fetched,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// An answering task's report.
+struct Done {
+    partition: Partition,
+    epoch: u64,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    acknowledged: bool,
+}
+
+/// The loop's fixed inputs.
+pub struct Loop {
+    pub consumer: StreamConsumer<HostContext>,
+    /// Request topics, by index; `topic_node[i]` serves `topics[i]`.
+    pub topics: Vec<String>,
+    pub topic_node: Vec<usize>,
+    pub nodes: Vec<Arc<ServedNode>>,
+    pub answering: Arc<Answering>,
+    pub max_in_flight: usize,
+    pub shutdown_timeout: Duration,
+    /// Set by the deadline of a shutdown: tells answering tasks to stop retrying publishes.
+    pub abandon: watch::Sender<bool>,
+}
+
+/// Answers requests until `stop` turns true, then finishes what runs (within the shutdown
+/// timeout), commits and leaves the group. Returns how many fetched requests were left
+/// unanswered (redelivered to the group).
+pub async fn run(this: Loop, mut stop: watch::Receiver<bool>) -> Result<usize, OnexError> {
+    let index: HashMap<String, usize> = this.topics.iter().enumerate().map(|(i, t)| (t.clone(), i)).collect();
+    let permits = Arc::new(Semaphore::new(this.max_in_flight));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let mut offsets = Offsets::default();
+    let mut keys: KeyQueues<Job> = KeyQueues::default();
+    let mut running = 0usize;
+    let mut receive_errors = 0u32;
+    loop {
+        forget_revoked(&this, &index, &mut offsets, &mut keys);
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            Some(done) = done_rx.recv() => {
+                running -= 1;
+                if let Some(next) = finish(&this, &mut offsets, &mut keys, done) {
+                    running += 1;
+                    spawn(&this, next, &done_tx);
+                }
+            }
+            received = this.consumer.recv(), if permits.available_permits() > 0 => {
+                // The loop is the only one taking permits: one is free.
+                let permit = Arc::clone(&permits).try_acquire_owned().map_err(|_| {
+                    OnexError::new(onex_runtime::ErrorCode::InternalError, "no in-flight permit although one was free")
+                })?;
+                let message = match received {
+                    Ok(message) => { receive_errors = 0; message }
+                    Err(e) => {
+                        // Broker away or a rebalance: librdkafka recovers by itself.
+                        tracing::warn!("consume error: {e}");
+                        receive_errors += 1;
+                        tokio::time::sleep(Duration::from_millis(50 << receive_errors.min(6))).await;
+                        continue;
+                    }
+                };
+                forget_revoked(&this, &index, &mut offsets, &mut keys);
+                let Some(&topic) = index.get(message.topic()) else { continue };
+                let partition = (topic, message.partition());
+                let epoch = offsets.fetched(partition, message.offset());
+                let traceparent = message.headers().and_then(|h| {
+                    h.iter().find(|h| h.key == "traceparent").and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok()).map(str::to_owned)
+                });
+                let fetched = Fetched {
+                    topic: message.topic().to_owned(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    value: message.payload().map(<[u8]>::to_vec),
+                    traceparent,
+                };
+                drop(message);
+                this.answering.counters.received.inc();
+                let job = Job { node: this.topic_node[topic], partition, epoch, message: fetched, _permit: permit };
+                let ready = match job.message.key.clone() {
+                    Some(key) => keys.arrive(partition, &key, job),
+                    None => Some(job),
+                };
+                if let Some(job) = ready {
+                    running += 1;
+                    spawn(&this, job, &done_tx);
+                }
+            }
+        }
+        this.answering
+            .counters
+            .in_flight
+            .set(i64::try_from(this.max_in_flight - permits.available_permits()).unwrap_or(i64::MAX));
+    }
+    // Shutdown: nothing more is fetched. What runs finishes (or is abandoned at the deadline);
+    // what waits behind a key stays uncommitted and goes to the next owner.
+    let deadline = tokio::time::Instant::now() + this.shutdown_timeout;
+    let mut abandoned = false;
+    while running > 0 {
+        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+            Ok(Some(done)) => {
+                running -= 1;
+                // Started requests finish; waiting ones are not started any more.
+                let _ = finish(&this, &mut offsets, &mut keys, done);
+            }
+            Ok(None) => break,
+            Err(_) if !abandoned => {
+                abandoned = true;
+                let _ = this.abandon.send(true);
+                tracing::warn!(running, "shutdown deadline passed; abandoning unacknowledged answers");
+            }
+            Err(_) => break,
+        }
+    }
+    let unanswered = offsets.open();
+    match this.consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::error::RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::warn!("final offset commit failed: {e}"),
+    }
+    this.consumer.unsubscribe();
+    Ok(unanswered)
+}
+
+fn spawn(this: &Loop, job: Job, done_tx: &mpsc::UnboundedSender<Done>) {
+    let answering = Arc::clone(&this.answering);
+    let served = Arc::clone(&this.nodes[job.node]);
+    let done_tx = done_tx.clone();
+    tokio::spawn(async move {
+        let acknowledged = answer(&answering, &served, &job.message).await;
+        let Job { partition, epoch, message, .. } = job;
+        let _ = done_tx.send(Done { partition, epoch, offset: message.offset, key: message.key, acknowledged });
+    });
+}
+
+/// Books a finished request: stores the offset it makes committable, and returns the request
+/// waiting behind its key, if any.
+fn finish(this: &Loop, offsets: &mut Offsets, keys: &mut KeyQueues<Job>, done: Done) -> Option<Job> {
+    if !done.acknowledged {
+        // Its answer may not have reached the broker: leave the offset for redelivery.
+        return None;
+    }
+    let current = offsets.is_current(done.partition, done.epoch);
+    if let Some(offset) = offsets.finished(done.partition, done.epoch, done.offset) {
+        let (topic, partition) = done.partition;
+        if let Err(e) = this.consumer.store_offset(&this.topics[topic], partition, offset) {
+            tracing::warn!("cannot store offset {offset} of {}[{partition}]: {e}", this.topics[topic]);
+        }
+    }
+    match (&done.key, current) {
+        (Some(key), true) => keys.finish(done.partition, key),
+        _ => None,
+    }
+}
+
+fn forget_revoked(this: &Loop, index: &HashMap<String, usize>, offsets: &mut Offsets, keys: &mut KeyQueues<Job>) {
+    let revoked = std::mem::take(&mut *this.consumer.context().revoked.lock().unwrap_or_else(|p| p.into_inner()));
+    for (topic, partition) in revoked {
+        if let Some(&topic) = index.get(&topic) {
+            offsets.revoked((topic, partition));
+            let dropped = keys.revoked((topic, partition));
+            tracing::info!(topic, partition, dropped, "partition revoked");
+        }
+    }
+}
