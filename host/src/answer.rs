@@ -11,11 +11,12 @@ use futures::FutureExt as _;
 use onex_runtime::event::OnexEvent;
 use onex_runtime::event_bus::{EncodedEvent, TopicNamer};
 use onex_runtime::kafka::{KafkaProducerPool, ProduceRecord, headers};
-use onex_runtime::{DynNode, ErrorCode, NodeContract, OnexError};
+use onex_runtime::{DynNode, ErrorCode, NodeContract, NodeKind, OnexError};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::counters::HostCounters;
+use crate::idempotency::{AnswerStore, StoredAnswer};
 use crate::request::Request;
 use crate::routes::Routes;
 
@@ -40,6 +41,8 @@ pub struct Answering {
     pub(crate) source: String,
     /// Event ids answered lately, to count redeliveries.
     pub(crate) recent: Mutex<RecentIds>,
+    /// Answers of EFFECT nodes, replayed on redelivery (`idempotency: postgres`).
+    pub(crate) store: Option<Arc<AnswerStore>>,
     /// Set when the shutdown deadline passed: publishing stops retrying, so the task ends
     /// and its offset stays uncommitted (the request is redelivered to another host).
     pub(crate) abandon: watch::Receiver<bool>,
@@ -79,8 +82,21 @@ pub async fn answer(shared: &Answering, served: &ServedNode, message: &Fetched) 
         shared.counters.duplicates.inc();
     }
     let name = served.contract.name;
+    let id = request.event.event_id;
+    let store = shared.store.as_deref().filter(|_| served.contract.kind == NodeKind::Effect);
+    if let Some(store) = store {
+        match retrying(shared, "look up a stored answer", || store.find(name, id)).await {
+            None => return false,
+            Some(Some(stored)) => {
+                shared.counters.replayed.inc();
+                let answer = request.answer(stored.event_type, &shared.source, stored.payload);
+                return publish(shared, route(served, &answer), &answer).await;
+            }
+            Some(None) => {}
+        }
+    }
     let (outcome, attempts) = run(shared, served, &request).await;
-    let (answer, poison) = match &outcome {
+    let (mut answer, poison) = match &outcome {
         Ok(output) => {
             shared.counters.completed.inc();
             (request.completed(name, &shared.source, output.clone()), None)
@@ -92,12 +108,60 @@ pub async fn answer(shared: &Answering, served: &ServedNode, message: &Fetched) 
             (request.failed(name, &shared.source, error, attempts), poison.then_some(error))
         }
     };
-    let topic = if outcome.is_ok() { &served.routes.completed } else { &served.routes.failed };
-    let mut acknowledged = publish(shared, topic, &answer).await;
+    if let Some(store) = store {
+        let ours = StoredAnswer { event_type: answer.event_type.clone(), payload: answer.payload.clone() };
+        match retrying(shared, "store the answer", || store.keep(name, id, ours.clone())).await {
+            None => return false,
+            // Another host stored first: everyone publishes that one answer.
+            Some(kept) if kept != ours => answer = request.answer(kept.event_type, &shared.source, kept.payload),
+            Some(_) => {}
+        }
+    }
+    let mut acknowledged = publish(shared, route(served, &answer), &answer).await;
     if let Some(error) = poison {
         acknowledged &= dead_letter(shared, served, message, &error.to_string(), attempts).await;
     }
     acknowledged
+}
+
+/// The topic of `answer`: results and failures may have topics of their own.
+fn route<'a>(served: &'a ServedNode, answer: &OnexEvent) -> &'a str {
+    if answer.event_type.ends_with(".completed") { &served.routes.completed } else { &served.routes.failed }
+}
+
+/// Calls `attempt` until it succeeds (`Some`) or the shutdown deadline passes (`None`),
+/// backing off between calls: a dependency that is down delays the request, it never drops it.
+async fn retrying<T, F, Fut>(shared: &Answering, what: &str, mut attempt: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, OnexError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Ok(value) => return Some(value),
+            Err(e) => {
+                tracing::warn!("cannot {what}, retrying in {delay:?}: {e}");
+                if !back_off(shared, &mut delay).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Waits `delay` (then doubles it, up to 5 s); `false` when the shutdown deadline passed.
+async fn back_off(shared: &Answering, delay: &mut Duration) -> bool {
+    let mut abandon = shared.abandon.clone();
+    if *abandon.borrow() {
+        return false;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(*delay) => {}
+        _ = abandon.changed() => return false,
+    }
+    *delay = (*delay * 2).min(Duration::from_secs(5));
+    true
 }
 
 /// Runs the node until it answers, a non-retriable error, the last attempt or the deadline.
@@ -188,15 +252,9 @@ where
             Ok(_) => return true,
             Err(e) => {
                 tracing::warn!(topic = record.topic, "publishing an answer failed, retrying in {delay:?}: {e}");
-                let mut abandon = shared.abandon.clone();
-                if *abandon.borrow() {
+                if !back_off(shared, &mut delay).await {
                     return false;
                 }
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    _ = abandon.changed() => return false,
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }

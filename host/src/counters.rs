@@ -20,6 +20,8 @@ pub struct HostCounters {
     pub duplicates: Counter,
     /// Messages that were not requests (dead-lettered too).
     pub invalid: Counter,
+    /// Requests answered from the answer store instead of running the node again.
+    pub replayed: Counter,
     /// Requests held now, running or waiting behind their key.
     pub in_flight: Gauge,
 }
@@ -35,6 +37,7 @@ impl HostCounters {
             ("onex_host_dead_letters", "Messages sent to a dead-letter topic", &self.dead_lettered),
             ("onex_host_duplicate_requests", "Requests this host had already answered", &self.duplicates),
             ("onex_host_invalid_messages", "Messages that were not requests", &self.invalid),
+            ("onex_host_replayed_answers", "Requests answered from the answer store", &self.replayed),
         ];
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone())?;
@@ -45,14 +48,15 @@ impl HostCounters {
     /// The counts as one line, for logs and reports.
     pub fn summary(&self) -> String {
         format!(
-            "received {}, completed {}, failed {}, retried {}, dead-lettered {}, duplicates {}, invalid {}",
+            "received {}, completed {}, failed {}, retried {}, dead-lettered {}, duplicates {}, invalid {}, replayed {}",
             self.received.get(),
             self.completed.get(),
             self.failed.get(),
             self.retried.get(),
             self.dead_lettered.get(),
             self.duplicates.get(),
-            self.invalid.get()
+            self.invalid.get(),
+            self.replayed.get()
         )
     }
 }

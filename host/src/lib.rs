@@ -9,12 +9,14 @@
 //! - [`config`]: the YAML file and the environment;
 //! - [`services`]: what the nodes depend on, built from the environment;
 //! - [`consume`]: the consume loop, offsets and per-key order ([`progress`]);
-//! - [`answer`]: one request, from decoding to an acknowledged answer or dead letter.
+//! - [`answer`]: one request, from decoding to an acknowledged answer or dead letter;
+//! - [`idempotency`]: the optional answer store of EFFECT nodes.
 
 pub mod answer;
 pub mod config;
 pub mod consume;
 pub mod counters;
+pub mod idempotency;
 pub mod progress;
 pub mod request;
 pub mod routes;
@@ -28,6 +30,7 @@ use onex_runtime::environment::EnvSource;
 use onex_runtime::http::{ObservabilityServer, ObservabilityServerConfig};
 use onex_runtime::kafka::KafkaProducerPool;
 use onex_runtime::kafka::config::consumer_properties;
+use onex_runtime::postgres::PostgresConnectionManager;
 use onex_runtime::{ErrorCode, NodeRegistry, OnexError};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio::sync::watch;
@@ -37,6 +40,7 @@ use crate::answer::{Answering, RecentIds, ServedNode};
 use crate::config::HostConfig;
 use crate::consume::HostContext;
 pub use crate::counters::HostCounters;
+use crate::idempotency::AnswerStore;
 use crate::routes::Routes;
 
 /// How long a host may go without a heartbeat before the group gives its partitions to
@@ -51,6 +55,7 @@ pub struct Host {
     counters: HostCounters,
     pool: Arc<KafkaProducerPool>,
     routes: Vec<(String, Routes)>,
+    pruning: Option<JoinHandle<()>>,
 }
 
 /// What a host did, reported when it stops.
@@ -76,7 +81,14 @@ impl Host {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let contracts: Vec<_> = registrations.iter().map(|r| r.contract).collect();
-        let services = services::build(&contracts, env).await?;
+        let services = services::build(&contracts, env, config.idempotency).await?;
+        let store = if config.idempotency {
+            let db = services.container.resolve::<PostgresConnectionManager>()?;
+            Some(Arc::new(AnswerStore::open(db, config.idempotency_retention).await?))
+        } else {
+            None
+        };
+        let pruning = store.clone().map(|store| tokio::spawn(prune_hourly(store)));
         let mut nodes = Vec::new();
         let mut topics: Vec<String> = Vec::new();
         let mut topic_node = Vec::new();
@@ -130,6 +142,7 @@ impl Host {
             retry_backoff: config.retry_backoff,
             source: format!("onex-host/{}", std::process::id()),
             recent: Mutex::new(RecentIds::default()),
+            store,
             abandon: abandoned,
         });
         let (stop, stopped) = watch::channel(false);
@@ -144,7 +157,7 @@ impl Host {
             abandon,
         };
         let task = tokio::spawn(consume::run(looping, stopped));
-        Ok(Self { stop, task, http, counters, pool: services.pool, routes: routes_of })
+        Ok(Self { stop, task, http, counters, pool: services.pool, routes: routes_of, pruning })
     }
 
     /// Where `/metrics` and `/health/*` are served, if anywhere.
@@ -175,10 +188,25 @@ impl Host {
             .task
             .await
             .map_err(|e| OnexError::new(ErrorCode::InternalError, format!("the consume loop failed: {e}")))??;
+        if let Some(pruning) = self.pruning {
+            pruning.abort();
+        }
         self.pool.shutdown().await?;
         if let Some(http) = self.http {
             http.shutdown().await;
         }
         Ok(HostReport { counters: self.counters, unanswered })
+    }
+}
+
+/// Deletes expired stored answers every hour (the store pruned once when it opened).
+async fn prune_hourly(store: Arc<AnswerStore>) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    every.tick().await;
+    loop {
+        every.tick().await;
+        if let Err(e) = store.prune().await {
+            tracing::warn!("cannot prune stored answers: {e}");
+        }
     }
 }

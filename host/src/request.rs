@@ -73,7 +73,8 @@ impl Request {
         self.answer(Routes::failed_type(node), source, failure_payload(error, attempts))
     }
 
-    fn answer(&self, event_type: String, source: &str, payload: serde_json::Value) -> OnexEvent {
+    /// The answer of type `event_type` carrying `payload`.
+    pub fn answer(&self, event_type: String, source: &str, payload: serde_json::Value) -> OnexEvent {
         let mut answer = OnexEvent::new(event_type, source, self.event.correlation_id, payload);
         answer.metadata.trace_context = self.event.metadata.trace_context.clone();
         if let Some(trace) = &self.trace {

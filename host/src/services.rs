@@ -66,8 +66,13 @@ fn wanted(need: Need, env: &dyn EnvSource, variable: &str) -> bool {
     }
 }
 
-/// Builds the services `contracts` depend on from `env`.
-pub async fn build(contracts: &[&'static NodeContract], env: &dyn EnvSource) -> Result<Services, OnexError> {
+/// Builds the services `contracts` depend on from `env`; PostgreSQL also when `postgres` (the
+/// host's own answer store needs it).
+pub async fn build(
+    contracts: &[&'static NodeContract],
+    env: &dyn EnvSource,
+    postgres: bool,
+) -> Result<Services, OnexError> {
     let environment = Environment::detect(env);
     let kafka = producer_config_from_env(env)?;
     let metrics = Arc::new(MetricsRegistry::new(environment.as_str()));
@@ -79,7 +84,7 @@ pub async fn build(contracts: &[&'static NodeContract], env: &dyn EnvSource) -> 
     container.register(Arc::clone(&bus));
     container.register::<dyn EventPublisher>(bus);
     container.register(Arc::clone(&metrics));
-    if wanted(need(contracts, "PostgresConnectionManager"), env, "POSTGRES_HOST") {
+    if postgres || wanted(need(contracts, "PostgresConnectionManager"), env, "POSTGRES_HOST") {
         container.register(Arc::new(PostgresConnectionManager::from_env(env).await?));
     }
     if wanted(need(contracts, "ConsulClient"), env, "CONSUL_HOST") {

@@ -133,6 +133,22 @@ pub async fn ensure_topic(name: &str, partitions: i32) {
 /// arrived or `within` passed, then one more second for extras (duplicates), with a plain
 /// consumer (no group commits). Blocking: call it from `spawn_blocking` in async tests.
 pub fn read_events(topic: &str, expected: usize, within: Duration) -> Vec<onex_runtime::event::OnexEvent> {
+    read_values(topic, expected, within)
+        .into_iter()
+        .map(|value| {
+            let value = value.expect("an event has a value");
+            serde_json::from_slice(&value).expect("the value is an ONEX event")
+        })
+        .collect()
+}
+
+/// How many messages `topic` holds, read as [`read_values`] reads them.
+pub fn count_messages(topic: &str, expected: usize, within: Duration) -> usize {
+    read_values(topic, expected, within).len()
+}
+
+/// The values of every partition of `topic` from the beginning, as [`read_events`] reads them.
+pub fn read_values(topic: &str, expected: usize, within: Duration) -> Vec<Option<Vec<u8>>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Message, Offset, TopicPartitionList};
 
@@ -164,8 +180,7 @@ pub fn read_events(topic: &str, expected: usize, within: Duration) -> Vec<onex_r
         }
         if let Some(message) = consumer.poll(Duration::from_millis(100)) {
             let message = message.expect("consumed message");
-            let payload = message.payload().expect("an event has a value");
-            seen.push(serde_json::from_slice(payload).expect("the value is an ONEX event"));
+            seen.push(message.payload().map(<[u8]>::to_vec));
         }
     }
 }

@@ -11,6 +11,8 @@
 //! retry_backoff_ms: 200       # before the second run; doubled before each later one
 //! shutdown_timeout_ms: 30000  # SIGTERM: finish, publish and commit within this
 //! http: 127.0.0.1:9464        # /metrics and /health/{live,ready}; `off` serves none
+//! idempotency: off            # `postgres`: EFFECT nodes' answers stored, replayed on redelivery
+//! idempotency_retention_hours: 24
 //! ```
 //!
 //! The environment overrides the deployment-specific keys: `ONEX_HOST_GROUP_ID`,
@@ -55,6 +57,11 @@ pub struct HostConfig {
     pub shutdown_timeout: Duration,
     /// Where `/metrics` and `/health/*` are served; `None` serves nothing.
     pub http: Option<SocketAddr>,
+    /// Whether EFFECT nodes' answers are stored in PostgreSQL and replayed on redelivery
+    /// (see [`crate::idempotency`]).
+    pub idempotency: bool,
+    /// How long stored answers are kept.
+    pub idempotency_retention: Duration,
 }
 
 impl HostConfig {
@@ -68,6 +75,8 @@ impl HostConfig {
             retry_backoff: Duration::from_millis(200),
             shutdown_timeout: Duration::from_secs(30),
             http: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            idempotency: false,
+            idempotency_retention: Duration::from_secs(24 * 3600),
         }
     }
 
@@ -136,12 +145,26 @@ impl Reader<'_> {
                     let text = self.text(key, value)?;
                     config.http = parse_http(&text).map_err(|m| self.error(value.position(), key, &m))?;
                 }
+                "idempotency" => {
+                    config.idempotency = match self.text(key, value)?.as_str() {
+                        "postgres" => true,
+                        "off" => false,
+                        other => {
+                            let message = format!("'{other}' is not `postgres` or `off`");
+                            return Err(self.error(value.position(), key, &message));
+                        }
+                    };
+                }
+                "idempotency_retention_hours" => {
+                    let hours = self.count(key, value, 1, 24 * 365)? as u64;
+                    config.idempotency_retention = Duration::from_secs(hours * 3600);
+                }
                 other => {
                     return Err(self.error(
                         *key_at,
                         other,
                         "unknown key; the keys are nodes, group_id, max_in_flight, max_attempts, \
-                         retry_backoff_ms, shutdown_timeout_ms, http",
+                         retry_backoff_ms, shutdown_timeout_ms, http, idempotency, idempotency_retention_hours",
                     ));
                 }
             }
@@ -251,13 +274,16 @@ mod tests {
     fn a_full_file_is_read() {
         let config = parse(
             "nodes:\n  - name: node_postgres_adapter_effect\n    version: 1.0.0\n  - node_consul_effect\n\
-             group_id: g\nmax_in_flight: 8\nmax_attempts: 5\nretry_backoff_ms: 10\nshutdown_timeout_ms: 2000\nhttp: off\n",
+             group_id: g\nmax_in_flight: 8\nmax_attempts: 5\nretry_backoff_ms: 10\nshutdown_timeout_ms: 2000\nhttp: off\n\
+             idempotency: postgres\nidempotency_retention_hours: 2\n",
         )
         .unwrap();
         assert_eq!(config.nodes.len(), 2);
         assert_eq!(config.nodes[0].version, Some(SemVer::new(1, 0, 0)));
         assert_eq!((config.group_id.as_str(), config.max_in_flight, config.max_attempts), ("g", 8, 5));
         assert_eq!(config.http, None);
+        assert!(config.idempotency);
+        assert_eq!(config.idempotency_retention, Duration::from_secs(7200));
     }
 
     #[test]
