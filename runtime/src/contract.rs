@@ -54,6 +54,8 @@ pub struct NodeContract {
     pub dependencies: &'static [DependencySpec],
     /// `io_operations` (EFFECT nodes).
     pub io_operations: &'static [IoOperationSpec],
+    /// The topics of `event_bus`; `None` when the contract has no `event_bus` section.
+    pub topics: Option<NodeTopics>,
 }
 
 impl NodeContract {
@@ -61,6 +63,19 @@ impl NodeContract {
     pub fn operation(&self, name: &str) -> Option<&'static OperationSpec> {
         self.operations.iter().find(|op| op.name == name)
     }
+}
+
+/// The event-bus topics a contract's `event_bus` section names (the constants of the node's generated `topics.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeTopics {
+    /// Topics the node consumes (`subscribe_topics`).
+    pub subscribe: &'static [&'static str],
+    /// Topics the node publishes to (`publish_topics`).
+    pub publish: &'static [&'static str],
+    /// Dead-letter topics (`dlq_topics`).
+    pub dlq: &'static [&'static str],
+    /// The consumer group the contract names, if any.
+    pub consumer_group: Option<&'static str>,
 }
 
 /// One operation of a node.

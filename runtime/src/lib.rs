@@ -35,7 +35,7 @@ pub mod workflow;
 
 pub use container::Container;
 pub use context::{Context, TraceContext};
-pub use contract::{DependencyKind, DependencySpec, IoOperationSpec, NodeContract, OperationSpec, SemVer};
+pub use contract::{DependencyKind, DependencySpec, IoOperationSpec, NodeContract, NodeTopics, OperationSpec, SemVer};
 pub use error::{ErrorCode, OnexError};
 pub use node::{ComputeNode, DynNode, EffectNode, Node, NodeKind, OrchestratorNode, ReducerNode};
 pub use registry::{NodeRegistration, NodeRegistry};

@@ -324,6 +324,7 @@ mod tests {
         operations: &[SLOW],
         dependencies: &[],
         io_operations: &[],
+        topics: None,
     };
 
     fn node_timing(ctx: &Context) -> Timing {

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use onex_runtime::node::routing::RoutingStrategy;
-use onex_runtime::{Container, Context, ErrorCode, Node, OnexError};
+use onex_runtime::{Container, Context, ErrorCode, Node, NodeTopics, OnexError};
 use serde_json::{Value, json};
 
 #[allow(dead_code, unused_imports, unreachable_pub)]
@@ -165,4 +165,22 @@ fn event_bus_topics_are_typed_once() {
     assert_eq!(topics::PUBLISH, [topics::EVT_PLATFORM_NODE_REGISTERED_V1, topics::RUNTIME_SUBSCRIPTIONS]);
     assert_eq!(topics::DLQ, ["onex.dlq.commands.v1"]);
     assert_eq!(topics::CONSUMER_GROUP, Some("onex-topic-route"));
+}
+
+#[test]
+fn the_contract_carries_its_event_bus_topics_and_none_without_the_section() {
+    let expected = NodeTopics {
+        subscribe: &["onex.cmd.platform.register-node.v1", "onex.evt.platform.node-registered.v1"],
+        publish: &["onex.evt.platform.node-registered.v1", "onex.runtime.subscriptions"],
+        dlq: &["onex.dlq.commands.v1"],
+        consumer_group: Some("onex-topic-route"),
+    };
+    assert_eq!(topic_route::CONTRACT.topics, Some(expected));
+    assert_eq!(op_route::CONTRACT.topics, None);
+    assert_eq!(type_route::CONTRACT.topics, None);
+    // A host serving the registry finds them from the node's name alone.
+    let registry = routed::registry();
+    let topics_of = |name: &str| registry.find(name, None).unwrap().contract.topics;
+    assert_eq!(topics_of("node_topic_route_orchestrator"), Some(expected));
+    assert_eq!(topics_of("node_op_route_effect"), None);
 }

@@ -100,6 +100,19 @@ pub(super) fn contract_file(node: &NodeModel) -> Result<String, String> {
     let input = &node.input_type;
     let output = &node.output_type;
     let doc = plain_doc(&format!("The contract of `{name}` v{}.", version_text(node)));
+    // The lists name `topics.rs`'s constants, so a topic is typed in one place only.
+    let topics = if c.behaviour.topics.is_some() {
+        quote! {
+            Some(onex_runtime::NodeTopics {
+                subscribe: super::topics::SUBSCRIBE,
+                publish: super::topics::PUBLISH,
+                dlq: super::topics::DLQ,
+                consumer_group: super::topics::CONSUMER_GROUP,
+            })
+        }
+    } else {
+        quote!(None)
+    };
     items.push(quote! {
         #doc
         pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
@@ -113,6 +126,7 @@ pub(super) fn contract_file(node: &NodeModel) -> Result<String, String> {
             operations: &[#(#op_idents),*],
             dependencies: &[#(#deps),*],
             io_operations: &[#(#ios),*],
+            topics: #topics,
         };
     });
     render_unformatted_file(source, inner, items)

@@ -251,6 +251,7 @@ mod tests {
         operations: &[QUERY, PING],
         dependencies: &[],
         io_operations: &[],
+        topics: None,
     };
 
     /// Answers `Ok(input)` for a non-negative input, `Err` otherwise, once `gate` lets it.

@@ -171,4 +171,5 @@ pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
             description: "Report the health of one service, or of every service, as the worst status of its checks.",
         },
     ],
+    topics: None,
 };

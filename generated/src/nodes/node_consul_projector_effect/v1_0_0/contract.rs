@@ -119,4 +119,5 @@ pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
             description: "Project services and their declared dependencies as a graph.",
         },
     ],
+    topics: None,
 };

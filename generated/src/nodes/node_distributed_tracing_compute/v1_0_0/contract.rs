@@ -107,4 +107,5 @@ pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
         },
     ],
     io_operations: &[],
+    topics: None,
 };

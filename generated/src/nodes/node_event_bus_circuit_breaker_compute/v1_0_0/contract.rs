@@ -118,4 +118,5 @@ pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
         },
     ],
     io_operations: &[],
+    topics: None,
 };

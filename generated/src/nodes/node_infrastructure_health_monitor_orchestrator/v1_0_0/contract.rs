@@ -98,4 +98,5 @@ pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
         },
     ],
     io_operations: &[],
+    topics: None,
 };

@@ -156,4 +156,5 @@ pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
             description: "Flush in-flight messages, then close every producer; later sends fail.",
         },
     ],
+    topics: None,
 };

@@ -95,4 +95,5 @@ pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
             description: "Run a database check query plus a pool check; more than 10 % failed connections reports degraded.",
         },
     ],
+    topics: None,
 };

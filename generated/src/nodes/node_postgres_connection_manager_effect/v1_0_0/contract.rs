@@ -208,4 +208,5 @@ pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
             description: "Drop every recorded query execution.",
         },
     ],
+    topics: None,
 };
