@@ -6,11 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use onex_runtime::event::OnexEvent;
-use onex_runtime::event_bus::{EventHandler, EventPublisher, KafkaEventBus, SubscriptionOptions, TopicNamer};
+use onex_runtime::event_bus::{
+    EventHandler, EventPublisher, KafkaEventBus, SubscriptionOptions, TopicNamer, subscriber,
+};
 use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool};
 use onex_runtime::models::kafka::KafkaProducerConfig;
 use onex_runtime::{Container, ErrorCode, OnexError};
-use onex_tests::kafka::{bootstrap, create_topic};
+use onex_tests::kafka::{bootstrap, create_topic, read_values, unique_topic};
 use uuid::Uuid;
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -105,7 +107,7 @@ async fn consumer_group_round_trip_commits_after_the_handler() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handler_that_keeps_failing_leaves_the_event_uncommitted() {
+async fn without_a_dead_letter_topic_a_failing_handler_leaves_the_event_uncommitted() {
     let (bus, topic) = bus_with_topic("invoice.issued").await;
     let group = format!("group-{}", Uuid::new_v4().simple());
     let poison = event("invoice.issued", 1);
@@ -116,7 +118,9 @@ async fn a_handler_that_keeps_failing_leaves_the_event_uncommitted() {
     let mut options = SubscriptionOptions::new(&group);
     options.max_handler_attempts = 2;
     options.handler_backoff.base_delay = Duration::from_millis(10);
-    let subscription = bus.subscribe(&[topic.as_str()], options, always_fails).unwrap();
+    // The subscriber on its own has no dead-letter topic unless given one.
+    let subscription =
+        subscriber::subscribe(bus.pool().default_config(), &[topic.as_str()], options, always_fails).unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
     while !subscription.is_finished() {
         assert!(Instant::now() < deadline, "subscription never gave up");
@@ -132,6 +136,51 @@ async fn a_handler_that_keeps_failing_leaves_the_event_uncommitted() {
     wait_for(&seen, 1, Duration::from_secs(90)).await;
     subscription.stop().await.unwrap();
     assert_eq!(seen.lock().unwrap()[0].event_id, poison.event_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_is_dead_lettered_and_the_subscription_moves_on() {
+    let (bus, topic) = bus_with_topic("invoice.paid").await;
+    let group = format!("group-{}", Uuid::new_v4().simple());
+    let dead_letters = unique_topic("dead-letters");
+    create_topic(&dead_letters, 1).await;
+    let poison = event("invoice.paid", 1);
+    let healthy = event("invoice.paid", 2);
+    bus.publish(poison.clone()).await.unwrap();
+    onex_tests::host::Requester::default().send_raw(&topic, Some(b"k"), b"not an envelope").await;
+    bus.publish(healthy.clone()).await.unwrap();
+
+    let seen: Seen = Arc::default();
+    let recorded = recording_handler(Arc::clone(&seen), BTreeSet::new());
+    let poison_id = poison.event_id;
+    let handler: EventHandler = Arc::new(move |event: OnexEvent| {
+        if event.event_id == poison_id {
+            return Box::pin(async { Err(OnexError::new(ErrorCode::IntegrationServiceError, "handler down")) });
+        }
+        recorded(event)
+    });
+    let mut options = SubscriptionOptions::new(&group).with_dead_letter(Arc::clone(bus.pool()), &dead_letters);
+    options.max_handler_attempts = 2;
+    options.handler_backoff.base_delay = Duration::from_millis(10);
+    let subscription = bus.subscribe(&[topic.as_str()], options, handler).unwrap();
+    wait_for(&seen, 1, Duration::from_secs(90)).await;
+    assert_eq!(seen.lock().unwrap()[0].event_id, healthy.event_id);
+    // The three messages may sit on different partitions: wait for both dead letters.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while subscription.counters().dead_lettered() < 2 {
+        assert!(Instant::now() < deadline, "dead letters: {}", subscription.counters().dead_lettered());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!subscription.is_finished());
+    assert_eq!(subscription.counters().invalid(), 1);
+    subscription.stop().await.unwrap();
+
+    let letters =
+        tokio::task::spawn_blocking(move || read_values(&dead_letters, 2, Duration::from_secs(30))).await.unwrap();
+    assert_eq!(letters.len(), 2);
+    let raw = letters.iter().position(|l| l.as_deref() == Some(&b"not an envelope"[..])).expect("the invalid message");
+    let event: OnexEvent = serde_json::from_slice(letters[1 - raw].as_deref().unwrap()).unwrap();
+    assert_eq!(event.event_id, poison.event_id, "the dead letter is the event as it came");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -448,8 +448,21 @@ impl KafkaEventBus {
         subscriber::subscribe_with_context(self.pool.default_config(), topics, self.traced(options), handler)
     }
 
+    /// Fills in what `options` leave to the bus: its tracing, and a dead-letter topic on its
+    /// pool named after the group (`…dlq.{group}.v1`, characters a topic cannot hold as `-`).
     fn traced(&self, options: SubscriptionOptions) -> SubscriptionOptions {
-        if options.tracing.is_enabled() { options } else { options.with_tracing(self.tracing.clone()) }
+        let mut options =
+            if options.tracing.is_enabled() { options } else { options.with_tracing(self.tracing.clone()) };
+        if options.dead_letter.is_none() {
+            let group: String = options
+                .group_id
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+                .collect();
+            let topic = self.namer.topic("dlq", group.trim_start_matches('-'));
+            options = options.with_dead_letter(Arc::clone(&self.pool), topic);
+        }
+        options
     }
 
     /// [`KafkaEventBus::subscribe`] to the topic of `event_type`.

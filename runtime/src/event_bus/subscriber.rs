@@ -1,7 +1,13 @@
 //! Consuming events through a consumer group, at least once: a message's offset is stored
 //! only after its handler succeeded, and stored offsets are committed in the background and
-//! once more on [`Subscription::stop`]. A handler that keeps failing stops the subscription
-//! *without* storing the offset, so the group redelivers that message.
+//! once more on [`Subscription::stop`].
+//!
+//! A message that keeps failing its handler, or that is not an ONEX event at all, goes to the
+//! subscription's dead-letter topic ([`SubscriptionOptions::dead_letter`]; the bus always names
+//! one) with the reason in its headers, and consumption moves on: one poison message never
+//! stops a subscription. Its offset is stored only once the dead letter is acknowledged.
+//! Without a dead-letter topic, such a handler stops the subscription *without* storing the
+//! offset, so the group redelivers the message and nothing is lost.
 //!
 //! Tracing: with a [`Tracing`] in [`SubscriptionOptions::tracing`], each consumed event is one
 //! CONSUMER span, `kafka.process`, whose parent is the producer's span named by the message's
@@ -31,6 +37,7 @@ use crate::context::{Context, TraceContext};
 use crate::error::{ErrorCode, OnexError};
 use crate::event::OnexEvent;
 use crate::event_bus::retry::RetryPolicy;
+use crate::kafka::KafkaProducerPool;
 use crate::kafka::config::consumer_properties;
 use crate::models::kafka::KafkaProducerConfig;
 use crate::node::BoxFuture;
@@ -57,6 +64,25 @@ pub struct SubscriptionOptions {
     /// Spans of the consumed messages (see the module documentation); disabled by default.
     /// [`crate::event_bus::KafkaEventBus::subscribe`] fills in the bus's when this is disabled.
     pub tracing: Tracing,
+    /// Where messages that cannot be handled go; `None` stops the subscription on the first
+    /// such handler failure instead. [`crate::event_bus::KafkaEventBus::subscribe`] fills in
+    /// `{env}.{tenant}.{context}.dlq.{group}.v1` on its own pool when this is `None`.
+    pub dead_letter: Option<DeadLetter>,
+}
+
+/// A dead-letter destination: the topic, and the pool that publishes to it.
+#[derive(Clone)]
+pub struct DeadLetter {
+    /// Publishes the dead letters.
+    pub pool: Arc<KafkaProducerPool>,
+    /// The topic.
+    pub topic: String,
+}
+
+impl std::fmt::Debug for DeadLetter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetter").field("topic", &self.topic).finish_non_exhaustive()
+    }
 }
 
 impl SubscriptionOptions {
@@ -67,7 +93,14 @@ impl SubscriptionOptions {
             max_handler_attempts: 5,
             handler_backoff: RetryPolicy { max_retries: 4, ..RetryPolicy::default() },
             tracing: Tracing::disabled(),
+            dead_letter: None,
         }
+    }
+
+    /// These options, sending messages that cannot be handled to `topic` through `pool`.
+    pub fn with_dead_letter(mut self, pool: Arc<KafkaProducerPool>, topic: impl Into<String>) -> Self {
+        self.dead_letter = Some(DeadLetter { pool, topic: topic.into() });
+        self
     }
 
     /// These options, recording a CONSUMER span per message with `tracing` (unless it switched
@@ -84,6 +117,7 @@ pub struct SubscriptionCounters {
     handled: AtomicU64,
     handler_failures: AtomicU64,
     invalid: AtomicU64,
+    dead_lettered: AtomicU64,
 }
 
 impl SubscriptionCounters {
@@ -97,9 +131,14 @@ impl SubscriptionCounters {
         self.handler_failures.load(Ordering::Relaxed)
     }
 
-    /// Messages that were not an ONEX event envelope (skipped: they can never succeed).
+    /// Messages that were not an ONEX event envelope (they can never succeed).
     pub fn invalid(&self) -> u64 {
         self.invalid.load(Ordering::Relaxed)
+    }
+
+    /// Messages sent to the dead-letter topic.
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_lettered.load(Ordering::Relaxed)
     }
 }
 
@@ -249,19 +288,39 @@ async fn consume(
                     let ctx = request_context(&event, trace);
                     handle_with_retries(&handler, ctx, event, &options, &counters, &mut stopped).await
                 };
-                if let Err(e) = handled {
-                    outcome = Err(e);
-                    break;
+                match handled {
+                    Ok(()) => {
+                        counters.handled.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => match &options.dead_letter {
+                        Some(sink) if dead_letter(sink, &message, e.message()).await.is_ok() => {
+                            counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            outcome = Err(e);
+                            break;
+                        }
+                    },
                 }
-                counters.handled.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 counters.invalid.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     topic = message.topic(),
                     offset = message.offset(),
-                    "skipping a message that is not an ONEX event: {e}"
+                    "a message that is not an ONEX event: {e}"
                 );
+                if let Some(sink) = &options.dead_letter {
+                    match dead_letter(sink, &message, e.message()).await {
+                        Ok(()) => {
+                            counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            outcome = Err(e);
+                            break;
+                        }
+                    }
+                }
             }
         }
         if let Err(e) = consumer.store_offset_from_message(&message) {
@@ -275,6 +334,29 @@ async fn consume(
     }
     consumer.unsubscribe();
     outcome
+}
+
+/// Sends `message` as it came (value and key) to the dead-letter topic, with `onex-dlq-reason`,
+/// `-topic`, `-partition` and `-offset` headers, and waits for the broker's acknowledgement.
+async fn dead_letter(sink: &DeadLetter, message: &BorrowedMessage<'_>, reason: &str) -> Result<(), OnexError> {
+    let (partition, offset) = (message.partition().to_string(), message.offset().to_string());
+    let headers = crate::kafka::headers([
+        ("onex-dlq-reason", reason),
+        ("onex-dlq-topic", message.topic()),
+        ("onex-dlq-partition", partition.as_str()),
+        ("onex-dlq-offset", offset.as_str()),
+    ]);
+    let mut record = crate::kafka::ProduceRecord::new(&sink.topic, message.payload().unwrap_or_default());
+    if let Some(key) = message.key() {
+        record = record.key(key);
+    }
+    tracing::warn!(topic = message.topic(), offset = message.offset(), dead_letter = %sink.topic, "dead-lettering: {reason}");
+    sink.pool.publish(record, Some(headers)).await.map(|_| ()).map_err(|e| {
+        OnexError::new(
+            ErrorCode::IntegrationServiceError,
+            format!("cannot dead-letter offset {offset} of {}; stopping without committing it: {e}", message.topic()),
+        )
+    })
 }
 
 /// The CONSUMER span of one message, as the context its handler runs in (see the module
@@ -347,7 +429,7 @@ async fn handle_with_retries(
                     return Err(OnexError::new(
                         ErrorCode::IntegrationServiceError,
                         format!(
-                            "event handler failed {attempt} times for event {} ({}); stopping without committing it: {e}",
+                            "event handler failed {attempt} times for event {} ({}): {e}",
                             event.event_id, event.event_type
                         ),
                     )
