@@ -77,7 +77,8 @@ pub async fn build(contracts: &[&'static NodeContract], env: &dyn EnvSource) -> 
     let mut container = Container::new();
     container.register(Arc::clone(&pool));
     container.register(Arc::clone(&bus));
-    container.register::<dyn EventPublisher>(bus);
+    let publisher: Arc<dyn EventPublisher> = bus;
+    container.register::<dyn EventPublisher>(Arc::clone(&publisher));
     container.register(Arc::clone(&metrics));
     if wanted(need(contracts, "PostgresConnectionManager"), env, "POSTGRES_HOST") {
         container.register(Arc::new(PostgresConnectionManager::from_env(env).await?));
@@ -85,6 +86,12 @@ pub async fn build(contracts: &[&'static NodeContract], env: &dyn EnvSource) -> 
     if wanted(need(contracts, "ConsulClient"), env, "CONSUL_HOST") {
         container.register(Arc::new(ConsulClient::from_env(env)?));
     }
-    let health = HealthMonitor::from_container(&container, environment)?.checker();
+    // One monitor per process, registered: its series are in the metrics registry, which
+    // holds them once, so the health monitor node must use this one rather than build its own.
+    // It announces status changes on the bus, as the node's own monitor would.
+    let monitor = Arc::new(HealthMonitor::from_container(&container, environment)?);
+    monitor.set_publisher(publisher);
+    container.register(Arc::clone(&monitor));
+    let health = monitor.checker();
     Ok(Services { container, kafka, pool, namer, metrics, health })
 }
