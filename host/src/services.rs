@@ -82,7 +82,8 @@ pub async fn build(
     let mut container = Container::new();
     container.register(Arc::clone(&pool));
     container.register(Arc::clone(&bus));
-    container.register::<dyn EventPublisher>(bus);
+    let publisher: Arc<dyn EventPublisher> = bus;
+    container.register::<dyn EventPublisher>(Arc::clone(&publisher));
     container.register(Arc::clone(&metrics));
     if postgres || wanted(need(contracts, "PostgresConnectionManager"), env, "POSTGRES_HOST") {
         container.register(Arc::new(PostgresConnectionManager::from_env(env).await?));
@@ -90,6 +91,12 @@ pub async fn build(
     if wanted(need(contracts, "ConsulClient"), env, "CONSUL_HOST") {
         container.register(Arc::new(ConsulClient::from_env(env)?));
     }
-    let health = HealthMonitor::from_container(&container, environment)?.checker();
+    // One monitor per process, registered: its series are in the metrics registry, which
+    // holds them once, so the health monitor node must use this one rather than build its own.
+    // It announces status changes on the bus, as the node's own monitor would.
+    let monitor = Arc::new(HealthMonitor::from_container(&container, environment)?);
+    monitor.set_publisher(publisher);
+    container.register(Arc::clone(&monitor));
+    let health = monitor.checker();
     Ok(Services { container, kafka, pool, namer, metrics, health })
 }
