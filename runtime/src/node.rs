@@ -112,12 +112,7 @@ impl<N: Node> DynNode for N {
     ) -> BoxFuture<'_, Result<serde_json::Value, OnexError>> {
         Box::pin(async move {
             let contract = Node::contract(self);
-            let input: N::Input = serde_json::from_value(input).map_err(|e| {
-                OnexError::validation(format!(
-                    "input does not match {} of {}: {e}",
-                    contract.input_model, contract.name
-                ))
-            })?;
+            let input = decode_input::<N::Input>(&input, contract)?;
             let output = self.process(input, ctx).await?;
             serde_json::to_value(output).map_err(|e| {
                 OnexError::new(
@@ -127,6 +122,31 @@ impl<N: Node> DynNode for N {
             })
         })
     }
+}
+
+/// Decodes a JSON input. An input that does not match names the field it failed on (as a
+/// path like `messages[2].topic`, also in the `field` detail): serde's own error names a missing
+/// field but not a field of the wrong type. The path is tracked only on the error path, so a
+/// valid input costs one plain decode.
+fn decode_input<T: serde::de::DeserializeOwned>(
+    input: &serde_json::Value,
+    contract: &NodeContract,
+) -> Result<T, OnexError> {
+    T::deserialize(input).or_else(|_| {
+        let error = match serde_path_to_error::deserialize::<_, T>(input) {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let path = error.path().to_string();
+        let at = if path == "." { String::new() } else { format!(" at `{path}`") };
+        Err(OnexError::validation(format!(
+            "input does not match {} of {}{at}: {}",
+            contract.input_model,
+            contract.name,
+            error.inner()
+        ))
+        .with_detail("field", path))
+    })
 }
 
 /// Who bounds an operation by its deadline.
@@ -393,5 +413,32 @@ mod tests {
             Ok::<_, OnexError>(7)
         });
         assert_eq!(run_timed("n", &SLOW, Timing::Handler, slow).await.unwrap(), 7);
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Order {
+        lines: Vec<Line>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Line {
+        sku: String,
+        quantity: u32,
+    }
+
+    #[test]
+    fn an_input_of_the_wrong_shape_names_the_field() {
+        let ok = serde_json::json!({"lines": [{"sku": "a", "quantity": 1}]});
+        assert_eq!(decode_input::<Order>(&ok, &TIMED).unwrap().lines.len(), 1);
+        let wrong_type = serde_json::json!({"lines": [{"sku": "a", "quantity": 1}, {"sku": "b", "quantity": "two"}]});
+        let e = decode_input::<Order>(&wrong_type, &TIMED).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::ValidationError);
+        assert!(e.message().contains("at `lines[1].quantity`"), "{e}");
+        assert_eq!(e.details()["field"], "lines[1].quantity");
+        let missing = serde_json::json!({"lines": [{"quantity": 1}]});
+        let e = decode_input::<Order>(&missing, &TIMED).unwrap_err();
+        assert!(e.message().contains("missing field `sku`"), "{e}");
     }
 }
