@@ -56,6 +56,7 @@ pub struct Host {
     pool: Arc<KafkaProducerPool>,
     routes: Vec<(String, Routes)>,
     pruning: Option<JoinHandle<()>>,
+    tracing: onex_runtime::telemetry::Tracing,
 }
 
 /// What a host did, reported when it stops.
@@ -157,7 +158,16 @@ impl Host {
             abandon,
         };
         let task = tokio::spawn(consume::run(looping, stopped));
-        Ok(Self { stop, task, http, counters, pool: services.pool, routes: routes_of, pruning })
+        Ok(Self {
+            stop,
+            task,
+            http,
+            counters,
+            pool: services.pool,
+            routes: routes_of,
+            pruning,
+            tracing: services.tracing,
+        })
     }
 
     /// Where `/metrics` and `/health/*` are served, if anywhere.
@@ -195,6 +205,8 @@ impl Host {
         if let Some(http) = self.http {
             http.shutdown().await;
         }
+        // Flushes the spans recorded so far (within its own 5 s limit).
+        self.tracing.shutdown()?;
         Ok(HostReport { counters: self.counters, unanswered })
     }
 }

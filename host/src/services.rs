@@ -15,7 +15,9 @@ use onex_runtime::kafka::config::producer_config_from_env;
 use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool};
 use onex_runtime::metrics::MetricsRegistry;
 use onex_runtime::models::kafka::KafkaProducerConfig;
+use onex_runtime::models::tracing::TraceConfiguration;
 use onex_runtime::postgres::PostgresConnectionManager;
+use onex_runtime::telemetry::Tracing;
 use onex_runtime::{Container, NodeContract, OnexError};
 
 /// What the host built for its nodes.
@@ -32,6 +34,9 @@ pub struct Services {
     pub metrics: Arc<MetricsRegistry>,
     /// Served at `/health/ready`.
     pub health: Arc<HealthChecker>,
+    /// Spans of the nodes, the pool and PostgreSQL; disabled unless
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` names a collector (the `OTEL_*` variables configure it).
+    pub tracing: Tracing,
 }
 
 /// How the served nodes depend on a service whose Rust type ends with `type_name`.
@@ -76,7 +81,14 @@ pub async fn build(
     let environment = Environment::detect(env);
     let kafka = producer_config_from_env(env)?;
     let metrics = Arc::new(MetricsRegistry::new(environment.as_str()));
-    let pool = Arc::new(KafkaProducerPool::new(KafkaPoolSettings::from_env(env)?, kafka.clone())?);
+    // Spans only where a collector is named: without one, exporting would only fill a queue.
+    let tracing = match env.var("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.trim().is_empty()) {
+        Some(_) => Tracing::install(&TraceConfiguration::from_env(env, environment)?)?,
+        None => Tracing::disabled(),
+    };
+    let pool = Arc::new(
+        KafkaProducerPool::new(KafkaPoolSettings::from_env(env)?, kafka.clone())?.with_tracing(tracing.clone()),
+    );
     let namer = TopicNamer::from_env(env)?;
     let bus = Arc::new(KafkaEventBus::from_env(Arc::clone(&pool), env)?);
     let mut container = Container::new();
@@ -85,8 +97,9 @@ pub async fn build(
     let publisher: Arc<dyn EventPublisher> = bus;
     container.register::<dyn EventPublisher>(Arc::clone(&publisher));
     container.register(Arc::clone(&metrics));
+    container.register(Arc::new(tracing.clone()));
     if postgres || wanted(need(contracts, "PostgresConnectionManager"), env, "POSTGRES_HOST") {
-        container.register(Arc::new(PostgresConnectionManager::from_env(env).await?));
+        container.register(Arc::new(PostgresConnectionManager::from_env(env).await?.with_tracing(tracing.clone())));
     }
     if wanted(need(contracts, "ConsulClient"), env, "CONSUL_HOST") {
         container.register(Arc::new(ConsulClient::from_env(env)?));
@@ -98,5 +111,5 @@ pub async fn build(
     monitor.set_publisher(publisher);
     container.register(Arc::clone(&monitor));
     let health = monitor.checker();
-    Ok(Services { container, kafka, pool, namer, metrics, health })
+    Ok(Services { container, kafka, pool, namer, metrics, health, tracing })
 }

@@ -20,7 +20,7 @@ use crate::node::BoxFuture;
 pub use kafka_bus::{EncodedEvent, EventBusStats, KafkaEventBus};
 pub use rate_limit::{RateLimitRule, RateLimiter};
 pub use retry::{RetryPolicy, Sleeper, TokioSleeper};
-pub use subscriber::{ContextEventHandler, EventHandler, Subscription, SubscriptionOptions};
+pub use subscriber::{ContextEventHandler, DeadLetter, EventHandler, Subscription, SubscriptionOptions};
 pub use topic::TopicNamer;
 
 /// Publishes events. Nodes depend on this protocol, never on a concrete bus, so tests can
