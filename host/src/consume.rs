@@ -191,7 +191,8 @@ fn spawn(this: &Loop, job: Job, done_tx: &mpsc::UnboundedSender<Done>) {
 /// waiting behind its key, if any.
 fn finish(this: &Loop, offsets: &mut Offsets, keys: &mut KeyQueues<Job>, done: Done) -> Option<Job> {
     if !done.acknowledged {
-        // Its answer may not have reached the broker: leave the offset for redelivery.
+        // Its answer may not have reached the broker (only at shutdown): leave the offset, and
+        // the requests waiting behind its key, for redelivery to the next owner.
         return None;
     }
     let current = offsets.is_current(done.partition, done.epoch);
@@ -209,11 +210,11 @@ fn finish(this: &Loop, offsets: &mut Offsets, keys: &mut KeyQueues<Job>, done: D
 
 fn forget_revoked(this: &Loop, index: &HashMap<String, usize>, offsets: &mut Offsets, keys: &mut KeyQueues<Job>) {
     let revoked = std::mem::take(&mut *this.consumer.context().revoked.lock().unwrap_or_else(|p| p.into_inner()));
-    for (topic, partition) in revoked {
-        if let Some(&topic) = index.get(&topic) {
+    for (name, partition) in revoked {
+        if let Some(&topic) = index.get(&name) {
             offsets.revoked((topic, partition));
             let dropped = keys.revoked((topic, partition));
-            tracing::info!(topic, partition, dropped, "partition revoked");
+            tracing::info!(topic = %name, partition, dropped, "partition revoked");
         }
     }
 }
