@@ -61,11 +61,31 @@ pub struct Fetched {
 
 /// Errors worth running the request again for: the node could not reach what it needs, or ran
 /// out of time on its own limit (not the request's deadline, which a second run cannot meet).
-fn retriable(error: &OnexError) -> bool {
+fn retriable(code: ErrorCode) -> bool {
     matches!(
-        error.code(),
+        code,
         ErrorCode::IntegrationServiceUnavailable | ErrorCode::DatabaseConnectionFailed | ErrorCode::OperationTimeout
     )
+}
+
+/// The error a node reported in its output rather than returned: the infrastructure nodes
+/// answer a failed operation with `success: false` and an `error_code` (as the original
+/// system's nodes did), so an unreachable database comes back as an output. The host retries
+/// such an output as it retries a returned error, and publishes the last one as the node's
+/// answer.
+fn reported_error(output: &serde_json::Value) -> Option<ErrorCode> {
+    if output.get("success")?.as_bool()? {
+        return None;
+    }
+    serde_json::from_value(output.get("error_code")?.clone()).ok()
+}
+
+/// The failure of one run, returned or reported, if any.
+fn failure_of(outcome: &Result<serde_json::Value, OnexError>) -> Option<ErrorCode> {
+    match outcome {
+        Ok(output) => reported_error(output),
+        Err(error) => Some(error.code()),
+    }
 }
 
 /// Answers `message` for `served`. Returns whether everything it published was acknowledged.
@@ -96,16 +116,21 @@ pub async fn answer(shared: &Answering, served: &ServedNode, message: &Fetched) 
         }
     }
     let (outcome, attempts) = run(shared, served, &request).await;
-    let (mut answer, poison) = match &outcome {
+    // Dead-lettered too: a request that failed every attempt, or that broke the node.
+    let poison = failure_of(&outcome)
+        .filter(|&code| (retriable(code) && attempts >= shared.max_attempts) || code == ErrorCode::InternalError)
+        .map(|code| match &outcome {
+            Err(error) => error.to_string(),
+            Ok(_) => format!("[{code}] the node reported this failure on all {attempts} attempts"),
+        });
+    let mut answer = match &outcome {
         Ok(output) => {
             shared.counters.completed.inc();
-            (request.completed(name, &shared.source, output.clone()), None)
+            request.completed(name, &shared.source, output.clone())
         }
         Err(error) => {
             shared.counters.failed.inc();
-            let poison =
-                (retriable(error) && attempts >= shared.max_attempts) || error.code() == ErrorCode::InternalError;
-            (request.failed(name, &shared.source, error, attempts), poison.then_some(error))
+            request.failed(name, &shared.source, error, attempts)
         }
     };
     if let Some(store) = store {
@@ -118,8 +143,8 @@ pub async fn answer(shared: &Answering, served: &ServedNode, message: &Fetched) 
         }
     }
     let mut acknowledged = publish(shared, route(served, &answer), &answer).await;
-    if let Some(error) = poison {
-        acknowledged &= dead_letter(shared, served, message, &error.to_string(), attempts).await;
+    if let Some(reason) = poison {
+        acknowledged &= dead_letter(shared, served, message, &reason, attempts).await;
     }
     acknowledged
 }
@@ -185,12 +210,9 @@ async fn run(
                 Err(OnexError::new(ErrorCode::InternalError, format!("{} panicked: {what}", served.contract.name)))
             }
         };
-        let again = match &outcome {
-            Err(e) => {
-                retriable(e) && attempt < shared.max_attempts && request.deadline.is_none_or(|d| d > Instant::now())
-            }
-            Ok(_) => false,
-        };
+        let again = failure_of(&outcome).is_some_and(retriable)
+            && attempt < shared.max_attempts
+            && request.deadline.is_none_or(|d| d > Instant::now());
         if !again {
             return (outcome, attempt);
         }
@@ -282,5 +304,25 @@ impl RecentIds {
             self.set.remove(&oldest);
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_failure_reported_in_the_output_counts_as_one() {
+        let reported = Ok(json!({"success": false, "error_code": "DATABASE_CONNECTION_FAILED", "error": "refused"}));
+        assert_eq!(failure_of(&reported), Some(ErrorCode::DatabaseConnectionFailed));
+        assert!(failure_of(&reported).is_some_and(retriable));
+        assert_eq!(failure_of(&Ok(json!({"success": true, "error_code": "DATABASE_CONNECTION_FAILED"}))), None);
+        assert_eq!(failure_of(&Ok(json!({"state": "closed"}))), None);
+        assert_eq!(failure_of(&Ok(json!({"success": false, "error_code": "NOT_A_CODE"}))), None);
+        let returned = Err(OnexError::validation("missing field"));
+        assert_eq!(failure_of(&returned), Some(ErrorCode::ValidationError));
+        assert!(!failure_of(&returned).is_some_and(retriable));
     }
 }

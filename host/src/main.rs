@@ -10,6 +10,7 @@ use onex_runtime::environment::ProcessEnv;
 const USAGE: &str = "usage: onex-host --config FILE
 
 Serves the configured ONEX nodes behind Kafka until SIGTERM or Ctrl-C.
+Logs go to stderr at the level ONEX_LOG names (error|warn|info|debug|trace; info).
 FILE is YAML; see the README for its keys. The broker and databases come from
 the environment (REDPANDA_BOOTSTRAP_SERVERS, POSTGRES_*, CONSUL_*, OMNINODE_ENV, ...).";
 
@@ -26,8 +27,27 @@ fn config_path() -> Result<PathBuf, String> {
     path.map(PathBuf::from).ok_or_else(|| "--config FILE is required".to_owned())
 }
 
+/// Log lines (warnings about dead letters, retries, consume errors, …) to stderr at the level
+/// `ONEX_LOG` names: `error`, `warn`, `info` (the default), `debug` or `trace`.
+fn init_logging() -> Result<(), String> {
+    let level = match std::env::var("ONEX_LOG").as_deref().map(str::trim) {
+        Err(_) | Ok("") | Ok("info") => tracing::Level::INFO,
+        Ok("error") => tracing::Level::ERROR,
+        Ok("warn") => tracing::Level::WARN,
+        Ok("debug") => tracing::Level::DEBUG,
+        Ok("trace") => tracing::Level::TRACE,
+        Ok(other) => return Err(format!("ONEX_LOG='{other}' is not error, warn, info, debug or trace")),
+    };
+    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_ansi(false).init();
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    if let Err(message) = init_logging() {
+        eprintln!("onex-host: {message}");
+        return ExitCode::from(2);
+    }
     let path = match config_path() {
         Ok(path) => path,
         Err(message) => {
