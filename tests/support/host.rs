@@ -15,7 +15,7 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use uuid::Uuid;
 
-use crate::kafka::{bootstrap, ensure_topic, read_events};
+use crate::kafka::{bootstrap, ensure_topic, read_events, read_messages};
 
 /// The environment of one test's hosts: the test broker, and a topic context no other test uses.
 pub fn host_env(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -200,51 +200,19 @@ pub async fn records(topic: &str, expected: usize, within: Duration) -> Vec<Reco
 }
 
 fn read_records(topic: &str, expected: usize, within: Duration) -> Vec<Record> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
     use rdkafka::message::Headers;
-    use rdkafka::{Message, Offset, TopicPartitionList};
 
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("group.id", format!("reader-{}", Uuid::new_v4().simple()))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("topic metadata");
-    let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len());
-    assert!(partitions > 0, "topic {topic} has no partitions");
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..partitions {
-        let p = i32::try_from(p).expect("partition index");
-        assignment.add_partition_offset(topic, p, Offset::Beginning).expect("partition offset");
-    }
-    consumer.assign(&assignment).expect("assign");
-    let mut seen = Vec::with_capacity(expected);
-    let deadline = std::time::Instant::now() + within;
-    let mut grace: Option<std::time::Instant> = None;
-    loop {
-        let now = std::time::Instant::now();
-        if grace.is_none() && (seen.len() >= expected || now >= deadline) {
-            grace = Some(now + Duration::from_secs(1));
-        }
-        if grace.is_some_and(|g| now >= g) {
-            return seen;
-        }
-        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
-            let message = message.expect("consumed message");
-            let headers = message.headers().map_or_else(Vec::new, |headers| {
-                headers
-                    .iter()
-                    .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
-                    .collect()
-            });
-            seen.push(Record {
-                partition: message.partition(),
-                offset: message.offset(),
-                key: message.key().map(<[u8]>::to_vec),
-                value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                headers,
-            });
-        }
-    }
+    read_messages(topic, expected, within, |message| Record {
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        headers: message.headers().map_or_else(Vec::new, |headers| {
+            headers
+                .iter()
+                .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                .collect()
+        }),
+    })
 }

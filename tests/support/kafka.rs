@@ -149,8 +149,21 @@ pub fn count_messages(topic: &str, expected: usize, within: Duration) -> usize {
 
 /// The values of every partition of `topic` from the beginning, as [`read_events`] reads them.
 pub fn read_values(topic: &str, expected: usize, within: Duration) -> Vec<Option<Vec<u8>>> {
+    use rdkafka::Message;
+    read_messages(topic, expected, within, |message| message.payload().map(<[u8]>::to_vec))
+}
+
+/// `keep` of every message of every partition of `topic`, from the beginning, until `expected`
+/// arrived or `within` passed, then one more second for extras (duplicates), with a plain
+/// consumer (no group commits). Blocking: call it from `spawn_blocking` in async tests.
+pub fn read_messages<T>(
+    topic: &str,
+    expected: usize,
+    within: Duration,
+    mut keep: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> T,
+) -> Vec<T> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{Message, Offset, TopicPartitionList};
+    use rdkafka::{Offset, TopicPartitionList};
 
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
@@ -179,8 +192,7 @@ pub fn read_values(topic: &str, expected: usize, within: Duration) -> Vec<Option
             return seen;
         }
         if let Some(message) = consumer.poll(Duration::from_millis(100)) {
-            let message = message.expect("consumed message");
-            seen.push(message.payload().map(<[u8]>::to_vec));
+            seen.push(keep(&message.expect("consumed message")));
         }
     }
 }
