@@ -177,14 +177,20 @@ pub async fn run(this: Loop, mut stop: watch::Receiver<bool>) -> Result<usize, O
 }
 
 fn spawn(this: &Loop, job: Job, done_tx: &mpsc::UnboundedSender<Done>) {
-    let answering = Arc::clone(&this.answering);
     let served = Arc::clone(&this.nodes[job.node]);
-    let done_tx = done_tx.clone();
-    tokio::spawn(async move {
-        let acknowledged = answer(&answering, &served, &job.message).await;
-        let Job { partition, epoch, message, .. } = job;
-        let _ = done_tx.send(Done { partition, epoch, offset: message.offset, key: message.key, acknowledged });
-    });
+    tokio::spawn(task(Arc::clone(&this.answering), served, job, done_tx.clone()));
+}
+
+/// The answering task of `job`. A function rather than an `async move` block: a block captures
+/// only the fields of `job` it names, so the permit, which it never reads, would stay behind and
+/// be dropped as soon as the task was spawned, and nothing would bound the requests held. The
+/// arguments of an `async fn` belong to its future whole.
+async fn task(answering: Arc<Answering>, served: Arc<ServedNode>, job: Job, done_tx: mpsc::UnboundedSender<Done>) {
+    let acknowledged = answer(&answering, &served, &job.message).await;
+    let Job { partition, epoch, message, _permit: permit, .. } = job;
+    let _ = done_tx.send(Done { partition, epoch, offset: message.offset, key: message.key, acknowledged });
+    // Held until the report is sent: requests fetched and not yet reported stay within the bound.
+    drop(permit);
 }
 
 /// Books a finished request: stores the offset it makes committable, and returns the request
@@ -216,5 +222,53 @@ fn forget_revoked(this: &Loop, index: &HashMap<String, usize>, offsets: &mut Off
             let dropped = keys.revoked((topic, partition));
             tracing::info!(topic = %name, partition, dropped, "partition revoked");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use onex_runtime::event_bus::TopicNamer;
+    use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool};
+    use onex_runtime::models::kafka::KafkaProducerConfig;
+
+    use super::*;
+    use crate::answer::RecentIds;
+    use crate::counters::HostCounters;
+    use crate::routes::Routes;
+
+    fn answering() -> Arc<Answering> {
+        // Never used: the task is not run, and the pool connects only on a first send.
+        let pool = KafkaProducerPool::new(KafkaPoolSettings::default(), KafkaProducerConfig::new("127.0.0.1:9"));
+        Arc::new(Answering {
+            pool: Arc::new(pool.unwrap()),
+            namer: TopicNamer::default(),
+            counters: HostCounters::default(),
+            max_attempts: 1,
+            retry_backoff: Duration::ZERO,
+            source: "test".into(),
+            recent: Mutex::new(RecentIds::default()),
+            abandon: watch::channel(false).1,
+        })
+    }
+
+    fn served() -> Arc<ServedNode> {
+        let registry = onex_generated::registry();
+        let registration = registry.find("node_event_bus_circuit_breaker_compute", None).unwrap();
+        let node = (registration.construct)(&onex_runtime::Container::new()).unwrap();
+        let routes = Routes::of(registration.contract, &TopicNamer::default());
+        Arc::new(ServedNode { contract: registration.contract, node, routes })
+    }
+
+    #[test]
+    fn an_answering_task_holds_its_in_flight_permit_until_it_ends() {
+        let permits = Arc::new(Semaphore::new(1));
+        let message = Fetched { topic: "t".into(), partition: 0, offset: 7, key: None, value: None, traceparent: None };
+        let permit = Arc::clone(&permits).try_acquire_owned().unwrap();
+        let job = Job { node: 0, partition: (0, 0), epoch: 1, message, _permit: permit };
+        let (done_tx, _done_rx) = mpsc::unbounded_channel();
+        let running = task(answering(), served(), job, done_tx);
+        assert_eq!(permits.available_permits(), 0, "the task was made, so its request is held");
+        drop(running);
+        assert_eq!(permits.available_permits(), 1, "the task is gone, so is its request");
     }
 }
