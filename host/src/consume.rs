@@ -247,6 +247,7 @@ mod tests {
             retry_backoff: Duration::ZERO,
             source: "test".into(),
             recent: Mutex::new(RecentIds::default()),
+            store: None,
             abandon: watch::channel(false).1,
         })
     }
