@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
-use onex_runtime::event::OnexEvent;
 use onex_runtime::event_bus::{EncodedEvent, TopicNamer};
 use onex_runtime::kafka::{KafkaProducerPool, ProduceRecord, headers};
 use onex_runtime::{DynNode, ErrorCode, NodeContract, OnexError};
@@ -67,37 +66,78 @@ fn retriable(error: &OnexError) -> bool {
 
 /// Answers `message` for `served`. Returns whether everything it published was acknowledged.
 pub async fn answer(shared: &Answering, served: &ServedNode, message: &Fetched) -> bool {
-    let request = match Request::decode(message.value.as_deref(), message.traceparent.as_deref()) {
-        Ok(request) => request,
+    let (Reply { encoded, topic, poison }, attempts) = match run_to_reply(shared, served, message).await {
+        Ok(replied) => replied,
         Err(reason) => {
             shared.counters.invalid.inc();
             tracing::warn!(topic = %message.topic, offset = message.offset, "dead-lettering a message that is not a request: {reason}");
-            return dead_letter(shared, served, message, &reason, 0).await;
+            // Boxed, like every path taken rarely: the task's future, allocated for every
+            // request, is only as large as its common path needs.
+            return Box::pin(dead_letter(shared, served, message, &reason, 0)).await;
         }
     };
+    let mut acknowledged = match &encoded {
+        Some(encoded) => publish(shared, topic, encoded).await,
+        None => false,
+    };
+    if let Some(reason) = poison {
+        acknowledged &= Box::pin(dead_letter(shared, served, message, &reason, attempts)).await;
+    }
+    acknowledged
+}
+
+/// Decodes the request, runs the node and makes the reply, with the node's runs; the error says
+/// why the message is not a request.
+async fn run_to_reply<'a>(
+    shared: &Answering,
+    served: &'a ServedNode,
+    message: &Fetched,
+) -> Result<(Reply<'a>, u32), String> {
+    let request = Request::decode(message.value.as_deref(), message.traceparent.as_deref())?;
     if shared.recent.lock().unwrap_or_else(|p| p.into_inner()).seen(request.event.event_id) {
         shared.counters.duplicates.inc();
     }
-    let name = served.contract.name;
     let (outcome, attempts) = run(shared, served, &request).await;
-    let (answer, poison) = match &outcome {
+    Ok((reply(shared, served, request, outcome, attempts), attempts))
+}
+
+/// What answers a request.
+struct Reply<'a> {
+    /// The answer, ready to send; `None` when it cannot be encoded (logged).
+    encoded: Option<EncodedEvent>,
+    topic: &'a str,
+    /// Why the request goes to the dead-letter topic as well, if it does.
+    poison: Option<String>,
+}
+
+/// The reply to `request`. Takes the request and the node's output by value: the output becomes
+/// the answer's payload without a copy, and neither the request nor the answer's envelope is
+/// kept while the encoded answer is published.
+fn reply<'a>(
+    shared: &Answering,
+    served: &'a ServedNode,
+    request: Request,
+    outcome: Result<serde_json::Value, OnexError>,
+    attempts: u32,
+) -> Reply<'a> {
+    let name = served.contract.name;
+    let (answer, topic, poison) = match outcome {
         Ok(output) => {
             shared.counters.completed.inc();
-            (request.completed(name, &shared.source, output.clone()), None)
+            (request.completed(name, &shared.source, output), &served.routes.completed, None)
         }
         Err(error) => {
             shared.counters.failed.inc();
             let poison =
-                (retriable(error) && attempts >= shared.max_attempts) || error.code() == ErrorCode::InternalError;
-            (request.failed(name, &shared.source, error, attempts), poison.then_some(error))
+                (retriable(&error) && attempts >= shared.max_attempts) || error.code() == ErrorCode::InternalError;
+            let answer = request.failed(name, &shared.source, &error, attempts);
+            (answer, &served.routes.failed, poison.then(|| error.to_string()))
         }
     };
-    let topic = if outcome.is_ok() { &served.routes.completed } else { &served.routes.failed };
-    let mut acknowledged = publish(shared, topic, &answer).await;
-    if let Some(error) = poison {
-        acknowledged &= dead_letter(shared, served, message, &error.to_string(), attempts).await;
-    }
-    acknowledged
+    let encoded = EncodedEvent::new(&shared.namer, &answer)
+        .inspect_err(|e| tracing::error!("cannot encode the answer {}: {e}", answer.event_id))
+        .ok();
+    Reply { encoded, topic, poison }
 }
 
 /// Runs the node until it answers, a non-retriable error, the last attempt or the deadline.
@@ -132,20 +172,13 @@ async fn run(
         }
         shared.counters.retried.inc();
         let backoff = shared.retry_backoff.saturating_mul(1 << (attempt - 1).min(10));
-        tokio::time::sleep(backoff).await;
+        Box::pin(tokio::time::sleep(backoff)).await;
     }
 }
 
-/// Publishes `event` to `topic` until the broker acknowledges it or the shutdown deadline
+/// Publishes `encoded` to `topic` until the broker acknowledges it or the shutdown deadline
 /// passes (then `false`).
-async fn publish(shared: &Answering, topic: &str, event: &OnexEvent) -> bool {
-    let encoded = match EncodedEvent::new(&shared.namer, event) {
-        Ok(encoded) => encoded,
-        Err(e) => {
-            tracing::error!("cannot encode the answer {}: {e}", event.event_id);
-            return false;
-        }
-    };
+async fn publish(shared: &Answering, topic: &str, encoded: &EncodedEvent) -> bool {
     let header_pairs = || encoded.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
     send(shared, ProduceRecord::new(topic, &encoded.value).key(encoded.key.as_bytes()), header_pairs).await
 }
@@ -188,17 +221,25 @@ where
             Ok(_) => return true,
             Err(e) => {
                 tracing::warn!(topic = record.topic, "publishing an answer failed, retrying in {delay:?}: {e}");
-                let mut abandon = shared.abandon.clone();
-                if *abandon.borrow() {
+                if !Box::pin(back_off(shared, delay)).await {
                     return false;
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    _ = abandon.changed() => return false,
                 }
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+/// Waits `delay` before another try; `false` when the shutdown deadline passed (or passes
+/// meanwhile): no more tries then.
+async fn back_off(shared: &Answering, delay: Duration) -> bool {
+    let mut abandon = shared.abandon.clone();
+    if *abandon.borrow() {
+        return false;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(delay) => true,
+        _ = abandon.changed() => false,
     }
 }
 
