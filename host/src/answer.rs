@@ -123,14 +123,16 @@ pub async fn answer(shared: &Answering, served: &ServedNode, message: &Fetched) 
             Err(error) => error.to_string(),
             Ok(_) => format!("[{code}] the node reported this failure on all {attempts} attempts"),
         });
-    let mut answer = match &outcome {
+    // The output moves into the answer: copying a JSON object per request was a tenth of the
+    // host's CPU for a small compute node.
+    let mut answer = match outcome {
         Ok(output) => {
             shared.counters.completed.inc();
-            request.completed(name, &shared.source, output.clone())
+            request.completed(name, &shared.source, output)
         }
         Err(error) => {
             shared.counters.failed.inc();
-            request.failed(name, &shared.source, error, attempts)
+            request.failed(name, &shared.source, &error, attempts)
         }
     };
     if let Some(store) = store {

@@ -181,16 +181,24 @@ fn spawn(this: &Loop, job: Job, done_tx: &mpsc::UnboundedSender<Done>) {
     tokio::spawn(task(Arc::clone(&this.answering), served, job, done_tx.clone()));
 }
 
-/// The answering task of `job`. A function rather than an `async move` block: a block captures
-/// only the fields of `job` it names, so the permit, which it never reads, would stay behind and
-/// be dropped as soon as the task was spawned, and nothing would bound the requests held. The
-/// arguments of an `async fn` belong to its future whole.
-async fn task(answering: Arc<Answering>, served: Arc<ServedNode>, job: Job, done_tx: mpsc::UnboundedSender<Done>) {
-    let acknowledged = answer(&answering, &served, &job.message).await;
-    let Job { partition, epoch, message, _permit: permit, .. } = job;
-    let _ = done_tx.send(Done { partition, epoch, offset: message.offset, key: message.key, acknowledged });
-    // Held until the report is sent: requests fetched and not yet reported stay within the bound.
-    drop(permit);
+/// The answering task of `job`. Its block names every field of the job it keeps, the permit
+/// included: a block captures only the fields it names, and a permit left behind would be
+/// dropped as soon as the task was spawned, and nothing would bound the requests held. (An
+/// `async fn` would take the job whole, but keeps its arguments twice in its future, which is
+/// allocated for every request.)
+fn task(
+    answering: Arc<Answering>,
+    served: Arc<ServedNode>,
+    job: Job,
+    done_tx: mpsc::UnboundedSender<Done>,
+) -> impl Future<Output = ()> {
+    async move {
+        let acknowledged = answer(&answering, &served, &job.message).await;
+        let Job { partition, epoch, message, _permit: permit, .. } = job;
+        let _ = done_tx.send(Done { partition, epoch, offset: message.offset, key: message.key, acknowledged });
+        // Held until the report is sent: requests fetched and not yet reported stay within the bound.
+        drop(permit);
+    }
 }
 
 /// Books a finished request: stores the offset it makes committable, and returns the request
