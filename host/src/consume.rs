@@ -186,6 +186,7 @@ fn spawn(this: &Loop, job: Job, done_tx: &mpsc::UnboundedSender<Done>) {
 /// dropped as soon as the task was spawned, and nothing would bound the requests held. (An
 /// `async fn` would take the job whole, but keeps its arguments twice in its future, which is
 /// allocated for every request.)
+#[allow(clippy::manual_async_fn, reason = "an `async fn` keeps its arguments twice in its future")]
 fn task(
     answering: Arc<Answering>,
     served: Arc<ServedNode>,
