@@ -36,7 +36,7 @@ fn copy_workspace(to: &Path) {
     for file in ["Cargo.toml", "Cargo.lock"] {
         std::fs::copy(root.join(file), to.join(file)).unwrap();
     }
-    for member in ["codegen", "runtime", "generated", "tests", "contracts"] {
+    for member in ["codegen", "runtime", "generated", "host", "tests", "contracts"] {
         copy_dir(&root.join(member), &to.join(member));
     }
 }
