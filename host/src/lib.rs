@@ -82,7 +82,7 @@ impl Host {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let contracts: Vec<_> = registrations.iter().map(|r| r.contract).collect();
-        let services = services::build(&contracts, env, config.idempotency).await?;
+        let services = services::build(&contracts, env, &config).await?;
         let store = if config.idempotency {
             let db = services.container.resolve::<PostgresConnectionManager>()?;
             Some(Arc::new(AnswerStore::open(db, config.idempotency_retention).await?))

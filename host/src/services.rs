@@ -20,6 +20,8 @@ use onex_runtime::postgres::PostgresConnectionManager;
 use onex_runtime::telemetry::Tracing;
 use onex_runtime::{Container, NodeContract, OnexError};
 
+use crate::config::HostConfig;
+
 /// What the host built for its nodes.
 pub struct Services {
     /// Every service, for the nodes' constructors.
@@ -71,12 +73,13 @@ fn wanted(need: Need, env: &dyn EnvSource, variable: &str) -> bool {
     }
 }
 
-/// Builds the services `contracts` depend on from `env`; PostgreSQL also when `postgres` (the
-/// host's own answer store needs it).
+/// Builds the services `contracts` depend on from `env`; PostgreSQL also when the host keeps
+/// its answer store there (`config.idempotency`). The event bus applies the host's
+/// `publish_rate_limit`, not the bus's default.
 pub async fn build(
     contracts: &[&'static NodeContract],
     env: &dyn EnvSource,
-    postgres: bool,
+    config: &HostConfig,
 ) -> Result<Services, OnexError> {
     let environment = Environment::detect(env);
     let kafka = producer_config_from_env(env)?;
@@ -90,7 +93,7 @@ pub async fn build(
         KafkaProducerPool::new(KafkaPoolSettings::from_env(env)?, kafka.clone())?.with_tracing(tracing.clone()),
     );
     let namer = TopicNamer::from_env(env)?;
-    let bus = Arc::new(KafkaEventBus::from_env(Arc::clone(&pool), env)?);
+    let bus = Arc::new(KafkaEventBus::from_env(Arc::clone(&pool), env)?.with_rate_limit(config.publish_rate_limit));
     let mut container = Container::new();
     container.register(Arc::clone(&pool));
     container.register(Arc::clone(&bus));
@@ -98,7 +101,7 @@ pub async fn build(
     container.register::<dyn EventPublisher>(Arc::clone(&publisher));
     container.register(Arc::clone(&metrics));
     container.register(Arc::new(tracing.clone()));
-    if postgres || wanted(need(contracts, "PostgresConnectionManager"), env, "POSTGRES_HOST") {
+    if config.idempotency || wanted(need(contracts, "PostgresConnectionManager"), env, "POSTGRES_HOST") {
         container.register(Arc::new(PostgresConnectionManager::from_env(env).await?.with_tracing(tracing.clone())));
     }
     if wanted(need(contracts, "ConsulClient"), env, "CONSUL_HOST") {

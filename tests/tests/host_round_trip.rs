@@ -308,6 +308,33 @@ async fn the_postgres_adapter_selects_the_rows_of_a_table_and_announces_it() {
     assert_counted(&served.stop().await, 1, 0);
 }
 
+/// The event bus's default per-caller limit (a burst of 100, then 1,000 a minute) would refuse
+/// the adapter's announcement past the hundredth request in a row; a host sets no limit unless
+/// configured to, so every request is answered with `success: true` and announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_adapter_serves_more_requests_than_the_bus_default_burst() {
+    const REQUESTS: usize = 150;
+    let db = TestDatabase::create("app").await;
+    db.client()
+        .await
+        .batch_execute("CREATE TABLE app.t (id int PRIMARY KEY); INSERT INTO app.t VALUES (1);")
+        .await
+        .expect("the table");
+    let events = ["postgres.query.completed", "postgres.query.failed"];
+    let served = TestHost::start("node_postgres_adapter_effect", postgres_env(&db), 2, &events).await;
+    for _ in 0..REQUESTS {
+        let ask = request(json!({"operation_type": "query", "query_request": {"query": "SELECT id FROM app.t"}}));
+        served.send(&ask).await;
+    }
+    let answered = answers(&served.routes.completed, REQUESTS, Duration::from_secs(120)).await;
+    let refused: Vec<&Value> = answered.iter().map(|a| &a.payload).filter(|p| p["success"] != true).collect();
+    assert!(refused.is_empty(), "{} of {REQUESTS} answers failed, e.g. {}", refused.len(), refused[0]);
+    assert_eq!(answered.len(), REQUESTS);
+    let announced = answers(&served.event_topic("postgres.query.completed"), REQUESTS, Duration::from_secs(60)).await;
+    assert_eq!(announced.len(), REQUESTS);
+    assert_counted(&served.stop().await, REQUESTS as u64, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_postgres_connection_manager_commits_a_transaction() {
     let node = "node_postgres_connection_manager_effect";

@@ -13,6 +13,7 @@
 //! http: 127.0.0.1:9464        # /metrics and /health/{live,ready}; `off` serves none
 //! idempotency: off            # `postgres`: EFFECT nodes' answers stored, replayed on redelivery
 //! idempotency_retention_hours: 24
+//! publish_rate_limit_per_minute: 0  # events the served nodes publish per minute; 0: no limit
 //! ```
 //!
 //! The environment overrides the deployment-specific keys: `ONEX_HOST_GROUP_ID`,
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use onex_runtime::contract::SemVer;
 use onex_runtime::environment::EnvSource;
+use onex_runtime::event_bus::RateLimitRule;
 use onex_runtime::{NodeRegistry, OnexError};
 
 use self::yaml::{Position, Yaml};
@@ -62,6 +64,12 @@ pub struct HostConfig {
     pub idempotency: bool,
     /// How long stored answers are kept.
     pub idempotency_retention: Duration,
+    /// The per-caller limit on the events the served nodes publish through the event bus;
+    /// `None` (the default) sets none. The bus's own default (1,000 a minute per caller) is
+    /// meant for one client of a shared bus; a host's nodes publish once per request it
+    /// serves, so that default would fail every request past the thousandth of a minute, and
+    /// `max_in_flight` already bounds the host's load.
+    pub publish_rate_limit: Option<RateLimitRule>,
 }
 
 impl HostConfig {
@@ -77,6 +85,7 @@ impl HostConfig {
             http: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             idempotency: false,
             idempotency_retention: Duration::from_secs(24 * 3600),
+            publish_rate_limit: None,
         }
     }
 
@@ -159,12 +168,16 @@ impl Reader<'_> {
                     let hours = self.count(key, value, 1, 24 * 365)? as u64;
                     config.idempotency_retention = Duration::from_secs(hours * 3600);
                 }
+                "publish_rate_limit_per_minute" => {
+                    config.publish_rate_limit = publish_rate_limit(self.count(key, value, 0, 100_000_000)? as u32);
+                }
                 other => {
                     return Err(self.error(
                         *key_at,
                         other,
                         "unknown key; the keys are nodes, group_id, max_in_flight, max_attempts, \
-                         retry_backoff_ms, shutdown_timeout_ms, http, idempotency, idempotency_retention_hours",
+                         retry_backoff_ms, shutdown_timeout_ms, http, idempotency, idempotency_retention_hours, \
+                         publish_rate_limit_per_minute",
                     ));
                 }
             }
@@ -243,6 +256,16 @@ fn parse_count(text: &str, min: usize, max: usize) -> Result<usize, String> {
     }
 }
 
+/// A limit of `per_minute` events with the event bus's default shape: a tenth of a minute's
+/// events back to back, and 30 s refused after the bucket runs dry; `None` for 0.
+fn publish_rate_limit(per_minute: u32) -> Option<RateLimitRule> {
+    (per_minute > 0).then(|| RateLimitRule {
+        per_minute,
+        burst: (per_minute / 10).max(1),
+        penalty: RateLimitRule::EVENT_PUBLISH.penalty,
+    })
+}
+
 fn parse_http(text: &str) -> Result<Option<SocketAddr>, String> {
     if text == "off" {
         return Ok(None);
@@ -275,7 +298,7 @@ mod tests {
         let config = parse(
             "nodes:\n  - name: node_postgres_adapter_effect\n    version: 1.0.0\n  - node_consul_effect\n\
              group_id: g\nmax_in_flight: 8\nmax_attempts: 5\nretry_backoff_ms: 10\nshutdown_timeout_ms: 2000\nhttp: off\n\
-             idempotency: postgres\nidempotency_retention_hours: 2\n",
+             idempotency: postgres\nidempotency_retention_hours: 2\npublish_rate_limit_per_minute: 600\n",
         )
         .unwrap();
         assert_eq!(config.nodes.len(), 2);
@@ -284,6 +307,10 @@ mod tests {
         assert_eq!(config.http, None);
         assert!(config.idempotency);
         assert_eq!(config.idempotency_retention, Duration::from_secs(7200));
+        let limit = config.publish_rate_limit.unwrap();
+        assert_eq!((limit.per_minute, limit.burst), (600, 60));
+        let unlimited = parse("nodes: [node_consul_effect]\npublish_rate_limit_per_minute: 0\n").unwrap();
+        assert_eq!(unlimited.publish_rate_limit, None);
     }
 
     #[test]
