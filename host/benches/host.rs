@@ -35,7 +35,7 @@
 //! `HOST_BENCH_ROUNDS` (3), `HOST_BENCH_MAX_IN_FLIGHT` (`64,1024`), `HOST_BENCH_PACED_RATE`
 //! (1000), `HOST_BENCH_PACED_SECONDS` (1), `HOST_BENCH_ONLY` (comma-separated contenders),
 //! `HOST_BENCH_PROGRESS` (1: print progress every 250 ms), `HOST_BENCH_OUT`
-//! (`target/bench/host.json`). See docs/host-bench.md for figures.
+//! (`target/bench/host.json`). Figures: docs/host.md, "Performance".
 
 // The crate root looks for its modules beside it: they live in `host/` instead, out of cargo's
 // search for bench targets.
@@ -364,7 +364,7 @@ fn contenders(bounds: &[usize]) -> Vec<Contender> {
     let named = std::env::var("HOST_BENCH_ONLY").is_ok_and(|v| !v.trim().is_empty());
     let only = Only::from_env("HOST_BENCH_ONLY");
     // The async loop is the weaker of the two plain loops, and two plain loops only show
-    // where two hosts' limit lies (see docs/host-bench.md): they run when named.
+    // where two hosts' limit lies (see docs/host.md, "Performance"): they run when named.
     let wanted = |kind: &str| if named { only.wants(kind) } else { !matches!(kind, "plain-async" | "two-plain") };
     let mut all = Vec::new();
     for (i, &bound) in bounds.iter().enumerate() {

@@ -8,16 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
-use onex_runtime::event::OnexEvent;
-use onex_runtime::event_bus::{EncodedEvent, TopicNamer};
+use onex_runtime::event_bus::EncodedEvent;
 use onex_runtime::kafka::{KafkaProducerPool, ProduceRecord, headers};
 use onex_runtime::{DynNode, ErrorCode, NodeContract, NodeKind, OnexError};
+use serde_json::value::RawValue;
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::counters::HostCounters;
 use crate::idempotency::{AnswerStore, StoredAnswer};
-use crate::request::Request;
+use crate::request::{Answer, Request, reported_error};
 use crate::routes::Routes;
 
 /// A node as the host serves it.
@@ -33,7 +33,6 @@ pub struct ServedNode {
 /// What every answering task shares.
 pub struct Answering {
     pub(crate) pool: Arc<KafkaProducerPool>,
-    pub(crate) namer: TopicNamer,
     pub(crate) counters: HostCounters,
     pub(crate) max_attempts: u32,
     pub(crate) retry_backoff: Duration,
@@ -68,20 +67,10 @@ fn retriable(code: ErrorCode) -> bool {
     )
 }
 
-/// The error a node reported in its output rather than returned: the infrastructure nodes
-/// answer a failed operation with `success: false` and an `error_code` (as the original
-/// system's nodes did), so an unreachable database comes back as an output. The host retries
-/// such an output as it retries a returned error, and publishes the last one as the node's
-/// answer.
-fn reported_error(output: &serde_json::Value) -> Option<ErrorCode> {
-    if output.get("success")?.as_bool()? {
-        return None;
-    }
-    serde_json::from_value(output.get("error_code")?.clone()).ok()
-}
-
-/// The failure of one run, returned or reported, if any.
-fn failure_of(outcome: &Result<serde_json::Value, OnexError>) -> Option<ErrorCode> {
+/// The failure of one run, returned or reported in the output (see [`reported_error`]), if
+/// any. The host retries a reported failure as it retries a returned one, and publishes the
+/// last output as the node's answer.
+fn failure_of(outcome: &Result<Box<RawValue>, OnexError>) -> Option<ErrorCode> {
     match outcome {
         Ok(output) => reported_error(output),
         Err(error) => Some(error.code()),
@@ -109,7 +98,7 @@ pub async fn answer(shared: &Answering, served: &ServedNode, message: &Fetched) 
             None => return false,
             Some(Some(stored)) => {
                 shared.counters.replayed.inc();
-                let answer = request.answer(stored.event_type, &shared.source, stored.payload);
+                let answer = request.answer(stored.event_type, &shared.source, raw(&stored.payload));
                 return publish(shared, route(served, &answer), &answer).await;
             }
             Some(None) => {}
@@ -136,11 +125,12 @@ pub async fn answer(shared: &Answering, served: &ServedNode, message: &Fetched) 
         }
     };
     if let Some(store) = store {
-        let ours = StoredAnswer { event_type: answer.event_type.clone(), payload: answer.payload.clone() };
+        let payload = serde_json::from_str(answer.payload.get()).unwrap_or_default();
+        let ours = StoredAnswer { event_type: answer.event_type.clone(), payload };
         match retrying(shared, "store the answer", || store.keep(name, id, ours.clone())).await {
             None => return false,
             // Another host stored first: everyone publishes that one answer.
-            Some(kept) if kept != ours => answer = request.answer(kept.event_type, &shared.source, kept.payload),
+            Some(kept) if kept != ours => answer = request.answer(kept.event_type, &shared.source, raw(&kept.payload)),
             Some(_) => {}
         }
     }
@@ -151,8 +141,13 @@ pub async fn answer(shared: &Answering, served: &ServedNode, message: &Fetched) 
     acknowledged
 }
 
+/// `value` as JSON text (a `Value` always encodes).
+fn raw(value: &serde_json::Value) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
 /// The topic of `answer`: results and failures may have topics of their own.
-fn route<'a>(served: &'a ServedNode, answer: &OnexEvent) -> &'a str {
+fn route<'a>(served: &'a ServedNode, answer: &Answer) -> &'a str {
     if answer.event_type.ends_with(".completed") { &served.routes.completed } else { &served.routes.failed }
 }
 
@@ -195,12 +190,12 @@ async fn back_off(shared: &Answering, delay: &mut Duration) -> bool {
 async fn run(
     shared: &Answering,
     served: &ServedNode,
-    request: &Request,
-) -> (Result<serde_json::Value, OnexError>, u32) {
+    request: &Request<'_>,
+) -> (Result<Box<RawValue>, OnexError>, u32) {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let call = served.node.process_json(request.event.payload.clone(), request.context());
+        let call = served.node.process_json_text(request.payload(), request.context());
         let outcome = match AssertUnwindSafe(call).catch_unwind().await {
             Ok(outcome) => outcome,
             Err(panic) => {
@@ -226,8 +221,8 @@ async fn run(
 
 /// Publishes `event` to `topic` until the broker acknowledges it or the shutdown deadline
 /// passes (then `false`).
-async fn publish(shared: &Answering, topic: &str, event: &OnexEvent) -> bool {
-    let encoded = match EncodedEvent::new(&shared.namer, event) {
+async fn publish(shared: &Answering, topic: &str, event: &Answer) -> bool {
+    let encoded = match EncodedEvent::to_topic(topic.to_owned(), event) {
         Ok(encoded) => encoded,
         Err(e) => {
             tracing::error!("cannot encode the answer {}: {e}", event.event_id);
@@ -235,7 +230,7 @@ async fn publish(shared: &Answering, topic: &str, event: &OnexEvent) -> bool {
         }
     };
     let header_pairs = || encoded.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    send(shared, ProduceRecord::new(topic, &encoded.value).key(encoded.key.as_bytes()), header_pairs).await
+    send(shared, ProduceRecord::new(&encoded.topic, &encoded.value).key(encoded.key.as_bytes()), header_pairs).await
 }
 
 /// Sends the request as it came, to the node's dead-letter topic, with why and how often it
@@ -316,13 +311,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_failure_reported_in_the_output_counts_as_one() {
-        let reported = Ok(json!({"success": false, "error_code": "DATABASE_CONNECTION_FAILED", "error": "refused"}));
+    fn a_failure_counts_whether_returned_or_reported() {
+        let reported =
+            Ok(raw(&json!({"success": false, "error_code": "DATABASE_CONNECTION_FAILED", "error": "refused"})));
         assert_eq!(failure_of(&reported), Some(ErrorCode::DatabaseConnectionFailed));
         assert!(failure_of(&reported).is_some_and(retriable));
-        assert_eq!(failure_of(&Ok(json!({"success": true, "error_code": "DATABASE_CONNECTION_FAILED"}))), None);
-        assert_eq!(failure_of(&Ok(json!({"state": "closed"}))), None);
-        assert_eq!(failure_of(&Ok(json!({"success": false, "error_code": "NOT_A_CODE"}))), None);
+        assert_eq!(failure_of(&Ok(raw(&json!({"state": "closed"})))), None);
         let returned = Err(OnexError::validation("missing field"));
         assert_eq!(failure_of(&returned), Some(ErrorCode::ValidationError));
         assert!(!failure_of(&returned).is_some_and(retriable));

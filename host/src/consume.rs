@@ -250,7 +250,6 @@ mod tests {
         let pool = KafkaProducerPool::new(KafkaPoolSettings::default(), KafkaProducerConfig::new("127.0.0.1:9"));
         Arc::new(Answering {
             pool: Arc::new(pool.unwrap()),
-            namer: TopicNamer::default(),
             counters: HostCounters::default(),
             max_attempts: 1,
             retry_backoff: Duration::ZERO,

@@ -137,7 +137,6 @@ impl Host {
         let (abandon, abandoned) = watch::channel(false);
         let answering = Arc::new(Answering {
             pool: Arc::clone(&services.pool),
-            namer: services.namer.clone(),
             counters: counters.clone(),
             max_attempts: config.max_attempts,
             retry_backoff: config.retry_backoff,

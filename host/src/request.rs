@@ -13,27 +13,32 @@
 use std::time::{Duration, Instant};
 
 use onex_runtime::event::OnexEvent;
-use onex_runtime::{Context, OnexError, TraceContext};
+use onex_runtime::{Context, ErrorCode, OnexError, TraceContext};
+use serde_json::value::RawValue;
 
 use crate::routes::Routes;
 
-/// A decoded request.
+/// An answer: the payload is JSON text, written by the node or by the host.
+pub type Answer = OnexEvent<Box<RawValue>>;
+
+/// A decoded request, borrowing its payload from the message it came in: the payload is read
+/// once, by the node, straight into its input model.
 #[derive(Debug)]
-pub struct Request {
-    /// The envelope.
-    pub event: OnexEvent,
+pub struct Request<'a> {
+    /// The envelope; `None` when the payload is absent or `null`.
+    pub event: OnexEvent<Option<&'a RawValue>>,
     /// Where it came from in the trace.
     pub trace: Option<TraceContext>,
     /// The request's deadline, if it set one.
     pub deadline: Option<Instant>,
 }
 
-impl Request {
+impl<'a> Request<'a> {
     /// Decodes a message value; `traceparent` is the header's, if any. The error says why the
     /// message is not a request (it cannot be answered: it has no usable correlation id).
-    pub fn decode(value: Option<&[u8]>, traceparent: Option<&str>) -> Result<Self, String> {
+    pub fn decode(value: Option<&'a [u8]>, traceparent: Option<&str>) -> Result<Self, String> {
         let value = value.ok_or("the message has no value")?;
-        let event: OnexEvent =
+        let event: OnexEvent<Option<&RawValue>> =
             serde_json::from_slice(value).map_err(|e| format!("the value is not an ONEX event envelope: {e}"))?;
         if event.correlation_id.is_nil() {
             return Err("the envelope's correlation_id is the nil UUID".into());
@@ -50,6 +55,11 @@ impl Request {
         Ok(Self { event, trace, deadline })
     }
 
+    /// The payload, the node's input (`null` when there is none).
+    pub fn payload(&self) -> &'a RawValue {
+        self.event.payload.unwrap_or(RawValue::NULL)
+    }
+
     /// The context the node runs in.
     pub fn context(&self) -> Context {
         let ctx = Context::for_request(Some(self.event.correlation_id)).unwrap_or_default();
@@ -64,18 +74,19 @@ impl Request {
     }
 
     /// The answer carrying `output`.
-    pub fn completed(&self, node: &str, source: &str, output: serde_json::Value) -> OnexEvent {
+    pub fn completed(&self, node: &str, source: &str, output: Box<RawValue>) -> Answer {
         self.answer(Routes::completed_type(node), source, output)
     }
 
     /// The answer carrying `error`, after `attempts` runs.
-    pub fn failed(&self, node: &str, source: &str, error: &OnexError, attempts: u32) -> OnexEvent {
+    pub fn failed(&self, node: &str, source: &str, error: &OnexError, attempts: u32) -> Answer {
         self.answer(Routes::failed_type(node), source, failure_payload(error, attempts))
     }
 
     /// The answer of type `event_type` carrying `payload`.
-    pub fn answer(&self, event_type: String, source: &str, payload: serde_json::Value) -> OnexEvent {
-        let mut answer = OnexEvent::new(event_type, source, self.event.correlation_id, payload);
+    pub fn answer(&self, event_type: String, source: &str, payload: Box<RawValue>) -> Answer {
+        let answer = OnexEvent::new(event_type, source, self.event.correlation_id, serde_json::Value::Null);
+        let mut answer = answer.with_payload(payload);
         answer.metadata.trace_context = self.event.metadata.trace_context.clone();
         if let Some(trace) = &self.trace {
             answer.metadata.trace_context.insert("traceparent".into(), trace.traceparent());
@@ -86,13 +97,37 @@ impl Request {
 }
 
 /// The payload of a failure answer.
-pub fn failure_payload(error: &OnexError, attempts: u32) -> serde_json::Value {
-    serde_json::json!({
+pub fn failure_payload(error: &OnexError, attempts: u32) -> Box<RawValue> {
+    let payload = serde_json::json!({
         "error_code": error.code().as_str(),
         "message": error.message(),
         "details": error.details(),
         "attempts": attempts,
-    })
+    });
+    // A `Value` always encodes.
+    serde_json::value::to_raw_value(&payload).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+/// The error a node reported in its output rather than returned: the infrastructure nodes
+/// answer a failed operation with `success: false` and an `error_code` (as the original
+/// system's nodes did), so an unreachable database comes back as an output.
+pub fn reported_error(output: &RawValue) -> Option<ErrorCode> {
+    #[derive(serde::Deserialize)]
+    struct Reported<'a> {
+        success: Option<bool>,
+        #[serde(borrow)]
+        error_code: Option<&'a RawValue>,
+    }
+    // An output is compact JSON written by serde_json, so a top-level `success: false` is
+    // these bytes; most outputs are not failures and need no second parse.
+    if !output.get().contains("\"success\":false") {
+        return None;
+    }
+    let reported: Reported<'_> = serde_json::from_str(output.get()).ok()?;
+    if reported.success? {
+        return None;
+    }
+    serde_json::from_str(reported.error_code?.get()).ok()
 }
 
 fn deadline_of(value: &serde_json::Value) -> Option<Instant> {
@@ -124,15 +159,47 @@ mod tests {
     #[test]
     fn a_request_answers_with_its_correlation_and_trace() {
         let header = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        let request = Request::decode(Some(&envelope("")), Some(header)).unwrap();
-        let answer = request.completed("node_x", "host", serde_json::json!({"ok": true}));
+        let value = envelope("");
+        let request = Request::decode(Some(&value), Some(header)).unwrap();
+        let output = serde_json::value::to_raw_value(&serde_json::json!({"ok": true})).unwrap();
+        let answer = request.completed("node_x", "host", output);
         assert_eq!(answer.event_type, "node_x.completed");
         assert_eq!(answer.correlation_id, request.event.correlation_id);
         assert_eq!(answer.metadata.trace_context["traceparent"], header);
         assert_eq!(answer.metadata.extra["request_event_id"], request.event.event_id.to_string());
+        assert_eq!(request.payload().get(), r#"{"x":1}"#);
         let failed = request.failed("node_x", "host", &OnexError::validation("missing field `operation`"), 1);
-        assert_eq!(failed.payload["error_code"], "VALIDATION_ERROR");
-        assert_eq!(failed.payload["message"], "missing field `operation`");
+        let payload: serde_json::Value = serde_json::from_str(failed.payload.get()).unwrap();
+        assert_eq!(payload["error_code"], "VALIDATION_ERROR");
+        assert_eq!(payload["message"], "missing field `operation`");
+    }
+
+    #[test]
+    fn an_answer_encodes_as_the_envelope_every_consumer_reads() {
+        let value = envelope("");
+        let request = Request::decode(Some(&value), None).unwrap();
+        let output = serde_json::value::to_raw_value(&serde_json::json!({"rows": [1, 2], "note": "é\\n"})).unwrap();
+        let answer = request.completed("node_x", "host", output);
+        let encoded = onex_runtime::event_bus::EncodedEvent::to_topic("t".into(), &answer).unwrap();
+        let read: OnexEvent = serde_json::from_slice(&encoded.value).unwrap();
+        assert_eq!(read.payload, serde_json::json!({"rows": [1, 2], "note": "é\\n"}));
+        assert_eq!((read.event_id, read.correlation_id), (answer.event_id, request.event.correlation_id));
+        assert_eq!(read.metadata, answer.metadata);
+    }
+
+    #[test]
+    fn a_failure_reported_in_the_output_is_found_without_a_value() {
+        let raw = |v: serde_json::Value| serde_json::value::to_raw_value(&v).unwrap();
+        let reported =
+            raw(serde_json::json!({"success": false, "error_code": "DATABASE_CONNECTION_FAILED", "error": "refused"}));
+        assert_eq!(reported_error(&reported), Some(ErrorCode::DatabaseConnectionFailed));
+        let fine = raw(serde_json::json!({"success": true, "error_code": "DATABASE_CONNECTION_FAILED"}));
+        assert_eq!(reported_error(&fine), None);
+        assert_eq!(reported_error(&raw(serde_json::json!({"state": "closed"}))), None);
+        assert_eq!(reported_error(&raw(serde_json::json!({"success": false, "error_code": "NOT_A_CODE"}))), None);
+        // Only the top level counts.
+        let nested = raw(serde_json::json!({"inner": {"success": false, "error_code": "OPERATION_TIMEOUT"}}));
+        assert_eq!(reported_error(&nested), None);
     }
 
     #[test]
@@ -145,7 +212,8 @@ mod tests {
 
     #[test]
     fn a_past_deadline_is_already_over() {
-        let request = Request::decode(Some(&envelope(r#","deadline":"2020-01-01T00:00:00Z""#)), None).unwrap();
+        let value = envelope(r#","deadline":"2020-01-01T00:00:00Z""#);
+        let request = Request::decode(Some(&value), None).unwrap();
         let ctx = request.context();
         assert!(ctx.deadline().unwrap() <= Instant::now());
     }

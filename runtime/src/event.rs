@@ -7,8 +7,12 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// An event: what happened, to whom it correlates, and its payload.
+///
+/// The payload is a `serde_json::Value` unless named otherwise: a service that forwards JSON
+/// it does not look into uses `OnexEvent<&RawValue>` (or `Box<RawValue>`) and keeps the
+/// payload as the text it came as, with the same wire form.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OnexEvent {
+pub struct OnexEvent<P = serde_json::Value> {
     /// Unique id of this event.
     pub event_id: Uuid,
     /// Dotted type, e.g. `postgres.query.completed`; picks the topic.
@@ -22,7 +26,7 @@ pub struct OnexEvent {
     pub source: String,
     /// Event-specific data.
     #[serde(default)]
-    pub payload: serde_json::Value,
+    pub payload: P,
     /// Tracing and routing metadata.
     #[serde(default)]
     pub metadata: EventMetadata,
@@ -65,6 +69,14 @@ impl OnexEvent {
             payload,
             metadata: EventMetadata::default(),
         }
+    }
+}
+
+impl<P> OnexEvent<P> {
+    /// The same event carrying `payload` instead.
+    pub fn with_payload<Q>(self, payload: Q) -> OnexEvent<Q> {
+        let Self { event_id, event_type, correlation_id, timestamp, source, payload: _, metadata } = self;
+        OnexEvent { event_id, event_type, correlation_id, timestamp, source, payload, metadata }
     }
 }
 

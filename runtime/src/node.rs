@@ -14,6 +14,7 @@ use std::pin::Pin;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 use crate::context::Context;
 use crate::contract::{NodeContract, OperationSpec};
@@ -98,6 +99,16 @@ pub trait DynNode: Send + Sync {
         input: serde_json::Value,
         ctx: Context,
     ) -> BoxFuture<'_, Result<serde_json::Value, OnexError>>;
+
+    /// [`DynNode::process_json`] on JSON text: the input model is decoded straight from
+    /// `input` and the output written straight to text, with no `serde_json::Value` between
+    /// (for a service that receives and sends JSON, such as the node host, that is two
+    /// conversions less per request). Errors are the same as `process_json`'s.
+    fn process_json_text<'a>(
+        &'a self,
+        input: &'a RawValue,
+        ctx: Context,
+    ) -> BoxFuture<'a, Result<Box<RawValue>, OnexError>>;
 }
 
 impl<N: Node> DynNode for N {
@@ -114,14 +125,29 @@ impl<N: Node> DynNode for N {
             let contract = Node::contract(self);
             let input = decode_input::<N::Input>(&input, contract)?;
             let output = self.process(input, ctx).await?;
-            serde_json::to_value(output).map_err(|e| {
-                OnexError::new(
-                    ErrorCode::InternalError,
-                    format!("cannot serialize {} of {}: {e}", contract.output_model, contract.name),
-                )
-            })
+            serde_json::to_value(output).map_err(|e| unencodable_output(contract, &e))
         })
     }
+
+    fn process_json_text<'a>(
+        &'a self,
+        input: &'a RawValue,
+        ctx: Context,
+    ) -> BoxFuture<'a, Result<Box<RawValue>, OnexError>> {
+        Box::pin(async move {
+            let contract = Node::contract(self);
+            let input = decode_input_text::<N::Input>(input, contract)?;
+            let output = self.process(input, ctx).await?;
+            serde_json::value::to_raw_value(&output).map_err(|e| unencodable_output(contract, &e))
+        })
+    }
+}
+
+fn unencodable_output(contract: &NodeContract, error: &serde_json::Error) -> OnexError {
+    OnexError::new(
+        ErrorCode::InternalError,
+        format!("cannot serialize {} of {}: {error}", contract.output_model, contract.name),
+    )
 }
 
 /// Decodes a JSON input. An input that does not match names the field it failed on (as a
@@ -132,21 +158,32 @@ fn decode_input<T: serde::de::DeserializeOwned>(
     input: &serde_json::Value,
     contract: &NodeContract,
 ) -> Result<T, OnexError> {
-    T::deserialize(input).or_else(|_| {
-        let error = match serde_path_to_error::deserialize::<_, T>(input) {
-            Ok(value) => return Ok(value),
-            Err(error) => error,
-        };
-        let path = error.path().to_string();
-        let at = if path == "." { String::new() } else { format!(" at `{path}`") };
-        Err(OnexError::validation(format!(
-            "input does not match {} of {}{at}: {}",
-            contract.input_model,
-            contract.name,
-            error.inner()
-        ))
-        .with_detail("field", path))
+    T::deserialize(input)
+        .or_else(|_| serde_path_to_error::deserialize::<_, T>(input).map_err(|e| mismatch(contract, e)))
+}
+
+/// [`decode_input`] from JSON text.
+fn decode_input_text<T: serde::de::DeserializeOwned>(
+    input: &RawValue,
+    contract: &NodeContract,
+) -> Result<T, OnexError> {
+    serde_json::from_str(input.get()).or_else(|_| {
+        serde_path_to_error::deserialize::<_, T>(&mut serde_json::Deserializer::from_str(input.get()))
+            .map_err(|e| mismatch(contract, e))
     })
+}
+
+/// The error of an input that does not match the input model, naming the field.
+fn mismatch(contract: &NodeContract, error: serde_path_to_error::Error<serde_json::Error>) -> OnexError {
+    let path = error.path().to_string();
+    let at = if path == "." { String::new() } else { format!(" at `{path}`") };
+    OnexError::validation(format!(
+        "input does not match {} of {}{at}: {}",
+        contract.input_model,
+        contract.name,
+        error.inner()
+    ))
+    .with_detail("field", path)
 }
 
 /// Who bounds an operation by its deadline.
@@ -440,5 +477,22 @@ mod tests {
         let missing = serde_json::json!({"lines": [{"quantity": 1}]});
         let e = decode_input::<Order>(&missing, &TIMED).unwrap_err();
         assert!(e.message().contains("missing field `sku`"), "{e}");
+    }
+
+    #[test]
+    fn json_text_decodes_as_a_value_does_and_names_the_same_field() {
+        let text = |v: &serde_json::Value| serde_json::value::to_raw_value(v).unwrap();
+        let ok = serde_json::json!({"lines": [{"sku": "a", "quantity": 1}]});
+        assert_eq!(decode_input_text::<Order>(&text(&ok), &TIMED).unwrap().lines[0].sku, "a");
+        for wrong in [
+            serde_json::json!({"lines": [{"sku": "a", "quantity": 1}, {"sku": "b", "quantity": "two"}]}),
+            serde_json::json!({"lines": [{"quantity": 1}]}),
+            serde_json::json!([1]),
+        ] {
+            let from_value = decode_input::<Order>(&wrong, &TIMED).unwrap_err();
+            let from_text = decode_input_text::<Order>(&text(&wrong), &TIMED).unwrap_err();
+            assert_eq!(from_text.details()["field"], from_value.details()["field"], "{wrong}");
+            assert_eq!(from_text.code(), ErrorCode::ValidationError);
+        }
     }
 }

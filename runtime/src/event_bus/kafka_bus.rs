@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use rdkafka::message::OwnedHeaders;
+use serde::Serialize;
 
 use crate::telemetry::{KeyValue, OtelContext, Span, Tracing, carrier};
 
@@ -56,9 +57,9 @@ pub struct EncodedEvent {
 /// go through serde_json. The destructuring fails to compile when a field is added, so the
 /// envelope cannot silently lose one. `event_id` and `correlation_id` are the event's UUIDs,
 /// hyphenated and lower-case, as its `Serialize` writes them.
-fn write_envelope(
+fn write_envelope<P: Serialize>(
     out: &mut Vec<u8>,
-    event: &OnexEvent,
+    event: &OnexEvent<P>,
     event_id: &str,
     correlation_id: &str,
 ) -> serde_json::Result<()> {
@@ -98,8 +99,12 @@ impl EncodedEvent {
     /// Encodes `event` for Kafka as the bus publishes it: topic from its type (`namer`), key =
     /// correlation id, value = JSON envelope, headers = its trace carrier, `onex-event-type`
     /// and `onex-event-id`. Public so an in-process publisher can encode exactly as the bus does.
-    pub fn new(namer: &TopicNamer, event: &OnexEvent) -> Result<Self, OnexError> {
-        let topic = namer.topic_for(&event.event_type)?;
+    pub fn new<P: Serialize>(namer: &TopicNamer, event: &OnexEvent<P>) -> Result<Self, OnexError> {
+        Self::to_topic(namer.topic_for(&event.event_type)?, event)
+    }
+
+    /// [`EncodedEvent::new`] for a topic chosen by the caller rather than by the event type.
+    pub fn to_topic<P: Serialize>(topic: String, event: &OnexEvent<P>) -> Result<Self, OnexError> {
         // Each UUID is written once and copied to the envelope, the key and the header.
         let (mut event_id, mut correlation_id) = (uuid::Uuid::encode_buffer(), uuid::Uuid::encode_buffer());
         let event_id = &*event.event_id.hyphenated().encode_lower(&mut event_id);
