@@ -1,6 +1,7 @@
 //! The pieces every generated file is made of: identifiers, doc attributes and printing.
 
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
 
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
@@ -133,6 +134,112 @@ impl SharedItem {
     }
 }
 
+/// Items whose layout depends only on the widths of a few of their words (names, literals),
+/// printed once per run for each set of widths and then filled in: `print` builds and prints
+/// the item from stand-ins as wide as the words, and each word is written over its stand-in.
+///
+/// Why that gives what printing the item itself gives: prettyplease decides where to break a
+/// line from the byte widths of the words and the kind of each syntax node, never from the
+/// letters of a name or a literal. A word that is not ASCII, or a stand-in the printed text
+/// does not show in order, is printed the slow way. The unit tests and the golden files
+/// compare both ways.
+pub(super) struct Shapes {
+    /// By kind (the caller's variant of the item) and the widths of the words: the printed
+    /// text around the stand-ins, one more piece than words; `None` when a stand-in was lost.
+    cache: Mutex<BTreeMap<ShapeKey, Option<Vec<String>>>>,
+}
+
+/// A [`Shapes`] item's kind and the widths of its words.
+type ShapeKey = (u8, Vec<usize>);
+
+/// One word of a [`Shapes`] item: its text as printed (an identifier, a number, or a string
+/// literal with its quotes) and the letter its stand-in is made of, one the rest of the item
+/// never shows as many times in a row.
+pub(super) type Word<'a> = (&'a str, char);
+
+impl Shapes {
+    pub(super) const fn new() -> Self {
+        Self { cache: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// The text of the item of variant `kind` with `words`; `print` prints it from the words
+    /// (parse string literals with `str::parse::<Literal>`, names with [`ident`]).
+    pub(super) fn text(
+        &self,
+        kind: u8,
+        words: &[Word<'_>],
+        print: impl Fn(&[String]) -> Result<String, String>,
+    ) -> Result<String, String> {
+        let real = || print(&words.iter().map(|(w, _)| (*w).to_owned()).collect::<Vec<_>>());
+        if !words.iter().all(|(w, _)| w.is_ascii()) {
+            return real();
+        }
+        let key = (kind, words.iter().map(|(w, _)| w.len()).collect::<Vec<_>>());
+        let cached = self.cache.lock().map_err(|_| "internal: a render thread panicked".to_owned())?.get(&key).cloned();
+        let pieces = match cached {
+            Some(pieces) => pieces,
+            None => {
+                let stand_ins: Vec<String> = words.iter().map(|&(w, letter)| stand_in(w, letter)).collect();
+                let pieces = split_at_stand_ins(&print(&stand_ins)?, &stand_ins);
+                self.cache
+                    .lock()
+                    .map_err(|_| "internal: a render thread panicked".to_owned())?
+                    .insert(key, pieces.clone());
+                pieces
+            }
+        };
+        let Some(pieces) = pieces else { return real() };
+        let mut text = String::with_capacity(pieces.iter().map(String::len).sum::<usize>() + words_len(words));
+        for (piece, (word, _)) in pieces.iter().zip(words) {
+            text.push_str(piece);
+            text.push_str(word);
+        }
+        text.push_str(pieces.last().map_or("", String::as_str));
+        Ok(text)
+    }
+}
+
+fn words_len(words: &[Word<'_>]) -> usize {
+    words.iter().map(|(w, _)| w.len()).sum()
+}
+
+/// `letter` as many times as `word` is wide; a string literal stays one, quotes included.
+fn stand_in(word: &str, letter: char) -> String {
+    match word.len() {
+        n if word.starts_with('"') && n >= 2 => format!("\"{}\"", letter.to_string().repeat(n - 2)),
+        n => letter.to_string().repeat(n),
+    }
+}
+
+/// The text of `printed` around each stand-in, found in order; `None` when one is missing.
+fn split_at_stand_ins(printed: &str, stand_ins: &[String]) -> Option<Vec<String>> {
+    let mut pieces = Vec::with_capacity(stand_ins.len() + 1);
+    let mut rest = printed;
+    for stand_in in stand_ins {
+        let at = rest.find(stand_in.as_str())?;
+        pieces.push(rest[..at].to_owned());
+        rest = &rest[at + stand_in.len()..];
+    }
+    pieces.push(rest.to_owned());
+    Some(pieces)
+}
+
+/// `members` as printed inside a block at the top level of a file (indented once, each ending
+/// in a line break).
+pub(super) fn members_text(block: Block, members: TokenStream) -> Result<String, String> {
+    let printed = print_item(match block {
+        Block::Impl => quote! { impl Shared { #members } },
+        Block::Trait => quote! { trait Shared { #members } },
+    })?;
+    let inside = printed.split_once('\n').and_then(|(_, rest)| rest.strip_suffix("}\n"));
+    inside.map(str::to_owned).ok_or_else(|| format!("internal: members printed as\n{printed}"))
+}
+
+/// [`doc_comment`] indented by `indent`, as prettyplease prints a doc comment in a block.
+pub(super) fn indented_doc_comment(text: &str, indent: &str) -> String {
+    doc_lines(text).iter().map(|line| format!("{indent}///{line}\n")).collect()
+}
+
 /// Which kind of block [`SharedMembers`] belong in (a trait's `fn` may have no body).
 #[derive(Clone, Copy)]
 pub(super) enum Block {
@@ -163,15 +270,7 @@ impl SharedMembers {
     }
 
     fn text(&self) -> Result<&str, String> {
-        let text = self.text.get_or_init(|| {
-            let members = (self.members)();
-            let printed = print_item(match self.block {
-                Block::Impl => quote! { impl Shared { #members } },
-                Block::Trait => quote! { trait Shared { #members } },
-            })?;
-            let inside = printed.split_once('\n').and_then(|(_, rest)| rest.strip_suffix("}\n"));
-            inside.map(str::to_owned).ok_or_else(|| format!("internal: shared members printed as\n{printed}"))
-        });
+        let text = self.text.get_or_init(|| members_text(self.block, (self.members)()));
         text.as_deref().map_err(Clone::clone)
     }
 
@@ -196,6 +295,32 @@ impl SharedMembers {
             return print_item(item((self.members)())).map(Item::Text);
         }
         Ok(Item::Text(text))
+    }
+
+    /// `item(members)` whose block holds these members and then the node's own, `own_text`
+    /// (printed members, [`members_text`]); `own` gives their tokens for the slow way, when
+    /// the item's header does not fit on one line.
+    pub(super) fn item_then(
+        &self,
+        item: impl Fn(TokenStream) -> TokenStream,
+        own_text: &str,
+        own: impl FnOnce() -> Result<TokenStream, String>,
+    ) -> Result<Item, String> {
+        let bare = print_item(item(TokenStream::new()))?;
+        let shared = self.text()?;
+        if let Some(header) = one_line_empty_block(&bare) {
+            // As in `item`: a header that fit on one line ending in `{}` fits ending in `{`.
+            let mut text = String::with_capacity(header.len() + shared.len() + own_text.len() + 4);
+            text.push_str(header);
+            text.push_str("{\n");
+            text.push_str(shared);
+            text.push_str(own_text);
+            text.push_str("}\n");
+            return Ok(Item::Text(text));
+        }
+        let members = (self.members)();
+        let own = own()?;
+        print_item(item(quote! { #members #own })).map(Item::Text)
     }
 }
 
