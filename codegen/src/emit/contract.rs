@@ -129,5 +129,5 @@ pub(super) fn contract_file(node: &NodeModel) -> Result<String, String> {
             topics: #topics,
         };
     });
-    render_unformatted_file(source, inner, items)
+    render_unformatted_file(source, &inner, items)
 }

@@ -192,7 +192,7 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
         || process_tokens(node, dispatch),
     )?);
     items.push(quote! { impl<H: #handler> #kind_trait for #node_type<H> {} }.into());
-    render_unformatted_file(source, inner, items)
+    render_unformatted_file(source, &inner, items)
 }
 
 /// `Dependencies`, with a field per dependency.

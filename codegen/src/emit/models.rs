@@ -383,7 +383,7 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
             }
         });
     }
-    render_unformatted_file(source, inner, items)
+    render_unformatted_file(source, &inner, items)
 }
 
 #[cfg(test)]

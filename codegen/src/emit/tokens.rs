@@ -60,9 +60,10 @@ pub(super) fn plain_doc(text: &str) -> TokenStream {
     quote! { #( #[doc = #lines] )* }
 }
 
-pub(super) fn inner_doc(text: &str) -> TokenStream {
-    let lines = doc_lines(text);
-    quote! { #( #![doc = #lines] )* }
+/// A file's inner doc comments (`//!`), as prettyplease prints `#![doc]` attributes holding
+/// [`doc_lines`]: no line break in any, no trailing space.
+pub(super) fn inner_doc(text: &str) -> String {
+    doc_lines(text).iter().map(|line| format!("//!{line}\n")).collect()
 }
 
 /// One item of a generated file: tokens for prettyplease, or text it printed already
@@ -78,18 +79,15 @@ impl From<TokenStream> for Item {
     }
 }
 
-/// Prints `inner` (inner attributes) and `items`, each item on its own with a blank line
-/// between; prefixes the `@generated` header.
+/// Writes `inner` (the printed inner attributes, [`inner_doc`]) and prints `items`, each item
+/// on its own with a blank line between; prefixes the `@generated` header.
 pub(super) fn render_file(
     source: &str,
-    inner: TokenStream,
+    inner: &str,
     items: impl IntoIterator<Item = impl Into<Item>>,
 ) -> Result<String, String> {
     let mut out = header(source);
-    if !inner.is_empty() {
-        let file: syn::File = syn::parse2(inner).map_err(|e| format!("internal: bad file attributes: {e}"))?;
-        out.push_str(&prettyplease::unparse(&file));
-    }
+    out.push_str(inner);
     for item in items {
         out.push('\n');
         match item.into() {
@@ -392,10 +390,10 @@ pub(super) fn version_text(node: &NodeModel) -> String {
 /// an inner attribute needs a nightly feature; under `cfg_attr(rustfmt, …)` rustc ignores it.)
 pub(super) fn render_unformatted_file(
     source: &str,
-    inner: TokenStream,
+    inner: &str,
     items: impl IntoIterator<Item = impl Into<Item>>,
 ) -> Result<String, String> {
-    render_file(source, quote! { #inner #![cfg_attr(rustfmt, rustfmt::skip)] }, items)
+    render_file(source, &format!("{inner}#![cfg_attr(rustfmt, rustfmt::skip)]\n"), items)
 }
 
 /// `pub mod` of each name, in the order given (rustfmt keeps consecutive `mod` declarations in
