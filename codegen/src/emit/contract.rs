@@ -3,18 +3,53 @@
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
 
-use super::tokens::{ident, inner_doc, plain_doc, render_unformatted_file, version_text};
+use super::tokens::{
+    Item, LONG, Shapes, doc_comment, ident, inner_doc, plain_doc, print_item, render_unformatted_file, version_text,
+};
 use crate::model::NodeModel;
 use crate::validate::DependencyKind;
 
 fn duration(seconds: f64) -> TokenStream {
-    if seconds.fract() == 0.0 && seconds >= 0.0 {
-        let secs = Literal::u64_unsuffixed(seconds as u64);
-        quote!(std::time::Duration::from_secs(#secs))
-    } else {
-        let millis = Literal::u64_unsuffixed((seconds * 1000.0).round() as u64);
-        quote!(std::time::Duration::from_millis(#millis))
+    match duration_parts(seconds) {
+        (false, secs) => quote!(std::time::Duration::from_secs(#secs)),
+        (true, millis) => quote!(std::time::Duration::from_millis(#millis)),
     }
+}
+
+/// Whether a timeout is written in milliseconds (not whole seconds), and the number.
+fn duration_parts(seconds: f64) -> (bool, Literal) {
+    if seconds.fract() == 0.0 && seconds >= 0.0 {
+        (false, Literal::u64_unsuffixed(seconds as u64))
+    } else {
+        (true, Literal::u64_unsuffixed((seconds * 1000.0).round() as u64))
+    }
+}
+
+/// An operation's `OperationSpec` constant (without its doc comment), printed once per run for
+/// each widths of its words ([`Shapes`]; the description counts as a long literal).
+fn operation_text(const_name: &str, wire: &str, description: &str, seconds: f64) -> Result<String, String> {
+    static OPERATIONS: Shapes = Shapes::new();
+    let (millis, number) = duration_parts(seconds);
+    let (wire, description, number) =
+        (Literal::string(wire).to_string(), Literal::string(description).to_string(), number.to_string());
+    let words = [(const_name, 'Z'), (wire.as_str(), 'W'), (description.as_str(), LONG), (number.as_str(), '1')];
+    OPERATIONS.text(u8::from(millis), &words, |words| {
+        let literal = |text: &str| text.parse::<Literal>().map_err(|e| format!("internal: literal {text}: {e}"));
+        let name = ident(&words[0])?;
+        let (wire, description, number) = (literal(&words[1])?, literal(&words[2])?, literal(&words[3])?);
+        let timeout = if millis {
+            quote!(std::time::Duration::from_millis(#number))
+        } else {
+            quote!(std::time::Duration::from_secs(#number))
+        };
+        print_item(quote! {
+            pub const #name: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
+                name: #wire,
+                description: #description,
+                timeout: #timeout,
+            };
+        })
+    })
 }
 
 pub(super) fn contract_file(node: &NodeModel) -> Result<String, String> {
@@ -29,18 +64,9 @@ pub(super) fn contract_file(node: &NodeModel) -> Result<String, String> {
     let mut op_idents = Vec::new();
     for op in &node.operations {
         let name = ident(&op.const_name)?;
-        let doc = plain_doc(&format!("The `{}` operation.", op.wire));
-        let wire = &op.wire;
-        let description = &op.description;
-        let timeout = duration(op.timeout_seconds);
-        items.push(quote! {
-            #doc
-            pub const #name: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
-                name: #wire,
-                description: #description,
-                timeout: #timeout,
-            };
-        });
+        let doc = doc_comment(&format!("The `{}` operation.", op.wire));
+        let text = operation_text(&op.const_name, &op.wire, &op.description, op.timeout_seconds)?;
+        items.push(Item::Text(doc + &text));
         op_idents.push(name);
     }
     let deps = c.dependencies.iter().map(|d| {
@@ -113,7 +139,7 @@ pub(super) fn contract_file(node: &NodeModel) -> Result<String, String> {
     } else {
         quote!(None)
     };
-    items.push(quote! {
+    items.push(Item::from(quote! {
         #doc
         pub static CONTRACT: onex_runtime::NodeContract = onex_runtime::NodeContract {
             name: #name,
@@ -128,6 +154,42 @@ pub(super) fn contract_file(node: &NodeModel) -> Result<String, String> {
             io_operations: &[#(#ios),*],
             topics: #topics,
         };
-    });
+    }));
     render_unformatted_file(source, &inner, items)
+}
+
+#[cfg(test)]
+mod tests {
+    use proc_macro2::Literal;
+    use quote::quote;
+
+    use super::{duration, operation_text};
+    use crate::emit::tokens::{ident, print_item};
+
+    #[test]
+    fn operation_constants_filled_in_from_stand_ins_print_as_the_constants_themselves() {
+        // Descriptions from empty to far wider than a line (a long literal's stand-in is cut
+        // to 100 columns), names wide enough to wrap the header, both kinds of timeout.
+        for (width, seconds) in [(0, 30.0), (1, 0.5), (40, 2.0), (99, 1.25), (100, 30.0), (101, 30.0), (400, 7.0)] {
+            for name_width in [1, 30, 80] {
+                let name = format!("OPERATION_{}", "X".repeat(name_width));
+                let description = format!("{}\"quoted\\", "d".repeat(width));
+                let wire = "e".repeat(name_width / 3 + 1);
+                for _ in 0..2 {
+                    let filled = operation_text(&name, &wire, &description, seconds).unwrap();
+                    let (id, timeout) = (ident(&name).unwrap(), duration(seconds));
+                    let (wire, description) = (Literal::string(&wire), Literal::string(&description));
+                    let printed = print_item(quote! {
+                        pub const #id: onex_runtime::OperationSpec = onex_runtime::OperationSpec {
+                            name: #wire,
+                            description: #description,
+                            timeout: #timeout,
+                        };
+                    })
+                    .unwrap();
+                    assert_eq!(filled, printed);
+                }
+            }
+        }
+    }
 }

@@ -99,7 +99,7 @@ pub(super) fn render_file(
 }
 
 /// One item (or a group of `use` or `mod` lines) as prettyplease prints it.
-fn print_item(item: TokenStream) -> Result<String, String> {
+pub(super) fn print_item(item: TokenStream) -> Result<String, String> {
     // Cloning a token stream only counts a reference up; the copy is for the error message.
     let file: syn::File = syn::parse2(item.clone()).map_err(|e| format!("internal: bad item: {e}\n{item}"))?;
     Ok(one_line_derives(&prettyplease::unparse(&file)))
@@ -147,13 +147,24 @@ pub(super) struct Shapes {
     cache: Mutex<BTreeMap<ShapeKey, Option<Vec<String>>>>,
 }
 
-/// A [`Shapes`] item's kind and the widths of its words.
-type ShapeKey = (u8, Vec<usize>);
+/// A [`Shapes`] item's kind, its form (text that is part of its layout as it is, such as a
+/// type) and the widths of its words.
+type ShapeKey = (u8, String, Vec<usize>);
 
 /// One word of a [`Shapes`] item: its text as printed (an identifier, a number, or a string
 /// literal with its quotes) and the letter its stand-in is made of, one the rest of the item
-/// never shows as many times in a row.
+/// never shows as many times in a row. The letter [`LONG`] marks a long literal.
 pub(super) type Word<'a> = (&'a str, char);
+
+/// The stand-in letter of a string literal that is the whole value of a field of a struct
+/// literal (`description: "…",`): one wider than [`LONG_WIDTH`] is as good as any other that
+/// wide, so its stand-in is only that wide. Such a literal fits in no group of prettyplease's
+/// (the line is 89 columns), every group around it is broken whatever its width, and the field
+/// ends in a forced line break, so nothing after it depends on where its line ended.
+pub(super) const LONG: char = 'L';
+
+/// See [`LONG`].
+const LONG_WIDTH: usize = 100;
 
 impl Shapes {
     pub(super) const fn new() -> Self {
@@ -168,16 +179,29 @@ impl Shapes {
         words: &[Word<'_>],
         print: impl Fn(&[String]) -> Result<String, String>,
     ) -> Result<String, String> {
+        self.text_in_form(kind, String::new(), words, print)
+    }
+
+    /// [`Shapes::text`] for an item whose layout also depends on `form`, taken as it is.
+    pub(super) fn text_in_form(
+        &self,
+        kind: u8,
+        form: String,
+        words: &[Word<'_>],
+        print: impl Fn(&[String]) -> Result<String, String>,
+    ) -> Result<String, String> {
         let real = || print(&words.iter().map(|(w, _)| (*w).to_owned()).collect::<Vec<_>>());
         if !words.iter().all(|(w, _)| w.is_ascii()) {
             return real();
         }
-        let key = (kind, words.iter().map(|(w, _)| w.len()).collect::<Vec<_>>());
+        let width = |&(w, letter): &Word<'_>| if letter == LONG { w.len().min(LONG_WIDTH) } else { w.len() };
+        let key = (kind, form, words.iter().map(width).collect::<Vec<_>>());
         let cached = self.cache.lock().map_err(|_| "internal: a render thread panicked".to_owned())?.get(&key).cloned();
         let pieces = match cached {
             Some(pieces) => pieces,
             None => {
-                let stand_ins: Vec<String> = words.iter().map(|&(w, letter)| stand_in(w, letter)).collect();
+                let stand_ins: Vec<String> =
+                    words.iter().zip(&key.2).map(|(&(w, letter), &width)| stand_in(&w[..width], letter)).collect();
                 let pieces = split_at_stand_ins(&print(&stand_ins)?, &stand_ins);
                 self.cache
                     .lock()
@@ -339,7 +363,7 @@ fn block_start(text: &str) -> Option<usize> {
 
 /// For an item printed with an empty block on its header's one line (`impl A for B {}`), the
 /// text before the `{}`: its attributes and doc comments, and the header.
-fn one_line_empty_block(text: &str) -> Option<&str> {
+pub(super) fn one_line_empty_block(text: &str) -> Option<&str> {
     let header = text.strip_suffix("{}\n")?;
     let last_line = header.rsplit('\n').next()?;
     let before = &header[..header.len() - last_line.len()];
