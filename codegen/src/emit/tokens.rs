@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, OnceLock};
 
-use proc_macro2::{Ident, Span, TokenStream};
+use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::quote;
 
 use crate::model::{Doc, NodeModel};
@@ -157,14 +157,17 @@ type ShapeKey = (u8, String, Vec<usize>);
 pub(super) type Word<'a> = (&'a str, char);
 
 /// The stand-in letter of a string literal that is the whole value of a field of a struct
-/// literal (`description: "…",`): one wider than [`LONG_WIDTH`] is as good as any other that
-/// wide, so its stand-in is only that wide. Such a literal fits in no group of prettyplease's
-/// (the line is 89 columns), every group around it is broken whatever its width, and the field
-/// ends in a forced line break, so nothing after it depends on where its line ended.
+/// literal too wide for one line whatever that literal is (prettyplease breaks a struct literal
+/// wider than 34 columns over lines, a field on each): the field's `name: "…",` has no break in
+/// it and ends in a forced one, so the literal's width changes nothing but the length of its own
+/// line, and its stand-in is always `"L"`.
 pub(super) const LONG: char = 'L';
 
-/// See [`LONG`].
-const LONG_WIDTH: usize = 100;
+/// The width of a [`LONG`] literal's stand-in, `"L"`.
+const LONG_WIDTH: usize = 3;
+
+/// A field of this width keeps the literal that [`struct_literal_field`] prints a field in broken.
+const WIDE: usize = 100;
 
 impl Shapes {
     pub(super) const fn new() -> Self {
@@ -194,14 +197,13 @@ impl Shapes {
         if !words.iter().all(|(w, _)| w.is_ascii()) {
             return real();
         }
-        let width = |&(w, letter): &Word<'_>| if letter == LONG { w.len().min(LONG_WIDTH) } else { w.len() };
+        let width = |&(w, letter): &Word<'_>| if letter == LONG { LONG_WIDTH } else { w.len() };
         let key = (kind, form, words.iter().map(width).collect::<Vec<_>>());
         let cached = self.cache.lock().map_err(|_| "internal: a render thread panicked".to_owned())?.get(&key).cloned();
         let pieces = match cached {
             Some(pieces) => pieces,
             None => {
-                let stand_ins: Vec<String> =
-                    words.iter().zip(&key.2).map(|(&(w, letter), &width)| stand_in(&w[..width], letter)).collect();
+                let stand_ins: Vec<String> = words.iter().map(|&(w, letter)| stand_in(w, letter)).collect();
                 let pieces = split_at_stand_ins(&print(&stand_ins)?, &stand_ins);
                 self.cache
                     .lock()
@@ -227,6 +229,9 @@ fn words_len(words: &[Word<'_>]) -> usize {
 
 /// `letter` as many times as `word` is wide; a string literal stays one, quotes included.
 fn stand_in(word: &str, letter: char) -> String {
+    if letter == LONG {
+        return format!("\"{LONG}\"");
+    }
     match word.len() {
         n if word.starts_with('"') && n >= 2 => format!("\"{}\"", letter.to_string().repeat(n - 2)),
         n => letter.to_string().repeat(n),
@@ -244,6 +249,44 @@ fn split_at_stand_ins(printed: &str, stand_ins: &[String]) -> Option<Vec<String>
     }
     pieces.push(rest.to_owned());
     Some(pieces)
+}
+
+/// One field of a struct literal too long for a line (so each field is on lines of its own),
+/// as printed in an item at the top level of a file (indented once, ending in `,` and a line
+/// break); `field` builds `name: value` from the words. Printed once per run for each form and
+/// widths of its words ([`Shapes`]), in a literal that a long last field keeps broken.
+pub(super) fn struct_literal_field(
+    shapes: &Shapes,
+    form: String,
+    words: &[Word<'_>],
+    field: impl Fn(&[String]) -> Result<TokenStream, String>,
+) -> Result<String, String> {
+    shapes.text_in_form(0, form, words, |words| {
+        let field = field(words)?;
+        let long = Literal::string(&"_".repeat(WIDE));
+        let printed = print_item(quote! { static S: T = T { #field, __: #long }; })?;
+        let inside = printed.strip_prefix("static S: T = T {\n").and_then(|rest| rest.split_once("    __: "));
+        inside.map(|(field, _)| field.to_owned()).ok_or_else(|| format!("internal: a field printed as\n{printed}"))
+    })
+}
+
+/// One element of a list that is the value of a [`struct_literal_field`], when the element is
+/// too long for a line (so the list puts each on lines of its own): as printed there (indented
+/// twice, ending in `,` and a line break).
+pub(super) fn list_element(
+    shapes: &Shapes,
+    form: String,
+    words: &[Word<'_>],
+    element: impl Fn(&[String]) -> Result<TokenStream, String>,
+) -> Result<String, String> {
+    struct_literal_field(shapes, form, words, |words| {
+        let element = element(words)?;
+        Ok(quote!(f: &[#element]))
+    })
+    .and_then(|field| {
+        let inside = field.strip_prefix("    f: &[\n").and_then(|rest| rest.strip_suffix("    ],\n"));
+        inside.map(str::to_owned).ok_or_else(|| format!("internal: a list element printed as\n{field}"))
+    })
 }
 
 /// `members` as printed inside a block at the top level of a file (indented once, each ending
