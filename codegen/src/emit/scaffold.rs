@@ -13,9 +13,9 @@ use crate::model::NodeModel;
 ///
 /// The check: a template of people's own is parsed by syn after rendering. The built-in one is
 /// Rust whatever it is given as long as each value it writes into code is an identifier and
-/// each value it writes into a comment or a string literal is plain text ([`builtin_parses`]):
+/// each value it writes into a comment or a string literal is plain text (`builtin_parses`):
 /// a syn parse of the whole file per node cost a run of the corpus package 6 % of its
-/// instructions. The unit tests parse scaffolds rendered from the built-in template, and
+/// instructions. A pipeline test parses scaffolds rendered from the built-in template, and
 /// values that are not plain still take the full parse.
 pub fn scaffold(node: &NodeModel, template: &str) -> Result<String, String> {
     // The built-in template is compiled once per run, not once per node.
