@@ -250,3 +250,26 @@ fn the_editor_schema_is_json_and_names_every_required_key() {
     let out = Command::new(env!("CARGO_BIN_EXE_codegen")).arg("schema").output().unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), codegen::CONTRACT_SCHEMA);
 }
+
+#[test]
+fn scaffolds_from_the_built_in_template_parse_as_rust() {
+    // The generator parses a scaffold only when a value it writes is not plain (see
+    // `emit::scaffold`): this proves the plain ones parse, state machine actions and guards
+    // included (the corpus and the dialect fixtures have state machines), the corpus when it is
+    // next to the repository and the dialect fixtures otherwise.
+    let mut dirs = vec![workspace().join("contracts")];
+    let corpus = workspace().join("../shared/corpus");
+    dirs.push(if corpus.is_dir() { corpus } else { workspace().join("tests/fixtures/dialects") });
+    let (mut parsed, mut with_state_machine) = (0, 0);
+    for dir in dirs {
+        let (loaded, output) = codegen::generate(&dir);
+        let Some(output) = output else { panic!("{}: {}", dir.display(), loaded.render_diagnostics()) };
+        for (path, text) in &output.scaffolds {
+            syn::parse_file(text).unwrap_or_else(|e| panic!("{path} does not parse: {e}\n{text}"));
+            parsed += 1;
+            with_state_machine += usize::from(text.contains("impl StateMachineActions"));
+        }
+    }
+    assert!(parsed >= 10, "only {parsed} scaffolds rendered");
+    assert!(with_state_machine >= 1, "no scaffold with state machine actions");
+}

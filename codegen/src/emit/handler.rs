@@ -5,8 +5,8 @@ use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 
 use super::tokens::{
-    Block, Item, SharedItem, SharedMembers, doc_attrs, ident, inner_doc, plain_doc, render_unformatted_file,
-    version_cmp, version_text,
+    Block, Item, Shapes, SharedItem, SharedMembers, Word, doc_attrs, ident, indented_doc_comment, inner_doc,
+    members_text, plain_doc, render_unformatted_file, version_cmp, version_text,
 };
 use crate::behaviour::routing::Routing;
 use crate::model::{NodeModel, RustType, TypeDef};
@@ -62,32 +62,42 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
         items.push(dependencies_impl(&format_ident!("container"), &resolves).into());
     }
     items.push(DEPENDENCIES_DEBUG.item()?);
-    // The handler trait.
-    let methods = node
-        .operations
-        .iter()
-        .map(|op| {
-            let method = ident(&op.method)?;
-            let doc = plain_doc(&op.description);
-            Ok(quote! {
-                #doc
-                fn #method(&self, input: Input, ctx: &Context) -> impl Future<Output = Result<Output, OnexError>> + Send;
+    // The handler trait. Its operations' signatures differ only in the method's name: printed
+    // once per name width ([`Shapes`]).
+    let mut signatures = String::new();
+    for op in &node.operations {
+        signatures.push_str(&indented_doc_comment(&op.description, "    "));
+        signatures.push_str(&SIGNATURES.text(0, &[(&op.method, 'q')], |words| print_signature(&words[0]))?);
+    }
+    let methods = || {
+        node.operations
+            .iter()
+            .map(|op| {
+                let method = ident(&op.method)?;
+                let doc = plain_doc(&op.description);
+                Ok(quote! {
+                    #doc
+                    fn #method(&self, input: Input, ctx: &Context) -> impl Future<Output = Result<Output, OnexError>> + Send;
+                })
             })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<TokenStream, String>>()
+    };
     let trait_doc = plain_doc(&format!(
         "The operations of `{name}`, one async method each. `super::node::{}` implements it.",
         node.scaffold_type
     ));
-    items.push(HANDLER_MEMBERS.item(|shared| {
-        quote! {
-            #trait_doc
-            pub trait #handler: Sized + Send + Sync + 'static {
-                #shared
-                #(#methods)*
+    items.push(HANDLER_MEMBERS.item_then(
+        |members| {
+            quote! {
+                #trait_doc
+                pub trait #handler: Sized + Send + Sync + 'static {
+                    #members
+                }
             }
-        }
-    })?);
+        },
+        &signatures,
+        methods,
+    )?);
 
     // The node type.
     let node_doc = plain_doc(&c.description.value);
@@ -108,61 +118,31 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
     let kind_trait = format_ident!("{}Node", c.kind.pascal());
     let mut models_use = None;
     let routing = c.behaviour.routing.as_ref();
+    let input_is_json = || {
+        // A JSON input is read as it is; a typed one is serialized to find its key.
+        node.types.iter().any(|t| {
+            let TypeDef::Alias { name, ty, .. } = t else { return false };
+            let json = match ty {
+                RustType::Json => true,
+                RustType::External(path) => path == "serde_json::Value",
+                _ => false,
+            };
+            json && *name == node.input_type
+        })
+    };
     let dispatch = match (routing, &node.operation_enum) {
         (Some(routing), _) => {
             items.push(routing_static(node, routing)?.into());
-            let arms = node
-                .operations
-                .iter()
-                .enumerate()
-                .map(|(slot, op)| {
-                    let wire = &op.wire;
-                    let run = run_tokens(slot, &ident(&op.method)?, &ident(&op.const_name)?);
-                    Ok(quote!(#wire => #run,))
-                })
-                .collect::<Result<Vec<_>, String>>()?;
-            // A JSON input is read as it is; a typed one is serialized to find its key.
-            let input_is_json = node.types.iter().any(|t| {
-                let TypeDef::Alias { name, ty, .. } = t else { return false };
-                let json = match ty {
-                    RustType::Json => true,
-                    RustType::External(path) => path == "serde_json::Value",
-                    _ => false,
-                };
-                json && *name == node.input_type
-            });
-            let select = if input_is_json { format_ident!("select_json") } else { format_ident!("select") };
-            quote! {
-                match ROUTING.#select(CONTRACT.name, &input, &ctx)? {
-                    #(#arms)*
-                    other => Err(routing::no_method(CONTRACT.name, other)),
-                }
-            }
+            Dispatch::Routed { json: input_is_json() }
         }
         (None, Some(enum_name)) => {
             let enum_ident = ident(enum_name)?;
-            let arms = node
-                .operations
-                .iter()
-                .enumerate()
-                .map(|(slot, op)| {
-                    let variant = ident(op.variant.as_deref().unwrap_or_default())?;
-                    let run = run_tokens(slot, &ident(&op.method)?, &ident(&op.const_name)?);
-                    Ok(quote!(Operation::#variant => #run,))
-                })
-                .collect::<Result<Vec<_>, String>>()?;
             models_use = Some(quote!(use super::models::#enum_ident as Operation;));
-            quote! {
-                match input.operation_type {
-                    #(#arms)*
-                }
-            }
+            Dispatch::ByEnum
         }
-        (None, None) => {
-            let op = node.operations.first().ok_or("internal: a node without operations")?;
-            run_tokens(0, &ident(&op.method)?, &ident(&op.const_name)?)
-        }
+        (None, None) => Dispatch::Single,
     };
+    let process = process_text(node, dispatch)?;
     let mut specs: Vec<&str> = node.operations.iter().map(|op| op.const_name.as_str()).collect();
     specs.push("CONTRACT");
     specs.sort_by(|a, b| version_cmp(a, b));
@@ -200,19 +180,19 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
         quote! { use super::contract::{#(#specs),*}; #models_use }.into(),
     ];
     items.splice(0..0, uses);
-    items.push(NODE_TRAIT_MEMBERS.item(|shared| {
-        quote! {
-            impl<H: #handler> Node for #node_type<H> {
-                #shared
-
-                async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-                    #dispatch
+    items.push(NODE_TRAIT_MEMBERS.item_then(
+        |members| {
+            quote! {
+                impl<H: #handler> Node for #node_type<H> {
+                    #members
                 }
             }
-        }
-    })?);
+        },
+        &process,
+        || process_tokens(node, dispatch),
+    )?);
     items.push(quote! { impl<H: #handler> #kind_trait for #node_type<H> {} }.into());
-    render_unformatted_file(source, inner, items)
+    render_unformatted_file(source, &inner, items)
 }
 
 /// `Dependencies`, with a field per dependency.
@@ -239,11 +219,162 @@ fn dependencies_impl(container_param: &Ident, resolves: &[TokenStream]) -> Token
     }
 }
 
-/// One arm of the generated `process`: the operation's slot (its position in the contract's
-/// operations, where its series are), its spec and the handler method for it.
-fn run_tokens(slot: usize, method: &Ident, spec: &Ident) -> TokenStream {
-    let slot = Literal::usize_unsuffixed(slot);
-    quote!(self.run(#slot, &#spec, input, ctx, H::#method).await)
+/// How the generated `process` picks the operation.
+#[derive(Clone, Copy)]
+enum Dispatch {
+    /// By `ROUTING` (`handler_routing`): `select_json` for a JSON input, else `select`.
+    Routed { json: bool },
+    /// By the input's `operation_type`, an enum of the models.
+    ByEnum,
+    /// The contract's one operation.
+    Single,
+}
+
+impl Dispatch {
+    /// A [`Shapes`] kind per variant.
+    fn kind(self) -> u8 {
+        match self {
+            Dispatch::Routed { json: false } => 0,
+            Dispatch::Routed { json: true } => 1,
+            Dispatch::ByEnum => 2,
+            Dispatch::Single => 3,
+        }
+    }
+
+    /// The `match` of `process` around `arms`.
+    fn match_tokens(self, arms: TokenStream) -> TokenStream {
+        match self {
+            Dispatch::Routed { json } => {
+                let select = if json { format_ident!("select_json") } else { format_ident!("select") };
+                quote! {
+                    match ROUTING.#select(CONTRACT.name, &input, &ctx)? {
+                        #arms
+                        other => Err(routing::no_method(CONTRACT.name, other)),
+                    }
+                }
+            }
+            Dispatch::ByEnum => quote! { match input.operation_type { #arms } },
+            Dispatch::Single => arms,
+        }
+    }
+}
+
+/// `async fn process` of the node type's `Node` impl.
+fn process_fn(body: TokenStream) -> TokenStream {
+    quote! {
+        async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
+            #body
+        }
+    }
+}
+
+/// `process` printed as a member of the `Node` impl, put together from pieces printed once per
+/// run ([`Shapes`]): the text around the `match` arms, once per kind of dispatch, and each arm
+/// (arms are separated by forced line breaks, so each prints the same whatever is around it),
+/// once per widths of its words.
+fn process_text(node: &NodeModel, dispatch: Dispatch) -> Result<String, String> {
+    static FRAMES: Shapes = Shapes::new();
+    static ARMS: Shapes = Shapes::new();
+    /// The stand-in arm the frame is printed around.
+    const ARM: &str = "            _ => {}\n";
+    if node.operations.is_empty() {
+        return Err("internal: a node without operations".to_owned());
+    }
+    let slots: Vec<String> = (0..node.operations.len()).map(|slot| slot.to_string()).collect();
+    let arm_words = |slot: usize| -> Result<Vec<(String, char)>, String> {
+        let op = &node.operations[slot];
+        let pattern = match dispatch {
+            Dispatch::Routed { .. } => (Literal::string(&op.wire).to_string(), 'W'),
+            Dispatch::ByEnum => (op.variant.clone().ok_or("internal: an operation without a variant")?, 'Q'),
+            Dispatch::Single => (String::new(), 'Q'),
+        };
+        Ok(vec![pattern, (slots[slot].clone(), '1'), (op.const_name.clone(), 'Z'), (op.method.clone(), 'q')])
+    };
+    if let Dispatch::Single = dispatch {
+        let words = arm_words(0)?;
+        let words: Vec<Word<'_>> = words[1..].iter().map(|(w, c)| (w.as_str(), *c)).collect();
+        return FRAMES.text(dispatch.kind(), &words, |words| {
+            let run = run_tokens(&words[0], &words[1], &words[2])?;
+            members_text(Block::Impl, process_fn(run))
+        });
+    }
+    let frame = FRAMES.text(dispatch.kind(), &[], |_| {
+        members_text(Block::Impl, process_fn(dispatch.match_tokens(quote!(_ => {}))))
+    })?;
+    let (before, after) = frame.split_once(ARM).ok_or_else(|| format!("internal: process printed as\n{frame}"))?;
+    let mut text = before.to_owned();
+    for slot in 0..node.operations.len() {
+        let words = arm_words(slot)?;
+        let words: Vec<Word<'_>> = words.iter().map(|(w, c)| (w.as_str(), *c)).collect();
+        text.push_str(&ARMS.text(dispatch.kind(), &words, |words| print_arm(dispatch, words))?);
+    }
+    text.push_str(after);
+    Ok(text)
+}
+
+/// One arm of `process`'s `match` as printed there (indented three times).
+fn print_arm(dispatch: Dispatch, words: &[String]) -> Result<String, String> {
+    let arm = arm_tokens(dispatch, words)?;
+    let printed = members_text(Block::Impl, quote! { fn f() { match x { #arm } } })?;
+    let inside = printed.strip_prefix("    fn f() {\n        match x {\n");
+    let inside = inside.and_then(|rest| rest.strip_suffix("        }\n    }\n"));
+    inside.map(str::to_owned).ok_or_else(|| format!("internal: a match arm printed as\n{printed}"))
+}
+
+/// A handler trait's operation signature as printed in the trait (indented once).
+fn print_signature(method: &str) -> Result<String, String> {
+    let method = ident(method)?;
+    members_text(
+        Block::Trait,
+        quote! { fn #method(&self, input: Input, ctx: &Context) -> impl Future<Output = Result<Output, OnexError>> + Send; },
+    )
+}
+
+/// `process` as tokens, for when it cannot be put together from printed pieces.
+fn process_tokens(node: &NodeModel, dispatch: Dispatch) -> Result<TokenStream, String> {
+    let arms = (0..node.operations.len())
+        .map(|slot| {
+            let op = &node.operations[slot];
+            let pattern = match dispatch {
+                Dispatch::Routed { .. } => Literal::string(&op.wire).to_string(),
+                _ => op.variant.clone().unwrap_or_default(),
+            };
+            let words = [pattern, slot.to_string(), op.const_name.clone(), op.method.clone()];
+            match dispatch {
+                Dispatch::Single => run_tokens(&words[1], &words[2], &words[3]),
+                _ => arm_tokens(dispatch, &words),
+            }
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let arms = match dispatch {
+        Dispatch::Single => arms.into_iter().next().ok_or("internal: a node without operations")?,
+        _ => quote!(#(#arms)*),
+    };
+    Ok(process_fn(dispatch.match_tokens(arms)))
+}
+
+/// One arm of the generated `process`'s `match`: `words` are the pattern (the wire name as a
+/// string literal, or the `Operation` variant) and [`run_tokens`]'s words.
+fn arm_tokens(dispatch: Dispatch, words: &[String]) -> Result<TokenStream, String> {
+    let run = run_tokens(&words[1], &words[2], &words[3])?;
+    Ok(match dispatch {
+        Dispatch::Routed { .. } => {
+            let wire: Literal = words[0].parse().map_err(|e| format!("internal: wire literal {}: {e}", words[0]))?;
+            quote!(#wire => #run,)
+        }
+        _ => {
+            let variant = ident(&words[0])?;
+            quote!(Operation::#variant => #run,)
+        }
+    })
+}
+
+/// What an operation's arm of the generated `process` runs: the operation's slot (its position
+/// in the contract's operations, where its series are), its spec and the handler method for it.
+fn run_tokens(slot: &str, spec: &str, method: &str) -> Result<TokenStream, String> {
+    let slot: Literal = slot.parse().map_err(|e| format!("internal: slot {slot}: {e}"))?;
+    let (spec, method) = (ident(spec)?, ident(method)?);
+    Ok(quote!(self.run(#slot, &#spec, input, ctx, H::#method).await))
 }
 
 /// `ROUTING`: the contract's `handler_routing` as the runtime reads it, with each route's
@@ -313,6 +444,9 @@ static DEPENDENCIES_DEBUG: SharedItem = SharedItem::new(|| {
         }
     }
 });
+
+/// The handler trait's operation signatures, by the width of the method's name.
+static SIGNATURES: Shapes = Shapes::new();
 
 /// The handler trait's provided methods, before the node's operations.
 static HANDLER_MEMBERS: SharedMembers = SharedMembers::new(Block::Trait, || {
@@ -403,3 +537,61 @@ static NODE_TRAIT_MEMBERS: SharedMembers = SharedMembers::new(Block::Impl, || {
         }
     }
 });
+
+#[cfg(test)]
+mod tests {
+    use super::{Dispatch, Shapes, Word, print_arm, print_signature};
+
+    /// Names from one letter to wider than a line, so some arms and signatures wrap.
+    fn name(letter: char, width: usize) -> String {
+        std::iter::once(letter).chain(std::iter::repeat_n('x', width.saturating_sub(1))).collect()
+    }
+
+    #[test]
+    fn arms_filled_in_from_stand_ins_print_as_the_arms_themselves() {
+        let shapes = Shapes::new();
+        let mut wrapped = 0;
+        for dispatch in [Dispatch::Routed { json: false }, Dispatch::ByEnum] {
+            for width in (1..=90).step_by(7) {
+                let pattern = match dispatch {
+                    Dispatch::Routed { .. } => format!("\"{}\"", name('k', width)),
+                    _ => name('K', width),
+                };
+                let words = [pattern, (width % 13).to_string(), name('O', width / 2 + 1), name('m', width)];
+                let word_refs: Vec<Word<'_>> =
+                    words.iter().zip(['W', '1', 'Z', 'q']).map(|(w, c)| (w.as_str(), c)).collect();
+                // Twice: the second is filled in from the first's stand-ins.
+                for _ in 0..2 {
+                    let filled = shapes.text(dispatch.kind(), &word_refs, |w| print_arm(dispatch, w)).unwrap();
+                    assert_eq!(filled, print_arm(dispatch, &words).unwrap());
+                    wrapped += usize::from(filled.lines().count() > 3);
+                }
+            }
+        }
+        assert!(wrapped > 0, "some arms are long enough to wrap");
+    }
+
+    #[test]
+    fn signatures_filled_in_from_stand_ins_print_as_the_signatures_themselves() {
+        let shapes = Shapes::new();
+        for width in 1..=100 {
+            for method in [name('a', width), format!("r#{}", name('b', width))] {
+                for _ in 0..2 {
+                    let filled = shapes.text(0, &[(&method, 'q')], |w| print_signature(&w[0])).unwrap();
+                    assert_eq!(filled, print_signature(&method).unwrap());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn words_that_are_not_ascii_are_printed_as_they_are() {
+        let shapes = Shapes::new();
+        let words = ["\"clé\"".to_owned(), "0".to_owned(), "OPERATION".to_owned(), "get".to_owned()];
+        let word_refs: Vec<Word<'_>> = words.iter().zip(['W', '1', 'Z', 'q']).map(|(w, c)| (w.as_str(), c)).collect();
+        let dispatch = Dispatch::Routed { json: true };
+        let filled = shapes.text(dispatch.kind(), &word_refs, |w| print_arm(dispatch, w)).unwrap();
+        assert_eq!(filled, print_arm(dispatch, &words).unwrap());
+        assert!(filled.contains("\"clé\""));
+    }
+}

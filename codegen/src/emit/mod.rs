@@ -64,7 +64,7 @@ fn node_mod_file(node: &NodeModel) -> Result<String, String> {
             pub use registry::REGISTRATION;
         },
     ];
-    render_file(source, inner, items)
+    render_file(source, &inner, items)
 }
 
 /// The files of the behaviour sections the node's contract has ([`crate::behaviour`]).
@@ -179,17 +179,16 @@ pub fn render(base: &str, nodes: &[NodeModel]) -> Result<Output, Vec<Diagnostic>
 fn crate_files(base: &str, nodes: &[NodeModel]) -> Result<BTreeMap<String, String>, String> {
     let mut files = BTreeMap::new();
     let source = format!("{base}/");
-    let lib_inner = quote! {
-        //! ONEX nodes generated from the contracts under `contracts/`.
-        //!
-        //! Everything here is written by `cargo run -p codegen` except the `node.rs` files,
-        //! which implement each node's handler trait and are owned by people.
-    };
+    let lib_inner = inner_doc(
+        "ONEX nodes generated from the contracts under `contracts/`.\n\n\
+         Everything here is written by `cargo run -p codegen` except the `node.rs` files,\n\
+         which implement each node's handler trait and are owned by people.",
+    );
     files.insert(
         "lib.rs".to_owned(),
         render_file(
             &source,
-            lib_inner,
+            &lib_inner,
             vec![mod_items(&["nodes", "registry"])?, quote! { pub use registry::registry; }],
         )?,
     );
@@ -201,7 +200,7 @@ fn crate_files(base: &str, nodes: &[NodeModel]) -> Result<BTreeMap<String, Strin
     let node_mods = mod_items(&by_name.keys().copied().collect::<Vec<_>>())?;
     files.insert(
         "nodes/mod.rs".to_owned(),
-        render_file(&source, inner_doc("One module per node contract, one submodule per version."), vec![node_mods])?,
+        render_file(&source, &inner_doc("One module per node contract, one submodule per version."), vec![node_mods])?,
     );
     for (name, versions) in &by_name {
         let mut mods: Vec<String> = versions.iter().map(|v| v.contract.version_module()).collect();
@@ -211,7 +210,7 @@ fn crate_files(base: &str, nodes: &[NodeModel]) -> Result<BTreeMap<String, Strin
         let node_source = format!("{base}/nodes/{name}/");
         files.insert(
             format!("nodes/{name}/mod.rs"),
-            render_file(&node_source, inner_doc(&format!("`{name}`, one module per contract version.")), items)?,
+            render_file(&node_source, &inner_doc(&format!("`{name}`, one module per contract version.")), items)?,
         );
     }
     files.insert("registry.rs".to_owned(), registry::crate_registry_file(&source, nodes)?);

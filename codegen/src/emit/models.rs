@@ -3,7 +3,10 @@
 use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
-use super::tokens::{doc_attrs, ident, inner_doc, render_unformatted_file, version_text};
+use super::tokens::{
+    Item, Shapes, doc_attrs, doc_comment, ident, indented_doc_comment, inner_doc, one_line_empty_block, print_item,
+    render_unformatted_file, version_text,
+};
 use crate::model::{DefaultValue, Doc, Field, NodeModel, RustType, TaggedVariant, TypeDef};
 use crate::naming::SerdeRule;
 
@@ -139,22 +142,92 @@ impl Renames {
 
     /// `#[serde(rename = "…")]` for one name, when the rule does not give its wire name.
     fn rename(&self, ident: &str, wire: &str) -> Option<TokenStream> {
-        Self::needs_rename(self.rule, self.apply, ident, wire).then(|| quote!(#[serde(rename = #wire)]))
+        self.needs(ident, wire).then(|| quote!(#[serde(rename = #wire)]))
+    }
+
+    /// Whether one name needs its own `rename` ([`Renames::needs_rename`] under this rule).
+    fn needs(&self, ident: &str, wire: &str) -> bool {
+        Self::needs_rename(self.rule, self.apply, ident, wire)
     }
 }
 
-fn field_tokens(
+/// What a field is made of, apart from its doc comment: its attributes and its declaration.
+struct FieldParts {
+    /// `#[serde(rename = …)]`'s wire name as a string literal, when the field needs one.
+    rename: Option<String>,
+    /// `#[serde(default = …)]`'s function name as a string literal, for a defaulted field.
+    default_fn: Option<String>,
+    /// `#[serde(default, skip_serializing_if = …)]` and `Option<…>` around the type.
+    optional: bool,
+    name: String,
+    ty: TokenStream,
+}
+
+impl FieldParts {
+    /// The field (without its doc comment) from `words`: its name, and the literals of
+    /// `rename` and `default_fn` when it has them, in that order.
+    fn tokens(&self, words: &[String]) -> Result<TokenStream, String> {
+        let literal = |text: &str| text.parse::<Literal>().map_err(|e| format!("internal: literal {text}: {e}"));
+        let mut words = words.iter();
+        let name = ident(words.next().ok_or("internal: a field without a name")?)?;
+        let mut next = || words.next().ok_or_else(|| "internal: a field word is missing".to_owned());
+        let rename = match &self.rename {
+            Some(_) => {
+                let wire = literal(next()?)?;
+                Some(quote!(#[serde(rename = #wire)]))
+            }
+            None => None,
+        };
+        let ty = &self.ty;
+        if self.default_fn.is_some() {
+            let fn_name = literal(next()?)?;
+            return Ok(quote! { #rename #[serde(default = #fn_name)] pub #name: #ty });
+        }
+        if self.optional {
+            return Ok(quote! {
+                #rename
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub #name: Option<#ty>
+            });
+        }
+        Ok(quote! { #rename pub #name: #ty })
+    }
+
+    /// The field as printed in its struct (indented once, without its doc comment): printed
+    /// once per run for each form and widths of its words ([`Shapes`]).
+    fn text(&self) -> Result<String, String> {
+        static FIELDS: Shapes = Shapes::new();
+        let mut words: Vec<(&str, char)> = vec![(&self.name, 'q')];
+        words.extend(self.rename.as_deref().map(|w| (w, 'W')));
+        words.extend(self.default_fn.as_deref().map(|w| (w, 'D')));
+        let kind =
+            u8::from(self.rename.is_some()) | u8::from(self.default_fn.is_some()) << 1 | u8::from(self.optional) << 2;
+        FIELDS.text_in_form(kind, self.ty.to_string(), &words, |words| {
+            let field = self.tokens(words)?;
+            let printed = print_item(quote! { struct S { #field } })?;
+            let inside = printed.strip_prefix("struct S {\n").and_then(|rest| rest.strip_suffix("}\n"));
+            inside.map(str::to_owned).ok_or_else(|| format!("internal: a field printed as\n{printed}"))
+        })
+    }
+}
+
+/// A struct field as printed in its struct, doc comment included; adds the function of its
+/// default to `defaults` and a check of an external default to `checks`.
+fn field_text(
     struct_name: &str,
     field: &Field,
     renames: &Renames,
     defaults: &mut Vec<TokenStream>,
     checks: &mut Vec<TokenStream>,
-) -> Result<TokenStream, String> {
-    let name = ident(&field.ident)?;
-    let doc = doc_attrs(&field.doc, &format!("`{}`.", field.wire));
+) -> Result<String, String> {
+    let doc = match &field.doc.text {
+        Some(text) => indented_doc_comment(text, "    "),
+        None => indented_doc_comment(&format!("`{}`.", field.wire), "    "),
+    };
     let ty = rust_type(&field.ty)?;
     let ty = if field.boxed { quote!(Box<#ty>) } else { ty };
-    let rename = renames.rename(&field.ident, &field.wire);
+    let rename = renames.needs(&field.ident, &field.wire).then(|| Literal::string(&field.wire).to_string());
+    let mut default_fn = None;
     if let Some(default) = &field.default {
         let fn_name = default_fn_name(struct_name, field);
         let fn_ident = ident(&fn_name)?;
@@ -170,22 +243,46 @@ fn field_tokens(
                 #expr
             }
         });
-        return Ok(quote! {
-            #doc
-            #rename
-            #[serde(default = #fn_name)]
-            pub #name: #ty
-        });
+        default_fn = Some(Literal::string(&fn_name).to_string());
     }
-    if field.optional {
-        return Ok(quote! {
-            #doc
-            #rename
-            #[serde(default, skip_serializing_if = "Option::is_none")]
-            pub #name: Option<#ty>
-        });
+    let optional = default_fn.is_none() && field.optional;
+    let parts = FieldParts { rename, default_fn, optional, name: field.ident.clone(), ty };
+    Ok(doc + &parts.text()?)
+}
+
+/// A struct with `fields` (printed, [`field_text`]) under `doc` and `attrs`: its header is
+/// printed with an empty block, and the fields go in it when that header fits on one line
+/// (prettyplease then breaks it nowhere with the block open either, see
+/// [`super::tokens::SharedMembers`]); otherwise the whole struct is printed from `fields()`.
+fn struct_item(
+    doc: &str,
+    header: TokenStream,
+    fields_text: &str,
+    fields: impl FnOnce() -> Result<Vec<TokenStream>, String>,
+) -> Result<Item, String> {
+    let bare = print_item(quote! { #header {} })?;
+    if let Some(header_text) = one_line_empty_block(&bare) {
+        return Ok(Item::Text(format!("{}{header_text}{{\n{fields_text}}}\n", doc_comment(doc))));
     }
-    Ok(quote! { #doc #rename pub #name: #ty })
+    let fields = fields()?;
+    let doc = super::tokens::plain_doc(doc);
+    print_item(quote! { #doc #header { #(#fields,)* } }).map(Item::Text)
+}
+
+/// A field with its doc comment as tokens, for a struct whose header does not fit on a line.
+fn field_tokens_slow(struct_name: &str, field: &Field, renames: &Renames) -> Result<TokenStream, String> {
+    let doc = doc_attrs(&field.doc, &format!("`{}`.", field.wire));
+    let ty = rust_type(&field.ty)?;
+    let ty = if field.boxed { quote!(Box<#ty>) } else { ty };
+    let rename = renames.needs(&field.ident, &field.wire).then(|| Literal::string(&field.wire).to_string());
+    let default_fn = field.default.as_ref().map(|_| Literal::string(&default_fn_name(struct_name, field)).to_string());
+    let optional = default_fn.is_none() && field.optional;
+    let parts = FieldParts { rename, default_fn, optional, name: field.ident.clone(), ty };
+    let mut words = vec![parts.name.clone()];
+    words.extend(parts.rename.clone());
+    words.extend(parts.default_fn.clone());
+    let field = parts.tokens(&words)?;
+    Ok(quote! { #doc #field })
 }
 
 /// A tagged union: the tag property names the arm on the wire, and each arm's struct (which
@@ -276,7 +373,7 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
         c.name.value,
         version_text(node)
     ));
-    let mut items = Vec::new();
+    let mut items: Vec<Item> = Vec::new();
     // Imported, the derive list fits on one line; a contract type named like either trait
     // would clash with the import, and then the derives name serde's paths.
     let clash = node.types.iter().any(|t| matches!(t.name(), "Serialize" | "Deserialize"));
@@ -284,9 +381,9 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
         quote!(serde::Serialize, serde::Deserialize)
     } else {
         if node.types.iter().any(|t| !matches!(t, TypeDef::Alias { .. })) {
-            items.push(quote!(
+            items.push(Item::from(quote!(
                 use serde::{Deserialize, Serialize};
-            ));
+            )));
         }
         quote!(Serialize, Deserialize)
     };
@@ -295,26 +392,29 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
         match ty {
             TypeDef::Struct { name, doc, fields } => {
                 let ident_name = ident(name)?;
-                let doc = doc_attrs(doc, &format!("`{name}`."));
+                let fallback = format!("`{name}`.");
+                let doc_text = doc.text.as_deref().unwrap_or(&fallback);
                 let mut defaults = Vec::new();
                 let constructor = constructor_tokens(name, fields)?;
                 let renames =
                     Renames::choose(fields.iter().map(|f| (f.ident.as_str(), f.wire.as_str())), SerdeRule::field);
                 let rename_all = renames.rename_all();
-                let fields = fields
-                    .iter()
-                    .map(|f| field_tokens(name, f, &renames, &mut defaults, &mut checks))
-                    .collect::<Result<Vec<_>, _>>()?;
-                items.push(quote! {
-                    #doc
+                let mut fields_text = String::new();
+                let mut field_checks = Vec::new();
+                for f in fields {
+                    fields_text.push_str(&field_text(name, f, &renames, &mut defaults, &mut field_checks)?);
+                }
+                checks.extend(field_checks);
+                let header = quote! {
                     #[derive(Debug, Clone, PartialEq, #serde)]
                     #rename_all
-                    pub struct #ident_name {
-                        #(#fields,)*
-                    }
-                });
-                items.push(constructor);
-                items.extend(defaults);
+                    pub struct #ident_name
+                };
+                let slow_fields =
+                    || fields.iter().map(|f| field_tokens_slow(name, f, &renames)).collect::<Result<Vec<_>, _>>();
+                items.push(struct_item(doc_text, header, &fields_text, slow_fields)?);
+                items.push(constructor.into());
+                items.extend(defaults.into_iter().map(Item::from));
             }
             TypeDef::Enum { name, doc, variants } => {
                 let ident_name = ident(name)?;
@@ -327,15 +427,15 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
                 let rename_all = renames_of.rename_all();
                 let renames = variants.iter().map(|v| renames_of.rename(&v.ident, &v.wire));
                 let count = Literal::usize_unsuffixed(variants.len());
-                items.push(quote! {
+                items.push(Item::from(quote! {
                     #doc
                     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, #serde)]
                     #rename_all
                     pub enum #ident_name {
                         #( #[doc = #variant_docs] #renames #idents, )*
                     }
-                });
-                items.push(quote! {
+                }));
+                items.push(Item::from(quote! {
                     impl #ident_name {
                         /// Every value, in contract order.
                         pub const ALL: [Self; #count] = [#(Self::#idents),*];
@@ -347,31 +447,31 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
                             }
                         }
                     }
-                });
-                items.push(quote! {
+                }));
+                items.push(Item::from(quote! {
                     impl std::fmt::Display for #ident_name {
                         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                             f.write_str(self.as_str())
                         }
                     }
-                });
+                }));
             }
             TypeDef::Tagged { name, doc, tag, variants } => {
-                items.push(tagged_tokens(name, doc, tag, variants, &serde)?)
+                items.push(Item::from(tagged_tokens(name, doc, tag, variants, &serde)?))
             }
             TypeDef::Alias { name, doc, ty } => {
                 let ident_name = ident(name)?;
                 let doc = doc_attrs(doc, &format!("`{name}`."));
                 let ty = rust_type(ty)?;
-                items.push(quote! {
+                items.push(Item::from(quote! {
                     #doc
                     pub type #ident_name = #ty;
-                });
+                }));
             }
         }
     }
     if !checks.is_empty() {
-        items.push(quote! {
+        items.push(Item::from(quote! {
             #[cfg(test)]
             mod tests {
                 /// Defaults of shared enums are written as variants; this checks that each one
@@ -381,15 +481,52 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
                     #(#checks)*
                 }
             }
-        });
+        }));
     }
-    render_unformatted_file(source, inner, items)
+    render_unformatted_file(source, &inner, items)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Renames;
+    use proc_macro2::{Literal, TokenStream};
+    use quote::quote;
+
+    use super::{FieldParts, Renames};
+    use crate::emit::tokens::print_item;
     use crate::naming::SerdeRule;
+
+    #[test]
+    fn fields_filled_in_from_stand_ins_print_as_the_fields_themselves() {
+        let long_type: TokenStream = format!("a::{}::Type<String>", "very_long_module".repeat(6)).parse().unwrap();
+        let types = [quote!(String), quote!(Option<Vec<std::collections::BTreeMap<String, i64>>>), long_type];
+        let mut wrapped = 0;
+        for ty in &types {
+            for width in [1, 20, 60, 90] {
+                for (rename, default_fn, optional) in [(false, false, false), (true, false, true), (true, true, false)]
+                {
+                    let name = "f".repeat(width);
+                    let parts = FieldParts {
+                        rename: rename.then(|| Literal::string(&"w".repeat(width / 2 + 1)).to_string()),
+                        default_fn: default_fn.then(|| Literal::string(&"default_".repeat(width / 8 + 1)).to_string()),
+                        optional,
+                        name: name.clone(),
+                        ty: ty.clone(),
+                    };
+                    let mut words = vec![name];
+                    words.extend(parts.rename.clone());
+                    words.extend(parts.default_fn.clone());
+                    let field = parts.tokens(&words).unwrap();
+                    let printed = print_item(quote! { struct S { #field } }).unwrap();
+                    let expected = printed.strip_prefix("struct S {\n").unwrap().strip_suffix("}\n").unwrap();
+                    wrapped += usize::from(expected.lines().count() > 1 + usize::from(rename) + 1);
+                    for _ in 0..2 {
+                        assert_eq!(parts.text().unwrap(), expected);
+                    }
+                }
+            }
+        }
+        assert!(wrapped > 0, "some fields are long enough to wrap");
+    }
 
     fn attrs(names: &[(&str, &str)], apply: fn(SerdeRule, &str) -> String) -> (Option<&'static str>, Vec<String>) {
         let renames = Renames::choose(names.iter().copied(), apply);

@@ -22,7 +22,7 @@ pub(super) fn registry_file(node: &NodeModel) -> Result<String, String> {
         .into(),
         REGISTRATION.item_with_doc(&doc)?,
     ];
-    render_unformatted_file(source, inner, items)
+    render_unformatted_file(source, &inner, items)
 }
 
 /// `REGISTRATION`, which names nothing of the node but in its doc comment.
@@ -47,7 +47,7 @@ pub(super) fn crate_registry_file(source: &str, nodes: &[NodeModel]) -> Result<S
         .collect::<Result<Vec<_>, String>>()?;
     render_unformatted_file(
         source,
-        inner_doc("The registry of every node in this crate, by name and version."),
+        &inner_doc("The registry of every node in this crate, by name and version."),
         vec![quote! {
             /// Every node generated from the contracts, by name and version.
             pub fn registry() -> onex_runtime::NodeRegistry {

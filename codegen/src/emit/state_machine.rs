@@ -43,7 +43,7 @@ pub(super) fn file(node: &NodeModel, m: &StateMachine) -> Result<String, String>
     items.push(STEP_FN.item()?);
     items.extend(helpers.items().into_iter().map(Item::from));
     items.push(tests(m)?.into());
-    render_unformatted_file(&c.source.display, inner, items)
+    render_unformatted_file(&c.source.display, &inner, items)
 }
 
 /// What the scaffold template (`node.rs.jinja`) gets as `state_machine`: the trait methods to

@@ -1,8 +1,9 @@
 //! The pieces every generated file is made of: identifiers, doc attributes and printing.
 
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
 
-use proc_macro2::{Ident, Span, TokenStream};
+use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::quote;
 
 use crate::model::{Doc, NodeModel};
@@ -59,9 +60,10 @@ pub(super) fn plain_doc(text: &str) -> TokenStream {
     quote! { #( #[doc = #lines] )* }
 }
 
-pub(super) fn inner_doc(text: &str) -> TokenStream {
-    let lines = doc_lines(text);
-    quote! { #( #![doc = #lines] )* }
+/// A file's inner doc comments (`//!`), as prettyplease prints `#![doc]` attributes holding
+/// [`doc_lines`]: no line break in any, no trailing space.
+pub(super) fn inner_doc(text: &str) -> String {
+    doc_lines(text).iter().map(|line| format!("//!{line}\n")).collect()
 }
 
 /// One item of a generated file: tokens for prettyplease, or text it printed already
@@ -77,18 +79,15 @@ impl From<TokenStream> for Item {
     }
 }
 
-/// Prints `inner` (inner attributes) and `items`, each item on its own with a blank line
-/// between; prefixes the `@generated` header.
+/// Writes `inner` (the printed inner attributes, [`inner_doc`]) and prints `items`, each item
+/// on its own with a blank line between; prefixes the `@generated` header.
 pub(super) fn render_file(
     source: &str,
-    inner: TokenStream,
+    inner: &str,
     items: impl IntoIterator<Item = impl Into<Item>>,
 ) -> Result<String, String> {
     let mut out = header(source);
-    if !inner.is_empty() {
-        let file: syn::File = syn::parse2(inner).map_err(|e| format!("internal: bad file attributes: {e}"))?;
-        out.push_str(&prettyplease::unparse(&file));
-    }
+    out.push_str(inner);
     for item in items {
         out.push('\n');
         match item.into() {
@@ -100,7 +99,7 @@ pub(super) fn render_file(
 }
 
 /// One item (or a group of `use` or `mod` lines) as prettyplease prints it.
-fn print_item(item: TokenStream) -> Result<String, String> {
+pub(super) fn print_item(item: TokenStream) -> Result<String, String> {
     // Cloning a token stream only counts a reference up; the copy is for the error message.
     let file: syn::File = syn::parse2(item.clone()).map_err(|e| format!("internal: bad item: {e}\n{item}"))?;
     Ok(one_line_derives(&prettyplease::unparse(&file)))
@@ -133,6 +132,179 @@ impl SharedItem {
     }
 }
 
+/// Items whose layout depends only on the widths of a few of their words (names, literals),
+/// printed once per run for each set of widths and then filled in: `print` builds and prints
+/// the item from stand-ins as wide as the words, and each word is written over its stand-in.
+///
+/// Why that gives what printing the item itself gives: prettyplease decides where to break a
+/// line from the byte widths of the words and the kind of each syntax node, never from the
+/// letters of a name or a literal. A word that is not ASCII, or a stand-in the printed text
+/// does not show in order, is printed the slow way. The unit tests and the golden files
+/// compare both ways.
+pub(super) struct Shapes {
+    /// By kind (the caller's variant of the item) and the widths of the words: the printed
+    /// text around the stand-ins, one more piece than words; `None` when a stand-in was lost.
+    cache: Mutex<BTreeMap<ShapeKey, Option<Vec<String>>>>,
+}
+
+/// A [`Shapes`] item's kind, its form (text that is part of its layout as it is, such as a
+/// type) and the widths of its words.
+type ShapeKey = (u8, String, Vec<usize>);
+
+/// One word of a [`Shapes`] item: its text as printed (an identifier, a number, or a string
+/// literal with its quotes) and the letter its stand-in is made of, one the rest of the item
+/// never shows as many times in a row. The letter [`LONG`] marks a long literal.
+pub(super) type Word<'a> = (&'a str, char);
+
+/// The stand-in letter of a string literal that is the whole value of a field of a struct
+/// literal too wide for one line whatever that literal is (prettyplease breaks a struct literal
+/// wider than 34 columns over lines, a field on each): the field's `name: "…",` has no break in
+/// it and ends in a forced one, so the literal's width changes nothing but the length of its own
+/// line, and its stand-in is always `"L"`.
+pub(super) const LONG: char = 'L';
+
+/// The width of a [`LONG`] literal's stand-in, `"L"`.
+const LONG_WIDTH: usize = 3;
+
+/// A field of this width keeps the literal that [`struct_literal_field`] prints a field in broken.
+const WIDE: usize = 100;
+
+impl Shapes {
+    pub(super) const fn new() -> Self {
+        Self { cache: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// The text of the item of variant `kind` with `words`; `print` prints it from the words
+    /// (parse string literals with `str::parse::<Literal>`, names with [`ident`]).
+    pub(super) fn text(
+        &self,
+        kind: u8,
+        words: &[Word<'_>],
+        print: impl Fn(&[String]) -> Result<String, String>,
+    ) -> Result<String, String> {
+        self.text_in_form(kind, String::new(), words, print)
+    }
+
+    /// [`Shapes::text`] for an item whose layout also depends on `form`, taken as it is.
+    pub(super) fn text_in_form(
+        &self,
+        kind: u8,
+        form: String,
+        words: &[Word<'_>],
+        print: impl Fn(&[String]) -> Result<String, String>,
+    ) -> Result<String, String> {
+        let real = || print(&words.iter().map(|(w, _)| (*w).to_owned()).collect::<Vec<_>>());
+        if !words.iter().all(|(w, _)| w.is_ascii()) {
+            return real();
+        }
+        let width = |&(w, letter): &Word<'_>| if letter == LONG { LONG_WIDTH } else { w.len() };
+        let key = (kind, form, words.iter().map(width).collect::<Vec<_>>());
+        let cached = self.cache.lock().map_err(|_| "internal: a render thread panicked".to_owned())?.get(&key).cloned();
+        let pieces = match cached {
+            Some(pieces) => pieces,
+            None => {
+                let stand_ins: Vec<String> = words.iter().map(|&(w, letter)| stand_in(w, letter)).collect();
+                let pieces = split_at_stand_ins(&print(&stand_ins)?, &stand_ins);
+                self.cache
+                    .lock()
+                    .map_err(|_| "internal: a render thread panicked".to_owned())?
+                    .insert(key, pieces.clone());
+                pieces
+            }
+        };
+        let Some(pieces) = pieces else { return real() };
+        let mut text = String::with_capacity(pieces.iter().map(String::len).sum::<usize>() + words_len(words));
+        for (piece, (word, _)) in pieces.iter().zip(words) {
+            text.push_str(piece);
+            text.push_str(word);
+        }
+        text.push_str(pieces.last().map_or("", String::as_str));
+        Ok(text)
+    }
+}
+
+fn words_len(words: &[Word<'_>]) -> usize {
+    words.iter().map(|(w, _)| w.len()).sum()
+}
+
+/// `letter` as many times as `word` is wide; a string literal stays one, quotes included.
+fn stand_in(word: &str, letter: char) -> String {
+    if letter == LONG {
+        return format!("\"{LONG}\"");
+    }
+    match word.len() {
+        n if word.starts_with('"') && n >= 2 => format!("\"{}\"", letter.to_string().repeat(n - 2)),
+        n => letter.to_string().repeat(n),
+    }
+}
+
+/// The text of `printed` around each stand-in, found in order; `None` when one is missing.
+fn split_at_stand_ins(printed: &str, stand_ins: &[String]) -> Option<Vec<String>> {
+    let mut pieces = Vec::with_capacity(stand_ins.len() + 1);
+    let mut rest = printed;
+    for stand_in in stand_ins {
+        let at = rest.find(stand_in.as_str())?;
+        pieces.push(rest[..at].to_owned());
+        rest = &rest[at + stand_in.len()..];
+    }
+    pieces.push(rest.to_owned());
+    Some(pieces)
+}
+
+/// One field of a struct literal too long for a line (so each field is on lines of its own),
+/// as printed in an item at the top level of a file (indented once, ending in `,` and a line
+/// break); `field` builds `name: value` from the words. Printed once per run for each form and
+/// widths of its words ([`Shapes`]), in a literal that a long last field keeps broken.
+pub(super) fn struct_literal_field(
+    shapes: &Shapes,
+    form: String,
+    words: &[Word<'_>],
+    field: impl Fn(&[String]) -> Result<TokenStream, String>,
+) -> Result<String, String> {
+    shapes.text_in_form(0, form, words, |words| {
+        let field = field(words)?;
+        let long = Literal::string(&"_".repeat(WIDE));
+        let printed = print_item(quote! { static S: T = T { #field, __: #long }; })?;
+        let inside = printed.strip_prefix("static S: T = T {\n").and_then(|rest| rest.split_once("    __: "));
+        inside.map(|(field, _)| field.to_owned()).ok_or_else(|| format!("internal: a field printed as\n{printed}"))
+    })
+}
+
+/// One element of a list that is the value of a [`struct_literal_field`], when the element is
+/// too long for a line (so the list puts each on lines of its own): as printed there (indented
+/// twice, ending in `,` and a line break).
+pub(super) fn list_element(
+    shapes: &Shapes,
+    form: String,
+    words: &[Word<'_>],
+    element: impl Fn(&[String]) -> Result<TokenStream, String>,
+) -> Result<String, String> {
+    struct_literal_field(shapes, form, words, |words| {
+        let element = element(words)?;
+        Ok(quote!(f: &[#element]))
+    })
+    .and_then(|field| {
+        let inside = field.strip_prefix("    f: &[\n").and_then(|rest| rest.strip_suffix("    ],\n"));
+        inside.map(str::to_owned).ok_or_else(|| format!("internal: a list element printed as\n{field}"))
+    })
+}
+
+/// `members` as printed inside a block at the top level of a file (indented once, each ending
+/// in a line break).
+pub(super) fn members_text(block: Block, members: TokenStream) -> Result<String, String> {
+    let printed = print_item(match block {
+        Block::Impl => quote! { impl Shared { #members } },
+        Block::Trait => quote! { trait Shared { #members } },
+    })?;
+    let inside = printed.split_once('\n').and_then(|(_, rest)| rest.strip_suffix("}\n"));
+    inside.map(str::to_owned).ok_or_else(|| format!("internal: members printed as\n{printed}"))
+}
+
+/// [`doc_comment`] indented by `indent`, as prettyplease prints a doc comment in a block.
+pub(super) fn indented_doc_comment(text: &str, indent: &str) -> String {
+    doc_lines(text).iter().map(|line| format!("{indent}///{line}\n")).collect()
+}
+
 /// Which kind of block [`SharedMembers`] belong in (a trait's `fn` may have no body).
 #[derive(Clone, Copy)]
 pub(super) enum Block {
@@ -163,15 +335,7 @@ impl SharedMembers {
     }
 
     fn text(&self) -> Result<&str, String> {
-        let text = self.text.get_or_init(|| {
-            let members = (self.members)();
-            let printed = print_item(match self.block {
-                Block::Impl => quote! { impl Shared { #members } },
-                Block::Trait => quote! { trait Shared { #members } },
-            })?;
-            let inside = printed.split_once('\n').and_then(|(_, rest)| rest.strip_suffix("}\n"));
-            inside.map(str::to_owned).ok_or_else(|| format!("internal: shared members printed as\n{printed}"))
-        });
+        let text = self.text.get_or_init(|| members_text(self.block, (self.members)()));
         text.as_deref().map_err(Clone::clone)
     }
 
@@ -197,6 +361,32 @@ impl SharedMembers {
         }
         Ok(Item::Text(text))
     }
+
+    /// `item(members)` whose block holds these members and then the node's own, `own_text`
+    /// (printed members, [`members_text`]); `own` gives their tokens for the slow way, when
+    /// the item's header does not fit on one line.
+    pub(super) fn item_then(
+        &self,
+        item: impl Fn(TokenStream) -> TokenStream,
+        own_text: &str,
+        own: impl FnOnce() -> Result<TokenStream, String>,
+    ) -> Result<Item, String> {
+        let bare = print_item(item(TokenStream::new()))?;
+        let shared = self.text()?;
+        if let Some(header) = one_line_empty_block(&bare) {
+            // As in `item`: a header that fit on one line ending in `{}` fits ending in `{`.
+            let mut text = String::with_capacity(header.len() + shared.len() + own_text.len() + 4);
+            text.push_str(header);
+            text.push_str("{\n");
+            text.push_str(shared);
+            text.push_str(own_text);
+            text.push_str("}\n");
+            return Ok(Item::Text(text));
+        }
+        let members = (self.members)();
+        let own = own()?;
+        print_item(item(quote! { #members #own })).map(Item::Text)
+    }
 }
 
 /// Where the members of the printed item `text` start: after the line that opens its block,
@@ -216,7 +406,7 @@ fn block_start(text: &str) -> Option<usize> {
 
 /// For an item printed with an empty block on its header's one line (`impl A for B {}`), the
 /// text before the `{}`: its attributes and doc comments, and the header.
-fn one_line_empty_block(text: &str) -> Option<&str> {
+pub(super) fn one_line_empty_block(text: &str) -> Option<&str> {
     let header = text.strip_suffix("{}\n")?;
     let last_line = header.rsplit('\n').next()?;
     let before = &header[..header.len() - last_line.len()];
@@ -267,10 +457,10 @@ pub(super) fn version_text(node: &NodeModel) -> String {
 /// an inner attribute needs a nightly feature; under `cfg_attr(rustfmt, …)` rustc ignores it.)
 pub(super) fn render_unformatted_file(
     source: &str,
-    inner: TokenStream,
+    inner: &str,
     items: impl IntoIterator<Item = impl Into<Item>>,
 ) -> Result<String, String> {
-    render_file(source, quote! { #inner #![cfg_attr(rustfmt, rustfmt::skip)] }, items)
+    render_file(source, &format!("{inner}#![cfg_attr(rustfmt, rustfmt::skip)]\n"), items)
 }
 
 /// `pub mod` of each name, in the order given (rustfmt keeps consecutive `mod` declarations in

@@ -49,7 +49,7 @@ pub(super) fn file(node: &NodeModel, section: &Topics) -> Result<String, String>
         None => NO_CONSUMER_GROUP.item()?,
     });
     // prettyplease and rustfmt wrap the lists differently: rustfmt leaves the file alone.
-    render_unformatted_file(&c.source.display, inner, items)
+    render_unformatted_file(&c.source.display, &inner, items)
 }
 
 /// `SUBSCRIBE`, `PUBLISH` or `DLQ`: the constants of `names`.

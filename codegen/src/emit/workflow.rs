@@ -180,7 +180,7 @@ pub(super) fn file(node: &NodeModel, section: &Workflow) -> Result<String, Strin
         .into(),
         RUN_FN.item()?,
     ];
-    render_unformatted_file(source, inner, items)
+    render_unformatted_file(source, &inner, items)
 }
 
 /// `run`, which names nothing of a workflow: printed once per run ([`SharedItem`]).
