@@ -54,9 +54,11 @@ pub enum Environment {
     Development,
 }
 
-/// Variables consulted by [`Environment::detect`], first set wins.
-pub const ENVIRONMENT_VARIABLES: [&str; 6] =
-    ["ENVIRONMENT", "ENV", "DEPLOYMENT_ENV", "NODE_ENV", "OMNIBASE_ENV", "ONEX_ENV"];
+/// Variables consulted by [`Environment::detect`], first set wins. `ONEX_ENVIRONMENT` is the
+/// original system's own variable, so it comes first: a deployment that sets it is never judged
+/// by a generic `ENV` or `NODE_ENV` that some other tool set.
+pub const ENVIRONMENT_VARIABLES: [&str; 7] =
+    ["ONEX_ENVIRONMENT", "ENVIRONMENT", "ENV", "DEPLOYMENT_ENV", "NODE_ENV", "OMNIBASE_ENV", "ONEX_ENV"];
 
 impl Environment {
     /// Reads the first set variable of [`ENVIRONMENT_VARIABLES`]; development when none is.
@@ -65,6 +67,13 @@ impl Environment {
             .iter()
             .find_map(|key| env.var(key).filter(|v| !v.trim().is_empty()))
             .map_or(Self::Development, |v| Self::parse_lenient(&v))
+    }
+
+    /// The environment of this process ([`Environment::detect`] on [`ProcessEnv`]). Services
+    /// built from explicit configuration (not `from_env`) are held to its rules, so a
+    /// constructor cannot be used to step around them.
+    pub fn current() -> Self {
+        Self::detect(&ProcessEnv)
     }
 
     /// Maps a name or alias to an environment; unknown names mean development.
@@ -142,6 +151,14 @@ mod tests {
         assert_eq!(Environment::detect(&MapEnv::from_pairs([("ENVIRONMENT", "qa")])), Environment::Development);
         assert_eq!(Environment::parse_lenient("LOCAL"), Environment::Development);
         assert_eq!(Environment::parse_lenient("Stage"), Environment::Staging);
+    }
+
+    #[test]
+    fn the_original_systems_variable_is_detected_before_generic_ones() {
+        let env = MapEnv::from_pairs([("ONEX_ENVIRONMENT", "production")]);
+        assert_eq!(Environment::detect(&env), Environment::Production);
+        let env = MapEnv::from_pairs([("ONEX_ENVIRONMENT", "staging"), ("ENVIRONMENT", "dev"), ("NODE_ENV", "prod")]);
+        assert_eq!(Environment::detect(&env), Environment::Staging);
     }
 
     #[test]

@@ -9,3 +9,4 @@ pub mod otlp;
 pub mod otlp_child;
 pub mod postgres;
 pub mod prometheus;
+pub mod secure;

@@ -150,8 +150,16 @@ fn secret(env: &dyn EnvSource, key: &str) -> Result<Option<Sensitive<String>>, O
 /// Enforces the transport policy of the deployment environment:
 ///
 /// - staging and production refuse PLAINTEXT and SASL_PLAINTEXT (`SECURITY_VIOLATION_ERROR`);
+/// - production refuses switching off the broker's host name check
+///   (`ssl.endpoint.identification.algorithm` must be `https`, `SECURITY_VIOLATION_ERROR`);
 /// - production also needs a CA bundle and a client certificate and key, i.e. mTLS
-///   (`CONFIGURATION_ERROR` naming what is missing).
+///   (`CONFIGURATION_ERROR` naming what is missing);
+/// - development (and test) accepts anything.
+///
+/// [`producer_properties`] and [`consumer_properties`] apply it with the process's
+/// environment ([`Environment::current`]), so every client the runtime makes (the pool's
+/// producers, whatever constructor built the pool, subscriptions, the node host's consumer) is
+/// held to it; `producer_config_from_env` applies it with the environment it reads.
 pub fn validate_for_environment(config: &KafkaProducerConfig, env: Environment) -> Result<(), OnexError> {
     let protocol = config.security.security_protocol;
     if env != Environment::Development && !protocol.uses_tls() {
@@ -166,6 +174,15 @@ pub fn validate_for_environment(config: &KafkaProducerConfig, env: Environment) 
     }
     if env == Environment::Production {
         let ssl = config.security.ssl.as_ref();
+        if ssl.is_some_and(|s| !s.check_hostname) {
+            return Err(OnexError::new(
+                ErrorCode::SecurityViolationError,
+                "production refuses Kafka TLS without host name verification; \
+                 unset KAFKA_SSL_CHECK_HOSTNAME (or set it to true)",
+            )
+            .with_detail("environment", env.as_str())
+            .with_detail("variable", "KAFKA_SSL_CHECK_HOSTNAME"));
+        }
         let missing: Vec<&str> = [
             ("ssl.ca_location", ssl.and_then(|s| s.ca_location.as_ref()).is_none()),
             ("ssl.certificate_location", ssl.and_then(|s| s.certificate_location.as_ref()).is_none()),
@@ -248,9 +265,11 @@ impl fmt::Debug for LibrdkafkaProperties {
 }
 
 /// Maps `config` onto librdkafka properties. Invalid combinations are refused here, with a
-/// message naming the field, rather than by librdkafka at creation time.
+/// message naming the field, rather than by librdkafka at creation time, and so is a
+/// configuration the process's environment forbids ([`validate_for_environment`]).
 pub fn producer_properties(config: &KafkaProducerConfig) -> Result<LibrdkafkaProperties, OnexError> {
     check(config)?;
+    validate_for_environment(config, Environment::current())?;
     let mut props = LibrdkafkaProperties(Vec::new());
     props.plain("bootstrap.servers", config.bootstrap_servers.trim());
     if let Some(client_id) = &config.client_id {
@@ -280,6 +299,7 @@ pub fn producer_properties(config: &KafkaProducerConfig) -> Result<LibrdkafkaPro
 /// (`enable.auto.offset.store=false`) and committed in the background from the stored ones.
 pub fn consumer_properties(config: &KafkaProducerConfig, group_id: &str) -> Result<LibrdkafkaProperties, OnexError> {
     check(config)?;
+    validate_for_environment(config, Environment::current())?;
     if group_id.trim().is_empty() {
         return Err(OnexError::configuration("a consumer group id must not be empty"));
     }
@@ -497,6 +517,23 @@ mod tests {
         env.0.remove("KAFKA_SSL_CERT_LOCATION");
         env.0.remove("KAFKA_SSL_KEY_LOCATION");
         assert!(producer_config_from_env(&env).is_ok(), "staging needs TLS, not mTLS");
+    }
+
+    #[test]
+    fn production_refuses_tls_without_host_name_verification() {
+        let mut env = sasl_ssl_env("production");
+        env.0.insert("KAFKA_SSL_CHECK_HOSTNAME".into(), "false".into());
+        let err = producer_config_from_env(&env).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::SecurityViolationError, "{err}");
+        assert!(err.message().contains("KAFKA_SSL_CHECK_HOSTNAME"), "{err}");
+        env.0.insert("ENVIRONMENT".into(), "staging".into());
+        let config = producer_config_from_env(&env).unwrap();
+        let props = producer_properties(&config).unwrap();
+        assert_eq!(props.get("ssl.endpoint.identification.algorithm"), Some("none"), "staging may turn it off");
+        let mut env = sasl_ssl_env("production");
+        env.0.remove("KAFKA_SSL_CA_LOCATION");
+        let err = producer_config_from_env(&env).unwrap_err();
+        assert!(err.message().contains("ssl.ca_location"), "{err}");
     }
 
     #[test]

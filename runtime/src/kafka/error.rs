@@ -66,7 +66,22 @@ pub fn delivery_error(topic: &str, error: &KafkaError) -> OnexError {
     err
 }
 
-/// The librdkafka code recorded by [`delivery_error`], if any.
+/// A message to `topic` that could not go out because the broker refused the connection
+/// itself: `code` is librdkafka's `Authentication` (wrong SASL credentials, unknown user) or
+/// `SSL` (the TLS handshake failed: unknown CA, wrong host name, client certificate refused).
+/// Not retriable: the same credentials and certificates fail the same way.
+pub fn refused_error(topic: &str, code: &str, reason: &str) -> OnexError {
+    let what = if code == "SSL" { "the TLS handshake failed" } else { "authentication failed" };
+    OnexError::new(
+        ErrorCode::IntegrationServiceError,
+        format!("Kafka delivery to topic '{topic}' failed: the broker refused the connection, {what}: {reason}"),
+    )
+    .with_detail("topic", topic)
+    .with_detail("retriable", false)
+    .with_detail("kafka_error", code)
+}
+
+/// The librdkafka code recorded by [`delivery_error`] or [`refused_error`], if any.
 pub fn kafka_error_name(error: &OnexError) -> Option<&str> {
     error.details().get("kafka_error").and_then(|v| v.as_str())
 }

@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 
 use super::identity::IdentityWatch;
 use super::ticket::{Delivered, Ticket};
-use crate::kafka::error::delivery_error;
+use crate::kafka::error::{delivery_error, refused_error};
 use crate::kafka::metrics::PoolMetrics;
 use crate::sanitize::sanitize_message;
 
@@ -39,6 +39,13 @@ pub(crate) struct ProducerState {
     /// Set by every librdkafka error event: the next check asks librdkafka whether the
     /// error was fatal (so the send path does not ask on every message).
     pub(super) suspect: AtomicBool,
+    /// Whether `refusal` holds a reason (read without the lock on every delivery report).
+    pub(super) refused: AtomicBool,
+    /// Why the broker last refused the connection itself (authentication, or the TLS
+    /// handshake), as (librdkafka code name, sanitized reason); cleared by the next sign of a
+    /// working connection (a delivery or a metadata answer). librdkafka only retries such a
+    /// connection, so without this a message would wait for its whole timeout.
+    pub(super) refusal: Mutex<Option<(&'static str, String)>>,
 }
 
 impl ProducerState {
@@ -52,6 +59,27 @@ impl ProducerState {
 
     pub(crate) fn error_count(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
+    }
+
+    /// The broker's last refusal of the connection, if no working connection came since.
+    pub(crate) fn refusal(&self) -> Option<(&'static str, String)> {
+        if !self.refused.load(Ordering::Acquire) {
+            return None;
+        }
+        self.refusal.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn refuse(&self, code: &'static str, reason: String) {
+        *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some((code, reason));
+        self.refused.store(true, Ordering::Release);
+    }
+
+    /// A connection works (a delivery or a metadata answer came back).
+    pub(crate) fn connection_works(&self) {
+        if self.refused.load(Ordering::Relaxed) {
+            self.refused.store(false, Ordering::Release);
+            *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
     }
 
     pub(super) fn quarantine(&self, reason: String) {
@@ -184,8 +212,29 @@ impl ClientContext for DeliveryContext {
                 tracing::warn!(producer = %self.state.id, "all brokers down: {reason}");
                 self.metrics.set_brokers_down(true);
             }
+            Some(code) if refusal_kind(code, &reason).is_some() => {
+                let name = refusal_kind(code, &reason).unwrap_or("SSL");
+                tracing::warn!(producer = %self.state.id, "the Kafka broker refused the connection ({name}): {reason}");
+                self.state.refuse(name, reason);
+            }
             _ => tracing::warn!(producer = %self.state.id, "librdkafka error {error}: {reason}"),
         }
+    }
+}
+
+/// Whether librdkafka's error `code` with `reason` says the broker refused the connection
+/// itself, and how: `Authentication` (SASL) or `SSL` (our side of the TLS handshake failed, or
+/// the server sent a TLS alert, which is how a server refuses a missing or unknown client
+/// certificate under TLS 1.3: the client's handshake has already finished, so librdkafka sees
+/// the alert on its first read and reports a transport failure).
+fn refusal_kind(code: RDKafkaErrorCode, reason: &str) -> Option<&'static str> {
+    match code {
+        RDKafkaErrorCode::Authentication => Some("Authentication"),
+        RDKafkaErrorCode::SSL => Some("SSL"),
+        RDKafkaErrorCode::BrokerTransportFailure if reason.contains("SSL routines::") && reason.contains(" alert ") => {
+            Some("SSL")
+        }
+        _ => None,
     }
 }
 
@@ -202,6 +251,7 @@ impl ProducerContext for DeliveryContext {
                 if let Some(sent) = sent {
                     self.metrics.delivered(&sent.topic, sent.bytes, sent.enqueued_us);
                 }
+                self.state.connection_works();
                 Ok(Delivered { partition: message.partition(), offset: message.offset() })
             }
             Err((error, message)) => {
@@ -209,7 +259,13 @@ impl ProducerContext for DeliveryContext {
                     self.metrics.failed(&sent.topic);
                 }
                 self.quarantine_if_identity_lost(error);
-                Err(delivery_error(message.topic(), error))
+                match (error.rdkafka_error_code(), self.state.refusal()) {
+                    // Purged by the watchdog because the broker refuses the connection: say so.
+                    (Some(RDKafkaErrorCode::PurgeQueue), Some((code, reason))) => {
+                        Err(refused_error(message.topic(), code, &reason))
+                    }
+                    _ => Err(delivery_error(message.topic(), error)),
+                }
             }
         };
         // Release first: whoever sees the reply may rely on the message no longer being in flight.
@@ -274,6 +330,18 @@ impl DeliveryContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_are_told_from_other_failures() {
+        use RDKafkaErrorCode as C;
+        assert_eq!(refusal_kind(C::Authentication, "SASL authentication error"), Some("Authentication"));
+        assert_eq!(refusal_kind(C::SSL, "SSL handshake failed"), Some("SSL"));
+        let alert = "ssl://127.0.0.1:1/bootstrap: Receive failed: error:0A00045C:SSL routines::tlsv13 alert \
+                     certificate required: SSL alert number 116";
+        assert_eq!(refusal_kind(C::BrokerTransportFailure, alert), Some("SSL"));
+        assert_eq!(refusal_kind(C::BrokerTransportFailure, "Connection refused"), None);
+        assert_eq!(refusal_kind(C::AllBrokersDown, alert), None);
+    }
 
     #[test]
     fn ages_tell_overdue_messages_apart() {

@@ -77,6 +77,8 @@ impl ManagedProducer {
             fatal_reason: Mutex::new(None),
             errors: AtomicU64::new(0),
             suspect: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
+            refusal: Mutex::new(None),
         });
         let context = DeliveryContext {
             metrics,
@@ -307,8 +309,19 @@ impl ManagedProducer {
     /// unreported after the message timeout are purged from librdkafka's queues, which reports
     /// them at once as `PurgeQueue` (mapped to `OPERATION_TIMEOUT`). Only queued messages are
     /// purged, never in-flight ones, so an acknowledgement is never voided.
+    ///
+    /// Messages are purged at once, whatever their age, while the broker refuses the connection
+    /// itself (authentication or TLS, see `ProducerState::refusal`): librdkafka would only keep
+    /// retrying, and the sender learns why from the delivery error.
     pub(crate) fn expire_overdue(&self) -> bool {
         let context = self.producer.context();
+        if let Some((code, _)) = self.state.refusal()
+            && self.in_flight() > 0
+        {
+            tracing::warn!(producer = %self.state.id, "the broker refuses the connection ({code}); failing queued messages");
+            self.producer.purge(PurgeConfig::default().queue().non_blocking());
+            return true;
+        }
         if !context.ages.any_older_than(context.metrics.now_us(), self.message_timeout) {
             return false;
         }
@@ -344,12 +357,39 @@ impl ManagedProducer {
         self.closed.store(true, Ordering::Release);
     }
 
-    /// Fetches cluster metadata (blocking) to prove the brokers answer.
+    /// Fetches cluster metadata (blocking) to prove the brokers answer. Asks in short slices
+    /// so that a broker refusing the connection (authentication, TLS) is reported as such as
+    /// soon as librdkafka says so, not as a timeout at the end.
     pub(crate) fn probe_blocking(&self, timeout: Duration) -> Result<usize, OnexError> {
-        self.producer.client().fetch_metadata(None, timeout).map(|metadata| metadata.brokers().len()).map_err(|e| {
-            OnexError::new(ErrorCode::IntegrationServiceUnavailable, "Kafka brokers did not answer a metadata request")
-                .with_source(e)
-        })
+        const SLICE: Duration = Duration::from_millis(100);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.producer.client().fetch_metadata(None, left.min(SLICE)) {
+                Ok(metadata) => {
+                    self.state.connection_works();
+                    return Ok(metadata.brokers().len());
+                }
+                Err(e) => {
+                    if let Some((code, reason)) = self.state.refusal() {
+                        let what = if code == "SSL" { "the TLS handshake failed" } else { "authentication failed" };
+                        return Err(OnexError::new(
+                            ErrorCode::IntegrationServiceError,
+                            format!("the Kafka broker refused the connection, {what}: {reason}"),
+                        )
+                        .with_detail("kafka_error", code)
+                        .with_detail("retriable", false));
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(OnexError::new(
+                            ErrorCode::IntegrationServiceUnavailable,
+                            "Kafka brokers did not answer a metadata request",
+                        )
+                        .with_source(e));
+                    }
+                }
+            }
+        }
     }
 }
 
