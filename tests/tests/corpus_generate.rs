@@ -70,7 +70,7 @@ fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
             codegen::emit::render(&base, std::slice::from_ref(node)).unwrap_or_else(|d| panic!("{name}: {d:?}"));
         let options = codegen::package::PackageOptions {
             crate_name: name.clone(),
-            runtime_path: Some(workspace().join("runtime")),
+            runtime: codegen::package::RuntimeSource::Path(workspace().join("runtime")),
             standalone: false,
         };
         codegen::package::write_package(&output, &root.join(&name), &options).unwrap();
@@ -100,7 +100,7 @@ fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
     let workflow_output = workflow_output.unwrap_or_else(|| panic!("{}", workflow_loaded.render_diagnostics()));
     let workflow_options = codegen::package::PackageOptions {
         crate_name: "workflow-diamond".to_owned(),
-        runtime_path: Some(workspace().join("runtime")),
+        runtime: codegen::package::RuntimeSource::Path(workspace().join("runtime")),
         standalone: false,
     };
     codegen::package::write_package(&workflow_output, &root.join("workflow-diamond"), &workflow_options).unwrap();
@@ -111,7 +111,7 @@ fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
     let naming_output = naming_output.unwrap_or_else(|| panic!("{}", naming.render_diagnostics()));
     let naming_options = codegen::package::PackageOptions {
         crate_name: "naming-keywords".to_owned(),
-        runtime_path: Some(workspace().join("runtime")),
+        runtime: codegen::package::RuntimeSource::Path(workspace().join("runtime")),
         standalone: false,
     };
     codegen::package::write_package(&naming_output, &root.join("naming-keywords"), &naming_options).unwrap();
@@ -131,7 +131,7 @@ fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
     }
     let new_options = codegen::package::PackageOptions {
         crate_name: "new-templates".to_owned(),
-        runtime_path: Some(workspace().join("runtime")),
+        runtime: codegen::package::RuntimeSource::Path(workspace().join("runtime")),
         standalone: false,
     };
     codegen::package::write_package(&new_output, &root.join("new-templates"), &new_options).unwrap();
@@ -250,7 +250,7 @@ fn write_state_machine_golden_package(dir: &Path) {
     let output = codegen::emit::render("state_machine", std::slice::from_ref(&*model)).unwrap();
     let options = codegen::package::PackageOptions {
         crate_name: STATE_MACHINE_GOLDEN.to_owned(),
-        runtime_path: Some(workspace().join("runtime")),
+        runtime: codegen::package::RuntimeSource::Path(workspace().join("runtime")),
         standalone: false,
     };
     codegen::package::write_package(&output, dir, &options).unwrap();
