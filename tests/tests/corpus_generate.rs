@@ -5,7 +5,7 @@
 //! the runtime by path) checked by a single `cargo check --workspace --offline --keep-going`
 //! with a target directory that persists between runs, so only the first run pays for the
 //! runtime's dependencies. The corpus is `../shared/corpus` next to the repository (override
-//! with `ONEX_CORPUS`); without it the checked-in fixtures `tests/fixtures/dialects` stand in.
+//! with `ONEX_CORPUS`); without it the test fails, saying where it looked.
 //!
 //! Every generated `state_machine.rs` is also compiled into one more package that depends only on
 //! serde, whose `cargo test` runs the tests generated into each state machine (issue 19).
@@ -19,11 +19,7 @@ fn workspace() -> PathBuf {
 }
 
 fn corpus() -> PathBuf {
-    if let Some(dir) = std::env::var_os("ONEX_CORPUS") {
-        return PathBuf::from(dir);
-    }
-    let shared = workspace().join("../shared/corpus");
-    if shared.is_dir() { shared } else { workspace().join("tests/fixtures/dialects") }
+    onex_tests::corpus::corpus()
 }
 
 /// Display paths of the files whose keys make them node contracts.
