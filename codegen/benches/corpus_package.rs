@@ -132,9 +132,12 @@ fn main() {
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).unwrap();
     let corpus_arg = corpus.to_str().unwrap();
+    let runtime = workspace().join("runtime");
+    let runtime_arg = runtime.to_str().unwrap();
     let generate_into = |dir: &Path| {
         let dir = dir.to_str().unwrap().to_owned();
-        ["generate", "--contracts", corpus_arg, "--out", &dir, "--crate", "onex-corpus"].map(str::to_owned)
+        ["generate", "--contracts", corpus_arg, "--out", &dir, "--crate", "onex-corpus", "--runtime-path", runtime_arg]
+            .map(str::to_owned)
     };
 
     // The command line. Each full run writes a folder never used before: creating files right
@@ -158,8 +161,11 @@ fn main() {
 
     // In-process stages, as the CLI runs them (its options: subcontracts followed).
     let options = codegen::dialect::Options { load_subcontracts: true, ..Default::default() };
-    let package_options =
-        codegen::package::PackageOptions { crate_name: "onex-corpus".into(), runtime_path: None, standalone: true };
+    let package_options = codegen::package::PackageOptions {
+        crate_name: "onex-corpus".into(),
+        runtime: codegen::package::RuntimeSource::Path(workspace().join("runtime")),
+        standalone: true,
+    };
     let templates = codegen::templates::Templates::builtin();
     let base = corpus.file_name().unwrap().to_string_lossy().into_owned();
     let (mut load, mut render, mut write, mut check) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

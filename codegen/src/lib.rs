@@ -233,6 +233,27 @@ pub fn generate_with(contracts_dir: &Path, options: &dialect::Options) -> (Loade
     }
 }
 
+/// Loads and renders every *valid* contract under `contracts_dir`, even when others have
+/// errors: what `codegen generate` writes into a package. The invalid contracts' diagnostics stay
+/// in [`Loaded::diagnostics`] for the caller to report (and to fail on); the output is `None`
+/// only when no contract is valid or rendering fails. ([`generate_with`] renders nothing when
+/// any contract has an error: `generated/` is never left with part of the contracts.)
+pub fn generate_valid_with(contracts_dir: &Path, options: &dialect::Options) -> (Loaded, Option<Output>) {
+    let mut loaded = load_with(contracts_dir, None, options);
+    if loaded.nodes.is_empty() && loaded.has_errors() {
+        return (loaded, None);
+    }
+    let base = contracts_dir.file_name().map_or_else(|| "contracts".to_owned(), |n| n.to_string_lossy().into_owned());
+    match emit::render(&base, &loaded.nodes) {
+        Ok(out) => (loaded, Some(out)),
+        Err(diags) => {
+            loaded.diagnostics.extend(diags);
+            diagnostics::sort(&mut loaded.diagnostics);
+            (loaded, None)
+        }
+    }
+}
+
 /// What [`write_tree`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WriteReport {

@@ -29,6 +29,11 @@ Exit codes:
   1  the contracts have errors, a template fails, `check` found generated/ stale, or writing failed
   2  usage error: an unknown command or option, a bad or missing value, an unknown diagnostic code";
 
+/// `generate` without `--runtime-path` or `--runtime-git`.
+const NO_RUNTIME: &str = "generate needs to know where the package takes onex-runtime from, which is not \
+published on any registry: pass --runtime-path DIR (the runtime/ folder of a checkout of the ONEX repository, \
+absolute or relative to --out) or --runtime-git URL (with --runtime-rev REV for a branch, tag or commit)";
+
 /// Reads ONEX contract.yaml files, validates them and writes Rust models, node scaffolds and
 /// registries.
 ///
@@ -123,8 +128,11 @@ enum Command {
         code: String,
     },
 
-    /// Write a standalone Cargo package generated from a folder of contracts (any ONEX dialect)
-    #[command(after_help = EXIT_CODES)]
+    /// Write a standalone Cargo package generated from a folder of contracts (any ONEX dialect);
+    /// contracts with errors are reported and left out, the valid ones are generated
+    #[command(
+        after_help = "Exit codes:\n  0  the package holds every contract\n  1  contracts with errors (reported, left out of the package; the others are written), a failing template or a failed write\n  2  usage error, including neither --runtime-path nor --runtime-git"
+    )]
     Generate {
         /// The folder holding the contracts
         #[arg(long, value_name = "DIR")]
@@ -135,10 +143,17 @@ enum Command {
         /// The package name
         #[arg(long = "crate", value_name = "NAME", value_parser = parse_crate_name)]
         crate_name: String,
-        /// Depend on onex-runtime by this path (relative to the package folder) instead of by
-        /// version
-        #[arg(long, value_name = "PATH")]
+        /// Depend on onex-runtime by this path: the runtime/ folder of a checkout of the ONEX
+        /// repository, absolute or relative to the package folder (--out). onex-runtime is not
+        /// published on a registry: give this or --runtime-git
+        #[arg(long, value_name = "PATH", conflicts_with = "runtime_git")]
         runtime_path: Option<PathBuf>,
+        /// Depend on onex-runtime from this git repository (the ONEX repository)
+        #[arg(long, value_name = "URL")]
+        runtime_git: Option<String>,
+        /// The branch, tag or commit of --runtime-git [default: its default branch]
+        #[arg(long, value_name = "REV")]
+        runtime_rev: Option<String>,
         /// Regenerate even when nothing changed since the last run (the package's
         /// `.codegen-stamp` says what was read and written)
         #[arg(long)]
@@ -223,8 +238,25 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Explain { code }) => explain(&code, run.color),
-        Some(Command::Generate { contracts, out, crate_name, runtime_path, force }) => {
-            let options = codegen::package::PackageOptions { crate_name, runtime_path, standalone: true };
+        Some(Command::Generate { contracts, out, crate_name, runtime_path, runtime_git, runtime_rev, force }) => {
+            use codegen::package::RuntimeSource;
+            if runtime_rev.is_some() && runtime_git.is_none() {
+                run_error("--runtime-rev names a revision of --runtime-git, which is not given", run.color);
+                return ExitCode::from(2);
+            }
+            let runtime = match (runtime_path, runtime_git) {
+                (Some(path), _) => RuntimeSource::Path(path),
+                (None, Some(url)) => RuntimeSource::Git { url, rev: runtime_rev },
+                (None, None) => {
+                    run_error(NO_RUNTIME, run.color);
+                    return ExitCode::from(2);
+                }
+            };
+            if let Err(e) = runtime.check(&out) {
+                run_error(&e, run.color);
+                return ExitCode::from(2);
+            }
+            let options = codegen::package::PackageOptions { crate_name, runtime, standalone: true };
             generate_package(&contracts, &out, options, force, &run)
         }
         Some(Command::Schema) => {
@@ -284,17 +316,22 @@ impl Run {
     /// Prints the diagnostics of `loaded` (human on stderr, JSON on stdout) and, when there
     /// are errors, a count saying nothing was written.
     fn report(&self, loaded: &codegen::Loaded) {
-        if self.format == Format::Json {
-            print!("{}", codegen::report::json_lines(&loaded.diagnostics));
-        } else if !loaded.diagnostics.is_empty() {
-            let text = codegen::report::human(&loaded.diagnostics, &loaded.sources, codegen::report::HUMAN_CAP);
-            eprint!("{}", paint(&text, self.color));
-        }
+        self.report_diagnostics(loaded);
         let errors = loaded.diagnostics.iter().filter(|d| d.is_error()).count();
         let warnings = loaded.diagnostics.len() - errors;
         if errors > 0 {
             let line = format!("error: {errors} error(s), {warnings} warning(s); nothing was written");
             eprintln!("{}", paint(&line, self.color));
+        }
+    }
+
+    /// Prints the diagnostics of `loaded`: human on stderr, JSON on stdout.
+    fn report_diagnostics(&self, loaded: &codegen::Loaded) {
+        if self.format == Format::Json {
+            print!("{}", codegen::report::json_lines(&loaded.diagnostics));
+        } else if !loaded.diagnostics.is_empty() {
+            let text = codegen::report::human(&loaded.diagnostics, &loaded.sources, codegen::report::HUMAN_CAP);
+            eprint!("{}", paint(&text, self.color));
         }
     }
 
@@ -317,6 +354,38 @@ impl Run {
         }
         Some((loaded, output))
     }
+
+    /// [`Run::generate`] for a package: renders every valid contract even when others have
+    /// errors, reporting those. `None` when nothing can be written (no valid contract, a
+    /// failing template or rendering), after saying so.
+    fn generate_valid(&self, contracts: &Path) -> Option<(codegen::Loaded, codegen::Output)> {
+        let (mut loaded, output) = codegen::generate_valid_with(contracts, &self.dialect);
+        if !self.type_map_diagnostics.is_empty() {
+            loaded.diagnostics.extend(self.type_map_diagnostics.iter().cloned());
+            codegen::diagnostics::sort(&mut loaded.diagnostics);
+        }
+        let Some(mut output) = output else {
+            self.report(&loaded);
+            return None;
+        };
+        self.report_diagnostics(&loaded);
+        if let Err(e) = self.templates.apply(&loaded.nodes, &mut output) {
+            run_error(&e, self.color);
+            return None;
+        }
+        Some((loaded, output))
+    }
+}
+
+/// The contract files with errors, each once, in the order of the (sorted) diagnostics.
+fn files_with_errors(loaded: &codegen::Loaded) -> Vec<&str> {
+    let mut files: Vec<&str> = Vec::new();
+    for d in loaded.diagnostics.iter().filter(|d| d.is_error()) {
+        if !files.contains(&d.file.as_str()) {
+            files.push(&d.file);
+        }
+    }
+    files
 }
 
 /// Colors the severity label at the start of each line of rendered diagnostics (`error[..]`,
@@ -497,9 +566,27 @@ fn generate_package(
         }
         Freshness::Stale(stamp) => stamp,
     };
-    let Some((loaded, output)) = run.generate(contracts) else { return ExitCode::FAILURE };
+    let Some((loaded, output)) = run.generate_valid(contracts) else { return ExitCode::FAILURE };
     timings.stage("read, validate, render");
+    // A run with errors saves no stamp: the next run must report them again, never skip.
+    let invalid = files_with_errors(&loaded);
+    let stamp = if invalid.is_empty() { stamp } else { None };
     match codegen::package::write_stamped_package(&output, out, &options, stamp, &loaded.files_read) {
+        Ok(written) if !invalid.is_empty() => {
+            let errors = loaded.diagnostics.iter().filter(|d| d.is_error()).count();
+            let line = format!(
+                "error: {errors} error(s) in {} file(s), left out of package `{}` in {}: {}; the package holds the {} valid node(s) ({} file(s) written, {} unchanged)",
+                invalid.len(),
+                options.crate_name,
+                out.display(),
+                invalid.join(", "),
+                loaded.nodes.len(),
+                written.written.len(),
+                written.unchanged,
+            );
+            eprintln!("{}", paint(&line, run.color));
+            ExitCode::FAILURE
+        }
         Ok(written) => {
             timings.stage("write");
             println!(

@@ -1,8 +1,9 @@
 //! `codegen generate --contracts DIR --out DIR --crate NAME`: a standalone Cargo package with
 //! the generated code, so anyone can try the generator on their own contracts.
 //!
-//! The package depends on the runtime by path when `--runtime-path` is given, else by
-//! version (as it would from a registry). Generated files are written only when their bytes
+//! `onex-runtime` is not published on any registry, so the package depends on it by path
+//! (`--runtime-path`) or from a git repository (`--runtime-git`), whichever the user names
+//! ([`RuntimeSource`]); there is no default. Generated files are written only when their bytes
 //! change and scaffolds only when missing, exactly as in this repository's `generated/`.
 //!
 //! The package keeps a [`crate::stamp`] of what its last run read and wrote: when no contract,
@@ -14,17 +15,81 @@ use std::path::{Path, PathBuf};
 use crate::stamp::{Settings, Stamp};
 use crate::{Output, WriteReport};
 
-/// The runtime crate version a package depends on when no path is given.
-pub const RUNTIME_VERSION: &str = "0.1.0";
+/// The package name of the runtime the generated code depends on.
+pub const RUNTIME_PACKAGE: &str = "onex-runtime";
+
+/// Where a package takes `onex-runtime` from. The runtime is not published on any registry, so
+/// a dependency by version could never resolve: the user names a folder or a repository.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub enum RuntimeSource {
+    /// The runtime crate's folder (this repository's `runtime/`), written into `Cargo.toml` as
+    /// given: a relative path is relative to the package folder.
+    Path(PathBuf),
+    /// A git repository holding the runtime (this repository), at a branch, tag or commit
+    /// when `rev` is given, else at its default branch.
+    Git {
+        /// The repository's URL.
+        url: String,
+        /// A branch, tag or commit; Cargo's `rev` accepts each.
+        rev: Option<String>,
+    },
+}
+
+impl RuntimeSource {
+    /// Checks what can be checked before writing: a path must hold the runtime's `Cargo.toml`
+    /// (relative to `package_dir`, where Cargo will read it); a git URL must not be empty. The
+    /// error says what is wrong and what to pass instead.
+    pub fn check(&self, package_dir: &Path) -> Result<(), String> {
+        match self {
+            RuntimeSource::Path(path) => {
+                let folder = if path.is_absolute() { path.clone() } else { package_dir.join(path) };
+                let manifest = std::fs::read_to_string(folder.join("Cargo.toml")).unwrap_or_default();
+                let names_runtime = manifest.lines().any(|l| {
+                    l.split_once('=').is_some_and(|(k, v)| k.trim() == "name" && v.trim() == "\"onex-runtime\"")
+                });
+                if names_runtime {
+                    return Ok(());
+                }
+                let relative = if path.is_absolute() {
+                    String::new()
+                } else {
+                    format!(" (a relative path is taken from the package folder {})", package_dir.display())
+                };
+                Err(format!(
+                    "--runtime-path {}: {} holds no Cargo.toml of `{RUNTIME_PACKAGE}`{relative}; name the `runtime/` \
+                     folder of a checkout of the ONEX repository, as an absolute path or relative to --out",
+                    path.display(),
+                    folder.display()
+                ))
+            }
+            RuntimeSource::Git { url, .. } if url.trim().is_empty() => {
+                Err("--runtime-git: the URL is empty; name the ONEX repository holding onex-runtime".to_owned())
+            }
+            RuntimeSource::Git { .. } => Ok(()),
+        }
+    }
+
+    /// The dependency line of `Cargo.toml`.
+    fn dependency(&self) -> String {
+        match self {
+            RuntimeSource::Path(path) => {
+                format!("{RUNTIME_PACKAGE} = {{ path = {} }}", toml_string(&path.to_string_lossy().replace('\\', "/")))
+            }
+            RuntimeSource::Git { url, rev: None } => format!("{RUNTIME_PACKAGE} = {{ git = {} }}", toml_string(url)),
+            RuntimeSource::Git { url, rev: Some(rev) } => {
+                format!("{RUNTIME_PACKAGE} = {{ git = {}, rev = {} }}", toml_string(url), toml_string(rev))
+            }
+        }
+    }
+}
 
 /// How the package is laid out.
 #[derive(Debug, Clone, Hash)]
 pub struct PackageOptions {
     /// The package name (see [`check_crate_name`]).
     pub crate_name: String,
-    /// The runtime crate's folder, written into `Cargo.toml` as given (relative paths are
-    /// relative to the package folder); `None` depends on the runtime by version.
-    pub runtime_path: Option<PathBuf>,
+    /// Where `onex-runtime` comes from.
+    pub runtime: RuntimeSource,
     /// Whether the package is its own workspace (`[workspace]`), so it builds wherever it is
     /// written. Off when it is a member of a surrounding workspace.
     pub standalone: bool,
@@ -128,12 +193,7 @@ pub fn check_crate_name(name: &str) -> Result<(), String> {
 
 /// The `Cargo.toml` of the package.
 pub fn manifest(options: &PackageOptions) -> String {
-    let runtime = match &options.runtime_path {
-        Some(path) => {
-            format!("onex-runtime = {{ path = {} }}", toml_string(&path.to_string_lossy().replace('\\', "/")))
-        }
-        None => format!("onex-runtime = \"{RUNTIME_VERSION}\""),
-    };
+    let runtime = options.runtime.dependency();
     let workspace = if options.standalone { "\n[workspace]\n" } else { "" };
     format!(
         "# @generated by codegen generate; do not edit.\n\
@@ -301,16 +361,34 @@ mod tests {
     }
 
     #[test]
-    fn manifest_by_path_or_version() {
+    fn manifest_by_path_or_git() {
         let mut options =
-            PackageOptions { crate_name: "x".into(), runtime_path: Some("../rt".into()), standalone: true };
+            PackageOptions { crate_name: "x".into(), runtime: RuntimeSource::Path("../rt".into()), standalone: true };
         let text = manifest(&options);
         assert!(text.contains("onex-runtime = { path = \"../rt\" }"), "{text}");
         assert!(text.contains("\n[workspace]\n"));
-        options.runtime_path = None;
+        options.runtime = RuntimeSource::Git { url: "https://example.com/onex.git".into(), rev: None };
         options.standalone = false;
         let text = manifest(&options);
-        assert!(text.contains("onex-runtime = \"0.1.0\""), "{text}");
+        assert!(text.contains("onex-runtime = { git = \"https://example.com/onex.git\" }"), "{text}");
         assert!(!text.contains("[workspace]"));
+        options.runtime = RuntimeSource::Git { url: "https://example.com/onex.git".into(), rev: Some("v1".into()) };
+        let text = manifest(&options);
+        assert!(text.contains("{ git = \"https://example.com/onex.git\", rev = \"v1\" }"), "{text}");
+    }
+
+    #[test]
+    fn a_runtime_path_without_the_runtime_is_refused_naming_both_folders() {
+        let runtime = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime");
+        assert_eq!(RuntimeSource::Path(runtime.clone()).check(Path::new("/nowhere")), Ok(()));
+        let codegen = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let err = RuntimeSource::Path("runtime".into()).check(codegen).unwrap_err();
+        assert!(err.starts_with("--runtime-path runtime: "), "{err}");
+        assert!(err.contains("relative path is taken from the package folder"), "{err}");
+        // The codegen crate's own manifest is not the runtime's.
+        let err = RuntimeSource::Path(codegen.to_path_buf()).check(Path::new("/x")).unwrap_err();
+        assert!(err.contains("holds no Cargo.toml of `onex-runtime`"), "{err}");
+        let empty = RuntimeSource::Git { url: " ".into(), rev: None };
+        assert!(empty.check(Path::new("/x")).unwrap_err().contains("the URL is empty"));
     }
 }

@@ -205,7 +205,60 @@ pub fn read_source(contracts_dir: &Path, path: &Path) -> Result<SourceFile, Box<
 
 enum Frame {
     Seq { pos: Pos, items: Vec<Node> },
-    Map { pos: Pos, entries: Vec<(Key, Node)>, pending_key: Option<Key> },
+    Map { pos: Pos, entries: MapBuilder, pending_key: Option<Key> },
+}
+
+/// A mapping being read: its entries in source order, and an index from key to entry so that
+/// finding a duplicate key costs the same for the 200,000th key as for the second (a scan of
+/// the entries made reading quadratic in the keys of one mapping). An entry replaced by a later
+/// duplicate is left as a hole and dropped when the mapping ends, so indices never shift.
+#[derive(Default)]
+struct MapBuilder {
+    entries: Vec<Option<(Key, Node)>>,
+    /// Key → index in `entries`; built only once the mapping grows past [`MapBuilder::SCAN`]
+    /// keys, below which a scan is cheaper than hashing (nearly every mapping of a contract).
+    index: Option<std::collections::HashMap<String, usize>>,
+}
+
+impl MapBuilder {
+    const SCAN: usize = 16;
+
+    /// The index of the live entry named `name`.
+    fn find(&self, name: &str) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(name).copied(),
+            None => self.entries.iter().position(|e| e.as_ref().is_some_and(|(k, _)| k.name == name)),
+        }
+    }
+
+    /// Adds an entry; a live entry of the same name is removed and returned (last wins, and
+    /// the entry takes the later place, as PyYAML does).
+    fn insert(&mut self, key: Key, value: Node) -> Option<(Key, Node)> {
+        let replaced = self.find(&key.name).and_then(|i| self.entries[i].take());
+        let at = self.entries.len();
+        match &mut self.index {
+            Some(index) => {
+                index.insert(key.name.clone(), at);
+            }
+            None if at >= Self::SCAN => {
+                let mut index = std::collections::HashMap::with_capacity(at * 2);
+                for (i, entry) in self.entries.iter().enumerate() {
+                    if let Some((k, _)) = entry {
+                        index.insert(k.name.clone(), i);
+                    }
+                }
+                index.insert(key.name.clone(), at);
+                self.index = Some(index);
+            }
+            None => {}
+        }
+        self.entries.push(Some((key, value)));
+        replaced
+    }
+
+    fn finish(self) -> Vec<(Key, Node)> {
+        self.entries.into_iter().flatten().collect()
+    }
 }
 
 /// Parses one YAML document into a tree. Errors and warnings go to `diags`; `None` when the
@@ -277,7 +330,7 @@ pub fn parse(file: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Node
                 if matches!(event, Event::SequenceStart(..)) {
                     stack.push(Frame::Seq { pos, items: Vec::new() });
                 } else {
-                    stack.push(Frame::Map { pos, entries: Vec::new(), pending_key: None });
+                    stack.push(Frame::Map { pos, entries: MapBuilder::default(), pending_key: None });
                 }
                 continue;
             }
@@ -286,7 +339,7 @@ pub fn parse(file: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Node
                 _ => return None,
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map { pos, entries, .. }) => Node { value: Value::Map(entries), pos },
+                Some(Frame::Map { pos, entries, .. }) => Node { value: Value::Map(entries.finish()), pos },
                 _ => return None,
             },
             Event::Scalar(text, style, _, tag) => {
@@ -301,9 +354,7 @@ pub fn parse(file: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Node
         // Attach the completed node to its parent. The key path is only needed (and only built)
         // for a duplicate key's warning.
         let here = match stack.last() {
-            Some(Frame::Map { entries, pending_key: Some(key), .. })
-                if entries.iter().any(|(k, _)| k.name == key.name) =>
-            {
+            Some(Frame::Map { entries, pending_key: Some(key), .. }) if entries.find(&key.name).is_some() => {
                 path_of(&stack)
             }
             _ => String::new(),
@@ -336,22 +387,21 @@ pub fn parse(file: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Node
                     *pending_key = Some(Key { name, pos: complete.pos });
                 }
                 Some(key) => {
-                    if let Some(index) = entries.iter().position(|(k, _)| k.name == key.name) {
-                        let (first, _) = entries.remove(index);
+                    let (key_pos, name) = (key.pos, key.name.clone());
+                    if let Some((first, _)) = entries.insert(key, complete) {
                         let path = here;
                         diags.push(
                             Diagnostic::warning(
                                 Code::DuplicateKey,
                                 file,
-                                key.pos,
+                                key_pos,
                                 &path,
-                                format!("duplicate key `{}`; this value replaces the earlier one", key.name),
+                                format!("duplicate key `{name}`; this value replaces the earlier one"),
                             )
                             .with_related(file, first.pos, "first defined here")
                             .with_hint("remove one of the two entries"),
                         );
                     }
-                    entries.push((key, complete));
                 }
             },
         }

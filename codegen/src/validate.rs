@@ -5,6 +5,8 @@
 //! not know are kept in the tree and ignored here, never errors, so other dialects can be
 //! read later by adding code, not by relaxing checks.
 
+use std::collections::{HashMap, HashSet};
+
 use crate::behaviour::Behaviour;
 use crate::diagnostics::{Code, Diagnostic, Pos};
 use crate::naming::{is_pascal_case, is_snake_case, to_pascal_case, to_snake_case};
@@ -440,8 +442,36 @@ fn validate_layout(
     })
 }
 
+/// The names for a hint: all of a short list; of a long one the first [`HINT_NAMES`] and a
+/// count, so that each of many errors stays short (a list per error would make the output
+/// quadratic in the number of names).
 fn list_or_none(items: &[&str]) -> String {
-    if items.is_empty() { "(none defined)".to_owned() } else { items.join(", ") }
+    match items.len() {
+        0 => "(none defined)".to_owned(),
+        n if n <= HINT_NAMES => items.join(", "),
+        n => format!("{}, … ({} more)", items[..HINT_NAMES].join(", "), n - HINT_NAMES),
+    }
+}
+
+/// How many names a hint lists at most.
+const HINT_NAMES: usize = 20;
+
+/// The definition names of a contract: in order for hints, hashed for lookups, so that a
+/// contract with many definitions and as many `$ref`s validates in linear time.
+struct DefNames<'a> {
+    list: Vec<&'a str>,
+    set: HashSet<&'a str>,
+}
+
+impl<'a> DefNames<'a> {
+    fn new(list: Vec<&'a str>) -> Self {
+        let set = list.iter().copied().collect();
+        Self { list, set }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.set.contains(name)
+    }
 }
 
 fn read_version(c: &mut Checker<'_>, node: &Node) -> Option<Spanned<(u32, u32, u32)>> {
@@ -562,6 +592,7 @@ fn read_dependencies(c: &mut Checker<'_>, root: &Node) -> Vec<Dependency> {
         return Vec::new();
     };
     let mut deps: Vec<Dependency> = Vec::new();
+    let mut seen: HashMap<String, Pos> = HashMap::new();
     for (i, item) in items.iter().enumerate() {
         let path = format!("dependencies[{i}]");
         if item.as_map().is_none() {
@@ -601,8 +632,7 @@ fn read_dependencies(c: &mut Checker<'_>, root: &Node) -> Vec<Dependency> {
             );
             continue;
         }
-        if let Some(first) = deps.iter().find(|d| d.name.value == name.value) {
-            let first_pos = first.name.pos;
+        if let Some(&first_pos) = seen.get(&name.value) {
             c.diags.push(
                 Diagnostic::error(
                     Code::DuplicateName,
@@ -616,6 +646,7 @@ fn read_dependencies(c: &mut Checker<'_>, root: &Node) -> Vec<Dependency> {
             );
             continue;
         }
+        seen.insert(name.value.clone(), name.pos);
         deps.push(Dependency { name, kind, class_name, rust_type, required, description });
     }
     deps
@@ -645,6 +676,7 @@ fn read_io_operations(c: &mut Checker<'_>, root: &Node, kind: Option<Kind>) -> V
         );
     }
     let mut ops: Vec<IoOperation> = Vec::new();
+    let mut seen: HashMap<String, Pos> = HashMap::new();
     for (i, item) in items.unwrap_or_default().iter().enumerate() {
         let path = format!("io_operations[{i}]");
         if item.as_map().is_none() {
@@ -657,8 +689,7 @@ fn read_io_operations(c: &mut Checker<'_>, root: &Node, kind: Option<Kind>) -> V
         let timeout_seconds = c.optional_seconds(item, &path, "timeout_seconds");
         let description = c.optional_string(item, &path, "description");
         let Some(operation) = operation else { continue };
-        if let Some(first) = ops.iter().find(|o| o.operation.value == operation.value) {
-            let first_pos = first.operation.pos;
+        if let Some(&first_pos) = seen.get(&operation.value) {
             c.diags.push(
                 Diagnostic::error(
                     Code::DuplicateName,
@@ -672,6 +703,7 @@ fn read_io_operations(c: &mut Checker<'_>, root: &Node, kind: Option<Kind>) -> V
             );
             continue;
         }
+        seen.insert(operation.value.clone(), operation.pos);
         ops.push(IoOperation { operation, io_kind, atomic, timeout_seconds, description });
     }
     ops
@@ -682,7 +714,7 @@ fn read_definitions(c: &mut Checker<'_>, node: &Node, deps: &[Dependency]) -> Ve
         c.wrong_type(node, "definitions", "a mapping of type name to schema", "`ModelX: {type: object}`");
         return Vec::new();
     };
-    let names: Vec<&str> = entries.iter().map(|(k, _)| k.name.as_str()).collect();
+    let names = DefNames::new(entries.iter().map(|(k, _)| k.name.as_str()).collect());
     let mut defs = Vec::new();
     for (key, value) in entries {
         let path = join("definitions", &key.name);
@@ -701,7 +733,7 @@ fn read_definitions(c: &mut Checker<'_>, node: &Node, deps: &[Dependency]) -> Ve
     defs
 }
 
-fn read_schema(c: &mut Checker<'_>, node: &Node, path: &str, defs: &[&str], deps: &[Dependency]) -> Schema {
+fn read_schema(c: &mut Checker<'_>, node: &Node, path: &str, defs: &DefNames<'_>, deps: &[Dependency]) -> Schema {
     let mut schema = Schema {
         pos: node.pos,
         path: path.to_owned(),
@@ -731,7 +763,7 @@ fn read_schema(c: &mut Checker<'_>, node: &Node, path: &str, defs: &[&str], deps
         for (i, arm) in arms.iter().enumerate() {
             let arm_path = format!("{}[{i}]", join(path, "oneOf"));
             match arm.get("$ref").and_then(Node::as_str).and_then(|r| r.strip_prefix("#/definitions/")) {
-                Some(name) if defs.contains(&name) => names.push(Spanned { value: name.to_owned(), pos: arm.pos }),
+                Some(name) if defs.contains(name) => names.push(Spanned { value: name.to_owned(), pos: arm.pos }),
                 _ => c.error(
                     Code::UnsupportedSchema,
                     arm.pos,
@@ -821,10 +853,10 @@ fn read_enum(c: &mut Checker<'_>, node: &Node, path: &str) -> SchemaKind {
         return SchemaKind::String { format: None };
     };
     let mut values: Vec<Spanned<String>> = Vec::new();
+    let mut seen: HashMap<String, Pos> = HashMap::new();
     for (i, item) in items.iter().enumerate() {
         let Some(value) = c.string(item, &format!("{enum_path}[{i}]"), "a quoted string") else { continue };
-        if let Some(first) = values.iter().find(|v| v.value == value.value) {
-            let first_pos = first.pos;
+        if let Some(&first_pos) = seen.get(&value.value) {
             c.diags.push(
                 Diagnostic::error(
                     Code::DuplicateName,
@@ -838,12 +870,13 @@ fn read_enum(c: &mut Checker<'_>, node: &Node, path: &str) -> SchemaKind {
             );
             continue;
         }
+        seen.insert(value.value.clone(), value.pos);
         values.push(value);
     }
     SchemaKind::StringEnum(values)
 }
 
-fn read_object(c: &mut Checker<'_>, node: &Node, path: &str, defs: &[&str], deps: &[Dependency]) -> SchemaKind {
+fn read_object(c: &mut Checker<'_>, node: &Node, path: &str, defs: &DefNames<'_>, deps: &[Dependency]) -> SchemaKind {
     let properties = node.get("properties");
     let additional = node.get("additionalProperties");
     let Some(properties) = properties else {
@@ -868,13 +901,14 @@ fn read_object(c: &mut Checker<'_>, node: &Node, path: &str, defs: &[&str], deps
         })
         .collect();
     let mut required = Vec::new();
+    let names: HashSet<&str> = props.iter().map(|p| p.name.value.as_str()).collect();
     if let Some(req) = node.get("required") {
         match req.as_seq() {
             Some(items) => {
                 for (i, item) in items.iter().enumerate() {
                     let item_path = format!("{}[{i}]", join(path, "required"));
                     let Some(name) = c.string(item, &item_path, "a property name") else { continue };
-                    if !props.iter().any(|p| p.name.value == name.value) {
+                    if !names.contains(name.value.as_str()) {
                         c.error(
                             Code::UnresolvedRef,
                             name.pos,
@@ -898,11 +932,11 @@ fn resolve_ref(
     c: &mut Checker<'_>,
     target: &Spanned<String>,
     path: &str,
-    defs: &[&str],
+    defs: &DefNames<'_>,
     deps: &[Dependency],
 ) -> Option<RefTarget> {
     if let Some(name) = target.value.strip_prefix("#/definitions/") {
-        if defs.contains(&name) {
+        if defs.contains(name) {
             return Some(RefTarget::Definition(name.to_owned()));
         }
         c.error(
@@ -910,7 +944,7 @@ fn resolve_ref(
             target.pos,
             path,
             format!("`$ref: {}` points to nothing: there is no definition `{name}`", target.value),
-            format!("define `{name}` under `definitions`, or refer to one of: {}", list_or_none(defs)),
+            format!("define `{name}` under `definitions`, or refer to one of: {}", list_or_none(&defs.list)),
         );
         return None;
     }

@@ -28,6 +28,11 @@ fn fixture_contracts() -> std::path::PathBuf {
     workspace().join("tests/fixtures/codegen/new_node/contracts")
 }
 
+/// This workspace's runtime, for `generate --runtime-path`.
+fn runtime() -> String {
+    workspace().join("runtime").to_str().unwrap().to_owned()
+}
+
 #[test]
 fn help_lists_every_command_and_the_exit_codes() {
     let out = codegen(&["--help"]);
@@ -148,16 +153,27 @@ fn templates_override_the_scaffold_for_generate() {
     custom_node_template(&templates);
     let out_dir = scratch.0.join("pkg");
     let contracts = fixture_contracts();
+    let runtime = runtime();
     let args = ["generate", "--contracts", path(&contracts), "--out", path(&out_dir), "--crate", "widgets"];
-    let out = codegen(&[&args[..], &["--templates", path(&templates)]].concat());
+    let out = codegen(&[&args[..], &["--templates", path(&templates), "--runtime-path", &runtime]].concat());
     assert!(out.status.success(), "{}", stderr(&out));
     let node = std::fs::read_to_string(out_dir.join("src/nodes/node_sample_widget_effect/v1_0_0/node.rs")).unwrap();
     assert!(node.starts_with(&format!("{MARKER}\n// The handler of `node_sample_widget_effect`")), "{node}");
 
     // Without --templates the built-in template applies (to a fresh package).
     let plain_dir = scratch.0.join("plain");
-    let out =
-        codegen(&["generate", "--contracts", path(&fixture_contracts()), "--out", path(&plain_dir), "--crate", "w"]);
+    let contracts = fixture_contracts();
+    let out = codegen(&[
+        "generate",
+        "--contracts",
+        path(&contracts),
+        "--out",
+        path(&plain_dir),
+        "--crate",
+        "w",
+        "--runtime-path",
+        &runtime,
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let node = std::fs::read_to_string(plain_dir.join("src/nodes/node_sample_widget_effect/v1_0_0/node.rs")).unwrap();
     assert!(!node.contains(MARKER));
@@ -207,6 +223,8 @@ fn a_broken_template_is_an_error_naming_the_file() {
             "w",
             "--templates",
             path(&templates),
+            "--runtime-path",
+            &runtime(),
         ])
     };
 

@@ -6,15 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 mod common;
-use common::{Scratch, workspace};
-
-fn corpus() -> PathBuf {
-    if let Some(dir) = std::env::var_os("ONEX_CORPUS") {
-        return PathBuf::from(dir);
-    }
-    let shared = workspace().join("../shared/corpus");
-    if shared.is_dir() { shared } else { workspace().join("tests/fixtures/dialects") }
-}
+use common::{Scratch, corpus, workspace};
 
 fn fixtures() -> PathBuf {
     workspace().join("tests/fixtures/dialects")
@@ -142,7 +134,7 @@ fn our_contracts_name_the_schema_by_a_path_that_resolves() {
 }
 
 #[test]
-fn generate_writes_a_package_by_version_or_path_and_maps_types() {
+fn generate_writes_a_package_from_git_or_path_and_maps_types() {
     let scratch = Scratch::new("generate");
     let contracts = fixtures().join("n03_string_versions/contracts");
     let out_dir = scratch.0.join("pkg");
@@ -156,13 +148,18 @@ fn generate_writes_a_package_by_version_or_path_and_maps_types() {
         "tracing-nodes",
         "--map-type",
         "ModelOnexEvent=onex_runtime::event::OnexEvent",
+        "--runtime-git",
+        "https://example.com/onex.git",
+        "--runtime-rev",
+        "v1.2",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("`ModelOnexEvent`"), "a mapped type is not reported: {stderr}");
     let manifest = std::fs::read_to_string(out_dir.join("Cargo.toml")).unwrap();
     assert!(
-        manifest.contains("name = \"tracing-nodes\"") && manifest.contains("onex-runtime = \"0.1.0\""),
+        manifest.contains("name = \"tracing-nodes\"")
+            && manifest.contains("onex-runtime = { git = \"https://example.com/onex.git\", rev = \"v1.2\" }"),
         "{manifest}"
     );
     assert!(manifest.contains("\n[workspace]\n"), "standalone: {manifest}");
@@ -223,6 +220,8 @@ fn keywords_and_prelude_names_are_converted_predictably() {
         out_dir.to_str().unwrap(),
         "--crate",
         "kw",
+        "--runtime-path",
+        workspace().join("runtime").to_str().unwrap(),
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");

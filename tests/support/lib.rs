@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests.
 pub mod bench;
 pub mod consul;
+pub mod corpus;
 pub mod events;
 pub mod host;
 pub mod http;

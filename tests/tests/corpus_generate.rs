@@ -5,7 +5,7 @@
 //! the runtime by path) checked by a single `cargo check --workspace --offline --keep-going`
 //! with a target directory that persists between runs, so only the first run pays for the
 //! runtime's dependencies. The corpus is `../shared/corpus` next to the repository (override
-//! with `ONEX_CORPUS`); without it the checked-in fixtures `tests/fixtures/dialects` stand in.
+//! with `ONEX_CORPUS`); without it the test fails, saying where it looked.
 //!
 //! Every generated `state_machine.rs` is also compiled into one more package that depends only on
 //! serde, whose `cargo test` runs the tests generated into each state machine (issue 19).
@@ -19,11 +19,7 @@ fn workspace() -> PathBuf {
 }
 
 fn corpus() -> PathBuf {
-    if let Some(dir) = std::env::var_os("ONEX_CORPUS") {
-        return PathBuf::from(dir);
-    }
-    let shared = workspace().join("../shared/corpus");
-    if shared.is_dir() { shared } else { workspace().join("tests/fixtures/dialects") }
+    onex_tests::corpus::corpus()
 }
 
 /// Display paths of the files whose keys make them node contracts.
@@ -70,7 +66,7 @@ fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
             codegen::emit::render(&base, std::slice::from_ref(node)).unwrap_or_else(|d| panic!("{name}: {d:?}"));
         let options = codegen::package::PackageOptions {
             crate_name: name.clone(),
-            runtime_path: Some(workspace().join("runtime")),
+            runtime: codegen::package::RuntimeSource::Path(workspace().join("runtime")),
             standalone: false,
         };
         codegen::package::write_package(&output, &root.join(&name), &options).unwrap();
@@ -100,7 +96,7 @@ fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
     let workflow_output = workflow_output.unwrap_or_else(|| panic!("{}", workflow_loaded.render_diagnostics()));
     let workflow_options = codegen::package::PackageOptions {
         crate_name: "workflow-diamond".to_owned(),
-        runtime_path: Some(workspace().join("runtime")),
+        runtime: codegen::package::RuntimeSource::Path(workspace().join("runtime")),
         standalone: false,
     };
     codegen::package::write_package(&workflow_output, &root.join("workflow-diamond"), &workflow_options).unwrap();
@@ -111,7 +107,7 @@ fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
     let naming_output = naming_output.unwrap_or_else(|| panic!("{}", naming.render_diagnostics()));
     let naming_options = codegen::package::PackageOptions {
         crate_name: "naming-keywords".to_owned(),
-        runtime_path: Some(workspace().join("runtime")),
+        runtime: codegen::package::RuntimeSource::Path(workspace().join("runtime")),
         standalone: false,
     };
     codegen::package::write_package(&naming_output, &root.join("naming-keywords"), &naming_options).unwrap();
@@ -131,7 +127,7 @@ fn corpus_node_contracts_generate_compiling_packages_or_located_errors() {
     }
     let new_options = codegen::package::PackageOptions {
         crate_name: "new-templates".to_owned(),
-        runtime_path: Some(workspace().join("runtime")),
+        runtime: codegen::package::RuntimeSource::Path(workspace().join("runtime")),
         standalone: false,
     };
     codegen::package::write_package(&new_output, &root.join("new-templates"), &new_options).unwrap();
@@ -250,7 +246,7 @@ fn write_state_machine_golden_package(dir: &Path) {
     let output = codegen::emit::render("state_machine", std::slice::from_ref(&*model)).unwrap();
     let options = codegen::package::PackageOptions {
         crate_name: STATE_MACHINE_GOLDEN.to_owned(),
-        runtime_path: Some(workspace().join("runtime")),
+        runtime: codegen::package::RuntimeSource::Path(workspace().join("runtime")),
         standalone: false,
     };
     codegen::package::write_package(&output, dir, &options).unwrap();

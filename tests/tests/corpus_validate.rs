@@ -3,17 +3,12 @@
 //! exit code over the corpus is checked in `codegen/tests/dialect_cli.rs`.
 //!
 //! The corpus is `../shared/corpus` next to the repository (override with `ONEX_CORPUS`);
-//! without it the checked-in fixtures `tests/fixtures/dialects` stand in.
+//! without it the test fails, saying where it looked.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn corpus() -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    if let Some(dir) = std::env::var_os("ONEX_CORPUS") {
-        return PathBuf::from(dir);
-    }
-    let shared = workspace.join("../shared/corpus");
-    if shared.is_dir() { shared } else { workspace.join("tests/fixtures/dialects") }
+    onex_tests::corpus::corpus()
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! their parent as `<Parent><Property>`), reports names that collide or shadow the prelude,
 //! checks defaults against their types and boxes the fields that close a cycle of structs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{DefaultValue, Doc, Field, RustType, TaggedVariant, TypeDef, Variant};
 use crate::diagnostics::{Code, Diagnostic, Pos};
@@ -17,6 +17,8 @@ pub(super) fn build(contract: &Contract, diags: &mut Vec<Diagnostic>) -> Vec<Typ
         file: &contract.source.display,
         diags,
         types: Vec::new(),
+        type_index: HashMap::new(),
+        definitions: contract.definitions.iter().map(|d| (d.name.value.as_str(), d)).collect(),
         names: BTreeMap::new(),
         def_names: BTreeMap::new(),
         pending_defaults: Vec::new(),
@@ -71,6 +73,10 @@ struct Builder<'a> {
     file: &'a str,
     diags: &'a mut Vec<Diagnostic>,
     types: Vec<TypeDef>,
+    /// Rust type name → its index in `types` (names are unique: [`Builder::claim`]).
+    type_index: HashMap<String, usize>,
+    /// Definition key → definition (the first of a key, as a scan finds it).
+    definitions: HashMap<&'a str, &'a crate::validate::Definition>,
     /// Rust type name → (where, what) of its first definition.
     names: BTreeMap<String, (Pos, String)>,
     /// Definition key → Rust name.
@@ -115,6 +121,14 @@ impl Builder<'_> {
         true
     }
 
+    /// Appends a type, indexing it by name; returns its index.
+    fn push_type(&mut self, ty: TypeDef) -> usize {
+        let index = self.types.len();
+        self.type_index.entry(ty.name().to_owned()).or_insert(index);
+        self.types.push(ty);
+        index
+    }
+
     fn doc(schema: &Schema) -> Doc {
         Doc { text: schema.description.clone(), line: schema.pos.line }
     }
@@ -127,10 +141,10 @@ impl Builder<'_> {
         let doc = Self::doc(schema);
         match &schema.kind {
             SchemaKind::Object { properties, required } => {
-                let index = self.types.len();
-                self.types.push(TypeDef::Struct { name: name.to_owned(), doc, fields: Vec::new() });
+                let index = self.push_type(TypeDef::Struct { name: name.to_owned(), doc, fields: Vec::new() });
                 let mut fields: Vec<Field> = Vec::new();
                 let mut idents: BTreeMap<String, Pos> = BTreeMap::new();
+                let required: HashSet<&str> = required.iter().map(|r| r.value.as_str()).collect();
                 for prop in properties {
                     if self.tag_fields.get(name) == Some(&prop.name.value) {
                         continue;
@@ -156,7 +170,7 @@ impl Builder<'_> {
                     idents.insert(unraw(&ident).to_owned(), prop.name.pos);
                     let inline_name = format!("{name}{}", to_pascal_case(&prop.name.value));
                     let Some(ty) = self.type_of(&prop.schema, &inline_name) else { continue };
-                    let in_required = required.iter().any(|r| r.value == prop.name.value);
+                    let in_required = required.contains(prop.name.value.as_str());
                     let required = prop.schema.required_flag.unwrap_or(in_required);
                     if let Some(default) = &prop.schema.default {
                         self.pending_defaults.push((index, fields.len(), default.clone(), prop.schema.path.clone()));
@@ -202,13 +216,13 @@ impl Builder<'_> {
                     seen.insert(ident.clone(), value.pos);
                     variants.push(Variant { ident, wire: value.value.clone() });
                 }
-                self.types.push(TypeDef::Enum { name: name.to_owned(), doc, variants });
+                self.push_type(TypeDef::Enum { name: name.to_owned(), doc, variants });
             }
             SchemaKind::Tagged { tag, arms } => {
                 let mut variants: Vec<TaggedVariant> = Vec::new();
                 for arm in arms {
                     let Some(ty) = self.def_names.get(&arm.value).cloned() else { continue };
-                    let wire = tag_value(self.contract, &arm.value, tag);
+                    let wire = self.definitions.get(arm.value.as_str()).and_then(|def| tag_value(def, tag));
                     let Some(wire) = wire else {
                         self.diags.push(
                             Diagnostic::error(
@@ -242,11 +256,10 @@ impl Builder<'_> {
                     }
                     variants.push(TaggedVariant { ident, wire, ty });
                 }
-                self.types.push(TypeDef::Tagged { name: name.to_owned(), doc, tag: tag.clone(), variants });
+                self.push_type(TypeDef::Tagged { name: name.to_owned(), doc, tag: tag.clone(), variants });
             }
             _ => {
-                let index = self.types.len();
-                self.types.push(TypeDef::Alias { name: name.to_owned(), doc, ty: RustType::Json });
+                let index = self.push_type(TypeDef::Alias { name: name.to_owned(), doc, ty: RustType::Json });
                 let ty = self.type_of(schema, &format!("{name}Item"))?;
                 if let Some(TypeDef::Alias { ty: slot, .. }) = self.types.get_mut(index) {
                     *slot = ty;
@@ -291,17 +304,17 @@ impl Builder<'_> {
     }
 
     fn enum_variants(&self, name: &str) -> Option<&[Variant]> {
-        self.types.iter().find_map(|t| match t {
-            TypeDef::Enum { name: n, variants, .. } if n == name => Some(variants.as_slice()),
+        match self.types.get(*self.type_index.get(name)?)? {
+            TypeDef::Enum { variants, .. } => Some(variants.as_slice()),
             _ => None,
-        })
+        }
     }
 
     fn alias_target(&self, name: &str) -> Option<&RustType> {
-        self.types.iter().find_map(|t| match t {
-            TypeDef::Alias { name: n, ty, .. } if n == name => Some(ty),
+        match self.types.get(*self.type_index.get(name)?)? {
+            TypeDef::Alias { ty, .. } => Some(ty),
             _ => None,
-        })
+        }
     }
 
     fn default_for(&self, ty: &RustType, node: &Node) -> Result<DefaultValue, String> {
@@ -340,56 +353,149 @@ impl Builder<'_> {
     }
 }
 
-/// The struct or alias a field stores inline (not behind `Vec` or a map, which already
-/// allocate), resolving aliases.
-fn inline_target<'t>(types: &'t [TypeDef], ty: &'t RustType) -> Option<&'t str> {
-    match ty {
-        RustType::Named(name) => match types.iter().find(|t| t.name() == name) {
-            Some(TypeDef::Alias { ty, .. }) => inline_target(types, ty),
-            Some(TypeDef::Struct { name, .. }) => Some(name),
-            _ => None,
-        },
-        _ => None,
+/// Boxes every field through which a struct contains itself (directly or through other
+/// structs), so recursive schemas compile. Deterministic: types and fields are visited in order,
+/// and a field boxed earlier no longer counts as a path for the fields after it (so a cycle is
+/// broken once, at its first field in contract order).
+///
+/// A field `S.f` stores the struct `T` inline (directly or through aliases, not behind `Vec` or
+/// a map, which already allocate) and needs a box when `T` reaches `S` through unboxed inline
+/// fields. That can only happen when `T` and `S` are in one strongly connected component of the
+/// inline-field graph (boxing only removes edges), so only fields inside a cycle search, and
+/// only within their component: a contract with tens of thousands of structs and no cycle
+/// (deep inline nesting, long chains of definitions) costs linear time, where a search from
+/// every field over every type was quadratic to cubic.
+fn box_cycles(types: &mut [TypeDef]) {
+    let mut by_name: HashMap<&str, usize> = HashMap::with_capacity(types.len());
+    for (i, t) in types.iter().enumerate() {
+        by_name.entry(t.name()).or_insert(i);
+    }
+    // The struct a type stores inline, through aliases (bounded: an alias cycle stores none).
+    let inline_target = |ty: &RustType| -> Option<usize> {
+        let mut ty = ty;
+        for _ in 0..=types.len() {
+            let RustType::Named(name) = ty else { return None };
+            let index = *by_name.get(name.as_str())?;
+            match &types[index] {
+                TypeDef::Alias { ty: next, .. } => ty = next,
+                TypeDef::Struct { .. } => return Some(index),
+                _ => return None,
+            }
+        }
+        None
+    };
+    // Per type, per field: the inline target and whether the field is boxed.
+    let mut edges: Vec<Vec<(Option<usize>, bool)>> = types
+        .iter()
+        .map(|t| match t {
+            TypeDef::Struct { fields, .. } => fields.iter().map(|f| (inline_target(&f.ty), f.boxed)).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    let component = components(&edges);
+    // `mark[t] == search` when the current search has seen `t`; a new search takes a new
+    // number, so the marks never need clearing.
+    let (mut mark, mut search) = (vec![0usize; types.len()], 0usize);
+    let mut stack = Vec::new();
+    for source in 0..edges.len() {
+        for field in 0..edges[source].len() {
+            let Some(target) = edges[source][field].0 else { continue };
+            if component[target] != component[source] {
+                continue;
+            }
+            // Does `target` reach `source` over unboxed edges?
+            search += 1;
+            let mut reaches = false;
+            stack.clear();
+            stack.push(target);
+            while let Some(current) = stack.pop() {
+                if current == source {
+                    reaches = true;
+                    break;
+                }
+                if mark[current] == search {
+                    continue;
+                }
+                mark[current] = search;
+                stack.extend(
+                    edges[current]
+                        .iter()
+                        .filter(|(to, boxed)| !boxed && to.is_some_and(|to| component[to] == component[source]))
+                        .filter_map(|(to, _)| *to),
+                );
+            }
+            if reaches {
+                edges[source][field].1 = true;
+            }
+        }
+    }
+    for (t, fields) in types.iter_mut().zip(&edges) {
+        if let TypeDef::Struct { fields: slots, .. } = t {
+            for (slot, (_, boxed)) in slots.iter_mut().zip(fields) {
+                slot.boxed = *boxed;
+            }
+        }
     }
 }
 
-/// Boxes every field through which a struct contains itself (directly or through other
-/// structs), so recursive schemas compile. Deterministic: types and fields are visited in order.
-fn box_cycles(types: &mut [TypeDef]) {
-    let reaches = |types: &[TypeDef], from: &str, to: &str| -> bool {
-        let mut stack = vec![from.to_owned()];
-        let mut seen = std::collections::BTreeSet::new();
-        while let Some(current) = stack.pop() {
-            if current == to {
-                return true;
-            }
-            if !seen.insert(current.clone()) {
-                continue;
-            }
-            if let Some(TypeDef::Struct { fields, .. }) = types.iter().find(|t| t.name() == current) {
-                stack.extend(
-                    fields.iter().filter(|f| !f.boxed).filter_map(|f| inline_target(types, &f.ty)).map(str::to_owned),
-                );
-            }
+/// The strongly connected component of each node of the graph `edges` (node → its fields'
+/// targets, boxed ones left out), by Tarjan's algorithm with an explicit stack: the graph may
+/// be tens of thousands of nodes deep.
+fn components(edges: &[Vec<(Option<usize>, bool)>]) -> Vec<usize> {
+    const NONE: usize = usize::MAX;
+    let n = edges.len();
+    let (mut index, mut low, mut component) = (vec![NONE; n], vec![0; n], vec![NONE; n]);
+    let (mut on_stack, mut stack) = (vec![false; n], Vec::new());
+    let mut next_index = 0;
+    let mut next_component = 0;
+    for root in 0..n {
+        if index[root] != NONE {
+            continue;
         }
-        false
-    };
-    for index in 0..types.len() {
-        let TypeDef::Struct { name, fields, .. } = &types[index] else { continue };
-        let name = name.clone();
-        for field_index in 0..fields.len() {
-            let target = match &types[index] {
-                TypeDef::Struct { fields, .. } => inline_target(types, &fields[field_index].ty).map(str::to_owned),
-                _ => None,
-            };
-            if let Some(target) = target
-                && reaches(types, &target, &name)
-                && let TypeDef::Struct { fields, .. } = &mut types[index]
-            {
-                fields[field_index].boxed = true;
+        // (node, next field to look at)
+        let mut work = vec![(root, 0usize)];
+        index[root] = next_index;
+        low[root] = next_index;
+        next_index += 1;
+        stack.push(root);
+        on_stack[root] = true;
+        while let Some(&mut (node, ref mut field)) = work.last_mut() {
+            let next = edges[node].get(*field).copied();
+            *field += 1;
+            match next {
+                Some((Some(to), false)) => {
+                    if index[to] == NONE {
+                        index[to] = next_index;
+                        low[to] = next_index;
+                        next_index += 1;
+                        stack.push(to);
+                        on_stack[to] = true;
+                        work.push((to, 0));
+                    } else if on_stack[to] {
+                        low[node] = low[node].min(index[to]);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    work.pop();
+                    if let Some(&(parent, _)) = work.last() {
+                        low[parent] = low[parent].min(low[node]);
+                    }
+                    if low[node] == index[node] {
+                        while let Some(member) = stack.pop() {
+                            on_stack[member] = false;
+                            component[member] = next_component;
+                            if member == node {
+                                break;
+                            }
+                        }
+                        next_component += 1;
+                    }
+                }
             }
         }
     }
+    component
 }
 
 fn describe(ty: &RustType) -> String {
@@ -412,9 +518,8 @@ fn describe(ty: &RustType) -> String {
 }
 
 /// The value of the single-value enum property `tag` of the object definition `def`.
-fn tag_value(contract: &Contract, def: &str, tag: &str) -> Option<String> {
-    let schema = &contract.definitions.iter().find(|d| d.name.value == def)?.schema;
-    let SchemaKind::Object { properties, .. } = &schema.kind else { return None };
+fn tag_value(def: &crate::validate::Definition, tag: &str) -> Option<String> {
+    let SchemaKind::Object { properties, .. } = &def.schema.kind else { return None };
     let prop = properties.iter().find(|p| p.name.value == tag)?;
     match &prop.schema.kind {
         SchemaKind::StringEnum(values) if values.len() == 1 => Some(values[0].value.clone()),

@@ -8,6 +8,23 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
+/// The ONEX corpus: `ONEX_CORPUS`, else `../shared/corpus` next to the repository. A test over
+/// the corpus fails when it is missing, saying where it looked (as `onex_tests::corpus` does
+/// for the tests of `tests/`), rather than passing on a few fixtures.
+pub fn corpus() -> PathBuf {
+    let (dir, from) = match std::env::var_os("ONEX_CORPUS") {
+        Some(dir) => (PathBuf::from(dir), "named by ONEX_CORPUS"),
+        None => (workspace().join("../shared/corpus"), "`../shared/corpus` next to the repository"),
+    };
+    assert!(
+        dir.is_dir(),
+        "the ONEX corpus is missing: no folder at {} ({from}); put the corpus there or set ONEX_CORPUS to its \
+         folder. The corpus tests check the generator against every contract of it and cannot pass without it",
+        dir.display()
+    );
+    dir
+}
+
 /// A fresh directory under cargo's temporary dir for integration tests, removed when dropped.
 pub struct Scratch(pub PathBuf);
 
