@@ -6,6 +6,7 @@
 //!   rather than blocks ([`export`]), shutdown that flushes within 5 s.
 //! - [`Span`] ([`span`]): a span of the runtime's own work (a node operation, a statement, a
 //!   message sent or consumed), recorded only when sampled.
+//!   A span the sampler drops is decided before the SDK and is only ids (`ids`).
 //! - [`carrier`]: trace context in Kafka headers and in the event envelope.
 //! - [`sql`]: SQL statements as a span shows them, literals replaced by `?`.
 //! - [`capture`]: an in-memory exporter for tests.
@@ -20,6 +21,7 @@ pub mod capture;
 pub mod carrier;
 pub mod export;
 mod grpc;
+mod ids;
 pub mod pipeline;
 pub mod series;
 pub mod span;
