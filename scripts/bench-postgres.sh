@@ -9,6 +9,9 @@
 #   --instructions: instead of throughput, count instructions per statement under callgrind
 #   (node, pool API, deadpool and bb8 at 32 clients, one 2 s round each; several minutes);
 #   writes target/bench/postgres-instructions.json. Steady where throughput is noisy.
+#   ONEX_BENCH_INSTRUCTIONS (space-separated contenders, default "node pool-api deadpool bb8";
+#   e.g. "node node-traced-0.1 node-traced-1.0" for what tracing costs per statement; one round
+#   of ONEX_BENCH_SECONDS, default 2 here: longer rounds spread one-time costs thinner).
 # Environment: ONEX_BENCH_SECONDS (per round, default 3), ONEX_BENCH_ROUNDS (default 11; about
 #              12 minutes for everything),
 #              ONEX_BENCH_CLIENTS (default 8,32,128), ONEX_BENCH_ONLY (comma-separated:
@@ -49,11 +52,12 @@ if [[ $mode == --instructions ]]; then
     # valgrind does not create the directory of its output file (a fresh checkout has none).
     mkdir -p "$root/target/bench"
     profiles=()
-    for contender in node pool-api deadpool bb8; do
+    read -ra measured <<<"${ONEX_BENCH_INSTRUCTIONS:-node pool-api deadpool bb8}"
+    for contender in "${measured[@]}"; do
         out="$root/target/bench/callgrind-postgres-$contender.out"
         # Collected inside tokio's task polls: the worker threads' whole work (requests, the
         # connection drivers, parking), not the set-up on the main thread.
-        ONEX_BENCH_ONLY=$contender ONEX_BENCH_CLIENTS=32 ONEX_BENCH_ROUNDS=1 ONEX_BENCH_SECONDS=2 \
+        ONEX_BENCH_ONLY=$contender ONEX_BENCH_CLIENTS=32 ONEX_BENCH_ROUNDS=1 ONEX_BENCH_SECONDS=${ONEX_BENCH_SECONDS:-2} \
             ONEX_BENCH_OUT="$root/target/bench/callgrind-postgres-$contender.json" \
             valgrind --tool=callgrind --callgrind-out-file="$out" --toggle-collect='tokio::runtime::task::raw::poll*' \
             "$bin" 2>&1 | grep -E 'tps=' || true

@@ -245,12 +245,15 @@ impl KafkaProducerPool {
     pub async fn send(
         &self,
         record: ProduceRecord<'_>,
-        headers: Option<OwnedHeaders>,
+        mut headers: Option<OwnedHeaders>,
     ) -> Result<DeliveryFuture, OnexError> {
         if self.tracing.is_enabled() {
-            // Boxed: the untraced send's future keeps its size, and its path is the one below
-            // plus this branch (a traced message allocates its span anyway).
-            return Box::pin(self.send_traced(record, headers)).await;
+            // A sampled-out message only carries its trace context in `headers` and takes the
+            // untraced path below; a recorded one goes the boxed way, so that the untraced
+            // send's future keeps its size (a recorded message allocates its span anyway).
+            if let Some(span) = trace::send_span(&self.tracing, &record, &mut headers) {
+                return Box::pin(self.send_traced(record, headers, span)).await;
+            }
         }
         // The body of `send_untraced`, inline: awaiting it would move its future once more.
         let producer = self.default_producer()?;
@@ -261,10 +264,10 @@ impl KafkaProducerPool {
     async fn send_traced(
         &self,
         record: ProduceRecord<'_>,
-        mut headers: Option<OwnedHeaders>,
+        headers: Option<OwnedHeaders>,
+        span: Box<crate::telemetry::Span>,
     ) -> Result<DeliveryFuture, OnexError> {
-        let span = trace::send_span(&self.tracing, &record, &mut headers);
-        finish_send(span, self.send_untraced(record, headers).await)
+        finish_send(Some(span), self.send_untraced(record, headers).await)
     }
 
     /// [`KafkaProducerPool::send`] without a span of its own (the caller's span covers the

@@ -6,6 +6,9 @@
 //!   rather than blocks ([`export`]), shutdown that flushes within 5 s.
 //! - [`Span`] ([`span`]): a span of the runtime's own work (a node operation, a statement, a
 //!   message sent or consumed), recorded only when sampled.
+//!   A span the sampler drops is decided before the SDK and is only ids (`ids`); exported
+//!   spans are encoded to OTLP/protobuf on the export thread without intermediate structs
+//!   (`otlp`) and sent over gRPC (`grpc`).
 //! - [`carrier`]: trace context in Kafka headers and in the event envelope.
 //! - [`sql`]: SQL statements as a span shows them, literals replaced by `?`.
 //! - [`capture`]: an in-memory exporter for tests.
@@ -20,6 +23,8 @@ pub mod capture;
 pub mod carrier;
 pub mod export;
 mod grpc;
+mod ids;
+mod otlp;
 pub mod pipeline;
 pub mod series;
 pub mod span;

@@ -121,6 +121,8 @@ impl Tracing {
         let provider = SdkTracerProvider::builder()
             .with_span_processor(SharedProcessor(processor))
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(rate))))
+            // `Tracing::span_in` decides roots before the SDK and hands it the trace id it drew.
+            .with_id_generator(super::ids::PresetIds::default())
             .with_resource(resource(config))
             .build();
         let tracer = provider.tracer(SCOPE);

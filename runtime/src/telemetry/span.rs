@@ -5,10 +5,15 @@
 //! or a trace the sampler dropped) costs no attribute, no allocation and no SQL sanitizing.
 //! Callers build expensive attributes only when [`Span::is_recording`]. Spans that `tracing`
 //! macros open inside handlers join the same traces through [`Tracing::layer`].
+//!
+//! A span the sampler drops is decided here, before the SDK: it is only its ids and its
+//! unsampled flag (what travels downstream, so that the next service drops the trace too),
+//! never an SDK span, whose start and end cost about as much as a whole Kafka message. The
+//! decision is the SDK's own (parent-based, trace-id ratio at the root; see `telemetry::ids`).
 
 use std::borrow::Cow;
 
-use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceState, Tracer as _};
 use opentelemetry::{Context as OtelContext, KeyValue};
 
 use super::Tracing;
@@ -18,7 +23,21 @@ use crate::error::OnexError;
 /// A span of the runtime's work; it ends when dropped (or at [`Span::end`]).
 #[derive(Debug, Default)]
 pub struct Span {
-    inner: Option<opentelemetry_sdk::trace::Span>,
+    inner: Inner,
+}
+
+// The SDK's span is as large as `Span` always was; boxing it would cost each recorded span an
+// allocation to save an unsampled one a few bytes of stack.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Default)]
+enum Inner {
+    /// Tracing is disabled (or the span was not started at all).
+    #[default]
+    None,
+    /// Sampled out: the ids and flags that go downstream, nothing recorded.
+    Unsampled(SpanContext),
+    /// A span the SDK records.
+    Sdk(opentelemetry_sdk::trace::Span),
 }
 
 impl Tracing {
@@ -51,29 +70,63 @@ impl Tracing {
     }
 
     /// Starts a span named `name` as a child of `parent`.
+    ///
+    /// The sampler's decision comes first, here (see the module documentation): a span under
+    /// an unsampled parent, or a root whose trace id falls outside the rate, is only ids.
     pub fn span_in(&self, name: impl Into<Cow<'static, str>>, kind: SpanKind, parent: &OtelContext) -> Span {
-        match self.tracer() {
-            None => Span::default(),
-            Some(tracer) => {
-                let builder = tracer.span_builder(name).with_kind(kind);
-                Span { inner: Some(tracer.build_with_context(builder, parent)) }
+        let (Some(tracer), Some(rate)) = (self.tracer(), self.sample_rate()) else { return Span::default() };
+        let build = || {
+            let builder = tracer.span_builder(name).with_kind(kind);
+            Span { inner: Inner::Sdk(tracer.build_with_context(builder, parent)) }
+        };
+        if parent.is_telemetry_suppressed() {
+            // The SDK's empty span, as before.
+            return build();
+        }
+        if parent.has_active_span() {
+            // Parent-based, as the SDK's sampler: an active parent decides, valid or not.
+            let span = parent.span();
+            let parent = span.span_context();
+            if parent.is_sampled() {
+                return build();
             }
+            let trace_id = if parent.is_valid() { parent.trace_id() } else { super::ids::new_trace_id() };
+            return Span::unsampled(trace_id, parent.trace_state().clone());
+        }
+        let trace_id = super::ids::new_trace_id();
+        if super::ids::root_is_sampled(rate, trace_id) {
+            super::ids::with_preset_trace_id(trace_id, build)
+        } else {
+            Span::unsampled(trace_id, TraceState::default())
         }
     }
 }
 
 impl Span {
+    /// A span the sampler dropped, in trace `trace_id`: fresh span id, unsampled flag.
+    fn unsampled(trace_id: opentelemetry::trace::TraceId, state: TraceState) -> Self {
+        let span_id = super::ids::new_span_id();
+        Span { inner: Inner::Unsampled(SpanContext::new(trace_id, span_id, TraceFlags::default(), false, state)) }
+    }
+
+    fn sdk(&mut self) -> Option<&mut opentelemetry_sdk::trace::Span> {
+        match &mut self.inner {
+            Inner::Sdk(span) => Some(span),
+            _ => None,
+        }
+    }
+
     /// Whether this span is recorded (tracing is enabled and the trace is sampled). Attributes
     /// set on a span that is not recorded are dropped, so compute costly ones only when true.
     pub fn is_recording(&self) -> bool {
         use opentelemetry::trace::Span as _;
-        self.inner.as_ref().is_some_and(|span| span.is_recording())
+        matches!(&self.inner, Inner::Sdk(span) if span.is_recording())
     }
 
     /// Sets one attribute (ignored when not recording).
     pub fn set_attribute(&mut self, attribute: KeyValue) {
         use opentelemetry::trace::Span as _;
-        if let Some(span) = &mut self.inner {
+        if let Some(span) = self.sdk() {
             span.set_attribute(attribute);
         }
     }
@@ -81,7 +134,7 @@ impl Span {
     /// Sets attributes (ignored when not recording).
     pub fn set_attributes(&mut self, attributes: impl IntoIterator<Item = KeyValue>) {
         use opentelemetry::trace::Span as _;
-        if let Some(span) = &mut self.inner {
+        if let Some(span) = self.sdk() {
             span.set_attributes(attributes);
         }
     }
@@ -89,7 +142,7 @@ impl Span {
     /// Records `error` (see [`record_error_on`]).
     pub fn record_error(&mut self, error: &OnexError) {
         use opentelemetry::trace::Span as _;
-        let Some(span) = &mut self.inner else { return };
+        let Some(span) = self.sdk() else { return };
         if span.is_recording() {
             let (attribute, event, status) = error_parts(error);
             span.set_attribute(attribute);
@@ -108,7 +161,11 @@ impl Span {
     /// The span's ids and sampled flag; `None` when tracing is disabled.
     pub fn span_context(&self) -> Option<&SpanContext> {
         use opentelemetry::trace::Span as _;
-        self.inner.as_ref().map(|span| span.span_context())
+        match &self.inner {
+            Inner::None => None,
+            Inner::Unsampled(cx) => Some(cx),
+            Inner::Sdk(span) => Some(span.span_context()),
+        }
     }
 
     /// The span as a W3C trace context, to carry in a request's [`crate::Context`] or an event.
@@ -121,8 +178,10 @@ impl Span {
     /// returned context is dropped.
     pub fn into_context(self, parent: &OtelContext) -> OtelContext {
         match self.inner {
-            Some(span) => parent.with_span(span),
-            None => parent.clone(),
+            Inner::Sdk(span) => parent.with_span(span),
+            // Only its ids go on: a non-recording span of that context.
+            Inner::Unsampled(cx) => parent.with_remote_span_context(cx),
+            Inner::None => parent.clone(),
         }
     }
 
