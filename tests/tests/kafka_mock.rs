@@ -273,3 +273,39 @@ async fn one_oversized_message_among_a_thousand_leaves_the_pool_healthy_and_a_de
     eprintln!("unhealthy {:?} after the broker went down, with no delivery failed", down.elapsed());
     assert_eq!(healthy_again.stats().total_messages_failed, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_admitted_for_all_its_callers_or_for_none() {
+    let mock = mock_with_topic(EVENT_TOPIC);
+    let (bus, _sleeper) = bus(pool(&mock, 10_000));
+    let bus = bus.with_rate_limit(Some(RateLimitRule { per_minute: 1, burst: 2, penalty: Duration::from_secs(30) }));
+    bus.publish_events(&[event("caller-b"), event("caller-b")]).await.expect("b's burst");
+    let err = bus.publish_events(&[event("caller-a"), event("caller-b")]).await.unwrap_err();
+    assert_eq!(
+        (err.details()["reason"].as_str(), err.details()["caller"].as_str()),
+        (Some("rate_limited"), Some("caller-b"))
+    );
+    assert_eq!(bus.stats().rate_limited, 2, "the whole batch was refused");
+    bus.publish_events(&[event("caller-a"), event("caller-a")])
+        .await
+        .expect("a's tokens were not spent on the refused batch");
+    assert_eq!(bus.pool().stats().total_messages_sent, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_beyond_the_burst_goes_out_within_the_rate_and_a_larger_one_says_how_to_split_it() {
+    let mock = mock_with_topic(EVENT_TOPIC);
+    // The default rule: 1,000 events a minute, bursts of 100.
+    let (bus, _sleeper) = bus(pool(&mock, 10_000));
+    let batch: Vec<OnexEvent> = (0..250).map(|_| event("bulk")).collect();
+    let delivered = bus.publish_events(&batch).await.expect("250 events from a full bucket");
+    assert_eq!(delivered.len(), 250);
+    let err = bus.publish_event(&event("bulk")).await.unwrap_err();
+    assert_eq!(err.details()["reason"], "rate_limited", "the batch used the caller's next 9 s: {err}");
+
+    let too_many: Vec<OnexEvent> = (0..1_001).map(|_| event("bigger")).collect();
+    let err = bus.publish_events(&too_many).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ValidationError);
+    assert!(err.message().contains("split it into batches of at most 1000 events"), "{err}");
+    bus.publish_events(&too_many[..1_000]).await.expect("nothing was taken by the refusal");
+}
