@@ -160,13 +160,24 @@ pub fn read_messages<T>(
     topic: &str,
     expected: usize,
     within: Duration,
+    keep: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> T,
+) -> Vec<T> {
+    read_messages_at(&bootstrap(), topic, expected, within, keep)
+}
+
+/// [`read_messages`] from the broker at `bootstrap_servers`.
+pub fn read_messages_at<T>(
+    bootstrap_servers: &str,
+    topic: &str,
+    expected: usize,
+    within: Duration,
     mut keep: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> T,
 ) -> Vec<T> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
 
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+        .set("bootstrap.servers", bootstrap_servers)
         .set("group.id", format!("reader-{}", Uuid::new_v4().simple()))
         .set("enable.auto.commit", "false")
         .create()
@@ -194,5 +205,74 @@ pub fn read_messages<T>(
         if let Some(message) = consumer.poll(Duration::from_millis(100)) {
             seen.push(keep(&message.expect("consumed message")));
         }
+    }
+}
+
+/// A tansu broker of a test's own (in memory), listening on `listen` and advertising
+/// `advertised` (a [`crate::fault_proxy::FaultProxy`] in front of it, say); stopped (SIGINT,
+/// as tansu wants) when dropped.
+#[derive(Debug)]
+pub struct OwnBroker {
+    child: Option<std::process::Child>,
+    listen: std::net::SocketAddr,
+}
+
+impl OwnBroker {
+    /// Starts the broker and waits (up to 20 s) until it listens.
+    pub fn start(listen: std::net::SocketAddr, advertised: std::net::SocketAddr) -> Self {
+        assert!(
+            std::net::TcpStream::connect(listen).is_err(),
+            "something already listens on {listen}: a broker left over from an earlier run?"
+        );
+        // Unpacks the binary unless it is there already; starts nothing.
+        broker_script("install");
+        let log = std::env::temp_dir().join(format!("onex-own-tansu-{}.log", listen.port()));
+        let log = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let child = Command::new(tansu_bin())
+            .args(["broker", "--listener-url", &format!("tcp://{listen}")])
+            .args(["--advertised-listener-url", &format!("tcp://{advertised}")])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        let mut broker = Self { child: Some(child), listen };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(listen).is_err() {
+            let exited = broker.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            assert!(exited.is_none(), "tansu exited during startup: {exited:?}");
+            assert!(std::time::Instant::now() < deadline, "tansu did not listen on {listen} within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        broker
+    }
+
+    /// Where the broker listens.
+    pub fn listen(&self) -> std::net::SocketAddr {
+        self.listen
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Creates `name` with one partition on the broker at `bootstrap_servers`.
+pub async fn create_topic_at(bootstrap_servers: &str, name: &str) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap_servers).create().expect("admin client");
+    let topic = NewTopic::new(name, 1, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics([&topic], &options).await.expect("CreateTopics request") {
+        result.unwrap_or_else(|(topic, code)| panic!("cannot create topic {topic}: {code:?}"));
     }
 }

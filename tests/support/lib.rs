@@ -3,6 +3,7 @@ pub mod bench;
 pub mod consul;
 pub mod corpus;
 pub mod events;
+pub mod fault_proxy;
 pub mod host;
 pub mod http;
 pub mod kafka;

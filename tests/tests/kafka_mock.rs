@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use onex_runtime::ErrorCode;
+use onex_runtime::environment::Environment;
 use onex_runtime::event::OnexEvent;
 use onex_runtime::event_bus::{KafkaEventBus, RateLimitRule, Sleeper, TopicNamer};
 use onex_runtime::kafka::error::kafka_error_name;
@@ -211,4 +212,100 @@ async fn an_idempotent_producer_never_granted_a_producer_id_is_replaced() {
     mock.clear_request_errors(RDKafkaApiKey::InitProducerId);
     let delivered = pool.publish(ProduceRecord::new("stalled", b"y"), None).await.expect("the replacement delivers");
     assert!(delivered.offset >= 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_oversized_message_among_a_thousand_leaves_the_pool_healthy_and_a_dead_broker_does_not() {
+    let mock = mock_with_topic("health");
+    let config = KafkaProducerConfig {
+        delivery_timeout_ms: 5_000,
+        max_request_size: 10_000,
+        ..KafkaProducerConfig::new(mock.bootstrap_servers())
+    };
+    // Production: the strictest threshold (1 %).
+    let settings = KafkaPoolSettings {
+        environment: Environment::Production,
+        health_window: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let pool = KafkaProducerPool::new(settings, config).unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..999u32 {
+        deliveries.push(pool.send(ProduceRecord::new("health", &i.to_be_bytes()), None).await.unwrap());
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap();
+    }
+    let oversized = vec![b'x'; 20_000];
+    pool.publish(ProduceRecord::new("health", &oversized), None).await.expect_err("over message.max.bytes");
+    let health = pool.health();
+    let stats = pool.stats();
+    assert_eq!((stats.total_messages_sent, stats.total_messages_failed), (999, 1));
+    assert_eq!(health.status, HealthStatus::Healthy, "0.1 % is below production's 1 %: {:?}", health.errors);
+    assert_eq!(health.metrics["error_rate_threshold_percent"], 1.0);
+
+    // Eleven more refusals: 12 of 1011 (1.2 %) is above it, and the health says so.
+    for _ in 0..11 {
+        pool.publish(ProduceRecord::new("health", &oversized), None).await.expect_err("over message.max.bytes");
+    }
+    let health = pool.health();
+    assert_eq!(health.status, HealthStatus::Unhealthy);
+    assert!(health.errors.iter().any(|e| e.contains("above the production threshold of 1 %")), "{:?}", health.errors);
+
+    // A broker gone is unhealthy at once, whatever the rate.
+    let healthy_again = KafkaProducerPool::new(
+        KafkaPoolSettings { environment: Environment::Production, ..Default::default() },
+        KafkaProducerConfig { delivery_timeout_ms: 5_000, ..KafkaProducerConfig::new(mock.bootstrap_servers()) },
+    )
+    .unwrap();
+    healthy_again.publish(ProduceRecord::new("health", b"up"), None).await.unwrap();
+    assert_eq!(healthy_again.health().status, HealthStatus::Healthy);
+    mock.broker_down(1).unwrap();
+    let down = std::time::Instant::now();
+    while healthy_again.health().status != HealthStatus::Unhealthy {
+        assert!(
+            down.elapsed() < Duration::from_secs(60),
+            "the broker's loss never showed: {:?}",
+            healthy_again.health()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("unhealthy {:?} after the broker went down, with no delivery failed", down.elapsed());
+    assert_eq!(healthy_again.stats().total_messages_failed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_admitted_for_all_its_callers_or_for_none() {
+    let mock = mock_with_topic(EVENT_TOPIC);
+    let (bus, _sleeper) = bus(pool(&mock, 10_000));
+    let bus = bus.with_rate_limit(Some(RateLimitRule { per_minute: 1, burst: 2, penalty: Duration::from_secs(30) }));
+    bus.publish_events(&[event("caller-b"), event("caller-b")]).await.expect("b's burst");
+    let err = bus.publish_events(&[event("caller-a"), event("caller-b")]).await.unwrap_err();
+    assert_eq!(
+        (err.details()["reason"].as_str(), err.details()["caller"].as_str()),
+        (Some("rate_limited"), Some("caller-b"))
+    );
+    assert_eq!(bus.stats().rate_limited, 2, "the whole batch was refused");
+    bus.publish_events(&[event("caller-a"), event("caller-a")])
+        .await
+        .expect("a's tokens were not spent on the refused batch");
+    assert_eq!(bus.pool().stats().total_messages_sent, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_beyond_the_burst_goes_out_within_the_rate_and_a_larger_one_says_how_to_split_it() {
+    let mock = mock_with_topic(EVENT_TOPIC);
+    // The default rule: 1,000 events a minute, bursts of 100.
+    let (bus, _sleeper) = bus(pool(&mock, 10_000));
+    let batch: Vec<OnexEvent> = (0..250).map(|_| event("bulk")).collect();
+    let delivered = bus.publish_events(&batch).await.expect("250 events from a full bucket");
+    assert_eq!(delivered.len(), 250);
+    let err = bus.publish_event(&event("bulk")).await.unwrap_err();
+    assert_eq!(err.details()["reason"], "rate_limited", "the batch used the caller's next 9 s: {err}");
+
+    let too_many: Vec<OnexEvent> = (0..1_001).map(|_| event("bigger")).collect();
+    let err = bus.publish_events(&too_many).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ValidationError);
+    assert!(err.message().contains("split it into batches of at most 1000 events"), "{err}");
+    bus.publish_events(&too_many[..1_000]).await.expect("nothing was taken by the refusal");
 }

@@ -137,7 +137,7 @@ async fn health_changes_are_published_on_the_registered_bus() {
     too_big.value = Some(serde_json::json!("x".repeat(2_000_000)));
     assert!(!node.process(too_big, Context::new()).await.unwrap().success);
     let failing = node.process(input(Op::HealthCheck), Context::new()).await.unwrap();
-    assert_eq!(failing.health_status, Some(HealthStatus::Unhealthy), "the latest delivery failed");
+    assert_eq!(failing.health_status, Some(HealthStatus::Unhealthy), "1 of 2 deliveries failed: above 5 %");
     assert!(!failing.errors.unwrap_or_default().is_empty());
     let _ = node.process(input(Op::HealthCheck), Context::new()).await.unwrap();
     {

@@ -351,13 +351,17 @@ impl KafkaEventBus {
     /// Publishes `events` concurrently (all enqueued, then awaited), retrying the retriable
     /// failures together with backoff. Returns where each landed, in input order, or an
     /// error naming how many failed (`failed_event_ids` in the details).
+    ///
+    /// The rate limit admits the batch as a whole: every event's source pays one token, all
+    /// of them or none (see [`crate::event_bus::rate_limit`]); a batch larger than a source's
+    /// burst goes out when that source's bucket is full and is paid back at its rate, and one
+    /// no wait would admit is a `VALIDATION_ERROR` saying how to split it.
     pub async fn publish_events(&self, events: &[OnexEvent]) -> Result<Vec<Delivered>, OnexError> {
-        let mut per_caller: std::collections::BTreeMap<&str, u32> = std::collections::BTreeMap::new();
-        for event in events {
-            *per_caller.entry(event.source.as_str()).or_default() += 1;
-        }
-        for (caller, cost) in per_caller {
-            self.take_tokens(caller, cost)?;
+        // All callers' tokens or none: a refusal leaves every caller's bucket as it was.
+        if let Some(limiter) = &self.limiter {
+            limiter.check_all(events.iter().map(|e| (e.source.as_str(), 1)), Instant::now()).inspect_err(|_| {
+                self.counters.rate_limited.fetch_add(events.len() as u64, Ordering::Relaxed);
+            })?;
         }
         let mut spans = Vec::new();
         let mut encoded = Vec::with_capacity(events.len());

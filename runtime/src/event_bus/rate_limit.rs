@@ -1,8 +1,17 @@
 //! Per-caller rate limits: a token bucket per caller that starts full,
 //! so a caller's first request always passes (the original started empty and dropped it).
 //! A caller that empties its bucket is refused for the rule's penalty period.
+//!
+//! Batches (one request costing several tokens, from one caller or several):
+//! - admission is all or nothing: a batch is admitted only if every caller in it is, and a
+//!   refused batch takes no caller's tokens (the refused caller alone gets its penalty);
+//! - a batch costing more than the burst is admitted when its caller's bucket is full and the
+//!   cost is within one minute of the rate: the bucket goes below zero and the caller is
+//!   admitted again only once the rate has paid it back, so the sustained rate still holds;
+//! - a batch costing more than that is refused with a `VALIDATION_ERROR` that says how to split
+//!   it; no wait would ever admit it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -60,9 +69,35 @@ impl RateLimiter {
 
     /// Takes `cost` tokens from `caller`'s bucket at `now`, or refuses with
     /// `INTEGRATION_SERVICE_UNAVAILABLE` (details: `reason = rate_limited`, `caller`,
-    /// `retry_after_ms`).
+    /// `retry_after_ms`); see [`RateLimiter::check_all`].
     pub fn check(&self, caller: &str, cost: u32, now: Instant) -> Result<(), OnexError> {
+        self.check_all([(caller, cost)], now)
+    }
+
+    /// The most one request of a caller may cost: a minute of the rate, or the burst if larger.
+    pub fn max_cost(&self) -> u32 {
+        self.rule.per_minute.max(self.rule.burst)
+    }
+
+    /// Takes each caller's cost (a caller named twice pays the sum) at `now`, all or nothing
+    /// (see the module documentation). A cost above [`RateLimiter::max_cost`] is a
+    /// `VALIDATION_ERROR` saying how to split the batch; a caller without the tokens is
+    /// `INTEGRATION_SERVICE_UNAVAILABLE` as in [`RateLimiter::check`]. Either way no caller's
+    /// tokens are taken.
+    pub fn check_all<'a>(
+        &self,
+        costs: impl IntoIterator<Item = (&'a str, u32)>,
+        now: Instant,
+    ) -> Result<(), OnexError> {
         let rule = self.rule;
+        let mut per_caller: BTreeMap<&str, u64> = BTreeMap::new();
+        for (caller, cost) in costs {
+            *per_caller.entry(caller).or_default() += u64::from(cost.max(1));
+        }
+        let max_cost = u64::from(self.max_cost());
+        if let Some((caller, cost)) = per_caller.iter().find(|(_, cost)| **cost > max_cost) {
+            return Err(too_large(caller, *cost, rule));
+        }
         let rate_per_sec = f64::from(rule.per_minute) / 60.0;
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() > PRUNE_ABOVE {
@@ -72,35 +107,52 @@ impl RateLimiter {
                 !(full && b.blocked_until.is_none_or(|until| until <= now))
             });
         }
-        let bucket = buckets.entry(caller.to_owned()).or_insert(Bucket {
-            tokens: f64::from(rule.burst),
-            refilled_at: now,
-            blocked_until: None,
-        });
-        if let Some(until) = bucket.blocked_until {
-            if now < until {
-                return Err(refused(caller, until - now));
+        // Every caller is judged on a copy; the copies replace the buckets only if all pass.
+        let mut admitted = Vec::with_capacity(per_caller.len());
+        for (caller, cost) in per_caller {
+            let mut bucket = buckets.get(caller).copied().unwrap_or(Bucket {
+                tokens: f64::from(rule.burst),
+                refilled_at: now,
+                blocked_until: None,
+            });
+            if let Some(until) = bucket.blocked_until {
+                if now < until {
+                    return Err(refused(caller, until - now));
+                }
+                bucket.blocked_until = None;
             }
-            bucket.blocked_until = None;
-        }
-        let elapsed = now.saturating_duration_since(bucket.refilled_at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * rate_per_sec).min(f64::from(rule.burst));
-        bucket.refilled_at = now;
-        let cost = f64::from(cost.max(1));
-        if bucket.tokens >= cost {
+            let elapsed = now.saturating_duration_since(bucket.refilled_at).as_secs_f64();
+            bucket.tokens = (bucket.tokens + elapsed * rate_per_sec).min(f64::from(rule.burst));
+            bucket.refilled_at = now;
+            // A batch beyond the burst needs a full bucket and leaves it in debt.
+            let cost = cost as f64;
+            if bucket.tokens < cost.min(f64::from(rule.burst)) {
+                bucket.blocked_until = Some(now + rule.penalty);
+                buckets.insert(caller.to_owned(), bucket);
+                return Err(refused(caller, rule.penalty));
+            }
             bucket.tokens -= cost;
-            Ok(())
-        } else if cost > f64::from(rule.burst) {
-            Err(OnexError::validation(format!(
-                "a batch of {cost} events exceeds the rate-limit burst of {} for one request",
-                rule.burst
-            ))
-            .with_detail("caller", caller))
-        } else {
-            bucket.blocked_until = Some(now + rule.penalty);
-            Err(refused(caller, rule.penalty))
+            admitted.push((caller, bucket));
         }
+        for (caller, bucket) in admitted {
+            buckets.insert(caller.to_owned(), bucket);
+        }
+        Ok(())
     }
+}
+
+/// A batch no wait would admit: says how to split it.
+fn too_large(caller: &str, cost: u64, rule: RateLimitRule) -> OnexError {
+    let most = rule.per_minute.max(rule.burst);
+    OnexError::validation(format!(
+        "a batch of {cost} events from caller '{caller}' is more than its rate limit admits at once \
+         ({} a minute, bursts of {}): split it into batches of at most {most} events; batches of at most {} \
+         go out back to back, a larger one uses up to a minute of the caller's rate",
+        rule.per_minute, rule.burst, rule.burst
+    ))
+    .with_detail("caller", caller)
+    .with_detail("cost", cost)
+    .with_detail("max_batch", most)
 }
 
 fn refused(caller: &str, retry_after: Duration) -> OnexError {
@@ -147,6 +199,48 @@ mod tests {
         limiter.check("c", 1, t0).unwrap();
         assert!(limiter.check("c", 1, t0 + Duration::from_millis(500)).is_err());
         assert!(limiter.check("c", 1, t0 + Duration::from_millis(1600)).is_ok());
-        assert_eq!(limiter.check("c", 5, t0 + Duration::from_secs(60)).unwrap_err().code(), ErrorCode::ValidationError);
+        let err = limiter.check("c", 61, t0 + Duration::from_secs(60)).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ValidationError);
+    }
+
+    #[test]
+    fn a_batch_beyond_the_burst_is_admitted_from_a_full_bucket_and_paid_back_at_the_rate() {
+        // 1000 a minute, bursts of 100: 500 tokens of debt take 24 s to pay back.
+        let limiter = RateLimiter::new(RateLimitRule { penalty: Duration::ZERO, ..RateLimitRule::EVENT_PUBLISH });
+        let t0 = Instant::now();
+        limiter.check("c", 600, t0).expect("a full bucket admits up to a minute of the rate");
+        assert!(limiter.check("c", 1, t0 + Duration::from_secs(29)).is_err(), "still paying back");
+        limiter.check("c", 1, t0 + Duration::from_secs(31)).expect("paid back");
+        // About 16 tokens left at 31 s, 33 at 32 s: not the full bucket a batch of 200 needs.
+        let at = t0 + Duration::from_secs(32);
+        assert!(limiter.check("c", 200, at).is_err(), "a batch beyond the burst waits for a full bucket");
+        limiter.check("c", 200, at + Duration::from_secs(5)).expect("full again");
+    }
+
+    #[test]
+    fn a_batch_no_wait_would_admit_is_refused_with_how_to_split_it() {
+        let limiter = RateLimiter::new(RateLimitRule::EVENT_PUBLISH);
+        let t0 = Instant::now();
+        let err = limiter.check_all([("c", 700), ("d", 1), ("c", 301)], t0).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ValidationError);
+        assert!(err.message().contains("1001 events from caller 'c'"), "{err}");
+        assert!(err.message().contains("split it into batches of at most 1000 events"), "{err}");
+        assert_eq!(err.details()["max_batch"], 1000);
+        limiter.check("c", 100, t0).expect("nothing was taken");
+        limiter.check("d", 100, t0).expect("nothing was taken");
+    }
+
+    #[test]
+    fn a_batch_refused_for_one_caller_takes_no_tokens_from_the_others() {
+        let limiter = RateLimiter::new(RateLimitRule::EVENT_PUBLISH);
+        let t0 = Instant::now();
+        limiter.check("b", 95, t0).unwrap();
+        let err = limiter.check_all([("a", 50), ("b", 10)], t0).unwrap_err();
+        assert_eq!(
+            (err.details()["reason"].as_str(), err.details()["caller"].as_str()),
+            (Some("rate_limited"), Some("b"))
+        );
+        limiter.check("a", 100, t0).expect("a's tokens are all still there");
+        assert!(limiter.check("b", 1, t0).is_err(), "b, refused, serves its penalty");
     }
 }

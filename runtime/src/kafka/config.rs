@@ -282,6 +282,10 @@ pub fn producer_properties(config: &KafkaProducerConfig) -> Result<LibrdkafkaPro
     props.plain("compression.type", config.compression_type.as_deref().unwrap_or("none"));
     props.plain("message.max.bytes", config.max_request_size.to_string());
     props.plain("request.timeout.ms", config.request_timeout_ms.to_string());
+    // librdkafka's `request.timeout.ms` is the broker's ack timeout only; the client waits for
+    // an answer `socket.timeout.ms` (60 s unless set), so a lost answer was never retried
+    // within a shorter delivery timeout. The request timeout bounds the client's wait too.
+    props.plain("socket.timeout.ms", config.request_timeout_ms.clamp(10, 300_000).to_string());
     props.plain("message.timeout.ms", config.delivery_timeout_ms.to_string());
     // librdkafka's queue must hold everything the in-flight bound lets through, so QueueFull
     // can only come from the byte limit. Twice the bound: a reported message gives its

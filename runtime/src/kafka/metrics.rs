@@ -167,8 +167,6 @@ pub struct PoolMetrics {
     failed: AtomicU64,
     bytes: AtomicU64,
     queue_full_events: AtomicU64,
-    /// Failures since the last success: the pool is failing *now* while this is non-zero.
-    failures_since_success: AtomicU64,
     /// librdkafka said all brokers are down and no delivery has succeeded since.
     brokers_down: AtomicBool,
     /// (when, sent, failed) samples taken by [`PoolMetrics::traffic`], for the recent rate.
@@ -187,7 +185,6 @@ impl Default for PoolMetrics {
             failed: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             queue_full_events: AtomicU64::new(0),
-            failures_since_success: AtomicU64::new(0),
             brokers_down: AtomicBool::new(false),
             samples: Mutex::default(),
         }
@@ -230,10 +227,7 @@ impl PoolMetrics {
         topic.bytes.fetch_add(bytes, Ordering::Relaxed);
         topic.last_activity_ms.store(now_us / 1000 + 1, Ordering::Relaxed);
         self.latency.record_us(now_us.saturating_sub(enqueued_us));
-        // Plain loads first: on the hot path these are almost always already clear.
-        if self.failures_since_success.load(Ordering::Relaxed) != 0 {
-            self.failures_since_success.store(0, Ordering::Relaxed);
-        }
+        // A plain load first: on the hot path the flag is almost always already clear.
         if self.brokers_down.load(Ordering::Relaxed) {
             self.brokers_down.store(false, Ordering::Relaxed);
         }
@@ -244,7 +238,6 @@ impl PoolMetrics {
         self.failed.fetch_add(1, Ordering::Relaxed);
         topic.failed.fetch_add(1, Ordering::Relaxed);
         topic.last_activity_ms.store(self.now_us() / 1000 + 1, Ordering::Relaxed);
-        self.failures_since_success.fetch_add(1, Ordering::Relaxed);
     }
 
     /// librdkafka reported that no broker is reachable (or that one came back).
@@ -311,8 +304,7 @@ impl PoolMetrics {
             success_rate: success_rate(sent, failed),
             recent_success_rate,
             uptime_seconds: uptime,
-            failing_now: self.failures_since_success.load(Ordering::Relaxed) > 0
-                || self.brokers_down.load(Ordering::Relaxed),
+            brokers_down: self.brokers_down.load(Ordering::Relaxed),
             topics: self
                 .topics
                 .read()
@@ -351,8 +343,8 @@ pub struct Traffic {
     pub recent_success_rate: f64,
     /// Seconds since the pool started.
     pub uptime_seconds: f64,
-    /// The latest delivery failed, or librdkafka reports every broker down.
-    pub failing_now: bool,
+    /// librdkafka reports every broker down and nothing was delivered since.
+    pub brokers_down: bool,
     /// Per-topic traffic.
     pub topics: BTreeMap<String, KafkaTopicStats>,
 }
@@ -363,23 +355,33 @@ pub fn success_rate(sent: u64, failed: u64) -> f64 {
     if total == 0 { 100.0 } else { sent as f64 / total as f64 * 100.0 }
 }
 
-/// Pool health, judged on the *recent* error rate so that an outage shows at once and
-/// a recovered pool becomes healthy again; in addition a pool whose latest delivery failed, or
-/// whose brokers are all down, is unhealthy whatever its history.
+/// Pool health, judged on the error rate over *recent* deliveries (the pool's health window)
+/// against one threshold: the error-rate threshold of the deployment environment that the
+/// health monitor applies too ([`crate::models::health::HealthThresholds::for_environment`]:
+/// production 1 %, staging 2 %, development 5 %). So one failed delivery among many (a single
+/// oversized message from one caller) leaves the pool healthy, an outage shows within the
+/// window, and a recovered pool becomes healthy again once its failures age out. Brokers that
+/// librdkafka reports all down make the pool unhealthy at once, whatever the rate.
 ///
-/// - healthy: no failed producer and error rate < 1 %;
-/// - degraded: fewer than half the producers failed and error rate < 5 %;
-/// - unhealthy: otherwise.
-pub fn pool_health(total_producers: u32, failed_producers: u32, success_rate: f64, failing_now: bool) -> HealthStatus {
-    let error_rate = 100.0 - success_rate;
-    if failing_now || (total_producers > 0 && failed_producers * 2 >= total_producers && failed_producers > 0) {
+/// - unhealthy: every broker down, half or more of the producers failed, or the recent error
+///   rate above the threshold;
+/// - degraded: some producer failed (fewer than half);
+/// - healthy: otherwise.
+pub fn pool_health(
+    total_producers: u32,
+    failed_producers: u32,
+    recent_success_rate: f64,
+    brokers_down: bool,
+    error_rate_threshold_percent: f64,
+) -> HealthStatus {
+    let error_rate = 100.0 - recent_success_rate;
+    let most_failed = failed_producers > 0 && failed_producers * 2 >= total_producers;
+    if brokers_down || most_failed || error_rate > error_rate_threshold_percent {
         HealthStatus::Unhealthy
-    } else if failed_producers == 0 && error_rate < 1.0 {
-        HealthStatus::Healthy
-    } else if error_rate < 5.0 {
+    } else if failed_producers > 0 {
         HealthStatus::Degraded
     } else {
-        HealthStatus::Unhealthy
+        HealthStatus::Healthy
     }
 }
 
@@ -450,7 +452,7 @@ mod tests {
     }
 
     #[test]
-    fn counters_track_topics_depth_and_current_failure() {
+    fn counters_track_topics_depth_and_brokers_down() {
         let m = PoolMetrics::default();
         m.enqueued();
         m.enqueued();
@@ -461,13 +463,15 @@ mod tests {
         let traffic = m.traffic(Duration::from_secs(60));
         assert_eq!((traffic.sent, traffic.failed, traffic.bytes, traffic.queue_depth), (1, 1, 100, 0));
         assert_eq!(traffic.success_rate, 50.0);
-        assert!(traffic.failing_now);
+        assert!(!traffic.brokers_down, "a failed delivery is not an outage");
         assert_eq!(traffic.topics["a"].sent, 1);
         assert_eq!(traffic.topics["a"].failed, 1);
         assert!(traffic.topics["a"].last_activity.is_some());
+        m.set_brokers_down(true);
+        assert!(m.traffic(Duration::from_secs(60)).brokers_down);
         m.enqueued();
         m.delivered(&t, 100, m.now_us().saturating_sub(1000));
-        assert!(!m.traffic(Duration::from_secs(60)).failing_now);
+        assert!(!m.traffic(Duration::from_secs(60)).brokers_down, "a delivery proves a broker is back");
         assert_eq!(m.queue_depth(), 0);
     }
 
@@ -491,14 +495,39 @@ mod tests {
     }
 
     #[test]
-    fn health_follows_section_12_9() {
-        assert_eq!(pool_health(1, 0, 100.0, false), HealthStatus::Healthy);
-        assert_eq!(pool_health(1, 0, 99.5, false), HealthStatus::Healthy);
-        assert_eq!(pool_health(1, 0, 98.0, false), HealthStatus::Degraded);
-        assert_eq!(pool_health(4, 1, 100.0, false), HealthStatus::Degraded);
-        assert_eq!(pool_health(2, 1, 100.0, false), HealthStatus::Unhealthy);
-        assert_eq!(pool_health(1, 0, 90.0, false), HealthStatus::Unhealthy);
-        assert_eq!(pool_health(1, 0, 100.0, true), HealthStatus::Unhealthy);
+    fn health_is_judged_on_the_recent_error_rate_against_the_environments_threshold() {
+        let production = 1.0;
+        assert_eq!(pool_health(1, 0, 100.0, false, production), HealthStatus::Healthy);
+        assert_eq!(pool_health(1, 0, 99.9, false, production), HealthStatus::Healthy, "0.1 % is healthy");
+        assert_eq!(pool_health(1, 0, 99.0, false, production), HealthStatus::Healthy, "at the threshold");
+        assert_eq!(pool_health(1, 0, 98.0, false, production), HealthStatus::Unhealthy);
+        assert_eq!(pool_health(1, 0, 98.0, false, 5.0), HealthStatus::Healthy, "development allows 5 %");
+        assert_eq!(pool_health(4, 1, 100.0, false, production), HealthStatus::Degraded);
+        assert_eq!(pool_health(2, 1, 100.0, false, production), HealthStatus::Unhealthy);
+        assert_eq!(pool_health(1, 0, 100.0, true, production), HealthStatus::Unhealthy, "brokers down at once");
         assert_eq!(success_rate(0, 0), 100.0);
+    }
+
+    #[test]
+    fn one_failed_delivery_among_a_thousand_leaves_the_pool_healthy() {
+        let m = PoolMetrics::default();
+        let t = m.topic("a");
+        for _ in 0..999 {
+            m.enqueued();
+            m.delivered(&t, 1, m.now_us());
+        }
+        m.enqueued();
+        m.failed(&t);
+        let traffic = m.traffic(Duration::from_secs(60));
+        let rate = traffic.recent_success_rate;
+        assert!((rate - 99.9).abs() < 1e-9, "{rate}");
+        assert_eq!(pool_health(1, 0, rate, traffic.brokers_down, 1.0), HealthStatus::Healthy);
+        // Ten more failures take it past production's 1 %.
+        for _ in 0..10 {
+            m.enqueued();
+            m.failed(&t);
+        }
+        let traffic = m.traffic(Duration::from_secs(60));
+        assert_eq!(pool_health(1, 0, traffic.recent_success_rate, traffic.brokers_down, 1.0), HealthStatus::Unhealthy);
     }
 }

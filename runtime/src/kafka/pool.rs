@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use rdkafka::message::OwnedHeaders;
 
-use crate::environment::{self, EnvSource};
+use crate::environment::{self, EnvSource, Environment};
 use crate::error::{ErrorCode, OnexError};
 use crate::kafka::batch::SendBatch;
 use crate::kafka::config::{LibrdkafkaProperties, producer_config_from_env, producer_properties};
@@ -23,7 +23,7 @@ use crate::kafka::metrics::{PoolMetrics, pool_health};
 use crate::kafka::producer::{Delivered, DeliveryFuture, ManagedProducer, ProduceRecord};
 use crate::kafka::{series, trace};
 use crate::metrics::MetricsRegistry;
-use crate::models::health::{ComponentHealth, HealthStatus};
+use crate::models::health::{ComponentHealth, HealthStatus, HealthThresholds};
 use crate::models::kafka::{KafkaProducerConfig, KafkaProducerPoolStats};
 use crate::telemetry::Tracing;
 
@@ -43,6 +43,9 @@ pub struct KafkaPoolSettings {
     pub shutdown_timeout: Duration,
     /// Health judges the error rate over this recent window, not since start.
     pub health_window: Duration,
+    /// The deployment environment whose error-rate threshold health applies (see
+    /// [`crate::kafka::metrics::pool_health`]).
+    pub environment: Environment,
     /// An idempotent producer that waits this long for a producer id from a broker it can
     /// reach is replaced: librdkafka would wait forever when the broker never grants one.
     pub identity_stall_limit: Duration,
@@ -57,6 +60,7 @@ impl Default for KafkaPoolSettings {
             idle_timeout: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(30),
             health_window: Duration::from_secs(60),
+            environment: Environment::Development,
             identity_stall_limit: Duration::from_secs(30),
         }
     }
@@ -65,7 +69,8 @@ impl Default for KafkaPoolSettings {
 impl KafkaPoolSettings {
     /// Reads `KAFKA_POOL_NAME`, `KAFKA_POOL_PRODUCERS_PER_CONFIG`, `KAFKA_POOL_MAX_CONFIGS`,
     /// `KAFKA_POOL_IDLE_TIMEOUT_SECONDS`, `KAFKA_POOL_SHUTDOWN_TIMEOUT_SECONDS`,
-    /// `KAFKA_POOL_HEALTH_WINDOW_SECONDS`, `KAFKA_POOL_IDENTITY_STALL_SECONDS`.
+    /// `KAFKA_POOL_HEALTH_WINDOW_SECONDS`, `KAFKA_POOL_IDENTITY_STALL_SECONDS`; the environment
+    /// from [`Environment::detect`].
     pub fn from_env(env: &dyn EnvSource) -> Result<Self, OnexError> {
         let d = Self::default();
         let settings = Self {
@@ -91,6 +96,7 @@ impl KafkaPoolSettings {
                 "KAFKA_POOL_HEALTH_WINDOW_SECONDS",
                 d.health_window.as_secs(),
             )?),
+            environment: Environment::detect(env),
             identity_stall_limit: Duration::from_secs(environment::parse_or(
                 env,
                 "KAFKA_POOL_IDENTITY_STALL_SECONDS",
@@ -557,6 +563,16 @@ impl KafkaProducerPool {
 
     /// Statistics from the real counters.
     pub fn stats(&self) -> KafkaProducerPoolStats {
+        self.stats_and_recent_error_rate().0
+    }
+
+    /// The error rate (percent) above which health turns unhealthy: the environment's.
+    fn error_rate_threshold_percent(&self) -> f64 {
+        HealthThresholds::for_environment(self.inner.settings.environment).error_rate_percent
+    }
+
+    /// [`KafkaProducerPool::stats`] and the error rate over the health window it was judged on.
+    fn stats_and_recent_error_rate(&self) -> (KafkaProducerPoolStats, f64) {
         let producers = self.live_producers();
         let traffic = self.inner.metrics.traffic(self.inner.settings.health_window);
         let quarantined_live = producers.iter().filter(|p| p.is_quarantined()).count() as u32;
@@ -564,7 +580,15 @@ impl KafkaProducerPool {
         let total = producers.len() as u32;
         let active = producers.iter().filter(|p| p.in_flight() > 0).count() as u32;
         let failed = quarantined_live + replaced;
-        KafkaProducerPoolStats {
+        // Replaced producers no longer serve, so they weigh on health only while live.
+        let health = pool_health(
+            total,
+            quarantined_live,
+            traffic.recent_success_rate,
+            traffic.brokers_down,
+            self.error_rate_threshold_percent(),
+        );
+        let stats = KafkaProducerPoolStats {
             pool_name: self.inner.settings.pool_name.clone(),
             total_producers: total,
             active_producers: active,
@@ -581,18 +605,18 @@ impl KafkaProducerPool {
             p99_delivery_ms: traffic.p99_delivery_ms,
             success_rate: traffic.success_rate,
             error_rate: 100.0 - traffic.success_rate,
-            // Replaced producers no longer serve, so they weigh on health only while live.
-            pool_health: pool_health(total, quarantined_live, traffic.recent_success_rate, traffic.failing_now),
+            pool_health: health,
             uptime_seconds: traffic.uptime_seconds,
             topics: traffic.topics,
-        }
+        };
+        (stats, 100.0 - traffic.recent_success_rate)
     }
 
     /// Health from the counters alone (no I/O): see [`crate::kafka::metrics::pool_health`].
     pub fn health(&self) -> ComponentHealth {
         let started = Instant::now();
-        let stats = self.stats();
-        self.component_health(stats, Vec::new(), started)
+        let (stats, recent_error_rate) = self.stats_and_recent_error_rate();
+        self.component_health(stats, recent_error_rate, Vec::new(), started)
     }
 
     /// Health from the counters plus a metadata round trip to the brokers (bounded by
@@ -619,19 +643,29 @@ impl KafkaProducerPool {
             }
             Err(e) => errors.push(e.to_string()),
         }
-        let mut stats = self.stats();
+        let (mut stats, recent_error_rate) = self.stats_and_recent_error_rate();
         if !errors.is_empty() {
             stats.pool_health = HealthStatus::Unhealthy;
         }
-        self.component_health(stats, errors, started)
+        self.component_health(stats, recent_error_rate, errors, started)
     }
 
     fn component_health(
         &self,
         stats: KafkaProducerPoolStats,
+        recent_error_rate: f64,
         mut errors: Vec<String>,
         started: Instant,
     ) -> ComponentHealth {
+        let threshold = self.error_rate_threshold_percent();
+        let environment = self.inner.settings.environment;
+        if recent_error_rate > threshold {
+            errors.push(format!(
+                "error rate {recent_error_rate:.2} % over the last {}s is above the {environment} threshold of \
+                 {threshold} %",
+                self.inner.settings.health_window.as_secs()
+            ));
+        }
         for producer in self.inner.quarantined.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             errors.push(format!(
                 "producer {} quarantined: {}",
@@ -651,6 +685,8 @@ impl KafkaProducerPool {
         }
         let errors_per_producer: u64 = self.live_producers().iter().map(|p| p.state.error_count()).sum();
         metrics.insert("librdkafka_errors".into(), errors_per_producer.into());
+        metrics.insert("recent_error_rate_percent".into(), recent_error_rate.into());
+        metrics.insert("error_rate_threshold_percent".into(), threshold.into());
         ComponentHealth {
             component: "kafka".into(),
             status: stats.pool_health,

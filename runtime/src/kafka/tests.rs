@@ -193,3 +193,14 @@ async fn a_batch_dropped_before_its_reports_still_counts_them() {
     let stats = pool.stats();
     assert_eq!((stats.total_messages_sent, stats.queue_depth), (10, 0));
 }
+
+#[test]
+fn the_request_timeout_bounds_the_clients_wait_for_an_answer_too() {
+    let config = KafkaProducerConfig { request_timeout_ms: 2_000, ..KafkaProducerConfig::new("127.0.0.1:9092") };
+    let props = crate::kafka::config::producer_properties(&config).unwrap();
+    assert_eq!(props.get("request.timeout.ms"), Some("2000"));
+    assert_eq!(props.get("socket.timeout.ms"), Some("2000"), "librdkafka would wait 60 s for a lost answer");
+    let long = KafkaProducerConfig { request_timeout_ms: 900_000, ..KafkaProducerConfig::new("127.0.0.1:9092") };
+    let props = crate::kafka::config::producer_properties(&long).unwrap();
+    assert_eq!(props.get("socket.timeout.ms"), Some("300000"), "librdkafka's largest");
+}
