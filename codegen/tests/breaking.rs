@@ -247,3 +247,64 @@ fn the_cli_compares_previous_version_directories_within_one_tree() {
     assert!(stderr.contains("note[CG0075]"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("compared 1 contract(s)"));
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() { copy_dir(&path, &target) } else { std::fs::copy(&path, &target).map(|_| ()).unwrap() }
+    }
+}
+
+/// Both dialects of the original project go through the same front end: a topic removed from a
+/// 2026 contract and an operation removed from a September-2025 one are found and located.
+#[test]
+fn edits_of_both_original_dialects_are_found() {
+    let corpus = corpus();
+    let scratch = Scratch::new("breaking-dialects");
+    let nodes = [
+        "head2026/src/omnibase_infra/nodes/node_validation_orchestrator",
+        "sept2025/src/omnibase_infra/nodes/node_postgres_adapter_effect",
+    ];
+    for side in ["old", "new"] {
+        for node in nodes {
+            let name = Path::new(node).file_name().unwrap();
+            copy_dir(&corpus.join(node), &scratch.0.join(side).join(name));
+        }
+    }
+    // Every occurrence: the September-2025 file states its models twice (input_state and definitions).
+    let edit = |file: &str, from: &str, to: &str| {
+        let path = scratch.0.join("new").join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{file} no longer holds {from:?}");
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+    };
+    edit(
+        "node_validation_orchestrator/contract.yaml",
+        "    - \"onex.evt.platform.validation-execution-requested.v1\"\n",
+        "",
+    );
+    edit(
+        "node_postgres_adapter_effect/v1_0_0/contract.yaml",
+        "enum: [\"query\", \"health_check\"]",
+        "enum: [\"query\"]",
+    );
+    let options = codegen::dialect::Options { load_subcontracts: true, ..Default::default() };
+    let old =
+        breaking::baseline::load(&scratch.0.join("new"), scratch.0.join("old").to_str().unwrap(), &options).unwrap();
+    let new = codegen::load_with(&scratch.0.join("new"), None, &options);
+    let report = breaking::compare(&old, &new, Level::Source);
+    println!("{}", render(&report));
+    assert_eq!(report.pairs, 2);
+    let found = |code: Code, text: &str| {
+        report
+            .diagnostics
+            .iter()
+            .any(|d| d.code == code && d.is_error() && d.message.contains(text) && !d.related.is_empty())
+    };
+    assert!(found(Code::TopicRemoved, "`onex.evt.platform.validation-execution-requested.v1`"));
+    assert!(found(Code::OperationRemoved, "`health_check`"));
+    assert!(found(Code::EnumNarrowed, "`ModelPostgresAdapterInput.operation_type` lost the value `health_check`"));
+    assert_eq!(report.diagnostics.iter().filter(|d| d.code == Code::VersionNotBumped).count(), 2);
+}
