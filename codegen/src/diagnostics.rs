@@ -135,11 +135,13 @@ pub enum Code {
     SafeAddition,
     /// CG0077: the node now requires a dependency its callers did not have to provide.
     DependencyRequired,
+    /// CG0078: `handler_routing` no longer routes requests it routed (a key or the strategy changed).
+    RoutingNarrowed,
 }
 
 impl Code {
     /// Every code, in order, for the table in the docs and the tests.
-    pub const ALL: [Code; 58] = [
+    pub const ALL: [Code; 59] = [
         Code::YamlSyntax,
         Code::YamlLimit,
         Code::DuplicateKey,
@@ -198,6 +200,7 @@ impl Code {
         Code::MajorVersionBreak,
         Code::SafeAddition,
         Code::DependencyRequired,
+        Code::RoutingNarrowed,
     ];
 
     /// `CG0001`…
@@ -261,6 +264,7 @@ impl Code {
             Code::MajorVersionBreak => "CG0075",
             Code::SafeAddition => "CG0076",
             Code::DependencyRequired => "CG0077",
+            Code::RoutingNarrowed => "CG0078",
         }
     }
 
@@ -330,6 +334,7 @@ impl Code {
             Code::MajorVersionBreak => "breaking changes allowed by a new major version",
             Code::SafeAddition => "a compatible addition",
             Code::DependencyRequired => "the node requires a dependency it did not require",
+            Code::RoutingNarrowed => "handler_routing no longer routes requests it routed",
         }
     }
 }

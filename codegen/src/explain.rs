@@ -429,6 +429,15 @@ pub fn explain(code: Code) -> String {
              Fix: add the dependency with `required: false` and let the node answer without it (with an error \
              naming what is missing), or require it in a new major version."
         }
+        Code::RoutingNarrowed => {
+            "`handler_routing` routed a request that it no longer routes: a route dropped one of the keys it \
+             accepted (an operation name of `supported_operations`, a payload type, a topic) and no other route \
+             took it, or `routing_strategy` changed, so the same keys now select by something else. Consumers \
+             sending such a request get a VALIDATION_ERROR listing what is accepted. A route removed with its \
+             operation is CG0066. Wire level.\n\nExample:\n    old: supported_operations: [ledger.read, \
+             ledger.scan]\n    new: supported_operations: [ledger.read]\n\nFix: keep accepting the key (the \
+             handler may answer it with an error) until no consumer sends it, or drop it in a new major version."
+        }
     };
     format!("{}: {}\n\n{}\n", code.as_str(), code.summary(), body)
 }

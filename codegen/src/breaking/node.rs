@@ -12,6 +12,7 @@ use crate::validate::{Contract, Dependency, DependencyKind};
 pub(super) fn compare(sink: &mut Sink<'_>) {
     kind(sink);
     operations(sink);
+    routing(sink);
     topics(sink);
     state_machine(sink);
     dependencies(sink);
@@ -133,6 +134,47 @@ fn operations(sink: &mut Sink<'_>) {
             None,
             "nothing to do: a new operation breaks no consumer",
         );
+    }
+}
+
+/// Requests `handler_routing` routed and no longer does: a key no route accepts any more, or
+/// another strategy (the same keys then select by something else). A removed route's
+/// operation is [`Code::OperationRemoved`]'s.
+fn routing(sink: &mut Sink<'_>) {
+    let (om, nm) = (sink.old, sink.new);
+    let (Some(old), Some(new)) = (&om.contract.behaviour.routing, &nm.contract.behaviour.routing) else { return };
+    if old.strategy != new.strategy {
+        sink.push(
+            Code::RoutingNarrowed,
+            Level::Wire,
+            new.pos,
+            "handler_routing.routing_strategy",
+            format!(
+                "routing_strategy changed from {} to {}: requests are matched by something else",
+                old.strategy.as_str(),
+                new.strategy.as_str()
+            ),
+            Some((old.pos, "the old strategy")),
+            "keep the strategy; route by the new one in a new major version",
+        );
+        return;
+    }
+    for route in &old.routes {
+        let Some(now) = new.routes.iter().find(|r| r.operation == route.operation) else { continue };
+        for key in route.accepts.iter().filter(|k| !new.routes.iter().any(|r| r.accepts.contains(k))) {
+            sink.push(
+                Code::RoutingNarrowed,
+                Level::Wire,
+                now.pos,
+                "handler_routing.handlers",
+                format!(
+                    "route `{}` no longer accepts `{key}`: requests with it are refused as unroutable",
+                    route.operation
+                ),
+                Some((route.pos, "the route accepted it here")),
+                "keep accepting the key until no consumer sends it",
+            );
+        }
     }
 }
 

@@ -63,7 +63,7 @@ pub struct Rule {
 }
 
 /// Every rule of the check.
-pub const RULES: [Rule; 18] = [
+pub const RULES: [Rule; 19] = [
     Rule { code: Code::FieldRemoved, severity: Severity::Error, level: "wire" },
     Rule { code: Code::TypeChanged, severity: Severity::Error, level: "wire" },
     Rule {
@@ -87,6 +87,7 @@ pub const RULES: [Rule; 18] = [
         level: "wire on an input; source on an output (the generated `new` takes it)",
     },
     Rule { code: Code::OperationRemoved, severity: Severity::Error, level: "wire" },
+    Rule { code: Code::RoutingNarrowed, severity: Severity::Error, level: "wire" },
     Rule {
         code: Code::TimeoutChanged,
         severity: Severity::Error,
