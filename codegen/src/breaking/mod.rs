@@ -64,7 +64,7 @@ pub fn compare(old: &Loaded, new: &Loaded, level: Level) -> Report {
         let new_name = kind_changes.iter().find(|(from, _)| *from == name).map_or(name, |(_, to)| *to);
         let olds = old_nodes.get(name).unwrap_or(&empty);
         let news = new_nodes.get(new_name).unwrap_or(&empty);
-        compare_versions(olds, news, &mut report, &mut findings);
+        compare_versions(olds, news, level, &mut report, &mut findings);
     }
     finish(report, findings, level)
 }
@@ -78,7 +78,7 @@ pub fn compare_previous(loaded: &Loaded, level: Level) -> Report {
         let mut newest_first = versions.values().rev();
         if let (Some(newest), Some(previous)) = (newest_first.next(), newest_first.next()) {
             report.pairs += 1;
-            findings.extend(compare_pair(previous, newest));
+            findings.extend(compare_pair(previous, newest, level));
         }
     }
     finish(report, findings, level)
@@ -133,6 +133,7 @@ fn merged_sources(old: &Loaded, new: &Loaded) -> BTreeMap<String, String> {
 fn compare_versions(
     olds: &BTreeMap<Version, &NodeModel>,
     news: &BTreeMap<Version, &NodeModel>,
+    level: Level,
     report: &mut Report,
     findings: &mut Vec<Finding>,
 ) {
@@ -141,7 +142,7 @@ fn compare_versions(
         match old {
             Some(old) => {
                 report.pairs += 1;
-                findings.extend(compare_pair(old, new));
+                findings.extend(compare_pair(old, new, level));
             }
             None if olds.is_empty() && Some(version) == news.keys().next_back() => {
                 let c = &new.contract;
@@ -200,13 +201,19 @@ fn compare_versions(
     }
 }
 
-/// Every rule over one (old, new) pair of contracts of one node, then the version rule.
-fn compare_pair(old: &NodeModel, new: &NodeModel) -> Vec<Finding> {
+/// Every rule over one (old, new) pair of contracts of one node, the findings that break at
+/// `level` (and the notes), then the version rule over those.
+fn compare_pair(old: &NodeModel, new: &NodeModel, level: Level) -> Vec<Finding> {
     let mut sink = Sink::new(old, new);
     schema::compare(&mut sink);
     node::compare(&mut sink);
-    let findings = dedup(sink.findings);
+    let findings = dedup(sink.findings).into_iter().filter(|f| kept(f, level)).collect();
     apply_version_rule(old, new, findings)
+}
+
+/// Whether a run at `level` reports `finding`: notes always, breaks at their level.
+fn kept(finding: &Finding, level: Level) -> bool {
+    finding.diagnostic.severity == Severity::Note || level.includes(finding.level)
 }
 
 /// What a breaking finding means for the versions: inside one major version it stays an
@@ -315,11 +322,7 @@ fn dedup(mut findings: Vec<Finding>) -> Vec<Finding> {
 }
 
 fn finish(mut report: Report, findings: Vec<Finding>, level: Level) -> Report {
-    report.diagnostics = findings
-        .into_iter()
-        .filter(|f| f.diagnostic.severity == Severity::Note || level.includes(f.level))
-        .map(|f| f.diagnostic)
-        .collect();
+    report.diagnostics = findings.into_iter().filter(|f| kept(f, level)).map(|f| f.diagnostic).collect();
     diagnostics::sort(&mut report.diagnostics);
     report
 }
