@@ -99,11 +99,49 @@ pub enum Code {
     InvalidTopic,
     /// CG0053: `event_bus` or one of its topic lists has the wrong shape.
     InvalidEventBus,
+    /// CG0060: a field was removed or renamed (breaking check).
+    FieldRemoved,
+    /// CG0061: a field or item changed its type or format.
+    TypeChanged,
+    /// CG0062: an enum lost a value, or a tagged union an arm.
+    EnumNarrowed,
+    /// CG0063: an optional field became required.
+    MadeRequired,
+    /// CG0064: a required field became optional.
+    MadeOptional,
+    /// CG0065: a new field is required and has no default.
+    NewRequiredField,
+    /// CG0066: an operation of the node was removed.
+    OperationRemoved,
+    /// CG0067: an operation's timeout changed beyond the threshold (halved or doubled).
+    TimeoutChanged,
+    /// CG0068: an event_bus topic was removed or renamed.
+    TopicRemoved,
+    /// CG0069: a state machine lost a state.
+    StateRemoved,
+    /// CG0070: a state machine lost a trigger.
+    TriggerRemoved,
+    /// CG0071: the node kind (node_type) changed.
+    NodeKindChanged,
+    /// CG0072: a protocol or service dependency the node type exposes was removed.
+    DependencyRemoved,
+    /// CG0073: a node contract (or its newest version) was removed.
+    NodeRemoved,
+    /// CG0074: a contract's content changed but its contract_version did not.
+    VersionNotBumped,
+    /// CG0075: breaking changes made under a new major version: allowed, reported.
+    MajorVersionBreak,
+    /// CG0076: a compatible change: a new optional field, operation, enum value, topic, state or node.
+    SafeAddition,
+    /// CG0077: the node now requires a dependency its callers did not have to provide.
+    DependencyRequired,
+    /// CG0078: `handler_routing` no longer routes requests it routed (a key or the strategy changed).
+    RoutingNarrowed,
 }
 
 impl Code {
     /// Every code, in order, for the table in the docs and the tests.
-    pub const ALL: [Code; 40] = [
+    pub const ALL: [Code; 59] = [
         Code::YamlSyntax,
         Code::YamlLimit,
         Code::DuplicateKey,
@@ -144,6 +182,25 @@ impl Code {
         Code::DuplicateRoute,
         Code::InvalidTopic,
         Code::InvalidEventBus,
+        Code::FieldRemoved,
+        Code::TypeChanged,
+        Code::EnumNarrowed,
+        Code::MadeRequired,
+        Code::MadeOptional,
+        Code::NewRequiredField,
+        Code::OperationRemoved,
+        Code::TimeoutChanged,
+        Code::TopicRemoved,
+        Code::StateRemoved,
+        Code::TriggerRemoved,
+        Code::NodeKindChanged,
+        Code::DependencyRemoved,
+        Code::NodeRemoved,
+        Code::VersionNotBumped,
+        Code::MajorVersionBreak,
+        Code::SafeAddition,
+        Code::DependencyRequired,
+        Code::RoutingNarrowed,
     ];
 
     /// `CG0001`…
@@ -189,6 +246,25 @@ impl Code {
             Code::DuplicateRoute => "CG0051",
             Code::InvalidTopic => "CG0052",
             Code::InvalidEventBus => "CG0053",
+            Code::FieldRemoved => "CG0060",
+            Code::TypeChanged => "CG0061",
+            Code::EnumNarrowed => "CG0062",
+            Code::MadeRequired => "CG0063",
+            Code::MadeOptional => "CG0064",
+            Code::NewRequiredField => "CG0065",
+            Code::OperationRemoved => "CG0066",
+            Code::TimeoutChanged => "CG0067",
+            Code::TopicRemoved => "CG0068",
+            Code::StateRemoved => "CG0069",
+            Code::TriggerRemoved => "CG0070",
+            Code::NodeKindChanged => "CG0071",
+            Code::DependencyRemoved => "CG0072",
+            Code::NodeRemoved => "CG0073",
+            Code::VersionNotBumped => "CG0074",
+            Code::MajorVersionBreak => "CG0075",
+            Code::SafeAddition => "CG0076",
+            Code::DependencyRequired => "CG0077",
+            Code::RoutingNarrowed => "CG0078",
         }
     }
 
@@ -240,6 +316,25 @@ impl Code {
             Code::DuplicateRoute => "two routes of handler_routing accept the same key",
             Code::InvalidTopic => "an event_bus topic breaks the topic grammar",
             Code::InvalidEventBus => "event_bus or one of its topic lists has the wrong shape",
+            Code::FieldRemoved => "a field was removed or renamed",
+            Code::TypeChanged => "a field or item changed its type or format",
+            Code::EnumNarrowed => "an enum lost a value, or a union an arm",
+            Code::MadeRequired => "an optional field became required",
+            Code::MadeOptional => "a required field became optional",
+            Code::NewRequiredField => "a new field is required and has no default",
+            Code::OperationRemoved => "an operation was removed",
+            Code::TimeoutChanged => "an operation's timeout changed beyond the threshold",
+            Code::TopicRemoved => "an event_bus topic was removed or renamed",
+            Code::StateRemoved => "a state machine lost a state",
+            Code::TriggerRemoved => "a state machine lost a trigger",
+            Code::NodeKindChanged => "the node kind changed",
+            Code::DependencyRemoved => "a dependency the node type exposes was removed",
+            Code::NodeRemoved => "a node contract was removed",
+            Code::VersionNotBumped => "a contract changed without a new contract_version",
+            Code::MajorVersionBreak => "breaking changes allowed by a new major version",
+            Code::SafeAddition => "a compatible addition",
+            Code::DependencyRequired => "the node requires a dependency it did not require",
+            Code::RoutingNarrowed => "handler_routing no longer routes requests it routed",
         }
     }
 }

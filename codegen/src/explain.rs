@@ -284,6 +284,160 @@ pub fn explain(code: Code) -> String {
              since each topic gets one constant.\n\nExample:\n    event_bus:\n      publish_topics: \
              onex.evt.x.done.v1\n\nFix: make it a list: `publish_topics: [onex.evt.x.done.v1]`."
         }
+        Code::FieldRemoved => {
+            "`codegen breaking` found a property of an input or output model (or of a type they use) in the \
+             baseline that the new contract no longer has. A consumer that reads the field from the node's JSON \
+             finds it missing; Rust code that names the field no longer compiles. When exactly one property of \
+             the same type was added to the same object, the finding points at it and says the field may have \
+             been renamed: a rename is a removal plus an addition for every consumer. Wire level.\n\nExample:\n    old: \
+             properties: {user_id: {type: string}}\n    new: properties: {account_id: {type: \
+             string}}\n\nFix: keep the old field beside the new one (say in its description that it is \
+             deprecated) and remove it in a new major version."
+        }
+        Code::TypeChanged => {
+            "A property, array item or map value holds a different kind of value than in the baseline: another \
+             JSON type (string to integer), another string or integer `format` (`uuid` to plain string, `int32` \
+             to `int64`), another `minimum`, an object turned into a map, or another shared type. Consumers that \
+             parse the old type fail on the new one. Types are compared by what they hold, `$ref`s resolved on \
+             both sides, so renaming a definition alone is no finding. Wire level.\n\nExample:\n    old: count: \
+             {type: integer}\n    new: count: {type: string}\n\nFix: keep the type; add a field of the new type \
+             beside the old one and retire the old one in a new major version."
+        }
+        Code::EnumNarrowed => {
+            "A string enum lost a value, or a tagged union (`oneOf` with `x-tag`) lost an arm. When the enum is \
+             read from an input, consumers that send the value are refused (wire level); when only outputs carry \
+             it, no consumer of the JSON sees a difference, but Rust code that matches on the variant no longer \
+             compiles (source level). New values are notes (CG0076).\n\nExample:\n    old: mode: {type: string, \
+             enum: [fast, safe]}\n    new: mode: {type: string, enum: [safe]}\n\nFix: keep the value (the node \
+             may answer it with an error) until no consumer uses it, or remove it in a new major version."
+        }
+        Code::MadeRequired => {
+            "A property that was optional became required. On an input without a `default`, consumers that leave \
+             it out are now refused (wire level). On an output, or on an input whose new `default` fills it, the \
+             JSON is still accepted, but the generated Rust field turns from `Option<T>` into `T`, so Rust code \
+             that builds or reads it must change (source level).\n\nExample:\n    old: required: [id]\n    new: \
+             required: [id, region]\n\nFix: keep the property optional, or give it a `default`; or make it \
+             required in a new major version."
+        }
+        Code::MadeOptional => {
+            "A property that was always present became optional. On an output, consumers that count on it may now \
+             find it missing (wire level). On an input every old message is still accepted, but the generated \
+             Rust field turns from `T` into `Option<T>` (source level). A property that stays filled by a \
+             `default` is no finding: the generated code always writes it.\n\nExample:\n    old: required: \
+             [status]\n    new: required: []\n\nFix: keep the property required on outputs; if it can truly be \
+             absent now, make the change in a new major version."
+        }
+        Code::NewRequiredField => {
+            "A new property is required and has no `default`. On an input, every consumer that sends the old \
+             message is refused (wire level). On an output no JSON consumer breaks, but the generated `new` of \
+             the output takes one more argument (source level).\n\nExample:\n    new: properties: {tenant: {type: \
+             string}}\n         required: [tenant]\n\nFix: make the new property optional, or give it a `default` \
+             (`default: public`), so messages without it are still accepted."
+        }
+        Code::OperationRemoved => {
+            "An operation of the node in the baseline (a value of the input's `operation_type` enum, a route of \
+             `handler_routing`, or the single `process` operation) is gone. Consumers that call it get a \
+             VALIDATION_ERROR instead of an answer, and the handler trait loses the method. Wire level. The \
+             finding points at where the new contract declares its operations, with the old declaration as a \
+             related location.\n\nExample:\n    old: operation_type: {enum: [get, put, delete]}\n    new: \
+             operation_type: {enum: [get, put]}\n\nFix: keep the operation (it may answer with an error \
+             explaining what replaced it) until no consumer calls it, or remove it in a new major version."
+        }
+        Code::TimeoutChanged => {
+            "An operation's timeout (its `io_operations` entry, `handler_routing.max_timeout_seconds` or \
+             `default_timeout_seconds`, else 30 s) changed by at least a factor of two. Halved or worse is an \
+             error: calls that used to finish now end in OPERATION_TIMEOUT. Doubled or more is a warning: callers \
+             whose own deadline is shorter give up before the node answers. Smaller changes are tuning and not \
+             reported; the threshold is `TIMEOUT_SHRINK_RATIO` (0.5) in codegen/src/breaking/rules.rs. Wire \
+             level.\n\nExample:\n    old: timeout_seconds: 30\n    new: timeout_seconds: 5\n\nFix: keep the \
+             timeout, or change it in smaller steps that callers can absorb."
+        }
+        Code::TopicRemoved => {
+            "A topic of `event_bus` (`subscribe_topics`, `publish_topics` or `dlq_topics`) is gone from its list. \
+             A removed publish topic leaves its consumers without events; a removed subscribe topic leaves \
+             producers publishing to nobody. One topic out and one in of the same list is reported as a possible \
+             rename, which is the same break. Wire level.\n\nExample:\n    old: publish_topics: \
+             [onex.evt.cache.written.v1]\n    new: publish_topics: [onex.evt.cache.stored.v1]\n\nFix: keep the \
+             old topic beside the new one until every producer and consumer has moved; a new topic version \
+             (`.v2`) goes beside the old one."
+        }
+        Code::StateRemoved => {
+            "A state of the contract's `state_machine` is gone. Stored data and events may still name it, and a \
+             consumer reading them can no longer parse the state (the generated `State` enum loses the variant). \
+             Wire level.\n\nExample:\n    old: states: [{state_name: pending}, {state_name: paused}, {state_name: \
+             done}]\n    new: states: [{state_name: pending}, {state_name: done}]\n\nFix: keep the state, \
+             unreachable if need be, until no stored data or event names it; or remove it in a new major version."
+        }
+        Code::TriggerRemoved => {
+            "A trigger that a transition of the baseline's `state_machine` used is used by no transition of the \
+             new one, so the generated `Trigger` enum loses it and a consumer that sends it gets an error. Wire \
+             level.\n\nExample:\n    old: transitions: [{from_state: running, to_state: paused, trigger: \
+             pause}]\n    new: transitions: []\n\nFix: keep a transition on the trigger (to the same state, if it \
+             should do nothing) until no consumer sends it."
+        }
+        Code::NodeKindChanged => {
+            "The node's `node_type` changed (say COMPUTE to EFFECT). The kind decides the runtime trait the node \
+             implements and what it may do (only EFFECT nodes do I/O), so every caller and the registration \
+             change. Wire level.\n\nExample:\n    old: node_type: COMPUTE\n    new: node_type: EFFECT\n\nFix: \
+             keep the kind; a node of another kind is another node: give it its own name (and folder)."
+        }
+        Code::DependencyRemoved => {
+            "A `protocol` or `service` dependency with a `rust_type` is gone. Those are the fields of the \
+             generated node's `Dependencies`, which Rust code fills from the container, so code that provides the \
+             dependency no longer compiles. The JSON on the wire is not affected: source level.\n\nExample:\n    \
+             old: dependencies: [{name: event_bus, type: protocol, rust_type: dyn \
+             onex_runtime::event_bus::EventPublisher}]\n    new: dependencies: []\n\nFix: keep the dependency \
+             with `required: false` until callers stop providing it."
+        }
+        Code::NodeRemoved => {
+            "A node contract in the baseline has no version left in the new contracts, or its newest version was \
+             removed and only older ones remain: every consumer of the node loses it (error, wire level). \
+             Removing an older version while a newer one remains is a note: that version was retired. The finding \
+             is located in the baseline's file, since the new side has none.\n\nExample:\n    old: \
+             contracts/nodes/node_cache_writer_effect/v1_0_0/contract.yaml\n    new: (deleted)\n\nFix: keep the \
+             contract until no consumer uses the node."
+        }
+        Code::VersionNotBumped => {
+            "The contract's content changed (comments and layout aside) but its `contract_version` is the same as \
+             in the baseline, so consumers cannot tell the two apart. A warning, whether or not the change breaks \
+             anything: breaking findings of the same contract are errors of their own.\n\nExample:\n    old: \
+             contract_version: {major: 1, minor: 0, patch: 0}, five operations\n    new: contract_version: \
+             {major: 1, minor: 0, patch: 0}, six operations\n\nFix: bump the version: the patch version for \
+             fixes, the minor version for additions, a new major version directory (`v2_0_0`) for breaking \
+             changes."
+        }
+        Code::MajorVersionBreak => {
+            "The new contract is a new major version of the baseline's (a `v2_0_0` directory succeeding \
+             `v1_x_y`), so its breaking changes are allowed: each is reported as a note ending with `(allowed: \
+             new major version 1 → 2)`, and this note counts them at the new `contract_version`. The check exits \
+             0 for them.\n\nExample:\n    old: v1_0_0 with the operation `purge`\n    new: v2_0_0 without \
+             it\n\nFix: nothing to fix; keep serving the previous major version until its consumers have moved."
+        }
+        Code::SafeAddition => {
+            "A compatible change, reported so that a reviewer sees the whole difference: a new optional property \
+             (or one with a `default`), a new operation, a new enum value or union arm, a new topic, a new state \
+             or trigger, a new node. Consumers that do not know the addition ignore it. Consumers that match on \
+             every value of an enum should expect new values.\n\nExample:\n    new: properties: {trace_id: {type: \
+             string}}   # not required\n\nFix: nothing to fix; a note never fails the check."
+        }
+        Code::DependencyRequired => {
+            "A `protocol` or `service` dependency with a `rust_type` is new and `required: true`, or was \
+             optional and became required. The generated node's `new` fails with a missing dependency where the \
+             caller's container does not register it, so code that created the node before fails now. The JSON \
+             on the wire is not affected: source level.\n\nExample:\n    new: dependencies: [{name: \
+             consul_client, type: service, rust_type: onex_runtime::consul::ConsulClient, required: true}]\n\n\
+             Fix: add the dependency with `required: false` and let the node answer without it (with an error \
+             naming what is missing), or require it in a new major version."
+        }
+        Code::RoutingNarrowed => {
+            "`handler_routing` routed a request that it no longer routes: a route dropped one of the keys it \
+             accepted (an operation name of `supported_operations`, a payload type, a topic) and no other route \
+             took it, or `routing_strategy` changed, so the same keys now select by something else. Consumers \
+             sending such a request get a VALIDATION_ERROR listing what is accepted. A route removed with its \
+             operation is CG0066. Wire level.\n\nExample:\n    old: supported_operations: [ledger.read, \
+             ledger.scan]\n    new: supported_operations: [ledger.read]\n\nFix: keep accepting the key (the \
+             handler may answer it with an error) until no consumer sends it, or drop it in a new major version."
+        }
     };
     format!("{}: {}\n\n{}\n", code.as_str(), code.summary(), body)
 }

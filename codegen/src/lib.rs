@@ -7,10 +7,11 @@
 //! every stage before emission; [`naming`] and [`operations`] hold the rules several stages
 //! share. This module drives the front end over a contracts folder and owns the disk: writing
 //! only changed files, never overwriting a scaffold, and comparing against a checked-in tree for
-//! `check`. [`Builder`] is the build-script API.
+//! `check`. [`Builder`] is the build-script API; [`breaking`] compares two sets of contracts.
 #![warn(missing_docs)]
 
 pub mod behaviour;
+pub mod breaking;
 pub mod diagnostics;
 pub mod dialect;
 pub mod emit;

@@ -1,6 +1,7 @@
 //! `cargo run -p codegen [-- COMMAND]`: regenerate `generated/` from `contracts/` (the command
 //! when none is given), or check it, validate contracts, create a contract, list and explain
-//! diagnostic codes, write a standalone package, or print the contract schema. `--help` after
+//! diagnostic codes, write a standalone package, print the contract schema, or compare the
+//! contracts with a baseline for breaking changes. `--help` after
 //! any command lists its options.
 //!
 //! The options `--root`, `--format`, `--map-type`, `--type-map`, `--templates` and `--color`
@@ -162,6 +163,30 @@ enum Command {
 
     /// Print the editor JSON Schema of the contract dialect
     Schema,
+
+    /// Compare contracts/ with a baseline and report what breaks their consumers
+    #[command(
+        after_help = "Exit codes:\n  0  nothing breaks (warnings and notes allowed)\n  1  a breaking change inside one major version, or contracts/ has errors\n  2  usage error, including a baseline that is neither a directory nor a git revision\n\nIn CI, against the merge base of the branch:\n  cargo run -p codegen -- breaking --against \"$(git merge-base origin/main HEAD)\""
+    )]
+    Breaking {
+        /// The baseline: a git revision of this repository (read from git, not checked out), or a
+        /// contracts directory
+        #[arg(long, value_name = "REV|DIR", required_unless_present = "previous", conflicts_with = "previous")]
+        against: Option<String>,
+        /// Instead of a baseline, compare each node's previous version directory with its newest
+        #[arg(long)]
+        previous: bool,
+        /// `wire`: what a consumer of the JSON sees; `source`: that and what a Rust caller of the
+        /// generated code sees
+        #[arg(long, value_enum, value_name = "LEVEL", default_value_t = LevelArg::Source)]
+        level: LevelArg,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LevelArg {
+    Wire,
+    Source,
 }
 
 fn parse_map_type(arg: &str) -> Result<String, String> {
@@ -262,6 +287,13 @@ fn main() -> ExitCode {
         Some(Command::Schema) => {
             print!("{}", codegen::CONTRACT_SCHEMA);
             ExitCode::SUCCESS
+        }
+        Some(Command::Breaking { against, previous: _, level }) => {
+            let level = match level {
+                LevelArg::Wire => codegen::breaking::Level::Wire,
+                LevelArg::Source => codegen::breaking::Level::Source,
+            };
+            breaking(&root(), against.as_deref(), level, &run)
         }
     }
 }
@@ -519,6 +551,60 @@ fn validate(root: &Path, paths: &[PathBuf], run: &Run) -> ExitCode {
         counts.warnings,
         counts.notes
     );
+    if run.format == Format::Json {
+        eprintln!("{summary}")
+    } else {
+        println!("{summary}")
+    }
+    if counts.errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// `breaking`: contracts/ against `against` (a directory or a git revision), or each node's
+/// previous version against its newest when `against` is `None`.
+fn breaking(root: &Path, against: Option<&str>, level: codegen::breaking::Level, run: &Run) -> ExitCode {
+    let contracts = root.join("contracts");
+    let new = codegen::load_with(&contracts, None, &run.dialect);
+    if new.has_errors() {
+        run.report_diagnostics(&new);
+        run_error(
+            "contracts/ has errors (above); fix them first: a contract that cannot be read would look removed",
+            run.color,
+        );
+        return ExitCode::FAILURE;
+    }
+    let (report, baseline, unreadable) = match against {
+        Some(against) => match codegen::breaking::baseline::load(&contracts, against, &run.dialect) {
+            Ok(old) => {
+                let unreadable = files_with_errors(&old).len();
+                (codegen::breaking::compare(&old, &new, level), format!("`{against}`"), unreadable)
+            }
+            Err(e) => {
+                run_error(&e, run.color);
+                return ExitCode::from(2);
+            }
+        },
+        None => (codegen::breaking::compare_previous(&new, level), "their previous versions".to_owned(), 0),
+    };
+    if run.format == Format::Json {
+        print!("{}", codegen::report::json_lines_with_related(&report.diagnostics));
+    } else if !report.diagnostics.is_empty() {
+        let text = codegen::report::human(&report.diagnostics, &report.sources, codegen::report::HUMAN_CAP);
+        eprint!("{}", paint(&text, run.color));
+    }
+    let counts = codegen::report::counts(&report.diagnostics);
+    let mut summary = format!(
+        "compared {} contract(s) with {baseline} at the {} level: {} error(s), {} warning(s), {} note(s)",
+        report.pairs,
+        level.as_str(),
+        counts.errors,
+        counts.warnings,
+        counts.notes
+    );
+    if unreadable > 0 {
+        summary.push_str(&format!(
+            "; {unreadable} baseline file(s) have errors and were left out (their nodes count as new)"
+        ));
+    }
     if run.format == Format::Json {
         eprintln!("{summary}")
     } else {

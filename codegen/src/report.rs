@@ -4,7 +4,8 @@
 //! [`HUMAN_CAP`] of them, then says how many more there are, so a run over a whole
 //! repository stays readable while still reporting every problem in the count.
 //! `--format json` prints every diagnostic as one JSON object per line with the keys
-//! `code`, `severity`, `file`, `line`, `column`, `path`, `message`, `hint`.
+//! `code`, `severity`, `file`, `line`, `column`, `path`, `message`, `hint`; `breaking`, whose
+//! findings always name the baseline too, adds `related` ([`json_lines_with_related`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -114,6 +115,26 @@ pub fn json(d: &Diagnostic) -> serde_json::Value {
         "message": d.message,
         "hint": d.hint,
     })
+}
+
+/// [`json_lines`] with one more key, `related`: the other locations of each diagnostic, as
+/// objects with `file`, `line`, `column` and `message` (for `breaking`).
+pub fn json_lines_with_related(diagnostics: &[Diagnostic]) -> String {
+    let mut out = String::new();
+    for d in diagnostics {
+        let mut value = json(d);
+        let related: Vec<serde_json::Value> = d
+            .related
+            .iter()
+            .map(|r| serde_json::json!({"file": r.file, "line": r.pos.line, "column": r.pos.col, "message": r.message}))
+            .collect();
+        if let Some(object) = value.as_object_mut() {
+            object.insert("related".to_owned(), related.into());
+        }
+        out.push_str(&value.to_string());
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ fn help_lists_every_command_and_the_exit_codes() {
     let out = codegen(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
-    for command in ["regenerate", "check", "validate", "new", "codes", "explain", "generate", "schema"] {
+    for command in ["regenerate", "check", "validate", "new", "codes", "explain", "generate", "schema", "breaking"] {
         assert!(text.contains(&format!("\n  {command} ")), "{command}: {text}");
     }
     for option in ["--root", "--format", "--map-type", "--type-map", "--templates", "--color", "--version"] {

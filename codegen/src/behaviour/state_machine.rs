@@ -68,6 +68,8 @@ pub struct Trigger {
     pub wire: String,
     /// The `Trigger` variant.
     pub variant: String,
+    /// Where the trigger is first used.
+    pub pos: Pos,
 }
 
 /// Where a transition may start.
@@ -317,7 +319,11 @@ impl Reader<'_> {
             let trigger = match triggers.iter().position(|x| x.wire == t.trigger.value) {
                 Some(i) => i,
                 None => {
-                    triggers.push(Trigger { wire: t.trigger.value.clone(), variant: variant_ident(&t.trigger.value) });
+                    triggers.push(Trigger {
+                        wire: t.trigger.value.clone(),
+                        variant: variant_ident(&t.trigger.value),
+                        pos: t.trigger.pos,
+                    });
                     trigger_pos.push(t.trigger.pos);
                     triggers.len() - 1
                 }
