@@ -118,6 +118,11 @@ fn git(args: &[&str]) -> String {
 /// every finding located on a file of one of the two revisions, with a hint.
 #[test]
 fn the_repository_history_of_contracts_compares_revision_by_revision() {
+    // A shallow clone has no history to walk; every other clone (CI's included) has it all.
+    if git(&["rev-parse", "--is-shallow-repository"]).trim() == "true" {
+        println!("a shallow clone: no history of contracts/ to compare");
+        return;
+    }
     let revisions: Vec<String> = git(&["rev-list", "--reverse", "--first-parent", "HEAD", "--", "contracts"])
         .lines()
         .map(str::to_owned)
