@@ -220,18 +220,11 @@ pub fn generate(contracts_dir: &Path) -> (Loaded, Option<Output>) {
 
 /// [`generate`] with the options for contracts of other dialects (the type map).
 pub fn generate_with(contracts_dir: &Path, options: &dialect::Options) -> (Loaded, Option<Output>) {
-    let mut loaded = load_with(contracts_dir, None, options);
+    let loaded = load_with(contracts_dir, None, options);
     if loaded.has_errors() {
         return (loaded, None);
     }
-    let base = contracts_dir.file_name().map_or_else(|| "contracts".to_owned(), |n| n.to_string_lossy().into_owned());
-    match emit::render(&base, &loaded.nodes) {
-        Ok(out) => (loaded, Some(out)),
-        Err(diags) => {
-            loaded.diagnostics.extend(diags);
-            (loaded, None)
-        }
-    }
+    render_loaded(contracts_dir, loaded)
 }
 
 /// Loads and renders every *valid* contract under `contracts_dir`, even when others have
@@ -240,10 +233,15 @@ pub fn generate_with(contracts_dir: &Path, options: &dialect::Options) -> (Loade
 /// only when no contract is valid or rendering fails. ([`generate_with`] renders nothing when
 /// any contract has an error: `generated/` is never left with part of the contracts.)
 pub fn generate_valid_with(contracts_dir: &Path, options: &dialect::Options) -> (Loaded, Option<Output>) {
-    let mut loaded = load_with(contracts_dir, None, options);
+    let loaded = load_with(contracts_dir, None, options);
     if loaded.nodes.is_empty() && loaded.has_errors() {
         return (loaded, None);
     }
+    render_loaded(contracts_dir, loaded)
+}
+
+/// Renders the nodes of `loaded`; a rendering error joins its diagnostics (in their order).
+fn render_loaded(contracts_dir: &Path, mut loaded: Loaded) -> (Loaded, Option<Output>) {
     let base = contracts_dir.file_name().map_or_else(|| "contracts".to_owned(), |n| n.to_string_lossy().into_owned());
     match emit::render(&base, &loaded.nodes) {
         Ok(out) => (loaded, Some(out)),

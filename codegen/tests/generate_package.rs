@@ -26,6 +26,21 @@ fn runtime() -> String {
     workspace().join("runtime").to_str().unwrap().to_owned()
 }
 
+/// `codegen generate` of `contracts` into `out` as crate `name`, on this workspace's runtime.
+fn generate_on_this_runtime(contracts: &Path, out: &Path, name: &str) -> Output {
+    codegen(&[
+        "generate",
+        "--contracts",
+        contracts.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--crate",
+        name,
+        "--runtime-path",
+        &runtime(),
+    ])
+}
+
 /// Copies every file under `from` to `to`.
 fn copy_tree(from: &Path, to: &Path) {
     for entry in walkdir::WalkDir::new(from) {
@@ -100,17 +115,7 @@ fn the_corpus_with_one_broken_contract_generates_every_valid_node_and_exits_1() 
     assert!(!expected.nodes.is_empty(), "no valid node in the corpus at {}", corpus.display());
 
     let out_dir = scratch.0.join("pkg");
-    let out = codegen(&[
-        "generate",
-        "--contracts",
-        contracts.to_str().unwrap(),
-        "--out",
-        out_dir.to_str().unwrap(),
-        "--crate",
-        "onex-corpus",
-        "--runtime-path",
-        &runtime(),
-    ]);
+    let out = generate_on_this_runtime(&contracts, &out_dir, "onex-corpus");
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("error[CG0") && stderr.contains("EFECT"), "the broken contract's diagnostic: {stderr}");
@@ -133,17 +138,7 @@ fn what_generate_writes_compiles_with_the_invalid_contract_left_out() {
     let scratch = Scratch::new("generate-compiles");
     let contracts = valid_and_invalid(&scratch);
     let out_dir = scratch.0.join("pkg");
-    let out = codegen(&[
-        "generate",
-        "--contracts",
-        contracts.to_str().unwrap(),
-        "--out",
-        out_dir.to_str().unwrap(),
-        "--crate",
-        "widgets",
-        "--runtime-path",
-        &runtime(),
-    ]);
+    let out = generate_on_this_runtime(&contracts, &out_dir, "widgets");
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("node_broken_widget_effect"), "{stderr}");
