@@ -10,6 +10,25 @@ use super::tokens::{
 use crate::model::NodeModel;
 use crate::validate::DependencyKind;
 
+/// One `onex_runtime::DependencySpec` literal, from its fields' tokens.
+fn dependency_spec(
+    name: TokenStream,
+    kind: TokenStream,
+    class_name: TokenStream,
+    rust_type: TokenStream,
+    required: bool,
+) -> TokenStream {
+    quote! {
+        onex_runtime::DependencySpec {
+            name: #name,
+            kind: #kind,
+            class_name: #class_name,
+            rust_type: #rust_type,
+            required: #required,
+        }
+    }
+}
+
 fn duration(seconds: f64) -> TokenStream {
     match duration_parts(seconds) {
         (false, secs) => quote!(std::time::Duration::from_secs(#secs)),
@@ -86,16 +105,7 @@ pub(super) fn contract_file(node: &NodeModel) -> Result<String, String> {
             }
             None => quote!(None),
         };
-        let required = d.required;
-        quote! {
-            onex_runtime::DependencySpec {
-                name: #name,
-                kind: #kind,
-                class_name: #class_name,
-                rust_type: #rust_type,
-                required: #required,
-            }
-        }
+        dependency_spec(quote!(#name), kind, quote!(#class_name), rust_type, d.required)
     });
     let ios = c.io_operations.iter().map(|io| {
         let operation = &io.operation.value;
@@ -253,16 +263,7 @@ fn contract_text(node: &NodeModel) -> Result<String, String> {
                     }
                     None => quote!(None),
                 };
-                let required = d.required;
-                Ok(quote! {
-                    onex_runtime::DependencySpec {
-                        name: #name,
-                        kind: #kind,
-                        class_name: #class_name,
-                        rust_type: #rust_type,
-                        required: #required,
-                    }
-                })
+                Ok(dependency_spec(quote!(#name), kind, quote!(#class_name), rust_type, d.required))
             })?);
         }
         text.push_str("    ],\n");
