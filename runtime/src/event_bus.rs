@@ -17,7 +17,7 @@ use crate::error::OnexError;
 use crate::event::OnexEvent;
 use crate::node::BoxFuture;
 
-pub use kafka_bus::{EncodedEvent, EventBusStats, KafkaEventBus};
+pub use kafka_bus::{EncodedEvent, EventBusStats, EventMessage, KafkaEventBus};
 pub use rate_limit::{RateLimitRule, RateLimiter};
 pub use retry::{RetryPolicy, Sleeper, TokioSleeper};
 pub use subscriber::{ContextEventHandler, DeadLetter, EventHandler, Subscription, SubscriptionOptions};

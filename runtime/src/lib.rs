@@ -27,6 +27,7 @@ pub mod observability;
 pub mod outbox;
 pub mod postgres;
 pub mod registry;
+pub mod rfc3339;
 pub mod sanitize;
 pub mod sensitive;
 mod stripes;

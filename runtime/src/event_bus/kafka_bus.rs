@@ -25,7 +25,6 @@ use crate::telemetry::{KeyValue, OtelContext, Span, Tracing, carrier};
 use crate::environment::EnvSource;
 use crate::error::{ErrorCode, OnexError};
 use crate::event::OnexEvent;
-use crate::event::rfc3339;
 use crate::event_bus::EventPublisher;
 use crate::event_bus::rate_limit::{RateLimitRule, RateLimiter};
 use crate::event_bus::retry::{RetryPolicy, Sleeper, TokioSleeper, retry};
@@ -36,6 +35,7 @@ use crate::kafka::trace;
 use crate::kafka::{Delivered, KafkaProducerPool, ProduceRecord, headers};
 use crate::metrics::MetricsRegistry;
 use crate::node::BoxFuture;
+use crate::rfc3339;
 
 /// One event, encoded for Kafka.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +95,77 @@ fn write_envelope<P: Serialize>(
 /// from empty four or five times; larger events grow it as before.
 const ENVELOPE_CAPACITY: usize = 512;
 
+/// One event encoded for Kafka that borrows what the event already holds: the envelope is
+/// written, the key kept as text in place, and the headers read from the event when the
+/// message is sent. [`EncodedEvent`] owns copies of all of it; a caller that sends each event
+/// once, to a topic it already has (the node host answering a request), saves those copies.
+#[derive(Debug)]
+pub struct EventMessage<'e, P> {
+    event: &'e OnexEvent<P>,
+    /// The JSON envelope.
+    value: Vec<u8>,
+    /// The correlation id, hyphenated: the message key.
+    key: [u8; UUID_TEXT_LEN],
+}
+
+/// Length of a hyphenated UUID.
+const UUID_TEXT_LEN: usize = 36;
+
+impl<'e, P: Serialize> EventMessage<'e, P> {
+    /// Writes `event`'s envelope (as [`EncodedEvent::new`] does).
+    pub fn encode(event: &'e OnexEvent<P>) -> Result<Self, OnexError> {
+        // Each UUID is written once and copied to the envelope, the key and the header.
+        let (mut event_id, mut key) = (uuid::Uuid::encode_buffer(), [0u8; UUID_TEXT_LEN]);
+        let event_id = &*event.event_id.hyphenated().encode_lower(&mut event_id);
+        event.correlation_id.hyphenated().encode_lower(&mut key);
+        let mut value = Vec::with_capacity(ENVELOPE_CAPACITY);
+        write_envelope(&mut value, event, event_id, text(&key)).map_err(|e| {
+            OnexError::new(ErrorCode::InternalError, format!("cannot encode event {}: {e}", event.event_id))
+        })?;
+        Ok(Self { event, value, key })
+    }
+}
+
+impl<'e, P> EventMessage<'e, P> {
+    /// The JSON envelope.
+    pub fn value(&self) -> &[u8] {
+        &self.value
+    }
+
+    /// The key: the correlation id, hyphenated.
+    pub fn key(&self) -> &str {
+        text(&self.key)
+    }
+
+    /// The message to `topic`.
+    pub fn record<'a>(&'a self, topic: &'a str) -> ProduceRecord<'a> {
+        ProduceRecord::new(topic, &self.value).key(&self.key)
+    }
+
+    /// The message's headers: the event's W3C trace carrier (`traceparent`, `tracestate`,
+    /// `baggage` of `metadata.trace_context`), `onex-event-type` and `onex-event-id`.
+    pub fn headers(&self) -> OwnedHeaders {
+        headers(self.header_pairs(&mut uuid::Uuid::encode_buffer()))
+    }
+
+    fn header_pairs<'a>(&'a self, id_buffer: &'a mut [u8]) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let event_id = &*self.event.event_id.hyphenated().encode_lower(id_buffer);
+        let carrier = self
+            .event
+            .metadata
+            .trace_context
+            .iter()
+            .filter(|(k, _)| matches!(k.as_str(), "traceparent" | "tracestate" | "baggage"))
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        carrier.chain([("onex-event-type", self.event.event_type.as_str()), ("onex-event-id", event_id)])
+    }
+}
+
+/// A hyphenated UUID's bytes as text (always ASCII).
+fn text(uuid: &[u8; UUID_TEXT_LEN]) -> &str {
+    std::str::from_utf8(uuid).unwrap_or_default()
+}
+
 impl EncodedEvent {
     /// Encodes `event` for Kafka as the bus publishes it: topic from its type (`namer`), key =
     /// correlation id, value = JSON envelope, headers = its trace carrier, `onex-event-type`
@@ -105,25 +176,11 @@ impl EncodedEvent {
 
     /// [`EncodedEvent::new`] for a topic chosen by the caller rather than by the event type.
     pub fn to_topic<P: Serialize>(topic: String, event: &OnexEvent<P>) -> Result<Self, OnexError> {
-        // Each UUID is written once and copied to the envelope, the key and the header.
-        let (mut event_id, mut correlation_id) = (uuid::Uuid::encode_buffer(), uuid::Uuid::encode_buffer());
-        let event_id = &*event.event_id.hyphenated().encode_lower(&mut event_id);
-        let correlation_id = &*event.correlation_id.hyphenated().encode_lower(&mut correlation_id);
-        let mut value = Vec::with_capacity(ENVELOPE_CAPACITY);
-        write_envelope(&mut value, event, event_id, correlation_id).map_err(|e| {
-            OnexError::new(ErrorCode::InternalError, format!("cannot encode event {}: {e}", event.event_id))
-        })?;
-        let trace_context = &event.metadata.trace_context;
-        let mut headers: Vec<(String, String)> = Vec::with_capacity(trace_context.len() + 2);
-        headers.extend(
-            trace_context
-                .iter()
-                .filter(|(k, _)| matches!(k.as_str(), "traceparent" | "tracestate" | "baggage"))
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
-        headers.push(("onex-event-type".into(), event.event_type.clone()));
-        headers.push(("onex-event-id".into(), event_id.to_owned()));
-        Ok(Self { topic, key: correlation_id.to_owned(), value, headers })
+        let message = EventMessage::encode(event)?;
+        let headers =
+            message.header_pairs(&mut uuid::Uuid::encode_buffer()).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        let key = message.key().to_owned();
+        Ok(Self { topic, key, value: message.value, headers })
     }
 
     fn owned_headers(&self) -> OwnedHeaders {

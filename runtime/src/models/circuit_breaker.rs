@@ -362,10 +362,10 @@ pub struct CircuitBreakerMetrics {
     /// Times it closed.
     pub circuit_closes: u64,
     /// Last failure.
-    #[serde(default)]
+    #[serde(default, with = "crate::rfc3339::option")]
     pub last_failure: Option<DateTime<Utc>>,
     /// Last success.
-    #[serde(default)]
+    #[serde(default, with = "crate::rfc3339::option")]
     pub last_success: Option<DateTime<Utc>>,
 }
 
@@ -375,6 +375,7 @@ pub struct DeadLetterEntry {
     /// The event, as published.
     pub event: serde_json::Value,
     /// When it was dead-lettered.
+    #[serde(with = "crate::rfc3339")]
     pub timestamp: DateTime<Utc>,
     /// Why ("Queue capacity exceeded").
     pub reason: String,
