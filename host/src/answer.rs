@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
-use onex_runtime::event_bus::EncodedEvent;
+use onex_runtime::event_bus::EventMessage;
 use onex_runtime::kafka::{KafkaProducerPool, ProduceRecord, headers};
 use onex_runtime::{DynNode, ErrorCode, NodeContract, NodeKind, OnexError};
+use rdkafka::message::OwnedHeaders;
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -50,7 +51,8 @@ pub struct Answering {
 /// One fetched message, detached from the consumer.
 #[derive(Debug)]
 pub struct Fetched {
-    pub topic: String,
+    /// The request topic (shared: one per topic, not one per message).
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
@@ -78,33 +80,64 @@ fn failure_of(outcome: &Result<Box<RawValue>, OnexError>) -> Option<ErrorCode> {
 }
 
 /// Answers `message` for `served`. Returns whether everything it published was acknowledged.
+///
+/// The future of this function is allocated for every request and moved as a whole, so the
+/// rare paths (a message that is not a request, the answer store, dead letters, back-offs) are
+/// boxed: their state would otherwise make every request's future as large as the largest.
 pub async fn answer(shared: &Answering, served: &ServedNode, message: &Fetched) -> bool {
     let request = match Request::decode(message.value.as_deref(), message.traceparent.as_deref()) {
         Ok(request) => request,
         Err(reason) => {
             shared.counters.invalid.inc();
             tracing::warn!(topic = %message.topic, offset = message.offset, "dead-lettering a message that is not a request: {reason}");
-            return dead_letter(shared, served, message, &reason, 0).await;
+            return Box::pin(dead_letter(shared, served, message, &reason, 0)).await;
         }
     };
-    if shared.recent.lock().unwrap_or_else(|p| p.into_inner()).seen(request.event.event_id) {
+    if shared.recent.lock().unwrap_or_else(|p| p.into_inner()).seen(request.event_id) {
         shared.counters.duplicates.inc();
     }
-    let name = served.contract.name;
-    let id = request.event.event_id;
     let store = shared.store.as_deref().filter(|_| served.contract.kind == NodeKind::Effect);
     if let Some(store) = store {
-        match retrying(shared, "look up a stored answer", || store.find(name, id)).await {
-            None => return false,
-            Some(Some(stored)) => {
-                shared.counters.replayed.inc();
-                let answer = request.answer(stored.event_type, &shared.source, raw(&stored.payload));
-                return publish(shared, route(served, &answer), &answer).await;
-            }
-            Some(None) => {}
-        }
+        return Box::pin(answer_with_store(shared, served, message, &request, store)).await;
     }
-    let (outcome, attempts) = run(shared, served, &request).await;
+    let (answer, poison) = answer_of(shared, served, &request).await;
+    finish(shared, served, message, &answer, poison).await
+}
+
+/// [`answer`] for an EFFECT node with an answer store: a stored answer is replayed, and a new
+/// one is stored before it is published.
+async fn answer_with_store(
+    shared: &Answering,
+    served: &ServedNode,
+    message: &Fetched,
+    request: &Request<'_>,
+    store: &AnswerStore,
+) -> bool {
+    let (name, id) = (served.contract.name, request.event_id);
+    match retrying(shared, "look up a stored answer", || store.find(name, id)).await {
+        None => return false,
+        Some(Some(stored)) => {
+            shared.counters.replayed.inc();
+            let answer = request.answer(stored.event_type, &shared.source, raw(&stored.payload));
+            return publish(shared, route(served, &answer), &answer).await;
+        }
+        Some(None) => {}
+    }
+    let (mut answer, poison) = answer_of(shared, served, request).await;
+    let payload = serde_json::from_str(answer.payload.get()).unwrap_or_default();
+    let ours = StoredAnswer { event_type: answer.event_type.clone(), payload };
+    match retrying(shared, "store the answer", || store.keep(name, id, ours.clone())).await {
+        None => return false,
+        // Another host stored first: everyone publishes that one answer.
+        Some(kept) if kept != ours => answer = request.answer(kept.event_type, &shared.source, raw(&kept.payload)),
+        Some(_) => {}
+    }
+    finish(shared, served, message, &answer, poison).await
+}
+
+/// Runs the node for `request`: its answer, and why to dead-letter the request too, if so.
+async fn answer_of(shared: &Answering, served: &ServedNode, request: &Request<'_>) -> (Answer, Option<(String, u32)>) {
+    let (outcome, attempts) = run(shared, served, request).await;
     // Dead-lettered too: a request that failed every attempt, or that broke the node.
     let poison = failure_of(&outcome)
         .filter(|&code| (retriable(code) && attempts >= shared.max_attempts) || code == ErrorCode::InternalError)
@@ -114,29 +147,30 @@ pub async fn answer(shared: &Answering, served: &ServedNode, message: &Fetched) 
         });
     // The output moves into the answer: copying a JSON object per request was a tenth of the
     // host's CPU for a small compute node.
-    let mut answer = match outcome {
+    let answer = match outcome {
         Ok(output) => {
             shared.counters.completed.inc();
-            request.completed(name, &shared.source, output)
+            request.completed(&served.routes.completed_type, &shared.source, output)
         }
         Err(error) => {
             shared.counters.failed.inc();
-            request.failed(name, &shared.source, &error, attempts)
+            request.failed(&served.routes.failed_type, &shared.source, &error, attempts)
         }
     };
-    if let Some(store) = store {
-        let payload = serde_json::from_str(answer.payload.get()).unwrap_or_default();
-        let ours = StoredAnswer { event_type: answer.event_type.clone(), payload };
-        match retrying(shared, "store the answer", || store.keep(name, id, ours.clone())).await {
-            None => return false,
-            // Another host stored first: everyone publishes that one answer.
-            Some(kept) if kept != ours => answer = request.answer(kept.event_type, &shared.source, raw(&kept.payload)),
-            Some(_) => {}
-        }
-    }
-    let mut acknowledged = publish(shared, route(served, &answer), &answer).await;
-    if let Some(reason) = poison {
-        acknowledged &= dead_letter(shared, served, message, &reason, attempts).await;
+    (answer, poison.map(|reason| (reason, attempts)))
+}
+
+/// Publishes `answer` and, for a request that could not be served, its dead letter.
+async fn finish(
+    shared: &Answering,
+    served: &ServedNode,
+    message: &Fetched,
+    answer: &Answer,
+    poison: Option<(String, u32)>,
+) -> bool {
+    let mut acknowledged = publish(shared, route(served, answer), answer).await;
+    if let Some((reason, attempts)) = poison {
+        acknowledged &= Box::pin(dead_letter(shared, served, message, &reason, attempts)).await;
     }
     acknowledged
 }
@@ -215,22 +249,21 @@ async fn run(
         }
         shared.counters.retried.inc();
         let backoff = shared.retry_backoff.saturating_mul(1 << (attempt - 1).min(10));
-        tokio::time::sleep(backoff).await;
+        Box::pin(tokio::time::sleep(backoff)).await;
     }
 }
 
 /// Publishes `event` to `topic` until the broker acknowledges it or the shutdown deadline
 /// passes (then `false`).
 async fn publish(shared: &Answering, topic: &str, event: &Answer) -> bool {
-    let encoded = match EncodedEvent::to_topic(topic.to_owned(), event) {
-        Ok(encoded) => encoded,
+    let message = match EventMessage::encode(event) {
+        Ok(message) => message,
         Err(e) => {
             tracing::error!("cannot encode the answer {}: {e}", event.event_id);
             return false;
         }
     };
-    let header_pairs = || encoded.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    send(shared, ProduceRecord::new(&encoded.topic, &encoded.value).key(encoded.key.as_bytes()), header_pairs).await
+    send(shared, message.record(topic), || message.headers()).await
 }
 
 /// Sends the request as it came, to the node's dead-letter topic, with why and how often it
@@ -240,15 +273,14 @@ async fn dead_letter(shared: &Answering, served: &ServedNode, message: &Fetched,
     let (attempts, partition, offset) =
         (attempts.to_string(), message.partition.to_string(), message.offset.to_string());
     let header_pairs = || {
-        [
+        headers([
             ("onex-dlq-reason", reason),
             ("onex-dlq-node", served.contract.name),
             ("onex-dlq-attempts", attempts.as_str()),
-            ("onex-dlq-topic", message.topic.as_str()),
+            ("onex-dlq-topic", &*message.topic),
             ("onex-dlq-partition", partition.as_str()),
             ("onex-dlq-offset", offset.as_str()),
-        ]
-        .into_iter()
+        ])
     };
     let mut record = ProduceRecord::new(&served.routes.dead_letter, value);
     if let Some(key) = &message.key {
@@ -261,17 +293,14 @@ async fn dead_letter(shared: &Answering, served: &ServedNode, message: &Fetched,
     sent
 }
 
-async fn send<'a, H>(shared: &Answering, record: ProduceRecord<'_>, header_pairs: impl Fn() -> H) -> bool
-where
-    H: Iterator<Item = (&'a str, &'a str)>,
-{
+async fn send(shared: &Answering, record: ProduceRecord<'_>, headers: impl Fn() -> OwnedHeaders) -> bool {
     let mut delay = Duration::from_millis(100);
     loop {
-        match shared.pool.publish(record, Some(headers(header_pairs()))).await {
+        match shared.pool.publish(record, Some(headers())).await {
             Ok(_) => return true,
             Err(e) => {
                 tracing::warn!(topic = record.topic, "publishing an answer failed, retrying in {delay:?}: {e}");
-                if !back_off(shared, &mut delay).await {
+                if !Box::pin(back_off(shared, &mut delay)).await {
                     return false;
                 }
             }

@@ -4,13 +4,17 @@
 //! the background, on a rebalance and at shutdown, so delivery is at least once: a host that
 //! dies loses nothing, and the requests it had not committed are answered again elsewhere.
 //!
-//! The loop alone owns the bookkeeping ([`Offsets`], [`KeyQueues`]); answering tasks report
-//! back over a channel.
+//! The loop alone owns the bookkeeping ([`Offsets`], [`KeyQueues`]). Requests are answered in
+//! lanes, one long-lived task per runtime worker, each running its requests' futures side by
+//! side; a finished request reports back over a channel. Lanes instead of a task per request:
+//! spawning one cost a cache-aligned allocation, a move of the whole future into it and often
+//! the wake-up of another thread, several thousand instructions per request.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt as _;
+use futures::stream::{FuturesUnordered, StreamExt as _};
 use onex_runtime::OnexError;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -76,19 +80,29 @@ pub struct Loop {
     pub abandon: watch::Sender<bool>,
 }
 
+impl Loop {
+    /// The index of request topic `name`. A scan: a host serves a handful of topics, and
+    /// comparing a few strings is cheaper per message than hashing one.
+    fn topic_index(&self, name: &str) -> Option<usize> {
+        self.topics.iter().position(|topic| topic == name)
+    }
+}
+
 /// Answers requests until `stop` turns true, then finishes what runs (within the shutdown
 /// timeout), commits and leaves the group. Returns how many fetched requests were left
 /// unanswered (redelivered to the group).
 pub async fn run(this: Loop, mut stop: watch::Receiver<bool>) -> Result<usize, OnexError> {
-    let index: HashMap<String, usize> = this.topics.iter().enumerate().map(|(i, t)| (t.clone(), i)).collect();
+    let names: Vec<Arc<str>> = this.topics.iter().map(|t| Arc::from(t.as_str())).collect();
     let permits = Arc::new(Semaphore::new(this.max_in_flight));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let mut lanes = Lanes::start(&this, &done_tx);
+    drop(done_tx);
     let mut offsets = Offsets::default();
     let mut keys: KeyQueues<Job> = KeyQueues::default();
     let mut running = 0usize;
     let mut receive_errors = 0u32;
     loop {
-        forget_revoked(&this, &index, &mut offsets, &mut keys);
+        forget_revoked(&this, &mut offsets, &mut keys);
         tokio::select! {
             biased;
             _ = stop.changed() => break,
@@ -96,7 +110,7 @@ pub async fn run(this: Loop, mut stop: watch::Receiver<bool>) -> Result<usize, O
                 running -= 1;
                 if let Some(next) = finish(&this, &mut offsets, &mut keys, done) {
                     running += 1;
-                    spawn(&this, next, &done_tx);
+                    lanes.answer(next);
                 }
             }
             received = this.consumer.recv(), if permits.available_permits() > 0 => {
@@ -114,15 +128,15 @@ pub async fn run(this: Loop, mut stop: watch::Receiver<bool>) -> Result<usize, O
                         continue;
                     }
                 };
-                forget_revoked(&this, &index, &mut offsets, &mut keys);
-                let Some(&topic) = index.get(message.topic()) else { continue };
+                forget_revoked(&this, &mut offsets, &mut keys);
+                let Some(topic) = this.topic_index(message.topic()) else { continue };
                 let partition = (topic, message.partition());
                 let epoch = offsets.fetched(partition, message.offset());
                 let traceparent = message.headers().and_then(|h| {
                     h.iter().find(|h| h.key == "traceparent").and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok()).map(str::to_owned)
                 });
                 let fetched = Fetched {
-                    topic: message.topic().to_owned(),
+                    topic: Arc::clone(&names[topic]),
                     partition: message.partition(),
                     offset: message.offset(),
                     key: message.key().map(<[u8]>::to_vec),
@@ -132,13 +146,10 @@ pub async fn run(this: Loop, mut stop: watch::Receiver<bool>) -> Result<usize, O
                 drop(message);
                 this.answering.counters.received.inc();
                 let job = Job { node: this.topic_node[topic], partition, epoch, message: fetched, _permit: permit };
-                let ready = match job.message.key.clone() {
-                    Some(key) => keys.arrive(partition, &key, job),
-                    None => Some(job),
-                };
+                let ready = keys.arrive(partition, job, |job| job.message.key.as_deref());
                 if let Some(job) = ready {
                     running += 1;
-                    spawn(&this, job, &done_tx);
+                    lanes.answer(job);
                 }
             }
         }
@@ -176,30 +187,75 @@ pub async fn run(this: Loop, mut stop: watch::Receiver<bool>) -> Result<usize, O
     Ok(unanswered)
 }
 
-fn spawn(this: &Loop, job: Job, done_tx: &mpsc::UnboundedSender<Done>) {
-    let served = Arc::clone(&this.nodes[job.node]);
-    tokio::spawn(task(Arc::clone(&this.answering), served, job, done_tx.clone()));
+/// The lanes requests are answered in. Dropping it ends every lane once its requests are done.
+struct Lanes {
+    senders: Vec<mpsc::UnboundedSender<Job>>,
+    next: usize,
 }
 
-/// The answering task of `job`. Its block names every field of the job it keeps, the permit
-/// included: a block captures only the fields it names, and a permit left behind would be
-/// dropped as soon as the task was spawned, and nothing would bound the requests held. (An
-/// `async fn` would take the job whole, but keeps its arguments twice in its future, which is
-/// allocated for every request.)
-#[allow(clippy::manual_async_fn, reason = "an `async fn` keeps its arguments twice in its future")]
-fn task(
-    answering: Arc<Answering>,
-    served: Arc<ServedNode>,
-    job: Job,
-    done_tx: mpsc::UnboundedSender<Done>,
-) -> impl Future<Output = ()> {
-    async move {
-        let acknowledged = answer(&answering, &served, &job.message).await;
-        let Job { partition, epoch, message, _permit: permit, .. } = job;
-        let _ = done_tx.send(Done { partition, epoch, offset: message.offset, key: message.key, acknowledged });
-        // Held until the report is sent: requests fetched and not yet reported stay within the bound.
-        drop(permit);
+impl Lanes {
+    /// One lane per runtime worker, so that requests are answered on every core.
+    fn start(this: &Loop, done_tx: &mpsc::UnboundedSender<Done>) -> Self {
+        let count = tokio::runtime::Handle::current().metrics().num_workers().max(1);
+        let senders = (0..count)
+            .map(|_| {
+                let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
+                tokio::spawn(lane(Arc::clone(&this.answering), this.nodes.clone(), jobs_rx, done_tx.clone()));
+                jobs_tx
+            })
+            .collect();
+        Self { senders, next: 0 }
     }
+
+    /// Hands `job` to the next lane, round-robin (a key's order is kept before this point).
+    fn answer(&mut self, job: Job) {
+        self.next = (self.next + 1) % self.senders.len();
+        // A lane ends only when its sender is dropped, so the send cannot fail; were it to,
+        // the job (and its permit) would be dropped unanswered and redelivered to the group.
+        let _ = self.senders[self.next].send(job);
+    }
+}
+
+/// A lane: answers the jobs it is handed, side by side, until its sender is dropped and what
+/// it runs is done.
+async fn lane(
+    answering: Arc<Answering>,
+    nodes: Vec<Arc<ServedNode>>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    done_tx: mpsc::UnboundedSender<Done>,
+) {
+    let mut running = FuturesUnordered::new();
+    let mut open = true;
+    while open || !running.is_empty() {
+        tokio::select! {
+            biased;
+            Some(done) = running.next(), if !running.is_empty() => {
+                let _ = done_tx.send(done);
+            }
+            job = jobs.recv(), if open => match job {
+                Some(job) => running.push(task(&answering, &nodes[job.node], job)),
+                None => open = false,
+            },
+        }
+    }
+}
+
+/// Answers `job` and reports how it went. The job's in-flight permit is held until the report
+/// is made. A panic while answering (outside the node, whose panics are answered as errors)
+/// counts as not acknowledged: the offset is not committed and the request is redelivered.
+async fn task(answering: &Answering, served: &ServedNode, job: Job) -> Done {
+    let acknowledged = std::panic::AssertUnwindSafe(answer(answering, served, &job.message))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            tracing::error!(offset = job.message.offset, "answering a request panicked; it will be redelivered");
+            false
+        });
+    let Job { partition, epoch, message, _permit: permit, .. } = job;
+    let done = Done { partition, epoch, offset: message.offset, key: message.key, acknowledged };
+    // Held until the report is made: requests fetched and not yet reported stay within the bound.
+    drop(permit);
+    done
 }
 
 /// Books a finished request: stores the offset it makes committable, and returns the request
@@ -223,10 +279,10 @@ fn finish(this: &Loop, offsets: &mut Offsets, keys: &mut KeyQueues<Job>, done: D
     }
 }
 
-fn forget_revoked(this: &Loop, index: &HashMap<String, usize>, offsets: &mut Offsets, keys: &mut KeyQueues<Job>) {
+fn forget_revoked(this: &Loop, offsets: &mut Offsets, keys: &mut KeyQueues<Job>) {
     let revoked = std::mem::take(&mut *this.consumer.context().revoked.lock().unwrap_or_else(|p| p.into_inner()));
     for (name, partition) in revoked {
-        if let Some(&topic) = index.get(&name) {
+        if let Some(topic) = this.topic_index(&name) {
             offsets.revoked((topic, partition));
             let dropped = keys.revoked((topic, partition));
             tracing::info!(topic = %name, partition, dropped, "partition revoked");
@@ -271,11 +327,12 @@ mod tests {
     #[test]
     fn an_answering_task_holds_its_in_flight_permit_until_it_ends() {
         let permits = Arc::new(Semaphore::new(1));
-        let message = Fetched { topic: "t".into(), partition: 0, offset: 7, key: None, value: None, traceparent: None };
+        let message =
+            Fetched { topic: Arc::from("t"), partition: 0, offset: 7, key: None, value: None, traceparent: None };
         let permit = Arc::clone(&permits).try_acquire_owned().unwrap();
         let job = Job { node: 0, partition: (0, 0), epoch: 1, message, _permit: permit };
-        let (done_tx, _done_rx) = mpsc::unbounded_channel();
-        let running = task(answering(), served(), job, done_tx);
+        let (answering, served) = (answering(), served());
+        let running = task(&answering, &served, job);
         assert_eq!(permits.available_permits(), 0, "the task was made, so its request is held");
         drop(running);
         assert_eq!(permits.available_permits(), 1, "the task is gone, so is its request");

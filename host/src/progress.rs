@@ -10,10 +10,45 @@
 //! - a partition taken away by a rebalance starts a new epoch: what finishes from the old one
 //!   moves no offset of the new one.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// A partition of a topic, by the topic's index in the host's topic list.
 pub type Partition = (usize, i32);
+
+/// A map keyed by [`Partition`], hashed with [`PartitionHasher`].
+type PartitionMap<V> = HashMap<Partition, V, BuildHasherDefault<PartitionHasher>>;
+
+/// Hashes a [`Partition`] with a multiplication per number (FxHash's step). Partitions are
+/// this host's own small numbers, not input from outside, so a keyed hash's resistance to
+/// crafted keys buys nothing here, and SipHash was a visible share of the loop's work.
+#[derive(Default)]
+struct PartitionHasher(u64);
+
+impl PartitionHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for PartitionHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        bytes.iter().for_each(|&b| self.add(u64::from(b)));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn write_i32(&mut self, n: i32) {
+        self.add(u64::from(n.cast_unsigned()));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 #[derive(Debug, Default)]
 struct PartitionProgress {
@@ -26,7 +61,7 @@ struct PartitionProgress {
 /// The offsets of every partition this host holds.
 #[derive(Debug, Default)]
 pub struct Offsets {
-    partitions: HashMap<Partition, PartitionProgress>,
+    partitions: PartitionMap<PartitionProgress>,
     next_epoch: u64,
 }
 
@@ -74,28 +109,35 @@ impl Offsets {
 }
 
 /// Requests waiting behind a running request with the same key.
+///
+/// Keyed per partition, then by the key's bytes: a lookup borrows the key (no copy per request);
+/// only a key that starts running is copied, once, and freed when its last request finishes.
 #[derive(Debug)]
 pub struct KeyQueues<T> {
-    waiting: HashMap<(Partition, Vec<u8>), VecDeque<T>>,
+    /// Per partition, the keys running, with the requests waiting behind each (often none).
+    waiting: PartitionMap<HashMap<Box<[u8]>, VecDeque<T>>>,
 }
 
 impl<T> Default for KeyQueues<T> {
     fn default() -> Self {
-        Self { waiting: HashMap::new() }
+        Self { waiting: PartitionMap::default() }
     }
 }
 
 impl<T> KeyQueues<T> {
-    /// A request with `key` arrived: `Some(request)` when it may run now, `None` when it was
-    /// queued behind the running one.
-    pub fn arrive(&mut self, partition: Partition, key: &[u8], request: T) -> Option<T> {
-        match self.waiting.get_mut(&(partition, key.to_vec())) {
-            Some(queue) => {
-                queue.push_back(request);
+    /// A request arrived; `key_of` reads its key (`None`: it has none and never waits).
+    /// `Some(request)` when it may run now, `None` when it was queued behind the running one.
+    pub fn arrive(&mut self, partition: Partition, request: T, key_of: impl Fn(&T) -> Option<&[u8]>) -> Option<T> {
+        let Some(key) = key_of(&request) else { return Some(request) };
+        // The key is copied before the lookup: most keys are not running, and then the copy
+        // is kept, which saves hashing the key twice.
+        match self.waiting.entry(partition).or_default().entry(key.into()) {
+            Entry::Occupied(mut running) => {
+                running.get_mut().push_back(request);
                 None
             }
-            None => {
-                self.waiting.insert((partition, key.to_vec()), VecDeque::new());
+            Entry::Vacant(free) => {
+                free.insert(VecDeque::new());
                 Some(request)
             }
         }
@@ -103,27 +145,18 @@ impl<T> KeyQueues<T> {
 
     /// The running request with `key` finished: the next one to run, if any.
     pub fn finish(&mut self, partition: Partition, key: &[u8]) -> Option<T> {
-        let slot = (partition, key.to_vec());
-        let queue = self.waiting.get_mut(&slot)?;
-        let next = queue.pop_front();
-        if next.is_none() {
-            self.waiting.remove(&slot);
-        }
-        next
+        let queues = self.waiting.get_mut(&partition)?;
+        // Taken out and put back only when a request waits (the key keeps running): one hash
+        // of the key in the common case.
+        let (key, mut queue) = queues.remove_entry(key)?;
+        let next = queue.pop_front()?;
+        queues.insert(key, queue);
+        Some(next)
     }
 
     /// The partition was revoked: drops its waiting requests (the next owner gets them).
     pub fn revoked(&mut self, partition: Partition) -> usize {
-        let mut dropped = 0;
-        self.waiting.retain(|(p, _), queue| {
-            if *p == partition {
-                dropped += queue.len();
-                false
-            } else {
-                true
-            }
-        });
-        dropped
+        self.waiting.remove(&partition).map_or(0, |queues| queues.values().map(VecDeque::len).sum())
     }
 }
 
@@ -160,16 +193,20 @@ mod tests {
     fn a_key_runs_one_request_at_a_time_in_arrival_order() {
         let mut keys = KeyQueues::default();
         let p = (0, 0);
-        assert_eq!(keys.arrive(p, b"a", 1), Some(1));
-        assert_eq!(keys.arrive(p, b"a", 2), None);
-        assert_eq!(keys.arrive(p, b"b", 3), Some(3));
-        assert_eq!(keys.arrive(p, b"a", 4), None);
-        assert_eq!(keys.finish(p, b"a"), Some(2));
-        assert_eq!(keys.finish(p, b"a"), Some(4));
-        assert_eq!(keys.finish(p, b"a"), None);
-        assert_eq!(keys.arrive(p, b"a", 5), Some(5));
-        assert_eq!(keys.arrive(p, b"a", 6), None);
+        // A request here is (key, number).
+        fn key_of<'a>(r: &'a (&'static [u8], u32)) -> Option<&'a [u8]> {
+            Some(r.0)
+        }
+        assert_eq!(keys.arrive(p, (&b"a"[..], 1), key_of).map(|r| r.1), Some(1));
+        assert_eq!(keys.arrive(p, (&b"a"[..], 2), key_of).map(|r| r.1), None);
+        assert_eq!(keys.arrive(p, (&b"b"[..], 3), key_of).map(|r| r.1), Some(3));
+        assert_eq!(keys.arrive(p, (&b"a"[..], 4), key_of).map(|r| r.1), None);
+        assert_eq!(keys.finish(p, b"a").map(|r| r.1), Some(2));
+        assert_eq!(keys.finish(p, b"a").map(|r| r.1), Some(4));
+        assert_eq!(keys.finish(p, b"a").map(|r| r.1), None);
+        assert_eq!(keys.arrive(p, (&b"a"[..], 5), key_of).map(|r| r.1), Some(5));
+        assert_eq!(keys.arrive(p, (&b"a"[..], 6), key_of).map(|r| r.1), None);
         assert_eq!(keys.revoked(p), 1);
-        assert_eq!(keys.arrive(p, b"a", 7), Some(7));
+        assert_eq!(keys.arrive(p, (&b"a"[..], 7), key_of).map(|r| r.1), Some(7));
     }
 }

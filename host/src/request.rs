@@ -10,13 +10,16 @@
 //! `{node}.failed` whose payload is `{"error_code", "message", "details", "attempts"}`. Both
 //! carry the request's correlation id and trace context, and `metadata.request_event_id`.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use onex_runtime::event::OnexEvent;
 use onex_runtime::{Context, ErrorCode, OnexError, TraceContext};
+use serde::Deserialize;
 use serde_json::value::RawValue;
-
-use crate::routes::Routes;
+use uuid::Uuid;
 
 /// An answer: the payload is JSON text, written by the node or by the host.
 pub type Answer = OnexEvent<Box<RawValue>>;
@@ -25,12 +28,46 @@ pub type Answer = OnexEvent<Box<RawValue>>;
 /// once, by the node, straight into its input model.
 #[derive(Debug)]
 pub struct Request<'a> {
-    /// The envelope; `None` when the payload is absent or `null`.
-    pub event: OnexEvent<Option<&'a RawValue>>,
+    /// The request's event id (`metadata.request_event_id` of the answer).
+    pub event_id: Uuid,
+    /// Its correlation id, never nil.
+    pub correlation_id: Uuid,
+    /// Its `metadata.trace_context`, passed on to the answer.
+    pub trace_context: BTreeMap<String, String>,
+    /// The payload; `None` when absent or `null`.
+    pub payload: Option<&'a RawValue>,
     /// Where it came from in the trace.
     pub trace: Option<TraceContext>,
     /// The request's deadline, if it set one.
     pub deadline: Option<Instant>,
+}
+
+/// A request envelope as the host reads it: every field an ONEX envelope must have, checked
+/// as `OnexEvent`'s decoding checks it, but the type, source and timestamp only checked, not
+/// kept, and of the metadata only the trace context and the deadline (the other metadata is
+/// not the host's to read, and reading it generically cost more than the rest together).
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    event_id: Uuid,
+    #[serde(borrow, rename = "event_type")]
+    _event_type: Cow<'a, str>,
+    correlation_id: Uuid,
+    #[serde(deserialize_with = "onex_runtime::rfc3339::deserialize", rename = "timestamp")]
+    _timestamp: DateTime<Utc>,
+    #[serde(borrow, rename = "source")]
+    _source: Cow<'a, str>,
+    #[serde(default, borrow)]
+    payload: Option<&'a RawValue>,
+    #[serde(default)]
+    metadata: Metadata,
+}
+
+#[derive(Deserialize, Default)]
+struct Metadata {
+    #[serde(default)]
+    trace_context: BTreeMap<String, String>,
+    #[serde(default)]
+    deadline: Option<serde_json::Value>,
 }
 
 impl<'a> Request<'a> {
@@ -38,31 +75,39 @@ impl<'a> Request<'a> {
     /// message is not a request (it cannot be answered: it has no usable correlation id).
     pub fn decode(value: Option<&'a [u8]>, traceparent: Option<&str>) -> Result<Self, String> {
         let value = value.ok_or("the message has no value")?;
-        let event: OnexEvent<Option<&RawValue>> =
+        let envelope: Envelope<'a> =
             serde_json::from_slice(value).map_err(|e| format!("the value is not an ONEX event envelope: {e}"))?;
-        if event.correlation_id.is_nil() {
+        if envelope.correlation_id.is_nil() {
             return Err("the envelope's correlation_id is the nil UUID".into());
         }
+        let Metadata { trace_context, deadline } = envelope.metadata;
         let trace = traceparent
             .and_then(|header| TraceContext::parse_traceparent(header).ok())
-            .or_else(|| TraceContext::parse_traceparent(event.metadata.trace_context.get("traceparent")?).ok());
-        let deadline = match event.metadata.extra.get("deadline") {
-            None => None,
-            Some(value) => Some(deadline_of(value).ok_or_else(|| {
+            .or_else(|| TraceContext::parse_traceparent(trace_context.get("traceparent")?).ok());
+        let deadline = match deadline {
+            None | Some(serde_json::Value::Null) => None,
+            Some(value) => Some(deadline_of(&value).ok_or_else(|| {
                 format!("metadata.deadline must be an RFC 3339 time, e.g. 2026-01-01T00:00:00Z, not {value}")
             })?),
         };
-        Ok(Self { event, trace, deadline })
+        Ok(Self {
+            event_id: envelope.event_id,
+            correlation_id: envelope.correlation_id,
+            trace_context,
+            payload: envelope.payload,
+            trace,
+            deadline,
+        })
     }
 
     /// The payload, the node's input (`null` when there is none).
     pub fn payload(&self) -> &'a RawValue {
-        self.event.payload.unwrap_or(RawValue::NULL)
+        self.payload.unwrap_or(RawValue::NULL)
     }
 
     /// The context the node runs in.
     pub fn context(&self) -> Context {
-        let ctx = Context::for_request(Some(self.event.correlation_id)).unwrap_or_default();
+        let ctx = Context::for_request(Some(self.correlation_id)).unwrap_or_default();
         let ctx = match self.deadline {
             Some(deadline) => ctx.with_deadline(deadline),
             None => ctx,
@@ -73,25 +118,25 @@ impl<'a> Request<'a> {
         }
     }
 
-    /// The answer carrying `output`.
-    pub fn completed(&self, node: &str, source: &str, output: Box<RawValue>) -> Answer {
-        self.answer(Routes::completed_type(node), source, output)
+    /// The answer of event type `completed_type` carrying `output`.
+    pub fn completed(&self, completed_type: &str, source: &str, output: Box<RawValue>) -> Answer {
+        self.answer(completed_type.to_owned(), source, output)
     }
 
-    /// The answer carrying `error`, after `attempts` runs.
-    pub fn failed(&self, node: &str, source: &str, error: &OnexError, attempts: u32) -> Answer {
-        self.answer(Routes::failed_type(node), source, failure_payload(error, attempts))
+    /// The answer of event type `failed_type` carrying `error`, after `attempts` runs.
+    pub fn failed(&self, failed_type: &str, source: &str, error: &OnexError, attempts: u32) -> Answer {
+        self.answer(failed_type.to_owned(), source, failure_payload(error, attempts))
     }
 
     /// The answer of type `event_type` carrying `payload`.
     pub fn answer(&self, event_type: String, source: &str, payload: Box<RawValue>) -> Answer {
-        let answer = OnexEvent::new(event_type, source, self.event.correlation_id, serde_json::Value::Null);
+        let answer = OnexEvent::new(event_type, source, self.correlation_id, serde_json::Value::Null);
         let mut answer = answer.with_payload(payload);
-        answer.metadata.trace_context = self.event.metadata.trace_context.clone();
+        answer.metadata.trace_context = self.trace_context.clone();
         if let Some(trace) = &self.trace {
             answer.metadata.trace_context.insert("traceparent".into(), trace.traceparent());
         }
-        answer.metadata.extra.insert("request_event_id".into(), self.event.event_id.to_string().into());
+        answer.metadata.extra.insert("request_event_id".into(), self.event_id.to_string().into());
         answer
     }
 }
@@ -162,13 +207,13 @@ mod tests {
         let value = envelope("");
         let request = Request::decode(Some(&value), Some(header)).unwrap();
         let output = serde_json::value::to_raw_value(&serde_json::json!({"ok": true})).unwrap();
-        let answer = request.completed("node_x", "host", output);
+        let answer = request.completed("node_x.completed", "host", output);
         assert_eq!(answer.event_type, "node_x.completed");
-        assert_eq!(answer.correlation_id, request.event.correlation_id);
+        assert_eq!(answer.correlation_id, request.correlation_id);
         assert_eq!(answer.metadata.trace_context["traceparent"], header);
-        assert_eq!(answer.metadata.extra["request_event_id"], request.event.event_id.to_string());
+        assert_eq!(answer.metadata.extra["request_event_id"], request.event_id.to_string());
         assert_eq!(request.payload().get(), r#"{"x":1}"#);
-        let failed = request.failed("node_x", "host", &OnexError::validation("missing field `operation`"), 1);
+        let failed = request.failed("node_x.failed", "host", &OnexError::validation("missing field `operation`"), 1);
         let payload: serde_json::Value = serde_json::from_str(failed.payload.get()).unwrap();
         assert_eq!(payload["error_code"], "VALIDATION_ERROR");
         assert_eq!(payload["message"], "missing field `operation`");
@@ -179,11 +224,11 @@ mod tests {
         let value = envelope("");
         let request = Request::decode(Some(&value), None).unwrap();
         let output = serde_json::value::to_raw_value(&serde_json::json!({"rows": [1, 2], "note": "é\\n"})).unwrap();
-        let answer = request.completed("node_x", "host", output);
+        let answer = request.completed("node_x.completed", "host", output);
         let encoded = onex_runtime::event_bus::EncodedEvent::to_topic("t".into(), &answer).unwrap();
         let read: OnexEvent = serde_json::from_slice(&encoded.value).unwrap();
         assert_eq!(read.payload, serde_json::json!({"rows": [1, 2], "note": "é\\n"}));
-        assert_eq!((read.event_id, read.correlation_id), (answer.event_id, request.event.correlation_id));
+        assert_eq!((read.event_id, read.correlation_id), (answer.event_id, request.correlation_id));
         assert_eq!(read.metadata, answer.metadata);
     }
 
@@ -208,6 +253,16 @@ mod tests {
         assert!(Request::decode(Some(b"{]"), None).unwrap_err().contains("not an ONEX event envelope"));
         let e = Request::decode(Some(&envelope(r#","deadline":"soon""#)), None).unwrap_err();
         assert!(e.contains("metadata.deadline"), "{e}");
+        // What the host does not keep is still checked as every envelope's decoding checks it.
+        let good = String::from_utf8(envelope("")).unwrap();
+        for (field, broken) in [
+            ("timestamp", good.replace("2026-01-01T00:00:00Z", "yesterday")),
+            ("source", good.replace(r#""source":"s","#, "")),
+            ("event_type", good.replace(r#""event_type":"t","#, r#""event_type":7,"#)),
+        ] {
+            let e = Request::decode(Some(broken.as_bytes()), None).unwrap_err();
+            assert!(e.contains("not an ONEX event envelope"), "{field}: {e}");
+        }
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub struct Routes {
     pub failed: String,
     /// Where requests that cannot be answered go.
     pub dead_letter: String,
+    /// The event type of a result ([`Routes::completed_type`]).
+    pub completed_type: String,
+    /// The event type of a failure ([`Routes::failed_type`]).
+    pub failed_type: String,
 }
 
 impl Routes {
@@ -38,6 +42,8 @@ impl Routes {
             completed: namer.topic("evt", &format!("{node}-completed")),
             failed: namer.topic("evt", &format!("{node}-failed")),
             dead_letter: namer.topic("dlq", &format!("{node}-request")),
+            completed_type: Self::completed_type(contract.name),
+            failed_type: Self::failed_type(contract.name),
         };
         if let Some(topics) = &contract.topics {
             if !topics.subscribe.is_empty() {
