@@ -18,7 +18,7 @@
 //! - `bus-publish`: `KafkaEventBus::publish_event`, one `OnexEvent` per message (cloned from a
 //!   template inside the window with fresh ids, a null payload): envelope encoding, topic
 //!   naming, headers, the per-source rate limit (a rule wide enough never to refuse, so its
-//!   check is paid) and the retry wrapper. Its Kafka value is the JSON envelope (about 200
+//!   check is paid) and the retry wrapper. Its Kafka value is the JSON envelope (260
 //!   bytes, recorded in `settings`), not 100 bytes: what the bus costs includes writing it;
 //! - `pool-traced-1.0`, `pool-traced-0.1`: `pool` with tracing on, a PRODUCER span per message
 //!   (sampling 1.0 and 0.1) exported over OTLP/gRPC to a receiver in a child process on
