@@ -12,6 +12,9 @@
 #   ONEX_BENCH_INSTRUCTIONS (space-separated contenders, default "node pool-api deadpool bb8";
 #   e.g. "node node-traced-0.1 node-traced-1.0" for what tracing costs per statement; one round
 #   of ONEX_BENCH_SECONDS, default 2 here: longer rounds spread one-time costs thinner).
+#   ONEX_BENCH_INSTRUCTIONS_CLIENTS (space-separated client counts, default "32"; e.g. "8 128"
+#   to see what grows with concurrency: pools hold at most 50 connections, so at 128 clients
+#   most checkouts wait). Rows are named contender@clients.
 # Environment: ONEX_BENCH_SECONDS (per round, default 3), ONEX_BENCH_ROUNDS (default 11; about
 #              12 minutes for everything),
 #              ONEX_BENCH_CLIENTS (default 8,32,128), ONEX_BENCH_ONLY (comma-separated:
@@ -53,15 +56,18 @@ if [[ $mode == --instructions ]]; then
     mkdir -p "$root/target/bench"
     profiles=()
     read -ra measured <<<"${ONEX_BENCH_INSTRUCTIONS:-node pool-api deadpool bb8}"
-    for contender in "${measured[@]}"; do
-        out="$root/target/bench/callgrind-postgres-$contender.out"
-        # Collected inside tokio's task polls: the worker threads' whole work (requests, the
-        # connection drivers, parking), not the set-up on the main thread.
-        ONEX_BENCH_ONLY=$contender ONEX_BENCH_CLIENTS=32 ONEX_BENCH_ROUNDS=1 ONEX_BENCH_SECONDS=${ONEX_BENCH_SECONDS:-2} \
-            ONEX_BENCH_OUT="$root/target/bench/callgrind-postgres-$contender.json" \
-            valgrind --tool=callgrind --callgrind-out-file="$out" --toggle-collect='tokio::runtime::task::raw::poll*' \
-            "$bin" 2>&1 | grep -E 'tps=' || true
-        profiles+=("$contender=$out")
+    read -ra client_counts <<<"${ONEX_BENCH_INSTRUCTIONS_CLIENTS:-32}"
+    for clients in "${client_counts[@]}"; do
+        for contender in "${measured[@]}"; do
+            out="$root/target/bench/callgrind-postgres-$contender-c$clients.out"
+            # Collected inside tokio's task polls: the worker threads' whole work (requests, the
+            # connection drivers, parking), not the set-up on the main thread.
+            ONEX_BENCH_ONLY=$contender ONEX_BENCH_CLIENTS=$clients ONEX_BENCH_ROUNDS=1 ONEX_BENCH_SECONDS=${ONEX_BENCH_SECONDS:-2} \
+                ONEX_BENCH_OUT="$root/target/bench/callgrind-postgres-$contender-c$clients.json" \
+                valgrind --tool=callgrind --callgrind-out-file="$out" --toggle-collect='tokio::runtime::task::raw::poll*' \
+                "$bin" 2>&1 | grep -E 'tps=' || true
+            profiles+=("$contender@$clients=$out")
+        done
     done
     python3 "$root/scripts/callgrind-per-op.py" --per-call tokio_postgres::client::InnerClient::send \
         --out "$root/target/bench/postgres-instructions.json" "${profiles[@]}"

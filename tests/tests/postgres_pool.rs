@@ -616,3 +616,58 @@ async fn a_caller_dropped_mid_statement_stops_it_on_the_server_and_the_connectio
     assert_eq!(pg.fetch_value("SELECT 7", &[]).await.unwrap(), Some(json!(7)));
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+/// Waiters reuse each other's timers (the pool keeps them armed between waits): a reused timer
+/// must still end a wait at that wait's own, earlier deadline, and a timer left over from a
+/// runtime that has shut down must not be polled (tokio panics on that) when the pool is used
+/// from another runtime.
+#[test]
+fn a_waiter_keeps_its_own_deadline_on_a_reused_timer_and_on_a_new_runtime() {
+    let runtime = || tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let by =
+        |ms| QueryOptions { deadline: Some(Instant::now() + Duration::from_millis(ms)), ..QueryOptions::default() };
+    let first = runtime();
+    let (db, pg) = first.block_on(async {
+        let db = TestDatabase::create("app").await;
+        let pg = Arc::new(
+            manager(&db, |c| {
+                one_connection(c);
+                c.wait_timeout_secs = 30.0;
+            })
+            .await,
+        );
+        // A wait with a far deadline that ends with the connection: its timer, armed for
+        // 20 s from now, becomes the pool's spare.
+        let held = pg.acquire().await.unwrap();
+        let waiter = {
+            let pg = Arc::clone(&pg);
+            tokio::spawn(async move { pg.fetch_value_with("SELECT 1", &[], by(20_000)).await })
+        };
+        wait_until("the waiter to queue", Duration::from_secs(5), || pg.connection_stats().waiting == 1).await;
+        drop(held);
+        assert_eq!(waiter.await.unwrap().unwrap(), Some(json!(1)));
+        assert_eq!(pg.connection_stats().waited_checkouts, 1);
+
+        // The next wait takes that timer and must end at its own 200 ms deadline.
+        let held = pg.acquire().await.unwrap();
+        let started = Instant::now();
+        let err = pg.fetch_value_with("SELECT 1", &[], by(200)).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::DatabaseOperationError, "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        drop(held);
+        (db, pg)
+    });
+    drop(first);
+
+    // The first runtime is gone, with its connection tasks and its timers.
+    runtime().block_on(async {
+        let held = pg.acquire().await.expect("a new connection on this runtime");
+        let err = pg.fetch_value_with("SELECT 1", &[], by(200)).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::DatabaseOperationError, "{err}");
+        drop(held);
+        assert_eq!(pg.fetch_value("SELECT 1", &[]).await.unwrap(), Some(json!(1)));
+        assert_eq!(pg.connection_stats().wait_timeouts, 2);
+        pg.close();
+    });
+    drop(db);
+}
