@@ -4,10 +4,10 @@ use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
 use super::tokens::{
-    Item, Shapes, doc_attrs, doc_comment, ident, indented_doc_comment, inner_doc, one_line_empty_block, print_item,
-    render_unformatted_file, version_text,
+    Item, Shapes, Word, doc_attrs, doc_comment, ident, indented_doc_comment, inner_doc, one_line_empty_block,
+    print_item, render_unformatted_file, version_text,
 };
-use crate::model::{DefaultValue, Doc, Field, NodeModel, RustType, TaggedVariant, TypeDef};
+use crate::model::{DefaultValue, Doc, Field, NodeModel, RustType, TaggedVariant, TypeDef, Variant};
 use crate::naming::SerdeRule;
 
 fn rust_type(ty: &RustType) -> Result<TokenStream, String> {
@@ -313,6 +313,186 @@ fn tagged_tokens(
     })
 }
 
+/// An enum's items: the enum, its `impl` (`ALL` and `as_str`) and its `Display`.
+///
+/// An enum may have hundreds of thousands of values (a contract at the size limit), and syn and
+/// prettyplease over one item that size take seconds: the enum's variants and the arms of
+/// `as_str` are printed one by one ([`Shapes`], once per run for each widths of their words)
+/// and written into the printed headers, as [`struct_item`] does with fields. Items the
+/// splicing cannot vouch for (a header too long for a line, a value with a line break, an
+/// `ALL` that might fit on one line) are printed whole ([`enum_items_whole`]); the unit tests
+/// compare both ways.
+fn enum_items(name: &str, doc: &Doc, variants: &[Variant], serde: &TokenStream) -> Result<Vec<Item>, String> {
+    let ident_name = ident(name)?;
+    let renames_of = Renames::choose(variants.iter().map(|v| (v.ident.as_str(), v.wire.as_str())), SerdeRule::variant);
+    if variants.is_empty() || variants.iter().any(|v| v.wire.contains('\n')) {
+        return enum_items_whole(name, doc, variants, serde, &renames_of);
+    }
+    let fallback = format!("`{name}`.");
+    let doc_text = doc.text.as_deref().unwrap_or(&fallback);
+    let rename_all = renames_of.rename_all();
+    let header = quote! {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, #serde)]
+        #rename_all
+        pub enum #ident_name
+    };
+    let mut variants_text = String::new();
+    for v in variants {
+        variants_text.push_str(&variant_text(v, &renames_of)?);
+    }
+    let enum_item = struct_item(doc_text, header, &variants_text, || {
+        Ok(variants
+            .iter()
+            .map(|v| {
+                let (docs, id) = (format!(" `{}`", v.wire), ident(&v.ident)?);
+                let rename = renames_of.rename(&v.ident, &v.wire);
+                Ok(quote!(#[doc = #docs] #rename #id))
+            })
+            .collect::<Result<Vec<_>, String>>()?)
+    })?;
+    // The one-line `ALL` would be wider than a line by its elements alone, so prettyplease
+    // breaks it, one element a line; a shorter one is printed whole.
+    let all_width: usize = variants.iter().map(|v| "Self::, ".len() + v.ident.len()).sum();
+    let bare_impl = print_item(quote! { impl #ident_name {} })?;
+    let impl_header = one_line_empty_block(&bare_impl).filter(|_| all_width > 100);
+    let impl_item = match impl_header {
+        Some(header) => {
+            let mut text = String::with_capacity(header.len() + 64 * variants.len());
+            text.push_str(header);
+            text.push_str("{\n    /// Every value, in contract order.\n");
+            text.push_str(&format!("    pub const ALL: [Self; {}] = [\n", variants.len()));
+            for v in variants {
+                ident(&v.ident)?;
+                text.push_str("        Self::");
+                text.push_str(&v.ident);
+                text.push_str(",\n");
+            }
+            text.push_str("    ];\n    /// The value as written in the contract and on the wire.\n");
+            text.push_str("    pub const fn as_str(self) -> &'static str {\n        match self {\n");
+            for v in variants {
+                text.push_str(&as_str_arm_text(v)?);
+            }
+            text.push_str("        }\n    }\n}\n");
+            Item::Text(text)
+        }
+        None => enum_impl_tokens(name, variants)?.into(),
+    };
+    Ok(vec![enum_item, impl_item, enum_display_tokens(name)?.into()])
+}
+
+/// [`enum_items`] printed whole by syn and prettyplease.
+fn enum_items_whole(
+    name: &str,
+    doc: &Doc,
+    variants: &[Variant],
+    serde: &TokenStream,
+    renames_of: &Renames,
+) -> Result<Vec<Item>, String> {
+    let ident_name = ident(name)?;
+    let doc = doc_attrs(doc, &format!("`{name}`."));
+    let idents = variants.iter().map(|v| ident(&v.ident)).collect::<Result<Vec<_>, _>>()?;
+    let variant_docs: Vec<String> = variants.iter().map(|v| format!(" `{}`", v.wire)).collect();
+    let rename_all = renames_of.rename_all();
+    let renames = variants.iter().map(|v| renames_of.rename(&v.ident, &v.wire));
+    Ok(vec![
+        Item::from(quote! {
+            #doc
+            #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, #serde)]
+            #rename_all
+            pub enum #ident_name {
+                #( #[doc = #variant_docs] #renames #idents, )*
+            }
+        }),
+        enum_impl_tokens(name, variants)?.into(),
+        enum_display_tokens(name)?.into(),
+    ])
+}
+
+/// An enum's `impl` with `ALL` and `as_str`.
+fn enum_impl_tokens(name: &str, variants: &[Variant]) -> Result<TokenStream, String> {
+    let ident_name = ident(name)?;
+    let idents = variants.iter().map(|v| ident(&v.ident)).collect::<Result<Vec<_>, _>>()?;
+    let wires: Vec<&str> = variants.iter().map(|v| v.wire.as_str()).collect();
+    let count = Literal::usize_unsuffixed(variants.len());
+    Ok(quote! {
+        impl #ident_name {
+            /// Every value, in contract order.
+            pub const ALL: [Self; #count] = [#(Self::#idents),*];
+
+            /// The value as written in the contract and on the wire.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    #( Self::#idents => #wires, )*
+                }
+            }
+        }
+    })
+}
+
+fn enum_display_tokens(name: &str) -> Result<TokenStream, String> {
+    let ident_name = ident(name)?;
+    Ok(quote! {
+        impl std::fmt::Display for #ident_name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    })
+}
+
+/// One variant as printed in its enum (indented once), its doc comment included: the value
+/// holds no line break, so prettyplease prints the doc attribute as a `///` line of its text.
+fn variant_text(v: &Variant, renames_of: &Renames) -> Result<String, String> {
+    static VARIANTS: Shapes = Shapes::new();
+    let rename = renames_of.needs(&v.ident, &v.wire).then(|| Literal::string(&v.wire).to_string());
+    let mut words: Vec<Word<'_>> = vec![(&v.ident, 'q')];
+    words.extend(rename.as_deref().map(|w| (w, 'W')));
+    let text = VARIANTS.text(u8::from(rename.is_some()), &words, |words| {
+        let id = ident(&words[0])?;
+        let rename = match words.get(1) {
+            Some(wire) => {
+                let wire = wire.parse::<Literal>().map_err(|e| format!("internal: literal {wire}: {e}"))?;
+                Some(quote!(#[serde(rename = #wire)]))
+            }
+            None => None,
+        };
+        let printed = print_item(quote! { enum E { #rename #id, } })?;
+        let inside = printed.strip_prefix("enum E {\n").and_then(|rest| rest.strip_suffix("}\n"));
+        inside.map(str::to_owned).ok_or_else(|| format!("internal: a variant printed as\n{printed}"))
+    })?;
+    Ok(indented_doc_comment_line(&format!(" `{}`", v.wire)) + &text)
+}
+
+/// A `#[doc]` attribute of one line that starts with a space, as prettyplease prints it in a
+/// block at the top level (indented once): `///` and the text without its trailing spaces.
+fn indented_doc_comment_line(text: &str) -> String {
+    format!("    ///{}\n", text.trim_end_matches(' '))
+}
+
+/// One arm of an enum's `as_str` (`Self::V => "v",`), as printed there (indented three times).
+fn as_str_arm_text(v: &Variant) -> Result<String, String> {
+    static ARMS: Shapes = Shapes::new();
+    let wire = Literal::string(&v.wire).to_string();
+    let words: [Word<'_>; 2] = [(&v.ident, 'q'), (&wire, 'W')];
+    ARMS.text(0, &words, |words| {
+        let id = ident(&words[0])?;
+        let wire = words[1].parse::<Literal>().map_err(|e| format!("internal: literal {}: {e}", words[1]))?;
+        let printed = print_item(quote! {
+            impl S {
+                fn f(self) -> &'static str {
+                    match self {
+                        Self::#id => #wire,
+                    }
+                }
+            }
+        })?;
+        let inside = printed
+            .strip_prefix("impl S {\n    fn f(self) -> &'static str {\n        match self {\n")
+            .and_then(|rest| rest.strip_suffix("        }\n    }\n}\n"));
+        inside.map(str::to_owned).ok_or_else(|| format!("internal: an arm printed as\n{printed}"))
+    })
+}
+
 /// The function that fills `field` of `struct_name` with its contract default.
 fn default_fn_name(struct_name: &str, field: &Field) -> String {
     format!(
@@ -416,46 +596,7 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
                 items.push(constructor.into());
                 items.extend(defaults.into_iter().map(Item::from));
             }
-            TypeDef::Enum { name, doc, variants } => {
-                let ident_name = ident(name)?;
-                let doc = doc_attrs(doc, &format!("`{name}`."));
-                let idents = variants.iter().map(|v| ident(&v.ident)).collect::<Result<Vec<_>, _>>()?;
-                let wires: Vec<&str> = variants.iter().map(|v| v.wire.as_str()).collect();
-                let variant_docs: Vec<String> = wires.iter().map(|w| format!(" `{w}`")).collect();
-                let renames_of =
-                    Renames::choose(variants.iter().map(|v| (v.ident.as_str(), v.wire.as_str())), SerdeRule::variant);
-                let rename_all = renames_of.rename_all();
-                let renames = variants.iter().map(|v| renames_of.rename(&v.ident, &v.wire));
-                let count = Literal::usize_unsuffixed(variants.len());
-                items.push(Item::from(quote! {
-                    #doc
-                    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, #serde)]
-                    #rename_all
-                    pub enum #ident_name {
-                        #( #[doc = #variant_docs] #renames #idents, )*
-                    }
-                }));
-                items.push(Item::from(quote! {
-                    impl #ident_name {
-                        /// Every value, in contract order.
-                        pub const ALL: [Self; #count] = [#(Self::#idents),*];
-
-                        /// The value as written in the contract and on the wire.
-                        pub const fn as_str(self) -> &'static str {
-                            match self {
-                                #( Self::#idents => #wires, )*
-                            }
-                        }
-                    }
-                }));
-                items.push(Item::from(quote! {
-                    impl std::fmt::Display for #ident_name {
-                        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                            f.write_str(self.as_str())
-                        }
-                    }
-                }));
-            }
+            TypeDef::Enum { name, doc, variants } => items.extend(enum_items(name, doc, variants, &serde)?),
             TypeDef::Tagged { name, doc, tag, variants } => {
                 items.push(Item::from(tagged_tokens(name, doc, tag, variants, &serde)?))
             }
@@ -491,8 +632,9 @@ mod tests {
     use proc_macro2::{Literal, TokenStream};
     use quote::quote;
 
-    use super::{FieldParts, Renames};
-    use crate::emit::tokens::print_item;
+    use super::{FieldParts, Renames, enum_items, enum_items_whole};
+    use crate::emit::tokens::{Item, print_item};
+    use crate::model::{Doc, Variant};
     use crate::naming::SerdeRule;
 
     #[test]
@@ -526,6 +668,59 @@ mod tests {
             }
         }
         assert!(wrapped > 0, "some fields are long enough to wrap");
+    }
+
+    fn texts(items: Vec<Item>) -> Vec<String> {
+        items
+            .into_iter()
+            .map(|item| match item {
+                Item::Text(text) => text,
+                Item::Tokens(tokens) => print_item(tokens).unwrap(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn enums_written_piece_by_piece_print_as_the_whole_items_do() {
+        // Values that need no rename, values a rule renames, values with their own rename
+        // (quotes, backslashes, tabs, non-ASCII, long enough to wrap the attribute or the arm),
+        // a line break (printed whole), and names long enough to wrap the headers.
+        let wires = |n: usize, kind: usize| -> Vec<(String, String)> {
+            (0..n)
+                .map(|i| match kind {
+                    0 => (format!("V{i}"), format!("V{i}")),
+                    1 => (format!("ValueNumber{i}"), format!("value_number_{i}")),
+                    2 => (format!("Odd{i}"), format!("odd \"{i}\" \\ \t é ✓ {}", "w".repeat(i * 7))),
+                    3 => (format!("L{}{i}", "LongIdentifier".repeat(i % 8)), format!("{}", "x".repeat(i * 13))),
+                    _ => (format!("Line{i}"), format!("line\nbreak {i}")),
+                })
+                .collect()
+        };
+        let mut pieces = 0;
+        for name in ["Kind", &"VeryLongEnumName".repeat(6), &"Wrapped".repeat(16)] {
+            for n in [0, 1, 2, 5, 9, 12, 40] {
+                for kind in 0..5 {
+                    let variants: Vec<Variant> =
+                        wires(n, kind).into_iter().map(|(ident, wire)| Variant { ident, wire }).collect();
+                    for serde in [quote!(Serialize, Deserialize), quote!(serde::Serialize, serde::Deserialize)] {
+                        for doc in [
+                            Doc { text: None, line: 1 },
+                            Doc { text: Some("Some <doc>.\n\nTwo lines.".into()), line: 1 },
+                        ] {
+                            let renames = Renames::choose(
+                                variants.iter().map(|v| (v.ident.as_str(), v.wire.as_str())),
+                                SerdeRule::variant,
+                            );
+                            let whole = texts(enum_items_whole(name, &doc, &variants, &serde, &renames).unwrap());
+                            let spliced = enum_items(name, &doc, &variants, &serde).unwrap();
+                            pieces += spliced.iter().filter(|i| matches!(i, Item::Text(_))).count();
+                            assert_eq!(texts(spliced), whole, "{name} {n} {kind}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(pieces > 100, "most enums are written piece by piece ({pieces})");
     }
 
     fn attrs(names: &[(&str, &str)], apply: fn(SerdeRule, &str) -> String) -> (Option<&'static str>, Vec<String>) {
