@@ -163,15 +163,19 @@ struct FieldParts {
     optional: bool,
     name: String,
     ty: TokenStream,
+    /// The name of the contract type `ty` is (`Box`ed when `boxed`), if it is one: then it is
+    /// a word of the field, not part of its form, so fields of many types share one print.
+    ty_name: Option<String>,
+    boxed: bool,
 }
 
 impl FieldParts {
-    /// The field (without its doc comment) from `words`: its name, and the literals of
-    /// `rename` and `default_fn` when it has them, in that order.
+    /// The field (without its doc comment) from `words`, in the order they are printed: the
+    /// literals of `rename` and `default_fn` when it has them, its name, and its type's name
+    /// when it has one.
     fn tokens(&self, words: &[String]) -> Result<TokenStream, String> {
         let literal = |text: &str| text.parse::<Literal>().map_err(|e| format!("internal: literal {text}: {e}"));
         let mut words = words.iter();
-        let name = ident(words.next().ok_or("internal: a field without a name")?)?;
         let mut next = || words.next().ok_or_else(|| "internal: a field word is missing".to_owned());
         let rename = match &self.rename {
             Some(_) => {
@@ -180,9 +184,19 @@ impl FieldParts {
             }
             None => None,
         };
-        let ty = &self.ty;
-        if self.default_fn.is_some() {
-            let fn_name = literal(next()?)?;
+        let fn_name = match &self.default_fn {
+            Some(_) => Some(literal(next()?)?),
+            None => None,
+        };
+        let name = ident(next()?)?;
+        let ty = match &self.ty_name {
+            Some(_) => {
+                let ty = ident(next()?)?;
+                if self.boxed { quote!(Box<#ty>) } else { quote!(#ty) }
+            }
+            None => self.ty.clone(),
+        };
+        if let Some(fn_name) = fn_name {
             return Ok(quote! { #rename #[serde(default = #fn_name)] pub #name: #ty });
         }
         if self.optional {
@@ -199,12 +213,19 @@ impl FieldParts {
     /// once per run for each form and widths of its words ([`Shapes`]).
     fn text(&self) -> Result<String, String> {
         static FIELDS: Shapes = Shapes::new();
-        let mut words: Vec<(&str, char)> = vec![(&self.name, 'q')];
+        // In the order the printed field shows them, which is where the stand-ins are looked for.
+        let mut words: Vec<(&str, char)> = Vec::with_capacity(4);
         words.extend(self.rename.as_deref().map(|w| (w, 'W')));
         words.extend(self.default_fn.as_deref().map(|w| (w, 'D')));
-        let kind =
-            u8::from(self.rename.is_some()) | u8::from(self.default_fn.is_some()) << 1 | u8::from(self.optional) << 2;
-        FIELDS.text_in_form(kind, self.ty.to_string(), &words, |words| {
+        words.push((&self.name, 'q'));
+        words.extend(self.ty_name.as_deref().map(|w| (w, 'T')));
+        let kind = u8::from(self.rename.is_some())
+            | u8::from(self.default_fn.is_some()) << 1
+            | u8::from(self.optional) << 2
+            | u8::from(self.ty_name.is_some()) << 3
+            | u8::from(self.boxed) << 4;
+        let form = if self.ty_name.is_some() { String::new() } else { self.ty.to_string() };
+        FIELDS.text_in_form(kind, form, &words, |words| {
             let field = self.tokens(words)?;
             let printed = print_item(quote! { struct S { #field } })?;
             let inside = printed.strip_prefix("struct S {\n").and_then(|rest| rest.strip_suffix("}\n"));
@@ -248,7 +269,11 @@ fn field_text(
         default_fn = Some(Literal::string(&fn_name).to_string());
     }
     let optional = default_fn.is_none() && field.optional;
-    let parts = FieldParts { rename, default_fn, optional, name: field.ident.clone(), ty };
+    let ty_name = match &field.ty {
+        RustType::Named(name) => Some(name.clone()),
+        _ => None,
+    };
+    let parts = FieldParts { rename, default_fn, optional, name: field.ident.clone(), ty, ty_name, boxed: field.boxed };
     Ok(doc + &parts.text()?)
 }
 
@@ -279,10 +304,11 @@ fn field_tokens_slow(struct_name: &str, field: &Field, renames: &Renames) -> Res
     let rename = renames.needs(&field.ident, &field.wire).then(|| Literal::string(&field.wire).to_string());
     let default_fn = field.default.as_ref().map(|_| Literal::string(&default_fn_name(struct_name, field)).to_string());
     let optional = default_fn.is_none() && field.optional;
-    let parts = FieldParts { rename, default_fn, optional, name: field.ident.clone(), ty };
-    let mut words = vec![parts.name.clone()];
+    let parts = FieldParts { rename, default_fn, optional, name: field.ident.clone(), ty, ty_name: None, boxed: false };
+    let mut words = Vec::new();
     words.extend(parts.rename.clone());
     words.extend(parts.default_fn.clone());
+    words.push(parts.name.clone());
     let field = parts.tokens(&words)?;
     Ok(quote! { #doc #field })
 }
@@ -642,9 +668,23 @@ mod tests {
     #[test]
     fn fields_filled_in_from_stand_ins_print_as_the_fields_themselves() {
         let long_type: TokenStream = format!("a::{}::Type<String>", "very_long_module".repeat(6)).parse().unwrap();
-        let types = [quote!(String), quote!(Option<Vec<std::collections::BTreeMap<String, i64>>>), long_type];
+        // Types as tokens, and contract types by name (boxed or not), short and long.
+        let named = |name: &str, boxed: bool| {
+            let id = proc_macro2::Ident::new(name, proc_macro2::Span::call_site());
+            let ty = if boxed { quote!(Box<#id>) } else { quote!(#id) };
+            (ty, Some(name.to_owned()), boxed)
+        };
+        let types = [
+            (quote!(String), None, false),
+            (quote!(Option<Vec<std::collections::BTreeMap<String, i64>>>), None, false),
+            (long_type, None, false),
+            named("ModelA", false),
+            named("ModelB", true),
+            named(&"ModelVeryLongName".repeat(5), false),
+            named(&"ModelVeryLongName".repeat(5), true),
+        ];
         let mut wrapped = 0;
-        for ty in &types {
+        for (ty, ty_name, boxed) in &types {
             for width in [1, 20, 60, 90] {
                 for (rename, default_fn, optional) in [(false, false, false), (true, false, true), (true, true, false)]
                 {
@@ -655,10 +695,14 @@ mod tests {
                         optional,
                         name: name.clone(),
                         ty: ty.clone(),
+                        ty_name: ty_name.clone(),
+                        boxed: *boxed,
                     };
-                    let mut words = vec![name];
+                    let mut words = Vec::new();
                     words.extend(parts.rename.clone());
                     words.extend(parts.default_fn.clone());
+                    words.push(name);
+                    words.extend(parts.ty_name.clone());
                     let field = parts.tokens(&words).unwrap();
                     let printed = print_item(quote! { struct S { #field } }).unwrap();
                     let expected = printed.strip_prefix("struct S {\n").unwrap().strip_suffix("}\n").unwrap();
