@@ -530,36 +530,102 @@ fn default_fn_name(struct_name: &str, field: &Field) -> String {
     )
 }
 
+/// The constructor of a struct ([`constructor_from_words`]) from its own words.
+fn constructor_tokens(struct_name: &str, fields: &[Field]) -> Result<TokenStream, String> {
+    let (words, _) = constructor_words(struct_name, fields);
+    let words: Vec<String> = words.iter().map(|(w, _)| w.clone()).collect();
+    constructor_from_words(fields, &words)
+}
+
+/// The words of [`constructor_tokens`] in the order it prints them (the struct's name, each
+/// parameter's name and contract type, each field's name and the function of its default, the
+/// struct's name again in `impl Default`), with their stand-in letters, and its form: what
+/// else its layout depends on (each field's kind and any type that is not a contract type's
+/// name).
+fn constructor_words(struct_name: &str, fields: &[Field]) -> (Vec<(String, char)>, String) {
+    let mut words = vec![(struct_name.to_owned(), 'Q')];
+    let mut form = String::new();
+    let mut params = 0;
+    for field in fields.iter().filter(|f| f.default.is_none() && !f.optional) {
+        params += 1;
+        words.push((field.ident.clone(), 'z'));
+        match &field.ty {
+            RustType::Named(name) => {
+                words.push((name.clone(), 'K'));
+                form.push_str("p:;");
+            }
+            other => form.push_str(&format!("p:{other:?};")),
+        }
+    }
+    for field in fields {
+        words.push((field.ident.clone(), 'z'));
+        if field.default.is_some() {
+            words.push((default_fn_name(struct_name, field), 'J'));
+            form.push('d');
+        } else if field.optional {
+            form.push('o');
+        } else if field.boxed {
+            words.push((field.ident.clone(), 'z'));
+            form.push('b');
+        } else {
+            form.push('r');
+        }
+    }
+    if params == 0 {
+        words.push((struct_name.to_owned(), 'Q'));
+    }
+    (words, form)
+}
+
 /// `new` taking the required fields (in contract order): optional fields start absent and
 /// defaulted ones at their defaults, so callers write `Model { x: Some(..), ..Model::new(a) }`
 /// instead of listing every field. A struct without required fields also gets `Default`.
-fn constructor_tokens(struct_name: &str, fields: &[Field]) -> Result<TokenStream, String> {
-    let ident_name = ident(struct_name)?;
+/// Built from `words` ([`constructor_words`]).
+fn constructor_from_words(fields: &[Field], words: &[String]) -> Result<TokenStream, String> {
+    let mut words = words.iter();
+    let mut next = || words.next().ok_or_else(|| "internal: a constructor word is missing".to_owned());
+    let ident_name = ident(next()?)?;
     let mut params = Vec::new();
     let mut inits = Vec::new();
+    for field in fields.iter().filter(|f| f.default.is_none() && !f.optional) {
+        let name = ident(next()?)?;
+        let ty = match &field.ty {
+            RustType::Named(_) => {
+                let ty = ident(next()?)?;
+                quote!(#ty)
+            }
+            other => rust_type(other)?,
+        };
+        params.push(quote!(#name: #ty));
+    }
     for field in fields {
-        let name = ident(&field.ident)?;
+        let name = ident(next()?)?;
         if field.default.is_some() {
-            let fill = ident(&default_fn_name(struct_name, field))?;
+            let fill = ident(next()?)?;
             inits.push(quote!(#name: #fill()));
         } else if field.optional {
             inits.push(quote!(#name: None));
+        } else if field.boxed {
+            let again = ident(next()?)?;
+            inits.push(quote!(#name: Box::new(#again)));
         } else {
-            let ty = rust_type(&field.ty)?;
-            params.push(quote!(#name: #ty));
-            inits.push(if field.boxed { quote!(#name: Box::new(#name)) } else { quote!(#name) });
+            inits.push(quote!(#name));
         }
     }
     let many = (params.len() > 7).then(|| quote!(#[allow(clippy::too_many_arguments)]));
-    let default = params.is_empty().then(|| {
-        quote! {
-            impl Default for #ident_name {
-                fn default() -> Self {
-                    Self::new()
+    let default = match params.is_empty() {
+        true => {
+            let again = ident(next()?)?;
+            Some(quote! {
+                impl Default for #again {
+                    fn default() -> Self {
+                        Self::new()
+                    }
                 }
-            }
+            })
         }
-    });
+        false => None,
+    };
     Ok(quote! {
         impl #ident_name {
             /// A value with the required fields given; optional fields absent, defaulted fields
@@ -571,6 +637,31 @@ fn constructor_tokens(struct_name: &str, fields: &[Field]) -> Result<TokenStream
         }
         #default
     })
+}
+
+/// [`constructor_tokens`] printed: once per run for each form and widths of its words
+/// ([`Shapes`]) when the struct has a few fields (a contract may have thousands of small
+/// structs, inline objects nested in each other); a struct of many fields has a form and
+/// widths of its own and is printed whole.
+fn constructor_item(struct_name: &str, fields: &[Field]) -> Result<Item, String> {
+    static CONSTRUCTORS: Shapes = Shapes::new();
+    if fields.len() > 8 {
+        return constructor_tokens(struct_name, fields).map(Item::from);
+    }
+    // The stand-in letters are ones the rest of the item never shows; a type written out (not
+    // a contract type's name) might show them, and such a constructor is printed whole.
+    let written_out =
+        fields.iter().filter(|f| f.default.is_none() && !f.optional && !matches!(f.ty, RustType::Named(_)));
+    for field in written_out {
+        if rust_type(&field.ty)?.to_string().contains(['Q', 'z', 'K', 'J']) {
+            return constructor_tokens(struct_name, fields).map(Item::from);
+        }
+    }
+    let (words, form) = constructor_words(struct_name, fields);
+    let words: Vec<Word<'_>> = words.iter().map(|(w, letter)| (w.as_str(), *letter)).collect();
+    CONSTRUCTORS
+        .text_in_form(0, form, &words, |words| print_item(constructor_from_words(fields, words)?))
+        .map(Item::Text)
 }
 
 pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
@@ -603,7 +694,7 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
                 let fallback = format!("`{name}`.");
                 let doc_text = doc.text.as_deref().unwrap_or(&fallback);
                 let mut defaults = Vec::new();
-                let constructor = constructor_tokens(name, fields)?;
+                let constructor = constructor_item(name, fields)?;
                 let renames =
                     Renames::choose(fields.iter().map(|f| (f.ident.as_str(), f.wire.as_str())), SerdeRule::field);
                 let rename_all = renames.rename_all();
@@ -621,7 +712,7 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
                 let slow_fields =
                     || fields.iter().map(|f| field_tokens_slow(name, f, &renames)).collect::<Result<Vec<_>, _>>();
                 items.push(struct_item(doc_text, header, &fields_text, slow_fields)?);
-                items.push(constructor.into());
+                items.push(constructor);
                 items.extend(defaults.into_iter().map(Item::from));
             }
             TypeDef::Enum { name, doc, variants } => items.extend(enum_items(name, doc, variants, &serde)?),
@@ -767,6 +858,59 @@ mod tests {
             }
         }
         assert!(pieces > 100, "most enums are written piece by piece ({pieces})");
+    }
+
+    #[test]
+    fn constructors_filled_in_from_stand_ins_print_as_the_constructors_themselves() {
+        use super::{constructor_item, constructor_tokens};
+        use crate::model::{DefaultValue, Field, RustType};
+        let field = |ident: &str, ty: RustType, kind: usize| Field {
+            ident: ident.to_owned(),
+            wire: ident.to_owned(),
+            rename: false,
+            ty,
+            optional: kind == 1,
+            default: (kind == 2).then_some(DefaultValue::Int(1)),
+            boxed: kind == 3,
+            doc: Doc { text: None, line: 1 },
+        };
+        let types = |i: usize| match i % 4 {
+            0 => RustType::String,
+            1 => RustType::Named(format!("Model{}", "Long".repeat(i))),
+            2 => RustType::Vec(Box::new(RustType::I64)),
+            _ => RustType::Named("QzKJ".to_owned()),
+        };
+        let mut printed = 0;
+        for name in ["M", "ModelScaleInput", &"ModelVeryLongName".repeat(5)] {
+            for count in 0..10 {
+                for pattern in 0..6 {
+                    let fields: Vec<Field> = (0..count)
+                        .map(|i| {
+                            let ident = if (i + pattern) % 5 == 0 {
+                                "a".to_owned()
+                            } else {
+                                format!("field_{}", "x".repeat(i * pattern))
+                            };
+                            let ident = if i % 7 == 6 { "r#type".to_owned() } else { format!("{ident}{i}") };
+                            field(&ident, types(i + pattern), (i * (pattern + 1) + pattern) % 4)
+                        })
+                        .collect();
+                    let whole = print_item(constructor_tokens(name, &fields).unwrap()).unwrap();
+                    for _ in 0..2 {
+                        let item = constructor_item(name, &fields).unwrap();
+                        let text = match item {
+                            Item::Text(text) => {
+                                printed += 1;
+                                text
+                            }
+                            Item::Tokens(tokens) => print_item(tokens).unwrap(),
+                        };
+                        assert_eq!(text, whole, "{name} {count} {pattern}");
+                    }
+                }
+            }
+        }
+        assert!(printed > 100, "most constructors are filled in ({printed})");
     }
 
     fn attrs(names: &[(&str, &str)], apply: fn(SerdeRule, &str) -> String) -> (Option<&'static str>, Vec<String>) {
