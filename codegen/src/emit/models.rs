@@ -278,16 +278,16 @@ fn field_text(
 }
 
 /// A struct with `fields` (printed, [`field_text`]) under `doc` and `attrs`: its header is
-/// printed with an empty block, and the fields go in it when that header fits on one line
+/// printed with an empty block (`bare`, `header {}` printed), and the fields go in it when that header fits on one line
 /// (prettyplease then breaks it nowhere with the block open either, see
 /// [`super::tokens::SharedMembers`]); otherwise the whole struct is printed from `fields()`.
 fn struct_item(
     doc: &str,
     header: TokenStream,
+    bare: &str,
     fields_text: &str,
     fields: impl FnOnce() -> Result<Vec<TokenStream>, String>,
 ) -> Result<Item, String> {
-    let bare = print_item(quote! { #header {} })?;
     if let Some(header_text) = one_line_empty_block(&bare) {
         return Ok(Item::Text(format!("{}{header_text}{{\n{fields_text}}}\n", doc_comment(doc))));
     }
@@ -368,7 +368,8 @@ fn enum_items(name: &str, doc: &Doc, variants: &[Variant], serde: &TokenStream) 
     for v in variants {
         variants_text.push_str(&variant_text(v, &renames_of)?);
     }
-    let enum_item = struct_item(doc_text, header, &variants_text, || {
+    let bare = print_item(quote! { #header {} })?;
+    let enum_item = struct_item(doc_text, header, &bare, &variants_text, || {
         Ok(variants
             .iter()
             .map(|v| {
@@ -519,6 +520,29 @@ fn as_str_arm_text(v: &Variant) -> Result<String, String> {
             .and_then(|rest| rest.strip_suffix("        }\n    }\n}\n"));
         inside.map(str::to_owned).ok_or_else(|| format!("internal: an arm printed as\n{printed}"))
     })
+}
+
+/// `pub type Name = Type;` under its doc comment: printed once per run for each type and width
+/// of the name ([`Shapes`]; a contract may have thousands of aliases), or whole when the type
+/// shows the name's stand-in letter `Q`. prettyplease prints a `#[doc]` attribute above an item
+/// at the top level as [`doc_comment`] writes it.
+fn alias_item(name: &str, doc: &Doc, ty: &RustType) -> Result<Item, String> {
+    static ALIASES: Shapes = Shapes::new();
+    let ty = rust_type(ty)?;
+    let form = ty.to_string();
+    if form.contains('Q') {
+        let ident_name = ident(name)?;
+        let doc = doc_attrs(doc, &format!("`{name}`."));
+        return Ok(Item::from(quote! {
+            #doc
+            pub type #ident_name = #ty;
+        }));
+    }
+    let text = ALIASES.text_in_form(0, form, &[(name, 'Q')], |words| {
+        let ident_name = ident(&words[0])?;
+        print_item(quote! { pub type #ident_name = #ty; })
+    })?;
+    Ok(Item::Text(doc_comment(doc.text.as_deref().unwrap_or(&format!("`{name}`."))) + &text))
 }
 
 /// The function that fills `field` of `struct_name` with its contract default.
@@ -709,9 +733,21 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
                     #rename_all
                     pub struct #ident_name
                 };
+                // Printed once per run for each width of the name (a contract may have
+                // thousands of structs); nothing else in it shows the letter `Q`.
+                static HEADERS: Shapes = Shapes::new();
+                let form = format!("{serde} {}", rename_all.as_ref().map(ToString::to_string).unwrap_or_default());
+                let bare = HEADERS.text_in_form(0, form, &[(name, 'Q')], |words| {
+                    let ident_name = ident(&words[0])?;
+                    print_item(quote! {
+                        #[derive(Debug, Clone, PartialEq, #serde)]
+                        #rename_all
+                        pub struct #ident_name {}
+                    })
+                })?;
                 let slow_fields =
                     || fields.iter().map(|f| field_tokens_slow(name, f, &renames)).collect::<Result<Vec<_>, _>>();
-                items.push(struct_item(doc_text, header, &fields_text, slow_fields)?);
+                items.push(struct_item(doc_text, header, &bare, &fields_text, slow_fields)?);
                 items.push(constructor);
                 items.extend(defaults.into_iter().map(Item::from));
             }
@@ -719,15 +755,7 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
             TypeDef::Tagged { name, doc, tag, variants } => {
                 items.push(Item::from(tagged_tokens(name, doc, tag, variants, &serde)?))
             }
-            TypeDef::Alias { name, doc, ty } => {
-                let ident_name = ident(name)?;
-                let doc = doc_attrs(doc, &format!("`{name}`."));
-                let ty = rust_type(ty)?;
-                items.push(Item::from(quote! {
-                    #doc
-                    pub type #ident_name = #ty;
-                }));
-            }
+            TypeDef::Alias { name, doc, ty } => items.push(alias_item(name, doc, ty)?),
         }
     }
     if !checks.is_empty() {
