@@ -522,6 +522,103 @@ fn as_str_arm_text(v: &Variant) -> Result<String, String> {
     })
 }
 
+/// The constructor of a struct of many fields, written line by line when prettyplease would
+/// break both its parameters (if it has any) and its `Self { … }` over lines, one a line:
+/// each parameter and each field of the literal is printed alone ([`Shapes`]) where such a
+/// list puts it. `None` when the lists might fit on a line, or the header does not.
+fn large_constructor_text(struct_name: &str, fields: &[Field]) -> Result<Option<String>, String> {
+    static PARAMS: Shapes = Shapes::new();
+    static INITS: Shapes = Shapes::new();
+    let required: Vec<&Field> = fields.iter().filter(|f| f.default.is_none() && !f.optional).collect();
+    // Lower bounds of the one-line widths: `name: T, ` and `name, `.
+    let params_width: usize = required.iter().map(|f| f.ident.len() + 5).sum();
+    let inits_width: usize = fields.iter().map(|f| f.ident.len() + 2).sum();
+    if (!required.is_empty() && params_width <= 100) || inits_width <= 100 {
+        return Ok(None);
+    }
+    let ident_name = ident(struct_name)?;
+    let bare = print_item(quote! { impl #ident_name {} })?;
+    let Some(header) = one_line_empty_block(&bare) else { return Ok(None) };
+    let filler = ident(&"_".repeat(100))?;
+    let mut text = String::with_capacity(header.len() + 64 * fields.len());
+    text.push_str(header);
+    text.push_str("{\n    /// A value with the required fields given; optional fields absent, defaulted fields\n");
+    text.push_str("    /// at their contract defaults.\n");
+    if required.len() > 7 {
+        text.push_str("    #[allow(clippy::too_many_arguments)]\n");
+    }
+    if required.is_empty() {
+        text.push_str("    pub fn new() -> Self {\n");
+    } else {
+        text.push_str("    pub fn new(\n");
+        for field in &required {
+            let ty = rust_type(&field.ty)?;
+            let form = ty.to_string();
+            if form.contains('z') {
+                return Ok(None);
+            }
+            let words: [Word<'_>; 1] = [(&field.ident, 'z')];
+            text.push_str(&PARAMS.text_in_form(0, form, &words, |words| {
+                let name = ident(&words[0])?;
+                let printed = print_item(quote! { impl S { pub fn new(#name: #ty, #filler: u8) -> Self {} } })?;
+                let inside =
+                    printed.strip_prefix("impl S {\n    pub fn new(\n").and_then(|rest| rest.split_once("        __"));
+                inside
+                    .map(|(param, _)| param.to_owned())
+                    .ok_or_else(|| format!("internal: a parameter printed as\n{printed}"))
+            })?);
+        }
+        text.push_str("    ) -> Self {\n");
+    }
+    text.push_str("        Self {\n");
+    for field in fields {
+        let mut words: Vec<Word<'_>> = vec![(&field.ident, 'z')];
+        let fill = field.default.as_ref().map(|_| default_fn_name(struct_name, field));
+        words.extend(fill.as_deref().map(|f| (f, 'J')));
+        let kind = if fill.is_some() {
+            0
+        } else if field.optional {
+            1
+        } else if field.boxed {
+            words.push((&field.ident, 'z'));
+            2
+        } else {
+            3
+        };
+        text.push_str(&INITS.text(kind, &words, |words| {
+            let name = ident(&words[0])?;
+            let init = match kind {
+                0 => {
+                    let fill = ident(&words[1])?;
+                    quote!(#name: #fill())
+                }
+                1 => quote!(#name: None),
+                2 => {
+                    let again = ident(&words[1])?;
+                    quote!(#name: Box::new(#again))
+                }
+                _ => quote!(#name),
+            };
+            let printed = print_item(quote! { impl S { fn f() { S { #init, #filler: 0 } } } })?;
+            let inside = printed
+                .strip_prefix("impl S {\n    fn f() {\n        S {\n")
+                .and_then(|rest| rest.split_once("            __"));
+            inside.map(|(init, _)| init.to_owned()).ok_or_else(|| format!("internal: a field printed as\n{printed}"))
+        })?);
+    }
+    text.push_str("        }\n    }\n}\n");
+    if required.is_empty() {
+        text.push_str(&print_item(quote! {
+            impl Default for #ident_name {
+                fn default() -> Self {
+                    Self::new()
+                }
+            }
+        })?);
+    }
+    Ok(Some(text))
+}
+
 /// `pub type Name = Type;` under its doc comment: printed once per run for each type and width
 /// of the name ([`Shapes`]; a contract may have thousands of aliases), or whole when the type
 /// shows the name's stand-in letter `Q`. prettyplease prints a `#[doc]` attribute above an item
@@ -670,7 +767,10 @@ fn constructor_from_words(fields: &[Field], words: &[String]) -> Result<TokenStr
 fn constructor_item(struct_name: &str, fields: &[Field]) -> Result<Item, String> {
     static CONSTRUCTORS: Shapes = Shapes::new();
     if fields.len() > 8 {
-        return constructor_tokens(struct_name, fields).map(Item::from);
+        return match large_constructor_text(struct_name, fields)? {
+            Some(text) => Ok(Item::Text(text)),
+            None => constructor_tokens(struct_name, fields).map(Item::from),
+        };
     }
     // The stand-in letters are ones the rest of the item never shows; a type written out (not
     // a contract type's name) might show them, and such a constructor is printed whole.
@@ -939,6 +1039,54 @@ mod tests {
             }
         }
         assert!(printed > 100, "most constructors are filled in ({printed})");
+    }
+
+    #[test]
+    fn large_constructors_written_line_by_line_print_as_the_constructors_themselves() {
+        use super::{constructor_item, constructor_tokens};
+        use crate::model::{DefaultValue, Field, RustType};
+        let mut written = 0;
+        for name in ["M", &"ModelVeryLongName".repeat(5), &"Wrapped".repeat(15)] {
+            for count in [9, 12, 30, 60] {
+                for pattern in 0..8 {
+                    let fields: Vec<Field> = (0..count)
+                        .map(|i| {
+                            let kind = if pattern < 4 { pattern } else { (i * pattern) % 4 };
+                            let ident = match (i + pattern) % 6 {
+                                0 => format!("r#type{i}"),
+                                1 => format!("f{i}"),
+                                _ => format!("field_{}{i}", "long_".repeat(pattern * 3)),
+                            };
+                            Field {
+                                wire: ident.clone(),
+                                ident,
+                                rename: false,
+                                ty: match i % 4 {
+                                    0 => RustType::String,
+                                    1 => RustType::Named(format!("Model{}", "Long".repeat(i % 30))),
+                                    2 => RustType::Vec(Box::new(RustType::Map(Box::new(RustType::I64)))),
+                                    _ => RustType::Named("Qz".to_owned()),
+                                },
+                                optional: kind == 1,
+                                default: (kind == 2).then_some(DefaultValue::Int(1)),
+                                boxed: kind == 3,
+                                doc: Doc { text: None, line: 1 },
+                            }
+                        })
+                        .collect();
+                    let whole = print_item(constructor_tokens(name, &fields).unwrap()).unwrap();
+                    let text = match constructor_item(name, &fields).unwrap() {
+                        Item::Text(text) => {
+                            written += 1;
+                            text
+                        }
+                        Item::Tokens(tokens) => print_item(tokens).unwrap(),
+                    };
+                    assert_eq!(text, whole, "{name} {count} {pattern}");
+                }
+            }
+        }
+        assert!(written > 40, "most large constructors are written line by line ({written})");
     }
 
     fn attrs(names: &[(&str, &str)], apply: fn(SerdeRule, &str) -> String) -> (Option<&'static str>, Vec<String>) {
