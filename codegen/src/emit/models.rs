@@ -288,7 +288,7 @@ fn struct_item(
     fields_text: &str,
     fields: impl FnOnce() -> Result<Vec<TokenStream>, String>,
 ) -> Result<Item, String> {
-    if let Some(header_text) = one_line_empty_block(&bare) {
+    if let Some(header_text) = one_line_empty_block(bare) {
         return Ok(Item::Text(format!("{}{header_text}{{\n{fields_text}}}\n", doc_comment(doc))));
     }
     let fields = fields()?;
@@ -370,14 +370,14 @@ fn enum_items(name: &str, doc: &Doc, variants: &[Variant], serde: &TokenStream) 
     }
     let bare = print_item(quote! { #header {} })?;
     let enum_item = struct_item(doc_text, header, &bare, &variants_text, || {
-        Ok(variants
+        variants
             .iter()
             .map(|v| {
                 let (docs, id) = (format!(" `{}`", v.wire), ident(&v.ident)?);
                 let rename = renames_of.rename(&v.ident, &v.wire);
                 Ok(quote!(#[doc = #docs] #rename #id))
             })
-            .collect::<Result<Vec<_>, String>>()?)
+            .collect::<Result<Vec<_>, String>>()
     })?;
     // The one-line `ALL` would be wider than a line by its elements alone, so prettyplease
     // breaks it, one element a line; a shorter one is printed whole.
@@ -956,7 +956,7 @@ mod tests {
                     0 => (format!("V{i}"), format!("V{i}")),
                     1 => (format!("ValueNumber{i}"), format!("value_number_{i}")),
                     2 => (format!("Odd{i}"), format!("odd \"{i}\" \\ \t é ✓ {}", "w".repeat(i * 7))),
-                    3 => (format!("L{}{i}", "LongIdentifier".repeat(i % 8)), format!("{}", "x".repeat(i * 13))),
+                    3 => (format!("L{}{i}", "LongIdentifier".repeat(i % 8)), "x".repeat(i * 13)),
                     _ => (format!("Line{i}"), format!("line\nbreak {i}")),
                 })
                 .collect()
