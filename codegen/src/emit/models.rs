@@ -127,11 +127,11 @@ impl Renames {
     /// trailing `_` (`self_` for `self`), which no reader should have to work out through a rule.
     fn needs_rename(rule: Option<SerdeRule>, apply: fn(SerdeRule, &str) -> String, ident: &str, wire: &str) -> bool {
         let ident = crate::naming::unraw(ident);
-        let serde_name = match rule {
-            Some(rule) => apply(rule, ident),
-            None => ident.to_owned(),
+        let renamed = match rule {
+            Some(rule) => apply(rule, ident) != wire,
+            None => ident != wire,
         };
-        serde_name != wire || ident.strip_suffix('_') == Some(wire)
+        renamed || ident.strip_suffix('_') == Some(wire)
     }
 
     /// `#[serde(rename_all = "…")]` for the type, when a rule was chosen.
