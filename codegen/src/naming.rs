@@ -25,6 +25,14 @@ const NOT_RAW: [&str; 5] = ["crate", "self", "super", "Self", "_"];
 
 /// `foo_barBaz-qux` → `FooBarBazQux`.
 pub fn to_pascal_case(name: &str) -> String {
+    // One word of lower-case letters and digits (most enum values): heck capitalizes it. The
+    // shortcut matters for an enum of hundreds of thousands of values; a unit test compares it
+    // with heck.
+    if name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) && !name.is_empty() {
+        let mut out = name.to_owned();
+        out[..1].make_ascii_uppercase();
+        return out;
+    }
     word_input(name).to_upper_camel_case()
 }
 
@@ -313,6 +321,26 @@ impl SerdeRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_lower_case_word_is_capitalized_as_heck_does() {
+        let letters = "az09mq";
+        let mut names: Vec<String> = vec!["v0".into(), "v478334".into(), "0".into(), "9lives".into(), "x".into()];
+        for a in letters.chars() {
+            for b in letters.chars() {
+                for c in letters.chars() {
+                    names.push(format!("{a}{b}{c}"));
+                    names.push(format!("{a}{b}{c}{a}{a}"));
+                }
+            }
+        }
+        for name in &names {
+            assert_eq!(to_pascal_case(name), word_input(name).to_upper_camel_case(), "{name}");
+        }
+        // Anything else goes to heck.
+        assert_eq!(to_pascal_case("v_last"), "VLast");
+        assert_eq!(to_pascal_case("V2API"), "V2Api");
+    }
 
     #[test]
     fn every_keyword_becomes_a_usable_identifier() {

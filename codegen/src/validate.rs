@@ -855,7 +855,15 @@ fn read_enum(c: &mut Checker<'_>, node: &Node, path: &str) -> SchemaKind {
     let mut values: Vec<Spanned<String>> = Vec::new();
     let mut seen: HashMap<String, Pos> = HashMap::new();
     for (i, item) in items.iter().enumerate() {
-        let Some(value) = c.string(item, &format!("{enum_path}[{i}]"), "a quoted string") else { continue };
+        // The item's path is written only for a diagnostic: an enum may have hundreds of
+        // thousands of values.
+        let value = match &item.value {
+            Value::Str(s) => Spanned { value: s.clone(), pos: item.pos },
+            _ => {
+                c.wrong_type(item, &format!("{enum_path}[{i}]"), "a string", "a quoted string");
+                continue;
+            }
+        };
         if let Some(&first_pos) = seen.get(&value.value) {
             c.diags.push(
                 Diagnostic::error(

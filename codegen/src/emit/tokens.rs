@@ -1,7 +1,7 @@
 //! The pieces every generated file is made of: identifiers, doc attributes and printing.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::quote;
@@ -144,7 +144,7 @@ impl SharedItem {
 pub(super) struct Shapes {
     /// By kind (the caller's variant of the item) and the widths of the words: the printed
     /// text around the stand-ins, one more piece than words; `None` when a stand-in was lost.
-    cache: Mutex<BTreeMap<ShapeKey, Option<Vec<String>>>>,
+    cache: Mutex<BTreeMap<ShapeKey, Option<Arc<[String]>>>>,
 }
 
 /// A [`Shapes`] item's kind, its form (text that is part of its layout as it is, such as a
@@ -204,7 +204,9 @@ impl Shapes {
             Some(pieces) => pieces,
             None => {
                 let stand_ins: Vec<String> = words.iter().map(|&(w, letter)| stand_in(w, letter)).collect();
-                let pieces = split_at_stand_ins(&print(&stand_ins)?, &stand_ins);
+                // Shared, not cloned, by every item of these widths (an enum may have
+                // hundreds of thousands of values of a few widths).
+                let pieces: Option<Arc<[String]>> = split_at_stand_ins(&print(&stand_ins)?, &stand_ins).map(Into::into);
                 self.cache
                     .lock()
                     .map_err(|_| "internal: a render thread panicked".to_owned())?

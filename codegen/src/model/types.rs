@@ -192,8 +192,10 @@ impl Builder<'_> {
                 }
             }
             SchemaKind::StringEnum(values) => {
-                let mut variants: Vec<Variant> = Vec::new();
-                let mut seen: BTreeMap<String, Pos> = BTreeMap::new();
+                let mut variants: Vec<Variant> = Vec::with_capacity(values.len());
+                // Looked up, never iterated: a hash map, as an enum may have hundreds of
+                // thousands of values.
+                let mut seen: HashMap<String, Pos> = HashMap::with_capacity(values.len());
                 for value in values {
                     let ident = variant_ident(&value.value);
                     if let Some(first) = seen.get(&ident) {
