@@ -172,6 +172,10 @@ impl Renames {
     }
 }
 
+/// The serde `with` module of a timestamp field, and of an optional one.
+const RFC3339: &str = "onex_runtime::rfc3339";
+const RFC3339_OPTION: &str = "onex_runtime::rfc3339::option";
+
 /// What a field is made of, apart from its doc comment: its attributes and its declaration.
 struct FieldParts {
     /// `#[serde(rename = …)]`'s wire name as a string literal, when the field needs one.
@@ -186,6 +190,10 @@ struct FieldParts {
     /// a word of the field, not part of its form, so fields of many types share one print.
     ty_name: Option<String>,
     boxed: bool,
+    /// The type is a timestamp: it goes through `onex_runtime::rfc3339`, which writes and reads
+    /// the same text as chrono's serde but without chrono's per-character path (a node's
+    /// output timestamp was a tenth of what serving a small request cost).
+    timestamp: bool,
 }
 
 impl FieldParts {
@@ -215,17 +223,22 @@ impl FieldParts {
             }
             None => self.ty.clone(),
         };
+        let module = self.timestamp.then_some(if self.optional { RFC3339_OPTION } else { RFC3339 });
+        let with = module.map(|module| quote!(, with = #module));
         if let Some(fn_name) = fn_name {
-            return Ok(quote! { #rename #[serde(default = #fn_name)] pub #name: #ty });
+            return Ok(quote! { #rename #[serde(default = #fn_name #with)] pub #name: #ty });
         }
         if self.optional {
             return Ok(quote! {
                 #rename
-                #[serde(default, skip_serializing_if = "Option::is_none")]
+                #[serde(default, skip_serializing_if = "Option::is_none" #with)]
                 pub #name: Option<#ty>
             });
         }
-        Ok(quote! { #rename pub #name: #ty })
+        match module {
+            Some(module) => Ok(quote! { #rename #[serde(with = #module)] pub #name: #ty }),
+            None => Ok(quote! { #rename pub #name: #ty }),
+        }
     }
 
     /// The field as printed in its struct (indented once, without its doc comment): printed
@@ -251,6 +264,11 @@ impl FieldParts {
             inside.map(str::to_owned).ok_or_else(|| format!("internal: a field printed as\n{printed}"))
         })
     }
+}
+
+/// Whether `field` is a timestamp as such (not boxed, not inside a list or map).
+fn is_timestamp(field: &Field) -> bool {
+    matches!(field.ty, RustType::DateTime) && !field.boxed
 }
 
 /// A struct field as printed in its struct, doc comment included; adds the function of its
@@ -292,7 +310,17 @@ fn field_text(
         RustType::Named(name) => Some(name.clone()),
         _ => None,
     };
-    let parts = FieldParts { rename, default_fn, optional, name: field.ident.clone(), ty, ty_name, boxed: field.boxed };
+    let timestamp = is_timestamp(field);
+    let parts = FieldParts {
+        rename,
+        default_fn,
+        optional,
+        name: field.ident.clone(),
+        ty,
+        ty_name,
+        boxed: field.boxed,
+        timestamp,
+    };
     Ok(doc + &parts.text()?)
 }
 
@@ -323,7 +351,17 @@ fn field_tokens_slow(struct_name: &str, field: &Field, renames: &Renames) -> Res
     let rename = renames.needs(&field.ident, &field.wire).then(|| Literal::string(&field.wire).to_string());
     let default_fn = field.default.as_ref().map(|_| Literal::string(&default_fn_name(struct_name, field)).to_string());
     let optional = default_fn.is_none() && field.optional;
-    let parts = FieldParts { rename, default_fn, optional, name: field.ident.clone(), ty, ty_name: None, boxed: false };
+    let timestamp = is_timestamp(field);
+    let parts = FieldParts {
+        rename,
+        default_fn,
+        optional,
+        name: field.ident.clone(),
+        ty,
+        ty_name: None,
+        boxed: false,
+        timestamp,
+    };
     let mut words = Vec::new();
     words.extend(parts.rename.clone());
     words.extend(parts.default_fn.clone());
@@ -914,6 +952,7 @@ mod tests {
         };
         let types = [
             (quote!(String), None, false),
+            (quote!(chrono::DateTime<chrono::Utc>), None, false),
             (quote!(Option<Vec<std::collections::BTreeMap<String, i64>>>), None, false),
             (long_type, None, false),
             named("ModelA", false),
@@ -935,6 +974,7 @@ mod tests {
                         ty: ty.clone(),
                         ty_name: ty_name.clone(),
                         boxed: *boxed,
+                        timestamp: ty.to_string().contains("DateTime"),
                     };
                     let mut words = Vec::new();
                     words.extend(parts.rename.clone());

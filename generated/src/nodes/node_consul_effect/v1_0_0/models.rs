@@ -145,6 +145,7 @@ pub struct ModelConsulOutput {
     /// The request's correlation id, or the generated one.
     pub correlation_id: uuid::Uuid,
     /// When the response was produced (UTC).
+    #[serde(with = "onex_runtime::rfc3339")]
     pub timestamp: chrono::DateTime<chrono::Utc>,
     /// Success, not_found for a missing key or unknown service, or failed.
     pub status: EnumConsulOperationStatus,

@@ -141,9 +141,14 @@ pub struct ModelConsulProjectorOutput {
     /// The request's correlation id, or the generated one.
     pub correlation_id: uuid::Uuid,
     /// When the response was produced (UTC).
+    #[serde(with = "onex_runtime::rfc3339")]
     pub timestamp: chrono::DateTime<chrono::Utc>,
     /// When the projection was read from Consul; older than timestamp when served from cache.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "onex_runtime::rfc3339::option"
+    )]
     pub projected_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Whether the projection was read from Consul before this request arrived (a cache hit).
     #[serde(default, skip_serializing_if = "Option::is_none")]

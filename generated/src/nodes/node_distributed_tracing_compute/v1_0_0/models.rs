@@ -130,6 +130,7 @@ pub struct ModelDistributedTracingOutput {
     /// The correlation id recorded on the span, or the generated one.
     pub correlation_id: uuid::Uuid,
     /// When the response was produced (UTC).
+    #[serde(with = "onex_runtime::rfc3339")]
     pub timestamp: chrono::DateTime<chrono::Utc>,
     /// Whether the node records and exports spans after the operation (false before initialize_tracing when the container has no tracing, after shutdown_tracing, and when OTEL_SDK_DISABLED is true).
     pub tracing_enabled: bool,

@@ -82,6 +82,7 @@ pub struct ModelEventBusCircuitBreakerOutput {
     /// The request's correlation id, or the generated one.
     pub correlation_id: uuid::Uuid,
     /// When the response was produced (UTC).
+    #[serde(with = "onex_runtime::rfc3339")]
     pub timestamp: chrono::DateTime<chrono::Utc>,
     /// Breaker state after the operation.
     pub state: onex_runtime::models::circuit_breaker::CircuitBreakerState,

@@ -98,6 +98,7 @@ pub struct ModelInfrastructureHealthMonitorOutput {
     /// The request's correlation id, or the generated one.
     pub correlation_id: uuid::Uuid,
     /// When the response was produced (UTC).
+    #[serde(with = "onex_runtime::rfc3339")]
     pub timestamp: chrono::DateTime<chrono::Utc>,
     /// Unhealthy when PostgreSQL is unhealthy; degraded when another component (Kafka, the event bus, the circuit breaker, a registered probe) is not healthy or a figure is above its environment threshold (error rate, response time, pool utilization, circuit-breaker failure rate, queued events); else healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -250,6 +251,7 @@ impl ModelInfrastructureHealthTrends {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfrastructureHealthSample {
     /// When the check ran.
+    #[serde(with = "onex_runtime::rfc3339")]
     pub checked_at: chrono::DateTime<chrono::Utc>,
     /// Its overall status.
     pub overall_status: onex_runtime::models::health::HealthStatus,

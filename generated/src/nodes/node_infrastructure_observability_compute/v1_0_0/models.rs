@@ -132,6 +132,7 @@ pub struct ModelInfrastructureObservabilityOutput {
     /// The request's correlation id, or the generated one.
     pub correlation_id: uuid::Uuid,
     /// When the response was produced (UTC).
+    #[serde(with = "onex_runtime::rfc3339")]
     pub timestamp: chrono::DateTime<chrono::Utc>,
     /// The latest sample of every series (get_current_metrics), or the recorded sample (record_metric); a counter's name ends with _total, as exported.
     #[serde(default, skip_serializing_if = "Option::is_none")]

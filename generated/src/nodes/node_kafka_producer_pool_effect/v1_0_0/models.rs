@@ -142,6 +142,7 @@ pub struct ModelKafkaProducerPoolOutput {
     /// The request's correlation id, or the generated one.
     pub correlation_id: uuid::Uuid,
     /// When the response was produced (UTC).
+    #[serde(with = "onex_runtime::rfc3339")]
     pub timestamp: chrono::DateTime<chrono::Utc>,
     /// Messages acknowledged by the broker.
     #[serde(default, skip_serializing_if = "Option::is_none")]

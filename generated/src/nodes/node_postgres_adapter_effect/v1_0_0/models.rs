@@ -112,6 +112,7 @@ pub struct ModelPostgresAdapterOutput {
     /// The request's correlation id, or the generated one.
     pub correlation_id: uuid::Uuid,
     /// When the response was produced (UTC).
+    #[serde(with = "onex_runtime::rfc3339")]
     pub timestamp: chrono::DateTime<chrono::Utc>,
     /// Wall time of the whole operation, validation and event publishing included.
     pub execution_time_ms: f64,

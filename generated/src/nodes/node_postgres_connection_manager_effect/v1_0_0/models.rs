@@ -180,6 +180,7 @@ pub struct ModelPostgresConnectionManagerOutput {
     /// The request's correlation id, or the generated one.
     pub correlation_id: uuid::Uuid,
     /// When the response was produced (UTC).
+    #[serde(with = "onex_runtime::rfc3339")]
     pub timestamp: chrono::DateTime<chrono::Utc>,
     /// Rows returned by execute_query, call_function or the last statement of a transaction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
