@@ -39,6 +39,7 @@ pub struct ComponentHealth {
     /// Its state.
     pub status: HealthStatus,
     /// When it was checked.
+    #[serde(with = "crate::rfc3339")]
     pub checked_at: DateTime<Utc>,
     /// How long the check took.
     pub response_time_ms: f64,
@@ -120,6 +121,7 @@ pub struct HealthAssessment {
     /// The environment whose thresholds applied.
     pub environment: crate::environment::Environment,
     /// When the check started.
+    #[serde(with = "crate::rfc3339")]
     pub checked_at: DateTime<Utc>,
     /// How long the check took.
     pub duration_ms: f64,
@@ -138,6 +140,7 @@ pub struct HealthAssessment {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct HealthSample {
     /// When the check started.
+    #[serde(with = "crate::rfc3339")]
     pub checked_at: DateTime<Utc>,
     /// Its overall status.
     pub overall_status: HealthStatus,

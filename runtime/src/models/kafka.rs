@@ -152,7 +152,7 @@ pub struct KafkaTopicStats {
     /// Payload bytes acknowledged.
     pub bytes: u64,
     /// Last delivery report.
-    #[serde(default)]
+    #[serde(default, with = "crate::rfc3339::option")]
     pub last_activity: Option<DateTime<Utc>>,
 }
 

@@ -43,6 +43,7 @@ pub struct MetricPoint {
     /// Value.
     pub value: f64,
     /// When it was taken.
+    #[serde(with = "crate::rfc3339")]
     pub timestamp: DateTime<Utc>,
     /// Labels.
     #[serde(default)]
@@ -101,8 +102,10 @@ pub struct Alert {
     #[serde(default)]
     pub details: serde_json::Map<String, serde_json::Value>,
     /// Raised at.
+    #[serde(with = "crate::rfc3339")]
     pub created_at: DateTime<Utc>,
     /// The last time its condition was seen (the last raise).
+    #[serde(with = "crate::rfc3339")]
     pub last_seen_at: DateTime<Utc>,
     /// How many times it was raised while unresolved (1 for a new alert).
     #[serde(default = "one")]
@@ -110,7 +113,7 @@ pub struct Alert {
     /// Resolved?
     pub resolved: bool,
     /// Resolved at.
-    #[serde(default)]
+    #[serde(default, with = "crate::rfc3339::option")]
     pub resolved_at: Option<DateTime<Utc>>,
 }
 

@@ -209,6 +209,7 @@ pub struct QueryMetric {
     /// Whether it succeeded.
     pub success: bool,
     /// When it finished.
+    #[serde(with = "crate::rfc3339")]
     pub timestamp: DateTime<Utc>,
     /// The error code when it failed.
     #[serde(default)]
@@ -268,6 +269,7 @@ pub struct PostgresHealth {
     /// Overall state.
     pub status: HealthStatus,
     /// When the check ran.
+    #[serde(with = "crate::rfc3339")]
     pub timestamp: DateTime<Utc>,
     /// Pool figures at that moment.
     pub connection_pool: ConnectionStats,
