@@ -190,13 +190,28 @@ struct FieldParts {
     /// a word of the field, not part of its form, so fields of many types share one print.
     ty_name: Option<String>,
     boxed: bool,
-    /// The type is a timestamp: it goes through `onex_runtime::rfc3339`, which writes and reads
+    /// The type is a timestamp itself (not one in a list or map, not boxed): it goes through `onex_runtime::rfc3339`, which writes and reads
     /// the same text as chrono's serde but without chrono's per-character path (a node's
     /// output timestamp was a tenth of what serving a small request cost).
     timestamp: bool,
 }
 
 impl FieldParts {
+    /// The parts of `field`, its type written as `ty`: when `ty_name` is given, the type is
+    /// that word (`Box`ed when `boxed`) rather than part of the field's form.
+    fn of(
+        field: &Field,
+        ty: TokenStream,
+        rename: Option<String>,
+        default_fn: Option<String>,
+        ty_name: Option<String>,
+        boxed: bool,
+    ) -> Self {
+        let optional = default_fn.is_none() && field.optional;
+        let timestamp = matches!(field.ty, RustType::DateTime) && !field.boxed;
+        Self { rename, default_fn, optional, name: field.ident.clone(), ty, ty_name, boxed, timestamp }
+    }
+
     /// The field (without its doc comment) from `words`, in the order they are printed: the
     /// literals of `rename` and `default_fn` when it has them, its name, and its type's name
     /// when it has one.
@@ -266,11 +281,6 @@ impl FieldParts {
     }
 }
 
-/// Whether `field` is a timestamp as such (not boxed, not inside a list or map).
-fn is_timestamp(field: &Field) -> bool {
-    matches!(field.ty, RustType::DateTime) && !field.boxed
-}
-
 /// A struct field as printed in its struct, doc comment included; adds the function of its
 /// default to `defaults` and a check of an external default to `checks`.
 fn field_text(
@@ -305,22 +315,11 @@ fn field_text(
         });
         default_fn = Some(Literal::string(&fn_name).to_string());
     }
-    let optional = default_fn.is_none() && field.optional;
     let ty_name = match &field.ty {
         RustType::Named(name) => Some(name.clone()),
         _ => None,
     };
-    let timestamp = is_timestamp(field);
-    let parts = FieldParts {
-        rename,
-        default_fn,
-        optional,
-        name: field.ident.clone(),
-        ty,
-        ty_name,
-        boxed: field.boxed,
-        timestamp,
-    };
+    let parts = FieldParts::of(field, ty, rename, default_fn, ty_name, field.boxed);
     Ok(doc + &parts.text()?)
 }
 
@@ -350,18 +349,7 @@ fn field_tokens_slow(struct_name: &str, field: &Field, renames: &Renames) -> Res
     let ty = if field.boxed { quote!(Box<#ty>) } else { ty };
     let rename = renames.needs(&field.ident, &field.wire).then(|| Literal::string(&field.wire).to_string());
     let default_fn = field.default.as_ref().map(|_| Literal::string(&default_fn_name(struct_name, field)).to_string());
-    let optional = default_fn.is_none() && field.optional;
-    let timestamp = is_timestamp(field);
-    let parts = FieldParts {
-        rename,
-        default_fn,
-        optional,
-        name: field.ident.clone(),
-        ty,
-        ty_name: None,
-        boxed: false,
-        timestamp,
-    };
+    let parts = FieldParts::of(field, ty, rename, default_fn, None, false);
     let mut words = Vec::new();
     words.extend(parts.rename.clone());
     words.extend(parts.default_fn.clone());
@@ -1084,20 +1072,24 @@ mod tests {
                         .collect();
                     let whole = print_item(constructor_tokens(name, &fields).unwrap()).unwrap();
                     for _ in 0..2 {
-                        let item = constructor_item(name, &fields).unwrap();
-                        let text = match item {
-                            Item::Text(text) => {
-                                printed += 1;
-                                text
-                            }
-                            Item::Tokens(tokens) => print_item(tokens).unwrap(),
-                        };
+                        let text = text_counting(constructor_item(name, &fields).unwrap(), &mut printed);
                         assert_eq!(text, whole, "{name} {count} {pattern}");
                     }
                 }
             }
         }
         assert!(printed > 100, "most constructors are filled in ({printed})");
+    }
+
+    /// An item's text; counts the items that came as text (filled in, not printed whole).
+    fn text_counting(item: Item, texts: &mut usize) -> String {
+        match item {
+            Item::Text(text) => {
+                *texts += 1;
+                text
+            }
+            Item::Tokens(tokens) => print_item(tokens).unwrap(),
+        }
     }
 
     #[test]
@@ -1134,13 +1126,7 @@ mod tests {
                         })
                         .collect();
                     let whole = print_item(constructor_tokens(name, &fields).unwrap()).unwrap();
-                    let text = match constructor_item(name, &fields).unwrap() {
-                        Item::Text(text) => {
-                            written += 1;
-                            text
-                        }
-                        Item::Tokens(tokens) => print_item(tokens).unwrap(),
-                    };
+                    let text = text_counting(constructor_item(name, &fields).unwrap(), &mut written);
                     assert_eq!(text, whole, "{name} {count} {pattern}");
                 }
             }
