@@ -64,13 +64,17 @@ struct Done {
     offset: i64,
     key: Option<Vec<u8>>,
     acknowledged: bool,
+    /// The request's in-flight permit, released once the loop has booked the report: requests
+    /// fetched and not yet booked stay within the bound.
+    _permit: OwnedSemaphorePermit,
 }
 
 /// The loop's fixed inputs.
 pub struct Loop {
     pub consumer: StreamConsumer<HostContext>,
-    /// Request topics, by index; `topic_node[i]` serves `topics[i]`.
-    pub topics: Vec<String>,
+    /// Request topics, by index; `topic_node[i]` serves `topics[i]`. Shared with every fetched
+    /// request of the topic (one name, not one copy per message).
+    pub topics: Vec<Arc<str>>,
     pub topic_node: Vec<usize>,
     pub nodes: Vec<Arc<ServedNode>>,
     pub answering: Arc<Answering>,
@@ -84,7 +88,7 @@ impl Loop {
     /// The index of request topic `name`. A scan: a host serves a handful of topics, and
     /// comparing a few strings is cheaper per message than hashing one.
     fn topic_index(&self, name: &str) -> Option<usize> {
-        self.topics.iter().position(|topic| topic == name)
+        self.topics.iter().position(|topic| &**topic == name)
     }
 }
 
@@ -92,7 +96,6 @@ impl Loop {
 /// timeout), commits and leaves the group. Returns how many fetched requests were left
 /// unanswered (redelivered to the group).
 pub async fn run(this: Loop, mut stop: watch::Receiver<bool>) -> Result<usize, OnexError> {
-    let names: Vec<Arc<str>> = this.topics.iter().map(|t| Arc::from(t.as_str())).collect();
     let permits = Arc::new(Semaphore::new(this.max_in_flight));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut lanes = Lanes::start(&this, &done_tx);
@@ -136,7 +139,7 @@ pub async fn run(this: Loop, mut stop: watch::Receiver<bool>) -> Result<usize, O
                     h.iter().find(|h| h.key == "traceparent").and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok()).map(str::to_owned)
                 });
                 let fetched = Fetched {
-                    topic: Arc::clone(&names[topic]),
+                    topic: Arc::clone(&this.topics[topic]),
                     partition: message.partition(),
                     offset: message.offset(),
                     key: message.key().map(<[u8]>::to_vec),
@@ -240,8 +243,8 @@ async fn lane(
     }
 }
 
-/// Answers `job` and reports how it went. The job's in-flight permit is held until the report
-/// is made. A panic while answering (outside the node, whose panics are answered as errors)
+/// Answers `job` and reports how it went; the job's in-flight permit goes with the report. A
+/// panic while answering (outside the node, whose panics are answered as errors)
 /// counts as not acknowledged: the offset is not committed and the request is redelivered.
 async fn task(answering: &Answering, served: &ServedNode, job: Job) -> Done {
     let acknowledged = std::panic::AssertUnwindSafe(answer(answering, served, &job.message))
@@ -251,11 +254,8 @@ async fn task(answering: &Answering, served: &ServedNode, job: Job) -> Done {
             tracing::error!(offset = job.message.offset, "answering a request panicked; it will be redelivered");
             false
         });
-    let Job { partition, epoch, message, _permit: permit, .. } = job;
-    let done = Done { partition, epoch, offset: message.offset, key: message.key, acknowledged };
-    // Held until the report is made: requests fetched and not yet reported stay within the bound.
-    drop(permit);
-    done
+    let Job { partition, epoch, message, _permit, .. } = job;
+    Done { partition, epoch, offset: message.offset, key: message.key, acknowledged, _permit }
 }
 
 /// Books a finished request: stores the offset it makes committable, and returns the request

@@ -148,7 +148,7 @@ impl Host {
         let (stop, stopped) = watch::channel(false);
         let looping = consume::Loop {
             consumer,
-            topics,
+            topics: topics.iter().map(|topic| Arc::from(topic.as_str())).collect(),
             topic_node,
             nodes,
             answering,

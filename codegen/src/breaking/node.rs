@@ -95,33 +95,37 @@ fn operations(sink: &mut Sink<'_>) {
         let (was, is) = (op.timeout_seconds, now.timeout_seconds);
         let (pos, path) = timeout_pos(nm, &now.wire, now.line);
         let old_pos = timeout_pos(om, &op.wire, op.line).0;
-        if is <= was * TIMEOUT_SHRINK_RATIO {
-            sink.push(
-                Code::TimeoutChanged,
-                Level::Wire,
-                pos,
-                path,
+        let name = &now.wire;
+        let change = if is <= was * TIMEOUT_SHRINK_RATIO {
+            Some((
                 format!(
-                    "the timeout of operation `{}` shrank from {was} s to {is} s: calls that took longer now time out",
-                    now.wire
+                    "the timeout of operation `{name}` shrank from {was} s to {is} s: calls that took longer now time out"
                 ),
-                Some((old_pos, "the old timeout applies here")),
                 "keep the timeout, or shrink it by less than half at a time",
-            );
+                Severity::Error,
+            ))
         } else if is * TIMEOUT_SHRINK_RATIO >= was {
+            Some((
+                format!(
+                    "the timeout of operation `{name}` grew from {was} s to {is} s: callers with a shorter deadline of their own give up first"
+                ),
+                "tell the operation's callers to allow for the longer timeout",
+                Severity::Warning,
+            ))
+        } else {
+            None
+        };
+        if let Some((message, help, severity)) = change {
             sink.push(
                 Code::TimeoutChanged,
                 Level::Wire,
                 pos,
                 path,
-                format!(
-                    "the timeout of operation `{}` grew from {was} s to {is} s: callers with a shorter deadline of their own give up first",
-                    now.wire
-                ),
+                message,
                 Some((old_pos, "the old timeout applies here")),
-                "tell the operation's callers to allow for the longer timeout",
+                help,
             );
-            sink.set_last_severity(Severity::Warning);
+            sink.set_last_severity(severity);
         }
     }
     for op in nm.operations.iter().filter(|n| !om.operations.iter().any(|o| o.wire == n.wire)) {

@@ -114,7 +114,8 @@ const UUID_TEXT_LEN: usize = 36;
 impl<'e, P: Serialize> EventMessage<'e, P> {
     /// Writes `event`'s envelope (as [`EncodedEvent::new`] does).
     pub fn encode(event: &'e OnexEvent<P>) -> Result<Self, OnexError> {
-        // Each UUID is written once and copied to the envelope, the key and the header.
+        // The correlation id is written once, for the envelope and the key; the event id is
+        // written again for its header when the message is sent.
         let (mut event_id, mut key) = (uuid::Uuid::encode_buffer(), [0u8; UUID_TEXT_LEN]);
         let event_id = &*event.event_id.hyphenated().encode_lower(&mut event_id);
         event.correlation_id.hyphenated().encode_lower(&mut key);
@@ -127,11 +128,6 @@ impl<'e, P: Serialize> EventMessage<'e, P> {
 }
 
 impl<'e, P> EventMessage<'e, P> {
-    /// The JSON envelope.
-    pub fn value(&self) -> &[u8] {
-        &self.value
-    }
-
     /// The key: the correlation id, hyphenated.
     pub fn key(&self) -> &str {
         text(&self.key)
