@@ -241,32 +241,48 @@ impl Dispatch {
         }
     }
 
-    /// The `match` of `process` around `arms`.
-    fn match_tokens(self, arms: TokenStream) -> TokenStream {
+    /// `process` of the node type's `Node` impl around `arms` (for `ByEnum`, the arms that
+    /// pick the operation's slot and spec, then `methods`, those that pick the handler's
+    /// method; for `Single`, the one operation's run).
+    ///
+    /// Only a routed `process` is an `async fn` (the route's `?` returns early). The others
+    /// are plain functions returning `dispatch`'s future itself: as an `async fn`, `process`
+    /// was a state machine around that future and moved it (3.7 KB for the PostgreSQL
+    /// connection manager) into its own state once per request; callgrind: ~900 of 17,100
+    /// instructions per PostgreSQL node request. The handler's method is picked inside the
+    /// future, so that every operation's future is of one type.
+    fn process_tokens(self, arms: TokenStream, methods: TokenStream) -> TokenStream {
         match self {
             Dispatch::Routed { json } => {
                 let select = if json { format_ident!("select_json") } else { format_ident!("select") };
                 quote! {
-                    match ROUTING.#select(CONTRACT.name, &input, &ctx)? {
-                        #arms
-                        other => Err(routing::no_method(CONTRACT.name, other)),
+                    async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
+                        match ROUTING.#select(CONTRACT.name, &input, &ctx)? {
+                            #arms
+                            other => Err(routing::no_method(CONTRACT.name, other)),
+                        }
                     }
                 }
             }
-            Dispatch::ByEnum => quote! { match input.operation_type { #arms } },
-            Dispatch::Single => arms,
+            Dispatch::ByEnum => quote! {
+                fn process(&self, input: Input, ctx: Context) -> impl Future<Output = Result<Output, OnexError>> + Send {
+                    let (slot, spec) = match input.operation_type { #arms };
+                    let call = async |h: &H, input: Input, ctx: &Context| match input.operation_type { #methods };
+                    self.run(slot, spec, input, ctx, call)
+                }
+            },
+            Dispatch::Single => quote! {
+                fn process(&self, input: Input, ctx: Context) -> impl Future<Output = Result<Output, OnexError>> + Send {
+                    #arms
+                }
+            },
         }
     }
 }
 
-/// `async fn process` of the node type's `Node` impl.
-fn process_fn(body: TokenStream) -> TokenStream {
-    quote! {
-        async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-            #body
-        }
-    }
-}
+/// The [`Shapes`] kind of a `ByEnum` arm that picks the handler's method (the other arms'
+/// kinds are their [`Dispatch::kind`]).
+const METHOD_ARM: u8 = 4;
 
 /// `process` printed as a member of the `Node` impl, put together from pieces printed once per
 /// run ([`Shapes`]): the text around the `match` arms, once per kind of dispatch, and each arm
@@ -275,46 +291,85 @@ fn process_fn(body: TokenStream) -> TokenStream {
 fn process_text(node: &NodeModel, dispatch: Dispatch) -> Result<String, String> {
     static FRAMES: Shapes = Shapes::new();
     static ARMS: Shapes = Shapes::new();
-    /// The stand-in arm the frame is printed around.
+    /// The stand-in arm the frame is printed around, in each of its matches.
     const ARM: &str = "            _ => {}\n";
     if node.operations.is_empty() {
         return Err("internal: a node without operations".to_owned());
     }
-    let slots: Vec<String> = (0..node.operations.len()).map(|slot| slot.to_string()).collect();
-    let arm_words = |slot: usize| -> Result<Vec<(String, char)>, String> {
-        let op = &node.operations[slot];
-        let pattern = match dispatch {
-            Dispatch::Routed { .. } => (Literal::string(&op.wire).to_string(), 'W'),
-            Dispatch::ByEnum => (op.variant.clone().ok_or("internal: an operation without a variant")?, 'Q'),
-            Dispatch::Single => (String::new(), 'Q'),
-        };
-        Ok(vec![pattern, (slots[slot].clone(), '1'), (op.const_name.clone(), 'Z'), (op.method.clone(), 'q')])
-    };
+    let words_of = |slot: usize| Words::of(node, dispatch, slot);
     if let Dispatch::Single = dispatch {
-        let words = arm_words(0)?;
-        let words: Vec<Word<'_>> = words[1..].iter().map(|(w, c)| (w.as_str(), *c)).collect();
-        return FRAMES.text(dispatch.kind(), &words, |words| {
-            let run = run_tokens(&words[0], &words[1], &words[2])?;
-            members_text(Block::Impl, process_fn(run))
+        let words = words_of(0)?;
+        return FRAMES.text(dispatch.kind(), &words.refs(RUN), |w| {
+            members_text(Block::Impl, dispatch.process_tokens(run_tokens(&w[0], &w[1], &w[2], false)?, quote!()))
         });
     }
     let frame = FRAMES.text(dispatch.kind(), &[], |_| {
-        members_text(Block::Impl, process_fn(dispatch.match_tokens(quote!(_ => {}))))
+        members_text(Block::Impl, dispatch.process_tokens(quote!(_ => {}), quote!(_ => {})))
     })?;
-    let (before, after) = frame.split_once(ARM).ok_or_else(|| format!("internal: process printed as\n{frame}"))?;
-    let mut text = before.to_owned();
-    for slot in 0..node.operations.len() {
-        let words = arm_words(slot)?;
-        let words: Vec<Word<'_>> = words.iter().map(|(w, c)| (w.as_str(), *c)).collect();
-        text.push_str(&ARMS.text(dispatch.kind(), &words, |words| print_arm(dispatch, words))?);
+    let pieces: Vec<&str> = frame.split(ARM).collect();
+    let matches = if let Dispatch::ByEnum = dispatch { 2 } else { 1 };
+    if pieces.len() != matches + 1 {
+        return Err(format!("internal: process printed as\n{frame}"));
     }
-    text.push_str(after);
+    let mut text = pieces[0].to_owned();
+    for slot in 0..node.operations.len() {
+        let words = words_of(slot)?;
+        text.push_str(&ARMS.text(dispatch.kind(), &words.refs(words.arm), |w| print_arm(dispatch, w))?);
+    }
+    if let Dispatch::ByEnum = dispatch {
+        text.push_str(pieces[1]);
+        for slot in 0..node.operations.len() {
+            let words = words_of(slot)?;
+            text.push_str(&ARMS.text(METHOD_ARM, &words.refs(METHOD), |w| print_arm_tokens(method_arm(w)?))?);
+        }
+    }
+    text.push_str(pieces[matches]);
     Ok(text)
 }
 
-/// One arm of `process`'s `match` as printed there (indented three times).
+/// Which of [`Words`] a `ByEnum` method arm shows ([`method_arm`]): the pattern, the method.
+const METHOD: &[usize] = &[0, 3];
+/// Which of [`Words`] a single operation's run shows ([`run_tokens`]): slot, spec, method.
+const RUN: &[usize] = &[1, 2, 3];
+
+/// The words of one operation in `process`, each with its [`Shapes`] stand-in letter: the
+/// pattern, the slot, the spec's name and the handler method's name.
+struct Words {
+    all: [(String, char); 4],
+    /// Which of them a routed arm or a `ByEnum` slot arm shows ([`arm_tokens`]).
+    arm: &'static [usize],
+}
+
+impl Words {
+    fn of(node: &NodeModel, dispatch: Dispatch, slot: usize) -> Result<Self, String> {
+        let op = &node.operations[slot];
+        let (pattern, arm): (_, &'static [usize]) = match dispatch {
+            Dispatch::Routed { .. } => ((Literal::string(&op.wire).to_string(), 'W'), &[0, 1, 2, 3]),
+            Dispatch::ByEnum => {
+                ((op.variant.clone().ok_or("internal: an operation without a variant")?, 'Q'), &[0, 1, 2])
+            }
+            Dispatch::Single => ((String::new(), 'Q'), &[]),
+        };
+        let all = [pattern, (slot.to_string(), '1'), (op.const_name.clone(), 'Z'), (op.method.clone(), 'q')];
+        Ok(Self { all, arm })
+    }
+
+    fn refs(&self, picked: &[usize]) -> Vec<Word<'_>> {
+        picked.iter().map(|&i| (self.all[i].0.as_str(), self.all[i].1)).collect()
+    }
+
+    fn texts(&self, picked: &[usize]) -> Vec<String> {
+        picked.iter().map(|&i| self.all[i].0.clone()).collect()
+    }
+}
+
+/// One arm of `process`'s first `match` as printed there (indented three times).
 fn print_arm(dispatch: Dispatch, words: &[String]) -> Result<String, String> {
-    let arm = arm_tokens(dispatch, words)?;
+    print_arm_tokens(arm_tokens(dispatch, words)?)
+}
+
+/// `arm` as printed in a `match` of `process` (indented three times).
+fn print_arm_tokens(arm: TokenStream) -> Result<String, String> {
     let printed = members_text(Block::Impl, quote! { fn f() { match x { #arm } } })?;
     let inside = printed.strip_prefix("    fn f() {\n        match x {\n");
     let inside = inside.and_then(|rest| rest.strip_suffix("        }\n    }\n"));
@@ -332,49 +387,54 @@ fn print_signature(method: &str) -> Result<String, String> {
 
 /// `process` as tokens, for when it cannot be put together from printed pieces.
 fn process_tokens(node: &NodeModel, dispatch: Dispatch) -> Result<TokenStream, String> {
-    let arms = (0..node.operations.len())
-        .map(|slot| {
-            let op = &node.operations[slot];
-            let pattern = match dispatch {
-                Dispatch::Routed { .. } => Literal::string(&op.wire).to_string(),
-                _ => op.variant.clone().unwrap_or_default(),
-            };
-            let words = [pattern, slot.to_string(), op.const_name.clone(), op.method.clone()];
-            match dispatch {
-                Dispatch::Single => run_tokens(&words[1], &words[2], &words[3]),
-                _ => arm_tokens(dispatch, &words),
-            }
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    let arms = match dispatch {
-        Dispatch::Single => arms.into_iter().next().ok_or("internal: a node without operations")?,
-        _ => quote!(#(#arms)*),
+    let all = (0..node.operations.len()).map(|slot| Words::of(node, dispatch, slot)).collect::<Result<Vec<_>, _>>()?;
+    let first = all.first().ok_or("internal: a node without operations")?;
+    if let Dispatch::Single = dispatch {
+        let words = first.texts(RUN);
+        return Ok(dispatch.process_tokens(run_tokens(&words[0], &words[1], &words[2], false)?, quote!()));
+    }
+    let arms = all.iter().map(|w| arm_tokens(dispatch, &w.texts(w.arm))).collect::<Result<Vec<_>, _>>()?;
+    let methods = match dispatch {
+        Dispatch::ByEnum => all.iter().map(|w| method_arm(&w.texts(METHOD))).collect::<Result<Vec<_>, _>>()?,
+        _ => Vec::new(),
     };
-    Ok(process_fn(dispatch.match_tokens(arms)))
+    Ok(dispatch.process_tokens(quote!(#(#arms)*), quote!(#(#methods)*)))
 }
 
-/// One arm of the generated `process`'s `match`: `words` are the pattern (the wire name as a
-/// string literal, or the `Operation` variant) and [`run_tokens`]'s words.
+/// One arm of the generated `process`'s first `match`: for a routed node, the wire name (a
+/// string literal) and [`run_tokens`]'s words; for `ByEnum`, the `Operation` variant, and the
+/// slot and spec it picks.
 fn arm_tokens(dispatch: Dispatch, words: &[String]) -> Result<TokenStream, String> {
-    let run = run_tokens(&words[1], &words[2], &words[3])?;
     Ok(match dispatch {
         Dispatch::Routed { .. } => {
             let wire: Literal = words[0].parse().map_err(|e| format!("internal: wire literal {}: {e}", words[0]))?;
+            let run = run_tokens(&words[1], &words[2], &words[3], true)?;
             quote!(#wire => #run,)
         }
         _ => {
             let variant = ident(&words[0])?;
-            quote!(Operation::#variant => #run,)
+            let slot: Literal = words[1].parse().map_err(|e| format!("internal: slot {}: {e}", words[1]))?;
+            let spec = ident(&words[2])?;
+            quote!(Operation::#variant => (#slot, &#spec),)
         }
     })
 }
 
-/// What an operation's arm of the generated `process` runs: the operation's slot (its position
-/// in the contract's operations, where its series are), its spec and the handler method for it.
-fn run_tokens(slot: &str, spec: &str, method: &str) -> Result<TokenStream, String> {
+/// One arm of a `ByEnum` `process`'s second `match`: the `Operation` variant and the handler
+/// method it calls.
+fn method_arm(words: &[String]) -> Result<TokenStream, String> {
+    let (variant, method) = (ident(&words[0])?, ident(&words[1])?);
+    Ok(quote!(Operation::#variant => h.#method(input, ctx).await,))
+}
+
+/// What an operation of the generated `process` runs: the operation's slot (its position in
+/// the contract's operations, where its series are), its spec and the handler method for it;
+/// `awaited` inside an `async fn process`.
+fn run_tokens(slot: &str, spec: &str, method: &str, awaited: bool) -> Result<TokenStream, String> {
     let slot: Literal = slot.parse().map_err(|e| format!("internal: slot {slot}: {e}"))?;
     let (spec, method) = (ident(spec)?, ident(method)?);
-    Ok(quote!(self.run(#slot, &#spec, input, ctx, H::#method).await))
+    let run = quote!(self.run(#slot, &#spec, input, ctx, H::#method));
+    Ok(if awaited { quote!(#run.await) } else { run })
 }
 
 /// `ROUTING`: the contract's `handler_routing` as the runtime reads it, with each route's
@@ -540,7 +600,7 @@ static NODE_TRAIT_MEMBERS: SharedMembers = SharedMembers::new(Block::Impl, || {
 
 #[cfg(test)]
 mod tests {
-    use super::{Dispatch, Shapes, Word, print_arm, print_signature};
+    use super::{Dispatch, METHOD, METHOD_ARM, Shapes, Word, method_arm, print_arm, print_arm_tokens, print_signature};
 
     /// Names from one letter to wider than a line, so some arms and signatures wrap.
     fn name(letter: char, width: usize) -> String {
@@ -551,19 +611,27 @@ mod tests {
     fn arms_filled_in_from_stand_ins_print_as_the_arms_themselves() {
         let shapes = Shapes::new();
         let mut wrapped = 0;
-        for dispatch in [Dispatch::Routed { json: false }, Dispatch::ByEnum] {
+        // Routed arms, `ByEnum` slot arms and `ByEnum` method arms, with the words each shows.
+        type Print<'a> = &'a dyn Fn(&[String]) -> Result<String, String>;
+        let kinds: [(u8, &[usize], Print<'_>); 3] = [
+            (0, &[0, 1, 2, 3], &|w| print_arm(Dispatch::Routed { json: false }, w)),
+            (2, &[0, 1, 2], &|w| print_arm(Dispatch::ByEnum, w)),
+            (METHOD_ARM, METHOD, &|w| print_arm_tokens(method_arm(w)?)),
+        ];
+        for (kind, picked, print) in kinds {
             for width in (1..=90).step_by(7) {
-                let pattern = match dispatch {
-                    Dispatch::Routed { .. } => format!("\"{}\"", name('k', width)),
+                let pattern = match kind {
+                    0 => format!("\"{}\"", name('k', width)),
                     _ => name('K', width),
                 };
-                let words = [pattern, (width % 13).to_string(), name('O', width / 2 + 1), name('m', width)];
-                let word_refs: Vec<Word<'_>> =
-                    words.iter().zip(['W', '1', 'Z', 'q']).map(|(w, c)| (w.as_str(), c)).collect();
+                let all = [pattern, (width % 13).to_string(), name('O', width / 2 + 1), name('m', width)];
+                let words: Vec<String> = picked.iter().map(|&i| all[i].clone()).collect();
+                let letters = ['W', '1', 'Z', 'q'];
+                let word_refs: Vec<Word<'_>> = picked.iter().map(|&i| (all[i].as_str(), letters[i])).collect();
                 // Twice: the second is filled in from the first's stand-ins.
                 for _ in 0..2 {
-                    let filled = shapes.text(dispatch.kind(), &word_refs, |w| print_arm(dispatch, w)).unwrap();
-                    assert_eq!(filled, print_arm(dispatch, &words).unwrap());
+                    let filled = shapes.text(kind, &word_refs, print).unwrap();
+                    assert_eq!(filled, print(&words).unwrap());
                     wrapped += usize::from(filled.lines().count() > 3);
                 }
             }

@@ -196,38 +196,31 @@ impl<H: ConsulHandler> Node for NodeConsulEffect<H> {
     fn contract(&self) -> &'static NodeContract {
         &CONTRACT
     }
-    async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        match input.operation_type {
-            Operation::KvGet => {
-                self.run(0, &OPERATION_KV_GET, input, ctx, H::kv_get).await
-            }
-            Operation::KvPut => {
-                self.run(1, &OPERATION_KV_PUT, input, ctx, H::kv_put).await
-            }
-            Operation::KvDelete => {
-                self.run(2, &OPERATION_KV_DELETE, input, ctx, H::kv_delete).await
-            }
-            Operation::ServiceRegister => {
-                self.run(3, &OPERATION_SERVICE_REGISTER, input, ctx, H::service_register)
-                    .await
-            }
-            Operation::ServiceDeregister => {
-                self.run(
-                        4,
-                        &OPERATION_SERVICE_DEREGISTER,
-                        input,
-                        ctx,
-                        H::service_deregister,
-                    )
-                    .await
-            }
-            Operation::ServiceList => {
-                self.run(5, &OPERATION_SERVICE_LIST, input, ctx, H::service_list).await
-            }
-            Operation::HealthCheck => {
-                self.run(6, &OPERATION_HEALTH_CHECK, input, ctx, H::health_check).await
-            }
-        }
+    fn process(
+        &self,
+        input: Input,
+        ctx: Context,
+    ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+        let (slot, spec) = match input.operation_type {
+            Operation::KvGet => (0, &OPERATION_KV_GET),
+            Operation::KvPut => (1, &OPERATION_KV_PUT),
+            Operation::KvDelete => (2, &OPERATION_KV_DELETE),
+            Operation::ServiceRegister => (3, &OPERATION_SERVICE_REGISTER),
+            Operation::ServiceDeregister => (4, &OPERATION_SERVICE_DEREGISTER),
+            Operation::ServiceList => (5, &OPERATION_SERVICE_LIST),
+            Operation::HealthCheck => (6, &OPERATION_HEALTH_CHECK),
+        };
+        let call = async |h: &H, input: Input, ctx: &Context| match input.operation_type
+        {
+            Operation::KvGet => h.kv_get(input, ctx).await,
+            Operation::KvPut => h.kv_put(input, ctx).await,
+            Operation::KvDelete => h.kv_delete(input, ctx).await,
+            Operation::ServiceRegister => h.service_register(input, ctx).await,
+            Operation::ServiceDeregister => h.service_deregister(input, ctx).await,
+            Operation::ServiceList => h.service_list(input, ctx).await,
+            Operation::HealthCheck => h.health_check(input, ctx).await,
+        };
+        self.run(slot, spec, input, ctx, call)
     }
 }
 

@@ -177,37 +177,25 @@ impl<H: ConsulProjectorHandler> Node for NodeConsulProjectorEffect<H> {
     fn contract(&self) -> &'static NodeContract {
         &CONTRACT
     }
-    async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        match input.operation_type {
-            Operation::ProjectServiceState => {
-                self.run(
-                        0,
-                        &OPERATION_PROJECT_SERVICE_STATE,
-                        input,
-                        ctx,
-                        H::project_service_state,
-                    )
-                    .await
-            }
-            Operation::ProjectHealthState => {
-                self.run(
-                        1,
-                        &OPERATION_PROJECT_HEALTH_STATE,
-                        input,
-                        ctx,
-                        H::project_health_state,
-                    )
-                    .await
-            }
-            Operation::ProjectKvState => {
-                self.run(2, &OPERATION_PROJECT_KV_STATE, input, ctx, H::project_kv_state)
-                    .await
-            }
-            Operation::ProjectTopology => {
-                self.run(3, &OPERATION_PROJECT_TOPOLOGY, input, ctx, H::project_topology)
-                    .await
-            }
-        }
+    fn process(
+        &self,
+        input: Input,
+        ctx: Context,
+    ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+        let (slot, spec) = match input.operation_type {
+            Operation::ProjectServiceState => (0, &OPERATION_PROJECT_SERVICE_STATE),
+            Operation::ProjectHealthState => (1, &OPERATION_PROJECT_HEALTH_STATE),
+            Operation::ProjectKvState => (2, &OPERATION_PROJECT_KV_STATE),
+            Operation::ProjectTopology => (3, &OPERATION_PROJECT_TOPOLOGY),
+        };
+        let call = async |h: &H, input: Input, ctx: &Context| match input.operation_type
+        {
+            Operation::ProjectServiceState => h.project_service_state(input, ctx).await,
+            Operation::ProjectHealthState => h.project_health_state(input, ctx).await,
+            Operation::ProjectKvState => h.project_kv_state(input, ctx).await,
+            Operation::ProjectTopology => h.project_topology(input, ctx).await,
+        };
+        self.run(slot, spec, input, ctx, call)
     }
 }
 

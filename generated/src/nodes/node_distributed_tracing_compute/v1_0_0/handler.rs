@@ -187,42 +187,31 @@ impl<H: DistributedTracingHandler> Node for NodeDistributedTracingCompute<H> {
     fn contract(&self) -> &'static NodeContract {
         &CONTRACT
     }
-    async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        match input.operation_type {
-            Operation::InitializeTracing => {
-                self.run(
-                        0,
-                        &OPERATION_INITIALIZE_TRACING,
-                        input,
-                        ctx,
-                        H::initialize_tracing,
-                    )
-                    .await
-            }
-            Operation::TraceOperation => {
-                self.run(1, &OPERATION_TRACE_OPERATION, input, ctx, H::trace_operation)
-                    .await
-            }
-            Operation::InjectContext => {
-                self.run(2, &OPERATION_INJECT_CONTEXT, input, ctx, H::inject_context)
-                    .await
-            }
-            Operation::ExtractContext => {
-                self.run(3, &OPERATION_EXTRACT_CONTEXT, input, ctx, H::extract_context)
-                    .await
-            }
-            Operation::TraceDatabase => {
-                self.run(4, &OPERATION_TRACE_DATABASE, input, ctx, H::trace_database)
-                    .await
-            }
-            Operation::TraceKafka => {
-                self.run(5, &OPERATION_TRACE_KAFKA, input, ctx, H::trace_kafka).await
-            }
-            Operation::ShutdownTracing => {
-                self.run(6, &OPERATION_SHUTDOWN_TRACING, input, ctx, H::shutdown_tracing)
-                    .await
-            }
-        }
+    fn process(
+        &self,
+        input: Input,
+        ctx: Context,
+    ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+        let (slot, spec) = match input.operation_type {
+            Operation::InitializeTracing => (0, &OPERATION_INITIALIZE_TRACING),
+            Operation::TraceOperation => (1, &OPERATION_TRACE_OPERATION),
+            Operation::InjectContext => (2, &OPERATION_INJECT_CONTEXT),
+            Operation::ExtractContext => (3, &OPERATION_EXTRACT_CONTEXT),
+            Operation::TraceDatabase => (4, &OPERATION_TRACE_DATABASE),
+            Operation::TraceKafka => (5, &OPERATION_TRACE_KAFKA),
+            Operation::ShutdownTracing => (6, &OPERATION_SHUTDOWN_TRACING),
+        };
+        let call = async |h: &H, input: Input, ctx: &Context| match input.operation_type
+        {
+            Operation::InitializeTracing => h.initialize_tracing(input, ctx).await,
+            Operation::TraceOperation => h.trace_operation(input, ctx).await,
+            Operation::InjectContext => h.inject_context(input, ctx).await,
+            Operation::ExtractContext => h.extract_context(input, ctx).await,
+            Operation::TraceDatabase => h.trace_database(input, ctx).await,
+            Operation::TraceKafka => h.trace_kafka(input, ctx).await,
+            Operation::ShutdownTracing => h.shutdown_tracing(input, ctx).await,
+        };
+        self.run(slot, spec, input, ctx, call)
     }
 }
 

@@ -180,31 +180,27 @@ impl<H: EventBusCircuitBreakerHandler> Node for NodeEventBusCircuitBreakerComput
     fn contract(&self) -> &'static NodeContract {
         &CONTRACT
     }
-    async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        match input.operation_type {
-            Operation::PublishEvent => {
-                self.run(0, &OPERATION_PUBLISH_EVENT, input, ctx, H::publish_event).await
-            }
-            Operation::GetState => {
-                self.run(1, &OPERATION_GET_STATE, input, ctx, H::get_state).await
-            }
-            Operation::GetMetrics => {
-                self.run(2, &OPERATION_GET_METRICS, input, ctx, H::get_metrics).await
-            }
-            Operation::ResetCircuit => {
-                self.run(3, &OPERATION_RESET_CIRCUIT, input, ctx, H::reset_circuit).await
-            }
-            Operation::GetHealthStatus => {
-                self.run(
-                        4,
-                        &OPERATION_GET_HEALTH_STATUS,
-                        input,
-                        ctx,
-                        H::get_health_status,
-                    )
-                    .await
-            }
-        }
+    fn process(
+        &self,
+        input: Input,
+        ctx: Context,
+    ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+        let (slot, spec) = match input.operation_type {
+            Operation::PublishEvent => (0, &OPERATION_PUBLISH_EVENT),
+            Operation::GetState => (1, &OPERATION_GET_STATE),
+            Operation::GetMetrics => (2, &OPERATION_GET_METRICS),
+            Operation::ResetCircuit => (3, &OPERATION_RESET_CIRCUIT),
+            Operation::GetHealthStatus => (4, &OPERATION_GET_HEALTH_STATUS),
+        };
+        let call = async |h: &H, input: Input, ctx: &Context| match input.operation_type
+        {
+            Operation::PublishEvent => h.publish_event(input, ctx).await,
+            Operation::GetState => h.get_state(input, ctx).await,
+            Operation::GetMetrics => h.get_metrics(input, ctx).await,
+            Operation::ResetCircuit => h.reset_circuit(input, ctx).await,
+            Operation::GetHealthStatus => h.get_health_status(input, ctx).await,
+        };
+        self.run(slot, spec, input, ctx, call)
     }
 }
 

@@ -190,47 +190,31 @@ for NodeInfrastructureHealthMonitorOrchestrator<H> {
     fn contract(&self) -> &'static NodeContract {
         &CONTRACT
     }
-    async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        match input.operation_type {
+    fn process(
+        &self,
+        input: Input,
+        ctx: Context,
+    ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+        let (slot, spec) = match input.operation_type {
             Operation::ComprehensiveHealthCheck => {
-                self.run(
-                        0,
-                        &OPERATION_COMPREHENSIVE_HEALTH_CHECK,
-                        input,
-                        ctx,
-                        H::comprehensive_health_check,
-                    )
-                    .await
+                (0, &OPERATION_COMPREHENSIVE_HEALTH_CHECK)
             }
-            Operation::GetHealthTrends => {
-                self.run(
-                        1,
-                        &OPERATION_GET_HEALTH_TRENDS,
-                        input,
-                        ctx,
-                        H::get_health_trends,
-                    )
-                    .await
+            Operation::GetHealthTrends => (1, &OPERATION_GET_HEALTH_TRENDS),
+            Operation::StartMonitoring => (2, &OPERATION_START_MONITORING),
+            Operation::StopMonitoring => (3, &OPERATION_STOP_MONITORING),
+            Operation::GetPrometheusMetrics => (4, &OPERATION_GET_PROMETHEUS_METRICS),
+        };
+        let call = async |h: &H, input: Input, ctx: &Context| match input.operation_type
+        {
+            Operation::ComprehensiveHealthCheck => {
+                h.comprehensive_health_check(input, ctx).await
             }
-            Operation::StartMonitoring => {
-                self.run(2, &OPERATION_START_MONITORING, input, ctx, H::start_monitoring)
-                    .await
-            }
-            Operation::StopMonitoring => {
-                self.run(3, &OPERATION_STOP_MONITORING, input, ctx, H::stop_monitoring)
-                    .await
-            }
-            Operation::GetPrometheusMetrics => {
-                self.run(
-                        4,
-                        &OPERATION_GET_PROMETHEUS_METRICS,
-                        input,
-                        ctx,
-                        H::get_prometheus_metrics,
-                    )
-                    .await
-            }
-        }
+            Operation::GetHealthTrends => h.get_health_trends(input, ctx).await,
+            Operation::StartMonitoring => h.start_monitoring(input, ctx).await,
+            Operation::StopMonitoring => h.stop_monitoring(input, ctx).await,
+            Operation::GetPrometheusMetrics => h.get_prometheus_metrics(input, ctx).await,
+        };
+        self.run(slot, spec, input, ctx, call)
     }
 }
 

@@ -198,58 +198,31 @@ for NodeInfrastructureObservabilityCompute<H> {
     fn contract(&self) -> &'static NodeContract {
         &CONTRACT
     }
-    async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        match input.operation_type {
-            Operation::RecordMetric => {
-                self.run(0, &OPERATION_RECORD_METRIC, input, ctx, H::record_metric).await
-            }
-            Operation::GetCurrentMetrics => {
-                self.run(
-                        1,
-                        &OPERATION_GET_CURRENT_METRICS,
-                        input,
-                        ctx,
-                        H::get_current_metrics,
-                    )
-                    .await
-            }
-            Operation::GetHealthSummary => {
-                self.run(
-                        2,
-                        &OPERATION_GET_HEALTH_SUMMARY,
-                        input,
-                        ctx,
-                        H::get_health_summary,
-                    )
-                    .await
-            }
-            Operation::GetPerformanceTrends => {
-                self.run(
-                        3,
-                        &OPERATION_GET_PERFORMANCE_TRENDS,
-                        input,
-                        ctx,
-                        H::get_performance_trends,
-                    )
-                    .await
-            }
-            Operation::ExportPrometheus => {
-                self.run(
-                        4,
-                        &OPERATION_EXPORT_PROMETHEUS,
-                        input,
-                        ctx,
-                        H::export_prometheus,
-                    )
-                    .await
-            }
-            Operation::GetAlerts => {
-                self.run(5, &OPERATION_GET_ALERTS, input, ctx, H::get_alerts).await
-            }
-            Operation::ResolveAlert => {
-                self.run(6, &OPERATION_RESOLVE_ALERT, input, ctx, H::resolve_alert).await
-            }
-        }
+    fn process(
+        &self,
+        input: Input,
+        ctx: Context,
+    ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+        let (slot, spec) = match input.operation_type {
+            Operation::RecordMetric => (0, &OPERATION_RECORD_METRIC),
+            Operation::GetCurrentMetrics => (1, &OPERATION_GET_CURRENT_METRICS),
+            Operation::GetHealthSummary => (2, &OPERATION_GET_HEALTH_SUMMARY),
+            Operation::GetPerformanceTrends => (3, &OPERATION_GET_PERFORMANCE_TRENDS),
+            Operation::ExportPrometheus => (4, &OPERATION_EXPORT_PROMETHEUS),
+            Operation::GetAlerts => (5, &OPERATION_GET_ALERTS),
+            Operation::ResolveAlert => (6, &OPERATION_RESOLVE_ALERT),
+        };
+        let call = async |h: &H, input: Input, ctx: &Context| match input.operation_type
+        {
+            Operation::RecordMetric => h.record_metric(input, ctx).await,
+            Operation::GetCurrentMetrics => h.get_current_metrics(input, ctx).await,
+            Operation::GetHealthSummary => h.get_health_summary(input, ctx).await,
+            Operation::GetPerformanceTrends => h.get_performance_trends(input, ctx).await,
+            Operation::ExportPrometheus => h.export_prometheus(input, ctx).await,
+            Operation::GetAlerts => h.get_alerts(input, ctx).await,
+            Operation::ResolveAlert => h.resolve_alert(input, ctx).await,
+        };
+        self.run(slot, spec, input, ctx, call)
     }
 }
 

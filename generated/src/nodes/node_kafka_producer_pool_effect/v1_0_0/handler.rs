@@ -189,24 +189,29 @@ impl<H: KafkaProducerPoolHandler> Node for NodeKafkaProducerPoolEffect<H> {
     fn contract(&self) -> &'static NodeContract {
         &CONTRACT
     }
-    async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        match input.operation_type {
-            Operation::SendMessage => {
-                self.run(0, &OPERATION_SEND_MESSAGE, input, ctx, H::send_message).await
-            }
-            Operation::SendBatch => {
-                self.run(1, &OPERATION_SEND_BATCH, input, ctx, H::send_batch).await
-            }
-            Operation::Flush => self.run(2, &OPERATION_FLUSH, input, ctx, H::flush).await,
-            Operation::GetPoolStats => {
-                self.run(3, &OPERATION_GET_POOL_STATS, input, ctx, H::get_pool_stats)
-                    .await
-            }
-            Operation::HealthCheck => {
-                self.run(4, &OPERATION_HEALTH_CHECK, input, ctx, H::health_check).await
-            }
-            Operation::Close => self.run(5, &OPERATION_CLOSE, input, ctx, H::close).await,
-        }
+    fn process(
+        &self,
+        input: Input,
+        ctx: Context,
+    ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+        let (slot, spec) = match input.operation_type {
+            Operation::SendMessage => (0, &OPERATION_SEND_MESSAGE),
+            Operation::SendBatch => (1, &OPERATION_SEND_BATCH),
+            Operation::Flush => (2, &OPERATION_FLUSH),
+            Operation::GetPoolStats => (3, &OPERATION_GET_POOL_STATS),
+            Operation::HealthCheck => (4, &OPERATION_HEALTH_CHECK),
+            Operation::Close => (5, &OPERATION_CLOSE),
+        };
+        let call = async |h: &H, input: Input, ctx: &Context| match input.operation_type
+        {
+            Operation::SendMessage => h.send_message(input, ctx).await,
+            Operation::SendBatch => h.send_batch(input, ctx).await,
+            Operation::Flush => h.flush(input, ctx).await,
+            Operation::GetPoolStats => h.get_pool_stats(input, ctx).await,
+            Operation::HealthCheck => h.health_check(input, ctx).await,
+            Operation::Close => h.close(input, ctx).await,
+        };
+        self.run(slot, spec, input, ctx, call)
     }
 }
 

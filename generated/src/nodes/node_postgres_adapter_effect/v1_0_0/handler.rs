@@ -164,13 +164,21 @@ impl<H: PostgresAdapterHandler> Node for NodePostgresAdapterEffect<H> {
     fn contract(&self) -> &'static NodeContract {
         &CONTRACT
     }
-    async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        match input.operation_type {
-            Operation::Query => self.run(0, &OPERATION_QUERY, input, ctx, H::query).await,
-            Operation::HealthCheck => {
-                self.run(1, &OPERATION_HEALTH_CHECK, input, ctx, H::health_check).await
-            }
-        }
+    fn process(
+        &self,
+        input: Input,
+        ctx: Context,
+    ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+        let (slot, spec) = match input.operation_type {
+            Operation::Query => (0, &OPERATION_QUERY),
+            Operation::HealthCheck => (1, &OPERATION_HEALTH_CHECK),
+        };
+        let call = async |h: &H, input: Input, ctx: &Context| match input.operation_type
+        {
+            Operation::Query => h.query(input, ctx).await,
+            Operation::HealthCheck => h.health_check(input, ctx).await,
+        };
+        self.run(slot, spec, input, ctx, call)
     }
 }
 

@@ -213,50 +213,35 @@ for NodePostgresConnectionManagerEffect<H> {
     fn contract(&self) -> &'static NodeContract {
         &CONTRACT
     }
-    async fn process(&self, input: Input, ctx: Context) -> Result<Output, OnexError> {
-        match input.operation_type {
-            Operation::ExecuteQuery => {
-                self.run(0, &OPERATION_EXECUTE_QUERY, input, ctx, H::execute_query).await
-            }
-            Operation::FetchOne => {
-                self.run(1, &OPERATION_FETCH_ONE, input, ctx, H::fetch_one).await
-            }
-            Operation::FetchValue => {
-                self.run(2, &OPERATION_FETCH_VALUE, input, ctx, H::fetch_value).await
-            }
-            Operation::Transaction => {
-                self.run(3, &OPERATION_TRANSACTION, input, ctx, H::transaction).await
-            }
-            Operation::CallFunction => {
-                self.run(4, &OPERATION_CALL_FUNCTION, input, ctx, H::call_function).await
-            }
-            Operation::HealthCheck => {
-                self.run(5, &OPERATION_HEALTH_CHECK, input, ctx, H::health_check).await
-            }
-            Operation::GetConnectionStats => {
-                self.run(
-                        6,
-                        &OPERATION_GET_CONNECTION_STATS,
-                        input,
-                        ctx,
-                        H::get_connection_stats,
-                    )
-                    .await
-            }
-            Operation::GetQueryMetrics => {
-                self.run(
-                        7,
-                        &OPERATION_GET_QUERY_METRICS,
-                        input,
-                        ctx,
-                        H::get_query_metrics,
-                    )
-                    .await
-            }
-            Operation::ClearMetrics => {
-                self.run(8, &OPERATION_CLEAR_METRICS, input, ctx, H::clear_metrics).await
-            }
-        }
+    fn process(
+        &self,
+        input: Input,
+        ctx: Context,
+    ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+        let (slot, spec) = match input.operation_type {
+            Operation::ExecuteQuery => (0, &OPERATION_EXECUTE_QUERY),
+            Operation::FetchOne => (1, &OPERATION_FETCH_ONE),
+            Operation::FetchValue => (2, &OPERATION_FETCH_VALUE),
+            Operation::Transaction => (3, &OPERATION_TRANSACTION),
+            Operation::CallFunction => (4, &OPERATION_CALL_FUNCTION),
+            Operation::HealthCheck => (5, &OPERATION_HEALTH_CHECK),
+            Operation::GetConnectionStats => (6, &OPERATION_GET_CONNECTION_STATS),
+            Operation::GetQueryMetrics => (7, &OPERATION_GET_QUERY_METRICS),
+            Operation::ClearMetrics => (8, &OPERATION_CLEAR_METRICS),
+        };
+        let call = async |h: &H, input: Input, ctx: &Context| match input.operation_type
+        {
+            Operation::ExecuteQuery => h.execute_query(input, ctx).await,
+            Operation::FetchOne => h.fetch_one(input, ctx).await,
+            Operation::FetchValue => h.fetch_value(input, ctx).await,
+            Operation::Transaction => h.transaction(input, ctx).await,
+            Operation::CallFunction => h.call_function(input, ctx).await,
+            Operation::HealthCheck => h.health_check(input, ctx).await,
+            Operation::GetConnectionStats => h.get_connection_stats(input, ctx).await,
+            Operation::GetQueryMetrics => h.get_query_metrics(input, ctx).await,
+            Operation::ClearMetrics => h.clear_metrics(input, ctx).await,
+        };
+        self.run(slot, spec, input, ctx, call)
     }
 }
 
