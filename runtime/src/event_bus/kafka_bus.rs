@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use opentelemetry::trace::SpanContext;
 use rdkafka::message::OwnedHeaders;
 use serde::Serialize;
 
@@ -24,7 +25,7 @@ use crate::telemetry::{KeyValue, OtelContext, Span, Tracing, carrier};
 
 use crate::environment::EnvSource;
 use crate::error::{ErrorCode, OnexError};
-use crate::event::OnexEvent;
+use crate::event::{EventMetadata, OnexEvent};
 use crate::event_bus::EventPublisher;
 use crate::event_bus::rate_limit::{RateLimitRule, RateLimiter};
 use crate::event_bus::retry::{RetryPolicy, Sleeper, TokioSleeper, retry};
@@ -53,10 +54,11 @@ pub struct EncodedEvent {
 /// Writes `event` as `serde_json::to_vec` does (a test holds them equal), but the parts that
 /// never need escaping — the field names, both UUIDs and the timestamp — are copied as they
 /// are: serde_json checks every byte of every string for escapes, which was most of the
-/// envelope's cost. The strings that may need it (type, source) and the payload and metadata
-/// go through serde_json. The destructuring fails to compile when a field is added, so the
-/// envelope cannot silently lose one. `event_id` and `correlation_id` are the event's UUIDs,
-/// hyphenated and lower-case, as its `Serialize` writes them.
+/// envelope's cost. The strings that may need it (type, source, the metadata's) are checked
+/// in one pass ([`write_str`]); the payload goes through serde_json. The destructuring fails
+/// to compile when a field is added, so the envelope cannot silently lose one. `event_id` and
+/// `correlation_id` are the event's UUIDs, hyphenated and lower-case, as its `Serialize`
+/// writes them.
 fn write_envelope<P: Serialize>(
     out: &mut Vec<u8>,
     event: &OnexEvent<P>,
@@ -67,25 +69,90 @@ fn write_envelope<P: Serialize>(
     out.extend_from_slice(b"{\"event_id\":\"");
     out.extend_from_slice(event_id.as_bytes());
     out.extend_from_slice(b"\",\"event_type\":");
-    serde_json::to_writer(&mut *out, event_type)?;
+    write_str(out, event_type)?;
     out.extend_from_slice(b",\"correlation_id\":\"");
     out.extend_from_slice(correlation_id.as_bytes());
     out.extend_from_slice(b"\",\"timestamp\":");
+    write_timestamp(out, timestamp)?;
+    out.extend_from_slice(b",\"source\":");
+    write_str(out, source)?;
+    out.extend_from_slice(b",\"payload\":");
+    serde_json::to_writer(&mut *out, payload)?;
+    out.extend_from_slice(b",\"metadata\":");
+    write_metadata(out, metadata)?;
+    out.push(b'}');
+    Ok(())
+}
+
+/// Writes `text` as a JSON string as serde_json does: copied as it is when no byte of it needs
+/// escaping (a control character, `"` or `\\`; one pass the compiler vectorizes, where
+/// serde_json branches on every byte), else through serde_json.
+fn write_str(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
+    if !text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        return serde_json::to_writer(&mut *out, text);
+    }
+    out.push(b'"');
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'"');
+    Ok(())
+}
+
+/// Writes `timestamp` as `rfc3339::serialize` does.
+fn write_timestamp(out: &mut Vec<u8>, timestamp: &chrono::DateTime<chrono::Utc>) -> serde_json::Result<()> {
     let mut text = [0u8; rfc3339::MAX_LEN];
     match rfc3339::format(timestamp, &mut text) {
         Some(text) => {
             out.push(b'"');
             out.extend_from_slice(text.as_bytes());
             out.push(b'"');
+            Ok(())
         }
-        None => rfc3339::serialize(timestamp, &mut serde_json::Serializer::new(&mut *out))?,
+        None => rfc3339::serialize(timestamp, &mut serde_json::Serializer::new(&mut *out)),
     }
-    out.extend_from_slice(b",\"source\":");
-    serde_json::to_writer(&mut *out, source)?;
-    out.extend_from_slice(b",\"payload\":");
-    serde_json::to_writer(&mut *out, payload)?;
-    out.extend_from_slice(b",\"metadata\":");
-    serde_json::to_writer(&mut *out, metadata)?;
+}
+
+/// Writes `metadata` as serde_json does. Its `extra` fields are flattened into it, which sends
+/// serde_json through a generic map writer (the traced envelope's costliest part); without
+/// extra fields the known ones are written here, in their order, skipped when empty as their
+/// attributes say. The destructuring fails to compile when a field is added.
+fn write_metadata(out: &mut Vec<u8>, metadata: &EventMetadata) -> serde_json::Result<()> {
+    let EventMetadata { trace_context, trace_timestamp, trace_service, trace_environment, extra } = metadata;
+    if !extra.is_empty() {
+        return serde_json::to_writer(&mut *out, metadata);
+    }
+    let mut fields = 0;
+    let mut field = |out: &mut Vec<u8>, name: &str| {
+        out.push(if fields == 0 { b'{' } else { b',' });
+        fields += 1;
+        out.push(b'"');
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+    };
+    if !trace_context.is_empty() {
+        field(out, "trace_context");
+        for (i, (key, value)) in trace_context.iter().enumerate() {
+            out.push(if i == 0 { b'{' } else { b',' });
+            write_str(out, key)?;
+            out.push(b':');
+            write_str(out, value)?;
+        }
+        out.push(b'}');
+    }
+    if let Some(timestamp) = trace_timestamp {
+        field(out, "trace_timestamp");
+        write_timestamp(out, timestamp)?;
+    }
+    if let Some(service) = trace_service {
+        field(out, "trace_service");
+        write_str(out, service)?;
+    }
+    if let Some(environment) = trace_environment {
+        field(out, "trace_environment");
+        write_str(out, environment)?;
+    }
+    if fields == 0 {
+        out.push(b'{');
+    }
     out.push(b'}');
     Ok(())
 }
@@ -186,6 +253,19 @@ impl EncodedEvent {
     fn record(&self) -> ProduceRecord<'_> {
         ProduceRecord::new(&self.topic, &self.value).key(self.key.as_bytes())
     }
+}
+
+/// Puts `span`'s W3C carrier (`traceparent`, and `tracestate` when it has one) first among
+/// `headers`, in place of the carrier they hold.
+fn carry_span(span: &SpanContext, headers: &mut Vec<(String, String)>) {
+    if !span.is_valid() {
+        return;
+    }
+    headers.retain(|(key, _)| key != "traceparent" && key != "tracestate");
+    let state = span.trace_state().header();
+    let state = (!state.is_empty()).then(|| ("tracestate".to_owned(), state));
+    let carried = std::iter::once(("traceparent".to_owned(), carrier::traceparent(span))).chain(state);
+    headers.splice(0..0, carried);
 }
 
 /// Bus counters.
@@ -330,29 +410,26 @@ impl KafkaEventBus {
         let topic = self.namer.topic_for(&event.event_type)?;
         let parent = OtelContext::map_current(|current| {
             use opentelemetry::trace::TraceContextExt as _;
-            if current.has_active_span() {
+            if current.has_active_span() || event.metadata.trace_context.is_empty() {
                 return current.clone();
             }
             carrier::extract_parent(None, Some(&event.metadata.trace_context)).unwrap_or_else(|| current.clone())
         });
         let mut span = trace::producer_span(&self.tracing, "kafka.publish", "publish", Some(&topic), &parent);
-        let Some(cx) = trace::context_of(&span) else { return Ok((None, self.encode(event)?)) };
-        let mut encoded = if event.metadata.trace_context.is_empty() {
-            let mut stamped = event.clone();
-            carrier::stamp_envelope(&mut stamped.metadata, &cx, &self.tracing);
-            self.encode(&stamped)?
-        } else {
-            self.encode(event)?
+        let Some(context) = span.span_context().cloned() else {
+            return Ok((None, EncodedEvent::to_topic(topic, event)?));
         };
-        // The headers name this span even when the envelope keeps an older context.
-        let mut carried = std::collections::BTreeMap::new();
-        opentelemetry::propagation::TextMapPropagator::inject_context(
-            &opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-            &cx,
-            &mut carrier::EnvelopeInjector(&mut carried),
-        );
-        encoded.headers.retain(|(key, _)| !carried.contains_key(key));
-        encoded.headers.splice(0..0, carried);
+        // The headers name this span even when the envelope keeps an older context. A stamped
+        // envelope carries this span, and its carrier becomes the headers as it is.
+        let encoded = if event.metadata.trace_context.is_empty() {
+            let mut stamped = event.clone();
+            carrier::stamp_envelope_with(&mut stamped.metadata, &context, &self.tracing);
+            EncodedEvent::to_topic(topic, &stamped)?
+        } else {
+            let mut encoded = EncodedEvent::to_topic(topic, event)?;
+            carry_span(&context, &mut encoded.headers);
+            encoded
+        };
         if !span.is_recording() {
             return Ok((None, encoded));
         }
@@ -579,12 +656,21 @@ mod tests {
             text in ".{0,16}",
             number in any::<f64>(),
             traced in any::<bool>(),
+            state in proptest::option::of(".{0,8}"),
+            environment in proptest::option::of("[a-z]{0,6}|.{0,6}"),
+            extra in any::<bool>(),
         ) {
             let mut metadata = EventMetadata::default();
             if traced {
                 metadata.trace_context.insert("traceparent".into(), text.clone());
+                if let Some(state) = state {
+                    metadata.trace_context.insert("tracestate".into(), state);
+                }
                 metadata.trace_timestamp = Some(Utc.timestamp_opt(seconds, nanos).unwrap());
                 metadata.trace_service = Some(source.clone());
+                metadata.trace_environment = environment;
+            }
+            if extra {
                 metadata.extra.insert(text.clone(), serde_json::json!([number, text]));
             }
             let event = OnexEvent {
