@@ -133,7 +133,7 @@ def main():
             # Left out, not zero: the tool's latency mode is off (see above).
             "message_p50_ms": None,
             "message_p99_ms": None,
-            "vs_untraced_pool_per_round": None,
+            "vs_untraced_per_round": None,
             "spans_exported": None,
             "spans_dropped": None,
         })

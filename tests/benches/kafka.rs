@@ -22,7 +22,12 @@
 //!   bytes, recorded in `settings`), not 100 bytes: what the bus costs includes writing it;
 //! - `pool-traced-1.0`, `pool-traced-0.1`: `pool` with tracing on, a PRODUCER span per message
 //!   (sampling 1.0 and 0.1) exported over OTLP/gRPC to a receiver in a child process on
-//!   loopback. What tracing costs is each one's rate over `pool`'s in the same round.
+//!   loopback. What tracing costs is each one's rate over `pool`'s in the same round;
+//! - `bus-publish-traced-1.0`, `bus-publish-traced-0.1`: `bus-publish` with tracing on (its
+//!   `kafka.publish` PRODUCER span, the context stamped into the envelope and its headers),
+//!   held against `bus-publish` the same way. The pool's messages carry no headers of their
+//!   own, so there the context's header list is part of tracing's cost; the bus's events always
+//!   carry headers, so this is tracing's cost on what services send.
 //!
 //! Per request (throughput still counted in messages; latency is per request, in fields of
 //! its own):
@@ -117,9 +122,9 @@ struct Outcome {
     /// Per-request contenders: the 99th percentile of the same.
     #[serde(skip_serializing_if = "Option::is_none")]
     request_p99_ms: Option<f64>,
-    /// Traced contenders: the median over rounds of this contender's rate divided by the
-    /// untraced pool's in the same round.
-    vs_untraced_pool_per_round: Option<f64>,
+    /// Traced contenders: the median over rounds of this contender's rate divided by its
+    /// untraced counterpart's (`pool`, `bus-publish`) in the same round.
+    vs_untraced_per_round: Option<f64>,
     /// Traced contenders: spans accepted by the receiver in this round.
     spans_exported: Option<u64>,
     /// Traced contenders: spans dropped (export queue full, or export failed) in this round.
@@ -179,7 +184,7 @@ impl Window {
             message_p99_ms: per_message.then_some(p99),
             request_p50_ms: (!per_message).then_some(p50),
             request_p99_ms: (!per_message).then_some(p99),
-            vs_untraced_pool_per_round: None,
+            vs_untraced_per_round: None,
             spans_exported: None,
             spans_dropped: None,
         }
@@ -451,15 +456,16 @@ async fn node_send_message(run: &Run, idempotence: bool) -> Outcome {
     )
 }
 
-/// The event bus's `publish_event`, one `OnexEvent` per message.
-async fn bus_publish(run: &Run, idempotence: bool) -> Outcome {
+/// The event bus's `publish_event`, one `OnexEvent` per message; with `tracing`, the bus and its
+/// pool record their spans with it.
+async fn bus_publish(run: &Run, idempotence: bool, tracing: Option<Tracing>) -> Outcome {
     let namer = TopicNamer::default();
     // The bus names the topic after the event type: a fresh type, so a fresh topic.
     let event_type = format!("bench.bus.{}", uuid::Uuid::new_v4().simple());
     let topic = namer.topic_for(&event_type).expect("topic name");
     create_topic(&topic, PARTITIONS).await;
     let _topic_guard = TestTopic { name: topic };
-    let pool = Arc::new(pool_for(run, idempotence, 1));
+    let pool = Arc::new(pool_for(run, idempotence, 1).with_tracing(tracing.clone().unwrap_or_default()));
     // Wide enough never to refuse, so the bench pays the limiter's check as a caller does
     // without being throttled by it.
     let rule = RateLimitRule { per_minute: u32::MAX, burst: u32::MAX, penalty: Duration::ZERO };
@@ -481,14 +487,25 @@ async fn bus_publish(run: &Run, idempotence: bool) -> Outcome {
     futures::future::join_all(warm).await;
     let window = Window::open();
     let mut latencies = per_message_calls(run, |i| publish(WARMUP + i)).await;
-    let outcome = window.close(
+    let name = match &tracing {
+        Some(tracing) => format!("bus-publish-traced-{:.1}", tracing.sample_rate().unwrap_or_default()),
+        None => "bus-publish".into(),
+    };
+    let mut outcome = window.close(
         run,
-        "bus-publish".into(),
+        name,
         settings(run, idempotence, &format!(" producers=1 value_bytes={value_bytes} headers=2 events_built=in-window")),
         1,
         &mut latencies,
     );
     assert_eq!(bus.stats().published, u64::from(run.messages + WARMUP));
+    if let Some(tracing) = tracing {
+        // After the window: the final export is not measured.
+        let _ = tracing.shutdown();
+        let spans = tracing.stats();
+        outcome.spans_exported = Some(spans.exported);
+        outcome.spans_dropped = Some(spans.dropped());
+    }
     drop(bus);
     if let Ok(pool) = Arc::try_unwrap(pool) {
         pool.shutdown().await.expect("shutdown");
@@ -633,7 +650,7 @@ fn env_u32(key: &str, default: u32) -> u32 {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-const CONTENDERS: [&str; 11] = [
+const CONTENDERS: [&str; 13] = [
     "raw-base-producer",
     "raw-rdkafka",
     "pool",
@@ -645,10 +662,17 @@ const CONTENDERS: [&str; 11] = [
     "node-prebuilt",
     "pool-traced-1.0",
     "pool-traced-0.1",
+    "bus-publish-traced-1.0",
+    "bus-publish-traced-0.1",
 ];
 
 /// The contender each per-message wrapper is held against (overhead target ≤ 10 %).
 const ANCHOR: &str = "raw-base-producer";
+
+/// The untraced contender a traced one (`<name>-traced-<rate>`) is held against.
+fn untraced_of(name: &str) -> Option<&str> {
+    name.split_once("-traced-").map(|(untraced, _)| untraced)
+}
 
 /// Tracing at `rate` that exports to the receiver at `endpoint`.
 fn tracing_to(endpoint: Option<&str>, rate: f64) -> Tracing {
@@ -674,7 +698,7 @@ fn main() {
     assert!(!contenders.is_empty(), "KAFKA_BENCH_ONLY names none of {CONTENDERS:?}");
     let receiver = contenders
         .iter()
-        .any(|(name, _)| name.starts_with("pool-traced"))
+        .any(|(name, _)| untraced_of(name).is_some())
         .then(|| ReceiverProcess::start(Mode::Grpc).expect("start the OTLP receiver process"));
     let otlp = receiver.as_ref().map(|r| r.endpoint().to_owned());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -692,7 +716,13 @@ fn main() {
                     "raw-base-producer" => raw_base_producer(&run, idempotence).await,
                     "raw-rdkafka" => raw_rdkafka(&run, idempotence).await,
                     "node-send-message" => node_send_message(&run, idempotence).await,
-                    "bus-publish" => bus_publish(&run, idempotence).await,
+                    "bus-publish" => bus_publish(&run, idempotence, None).await,
+                    "bus-publish-traced-1.0" => {
+                        bus_publish(&run, idempotence, Some(tracing_to(otlp.as_deref(), 1.0))).await
+                    }
+                    "bus-publish-traced-0.1" => {
+                        bus_publish(&run, idempotence, Some(tracing_to(otlp.as_deref(), 0.1))).await
+                    }
                     "pool" => pool(&run, idempotence, 1, None).await,
                     "pool-2" => pool(&run, idempotence, 2, None).await,
                     "pool-4" => pool(&run, idempotence, 4, None).await,
@@ -724,28 +754,26 @@ fn main() {
                 .collect()
         };
         let (vs_anchor, vs_raw) = (per_round(ANCHOR), per_round("raw-rdkafka"));
-        let vs_pool: Vec<Option<f64>> = contenders
+        let vs_untraced: Vec<Option<f64>> = contenders
             .iter()
             .zip(&samples)
             .map(|(&(name, idempotence), runs)| {
-                if !name.starts_with("pool-traced") {
-                    return None;
-                }
-                let untraced = contenders.iter().position(|&c| c == ("pool", idempotence))?;
+                let untraced = untraced_of(name)?;
+                let untraced = contenders.iter().position(|&c| c == (untraced, idempotence))?;
                 median(&paired_ratios(&rates(runs), &[&rates(&samples[untraced])]))
             })
             .collect();
         samples
             .into_iter()
-            .zip(vs_anchor.into_iter().zip(vs_raw).zip(vs_pool))
-            .map(|(mut runs, ((vs_base_producer_per_round, vs_raw_per_round), vs_untraced_pool_per_round))| {
+            .zip(vs_anchor.into_iter().zip(vs_raw).zip(vs_untraced))
+            .map(|(mut runs, ((vs_base_producer_per_round, vs_raw_per_round), vs_untraced_per_round))| {
                 runs.sort_by(|a, b| a.msgs_per_sec.total_cmp(&b.msgs_per_sec));
                 let n = runs.len();
                 let mut middle = runs.swap_remove(n / 2);
                 middle.settings.push_str(&format!(" rounds={n} (median)"));
                 middle.vs_base_producer_per_round = vs_base_producer_per_round;
                 middle.vs_raw_per_round = vs_raw_per_round;
-                middle.vs_untraced_pool_per_round = vs_untraced_pool_per_round;
+                middle.vs_untraced_per_round = vs_untraced_per_round;
                 middle
             })
             .collect()
@@ -785,12 +813,13 @@ fn main() {
             quantiles(o.request_p50_ms, o.request_p99_ms)
         );
     }
-    for o in outcomes.iter().filter(|o| o.vs_untraced_pool_per_round.is_some()) {
+    for o in outcomes.iter().filter(|o| o.vs_untraced_per_round.is_some()) {
         println!(
-            "{} (idempotence={}): {:.3} x the untraced pool, per round (median); spans exported {}, dropped {}",
+            "{} (idempotence={}): {:.3} x {}, per round (median); spans exported {}, dropped {}",
             o.name,
             o.settings.contains("idempotence=true"),
-            o.vs_untraced_pool_per_round.unwrap_or(f64::NAN),
+            o.vs_untraced_per_round.unwrap_or(f64::NAN),
+            untraced_of(&o.name).unwrap_or_default(),
             o.spans_exported.unwrap_or(0),
             o.spans_dropped.unwrap_or(0)
         );
