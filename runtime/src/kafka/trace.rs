@@ -28,6 +28,11 @@ use crate::error::OnexError;
 use crate::kafka::{Delivered, ProduceRecord};
 use crate::telemetry::{KeyValue, OtelContext, Span, SpanKind, Tracing, carrier};
 
+/// The attributes of a send span: the three fixed ones, the topic, partition, key, body size
+/// and offset (a partition known before the send is set again at the acknowledgement), and
+/// `error.type` on failure.
+const ATTRIBUTES: usize = 10;
+
 /// Starts a PRODUCER span named `name` for messages to `topic` (`None`: a batch that may name
 /// several), a child of `parent`.
 pub(crate) fn producer_span(
@@ -37,7 +42,7 @@ pub(crate) fn producer_span(
     topic: Option<&str>,
     parent: &OtelContext,
 ) -> Span {
-    let mut span = tracing.span_in(name, SpanKind::Producer, parent);
+    let mut span = tracing.span_in_with_capacity(name, SpanKind::Producer, parent, ATTRIBUTES);
     if span.is_recording() {
         span.set_attributes([
             KeyValue::new("messaging.system", "kafka"),

@@ -38,6 +38,10 @@ pub const UNSANITIZABLE: &str = "-- UNSANITIZABLE --";
 /// a cache.
 const SANITIZED_CACHE_ENTRIES: usize = 512;
 
+/// The attributes of a statement's span: the fixed ones, its text and operation, the
+/// correlation id (and on failure `error.type` and `db.response.status_code`).
+const ATTRIBUTES: usize = 10;
+
 /// The manager's tracing and the attributes every one of its spans carries.
 #[derive(Clone, Default)]
 pub(crate) struct StatementTracing {
@@ -106,7 +110,7 @@ impl StatementTracing {
     /// Inlined into every call site, `span` is only its branch; this is the traced path.
     #[inline(never)]
     fn start(&self, name: &'static str, sql: &str) -> StatementSpan {
-        let mut span = self.tracing.leaf_span(name, SpanKind::Client);
+        let mut span = self.tracing.leaf_span_with_capacity(name, SpanKind::Client, ATTRIBUTES);
         if !span.is_recording() {
             return StatementSpan(None);
         }

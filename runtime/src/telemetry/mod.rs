@@ -26,6 +26,7 @@ mod grpc;
 mod ids;
 mod otlp;
 pub mod pipeline;
+mod recorded;
 pub mod series;
 pub mod span;
 pub mod sql;
