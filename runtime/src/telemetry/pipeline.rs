@@ -48,6 +48,8 @@ struct Inner {
     service_name: String,
     service_version: String,
     environment: String,
+    /// `environment` as a span attribute value: shared, so each span's copy is a reference.
+    environment_value: opentelemetry::StringValue,
     sample_rate: f64,
     /// Where spans go and the names (never the values) of the headers sent there, for status
     /// reports.
@@ -133,6 +135,7 @@ impl Tracing {
                 service_name: config.service_name.clone(),
                 service_version: config.service_version.clone(),
                 environment: config.environment.clone(),
+                environment_value: Arc::<str>::from(config.environment.as_str()).into(),
                 sample_rate: rate,
                 otlp_endpoint: config.otlp_endpoint.clone(),
                 otlp_header_names: config.otlp_headers.keys().cloned().collect(),
@@ -206,6 +209,12 @@ impl Tracing {
     /// `deployment.environment` of the resource, when enabled.
     pub fn environment(&self) -> Option<&str> {
         self.inner.as_ref().map(|inner| inner.environment.as_str())
+    }
+
+    /// `deployment.environment` as a span attribute value (empty when disabled): cloning it
+    /// shares the text rather than copying it.
+    pub fn environment_value(&self) -> opentelemetry::StringValue {
+        self.inner.as_ref().map_or_else(|| "".into(), |inner| inner.environment_value.clone())
     }
 
     /// The sampling ratio applied to root spans, when enabled.
