@@ -115,11 +115,20 @@ enum Control {
     },
 }
 
+/// A span in the box it travels in: built there when the runtime records it (see
+/// `super::recorded`), with the queue it goes to when it ends; `queue` is `None` once queued
+/// (and for an SDK span, which the provider hands to `on_end`).
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub(crate) span: SpanData,
+    pub(crate) queue: Option<Arc<QueueProcessor>>,
+}
+
 /// A [`SpanProcessor`] that queues ended spans for the export thread.
 pub(crate) struct QueueProcessor {
     /// Boxed: a span is a few hundred bytes, moved several times on its way (into the queue's
     /// slot and out); a box moves as a pointer, and the runtime's own spans are built in it.
-    spans: Sender<Box<SpanData>>,
+    spans: Sender<Box<Finished>>,
     control: Sender<Control>,
     counters: Arc<Counters>,
     /// A [`Control::Wake`] was sent and the export thread has not taken it yet.
@@ -200,7 +209,7 @@ impl QueueProcessor {
 
     /// Queues a span that ended (the SDK's, through `on_end`, or one the runtime recorded
     /// itself, see `super::recorded`): never blocks; a full queue drops it and counts it.
-    pub(crate) fn push(&self, span: Box<SpanData>) {
+    pub(crate) fn push(&self, span: Box<Finished>) {
         if self.closed.load(Ordering::Relaxed) {
             return;
         }
@@ -244,7 +253,7 @@ impl SpanProcessor for QueueProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
-        self.push(Box::new(span));
+        self.push(Box::new(Finished { span, queue: None }));
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -271,7 +280,7 @@ impl SpanProcessor for QueueProcessor {
 }
 
 struct Worker {
-    spans: Receiver<Box<SpanData>>,
+    spans: Receiver<Box<Finished>>,
     control: Receiver<Control>,
     wake_pending: Arc<AtomicBool>,
     counters: Arc<Counters>,
@@ -379,7 +388,7 @@ impl Worker {
         batch: &mut Vec<SpanData>,
         deadline: Option<Instant>,
     ) -> OTelSdkResult {
-        batch.extend(self.spans.try_iter().take(self.limits.max_batch).map(|span| *span));
+        batch.extend(self.spans.try_iter().take(self.limits.max_batch).map(|finished| finished.span));
         if batch.is_empty() {
             return Ok(());
         }

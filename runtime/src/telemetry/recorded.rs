@@ -26,7 +26,7 @@ use opentelemetry::trace::{Event, Link, SpanContext, SpanKind, Status};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLimits, SpanLinks};
 
-use super::export::QueueProcessor;
+use super::export::{Finished, QueueProcessor};
 
 /// A span being recorded; exported when it ends (at [`opentelemetry::trace::Span::end`] or
 /// when dropped).
@@ -35,11 +35,10 @@ pub(crate) struct Recorded {
     /// `None` once ended. Boxed as the export queue takes it: the span is built in place and
     /// every later move (into a context, into the queue) is a pointer's, not a few hundred
     /// bytes' (callgrind: the copies cost more than the allocation).
-    data: Option<Box<SpanData>>,
+    data: Option<Box<Finished>>,
     /// The span's context, also inside `data` while recording: kept here so that it can still
     /// be read after the end.
     context: SpanContext,
-    queue: Arc<QueueProcessor>,
 }
 
 impl Recorded {
@@ -57,7 +56,7 @@ impl Recorded {
     ) -> Self {
         let start_time = opentelemetry::time::now();
         let valid_parent = parent.is_valid();
-        let data = Box::new(SpanData {
+        let span = SpanData {
             span_context: context.clone(),
             parent_span_id: if valid_parent { parent.span_id() } else { opentelemetry::trace::SpanId::INVALID },
             parent_span_is_remote: valid_parent && parent.is_remote(),
@@ -71,8 +70,8 @@ impl Recorded {
             links: SpanLinks::default(),
             status: Status::Unset,
             instrumentation_scope: scope.clone(),
-        });
-        Self { data: Some(data), context, queue }
+        };
+        Self { data: Some(Box::new(Finished { span, queue: Some(queue) })), context }
     }
 
     /// Whether the queue behind `queue` still takes spans: after shutdown the SDK starts
@@ -81,14 +80,79 @@ impl Recorded {
         !queue.is_closed()
     }
 
+    /// This span as a [`Leaf`] (empty when it ended already).
+    pub(crate) fn into_leaf(mut self) -> Leaf {
+        Leaf(self.data.take())
+    }
+
     fn end_at(&mut self, end: Option<SystemTime>) {
-        let Some(mut data) = self.data.take() else { return };
-        match end {
-            Some(end) => data.end_time = end,
-            None if data.end_time == data.start_time => data.end_time = opentelemetry::time::now(),
-            None => {}
+        if let Some(data) = self.data.take() {
+            finish(data, end);
         }
-        self.queue.push(data);
+    }
+}
+
+/// A recorded span that nothing reads the context of after it starts (a statement): only its
+/// box, one pointer wide, where a [`super::Span`] keeps the context beside it; empty when not
+/// recorded. It ends when dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Leaf(Option<Box<Finished>>);
+
+impl Leaf {
+    /// Whether the span is recorded.
+    pub(crate) fn is_recording(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Sets one attribute (past the limit, drops and counts it).
+    pub(crate) fn set_attribute(&mut self, attribute: KeyValue) {
+        if let Some(data) = &mut self.0 {
+            add_attribute(&mut data.span, attribute);
+        }
+    }
+
+    /// Sets attributes.
+    pub(crate) fn set_attributes(&mut self, attributes: impl IntoIterator<Item = KeyValue>) {
+        if let Some(data) = &mut self.0 {
+            for attribute in attributes {
+                add_attribute(&mut data.span, attribute);
+            }
+        }
+    }
+
+    /// Adds an event (within the limits).
+    pub(crate) fn add_event(&mut self, name: impl Into<Cow<'static, str>>, attributes: Vec<KeyValue>) {
+        if let Some(data) = &mut self.0 {
+            add_event(&mut data.span, name.into(), opentelemetry::time::now(), attributes);
+        }
+    }
+
+    /// Sets the status, if higher than the current one.
+    pub(crate) fn set_status(&mut self, status: Status) {
+        if let Some(data) = &mut self.0 {
+            raise_status(&mut data.span, status);
+        }
+    }
+}
+
+impl Drop for Leaf {
+    fn drop(&mut self) {
+        if let Some(data) = self.0.take() {
+            finish(data, None);
+        }
+    }
+}
+
+/// Ends `data` at `end` (now when `None` and no end was set) and queues it.
+fn finish(mut data: Box<Finished>, end: Option<SystemTime>) {
+    let span = &mut data.span;
+    match end {
+        Some(end) => span.end_time = end,
+        None if span.end_time == span.start_time => span.end_time = opentelemetry::time::now(),
+        None => {}
+    }
+    if let Some(queue) = data.queue.take() {
+        queue.push(data);
     }
 }
 
@@ -102,19 +166,38 @@ const LIMITS: SpanLimits = SpanLimits {
     max_attributes_per_link: 128,
 };
 
+#[inline]
+fn add_attribute(data: &mut SpanData, attribute: KeyValue) {
+    if data.attributes.len() < LIMITS.max_attributes_per_span as usize {
+        data.attributes.push(attribute);
+    } else {
+        data.dropped_attributes_count += 1;
+    }
+}
+
+fn add_event(data: &mut SpanData, name: Cow<'static, str>, timestamp: SystemTime, mut attributes: Vec<KeyValue>) {
+    if data.events.len() < LIMITS.max_events_per_span as usize {
+        let dropped = attributes.len().saturating_sub(LIMITS.max_attributes_per_event as usize);
+        attributes.truncate(LIMITS.max_attributes_per_event as usize);
+        data.events.events.push(Event::new(name, timestamp, attributes, dropped as u32));
+    } else {
+        data.events.dropped_count += 1;
+    }
+}
+
+fn raise_status(data: &mut SpanData, status: Status) {
+    if status > data.status {
+        data.status = status;
+    }
+}
+
 impl opentelemetry::trace::Span for Recorded {
-    fn add_event_with_timestamp<T>(&mut self, name: T, timestamp: SystemTime, mut attributes: Vec<KeyValue>)
+    fn add_event_with_timestamp<T>(&mut self, name: T, timestamp: SystemTime, attributes: Vec<KeyValue>)
     where
         T: Into<Cow<'static, str>>,
     {
-        let limits = LIMITS;
-        let Some(data) = &mut self.data else { return };
-        if data.events.len() < limits.max_events_per_span as usize {
-            let dropped = attributes.len().saturating_sub(limits.max_attributes_per_event as usize);
-            attributes.truncate(limits.max_attributes_per_event as usize);
-            data.events.events.push(Event::new(name, timestamp, attributes, dropped as u32));
-        } else {
-            data.events.dropped_count += 1;
+        if let Some(data) = &mut self.data {
+            add_event(&mut data.span, name.into(), timestamp, attributes);
         }
     }
 
@@ -128,18 +211,14 @@ impl opentelemetry::trace::Span for Recorded {
 
     #[inline]
     fn set_attribute(&mut self, attribute: KeyValue) {
-        let Some(data) = &mut self.data else { return };
-        if data.attributes.len() < LIMITS.max_attributes_per_span as usize {
-            data.attributes.push(attribute);
-        } else {
-            data.dropped_attributes_count += 1;
+        if let Some(data) = &mut self.data {
+            add_attribute(&mut data.span, attribute);
         }
     }
 
     fn set_status(&mut self, status: Status) {
-        let Some(data) = &mut self.data else { return };
-        if status > data.status {
-            data.status = status;
+        if let Some(data) = &mut self.data {
+            raise_status(&mut data.span, status);
         }
     }
 
@@ -148,16 +227,16 @@ impl opentelemetry::trace::Span for Recorded {
         T: Into<Cow<'static, str>>,
     {
         if let Some(data) = &mut self.data {
-            data.name = new_name.into();
+            data.span.name = new_name.into();
         }
     }
 
     fn add_link(&mut self, span_context: SpanContext, mut attributes: Vec<KeyValue>) {
-        let limits = LIMITS;
         let Some(data) = &mut self.data else { return };
-        if data.links.links.len() < limits.max_links_per_span as usize {
-            let dropped = attributes.len().saturating_sub(limits.max_attributes_per_link as usize);
-            attributes.truncate(limits.max_attributes_per_link as usize);
+        let data = &mut data.span;
+        if data.links.links.len() < LIMITS.max_links_per_span as usize {
+            let dropped = attributes.len().saturating_sub(LIMITS.max_attributes_per_link as usize);
+            attributes.truncate(LIMITS.max_attributes_per_link as usize);
             data.links.links.push(Link::new(span_context, attributes, dropped as u32));
         } else {
             data.links.dropped_count += 1;
@@ -184,6 +263,7 @@ mod tests {
 
     use super::*;
     use crate::error::OnexError;
+    use crate::telemetry::Tracing;
     use crate::telemetry::capture::SpanCapture;
     use crate::telemetry::span::record_error_on;
 
@@ -289,6 +369,31 @@ mod tests {
         let child = capture.by_id(child_cx.span_id()).unwrap();
         assert_eq!((child.parent_span_id, child.parent_span_is_remote), (parent_cx.span_id(), false));
         tracing.shutdown().unwrap();
+    }
+
+    #[test]
+    fn a_leaf_exports_what_a_span_with_the_same_calls_exports() {
+        let capture = SpanCapture::new();
+        let tracing = capture.tracing("recorded-test").unwrap();
+        let parent =
+            tracing.span_in("operation", SpanKind::Internal, &OtelContext::new()).into_context(&OtelContext::new());
+        let error = OnexError::configuration("no such table");
+        let _entered = parent.clone().attach();
+        let mut leaf = tracing.recorded_leaf("statement", SpanKind::Client, 2);
+        let mut span = tracing.leaf_span("statement", SpanKind::Client);
+        leaf.set_attributes([KeyValue::new("db.system.name", "postgresql")]);
+        span.set_attributes([KeyValue::new("db.system.name", "postgresql")]);
+        leaf.record_error(&error);
+        span.record_error(&error);
+        let span_id = span.span_context().unwrap().span_id();
+        drop((leaf, span));
+        tracing.flush().unwrap();
+        let (leaves, spans): (Vec<_>, Vec<_>) =
+            capture.named("statement").into_iter().partition(|s| s.span_context.span_id() != span_id);
+        assert_eq!(leaves.len(), 1);
+        assert_eq!(aligned(leaves[0].clone(), &spans[0]), spans[0]);
+        assert_eq!(spans[0].parent_span_id, parent.span().span_context().span_id());
+        assert!(!Tracing::disabled().recorded_leaf("statement", SpanKind::Client, 2).is_recording());
     }
 
     #[test]

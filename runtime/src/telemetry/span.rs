@@ -20,7 +20,7 @@ use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt as _, 
 use opentelemetry::{Context as OtelContext, KeyValue};
 
 use super::Tracing;
-use super::recorded::Recorded;
+use super::recorded::{Leaf, Recorded};
 use crate::context::TraceContext;
 use crate::error::OnexError;
 
@@ -60,6 +60,15 @@ impl Tracing {
     /// the unsampled majority of a traced workload a span's ids and bookkeeping.
     pub fn leaf_span(&self, name: impl Into<Cow<'static, str>>, kind: SpanKind) -> Span {
         self.leaf_span_with_capacity(name, kind, 0)
+    }
+
+    /// [`Tracing::leaf_span`] as a [`Leaf`] (one pointer wide, with room for `attributes`
+    /// attributes), empty when it is not recorded.
+    pub(crate) fn recorded_leaf(&self, name: impl Into<Cow<'static, str>>, kind: SpanKind, attributes: usize) -> Leaf {
+        match self.leaf_span_with_capacity(name, kind, attributes).inner {
+            Inner::Recorded(span) => span.into_leaf(),
+            _ => Leaf::default(),
+        }
     }
 
     /// [`Tracing::leaf_span`] with room for `attributes` attributes, when it is recorded.
@@ -223,6 +232,19 @@ impl Span {
     /// Ends the span now.
     pub fn end(self) {
         drop(self);
+    }
+}
+
+impl Leaf {
+    /// Records `error` as [`Span::record_error`] does.
+    pub(crate) fn record_error(&mut self, error: &OnexError) {
+        if !self.is_recording() {
+            return;
+        }
+        let (attribute, event, status) = error_parts(error);
+        self.set_attribute(attribute);
+        self.add_event("exception", event);
+        self.set_status(status);
     }
 }
 
