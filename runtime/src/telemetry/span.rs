@@ -65,10 +65,7 @@ impl Tracing {
     /// [`Tracing::leaf_span`] as a [`Leaf`] (one pointer wide, with room for `attributes`
     /// attributes), empty when it is not recorded.
     pub(crate) fn recorded_leaf(&self, name: impl Into<Cow<'static, str>>, kind: SpanKind, attributes: usize) -> Leaf {
-        match self.leaf_span_with_capacity(name, kind, attributes).inner {
-            Inner::Recorded(span) => span.into_leaf(),
-            _ => Leaf::default(),
-        }
+        self.leaf_span_with_capacity(name, kind, attributes).into_leaf()
     }
 
     /// [`Tracing::leaf_span`] with room for `attributes` attributes, when it is recorded.
@@ -209,6 +206,15 @@ impl Span {
             Inner::None => None,
             Inner::Unsampled(cx) => Some(cx),
             Inner::Recorded(span) => Some(span.span_context()),
+        }
+    }
+
+    /// This span as a [`Leaf`], for spans whose context nothing reads any more: one pointer
+    /// wide, empty when not recorded.
+    pub(crate) fn into_leaf(self) -> Leaf {
+        match self.inner {
+            Inner::Recorded(span) => span.into_leaf(),
+            _ => Leaf::default(),
         }
     }
 
