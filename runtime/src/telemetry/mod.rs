@@ -6,9 +6,11 @@
 //!   rather than blocks ([`export`]), shutdown that flushes within 5 s.
 //! - [`Span`] ([`span`]): a span of the runtime's own work (a node operation, a statement, a
 //!   message sent or consumed), recorded only when sampled.
-//!   A span the sampler drops is decided before the SDK and is only ids (`ids`); exported
-//!   spans are encoded to OTLP/protobuf on the export thread without intermediate structs
-//!   (`otlp`) and sent over gRPC (`grpc`).
+//!   The sampler decides before anything is built: a span it drops is only ids (`ids`); a
+//!   span it keeps is the runtime's own record of what is exported (`recorded`), not an SDK
+//!   span, handed to the export queue when it ends. Exported spans are encoded to
+//!   OTLP/protobuf on the export thread without intermediate structs (`otlp`) and sent over
+//!   gRPC (`grpc`).
 //! - [`carrier`]: trace context in Kafka headers and in the event envelope.
 //! - [`sql`]: SQL statements as a span shows them, literals replaced by `?`.
 //! - [`capture`]: an in-memory exporter for tests.

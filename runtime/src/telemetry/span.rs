@@ -112,11 +112,16 @@ impl Tracing {
         let (Some((queue, scope)), Some(rate)) = (self.recorder(), self.sample_rate()) else {
             return Span::default();
         };
-        if parent.is_telemetry_suppressed() || !Recorded::accepts(queue) {
-            // What the SDK starts then: a span of no trace, which records nothing.
-            return Span { inner: Inner::Unsampled(SpanContext::empty_context()) };
+        // What the SDK starts with telemetry suppressed, and for a sampled span once shut down:
+        // a span of no trace, which records nothing.
+        let empty = || Span { inner: Inner::Unsampled(SpanContext::empty_context()) };
+        if parent.is_telemetry_suppressed() {
+            return empty();
         }
         let record = |trace_id: TraceId, parent: &SpanContext, state: TraceState| {
+            if !Recorded::accepts(queue) {
+                return empty();
+            }
             // As the SDK builds a sampled span: the parent's flags (none for a root or an
             // invalid parent) with `sampled` set.
             let flags = if parent.is_valid() { parent.trace_flags() } else { TraceFlags::default() };
