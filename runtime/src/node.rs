@@ -331,8 +331,8 @@ fn operation_span(
         span.set_attributes([
             telemetry::KeyValue::new("onex.node", node),
             telemetry::KeyValue::new("onex.operation", operation.name),
-            telemetry::KeyValue::new("correlation_id", ctx.correlation_id().to_string()),
-            telemetry::KeyValue::new("environment", tracing.environment().unwrap_or_default().to_owned()),
+            telemetry::KeyValue::new("correlation_id", telemetry::correlation_value(ctx.correlation_id())),
+            telemetry::KeyValue::new("environment", tracing.environment_value()),
         ]);
     }
     let ctx = match span.trace_context() {

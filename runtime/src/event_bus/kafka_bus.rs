@@ -21,7 +21,8 @@ use opentelemetry::trace::SpanContext;
 use rdkafka::message::OwnedHeaders;
 use serde::Serialize;
 
-use crate::telemetry::{KeyValue, OtelContext, Span, Tracing, carrier};
+use crate::telemetry::recorded::Leaf;
+use crate::telemetry::{KeyValue, OtelContext, Tracing, carrier};
 
 use crate::environment::EnvSource;
 use crate::error::{ErrorCode, OnexError};
@@ -403,9 +404,9 @@ impl KafkaEventBus {
     /// Encodes `event` for sending; with tracing, under its `kafka.publish` span (returned
     /// when recorded), whose context the envelope (unless it has one) and the headers carry.
     /// The span is boxed so that, without tracing, publish futures keep their size.
-    fn prepare(&self, event: &OnexEvent) -> Result<(Option<Box<Span>>, EncodedEvent), OnexError> {
+    fn prepare(&self, event: &OnexEvent) -> Result<(Leaf, EncodedEvent), OnexError> {
         if !self.tracing.is_enabled() {
-            return Ok((None, self.encode(event)?));
+            return Ok((Leaf::default(), self.encode(event)?));
         }
         let topic = self.namer.topic_for(&event.event_type)?;
         let parent = OtelContext::map_current(|current| {
@@ -417,7 +418,7 @@ impl KafkaEventBus {
         });
         let mut span = trace::producer_span(&self.tracing, "kafka.publish", "publish", Some(&topic), &parent);
         let Some(context) = span.span_context().cloned() else {
-            return Ok((None, EncodedEvent::to_topic(topic, event)?));
+            return Ok((Leaf::default(), EncodedEvent::to_topic(topic, event)?));
         };
         // The headers name this span even when the envelope keeps an older context. A stamped
         // envelope carries this span, and its carrier becomes the headers as it is.
@@ -431,7 +432,7 @@ impl KafkaEventBus {
             encoded
         };
         if !span.is_recording() {
-            return Ok((None, encoded));
+            return Ok((Leaf::default(), encoded));
         }
         span.set_attributes([
             KeyValue::new("messaging.kafka.message.key", encoded.key.clone()),
@@ -440,7 +441,7 @@ impl KafkaEventBus {
             KeyValue::new("onex.event.id", event.event_id.to_string()),
             KeyValue::new("correlation_id", event.correlation_id.to_string()),
         ]);
-        Ok((Some(Box::new(span)), encoded))
+        Ok((span.into_leaf(), encoded))
     }
 
     fn take_tokens(&self, caller: &str, cost: u32) -> Result<(), OnexError> {
@@ -464,9 +465,9 @@ impl KafkaEventBus {
             self.pool.send_untraced(encoded.record(), Some(encoded.owned_headers())).await?.await
         })
         .await;
-        if let Some(span) = &mut span {
+        if span.is_recording() {
             span.set_attribute(KeyValue::new("onex.publish.attempts", i64::from(outcome.attempts)));
-            trace::record_delivery(span, &outcome.result);
+            trace::record_delivery(&mut span, &outcome.result);
         }
         self.counters.retries.fetch_add(u64::from(outcome.attempts - 1), Ordering::Relaxed);
         match &outcome.result {
@@ -539,7 +540,9 @@ impl KafkaEventBus {
         let mut failed_ids = Vec::new();
         let mut first_error = None;
         for (i, result) in results.into_iter().enumerate() {
-            if let (Some(Some(span)), Some(outcome)) = (spans.get_mut(i), &result) {
+            if let (Some(span), Some(outcome)) = (spans.get_mut(i), &result)
+                && span.is_recording()
+            {
                 trace::record_delivery(span, outcome);
             }
             match result {

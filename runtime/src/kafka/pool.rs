@@ -26,6 +26,7 @@ use crate::metrics::MetricsRegistry;
 use crate::models::health::{ComponentHealth, HealthStatus, HealthThresholds};
 use crate::models::kafka::{KafkaProducerConfig, KafkaProducerPoolStats};
 use crate::telemetry::Tracing;
+use crate::telemetry::recorded::Leaf;
 
 /// Pool-level settings (the per-producer ones live in [`KafkaProducerConfig`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -257,7 +258,8 @@ impl KafkaProducerPool {
             // A sampled-out message only carries its trace context in `headers` and takes the
             // untraced path below; a recorded one goes the boxed way, so that the untraced
             // send's future keeps its size (a recorded message allocates its span anyway).
-            if let Some(span) = trace::send_span(&self.tracing, &record, &mut headers) {
+            let span = trace::send_span(&self.tracing, &record, &mut headers);
+            if span.is_recording() {
                 return Box::pin(self.send_traced(record, headers, span)).await;
             }
         }
@@ -271,9 +273,9 @@ impl KafkaProducerPool {
         &self,
         record: ProduceRecord<'_>,
         headers: Option<OwnedHeaders>,
-        span: Box<crate::telemetry::Span>,
+        span: Leaf,
     ) -> Result<DeliveryFuture, OnexError> {
-        finish_send(Some(span), self.send_untraced(record, headers).await)
+        finish_send(span, self.send_untraced(record, headers).await)
     }
 
     /// [`KafkaProducerPool::send`] without a span of its own (the caller's span covers the
@@ -292,14 +294,17 @@ impl KafkaProducerPool {
     /// the stats; [`KafkaProducerPool::flush`] waits for it).
     pub async fn enqueue(&self, record: ProduceRecord<'_>, mut headers: Option<OwnedHeaders>) -> Result<(), OnexError> {
         // The span (when traced) covers the hand-off only: no delivery report reaches here.
-        let span =
-            if self.tracing.is_enabled() { trace::send_span(&self.tracing, &record, &mut headers) } else { None };
+        let mut span = if self.tracing.is_enabled() {
+            trace::send_span(&self.tracing, &record, &mut headers)
+        } else {
+            Leaf::default()
+        };
         let producer = self.default_producer();
         let enqueued = match producer {
             Ok(producer) => producer.enqueue(record, headers, false).await.map(|_| ()),
             Err(e) => Err(e),
         };
-        if let (Some(mut span), Err(e)) = (span, &enqueued) {
+        if let Err(e) = &enqueued {
             span.record_error(e);
         }
         enqueued
@@ -330,8 +335,11 @@ impl KafkaProducerPool {
         record: ProduceRecord<'_>,
         mut headers: Option<OwnedHeaders>,
     ) -> Result<DeliveryFuture, OnexError> {
-        let span =
-            if self.tracing.is_enabled() { trace::send_span(&self.tracing, &record, &mut headers) } else { None };
+        let span = if self.tracing.is_enabled() {
+            trace::send_span(&self.tracing, &record, &mut headers)
+        } else {
+            Leaf::default()
+        };
         let sent = async {
             let producer = self.producer_for(config)?;
             let report = producer.enqueue(record, headers, true).await?;
@@ -735,14 +743,11 @@ impl std::fmt::Debug for KafkaProducerPool {
 }
 
 /// Hands the message's span (if recorded) to its delivery future, or records the refusal.
-fn finish_send(
-    span: Option<Box<crate::telemetry::Span>>,
-    sent: Result<DeliveryFuture, OnexError>,
-) -> Result<DeliveryFuture, OnexError> {
-    match (span, sent) {
-        (None, sent) => sent,
-        (Some(span), Ok(delivery)) => Ok(delivery.with_span(Some(span))),
-        (Some(mut span), Err(e)) => {
+fn finish_send(mut span: Leaf, sent: Result<DeliveryFuture, OnexError>) -> Result<DeliveryFuture, OnexError> {
+    match sent {
+        _ if !span.is_recording() => sent,
+        Ok(delivery) => Ok(delivery.with_span(span)),
+        Err(e) => {
             span.record_error(&e);
             Err(e)
         }

@@ -26,7 +26,13 @@ use rdkafka::message::{Headers as _, OwnedHeaders};
 
 use crate::error::OnexError;
 use crate::kafka::{Delivered, ProduceRecord};
+use crate::telemetry::recorded::Leaf;
 use crate::telemetry::{KeyValue, OtelContext, Span, SpanKind, Tracing, carrier};
+
+/// The attributes of a send span: the three fixed ones, the topic, partition, key, body size
+/// and offset (a partition known before the send is set again at the acknowledgement), and
+/// `error.type` on failure.
+const ATTRIBUTES: usize = 10;
 
 /// Starts a PRODUCER span named `name` for messages to `topic` (`None`: a batch that may name
 /// several), a child of `parent`.
@@ -37,7 +43,7 @@ pub(crate) fn producer_span(
     topic: Option<&str>,
     parent: &OtelContext,
 ) -> Span {
-    let mut span = tracing.span_in(name, SpanKind::Producer, parent);
+    let mut span = tracing.span_in_with_capacity(name, SpanKind::Producer, parent, ATTRIBUTES);
     if span.is_recording() {
         span.set_attributes([
             KeyValue::new("messaging.system", "kafka"),
@@ -67,7 +73,7 @@ pub(crate) fn describe(span: &mut Span, record: &ProduceRecord<'_>) {
 }
 
 /// Records where the message landed, or why it did not, on `span`.
-pub(crate) fn record_delivery(span: &mut Span, outcome: &Result<Delivered, OnexError>) {
+pub(crate) fn record_delivery(span: &mut Leaf, outcome: &Result<Delivered, OnexError>) {
     match outcome {
         Ok(delivered) if span.is_recording() => span.set_attributes([
             KeyValue::new("messaging.destination.partition.id", delivered.partition.to_string()),
@@ -99,20 +105,16 @@ pub(crate) fn carry(span: &SpanContext, headers: &mut Option<OwnedHeaders>) {
 }
 
 /// The span of one message the pool sends (see the module documentation), its context
-/// carried in `headers`; `None` when it is not recorded.
-pub(crate) fn send_span(
-    tracing: &Tracing,
-    record: &ProduceRecord<'_>,
-    headers: &mut Option<OwnedHeaders>,
-) -> Option<Box<Span>> {
+/// carried in `headers`; empty when it is not recorded.
+pub(crate) fn send_span(tracing: &Tracing, record: &ProduceRecord<'_>, headers: &mut Option<OwnedHeaders>) -> Leaf {
     let mut span =
         OtelContext::map_current(|parent| producer_span(tracing, "kafka.send", "send", Some(record.topic), parent));
     if let Some(cx) = span.span_context() {
         carry(cx, headers);
     }
     if !span.is_recording() {
-        return None;
+        return Leaf::default();
     }
     describe(&mut span, record);
-    Some(Box::new(span))
+    span.into_leaf()
 }

@@ -26,8 +26,9 @@ use rustc_hash::FxBuildHasher;
 
 use crate::error::OnexError;
 use crate::models::postgres::PostgresConnectionConfig;
+use crate::telemetry::recorded::Leaf;
 use crate::telemetry::sql::sanitize_sql;
-use crate::telemetry::{CorrelationId, KeyValue, Span, SpanKind, Tracing};
+use crate::telemetry::{CorrelationId, KeyValue, SpanKind, Tracing};
 
 /// What `db.query.text` shows for a statement the sanitizer cannot read.
 pub const UNSANITIZABLE: &str = "-- UNSANITIZABLE --";
@@ -37,6 +38,15 @@ pub const UNSANITIZABLE: &str = "-- UNSANITIZABLE --";
 /// hundred cover it; a workload of ad-hoc statements pays the sanitizer per span, as without
 /// a cache.
 const SANITIZED_CACHE_ENTRIES: usize = 512;
+
+/// The attributes of a statement's span: the fixed ones, its text and operation, the
+/// correlation id (and on failure `error.type` and `db.response.status_code`).
+const ATTRIBUTES: usize = 10;
+
+/// `text` as an attribute value whose clones share it.
+fn shared(text: &str) -> opentelemetry::StringValue {
+    Arc::<str>::from(text).into()
+}
 
 /// The manager's tracing and the attributes every one of its spans carries.
 #[derive(Clone, Default)]
@@ -61,8 +71,9 @@ impl StatementTracing {
             Arc::new([
                 KeyValue::new("db.system.name", "postgresql"),
                 KeyValue::new("db.system", "postgresql"),
-                KeyValue::new("db.namespace", config.database.clone()),
-                KeyValue::new("server.address", config.host.clone()),
+                // Shared strings: each span clones these, and an owned one would be copied.
+                KeyValue::new("db.namespace", shared(&config.database)),
+                KeyValue::new("server.address", shared(&config.host)),
                 KeyValue::new("server.port", i64::from(config.port)),
             ])
         } else {
@@ -98,7 +109,7 @@ impl StatementTracing {
     #[inline]
     pub(crate) fn span(&self, name: &'static str, sql: &str) -> StatementSpan {
         if !self.tracing.is_enabled() {
-            return StatementSpan(None);
+            return StatementSpan(Leaf::default());
         }
         self.start(name, sql)
     }
@@ -106,9 +117,9 @@ impl StatementTracing {
     /// Inlined into every call site, `span` is only its branch; this is the traced path.
     #[inline(never)]
     fn start(&self, name: &'static str, sql: &str) -> StatementSpan {
-        let mut span = self.tracing.leaf_span(name, SpanKind::Client);
+        let mut span = self.tracing.recorded_leaf(name, SpanKind::Client, ATTRIBUTES);
         if !span.is_recording() {
-            return StatementSpan(None);
+            return StatementSpan(span);
         }
         span.set_attributes(self.fixed.iter().cloned());
         let shown = self.shown(sql);
@@ -117,21 +128,28 @@ impl StatementTracing {
             span.set_attribute(KeyValue::new("db.operation.name", operation));
         }
         if let Some(id) = CorrelationId::current() {
-            span.set_attribute(KeyValue::new("correlation_id", id.to_string()));
+            span.set_attribute(KeyValue::new("correlation_id", crate::telemetry::correlation_value(id)));
         }
-        StatementSpan(Some(Box::new(span)))
+        StatementSpan(span)
     }
 }
 
 /// The span of one call while it runs; it ends when dropped (the call returned, or was
 /// cancelled). Empty, and one pointer wide, when the call is not traced.
-pub(crate) struct StatementSpan(Option<Box<Span>>);
+pub(crate) struct StatementSpan(Leaf);
+
+// The pool's futures hold a statement span across their awaits: untraced, it must stay a
+// pointer's width.
+const _: () = assert!(std::mem::size_of::<StatementSpan>() == std::mem::size_of::<usize>());
 
 impl StatementSpan {
     /// Records that the call failed with `error` (ERROR status, `error.type`, and the
     /// SQLSTATE as `db.response.status_code` when the server gave one).
     pub(crate) fn failed(&mut self, error: &OnexError) {
-        let Some(span) = &mut self.0 else { return };
+        let span = &mut self.0;
+        if !span.is_recording() {
+            return;
+        }
         span.record_error(error);
         if let Some(state) = error.details().get("sqlstate").and_then(serde_json::Value::as_str) {
             span.set_attribute(KeyValue::new("db.response.status_code", state.to_owned()));

@@ -2,8 +2,9 @@
 //! thread that owns the exporter.
 //!
 //! Invariants:
-//! - Ending a span never blocks and never allocates beyond the span itself: `on_end` is one
-//!   `try_send`. A full queue (collector down or slow) drops the span and counts it.
+//! - Ending a span never blocks and never allocates beyond the span itself: `push` is one
+//!   `try_send` of the boxed span (the runtime's spans are built in their box; an SDK span's
+//!   `on_end` boxes it). A full queue (collector down or slow) drops the span and counts it.
 //! - Ending a span does not wake the export thread: it sleeps until its next tick
 //!   (`schedule_delay`) unless a full batch is waiting, and then exactly one wake-up is sent.
 //!   A wake-up per span cost the Kafka producer a context switch per sampled message (ten
@@ -114,9 +115,20 @@ enum Control {
     },
 }
 
+/// A span in the box it travels in: built there when the runtime records it (see
+/// `super::recorded`), with the queue it goes to when it ends; `queue` is `None` once queued
+/// (and for an SDK span, which the provider hands to `on_end`).
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub(crate) span: SpanData,
+    pub(crate) queue: Option<Arc<QueueProcessor>>,
+}
+
 /// A [`SpanProcessor`] that queues ended spans for the export thread.
 pub(crate) struct QueueProcessor {
-    spans: Sender<SpanData>,
+    /// Boxed: a span is a few hundred bytes, moved several times on its way (into the queue's
+    /// slot and out); a box moves as a pointer, and the runtime's own spans are built in it.
+    spans: Sender<Box<Finished>>,
     control: Sender<Control>,
     counters: Arc<Counters>,
     /// A [`Control::Wake`] was sent and the export thread has not taken it yet.
@@ -195,21 +207,9 @@ impl QueueProcessor {
         Arc::clone(&self.counters)
     }
 
-    fn ask(&self, make: impl FnOnce(Sender<OTelSdkResult>) -> Control, wait: Duration) -> OTelSdkResult {
-        let (done, answer) = crossbeam_channel::bounded(1);
-        self.control.send(make(done)).map_err(|_| OTelSdkError::AlreadyShutdown)?;
-        match answer.recv_timeout(wait) {
-            Ok(result) => result,
-            Err(RecvTimeoutError::Timeout) => Err(OTelSdkError::Timeout(wait)),
-            Err(RecvTimeoutError::Disconnected) => Err(OTelSdkError::AlreadyShutdown),
-        }
-    }
-}
-
-impl SpanProcessor for QueueProcessor {
-    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
-
-    fn on_end(&self, span: SpanData) {
+    /// Queues a span that ended (the SDK's, through `on_end`, or one the runtime recorded
+    /// itself, see `super::recorded`): never blocks; a full queue drops it and counts it.
+    pub(crate) fn push(&self, span: Box<Finished>) {
         if self.closed.load(Ordering::Relaxed) {
             return;
         }
@@ -231,6 +231,29 @@ impl SpanProcessor for QueueProcessor {
                 self.counters.dropped_export_failed.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Whether shutdown began: spans ended from now on are not exported.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    fn ask(&self, make: impl FnOnce(Sender<OTelSdkResult>) -> Control, wait: Duration) -> OTelSdkResult {
+        let (done, answer) = crossbeam_channel::bounded(1);
+        self.control.send(make(done)).map_err(|_| OTelSdkError::AlreadyShutdown)?;
+        match answer.recv_timeout(wait) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => Err(OTelSdkError::Timeout(wait)),
+            Err(RecvTimeoutError::Disconnected) => Err(OTelSdkError::AlreadyShutdown),
+        }
+    }
+}
+
+impl SpanProcessor for QueueProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        self.push(Box::new(Finished { span, queue: None }));
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -257,7 +280,7 @@ impl SpanProcessor for QueueProcessor {
 }
 
 struct Worker {
-    spans: Receiver<SpanData>,
+    spans: Receiver<Box<Finished>>,
     control: Receiver<Control>,
     wake_pending: Arc<AtomicBool>,
     counters: Arc<Counters>,
@@ -365,7 +388,7 @@ impl Worker {
         batch: &mut Vec<SpanData>,
         deadline: Option<Instant>,
     ) -> OTelSdkResult {
-        batch.extend(self.spans.try_iter().take(self.limits.max_batch));
+        batch.extend(self.spans.try_iter().take(self.limits.max_batch).map(|finished| finished.span));
         if batch.is_empty() {
             return Ok(());
         }

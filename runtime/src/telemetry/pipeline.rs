@@ -10,8 +10,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanExporter};
@@ -40,10 +40,16 @@ pub struct Tracing {
 struct Inner {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
-    queue: Arc<QueueStats>,
+    /// The export queue, which the provider's processor feeds too: spans the runtime records
+    /// itself (`super::recorded`) go straight to it.
+    queue: Arc<QueueProcessor>,
+    /// The scope of those spans, the tracer's.
+    scope: InstrumentationScope,
     service_name: String,
     service_version: String,
     environment: String,
+    /// `environment` as a span attribute value: shared, so each span's copy is a reference.
+    environment_value: opentelemetry::StringValue,
     sample_rate: f64,
     /// Where spans go and the names (never the values) of the headers sent there, for status
     /// reports.
@@ -54,9 +60,6 @@ struct Inner {
     instrument_database: bool,
     instrument_kafka: bool,
 }
-
-/// Reads the export queue's counters; the provider owns the queue itself.
-struct QueueStats(std::sync::Weak<QueueProcessor>);
 
 impl fmt::Debug for Tracing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -116,13 +119,10 @@ impl Tracing {
         let processor = QueueProcessor::start(make, resource(config), limits)
             .map_err(|problem| OnexError::configuration(format!("cannot export spans: {problem}")))?;
         let processor = Arc::new(processor);
-        let queue = Arc::new(QueueStats(Arc::downgrade(&processor)));
         let rate = config.sample_rate.clamp(0.0, 1.0);
         let provider = SdkTracerProvider::builder()
-            .with_span_processor(SharedProcessor(processor))
+            .with_span_processor(SharedProcessor(Arc::clone(&processor)))
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(rate))))
-            // `Tracing::span_in` decides roots before the SDK and hands it the trace id it drew.
-            .with_id_generator(super::ids::PresetIds::default())
             .with_resource(resource(config))
             .build();
         let tracer = provider.tracer(SCOPE);
@@ -130,10 +130,12 @@ impl Tracing {
             inner: Some(Arc::new(Inner {
                 provider,
                 tracer,
-                queue,
+                queue: processor,
+                scope: InstrumentationScope::builder(SCOPE).build(),
                 service_name: config.service_name.clone(),
                 service_version: config.service_version.clone(),
                 environment: config.environment.clone(),
+                environment_value: Arc::<str>::from(config.environment.as_str()).into(),
                 sample_rate: rate,
                 otlp_endpoint: config.otlp_endpoint.clone(),
                 otlp_header_names: config.otlp_headers.keys().cloned().collect(),
@@ -172,6 +174,11 @@ impl Tracing {
         self.inner.is_some()
     }
 
+    /// The export queue and the scope of the spans the runtime records itself, when enabled.
+    pub(crate) fn recorder(&self) -> Option<(&Arc<QueueProcessor>, &InstrumentationScope)> {
+        self.inner.as_ref().map(|inner| (&inner.queue, &inner.scope))
+    }
+
     /// The tracer, when enabled.
     pub fn tracer(&self) -> Option<&SdkTracer> {
         self.inner.as_ref().map(|inner| &inner.tracer)
@@ -204,6 +211,12 @@ impl Tracing {
         self.inner.as_ref().map(|inner| inner.environment.as_str())
     }
 
+    /// `deployment.environment` as a span attribute value (empty when disabled): cloning it
+    /// shares the text rather than copying it.
+    pub fn environment_value(&self) -> opentelemetry::StringValue {
+        self.inner.as_ref().map_or_else(|| "".into(), |inner| inner.environment_value.clone())
+    }
+
     /// The sampling ratio applied to root spans, when enabled.
     pub fn sample_rate(&self) -> Option<f64> {
         self.inner.as_ref().map(|inner| inner.sample_rate)
@@ -214,14 +227,14 @@ impl Tracing {
     /// disabled tracing registers them too, at 0. A registry holds one tracing's series: a
     /// second call on the same registry is a `CONFIGURATION_ERROR`.
     pub fn with_metrics(self, registry: &crate::metrics::MetricsRegistry) -> Result<Self, OnexError> {
-        let counters = self.inner.as_ref().and_then(|inner| inner.queue.0.upgrade()).map(|queue| queue.counters());
+        let counters = self.inner.as_ref().map(|inner| inner.queue.counters());
         super::series::register(registry, counters)?;
         Ok(self)
     }
 
     /// What the export queue has done; all zero when disabled.
     pub fn stats(&self) -> ExportStats {
-        self.inner.as_ref().and_then(|inner| inner.queue.0.upgrade()).map(|queue| queue.stats()).unwrap_or_default()
+        self.inner.as_ref().map(|inner| inner.queue.stats()).unwrap_or_default()
     }
 
     /// A `tracing` layer that records `tracing` spans as OpenTelemetry spans of this tracer, so

@@ -6,17 +6,21 @@
 //! Callers build expensive attributes only when [`Span::is_recording`]. Spans that `tracing`
 //! macros open inside handlers join the same traces through [`Tracing::layer`].
 //!
-//! A span the sampler drops is decided here, before the SDK: it is only its ids and its
-//! unsampled flag (what travels downstream, so that the next service drops the trace too),
-//! never an SDK span, whose start and end cost about as much as a whole Kafka message. The
-//! decision is the SDK's own (parent-based, trace-id ratio at the root; see `telemetry::ids`).
+//! The sampler's decision is made here, without the SDK, and is the SDK's own rule
+//! (parent-based, trace-id ratio at the root; see `telemetry::ids`). A span the sampler drops
+//! is only its ids and its unsampled flag (what travels downstream, so that the next service
+//! drops the trace too). A span it keeps is not an SDK span either, whose start and end cost
+//! about as much as a whole Kafka message, but the runtime's own record of what is exported
+//! (`telemetry::recorded`), handed to the same export queue.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
-use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceState, Tracer as _};
+use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId, TraceState};
 use opentelemetry::{Context as OtelContext, KeyValue};
 
 use super::Tracing;
+use super::recorded::{Leaf, Recorded};
 use crate::context::TraceContext;
 use crate::error::OnexError;
 
@@ -26,7 +30,7 @@ pub struct Span {
     inner: Inner,
 }
 
-// The SDK's span is as large as `Span` always was; boxing it would cost each recorded span an
+// A recorded span is as large as `Span` always was; boxing it would cost each recorded span an
 // allocation to save an unsampled one a few bytes of stack.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Default)]
@@ -36,8 +40,8 @@ enum Inner {
     None,
     /// Sampled out: the ids and flags that go downstream, nothing recorded.
     Unsampled(SpanContext),
-    /// A span the SDK records.
-    Sdk(opentelemetry_sdk::trace::Span),
+    /// A span recorded and exported (see `super::recorded`).
+    Recorded(Recorded),
 }
 
 impl Tracing {
@@ -55,7 +59,22 @@ impl Tracing {
     /// starts nothing at all, since the parent-based sampler would drop it anyway. That saves
     /// the unsampled majority of a traced workload a span's ids and bookkeeping.
     pub fn leaf_span(&self, name: impl Into<Cow<'static, str>>, kind: SpanKind) -> Span {
-        use opentelemetry::trace::TraceContextExt as _;
+        self.leaf_span_with_capacity(name, kind, 0)
+    }
+
+    /// [`Tracing::leaf_span`] as a [`Leaf`] (one pointer wide, with room for `attributes`
+    /// attributes), empty when it is not recorded.
+    pub(crate) fn recorded_leaf(&self, name: impl Into<Cow<'static, str>>, kind: SpanKind, attributes: usize) -> Leaf {
+        self.leaf_span_with_capacity(name, kind, attributes).into_leaf()
+    }
+
+    /// [`Tracing::leaf_span`] with room for `attributes` attributes, when it is recorded.
+    pub(crate) fn leaf_span_with_capacity(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        kind: SpanKind,
+        attributes: usize,
+    ) -> Span {
         match self.tracer() {
             None => Span::default(),
             Some(_) => OtelContext::map_current(|parent| {
@@ -64,7 +83,7 @@ impl Tracing {
                 if current.is_valid() && !current.is_sampled() {
                     return Span::default();
                 }
-                self.span_in(name, kind, parent)
+                self.start(name.into(), kind, parent, attributes)
             }),
         }
     }
@@ -74,28 +93,55 @@ impl Tracing {
     /// The sampler's decision comes first, here (see the module documentation): a span under
     /// an unsampled parent, or a root whose trace id falls outside the rate, is only ids.
     pub fn span_in(&self, name: impl Into<Cow<'static, str>>, kind: SpanKind, parent: &OtelContext) -> Span {
-        let (Some(tracer), Some(rate)) = (self.tracer(), self.sample_rate()) else { return Span::default() };
-        let build = || {
-            let builder = tracer.span_builder(name).with_kind(kind);
-            Span { inner: Inner::Sdk(tracer.build_with_context(builder, parent)) }
+        self.start(name.into(), kind, parent, 0)
+    }
+
+    /// [`Tracing::span_in`] with room for `attributes` attributes, when it is recorded: the
+    /// list then grows no more for a span whose attributes are known.
+    pub(crate) fn span_in_with_capacity(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        kind: SpanKind,
+        parent: &OtelContext,
+        attributes: usize,
+    ) -> Span {
+        self.start(name.into(), kind, parent, attributes)
+    }
+
+    fn start(&self, name: Cow<'static, str>, kind: SpanKind, parent: &OtelContext, attributes: usize) -> Span {
+        let (Some((queue, scope)), Some(rate)) = (self.recorder(), self.sample_rate()) else {
+            return Span::default();
         };
+        // What the SDK starts with telemetry suppressed, and for a sampled span once shut down:
+        // a span of no trace, which records nothing.
+        let empty = || Span { inner: Inner::Unsampled(SpanContext::empty_context()) };
         if parent.is_telemetry_suppressed() {
-            // The SDK's empty span, as before.
-            return build();
+            return empty();
         }
+        let record = |trace_id: TraceId, parent: &SpanContext, state: TraceState| {
+            if !Recorded::accepts(queue) {
+                return empty();
+            }
+            // As the SDK builds a sampled span: the parent's flags (none for a root or an
+            // invalid parent) with `sampled` set.
+            let flags = if parent.is_valid() { parent.trace_flags() } else { TraceFlags::default() };
+            let context = SpanContext::new(trace_id, super::ids::new_span_id(), flags.with_sampled(true), false, state);
+            let recorded = Recorded::start(Arc::clone(queue), scope, name, kind, context, parent, attributes);
+            Span { inner: Inner::Recorded(recorded) }
+        };
         if parent.has_active_span() {
             // Parent-based, as the SDK's sampler: an active parent decides, valid or not.
             let span = parent.span();
             let parent = span.span_context();
-            if parent.is_sampled() {
-                return build();
-            }
             let trace_id = if parent.is_valid() { parent.trace_id() } else { super::ids::new_trace_id() };
+            if parent.is_sampled() {
+                return record(trace_id, parent, parent.trace_state().clone());
+            }
             return Span::unsampled(trace_id, parent.trace_state().clone());
         }
         let trace_id = super::ids::new_trace_id();
         if super::ids::root_is_sampled(rate, trace_id) {
-            super::ids::with_preset_trace_id(trace_id, build)
+            record(trace_id, &SpanContext::NONE, TraceState::default())
         } else {
             Span::unsampled(trace_id, TraceState::default())
         }
@@ -104,14 +150,14 @@ impl Tracing {
 
 impl Span {
     /// A span the sampler dropped, in trace `trace_id`: fresh span id, unsampled flag.
-    fn unsampled(trace_id: opentelemetry::trace::TraceId, state: TraceState) -> Self {
+    fn unsampled(trace_id: TraceId, state: TraceState) -> Self {
         let span_id = super::ids::new_span_id();
         Span { inner: Inner::Unsampled(SpanContext::new(trace_id, span_id, TraceFlags::default(), false, state)) }
     }
 
-    fn sdk(&mut self) -> Option<&mut opentelemetry_sdk::trace::Span> {
+    fn recorded(&mut self) -> Option<&mut Recorded> {
         match &mut self.inner {
-            Inner::Sdk(span) => Some(span),
+            Inner::Recorded(span) => Some(span),
             _ => None,
         }
     }
@@ -120,13 +166,13 @@ impl Span {
     /// set on a span that is not recorded are dropped, so compute costly ones only when true.
     pub fn is_recording(&self) -> bool {
         use opentelemetry::trace::Span as _;
-        matches!(&self.inner, Inner::Sdk(span) if span.is_recording())
+        matches!(&self.inner, Inner::Recorded(span) if span.is_recording())
     }
 
     /// Sets one attribute (ignored when not recording).
     pub fn set_attribute(&mut self, attribute: KeyValue) {
         use opentelemetry::trace::Span as _;
-        if let Some(span) = self.sdk() {
+        if let Some(span) = self.recorded() {
             span.set_attribute(attribute);
         }
     }
@@ -134,7 +180,7 @@ impl Span {
     /// Sets attributes (ignored when not recording).
     pub fn set_attributes(&mut self, attributes: impl IntoIterator<Item = KeyValue>) {
         use opentelemetry::trace::Span as _;
-        if let Some(span) = self.sdk() {
+        if let Some(span) = self.recorded() {
             span.set_attributes(attributes);
         }
     }
@@ -142,7 +188,7 @@ impl Span {
     /// Records `error` (see [`record_error_on`]).
     pub fn record_error(&mut self, error: &OnexError) {
         use opentelemetry::trace::Span as _;
-        let Some(span) = self.sdk() else { return };
+        let Some(span) = self.recorded() else { return };
         if span.is_recording() {
             let (attribute, event, status) = error_parts(error);
             span.set_attribute(attribute);
@@ -164,7 +210,16 @@ impl Span {
         match &self.inner {
             Inner::None => None,
             Inner::Unsampled(cx) => Some(cx),
-            Inner::Sdk(span) => Some(span.span_context()),
+            Inner::Recorded(span) => Some(span.span_context()),
+        }
+    }
+
+    /// This span as a [`Leaf`], for spans whose context nothing reads any more: one pointer
+    /// wide, empty when not recorded.
+    pub(crate) fn into_leaf(self) -> Leaf {
+        match self.inner {
+            Inner::Recorded(span) => span.into_leaf(),
+            _ => Leaf::default(),
         }
     }
 
@@ -178,7 +233,7 @@ impl Span {
     /// returned context is dropped.
     pub fn into_context(self, parent: &OtelContext) -> OtelContext {
         match self.inner {
-            Inner::Sdk(span) => parent.with_span(span),
+            Inner::Recorded(span) => parent.with_span(span),
             // Only its ids go on: a non-recording span of that context.
             Inner::Unsampled(cx) => parent.with_remote_span_context(cx),
             Inner::None => parent.clone(),
@@ -188,6 +243,19 @@ impl Span {
     /// Ends the span now.
     pub fn end(self) {
         drop(self);
+    }
+}
+
+impl Leaf {
+    /// Records `error` as [`Span::record_error`] does.
+    pub(crate) fn record_error(&mut self, error: &OnexError) {
+        if !self.is_recording() {
+            return;
+        }
+        let (attribute, event, status) = error_parts(error);
+        self.set_attribute(attribute);
+        self.add_event("exception", event);
+        self.set_status(status);
     }
 }
 

@@ -39,17 +39,18 @@ pub struct Delivered {
 pub struct DeliveryFuture {
     pub(super) pending: Arc<Pending>,
     /// The message's span when it is recorded (see `crate::kafka::trace`): it takes the
-    /// outcome and ends with it. Boxed, so that without tracing the future stays small.
-    span: Option<Box<crate::telemetry::Span>>,
+    /// outcome and ends with it. One pointer wide, so that without tracing the future stays
+    /// small.
+    span: crate::telemetry::recorded::Leaf,
 }
 
 impl DeliveryFuture {
     pub(super) fn new(pending: Arc<Pending>) -> Self {
-        Self { pending, span: None }
+        Self { pending, span: Default::default() }
     }
 
     /// This future, recording its outcome on `span` (which then ends).
-    pub(crate) fn with_span(mut self, span: Option<Box<crate::telemetry::Span>>) -> Self {
+    pub(crate) fn with_span(mut self, span: crate::telemetry::recorded::Leaf) -> Self {
         self.span = span;
         self
     }
@@ -67,7 +68,7 @@ impl Future for DeliveryFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         // Without a span, exactly the untraced poll: one branch more.
-        if this.span.is_some() { this.poll_traced(cx) } else { this.poll_outcome(cx) }
+        if this.span.is_recording() { this.poll_traced(cx) } else { this.poll_outcome(cx) }
     }
 }
 
@@ -87,9 +88,9 @@ impl DeliveryFuture {
     #[inline(never)]
     fn poll_traced(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<Delivered, OnexError>> {
         let outcome = self.poll_outcome(cx);
-        if let Poll::Ready(outcome) = &outcome
-            && let Some(mut span) = self.span.take()
-        {
+        if let Poll::Ready(outcome) = &outcome {
+            // Taken: the span ends here, with the outcome.
+            let mut span = std::mem::take(&mut self.span);
             crate::kafka::trace::record_delivery(&mut span, outcome);
         }
         outcome
