@@ -98,6 +98,9 @@ fn default_expr(value: &DefaultValue, ty: &RustType) -> Result<TokenStream, Stri
 struct Renames {
     rule: Option<SerdeRule>,
     gives: Gives,
+    /// How many of the names the rule was chosen for need their own `rename` under it: when
+    /// none does (most types), [`Renames::needs`] answers without asking the rule again.
+    exceptions: usize,
 }
 
 /// Whether a rule gives an identifier its wire name: [`SerdeRule::gives_variant`] or
@@ -138,8 +141,9 @@ impl Renames {
                 best = (found + own, index);
             }
         }
-        let best = (best.0, candidates.get(best.1).copied().flatten());
-        Renames { rule: best.1, gives }
+        // The winner was counted in full (its count stopped under its limit).
+        let exceptions = best.0.saturating_sub(usize::from(best.1 > 0));
+        Renames { rule: candidates.get(best.1).copied().flatten(), gives, exceptions }
     }
 
     /// Whether a name needs its own `rename` under `rule`: when the rule (or, without one, the
@@ -167,9 +171,10 @@ impl Renames {
         self.needs(ident, wire).then(|| quote!(#[serde(rename = #wire)]))
     }
 
-    /// Whether one name needs its own `rename` ([`Renames::needs_rename`] under this rule).
+    /// Whether one name needs its own `rename` ([`Renames::needs_rename`] under this rule);
+    /// `ident` and `wire` are one of the names the rule was chosen for.
     fn needs(&self, ident: &str, wire: &str) -> bool {
-        Self::needs_rename(self.rule, self.gives, ident, wire)
+        self.exceptions > 0 && Self::needs_rename(self.rule, self.gives, ident, wire)
     }
 }
 
@@ -1165,7 +1170,8 @@ mod tests {
     #[test]
     fn the_rule_chosen_is_the_cheapest_and_the_first_of_equals() {
         // Every candidate counted in full, no rule first and then `ALL`'s order, strictly less.
-        fn reference<'a>(names: &[(&'a str, &'a str)], gives: Gives) -> Option<SerdeRule> {
+        // The rule and how many names it leaves with their own `rename`.
+        fn reference<'a>(names: &[(&'a str, &'a str)], gives: Gives) -> (Option<SerdeRule>, usize) {
             let misses = |rule| names.iter().filter(|(i, w)| Renames::needs_rename(rule, gives, i, w)).count();
             let mut best = (misses(None), None);
             for rule in SerdeRule::ALL {
@@ -1174,7 +1180,7 @@ mod tests {
                     best = (cost, Some(rule));
                 }
             }
-            best.1
+            (best.1, misses(best.1))
         }
         let pools: [&[(&str, &str)]; 4] = [
             &[("Query", "query"), ("HealthCheck", "health_check"), ("V2Api", "v2_api"), ("Ab", "AB"), ("Xy", "Xy")],
@@ -1188,8 +1194,9 @@ mod tests {
                     let names: Vec<(&str, &str)> =
                         (0..len).map(|i| pool[(i * (shift + 1) + i / 7) % pool.len()]).collect();
                     for gives in [SerdeRule::gives_variant as Gives, SerdeRule::gives_field] {
-                        let chosen = Renames::choose(names.iter().copied(), gives).rule;
-                        assert_eq!(chosen, reference(&names, gives), "pool {p} len {len} shift {shift}");
+                        let chosen = Renames::choose(names.iter().copied(), gives);
+                        let found = (chosen.rule, chosen.exceptions);
+                        assert_eq!(found, reference(&names, gives), "pool {p} len {len} shift {shift}");
                     }
                 }
             }
