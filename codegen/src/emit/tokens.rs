@@ -165,16 +165,20 @@ impl SharedItem {
 pub(super) struct Shapes {
     /// By kind (the caller's variant of the item) and the widths of the words: the printed
     /// text around the stand-ins, one more piece than words; `None` when a stand-in was lost.
-    cache: Mutex<BTreeMap<ShapeKey, Pieces>>,
+    cache: Mutex<BTreeMap<FormKey, ByWidths>>,
 }
 
 /// The printed text of a [`Shapes`] item around its stand-ins, one more piece than words,
 /// shared by every item of the same widths; `None` when a stand-in was lost.
 type Pieces = Option<Arc<[String]>>;
 
-/// A [`Shapes`] item's kind, its form (text that is part of its layout as it is, such as a
-/// type) and the widths of its words.
-type ShapeKey = (u8, String, Vec<usize>);
+/// A [`Shapes`] item's kind and its form (text that is part of its layout as it is, such as
+/// a type).
+type FormKey = (u8, String);
+
+/// The pieces of the items of one kind and form, by the widths of their words (looked up by
+/// a slice, so a lookup builds no key).
+type ByWidths = BTreeMap<Vec<usize>, Pieces>;
 
 /// One word of a [`Shapes`] item: its text as printed (an identifier, a number, or a string
 /// literal with its quotes) and the letter its stand-in is made of, one the rest of the item
@@ -238,17 +242,20 @@ impl Shapes {
         if !words.iter().all(|(w, _)| w.is_ascii()) {
             return Ok(None);
         }
-        let key = (kind, form, words.iter().map(width).collect::<Vec<_>>());
-        let cached = self.cache.lock().map_err(|_| "internal: a render thread panicked".to_owned())?.get(&key).cloned();
-        if let Some(pieces) = cached {
-            return Ok(pieces);
-        }
-        let stand_ins: Vec<String> = words.iter().map(|&(w, letter)| stand_in(w, letter)).collect();
-        // Shared, not cloned, by every item of these widths (an enum may have hundreds of
-        // thousands of values of a few widths).
-        let pieces: Pieces = split_at_stand_ins(&print(&stand_ins)?, &stand_ins).map(Into::into);
-        self.cache.lock().map_err(|_| "internal: a render thread panicked".to_owned())?.insert(key, pieces.clone());
-        Ok(pieces)
+        let key = (kind, form);
+        with_widths(words, |widths| {
+            let poisoned = |_| "internal: a render thread panicked".to_owned();
+            let cached = self.cache.lock().map_err(poisoned)?.get(&key).and_then(|known| known.get(widths)).cloned();
+            if let Some(pieces) = cached {
+                return Ok(pieces);
+            }
+            let stand_ins: Vec<String> = words.iter().map(|&(w, letter)| stand_in(w, letter)).collect();
+            // Shared, not cloned, by every item of these widths (an enum may have hundreds of
+            // thousands of values of a few widths).
+            let pieces: Pieces = split_at_stand_ins(&print(&stand_ins)?, &stand_ins).map(Into::into);
+            self.cache.lock().map_err(poisoned)?.entry(key).or_default().insert(widths.to_vec(), pieces.clone());
+            Ok(pieces)
+        })
     }
 }
 
@@ -311,6 +318,19 @@ impl<'s> Run<'s> {
 /// The width a word's stand-in has: its own, or that of `"L"` for a [`LONG`] literal.
 fn width(&(word, letter): &Word<'_>) -> usize {
     if letter == LONG { LONG_WIDTH } else { word.len() }
+}
+
+/// `f` of the widths of `words`, kept on the stack when they are few (every item has a
+/// handful of words), so that finding an item's pieces allocates nothing.
+fn with_widths<R>(words: &[Word<'_>], f: impl FnOnce(&[usize]) -> R) -> R {
+    let mut few = [0usize; 8];
+    if words.len() > few.len() {
+        return f(&words.iter().map(width).collect::<Vec<_>>());
+    }
+    for (slot, word) in few.iter_mut().zip(words) {
+        *slot = width(word);
+    }
+    f(&few[..words.len()])
 }
 
 /// The item printed from its own words (the slow way).
