@@ -194,6 +194,58 @@ mod tests {
     }
 
     #[test]
+    fn repeated_enum_values_and_variants_are_each_reported_at_the_later_value() {
+        let summary = |values: &str| -> Vec<String> {
+            let text = format!("{OURS}    properties:\n      kind:\n        type: string\n        enum: [{values}]\n");
+            let options = Options::default();
+            let mut diags = Vec::new();
+            let path = "contracts/nodes/node_x_compute/v1_0_0/contract.yaml";
+            let _ = FrontEnd::new(&options).file(SourceFile::in_memory(path, &text), &mut diags);
+            diags
+                .iter()
+                .map(|d| {
+                    let related: Vec<String> =
+                        d.related.iter().map(|r| format!("{}:{}", r.pos.line, r.pos.col)).collect();
+                    format!(
+                        "{:?} {}:{} {} | {} | {}",
+                        d.code,
+                        d.pos.line,
+                        d.pos.col,
+                        d.path,
+                        d.message,
+                        related.join(",")
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            summary("a, b, a, V1, v1, \"2\", b, a"),
+            [
+                "DuplicateName 13:22 definitions.In.properties.kind.enum[2] | enum value `a` is listed twice | 13:16",
+                "DuplicateName 13:38 definitions.In.properties.kind.enum[6] | enum value `b` is listed twice | 13:19",
+                "DuplicateName 13:41 definitions.In.properties.kind.enum[7] | enum value `a` is listed twice | 13:16",
+            ]
+        );
+        // The variant a later value collides with is always the first value that became it.
+        let collide = |at: &str, value: &str, variant: &str, first: &str| {
+            format!(
+                "NameCollision 13:{at} definitions.In.properties.kind | enum values of `InKind` collide: \
+                 `{value}` becomes the variant `{variant}` twice | 13:{first}"
+            )
+        };
+        assert_eq!(
+            summary("V1, v1, \"2\", v2, v_1, b, Self, self_value, SelfValue, x"),
+            [
+                collide("20", "v1", "V1", "16"),
+                collide("29", "v2", "V2", "24"),
+                collide("33", "v_1", "V1", "16"),
+                collide("47", "self_value", "SelfValue", "41"),
+                collide("59", "SelfValue", "SelfValue", "41"),
+            ]
+        );
+    }
+
+    #[test]
     fn a_new_front_end_forgets_the_names_of_another_run() {
         let options = Options::default();
         let path = "contracts/nodes/node_x_compute/v1_0_0/contract.yaml";

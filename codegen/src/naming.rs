@@ -260,60 +260,85 @@ impl SerdeRule {
     /// The wire name serde gives a PascalCase variant under this rule (serde_derive's
     /// `RenameRule::apply_to_variant`).
     pub fn variant(self, ident: &str) -> String {
-        let snake = || {
-            let mut out = String::new();
-            for (i, c) in ident.char_indices() {
-                if i > 0 && c.is_uppercase() {
-                    out.push('_');
-                }
-                out.push(c.to_ascii_lowercase());
-            }
-            out
-        };
-        match self {
-            SerdeRule::Pascal => ident.to_owned(),
-            SerdeRule::Lower => ident.to_ascii_lowercase(),
-            SerdeRule::Upper => ident.to_ascii_uppercase(),
-            SerdeRule::Camel => {
-                let mut chars = ident.chars();
-                chars.next().map(|c| c.to_ascii_lowercase().to_string() + chars.as_str()).unwrap_or_default()
-            }
-            SerdeRule::Snake => snake(),
-            SerdeRule::ScreamingSnake => snake().to_ascii_uppercase(),
-            SerdeRule::Kebab => snake().replace('_', "-"),
-            SerdeRule::ScreamingKebab => snake().to_ascii_uppercase().replace('_', "-"),
-        }
+        let mut out = String::with_capacity(ident.len() + 4);
+        self.each_variant_char(ident, &mut |c| out.push(c));
+        out
+    }
+
+    /// Whether [`SerdeRule::variant`] of `ident` is `wire`, without building it: asked of
+    /// every value of an enum, which may have hundreds of thousands.
+    pub fn gives_variant(self, ident: &str, wire: &str) -> bool {
+        let mut expected = wire.chars();
+        let mut same = true;
+        self.each_variant_char(ident, &mut |c| same &= expected.next() == Some(c));
+        same && expected.next().is_none()
     }
 
     /// The wire name serde gives a snake_case field under this rule (serde_derive's
     /// `RenameRule::apply_to_field`).
     pub fn field(self, ident: &str) -> String {
-        let pascal = || {
-            let mut out = String::new();
-            let mut capitalize = true;
-            for c in ident.chars() {
-                if c == '_' {
-                    capitalize = true;
-                } else if capitalize {
-                    out.push(c.to_ascii_uppercase());
-                    capitalize = false;
-                } else {
-                    out.push(c);
+        let mut out = String::with_capacity(ident.len() + 4);
+        self.each_field_char(ident, &mut |c| out.push(c));
+        out
+    }
+
+    /// Whether [`SerdeRule::field`] of `ident` is `wire`, without building it.
+    pub fn gives_field(self, ident: &str, wire: &str) -> bool {
+        let mut expected = wire.chars();
+        let mut same = true;
+        self.each_field_char(ident, &mut |c| same &= expected.next() == Some(c));
+        same && expected.next().is_none()
+    }
+
+    /// The characters of [`SerdeRule::variant`], one at a time. The snake rules put a separator
+    /// before every upper-case letter but the first, lower the letters, then the screaming ones
+    /// raise them again and the kebab ones turn every `_` (put in or not) into `-`.
+    fn each_variant_char(self, ident: &str, emit: &mut impl FnMut(char)) {
+        use SerdeRule::{Camel, Kebab, Lower, Pascal, ScreamingKebab, ScreamingSnake, Snake, Upper};
+        match self {
+            Pascal => ident.chars().for_each(emit),
+            Lower => ident.chars().for_each(|c| emit(c.to_ascii_lowercase())),
+            Upper => ident.chars().for_each(|c| emit(c.to_ascii_uppercase())),
+            Camel => {
+                for (i, c) in ident.chars().enumerate() {
+                    emit(if i == 0 { c.to_ascii_lowercase() } else { c });
                 }
             }
-            out
-        };
-        match self {
-            SerdeRule::Lower | SerdeRule::Snake => ident.to_owned(),
-            SerdeRule::Upper | SerdeRule::ScreamingSnake => ident.to_ascii_uppercase(),
-            SerdeRule::Pascal => pascal(),
-            SerdeRule::Camel => {
-                let pascal = pascal();
-                let mut chars = pascal.chars();
-                chars.next().map(|c| c.to_ascii_lowercase().to_string() + chars.as_str()).unwrap_or_default()
+            Snake | ScreamingSnake | Kebab | ScreamingKebab => {
+                let screaming = matches!(self, ScreamingSnake | ScreamingKebab);
+                let separator = if matches!(self, Kebab | ScreamingKebab) { '-' } else { '_' };
+                for (i, c) in ident.char_indices() {
+                    if i > 0 && c.is_uppercase() {
+                        emit(separator);
+                    }
+                    let c = if screaming { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() };
+                    emit(if c == '_' { separator } else { c });
+                }
             }
-            SerdeRule::Kebab => ident.replace('_', "-"),
-            SerdeRule::ScreamingKebab => ident.to_ascii_uppercase().replace('_', "-"),
+        }
+    }
+
+    /// The characters of [`SerdeRule::field`], one at a time. The Pascal and camel rules drop
+    /// every `_` and raise the letter after it (and the first); camel then lowers the first.
+    fn each_field_char(self, ident: &str, emit: &mut impl FnMut(char)) {
+        use SerdeRule::{Camel, Kebab, Lower, Pascal, ScreamingKebab, ScreamingSnake, Snake, Upper};
+        match self {
+            Lower | Snake => ident.chars().for_each(emit),
+            Upper | ScreamingSnake => ident.chars().for_each(|c| emit(c.to_ascii_uppercase())),
+            Kebab => ident.chars().for_each(|c| emit(if c == '_' { '-' } else { c })),
+            ScreamingKebab => ident.chars().for_each(|c| emit(if c == '_' { '-' } else { c.to_ascii_uppercase() })),
+            Pascal | Camel => {
+                let (mut capitalize, mut first) = (true, true);
+                for c in ident.chars() {
+                    if c == '_' {
+                        capitalize = true;
+                        continue;
+                    }
+                    let c = if std::mem::take(&mut capitalize) { c.to_ascii_uppercase() } else { c };
+                    let c = if std::mem::take(&mut first) && self == Camel { c.to_ascii_lowercase() } else { c };
+                    emit(c);
+                }
+            }
         }
     }
 }
@@ -433,5 +458,86 @@ mod tests {
         assert_eq!(SerdeRule::Camel.field("camel_case_x"), "camelCaseX");
         assert_eq!(SerdeRule::Pascal.field("camel_case"), "CamelCase");
         assert_eq!(SerdeRule::ScreamingKebab.field("a_b"), "A-B");
+    }
+
+    /// serde_derive's `RenameRule` as it is written there (string operations on the whole
+    /// name), to check the rules applied a character at a time against.
+    fn serde_variant(rule: SerdeRule, ident: &str) -> String {
+        let snake = || {
+            let mut out = String::new();
+            for (i, c) in ident.char_indices() {
+                if i > 0 && c.is_uppercase() {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_lowercase());
+            }
+            out
+        };
+        match rule {
+            SerdeRule::Pascal => ident.to_owned(),
+            SerdeRule::Lower => ident.to_ascii_lowercase(),
+            SerdeRule::Upper => ident.to_ascii_uppercase(),
+            SerdeRule::Camel => {
+                let mut chars = ident.chars();
+                chars.next().map(|c| c.to_ascii_lowercase().to_string() + chars.as_str()).unwrap_or_default()
+            }
+            SerdeRule::Snake => snake(),
+            SerdeRule::ScreamingSnake => snake().to_ascii_uppercase(),
+            SerdeRule::Kebab => snake().replace('_', "-"),
+            SerdeRule::ScreamingKebab => snake().to_ascii_uppercase().replace('_', "-"),
+        }
+    }
+
+    fn serde_field(rule: SerdeRule, ident: &str) -> String {
+        let pascal = || {
+            let mut out = String::new();
+            let mut capitalize = true;
+            for c in ident.chars() {
+                if c == '_' {
+                    capitalize = true;
+                } else if capitalize {
+                    out.push(c.to_ascii_uppercase());
+                    capitalize = false;
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        };
+        match rule {
+            SerdeRule::Lower | SerdeRule::Snake => ident.to_owned(),
+            SerdeRule::Upper | SerdeRule::ScreamingSnake => ident.to_ascii_uppercase(),
+            SerdeRule::Pascal => pascal(),
+            SerdeRule::Camel => {
+                let pascal = pascal();
+                let mut chars = pascal.chars();
+                chars.next().map(|c| c.to_ascii_lowercase().to_string() + chars.as_str()).unwrap_or_default()
+            }
+            SerdeRule::Kebab => ident.replace('_', "-"),
+            SerdeRule::ScreamingKebab => ident.to_ascii_uppercase().replace('_', "-"),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rules_a_character_at_a_time_name_things_as_serde_does(
+            ident in "(_|[a-zA-Z0-9]|é|É|ß|ǅ){0,12}",
+            other in "[a-zA-Z_-]{0,6}",
+        ) {
+            let shorter = |name: &str| name.char_indices().last().map_or(String::new(), |(i, _)| name[..i].to_owned());
+            for rule in SerdeRule::ALL {
+                let (variant, field) = (serde_variant(rule, &ident), serde_field(rule, &ident));
+                proptest::prop_assert_eq!(rule.variant(&ident), variant.clone());
+                proptest::prop_assert_eq!(rule.field(&ident), field.clone());
+                proptest::prop_assert!(rule.gives_variant(&ident, &variant));
+                proptest::prop_assert!(rule.gives_field(&ident, &field));
+                for wire in [other.as_str(), &shorter(&variant), &format!("{variant}x")] {
+                    proptest::prop_assert_eq!(rule.gives_variant(&ident, wire), wire == variant);
+                }
+                for wire in [other.as_str(), &shorter(&field), &format!("{field}_")] {
+                    proptest::prop_assert_eq!(rule.gives_field(&ident, wire), wire == field);
+                }
+            }
+        }
     }
 }

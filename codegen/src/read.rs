@@ -6,6 +6,7 @@
 //! core schema; quoted and block scalars are always strings. Duplicate keys keep the last
 //! value (as PyYAML does) and produce a warning naming both locations.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use saphyr_parser::{Event, Parser, ScalarStyle};
@@ -344,7 +345,7 @@ pub fn parse(file: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Node
             },
             Event::Scalar(text, style, _, tag) => {
                 let value = if style == ScalarStyle::Plain && tag.is_none() {
-                    resolve_plain(&text)
+                    resolve_plain(text)
                 } else {
                     Value::Str(text.into_owned())
                 };
@@ -439,8 +440,11 @@ fn path_of(stack: &[Frame]) -> String {
     path
 }
 
-/// YAML 1.2 core schema resolution of a plain scalar.
-fn resolve_plain(text: &str) -> Value {
+/// YAML 1.2 core schema resolution of a plain scalar. A string keeps the parser's own text
+/// (the scanner gives each plain scalar an owned copy; a second one per scalar was a tenth of
+/// reading a long list).
+fn resolve_plain(scalar: Cow<'_, str>) -> Value {
+    let text = scalar.as_ref();
     match text {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" => return Value::Bool(true),
@@ -473,7 +477,7 @@ fn resolve_plain(text: &str) -> Value {
     if looks_float && let Ok(f) = text.parse::<f64>() {
         return Value::Float(f);
     }
-    Value::Str(text.to_owned())
+    Value::Str(scalar.into_owned())
 }
 
 #[cfg(test)]

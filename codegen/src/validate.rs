@@ -5,6 +5,7 @@
 //! not know are kept in the tree and ignored here, never errors, so other dialects can be
 //! read later by adding code, not by relaxing checks.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use crate::behaviour::Behaviour;
@@ -852,34 +853,35 @@ fn read_enum(c: &mut Checker<'_>, node: &Node, path: &str) -> SchemaKind {
         c.wrong_type(enum_node, &enum_path, "a non-empty list of strings", "`[a, b]`");
         return SchemaKind::String { format: None };
     };
-    let mut values: Vec<Spanned<String>> = Vec::new();
-    let mut seen: HashMap<String, Pos> = HashMap::new();
+    let mut values: Vec<Spanned<String>> = Vec::with_capacity(items.len());
+    // Keyed by the text in the document (no copy of each value), sized once: an enum may have
+    // hundreds of thousands of values.
+    let mut seen: HashMap<&str, Pos> = HashMap::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        // The item's path is written only for a diagnostic: an enum may have hundreds of
-        // thousands of values.
-        let value = match &item.value {
-            Value::Str(s) => Spanned { value: s.clone(), pos: item.pos },
-            _ => {
-                c.wrong_type(item, &format!("{enum_path}[{i}]"), "a string", "a quoted string");
+        // The item's path is written only for a diagnostic.
+        let Value::Str(value) = &item.value else {
+            c.wrong_type(item, &format!("{enum_path}[{i}]"), "a string", "a quoted string");
+            continue;
+        };
+        let first_pos = match seen.entry(value) {
+            Entry::Occupied(first) => *first.get(),
+            Entry::Vacant(slot) => {
+                slot.insert(item.pos);
+                values.push(Spanned { value: value.clone(), pos: item.pos });
                 continue;
             }
         };
-        if let Some(&first_pos) = seen.get(&value.value) {
-            c.diags.push(
-                Diagnostic::error(
-                    Code::DuplicateName,
-                    c.file,
-                    value.pos,
-                    &format!("{enum_path}[{i}]"),
-                    format!("enum value `{}` is listed twice", value.value),
-                )
-                .with_related(c.file, first_pos, "first listed here")
-                .with_hint("remove the repeated value"),
-            );
-            continue;
-        }
-        seen.insert(value.value.clone(), value.pos);
-        values.push(value);
+        c.diags.push(
+            Diagnostic::error(
+                Code::DuplicateName,
+                c.file,
+                item.pos,
+                &format!("{enum_path}[{i}]"),
+                format!("enum value `{value}` is listed twice"),
+            )
+            .with_related(c.file, first_pos, "first listed here")
+            .with_hint("remove the repeated value"),
+        );
     }
     SchemaKind::StringEnum(values)
 }

@@ -4,8 +4,8 @@ use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
 use super::tokens::{
-    Item, Shapes, Word, doc_attrs, doc_comment, ident, indented_doc_comment, inner_doc, one_line_empty_block,
-    print_item, render_unformatted_file, version_text,
+    Item, Run, Shapes, Word, check_ident, doc_attrs, doc_comment, ident, indented_doc_comment, inner_doc,
+    one_line_empty_block, print_item, push_string_literal, render_unformatted_file, version_text,
 };
 use crate::model::{DefaultValue, Doc, Field, NodeModel, RustType, TaggedVariant, TypeDef, Variant};
 use crate::naming::SerdeRule;
@@ -97,29 +97,33 @@ fn default_expr(value: &DefaultValue, ty: &RustType) -> Result<TokenStream, Stri
 /// name the rule (or serde's default, the identifier) gets wrong.
 struct Renames {
     rule: Option<SerdeRule>,
-    apply: fn(SerdeRule, &str) -> String,
+    gives: Gives,
+    /// How many of the names the rule was chosen for need their own `rename` under it: when
+    /// none does (most types), [`Renames::needs`] answers without asking the rule again.
+    exceptions: usize,
 }
+
+/// Whether a rule gives an identifier its wire name: [`SerdeRule::gives_variant`] or
+/// [`SerdeRule::gives_field`], which answer without building the name.
+type Gives = fn(SerdeRule, &str, &str) -> bool;
 
 impl Renames {
     /// The rule that leaves the fewest names to rename one by one, if it saves attributes
     /// (itself counting as one). `names` are (identifier, wire name) pairs.
-    fn choose<'a>(
-        names: impl Iterator<Item = (&'a str, &'a str)> + Clone,
-        apply: fn(SerdeRule, &str) -> String,
-    ) -> Self {
+    fn choose<'a>(names: impl Iterator<Item = (&'a str, &'a str)> + Clone, gives: Gives) -> Self {
         // The cheapest of no rule (first, so it wins a tie) and each rule (in `ALL`'s order,
         // earlier wins a tie), a rule costing one more for itself. A count stops once it cannot
         // beat the best so far, and the candidates are counted in the order of their misses
         // among the first names, so on an enum of hundreds of thousands of values only the
         // winner (and no rule) goes through all of them.
         let misses = |rule: Option<SerdeRule>, limit: usize| {
-            names.clone().filter(|(ident, wire)| Self::needs_rename(rule, apply, ident, wire)).take(limit).count()
+            names.clone().filter(|(ident, wire)| Self::needs_rename(rule, gives, ident, wire)).take(limit).count()
         };
         let candidates: Vec<Option<SerdeRule>> = std::iter::once(None).chain(SerdeRule::ALL.map(Some)).collect();
         let mut order: Vec<(usize, usize)> = (0..candidates.len()).map(|i| (0, i)).collect();
         if names.clone().nth(32).is_some() {
             let sample = |rule: Option<SerdeRule>| {
-                names.clone().take(32).filter(|(ident, wire)| Self::needs_rename(rule, apply, ident, wire)).count()
+                names.clone().take(32).filter(|(ident, wire)| Self::needs_rename(rule, gives, ident, wire)).count()
             };
             for entry in &mut order {
                 entry.0 = sample(candidates[entry.1]);
@@ -137,17 +141,18 @@ impl Renames {
                 best = (found + own, index);
             }
         }
-        let best = (best.0, candidates.get(best.1).copied().flatten());
-        Renames { rule: best.1, apply }
+        // The winner was counted in full (its count stopped under its limit).
+        let exceptions = best.0.saturating_sub(usize::from(best.1 > 0));
+        Renames { rule: candidates.get(best.1).copied().flatten(), gives, exceptions }
     }
 
     /// Whether a name needs its own `rename` under `rule`: when the rule (or, without one, the
     /// identifier) does not give its wire name, and always for an identifier escaped with a
     /// trailing `_` (`self_` for `self`), which no reader should have to work out through a rule.
-    fn needs_rename(rule: Option<SerdeRule>, apply: fn(SerdeRule, &str) -> String, ident: &str, wire: &str) -> bool {
+    fn needs_rename(rule: Option<SerdeRule>, gives: Gives, ident: &str, wire: &str) -> bool {
         let ident = crate::naming::unraw(ident);
         let renamed = match rule {
-            Some(rule) => apply(rule, ident) != wire,
+            Some(rule) => !gives(rule, ident, wire),
             None => ident != wire,
         };
         renamed || ident.strip_suffix('_') == Some(wire)
@@ -166,9 +171,10 @@ impl Renames {
         self.needs(ident, wire).then(|| quote!(#[serde(rename = #wire)]))
     }
 
-    /// Whether one name needs its own `rename` ([`Renames::needs_rename`] under this rule).
+    /// Whether one name needs its own `rename` ([`Renames::needs_rename`] under this rule);
+    /// `ident` and `wire` are one of the names the rule was chosen for.
     fn needs(&self, ident: &str, wire: &str) -> bool {
-        Self::needs_rename(self.rule, self.apply, ident, wire)
+        self.exceptions > 0 && Self::needs_rename(self.rule, self.gives, ident, wire)
     }
 }
 
@@ -372,7 +378,8 @@ fn tagged_tokens(
     let idents = variants.iter().map(|v| ident(&v.ident)).collect::<Result<Vec<_>, _>>()?;
     let types = variants.iter().map(|v| ident(&v.ty)).collect::<Result<Vec<_>, _>>()?;
     let docs: Vec<String> = variants.iter().map(|v| format!(" `{tag}: {}`", v.wire)).collect();
-    let renames_of = Renames::choose(variants.iter().map(|v| (v.ident.as_str(), v.wire.as_str())), SerdeRule::variant);
+    let renames_of =
+        Renames::choose(variants.iter().map(|v| (v.ident.as_str(), v.wire.as_str())), SerdeRule::gives_variant);
     let rename_all = renames_of.rename_all();
     let renames = variants.iter().map(|v| renames_of.rename(&v.ident, &v.wire));
     Ok(quote! {
@@ -397,7 +404,8 @@ fn tagged_tokens(
 /// compare both ways.
 fn enum_items(name: &str, doc: &Doc, variants: &[Variant], serde: &TokenStream) -> Result<Vec<Item>, String> {
     let ident_name = ident(name)?;
-    let renames_of = Renames::choose(variants.iter().map(|v| (v.ident.as_str(), v.wire.as_str())), SerdeRule::variant);
+    let renames_of =
+        Renames::choose(variants.iter().map(|v| (v.ident.as_str(), v.wire.as_str())), SerdeRule::gives_variant);
     if variants.is_empty() || variants.iter().any(|v| v.wire.contains('\n')) {
         return enum_items_whole(name, doc, variants, serde, &renames_of);
     }
@@ -409,9 +417,13 @@ fn enum_items(name: &str, doc: &Doc, variants: &[Variant], serde: &TokenStream) 
         #rename_all
         pub enum #ident_name
     };
-    let mut variants_text = String::new();
+    // Each value's text is written straight onto the block's (an enum may have hundreds of
+    // thousands), with the literal of its wire name built in one reused buffer.
+    let mut literal = String::new();
+    let mut variants_text = String::with_capacity(variants.iter().map(|v| 24 + 2 * v.wire.len()).sum());
+    let mut runs = [Run::new(&VARIANTS, 0), Run::new(&VARIANTS, 1)];
     for v in variants {
-        variants_text.push_str(&variant_text(v, &renames_of)?);
+        write_variant(v, &renames_of, &mut runs, &mut literal, &mut variants_text)?;
     }
     let bare = print_item(quote! { #header {} })?;
     let enum_item = struct_item(doc_text, header, &bare, &variants_text, || {
@@ -436,15 +448,18 @@ fn enum_items(name: &str, doc: &Doc, variants: &[Variant], serde: &TokenStream) 
             text.push_str("{\n    /// Every value, in contract order.\n");
             text.push_str(&format!("    pub const ALL: [Self; {}] = [\n", variants.len()));
             for v in variants {
-                ident(&v.ident)?;
+                check_ident(&v.ident)?;
                 text.push_str("        Self::");
                 text.push_str(&v.ident);
                 text.push_str(",\n");
             }
             text.push_str("    ];\n    /// The value as written in the contract and on the wire.\n");
             text.push_str("    pub const fn as_str(self) -> &'static str {\n        match self {\n");
+            let mut arms = Run::new(&ARMS, 0);
             for v in variants {
-                text.push_str(&as_str_arm_text(v)?);
+                literal.clear();
+                push_string_literal(&mut literal, &v.wire);
+                arms.write(&[(&v.ident, 'q'), (&literal, 'W')], &mut text, print_as_str_arm)?;
             }
             text.push_str("        }\n    }\n}\n");
             Item::Text(text)
@@ -514,57 +529,69 @@ fn enum_display_tokens(name: &str) -> Result<TokenStream, String> {
     })
 }
 
-/// One variant as printed in its enum (indented once), its doc comment included: the value
-/// holds no line break, so prettyplease prints the doc attribute as a `///` line of its text.
-fn variant_text(v: &Variant, renames_of: &Renames) -> Result<String, String> {
-    static VARIANTS: Shapes = Shapes::new();
-    let rename = renames_of.needs(&v.ident, &v.wire).then(|| Literal::string(&v.wire).to_string());
-    let mut words: Vec<Word<'_>> = vec![(&v.ident, 'q')];
-    words.extend(rename.as_deref().map(|w| (w, 'W')));
-    let text = VARIANTS.text(u8::from(rename.is_some()), &words, |words| {
-        let id = ident(&words[0])?;
-        let rename = match words.get(1) {
-            Some(wire) => {
-                let wire = wire.parse::<Literal>().map_err(|e| format!("internal: literal {wire}: {e}"))?;
-                Some(quote!(#[serde(rename = #wire)]))
-            }
-            None => None,
-        };
-        let printed = print_item(quote! { enum E { #rename #id, } })?;
-        let inside = printed.strip_prefix("enum E {\n").and_then(|rest| rest.strip_suffix("}\n"));
-        inside.map(str::to_owned).ok_or_else(|| format!("internal: a variant printed as\n{printed}"))
-    })?;
-    Ok(indented_doc_comment_line(&format!(" `{}`", v.wire)) + &text)
+/// The printed variants of enums ([`Shapes`]): kind 0 without a `rename`, 1 with one.
+static VARIANTS: Shapes = Shapes::new();
+/// The printed arms of enums' `as_str` ([`Shapes`]).
+static ARMS: Shapes = Shapes::new();
+
+/// Writes one variant as printed in its enum (indented once), its doc comment included: the
+/// value holds no line break, so prettyplease prints the doc attribute as a `///` line of its
+/// text (a space and the value in backticks: it ends in a backtick, so no trailing space is
+/// trimmed). `runs` are
+/// [`VARIANTS`]' two kinds; `literal` is a buffer for the wire name's literal.
+fn write_variant(
+    v: &Variant,
+    renames_of: &Renames,
+    runs: &mut [Run<'static>; 2],
+    literal: &mut String,
+    out: &mut String,
+) -> Result<(), String> {
+    out.push_str("    /// `");
+    out.push_str(&v.wire);
+    out.push_str("`\n");
+    if renames_of.needs(&v.ident, &v.wire) {
+        literal.clear();
+        push_string_literal(literal, &v.wire);
+        runs[1].write(&[(&v.ident, 'q'), (literal, 'W')], out, print_variant)
+    } else {
+        runs[0].write(&[(&v.ident, 'q')], out, print_variant)
+    }
 }
 
-/// A `#[doc]` attribute of one line that starts with a space, as prettyplease prints it in a
-/// block at the top level (indented once): `///` and the text without its trailing spaces.
-fn indented_doc_comment_line(text: &str) -> String {
-    format!("    ///{}\n", text.trim_end_matches(' '))
+/// A variant from its words (its name, and its wire name's literal when it has a `rename`), as
+/// printed in its enum, without its doc comment.
+fn print_variant(words: &[String]) -> Result<String, String> {
+    let id = ident(&words[0])?;
+    let rename = match words.get(1) {
+        Some(wire) => {
+            let wire = wire.parse::<Literal>().map_err(|e| format!("internal: literal {wire}: {e}"))?;
+            Some(quote!(#[serde(rename = #wire)]))
+        }
+        None => None,
+    };
+    let printed = print_item(quote! { enum E { #rename #id, } })?;
+    let inside = printed.strip_prefix("enum E {\n").and_then(|rest| rest.strip_suffix("}\n"));
+    inside.map(str::to_owned).ok_or_else(|| format!("internal: a variant printed as\n{printed}"))
 }
 
-/// One arm of an enum's `as_str` (`Self::V => "v",`), as printed there (indented three times).
-fn as_str_arm_text(v: &Variant) -> Result<String, String> {
-    static ARMS: Shapes = Shapes::new();
-    let wire = Literal::string(&v.wire).to_string();
-    let words: [Word<'_>; 2] = [(&v.ident, 'q'), (&wire, 'W')];
-    ARMS.text(0, &words, |words| {
-        let id = ident(&words[0])?;
-        let wire = words[1].parse::<Literal>().map_err(|e| format!("internal: literal {}: {e}", words[1]))?;
-        let printed = print_item(quote! {
-            impl S {
-                fn f(self) -> &'static str {
-                    match self {
-                        Self::#id => #wire,
-                    }
+/// One arm of an enum's `as_str` (`Self::V => "v",`) from its words (the name and the wire
+/// name's literal), as printed there (indented three times).
+fn print_as_str_arm(words: &[String]) -> Result<String, String> {
+    let id = ident(&words[0])?;
+    let wire = words[1].parse::<Literal>().map_err(|e| format!("internal: literal {}: {e}", words[1]))?;
+    let printed = print_item(quote! {
+        impl S {
+            fn f(self) -> &'static str {
+                match self {
+                    Self::#id => #wire,
                 }
             }
-        })?;
-        let inside = printed
-            .strip_prefix("impl S {\n    fn f(self) -> &'static str {\n        match self {\n")
-            .and_then(|rest| rest.strip_suffix("        }\n    }\n}\n"));
-        inside.map(str::to_owned).ok_or_else(|| format!("internal: an arm printed as\n{printed}"))
-    })
+        }
+    })?;
+    let inside = printed
+        .strip_prefix("impl S {\n    fn f(self) -> &'static str {\n        match self {\n")
+        .and_then(|rest| rest.strip_suffix("        }\n    }\n}\n"));
+    inside.map(str::to_owned).ok_or_else(|| format!("internal: an arm printed as\n{printed}"))
 }
 
 /// The constructor of a struct of many fields, written line by line when prettyplease would
@@ -865,7 +892,7 @@ pub(super) fn models_file(node: &NodeModel) -> Result<String, String> {
                 let mut defaults = Vec::new();
                 let constructor = constructor_item(name, fields)?;
                 let renames =
-                    Renames::choose(fields.iter().map(|f| (f.ident.as_str(), f.wire.as_str())), SerdeRule::field);
+                    Renames::choose(fields.iter().map(|f| (f.ident.as_str(), f.wire.as_str())), SerdeRule::gives_field);
                 let rename_all = renames.rename_all();
                 let mut fields_text = String::new();
                 let mut field_checks = Vec::new();
@@ -924,7 +951,7 @@ mod tests {
     use proc_macro2::{Literal, TokenStream};
     use quote::quote;
 
-    use super::{FieldParts, Renames, enum_items, enum_items_whole};
+    use super::{FieldParts, Gives, Renames, enum_items, enum_items_whole};
     use crate::emit::tokens::{Item, print_item};
     use crate::model::{Doc, Variant};
     use crate::naming::SerdeRule;
@@ -1021,7 +1048,7 @@ mod tests {
                         ] {
                             let renames = Renames::choose(
                                 variants.iter().map(|v| (v.ident.as_str(), v.wire.as_str())),
-                                SerdeRule::variant,
+                                SerdeRule::gives_variant,
                             );
                             let whole = texts(enum_items_whole(name, &doc, &variants, &serde, &renames).unwrap());
                             let spliced = enum_items(name, &doc, &variants, &serde).unwrap();
@@ -1134,8 +1161,8 @@ mod tests {
         assert!(written > 40, "most large constructors are written line by line ({written})");
     }
 
-    fn attrs(names: &[(&str, &str)], apply: fn(SerdeRule, &str) -> String) -> (Option<&'static str>, Vec<String>) {
-        let renames = Renames::choose(names.iter().copied(), apply);
+    fn attrs(names: &[(&str, &str)], gives: Gives) -> (Option<&'static str>, Vec<String>) {
+        let renames = Renames::choose(names.iter().copied(), gives);
         let own = names.iter().filter(|(i, w)| renames.rename(i, w).is_some()).map(|(_, w)| w.to_string()).collect();
         (renames.rule.map(SerdeRule::name), own)
     }
@@ -1143,8 +1170,9 @@ mod tests {
     #[test]
     fn the_rule_chosen_is_the_cheapest_and_the_first_of_equals() {
         // Every candidate counted in full, no rule first and then `ALL`'s order, strictly less.
-        fn reference<'a>(names: &[(&'a str, &'a str)], apply: fn(SerdeRule, &str) -> String) -> Option<SerdeRule> {
-            let misses = |rule| names.iter().filter(|(i, w)| Renames::needs_rename(rule, apply, i, w)).count();
+        // The rule and how many names it leaves with their own `rename`.
+        fn reference<'a>(names: &[(&'a str, &'a str)], gives: Gives) -> (Option<SerdeRule>, usize) {
+            let misses = |rule| names.iter().filter(|(i, w)| Renames::needs_rename(rule, gives, i, w)).count();
             let mut best = (misses(None), None);
             for rule in SerdeRule::ALL {
                 let cost = 1 + misses(Some(rule));
@@ -1152,7 +1180,7 @@ mod tests {
                     best = (cost, Some(rule));
                 }
             }
-            best.1
+            (best.1, misses(best.1))
         }
         let pools: [&[(&str, &str)]; 4] = [
             &[("Query", "query"), ("HealthCheck", "health_check"), ("V2Api", "v2_api"), ("Ab", "AB"), ("Xy", "Xy")],
@@ -1165,9 +1193,10 @@ mod tests {
                 for shift in 0..pool.len() {
                     let names: Vec<(&str, &str)> =
                         (0..len).map(|i| pool[(i * (shift + 1) + i / 7) % pool.len()]).collect();
-                    for apply in [SerdeRule::variant as fn(SerdeRule, &str) -> String, SerdeRule::field] {
-                        let chosen = Renames::choose(names.iter().copied(), apply).rule;
-                        assert_eq!(chosen, reference(&names, apply), "pool {p} len {len} shift {shift}");
+                    for gives in [SerdeRule::gives_variant as Gives, SerdeRule::gives_field] {
+                        let chosen = Renames::choose(names.iter().copied(), gives);
+                        let found = (chosen.rule, chosen.exceptions);
+                        assert_eq!(found, reference(&names, gives), "pool {p} len {len} shift {shift}");
                     }
                 }
             }
@@ -1177,13 +1206,13 @@ mod tests {
     #[test]
     fn a_rule_is_used_when_it_saves_renames_and_exceptions_keep_theirs() {
         let variants = [("Query", "query"), ("HealthCheck", "health_check"), ("SelfValue", "Self")];
-        assert_eq!(attrs(&variants, SerdeRule::variant), (Some("snake_case"), vec!["Self".to_owned()]));
+        assert_eq!(attrs(&variants, SerdeRule::gives_variant), (Some("snake_case"), vec!["Self".to_owned()]));
         // One rename either way: no rule.
-        assert_eq!(attrs(&[("Query", "query")], SerdeRule::variant), (None, vec!["query".to_owned()]));
+        assert_eq!(attrs(&[("Query", "query")], SerdeRule::gives_variant), (None, vec!["query".to_owned()]));
         let fields = [("user_id", "userId"), ("r#type", "type"), ("max_len", "maxLen")];
-        assert_eq!(attrs(&fields, SerdeRule::field), (Some("camelCase"), vec![]));
+        assert_eq!(attrs(&fields, SerdeRule::gives_field), (Some("camelCase"), vec![]));
         // An escaped keyword keeps its own rename even where a rule would give its wire name.
         let fields = [("self_", "self"), ("camel_case", "camelCase")];
-        assert_eq!(attrs(&fields, SerdeRule::field), (None, vec!["self".to_owned(), "camelCase".to_owned()]));
+        assert_eq!(attrs(&fields, SerdeRule::gives_field), (None, vec!["self".to_owned(), "camelCase".to_owned()]));
     }
 }

@@ -15,18 +15,39 @@ fn header(source: &str) -> String {
 /// Builds an identifier; names come from [`crate::model`] and are valid by construction, but
 /// anything odd is reported rather than panicking.
 pub(super) fn ident(name: &str) -> Result<Ident, String> {
+    let (raw, text) = check_ident(name)?;
+    Ok(if raw { Ident::new_raw(text, Span::call_site()) } else { Ident::new(text, Span::call_site()) })
+}
+
+/// What [`ident`] checks, without building the identifier (for text written without tokens):
+/// whether `name` is raw (`r#…`), and its text after the `r#`.
+pub(super) fn check_ident(name: &str) -> Result<(bool, &str), String> {
     let (raw, text) = match name.strip_prefix("r#") {
         Some(rest) => (true, rest),
         None => (false, name),
     };
-    let valid = text.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    let valid = text.bytes().next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+        && text.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
         && text != "_"
         && !(raw && ["crate", "self", "super", "Self"].contains(&text));
     if !valid {
         return Err(format!("`{name}` is not a valid Rust identifier"));
     }
-    Ok(if raw { Ident::new_raw(text, Span::call_site()) } else { Ident::new(text, Span::call_site()) })
+    Ok((raw, text))
+}
+
+/// Writes `text` as a string literal, as `Literal::string(text)` prints it: quoted, and
+/// escaped as `char::escape_debug` does except that `'` stays as it is. Printable ASCII other
+/// than `"` and `\` escapes to itself, so such text (nearly every wire name) is copied
+/// without building a literal; anything else goes through proc-macro2.
+pub(super) fn push_string_literal(out: &mut String, text: &str) {
+    if text.bytes().all(|b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        out.push_str(&Literal::string(text).to_string());
+    }
 }
 
 /// Escapes a description for rustdoc: no code blocks by indentation, no HTML, no links.
@@ -144,12 +165,20 @@ impl SharedItem {
 pub(super) struct Shapes {
     /// By kind (the caller's variant of the item) and the widths of the words: the printed
     /// text around the stand-ins, one more piece than words; `None` when a stand-in was lost.
-    cache: Mutex<BTreeMap<ShapeKey, Option<Arc<[String]>>>>,
+    cache: Mutex<BTreeMap<FormKey, ByWidths>>,
 }
 
-/// A [`Shapes`] item's kind, its form (text that is part of its layout as it is, such as a
-/// type) and the widths of its words.
-type ShapeKey = (u8, String, Vec<usize>);
+/// The printed text of a [`Shapes`] item around its stand-ins, one more piece than words,
+/// shared by every item of the same widths; `None` when a stand-in was lost.
+type Pieces = Option<Arc<[String]>>;
+
+/// A [`Shapes`] item's kind and its form (text that is part of its layout as it is, such as
+/// a type).
+type FormKey = (u8, String);
+
+/// The pieces of the items of one kind and form, by the widths of their words (looked up by
+/// a slice, so a lookup builds no key).
+type ByWidths = BTreeMap<Vec<usize>, Pieces>;
 
 /// One word of a [`Shapes`] item: its text as printed (an identifier, a number, or a string
 /// literal with its quotes) and the letter its stand-in is made of, one the rest of the item
@@ -193,36 +222,129 @@ impl Shapes {
         words: &[Word<'_>],
         print: impl Fn(&[String]) -> Result<String, String>,
     ) -> Result<String, String> {
-        let real = || print(&words.iter().map(|(w, _)| (*w).to_owned()).collect::<Vec<_>>());
-        if !words.iter().all(|(w, _)| w.is_ascii()) {
-            return real();
-        }
-        let width = |&(w, letter): &Word<'_>| if letter == LONG { LONG_WIDTH } else { w.len() };
-        let key = (kind, form, words.iter().map(width).collect::<Vec<_>>());
-        let cached = self.cache.lock().map_err(|_| "internal: a render thread panicked".to_owned())?.get(&key).cloned();
-        let pieces = match cached {
-            Some(pieces) => pieces,
-            None => {
-                let stand_ins: Vec<String> = words.iter().map(|&(w, letter)| stand_in(w, letter)).collect();
-                // Shared, not cloned, by every item of these widths (an enum may have
-                // hundreds of thousands of values of a few widths).
-                let pieces: Option<Arc<[String]>> = split_at_stand_ins(&print(&stand_ins)?, &stand_ins).map(Into::into);
-                self.cache
-                    .lock()
-                    .map_err(|_| "internal: a render thread panicked".to_owned())?
-                    .insert(key, pieces.clone());
-                pieces
-            }
-        };
-        let Some(pieces) = pieces else { return real() };
+        let Some(pieces) = self.pieces(kind, form, words, &print)? else { return print_words(words, &print) };
         let mut text = String::with_capacity(pieces.iter().map(String::len).sum::<usize>() + words_len(words));
-        for (piece, (word, _)) in pieces.iter().zip(words) {
-            text.push_str(piece);
-            text.push_str(word);
-        }
-        text.push_str(pieces.last().map_or("", String::as_str));
+        fill(&pieces, words, &mut text);
         Ok(text)
     }
+
+    /// The printed text around the stand-ins of the item of variant `kind` in `form` with
+    /// words as wide as `words`, one more piece than words, printed the first time these
+    /// widths are asked for; `None` when the item must be printed from its own words (a word
+    /// that is not ASCII, or a stand-in the printed text lost).
+    fn pieces(
+        &self,
+        kind: u8,
+        form: String,
+        words: &[Word<'_>],
+        print: &dyn Fn(&[String]) -> Result<String, String>,
+    ) -> Result<Pieces, String> {
+        if !words.iter().all(|(w, _)| w.is_ascii()) {
+            return Ok(None);
+        }
+        let key = (kind, form);
+        with_widths(words, |widths| {
+            let poisoned = |_| "internal: a render thread panicked".to_owned();
+            let cached = self.cache.lock().map_err(poisoned)?.get(&key).and_then(|known| known.get(widths)).cloned();
+            if let Some(pieces) = cached {
+                return Ok(pieces);
+            }
+            let stand_ins: Vec<String> = words.iter().map(|&(w, letter)| stand_in(w, letter)).collect();
+            // Shared, not cloned, by every item of these widths (an enum may have hundreds of
+            // thousands of values of a few widths).
+            let pieces: Pieces = split_at_stand_ins(&print(&stand_ins)?, &stand_ins).map(Into::into);
+            self.cache.lock().map_err(poisoned)?.entry(key).or_default().insert(widths.to_vec(), pieces.clone());
+            Ok(pieces)
+        })
+    }
+}
+
+/// Many items of one kind of a [`Shapes`] in a row, written one after the other onto the
+/// same text (an enum's variants, the arms of its `match`): the pieces of each widths come
+/// from the shared cache once and are kept here, so an item costs a comparison with the
+/// widths of the item before it (neighbours mostly share them), else a lookup in a map of the
+/// few widths met so far (no lock, no key built), and the copying of its text.
+pub(super) struct Run<'s> {
+    shapes: &'s Shapes,
+    kind: u8,
+    /// The widths of the item being written (kept for its allocation).
+    widths: Vec<usize>,
+    /// Each widths met and their pieces, as [`Shapes::pieces`] gave them.
+    known: Vec<(Vec<usize>, Pieces)>,
+    /// Widths → their place in `known`.
+    index: BTreeMap<Vec<usize>, usize>,
+    /// The place in `known` of the last item's widths.
+    last: usize,
+}
+
+impl<'s> Run<'s> {
+    pub(super) fn new(shapes: &'s Shapes, kind: u8) -> Self {
+        Self { shapes, kind, widths: Vec::new(), known: Vec::new(), index: BTreeMap::new(), last: 0 }
+    }
+
+    /// [`Shapes::text`] of `words`, written onto the end of `out`.
+    pub(super) fn write(
+        &mut self,
+        words: &[Word<'_>],
+        out: &mut String,
+        print: impl Fn(&[String]) -> Result<String, String>,
+    ) -> Result<(), String> {
+        if !words.iter().all(|(w, _)| w.is_ascii()) {
+            out.push_str(&print_words(words, &print)?);
+            return Ok(());
+        }
+        self.widths.clear();
+        self.widths.extend(words.iter().map(width));
+        let same_as_last = self.known.get(self.last).is_some_and(|(widths, _)| *widths == self.widths);
+        if !same_as_last {
+            self.last = match self.index.get(self.widths.as_slice()) {
+                Some(&at) => at,
+                None => {
+                    let pieces = self.shapes.pieces(self.kind, String::new(), words, &print)?;
+                    self.known.push((self.widths.clone(), pieces));
+                    self.index.insert(self.widths.clone(), self.known.len() - 1);
+                    self.known.len() - 1
+                }
+            };
+        }
+        match self.known.get(self.last) {
+            Some((_, Some(pieces))) => fill(pieces, words, out),
+            _ => out.push_str(&print_words(words, &print)?),
+        }
+        Ok(())
+    }
+}
+
+/// The width a word's stand-in has: its own, or that of `"L"` for a [`LONG`] literal.
+fn width(&(word, letter): &Word<'_>) -> usize {
+    if letter == LONG { LONG_WIDTH } else { word.len() }
+}
+
+/// `f` of the widths of `words`, kept on the stack when they are few (every item has a
+/// handful of words), so that finding an item's pieces allocates nothing.
+fn with_widths<R>(words: &[Word<'_>], f: impl FnOnce(&[usize]) -> R) -> R {
+    let mut few = [0usize; 8];
+    if words.len() > few.len() {
+        return f(&words.iter().map(width).collect::<Vec<_>>());
+    }
+    for (slot, word) in few.iter_mut().zip(words) {
+        *slot = width(word);
+    }
+    f(&few[..words.len()])
+}
+
+/// The item printed from its own words (the slow way).
+fn print_words(words: &[Word<'_>], print: &dyn Fn(&[String]) -> Result<String, String>) -> Result<String, String> {
+    print(&words.iter().map(|(w, _)| (*w).to_owned()).collect::<Vec<_>>())
+}
+
+/// Writes each word between its pieces onto `out`.
+fn fill(pieces: &[String], words: &[Word<'_>], out: &mut String) {
+    for (piece, (word, _)) in pieces.iter().zip(words) {
+        out.push_str(piece);
+        out.push_str(word);
+    }
+    out.push_str(pieces.last().map_or("", String::as_str));
 }
 
 fn words_len(words: &[Word<'_>]) -> usize {
@@ -525,7 +647,9 @@ mod tests {
     use proc_macro2::TokenStream;
     use quote::quote;
 
-    use super::{Block, Item, SharedMembers, doc_comment, ident, plain_doc, print_item, version_cmp};
+    use super::{
+        Block, Item, SharedMembers, doc_comment, ident, plain_doc, print_item, push_string_literal, version_cmp,
+    };
 
     static TRAIT_MEMBERS: SharedMembers = SharedMembers::new(Block::Trait, || {
         quote! {
@@ -595,6 +719,17 @@ mod tests {
             }
         }
         assert!(wrapped_headers >= 2, "the long names wrap a trait and an impl header");
+    }
+
+    #[test]
+    fn string_literals_are_written_as_proc_macro2_prints_them() {
+        let mut texts: Vec<String> = (0u8..=0x7f).map(|b| format!("a{}b", b as char)).collect();
+        texts.extend(["", "v_last", "it's", "\0", "\x007", "é ✓", "tab\t", "\u{7f}", "\u{200b}"].map(str::to_owned));
+        for text in texts {
+            let mut written = String::new();
+            push_string_literal(&mut written, &text);
+            assert_eq!(written, proc_macro2::Literal::string(&text).to_string(), "{text:?}");
+        }
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! their parent as `<Parent><Property>`), reports names that collide or shadow the prelude,
 //! checks defaults against their types and boxes the fields that close a cycle of structs.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{DefaultValue, Doc, Field, RustType, TaggedVariant, TypeDef, Variant};
 use crate::diagnostics::{Code, Diagnostic, Pos};
 use crate::naming::{PRELUDE_NAMES, field_ident, to_pascal_case, unraw, variant_ident};
 use crate::read::{Node, Value};
-use crate::validate::{Contract, RefTarget, Schema, SchemaKind};
+use crate::validate::{Contract, RefTarget, Schema, SchemaKind, Spanned};
 
 /// The types of `contract`'s models module, in contract order; every problem goes to `diags`.
 pub(super) fn build(contract: &Contract, diags: &mut Vec<Diagnostic>) -> Vec<TypeDef> {
@@ -37,9 +38,9 @@ pub(super) fn build(contract: &Contract, diags: &mut Vec<Diagnostic>) -> Vec<Typ
     for def in &contract.definitions {
         let name = to_pascal_case(&def.name.value);
         let what = format!("definition `{}`", def.name.value);
-        let mut schema = def.schema.clone();
-        schema.pos = def.name.pos;
-        let _ = b.add_named(&name, &schema, what);
+        // A definition is placed at its key, not at its schema (a copy of the schema to move it
+        // there cost as much as building the type of a large one).
+        let _ = b.add_named_at(&name, &def.schema, def.name.pos, what);
     }
     for (type_index, field_index, node, path) in std::mem::take(&mut b.pending_defaults) {
         let ty = match b.types.get(type_index) {
@@ -129,16 +130,18 @@ impl Builder<'_> {
         index
     }
 
-    fn doc(schema: &Schema) -> Doc {
-        Doc { text: schema.description.clone(), line: schema.pos.line }
-    }
-
     /// Adds the named type for `schema` and returns its name.
     fn add_named(&mut self, name: &str, schema: &Schema, what: String) -> Option<String> {
-        if !self.claim(name, schema.pos, what, &schema.path) {
+        self.add_named_at(name, schema, schema.pos, what)
+    }
+
+    /// [`Builder::add_named`] for a type that is placed at `pos` (its diagnostics and its doc
+    /// comment's line) rather than at its schema.
+    fn add_named_at(&mut self, name: &str, schema: &Schema, pos: Pos, what: String) -> Option<String> {
+        if !self.claim(name, pos, what, &schema.path) {
             return None;
         }
-        let doc = Self::doc(schema);
+        let doc = Doc { text: schema.description.clone(), line: pos.line };
         match &schema.kind {
             SchemaKind::Object { properties, required } => {
                 let index = self.push_type(TypeDef::Struct { name: name.to_owned(), doc, fields: Vec::new() });
@@ -192,32 +195,7 @@ impl Builder<'_> {
                 }
             }
             SchemaKind::StringEnum(values) => {
-                let mut variants: Vec<Variant> = Vec::with_capacity(values.len());
-                // Looked up, never iterated: a hash map, as an enum may have hundreds of
-                // thousands of values.
-                let mut seen: HashMap<String, Pos> = HashMap::with_capacity(values.len());
-                for value in values {
-                    let ident = variant_ident(&value.value);
-                    if let Some(first) = seen.get(&ident) {
-                        self.diags.push(
-                            Diagnostic::error(
-                                Code::NameCollision,
-                                self.file,
-                                value.pos,
-                                &schema.path,
-                                format!(
-                                    "enum values of `{name}` collide: `{}` becomes the variant `{ident}` twice",
-                                    value.value
-                                ),
-                            )
-                            .with_related(self.file, *first, "the other value is here")
-                            .with_hint("make the values differ by more than case or punctuation"),
-                        );
-                        continue;
-                    }
-                    seen.insert(ident.clone(), value.pos);
-                    variants.push(Variant { ident, wire: value.value.clone() });
-                }
+                let variants = self.variants(name, values, &schema.path);
                 self.push_type(TypeDef::Enum { name: name.to_owned(), doc, variants });
             }
             SchemaKind::Tagged { tag, arms } => {
@@ -269,6 +247,49 @@ impl Builder<'_> {
             }
         }
         Some(name.to_owned())
+    }
+
+    /// The variants of the enum `name` with `values`; a value whose variant an earlier value
+    /// already is gets an error and no variant.
+    fn variants(&mut self, name: &str, values: &[Spanned<String>], path: &str) -> Vec<Variant> {
+        let mut variants: Vec<Variant> = values
+            .iter()
+            .map(|value| Variant { ident: variant_ident(&value.value), wire: value.value.clone() })
+            .collect();
+        // Looked up, never iterated: a hash map, as an enum may have hundreds of thousands of
+        // values, keyed by the variants themselves (no copy of each name), and filled before
+        // any is dropped: an identifier first met is never dropped, so `first` always names a
+        // kept value.
+        let mut seen: HashMap<&str, usize> = HashMap::with_capacity(variants.len());
+        let mut keep = vec![true; variants.len()];
+        for (i, variant) in variants.iter().enumerate() {
+            let first = match seen.entry(&variant.ident) {
+                Entry::Occupied(first) => *first.get(),
+                Entry::Vacant(slot) => {
+                    slot.insert(i);
+                    continue;
+                }
+            };
+            keep[i] = false;
+            let value = &values[i];
+            self.diags.push(
+                Diagnostic::error(
+                    Code::NameCollision,
+                    self.file,
+                    value.pos,
+                    path,
+                    format!(
+                        "enum values of `{name}` collide: `{}` becomes the variant `{}` twice",
+                        value.value, variant.ident
+                    ),
+                )
+                .with_related(self.file, values[first].pos, "the other value is here")
+                .with_hint("make the values differ by more than case or punctuation"),
+            );
+        }
+        let mut kept = keep.into_iter();
+        variants.retain(|_| kept.next().unwrap_or(true));
+        variants
     }
 
     /// The Rust type for a property/item schema; inline objects and enums become named types.
