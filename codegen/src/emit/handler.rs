@@ -241,6 +241,16 @@ impl Dispatch {
         }
     }
 
+    /// Which of [`Words`] an arm of the first `match` of `process` shows ([`arm_tokens`]): a
+    /// routed arm runs the operation, a `ByEnum` arm only picks its slot and spec.
+    fn arm_words(self) -> &'static [usize] {
+        match self {
+            Dispatch::Routed { .. } => &[0, 1, 2, 3],
+            Dispatch::ByEnum => &[0, 1, 2],
+            Dispatch::Single => &[],
+        }
+    }
+
     /// `process` of the node type's `Node` impl around `arms` (for `ByEnum`, the arms that
     /// pick the operation's slot and spec, then `methods`, those that pick the handler's
     /// method; for `Single`, the one operation's run).
@@ -314,7 +324,7 @@ fn process_text(node: &NodeModel, dispatch: Dispatch) -> Result<String, String> 
     let mut text = pieces[0].to_owned();
     for slot in 0..node.operations.len() {
         let words = words_of(slot)?;
-        text.push_str(&ARMS.text(dispatch.kind(), &words.refs(words.arm), |w| print_arm(dispatch, w))?);
+        text.push_str(&ARMS.text(dispatch.kind(), &words.refs(dispatch.arm_words()), |w| print_arm(dispatch, w))?);
     }
     if let Dispatch::ByEnum = dispatch {
         text.push_str(pieces[1]);
@@ -336,22 +346,18 @@ const RUN: &[usize] = &[1, 2, 3];
 /// pattern, the slot, the spec's name and the handler method's name.
 struct Words {
     all: [(String, char); 4],
-    /// Which of them a routed arm or a `ByEnum` slot arm shows ([`arm_tokens`]).
-    arm: &'static [usize],
 }
 
 impl Words {
     fn of(node: &NodeModel, dispatch: Dispatch, slot: usize) -> Result<Self, String> {
         let op = &node.operations[slot];
-        let (pattern, arm): (_, &'static [usize]) = match dispatch {
-            Dispatch::Routed { .. } => ((Literal::string(&op.wire).to_string(), 'W'), &[0, 1, 2, 3]),
-            Dispatch::ByEnum => {
-                ((op.variant.clone().ok_or("internal: an operation without a variant")?, 'Q'), &[0, 1, 2])
-            }
-            Dispatch::Single => ((String::new(), 'Q'), &[]),
+        let pattern = match dispatch {
+            Dispatch::Routed { .. } => (Literal::string(&op.wire).to_string(), 'W'),
+            Dispatch::ByEnum => (op.variant.clone().ok_or("internal: an operation without a variant")?, 'Q'),
+            Dispatch::Single => (String::new(), 'Q'),
         };
         let all = [pattern, (slot.to_string(), '1'), (op.const_name.clone(), 'Z'), (op.method.clone(), 'q')];
-        Ok(Self { all, arm })
+        Ok(Self { all })
     }
 
     fn refs(&self, picked: &[usize]) -> Vec<Word<'_>> {
@@ -393,7 +399,8 @@ fn process_tokens(node: &NodeModel, dispatch: Dispatch) -> Result<TokenStream, S
         let words = first.texts(RUN);
         return Ok(dispatch.process_tokens(run_tokens(&words[0], &words[1], &words[2], false)?, quote!()));
     }
-    let arms = all.iter().map(|w| arm_tokens(dispatch, &w.texts(w.arm))).collect::<Result<Vec<_>, _>>()?;
+    let arms =
+        all.iter().map(|w| arm_tokens(dispatch, &w.texts(dispatch.arm_words()))).collect::<Result<Vec<_>, _>>()?;
     let methods = match dispatch {
         Dispatch::ByEnum => all.iter().map(|w| method_arm(&w.texts(METHOD))).collect::<Result<Vec<_>, _>>()?,
         _ => Vec::new(),

@@ -263,10 +263,7 @@ fn carry_span(span: &SpanContext, headers: &mut Vec<(String, String)>) {
         return;
     }
     headers.retain(|(key, _)| key != "traceparent" && key != "tracestate");
-    let state = span.trace_state().header();
-    let state = (!state.is_empty()).then(|| ("tracestate".to_owned(), state));
-    let carried = std::iter::once(("traceparent".to_owned(), carrier::traceparent(span))).chain(state);
-    headers.splice(0..0, carried);
+    headers.splice(0..0, carrier::span_carrier(span).map(|(key, value)| (key.to_owned(), value)));
 }
 
 /// Bus counters.
@@ -403,7 +400,7 @@ impl KafkaEventBus {
 
     /// Encodes `event` for sending; with tracing, under its `kafka.publish` span (returned
     /// when recorded), whose context the envelope (unless it has one) and the headers carry.
-    /// The span is boxed so that, without tracing, publish futures keep their size.
+    /// The span is one box (`Leaf`), so that without tracing publish futures keep their size.
     fn prepare(&self, event: &OnexEvent) -> Result<(Leaf, EncodedEvent), OnexError> {
         if !self.tracing.is_enabled() {
             return Ok((Leaf::default(), self.encode(event)?));

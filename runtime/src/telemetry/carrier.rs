@@ -100,6 +100,13 @@ pub fn traceparent(span: &SpanContext) -> String {
     String::from_utf8(traceparent_bytes(span).to_vec()).unwrap_or_default()
 }
 
+/// `span`'s W3C carrier as the propagator writes it: `traceparent`, then `tracestate` when the
+/// span has one (the propagator's empty `tracestate` means the same as none).
+pub fn span_carrier(span: &SpanContext) -> impl Iterator<Item = (&'static str, String)> {
+    let state = span.trace_state().header();
+    std::iter::once(("traceparent", traceparent(span))).chain((!state.is_empty()).then_some(("tracestate", state)))
+}
+
 /// Writes `span` as W3C headers (`traceparent`, and `tracestate` when it has one) into Kafka
 /// headers being built. The per-message path of the producer: `traceparent` is formatted in
 /// place ([`traceparent_bytes`]).
@@ -148,11 +155,7 @@ pub fn stamp_envelope_with(metadata: &mut EventMetadata, span: &SpanContext, tra
     if !metadata.trace_context.is_empty() || !span.is_valid() {
         return;
     }
-    metadata.trace_context.insert("traceparent".to_owned(), traceparent(span));
-    let state = span.trace_state().header();
-    if !state.is_empty() {
-        metadata.trace_context.insert("tracestate".to_owned(), state);
-    }
+    metadata.trace_context.extend(span_carrier(span).map(|(key, value)| (key.to_owned(), value)));
     metadata.trace_timestamp = Some(Utc::now());
     metadata.trace_service = tracing.service_name().map(str::to_owned);
     metadata.trace_environment = tracing.environment().map(str::to_owned);
