@@ -158,3 +158,66 @@ async fn health_changes_are_published_on_the_registered_bus() {
     let health = dead.process(input(Op::HealthCheck), Context::new()).await.unwrap();
     assert_eq!(health.health_status, Some(HealthStatus::Unhealthy));
 }
+
+/// A producer whose broker never answers (nothing listens on port 1): its messages wait for a
+/// report until librdkafka's delivery timeout, 15 × these tests' limits (dropping the node
+/// waits for that timeout too).
+fn unanswered(max_in_flight_messages: u32) -> NodeKafkaProducerPoolEffect {
+    let config = KafkaProducerConfig {
+        delivery_timeout_ms: 3_000,
+        max_in_flight_messages,
+        ..KafkaProducerConfig::new("127.0.0.1:1")
+    };
+    node(config, None)
+}
+
+fn message(timeout_seconds: Option<f64>) -> ModelKafkaProducerPoolInput {
+    let mut send = input(Op::SendMessage);
+    send.topic = Some("unanswered".into());
+    send.value = Some(serde_json::json!(1));
+    send.timeout_seconds = timeout_seconds;
+    send
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_timeout_shorter_than_the_operation_is_a_failed_delivery_in_the_output() {
+    let node = unanswered(16);
+    let started = std::time::Instant::now();
+    let out = node.process(message(Some(0.2)), Context::new()).await.unwrap();
+    println!("answered after {:?}", started.elapsed());
+    assert!(!out.success);
+    assert_eq!(out.failed, Some(1));
+    let error = &out.errors.unwrap()[0];
+    assert_eq!(error.code, ErrorCode::OperationTimeout);
+    assert!(error.message.contains("no delivery report within 200 ms"), "{}", error.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_finds_no_room_within_the_request_timeout_is_reported_as_not_sent() {
+    // One message in flight at most: the first takes the only slot and is never reported.
+    let node = Arc::new(unanswered(1));
+    let first = tokio::spawn({
+        let node = Arc::clone(&node);
+        async move { node.process(message(Some(60.0)), Context::new()).await }
+    });
+    // Wait for the event (the first message holds the slot), not for the clock.
+    let pool = node.handler().dependencies.kafka_producer_pool.clone();
+    while pool.stats().active_producers == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let out = node.process(message(Some(0.2)), Context::new()).await.unwrap();
+    assert!(!out.success);
+    let error = &out.errors.unwrap()[0];
+    assert_eq!(error.code, ErrorCode::OperationTimeout);
+    assert!(error.message.contains("had no room within 200 ms; the message was not sent"), "{}", error.message);
+    first.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_before_the_request_timeout_ends_the_operation_with_operation_timeout() {
+    let node = unanswered(16);
+    let ctx = Context::new().with_timeout(std::time::Duration::from_millis(200));
+    let err = node.process(message(None), ctx).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::OperationTimeout);
+    assert!(err.message().starts_with("node_kafka_producer_pool_effect.send_message did not finish within"), "{err}");
+}

@@ -8,14 +8,18 @@
 // broker refused is reported in the output (`success: false`, `errors`), since the operation
 // itself ran.
 
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::Poll;
 use std::time::Duration;
 
 use chrono::Utc;
 use onex_runtime::event::OnexEvent;
-use onex_runtime::kafka::{self, Delivered, DeliveryFuture, OwnedHeaders, ProduceRecord};
+use onex_runtime::kafka::{self, Delivered, OwnedHeaders, ProduceRecord};
 use onex_runtime::models::health::HealthStatus;
-use onex_runtime::{Container, Context, ErrorCode, OnexError};
+use onex_runtime::{Container, Context, ErrorCode, OnexError, OperationSpec};
+
+use super::contract::OPERATION_SEND_MESSAGE;
 
 use super::handler::{Dependencies, Input, KafkaProducerPoolHandler, Output};
 use super::models::{
@@ -122,8 +126,58 @@ fn no_report(limit: Duration) -> OnexError {
     )
 }
 
-async fn await_report(delivery: DeliveryFuture, limit: Duration) -> Result<Delivered, OnexError> {
-    tokio::time::timeout(limit, delivery).await.unwrap_or_else(|_| Err(no_report(limit)))
+fn no_room(limit: Duration) -> OnexError {
+    OnexError::new(
+        ErrorCode::OperationTimeout,
+        format!("the producer's queue had no room within {} ms; the message was not sent", limit.as_millis()),
+    )
+}
+
+/// Sends one message and waits for its report under one timer, which ends at whichever comes
+/// first: `limit` from now (the request's wait, answered in the output like any failed
+/// delivery: [`no_room`] while the message waits for room in the producer's queue,
+/// [`no_report`] after) or the operation's deadline (the node narrowed the context to the
+/// contract timeout: answered as the node's timer answers, an `OPERATION_TIMEOUT` error).
+/// One timer instead of the node's and the report's: each costs a request a registration in
+/// tokio's timer wheel.
+async fn deliver(
+    pool: &kafka::KafkaProducerPool,
+    record: ProduceRecord<'_>,
+    headers: Option<OwnedHeaders>,
+    ctx: &Context,
+    limit: Duration,
+) -> Result<Result<Delivered, OnexError>, OnexError> {
+    let started = std::time::Instant::now();
+    let wait_ends = started + limit;
+    let operation_ends = ctx.deadline().unwrap_or(wait_ends);
+    let elapsed = |enqueued: bool| {
+        if wait_ends < operation_ends {
+            Ok(Err(if enqueued { no_report(limit) } else { no_room(limit) }))
+        } else {
+            let left = operation_ends.saturating_duration_since(started);
+            Err(onex_runtime::node::timed_out(NODE, &OPERATION_SEND_MESSAGE, left))
+        }
+    };
+    // Polled by hand, each future pinned where it is: `tokio::time::timeout` would move the
+    // send's future into its own. The timer registers on its first poll, so a message that
+    // finds room at once registers it only while waiting for the report.
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(wait_ends.min(operation_ends).into()));
+    let mut send = std::pin::pin!(pool.send(record, headers));
+    let sent = std::future::poll_fn(|cx| match send.as_mut().poll(cx) {
+        Poll::Ready(sent) => Poll::Ready(Some(sent)),
+        Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+    })
+    .await;
+    let mut delivery = match sent {
+        Some(Ok(delivery)) => delivery,
+        Some(Err(refused)) => return Ok(Err(refused)),
+        None => return elapsed(false),
+    };
+    std::future::poll_fn(|cx| match Pin::new(&mut delivery).poll(cx) {
+        Poll::Ready(delivered) => Poll::Ready(Ok(delivered)),
+        Poll::Pending => timer.as_mut().poll(cx).map(|()| elapsed(true)),
+    })
+    .await
 }
 
 impl KafkaProducerPool {
@@ -155,6 +209,11 @@ impl KafkaProducerPoolHandler for KafkaProducerPool {
         Ok(Self { dependencies: Dependencies::resolve(container)?, last_health: Mutex::new(None) })
     }
 
+    /// `send_message` bounds its send and its report by the deadline itself (see [`deliver`]).
+    fn times_itself(operation: &OperationSpec) -> bool {
+        operation.name == OPERATION_SEND_MESSAGE.name
+    }
+
     async fn send_message(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
         let topic = input.topic.as_deref().ok_or_else(|| OnexError::validation("send_message needs a topic"))?;
         let limit = wait_limit(&input, ctx, Duration::from_secs(30))?;
@@ -165,11 +224,7 @@ impl KafkaProducerPoolHandler for KafkaProducerPool {
         let pool = &self.dependencies.kafka_producer_pool;
         let mut out = output(EnumKafkaProducerPoolOperation::SendMessage, ctx);
         let headers = message.headers.take();
-        let sent = match pool.send(message.record(), headers).await {
-            Ok(delivery) => await_report(delivery, limit).await,
-            Err(e) => Err(e),
-        };
-        match sent {
+        match deliver(pool, message.record(), headers, ctx, limit).await? {
             Ok(delivered) => {
                 out.delivered = Some(1);
                 out.failed = Some(0);
