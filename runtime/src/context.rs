@@ -31,7 +31,8 @@ impl Context {
             Some(id) if id.is_nil() => {
                 Err(OnexError::new(ErrorCode::ValidationError, "correlation_id must not be the nil UUID"))
             }
-            Some(id) => Ok(Self { correlation_id: id, ..Self::new() }),
+            // Not `..Self::new()`: that would draw a random id only to drop it.
+            Some(id) => Ok(Self { correlation_id: id, deadline: None, trace: None, topic: None }),
             None => Ok(Self::new()),
         }
     }
