@@ -181,67 +181,8 @@ async fn deliver(
 }
 
 impl KafkaProducerPool {
-    async fn report_health_change(&self, status: HealthStatus, ctx: &Context) {
-        let changed = {
-            let mut last = self.last_health.lock().unwrap_or_else(|p| p.into_inner());
-            let changed = last.is_some_and(|previous| previous != status);
-            *last = Some(status);
-            changed
-        };
-        let Some(bus) = &self.dependencies.protocol_event_bus else { return };
-        if changed {
-            let event = OnexEvent::new(
-                "kafka.pool.health_changed",
-                NODE,
-                ctx.correlation_id(),
-                serde_json::json!({ "pool": self.dependencies.kafka_producer_pool.settings().pool_name, "status": status }),
-            );
-            // The health answer stands even if the notification cannot be published.
-            if let Err(e) = bus.publish(event).await {
-                tracing::warn!("cannot publish the Kafka pool health change: {e}");
-            }
-        }
-    }
-}
-
-impl KafkaProducerPoolHandler for KafkaProducerPool {
-    fn new(container: &Container) -> Result<Self, OnexError> {
-        Ok(Self { dependencies: Dependencies::resolve(container)?, last_health: Mutex::new(None) })
-    }
-
-    /// `send_message` bounds its send and its report by the deadline itself (see [`deliver`]).
-    fn times_itself(operation: &OperationSpec) -> bool {
-        operation.name == OPERATION_SEND_MESSAGE.name
-    }
-
-    async fn send_message(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
-        let topic = input.topic.as_deref().ok_or_else(|| OnexError::validation("send_message needs a topic"))?;
-        let limit = wait_limit(&input, ctx, Duration::from_secs(30))?;
-        let partition = check(topic, input.partition)?;
-        let mut buffer = Vec::new();
-        let mut message =
-            encode(topic, input.key.as_ref(), input.value.as_ref(), input.headers.as_ref(), partition, &mut buffer)?;
-        let pool = &self.dependencies.kafka_producer_pool;
-        let mut out = output(EnumKafkaProducerPoolOperation::SendMessage, ctx);
-        let headers = message.headers.take();
-        match deliver(pool, message.record(), headers, ctx, limit).await? {
-            Ok(delivered) => {
-                out.delivered = Some(1);
-                out.failed = Some(0);
-                out.partition = u64::try_from(delivered.partition).ok();
-                out.offset = u64::try_from(delivered.offset).ok();
-            }
-            Err(e) => {
-                out.success = false;
-                out.delivered = Some(0);
-                out.failed = Some(1);
-                out.errors = Some(vec![failure(&e, None, Some(topic))]);
-            }
-        }
-        Ok(out)
-    }
-
-    async fn send_batch(&self, mut input: Input, ctx: &Context) -> Result<Output, OnexError> {
+    /// `send_batch`: every message checked, then all sent, then all reports awaited.
+    async fn send_all(&self, mut input: Input, ctx: &Context) -> Result<Output, OnexError> {
         let limit = wait_limit(&input, ctx, Duration::from_secs(60))?;
         // Taken by value: each message's topic string moves into its delivery report instead
         // of being copied (one allocation less per message).
@@ -318,6 +259,75 @@ impl KafkaProducerPoolHandler for KafkaProducerPool {
         out.deliveries = Some(deliveries);
         out.errors = (!errors.is_empty()).then_some(errors);
         Ok(out)
+    }
+
+    async fn report_health_change(&self, status: HealthStatus, ctx: &Context) {
+        let changed = {
+            let mut last = self.last_health.lock().unwrap_or_else(|p| p.into_inner());
+            let changed = last.is_some_and(|previous| previous != status);
+            *last = Some(status);
+            changed
+        };
+        let Some(bus) = &self.dependencies.protocol_event_bus else { return };
+        if changed {
+            let event = OnexEvent::new(
+                "kafka.pool.health_changed",
+                NODE,
+                ctx.correlation_id(),
+                serde_json::json!({ "pool": self.dependencies.kafka_producer_pool.settings().pool_name, "status": status }),
+            );
+            // The health answer stands even if the notification cannot be published.
+            if let Err(e) = bus.publish(event).await {
+                tracing::warn!("cannot publish the Kafka pool health change: {e}");
+            }
+        }
+    }
+}
+
+impl KafkaProducerPoolHandler for KafkaProducerPool {
+    fn new(container: &Container) -> Result<Self, OnexError> {
+        Ok(Self { dependencies: Dependencies::resolve(container)?, last_health: Mutex::new(None) })
+    }
+
+    /// `send_message` bounds its send and its report by the deadline itself (see [`deliver`]).
+    fn times_itself(operation: &OperationSpec) -> bool {
+        operation.name == OPERATION_SEND_MESSAGE.name
+    }
+
+    async fn send_message(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
+        let topic = input.topic.as_deref().ok_or_else(|| OnexError::validation("send_message needs a topic"))?;
+        let limit = wait_limit(&input, ctx, Duration::from_secs(30))?;
+        let partition = check(topic, input.partition)?;
+        let mut buffer = Vec::new();
+        let mut message =
+            encode(topic, input.key.as_ref(), input.value.as_ref(), input.headers.as_ref(), partition, &mut buffer)?;
+        let pool = &self.dependencies.kafka_producer_pool;
+        let headers = message.headers.take();
+        let sent = deliver(pool, message.record(), headers, ctx, limit).await?;
+        // Built once the message is answered: held across the wait, the output would enlarge
+        // every in-flight request's future by its size.
+        let mut out = output(EnumKafkaProducerPoolOperation::SendMessage, ctx);
+        match sent {
+            Ok(delivered) => {
+                out.delivered = Some(1);
+                out.failed = Some(0);
+                out.partition = u64::try_from(delivered.partition).ok();
+                out.offset = u64::try_from(delivered.offset).ok();
+            }
+            Err(e) => {
+                out.success = false;
+                out.delivered = Some(0);
+                out.failed = Some(1);
+                out.errors = Some(vec![failure(&e, None, Some(topic))]);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn send_batch(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
+        // Boxed: a node's future is as large as its largest operation, and every in-flight
+        // `send_message` would carry the batch's state. One allocation per batch.
+        Box::pin(self.send_all(input, ctx)).await
     }
 
     async fn flush(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
