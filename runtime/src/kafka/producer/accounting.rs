@@ -49,6 +49,7 @@ pub(crate) struct ProducerState {
 }
 
 impl ProducerState {
+    #[inline]
     pub(crate) fn is_quarantined(&self) -> bool {
         self.quarantined.load(Ordering::Acquire)
     }
@@ -75,11 +76,18 @@ impl ProducerState {
     }
 
     /// A connection works (a delivery or a metadata answer came back).
+    #[inline]
     pub(crate) fn connection_works(&self) {
+        // Inline: a plain load on every delivery report, the rest only after a refusal.
         if self.refused.load(Ordering::Relaxed) {
-            self.refused.store(false, Ordering::Release);
-            *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.forget_refusal();
         }
+    }
+
+    #[cold]
+    fn forget_refusal(&self) {
+        self.refused.store(false, Ordering::Release);
+        *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     pub(super) fn quarantine(&self, reason: String) {
