@@ -257,7 +257,12 @@ impl ProducerContext for DeliveryContext {
         let outcome = match result {
             Ok(message) => {
                 if let Some(sent) = sent {
-                    self.metrics.delivered(&sent.topic, sent.bytes, sent.enqueued_us);
+                    match super::ffi::latency_us(message) {
+                        Some(latency_us) => {
+                            self.metrics.delivered_after(&sent.topic, sent.bytes, sent.enqueued_us, latency_us);
+                        }
+                        None => self.metrics.delivered(&sent.topic, sent.bytes, sent.enqueued_us),
+                    }
                 }
                 self.state.connection_works();
                 Ok(Delivered { partition: message.partition(), offset: message.offset() })

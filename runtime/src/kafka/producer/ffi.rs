@@ -13,7 +13,7 @@
 
 use rdkafka::bindings as rd;
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::message::OwnedHeaders;
+use rdkafka::message::{BorrowedMessage, OwnedHeaders};
 use rdkafka::producer::Producer;
 use rdkafka::util::IntoOpaque;
 
@@ -100,4 +100,14 @@ impl ManagedProducer {
             );
         }
     }
+}
+
+/// Microseconds since librdkafka took `message` in (by its monotonic clock, read now), or
+/// `None` when it does not know. Read in a delivery report, it is the message's delivery
+/// latency without a clock read of our own: librdkafka stamped the message when it took it.
+pub(super) fn latency_us(message: &BorrowedMessage<'_>) -> Option<u64> {
+    // SAFETY: `message` is a live message (a delivery report's), borrowed for the call, and
+    // librdkafka only reads it.
+    let latency = unsafe { rd::rd_kafka_message_latency(message.ptr()) };
+    u64::try_from(latency).ok()
 }

@@ -160,6 +160,7 @@ impl Pending {
         unsafe { (*self.sent.get()).as_ref() }
     }
 
+    #[inline]
     fn outcome(&self) -> Option<Result<Delivered, OnexError>> {
         if self.state.load(Ordering::Acquire) != DONE {
             return None;
@@ -210,6 +211,7 @@ pub(crate) struct PendingRef {
 }
 
 impl PendingRef {
+    #[inline]
     fn slot(&self) -> &Pending {
         &self.chunk.slots[self.index]
     }
