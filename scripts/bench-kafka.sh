@@ -80,7 +80,7 @@ if [[ $mode == --instructions ]]; then
             profiles+=("$contender ($allocator)=$out")
         done
     done
-    python3 "$ROOT/scripts/callgrind-per-op.py" --per-call rd_kafka_producev \
+    python3 "$ROOT/scripts/callgrind-per-op.py" --per-call rd_kafka_msg_new0 \
         --out "$ROOT/target/bench/kafka-instructions.json" "${profiles[@]}"
     exit 0
 fi

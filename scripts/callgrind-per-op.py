@@ -5,7 +5,7 @@ benchmark scripts.
 Throughput on the project's 2-core machine moves by ±10 % between runs; instruction counts do
 not, so they tell whether a change made a contender cheaper. Each file is one contender's run;
 its operations are counted as the calls of a function that runs once per operation in every
-contender (`tokio_postgres::client::InnerClient::send` per statement, `rd_kafka_producev` per
+contender (`tokio_postgres::client::InnerClient::send` per statement, `rd_kafka_msg_new0` per
 message), warm-up included, so every instruction of the profile is divided by every operation.
 
 Usage: callgrind-per-op.py --per-call FUNCTION --out FILE.json NAME=callgrind.out ...

@@ -81,12 +81,26 @@ impl LatencyHistogram {
         self.total_us.fetch_add(us, Ordering::Relaxed);
     }
 
-    /// The first bucket whose upper bound is at least `us` (a binary search over the bounds:
-    /// this runs once per delivery report).
+    /// The first bucket whose upper bound is at least `us`. This runs once per delivery report,
+    /// so it finds the doubling holding `us` from its leading zeros and then looks at most four
+    /// bounds, instead of a binary search over all of them.
     fn bucket(us: u64) -> usize {
-        static UPPER_BOUNDS_US: LazyLock<[f64; BUCKETS]> = LazyLock::new(|| std::array::from_fn(bound_us));
-        let us = us as f64;
-        UPPER_BOUNDS_US.partition_point(|&bound| bound < us).min(BUCKETS - 1)
+        // Whole microseconds: `us` ≤ a bound exactly when `us` ≤ the bound's floor.
+        static UPPER_BOUNDS_US: LazyLock<[u64; BUCKETS]> =
+            LazyLock::new(|| std::array::from_fn(|index| bound_us(index).floor() as u64));
+        let first = FIRST_BOUND_US as u64;
+        if us <= first {
+            return 0;
+        }
+        // 50 × 2^k < us ≤ 50 × 2^(k+1) exactly when 2^k ≤ (us − 1) / 50 < 2^(k+1); the bounds
+        // of that doubling are 4k + 1 ..= 4k + 4, the last one exactly 50 × 2^(k+1).
+        let doubling = ((us - 1) / first).ilog2() as usize;
+        let bounds = &*UPPER_BOUNDS_US;
+        let mut index = doubling * STEPS_PER_DOUBLING + 1;
+        while index < BUCKETS - 1 && bounds[index] < us {
+            index += 1;
+        }
+        index.min(BUCKETS - 1)
     }
 
     fn upper_bound_ms(index: usize) -> f64 {
@@ -220,13 +234,20 @@ impl PoolMetrics {
     /// A delivery succeeded; `enqueued_us` is on the pool clock ([`PoolMetrics::now_us`]).
     pub fn delivered(&self, topic: &TopicCounters, bytes: u64, enqueued_us: u64) {
         // One clock read serves the latency and the activity stamp.
-        let now_us = self.now_us();
+        self.delivered_after(topic, bytes, enqueued_us, self.now_us().saturating_sub(enqueued_us));
+    }
+
+    /// A delivery succeeded `latency_us` after its enqueue at `enqueued_us` (pool clock): for a
+    /// latency measured already (librdkafka's own, in a delivery report), which spares a clock
+    /// read per report. The activity stamp is the enqueue plus the latency.
+    pub fn delivered_after(&self, topic: &TopicCounters, bytes: u64, enqueued_us: u64, latency_us: u64) {
+        let now_us = enqueued_us.saturating_add(latency_us);
         self.sent.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         topic.sent.fetch_add(1, Ordering::Relaxed);
         topic.bytes.fetch_add(bytes, Ordering::Relaxed);
         topic.last_activity_ms.store(now_us / 1000 + 1, Ordering::Relaxed);
-        self.latency.record_us(now_us.saturating_sub(enqueued_us));
+        self.latency.record_us(latency_us);
         // A plain load first: on the hot path the flag is almost always already clear.
         if self.brokers_down.load(Ordering::Relaxed) {
             self.brokers_down.store(false, Ordering::Relaxed);
@@ -400,6 +421,38 @@ mod tests {
             assert!(LatencyHistogram::upper_bound_ms(index) * 1000.0 >= us as f64 * 0.999_999, "{us}");
             assert!(index == 0 || LatencyHistogram::upper_bound_ms(index - 1) * 1000.0 < us as f64, "{us}");
         }
+    }
+
+    #[test]
+    fn the_bucket_is_the_first_whose_bound_holds_the_latency() {
+        // Against a plain search over the bounds as floats: every microsecond to 2 s, then
+        // every bound's neighbourhood to the last and beyond.
+        let search = |us: u64| (0..BUCKETS).find(|&i| bound_us(i) >= us as f64).unwrap_or(BUCKETS - 1);
+        for us in 0..2_000_000 {
+            assert_eq!(LatencyHistogram::bucket(us), search(us), "{us}");
+        }
+        for index in 0..BUCKETS {
+            let bound = bound_us(index) as u64;
+            for us in bound.saturating_sub(2)..=bound + 2 {
+                assert_eq!(LatencyHistogram::bucket(us), search(us), "{us}");
+            }
+        }
+        assert_eq!(LatencyHistogram::bucket(u64::MAX - 1), BUCKETS - 1);
+    }
+
+    #[test]
+    fn a_latency_measured_already_is_recorded_as_given() {
+        let m = PoolMetrics::default();
+        let t = m.topic("a");
+        m.enqueued();
+        m.delivered_after(&t, 10, 5_000_000, 1_500);
+        assert_eq!(m.latency().count(), 1);
+        assert!((m.latency().mean_ms() - 1.5).abs() < 1e-9);
+        let traffic = m.traffic(Duration::from_secs(60));
+        assert_eq!((traffic.sent, traffic.bytes, traffic.queue_depth), (1, 10, 0));
+        // Stamped at the enqueue plus the latency: 5,001.5 ms after the metrics started.
+        let expected = m.started_utc + chrono::Duration::milliseconds(5_001);
+        assert_eq!(traffic.topics["a"].last_activity, Some(expected));
     }
 
     #[test]

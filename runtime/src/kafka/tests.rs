@@ -204,3 +204,23 @@ fn the_request_timeout_bounds_the_clients_wait_for_an_answer_too() {
     let props = crate::kafka::config::producer_properties(&long).unwrap();
     assert_eq!(props.get("socket.timeout.ms"), Some("300000"), "librdkafka's largest");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_librdkafka_refuses_at_once_fails_with_its_code_with_or_without_headers() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("refused", 1, 1).unwrap();
+    let pool = pool_on(&mock, KafkaPoolSettings::default());
+    // Once the topic's metadata is known, a partition it does not have is refused by the
+    // send itself (`rd_kafka_produce` without headers, `rd_kafka_producev` with them).
+    pool.publish(ProduceRecord::new("refused", b"known"), None).await.unwrap();
+    let producer = pool.default_producer_for_test();
+    for headers in [None, Some(crate::kafka::headers([("h", "v")]))] {
+        let with_headers = headers.is_some();
+        let err = pool.send(ProduceRecord::new("refused", b"x").partition(7), headers).await.unwrap_err();
+        assert_eq!(err.details()["kafka_error"], "UnknownPartition", "headers: {with_headers}");
+        assert_eq!(producer.in_flight(), 0, "the refused message gave its slot back");
+    }
+    pool.publish(ProduceRecord::new("refused", b"after"), None).await.unwrap();
+    let stats = pool.stats();
+    assert_eq!((stats.total_messages_sent, stats.total_messages_failed, stats.queue_depth), (2, 2, 0));
+}

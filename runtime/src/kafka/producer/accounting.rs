@@ -49,6 +49,7 @@ pub(crate) struct ProducerState {
 }
 
 impl ProducerState {
+    #[inline]
     pub(crate) fn is_quarantined(&self) -> bool {
         self.quarantined.load(Ordering::Acquire)
     }
@@ -75,11 +76,18 @@ impl ProducerState {
     }
 
     /// A connection works (a delivery or a metadata answer came back).
+    #[inline]
     pub(crate) fn connection_works(&self) {
+        // Inline: a plain load on every delivery report, the rest only after a refusal.
         if self.refused.load(Ordering::Relaxed) {
-            self.refused.store(false, Ordering::Release);
-            *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.forget_refusal();
         }
+    }
+
+    #[cold]
+    fn forget_refusal(&self) {
+        self.refused.store(false, Ordering::Release);
+        *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     pub(super) fn quarantine(&self, reason: String) {
@@ -249,7 +257,12 @@ impl ProducerContext for DeliveryContext {
         let outcome = match result {
             Ok(message) => {
                 if let Some(sent) = sent {
-                    self.metrics.delivered(&sent.topic, sent.bytes, sent.enqueued_us);
+                    match super::ffi::latency_us(message) {
+                        Some(latency_us) => {
+                            self.metrics.delivered_after(&sent.topic, sent.bytes, sent.enqueued_us, latency_us);
+                        }
+                        None => self.metrics.delivered(&sent.topic, sent.bytes, sent.enqueued_us),
+                    }
                 }
                 self.state.connection_works();
                 Ok(Delivered { partition: message.partition(), offset: message.offset() })

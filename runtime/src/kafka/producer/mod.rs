@@ -35,8 +35,8 @@ use tokio::sync::Notify;
 use self::accounting::{DeliveryContext, ProducerState, UnreportedAges};
 use self::identity::IdentityWatch;
 pub use self::record::{ProduceRecord, headers};
+use self::ticket::Tickets;
 pub use self::ticket::{Delivered, DeliveryFuture};
-use self::ticket::{Pending, Reply};
 pub(crate) use self::ticket::{Sent, Ticket};
 use crate::error::{ErrorCode, OnexError};
 use crate::kafka::batch::BatchState;
@@ -54,6 +54,8 @@ pub(crate) struct ManagedProducer {
     /// Emptied in `Drop` before `producer` goes: librdkafka wants topic handles released before
     /// their client.
     topics: TopicCache,
+    /// The records of messages sent alone.
+    tickets: Tickets,
     producer: ThreadedProducer<DeliveryContext>,
     pub(crate) state: Arc<ProducerState>,
     max_in_flight: u32,
@@ -100,6 +102,7 @@ impl ManagedProducer {
         })?;
         Ok(Self {
             topics: TopicCache::default(),
+            tickets: Tickets::default(),
             producer,
             state,
             max_in_flight,
@@ -110,13 +113,19 @@ impl ManagedProducer {
 
     /// Whether the producer hit a fatal error (librdkafka refuses all further work on it then).
     /// The first time it is seen, the producer is quarantined and the reason kept.
+    #[inline]
     pub(crate) fn is_quarantined(&self) -> bool {
         if self.state.is_quarantined() {
             return true;
         }
-        // Looked at before it is cleared: a plain load on every message, the read-modify-write
-        // only after an error event.
-        if !self.state.suspect.load(Ordering::Acquire) || !self.state.suspect.swap(false, Ordering::AcqRel) {
+        // Looked at before it is cleared: a plain load on every message (inline, as it is
+        // asked twice per message), the read-modify-write only after an error event.
+        self.state.suspect.load(Ordering::Acquire) && self.check_suspect()
+    }
+
+    #[cold]
+    fn check_suspect(&self) -> bool {
+        if !self.state.suspect.swap(false, Ordering::AcqRel) {
             return false;
         }
         match self.producer.client().fatal_error() {
@@ -150,9 +159,9 @@ impl ManagedProducer {
     ) -> Result<Option<DeliveryFuture>, OnexError> {
         let mut receiver = None;
         self.enqueue_ticket(record, headers, |sent| {
-            let pending = Arc::new(Pending { sent, reply: Reply::default() });
+            let pending = self.tickets.claim(sent);
             if want_report {
-                receiver = Some(DeliveryFuture::new(Arc::clone(&pending)));
+                receiver = Some(DeliveryFuture::new(pending.share()));
             }
             Ok(Ticket::Alone(pending))
         })

@@ -1,17 +1,32 @@
 //! The delivery ticket: what travels through librdkafka with each message, and the future a
 //! caller awaits for its outcome.
 //!
+//! The record of a message sent alone is one slot of a [`Chunk`] of [`SLOTS`], handed out in
+//! turn by the producer's [`Tickets`]: one allocation per chunk instead of one per message,
+//! which glibc's malloc makes dear when thousands of records are allocated before the first
+//! is freed (a caller enqueueing ahead and awaiting later). A chunk is freed with the last
+//! reference to any of its slots; a slot is never reused, so no slot outlives its chunk and
+//! none is handed out twice.
+//!
 //! Invariants:
 //! - a [`Ticket`] crosses librdkafka as one pointer, tagged in its lowest bit with its kind
-//!   (both targets are aligned to at least 2, asserted at compile time);
+//!   (both targets are aligned to at least 2, asserted at compile time); a message sent alone
+//!   carries its chunk's pointer with the slot index in the bits below the chunk's alignment
+//!   (`2 × SLOTS`, asserted at compile time);
+//! - every [`PendingRef`] (the ticket's or the future's) holds one strong count of its chunk;
+//! - a slot's `sent` is written once, before its first reference leaves [`Tickets::claim`];
+//!   its outcome is written once, by the first completion, and read only after (see
+//!   [`Pending`]'s `Sync` impl);
 //! - every ticket is completed exactly once: by the delivery report of an accepted message
 //!   (also for messages purged when a producer is dropped), or at once for a refused send;
-//! - a [`DeliveryFuture`] registers its waker before it looks for the outcome, so a report
-//!   stored in between still wakes it.
+//! - a [`DeliveryFuture`] registers its waker before it looks for the outcome a last time, so
+//!   a report stored in between still wakes it.
 
+use std::cell::UnsafeCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 
@@ -32,12 +47,11 @@ pub struct Delivered {
 
 /// Resolves once the broker acknowledged (or definitely failed) one message.
 ///
-/// Shares the message's pending record with librdkafka instead of a separate channel: one
-/// allocation per message, not two, and it is usually freed by the caller's thread (the last
-/// to let go), where glibc's malloc frees it without taking another thread's arena lock.
+/// Shares the message's pending record with librdkafka instead of a separate channel (see
+/// the module documentation for where the records live).
 #[must_use = "a delivery future does nothing unless awaited; use `enqueue` to fire and forget"]
 pub struct DeliveryFuture {
-    pub(super) pending: Arc<Pending>,
+    pending: PendingRef,
     /// The message's span when it is recorded (see `crate::kafka::trace`): it takes the
     /// outcome and ends with it. One pointer wide, so that without tracing the future stays
     /// small.
@@ -45,7 +59,7 @@ pub struct DeliveryFuture {
 }
 
 impl DeliveryFuture {
-    pub(super) fn new(pending: Arc<Pending>) -> Self {
+    pub(super) fn new(pending: PendingRef) -> Self {
         Self { pending, span: Default::default() }
     }
 
@@ -58,7 +72,8 @@ impl DeliveryFuture {
 
 impl std::fmt::Debug for DeliveryFuture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeliveryFuture").field("enqueued_us", &self.pending.sent.enqueued_us).finish_non_exhaustive()
+        let enqueued_us = self.pending.slot().sent().map(|sent| sent.enqueued_us);
+        f.debug_struct("DeliveryFuture").field("enqueued_us", &enqueued_us).finish_non_exhaustive()
     }
 }
 
@@ -75,10 +90,15 @@ impl Future for DeliveryFuture {
 impl DeliveryFuture {
     #[inline]
     fn poll_outcome(&self, cx: &mut TaskContext<'_>) -> Poll<Result<Delivered, OnexError>> {
-        let reply = &self.pending.reply;
-        // Registered before looking, so a report stored in between still wakes this task.
-        reply.waker.register(cx.waker());
-        match reply.outcome.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let slot = self.pending.slot();
+        // A caller that awaits after enqueueing ahead usually finds the report already in:
+        // then no waker is cloned, stored and dropped again.
+        if let Some(outcome) = slot.outcome() {
+            return Poll::Ready(outcome);
+        }
+        // Registered before looking again, so a report stored in between still wakes this task.
+        slot.waker.register(cx.waker());
+        match slot.outcome() {
             Some(outcome) => Poll::Ready(outcome),
             None => Poll::Pending,
         }
@@ -105,11 +125,132 @@ pub(crate) struct Sent {
     pub(crate) bytes: u64,
 }
 
-/// The record of a message sent alone; its [`DeliveryFuture`] (if anyone waits) holds the
-/// other reference.
-pub(crate) struct Pending {
-    pub(super) sent: Sent,
-    pub(super) reply: Reply,
+/// Slots per chunk. A chunk lives until every slot's future and report let go, so this is
+/// also how many records one forgotten future can keep alive (about 22 KiB).
+pub(super) const SLOTS: usize = 256;
+
+/// The record of a message sent alone: what its report needs, and the outcome its
+/// [`DeliveryFuture`] (if anyone waits) takes. Hand-rolled rather than two `OnceLock`s, whose
+/// `set` runs `Once`'s general machinery: about 170 instructions per message (callgrind).
+#[derive(Default)]
+pub(super) struct Pending {
+    /// Written once, by [`Tickets::claim`], before any reference to the slot leaves it.
+    sent: UnsafeCell<Option<Sent>>,
+    /// [`EMPTY`], [`WRITING`] (by the one completion that won the exchange) or [`DONE`].
+    state: AtomicU8,
+    /// Written once, by the completion that moved `state` from `EMPTY`; read once `DONE`. The
+    /// error is boxed: failures are rare.
+    outcome: UnsafeCell<Option<Result<Delivered, Box<OnexError>>>>,
+    waker: futures::task::AtomicWaker,
+}
+
+const EMPTY: u8 = 0;
+const WRITING: u8 = 1;
+const DONE: u8 = 2;
+
+// SAFETY: `sent` is written once before the slot is shared (see `Tickets::claim`) and only read
+// after; `outcome` has one writer (the winner of `state`'s exchange) and is read only after
+// `DONE`, which is stored (Release) after the write and loaded (Acquire) before the read. The
+// rest is atomic.
+unsafe impl Sync for Pending {}
+
+impl Pending {
+    fn sent(&self) -> Option<&Sent> {
+        // SAFETY: no write after the slot left `Tickets::claim` (see the `Sync` impl).
+        unsafe { (*self.sent.get()).as_ref() }
+    }
+
+    #[inline]
+    fn outcome(&self) -> Option<Result<Delivered, OnexError>> {
+        if self.state.load(Ordering::Acquire) != DONE {
+            return None;
+        }
+        // SAFETY: `DONE` was stored after the only write, which this Acquire load sees.
+        let outcome = unsafe { &*self.outcome.get() }.as_ref()?;
+        // A copy: the future has only a shared reference, and an error is rare.
+        Some(outcome.as_ref().copied().map_err(|e| OnexError::clone(e)))
+    }
+
+    fn complete(&self, outcome: Result<Delivered, OnexError>) {
+        // One ticket per slot completes it once; a second completion would be a bug, so it
+        // is ignored rather than allowed to race the reader.
+        let first = self.state.compare_exchange(EMPTY, WRITING, Ordering::Acquire, Ordering::Relaxed).is_ok();
+        debug_assert!(first, "a ticket was completed twice");
+        if !first {
+            return;
+        }
+        // SAFETY: winning the exchange makes this the only writer, and readers wait for `DONE`.
+        unsafe { *self.outcome.get() = Some(outcome.map_err(Box::new)) };
+        self.state.store(DONE, Ordering::Release);
+        self.waker.wake();
+    }
+}
+
+/// [`SLOTS`] records allocated together. Aligned so that a slot's index fits in the low bits
+/// of the chunk's address (see [`Ticket`]'s `IntoOpaque`).
+#[repr(align(512))]
+pub(super) struct Chunk {
+    /// Boxed: built in place, where an array inside the `Arc` would be built on the stack and
+    /// copied (22 KiB, twice).
+    slots: Box<[Pending]>,
+}
+
+// The index (shifted past the tag bit) fits below the alignment.
+const _: () = assert!(std::mem::align_of::<Chunk>() >= 2 * SLOTS);
+
+impl Chunk {
+    fn new() -> Arc<Self> {
+        Arc::new(Self { slots: (0..SLOTS).map(|_| Pending::default()).collect() })
+    }
+}
+
+/// One counted reference to one slot: the chunk's strong count and the slot's index.
+pub(crate) struct PendingRef {
+    chunk: Arc<Chunk>,
+    index: usize,
+}
+
+impl PendingRef {
+    #[inline]
+    fn slot(&self) -> &Pending {
+        &self.chunk.slots[self.index]
+    }
+
+    /// Another reference to the same slot (for its future).
+    pub(super) fn share(&self) -> Self {
+        Self { chunk: Arc::clone(&self.chunk), index: self.index }
+    }
+}
+
+/// Hands out the slots of one producer's messages sent alone, a chunk at a time.
+#[derive(Default)]
+pub(super) struct Tickets {
+    /// The chunk being handed out and its next free slot; `None` before the first message.
+    current: Mutex<Option<(Arc<Chunk>, usize)>>,
+}
+
+impl Tickets {
+    /// A fresh slot holding `sent`.
+    pub(super) fn claim(&self, sent: Sent) -> PendingRef {
+        let pending = {
+            let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            match current.as_mut() {
+                Some((chunk, next)) if *next < SLOTS => {
+                    *next += 1;
+                    PendingRef { chunk: Arc::clone(chunk), index: *next - 1 }
+                }
+                _ => {
+                    let chunk = Chunk::new();
+                    let pending = PendingRef { chunk: Arc::clone(&chunk), index: 0 };
+                    *current = Some((chunk, 1));
+                    pending
+                }
+            }
+        };
+        // SAFETY: the slot was just handed out, once, so this is its only reference yet.
+        unsafe { *pending.slot().sent.get() = Some(sent) };
+        pending
+    }
 }
 
 /// Carried through librdkafka with each message and handed back in its delivery report.
@@ -119,26 +260,34 @@ pub(crate) struct Pending {
 /// at once; so every ticket is completed exactly once.
 pub(crate) enum Ticket {
     /// A message sent alone.
-    Alone(Arc<Pending>),
+    Alone(PendingRef),
     /// A message of a [`SendBatch`](crate::kafka::SendBatch).
     InBatch(SlotRef),
 }
 
 // Tickets travel as one pointer, tagged in its lowest bit (free: both targets are aligned).
-const _: () = assert!(std::mem::align_of::<Pending>() >= 2 && std::mem::align_of::<Slot>() >= 2);
+const _: () = assert!(std::mem::align_of::<Chunk>() >= 2 && std::mem::align_of::<Slot>() >= 2);
+
+/// The bits of an untagged ticket that hold the slot's index (tag bit excluded).
+const INDEX_BITS: usize = std::mem::align_of::<Chunk>() - 2;
 
 impl IntoOpaque for Ticket {
     fn into_ptr(self) -> *mut std::ffi::c_void {
         match self {
-            Ticket::Alone(pending) => Arc::into_raw(pending).cast_mut().cast(),
+            Ticket::Alone(PendingRef { chunk, index }) => {
+                Arc::into_raw(chunk).cast_mut().map_addr(|a| a | (index << 1)).cast()
+            }
             Ticket::InBatch(slot) => slot.into_raw().as_ptr().map_addr(|a| a | 1).cast(),
         }
     }
 
     unsafe fn from_ptr(ptr: *mut std::ffi::c_void) -> Self {
         if ptr.addr() & 1 == 0 {
-            // SAFETY: an untagged pointer came from `Arc::into_raw` above, taken back once.
-            Ticket::Alone(unsafe { Arc::from_raw(ptr.cast::<Pending>()) })
+            let index = (ptr.addr() & INDEX_BITS) >> 1;
+            let chunk = ptr.map_addr(|a| a & !INDEX_BITS).cast::<Chunk>();
+            // SAFETY: an untagged pointer is a chunk's `Arc::into_raw` (above) with the index
+            // in bits the chunk's alignment leaves zero, taken back once.
+            Ticket::Alone(PendingRef { chunk: unsafe { Arc::from_raw(chunk) }, index })
         } else {
             let slot = ptr.map_addr(|a| a & !1).cast::<Slot>();
             // SAFETY: a tagged pointer came from `SlotRef::into_raw` above (never null), taken
@@ -151,30 +300,16 @@ impl IntoOpaque for Ticket {
 impl Ticket {
     pub(super) fn sent(&self) -> Option<&Sent> {
         match self {
-            Ticket::Alone(pending) => Some(&pending.sent),
+            Ticket::Alone(pending) => pending.slot().sent(),
             Ticket::InBatch(slot) => slot.sent(),
         }
     }
 
     pub(super) fn complete(self, outcome: Result<Delivered, OnexError>) {
         match self {
-            Ticket::Alone(pending) => pending.reply.send(outcome),
+            Ticket::Alone(pending) => pending.slot().complete(outcome),
             Ticket::InBatch(slot) => slot.complete(outcome),
         }
-    }
-}
-
-/// The outcome of one message, stored by the delivery report and taken by its future.
-#[derive(Default)]
-pub(super) struct Reply {
-    outcome: Mutex<Option<Result<Delivered, OnexError>>>,
-    waker: futures::task::AtomicWaker,
-}
-
-impl Reply {
-    fn send(&self, outcome: Result<Delivered, OnexError>) {
-        *self.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
-        self.waker.wake();
     }
 }
 
@@ -185,31 +320,71 @@ mod tests {
     use super::*;
     use crate::error::ErrorCode;
 
-    fn pending() -> Arc<Pending> {
-        Arc::new(Pending { sent: Sent { enqueued_us: 0, topic: Arc::default(), bytes: 0 }, reply: Reply::default() })
+    fn sent(enqueued_us: u64) -> Sent {
+        Sent { enqueued_us, topic: Arc::default(), bytes: 0 }
     }
 
     #[test]
-    fn a_ticket_of_a_message_sent_alone_crosses_librdkafka() {
-        let pending = pending();
-        let ptr = Ticket::Alone(Arc::clone(&pending)).into_ptr();
-        assert_eq!(ptr.addr() & 1, 0, "untagged");
-        // SAFETY: `ptr` came from `into_ptr` just above and is taken back once.
-        let ticket = unsafe { Ticket::from_ptr(ptr) };
-        assert!(matches!(&ticket, Ticket::Alone(p) if Arc::ptr_eq(p, &pending)));
-        ticket.complete(Ok(Delivered { partition: 1, offset: 2 }));
-        assert_eq!(Arc::strong_count(&pending), 1);
+    fn every_slot_of_a_chunk_crosses_librdkafka_as_one_pointer() {
+        let tickets = Tickets::default();
+        // A chunk's every slot and the next chunk's first: each index survives the round trip.
+        for i in 0..=SLOTS {
+            let pending = tickets.claim(sent(i as u64));
+            let future = pending.share();
+            let ptr = Ticket::Alone(pending).into_ptr();
+            assert_eq!(ptr.addr() & 1, 0, "untagged");
+            // SAFETY: `ptr` came from `into_ptr` just above and is taken back once.
+            let ticket = unsafe { Ticket::from_ptr(ptr) };
+            let Ticket::Alone(back) = &ticket else { panic!("tag lost") };
+            assert!(Arc::ptr_eq(&back.chunk, &future.chunk), "slot {i}");
+            assert_eq!(back.index, i % SLOTS);
+            assert_eq!(ticket.sent().map(|s| s.enqueued_us), Some(i as u64));
+            ticket.complete(Ok(Delivered { partition: 1, offset: i as i64 }));
+            assert_eq!(future.slot().outcome().unwrap().unwrap(), Delivered { partition: 1, offset: i as i64 });
+            // The future and `tickets`' current chunk: the ticket gave its count back.
+            assert_eq!(Arc::strong_count(&future.chunk), 2, "slot {i}");
+        }
+    }
+
+    #[test]
+    fn each_slot_is_handed_out_once_and_keeps_its_own_record() {
+        let tickets = Tickets::default();
+        let claimed: Vec<PendingRef> = (0..2 * SLOTS as u64).map(|i| tickets.claim(sent(i))).collect();
+        for (i, pending) in claimed.iter().enumerate() {
+            assert_eq!(pending.index, i % SLOTS);
+            assert_eq!(pending.slot().sent().map(|s| s.enqueued_us), Some(i as u64));
+            assert!(pending.slot().outcome().is_none(), "no outcome before the report");
+        }
+        assert!(!Arc::ptr_eq(&claimed[0].chunk, &claimed[SLOTS].chunk), "a full chunk is not reused");
+    }
+
+    #[test]
+    fn a_chunk_lives_until_its_last_slot_lets_go() {
+        let tickets = Tickets::default();
+        let first = tickets.claim(sent(0));
+        let chunk = Arc::downgrade(&first.chunk);
+        let late: Vec<PendingRef> = (1..SLOTS).map(|i| tickets.claim(sent(i as u64))).collect();
+        // The next claim starts a new chunk: the first is held by its slots alone now.
+        let next = tickets.claim(sent(0));
+        assert!(!Arc::ptr_eq(&next.chunk, &first.chunk));
+        drop(first);
+        assert!(chunk.upgrade().is_some(), "later slots still hold the chunk");
+        drop(late);
+        assert!(chunk.upgrade().is_none(), "freed with the last reference");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_report_stored_while_the_future_waits_wakes_it() {
+        let tickets = Tickets::default();
         // One deadline for all rounds: a future the report does not wake would sit until then.
         let rounds = async {
             for _ in 0..1_000 {
-                let pending = pending();
-                let mut future = DeliveryFuture::new(Arc::clone(&pending));
+                let pending = tickets.claim(sent(0));
+                let mut future = DeliveryFuture::new(pending.share());
                 assert!(futures::poll!(&mut future).is_pending());
-                let report = tokio::spawn(async move { pending.reply.send(Ok(Delivered { partition: 2, offset: 7 })) });
+                let report = tokio::spawn(async move {
+                    Ticket::Alone(pending).complete(Ok(Delivered { partition: 2, offset: 7 }));
+                });
                 assert_eq!(future.await.unwrap(), Delivered { partition: 2, offset: 7 });
                 report.await.unwrap();
             }
@@ -219,10 +394,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_report_stored_before_the_first_poll_is_ready_at_once() {
-        let pending = pending();
-        let future = DeliveryFuture::new(Arc::clone(&pending));
-        pending.reply.send(Err(OnexError::new(ErrorCode::IntegrationServiceError, "refused")));
-        drop(pending);
+        let pending = Tickets::default().claim(sent(0));
+        let future = DeliveryFuture::new(pending.share());
+        Ticket::Alone(pending).complete(Err(OnexError::new(ErrorCode::IntegrationServiceError, "refused")));
         let outcome = futures::poll!(future);
         assert!(matches!(outcome, Poll::Ready(Err(e)) if e.code() == ErrorCode::IntegrationServiceError));
     }
