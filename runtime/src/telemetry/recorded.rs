@@ -72,7 +72,14 @@ pub(crate) fn start(
         status: Status::Unset,
         instrumentation_scope: scope.clone(),
     };
-    Box::new(Finished { span, queue: Some(queue) })
+    let finished = Finished { span, queue: Some(queue) };
+    match finished.queue.as_ref().and_then(|queue| queue.spare()) {
+        Some(mut spare) => {
+            *spare = finished;
+            spare
+        }
+        None => Box::new(finished),
+    }
 }
 
 impl Recorded {
