@@ -120,7 +120,8 @@ enum Control {
 /// worth, a few hundred kilobytes at most.
 const SPARE_BOXES: usize = 1024;
 
-/// What an emptied box holds until it is reused: nothing that owns memory.
+/// What an emptied box holds until it is reused, with `queue: None`. It must own no memory:
+/// `recorded::start` overwrites a spare box without dropping what it holds.
 fn vacant() -> SpanData {
     SpanData {
         span_context: opentelemetry::trace::SpanContext::NONE,
@@ -585,6 +586,31 @@ mod tests {
         tracing.span_in(name, SpanKind::Internal, &Context::new()).end();
     }
 
+    #[test]
+    fn a_span_built_in_the_box_of_an_exported_one_exports_as_itself() {
+        let capture = crate::telemetry::capture::SpanCapture::new();
+        let tracing = capture.tracing("spare-test").unwrap();
+        let root = opentelemetry::Context::new();
+        for name in ["first", "second", "third"] {
+            let mut span = tracing.span_in(name, SpanKind::Internal, &root);
+            span.set_attribute(opentelemetry::KeyValue::new("name", name));
+            drop(span);
+            // The flush exports it and leaves its box for the next span.
+            tracing.flush().unwrap();
+        }
+        let spans = capture.spans();
+        let shown: Vec<_> = spans
+            .iter()
+            .map(|span| (span.name.to_string(), crate::telemetry::capture::attribute(span, "name")))
+            .collect();
+        assert_eq!(
+            shown,
+            [("first", "first"), ("second", "second"), ("third", "third")]
+                .map(|(name, attribute)| (name.to_owned(), Some(attribute.to_owned())))
+        );
+        assert!(spans.iter().all(|span| span.span_context.is_sampled() && span.end_time >= span.start_time));
+        tracing.shutdown().unwrap();
+    }
     #[test]
     fn an_exporter_that_panics_loses_its_batch_but_not_the_export_thread() {
         let exporter = PanicsOnce::default();
