@@ -298,11 +298,11 @@ where
         let work = std::pin::pin!(method(handler, input, &ctx));
         run_timed(node, operation, timing, work).await
     } else {
-        let (ctx, otel) = operation_span(tracing, node, operation, ctx);
+        let (ctx, mut span) = operation_span(tracing, node, operation, ctx);
         let work = std::pin::pin!(method(handler, input, &ctx));
-        let result = telemetry::in_span(otel.clone(), run_timed(node, operation, timing, work)).await;
+        let result = span.run(run_timed(node, operation, timing, work)).await;
         if let Err(error) = &result {
-            telemetry::span::record_error_on(&otel, error);
+            span.record_error(error);
         }
         result
     };
@@ -318,32 +318,23 @@ fn operation_span(
     node: &'static str,
     operation: &'static OperationSpec,
     ctx: Context,
-) -> (Context, telemetry::OtelContext) {
-    use opentelemetry::trace::TraceContextExt as _;
-    let current = telemetry::OtelContext::current();
-    let parent = match ctx.trace() {
-        Some(trace) if !current.has_active_span() => telemetry::carrier::remote_context(trace),
-        _ => current,
-    };
-    let mut span = tracing.span_in(span_name(node, operation), telemetry::SpanKind::Internal, &parent);
-    let recording = span.is_recording();
-    if recording {
+) -> (Context, telemetry::operation::Operation) {
+    // The name is looked up only for a recorded span: an unsampled one has none.
+    let name = || span_name(node, operation).into();
+    let (mut span, trace) = tracing.operation(name, ctx.trace(), ctx.correlation_id(), 4);
+    if let Some(correlation) = span.correlation_value() {
         span.set_attributes([
             telemetry::KeyValue::new("onex.node", node),
             telemetry::KeyValue::new("onex.operation", operation.name),
-            telemetry::KeyValue::new("correlation_id", telemetry::correlation_value(ctx.correlation_id())),
+            telemetry::KeyValue::new("correlation_id", correlation),
             telemetry::KeyValue::new("environment", tracing.environment_value()),
         ]);
     }
-    let ctx = match span.trace_context() {
+    let ctx = match trace {
         Some(trace) => ctx.with_trace(trace),
         None => ctx,
     };
-    let otel = span.into_context(&parent);
-    // Only recorded spans below show the correlation id; an unsampled request skips the copy
-    // of the context that carrying it takes.
-    let otel = if recording { otel.with_value(telemetry::CorrelationId(ctx.correlation_id())) } else { otel };
-    (ctx, otel)
+    (ctx, span)
 }
 
 /// `{node}.{operation}`, made once per operation and thread: formatting it per request cost

@@ -28,7 +28,7 @@ use crate::error::OnexError;
 use crate::models::postgres::PostgresConnectionConfig;
 use crate::telemetry::recorded::Leaf;
 use crate::telemetry::sql::sanitize_sql;
-use crate::telemetry::{CorrelationId, KeyValue, SpanKind, Tracing};
+use crate::telemetry::{KeyValue, SpanKind, Tracing};
 
 /// What `db.query.text` shows for a statement the sanitizer cannot read.
 pub const UNSANITIZABLE: &str = "-- UNSANITIZABLE --";
@@ -127,8 +127,9 @@ impl StatementTracing {
         if let Some(operation) = shown.operation {
             span.set_attribute(KeyValue::new("db.operation.name", operation));
         }
-        if let Some(id) = CorrelationId::current() {
-            span.set_attribute(KeyValue::new("correlation_id", crate::telemetry::correlation_value(id)));
+        // Shared with the operation's span when a node operation runs the call.
+        if let Some(id) = crate::telemetry::operation::correlation_value() {
+            span.set_attribute(KeyValue::new("correlation_id", id));
         }
         StatementSpan(span)
     }

@@ -163,15 +163,19 @@ pub fn stamp_envelope_with(metadata: &mut EventMetadata, span: &SpanContext, tra
 
 /// An OpenTelemetry context whose active span is the remote span `trace` names.
 pub fn remote_context(trace: &TraceContext) -> OtelContext {
+    OtelContext::new().with_remote_span_context(remote_span_context(trace))
+}
+
+/// The remote span `trace` names.
+pub(crate) fn remote_span_context(trace: &TraceContext) -> SpanContext {
     let state = trace.trace_state.as_deref().and_then(|s| s.parse::<TraceState>().ok()).unwrap_or_default();
-    let span = SpanContext::new(
+    SpanContext::new(
         TraceId::from_bytes(trace.trace_id),
         SpanId::from_bytes(trace.span_id),
         TraceFlags::new(trace.flags),
         true,
         state,
-    );
-    OtelContext::new().with_remote_span_context(span)
+    )
 }
 
 /// A span context as this crate's [`TraceContext`].

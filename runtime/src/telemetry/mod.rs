@@ -26,6 +26,7 @@ pub mod carrier;
 pub mod export;
 mod grpc;
 mod ids;
+pub(crate) mod operation;
 mod otlp;
 pub mod pipeline;
 pub(crate) mod recorded;
@@ -47,9 +48,11 @@ pub use span::Span;
 pub struct CorrelationId(pub uuid::Uuid);
 
 impl CorrelationId {
-    /// The correlation id in the current OpenTelemetry context, if any.
+    /// The correlation id of the work running on this thread: that of the node operation it
+    /// belongs to (see [`crate::node::dispatch`]), else the one in the current OpenTelemetry
+    /// context, if any.
     pub fn current() -> Option<uuid::Uuid> {
-        OtelContext::map_current(|cx| cx.get::<CorrelationId>().map(|id| id.0))
+        operation::correlation_id()
     }
 }
 

@@ -65,7 +65,23 @@ impl Tracing {
     /// [`Tracing::leaf_span`] as a [`Leaf`] (one pointer wide, with room for `attributes`
     /// attributes), empty when it is not recorded.
     pub(crate) fn recorded_leaf(&self, name: impl Into<Cow<'static, str>>, kind: SpanKind, attributes: usize) -> Leaf {
-        self.leaf_span_with_capacity(name, kind, attributes).into_leaf()
+        if !self.is_enabled() {
+            return Leaf::default();
+        }
+        OtelContext::map_current(|parent| {
+            let active = parent.has_active_span().then(|| parent.span());
+            let current = active.as_ref().map(|span| span.span_context());
+            if current.is_some_and(|current| current.is_valid() && !current.is_sampled()) {
+                return Leaf::default();
+            }
+            match self.decide(current, parent.is_telemetry_suppressed()) {
+                // Built straight into the leaf: no span context kept beside it.
+                Decision::Record(record) => {
+                    Leaf::from_data(record.start(name.into(), kind, current.unwrap_or(&SpanContext::NONE), attributes))
+                }
+                Decision::Disabled | Decision::Unsampled(_) => Leaf::default(),
+            }
+        })
     }
 
     /// [`Tracing::leaf_span`] with room for `attributes` attributes, when it is recorded.
@@ -109,52 +125,97 @@ impl Tracing {
     }
 
     fn start(&self, name: Cow<'static, str>, kind: SpanKind, parent: &OtelContext, attributes: usize) -> Span {
+        let active = parent.has_active_span().then(|| parent.span());
+        let decision = self.decide(active.as_ref().map(|span| span.span_context()), parent.is_telemetry_suppressed());
+        match decision {
+            Decision::Disabled => Span::default(),
+            Decision::Unsampled(context) => Span { inner: Inner::Unsampled(context) },
+            Decision::Record(record) => {
+                let parent = active.as_ref().map_or(&SpanContext::NONE, |span| span.span_context());
+                let context = record.context.clone();
+                let data = record.start(name, kind, parent, attributes);
+                Span { inner: Inner::Recorded(Recorded::from_data(data, context)) }
+            }
+        }
+    }
+
+    /// The sampler's decision for a span whose parent is `parent` (the active span of its
+    /// parent context, `None` when that context has none), made before anything is built.
+    /// Parent-based, as the SDK's sampler: an active parent decides, valid or not; a root is
+    /// sampled by its trace id at the rate.
+    pub(crate) fn decide(&self, parent: Option<&SpanContext>, suppressed: bool) -> Decision<'_> {
         let (Some((queue, scope)), Some(rate)) = (self.recorder(), self.sample_rate()) else {
-            return Span::default();
+            return Decision::Disabled;
         };
         // What the SDK starts with telemetry suppressed, and for a sampled span once shut down:
         // a span of no trace, which records nothing.
-        let empty = || Span { inner: Inner::Unsampled(SpanContext::empty_context()) };
-        if parent.is_telemetry_suppressed() {
-            return empty();
+        if suppressed {
+            return Decision::Unsampled(SpanContext::empty_context());
         }
         let record = |trace_id: TraceId, parent: &SpanContext, state: TraceState| {
             if !Recorded::accepts(queue) {
-                return empty();
+                return Decision::Unsampled(SpanContext::empty_context());
             }
             // As the SDK builds a sampled span: the parent's flags (none for a root or an
             // invalid parent) with `sampled` set.
             let flags = if parent.is_valid() { parent.trace_flags() } else { TraceFlags::default() };
             let context = SpanContext::new(trace_id, super::ids::new_span_id(), flags.with_sampled(true), false, state);
-            let recorded = Recorded::start(Arc::clone(queue), scope, name, kind, context, parent, attributes);
-            Span { inner: Inner::Recorded(recorded) }
+            Decision::Record(Record { queue, scope, context })
         };
-        if parent.has_active_span() {
-            // Parent-based, as the SDK's sampler: an active parent decides, valid or not.
-            let span = parent.span();
-            let parent = span.span_context();
+        if let Some(parent) = parent {
             let trace_id = if parent.is_valid() { parent.trace_id() } else { super::ids::new_trace_id() };
             if parent.is_sampled() {
                 return record(trace_id, parent, parent.trace_state().clone());
             }
-            return Span::unsampled(trace_id, parent.trace_state().clone());
+            return Decision::Unsampled(unsampled(trace_id, parent.trace_state().clone()));
         }
         let trace_id = super::ids::new_trace_id();
         if super::ids::root_is_sampled(rate, trace_id) {
             record(trace_id, &SpanContext::NONE, TraceState::default())
         } else {
-            Span::unsampled(trace_id, TraceState::default())
+            Decision::Unsampled(unsampled(trace_id, TraceState::default()))
         }
     }
 }
 
-impl Span {
-    /// A span the sampler dropped, in trace `trace_id`: fresh span id, unsampled flag.
-    fn unsampled(trace_id: TraceId, state: TraceState) -> Self {
-        let span_id = super::ids::new_span_id();
-        Span { inner: Inner::Unsampled(SpanContext::new(trace_id, span_id, TraceFlags::default(), false, state)) }
-    }
+/// What the sampler decided for a span about to start (see [`Tracing::decide`]).
+pub(crate) enum Decision<'a> {
+    /// Tracing is disabled: no span at all.
+    Disabled,
+    /// Not recorded: only these ids and flags go downstream.
+    Unsampled(SpanContext),
+    /// Recorded, with this context.
+    Record(Record<'a>),
+}
 
+/// A span the sampler keeps, before it is built.
+pub(crate) struct Record<'a> {
+    queue: &'a Arc<super::export::QueueProcessor>,
+    scope: &'a opentelemetry::InstrumentationScope,
+    /// The new span's ids, flags and trace state.
+    pub(crate) context: SpanContext,
+}
+
+impl Record<'_> {
+    /// The span's record, started now as a child of `parent` (valid or not), with room for
+    /// `attributes` attributes; it holds a copy of the span's context.
+    pub(crate) fn start(
+        &self,
+        name: Cow<'static, str>,
+        kind: SpanKind,
+        parent: &SpanContext,
+        attributes: usize,
+    ) -> Box<super::export::Finished> {
+        super::recorded::start(Arc::clone(self.queue), self.scope, name, kind, self.context.clone(), parent, attributes)
+    }
+}
+
+/// A span the sampler dropped, in trace `trace_id`: fresh span id, unsampled flag.
+fn unsampled(trace_id: TraceId, state: TraceState) -> SpanContext {
+    SpanContext::new(trace_id, super::ids::new_span_id(), TraceFlags::default(), false, state)
+}
+
+impl Span {
     fn recorded(&mut self) -> Option<&mut Recorded> {
         match &mut self.inner {
             Inner::Recorded(span) => Some(span),
