@@ -289,7 +289,7 @@ impl KafkaProducerPoolHandler for KafkaProducerPool {
         Ok(Self { dependencies: Dependencies::resolve(container)?, last_health: Mutex::new(None) })
     }
 
-    /// `send_message` bounds its send and its report by the deadline itself (see [`deliver`]).
+    /// `send_message` bounds its send and its report by the deadline itself (see `deliver`).
     fn times_itself(operation: &OperationSpec) -> bool {
         operation.name == OPERATION_SEND_MESSAGE.name
     }
