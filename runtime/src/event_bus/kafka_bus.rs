@@ -81,9 +81,9 @@ fn write_envelope<P: Serialize>(
     out.extend_from_slice(b",\"payload\":");
     serde_json::to_writer(&mut *out, payload)?;
     out.extend_from_slice(b",\"metadata\":");
-    match stamp {
-        Some(stamp) if stamp.envelope.is_some() => write_stamped_metadata(out, metadata, stamp)?,
-        _ => write_metadata(out, metadata)?,
+    match stamp.and_then(|stamp| Some((stamp, stamp.envelope.as_ref()?))) {
+        Some((stamp, envelope)) => write_stamped_metadata(out, metadata, stamp, envelope)?,
+        None => write_metadata(out, metadata)?,
     }
     out.push(b'}');
     Ok(())
@@ -215,16 +215,15 @@ fn write_stamped_metadata(
     out: &mut Vec<u8>,
     metadata: &EventMetadata,
     stamp: &SpanStamp<'_>,
+    envelope: &EnvelopeStamp<'_>,
 ) -> serde_json::Result<()> {
-    let Some(envelope) = &stamp.envelope else { return write_metadata(out, metadata) };
-    if !metadata.extra.is_empty() || !metadata.trace_context.is_empty() {
+    // An envelope stamp exists only for metadata without a trace context (`SpanStamp::new`).
+    if !metadata.extra.is_empty() {
         let mut stamped = metadata.clone();
-        if stamped.trace_context.is_empty() {
-            stamped.trace_context.extend(stamp.carrier().map(|(key, value)| (key.to_owned(), value.to_owned())));
-            stamped.trace_timestamp = Some(envelope.timestamp);
-            stamped.trace_service = envelope.service.map(str::to_owned);
-            stamped.trace_environment = envelope.environment.map(str::to_owned);
-        }
+        stamped.trace_context.extend(stamp.carrier().map(|(key, value)| (key.to_owned(), value.to_owned())));
+        stamped.trace_timestamp = Some(envelope.timestamp);
+        stamped.trace_service = envelope.service.map(str::to_owned);
+        stamped.trace_environment = envelope.environment.map(str::to_owned);
         return write_metadata(out, &stamped);
     }
     out.extend_from_slice(b"{\"trace_context\":{\"traceparent\":\"");
