@@ -14,9 +14,10 @@
 //!   carries its chunk's pointer with the slot index in the bits below the chunk's alignment
 //!   (`2 × SLOTS`, asserted at compile time);
 //! - every [`PendingRef`] (the ticket's or the future's) holds one strong count of its chunk;
-//! - a slot's `sent` is written once, before its first reference leaves [`Tickets::claim`];
-//!   its outcome is written once, by the first completion, and read only after (see
-//!   [`Pending`]'s `Sync` impl);
+//! - a slot holds its send's [`Sent`] from [`Tickets::claim`] (written before the first
+//!   reference leaves it) until its completion, which drops it and writes the outcome in its
+//!   place; the `Sent` is read only through the [`Ticket`], which the completion consumes, and
+//!   the outcome only once it is written (see [`Pending`]'s `Sync` impl);
 //! - every ticket is completed exactly once: by the delivery report of an accepted message
 //!   (also for messages purged when a producer is dropped), or at once for a refused send;
 //! - a [`DeliveryFuture`] registers its waker before it looks for the outcome a last time, so
@@ -24,6 +25,7 @@
 
 use std::cell::UnsafeCell;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -72,8 +74,9 @@ impl DeliveryFuture {
 
 impl std::fmt::Debug for DeliveryFuture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let enqueued_us = self.pending.slot().sent().map(|sent| sent.enqueued_us);
-        f.debug_struct("DeliveryFuture").field("enqueued_us", &enqueued_us).finish_non_exhaustive()
+        // Not the send's record: the delivery report may be overwriting it meanwhile.
+        let reported = self.pending.slot().state.load(Ordering::Acquire) == DONE;
+        f.debug_struct("DeliveryFuture").field("reported", &reported).finish_non_exhaustive()
     }
 }
 
@@ -126,38 +129,65 @@ pub(crate) struct Sent {
 }
 
 /// Slots per chunk. A chunk lives until every slot's future and report let go, so this is
-/// also how many records one forgotten future can keep alive (about 22 KiB).
+/// also how many records one forgotten future can keep alive (14 KiB).
 pub(super) const SLOTS: usize = 256;
 
-/// The record of a message sent alone: what its report needs, and the outcome its
-/// [`DeliveryFuture`] (if anyone waits) takes. Hand-rolled rather than two `OnceLock`s, whose
-/// `set` runs `Once`'s general machinery: about 170 instructions per message (callgrind).
-#[derive(Default)]
+/// The record of a message sent alone: what its report needs, then the outcome its
+/// [`DeliveryFuture`] (if anyone waits) takes, in the same place. Hand-rolled rather than two
+/// `OnceLock`s, whose `set` runs `Once`'s general machinery: about 170 instructions per
+/// message (callgrind). Small, because a caller that enqueues ahead keeps a slot per message
+/// in flight (tens of thousands), each touched by the sending thread and the delivery thread
+/// in turn: making it 64 bytes larger cost ~10 % of the throughput against the anchor of
+/// `scripts/bench-kafka.sh`.
 pub(super) struct Pending {
-    /// Written once, by [`Tickets::claim`], before any reference to the slot leaves it.
-    sent: UnsafeCell<Option<Sent>>,
-    /// [`EMPTY`], [`WRITING`] (by the one completion that won the exchange) or [`DONE`].
+    /// What `state` says: nothing, the send's record or the outcome.
+    record: UnsafeCell<Record>,
+    /// [`VACANT`], [`SENT`] (by [`Tickets::claim`]), [`WRITING`] (by the one completion that
+    /// won the exchange) or [`DONE`].
     state: AtomicU8,
-    /// Written once, by the completion that moved `state` from `EMPTY`; read once `DONE`. The
-    /// error is boxed: failures are rare.
-    outcome: UnsafeCell<Option<Result<Delivered, Box<OnexError>>>>,
     waker: futures::task::AtomicWaker,
 }
 
-const EMPTY: u8 = 0;
-const WRITING: u8 = 1;
-const DONE: u8 = 2;
+// 56 bytes: the record and the outcome share 24, the waker takes 24. Pinned, as it is what
+// every message in flight costs (see above).
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Pending>() == 56);
 
-// SAFETY: `sent` is written once before the slot is shared (see `Tickets::claim`) and only read
-// after; `outcome` has one writer (the winner of `state`'s exchange) and is read only after
-// `DONE`, which is stored (Release) after the write and loaded (Acquire) before the read. The
-// rest is atomic.
+/// A slot's contents: the send's record until the report, the outcome after. The error is
+/// boxed: failures are rare.
+union Record {
+    vacant: (),
+    sent: ManuallyDrop<Sent>,
+    outcome: ManuallyDrop<Result<Delivered, Box<OnexError>>>,
+}
+
+const VACANT: u8 = 0;
+const SENT: u8 = 1;
+const WRITING: u8 = 2;
+const DONE: u8 = 3;
+
+// SAFETY: the record is written by `Tickets::claim` before the slot is shared; then only the
+// holder of the slot's `Ticket` reads the `Sent` (`Ticket::sent`) and, consuming the ticket,
+// replaces it (`complete`, the only writer, the winner of `state`'s exchange); the outcome
+// is read only after `DONE`, which is stored (Release) after the write and loaded (Acquire)
+// before the read. The rest is atomic.
 unsafe impl Sync for Pending {}
 
+impl Default for Pending {
+    fn default() -> Self {
+        Self { record: UnsafeCell::new(Record { vacant: () }), state: AtomicU8::new(VACANT), waker: Default::default() }
+    }
+}
+
 impl Pending {
+    /// The send's record, for the holder of the slot's ticket (see the `Sync` impl).
     fn sent(&self) -> Option<&Sent> {
-        // SAFETY: no write after the slot left `Tickets::claim` (see the `Sync` impl).
-        unsafe { (*self.sent.get()).as_ref() }
+        if self.state.load(Ordering::Acquire) != SENT {
+            return None;
+        }
+        // SAFETY: `SENT`: the record holds the `Sent`, and only the ticket's completion, which
+        // cannot run while the ticket is borrowed, replaces it.
+        Some(unsafe { &(*self.record.get()).sent })
     }
 
     #[inline]
@@ -166,7 +196,7 @@ impl Pending {
             return None;
         }
         // SAFETY: `DONE` was stored after the only write, which this Acquire load sees.
-        let outcome = unsafe { &*self.outcome.get() }.as_ref()?;
+        let outcome: &Result<Delivered, Box<OnexError>> = unsafe { &(*self.record.get()).outcome };
         // A copy: the future has only a shared reference, and an error is rare.
         Some(outcome.as_ref().copied().map_err(|e| OnexError::clone(e)))
     }
@@ -174,15 +204,33 @@ impl Pending {
     fn complete(&self, outcome: Result<Delivered, OnexError>) {
         // One ticket per slot completes it once; a second completion would be a bug, so it
         // is ignored rather than allowed to race the reader.
-        let first = self.state.compare_exchange(EMPTY, WRITING, Ordering::Acquire, Ordering::Relaxed).is_ok();
+        let first = self.state.compare_exchange(SENT, WRITING, Ordering::Acquire, Ordering::Relaxed).is_ok();
         debug_assert!(first, "a ticket was completed twice");
         if !first {
             return;
         }
-        // SAFETY: winning the exchange makes this the only writer, and readers wait for `DONE`.
-        unsafe { *self.outcome.get() = Some(outcome.map_err(Box::new)) };
+        // SAFETY: winning the exchange makes this the only writer; the `Sent` it drops is no
+        // longer borrowed (the ticket is being consumed), and readers of the outcome wait for
+        // `DONE`.
+        unsafe {
+            let record = &mut *self.record.get();
+            ManuallyDrop::drop(&mut record.sent);
+            record.outcome = ManuallyDrop::new(outcome.map_err(Box::new));
+        }
         self.state.store(DONE, Ordering::Release);
         self.waker.wake();
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let record = self.record.get_mut();
+        // SAFETY: `state` says which field holds a value; `&mut self` excludes every other access.
+        match *self.state.get_mut() {
+            SENT => unsafe { ManuallyDrop::drop(&mut record.sent) },
+            DONE => unsafe { ManuallyDrop::drop(&mut record.outcome) },
+            _ => {}
+        }
     }
 }
 
@@ -247,8 +295,11 @@ impl Tickets {
                 }
             }
         };
-        // SAFETY: the slot was just handed out, once, so this is its only reference yet.
-        unsafe { *pending.slot().sent.get() = Some(sent) };
+        let slot = pending.slot();
+        // SAFETY: the slot was just handed out, once, so this is its only reference yet, and
+        // it is vacant: nothing to drop.
+        unsafe { (*slot.record.get()).sent = ManuallyDrop::new(sent) };
+        slot.state.store(SENT, Ordering::Release);
         pending
     }
 }
@@ -371,6 +422,26 @@ mod tests {
         assert!(chunk.upgrade().is_some(), "later slots still hold the chunk");
         drop(late);
         assert!(chunk.upgrade().is_none(), "freed with the last reference");
+    }
+
+    #[test]
+    fn a_slot_drops_its_record_when_completed_and_whatever_it_holds_with_its_chunk() {
+        let topic = Arc::new(TopicCounters::default());
+        let holding = |tickets: &Tickets| tickets.claim(Sent { enqueued_us: 0, topic: Arc::clone(&topic), bytes: 0 });
+        let tickets = Tickets::default();
+        let completed = holding(&tickets);
+        let failed = holding(&tickets);
+        let never_reported = holding(&tickets);
+        assert_eq!(Arc::strong_count(&topic), 4);
+        Ticket::Alone(completed.share()).complete(Ok(Delivered { partition: 0, offset: 1 }));
+        assert_eq!(Arc::strong_count(&topic), 3, "the report replaced the record");
+        Ticket::Alone(failed.share()).complete(Err(OnexError::new(ErrorCode::IntegrationServiceError, "refused")));
+        assert_eq!(Arc::strong_count(&topic), 2);
+        assert!(matches!(failed.slot().outcome(), Some(Err(e)) if e.message() == "refused"));
+        let chunk = Arc::downgrade(&completed.chunk);
+        drop((completed, failed, never_reported, tickets));
+        assert!(chunk.upgrade().is_none());
+        assert_eq!(Arc::strong_count(&topic), 1, "the unreported record went with its chunk");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
