@@ -42,6 +42,7 @@ use crate::error::{ErrorCode, OnexError};
 use crate::kafka::batch::BatchState;
 use crate::kafka::error::delivery_error;
 use crate::kafka::metrics::PoolMetrics;
+use crate::kafka::topic::Topic;
 use crate::kafka::topic::TopicCache;
 use crate::sanitize::sanitize_message;
 
@@ -151,22 +152,20 @@ impl ManagedProducer {
 
     /// Enqueues `record`, waiting while `max_in_flight` messages are unreported. Returns the
     /// receiver of its delivery report when `want_report` is set.
-    pub(crate) async fn enqueue(
-        &self,
-        record: ProduceRecord<'_>,
+    ///
+    /// A plain function returning `enqueue_ticket`'s future: as an `async fn` it would hold
+    /// the record and headers once more.
+    pub(crate) fn enqueue<'a>(
+        &'a self,
+        record: ProduceRecord<'a>,
         headers: Option<OwnedHeaders>,
         want_report: bool,
-    ) -> Result<Option<DeliveryFuture>, OnexError> {
-        let mut receiver = None;
-        self.enqueue_ticket(record, headers, |sent| {
+    ) -> impl Future<Output = Result<Option<DeliveryFuture>, OnexError>> + Send + 'a {
+        self.enqueue_ticket(record, headers, move |sent| {
             let pending = self.tickets.claim(sent);
-            if want_report {
-                receiver = Some(DeliveryFuture::new(pending.share()));
-            }
-            Ok(Ticket::Alone(pending))
+            let receiver = want_report.then(|| DeliveryFuture::new(pending.share()));
+            Ok((Ticket::Alone(pending), receiver))
         })
-        .await?;
-        Ok(receiver)
     }
 
     /// Enqueues `record` as message `index` of `batch`.
@@ -177,17 +176,19 @@ impl ManagedProducer {
         record: ProduceRecord<'_>,
         headers: Option<OwnedHeaders>,
     ) -> Result<(), OnexError> {
-        self.enqueue_ticket(record, headers, |sent| batch.ticket(index, sent).map(Ticket::InBatch)).await
+        self.enqueue_ticket(record, headers, |sent| batch.ticket(index, sent).map(|slot| (Ticket::InBatch(slot), ())))
+            .await
     }
 
-    /// Admits `record`, makes its ticket and hands both to librdkafka, waiting while the queue
-    /// is full. A refused message's ticket is completed with the error returned.
-    async fn enqueue_ticket(
+    /// Admits `record`, makes its ticket (and what the caller keeps of it, returned once the
+    /// message is enqueued) and hands both to librdkafka, waiting while the queue is full. A
+    /// refused message's ticket is completed with the error returned.
+    async fn enqueue_ticket<R>(
         &self,
         record: ProduceRecord<'_>,
         headers: Option<OwnedHeaders>,
-        ticket: impl FnOnce(Sent) -> Result<Ticket, OnexError>,
-    ) -> Result<(), OnexError> {
+        ticket: impl FnOnce(Sent) -> Result<(Ticket, R), OnexError>,
+    ) -> Result<R, OnexError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(OnexError::new(
                 ErrorCode::IntegrationServiceUnavailable,
@@ -200,10 +201,15 @@ impl ManagedProducer {
         let context = self.producer.context();
         let topic = self.topics.get(self.producer.client().native_ptr(), record.topic, &context.metrics)?;
         let bytes = record.payload.map_or(0, |p| p.len() as u64);
-        self.admit(context).await;
+        // The waits are boxed, here and below: inline, their futures (a `Notified`, a timer)
+        // would enlarge every send's future, which a node's request holds while it waits for
+        // the report.
+        if !context.try_admit(u64::from(self.max_in_flight)) {
+            Box::pin(self.admit(context)).await;
+        }
         let enqueued_us = context.metrics.now_us();
-        let ticket = match ticket(Sent { enqueued_us, topic: Arc::clone(&topic.counters), bytes }) {
-            Ok(ticket) => ticket,
+        let (ticket, kept) = match ticket(Sent { enqueued_us, topic: Arc::clone(&topic.counters), bytes }) {
+            Ok(made) => made,
             Err(e) => {
                 context.release();
                 return Err(e);
@@ -213,11 +219,25 @@ impl ManagedProducer {
         context.ages.add(enqueued_us);
         // Fast path: no waiter registration (a mutex inside `Notify`) unless the queue is full,
         // so delivery reports only wake anyone while someone really waits.
-        let (mut ticket, mut headers) = match self.produce(&topic, &record, ticket, headers) {
-            Ok(()) => return Ok(()),
+        let (ticket, headers) = match self.produce(&topic, &record, ticket, headers) {
+            Ok(()) => return Ok(kept),
             Err((RDKafkaErrorCode::QueueFull, ticket, headers)) => (ticket, headers),
             Err((code, ticket, _)) => return Err(self.refuse(ticket, record.topic, enqueued_us, code)),
         };
+        Box::pin(self.wait_for_room(&topic, &record, ticket, headers, enqueued_us)).await.map(|()| kept)
+    }
+
+    /// Retries a message librdkafka's full queue refused, each time a delivery report frees
+    /// room, until `message_timeout`; past it the message is refused.
+    async fn wait_for_room(
+        &self,
+        topic: &Topic,
+        record: &ProduceRecord<'_>,
+        mut ticket: Ticket,
+        mut headers: Option<OwnedHeaders>,
+        enqueued_us: u64,
+    ) -> Result<(), OnexError> {
+        let context = self.producer.context();
         let deadline = Instant::now() + self.message_timeout;
         loop {
             context.metrics.queue_full();
@@ -227,7 +247,7 @@ impl ManagedProducer {
             space.as_mut().enable();
             // Retried after registering, so a delivery between the failed attempt and the wait
             // is not missed.
-            match self.produce(&topic, &record, ticket, headers) {
+            match self.produce(topic, record, ticket, headers) {
                 Ok(()) => {
                     context.space_waiters.fetch_sub(1, Ordering::SeqCst);
                     return Ok(());

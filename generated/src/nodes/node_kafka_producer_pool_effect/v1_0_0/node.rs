@@ -162,12 +162,16 @@ async fn deliver(
     // send's future into its own. The timer registers on its first poll, so a message that
     // finds room at once registers it only while waiting for the report.
     let mut timer = std::pin::pin!(tokio::time::sleep_until(wait_ends.min(operation_ends).into()));
-    let mut send = std::pin::pin!(pool.send(record, headers));
-    let sent = std::future::poll_fn(|cx| match send.as_mut().poll(cx) {
-        Poll::Ready(sent) => Poll::Ready(Some(sent)),
-        Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
-    })
-    .await;
+    // The send's future ends in this block, so the wait for the report below reuses its
+    // place: every request in flight holds this future while it waits.
+    let sent = {
+        let mut send = std::pin::pin!(pool.send(record, headers));
+        std::future::poll_fn(|cx| match send.as_mut().poll(cx) {
+            Poll::Ready(sent) => Poll::Ready(Some(sent)),
+            Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+        })
+        .await
+    };
     let mut delivery = match sent {
         Some(Ok(delivery)) => delivery,
         Some(Err(refused)) => return Ok(Err(refused)),
