@@ -97,13 +97,6 @@ pub(crate) fn correlation_value() -> Option<StringValue> {
     })
 }
 
-/// A correlation id as an attribute value whose clones share its text.
-fn shared_value(id: Uuid) -> StringValue {
-    let mut text = Uuid::encode_buffer();
-    let text: &str = id.hyphenated().encode_lower(&mut text);
-    std::sync::Arc::<str>::from(text).into()
-}
-
 /// The span of one node operation (see the module documentation); it ends when dropped.
 pub(crate) struct Operation {
     /// The context the work runs in: its parent's, with this span active.
@@ -159,7 +152,7 @@ impl Tracing {
             let frame = span.is_recording().then(|| Frame {
                 trace_id: context.trace_id(),
                 correlation_id,
-                correlation_value: shared_value(correlation_id),
+                correlation_value: super::correlation_value(correlation_id),
             });
             // Only the ids go into the context: the record stays here (see the module
             // documentation). Children take their parent's ids and flags from it alike.
