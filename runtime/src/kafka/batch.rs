@@ -257,7 +257,7 @@ mod tests {
     use rdkafka::util::IntoOpaque;
 
     fn sent() -> Sent {
-        Sent { enqueued_us: 7, topic: Arc::default(), bytes: 3 }
+        Sent { enqueued_us: 7, topic: crate::kafka::metrics::TopicRef::dangling(), bytes: 3 }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! is written by the delivery-report thread, so the two sides never fight over a line.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -17,6 +18,32 @@ use rustc_hash::FxBuildHasher;
 
 use crate::models::health::HealthStatus;
 use crate::models::kafka::KafkaTopicStats;
+
+/// A topic's counters as a message's record names them: a pointer, not a counted reference.
+///
+/// A counted one cost a cache line per message in flight between the two sides: the sending
+/// side added to the counters' reference count for each message and the delivery thread took
+/// it off again, on the line it writes the counters themselves on.
+///
+/// Invariant: it was made by [`PoolMetrics::topic_ref`], whose metrics never drop a topic's
+/// counters (they are kept in `topics` until the metrics go), so it is valid as long as those
+/// metrics are; it is read only through them ([`PoolMetrics::counters`]).
+#[derive(Clone, Copy)]
+pub(crate) struct TopicRef(NonNull<TopicCounters>);
+
+// SAFETY: a shared reference to atomics, valid while its metrics live (see the invariant); the
+// counters are `Sync`.
+unsafe impl Send for TopicRef {}
+// SAFETY: as above.
+unsafe impl Sync for TopicRef {}
+
+impl TopicRef {
+    /// A reference no metrics made, for records that are never reported to any (tests).
+    #[cfg(test)]
+    pub(crate) fn dangling() -> Self {
+        Self(NonNull::dangling())
+    }
+}
 
 /// Counters of one topic.
 #[derive(Debug, Default)]
@@ -172,7 +199,8 @@ pub struct PoolMetrics {
     /// Alone on its cache line(s), so the delivery-report thread's writes to the counters
     /// below never evict it.
     enqueued: CachePadded<AtomicU64>,
-    /// Looked up once per message. FxHash is several times cheaper than SipHash on short keys
+    /// Never loses an entry while the metrics live: records of messages in flight point at
+    /// the counters ([`TopicRef`]). Looked up once per message. FxHash is several times cheaper than SipHash on short keys
     /// and gives up only resistance to keys crafted to collide, which topic names (chosen by
     /// the deployment, not by callers' input) cannot be.
     topics: RwLock<HashMap<Box<str>, Arc<TopicCounters>, FxBuildHasher>>,
@@ -213,6 +241,21 @@ impl PoolMetrics {
         }
         let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
         Arc::clone(topics.entry(topic.into()).or_default())
+    }
+
+    /// [`Self::topic`] as a [`TopicRef`], for the records of messages in flight.
+    pub(crate) fn topic_ref(&self, topic: &str) -> TopicRef {
+        TopicRef(NonNull::from(&*self.topic(topic)))
+    }
+
+    /// The counters `topic` names.
+    ///
+    /// # Safety
+    /// `topic` was made by [`Self::topic_ref`] of these metrics.
+    pub(crate) unsafe fn counters(&self, topic: TopicRef) -> &TopicCounters {
+        // SAFETY: made by these metrics, which keep the counters while they live (see
+        // `TopicRef`), and borrowed no longer than they are.
+        unsafe { topic.0.as_ref() }
     }
 
     /// Microseconds since these metrics started: the pool clock that enqueue times are kept
@@ -526,6 +569,24 @@ mod tests {
         m.delivered(&t, 100, m.now_us().saturating_sub(1000));
         assert!(!m.traffic(Duration::from_secs(60)).brokers_down, "a delivery proves a broker is back");
         assert_eq!(m.queue_depth(), 0);
+    }
+
+    #[test]
+    fn a_topic_ref_names_the_counters_its_metrics_report_and_outlives_new_topics() {
+        let m = PoolMetrics::default();
+        let a = m.topic_ref("a");
+        // New topics grow the map: counters already named stay where they are.
+        let others: Vec<TopicRef> = (0..1_000).map(|i| m.topic_ref(&format!("t{i}"))).collect();
+        // SAFETY: every reference was made by `m`.
+        let (counters, again) = unsafe { (m.counters(a), m.counters(m.topic_ref("a"))) };
+        assert!(std::ptr::eq(counters, again), "one topic, one set of counters");
+        m.enqueued();
+        m.delivered(counters, 100, m.now_us());
+        // SAFETY: as above.
+        m.failed(unsafe { m.counters(others[999]) });
+        let traffic = m.traffic(Duration::from_secs(60));
+        assert_eq!((traffic.topics["a"].sent, traffic.topics["a"].bytes), (1, 100));
+        assert_eq!(traffic.topics["t999"].failed, 1);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use rdkafka::bindings as rd;
 use rustc_hash::FxBuildHasher;
 
 use crate::error::{ErrorCode, OnexError};
-use crate::kafka::metrics::{PoolMetrics, TopicCounters};
+use crate::kafka::metrics::{PoolMetrics, TopicRef};
 
 /// An application reference to a librdkafka topic, released on drop.
 pub(crate) struct TopicHandle(NonNull<rd::rd_kafka_topic_t>);
@@ -49,7 +49,8 @@ impl Drop for TopicHandle {
 /// What a send needs about its topic.
 pub(crate) struct Topic {
     pub(crate) handle: TopicHandle,
-    pub(crate) counters: Arc<TopicCounters>,
+    /// The pool's counters of the topic (valid while the producer's metrics are).
+    pub(crate) counters: TopicRef,
 }
 
 /// One producer's topics by name.
@@ -86,7 +87,7 @@ impl TopicCache {
                 let code: rdkafka::error::RDKafkaErrorCode = unsafe { rd::rd_kafka_last_error() }.into();
                 OnexError::new(ErrorCode::IntegrationServiceError, format!("librdkafka refused topic {name:?}: {code}"))
             })?;
-        let topic = Arc::new(Topic { handle: TopicHandle(handle), counters: metrics.topic(name) });
+        let topic = Arc::new(Topic { handle: TopicHandle(handle), counters: metrics.topic_ref(name) });
         topics.insert(name.into(), Arc::clone(&topic));
         Ok(topic)
     }

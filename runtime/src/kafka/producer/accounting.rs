@@ -251,25 +251,27 @@ impl ProducerContext for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, ticket: Ticket) {
         let sent = ticket.sent();
+        // SAFETY: every record's topic was named by this context's metrics (`TopicCache::get`).
+        let topic = sent.map(|sent| unsafe { self.metrics.counters(sent.topic) });
         if let Some(sent) = sent {
             self.ages.remove(sent.enqueued_us);
         }
         let outcome = match result {
             Ok(message) => {
-                if let Some(sent) = sent {
+                if let (Some(sent), Some(topic)) = (sent, topic) {
                     match super::ffi::latency_us(message) {
                         Some(latency_us) => {
-                            self.metrics.delivered_after(&sent.topic, sent.bytes, sent.enqueued_us, latency_us);
+                            self.metrics.delivered_after(topic, sent.bytes, sent.enqueued_us, latency_us);
                         }
-                        None => self.metrics.delivered(&sent.topic, sent.bytes, sent.enqueued_us),
+                        None => self.metrics.delivered(topic, sent.bytes, sent.enqueued_us),
                     }
                 }
                 self.state.connection_works();
                 Ok(Delivered { partition: message.partition(), offset: message.offset() })
             }
             Err((error, message)) => {
-                if let Some(sent) = sent {
-                    self.metrics.failed(&sent.topic);
+                if let Some(topic) = topic {
+                    self.metrics.failed(topic);
                 }
                 self.quarantine_if_identity_lost(error);
                 match (error.rdkafka_error_code(), self.state.refusal()) {

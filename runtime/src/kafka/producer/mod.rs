@@ -208,7 +208,7 @@ impl ManagedProducer {
             Box::pin(self.admit(context)).await;
         }
         let enqueued_us = context.metrics.now_us();
-        let (ticket, kept) = match ticket(Sent { enqueued_us, topic: Arc::clone(&topic.counters), bytes }) {
+        let (ticket, kept) = match ticket(Sent { enqueued_us, topic: topic.counters, bytes }) {
             Ok(made) => made,
             Err(e) => {
                 context.release();
@@ -300,7 +300,8 @@ impl ManagedProducer {
         context.ages.remove(enqueued_us);
         if let Some(sent) = ticket.sent() {
             // `failed` also takes the message out of the queue depth `enqueued` added it to.
-            context.metrics.failed(&sent.topic);
+            // SAFETY: the topic's counters came from this context's metrics (`TopicCache::get`).
+            context.metrics.failed(unsafe { context.metrics.counters(sent.topic) });
         }
         context.release();
         let error = delivery_error(topic, &KafkaError::MessageProduction(code));

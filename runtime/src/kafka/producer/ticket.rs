@@ -15,9 +15,9 @@
 //!   (`2 × SLOTS`, asserted at compile time);
 //! - every [`PendingRef`] (the ticket's or the future's) holds one strong count of its chunk;
 //! - a slot holds its send's [`Sent`] from [`Tickets::claim`] (written before the first
-//!   reference leaves it) until its completion, which drops it and writes the outcome in its
-//!   place; the `Sent` is read only through the [`Ticket`], which the completion consumes, and
-//!   the outcome only once it is written (see [`Pending`]'s `Sync` impl);
+//!   reference leaves it) until its completion, which writes the outcome in its place; the
+//!   `Sent` is read only through the [`Ticket`], which the completion consumes, and the outcome
+//!   only once it is written (see [`Pending`]'s `Sync` impl);
 //! - every ticket is completed exactly once: by the delivery report of an accepted message
 //!   (also for messages purged when a producer is dropped), or at once for a refused send;
 //! - a [`DeliveryFuture`] registers its waker before it looks for the outcome a last time, so
@@ -36,7 +36,7 @@ use rdkafka::util::IntoOpaque;
 
 use crate::error::OnexError;
 use crate::kafka::batch::{Slot, SlotRef};
-use crate::kafka::metrics::TopicCounters;
+use crate::kafka::metrics::TopicRef;
 
 /// Where a message landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,11 +120,13 @@ impl DeliveryFuture {
     }
 }
 
-/// What the delivery report needs to know about a message's send.
+/// What the delivery report needs to know about a message's send. Plain data, nothing to drop:
+/// the delivery thread only overwrites it.
+#[derive(Clone, Copy)]
 pub(crate) struct Sent {
     /// On the pool clock ([`PoolMetrics::now_us`](crate::kafka::metrics::PoolMetrics::now_us)).
     pub(crate) enqueued_us: u64,
-    pub(crate) topic: Arc<TopicCounters>,
+    pub(crate) topic: TopicRef,
     pub(crate) bytes: u64,
 }
 
@@ -157,7 +159,7 @@ const _: () = assert!(std::mem::size_of::<Pending>() == 56);
 /// boxed: failures are rare.
 union Record {
     vacant: (),
-    sent: ManuallyDrop<Sent>,
+    sent: Sent,
     outcome: ManuallyDrop<Result<Delivered, Box<OnexError>>>,
 }
 
@@ -209,14 +211,10 @@ impl Pending {
         if !first {
             return;
         }
-        // SAFETY: winning the exchange makes this the only writer; the `Sent` it drops is no
-        // longer borrowed (the ticket is being consumed), and readers of the outcome wait for
-        // `DONE`.
-        unsafe {
-            let record = &mut *self.record.get();
-            ManuallyDrop::drop(&mut record.sent);
-            record.outcome = ManuallyDrop::new(outcome.map_err(Box::new));
-        }
+        // SAFETY: winning the exchange makes this the only writer; the `Sent` it overwrites
+        // (plain data) is no longer borrowed (the ticket is being consumed), and readers of the
+        // outcome wait for `DONE`.
+        unsafe { (*self.record.get()).outcome = ManuallyDrop::new(outcome.map_err(Box::new)) };
         self.state.store(DONE, Ordering::Release);
         self.waker.wake();
     }
@@ -225,11 +223,10 @@ impl Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         let record = self.record.get_mut();
-        // SAFETY: `state` says which field holds a value; `&mut self` excludes every other access.
-        match *self.state.get_mut() {
-            SENT => unsafe { ManuallyDrop::drop(&mut record.sent) },
-            DONE => unsafe { ManuallyDrop::drop(&mut record.outcome) },
-            _ => {}
+        // SAFETY: `DONE` says the outcome is there (a `Sent` holds nothing to drop); `&mut self`
+        // excludes every other access.
+        if *self.state.get_mut() == DONE {
+            unsafe { ManuallyDrop::drop(&mut record.outcome) }
         }
     }
 }
@@ -298,7 +295,7 @@ impl Tickets {
         let slot = pending.slot();
         // SAFETY: the slot was just handed out, once, so this is its only reference yet, and
         // it is vacant: nothing to drop.
-        unsafe { (*slot.record.get()).sent = ManuallyDrop::new(sent) };
+        unsafe { (*slot.record.get()).sent = sent };
         slot.state.store(SENT, Ordering::Release);
         pending
     }
@@ -372,7 +369,7 @@ mod tests {
     use crate::error::ErrorCode;
 
     fn sent(enqueued_us: u64) -> Sent {
-        Sent { enqueued_us, topic: Arc::default(), bytes: 0 }
+        Sent { enqueued_us, topic: TopicRef::dangling(), bytes: 0 }
     }
 
     #[test]
@@ -424,24 +421,33 @@ mod tests {
         assert!(chunk.upgrade().is_none(), "freed with the last reference");
     }
 
+    /// An error source that holds its probe while it lives.
+    #[derive(Debug)]
+    struct Held(#[allow(dead_code)] Arc<()>);
+
+    impl std::fmt::Display for Held {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("held")
+        }
+    }
+
+    impl std::error::Error for Held {}
+
     #[test]
-    fn a_slot_drops_its_record_when_completed_and_whatever_it_holds_with_its_chunk() {
-        let topic = Arc::new(TopicCounters::default());
-        let holding = |tickets: &Tickets| tickets.claim(Sent { enqueued_us: 0, topic: Arc::clone(&topic), bytes: 0 });
+    fn a_slot_keeps_its_outcome_until_its_chunk_goes() {
+        let probe = Arc::new(());
         let tickets = Tickets::default();
-        let completed = holding(&tickets);
-        let failed = holding(&tickets);
-        let never_reported = holding(&tickets);
-        assert_eq!(Arc::strong_count(&topic), 4);
-        Ticket::Alone(completed.share()).complete(Ok(Delivered { partition: 0, offset: 1 }));
-        assert_eq!(Arc::strong_count(&topic), 3, "the report replaced the record");
-        Ticket::Alone(failed.share()).complete(Err(OnexError::new(ErrorCode::IntegrationServiceError, "refused")));
-        assert_eq!(Arc::strong_count(&topic), 2);
+        let failed = tickets.claim(sent(0));
+        let never_reported = tickets.claim(sent(1));
+        let error = OnexError::new(ErrorCode::IntegrationServiceError, "refused").with_source(Held(Arc::clone(&probe)));
+        Ticket::Alone(failed.share()).complete(Err(error));
+        assert_eq!(Arc::strong_count(&probe), 2, "the outcome holds the error");
         assert!(matches!(failed.slot().outcome(), Some(Err(e)) if e.message() == "refused"));
-        let chunk = Arc::downgrade(&completed.chunk);
-        drop((completed, failed, never_reported, tickets));
+        assert!(never_reported.slot().outcome().is_none());
+        let chunk = Arc::downgrade(&failed.chunk);
+        drop((failed, never_reported, tickets));
         assert!(chunk.upgrade().is_none());
-        assert_eq!(Arc::strong_count(&topic), 1, "the unreported record went with its chunk");
+        assert_eq!(Arc::strong_count(&probe), 1, "the outcome went with its chunk");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
