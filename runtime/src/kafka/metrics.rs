@@ -200,9 +200,9 @@ pub struct PoolMetrics {
     /// below never evict it.
     enqueued: CachePadded<AtomicU64>,
     /// Never loses an entry while the metrics live: records of messages in flight point at
-    /// the counters ([`TopicRef`]). Looked up once per message. FxHash is several times cheaper than SipHash on short keys
-    /// and gives up only resistance to keys crafted to collide, which topic names (chosen by
-    /// the deployment, not by callers' input) cannot be.
+    /// the counters ([`TopicRef`]). Looked up once per message. FxHash is several times
+    /// cheaper than SipHash on short keys and gives up only resistance to keys crafted to
+    /// collide, which topic names (chosen by the deployment, not by callers' input) cannot be.
     topics: RwLock<HashMap<Box<str>, Arc<TopicCounters>, FxBuildHasher>>,
     latency: LatencyHistogram,
     sent: AtomicU64,
