@@ -79,19 +79,21 @@ pub fn inject_kafka_headers(cx: &OtelContext, headers: &mut OwnedHeaders) {
 pub fn traceparent_bytes(span: &SpanContext) -> [u8; 55] {
     let mut value = [0u8; 55];
     value[..3].copy_from_slice(b"00-");
-    let trace_id = span.trace_id().to_bytes();
-    for (i, word) in trace_id.chunks_exact(4).enumerate() {
-        value[3 + 8 * i..11 + 8 * i].copy_from_slice(&hex_word(word));
-    }
+    hex_into(&span.trace_id().to_bytes(), &mut value[3..35]);
     value[35] = b'-';
-    let span_id = span.span_id().to_bytes();
-    for (i, word) in span_id.chunks_exact(4).enumerate() {
-        value[36 + 8 * i..44 + 8 * i].copy_from_slice(&hex_word(word));
-    }
+    hex_into(&span.span_id().to_bytes(), &mut value[36..52]);
     value[52] = b'-';
     value[53] = b'0';
     value[54] = b'0' + (span.trace_flags().to_u8() & 1);
     value
+}
+
+/// `bytes` (a multiple of four long) as lowercase hex into `out` (twice as long), a word at a
+/// time.
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    for (word, digits) in bytes.chunks_exact(4).zip(out.chunks_exact_mut(8)) {
+        digits.copy_from_slice(&hex_word(word));
+    }
 }
 
 /// Four bytes (`word`, exactly 4) as eight lowercase hex digits, all at once in a `u64`: a

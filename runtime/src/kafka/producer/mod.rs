@@ -42,8 +42,7 @@ use crate::error::{ErrorCode, OnexError};
 use crate::kafka::batch::BatchState;
 use crate::kafka::error::delivery_error;
 use crate::kafka::metrics::PoolMetrics;
-use crate::kafka::topic::Topic;
-use crate::kafka::topic::TopicCache;
+use crate::kafka::topic::{Topic, TopicCache};
 use crate::sanitize::sanitize_message;
 
 /// How long a send that found librdkafka's queue full waits for a delivery report before it
