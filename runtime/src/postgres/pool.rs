@@ -68,10 +68,16 @@ impl Limits {
     }
 }
 
+/// The idle connections, most recently returned last.
+#[allow(clippy::vec_box, reason = "a checkout moves the pointer, not the connection")]
+type IdleStack = Vec<Box<Conn>>;
+
 pub(crate) struct Shared {
     limits: Limits,
     pub(crate) connector: Connector,
-    idle: Mutex<Vec<Conn>>,
+    /// Boxed, so a checkout and its return move a pointer: a connection is a few hundred
+    /// bytes, and it moved by value from the stack to the caller's guard and back.
+    idle: Mutex<IdleStack>,
     permits: Semaphore,
     wait_timers: Mutex<WaitTimers>,
     pub(crate) counters: PoolCounters,
@@ -145,7 +151,7 @@ impl Pool {
                 })?;
                 shared.counters.size.fetch_add(1, Relaxed);
                 shared.counters.created.fetch_add(1, Relaxed);
-                Conn::new(client, shared.limits.statement_cache_size)
+                Box::new(Conn::new(client, shared.limits.statement_cache_size))
             }
         };
         std::mem::forget(slot);
@@ -231,7 +237,7 @@ impl Shared {
         u32::try_from(self.lock_idle().len()).unwrap_or(u32::MAX)
     }
 
-    fn lock_idle(&self) -> MutexGuard<'_, Vec<Conn>> {
+    fn lock_idle(&self) -> MutexGuard<'_, IdleStack> {
         self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -281,7 +287,7 @@ impl Shared {
 
     /// The most recently returned idle connection whose socket is still open; closed ones
     /// met on the way are discarded.
-    fn pop_usable_idle(&self) -> Option<Conn> {
+    fn pop_usable_idle(&self) -> Option<Box<Conn>> {
         loop {
             let conn = self.lock_idle().pop()?;
             if conn.is_closed() {
@@ -292,13 +298,13 @@ impl Shared {
         }
     }
 
-    fn discard(&self, conn: Conn, reason: CloseReason) {
+    fn discard(&self, conn: Box<Conn>, reason: CloseReason) {
         drop(conn);
         self.counters.record_closed(reason);
     }
 
     fn close_all(&self) {
-        let drained: Vec<Conn> = std::mem::take(&mut *self.lock_idle());
+        let drained: Vec<Box<Conn>> = std::mem::take(&mut *self.lock_idle());
         for conn in drained {
             self.discard(conn, CloseReason::Shutdown);
         }
@@ -316,7 +322,7 @@ impl Shared {
         })?;
         self.counters.size.fetch_add(1, Relaxed);
         self.counters.created.fetch_add(1, Relaxed);
-        self.lock_idle().push(Conn::new(client, self.limits.statement_cache_size));
+        self.lock_idle().push(Box::new(Conn::new(client, self.limits.statement_cache_size)));
         drop(permit);
         Ok(true)
     }
@@ -324,7 +330,7 @@ impl Shared {
     /// Closes idle connections that expired or whose socket closed.
     fn reap(&self) {
         let now = Instant::now();
-        let expired: Vec<(Conn, CloseReason)> = {
+        let expired: Vec<(Box<Conn>, CloseReason)> = {
             let mut idle = self.lock_idle();
             let mut expired = Vec::new();
             let mut i = 0;
@@ -362,7 +368,7 @@ impl Shared {
     }
 
     /// Takes a connection back: it goes on the idle stack if still usable, else it is closed.
-    fn give_back(self: &Arc<Self>, mut conn: Conn) {
+    fn give_back(self: &Arc<Self>, mut conn: Box<Conn>) {
         if conn.busy {
             // The caller was dropped mid-statement: stop the statement on the server (best
             // effort, in the background) and do not reuse the connection.
@@ -503,7 +509,7 @@ impl Drop for WaitingGuard<'_> {
 
 /// A checked-out connection; it goes back to the pool when dropped.
 pub(crate) struct PooledConn {
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     shared: Arc<Shared>,
 }
 
