@@ -114,6 +114,12 @@ async fn execute_query_returns_rows_or_rows_affected() {
     assert_eq!(pg.fetch_one("SELECT * FROM items WHERE id = $1", &[json!(99)]).await.unwrap(), None);
     assert_eq!(pg.fetch_value("SELECT count(*) FROM items", &[]).await.unwrap(), Some(json!(3)));
     assert_eq!(pg.fetch_value("SELECT qty FROM items WHERE id = -1", &[]).await.unwrap(), None);
+    // Of several rows, the first; the others are read to the end and dropped, so the
+    // connection serves the next statement.
+    let last = pg.fetch_one("SELECT name FROM items ORDER BY name DESC", &[]).await.unwrap().unwrap();
+    assert_eq!(last["name"], json!("d"));
+    assert_eq!(pg.fetch_value("SELECT name FROM items ORDER BY name", &[]).await.unwrap(), Some(json!("b")));
+    assert_eq!(pg.fetch_value("SELECT count(*) FROM items", &[]).await.unwrap(), Some(json!(3)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

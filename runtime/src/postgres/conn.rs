@@ -162,9 +162,19 @@ impl Conn {
             .await
             .map_err(|e| self.query_error(sql, e))?;
         let mut stream = std::pin::pin!(stream);
+        // Only the rows `take` returns are kept, the rest only counted: the first row or value
+        // needs no vector (growing one was an allocation per statement).
         let mut rows = Vec::new();
+        let mut first = None;
+        let mut row_count = 0u64;
         while let Some(row) = stream.next().await {
-            rows.push(row.map_err(|e| self.query_error(sql, e))?);
+            let row = row.map_err(|e| self.query_error(sql, e))?;
+            row_count += 1;
+            if take == Take::AllRows {
+                rows.push(row);
+            } else if first.is_none() {
+                first = Some(row);
+            }
         }
         if statement.columns().is_empty() {
             let affected = stream.rows_affected().unwrap_or(0);
@@ -180,19 +190,13 @@ impl Conn {
         let mut value = None;
         let (converted, column_names) = match take {
             Take::AllRows => (rows_to_json(&rows)?, column_names(&statement)),
-            Take::FirstRow => (rows_to_json(&rows[..rows.len().min(1)])?, column_names(&statement)),
+            Take::FirstRow => (rows_to_json(first.as_slice())?, column_names(&statement)),
             Take::FirstValue => {
-                value = rows.first().map(|row| column_to_json(row, 0)).transpose()?;
+                value = first.as_ref().map(|row| column_to_json(row, 0)).transpose()?;
                 (Vec::new(), Vec::new())
             }
         };
-        let result = QueryResult {
-            row_count: rows.len() as u64,
-            rows: converted,
-            column_names,
-            has_more: false,
-            command_tag: None,
-        };
+        let result = QueryResult { row_count, rows: converted, column_names, has_more: false, command_tag: None };
         Ok(Outcome { result, value, info })
     }
 
