@@ -11,6 +11,7 @@ use std::error::Error as StdError;
 use bytes::BytesMut;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use serde_json::Value;
+use smallvec::SmallVec;
 use tokio_postgres::types::{IsNull, Kind, ToSql, Type, to_sql_checked};
 
 use super::numeric;
@@ -40,8 +41,12 @@ pub(crate) enum Param<'a> {
     Array(Vec<Param<'a>>),
 }
 
+/// The parameters of one statement, on the stack up to this many: most statements have a
+/// few, and a vector for them was an allocation per statement.
+const INLINE_PARAMS: usize = 4;
+
 /// Converts `values` for the parameter types of a prepared statement.
-pub(crate) fn bind<'a>(values: &'a [Value], types: &[Type]) -> Result<Vec<Param<'a>>, OnexError> {
+pub(crate) fn bind<'a>(values: &'a [Value], types: &[Type]) -> Result<SmallVec<[Param<'a>; INLINE_PARAMS]>, OnexError> {
     if values.len() != types.len() {
         return Err(OnexError::validation(format!(
             "the statement has {} parameter(s) but {} value(s) were given",
@@ -53,7 +58,7 @@ pub(crate) fn bind<'a>(values: &'a [Value], types: &[Type]) -> Result<Vec<Param<
     }
     // A plain loop: collecting a `Result` iterator costs a few hundred instructions more per
     // statement, which shows at tens of thousands of statements per second.
-    let mut bound = Vec::with_capacity(values.len());
+    let mut bound = SmallVec::with_capacity(values.len());
     for (i, (value, ty)) in values.iter().zip(types).enumerate() {
         match convert(value, ty) {
             Ok(param) => bound.push(param),
