@@ -89,6 +89,11 @@ impl Context {
         self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
+    /// [`Self::expired`] at `now`, for a caller that has just read the clock.
+    pub fn expired_at(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|d| now >= d)
+    }
+
     /// The smaller of `limit` and the time left before the deadline.
     pub fn budget(&self, limit: Duration) -> Duration {
         self.remaining().map_or(limit, |left| left.min(limit))

@@ -94,18 +94,19 @@ impl Conn {
         &self.client
     }
 
-    /// Runs `sql` with `params` within `timeout`. On timeout the server is asked to cancel
+    /// Runs `sql` with `params` within `timeout` of `started` (the caller's clock reading, so
+    /// a statement reads the clock once to start). On timeout the server is asked to cancel
     /// the statement and the connection is retired (its protocol state is unknown).
     pub(crate) async fn run(
         &mut self,
         sql: &str,
         params: &[Value],
         take: Take,
-        timeout: Duration,
+        (started, timeout): (Instant, Duration),
         connector: &Connector,
     ) -> Result<Outcome, OnexError> {
         self.busy = true;
-        let due = tokio::time::Instant::now() + timeout;
+        let due = tokio::time::Instant::from_std(started) + timeout;
         let mut deadline = self.deadline.take().unwrap_or_else(|| Box::pin(tokio::time::sleep_until(due)));
         // The timer is re-armed lazily, as network libraries do with socket deadlines: one
         // armed earlier than `due` (the previous statement's) is left alone, and when it fires

@@ -195,8 +195,9 @@ fn required<'a>(value: Option<&'a str>, field: &str, operation: Operation) -> Re
 }
 
 /// Per-call options: the request's timeout (validated) and the context's deadline, which ends
-/// the wait for a connection and the statement alike.
-fn options(input: &Input, ctx: &Context) -> Result<QueryOptions, OnexError> {
+/// the wait for a connection and the statement alike. A request whose deadline had passed at
+/// `started` (the operation's clock reading, not a new one) runs nothing.
+fn options(input: &Input, ctx: &Context, started: Instant) -> Result<QueryOptions, OnexError> {
     let timeout = match input.timeout_seconds {
         None => None,
         Some(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => Some(Duration::from_secs_f64(secs)),
@@ -207,7 +208,7 @@ fn options(input: &Input, ctx: &Context) -> Result<QueryOptions, OnexError> {
             .with_detail("field", "timeout_seconds"));
         }
     };
-    if ctx.expired() {
+    if ctx.expired_at(started) {
         return Err(OnexError::new(onex_runtime::ErrorCode::OperationTimeout, "the request's deadline has passed"));
     }
     Ok(QueryOptions { timeout, deadline: ctx.deadline(), record_metrics: input.record_metrics })
@@ -246,7 +247,7 @@ impl PostgresConnectionManagerHandler for PostgresConnectionManager {
         let sql = input.query.as_deref();
         let result = async {
             let sql = required(sql, "query", input.operation_type)?;
-            let options = options(&input, ctx)?;
+            let options = options(&input, ctx, started)?;
             self.pool().execute_query_with(sql, params(&input.parameters), options).await.map(Produced::from_result)
         }
         .await;
@@ -260,7 +261,7 @@ impl PostgresConnectionManagerHandler for PostgresConnectionManager {
         let sql = input.query.as_deref();
         let result = async {
             let sql = required(sql, "query", input.operation_type)?;
-            let options = options(&input, ctx)?;
+            let options = options(&input, ctx, started)?;
             let result = self.pool().execute_query_with(sql, params(&input.parameters), options).await?;
             Ok(Produced {
                 rows_affected: Some(result.row_count),
@@ -280,7 +281,7 @@ impl PostgresConnectionManagerHandler for PostgresConnectionManager {
         let sql = input.query.as_deref();
         let result = async {
             let sql = required(sql, "query", input.operation_type)?;
-            let options = options(&input, ctx)?;
+            let options = options(&input, ctx, started)?;
             let value = self.pool().fetch_value_with(sql, params(&input.parameters), options).await?;
             Ok(Produced { value, ..Produced::default() })
         }
@@ -302,7 +303,7 @@ impl PostgresConnectionManagerHandler for PostgresConnectionManager {
                         .with_detail("field", "statements"));
                 }
             };
-            let options = options(&input, ctx)?;
+            let options = options(&input, ctx, started)?;
             let tx_options = TransactionOptions {
                 isolation: input.isolation,
                 read_only: input.read_only,
@@ -331,7 +332,7 @@ impl PostgresConnectionManagerHandler for PostgresConnectionManager {
         let started = Instant::now();
         let result = Box::pin(async {
             let function = required(input.function_name.as_deref(), "function_name", input.operation_type)?;
-            let options = options(&input, ctx)?;
+            let options = options(&input, ctx, started)?;
             let args = params(&input.arguments);
             self.pool()
                 .call_function_with(function, args, input.schema.as_deref(), options)
