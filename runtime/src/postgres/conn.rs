@@ -102,7 +102,8 @@ impl Conn {
         sql: &str,
         params: &[Value],
         take: Take,
-        (started, timeout): (Instant, Duration),
+        started: Instant,
+        timeout: Duration,
         connector: &Connector,
     ) -> Result<Outcome, OnexError> {
         self.busy = true;

@@ -359,7 +359,7 @@ impl PostgresConnectionManager {
         let timeout = cut_by(options.timeout.unwrap_or(self.command_timeout), options.deadline, started);
         let connector = &self.pool.shared().connector;
         let running = self.live.as_ref().map(series::Live::start);
-        let outcome = conn.run(sql, params, take, (started, timeout), connector).await;
+        let outcome = conn.run(sql, params, take, started, timeout, connector).await;
         drop(running);
         let elapsed = started.elapsed();
         conn.counters().record_query(elapsed, outcome.is_ok());

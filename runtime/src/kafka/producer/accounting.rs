@@ -250,15 +250,14 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Ticket;
 
     fn delivery(&self, result: &DeliveryResult<'_>, ticket: Ticket) {
-        let sent = ticket.sent();
         // SAFETY: every record's topic was named by this context's metrics (`TopicCache::get`).
-        let topic = sent.map(|sent| unsafe { self.metrics.counters(sent.topic) });
-        if let Some(sent) = sent {
+        let sent = ticket.sent().map(|sent| (sent, unsafe { self.metrics.counters(sent.topic) }));
+        if let Some((sent, _)) = sent {
             self.ages.remove(sent.enqueued_us);
         }
         let outcome = match result {
             Ok(message) => {
-                if let (Some(sent), Some(topic)) = (sent, topic) {
+                if let Some((sent, topic)) = sent {
                     match super::ffi::latency_us(message) {
                         Some(latency_us) => {
                             self.metrics.delivered_after(topic, sent.bytes, sent.enqueued_us, latency_us);
@@ -270,7 +269,7 @@ impl ProducerContext for DeliveryContext {
                 Ok(Delivered { partition: message.partition(), offset: message.offset() })
             }
             Err((error, message)) => {
-                if let Some(topic) = topic {
+                if let Some((_, topic)) = sent {
                     self.metrics.failed(topic);
                 }
                 self.quarantine_if_identity_lost(error);
