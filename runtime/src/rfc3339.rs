@@ -125,8 +125,12 @@ pub fn format<'b>(timestamp: &DateTime<Utc>, buf: &'b mut [u8; MAX_LEN]) -> Opti
     }
     buf[len] = b'Z';
     len += 1;
-    // Only ASCII digits and separators were written.
-    std::str::from_utf8(&buf[..len]).ok()
+    // SAFETY: every byte of `buf[..len]` was written above, each an ASCII separator or
+    // `b'0'` plus a value below 10 (`two` takes values below 100: the year is at most 9999, the
+    // rest are fields of a date and time), so the bytes are ASCII and valid UTF-8. Checking
+    // them (`from_utf8`) was a third of this function's instructions. The property tests below
+    // compare the text with chrono's for every representable year.
+    Some(unsafe { std::str::from_utf8_unchecked(&buf[..len]) })
 }
 
 /// The fast path of [`deserialize`]: `YYYY-MM-DDTHH:MM:SS[.fraction]Z` with 1 to 9 fraction

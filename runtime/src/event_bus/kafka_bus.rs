@@ -495,6 +495,11 @@ impl KafkaEventBus {
         EncodedEvent::new(&self.namer, event)
     }
 
+    /// The attributes of a `kafka.publish` span: the producer span's four, the five
+    /// [`Self::prepare`] sets, `onex.publish.attempts`, and the partition and offset of the
+    /// delivery (on failure `error.type` in their place).
+    pub(crate) const PUBLISH_ATTRIBUTES: usize = 12;
+
     /// Encodes `event` for sending; with tracing, under its `kafka.publish` span (returned
     /// when recorded), whose context the envelope (unless it has one) and the headers carry.
     /// The span is one box (`Leaf`), so that without tracing publish futures keep their size.
@@ -510,7 +515,14 @@ impl KafkaEventBus {
             }
             carrier::extract_parent(None, Some(&event.metadata.trace_context)).unwrap_or_else(|| current.clone())
         });
-        let mut span = trace::producer_span(&self.tracing, "kafka.publish", "publish", Some(&topic), &parent);
+        let mut span = trace::producer_span(
+            &self.tracing,
+            "kafka.publish",
+            "publish",
+            Some(&topic),
+            &parent,
+            Self::PUBLISH_ATTRIBUTES,
+        );
         // The headers name this span even when the envelope keeps an older context.
         let stamp = span
             .span_context()

@@ -170,7 +170,7 @@ impl SendBatch {
     /// This batch under a `kafka.send_batch` span, a child of the current context.
     pub(crate) fn traced(mut self, tracing: &Tracing) -> Self {
         let mut span = OtelContext::map_current(|parent| {
-            trace::producer_span(tracing, "kafka.send_batch", "send_batch", None, parent)
+            trace::producer_span(tracing, "kafka.send_batch", "send_batch", None, parent, trace::BATCH_ATTRIBUTES)
         });
         let Some(cx) = trace::context_of(&span) else { return self };
         if span.is_recording() {

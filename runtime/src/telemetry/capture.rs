@@ -71,6 +71,18 @@ impl SpanCapture {
         self.spans().into_iter().find(|span| span.span_context.span_id() == id)
     }
 
+    /// For each span named `name`: how many attributes it has, and how many its attribute
+    /// vector has room for. The spans are exported as they were recorded, so room beyond the
+    /// attributes a span was started with shows that the vector grew while it was recorded.
+    pub fn attribute_room(&self, name: &str) -> Vec<(usize, usize)> {
+        let spans = self.spans.lock().unwrap_or_else(|p| p.into_inner());
+        spans
+            .iter()
+            .filter(|span| span.name == name)
+            .map(|span| (span.attributes.len(), span.attributes.capacity()))
+            .collect()
+    }
+
     /// Forgets what was captured.
     pub fn clear(&self) {
         self.spans.lock().unwrap_or_else(|p| p.into_inner()).clear();
