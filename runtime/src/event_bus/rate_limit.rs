@@ -70,8 +70,26 @@ impl RateLimiter {
     /// Takes `cost` tokens from `caller`'s bucket at `now`, or refuses with
     /// `INTEGRATION_SERVICE_UNAVAILABLE` (details: `reason = rate_limited`, `caller`,
     /// `retry_after_ms`); see [`RateLimiter::check_all`].
+    ///
+    /// One caller's request, the publish path of every event: judged in place, with one lookup
+    /// and no allocation once the caller has a bucket. The rules are [`RateLimiter::check_all`]'s.
     pub fn check(&self, caller: &str, cost: u32, now: Instant) -> Result<(), OnexError> {
-        self.check_all([(caller, cost)], now)
+        let rule = self.rule;
+        let cost = u64::from(cost.max(1));
+        if cost > u64::from(self.max_cost()) {
+            return Err(too_large(caller, cost, rule));
+        }
+        let mut buckets = self.buckets(now);
+        let outcome = match buckets.get_mut(caller) {
+            Some(bucket) => judge(bucket, cost, rule, now),
+            None => {
+                let mut bucket = Bucket::full(rule, now);
+                let outcome = judge(&mut bucket, cost, rule, now);
+                buckets.insert(caller.to_owned(), bucket);
+                outcome
+            }
+        };
+        outcome.map_err(|retry_after| refused(caller, retry_after))
     }
 
     /// The most one request of a caller may cost: a minute of the rate, or the burst if larger.
@@ -98,40 +116,16 @@ impl RateLimiter {
         if let Some((caller, cost)) = per_caller.iter().find(|(_, cost)| **cost > max_cost) {
             return Err(too_large(caller, *cost, rule));
         }
-        let rate_per_sec = f64::from(rule.per_minute) / 60.0;
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() > PRUNE_ABOVE {
-            buckets.retain(|_, b| {
-                let full = b.tokens + now.saturating_duration_since(b.refilled_at).as_secs_f64() * rate_per_sec
-                    >= f64::from(rule.burst);
-                !(full && b.blocked_until.is_none_or(|until| until <= now))
-            });
-        }
+        let mut buckets = self.buckets(now);
         // Every caller is judged on a copy; the copies replace the buckets only if all pass.
         let mut admitted = Vec::with_capacity(per_caller.len());
         for (caller, cost) in per_caller {
-            let mut bucket = buckets.get(caller).copied().unwrap_or(Bucket {
-                tokens: f64::from(rule.burst),
-                refilled_at: now,
-                blocked_until: None,
-            });
-            if let Some(until) = bucket.blocked_until {
-                if now < until {
-                    return Err(refused(caller, until - now));
-                }
-                bucket.blocked_until = None;
-            }
-            let elapsed = now.saturating_duration_since(bucket.refilled_at).as_secs_f64();
-            bucket.tokens = (bucket.tokens + elapsed * rate_per_sec).min(f64::from(rule.burst));
-            bucket.refilled_at = now;
-            // A batch beyond the burst needs a full bucket and leaves it in debt.
-            let cost = cost as f64;
-            if bucket.tokens < cost.min(f64::from(rule.burst)) {
-                bucket.blocked_until = Some(now + rule.penalty);
+            let mut bucket = buckets.get(caller).copied().unwrap_or(Bucket::full(rule, now));
+            if let Err(retry_after) = judge(&mut bucket, cost, rule, now) {
+                // The refused caller alone keeps its judgement: the penalty.
                 buckets.insert(caller.to_owned(), bucket);
-                return Err(refused(caller, rule.penalty));
+                return Err(refused(caller, retry_after));
             }
-            bucket.tokens -= cost;
             admitted.push((caller, bucket));
         }
         for (caller, bucket) in admitted {
@@ -139,6 +133,52 @@ impl RateLimiter {
         }
         Ok(())
     }
+
+    /// The buckets, locked, with idle ones (full, not blocked at `now`) pruned once there are
+    /// more than [`PRUNE_ABOVE`].
+    fn buckets(&self, now: Instant) -> std::sync::MutexGuard<'_, HashMap<String, Bucket>> {
+        let rule = self.rule;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() > PRUNE_ABOVE {
+            let rate_per_sec = f64::from(rule.per_minute) / 60.0;
+            buckets.retain(|_, b| {
+                let full = b.tokens + now.saturating_duration_since(b.refilled_at).as_secs_f64() * rate_per_sec
+                    >= f64::from(rule.burst);
+                !(full && b.blocked_until.is_none_or(|until| until <= now))
+            });
+        }
+        buckets
+    }
+}
+
+impl Bucket {
+    /// A new caller's bucket: full.
+    fn full(rule: RateLimitRule, now: Instant) -> Self {
+        Self { tokens: f64::from(rule.burst), refilled_at: now, blocked_until: None }
+    }
+}
+
+/// Refills `bucket` to `now` and takes `cost` from it, or refuses: `Err` with how long the
+/// caller must wait, the bucket then blocked for the rule's penalty (or still blocked, its
+/// tokens untouched). A cost beyond the burst needs a full bucket and leaves it in debt.
+fn judge(bucket: &mut Bucket, cost: u64, rule: RateLimitRule, now: Instant) -> Result<(), Duration> {
+    if let Some(until) = bucket.blocked_until {
+        if now < until {
+            return Err(until - now);
+        }
+        bucket.blocked_until = None;
+    }
+    let rate_per_sec = f64::from(rule.per_minute) / 60.0;
+    let elapsed = now.saturating_duration_since(bucket.refilled_at).as_secs_f64();
+    bucket.tokens = (bucket.tokens + elapsed * rate_per_sec).min(f64::from(rule.burst));
+    bucket.refilled_at = now;
+    let cost = cost as f64;
+    if bucket.tokens < cost.min(f64::from(rule.burst)) {
+        bucket.blocked_until = Some(now + rule.penalty);
+        return Err(rule.penalty);
+    }
+    bucket.tokens -= cost;
+    Ok(())
 }
 
 /// A batch no wait would admit: says how to split it.
@@ -242,5 +282,27 @@ mod tests {
         );
         limiter.check("a", 100, t0).expect("a's tokens are all still there");
         assert!(limiter.check("b", 1, t0).is_err(), "b, refused, serves its penalty");
+    }
+
+    proptest::proptest! {
+        /// `check` judges one caller in place, `check_all` on a copy: the same rules, so the
+        /// same answers, request after request.
+        #[test]
+        fn one_caller_is_judged_alike_by_check_and_check_all(
+            requests in proptest::collection::vec((0usize..3, 1u32..1_200, 0u64..5_000), 1..60),
+        ) {
+            let rule = RateLimitRule { per_minute: 600, burst: 20, penalty: Duration::from_secs(2) };
+            let (single, batched) = (RateLimiter::new(rule), RateLimiter::new(rule));
+            let mut now = Instant::now();
+            for (caller, cost, advance_ms) in requests {
+                now += Duration::from_millis(advance_ms);
+                let caller = ["a", "b", "c"][caller];
+                let answer = |r: Result<(), OnexError>| r.map_err(|e| (e.code(), e.message().to_owned(), e.details().clone()));
+                proptest::prop_assert_eq!(
+                    answer(single.check(caller, cost, now)),
+                    answer(batched.check_all([(caller, cost)], now))
+                );
+            }
+        }
     }
 }
