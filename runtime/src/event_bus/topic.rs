@@ -47,6 +47,18 @@ impl TopicNamer {
         self.normalized_topic_for(event_type)
     }
 
+    /// The bytes of a canonical event type, as a table: the test of a byte is one load, where
+    /// matching five ranges took a fifth of this path (callgrind).
+    const CANONICAL_BYTES: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            table[b] = matches!(b as u8, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-');
+            b += 1;
+        }
+        table
+    };
+
     /// The fast path of [`topic_for`](Self::topic_for), run for every published event: an
     /// event type already in canonical form (lower-case ASCII letters, digits, `.`, `_`, `-`,
     /// starting with a letter or digit, at most 100 bytes, not one of the query-response names)
@@ -56,7 +68,7 @@ impl TopicNamer {
         let bytes = event_type.as_bytes();
         let canonical = matches!(bytes.first(), Some(b'a'..=b'z' | b'0'..=b'9'))
             && bytes.len() <= 100
-            && bytes.iter().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+            && bytes.iter().all(|&b| Self::CANONICAL_BYTES[usize::from(b)])
             && !is_query_response(event_type);
         if !canonical {
             return None;
@@ -79,9 +91,10 @@ impl TopicNamer {
             }
         }
         topic.extend_from_slice(VERSION.as_bytes());
-        // Valid segments and the event type's ASCII bytes: always UTF-8.
-        let topic = String::from_utf8(topic).ok()?;
-        Some(topic)
+        // SAFETY: the bytes are the segments' (each a `String`, so UTF-8), ASCII separators and
+        // the event type's bytes, every one of them ASCII (checked above), with ASCII `.`/`_`
+        // replaced by ASCII `-`: valid UTF-8. Checking them again was a fifth of this path.
+        Some(unsafe { String::from_utf8_unchecked(topic) })
     }
 
     /// The general path of [`topic_for`](Self::topic_for): trims, lower-cases and checks.
