@@ -498,7 +498,7 @@ impl KafkaEventBus {
     /// The attributes of a `kafka.publish` span: the producer span's four, the five
     /// [`Self::prepare`] sets, `onex.publish.attempts`, and the partition and offset of the
     /// delivery (on failure `error.type` in their place).
-    pub(crate) const PUBLISH_ATTRIBUTES: usize = 12;
+    const PUBLISH_ATTRIBUTES: usize = 12;
 
     /// Encodes `event` for sending; with tracing, under its `kafka.publish` span (returned
     /// when recorded), whose context the envelope (unless it has one) and the headers carry.

@@ -140,10 +140,8 @@ impl RateLimiter {
         let rule = self.rule;
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() > PRUNE_ABOVE {
-            let rate_per_sec = f64::from(rule.per_minute) / 60.0;
             buckets.retain(|_, b| {
-                let full = b.tokens + now.saturating_duration_since(b.refilled_at).as_secs_f64() * rate_per_sec
-                    >= f64::from(rule.burst);
+                let full = b.refilled(rule, now) >= f64::from(rule.burst);
                 !(full && b.blocked_until.is_none_or(|until| until <= now))
             });
         }
@@ -155,6 +153,13 @@ impl Bucket {
     /// A new caller's bucket: full.
     fn full(rule: RateLimitRule, now: Instant) -> Self {
         Self { tokens: f64::from(rule.burst), refilled_at: now, blocked_until: None }
+    }
+
+    /// Its tokens at `now`: what it held, plus the rule's rate since it was last refilled
+    /// (not yet capped at the burst).
+    fn refilled(&self, rule: RateLimitRule, now: Instant) -> f64 {
+        let rate_per_sec = f64::from(rule.per_minute) / 60.0;
+        self.tokens + now.saturating_duration_since(self.refilled_at).as_secs_f64() * rate_per_sec
     }
 }
 
@@ -168,9 +173,7 @@ fn judge(bucket: &mut Bucket, cost: u64, rule: RateLimitRule, now: Instant) -> R
         }
         bucket.blocked_until = None;
     }
-    let rate_per_sec = f64::from(rule.per_minute) / 60.0;
-    let elapsed = now.saturating_duration_since(bucket.refilled_at).as_secs_f64();
-    bucket.tokens = (bucket.tokens + elapsed * rate_per_sec).min(f64::from(rule.burst));
+    bucket.tokens = bucket.refilled(rule, now).min(f64::from(rule.burst));
     bucket.refilled_at = now;
     let cost = cost as f64;
     if bucket.tokens < cost.min(f64::from(rule.burst)) {
