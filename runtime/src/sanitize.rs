@@ -128,9 +128,12 @@ fn mask_dsns(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(sep) = rest.find("://") {
+        // The scheme starts after the last character that cannot be part of one; that
+        // character may be wider than a byte.
         let scheme_start = rest[..sep]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rfind(|&(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let end = rest[sep..]
             .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>'))
             .map_or(rest.len(), |i| sep + i);
@@ -366,6 +369,8 @@ fn classify_token(token: &str) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::sanitize_message;
 
     #[test]
@@ -388,6 +393,18 @@ mod tests {
     #[test]
     fn keeps_non_ascii_text() {
         assert_eq!(sanitize_message("naïve → token=abc"), "naïve → token=***");
+    }
+
+    proptest! {
+        /// Each marker is one the masking steps slice the text around.
+        #[test]
+        fn text_around_any_marker_is_masked_without_panicking(
+            before in "\\PC{0,12}",
+            marker in prop::sample::select(vec!["://", ":@", "password=", "token: ", "pwd =\"", "secret='"]),
+            after in "\\PC{0,24}",
+        ) {
+            let _ = sanitize_message(&format!("{before}{marker}{after}"));
+        }
     }
 }
 
@@ -422,6 +439,12 @@ mod error_message_tests {
         assert!(out.ends_with("a basic check failed"), "{out}");
         let out = sanitize("header Authorization: Basic dXNlcjpwYXNzd29yZA== was refused");
         assert!(!out.contains("dXNlcjpwYXNzd29yZA"), "{out}");
+    }
+
+    #[test]
+    fn a_dsn_after_a_wide_character_is_masked_after_that_character() {
+        assert_eq!(sanitize("ﬔpostgres://app:s3cr3t@db/x failed"), "ﬔ[REDACTED_DSN] failed");
+        assert_eq!(sanitize("\u{fb34}://𝒥a \u{b3c}🀰 "), "\u{fb34}[REDACTED_DSN] \u{b3c}🀰 ");
     }
 
     #[test]
@@ -490,6 +513,17 @@ mod error_message_tests {
         #[test]
         fn any_text_is_sanitized_without_panicking(text in "\\PC{0,120}") {
             let _ = sanitize(&text);
+        }
+
+        /// Arbitrary text rarely holds `://`, `Bearer` or `key=`: this places them between
+        /// arbitrary characters, wide ones included, where each masking step slices the text.
+        #[test]
+        fn text_around_any_marker_is_sanitized_without_panicking(
+            before in "\\PC{0,12}",
+            marker in prop::sample::select(vec!["://", " Bearer ", "Basic ", "password=", "token: ", "\"", "'", "host=", "eyJ"]),
+            after in "\\PC{0,24}",
+        ) {
+            let _ = sanitize(&format!("{before}{marker}{after}"));
         }
     }
 }
