@@ -32,7 +32,10 @@
 //!   `kafka.publish` PRODUCER span, the context stamped into the envelope and its headers),
 //!   held against `bus-publish` the same way. The pool's messages carry no headers of their
 //!   own, so there the context's header list is part of tracing's cost; the bus's events always
-//!   carry headers, so this is tracing's cost on what services send.
+//!   carry headers, so this is tracing's cost on what services send;
+//! - `pool-traced-0.0`, `bus-publish-traced-0.0`: the same at sampling 0.0: nothing is recorded
+//!   or exported, but every message still carries its (unsampled) context, as parent-based
+//!   sampling downstream needs. The floor of tracing's cost at any rate.
 //!
 //! Per request (throughput still counted in messages; latency is per request, in fields of
 //! its own):
@@ -703,7 +706,7 @@ fn env_u32(key: &str, default: u32) -> u32 {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-const CONTENDERS: [&str; 14] = [
+const CONTENDERS: [&str; 16] = [
     "raw-base-producer",
     "raw-rdkafka",
     "pool",
@@ -716,8 +719,10 @@ const CONTENDERS: [&str; 14] = [
     "node-prebuilt",
     "pool-traced-1.0",
     "pool-traced-0.1",
+    "pool-traced-0.0",
     "bus-publish-traced-1.0",
     "bus-publish-traced-0.1",
+    "bus-publish-traced-0.0",
 ];
 
 /// The contender each per-message wrapper is held against (overhead target ≤ 10 %).
@@ -777,12 +782,16 @@ fn main() {
                     "bus-publish-traced-0.1" => {
                         bus_publish(&run, idempotence, Some(tracing_to(otlp.as_deref(), 0.1))).await
                     }
+                    "bus-publish-traced-0.0" => {
+                        bus_publish(&run, idempotence, Some(tracing_to(otlp.as_deref(), 0.0))).await
+                    }
                     "pool" => pool(&run, idempotence, 1, None).await,
                     "pool-in-order" => pool_in_order(&run, idempotence).await,
                     "pool-2" => pool(&run, idempotence, 2, None).await,
                     "pool-4" => pool(&run, idempotence, 4, None).await,
                     "pool-traced-1.0" => pool(&run, idempotence, 1, Some(tracing_to(otlp.as_deref(), 1.0))).await,
                     "pool-traced-0.1" => pool(&run, idempotence, 1, Some(tracing_to(otlp.as_deref(), 0.1))).await,
+                    "pool-traced-0.0" => pool(&run, idempotence, 1, Some(tracing_to(otlp.as_deref(), 0.0))).await,
                     "node-prebuilt" => node(&run, idempotence, Requests::Prebuilt).await,
                     _ => node(&run, idempotence, Requests::OnDemand).await,
                 };

@@ -21,7 +21,7 @@
 //! the best raw pool round by round (median and middle half), which cancels drift in the
 //! machine's load between rounds.
 //! Environment: ONEX_BENCH_PG_DATABASE (default onex_bench), ONEX_BENCH_CLIENTS (default
-//! 8,32,128), ONEX_BENCH_ONLY (comma-separated: node, node-metrics, node-traced-1.0, node-traced-0.1, adapter, adapter-quiet, pool-api,
+//! 8,32,128), ONEX_BENCH_ONLY (comma-separated: node, node-metrics, node-traced-1.0, node-traced-0.1, node-traced-0.0, adapter, adapter-quiet, pool-api,
 //! deadpool, bb8, pgbench), ONEX_BENCH_OUT (default
 //! <workspace>/target/bench/postgres.json), ONEX_TEST_PG_HOST / ONEX_TEST_PG_PORT.
 
@@ -335,6 +335,9 @@ enum Contender {
     NodeTracedAll,
     /// The node with tracing at sampling 0.1.
     NodeTracedTenth,
+    /// The node with tracing at sampling 0.0: every operation's context is made and carried
+    /// (what parent-based sampling needs), nothing is recorded. The floor of tracing's cost.
+    NodeTracedNone,
     /// The PostgreSQL adapter node: guard, breaker, an event per statement.
     Adapter,
     /// The adapter without an event publisher.
@@ -346,11 +349,12 @@ enum Contender {
 }
 
 impl Contender {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 11] = [
         Self::Node,
         Self::NodeMetered,
         Self::NodeTracedAll,
         Self::NodeTracedTenth,
+        Self::NodeTracedNone,
         Self::Adapter,
         Self::AdapterQuiet,
         Self::PoolApi,
@@ -366,6 +370,7 @@ impl Contender {
             Self::NodeMetered => "node-metrics",
             Self::NodeTracedAll => "node-traced-1.0",
             Self::NodeTracedTenth => "node-traced-0.1",
+            Self::NodeTracedNone => "node-traced-0.0",
             Self::Adapter => "adapter",
             Self::AdapterQuiet => "adapter-quiet",
             Self::PoolApi => "pool-api",
@@ -381,6 +386,7 @@ impl Contender {
             Self::NodeMetered => "node with Prometheus series",
             Self::NodeTracedAll => "traced node, sampling 1.0",
             Self::NodeTracedTenth => "traced node, sampling 0.1",
+            Self::NodeTracedNone => "traced node, sampling 0.0",
             Self::Adapter => "adapter node (query, guard, breaker, event)",
             Self::AdapterQuiet => "adapter node without events",
             Self::PoolApi => "onex pool API (fetch_value)",
@@ -395,6 +401,7 @@ impl Contender {
         match self {
             Self::NodeTracedAll => Some(1.0),
             Self::NodeTracedTenth => Some(0.1),
+            Self::NodeTracedNone => Some(0.0),
             _ => None,
         }
     }
@@ -415,7 +422,7 @@ impl Contender {
                 let (tps, latencies, note) = run_pgbench(database, clients, seconds);
                 return (tps.map(|tps| Window { tps, latencies, cpu_us_per_op: None, spans: None }), note);
             }
-            Self::Node | Self::NodeMetered | Self::NodeTracedAll | Self::NodeTracedTenth => {
+            Self::Node | Self::NodeMetered | Self::NodeTracedAll | Self::NodeTracedTenth | Self::NodeTracedNone => {
                 let tracing = match (self.sample_rate(), otlp) {
                     (None, _) => Tracing::disabled(),
                     (Some(rate), Some(endpoint)) => {
@@ -750,8 +757,9 @@ fn main() {
         let per_round_median = median(&per_round);
         // Tracing's cost: each traced contender against the untraced node, round by round
         // (rounds of one index ran back to back, so they shared the machine's load).
-        let traced: Vec<Value> = [("traced node, sampling 1.0", 1.0), ("traced node, sampling 0.1", 0.1)]
+        let traced: Vec<Value> = Contender::ALL
             .into_iter()
+            .filter_map(|c| Some((c.name(), c.sample_rate()?)))
             .filter_map(|(name, rate)| {
                 let traced = rounds(name)?;
                 let per_round = paired_ratios(traced, &[rounds("onex node")?]);
