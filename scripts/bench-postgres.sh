@@ -16,7 +16,7 @@
 #   to see what grows with concurrency: pools hold at most 50 connections, so at 128 clients
 #   most checkouts wait). Rows are named contender@clients.
 # Environment: ONEX_BENCH_SECONDS (per round, default 3), ONEX_BENCH_ROUNDS (default 11; about
-#              12 minutes for everything),
+#              18 minutes for everything),
 #              ONEX_BENCH_CLIENTS (default 8,32,128), ONEX_BENCH_ONLY (comma-separated:
 #              node, node-metrics, node-traced-1.0, node-traced-0.1, node-traced-0.0, adapter, adapter-quiet,
 #              pool-api, deadpool, bb8, pgbench),
