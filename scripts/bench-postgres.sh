@@ -20,6 +20,8 @@
 #              ONEX_BENCH_CLIENTS (default 8,32,128), ONEX_BENCH_ONLY (comma-separated:
 #              node, node-metrics, node-traced-1.0, node-traced-0.1, node-traced-0.0, adapter, adapter-quiet,
 #              pool-api, deadpool, bb8, pgbench),
+#              ONEX_BENCH_BINARY (a bench binary built earlier, for A/B runs of two commits
+#              on one database; default: build this checkout's),
 #              CARGO_TARGET_DIR (cargo's, as usual).
 set -euo pipefail
 
@@ -41,7 +43,7 @@ cleanup() { psql_admin "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true; }
 trap cleanup EXIT
 
 # Build first so compilation does not overlap the measurements.
-bin=$("$root/scripts/bench-binary.sh" postgres)
+bin=${ONEX_BENCH_BINARY:-$("$root/scripts/bench-binary.sh" postgres)}
 
 psql_admin "CREATE DATABASE \"$db\""
 pgbench -h 127.0.0.1 -U postgres -i -s 10 -q "$db" >/dev/null 2>&1
