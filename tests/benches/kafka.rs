@@ -733,6 +733,12 @@ fn untraced_of(name: &str) -> Option<&str> {
     name.split_once("-traced-").map(|(untraced, _)| untraced)
 }
 
+/// The sampling rate a traced contender's name ends in (`pool-traced-0.1`: 0.1).
+fn sample_rate_of(name: &str) -> Option<f64> {
+    let (_, rate) = name.split_once("-traced-")?;
+    Some(rate.parse().unwrap_or_else(|_| panic!("{name}: the name ends in its sampling rate")))
+}
+
 /// Tracing at `rate` that exports to the receiver at `endpoint`.
 fn tracing_to(endpoint: Option<&str>, rate: f64) -> Tracing {
     let endpoint = endpoint.expect("traced contenders have a receiver");
@@ -771,27 +777,18 @@ fn main() {
             for k in 0..contenders.len() {
                 let slot = (round + k) % contenders.len();
                 let (name, idempotence) = contenders[slot];
-                let outcome = match name {
+                // A traced contender runs its untraced counterpart with tracing at the rate its
+                // name ends in.
+                let tracing = sample_rate_of(name).map(|rate| tracing_to(otlp.as_deref(), rate));
+                let outcome = match untraced_of(name).unwrap_or(name) {
                     "raw-base-producer" => raw_base_producer(&run, idempotence).await,
                     "raw-rdkafka" => raw_rdkafka(&run, idempotence).await,
                     "node-send-message" => node_send_message(&run, idempotence).await,
-                    "bus-publish" => bus_publish(&run, idempotence, None).await,
-                    "bus-publish-traced-1.0" => {
-                        bus_publish(&run, idempotence, Some(tracing_to(otlp.as_deref(), 1.0))).await
-                    }
-                    "bus-publish-traced-0.1" => {
-                        bus_publish(&run, idempotence, Some(tracing_to(otlp.as_deref(), 0.1))).await
-                    }
-                    "bus-publish-traced-0.0" => {
-                        bus_publish(&run, idempotence, Some(tracing_to(otlp.as_deref(), 0.0))).await
-                    }
-                    "pool" => pool(&run, idempotence, 1, None).await,
+                    "bus-publish" => bus_publish(&run, idempotence, tracing).await,
+                    "pool" => pool(&run, idempotence, 1, tracing).await,
                     "pool-in-order" => pool_in_order(&run, idempotence).await,
                     "pool-2" => pool(&run, idempotence, 2, None).await,
                     "pool-4" => pool(&run, idempotence, 4, None).await,
-                    "pool-traced-1.0" => pool(&run, idempotence, 1, Some(tracing_to(otlp.as_deref(), 1.0))).await,
-                    "pool-traced-0.1" => pool(&run, idempotence, 1, Some(tracing_to(otlp.as_deref(), 0.1))).await,
-                    "pool-traced-0.0" => pool(&run, idempotence, 1, Some(tracing_to(otlp.as_deref(), 0.0))).await,
                     "node-prebuilt" => node(&run, idempotence, Requests::Prebuilt).await,
                     _ => node(&run, idempotence, Requests::OnDemand).await,
                 };
