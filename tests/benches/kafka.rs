@@ -728,14 +728,19 @@ const CONTENDERS: [&str; 16] = [
 /// The contender each per-message wrapper is held against (overhead target ≤ 10 %).
 const ANCHOR: &str = "raw-base-producer";
 
-/// The untraced contender a traced one (`<name>-traced-<rate>`) is held against.
+/// A traced contender's name, `<untraced>-traced-<rate>`, as its two parts.
+fn traced_parts(name: &str) -> Option<(&str, &str)> {
+    name.split_once("-traced-")
+}
+
+/// The untraced contender a traced one is held against.
 fn untraced_of(name: &str) -> Option<&str> {
-    name.split_once("-traced-").map(|(untraced, _)| untraced)
+    traced_parts(name).map(|(untraced, _)| untraced)
 }
 
 /// The sampling rate a traced contender's name ends in (`pool-traced-0.1`: 0.1).
 fn sample_rate_of(name: &str) -> Option<f64> {
-    let (_, rate) = name.split_once("-traced-")?;
+    let (_, rate) = traced_parts(name)?;
     Some(rate.parse().unwrap_or_else(|_| panic!("{name}: the name ends in its sampling rate")))
 }
 
