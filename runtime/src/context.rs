@@ -65,8 +65,13 @@ impl Context {
 
     /// Attaches a trace context.
     pub fn with_trace(mut self, trace: TraceContext) -> Self {
-        self.trace = Some(trace);
+        self.set_trace(trace);
         self
+    }
+
+    /// [`Context::with_trace`] in place.
+    pub(crate) fn set_trace(&mut self, trace: TraceContext) {
+        self.trace = Some(trace);
     }
 
     /// The correlation id, echoed back in outputs and used as the Kafka key.
