@@ -2,6 +2,7 @@
 //! (age, query count, whether a transaction is open, whether it is still usable).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Poll, ready};
 use std::time::{Duration, Instant};
@@ -97,7 +98,10 @@ impl Conn {
     /// Runs `sql` with `params` within `timeout` of `started` (the caller's clock reading, so
     /// a statement reads the clock once to start). On timeout the server is asked to cancel
     /// the statement and the connection is retired (its protocol state is unknown).
-    pub(crate) async fn run(
+    // An `async move` block, not an `async fn`, which would store its arguments twice in
+    // every statement's future (see `onex_runtime::node::dispatch`).
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn run(
         &mut self,
         sql: &str,
         params: &[Value],
@@ -105,48 +109,50 @@ impl Conn {
         started: Instant,
         timeout: Duration,
         connector: &Connector,
-    ) -> Result<Outcome, OnexError> {
-        self.busy = true;
-        let due = tokio::time::Instant::from_std(started) + timeout;
-        let mut deadline = self.deadline.take().unwrap_or_else(|| Box::pin(tokio::time::sleep_until(due)));
-        // The timer is re-armed lazily, as network libraries do with socket deadlines: one
-        // armed earlier than `due` (the previous statement's) is left alone, and when it fires
-        // early it is pushed to `due` then. Statements of one connection mostly share a
-        // timeout, so it is re-armed about once per timeout instead of once per statement.
-        // Only a later one must be pulled in now.
-        if deadline.deadline() > due {
-            deadline.as_mut().reset(due);
-        }
-        let outcome = {
-            let mut work = std::pin::pin!(self.run_inner(sql, params, take));
-            std::future::poll_fn(|cx| {
-                if let Poll::Ready(result) = work.as_mut().poll(cx) {
-                    return Poll::Ready(Some(result));
-                }
-                loop {
-                    ready!(deadline.as_mut().poll(cx));
-                    if deadline.deadline() >= due {
-                        return Poll::Ready(None);
+    ) -> impl Future<Output = Result<Outcome, OnexError>> + Send {
+        async move {
+            self.busy = true;
+            let due = tokio::time::Instant::from_std(started) + timeout;
+            let mut deadline = self.deadline.take().unwrap_or_else(|| Box::pin(tokio::time::sleep_until(due)));
+            // The timer is re-armed lazily, as network libraries do with socket deadlines: one
+            // armed earlier than `due` (the previous statement's) is left alone, and when it fires
+            // early it is pushed to `due` then. Statements of one connection mostly share a
+            // timeout, so it is re-armed about once per timeout instead of once per statement.
+            // Only a later one must be pulled in now.
+            if deadline.deadline() > due {
+                deadline.as_mut().reset(due);
+            }
+            let outcome = {
+                let mut work = std::pin::pin!(self.run_inner(sql, params, take));
+                std::future::poll_fn(|cx| {
+                    if let Poll::Ready(result) = work.as_mut().poll(cx) {
+                        return Poll::Ready(Some(result));
                     }
-                    deadline.as_mut().reset(due);
+                    loop {
+                        ready!(deadline.as_mut().poll(cx));
+                        if deadline.deadline() >= due {
+                            return Poll::Ready(None);
+                        }
+                        deadline.as_mut().reset(due);
+                    }
+                })
+                .await
+            };
+            self.deadline = Some(deadline);
+            self.busy = false;
+            match outcome {
+                Some(result) => result,
+                None => {
+                    self.retire = Some(CloseReason::Timeout);
+                    Box::pin(connector.cancel(self.client.cancel_token())).await;
+                    let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+                    Err(OnexError::new(
+                        ErrorCode::DatabaseQueryError,
+                        format!("statement did not finish within {millis} ms and was cancelled"),
+                    )
+                    .with_detail("timeout_ms", millis)
+                    .with_detail("query_hash", format!("{:016x}", StatementInfo::of(sql).hash)))
                 }
-            })
-            .await
-        };
-        self.deadline = Some(deadline);
-        self.busy = false;
-        match outcome {
-            Some(result) => result,
-            None => {
-                self.retire = Some(CloseReason::Timeout);
-                Box::pin(connector.cancel(self.client.cancel_token())).await;
-                let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-                Err(OnexError::new(
-                    ErrorCode::DatabaseQueryError,
-                    format!("statement did not finish within {millis} ms and was cancelled"),
-                )
-                .with_detail("timeout_ms", millis)
-                .with_detail("query_hash", format!("{:016x}", StatementInfo::of(sql).hash)))
             }
         }
     }

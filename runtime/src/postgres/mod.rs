@@ -43,6 +43,7 @@ mod stats;
 mod trace;
 mod transaction;
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
@@ -223,18 +224,23 @@ impl PostgresConnectionManager {
     }
 
     /// [`Self::execute_query`] with per-call options.
-    pub async fn execute_query_with(
+    // An `async move` block, not an `async fn`, which would store its arguments twice in
+    // every statement's future (see `onex_runtime::node::dispatch`).
+    #[allow(clippy::manual_async_fn)]
+    pub fn execute_query_with(
         &self,
         sql: &str,
         params: &[Value],
         options: QueryOptions,
-    ) -> Result<QueryResult, OnexError> {
-        let mut span = self.tracing.span("postgres.query", sql);
-        let mut conn = self.pool.get_by(options.deadline).await.inspect_err(|e| span.failed(e))?;
-        self.run_on(&mut conn, sql, params, options, Take::AllRows)
-            .await
-            .inspect_err(|e| span.failed(e))
-            .map(|o| o.result)
+    ) -> impl Future<Output = Result<QueryResult, OnexError>> + Send {
+        async move {
+            let mut span = self.tracing.span("postgres.query", sql);
+            let mut conn = self.pool.get_by(options.deadline).await.inspect_err(|e| span.failed(e))?;
+            self.run_on(&mut conn, sql, params, options, Take::AllRows)
+                .await
+                .inspect_err(|e| span.failed(e))
+                .map(|o| o.result)
+        }
     }
 
     /// The first row, if any.
@@ -254,15 +260,24 @@ impl PostgresConnectionManager {
     }
 
     /// [`Self::fetch_value`] with per-call options.
-    pub async fn fetch_value_with(
+    // An `async move` block, not an `async fn`, which would store its arguments twice in
+    // every statement's future (see `onex_runtime::node::dispatch`).
+    #[allow(clippy::manual_async_fn)]
+    pub fn fetch_value_with(
         &self,
         sql: &str,
         params: &[Value],
         options: QueryOptions,
-    ) -> Result<Option<Value>, OnexError> {
-        let mut span = self.tracing.span("postgres.fetch_value", sql);
-        let mut conn = self.pool.get_by(options.deadline).await.inspect_err(|e| span.failed(e))?;
-        Ok(self.run_on(&mut conn, sql, params, options, Take::FirstValue).await.inspect_err(|e| span.failed(e))?.value)
+    ) -> impl Future<Output = Result<Option<Value>, OnexError>> + Send {
+        async move {
+            let mut span = self.tracing.span("postgres.fetch_value", sql);
+            let mut conn = self.pool.get_by(options.deadline).await.inspect_err(|e| span.failed(e))?;
+            Ok(self
+                .run_on(&mut conn, sql, params, options, Take::FirstValue)
+                .await
+                .inspect_err(|e| span.failed(e))?
+                .value)
+        }
     }
 
     /// Starts a transaction. Commit it with [`Transaction::commit`]; dropping it (or an error
@@ -347,45 +362,50 @@ impl PostgresConnectionManager {
     }
 
     /// Runs a statement on a checked-out connection and records it.
-    async fn run_on(
+    // An `async move` block, not an `async fn`, which would store its arguments twice in
+    // every statement's future (see `onex_runtime::node::dispatch`).
+    #[allow(clippy::manual_async_fn)]
+    fn run_on(
         &self,
         conn: &mut PooledConn,
         sql: &str,
         params: &[Value],
         options: QueryOptions,
         take: Take,
-    ) -> Result<Outcome, OnexError> {
-        let started = Instant::now();
-        let timeout = cut_by(options.timeout.unwrap_or(self.command_timeout), options.deadline, started);
-        let connector = &self.pool.shared().connector;
-        let running = self.live.as_ref().map(series::Live::start);
-        let outcome = conn.run(sql, params, take, started, timeout, connector).await;
-        drop(running);
-        let elapsed = started.elapsed();
-        conn.counters().record_query(elapsed, outcome.is_ok());
-        if let Some(live) = &self.live {
-            live.ran(elapsed);
+    ) -> impl Future<Output = Result<Outcome, OnexError>> + Send {
+        async move {
+            let started = Instant::now();
+            let timeout = cut_by(options.timeout.unwrap_or(self.command_timeout), options.deadline, started);
+            let connector = &self.pool.shared().connector;
+            let running = self.live.as_ref().map(series::Live::start);
+            let outcome = conn.run(sql, params, take, started, timeout, connector).await;
+            drop(running);
+            let elapsed = started.elapsed();
+            conn.counters().record_query(elapsed, outcome.is_ok());
+            if let Some(live) = &self.live {
+                live.ran(elapsed);
+            }
+            if options.record_metrics {
+                let record = match &outcome {
+                    Ok(Outcome { result, info, .. }) => Record {
+                        info: *info,
+                        execution_time_ms: elapsed.as_secs_f64() * 1000.0,
+                        rows: result.row_count,
+                        error_code: None,
+                        at: started + elapsed,
+                    },
+                    Err(e) => Record {
+                        info: StatementInfo::of(sql),
+                        execution_time_ms: elapsed.as_secs_f64() * 1000.0,
+                        rows: 0,
+                        error_code: Some(e.code().as_str()),
+                        at: started + elapsed,
+                    },
+                };
+                self.log.record(record);
+            }
+            outcome
         }
-        if options.record_metrics {
-            let record = match &outcome {
-                Ok(Outcome { result, info, .. }) => Record {
-                    info: *info,
-                    execution_time_ms: elapsed.as_secs_f64() * 1000.0,
-                    rows: result.row_count,
-                    error_code: None,
-                    at: started + elapsed,
-                },
-                Err(e) => Record {
-                    info: StatementInfo::of(sql),
-                    execution_time_ms: elapsed.as_secs_f64() * 1000.0,
-                    rows: 0,
-                    error_code: Some(e.code().as_str()),
-                    at: started + elapsed,
-                },
-            };
-            self.log.record(record);
-        }
-        outcome
     }
 }
 

@@ -11,6 +11,7 @@
 // registered, statement operations publish `postgres.query.completed` /
 // `postgres.query.failed` with the query hash, never the SQL text or its parameters.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -242,53 +243,65 @@ impl PostgresConnectionManagerHandler for PostgresConnectionManager {
             .any(|timed| timed.name == operation.name)
     }
 
-    async fn execute_query(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
-        let started = Instant::now();
-        let sql = input.query.as_deref();
-        let result = async {
-            let sql = required(sql, "query", input.operation_type)?;
-            let options = options(&input, ctx, started)?;
-            self.pool().execute_query_with(sql, params(&input.parameters), options).await.map(Produced::from_result)
+    // The statement operations return an `async move` block rather than being `async fn`s: an
+    // `async fn` moves its arguments into locals as it starts and its future keeps both
+    // copies, so every request in flight carried its input (192 bytes) twice.
+    #[allow(clippy::manual_async_fn)]
+    fn execute_query(&self, input: Input, ctx: &Context) -> impl Future<Output = Result<Output, OnexError>> + Send {
+        async move {
+            let started = Instant::now();
+            let sql = input.query.as_deref();
+            let result = async {
+                let sql = required(sql, "query", input.operation_type)?;
+                let options = options(&input, ctx, started)?;
+                self.pool().execute_query_with(sql, params(&input.parameters), options).await.map(Produced::from_result)
+            }
+            .await;
+            let elapsed_ms = millis_since(started);
+            self.announce(&input, ctx, elapsed_ms, sql, &result).await;
+            self.conclude(&input, ctx, &OPERATION_EXECUTE_QUERY, started, elapsed_ms, result)
         }
-        .await;
-        let elapsed_ms = millis_since(started);
-        self.announce(&input, ctx, elapsed_ms, sql, &result).await;
-        self.conclude(&input, ctx, &OPERATION_EXECUTE_QUERY, started, elapsed_ms, result)
     }
 
-    async fn fetch_one(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
-        let started = Instant::now();
-        let sql = input.query.as_deref();
-        let result = async {
-            let sql = required(sql, "query", input.operation_type)?;
-            let options = options(&input, ctx, started)?;
-            let result = self.pool().execute_query_with(sql, params(&input.parameters), options).await?;
-            Ok(Produced {
-                rows_affected: Some(result.row_count),
-                column_names: Some(result.column_names),
-                row: result.rows.into_iter().next(),
-                ..Produced::default()
-            })
+    #[allow(clippy::manual_async_fn)]
+    fn fetch_one(&self, input: Input, ctx: &Context) -> impl Future<Output = Result<Output, OnexError>> + Send {
+        async move {
+            let started = Instant::now();
+            let sql = input.query.as_deref();
+            let result = async {
+                let sql = required(sql, "query", input.operation_type)?;
+                let options = options(&input, ctx, started)?;
+                let result = self.pool().execute_query_with(sql, params(&input.parameters), options).await?;
+                Ok(Produced {
+                    rows_affected: Some(result.row_count),
+                    column_names: Some(result.column_names),
+                    row: result.rows.into_iter().next(),
+                    ..Produced::default()
+                })
+            }
+            .await;
+            let elapsed_ms = millis_since(started);
+            self.announce(&input, ctx, elapsed_ms, sql, &result).await;
+            self.conclude(&input, ctx, &OPERATION_FETCH_ONE, started, elapsed_ms, result)
         }
-        .await;
-        let elapsed_ms = millis_since(started);
-        self.announce(&input, ctx, elapsed_ms, sql, &result).await;
-        self.conclude(&input, ctx, &OPERATION_FETCH_ONE, started, elapsed_ms, result)
     }
 
-    async fn fetch_value(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
-        let started = Instant::now();
-        let sql = input.query.as_deref();
-        let result = async {
-            let sql = required(sql, "query", input.operation_type)?;
-            let options = options(&input, ctx, started)?;
-            let value = self.pool().fetch_value_with(sql, params(&input.parameters), options).await?;
-            Ok(Produced { value, ..Produced::default() })
+    #[allow(clippy::manual_async_fn)]
+    fn fetch_value(&self, input: Input, ctx: &Context) -> impl Future<Output = Result<Output, OnexError>> + Send {
+        async move {
+            let started = Instant::now();
+            let sql = input.query.as_deref();
+            let result = async {
+                let sql = required(sql, "query", input.operation_type)?;
+                let options = options(&input, ctx, started)?;
+                let value = self.pool().fetch_value_with(sql, params(&input.parameters), options).await?;
+                Ok(Produced { value, ..Produced::default() })
+            }
+            .await;
+            let elapsed_ms = millis_since(started);
+            self.announce(&input, ctx, elapsed_ms, sql, &result).await;
+            self.conclude(&input, ctx, &OPERATION_FETCH_VALUE, started, elapsed_ms, result)
         }
-        .await;
-        let elapsed_ms = millis_since(started);
-        self.announce(&input, ctx, elapsed_ms, sql, &result).await;
-        self.conclude(&input, ctx, &OPERATION_FETCH_VALUE, started, elapsed_ms, result)
     }
 
     async fn transaction(&self, input: Input, ctx: &Context) -> Result<Output, OnexError> {
