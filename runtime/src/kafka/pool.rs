@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
+use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -249,24 +250,31 @@ impl KafkaProducerPool {
     /// Enqueues a message on the default configuration and returns the future of its
     /// delivery report. Awaiting this call only waits for backpressure (too many messages in
     /// flight), never for the broker; enqueue many, then await their futures.
-    pub async fn send(
+    ///
+    /// An `async move` block rather than an `async fn`: an `async fn` moves its arguments into
+    /// locals as it starts and its future keeps both copies.
+    #[allow(clippy::manual_async_fn)]
+    pub fn send(
         &self,
         record: ProduceRecord<'_>,
         mut headers: Option<OwnedHeaders>,
-    ) -> Result<DeliveryFuture, OnexError> {
-        if self.tracing.is_enabled() {
-            // A sampled-out message only carries its trace context in `headers` and takes the
-            // untraced path below; a recorded one goes the boxed way, so that the untraced
-            // send's future keeps its size (a recorded message allocates its span anyway).
-            let span = trace::send_span(&self.tracing, &record, &mut headers);
-            if span.is_recording() {
-                return Box::pin(self.send_traced(record, headers, span)).await;
+    ) -> impl Future<Output = Result<DeliveryFuture, OnexError>> + Send {
+        async move {
+            if self.tracing.is_enabled() {
+                // A sampled-out message only carries its trace context in `headers` and takes
+                // the untraced path below; a recorded one goes the boxed way, so that the
+                // untraced send's future keeps its size (a recorded message allocates its span
+                // anyway).
+                let span = trace::send_span(&self.tracing, &record, &mut headers);
+                if span.is_recording() {
+                    return Box::pin(self.send_traced(record, headers, span)).await;
+                }
             }
+            // The body of `send_untraced`, inline: awaiting it would move its future once more.
+            let producer = self.default_producer()?;
+            let report = producer.enqueue(record, headers, true).await?;
+            report.ok_or_else(|| OnexError::new(ErrorCode::InternalError, "delivery report receiver missing"))
         }
-        // The body of `send_untraced`, inline: awaiting it would move its future once more.
-        let producer = self.default_producer()?;
-        let report = producer.enqueue(record, headers, true).await?;
-        report.ok_or_else(|| OnexError::new(ErrorCode::InternalError, "delivery report receiver missing"))
     }
 
     async fn send_traced(
