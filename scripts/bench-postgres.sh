@@ -19,7 +19,8 @@
 #              18 minutes for everything),
 #              ONEX_BENCH_CLIENTS (default 8,32,128), ONEX_BENCH_ONLY (comma-separated:
 #              node, node-metrics, node-traced-1.0, node-traced-0.1, node-traced-0.0, adapter, adapter-quiet,
-#              pool-api, deadpool, bb8, pgbench),
+#              pool-api, deadpool, deadpool-bounded (deadpool with our 30 s wait
+#              timeout, a reference row), bb8, pgbench),
 #              ONEX_BENCH_BINARY (a bench binary built earlier, for A/B runs of two commits
 #              on one database; default: build this checkout's),
 #              CARGO_TARGET_DIR (cargo's, as usual).

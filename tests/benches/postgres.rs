@@ -22,7 +22,7 @@
 //! machine's load between rounds.
 //! Environment: ONEX_BENCH_PG_DATABASE (default onex_bench), ONEX_BENCH_CLIENTS (default
 //! 8,32,128), ONEX_BENCH_ONLY (comma-separated: node, node-metrics, node-traced-1.0, node-traced-0.1, node-traced-0.0, adapter, adapter-quiet, pool-api,
-//! deadpool, bb8, pgbench), ONEX_BENCH_OUT (default
+//! deadpool, deadpool-bounded, bb8, pgbench), ONEX_BENCH_OUT (default
 //! <workspace>/target/bench/postgres.json), ONEX_TEST_PG_HOST / ONEX_TEST_PG_PORT.
 
 use std::path::PathBuf;
@@ -270,13 +270,20 @@ async fn adapter_with_manager(
     (Arc::new(NodePostgresAdapterEffect::with_handler(handler)), pg, publisher)
 }
 
-fn deadpool(database: &str, size: usize) -> deadpool_postgres::Pool {
+/// A deadpool of `size` connections whose checkouts wait at most `wait` for one (deadpool's
+/// default, `None`, waits without limit).
+fn deadpool(database: &str, size: usize, wait: Option<Duration>) -> deadpool_postgres::Pool {
     let manager = deadpool_postgres::Manager::from_config(
         pg_config(database),
         tokio_postgres::NoTls,
         deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast },
     );
-    deadpool_postgres::Pool::builder(manager).max_size(size).build().expect("deadpool")
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(wait)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .expect("deadpool")
 }
 
 async fn bb8(database: &str, size: usize) -> bb8::Pool<bb8_postgres::PostgresConnectionManager<tokio_postgres::NoTls>> {
@@ -344,12 +351,16 @@ enum Contender {
     AdapterQuiet,
     PoolApi,
     Deadpool,
+    /// Deadpool with our pool's wait timeout (30 s): what bounding the wait for a connection
+    /// costs it. A reference row, not a baseline: the best raw pool stays the fastest
+    /// configuration of each.
+    DeadpoolBounded,
     Bb8,
     Pgbench,
 }
 
 impl Contender {
-    const ALL: [Self; 11] = [
+    const ALL: [Self; 12] = [
         Self::Node,
         Self::NodeMetered,
         Self::NodeTracedAll,
@@ -359,6 +370,7 @@ impl Contender {
         Self::AdapterQuiet,
         Self::PoolApi,
         Self::Deadpool,
+        Self::DeadpoolBounded,
         Self::Bb8,
         Self::Pgbench,
     ];
@@ -375,6 +387,7 @@ impl Contender {
             Self::AdapterQuiet => "adapter-quiet",
             Self::PoolApi => "pool-api",
             Self::Deadpool => "deadpool",
+            Self::DeadpoolBounded => "deadpool-bounded",
             Self::Bb8 => "bb8",
             Self::Pgbench => "pgbench",
         }
@@ -391,6 +404,8 @@ impl Contender {
             Self::AdapterQuiet => "adapter node without events",
             Self::PoolApi => "onex pool API (fetch_value)",
             Self::Deadpool => "deadpool-postgres (prepare_cached)",
+            // Not "deadpool…": rows are looked up by the start of their name.
+            Self::DeadpoolBounded => "bounded-wait deadpool-postgres (30 s)",
             Self::Bb8 => "bb8-postgres (query_typed)",
             Self::Pgbench => "pgbench -S -M prepared",
         }
@@ -481,8 +496,9 @@ impl Contender {
                 pg.close();
                 result
             }
-            Self::Deadpool => {
-                let pool = deadpool(database, size);
+            Self::Deadpool | Self::DeadpoolBounded => {
+                let wait = (self == Self::DeadpoolBounded).then_some(Duration::from_secs(30));
+                let pool = deadpool(database, size, wait);
                 // Open every connection before measuring, as the other pools do.
                 let objects = futures::future::join_all((0..size).map(|_| pool.get())).await;
                 drop(objects);
@@ -563,7 +579,7 @@ async fn checkout_costs(database: &str) -> Vec<Checkout> {
     });
     pg.close();
 
-    let pool = deadpool(database, 4);
+    let pool = deadpool(database, 4, None);
     for _ in 0..CHECKOUT_WARM_UP {
         drop(pool.get().await.unwrap());
     }
