@@ -250,10 +250,10 @@ impl KafkaProducerPool {
     /// Enqueues a message on the default configuration and returns the future of its
     /// delivery report. Awaiting this call only waits for backpressure (too many messages in
     /// flight), never for the broker; enqueue many, then await their futures.
-    ///
-    /// An `async move` block rather than an `async fn`: an `async fn` moves its arguments into
-    /// locals as it starts and its future keeps both copies.
-    #[allow(clippy::manual_async_fn)]
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn would store its arguments twice in the future (see onex_runtime::node::dispatch)"
+    )]
     pub fn send(
         &self,
         record: ProduceRecord<'_>,

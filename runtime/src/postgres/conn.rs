@@ -98,9 +98,10 @@ impl Conn {
     /// Runs `sql` with `params` within `timeout` of `started` (the caller's clock reading, so
     /// a statement reads the clock once to start). On timeout the server is asked to cancel
     /// the statement and the connection is retired (its protocol state is unknown).
-    // An `async move` block, not an `async fn`, which would store its arguments twice in
-    // every statement's future (see `onex_runtime::node::dispatch`).
-    #[allow(clippy::manual_async_fn)]
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn would store its arguments twice in the future (see onex_runtime::node::dispatch)"
+    )]
     pub(crate) fn run(
         &mut self,
         sql: &str,

@@ -224,9 +224,10 @@ impl PostgresConnectionManager {
     }
 
     /// [`Self::execute_query`] with per-call options.
-    // An `async move` block, not an `async fn`, which would store its arguments twice in
-    // every statement's future (see `onex_runtime::node::dispatch`).
-    #[allow(clippy::manual_async_fn)]
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn would store its arguments twice in the future (see onex_runtime::node::dispatch)"
+    )]
     pub fn execute_query_with(
         &self,
         sql: &str,
@@ -260,9 +261,10 @@ impl PostgresConnectionManager {
     }
 
     /// [`Self::fetch_value`] with per-call options.
-    // An `async move` block, not an `async fn`, which would store its arguments twice in
-    // every statement's future (see `onex_runtime::node::dispatch`).
-    #[allow(clippy::manual_async_fn)]
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn would store its arguments twice in the future (see onex_runtime::node::dispatch)"
+    )]
     pub fn fetch_value_with(
         &self,
         sql: &str,
@@ -362,9 +364,10 @@ impl PostgresConnectionManager {
     }
 
     /// Runs a statement on a checked-out connection and records it.
-    // An `async move` block, not an `async fn`, which would store its arguments twice in
-    // every statement's future (see `onex_runtime::node::dispatch`).
-    #[allow(clippy::manual_async_fn)]
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn would store its arguments twice in the future (see onex_runtime::node::dispatch)"
+    )]
     fn run_on(
         &self,
         conn: &mut PooledConn,

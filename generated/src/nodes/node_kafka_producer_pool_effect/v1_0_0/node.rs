@@ -141,9 +141,10 @@ fn no_room(limit: Duration) -> OnexError {
 /// contract timeout: answered as the node's timer answers, an `OPERATION_TIMEOUT` error).
 /// One timer instead of the node's and the report's: each costs a request a registration in
 /// tokio's timer wheel.
-///
-/// An `async move` block, not an `async fn`, for the reason `send_message` gives.
-#[allow(clippy::manual_async_fn)]
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would store its arguments twice in the future (see onex_runtime::node::dispatch)"
+)]
 fn deliver<'a>(
     pool: &'a kafka::KafkaProducerPool,
     record: ProduceRecord<'a>,
@@ -304,10 +305,10 @@ impl KafkaProducerPoolHandler for KafkaProducerPool {
         operation.name == OPERATION_SEND_MESSAGE.name
     }
 
-    // An `async move` block rather than an `async fn`: an `async fn` moves its arguments into
-    // locals as it starts and its future keeps both copies, so every message in flight
-    // carried its request (192 bytes) twice.
-    #[allow(clippy::manual_async_fn)]
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn would store its arguments twice in the future (see onex_runtime::node::dispatch)"
+    )]
     fn send_message(&self, input: Input, ctx: &Context) -> impl Future<Output = Result<Output, OnexError>> + Send {
         async move {
             let topic = input.topic.as_deref().ok_or_else(|| OnexError::validation("send_message needs a topic"))?;
