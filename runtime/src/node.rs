@@ -7,6 +7,7 @@
 //! that route JSON (from Kafka, HTTP) to nodes by name.
 
 mod instruments;
+mod one_of;
 pub mod routing;
 
 use std::future::Future;
@@ -22,6 +23,7 @@ use crate::error::{ErrorCode, OnexError};
 use crate::telemetry::{self, Tracing};
 
 pub use instruments::{NodeInstruments, OperationInstruments};
+pub use one_of::*;
 
 /// The four ONEX node kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
