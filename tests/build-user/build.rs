@@ -1,8 +1,8 @@
 //! Generates this crate's nodes with `codegen::Builder`, the way a user's crate would.
 //!
-//! Three contract sets: the project's `contracts/` (compared byte for byte with the checked-in
-//! `generated/src` by `tests/build_rs_output.rs`), the contract `codegen new` writes, and the
-//! keyword-property fixture. Each scaffold lives at `scaffolds/<set>/<node>/<version>/node.rs`,
+//! Four contract sets: the project's `contracts/` (compared byte for byte with the checked-in
+//! `generated/src` by `tests/build_rs_output.rs`), the contract `codegen new` writes, the
+//! keyword-property fixture, and a node with more operations than one `OneOf` enum holds. Each scaffold lives at `scaffolds/<set>/<node>/<version>/node.rs`,
 //! written once when missing.
 
 use std::path::PathBuf;
@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         ("../../contracts", "main"),
         ("../fixtures/codegen/new_node/contracts", "new_node"),
         ("../fixtures/codegen/keyword_fields/contracts", "keywords"),
+        ("../fixtures/codegen/many_operations/contracts", "many_operations"),
     ];
     let mut ok = true;
     for (contracts, name) in sets {

@@ -156,6 +156,12 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
     let mut runtime_names = ["Container", "Context", &kind_name, "Node", "NodeContract", "OnexError", "OperationSpec"];
     runtime_names.sort_by(|a, b| version_cmp(a, b));
     let runtime_names = runtime_names.into_iter().map(ident).collect::<Result<Vec<_>, _>>()?;
+    let mut node_names = vec!["NodeInstruments".to_owned(), "dispatch".to_owned()];
+    if let Dispatch::ByEnum = dispatch {
+        node_names.extend(one_of_names(node.operations.len()));
+    }
+    node_names.sort_by(|a, b| version_cmp(a, b));
+    let node_names = node_names.iter().map(|name| ident(name)).collect::<Result<Vec<_>, _>>()?;
     let uses = [
         match arc {
             None => FUTURE_USE.item()?,
@@ -171,7 +177,7 @@ pub(super) fn handler_file(node: &NodeModel) -> Result<String, String> {
             },
             None => quote! {
                 use onex_runtime::metrics::MetricsRegistry;
-                use onex_runtime::node::{NodeInstruments, dispatch};
+                use onex_runtime::node::{#(#node_names),*};
                 use onex_runtime::telemetry::Tracing;
                 use onex_runtime::{#(#runtime_names),*};
             },
@@ -259,9 +265,10 @@ impl Dispatch {
     /// are plain functions returning `dispatch`'s future itself: as an `async fn`, `process`
     /// was a state machine around that future and moved it (3.7 KB for the PostgreSQL
     /// connection manager) into its own state once per request; callgrind: ~900 of 17,100
-    /// instructions per PostgreSQL node request. The handler's method is picked inside the
-    /// future, so that every operation's future is of one type.
-    fn process_tokens(self, arms: TokenStream, methods: TokenStream) -> TokenStream {
+    /// instructions per PostgreSQL node request. A `ByEnum` `process` picks the handler's
+    /// method in `call`, whose `OneOf` enum makes every operation's future one type, so one
+    /// `dispatch` serves every operation.
+    fn process_tokens(self, handler: &Ident, arms: TokenStream, methods: TokenStream) -> TokenStream {
         match self {
             Dispatch::Routed { json } => {
                 let select = if json { format_ident!("select_json") } else { format_ident!("select") };
@@ -276,9 +283,14 @@ impl Dispatch {
             }
             Dispatch::ByEnum => quote! {
                 fn process(&self, input: Input, ctx: Context) -> impl Future<Output = Result<Output, OnexError>> + Send {
+                    /// The handler's method for the request's operation. `OneOf…` makes its futures
+                    /// one type and polls each where it is: an `async` block doing the same would
+                    /// hold the input a second time in every request in flight.
+                    fn call<H: #handler>(h: &H, input: Input, ctx: &Context) -> impl Future<Output = Result<Output, OnexError>> + Send {
+                        match input.operation_type { #methods }
+                    }
                     let (slot, spec) = match input.operation_type { #arms };
-                    let call = async |h: &H, input: Input, ctx: &Context| match input.operation_type { #methods };
-                    self.run(slot, spec, input, ctx, call)
+                    self.run(slot, spec, input, ctx, call::<H>)
                 }
             },
             Dispatch::Single => quote! {
@@ -301,40 +313,92 @@ const METHOD_ARM: u8 = 4;
 fn process_text(node: &NodeModel, dispatch: Dispatch) -> Result<String, String> {
     static FRAMES: Shapes = Shapes::new();
     static ARMS: Shapes = Shapes::new();
-    /// The stand-in arm the frame is printed around, in each of its matches.
+    /// The stand-in arm the frame is printed around, in `process`'s own match.
     const ARM: &str = "            _ => {}\n";
+    /// The same in the match of `call`, the function inside a `ByEnum` `process`.
+    const CALL_ARM: &str = "                _ => {}\n";
     if node.operations.is_empty() {
         return Err("internal: a node without operations".to_owned());
     }
+    let handler = ident(&node.handler_trait)?;
     let words_of = |slot: usize| Words::of(node, dispatch, slot);
     if let Dispatch::Single = dispatch {
         let words = words_of(0)?;
         return FRAMES.text(dispatch.kind(), &words.refs(RUN), |w| {
-            members_text(Block::Impl, dispatch.process_tokens(run_tokens(&w[0], &w[1], &w[2], false)?, quote!()))
+            let run = run_tokens(&w[0], &w[1], &w[2], false)?;
+            members_text(Block::Impl, dispatch.process_tokens(&handler, run, quote!()))
         });
     }
-    let frame = FRAMES.text(dispatch.kind(), &[], |_| {
-        members_text(Block::Impl, dispatch.process_tokens(quote!(_ => {}), quote!(_ => {})))
+    let handler_word = [(node.handler_trait.as_str(), 'X')];
+    let frame_words: &[Word<'_>] = if let Dispatch::ByEnum = dispatch { &handler_word } else { &[] };
+    let frame = FRAMES.text(dispatch.kind(), frame_words, |w| {
+        let handler = match w.first() {
+            Some(word) => ident(word)?,
+            None => handler.clone(),
+        };
+        members_text(Block::Impl, dispatch.process_tokens(&handler, quote!(_ => {}), quote!(_ => {})))
     })?;
-    let pieces: Vec<&str> = frame.split(ARM).collect();
-    let matches = if let Dispatch::ByEnum = dispatch { 2 } else { 1 };
-    if pieces.len() != matches + 1 {
+    let count = node.operations.len();
+    let (mut text, rest) = match dispatch {
+        Dispatch::ByEnum => {
+            let (head, rest) =
+                frame.split_once(CALL_ARM).ok_or_else(|| format!("internal: process printed as\n{frame}"))?;
+            let mut text = head.to_owned();
+            for slot in 0..count {
+                let words = words_of(slot)?;
+                let chain = one_of_chain(slot, count);
+                let form = chain.iter().map(|(of, variant)| format!("{of}.{variant} ")).collect();
+                text.push_str(&ARMS.text_in_form(METHOD_ARM, form, &words.refs(METHOD), |w| {
+                    print_call_arm_tokens(method_arm(w, &chain)?)
+                })?);
+            }
+            (text, rest)
+        }
+        _ => (String::new(), frame.as_str()),
+    };
+    let (head, tail) = rest.split_once(ARM).ok_or_else(|| format!("internal: process printed as\n{frame}"))?;
+    if tail.contains(ARM) || tail.contains(CALL_ARM) {
         return Err(format!("internal: process printed as\n{frame}"));
     }
-    let mut text = pieces[0].to_owned();
-    for slot in 0..node.operations.len() {
+    text.push_str(head);
+    for slot in 0..count {
         let words = words_of(slot)?;
         text.push_str(&ARMS.text(dispatch.kind(), &words.refs(dispatch.arm_words()), |w| print_arm(dispatch, w))?);
     }
-    if let Dispatch::ByEnum = dispatch {
-        text.push_str(pieces[1]);
-        for slot in 0..node.operations.len() {
-            let words = words_of(slot)?;
-            text.push_str(&ARMS.text(METHOD_ARM, &words.refs(METHOD), |w| print_arm_tokens(method_arm(w)?))?);
-        }
-    }
-    text.push_str(pieces[matches]);
+    text.push_str(tail);
     Ok(text)
+}
+
+/// The most operations one `onex_runtime::node::OneOf…` enum holds (`ONE_OF_MAX` there).
+const ONE_OF_MAX: usize = 16;
+
+/// The `OneOf` variants that carry the future of operation `slot` of `count` out of `call`,
+/// outermost first, as (operations of the enum, variant): `OneOf9::V2` is `(9, 2)`. Past
+/// [`ONE_OF_MAX`] operations the last variant holds an enum of the rest. None for a node of
+/// one operation, whose future is the one type already.
+fn one_of_chain(slot: usize, count: usize) -> Vec<(usize, usize)> {
+    let (mut slot, mut count) = (slot, count);
+    let mut chain = Vec::new();
+    while count > 1 {
+        if count <= ONE_OF_MAX || slot < ONE_OF_MAX - 1 {
+            chain.push((count.min(ONE_OF_MAX), slot));
+            break;
+        }
+        chain.push((ONE_OF_MAX, ONE_OF_MAX - 1));
+        slot -= ONE_OF_MAX - 1;
+        count -= ONE_OF_MAX - 1;
+    }
+    chain
+}
+
+/// The `OneOf…` enums a `ByEnum` node of `count` operations names, in the order they are
+/// imported.
+fn one_of_names(count: usize) -> Vec<String> {
+    let mut names: Vec<String> =
+        (0..count).flat_map(|slot| one_of_chain(slot, count)).map(|(of, _)| format!("OneOf{of}")).collect();
+    names.sort_by(|a, b| version_cmp(a, b));
+    names.dedup();
+    names
 }
 
 /// Which of [`Words`] a `ByEnum` method arm shows ([`method_arm`]): the pattern, the method.
@@ -382,6 +446,14 @@ fn print_arm_tokens(arm: TokenStream) -> Result<String, String> {
     inside.map(str::to_owned).ok_or_else(|| format!("internal: a match arm printed as\n{printed}"))
 }
 
+/// `arm` as printed in the `match` of `call` inside `process` (indented four times).
+fn print_call_arm_tokens(arm: TokenStream) -> Result<String, String> {
+    let printed = members_text(Block::Impl, quote! { fn f() { fn g() { match x { #arm } } } })?;
+    let inside = printed.strip_prefix("    fn f() {\n        fn g() {\n            match x {\n");
+    let inside = inside.and_then(|rest| rest.strip_suffix("            }\n        }\n    }\n"));
+    inside.map(str::to_owned).ok_or_else(|| format!("internal: a match arm printed as\n{printed}"))
+}
+
 /// A handler trait's operation signature as printed in the trait (indented once).
 fn print_signature(method: &str) -> Result<String, String> {
     let method = ident(method)?;
@@ -393,19 +465,25 @@ fn print_signature(method: &str) -> Result<String, String> {
 
 /// `process` as tokens, for when it cannot be put together from printed pieces.
 fn process_tokens(node: &NodeModel, dispatch: Dispatch) -> Result<TokenStream, String> {
-    let all = (0..node.operations.len()).map(|slot| Words::of(node, dispatch, slot)).collect::<Result<Vec<_>, _>>()?;
+    let handler = ident(&node.handler_trait)?;
+    let count = node.operations.len();
+    let all = (0..count).map(|slot| Words::of(node, dispatch, slot)).collect::<Result<Vec<_>, _>>()?;
     let first = all.first().ok_or("internal: a node without operations")?;
     if let Dispatch::Single = dispatch {
         let words = first.texts(RUN);
-        return Ok(dispatch.process_tokens(run_tokens(&words[0], &words[1], &words[2], false)?, quote!()));
+        return Ok(dispatch.process_tokens(&handler, run_tokens(&words[0], &words[1], &words[2], false)?, quote!()));
     }
     let arms =
         all.iter().map(|w| arm_tokens(dispatch, &w.texts(dispatch.arm_words()))).collect::<Result<Vec<_>, _>>()?;
     let methods = match dispatch {
-        Dispatch::ByEnum => all.iter().map(|w| method_arm(&w.texts(METHOD))).collect::<Result<Vec<_>, _>>()?,
+        Dispatch::ByEnum => all
+            .iter()
+            .enumerate()
+            .map(|(slot, w)| method_arm(&w.texts(METHOD), &one_of_chain(slot, count)))
+            .collect::<Result<Vec<_>, _>>()?,
         _ => Vec::new(),
     };
-    Ok(dispatch.process_tokens(quote!(#(#arms)*), quote!(#(#methods)*)))
+    Ok(dispatch.process_tokens(&handler, quote!(#(#arms)*), quote!(#(#methods)*)))
 }
 
 /// One arm of the generated `process`'s first `match`: for a routed node, the wire name (a
@@ -427,11 +505,17 @@ fn arm_tokens(dispatch: Dispatch, words: &[String]) -> Result<TokenStream, Strin
     })
 }
 
-/// One arm of a `ByEnum` `process`'s second `match`: the `Operation` variant and the handler
-/// method it calls.
-fn method_arm(words: &[String]) -> Result<TokenStream, String> {
+/// One arm of the `match` of a `ByEnum` `process`'s `call`: the `Operation` variant and the
+/// handler method it calls, its future wrapped in the `OneOf` variants of `chain`
+/// ([`one_of_chain`]).
+fn method_arm(words: &[String], chain: &[(usize, usize)]) -> Result<TokenStream, String> {
     let (variant, method) = (ident(&words[0])?, ident(&words[1])?);
-    Ok(quote!(Operation::#variant => h.#method(input, ctx).await,))
+    let mut future = quote!(h.#method(input, ctx));
+    for (of, slot) in chain.iter().rev() {
+        let (of, slot) = (format_ident!("OneOf{of}"), format_ident!("V{slot}"));
+        future = quote!(#of::#slot(#future));
+    }
+    Ok(quote!(Operation::#variant => #future,))
 }
 
 /// What an operation of the generated `process` runs: the operation's slot (its position in
@@ -607,7 +691,12 @@ static NODE_TRAIT_MEMBERS: SharedMembers = SharedMembers::new(Block::Impl, || {
 
 #[cfg(test)]
 mod tests {
-    use super::{Dispatch, METHOD, METHOD_ARM, Shapes, Word, method_arm, print_arm, print_arm_tokens, print_signature};
+    use super::{
+        Dispatch, METHOD, METHOD_ARM, ONE_OF_MAX, Shapes, Word, method_arm, one_of_chain, one_of_names, print_arm,
+        print_call_arm_tokens, print_signature,
+    };
+    use crate::emit::tokens::{Block, ident, members_text};
+    use quote::quote;
 
     /// Names from one letter to wider than a line, so some arms and signatures wrap.
     fn name(letter: char, width: usize) -> String {
@@ -620,10 +709,12 @@ mod tests {
         let mut wrapped = 0;
         // Routed arms, `ByEnum` slot arms and `ByEnum` method arms, with the words each shows.
         type Print<'a> = &'a dyn Fn(&[String]) -> Result<String, String>;
-        let kinds: [(u8, &[usize], Print<'_>); 3] = [
+        let kinds: [(u8, &[usize], Print<'_>); 5] = [
             (0, &[0, 1, 2, 3], &|w| print_arm(Dispatch::Routed { json: false }, w)),
             (2, &[0, 1, 2], &|w| print_arm(Dispatch::ByEnum, w)),
-            (METHOD_ARM, METHOD, &|w| print_arm_tokens(method_arm(w)?)),
+            (METHOD_ARM, METHOD, &|w| print_call_arm_tokens(method_arm(w, &[])?)),
+            (METHOD_ARM + 1, METHOD, &|w| print_call_arm_tokens(method_arm(w, &[(9, 2)])?)),
+            (METHOD_ARM + 2, METHOD, &|w| print_call_arm_tokens(method_arm(w, &[(16, 15), (16, 15), (3, 2)])?)),
         ];
         for (kind, picked, print) in kinds {
             for width in (1..=90).step_by(7) {
@@ -644,6 +735,48 @@ mod tests {
             }
         }
         assert!(wrapped > 0, "some arms are long enough to wrap");
+    }
+
+    #[test]
+    fn process_frames_filled_in_from_stand_ins_print_as_the_frames_themselves() {
+        let shapes = Shapes::new();
+        let print = |handler: &str| {
+            let handler = ident(handler)?;
+            members_text(Block::Impl, Dispatch::ByEnum.process_tokens(&handler, quote!(_ => {}), quote!(_ => {})))
+        };
+        let mut wrapped = 0;
+        for width in (1..=120).step_by(3) {
+            let handler = format!("{}Handler", name('P', width));
+            for _ in 0..2 {
+                let filled = shapes.text(Dispatch::ByEnum.kind(), &[(&handler, 'X')], |w| print(&w[0])).unwrap();
+                assert_eq!(filled, print(&handler).unwrap());
+                wrapped += usize::from(filled.contains(&format!("fn call<H: {handler}>(\n")));
+            }
+        }
+        assert!(wrapped > 0, "some handler names are long enough to wrap `call`'s signature");
+    }
+
+    #[test]
+    fn every_operation_has_its_own_way_out_of_the_nested_one_of_enums() {
+        assert!(one_of_chain(0, 1).is_empty(), "one operation needs no enum");
+        assert_eq!(one_of_chain(2, 9), [(9, 2)]);
+        assert_eq!(one_of_chain(15, 16), [(16, 15)]);
+        assert_eq!(one_of_chain(14, 17), [(16, 14)]);
+        assert_eq!(one_of_chain(16, 17), [(16, 15), (2, 1)]);
+        assert_eq!(one_of_names(40), ["OneOf10", "OneOf16"]);
+        for count in 1..=3 * ONE_OF_MAX {
+            let chains: Vec<_> = (0..count).map(|slot| one_of_chain(slot, count)).collect();
+            for (slot, chain) in chains.iter().enumerate() {
+                assert!(chain.iter().all(|&(of, variant)| (2..=ONE_OF_MAX).contains(&of) && variant < of), "{chain:?}");
+                // Every enum but the innermost is full, and only its last variant leads on.
+                for (depth, &(of, variant)) in chain.iter().enumerate() {
+                    if depth + 1 < chain.len() {
+                        assert_eq!((of, variant), (ONE_OF_MAX, ONE_OF_MAX - 1), "operation {slot} of {count}");
+                    }
+                }
+                assert!(!chains[..slot].contains(chain), "operations share the way {chain:?} ({count})");
+            }
+        }
     }
 
     #[test]

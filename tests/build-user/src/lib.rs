@@ -18,3 +18,8 @@ pub mod new_node {
 pub mod keywords {
     include!(concat!(env!("OUT_DIR"), "/keywords/onex_nodes.rs"));
 }
+
+/// A node of eighteen operations: its `process` nests the last ones (`OneOf16` holds sixteen).
+pub mod many_operations {
+    include!(concat!(env!("OUT_DIR"), "/many_operations/onex_nodes.rs"));
+}

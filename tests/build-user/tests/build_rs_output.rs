@@ -80,6 +80,20 @@ async fn the_new_node_builds_from_the_registry_and_its_scaffold_answers_not_impl
     assert_eq!(err.message(), "node_sample_widget_effect.process is not implemented yet");
 }
 
+#[tokio::test]
+async fn every_operation_of_a_node_with_more_than_sixteen_reaches_its_own_method() {
+    let registry = onex_build_user::many_operations::registry();
+    let node = registry.build("node_many_operations_compute", None, &Container::new()).unwrap();
+    let operations = node.contract().operations;
+    assert_eq!(operations.len(), 18, "the fixture must outgrow one OneOf16");
+    for operation in operations {
+        let err =
+            node.process_json(serde_json::json!({"operation_type": operation.name}), Context::new()).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::NotImplemented);
+        assert_eq!(err.message(), format!("node_many_operations_compute.{} is not implemented yet", operation.name));
+    }
+}
+
 /// A handler that counts calls and sleeps in `health_check`.
 struct Counting {
     processed: AtomicUsize,

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use onex_runtime::metrics::MetricsRegistry;
-use onex_runtime::node::{NodeInstruments, dispatch};
+use onex_runtime::node::{NodeInstruments, OneOf7, dispatch};
 use onex_runtime::telemetry::Tracing;
 use onex_runtime::{
     Container, Context, EffectNode, Node, NodeContract, OnexError, OperationSpec,
@@ -201,6 +201,26 @@ impl<H: ConsulHandler> Node for NodeConsulEffect<H> {
         input: Input,
         ctx: Context,
     ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+        /// The handler's method for the request's operation. `OneOf…` makes its futures
+        /// one type and polls each where it is: an `async` block doing the same would
+        /// hold the input a second time in every request in flight.
+        fn call<H: ConsulHandler>(
+            h: &H,
+            input: Input,
+            ctx: &Context,
+        ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+            match input.operation_type {
+                Operation::KvGet => OneOf7::V0(h.kv_get(input, ctx)),
+                Operation::KvPut => OneOf7::V1(h.kv_put(input, ctx)),
+                Operation::KvDelete => OneOf7::V2(h.kv_delete(input, ctx)),
+                Operation::ServiceRegister => OneOf7::V3(h.service_register(input, ctx)),
+                Operation::ServiceDeregister => {
+                    OneOf7::V4(h.service_deregister(input, ctx))
+                }
+                Operation::ServiceList => OneOf7::V5(h.service_list(input, ctx)),
+                Operation::HealthCheck => OneOf7::V6(h.health_check(input, ctx)),
+            }
+        }
         let (slot, spec) = match input.operation_type {
             Operation::KvGet => (0, &OPERATION_KV_GET),
             Operation::KvPut => (1, &OPERATION_KV_PUT),
@@ -210,17 +230,7 @@ impl<H: ConsulHandler> Node for NodeConsulEffect<H> {
             Operation::ServiceList => (5, &OPERATION_SERVICE_LIST),
             Operation::HealthCheck => (6, &OPERATION_HEALTH_CHECK),
         };
-        let call = async |h: &H, input: Input, ctx: &Context| match input.operation_type
-        {
-            Operation::KvGet => h.kv_get(input, ctx).await,
-            Operation::KvPut => h.kv_put(input, ctx).await,
-            Operation::KvDelete => h.kv_delete(input, ctx).await,
-            Operation::ServiceRegister => h.service_register(input, ctx).await,
-            Operation::ServiceDeregister => h.service_deregister(input, ctx).await,
-            Operation::ServiceList => h.service_list(input, ctx).await,
-            Operation::HealthCheck => h.health_check(input, ctx).await,
-        };
-        self.run(slot, spec, input, ctx, call)
+        self.run(slot, spec, input, ctx, call::<H>)
     }
 }
 

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use onex_runtime::metrics::MetricsRegistry;
-use onex_runtime::node::{NodeInstruments, dispatch};
+use onex_runtime::node::{NodeInstruments, OneOf4, dispatch};
 use onex_runtime::telemetry::Tracing;
 use onex_runtime::{
     Container, Context, EffectNode, Node, NodeContract, OnexError, OperationSpec,
@@ -182,20 +182,32 @@ impl<H: ConsulProjectorHandler> Node for NodeConsulProjectorEffect<H> {
         input: Input,
         ctx: Context,
     ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+        /// The handler's method for the request's operation. `OneOf…` makes its futures
+        /// one type and polls each where it is: an `async` block doing the same would
+        /// hold the input a second time in every request in flight.
+        fn call<H: ConsulProjectorHandler>(
+            h: &H,
+            input: Input,
+            ctx: &Context,
+        ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+            match input.operation_type {
+                Operation::ProjectServiceState => {
+                    OneOf4::V0(h.project_service_state(input, ctx))
+                }
+                Operation::ProjectHealthState => {
+                    OneOf4::V1(h.project_health_state(input, ctx))
+                }
+                Operation::ProjectKvState => OneOf4::V2(h.project_kv_state(input, ctx)),
+                Operation::ProjectTopology => OneOf4::V3(h.project_topology(input, ctx)),
+            }
+        }
         let (slot, spec) = match input.operation_type {
             Operation::ProjectServiceState => (0, &OPERATION_PROJECT_SERVICE_STATE),
             Operation::ProjectHealthState => (1, &OPERATION_PROJECT_HEALTH_STATE),
             Operation::ProjectKvState => (2, &OPERATION_PROJECT_KV_STATE),
             Operation::ProjectTopology => (3, &OPERATION_PROJECT_TOPOLOGY),
         };
-        let call = async |h: &H, input: Input, ctx: &Context| match input.operation_type
-        {
-            Operation::ProjectServiceState => h.project_service_state(input, ctx).await,
-            Operation::ProjectHealthState => h.project_health_state(input, ctx).await,
-            Operation::ProjectKvState => h.project_kv_state(input, ctx).await,
-            Operation::ProjectTopology => h.project_topology(input, ctx).await,
-        };
-        self.run(slot, spec, input, ctx, call)
+        self.run(slot, spec, input, ctx, call::<H>)
     }
 }
 

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use onex_runtime::metrics::MetricsRegistry;
-use onex_runtime::node::{NodeInstruments, dispatch};
+use onex_runtime::node::{NodeInstruments, OneOf7, dispatch};
 use onex_runtime::telemetry::Tracing;
 use onex_runtime::{
     ComputeNode, Container, Context, Node, NodeContract, OnexError, OperationSpec,
@@ -192,6 +192,26 @@ impl<H: DistributedTracingHandler> Node for NodeDistributedTracingCompute<H> {
         input: Input,
         ctx: Context,
     ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+        /// The handler's method for the request's operation. `OneOf…` makes its futures
+        /// one type and polls each where it is: an `async` block doing the same would
+        /// hold the input a second time in every request in flight.
+        fn call<H: DistributedTracingHandler>(
+            h: &H,
+            input: Input,
+            ctx: &Context,
+        ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+            match input.operation_type {
+                Operation::InitializeTracing => {
+                    OneOf7::V0(h.initialize_tracing(input, ctx))
+                }
+                Operation::TraceOperation => OneOf7::V1(h.trace_operation(input, ctx)),
+                Operation::InjectContext => OneOf7::V2(h.inject_context(input, ctx)),
+                Operation::ExtractContext => OneOf7::V3(h.extract_context(input, ctx)),
+                Operation::TraceDatabase => OneOf7::V4(h.trace_database(input, ctx)),
+                Operation::TraceKafka => OneOf7::V5(h.trace_kafka(input, ctx)),
+                Operation::ShutdownTracing => OneOf7::V6(h.shutdown_tracing(input, ctx)),
+            }
+        }
         let (slot, spec) = match input.operation_type {
             Operation::InitializeTracing => (0, &OPERATION_INITIALIZE_TRACING),
             Operation::TraceOperation => (1, &OPERATION_TRACE_OPERATION),
@@ -201,17 +221,7 @@ impl<H: DistributedTracingHandler> Node for NodeDistributedTracingCompute<H> {
             Operation::TraceKafka => (5, &OPERATION_TRACE_KAFKA),
             Operation::ShutdownTracing => (6, &OPERATION_SHUTDOWN_TRACING),
         };
-        let call = async |h: &H, input: Input, ctx: &Context| match input.operation_type
-        {
-            Operation::InitializeTracing => h.initialize_tracing(input, ctx).await,
-            Operation::TraceOperation => h.trace_operation(input, ctx).await,
-            Operation::InjectContext => h.inject_context(input, ctx).await,
-            Operation::ExtractContext => h.extract_context(input, ctx).await,
-            Operation::TraceDatabase => h.trace_database(input, ctx).await,
-            Operation::TraceKafka => h.trace_kafka(input, ctx).await,
-            Operation::ShutdownTracing => h.shutdown_tracing(input, ctx).await,
-        };
-        self.run(slot, spec, input, ctx, call)
+        self.run(slot, spec, input, ctx, call::<H>)
     }
 }
 

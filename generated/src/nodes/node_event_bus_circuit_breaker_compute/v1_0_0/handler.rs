@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use onex_runtime::metrics::MetricsRegistry;
-use onex_runtime::node::{NodeInstruments, dispatch};
+use onex_runtime::node::{NodeInstruments, OneOf5, dispatch};
 use onex_runtime::telemetry::Tracing;
 use onex_runtime::{
     ComputeNode, Container, Context, Node, NodeContract, OnexError, OperationSpec,
@@ -185,6 +185,22 @@ impl<H: EventBusCircuitBreakerHandler> Node for NodeEventBusCircuitBreakerComput
         input: Input,
         ctx: Context,
     ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+        /// The handler's method for the request's operation. `OneOf…` makes its futures
+        /// one type and polls each where it is: an `async` block doing the same would
+        /// hold the input a second time in every request in flight.
+        fn call<H: EventBusCircuitBreakerHandler>(
+            h: &H,
+            input: Input,
+            ctx: &Context,
+        ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+            match input.operation_type {
+                Operation::PublishEvent => OneOf5::V0(h.publish_event(input, ctx)),
+                Operation::GetState => OneOf5::V1(h.get_state(input, ctx)),
+                Operation::GetMetrics => OneOf5::V2(h.get_metrics(input, ctx)),
+                Operation::ResetCircuit => OneOf5::V3(h.reset_circuit(input, ctx)),
+                Operation::GetHealthStatus => OneOf5::V4(h.get_health_status(input, ctx)),
+            }
+        }
         let (slot, spec) = match input.operation_type {
             Operation::PublishEvent => (0, &OPERATION_PUBLISH_EVENT),
             Operation::GetState => (1, &OPERATION_GET_STATE),
@@ -192,15 +208,7 @@ impl<H: EventBusCircuitBreakerHandler> Node for NodeEventBusCircuitBreakerComput
             Operation::ResetCircuit => (3, &OPERATION_RESET_CIRCUIT),
             Operation::GetHealthStatus => (4, &OPERATION_GET_HEALTH_STATUS),
         };
-        let call = async |h: &H, input: Input, ctx: &Context| match input.operation_type
-        {
-            Operation::PublishEvent => h.publish_event(input, ctx).await,
-            Operation::GetState => h.get_state(input, ctx).await,
-            Operation::GetMetrics => h.get_metrics(input, ctx).await,
-            Operation::ResetCircuit => h.reset_circuit(input, ctx).await,
-            Operation::GetHealthStatus => h.get_health_status(input, ctx).await,
-        };
-        self.run(slot, spec, input, ctx, call)
+        self.run(slot, spec, input, ctx, call::<H>)
     }
 }
 

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use onex_runtime::metrics::MetricsRegistry;
-use onex_runtime::node::{NodeInstruments, dispatch};
+use onex_runtime::node::{NodeInstruments, OneOf5, dispatch};
 use onex_runtime::telemetry::Tracing;
 use onex_runtime::{
     Container, Context, Node, NodeContract, OnexError, OperationSpec, OrchestratorNode,
@@ -195,6 +195,26 @@ for NodeInfrastructureHealthMonitorOrchestrator<H> {
         input: Input,
         ctx: Context,
     ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+        /// The handler's method for the request's operation. `OneOf…` makes its futures
+        /// one type and polls each where it is: an `async` block doing the same would
+        /// hold the input a second time in every request in flight.
+        fn call<H: InfrastructureHealthMonitorHandler>(
+            h: &H,
+            input: Input,
+            ctx: &Context,
+        ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+            match input.operation_type {
+                Operation::ComprehensiveHealthCheck => {
+                    OneOf5::V0(h.comprehensive_health_check(input, ctx))
+                }
+                Operation::GetHealthTrends => OneOf5::V1(h.get_health_trends(input, ctx)),
+                Operation::StartMonitoring => OneOf5::V2(h.start_monitoring(input, ctx)),
+                Operation::StopMonitoring => OneOf5::V3(h.stop_monitoring(input, ctx)),
+                Operation::GetPrometheusMetrics => {
+                    OneOf5::V4(h.get_prometheus_metrics(input, ctx))
+                }
+            }
+        }
         let (slot, spec) = match input.operation_type {
             Operation::ComprehensiveHealthCheck => {
                 (0, &OPERATION_COMPREHENSIVE_HEALTH_CHECK)
@@ -204,17 +224,7 @@ for NodeInfrastructureHealthMonitorOrchestrator<H> {
             Operation::StopMonitoring => (3, &OPERATION_STOP_MONITORING),
             Operation::GetPrometheusMetrics => (4, &OPERATION_GET_PROMETHEUS_METRICS),
         };
-        let call = async |h: &H, input: Input, ctx: &Context| match input.operation_type
-        {
-            Operation::ComprehensiveHealthCheck => {
-                h.comprehensive_health_check(input, ctx).await
-            }
-            Operation::GetHealthTrends => h.get_health_trends(input, ctx).await,
-            Operation::StartMonitoring => h.start_monitoring(input, ctx).await,
-            Operation::StopMonitoring => h.stop_monitoring(input, ctx).await,
-            Operation::GetPrometheusMetrics => h.get_prometheus_metrics(input, ctx).await,
-        };
-        self.run(slot, spec, input, ctx, call)
+        self.run(slot, spec, input, ctx, call::<H>)
     }
 }
 

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use onex_runtime::metrics::MetricsRegistry;
-use onex_runtime::node::{NodeInstruments, dispatch};
+use onex_runtime::node::{NodeInstruments, OneOf7, dispatch};
 use onex_runtime::telemetry::Tracing;
 use onex_runtime::{
     ComputeNode, Container, Context, Node, NodeContract, OnexError, OperationSpec,
@@ -203,6 +203,32 @@ for NodeInfrastructureObservabilityCompute<H> {
         input: Input,
         ctx: Context,
     ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+        /// The handler's method for the request's operation. `OneOf…` makes its futures
+        /// one type and polls each where it is: an `async` block doing the same would
+        /// hold the input a second time in every request in flight.
+        fn call<H: InfrastructureObservabilityHandler>(
+            h: &H,
+            input: Input,
+            ctx: &Context,
+        ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+            match input.operation_type {
+                Operation::RecordMetric => OneOf7::V0(h.record_metric(input, ctx)),
+                Operation::GetCurrentMetrics => {
+                    OneOf7::V1(h.get_current_metrics(input, ctx))
+                }
+                Operation::GetHealthSummary => {
+                    OneOf7::V2(h.get_health_summary(input, ctx))
+                }
+                Operation::GetPerformanceTrends => {
+                    OneOf7::V3(h.get_performance_trends(input, ctx))
+                }
+                Operation::ExportPrometheus => {
+                    OneOf7::V4(h.export_prometheus(input, ctx))
+                }
+                Operation::GetAlerts => OneOf7::V5(h.get_alerts(input, ctx)),
+                Operation::ResolveAlert => OneOf7::V6(h.resolve_alert(input, ctx)),
+            }
+        }
         let (slot, spec) = match input.operation_type {
             Operation::RecordMetric => (0, &OPERATION_RECORD_METRIC),
             Operation::GetCurrentMetrics => (1, &OPERATION_GET_CURRENT_METRICS),
@@ -212,17 +238,7 @@ for NodeInfrastructureObservabilityCompute<H> {
             Operation::GetAlerts => (5, &OPERATION_GET_ALERTS),
             Operation::ResolveAlert => (6, &OPERATION_RESOLVE_ALERT),
         };
-        let call = async |h: &H, input: Input, ctx: &Context| match input.operation_type
-        {
-            Operation::RecordMetric => h.record_metric(input, ctx).await,
-            Operation::GetCurrentMetrics => h.get_current_metrics(input, ctx).await,
-            Operation::GetHealthSummary => h.get_health_summary(input, ctx).await,
-            Operation::GetPerformanceTrends => h.get_performance_trends(input, ctx).await,
-            Operation::ExportPrometheus => h.export_prometheus(input, ctx).await,
-            Operation::GetAlerts => h.get_alerts(input, ctx).await,
-            Operation::ResolveAlert => h.resolve_alert(input, ctx).await,
-        };
-        self.run(slot, spec, input, ctx, call)
+        self.run(slot, spec, input, ctx, call::<H>)
     }
 }
 

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use onex_runtime::metrics::MetricsRegistry;
-use onex_runtime::node::{NodeInstruments, dispatch};
+use onex_runtime::node::{NodeInstruments, OneOf6, dispatch};
 use onex_runtime::telemetry::Tracing;
 use onex_runtime::{
     Container, Context, EffectNode, Node, NodeContract, OnexError, OperationSpec,
@@ -194,6 +194,23 @@ impl<H: KafkaProducerPoolHandler> Node for NodeKafkaProducerPoolEffect<H> {
         input: Input,
         ctx: Context,
     ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+        /// The handler's method for the request's operation. `OneOf…` makes its futures
+        /// one type and polls each where it is: an `async` block doing the same would
+        /// hold the input a second time in every request in flight.
+        fn call<H: KafkaProducerPoolHandler>(
+            h: &H,
+            input: Input,
+            ctx: &Context,
+        ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+            match input.operation_type {
+                Operation::SendMessage => OneOf6::V0(h.send_message(input, ctx)),
+                Operation::SendBatch => OneOf6::V1(h.send_batch(input, ctx)),
+                Operation::Flush => OneOf6::V2(h.flush(input, ctx)),
+                Operation::GetPoolStats => OneOf6::V3(h.get_pool_stats(input, ctx)),
+                Operation::HealthCheck => OneOf6::V4(h.health_check(input, ctx)),
+                Operation::Close => OneOf6::V5(h.close(input, ctx)),
+            }
+        }
         let (slot, spec) = match input.operation_type {
             Operation::SendMessage => (0, &OPERATION_SEND_MESSAGE),
             Operation::SendBatch => (1, &OPERATION_SEND_BATCH),
@@ -202,16 +219,7 @@ impl<H: KafkaProducerPoolHandler> Node for NodeKafkaProducerPoolEffect<H> {
             Operation::HealthCheck => (4, &OPERATION_HEALTH_CHECK),
             Operation::Close => (5, &OPERATION_CLOSE),
         };
-        let call = async |h: &H, input: Input, ctx: &Context| match input.operation_type
-        {
-            Operation::SendMessage => h.send_message(input, ctx).await,
-            Operation::SendBatch => h.send_batch(input, ctx).await,
-            Operation::Flush => h.flush(input, ctx).await,
-            Operation::GetPoolStats => h.get_pool_stats(input, ctx).await,
-            Operation::HealthCheck => h.health_check(input, ctx).await,
-            Operation::Close => h.close(input, ctx).await,
-        };
-        self.run(slot, spec, input, ctx, call)
+        self.run(slot, spec, input, ctx, call::<H>)
     }
 }
 

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use onex_runtime::metrics::MetricsRegistry;
-use onex_runtime::node::{NodeInstruments, dispatch};
+use onex_runtime::node::{NodeInstruments, OneOf2, dispatch};
 use onex_runtime::telemetry::Tracing;
 use onex_runtime::{
     Container, Context, EffectNode, Node, NodeContract, OnexError, OperationSpec,
@@ -169,16 +169,24 @@ impl<H: PostgresAdapterHandler> Node for NodePostgresAdapterEffect<H> {
         input: Input,
         ctx: Context,
     ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+        /// The handler's method for the request's operation. `OneOf…` makes its futures
+        /// one type and polls each where it is: an `async` block doing the same would
+        /// hold the input a second time in every request in flight.
+        fn call<H: PostgresAdapterHandler>(
+            h: &H,
+            input: Input,
+            ctx: &Context,
+        ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+            match input.operation_type {
+                Operation::Query => OneOf2::V0(h.query(input, ctx)),
+                Operation::HealthCheck => OneOf2::V1(h.health_check(input, ctx)),
+            }
+        }
         let (slot, spec) = match input.operation_type {
             Operation::Query => (0, &OPERATION_QUERY),
             Operation::HealthCheck => (1, &OPERATION_HEALTH_CHECK),
         };
-        let call = async |h: &H, input: Input, ctx: &Context| match input.operation_type
-        {
-            Operation::Query => h.query(input, ctx).await,
-            Operation::HealthCheck => h.health_check(input, ctx).await,
-        };
-        self.run(slot, spec, input, ctx, call)
+        self.run(slot, spec, input, ctx, call::<H>)
     }
 }
 

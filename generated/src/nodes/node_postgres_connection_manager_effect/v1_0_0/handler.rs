@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use onex_runtime::metrics::MetricsRegistry;
-use onex_runtime::node::{NodeInstruments, dispatch};
+use onex_runtime::node::{NodeInstruments, OneOf9, dispatch};
 use onex_runtime::telemetry::Tracing;
 use onex_runtime::{
     Container, Context, EffectNode, Node, NodeContract, OnexError, OperationSpec,
@@ -218,6 +218,28 @@ for NodePostgresConnectionManagerEffect<H> {
         input: Input,
         ctx: Context,
     ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+        /// The handler's method for the request's operation. `OneOf…` makes its futures
+        /// one type and polls each where it is: an `async` block doing the same would
+        /// hold the input a second time in every request in flight.
+        fn call<H: PostgresConnectionManagerHandler>(
+            h: &H,
+            input: Input,
+            ctx: &Context,
+        ) -> impl Future<Output = Result<Output, OnexError>> + Send {
+            match input.operation_type {
+                Operation::ExecuteQuery => OneOf9::V0(h.execute_query(input, ctx)),
+                Operation::FetchOne => OneOf9::V1(h.fetch_one(input, ctx)),
+                Operation::FetchValue => OneOf9::V2(h.fetch_value(input, ctx)),
+                Operation::Transaction => OneOf9::V3(h.transaction(input, ctx)),
+                Operation::CallFunction => OneOf9::V4(h.call_function(input, ctx)),
+                Operation::HealthCheck => OneOf9::V5(h.health_check(input, ctx)),
+                Operation::GetConnectionStats => {
+                    OneOf9::V6(h.get_connection_stats(input, ctx))
+                }
+                Operation::GetQueryMetrics => OneOf9::V7(h.get_query_metrics(input, ctx)),
+                Operation::ClearMetrics => OneOf9::V8(h.clear_metrics(input, ctx)),
+            }
+        }
         let (slot, spec) = match input.operation_type {
             Operation::ExecuteQuery => (0, &OPERATION_EXECUTE_QUERY),
             Operation::FetchOne => (1, &OPERATION_FETCH_ONE),
@@ -229,19 +251,7 @@ for NodePostgresConnectionManagerEffect<H> {
             Operation::GetQueryMetrics => (7, &OPERATION_GET_QUERY_METRICS),
             Operation::ClearMetrics => (8, &OPERATION_CLEAR_METRICS),
         };
-        let call = async |h: &H, input: Input, ctx: &Context| match input.operation_type
-        {
-            Operation::ExecuteQuery => h.execute_query(input, ctx).await,
-            Operation::FetchOne => h.fetch_one(input, ctx).await,
-            Operation::FetchValue => h.fetch_value(input, ctx).await,
-            Operation::Transaction => h.transaction(input, ctx).await,
-            Operation::CallFunction => h.call_function(input, ctx).await,
-            Operation::HealthCheck => h.health_check(input, ctx).await,
-            Operation::GetConnectionStats => h.get_connection_stats(input, ctx).await,
-            Operation::GetQueryMetrics => h.get_query_metrics(input, ctx).await,
-            Operation::ClearMetrics => h.clear_metrics(input, ctx).await,
-        };
-        self.run(slot, spec, input, ctx, call)
+        self.run(slot, spec, input, ctx, call::<H>)
     }
 }
 
