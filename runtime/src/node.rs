@@ -251,8 +251,9 @@ pub fn timed_out(node: &'static str, operation: &'static OperationSpec, limit: s
 /// operation's contract timeout (capped by the request's deadline) unless the handler times the
 /// operation itself (`handler_times_it`, `times_itself` in the generated handler trait): then
 /// the handler's context has its deadline narrowed to that timeout and no timer runs. Generated
-/// nodes call it once per request with the handler trait's method (`H::query`); the handler's
-/// future stays pinned inside this one.
+/// nodes call it once per request with the handler trait's method (`H::query`) or, when the
+/// input names its operation, a function that picks the method and wraps its future in a
+/// [`OneOf2`]…[`OneOf16`]; the handler's future stays pinned inside this one.
 ///
 /// `instruments` say what else is recorded (see [`NodeInstruments`]). With their tracing
 /// enabled the operation runs in a span named `{node}.{operation}`, a child of the
