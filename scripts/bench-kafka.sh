@@ -19,7 +19,8 @@
 #   contenders, the pool, the node per message and per batch, the bus; KAFKA_BENCH_ONLY narrows
 #   them), KAFKA_BENCH_MESSAGES (100,000 here) each with and without idempotence, per allocator;
 #   a minute or two per contender and allocator; writes target/bench/kafka-instructions.json.
-#   Steady where throughput is noisy.
+#   Steady where throughput is noisy. BENCH_CACHE_SIM=1 adds first-level cache misses per
+#   message (scripts/lib/callgrind.sh).
 set -euo pipefail
 mode=${1:-throughput}
 case "$mode" in
@@ -66,6 +67,8 @@ run_with() {
 mkdir -p "$ROOT/target/bench"
 if [[ $mode == --instructions ]]; then
     command -v valgrind >/dev/null || { echo "bench-kafka.sh: --instructions needs valgrind (apt-get install -y valgrind)" >&2; exit 1; }
+    # shellcheck source=lib/callgrind.sh
+    source "$ROOT/scripts/lib/callgrind.sh"
     profiles=()
     IFS=, read -ra counted <<<"${KAFKA_BENCH_ONLY:-raw-base-producer,raw-rdkafka,pool,node-send-message,bus-publish,node-send-batch}"
     for allocator in "${allocators[@]}"; do
@@ -76,7 +79,7 @@ if [[ $mode == --instructions ]]; then
             # The whole process: librdkafka's threads are client work too.
             KAFKA_BENCH_ONLY=$contender KAFKA_BENCH_MESSAGES=${KAFKA_BENCH_MESSAGES:-100000} KAFKA_BENCH_ROUNDS=1 \
                 KAFKA_BENCH_OUT="$ROOT/target/bench/callgrind-kafka-$contender-$allocator.json" \
-                run_with "$allocator" valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" 2>&1 | grep -E '^round' || true
+                run_with "$allocator" valgrind --tool=callgrind $(callgrind_cache_args) --callgrind-out-file="$out" "$bin" 2>&1 | grep -E '^round' || true
             profiles+=("$contender ($allocator)=$out")
         done
     done

@@ -14,7 +14,8 @@
 #   of ONEX_BENCH_SECONDS, default 2 here: longer rounds spread one-time costs thinner).
 #   ONEX_BENCH_INSTRUCTIONS_CLIENTS (space-separated client counts, default "32"; e.g. "8 128"
 #   to see what grows with concurrency: pools hold at most 50 connections, so at 128 clients
-#   most checkouts wait). Rows are named contender@clients.
+#   most checkouts wait). Rows are named contender@clients. BENCH_CACHE_SIM=1 adds first-level
+#   cache misses per statement (scripts/lib/callgrind.sh).
 # Environment: ONEX_BENCH_SECONDS (per round, default 3), ONEX_BENCH_ROUNDS (default 11; about
 #              18 minutes for everything),
 #              ONEX_BENCH_CLIENTS (default 8,32,128), ONEX_BENCH_ONLY (comma-separated:
@@ -55,6 +56,8 @@ psql_admin "CHECKPOINT"
 
 if [[ $mode == --instructions ]]; then
     command -v valgrind >/dev/null || { echo "bench-postgres.sh: --instructions needs valgrind (apt-get install -y valgrind)" >&2; exit 1; }
+    # shellcheck source=lib/callgrind.sh
+    source "$root/scripts/lib/callgrind.sh"
     # valgrind does not create the directory of its output file (a fresh checkout has none).
     mkdir -p "$root/target/bench"
     profiles=()
@@ -67,7 +70,8 @@ if [[ $mode == --instructions ]]; then
             # connection drivers, parking), not the set-up on the main thread.
             ONEX_BENCH_ONLY=$contender ONEX_BENCH_CLIENTS=$clients ONEX_BENCH_ROUNDS=1 ONEX_BENCH_SECONDS=${ONEX_BENCH_SECONDS:-2} \
                 ONEX_BENCH_OUT="$root/target/bench/callgrind-postgres-$contender-c$clients.json" \
-                valgrind --tool=callgrind --callgrind-out-file="$out" --toggle-collect='tokio::runtime::task::raw::poll*' \
+                valgrind --tool=callgrind $(callgrind_cache_args) --callgrind-out-file="$out" \
+                --toggle-collect='tokio::runtime::task::raw::poll*' \
                 "$bin" 2>&1 | grep -E 'tps=' || true
             profiles+=("$contender@$clients=$out")
         done

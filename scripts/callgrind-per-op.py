@@ -8,6 +8,10 @@ its operations are counted as the calls of a function that runs once per operati
 contender (`tokio_postgres::client::InnerClient::send` per statement, `rd_kafka_msg_new0` per
 message), warm-up included, so every instruction of the profile is divided by every operation.
 
+A profile taken with `--cache-sim=yes` also gives first-level instruction and data cache misses per
+operation (callgrind's simulated caches, fixed sizes so runs compare across machines): the cost of a
+path's code and data footprint, which instruction counts do not show.
+
 Usage: callgrind-per-op.py --per-call FUNCTION --out FILE.json NAME=callgrind.out ...
 """
 
@@ -32,11 +36,25 @@ def annotate(path):
     return result.stdout
 
 
-def total(text):
-    match = re.search(r"^\s*([\d,]+) \([^)]*\)\s+PROGRAM TOTALS", text, re.M)
-    if not match:
+def totals(text):
+    """Every event's total, by callgrind's event name (Ir; with the cache simulation also I1mr,
+    D1mr, D1mw and the last level's)."""
+    events = re.search(r"^Events shown:\s+(.*)$", text, re.M)
+    line = re.search(r"^(.*)PROGRAM TOTALS", text, re.M)
+    if not events or not line:
         sys.exit("callgrind_annotate printed no PROGRAM TOTALS line")
-    return int(match.group(1).replace(",", ""))
+    # Each total is printed with its share in brackets, except zeros, which may be bare.
+    fields = re.sub(r"\([^)]*\)", " ", line.group(1)).split()
+    values = [0 if v == "." else int(v.replace(",", "")) for v in fields]
+    return dict(zip(events.group(1).split(), values))
+
+
+# callgrind's cache events and the JSON keys they are reported under, per operation.
+CACHE_EVENTS = [
+    ("I1mr", "instruction_cache_misses_per_op"),
+    ("D1mr", "data_read_misses_per_op"),
+    ("D1mw", "data_write_misses_per_op"),
+]
 
 
 def calls_of(text, function):
@@ -57,14 +75,21 @@ def main():
     for run in args.runs:
         name, path = run.split("=", 1)
         text = annotate(path)
-        instructions = total(text)
+        events = totals(text)
         ops = calls_of(text, args.per_call)
-        rows.append({"name": name, "instructions": instructions, "operations": ops,
-                     "instructions_per_op": round(instructions / ops)})
-    print("| contender | instructions | operations | instructions per operation |")
-    print("|---|---:|---:|---:|")
+        row = {"name": name, "instructions": events["Ir"], "operations": ops,
+               "instructions_per_op": round(events["Ir"] / ops)}
+        for event, key in CACHE_EVENTS:
+            if event in events:
+                row[key] = round(events[event] / ops, 1)
+        rows.append(row)
+    cache = [(event, key) for event, key in CACHE_EVENTS if all(key in row for row in rows)]
+    print("| contender | instructions | operations | instructions per operation |"
+          + "".join(f" {key.replace('_', ' ')} |" for _, key in cache))
+    print("|---|---:|---:|---:|" + "---:|" * len(cache))
     for row in rows:
-        print(f"| {row['name']} | {row['instructions']:,} | {row['operations']:,} | {row['instructions_per_op']:,} |")
+        print(f"| {row['name']} | {row['instructions']:,} | {row['operations']:,} | {row['instructions_per_op']:,} |"
+              + "".join(f" {row[key]:,} |" for _, key in cache))
     with open(args.out, "w") as out:
         json.dump({"tool": "callgrind", "results": rows}, out, indent=2)
     print(f"\nwrote {args.out}")
