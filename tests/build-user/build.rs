@@ -2,8 +2,8 @@
 //!
 //! Four contract sets: the project's `contracts/` (compared byte for byte with the checked-in
 //! `generated/src` by `tests/build_rs_output.rs`), the contract `codegen new` writes, the
-//! keyword-property fixture, and a node with more operations than one `OneOf` enum holds. Each scaffold lives at `scaffolds/<set>/<node>/<version>/node.rs`,
-//! written once when missing.
+//! keyword-property fixture, and a node with more operations than one `OneOf` enum holds. Each
+//! scaffold lives at `scaffolds/<set>/<node>/<version>/node.rs`, written once when missing.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

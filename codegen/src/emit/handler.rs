@@ -349,7 +349,7 @@ fn process_text(node: &NodeModel, dispatch: Dispatch) -> Result<String, String> 
                 let chain = one_of_chain(slot, count);
                 let form = chain.iter().map(|(of, variant)| format!("{of}.{variant} ")).collect();
                 text.push_str(&ARMS.text_in_form(METHOD_ARM, form, &words.refs(METHOD), |w| {
-                    print_call_arm_tokens(method_arm(w, &chain)?)
+                    print_arm_tokens(method_arm(w, &chain)?, IN_CALL)
                 })?);
             }
             (text, rest)
@@ -435,22 +435,27 @@ impl Words {
 
 /// One arm of `process`'s first `match` as printed there (indented three times).
 fn print_arm(dispatch: Dispatch, words: &[String]) -> Result<String, String> {
-    print_arm_tokens(arm_tokens(dispatch, words)?)
+    print_arm_tokens(arm_tokens(dispatch, words)?, IN_PROCESS)
 }
 
-/// `arm` as printed in a `match` of `process` (indented three times).
-fn print_arm_tokens(arm: TokenStream) -> Result<String, String> {
-    let printed = members_text(Block::Impl, quote! { fn f() { match x { #arm } } })?;
-    let inside = printed.strip_prefix("    fn f() {\n        match x {\n");
-    let inside = inside.and_then(|rest| rest.strip_suffix("        }\n    }\n"));
-    inside.map(str::to_owned).ok_or_else(|| format!("internal: a match arm printed as\n{printed}"))
-}
+/// How deep in functions of the `impl` a printed arm's `match` is: `process`'s own matches.
+const IN_PROCESS: usize = 1;
+/// The match of `call`, the function inside a `ByEnum` `process`.
+const IN_CALL: usize = 2;
 
-/// `arm` as printed in the `match` of `call` inside `process` (indented four times).
-fn print_call_arm_tokens(arm: TokenStream) -> Result<String, String> {
-    let printed = members_text(Block::Impl, quote! { fn f() { fn g() { match x { #arm } } } })?;
-    let inside = printed.strip_prefix("    fn f() {\n        fn g() {\n            match x {\n");
-    let inside = inside.and_then(|rest| rest.strip_suffix("            }\n        }\n    }\n"));
+/// `arm` as printed in a `match` nested `depth` functions deep in the `impl` ([`IN_PROCESS`]:
+/// indented three times; [`IN_CALL`]: four).
+fn print_arm_tokens(arm: TokenStream, depth: usize) -> Result<String, String> {
+    let mut item = quote! { match x { #arm } };
+    for _ in 0..depth {
+        item = quote! { fn f() { #item } };
+    }
+    let printed = members_text(Block::Impl, item)?;
+    let indent = |level: usize| "    ".repeat(level);
+    let opened: String = (1..=depth).map(|level| format!("{}fn f() {{\n", indent(level))).collect();
+    let head = format!("{opened}{}match x {{\n", indent(depth + 1));
+    let tail: String = (1..=depth + 1).rev().map(|level| format!("{}}}\n", indent(level))).collect();
+    let inside = printed.strip_prefix(head.as_str()).and_then(|rest| rest.strip_suffix(tail.as_str()));
     inside.map(str::to_owned).ok_or_else(|| format!("internal: a match arm printed as\n{printed}"))
 }
 
@@ -692,8 +697,8 @@ static NODE_TRAIT_MEMBERS: SharedMembers = SharedMembers::new(Block::Impl, || {
 #[cfg(test)]
 mod tests {
     use super::{
-        Dispatch, METHOD, METHOD_ARM, ONE_OF_MAX, Shapes, Word, method_arm, one_of_chain, one_of_names, print_arm,
-        print_call_arm_tokens, print_signature,
+        Dispatch, IN_CALL, METHOD, METHOD_ARM, ONE_OF_MAX, Shapes, Word, method_arm, one_of_chain, one_of_names,
+        print_arm, print_arm_tokens, print_signature,
     };
     use crate::emit::tokens::{Block, ident, members_text};
     use quote::quote;
@@ -712,9 +717,9 @@ mod tests {
         let kinds: [(u8, &[usize], Print<'_>); 5] = [
             (0, &[0, 1, 2, 3], &|w| print_arm(Dispatch::Routed { json: false }, w)),
             (2, &[0, 1, 2], &|w| print_arm(Dispatch::ByEnum, w)),
-            (METHOD_ARM, METHOD, &|w| print_call_arm_tokens(method_arm(w, &[])?)),
-            (METHOD_ARM + 1, METHOD, &|w| print_call_arm_tokens(method_arm(w, &[(9, 2)])?)),
-            (METHOD_ARM + 2, METHOD, &|w| print_call_arm_tokens(method_arm(w, &[(16, 15), (16, 15), (3, 2)])?)),
+            (METHOD_ARM, METHOD, &|w| print_arm_tokens(method_arm(w, &[])?, IN_CALL)),
+            (METHOD_ARM + 1, METHOD, &|w| print_arm_tokens(method_arm(w, &[(9, 2)])?, IN_CALL)),
+            (METHOD_ARM + 2, METHOD, &|w| print_arm_tokens(method_arm(w, &[(16, 15), (16, 15), (3, 2)])?, IN_CALL)),
         ];
         for (kind, picked, print) in kinds {
             for width in (1..=90).step_by(7) {
