@@ -17,11 +17,12 @@
 #   most checkouts wait). Rows are named contender@clients. BENCH_CACHE_SIM=1 adds first-level
 #   cache misses per statement (scripts/lib/callgrind.sh).
 # Environment: ONEX_BENCH_SECONDS (per round, default 3), ONEX_BENCH_ROUNDS (default 11; about
-#              18 minutes for everything),
+#              20 minutes for everything),
 #              ONEX_BENCH_CLIENTS (default 8,32,128), ONEX_BENCH_ONLY (comma-separated:
 #              node, node-metrics, node-traced-1.0, node-traced-0.1, node-traced-0.0, adapter, adapter-quiet,
-#              pool-api, deadpool, deadpool-bounded (deadpool with our 30 s wait
-#              timeout, a reference row), bb8, pgbench),
+#              pool-api, contract-floor (the node's request and answer on the pool API,
+#              without the node: a reference row), deadpool, deadpool-bounded (deadpool with
+#              our 30 s wait timeout, a reference row), bb8, pgbench),
 #              ONEX_BENCH_BINARY (a bench binary built earlier, for A/B runs of two commits
 #              on one database; default: build this checkout's),
 #              CARGO_TARGET_DIR (cargo's, as usual).

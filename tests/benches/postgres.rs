@@ -11,6 +11,10 @@
 //! does (topic, key, JSON value, headers) and acknowledges at once: the adapter's own cost
 //! beside the connection manager node. `adapter-quiet` is the adapter without an event
 //! publisher (staging profile), which splits the event's cost from the guard's and breaker's.
+//! `contract-floor` does what the node's contract asks of a `fetch_value` call (the request
+//! built and dropped, the context, the deadline, the check, the stamped and timed answer)
+//! straight on the pool API, without the generated node: no implementation of the contract
+//! can cost less, so the node's own layer is its cost above this row.
 //!
 //! Needs a database initialised with `pgbench -i -s 10` (scripts/bench-postgres.sh does it
 //! all). Each point runs ONEX_BENCH_ROUNDS rounds (default 11) of ONEX_BENCH_SECONDS
@@ -22,7 +26,7 @@
 //! machine's load between rounds.
 //! Environment: ONEX_BENCH_PG_DATABASE (default onex_bench), ONEX_BENCH_CLIENTS (default
 //! 8,32,128), ONEX_BENCH_ONLY (comma-separated: node, node-metrics, node-traced-1.0, node-traced-0.1, node-traced-0.0, adapter, adapter-quiet, pool-api,
-//! deadpool, deadpool-bounded, bb8, pgbench), ONEX_BENCH_OUT (default
+//! contract-floor, deadpool, deadpool-bounded, bb8, pgbench), ONEX_BENCH_OUT (default
 //! <workspace>/target/bench/postgres.json), ONEX_TEST_PG_HOST / ONEX_TEST_PG_PORT.
 
 use std::path::PathBuf;
@@ -36,9 +40,10 @@ use onex_generated::nodes::node_postgres_adapter_effect::v1_0_0::models::{
     EnumPostgresAdapterOperation, ModelPostgresAdapterInput, ModelPostgresAdapterQueryRequest,
 };
 use onex_generated::nodes::node_postgres_adapter_effect::v1_0_0::node::PostgresAdapter;
+use onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::contract::OPERATION_FETCH_VALUE;
 use onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::handler::NodePostgresConnectionManagerEffect;
 use onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::models::{
-    EnumPostgresConnectionManagerOperation, ModelPostgresConnectionManagerInput,
+    EnumPostgresConnectionManagerOperation, ModelPostgresConnectionManagerInput, ModelPostgresConnectionManagerOutput,
 };
 use onex_generated::nodes::node_postgres_connection_manager_effect::v1_0_0::node::PostgresConnectionManager as Handler;
 use onex_runtime::environment::MapEnv;
@@ -47,7 +52,7 @@ use onex_runtime::event_bus::{EncodedEvent, EventPublisher, TopicNamer};
 use onex_runtime::models::postgres::SslMode;
 use onex_runtime::models::tracing::OtlpProtocol;
 use onex_runtime::node::BoxFuture;
-use onex_runtime::postgres::PostgresConnectionManager;
+use onex_runtime::postgres::{PostgresConnectionManager, QueryOptions};
 use onex_runtime::telemetry::{ExportStats, QueueLimits, Tracing};
 use onex_runtime::{Container, Context, Node, OnexError};
 use onex_tests::bench::{median, paired_ratios, percentile_ms, process_cpu};
@@ -217,6 +222,27 @@ async fn node_with_manager(
     (node, pg)
 }
 
+/// What the connection manager node's contract asks of a `fetch_value` call, written
+/// straight on the pool API: the deadline narrowed to the operation's contract timeout, the
+/// query checked, the answer stamped with the time, the correlation id and the elapsed time.
+async fn contract_floor(
+    pg: &PostgresConnectionManager,
+    input: ModelPostgresConnectionManagerInput,
+    ctx: Context,
+) -> ModelPostgresConnectionManagerOutput {
+    let started = Instant::now();
+    let ctx = ctx.narrowed_from(OPERATION_FETCH_VALUE.timeout, started);
+    let sql = input.query.as_deref().filter(|sql| !sql.chars().all(char::is_whitespace)).expect("a query");
+    let options = QueryOptions { timeout: None, deadline: ctx.deadline(), record_metrics: input.record_metrics };
+    let value = pg.fetch_value_with(sql, input.parameters.as_deref().unwrap_or_default(), options).await;
+    let correlation_id = input.correlation_id.unwrap_or_else(|| ctx.correlation_id());
+    let mut output =
+        ModelPostgresConnectionManagerOutput::new(true, input.operation_type, correlation_id, chrono::Utc::now());
+    output.execution_time_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+    output.value = value.expect("query");
+    output
+}
+
 /// An event publisher that does what the Kafka bus does before the broker (topic from the
 /// event type, key, JSON value, headers: `EncodedEvent::new`, which `KafkaEventBus::encode`
 /// calls) and acknowledges at once.
@@ -350,6 +376,12 @@ enum Contender {
     /// The adapter without an event publisher.
     AdapterQuiet,
     PoolApi,
+    /// The node's request and answer around the pool API, without the generated node: what
+    /// the contract's typed request and answer cost at least (the request built and dropped,
+    /// a context with its correlation id, the contract timeout's deadline, the query checked,
+    /// the answer stamped and timed). A reference row: the node's layer is the node's cost
+    /// above it.
+    ContractFloor,
     Deadpool,
     /// Deadpool with our pool's wait timeout (30 s): what bounding the wait for a connection
     /// costs it. A reference row, not a baseline: the best raw pool stays the fastest
@@ -360,7 +392,7 @@ enum Contender {
 }
 
 impl Contender {
-    const ALL: [Self; 12] = [
+    const ALL: [Self; 13] = [
         Self::Node,
         Self::NodeMetered,
         Self::NodeTracedAll,
@@ -369,6 +401,7 @@ impl Contender {
         Self::Adapter,
         Self::AdapterQuiet,
         Self::PoolApi,
+        Self::ContractFloor,
         Self::Deadpool,
         Self::DeadpoolBounded,
         Self::Bb8,
@@ -386,6 +419,7 @@ impl Contender {
             Self::Adapter => "adapter",
             Self::AdapterQuiet => "adapter-quiet",
             Self::PoolApi => "pool-api",
+            Self::ContractFloor => "contract-floor",
             Self::Deadpool => "deadpool",
             Self::DeadpoolBounded => "deadpool-bounded",
             Self::Bb8 => "bb8",
@@ -403,6 +437,7 @@ impl Contender {
             Self::Adapter => "adapter node (query, guard, breaker, event)",
             Self::AdapterQuiet => "adapter node without events",
             Self::PoolApi => "onex pool API (fetch_value)",
+            Self::ContractFloor => "contract floor (node's request and answer, no node)",
             Self::Deadpool => "deadpool-postgres (prepare_cached)",
             // Not "deadpool…": rows are looked up by the start of their name.
             Self::DeadpoolBounded => "bounded-wait deadpool-postgres (30 s)",
@@ -490,6 +525,20 @@ impl Contender {
                     async move {
                         let value = pg.fetch_value(SELECT, &[Value::from(aid)]).await.expect("query");
                         assert!(value.is_some());
+                    }
+                };
+                let result = drive(clients, seconds, op).await;
+                pg.close();
+                result
+            }
+            Self::ContractFloor => {
+                let pg = Arc::new(manager(database, size).await);
+                let shared = Arc::clone(&pg);
+                let op = move |aid| {
+                    let pg = Arc::clone(&shared);
+                    async move {
+                        let out = contract_floor(&pg, node_input(aid), Context::new()).await;
+                        assert!(out.success && out.value.is_some(), "{:?}", out.error);
                     }
                 };
                 let result = drive(clients, seconds, op).await;
@@ -733,40 +782,53 @@ fn main() {
             .flatten()
             .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
         let pgbench = tps("pgbench");
-        // The adapter against the node it wraps the same pool for, as a ratio of medians and
-        // round by round.
-        let adapter = tps("adapter node (query").zip(node).map(|(a, b)| a / b);
-        let adapter_per_round = rounds_of(&points, n, "adapter node (query")
-            .zip(rounds_of(&points, n, "onex node"))
-            .map(|(a, b)| paired_ratios(a, &[b]))
-            .unwrap_or_default();
-        if adapter.is_some() {
-            println!(
-                "clients {n}: adapter / node = {} (per round: median {})",
-                fmt(adapter, 3),
-                fmt(median(&adapter_per_round), 3)
-            );
-        }
-        let quiet = tps("adapter node without").zip(node).map(|(a, b)| a / b);
-        let quiet_per_round = rounds_of(&points, n, "adapter node without")
-            .zip(rounds_of(&points, n, "onex node"))
-            .map(|(a, b)| paired_ratios(a, &[b]))
-            .unwrap_or_default();
-        if quiet.is_some() {
-            println!(
-                "clients {n}: adapter without events / node = {} (per round: median {})",
-                fmt(quiet, 3),
-                fmt(median(&quiet_per_round), 3)
-            );
+        // `a` against `b`, as a ratio of medians and round by round (rounds of one index ran
+        // back to back, so they shared the machine's load).
+        let versus = |a: &str, b: &str| {
+            let ratio = tps(a).zip(tps(b)).map(|(a, b)| a / b);
+            let per_round = rounds_of(&points, n, a)
+                .zip(rounds_of(&points, n, b))
+                .map(|(a, b)| paired_ratios(a, &[b]))
+                .unwrap_or_default();
+            (ratio, median(&per_round))
+        };
+        // The adapter against the node it wraps the same pool for; the node against the floor
+        // of its contract.
+        let pairs = [
+            ("adapter_vs_node", "adapter / node", versus("adapter node (query", "onex node")),
+            (
+                "adapter_without_events_vs_node",
+                "adapter without events / node",
+                versus("adapter node without", "onex node"),
+            ),
+            ("node_vs_contract_floor", "node / contract floor", versus("onex node", "contract floor")),
+        ];
+        for (_, label, (ratio, per_round)) in &pairs {
+            if ratio.is_some() {
+                println!("clients {n}: {label} = {} (per round: median {})", fmt(*ratio, 3), fmt(*per_round, 3));
+            }
         }
         let vs_raw = node.zip(best_raw).map(|(a, b)| a / b);
         let vs_pgbench = node.zip(pgbench).map(|(a, b)| a / b);
         let rounds = |prefix: &str| point(prefix).map(|p| p.tps_rounds.as_slice());
-        let per_round = rounds("onex node")
-            .map(|node| {
-                paired_ratios(node, &[rounds("deadpool"), rounds("bb8")].into_iter().flatten().collect::<Vec<_>>())
-            })
-            .unwrap_or_default();
+        // Round by round against the better of the raw pools in that round.
+        let per_round_vs_raw = |prefix: &str| {
+            rounds(prefix)
+                .map(|a| {
+                    paired_ratios(a, &[rounds("deadpool"), rounds("bb8")].into_iter().flatten().collect::<Vec<_>>())
+                })
+                .unwrap_or_default()
+        };
+        let per_round = per_round_vs_raw("onex node");
+        let floor_vs_raw = tps("contract floor").zip(best_raw).map(|(a, b)| a / b);
+        let floor_per_round_median = median(&per_round_vs_raw("contract floor"));
+        if floor_vs_raw.is_some() {
+            println!(
+                "clients {n}: contract floor / best raw pool = {} (per round: median {})",
+                fmt(floor_vs_raw, 3),
+                fmt(floor_per_round_median, 3)
+            );
+        }
         let mut sorted = per_round.clone();
         sorted.sort_by(f64::total_cmp);
         let quartile = |q: usize| sorted.get((sorted.len().max(1) - 1) * q / 4).copied();
@@ -800,18 +862,21 @@ fn main() {
             fmt(quartile(3), 3),
             fmt(vs_pgbench, 3)
         );
-        ratios.push(json!({
+        let mut entry = json!({
             "clients": n,
             "node_vs_best_raw_pool": vs_raw,
             "node_vs_best_raw_pool_per_round": per_round,
             "node_vs_best_raw_pool_per_round_median": per_round_median,
             "node_vs_pgbench_prepared": vs_pgbench,
-            "adapter_vs_node": adapter,
-            "adapter_vs_node_per_round_median": median(&adapter_per_round),
-            "adapter_without_events_vs_node": quiet,
-            "adapter_without_events_vs_node_per_round_median": median(&quiet_per_round),
+            "contract_floor_vs_best_raw_pool": floor_vs_raw,
+            "contract_floor_vs_best_raw_pool_per_round_median": floor_per_round_median,
             "tracing": traced,
-        }));
+        });
+        for (key, _, (ratio, per_round)) in pairs {
+            entry[key] = json!(ratio);
+            entry[format!("{key}_per_round_median")] = json!(per_round);
+        }
+        ratios.push(entry);
     }
     let report = json!({
         "benchmark": "select by primary key (pgbench_accounts, scale 10)",
