@@ -16,8 +16,8 @@
 # rdkafka-sys's librdkafka sources against the static librdkafka built for the bench binary, run
 # with the same messages and settings; skipped when gcc is missing or KAFKA_BENCH_ONLY leaves it out.
 #   --instructions: instead of throughput, count instructions per message under callgrind (both raw
-#   contenders, the pool, the node per message and per batch, the bus; KAFKA_BENCH_ONLY narrows
-#   them), KAFKA_BENCH_MESSAGES (100,000 here) each with and without idempotence, per allocator;
+#   contenders, the pool, the node per message and per batch, the contract floor, the bus;
+#   KAFKA_BENCH_ONLY narrows them), KAFKA_BENCH_MESSAGES (100,000 here) each with and without idempotence, per allocator;
 #   a minute or two per contender and allocator; writes target/bench/kafka-instructions.json.
 #   Steady where throughput is noisy. BENCH_CACHE_SIM=1 adds first-level cache misses per
 #   message (scripts/lib/callgrind.sh).
@@ -70,7 +70,7 @@ if [[ $mode == --instructions ]]; then
     # shellcheck source=lib/callgrind.sh
     source "$ROOT/scripts/lib/callgrind.sh"
     profiles=()
-    IFS=, read -ra counted <<<"${KAFKA_BENCH_ONLY:-raw-base-producer,raw-rdkafka,pool,node-send-message,bus-publish,node-send-batch}"
+    IFS=, read -ra counted <<<"${KAFKA_BENCH_ONLY:-raw-base-producer,raw-rdkafka,pool,node-send-message,contract-floor,bus-publish,node-send-batch}"
     for allocator in "${allocators[@]}"; do
         for contender in "${counted[@]}"; do
             # librdkafka's own loop is not in the binary; docs/performance.md has its command.

@@ -20,6 +20,10 @@
 //! - `node-send-message`: the generated `node_kafka_producer_pool_effect`'s `send_message`
 //!   operation, one request per message (a JSON string value of 98 characters, 100 bytes
 //!   encoded), each request built inside the measured window as a caller would;
+//! - `contract-floor`: what that operation's contract asks for, written straight on the pool
+//!   with the same requests and calls (the topic checked, the value encoded, the delivery
+//!   awaited under a timer, an answer with its time, correlation id, partition and offset),
+//!   without the generated node. A reference row: the node's layer is its cost above it;
 //! - `bus-publish`: `KafkaEventBus::publish_event`, one `OnexEvent` per message (cloned from a
 //!   template inside the window with fresh ids, a null payload): envelope encoding, topic
 //!   naming, headers, the per-source rate limit (a rule wide enough never to refuse, so its
@@ -69,7 +73,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use onex_generated::nodes::node_kafka_producer_pool_effect::v1_0_0::NodeKafkaProducerPoolEffect;
 use onex_generated::nodes::node_kafka_producer_pool_effect::v1_0_0::models::{
-    EnumKafkaProducerPoolOperation, ModelKafkaMessage, ModelKafkaProducerPoolInput,
+    EnumKafkaProducerPoolOperation, ModelKafkaMessage, ModelKafkaProducerPoolInput, ModelKafkaProducerPoolOutput,
 };
 use onex_runtime::event::OnexEvent;
 use onex_runtime::event_bus::{KafkaEventBus, RateLimitRule, TopicNamer};
@@ -464,6 +468,62 @@ async fn node_send_message(run: &Run, idempotence: bool) -> Outcome {
     )
 }
 
+/// What the producer pool node's contract asks of one `send_message`, written straight on
+/// the pool: the topic checked, the JSON value encoded, the delivery awaited under the
+/// request's wait limit (one timer, as the node's), the answer stamped with the time, the
+/// correlation id, the partition and the offset.
+async fn contract_floor_send(
+    pool: &KafkaProducerPool,
+    input: ModelKafkaProducerPoolInput,
+    ctx: Context,
+) -> ModelKafkaProducerPoolOutput {
+    let topic = input.topic.as_deref().filter(|topic| !topic.trim().is_empty()).expect("a topic");
+    let mut buffer = Vec::new();
+    onex_runtime::json::append_json(&mut buffer, input.value.as_ref().expect("a value")).expect("JSON");
+    let mut record = ProduceRecord::new(topic, &buffer);
+    if let Some(key) = &input.key {
+        record = record.key(key.as_bytes());
+    }
+    let delivery = async { pool.send(record, None).await?.await };
+    let delivered = tokio::time::timeout(Duration::from_secs(30), delivery).await.expect("in time").expect("delivered");
+    let mut out =
+        ModelKafkaProducerPoolOutput::new(true, input.operation_type, ctx.correlation_id(), chrono::Utc::now());
+    out.delivered = Some(1);
+    out.failed = Some(0);
+    out.partition = u64::try_from(delivered.partition).ok();
+    out.offset = u64::try_from(delivered.offset).ok();
+    out
+}
+
+/// [`contract_floor_send`] per message, called as `node-send-message` calls the node: the
+/// node's share of `node-send-message` is its cost above this row.
+async fn contract_floor(run: &Run, idempotence: bool) -> Outcome {
+    let topic_guard = fresh_topic("floor").await;
+    let topic = topic_guard.name.as_str();
+    let pool = pool_for(run, idempotence, 1);
+    let value = serde_json::Value::String("v".repeat(PAYLOAD_BYTES - 2));
+    let send = |i: u32| {
+        let (pool, value) = (&pool, &value);
+        async move {
+            let out = contract_floor_send(pool, send_message_input(topic, i, value), Context::new()).await;
+            assert!(out.success && out.offset.is_some());
+        }
+    };
+    let warm: Vec<_> = (0..WARMUP).map(send).collect();
+    futures::future::join_all(warm).await;
+    let window = Window::open();
+    let mut latencies = per_message_calls(run, |i| send(WARMUP + i)).await;
+    let outcome = window.close(
+        run,
+        "contract-floor".into(),
+        settings(run, idempotence, " producers=1 requests_built=in-window"),
+        1,
+        &mut latencies,
+    );
+    pool.shutdown().await.expect("shutdown");
+    outcome
+}
+
 /// The event bus's `publish_event`, one `OnexEvent` per message; with `tracing`, the bus and its
 /// pool record their spans with it.
 async fn bus_publish(run: &Run, idempotence: bool, tracing: Option<Tracing>) -> Outcome {
@@ -706,7 +766,7 @@ fn env_u32(key: &str, default: u32) -> u32 {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-const CONTENDERS: [&str; 16] = [
+const CONTENDERS: [&str; 17] = [
     "raw-base-producer",
     "raw-rdkafka",
     "pool",
@@ -714,6 +774,7 @@ const CONTENDERS: [&str; 16] = [
     "pool-2",
     "pool-4",
     "node-send-message",
+    "contract-floor",
     "bus-publish",
     "node-send-batch",
     "node-prebuilt",
@@ -789,6 +850,7 @@ fn main() {
                     "raw-base-producer" => raw_base_producer(&run, idempotence).await,
                     "raw-rdkafka" => raw_rdkafka(&run, idempotence).await,
                     "node-send-message" => node_send_message(&run, idempotence).await,
+                    "contract-floor" => contract_floor(&run, idempotence).await,
                     "bus-publish" => bus_publish(&run, idempotence, tracing).await,
                     "pool" => pool(&run, idempotence, 1, tracing).await,
                     "pool-in-order" => pool_in_order(&run, idempotence).await,
