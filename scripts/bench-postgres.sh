@@ -23,6 +23,9 @@
 #              pool-api, contract-floor (the node's request and answer on the pool API,
 #              without the node: a reference row), deadpool, deadpool-bounded (deadpool with
 #              our 30 s wait timeout, a reference row), bb8, pgbench),
+#              ONEX_BENCH_SLICE_MS (e.g. 250: the round's contenders take turns of this
+#              many ms with every pool open, so the machine's load falls on all alike;
+#              not with traced contenders or pgbench),
 #              ONEX_BENCH_BINARY (a bench binary built earlier, for A/B runs of two commits
 #              on one database; default: build this checkout's),
 #              CARGO_TARGET_DIR (cargo's, as usual).

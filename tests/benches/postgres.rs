@@ -13,8 +13,8 @@
 //! publisher (staging profile), which splits the event's cost from the guard's and breaker's.
 //! `contract-floor` does what the node's contract asks of a `fetch_value` call (the request
 //! built and dropped, the context, the deadline, the check, the stamped and timed answer)
-//! straight on the pool API, without the generated node: no implementation of the contract
-//! can cost less, so the node's own layer is its cost above this row.
+//! straight on the pool API, without the generated node's layers: the node's own cost is
+//! its distance from this row, the contract's is this row's distance from the pool API.
 //!
 //! Needs a database initialised with `pgbench -i -s 10` (scripts/bench-postgres.sh does it
 //! all). Each point runs ONEX_BENCH_ROUNDS rounds (default 11) of ONEX_BENCH_SECONDS
@@ -23,7 +23,13 @@
 //! rounds keep the median's error near ±3 %, where five left the ratios between contenders
 //! moving by ±10 % from run to run. Beside the ratio of medians it prints the node's ratio to
 //! the best raw pool round by round (median and middle half), which cancels drift in the
-//! machine's load between rounds.
+//! machine's load between rounds. With ONEX_BENCH_SLICE_MS set, a round instead opens every
+//! contender's pool at once (each an equal share of the server's connections, at most 50)
+//! and lets the contenders take turns of that many milliseconds until each had
+//! ONEX_BENCH_SECONDS: load from elsewhere on the machine then falls on all of them alike
+//! within a round, and the per-round ratios tighten from ±10–20 % to ±2 % on a busy
+//! machine. Traced contenders and pgbench cannot take turns (an exporter works on in the
+//! others' turns; pgbench is a process of its own).
 //! Environment: ONEX_BENCH_PG_DATABASE (default onex_bench), ONEX_BENCH_CLIENTS (default
 //! 8,32,128), ONEX_BENCH_ONLY (comma-separated: node, node-metrics, node-traced-1.0, node-traced-0.1, node-traced-0.0, adapter, adapter-quiet, pool-api,
 //! contract-floor, deadpool, deadpool-bounded, bb8, pgbench), ONEX_BENCH_OUT (default
@@ -32,7 +38,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use onex_generated::nodes::node_postgres_adapter_effect::v1_0_0::handler::NodePostgresAdapterEffect;
@@ -171,6 +177,169 @@ where
         latencies: all,
         spans: None,
     }
+}
+
+/// How a round measures its contenders.
+#[derive(Clone)]
+enum Driver {
+    /// Each contender alone for its window, one after another (the default).
+    Alone { seconds: f64 },
+    /// Every contender of the round in one window, taking turns (see [`Turns`]).
+    Turns(Arc<Turns>, usize),
+}
+
+impl Driver {
+    async fn drive<F, Fut>(&self, clients: usize, op: F) -> Window
+    where
+        F: Fn(i64) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        match self {
+            Self::Alone { seconds } => drive(clients, *seconds, op).await,
+            Self::Turns(turns, me) => turns.drive(*me, clients, op).await,
+        }
+    }
+}
+
+/// One window shared by several contenders, each with its pool open and its clients
+/// running, that take turns of `slice`: only the contender whose turn it is runs
+/// statements, the others' clients wait. Drift in the machine's load, which moves one
+/// contender's 3 s rounds by a third on a busy machine, then falls on every contender
+/// alike within a round; a contender's throughput is its statements over the sum of its
+/// turns.
+///
+/// Invariants: a client starts a statement only in its contender's turn and counts it only
+/// if it ends there (a statement still running when the turn ends finishes uncounted, as
+/// the others' do at the end of theirs); a contender's CPU time is the process's over its
+/// turns.
+struct Turns {
+    slice: Duration,
+    seconds: f64,
+    /// The contender whose turn it is; `usize::MAX` between turns.
+    active: AtomicUsize,
+    measuring: AtomicBool,
+    stop: AtomicBool,
+    /// Wakes a contender's waiting clients when its turn comes.
+    turn: Vec<tokio::sync::Notify>,
+    /// Every contender's clients running: the schedule starts.
+    ready: tokio::sync::Barrier,
+    /// The schedule is over: every contender collects its clients.
+    done: tokio::sync::Barrier,
+    /// Per contender: the length of its measured turns and the CPU time spent in them.
+    spent: Vec<std::sync::Mutex<(Duration, Option<Duration>)>>,
+}
+
+impl Turns {
+    fn new(contenders: usize, slice: Duration, seconds: f64) -> Arc<Self> {
+        Arc::new(Self {
+            slice,
+            seconds,
+            active: AtomicUsize::new(usize::MAX),
+            measuring: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            turn: (0..contenders).map(|_| tokio::sync::Notify::new()).collect(),
+            ready: tokio::sync::Barrier::new(contenders),
+            done: tokio::sync::Barrier::new(contenders),
+            spent: (0..contenders).map(|_| std::sync::Mutex::new((Duration::ZERO, Some(Duration::ZERO)))).collect(),
+        })
+    }
+
+    fn give_turn(&self, contender: usize) {
+        self.active.store(contender, Relaxed);
+        self.turn[contender].notify_waiters();
+    }
+
+    async fn drive<F, Fut>(self: &Arc<Self>, me: usize, clients: usize, op: F) -> Window
+    where
+        F: Fn(i64) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let tasks: Vec<_> = (0..clients)
+            .map(|i| {
+                let (op, turns) = (op.clone(), Arc::clone(self));
+                tokio::spawn(async move {
+                    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1).wrapping_mul(0x1000_0000_01b3));
+                    let mut latencies: Vec<u32> = Vec::with_capacity(1 << 14);
+                    while !turns.stop.load(Relaxed) {
+                        if turns.active.load(Relaxed) != me {
+                            // Registered before the check, so a turn given in between wakes it.
+                            let notified = turns.turn[me].notified();
+                            let mut notified = std::pin::pin!(notified);
+                            notified.as_mut().enable();
+                            if turns.active.load(Relaxed) != me && !turns.stop.load(Relaxed) {
+                                notified.await;
+                            }
+                            continue;
+                        }
+                        let started = Instant::now();
+                        op(rng.next_aid()).await;
+                        if turns.measuring.load(Relaxed) && turns.active.load(Relaxed) == me {
+                            latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+                        }
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        if self.ready.wait().await.is_leader() {
+            self.schedule().await;
+        }
+        self.done.wait().await;
+        let mut all: Vec<u32> = Vec::new();
+        for task in tasks {
+            all.extend(task.await.expect("bench task panicked"));
+        }
+        let (elapsed, cpu) = *self.spent[me].lock().unwrap();
+        let ops = all.len().max(1) as f64;
+        Window {
+            tps: all.len() as f64 / elapsed.as_secs_f64().max(f64::EPSILON),
+            cpu_us_per_op: cpu.map(|c| c.as_secs_f64() * 1e6 / ops),
+            latencies: all,
+            spans: None,
+        }
+    }
+
+    /// Warms every contender up in one turn each, then gives turns round-robin until each
+    /// had `seconds`.
+    async fn schedule(&self) {
+        let contenders = self.turn.len();
+        for contender in 0..contenders {
+            self.give_turn(contender);
+            tokio::time::sleep(WARM_UP).await;
+        }
+        self.measuring.store(true, Relaxed);
+        let turns = (self.seconds / self.slice.as_secs_f64()).ceil().max(1.0) as usize;
+        for _ in 0..turns {
+            for contender in 0..contenders {
+                let cpu_before = process_cpu();
+                let started = Instant::now();
+                self.give_turn(contender);
+                tokio::time::sleep(self.slice).await;
+                let elapsed = started.elapsed();
+                let cpu = cpu_before.zip(process_cpu()).map(|(before, after)| after.saturating_sub(before));
+                let mut spent = self.spent[contender].lock().unwrap();
+                spent.0 += elapsed;
+                spent.1 = spent.1.zip(cpu).map(|(sum, cpu)| sum + cpu);
+            }
+        }
+        self.stop.store(true, Relaxed);
+        self.active.store(usize::MAX, Relaxed);
+        for turn in &self.turn {
+            turn.notify_waiters();
+        }
+    }
+}
+
+/// Connections a round may open in all: the server's limit less the superuser's reserve and
+/// two for the bench's own sessions.
+async fn connection_budget(database: &str) -> usize {
+    let (client, connection) = pg_config(database).connect(tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    let setting = |row: tokio_postgres::Row| row.get::<_, String>(0).parse::<usize>().expect("a number");
+    let max = setting(client.query_one("SHOW max_connections", &[]).await.expect("max_connections"));
+    let reserved =
+        setting(client.query_one("SHOW superuser_reserved_connections", &[]).await.expect("reserved connections"));
+    max.saturating_sub(reserved + 2)
 }
 
 fn pg_config(database: &str) -> tokio_postgres::Config {
@@ -377,7 +546,7 @@ enum Contender {
     AdapterQuiet,
     PoolApi,
     /// The node's request and answer around the pool API, without the generated node: what
-    /// the contract's typed request and answer cost at least (the request built and dropped,
+    /// the contract's typed request and answer cost on their own (the request built and dropped,
     /// a context with its correlation id, the contract timeout's deadline, the query checked,
     /// the answer stamped and timed). A reference row: the node's layer is the node's cost
     /// above it.
@@ -464,11 +633,12 @@ impl Contender {
         database: &str,
         clients: usize,
         size: usize,
-        seconds: f64,
+        driver: Driver,
         otlp: Option<&str>,
     ) -> (Option<Window>, Option<String>) {
         let window = match self {
             Self::Pgbench => {
+                let Driver::Alone { seconds } = driver else { unreachable!("pgbench runs alone") };
                 let (tps, latencies, note) = run_pgbench(database, clients, seconds);
                 return (tps.map(|tps| Window { tps, latencies, cpu_us_per_op: None, spans: None }), note);
             }
@@ -489,7 +659,7 @@ impl Contender {
                         assert!(out.success && out.value.is_some(), "{:?}", out.error);
                     }
                 };
-                let mut result = drive(clients, seconds, op).await;
+                let mut result = driver.drive(clients, op).await;
                 pg.close();
                 if tracing.is_enabled() {
                     // Shut down after the window: what it exports then is not measured.
@@ -512,7 +682,7 @@ impl Contender {
                         );
                     }
                 };
-                let result = drive(clients, seconds, op).await;
+                let result = driver.drive(clients, op).await;
                 pg.close();
                 assert_eq!(publisher.published.load(Relaxed) > 0, events, "the adapter published its events");
                 result
@@ -527,7 +697,7 @@ impl Contender {
                         assert!(value.is_some());
                     }
                 };
-                let result = drive(clients, seconds, op).await;
+                let result = driver.drive(clients, op).await;
                 pg.close();
                 result
             }
@@ -541,7 +711,7 @@ impl Contender {
                         assert!(out.success && out.value.is_some(), "{:?}", out.error);
                     }
                 };
-                let result = drive(clients, seconds, op).await;
+                let result = driver.drive(clients, op).await;
                 pg.close();
                 result
             }
@@ -562,7 +732,7 @@ impl Contender {
                         let _: i32 = row.get(0);
                     }
                 };
-                let result = drive(clients, seconds, op).await;
+                let result = driver.drive(clients, op).await;
                 pool.close();
                 result
             }
@@ -583,7 +753,7 @@ impl Contender {
                         let _: i32 = rows[0].get(0);
                     }
                 };
-                let result = drive(clients, seconds, op).await;
+                let result = driver.drive(clients, op).await;
                 drop(pool);
                 result
             }
@@ -684,6 +854,26 @@ fn main() {
         .into_iter()
         .filter(|c| only.is_empty() || only.split(',').any(|o| o.trim() == c.key()))
         .collect();
+    // Turns of this many milliseconds within a round instead of one window per contender.
+    let slice = std::env::var("ONEX_BENCH_SLICE_MS")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| Duration::from_millis(v.trim().parse().expect("ONEX_BENCH_SLICE_MS is a number of milliseconds")))
+        .filter(|slice| !slice.is_zero());
+    if slice.is_some() {
+        // A traced contender's exporter keeps working in the others' turns, and pgbench is a
+        // process of its own: neither can take turns.
+        let alone: Vec<_> = contenders
+            .iter()
+            .filter(|c| c.sample_rate().is_some() || **c == Contender::Pgbench)
+            .map(|c| c.key())
+            .collect();
+        assert!(
+            alone.is_empty(),
+            "ONEX_BENCH_SLICE_MS: {} cannot take turns; leave them out of ONEX_BENCH_ONLY",
+            alone.join(", ")
+        );
+    }
     let receiver = contenders
         .iter()
         .any(|c| c.sample_rate().is_some())
@@ -692,10 +882,17 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut points = Vec::new();
     let checkout = runtime.block_on(async {
+        // Taking turns, every contender's pool stays open through the round.
+        let budget = match slice {
+            Some(_) => connection_budget(&database).await / contenders.len().max(1),
+            None => usize::MAX,
+        };
         for &n in &clients {
             // Every pool gets as many connections as clients (pgbench's model), capped at the
-            // connection manager's default maximum of 50.
-            let size = n.min(50);
+            // connection manager's default maximum of 50 (and, taking turns, at an equal share
+            // of what the server allows).
+            let size = n.min(50).min(budget);
+            assert!(size > 0, "the server allows too few connections for {} contenders", contenders.len());
             let mut spans: Vec<Vec<ExportStats>> = vec![Vec::new(); contenders.len()];
             let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
             let mut latencies: Vec<Vec<u32>> = vec![Vec::new(); contenders.len()];
@@ -704,9 +901,25 @@ fn main() {
             // Rounds interleave the contenders (in a rotating order) so that background load
             // on the machine hits them alike; the median round is reported.
             for round in 0..rounds_per_point {
-                for k in 0..contenders.len() {
-                    let i = (round + k) % contenders.len();
-                    let (window, note) = contenders[i].run(&database, n, size, seconds, otlp.as_deref()).await;
+                let outcomes = match slice {
+                    Some(slice) => {
+                        let turns = Turns::new(contenders.len(), slice, seconds);
+                        let runs = contenders.iter().enumerate().map(|(i, c)| {
+                            c.run(&database, n, size, Driver::Turns(Arc::clone(&turns), i), otlp.as_deref())
+                        });
+                        futures::future::join_all(runs).await.into_iter().enumerate().collect::<Vec<_>>()
+                    }
+                    None => {
+                        let mut outcomes = Vec::new();
+                        for k in 0..contenders.len() {
+                            let i = (round + k) % contenders.len();
+                            let driver = Driver::Alone { seconds };
+                            outcomes.push((i, contenders[i].run(&database, n, size, driver, otlp.as_deref()).await));
+                        }
+                        outcomes
+                    }
+                };
+                for (i, (window, note)) in outcomes {
                     if let Some(window) = window {
                         spans[i].extend(window.spans);
                         rounds[i].push(window.tps);
