@@ -17,8 +17,9 @@
 # with the same messages and settings; skipped when gcc is missing or KAFKA_BENCH_ONLY leaves it out.
 #   --instructions: instead of throughput, count instructions per message under callgrind (both raw
 #   contenders, the pool, the node per message and per batch, the contract floor, the bus;
-#   KAFKA_BENCH_ONLY narrows them), KAFKA_BENCH_MESSAGES (100,000 here) each with and without idempotence, per allocator;
-#   a minute or two per contender and allocator; writes target/bench/kafka-instructions.json.
+#   KAFKA_BENCH_ONLY narrows them), KAFKA_BENCH_MESSAGES (100,000 here) each with and without
+#   idempotence, per allocator; a minute or two per contender and allocator; writes
+#   target/bench/kafka-instructions.json.
 #   Steady where throughput is noisy. BENCH_CACHE_SIM=1 adds first-level cache misses per
 #   message (scripts/lib/callgrind.sh).
 set -euo pipefail

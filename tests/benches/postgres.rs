@@ -128,85 +128,12 @@ struct Window {
     spans: Option<ExportStats>,
 }
 
-/// Runs `clients` tasks, each calling `op` in a loop for `seconds` after a warm-up; returns
-/// the throughput of the measured window, its latencies (µs) and the client CPU per op.
-/// Generic over the operation, so each contender's future is polled in place: a boxed
-/// future per call would charge the harness's allocation to the contenders with larger
-/// futures.
-async fn drive<F, Fut>(clients: usize, seconds: f64, op: F) -> Window
-where
-    F: Fn(i64) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks: Vec<_> = (0..clients)
-        .map(|i| {
-            let (op, measuring, stop) = (op.clone(), Arc::clone(&measuring), Arc::clone(&stop));
-            tokio::spawn(async move {
-                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1).wrapping_mul(0x1000_0000_01b3));
-                let mut latencies: Vec<u32> = Vec::with_capacity(1 << 14);
-                while !stop.load(Relaxed) {
-                    let started = Instant::now();
-                    op(rng.next_aid()).await;
-                    if measuring.load(Relaxed) {
-                        latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
-                    }
-                }
-                latencies
-            })
-        })
-        .collect();
-    tokio::time::sleep(WARM_UP).await;
-    measuring.store(true, Relaxed);
-    let cpu_before = process_cpu();
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    measuring.store(false, Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_before.zip(process_cpu()).map(|(before, after)| after.saturating_sub(before));
-    stop.store(true, Relaxed);
-    let mut all: Vec<u32> = Vec::new();
-    for task in tasks {
-        all.extend(task.await.expect("bench task panicked"));
-    }
-    let ops = all.len().max(1) as f64;
-    Window {
-        tps: all.len() as f64 / elapsed,
-        cpu_us_per_op: cpu.map(|c| c.as_secs_f64() * 1e6 / ops),
-        latencies: all,
-        spans: None,
-    }
-}
-
-/// How a round measures its contenders.
-#[derive(Clone)]
-enum Driver {
-    /// Each contender alone for its window, one after another (the default).
-    Alone { seconds: f64 },
-    /// Every contender of the round in one window, taking turns (see [`Turns`]).
-    Turns(Arc<Turns>, usize),
-}
-
-impl Driver {
-    async fn drive<F, Fut>(&self, clients: usize, op: F) -> Window
-    where
-        F: Fn(i64) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send,
-    {
-        match self {
-            Self::Alone { seconds } => drive(clients, *seconds, op).await,
-            Self::Turns(turns, me) => turns.drive(*me, clients, op).await,
-        }
-    }
-}
-
-/// One window shared by several contenders, each with its pool open and its clients
-/// running, that take turns of `slice`: only the contender whose turn it is runs
-/// statements, the others' clients wait. Drift in the machine's load, which moves one
-/// contender's 3 s rounds by a third on a busy machine, then falls on every contender
-/// alike within a round; a contender's throughput is its statements over the sum of its
-/// turns.
+/// One measured window of a round. Its contenders, each with its pool open and its clients
+/// running, take turns of `slice`: only the contender whose turn it is runs statements, the
+/// others' clients wait. Drift in the machine's load, which moves one contender's 3 s rounds
+/// by a third on a busy machine, then falls on every contender alike within a round; a
+/// contender's throughput is its statements over the sum of its turns. A contender measured
+/// alone is one contender with one turn of the whole window ([`Turns::alone`]).
 ///
 /// Invariants: a client starts a statement only in its contender's turn and counts it only
 /// if it ends there (a statement still running when the turn ends finishes uncounted, as
@@ -244,11 +171,21 @@ impl Turns {
         })
     }
 
+    /// One contender's window of `seconds`, measured in one turn.
+    fn alone(seconds: f64) -> Arc<Self> {
+        Self::new(1, Duration::from_secs_f64(seconds), seconds)
+    }
+
     fn give_turn(&self, contender: usize) {
         self.active.store(contender, Relaxed);
         self.turn[contender].notify_waiters();
     }
 
+    /// Runs `clients` tasks of contender `me`, each calling `op` in a loop in `me`'s turns;
+    /// returns the throughput of the measured turns, their latencies (µs) and the client CPU
+    /// per op. Generic over the operation, so each contender's future is polled in place: a
+    /// boxed future per call would charge the harness's allocation to the contenders with
+    /// larger futures.
     async fn drive<F, Fut>(self: &Arc<Self>, me: usize, clients: usize, op: F) -> Window
     where
         F: Fn(i64) -> Fut + Clone + Send + Sync + 'static,
@@ -625,21 +562,21 @@ impl Contender {
         }
     }
 
-    /// One round: builds the contender's pool with `size` connections opened up front,
-    /// drives it, and closes it again (the server allows 100 connections, so pools of the
-    /// contenders cannot all stay open at once). Traced contenders export to `otlp`.
+    /// One round as contender `me` of `turns`: builds the contender's pool with `size`
+    /// connections opened up front, drives it and closes it again. Alone, the contenders run
+    /// one after another, so only one pool is open at a time (the server allows 100
+    /// connections); in turns, every pool holds its share. Traced contenders export to `otlp`.
     async fn run(
         self,
         database: &str,
         clients: usize,
         size: usize,
-        driver: Driver,
+        (turns, me): (Arc<Turns>, usize),
         otlp: Option<&str>,
     ) -> (Option<Window>, Option<String>) {
         let window = match self {
             Self::Pgbench => {
-                let Driver::Alone { seconds } = driver else { unreachable!("pgbench runs alone") };
-                let (tps, latencies, note) = run_pgbench(database, clients, seconds);
+                let (tps, latencies, note) = run_pgbench(database, clients, turns.seconds);
                 return (tps.map(|tps| Window { tps, latencies, cpu_us_per_op: None, spans: None }), note);
             }
             Self::Node | Self::NodeMetered | Self::NodeTracedAll | Self::NodeTracedTenth | Self::NodeTracedNone => {
@@ -659,7 +596,7 @@ impl Contender {
                         assert!(out.success && out.value.is_some(), "{:?}", out.error);
                     }
                 };
-                let mut result = driver.drive(clients, op).await;
+                let mut result = turns.drive(me, clients, op).await;
                 pg.close();
                 if tracing.is_enabled() {
                     // Shut down after the window: what it exports then is not measured.
@@ -682,7 +619,7 @@ impl Contender {
                         );
                     }
                 };
-                let result = driver.drive(clients, op).await;
+                let result = turns.drive(me, clients, op).await;
                 pg.close();
                 assert_eq!(publisher.published.load(Relaxed) > 0, events, "the adapter published its events");
                 result
@@ -697,7 +634,7 @@ impl Contender {
                         assert!(value.is_some());
                     }
                 };
-                let result = driver.drive(clients, op).await;
+                let result = turns.drive(me, clients, op).await;
                 pg.close();
                 result
             }
@@ -711,7 +648,7 @@ impl Contender {
                         assert!(out.success && out.value.is_some(), "{:?}", out.error);
                     }
                 };
-                let result = driver.drive(clients, op).await;
+                let result = turns.drive(me, clients, op).await;
                 pg.close();
                 result
             }
@@ -732,7 +669,7 @@ impl Contender {
                         let _: i32 = row.get(0);
                     }
                 };
-                let result = driver.drive(clients, op).await;
+                let result = turns.drive(me, clients, op).await;
                 pool.close();
                 result
             }
@@ -753,7 +690,7 @@ impl Contender {
                         let _: i32 = rows[0].get(0);
                     }
                 };
-                let result = driver.drive(clients, op).await;
+                let result = turns.drive(me, clients, op).await;
                 drop(pool);
                 result
             }
@@ -904,17 +841,18 @@ fn main() {
                 let outcomes = match slice {
                     Some(slice) => {
                         let turns = Turns::new(contenders.len(), slice, seconds);
-                        let runs = contenders.iter().enumerate().map(|(i, c)| {
-                            c.run(&database, n, size, Driver::Turns(Arc::clone(&turns), i), otlp.as_deref())
-                        });
+                        let runs = contenders
+                            .iter()
+                            .enumerate()
+                            .map(|(i, c)| c.run(&database, n, size, (Arc::clone(&turns), i), otlp.as_deref()));
                         futures::future::join_all(runs).await.into_iter().enumerate().collect::<Vec<_>>()
                     }
                     None => {
                         let mut outcomes = Vec::new();
                         for k in 0..contenders.len() {
                             let i = (round + k) % contenders.len();
-                            let driver = Driver::Alone { seconds };
-                            outcomes.push((i, contenders[i].run(&database, n, size, driver, otlp.as_deref()).await));
+                            let alone = (Turns::alone(seconds), 0);
+                            outcomes.push((i, contenders[i].run(&database, n, size, alone, otlp.as_deref()).await));
                         }
                         outcomes
                     }
